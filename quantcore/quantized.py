@@ -1,0 +1,70 @@
+"""What a quantizer hands back: integer codes and the exact rule that turns them into weights.
+
+Two decoders cover every method, and each maps to a few ONNX operators, so that the weights
+onnxruntime computes from ``model.onnx`` are bit for bit the ones ``decode`` computes here:
+
+- ``AffineDecoder`` (uniform midrise/midtread): ``w = float32(code) * scale + offset``.
+  In ONNX: ``DequantizeLinear(code, scale)`` then ``Add(offset)``. The offset carries the
+  normalisation mean (and the half step of a midrise quantizer), which an integer zero point
+  cannot hold.
+- ``CodebookDecoder`` (dead-zone, mu-law, exponential, minifloat): ``w = levels[code] * scale +
+  offset``. In ONNX: ``Gather(levels, Cast(code))``, ``Mul(scale)``, ``Add(offset)``; where the
+  scale is one and the offset zero, the two are left out.
+
+``scale`` and ``offset`` are float32 scalars (shape ``()``) or one value per channel along
+``axis``. All arithmetic is float32, one rounding per operation, in this order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.integer]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AffineDecoder:
+    """``w = float32(code) * scale + offset``; codes are signed integers."""
+
+    scale: FloatArray
+    offset: FloatArray
+    axis: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CodebookDecoder:
+    """``w = levels[code] * scale + offset``; codes are indices into ``levels``."""
+
+    levels: FloatArray
+    scale: FloatArray
+    offset: FloatArray
+    axis: int | None = None
+
+
+Decoder = AffineDecoder | CodebookDecoder
+
+
+def _along(values: FloatArray, axis: int | None, ndim: int) -> FloatArray:
+    """Reshape per-channel ``values`` so that they broadcast along ``axis`` of an ndim array."""
+    if axis is None or values.ndim == 0:
+        return values
+    shape = [1] * ndim
+    shape[axis] = values.shape[0]
+    return values.reshape(shape)
+
+
+def decode(codes: IntArray, decoder: Decoder) -> FloatArray:
+    """The weights that ``codes`` stand for, computed exactly as the ONNX graph computes them."""
+    scale = _along(np.asarray(decoder.scale, np.float32), decoder.axis, codes.ndim)
+    offset = _along(np.asarray(decoder.offset, np.float32), decoder.axis, codes.ndim)
+    if isinstance(decoder, AffineDecoder):
+        values = codes.astype(np.float32)
+    else:
+        values = np.asarray(decoder.levels, np.float32)[codes]
+    values *= scale
+    values += offset
+    return values

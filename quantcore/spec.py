@@ -1,0 +1,333 @@
+"""The quantization spec: what callers send, validated, with every default filled in.
+
+``QuantSpec.from_dict`` is the one place where a caller's JSON becomes a spec; it raises
+``InvalidSpecError`` naming the field and the value. ``QuantSpec.to_dict`` gives back the spec
+"as applied" (defaults filled in), which is what reports show.
+
+Two levels:
+
+- ``QuantizerSpec``: how one tensor (or one channel) is quantized: method, bits, support, ...
+- ``QuantSpec``: a ``QuantizerSpec`` plus what applies to a whole model: granularity, which
+  tensors are quantized (``include``, ``exclude``, ``min_elements``), per-tensor ``overrides``
+  and whether the package is entropy coded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from quantcore.errors import InvalidSpecError
+
+
+class Method(StrEnum):
+    UNIFORM = "uniform"
+    DEADZONE = "deadzone"
+    MULAW = "mulaw"
+    LOG = "log"
+    FLOAT = "float"
+
+
+class Granularity(StrEnum):
+    MODEL = "model"
+    LAYER = "layer"
+    CHANNEL = "channel"
+
+
+class Support(StrEnum):
+    WMAX = "wmax"
+    ABS_WMIN = "abs_wmin"
+    MAX_ABS = "max_abs"
+    HUI = "hui"
+    JAYANT = "jayant"
+    MSE = "mse"
+    PERCENTILE = "percentile"
+    VALUE = "value"
+
+
+class Rounding(StrEnum):
+    MIDRISE = "midrise"
+    MIDTREAD = "midtread"
+
+
+MIN_BITS = 1
+MAX_BITS = 16
+MAX_MU = 2.0**24
+
+# The support a method uses when the caller names none: the Laplacian MSE-optimal threshold
+# for the uniform families, the whole range for the companding and floating-point ones.
+DEFAULT_SUPPORT: dict[Method, Support] = {
+    Method.UNIFORM: Support.JAYANT,
+    Method.DEADZONE: Support.JAYANT,
+    Method.MULAW: Support.MAX_ABS,
+    Method.LOG: Support.MAX_ABS,
+    Method.FLOAT: Support.MAX_ABS,
+}
+
+
+def _enum(enum: type[StrEnum], name: str, value: Any) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum)  # type: ignore[attr-defined]
+        raise InvalidSpecError(f"{name}={value!r} is not one of: {allowed}") from None
+
+
+def _int(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise InvalidSpecError(f"{name}={value!r} must be a whole number")
+    if not lo <= int(value) <= hi:
+        raise InvalidSpecError(f"{name}={value!r} must be between {lo} and {hi}")
+    return int(value)
+
+
+def _float(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidSpecError(f"{name}={value!r} must be a finite number")
+    v = float(value)
+    if (v <= lo if lo_open else v < lo) or v > hi:
+        lo_text = f"greater than {lo}" if lo_open else f"at least {lo}"
+        raise InvalidSpecError(f"{name}={value!r} must be {lo_text} and at most {hi}")
+    return v
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidSpecError(f"{name}={value!r} must be true or false")
+    return value
+
+
+def _patterns(name: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise InvalidSpecError(f"{name}={value!r} must be a list of regular expressions")
+    for pattern in value:
+        _compile(name, pattern)
+    return tuple(value)
+
+
+def _compile(name: str, pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise InvalidSpecError(f"{name}: {pattern!r} is not a valid regular expression: {exc}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizerSpec:
+    """How one tensor is quantized.
+
+    ``support`` is ``None`` until resolved: ``resolved()`` fills in the method's default.
+    For ``method="float"`` the format is ``1 + exponent_bits + mantissa_bits`` bits and
+    ``bits`` is set to that.
+    """
+
+    method: Method = Method.UNIFORM
+    bits: int = 8
+    rounding: Rounding = Rounding.MIDRISE
+    support: Support | None = None
+    support_value: float | None = None
+    normalize: bool = True
+    deadzone_ratio: float = 0.4
+    mu: float = 255.0
+    exponent_bits: int = 4
+    mantissa_bits: int = 3
+
+    @property
+    def levels(self) -> int:
+        """N, the number of representation levels the codes can address (2**bits)."""
+        return 1 << self.bits
+
+    def resolved(self) -> QuantizerSpec:
+        """The spec with the method's default support and, for floats, bits = 1 + E + M."""
+        support = self.support or DEFAULT_SUPPORT[self.method]
+        bits = self.bits
+        if self.method is Method.FLOAT:
+            bits = 1 + self.exponent_bits + self.mantissa_bits
+        return dataclasses.replace(self, support=support, bits=bits)
+
+
+QUANTIZER_FIELDS = tuple(f.name for f in dataclasses.fields(QuantizerSpec))
+
+
+def _quantizer_from_dict(data: dict[str, Any], base: QuantizerSpec, where: str) -> QuantizerSpec:
+    """Validate the quantizer fields of ``data`` on top of ``base``."""
+    values: dict[str, Any] = {}
+    if "method" in data:
+        values["method"] = _enum(Method, f"{where}method", data["method"])
+    if "bits" in data:
+        values["bits"] = _int(f"{where}bits", data["bits"], MIN_BITS, MAX_BITS)
+    if "rounding" in data:
+        values["rounding"] = _enum(Rounding, f"{where}rounding", data["rounding"])
+    if data.get("support") is not None:
+        values["support"] = _enum(Support, f"{where}support", data["support"])
+    if data.get("support_value") is not None:
+        values["support_value"] = _float(
+            f"{where}support_value", data["support_value"], 0.0, 1e6, lo_open=True
+        )
+    if "normalize" in data:
+        values["normalize"] = _bool(f"{where}normalize", data["normalize"])
+    if "deadzone_ratio" in data:
+        values["deadzone_ratio"] = _float(
+            f"{where}deadzone_ratio", data["deadzone_ratio"], 0.0, 1.0
+        )
+    if "mu" in data:
+        values["mu"] = _float(f"{where}mu", data["mu"], 0.0, MAX_MU, lo_open=True)
+    if "exponent_bits" in data:
+        values["exponent_bits"] = _int(f"{where}exponent_bits", data["exponent_bits"], 1, 8)
+    if "mantissa_bits" in data:
+        values["mantissa_bits"] = _int(f"{where}mantissa_bits", data["mantissa_bits"], 0, 10)
+    spec = dataclasses.replace(base, **values).resolved()
+    _check_combination(spec, where)
+    return spec
+
+
+def _check_combination(spec: QuantizerSpec, where: str) -> None:
+    if spec.method is Method.FLOAT and spec.bits > MAX_BITS:
+        raise InvalidSpecError(
+            f"{where}exponent_bits={spec.exponent_bits} and "
+            f"{where}mantissa_bits={spec.mantissa_bits} give a {spec.bits}-bit float; "
+            f"1 + exponent_bits + mantissa_bits must be at most {MAX_BITS}"
+        )
+    if spec.support is Support.VALUE and spec.support_value is None:
+        raise InvalidSpecError(f"{where}support='value' needs {where}support_value (a number > 0)")
+    if spec.support is Support.PERCENTILE:
+        if spec.support_value is None:
+            raise InvalidSpecError(
+                f"{where}support='percentile' needs {where}support_value "
+                "(a percentile in (0, 100], e.g. 99.9)"
+            )
+        if spec.support_value > 100.0:
+            raise InvalidSpecError(
+                f"{where}support_value={spec.support_value} must be at most 100 "
+                "when support='percentile'"
+            )
+    if spec.method is Method.UNIFORM and spec.rounding is Rounding.MIDTREAD and spec.bits < 2:
+        raise InvalidSpecError(
+            f"{where}bits={spec.bits} is too few for a midtread quantizer: it needs at least 2 "
+            "(levels -1, 0, +1)"
+        )
+    if spec.method is Method.DEADZONE and spec.bits < 2:
+        raise InvalidSpecError(
+            f"{where}bits={spec.bits} is too few for a dead-zone quantizer: it needs at least 2"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Override:
+    """Quantizer fields that replace the spec's for tensors whose name matches ``match``."""
+
+    match: str
+    quantizer: QuantizerSpec
+    fields: tuple[str, ...]
+
+    def matches(self, name: str) -> bool:
+        return re.search(self.match, name) is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"match": self.match}
+        for name in self.fields:
+            out[name] = _plain(getattr(self.quantizer, name))
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantSpec:
+    """A whole job's spec. Build it with ``from_dict``; read it back with ``to_dict``."""
+
+    quantizer: QuantizerSpec = field(default_factory=lambda: QuantizerSpec().resolved())
+    granularity: Granularity = Granularity.LAYER
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    min_elements: int = 0
+    overrides: tuple[Override, ...] = ()
+    entropy_coding: bool = True
+
+    KNOWN_FIELDS = frozenset(
+        {*QUANTIZER_FIELDS, "granularity", "include", "exclude", "min_elements", "overrides",
+         "entropy_coding"}
+    )
+
+    @classmethod
+    def from_dict(cls, data: Any) -> QuantSpec:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise InvalidSpecError(f"spec must be a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - cls.KNOWN_FIELDS)
+        if unknown:
+            raise InvalidSpecError(
+                f"spec has unknown field(s): {', '.join(unknown)}; "
+                f"known fields: {', '.join(sorted(cls.KNOWN_FIELDS))}"
+            )
+        quantizer = _quantizer_from_dict(data, QuantizerSpec(), "")
+        values: dict[str, Any] = {"quantizer": quantizer}
+        if "granularity" in data:
+            values["granularity"] = _enum(Granularity, "granularity", data["granularity"])
+        if "include" in data:
+            values["include"] = _patterns("include", data["include"])
+        if "exclude" in data:
+            values["exclude"] = _patterns("exclude", data["exclude"])
+        if "min_elements" in data:
+            values["min_elements"] = _int("min_elements", data["min_elements"], 0, 2**62)
+        if "entropy_coding" in data:
+            values["entropy_coding"] = _bool("entropy_coding", data["entropy_coding"])
+        if "overrides" in data:
+            values["overrides"] = _overrides(data["overrides"], quantizer)
+        return cls(**values)
+
+    def quantizer_for(self, name: str) -> QuantizerSpec:
+        """The quantizer for tensor ``name``: the last matching override wins."""
+        spec = self.quantizer
+        for override in self.overrides:
+            if override.matches(name):
+                spec = override.quantizer
+        return spec
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {name: _plain(getattr(self.quantizer, name)) for name in QUANTIZER_FIELDS}
+        out.update(
+            granularity=self.granularity.value,
+            include=list(self.include),
+            exclude=list(self.exclude),
+            min_elements=self.min_elements,
+            overrides=[o.to_dict() for o in self.overrides],
+            entropy_coding=self.entropy_coding,
+        )
+        return out
+
+
+def _overrides(value: Any, base: QuantizerSpec) -> tuple[Override, ...]:
+    if not isinstance(value, list):
+        raise InvalidSpecError(f"overrides={value!r} must be a list of objects")
+    result = []
+    for i, item in enumerate(value):
+        where = f"overrides[{i}]."
+        if not isinstance(item, dict) or not isinstance(item.get("match"), str):
+            raise InvalidSpecError(
+                f"overrides[{i}]={item!r} must be an object with a 'match' regular expression"
+            )
+        unknown = sorted(set(item) - {"match", *QUANTIZER_FIELDS})
+        if unknown:
+            raise InvalidSpecError(
+                f"overrides[{i}] has unknown field(s): {', '.join(unknown)}; an override may "
+                f"set: match, {', '.join(QUANTIZER_FIELDS)}"
+            )
+        _compile(f"{where}match", item["match"])
+        fields_set = tuple(k for k in QUANTIZER_FIELDS if k in item)
+        if not fields_set:
+            raise InvalidSpecError(f"overrides[{i}] changes nothing: add e.g. 'bits'")
+        # An override that changes the method starts from that method's default support.
+        start = base
+        if "method" in item and "support" not in item:
+            start = dataclasses.replace(base, support=None)
+        quantizer = _quantizer_from_dict(item, start, where)
+        result.append(Override(match=item["match"], quantizer=quantizer, fields=fields_set))
+    return tuple(result)
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, StrEnum) else value

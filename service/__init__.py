@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI), its settings, database, storage and the CLI."""
