@@ -68,3 +68,24 @@ def decode(codes: IntArray, decoder: Decoder) -> FloatArray:
     values *= scale
     values += offset
     return values
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizedTensor:
+    """One tensor after quantization.
+
+    ``codes`` has the weights' shape; every code lies in ``[code_min, code_max]`` (the range
+    the quantizer can emit, which fixes the storage type and the bit-packing width);
+    ``dequantized`` equals ``decode(codes, decoder)`` exactly.
+    """
+
+    codes: IntArray
+    code_min: int
+    code_max: int
+    decoder: Decoder
+    dequantized: FloatArray
+
+    @property
+    def code_bits(self) -> int:
+        """Bits needed to store one code of this range, offset to start at zero."""
+        return max(1, int(self.code_max - self.code_min).bit_length())
