@@ -73,7 +73,7 @@ def _enum(enum: type[StrEnum], name: str, value: Any) -> Any:
     try:
         return enum(value)
     except ValueError:
-        allowed = ", ".join(m.value for m in enum)  # type: ignore[attr-defined]
+        allowed = ", ".join(m.value for m in enum)
         raise InvalidSpecError(f"{name}={value!r} is not one of: {allowed}") from None
 
 
@@ -113,7 +113,9 @@ def _compile(name: str, pattern: str) -> re.Pattern[str]:
     try:
         return re.compile(pattern)
     except re.error as exc:
-        raise InvalidSpecError(f"{name}: {pattern!r} is not a valid regular expression: {exc}")
+        raise InvalidSpecError(
+            f"{name}: {pattern!r} is not a valid regular expression: {exc}"
+        ) from None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,141 @@
+"""The spec: callers' JSON in, a validated spec with defaults out, errors that name the value."""
+
+from __future__ import annotations
+
+import pytest
+
+from quantcore.errors import InvalidSpecError
+from quantcore.spec import Granularity, Method, QuantSpec, Rounding, Support
+
+
+def test_empty_spec_gets_every_default_filled_in() -> None:
+    spec = QuantSpec.from_dict({})
+    applied = spec.to_dict()
+    assert applied["method"] == "uniform"
+    assert applied["bits"] == 8
+    assert applied["support"] == "jayant"
+    assert applied["granularity"] == "layer"
+    assert applied["rounding"] == "midrise"
+    assert applied["entropy_coding"] is True
+    assert set(applied) == QuantSpec.KNOWN_FIELDS
+
+
+def test_api_example_spec_round_trips() -> None:
+    example = {
+        "method": "uniform", "bits": 3, "granularity": "layer", "support": "jayant",
+        "support_value": None, "rounding": "midrise", "normalize": True,
+        "deadzone_ratio": 0.4, "mu": 255, "exponent_bits": 4, "mantissa_bits": 3,
+        "include": [], "exclude": [], "min_elements": 0,
+        "overrides": [{"match": "fc3", "bits": 8}], "entropy_coding": True,
+    }
+    spec = QuantSpec.from_dict(example)
+    assert spec.quantizer.bits == 3
+    assert spec.quantizer.support is Support.JAYANT
+    assert spec.quantizer_for("layer.fc3.weight").bits == 8
+    assert spec.quantizer_for("layer.fc1.weight").bits == 3
+    assert QuantSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("bits", 0, "bits=0 must be between 1 and 16"),
+        ("bits", 17, "bits=17 must be between 1 and 16"),
+        ("bits", 2.5, "bits=2.5 must be a whole number"),
+        ("bits", True, "bits=True must be a whole number"),
+        ("method", "kmeans", "method='kmeans' is not one of"),
+        ("support", "widest", "support='widest' is not one of"),
+        ("support_value", -1.0, "support_value=-1.0 must be greater than 0"),
+        ("deadzone_ratio", 1.5, "deadzone_ratio=1.5 must be at least 0.0 and at most 1.0"),
+        ("mu", 0, "mu=0 must be greater than 0"),
+        ("granularity", "tensor", "granularity='tensor' is not one of"),
+        ("include", ["("], "include: '(' is not a valid regular expression"),
+        ("min_elements", -3, "min_elements=-3 must be between 0"),
+        ("entropy_coding", "yes", "entropy_coding='yes' must be true or false"),
+        ("colour", "red", "unknown field(s): colour"),
+    ],
+)
+def test_out_of_range_fields_are_named_in_the_error(
+    field: str, value: object, fragment: str
+) -> None:
+    with pytest.raises(InvalidSpecError) as info:
+        QuantSpec.from_dict({field: value})
+    assert fragment in info.value.message
+    assert info.value.code == "invalid_spec"
+
+
+def test_support_value_is_required_for_value_and_percentile() -> None:
+    with pytest.raises(InvalidSpecError, match="support='value' needs support_value"):
+        QuantSpec.from_dict({"support": "value"})
+    with pytest.raises(InvalidSpecError, match=r"support_value=120\.0 must be at most 100"):
+        QuantSpec.from_dict({"support": "percentile", "support_value": 120.0})
+    spec = QuantSpec.from_dict({"support": "value", "support_value": 2.5})
+    assert spec.quantizer.support_value == 2.5
+
+
+def test_float_method_takes_its_width_from_exponent_and_mantissa() -> None:
+    spec = QuantSpec.from_dict({"method": "float", "exponent_bits": 5, "mantissa_bits": 2})
+    assert spec.quantizer.bits == 8
+    assert spec.quantizer.support is Support.MAX_ABS
+    with pytest.raises(InvalidSpecError, match="1 \\+ exponent_bits \\+ mantissa_bits"):
+        QuantSpec.from_dict({"method": "float", "exponent_bits": 8, "mantissa_bits": 10})
+
+
+def test_each_method_gets_its_own_default_support() -> None:
+    assert QuantSpec.from_dict({"method": "mulaw"}).quantizer.support is Support.MAX_ABS
+    assert QuantSpec.from_dict({"method": "deadzone"}).quantizer.support is Support.JAYANT
+
+
+def test_override_changing_method_starts_from_that_methods_default_support() -> None:
+    spec = QuantSpec.from_dict(
+        {"bits": 3, "overrides": [{"match": "^conv", "method": "mulaw", "mu": 100}]}
+    )
+    conv = spec.quantizer_for("conv1.weight")
+    assert conv.method is Method.MULAW
+    assert conv.support is Support.MAX_ABS
+    assert conv.bits == 3
+    assert conv.mu == 100.0
+
+
+def test_last_matching_override_wins() -> None:
+    spec = QuantSpec.from_dict(
+        {"overrides": [{"match": "fc", "bits": 4}, {"match": "fc2", "bits": 6}]}
+    )
+    assert spec.quantizer_for("fc1").bits == 4
+    assert spec.quantizer_for("fc2").bits == 6
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ("fc", "overrides='fc' must be a list"),
+        ([{"bits": 4}], "must be an object with a 'match'"),
+        ([{"match": "fc"}], "overrides[0] changes nothing"),
+        ([{"match": "fc", "bits": 40}], "overrides[0].bits=40 must be between 1 and 16"),
+        ([{"match": "fc", "granularity": "model"}], "overrides[0] has unknown field(s)"),
+        ([{"match": "[", "bits": 4}], "overrides[0].match: '[' is not a valid"),
+    ],
+)
+def test_bad_overrides_are_named_by_index(overrides: object, fragment: str) -> None:
+    with pytest.raises(InvalidSpecError) as info:
+        QuantSpec.from_dict({"overrides": overrides})
+    assert fragment in info.value.message
+
+
+def test_combinations_that_cannot_work_are_refused() -> None:
+    with pytest.raises(InvalidSpecError, match="midtread"):
+        QuantSpec.from_dict({"bits": 1, "rounding": "midtread"})
+    with pytest.raises(InvalidSpecError, match="dead-zone"):
+        QuantSpec.from_dict({"bits": 1, "method": "deadzone"})
+
+
+def test_spec_must_be_an_object() -> None:
+    with pytest.raises(InvalidSpecError, match="spec must be a JSON object, got list"):
+        QuantSpec.from_dict([1, 2])
+
+
+def test_enums_parse_from_their_values() -> None:
+    spec = QuantSpec.from_dict({"granularity": "channel", "rounding": "midtread", "bits": 4})
+    assert spec.granularity is Granularity.CHANNEL
+    assert spec.quantizer.rounding is Rounding.MIDTREAD
+    assert spec.quantizer.levels == 16
