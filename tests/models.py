@@ -7,6 +7,7 @@ dimension ``N``; outputs are named ``y``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def mlp(
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
     prev = "x"
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         w = _weights(rng, (n_out, n_in), n_in)
         b = rng.normal(0.0, 0.1, n_out).astype(np.float32)
         out = "y" if i == len(sizes) - 2 else f"h{i}"
@@ -72,9 +73,7 @@ def mlp(
         else:
             inits.append(numpy_helper.from_array(w, f"fc{i}.weight"))
             nodes.append(
-                helper.make_node(
-                    "Gemm", [prev, f"fc{i}.weight", f"fc{i}.bias"], [pre], transB=1
-                )
+                helper.make_node("Gemm", [prev, f"fc{i}.weight", f"fc{i}.bias"], [pre], transB=1)
             )
         inits.append(numpy_helper.from_array(b, f"fc{i}.bias"))
         if out != "y":
@@ -99,7 +98,7 @@ def cnn(
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
     prev = "x"
-    for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:], strict=True)):
+    for i, (c_in, c_out) in enumerate(itertools.pairwise(channels)):
         w = _weights(rng, (c_out, c_in, 3, 3), c_in * 9)
         inits += [
             numpy_helper.from_array(w, f"conv{i}.weight"),
@@ -265,9 +264,9 @@ def sklearn_mlp(seed: int = 0) -> tuple[onnx.ModelProto, np.ndarray]:
 
     Returns the model (input ``X`` float32 ``(N, 64)``) and the digits images as float32.
     """
+    from skl2onnx import to_onnx
     from sklearn.datasets import load_digits
     from sklearn.neural_network import MLPClassifier
-    from skl2onnx import to_onnx
 
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)
