@@ -1,0 +1,145 @@
+"""Entropy coding: exact round trips, a rate close to the empirical entropy, a stream that
+refuses corruption."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quantcore import entropy
+from quantcore.entropy import decode_codes, empirical_entropy_bits, encode_codes
+from quantcore.errors import InvalidPackageError, InvalidSpecError
+
+HEADER = 36
+
+
+def laplacian_codes(n: int, bits: int, *, seed: int = 0) -> np.ndarray:
+    """A unit Laplacian quantized uniformly at ``bits`` bits on [-xmax, xmax]."""
+    weights = np.random.default_rng(seed).laplace(scale=1 / np.sqrt(2), size=n)
+    levels = 1 << bits
+    xmax = min(2.0 + 0.75 * bits, 12.0)
+    codes = np.clip(np.floor(weights / (2 * xmax / levels)) + levels // 2, 0, levels - 1)
+    return codes.astype(np.uint8 if bits <= 8 else np.uint16)
+
+
+@st.composite
+def small_code_arrays(draw: st.DrawFn) -> np.ndarray:
+    top = draw(st.sampled_from([1, 2, 3, 16, 255, 256, 4096, 65535]))
+    values = draw(st.lists(st.integers(0, top), max_size=300))
+    return np.array(values, dtype=np.int64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(small_code_arrays())
+def test_round_trip_is_exact(codes: np.ndarray) -> None:
+    back = decode_codes(encode_codes(codes))
+    np.testing.assert_array_equal(back, codes)
+    expected = np.uint8 if codes.size == 0 or codes.max() < 256 else np.uint16
+    assert back.dtype == expected
+
+
+def test_entropy_golden_values() -> None:
+    assert empirical_entropy_bits(np.array([0, 1, 0, 1])) == pytest.approx(1.0)
+    assert empirical_entropy_bits(np.arange(8)) == pytest.approx(3.0)
+    assert empirical_entropy_bits(np.array([0, 0, 0, 1])) == pytest.approx(0.8112781244591328)
+    assert empirical_entropy_bits(np.array([7, 7, 7])) == 0.0
+    assert empirical_entropy_bits(np.zeros(0, dtype=np.uint8)) == 0.0
+
+
+def test_empty_input_is_a_header_and_an_empty_table() -> None:
+    data = encode_codes(np.zeros(0, dtype=np.uint16))
+    assert len(data) < HEADER + 16
+    back = decode_codes(data)
+    assert back.size == 0
+
+
+def test_one_distinct_symbol_stores_no_coded_words() -> None:
+    codes = np.full(1_000_000, 40_000, dtype=np.uint16)
+    data = encode_codes(codes)
+    assert len(data) < HEADER + 32
+    back = decode_codes(data)
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back, codes)
+
+
+def test_all_65536_symbols_round_trip() -> None:
+    rng = np.random.default_rng(1)
+    codes = np.concatenate([np.arange(65536), rng.integers(0, 65536, 100_000)]).astype(np.uint16)
+    rng.shuffle(codes)
+    np.testing.assert_array_equal(decode_codes(encode_codes(codes)), codes)
+
+
+def test_several_chunks_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(entropy, "CHUNK_SYMBOLS", 1000)
+    codes = laplacian_codes(10_500, 4)
+    data = encode_codes(codes)
+    assert struct.unpack_from("<I", data, 32 - 4)[0] == 11  # number of chunks
+    np.testing.assert_array_equal(decode_codes(data), codes)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 5, 8])
+def test_rate_is_within_2_percent_of_the_entropy(bits: int) -> None:
+    codes = laplacian_codes(2_000_000, bits, seed=bits)
+    ideal_bytes = empirical_entropy_bits(codes) * codes.size / 8
+    data = encode_codes(codes)
+    assert len(data) <= 1.02 * ideal_bytes + 256
+    # The coder is close to ideal, not merely within the bound.
+    assert len(data) <= 1.001 * ideal_bytes + 256
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bits", [3, 16])
+def test_rate_on_50_million_laplacian_weights(bits: int) -> None:
+    codes = laplacian_codes(50_000_000, bits, seed=7)
+    ideal_bytes = empirical_entropy_bits(codes) * codes.size / 8
+    data = encode_codes(codes)
+    assert len(data) <= 1.02 * ideal_bytes + 256
+    np.testing.assert_array_equal(decode_codes(data), codes)
+
+
+def test_rate_beats_fixed_width_on_a_skewed_source() -> None:
+    codes = laplacian_codes(500_000, 8)
+    assert len(encode_codes(codes)) < 0.9 * codes.size
+
+
+@pytest.mark.parametrize(
+    ("codes", "match"),
+    [
+        (np.array([-1, 3]), r"\[-1, 3\]"),
+        (np.array([0, 65536]), r"\[0, 65536\]"),
+        (np.array([0.5]), "float64"),
+    ],
+)
+def test_codes_outside_the_alphabet_are_refused(codes: np.ndarray, match: str) -> None:
+    with pytest.raises(InvalidSpecError, match=match):
+        encode_codes(codes)
+    if codes.dtype.kind != "f":
+        with pytest.raises(InvalidSpecError, match=match):
+            empirical_entropy_bits(codes)
+
+
+def test_truncated_stream_is_refused() -> None:
+    data = encode_codes(laplacian_codes(10_000, 4))
+    with pytest.raises(InvalidPackageError, match="header alone needs 36"):
+        decode_codes(data[:20])
+    with pytest.raises(InvalidPackageError, match="CRC-32"):
+        decode_codes(data[:-4])
+
+
+def test_flipped_byte_is_refused() -> None:
+    data = bytearray(encode_codes(laplacian_codes(10_000, 4)))
+    data[len(data) // 2] ^= 0x10
+    with pytest.raises(InvalidPackageError, match="corrupt"):
+        decode_codes(bytes(data))
+
+
+def test_wrong_magic_and_version_are_refused() -> None:
+    data = encode_codes(np.array([1, 2, 3]))
+    with pytest.raises(InvalidPackageError, match="not an entropy stream"):
+        decode_codes(b"XXXX" + data[4:])
+    with pytest.raises(InvalidPackageError, match="version=9"):
+        decode_codes(data[:4] + b"\x09" + data[5:])
