@@ -1,0 +1,21 @@
+"""Evaluation of quantized models against their float originals on a caller's dataset.
+
+- ``dataset``: ``inspect_dataset``, ``check_dataset`` (an ``.npz`` against a model, before
+  any work) and ``EvalSet`` (the checked set, streamed in batches).
+- ``runner``: ``evaluate`` (both models in onnxruntime, batch by batch).
+- ``metrics``: top-1/top-5, agreement, output SQNR; ``AccuracyReport`` (API.md's
+  ``accuracy`` block).
+"""
+
+from quantcore.evaluate.dataset import EvalSet, check_dataset, inspect_dataset
+from quantcore.evaluate.metrics import AccuracyReport, TopK
+from quantcore.evaluate.runner import evaluate
+
+__all__ = [
+    "AccuracyReport",
+    "EvalSet",
+    "TopK",
+    "check_dataset",
+    "evaluate",
+    "inspect_dataset",
+]

@@ -1,0 +1,373 @@
+"""Evaluation sets: an ``.npz`` checked against a model before any work starts, then streamed.
+
+Layout of a set:
+
+- one array per model input, named after the input; a model with a single input also accepts
+  a single array of any name;
+- optionally ``labels``: integer class indices, one per sample (rank 1);
+- axis 0 of every array is the sample axis, and all arrays have the same number of samples.
+
+``check_dataset`` compares the set with the model's graph inputs and raises
+``InvalidDatasetError`` naming the array and what differs: a missing or unexpected array, a
+dtype of another kind (float data for a float input is accepted and cast, e.g. float64 for
+float32; anything else must match), a rank, a fixed dimension, a sample count, labels that are
+not integers or fall outside ``[0, classes)`` (``classes`` from the scores output's static width
+when the model declares it), an empty set, NaN or infinity in the inputs.
+
+Memory stays bounded whatever the size of the set: arrays are never loaded whole. Each
+``.npy`` member of the archive is read row block by row block straight from the zip stream
+(``EvalSet.batches``); the one exception is a Fortran-ordered array, whose rows are not
+contiguous on disk, which is loaded whole.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from quantcore.errors import InvalidDatasetError, InvalidModelError
+from quantcore.jobs import DatasetInfo
+
+LABELS = "labels"
+# Rows read per block while scanning a set for NaN: a few MB at most for typical inputs.
+_SCAN_BATCH = 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArrayHeader:
+    """What an ``.npy`` member's header says: enough to check it without reading the data."""
+
+    member: str  # the zip member, e.g. "x.npy"
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    fortran_order: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInput:
+    """One graph input: its name, element dtype and dimensions (int fixed, None symbolic)."""
+
+    name: str
+    dtype: np.dtype[Any]
+    dims: tuple[int | None, ...]
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model insists on, or None when axis 0 is symbolic."""
+        return self.dims[0] if self.dims else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalSet:
+    """A set checked against a model: which array feeds which input, how many samples."""
+
+    path: Path
+    inputs: tuple[ModelInput, ...]
+    arrays: tuple[ArrayHeader, ...]  # arrays[i] feeds inputs[i]
+    labels: ArrayHeader | None
+    samples: int
+    classes: int | None  # the scores output's static width, when declared
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size every input insists on (1 means sample by sample), or None."""
+        fixed = {i.fixed_batch for i in self.inputs if i.fixed_batch is not None}
+        return fixed.pop() if fixed else None
+
+    def batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
+        """Yield ``(feeds, labels)`` blocks of at most ``batch_size`` samples, in order.
+
+        Feeds are cast to the inputs' dtypes; labels are int64 (or None without labels).
+        """
+        if batch_size < 1:
+            raise InvalidDatasetError(f"{batch_size=} must be at least 1")
+        with zipfile.ZipFile(self.path) as archive, ExitStack() as stack:
+            readers = [
+                stack.enter_context(_RowReader(archive, header, batch_size))
+                for header in self.arrays
+            ]
+            label_reader = (
+                stack.enter_context(_RowReader(archive, self.labels, batch_size))
+                if self.labels is not None
+                else None
+            )
+            for start in range(0, self.samples, batch_size):
+                n = min(batch_size, self.samples - start)
+                feeds = {
+                    spec.name: reader.read(n).astype(spec.dtype, copy=False)
+                    for spec, reader in zip(self.inputs, readers, strict=True)
+                }
+                labels = None
+                if label_reader is not None:
+                    labels = label_reader.read(n).astype(np.int64, copy=False)
+                yield feeds, labels
+
+
+class _RowReader:
+    """Reads consecutive rows (axis-0 slices) of one ``.npy`` member of an open archive."""
+
+    def __init__(self, archive: zipfile.ZipFile, header: ArrayHeader, batch_size: int) -> None:
+        self._archive = archive
+        self._header = header
+        self._row_shape = header.shape[1:]
+        self._row_bytes = int(np.prod(self._row_shape, dtype=np.int64)) * header.dtype.itemsize
+        self._stream: IO[bytes] | None = None
+        self._whole: np.ndarray | None = None
+        self._pos = 0
+
+    def __enter__(self) -> _RowReader:
+        stream = self._archive.open(self._header.member)
+        if self._header.fortran_order:
+            # Rows of a Fortran-ordered array are scattered on disk: load it whole.
+            with stream:
+                self._whole = np.lib.format.read_array(stream, allow_pickle=False)
+        else:
+            _read_header(stream, self._header.member)
+            self._stream = stream
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stream is not None:
+            self._stream.close()
+
+    def read(self, n: int) -> np.ndarray:
+        if self._whole is not None:
+            block = self._whole[self._pos : self._pos + n]
+        else:
+            assert self._stream is not None  # set in __enter__
+            data = self._stream.read(n * self._row_bytes)
+            if len(data) != n * self._row_bytes:
+                got = self._pos + len(data) // max(self._row_bytes, 1)
+                raise InvalidDatasetError(
+                    f"array {self._header.member!r} is truncated: it declares "
+                    f"{self._header.shape[0]} rows but ends after {got}"
+                )
+            block = np.frombuffer(data, dtype=self._header.dtype).reshape((n, *self._row_shape))
+        self._pos += n
+        return block
+
+
+def _read_header(stream: IO[bytes], member: str) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(stream)
+        return np.lib.format.read_array_header_2_0(stream)
+    except ValueError as exc:
+        raise InvalidDatasetError(f"array {member!r} is not a readable .npy array: {exc}") from None
+
+
+def read_headers(path: Path) -> dict[str, ArrayHeader]:
+    """The arrays of an ``.npz`` (name -> header), reading headers only."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidDatasetError(
+            f"dataset {path.name!r} is not an .npz archive (a zip of .npy arrays): {exc}"
+        ) from None
+    headers: dict[str, ArrayHeader] = {}
+    with archive:
+        for member in archive.namelist():
+            if not member.endswith(".npy"):
+                raise InvalidDatasetError(
+                    f"dataset member {member!r} is not a .npy array; an .npz holds only arrays"
+                )
+            try:
+                with archive.open(member) as stream:
+                    shape, fortran, dtype = _read_header(stream, member)
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise InvalidDatasetError(f"array {member!r} cannot be read: {exc}") from None
+            name = member[: -len(".npy")]
+            if dtype.hasobject:
+                raise InvalidDatasetError(
+                    f"array {name!r} holds Python objects ({dtype}); only numeric arrays are "
+                    "accepted"
+                )
+            headers[name] = ArrayHeader(
+                member=member, dtype=dtype, shape=tuple(shape), fortran_order=fortran
+            )
+    if not headers:
+        raise InvalidDatasetError(f"dataset {path.name!r} holds no arrays")
+    return headers
+
+
+def inspect_dataset(path: Path) -> DatasetInfo:
+    """Array names and shapes of an uploaded ``.npz`` (what ``POST /v1/datasets`` answers)."""
+    return DatasetInfo(arrays={name: h.shape for name, h in read_headers(Path(path)).items()})
+
+
+def model_inputs(model: onnx.ModelProto) -> tuple[ModelInput, ...]:
+    """The graph inputs a caller must feed (initializers listed as inputs excluded)."""
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        if not value.type.HasField("tensor_type"):
+            raise InvalidDatasetError(
+                f"model input {value.name!r} is not a tensor; only tensor inputs can be fed "
+                "from an .npz"
+            )
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+        inputs.append(ModelInput(name=value.name, dtype=dtype, dims=dims))
+    return tuple(inputs)
+
+
+def scores_output(model: onnx.ModelProto) -> tuple[str, int | None] | None:
+    """The output read as class scores: the first float output of rank 2, and its width."""
+    for value in model.graph.output:
+        tensor = value.type.tensor_type
+        if not value.type.HasField("tensor_type") or len(tensor.shape.dim) != 2:
+            continue
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        if dtype.kind == "f":
+            last = tensor.shape.dim[1]
+            return value.name, (last.dim_value if last.HasField("dim_value") else None)
+    return None
+
+
+def check_dataset(model: onnx.ModelProto | Path, dataset_path: Path) -> EvalSet:
+    """Check an evaluation set against a model, before any work; see the module docstring.
+
+    Reads array headers, then streams the inputs once to look for NaN and infinity and the
+    labels once to check their range. Raises ``InvalidDatasetError`` naming what differs.
+    """
+    if not isinstance(model, onnx.ModelProto):
+        try:
+            model = onnx.load(str(model), load_external_data=False)
+        except Exception as exc:  # onnx raises DecodeError, OSError, ...: all mean unreadable
+            raise InvalidModelError(f"model {Path(model).name!r} cannot be read: {exc}") from None
+    dataset_path = Path(dataset_path)
+    headers = read_headers(dataset_path)
+    inputs = model_inputs(model)
+    if not inputs:
+        raise InvalidDatasetError("the model has no inputs to feed from a dataset")
+    labels = headers.pop(LABELS, None)
+    arrays = _match_arrays(inputs, headers)
+    samples = _check_shapes(inputs, arrays)
+    scores = scores_output(model)
+    classes = scores[1] if scores else None
+    if labels is not None:
+        _check_labels_header(labels, samples)
+    evalset = EvalSet(
+        path=dataset_path,
+        inputs=inputs,
+        arrays=arrays,
+        labels=labels,
+        samples=samples,
+        classes=classes,
+    )
+    _scan_values(evalset)
+    return evalset
+
+
+def _match_arrays(
+    inputs: tuple[ModelInput, ...], headers: dict[str, ArrayHeader]
+) -> tuple[ArrayHeader, ...]:
+    names = [i.name for i in inputs]
+    if len(inputs) == 1 and len(headers) == 1:
+        return (next(iter(headers.values())),)
+    missing = [n for n in names if n not in headers]
+    extra = sorted(set(headers) - set(names))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"no array for model input(s) {', '.join(map(repr, missing))}")
+        if extra:
+            parts.append(f"unexpected array(s) {', '.join(map(repr, extra))}")
+        raise InvalidDatasetError(
+            f"dataset does not fit the model: {'; '.join(parts)} (the model's inputs are "
+            f"{', '.join(map(repr, names))}; labels go in an array named {LABELS!r})"
+        )
+    return tuple(headers[n] for n in names)
+
+
+def _check_shapes(inputs: tuple[ModelInput, ...], arrays: tuple[ArrayHeader, ...]) -> int:
+    samples: int | None = None
+    for spec, header in zip(inputs, arrays, strict=True):
+        where = f"input {spec.name!r} (array {header.member[:-4]!r})"
+        ok = header.dtype.kind == "f" if spec.dtype.kind == "f" else header.dtype == spec.dtype
+        if not ok:
+            raise InvalidDatasetError(
+                f"{where}: dtype {header.dtype} does not fit the model's {spec.dtype}"
+            )
+        if len(header.shape) != len(spec.dims):
+            raise InvalidDatasetError(
+                f"{where}: rank {len(header.shape)} (shape {header.shape}) but the model "
+                f"expects rank {len(spec.dims)} (shape {_dims_text(spec.dims)})"
+            )
+        if not spec.dims:
+            raise InvalidDatasetError(
+                f"{where}: the model's input is a scalar; a dataset needs a sample axis"
+            )
+        for axis, (want, got) in enumerate(zip(spec.dims, header.shape, strict=True)):
+            if axis > 0 and want is not None and want != got:
+                raise InvalidDatasetError(
+                    f"{where}: dimension {axis} is {got} but the model fixes it to {want} "
+                    f"(model shape {_dims_text(spec.dims)}, array shape {header.shape})"
+                )
+        if samples is not None and header.shape[0] != samples:
+            raise InvalidDatasetError(
+                f"{where}: {header.shape[0]} samples, but other inputs have {samples}"
+            )
+        samples = header.shape[0]
+    assert samples is not None  # inputs is non-empty
+    if samples == 0:
+        raise InvalidDatasetError("the dataset is empty: its arrays have 0 samples")
+    return samples
+
+
+def _check_labels_header(labels: ArrayHeader, samples: int) -> None:
+    if labels.dtype.kind not in "iu":
+        raise InvalidDatasetError(
+            f"labels: dtype {labels.dtype} is not an integer type; labels are class indices"
+        )
+    if len(labels.shape) != 1:
+        raise InvalidDatasetError(
+            f"labels: shape {labels.shape} must be one class index per sample, rank 1"
+        )
+    if labels.shape[0] != samples:
+        raise InvalidDatasetError(
+            f"labels: {labels.shape[0]} labels for {samples} samples; there must be one each"
+        )
+
+
+def _scan_values(evalset: EvalSet) -> None:
+    """Reject NaN/infinity in float inputs and labels outside [0, classes)."""
+    bad = dict.fromkeys((i.name for i in evalset.inputs), 0)
+    low = high = None
+    for feeds, labels in evalset.batches(_SCAN_BATCH):
+        for name, block in feeds.items():
+            if block.dtype.kind == "f":
+                bad[name] += int(block.size - np.count_nonzero(np.isfinite(block)))
+        if labels is not None and labels.size:
+            lo, hi = int(labels.min()), int(labels.max())
+            low = lo if low is None else min(low, lo)
+            high = hi if high is None else max(high, hi)
+    for name, count in bad.items():
+        if count:
+            raise InvalidDatasetError(
+                f"input {name!r}: {count} value(s) are NaN or infinite; evaluation needs "
+                "finite inputs"
+            )
+    if low is not None and low < 0:
+        raise InvalidDatasetError(f"labels: {low} is negative; labels are class indices >= 0")
+    if high is not None and evalset.classes is not None and high >= evalset.classes:
+        raise InvalidDatasetError(
+            f"labels: {high} is out of range for a model with {evalset.classes} classes "
+            f"(labels must be in [0, {evalset.classes - 1}])"
+        )
+
+
+def _dims_text(dims: tuple[int | None, ...]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"

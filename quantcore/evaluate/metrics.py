@@ -1,0 +1,156 @@
+"""Accuracy measures of a quantized model against its float original, accumulated by batch.
+
+- top-k accuracy: the share of samples whose label is among the k highest scores, with
+  ``k = min(5, classes)`` for "top-5" (a model with fewer than five classes scores 1.0). Ties
+  between scores are broken by ``np.argpartition``/``np.argmax`` order (lowest index first for
+  top-1).
+- agreement: the share of samples whose top-1 class is the same for both models; it needs no
+  labels.
+- output SQNR, per float output: ``10·log10(Σ f² / Σ (f − q)²)`` over every element of every
+  sample (f the float model's output, q the quantized one's), summed in float64. Identical
+  outputs give ``+inf`` (null in JSON); an all-zero float output with some error gives
+  ``-inf`` (null in JSON as well).
+
+Every tally is exact integer counting or float64 sums, so the result does not depend on the
+batch size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+TOP5 = 5
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopK:
+    top1: float
+    top5: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"top1": self.top1, "top5": self.top5}
+
+
+OutputSqnr = float | dict[str, float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccuracyReport:
+    """API.md's ``accuracy`` block.
+
+    ``fp32``, ``quantized`` and ``top1_drop`` (fp32 top-1 minus quantized top-1, a fraction)
+    are None without labels; ``agreement`` is None when the model has no scores output (a
+    float output of rank 2). ``output_sqnr_db`` is a number for a model with one float output
+    and ``{output name: dB}`` for several.
+    """
+
+    samples: int
+    fp32: TopK | None
+    quantized: TopK | None
+    top1_drop: float | None
+    agreement: float | None
+    output_sqnr_db: OutputSqnr
+
+    def to_dict(self) -> dict[str, Any]:
+        sqnr: Any
+        if isinstance(self.output_sqnr_db, dict):
+            sqnr = {k: _finite(v) for k, v in self.output_sqnr_db.items()}
+        else:
+            sqnr = _finite(self.output_sqnr_db)
+        return {
+            "samples": self.samples,
+            "fp32": self.fp32.to_dict() if self.fp32 else None,
+            "quantized": self.quantized.to_dict() if self.quantized else None,
+            "top1_drop": self.top1_drop,
+            "agreement": self.agreement,
+            "output_sqnr_db": sqnr,
+        }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def sqnr_db(signal: float, noise: float) -> float:
+    """``10·log10(signal / noise)`` with the degenerate cases of the module docstring."""
+    if noise == 0.0:
+        return math.inf
+    if signal == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def top1(scores: np.ndarray) -> np.ndarray:
+    """The top-1 class of each row of ``scores`` (shape ``(n, classes)``)."""
+    return np.argmax(scores, axis=1)
+
+
+def topk_hits(scores: np.ndarray, labels: np.ndarray, k: int) -> int:
+    """How many rows have their label among their ``k`` highest scores."""
+    classes = scores.shape[1]
+    if k >= classes:
+        return int(labels.shape[0])
+    # Label is in the top k iff fewer than k scores beat it (ties counted in its favour).
+    own = np.take_along_axis(scores, labels[:, None], axis=1)
+    better = np.count_nonzero(scores > own, axis=1)
+    return int(np.count_nonzero(better < k))
+
+
+@dataclass(kw_only=True)
+class Tally:
+    """Running counts over the batches of one evaluation (mutable, internal to the runner)."""
+
+    samples: int = 0
+    labelled: bool = False
+    fp32_top1: int = 0
+    fp32_top5: int = 0
+    quant_top1: int = 0
+    quant_top5: int = 0
+    agree: int = 0
+    scored: bool = False
+    signal: dict[str, float] = field(default_factory=dict)
+    noise: dict[str, float] = field(default_factory=dict)
+
+    def add_scores(
+        self, fp32: np.ndarray, quantized: np.ndarray, labels: np.ndarray | None
+    ) -> None:
+        """Count one batch of class scores (shape ``(n, classes)``) and optional labels."""
+        self.scored = True
+        a, b = top1(fp32), top1(quantized)
+        self.agree += int(np.count_nonzero(a == b))
+        if labels is not None:
+            self.labelled = True
+            self.fp32_top1 += int(np.count_nonzero(a == labels))
+            self.quant_top1 += int(np.count_nonzero(b == labels))
+            self.fp32_top5 += topk_hits(fp32, labels, TOP5)
+            self.quant_top5 += topk_hits(quantized, labels, TOP5)
+
+    def add_output(self, name: str, fp32: np.ndarray, quantized: np.ndarray) -> None:
+        """Accumulate one batch of a float output for its SQNR (sums in float64)."""
+        f = fp32.astype(np.float64, copy=False).ravel()
+        d = f - quantized.astype(np.float64, copy=False).ravel()
+        self.signal[name] = self.signal.get(name, 0.0) + float(f @ f)
+        self.noise[name] = self.noise.get(name, 0.0) + float(d @ d)
+
+    def report(self) -> AccuracyReport:
+        n = max(self.samples, 1)
+        fp32 = quant = drop = None
+        if self.labelled:
+            fp32 = TopK(top1=self.fp32_top1 / n, top5=self.fp32_top5 / n)
+            quant = TopK(top1=self.quant_top1 / n, top5=self.quant_top5 / n)
+            drop = (self.fp32_top1 - self.quant_top1) / n
+        per_output = {k: sqnr_db(self.signal[k], self.noise[k]) for k in self.signal}
+        sqnr: OutputSqnr
+        sqnr = next(iter(per_output.values())) if len(per_output) == 1 else per_output
+        return AccuracyReport(
+            samples=self.samples,
+            fp32=fp32,
+            quantized=quant,
+            top1_drop=drop,
+            agreement=self.agree / n if self.scored else None,
+            output_sqnr_db=sqnr,
+        )

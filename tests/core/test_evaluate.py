@@ -1,0 +1,233 @@
+"""``evaluate``: the float and a perturbed copy of a real ONNX model run in onnxruntime."""
+
+from __future__ import annotations
+
+import math
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from quantcore.errors import InvalidDatasetError
+from quantcore.evaluate import check_dataset, evaluate
+from quantcore.evaluate.metrics import topk_hits
+from tests.models import mlp
+
+N_SAMPLES = 203
+
+
+def _coarse(model: onnx.ModelProto, step: float) -> onnx.ModelProto:
+    """The model with every weight rounded to a multiple of ``step`` (a crude quantizer)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for init in out.graph.initializer:
+        w = numpy_helper.to_array(init)
+        init.CopyFrom(
+            numpy_helper.from_array((np.round(w / step) * step).astype(w.dtype), init.name)
+        )
+    return out
+
+
+def _with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for value in (*out.graph.input, *out.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    return out
+
+
+@pytest.fixture(scope="module")
+def models() -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    fp = mlp((16, 64, 48, 10), seed=3)
+    return fp, _coarse(fp, 0.05)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return rng.normal(size=(N_SAMPLES, 16)).astype(np.float32), rng.integers(0, 10, N_SAMPLES)
+
+
+def _reference(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+@pytest.fixture
+def dataset(tmp_path, data) -> Path:
+    x, labels = data
+    path = tmp_path / "eval.npz"
+    np.savez(path, x=x, labels=labels)
+    return path
+
+
+def test_metrics_match_a_whole_set_computation(models, data, dataset):
+    fp, q = models
+    x, labels = data
+    report = evaluate(
+        fp.SerializeToString(), q.SerializeToString(), check_dataset(fp, dataset), batch_size=17
+    )
+    a, b = _reference(fp, x), _reference(q, x)
+    assert report.samples == N_SAMPLES
+    assert report.fp32 is not None and report.quantized is not None
+    assert report.fp32.top1 == pytest.approx(np.mean(a.argmax(1) == labels))
+    assert report.quantized.top1 == pytest.approx(np.mean(b.argmax(1) == labels))
+    top5_ref = np.mean([lab in np.argsort(-row)[:5] for row, lab in zip(a, labels, strict=True)])
+    assert report.fp32.top5 == pytest.approx(top5_ref)
+    assert report.top1_drop == pytest.approx(report.fp32.top1 - report.quantized.top1)
+    agreement = np.mean(a.argmax(1) == b.argmax(1))
+    assert 0.8 < agreement < 1.0  # the coarse copy changes some decisions, not most
+    assert report.agreement == pytest.approx(agreement)
+    sqnr = 10 * np.log10(
+        np.sum(a.astype(np.float64) ** 2) / np.sum((a - b).astype(np.float64) ** 2)
+    )
+    assert report.output_sqnr_db == pytest.approx(sqnr, abs=1e-3)
+    as_json = report.to_dict()
+    assert set(as_json) == {
+        "samples",
+        "fp32",
+        "quantized",
+        "top1_drop",
+        "agreement",
+        "output_sqnr_db",
+    }
+    assert set(as_json["fp32"]) == {"top1", "top5"}
+
+
+def test_identical_models_agree_fully_with_infinite_sqnr(models, dataset, tmp_path):
+    fp, _ = models
+    path = tmp_path / "fp.onnx"
+    onnx.save(fp, path)
+    report = evaluate(path, path, check_dataset(path, dataset), batch_size=64)
+    assert report.agreement == 1.0
+    assert report.top1_drop == 0.0
+    assert report.output_sqnr_db == math.inf
+    assert report.to_dict()["output_sqnr_db"] is None
+
+
+def test_without_labels_accuracy_is_null_and_agreement_stays(models, data, tmp_path):
+    fp, q = models
+    path = tmp_path / "nolabels.npz"
+    np.savez(path, x=data[0])
+    report = evaluate(
+        fp.SerializeToString(), q.SerializeToString(), check_dataset(fp, path), batch_size=50
+    ).to_dict()
+    assert report["fp32"] is None and report["quantized"] is None and report["top1_drop"] is None
+    assert 0.8 < report["agreement"] < 1.0
+
+
+@pytest.mark.parametrize("fixed", [1, 8])
+def test_a_fixed_batch_dimension_gives_the_same_result(models, dataset, fixed):
+    fp, q = models
+    dynamic = evaluate(
+        fp.SerializeToString(), q.SerializeToString(), check_dataset(fp, dataset), batch_size=256
+    )
+    fp_fixed, q_fixed = _with_batch(fp, fixed), _with_batch(q, fixed)
+    evalset = check_dataset(fp_fixed, dataset)
+    assert evalset.fixed_batch == fixed
+    calls: list[float] = []
+    report = evaluate(
+        fp_fixed.SerializeToString(),
+        q_fixed.SerializeToString(),
+        evalset,
+        batch_size=256,
+        progress=calls.append,
+    )
+    assert len(calls) == math.ceil(N_SAMPLES / fixed)  # 203 = 25 * 8 + 3: the last is padded
+    assert report.samples == N_SAMPLES
+    assert report.fp32 == dynamic.fp32 and report.quantized == dynamic.quantized
+    assert report.agreement == dynamic.agreement
+    assert report.output_sqnr_db == pytest.approx(dynamic.output_sqnr_db, abs=1e-4)
+
+
+def test_progress_rises_to_one(models, dataset):
+    fp, q = models
+    calls: list[float] = []
+    evaluate(
+        fp.SerializeToString(),
+        q.SerializeToString(),
+        check_dataset(fp, dataset),
+        batch_size=64,
+        progress=calls.append,
+    )
+    assert calls == sorted(calls) and calls[-1] == 1.0 and len(calls) == 4
+
+
+def _two_outputs(w: np.ndarray) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["scores"]),
+            helper.make_node("Relu", ["scores"], ["features"]),
+        ],
+        "two_outputs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 3]),
+        ],
+        [numpy_helper.from_array(w, "w")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_several_outputs_give_sqnr_per_output_by_name(tmp_path):
+    w = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    path = tmp_path / "d.npz"
+    np.savez(
+        path,
+        x=np.random.default_rng(1).normal(size=(30, 4)).astype(np.float32),
+        labels=np.arange(30) % 3,
+    )
+    fp = _two_outputs(w)
+    report = evaluate(
+        fp.SerializeToString(),
+        _two_outputs(w * 1.01).SerializeToString(),
+        check_dataset(fp, path),
+        batch_size=7,
+    )
+    assert isinstance(report.output_sqnr_db, dict)
+    assert set(report.output_sqnr_db) == {"scores", "features"}
+    # Scaling every weight by 1.01 scales the scores by 1.01: SQNR = -20 log10(0.01) = 40 dB.
+    assert report.output_sqnr_db["scores"] == pytest.approx(40.0, abs=1e-3)
+    assert report.fp32 is not None and report.fp32.top5 == 1.0  # 3 classes: top-5 is top-3
+    assert report.agreement == 1.0
+
+
+def test_labels_out_of_range_for_a_dynamic_width_are_caught_at_the_first_batch(tmp_path):
+    w = np.ones((4, 3), np.float32)
+    fp = _two_outputs(w)
+    fp.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "C"
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.ones((5, 4), np.float32), labels=np.array([0, 1, 2, 3, 0]))
+    evalset = check_dataset(fp, path)
+    assert evalset.classes is None
+    with pytest.raises(InvalidDatasetError, match="labels: 3 is out of range for a model with 3"):
+        evaluate(fp.SerializeToString(), fp.SerializeToString(), evalset, batch_size=8)
+
+
+def test_topk_hits_counts_ties_in_the_labels_favour():
+    scores = np.array([[0.1, 0.5, 0.5, 0.2], [0.9, 0.1, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    labels = np.array([2, 2, 0])
+    assert topk_hits(scores, labels, 1) == 1  # row 0: the tie at 0.5 counts as a hit
+    assert topk_hits(scores, labels, 2) == 2  # row 2: one score beats its label
+    assert topk_hits(scores, labels, 3) == 3
+    assert topk_hits(scores, labels, 9) == 3
+
+
+def test_memory_stays_bounded_by_the_batch_not_the_set(models, tmp_path):
+    fp, q = models
+    x = np.random.default_rng(2).normal(size=(100_000, 16)).astype(np.float32)  # 6.4 MB
+    path = tmp_path / "big.npz"
+    np.savez(path, x=x, labels=np.zeros(len(x), np.int64))
+    del x
+    evalset = check_dataset(fp, path)
+    fp_bytes, q_bytes = fp.SerializeToString(), q.SerializeToString()
+    tracemalloc.start()
+    evaluate(fp_bytes, q_bytes, evalset, batch_size=256)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 1_000_000, f"peak traced memory {peak} bytes for a 6.4 MB set"
