@@ -1,0 +1,98 @@
+"""The one settings object read by the API, the workers and the CLI.
+
+Every field comes from the environment with the prefix ``QUANTSERVE_`` (``QUANTSERVE_DATABASE_URL``,
+``QUANTSERVE_STORAGE=s3``, ...) or from a ``.env`` file in the working directory. The defaults
+are the embedded shape: SQLite database, SQLite broker and a local storage folder, all under
+``./var``, no servers to install. The deployed shape changes only these values.
+
+S3 credentials are never settings: boto3 reads the standard ``AWS_ACCESS_KEY_ID`` /
+``AWS_SECRET_ACCESS_KEY`` variables (or an instance role) itself.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GIB = 1 << 30
+
+
+class Settings(BaseSettings):
+    """Service settings; the field descriptions are the README's settings table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="QUANTSERVE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str = Field(
+        default="sqlite:///./var/quantserve.db",
+        description="SQLAlchemy URL of the job store: SQLite embedded, "
+        "postgresql+psycopg://user@host/db deployed.",
+    )
+    broker_url: str = Field(
+        default="sqla+sqlite:///./var/broker.db",
+        description="Celery broker URL: an embedded SQLite broker by default, "
+        "redis://host:6379/0 deployed.",
+    )
+    storage: Literal["local", "s3"] = Field(
+        default="local", description="Where uploads and artifacts live: a local folder or S3."
+    )
+    storage_path: str = Field(
+        default="./var/storage",
+        description="Folder of the local storage (storage=local); also the spool folder "
+        "for uploads in progress.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible store (MinIO, ...); unset for AWS S3.",
+    )
+    s3_bucket: str = Field(default="quantserve", description="Bucket for storage=s3.")
+    s3_region: str = Field(default="us-east-1", description="Region for storage=s3.")
+    max_upload_bytes: int = Field(
+        default=4 * GIB, gt=0, description="Largest accepted upload in bytes; larger gives 413."
+    )
+    auth_enabled: bool = Field(
+        default=False,
+        description="Require an API key (Authorization: Bearer KEY or X-API-Key); "
+        "off, every caller acts as the 'default' team.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='Origins allowed by CORS (the portal), a JSON list: ["https://portal"].',
+    )
+    rate_limit_per_minute: int = Field(
+        default=600,
+        ge=0,
+        description="Requests per minute per API key (per client address with auth off); "
+        "0 turns the limit off. Kept in Redis when the broker is Redis.",
+    )
+    job_soft_time_limit_s: float = Field(
+        default=3300.0, gt=0, description="Soft time limit of one job; past it the job fails "
+        "with code 'timeout'."
+    )
+    job_time_limit_s: float = Field(
+        default=3600.0, gt=0, description="Hard time limit of one job; the worker process "
+        "running it is killed."
+    )
+    max_sweep_points: int = Field(
+        default=64, gt=0, description="Most spec points a sweep or search job may have."
+    )
+    eval_batch_size: int = Field(
+        default=256, gt=0, description="Samples per onnxruntime batch when evaluating accuracy."
+    )
+    log_level: str = Field(default="INFO", description="Log level of the JSON logs.")
+    host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
+
+    @property
+    def broker_is_redis(self) -> bool:
+        return self.broker_url.startswith(("redis://", "rediss://"))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,254 @@
+"""Where uploads and artifacts live: a local folder (embedded) or an S3-compatible bucket.
+
+Both implement ``Storage``. Writes take an iterable of byte chunks, hash them with sha256 on
+the way and are atomic: a reader sees the whole object or none of it (a temp file renamed
+into place; an S3 PUT or multipart upload that only appears when complete). Nothing is held
+whole in memory: chunks are written as they come and reads are streamed in chunks.
+
+Keys are ``/``-separated relative paths (``blobs/<sha256>.onnx``,
+``jobs/<id>/artifacts/model.onnx``); a key that would escape the root is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+from service.settings import Settings
+
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredObject:
+    key: str
+    size_bytes: int
+    sha256: str
+
+
+class StorageError(Exception):
+    """Storage refused or failed an operation (missing key, unreachable endpoint)."""
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a plain relative path; raise ``ValueError`` otherwise."""
+    path = PurePosixPath(key)
+    if not key or path.is_absolute() or ".." in path.parts or "\\" in key:
+        raise ValueError(f"{key=} is not a relative storage key")
+    return key
+
+
+def file_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            yield chunk
+
+
+class Storage(Protocol):
+    def write(self, key: str, chunks: Iterable[bytes]) -> StoredObject:
+        """Store the bytes of ``chunks`` under ``key`` atomically; return size and sha256."""
+        ...
+
+    def put_file(self, key: str, path: Path) -> StoredObject:
+        """Store a local file under ``key`` atomically (the file is left in place)."""
+        ...
+
+    def iter_bytes(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """The object's bytes in chunks; ``StorageError`` if it does not exist."""
+        ...
+
+    def download(self, key: str, path: Path) -> None:
+        """Copy the object into a local file (written atomically)."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object; no error if it is already gone."""
+        ...
+
+    def healthcheck(self) -> None:
+        """Raise ``StorageError`` if the storage cannot be written and read now."""
+        ...
+
+
+class LocalStorage:
+    """A folder; temp files live in ``<root>/.tmp`` so renames stay on one file system."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+        self.tmp = self.root / ".tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def _atomic(self, key: str, chunks: Iterable[bytes]) -> StoredObject:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="w-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp_name, target)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return StoredObject(key=key, size_bytes=size, sha256=digest.hexdigest())
+
+    def write(self, key: str, chunks: Iterable[bytes]) -> StoredObject:
+        return self._atomic(key, chunks)
+
+    def put_file(self, key: str, path: Path) -> StoredObject:
+        return self._atomic(key, file_chunks(path))
+
+    def iter_bytes(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        path = self.path(key)
+        if not path.is_file():
+            raise StorageError(f"no object {key!r} in local storage")
+        return file_chunks(path, chunk_bytes)
+
+    def download(self, key: str, path: Path) -> None:
+        source = self.path(key)
+        if not source.is_file():
+            raise StorageError(f"no object {key!r} in local storage")
+        tmp = path.with_name(path.name + ".part")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def healthcheck(self) -> None:
+        try:
+            probe = self._atomic(".health/probe", [b"ok"])
+            if self.path(probe.key).read_bytes() != b"ok":
+                raise StorageError(f"local storage at {self.root} read back other bytes")
+        except OSError as exc:
+            raise StorageError(f"local storage at {self.root} is not writable: {exc}") from exc
+
+
+class _HashingReader:
+    """A file-like reader over chunks that hashes what boto3 reads from it."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = b""
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buffer) < n:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        if n < 0:
+            out, self._buffer = self._buffer, b""
+        else:
+            out, self._buffer = self._buffer[:n], self._buffer[n:]
+        self.digest.update(out)
+        self.size += len(out)
+        return out
+
+
+class S3Storage:
+    """An S3-compatible bucket (AWS, MinIO, moto); credentials come from the AWS env vars.
+
+    Writes go through boto3's managed upload: one PUT for small objects, a multipart upload
+    (8 MiB parts, completed only at the end) for large ones, so the object appears whole or
+    not at all.
+    """
+
+    def __init__(
+        self, *, bucket: str, endpoint_url: str | None = None, region: str = "us-east-1",
+        client: Any = None,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.client = client or boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            config=Config(
+                connect_timeout=3, read_timeout=30, retries={"max_attempts": 2},
+                s3={"addressing_style": "path"},
+            ),
+        )
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist (embedded MinIO / moto set-ups)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+    def write(self, key: str, chunks: Iterable[bytes]) -> StoredObject:
+        reader = _HashingReader(chunks)
+        self.client.upload_fileobj(reader, self.bucket, check_key(key))
+        return StoredObject(key=key, size_bytes=reader.size, sha256=reader.digest.hexdigest())
+
+    def put_file(self, key: str, path: Path) -> StoredObject:
+        return self.write(key, file_chunks(path))
+
+    def iter_bytes(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"]
+        except ClientError as exc:
+            raise StorageError(f"no object {key!r} in bucket {self.bucket!r}: {exc}") from exc
+        return iter(body.iter_chunks(chunk_bytes))
+
+    def download(self, key: str, path: Path) -> None:
+        tmp = path.with_name(path.name + ".part")
+        with open(tmp, "wb") as f:
+            for chunk in self.iter_bytes(key):
+                f.write(chunk)
+        os.replace(tmp, path)
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=check_key(key))
+        except ClientError:
+            return False
+        return True
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=check_key(key))
+
+    def healthcheck(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:  # botocore raises many unrelated classes for "down"
+            raise StorageError(f"S3 bucket {self.bucket!r} is not reachable: {exc}") from exc
+
+
+def make_storage(settings: Settings) -> Storage:
+    """The storage that ``settings.storage`` names."""
+    if settings.storage == "s3":
+        return S3Storage(bucket=settings.s3_bucket, endpoint_url=settings.s3_endpoint_url,
+                         region=settings.s3_region)
+    return LocalStorage(settings.storage_path)
