@@ -14,20 +14,11 @@ import threading
 from celery import Celery
 from kombu.exceptions import OperationalError
 
+from service.errors import BrokerUnavailableError
 from service.settings import Settings
 from workers.celery_app import QUEUE, TASK_NAME, create_celery, is_embedded_broker
 
 log = logging.getLogger(__name__)
-
-
-class BrokerUnavailableError(Exception):
-    """The message broker cannot be reached; the API answers 503 with this code."""
-
-    code = "broker_unavailable"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 _apps: dict[tuple[str, float, float], Celery] = {}
