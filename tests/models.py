@@ -237,8 +237,10 @@ def save_external(
     ``location`` (relative to the folder); returns the model's path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)  # save_model moves the data out of the proto it is given
     onnx.save_model(
-        model,
+        copy,
         str(path),
         save_as_external_data=True,
         all_tensors_to_one_file=True,

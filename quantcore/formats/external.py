@@ -1,0 +1,74 @@
+"""Reading ONNX external data safely: only files inside the model's own folder.
+
+A tensor stored outside the model names a ``location`` relative to the model's folder, an
+``offset`` and a ``length``. ``resolve_location`` refuses, with ``UnsafeExternalDataError``,
+any location that is absolute, climbs out with ``..``, passes through a symbolic link, or
+does not exist as a regular file; ``read_external`` also refuses a range past the file's end.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+import onnx
+
+from quantcore.errors import UnsafeExternalDataError
+
+
+def external_info(tensor: onnx.TensorProto) -> dict[str, str]:
+    return {entry.key: entry.value for entry in tensor.external_data}
+
+
+def is_external(tensor: onnx.TensorProto) -> bool:
+    return tensor.data_location == onnx.TensorProto.EXTERNAL
+
+
+def resolve_location(base_dir: Path, location: str, tensor_name: str) -> Path:
+    """The file that ``location`` names, checked to lie inside ``base_dir`` without links."""
+    where = f"external data of tensor {tensor_name!r} at location={location!r}"
+    if not location:
+        raise UnsafeExternalDataError(f"{where}: the location is empty")
+    posix, windows = PurePosixPath(location), PureWindowsPath(location)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive:
+        raise UnsafeExternalDataError(f"{where}: absolute paths are refused")
+    if ".." in posix.parts or ".." in windows.parts:
+        raise UnsafeExternalDataError(f"{where}: '..' would leave the model's folder")
+    base = base_dir.resolve()
+    path = base
+    for part in posix.parts:
+        path = path / part
+        if path.is_symlink():
+            raise UnsafeExternalDataError(f"{where}: {part!r} is a symbolic link, refused")
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(base):
+        raise UnsafeExternalDataError(f"{where}: resolves outside the model's folder")
+    if not real.is_file():
+        raise UnsafeExternalDataError(f"{where}: no such file next to the model")
+    return real
+
+
+def read_external(tensor: onnx.TensorProto, base_dir: Path, nbytes: int) -> np.ndarray:
+    """The ``nbytes`` raw bytes of an external tensor as a ``uint8`` array."""
+    info = external_info(tensor)
+    path = resolve_location(base_dir, info.get("location", ""), tensor.name)
+    where = f"external data of tensor {tensor.name!r} in {info.get('location')!r}"
+    try:
+        offset = int(info.get("offset", "0"))
+        length = int(info.get("length", str(nbytes)))
+    except ValueError:
+        raise UnsafeExternalDataError(f"{where}: offset or length is not a number") from None
+    if length != nbytes:
+        raise UnsafeExternalDataError(
+            f"{where}: {length=} bytes, but the tensor's shape and type need {nbytes}"
+        )
+    size = path.stat().st_size
+    if offset < 0 or offset + length > size:
+        raise UnsafeExternalDataError(
+            f"{where}: bytes [{offset}, {offset + length}) lie past the end of the "
+            f"{size}-byte file (truncated?)"
+        )
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        return np.fromfile(handle, dtype=np.uint8, count=length)

@@ -1,0 +1,60 @@
+"""What a reader hands the pipeline: the tensors of a model and a way to load each one."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+
+from quantcore.formats.roles import Candidate, Role
+
+
+class ModelFormat(StrEnum):
+    ONNX = "onnx"
+    SAFETENSORS = "safetensors"
+    NPZ = "npz"
+
+
+SUFFIXES = {".onnx": ModelFormat.ONNX, ".safetensors": ModelFormat.SAFETENSORS,
+            ".npz": ModelFormat.NPZ}  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeightTensor:
+    """One tensor of a model, where it lives and what it does.
+
+    ``name`` is unique within the model (a tensor name that occurs in two subgraphs is
+    qualified with the subgraph's path); ``where`` says where it lives, for reports.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    role: Role
+    channel_axis: int | None
+    used_by: str
+    where: str
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def candidate(self) -> Candidate:
+        return Candidate(
+            name=self.name, dtype=self.dtype, size=self.size, role=self.role, used_by=self.used_by
+        )
+
+
+class LoadedModel(Protocol):
+    """A model read from disk: its tensors, and their values on demand (original dtype)."""
+
+    @property
+    def format(self) -> ModelFormat: ...
+
+    @property
+    def tensors(self) -> tuple[WeightTensor, ...]: ...
+
+    def array(self, name: str) -> np.ndarray: ...

@@ -1,0 +1,250 @@
+"""Reading an ONNX model and finding every tensor in it, wherever it lives.
+
+Tensors are found in initializers, in the ``value`` of ``Constant`` nodes and in the
+subgraphs of ``If``/``Loop``/``Scan`` (and any other graph attribute) at any depth. The graph
+is parsed without its external data; external tensors are read on demand, one at a time, from
+validated paths inside the model's folder (see ``quantcore.formats.external``), so that a
+model is never held twice.
+
+Bad input raises a domain error: ``InvalidModelError`` for a file that is not ONNX or is
+truncated (a value used but never defined), ``UnsupportedModelError`` for an opset or an
+operator this service cannot handle, ``UnsafeExternalDataError`` for external data that is
+missing or escapes the folder.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from quantcore.errors import InvalidModelError, UnsupportedModelError
+from quantcore.formats.external import is_external, read_external
+from quantcore.formats.model import ModelFormat, WeightTensor
+from quantcore.formats.roles import Use, assign
+
+MIN_OPSET = 7
+# Domains whose operators onnxruntime's CPU provider implements.
+KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+_FOUR_BIT = frozenset({onnx.TensorProto.INT4, onnx.TensorProto.UINT4})
+
+
+@dataclass(frozen=True, kw_only=True)
+class TensorSource:
+    """Where one tensor's data lives: the graph, and the initializer or ``Constant`` node."""
+
+    graph_path: str
+    value_name: str  # the name the graph uses (``WeightTensor.name`` may be qualified)
+    tensor: onnx.TensorProto
+    node: onnx.NodeProto | None  # the Constant node, if the tensor is its value
+
+
+def np_dtype(elem_type: int) -> np.dtype:
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, ValueError, TypeError):
+        raise UnsupportedModelError(f"tensor element type {elem_type} is not supported") from None
+
+
+def tensor_nbytes(tensor: onnx.TensorProto) -> int:
+    count = int(np.prod(tensor.dims, dtype=np.int64))
+    if tensor.data_type in _FOUR_BIT:
+        return (count + 1) // 2
+    return count * np_dtype(tensor.data_type).itemsize
+
+
+class OnnxModel:
+    """A parsed ONNX model and the tensors found in it."""
+
+    format = ModelFormat.ONNX
+
+    def __init__(self, path: Path, proto: onnx.ModelProto) -> None:
+        self.path = path
+        self.proto = proto
+        self.opset = default_opset(proto)
+        self.sources: dict[str, TensorSource] = {}
+        self.tensors = tuple(self._find_tensors())
+
+    def array(self, name: str) -> np.ndarray:
+        """The values of tensor ``name`` in their stored dtype (external data read safely)."""
+        return tensor_array(self.sources[name].tensor, self.path.parent)
+
+    def _find_tensors(self) -> Iterator[WeightTensor]:
+        uses: dict[str, list[Use]] = defaultdict(list)
+        for graph, _ in walk_graphs(self.proto.graph, "graph"):
+            for node in graph.node:
+                attrs = {a.name: a for a in node.attribute}
+                trans_a = bool(attrs["transA"].i) if "transA" in attrs else False
+                trans_b = bool(attrs["transB"].i) if "transB" in attrs else False
+                for slot, name in enumerate(node.input):
+                    if name:
+                        uses[name].append(
+                            Use(op_type=node.op_type, slot=slot, trans_a=trans_a, trans_b=trans_b)
+                        )
+        seen: set[str] = set()
+        for graph, where in walk_graphs(self.proto.graph, "graph"):
+            found: list[tuple[onnx.TensorProto, onnx.NodeProto | None, str]] = [
+                (init, None, f"initializer of {where}") for init in graph.initializer
+            ]
+            for node in graph.node:
+                if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                    value = next((a.t for a in node.attribute if a.name == "value"), None)
+                    if value is not None and node.output:
+                        found.append((value, node, f"Constant node of {where}"))
+            for tensor, node, place in found:
+                tensor_name = node.output[0] if node is not None else tensor.name
+                name = tensor_name if tensor_name not in seen else f"{where}/{tensor_name}"
+                seen.add(name)
+                shape = tuple(int(d) for d in tensor.dims)
+                assignment = assign(uses.get(tensor_name, []), shape)
+                self.sources[name] = TensorSource(
+                    graph_path=where, value_name=tensor_name, tensor=tensor, node=node
+                )
+                yield WeightTensor(
+                    name=name,
+                    shape=shape,
+                    dtype=dtype_name(tensor.data_type),
+                    role=assignment.role,
+                    channel_axis=assignment.channel_axis,
+                    used_by=assignment.used_by,
+                    where=place,
+                )
+
+
+def dtype_name(elem_type: int) -> str:
+    """The numpy name of an ONNX element type (``float32``, ``bfloat16``, ``int8``, ...)."""
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, ValueError, TypeError):
+        dtype = None
+    if dtype is None or dtype.kind == "O":
+        return str(helper.tensor_dtype_to_string(elem_type)).removeprefix("TensorProto.").lower()
+    return dtype.name
+
+
+def walk_graphs(graph: onnx.GraphProto, where: str) -> Iterator[tuple[onnx.GraphProto, str]]:
+    """``graph`` and every subgraph below it, depth first, with a readable path."""
+    yield graph, where
+    for index, node in enumerate(graph.node):
+        for attr in node.attribute:
+            for i, sub in enumerate(subgraphs(attr)):
+                yield from walk_graphs(sub, subgraph_path(where, index, node, attr, i))
+
+
+def subgraphs(attr: onnx.AttributeProto) -> list[onnx.GraphProto]:
+    if attr.type == onnx.AttributeProto.GRAPH:
+        return [attr.g]
+    if attr.type == onnx.AttributeProto.GRAPHS:
+        return list(attr.graphs)
+    return []
+
+
+def subgraph_path(
+    where: str, index: int, node: onnx.NodeProto, attr: onnx.AttributeProto, i: int
+) -> str:
+    """A subgraph's path: unique (the node's index) and readable (its name or type)."""
+    suffix = f"[{i}]" if attr.type == onnx.AttributeProto.GRAPHS else ""
+    return f"{where}/{index}:{node.name or node.op_type}.{attr.name}{suffix}"
+
+
+def tensor_array(tensor: onnx.TensorProto, base_dir: Path) -> np.ndarray:
+    """A tensor's values; external data is read from a validated path under ``base_dir``."""
+    shape = tuple(int(d) for d in tensor.dims)
+    if is_external(tensor):
+        raw = read_external(tensor, base_dir, tensor_nbytes(tensor))
+        if tensor.data_type in _FOUR_BIT:
+            return _unpack_four_bit(raw, tensor.data_type, shape)
+        return raw.view(np_dtype(tensor.data_type).newbyteorder("<")).reshape(shape)
+    if tensor.HasField("raw_data") and tensor.data_type not in _FOUR_BIT:
+        dtype = np_dtype(tensor.data_type).newbyteorder("<")
+        return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(shape)
+    return np.asarray(numpy_helper.to_array(tensor))
+
+
+def _unpack_four_bit(raw: np.ndarray, elem_type: int, shape: tuple[int, ...]) -> np.ndarray:
+    proto = onnx.TensorProto(data_type=elem_type, dims=shape, raw_data=raw.tobytes())
+    return np.asarray(numpy_helper.to_array(proto))
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            return int(opset.version)
+    raise InvalidModelError("the model imports no default-domain opset (opset_import is empty)")
+
+
+def load_onnx(path: Path) -> OnnxModel:
+    """Parse ``path`` (external data left on disk) and check that it can be handled."""
+    try:
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises several types for bad bytes
+        raise InvalidModelError(
+            f"{path.name} is not a readable ONNX model (truncated or not ONNX): {exc}"
+        ) from None
+    check_structure(proto, path.name)
+    return OnnxModel(path, proto)
+
+
+def check_structure(model: onnx.ModelProto, label: str) -> None:
+    """Refuse what is not a complete model, or uses opsets and operators we cannot handle."""
+    if model.ir_version < 3 or not model.HasField("graph") or not model.graph.node:
+        raise InvalidModelError(
+            f"{label} is not an ONNX model: ir_version={model.ir_version}, "
+            f"{len(model.graph.node)} nodes"
+        )
+    opset = default_opset(model)
+    latest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= latest:
+        raise UnsupportedModelError(
+            f"default-domain {opset=} is not supported: it must be between {MIN_OPSET} and {latest}"
+        )
+    versions = {o.domain or "": int(o.version) for o in model.opset_import}
+    for graph, where in walk_graphs(model.graph, "graph"):
+        for node in graph.node:
+            _check_operator(node, versions, where)
+    _check_defined(model.graph, set(), label, "graph")
+
+
+def _check_operator(node: onnx.NodeProto, versions: dict[str, int], where: str) -> None:
+    domain = node.domain or ""
+    what = (
+        f"operator {node.op_type!r} of domain {domain or 'ai.onnx'!r} "
+        f"(node {node.name!r} in {where})"
+    )
+    if domain not in KNOWN_DOMAINS:
+        raise UnsupportedModelError(f"{what}: custom domains are not supported")
+    if domain == "com.microsoft":
+        return
+    version = versions.get(domain, versions.get("ai.onnx" if domain == "" else domain, 0))
+    try:
+        onnx.defs.get_schema(node.op_type, version, domain)
+    except onnx.defs.SchemaError:
+        raise UnsupportedModelError(f"{what} is not defined in opset {version}") from None
+
+
+def _check_defined(graph: onnx.GraphProto, outer: set[str], label: str, where: str) -> None:
+    defined = set(outer)
+    defined.update(i.name for i in graph.input)
+    defined.update(i.name for i in graph.initializer)
+    for node in graph.node:
+        for name in node.input:
+            if name and name not in defined:
+                raise InvalidModelError(
+                    f"{label}: input {name!r} of node {node.name or node.op_type!r} in {where} "
+                    "is never defined (a truncated or corrupt file?)"
+                )
+        for attr in node.attribute:
+            for i, sub in enumerate(subgraphs(attr)):
+                _check_defined(sub, defined, label, f"{where}/{node.op_type}.{attr.name}[{i}]")
+        defined.update(o for o in node.output if o)
+    for output in graph.output:
+        if output.name not in defined:
+            raise InvalidModelError(
+                f"{label}: output {output.name!r} of {where} is never computed "
+                "(a truncated or corrupt file?)"
+            )
