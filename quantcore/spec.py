@@ -58,6 +58,27 @@ MIN_BITS = 1
 MAX_BITS = 16
 MAX_MU = 2.0**24
 
+
+@dataclass(frozen=True, kw_only=True)
+class FieldRange:
+    """The accepted range of a numeric spec field (what ``GET /v1/quantizers`` publishes)."""
+
+    minimum: float
+    maximum: float
+    exclusive_minimum: bool = False
+
+
+# One table for validation and for clients; ``bits`` is MIN_BITS..MAX_BITS.
+RANGES: dict[str, FieldRange] = {
+    "bits": FieldRange(minimum=MIN_BITS, maximum=MAX_BITS),
+    "support_value": FieldRange(minimum=0.0, maximum=1e6, exclusive_minimum=True),
+    "deadzone_ratio": FieldRange(minimum=0.0, maximum=1.0),
+    "mu": FieldRange(minimum=0.0, maximum=MAX_MU, exclusive_minimum=True),
+    "exponent_bits": FieldRange(minimum=1, maximum=8),
+    "mantissa_bits": FieldRange(minimum=0, maximum=10),
+    "min_elements": FieldRange(minimum=0, maximum=2**62),
+}
+
 # The support a method uses when the caller names none: the Laplacian MSE-optimal threshold
 # for the uniform families, the whole range for the companding and floating-point ones.
 DEFAULT_SUPPORT: dict[Method, Support] = {
@@ -93,6 +114,16 @@ def _float(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False
         lo_text = f"greater than {lo}" if lo_open else f"at least {lo}"
         raise InvalidSpecError(f"{name}={value!r} must be {lo_text} and at most {hi}")
     return v
+
+
+def _ranged_int(name: str, field_name: str, value: Any) -> int:
+    r = RANGES[field_name]
+    return _int(name, value, int(r.minimum), int(r.maximum))
+
+
+def _ranged_float(name: str, field_name: str, value: Any) -> float:
+    r = RANGES[field_name]
+    return _float(name, value, r.minimum, r.maximum, lo_open=r.exclusive_minimum)
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -161,27 +192,31 @@ def _quantizer_from_dict(data: dict[str, Any], base: QuantizerSpec, where: str) 
     if "method" in data:
         values["method"] = _enum(Method, f"{where}method", data["method"])
     if "bits" in data:
-        values["bits"] = _int(f"{where}bits", data["bits"], MIN_BITS, MAX_BITS)
+        values["bits"] = _ranged_int(f"{where}bits", "bits", data["bits"])
     if "rounding" in data:
         values["rounding"] = _enum(Rounding, f"{where}rounding", data["rounding"])
     if data.get("support") is not None:
         values["support"] = _enum(Support, f"{where}support", data["support"])
     if data.get("support_value") is not None:
-        values["support_value"] = _float(
-            f"{where}support_value", data["support_value"], 0.0, 1e6, lo_open=True
+        values["support_value"] = _ranged_float(
+            f"{where}support_value", "support_value", data["support_value"]
         )
     if "normalize" in data:
         values["normalize"] = _bool(f"{where}normalize", data["normalize"])
     if "deadzone_ratio" in data:
-        values["deadzone_ratio"] = _float(
-            f"{where}deadzone_ratio", data["deadzone_ratio"], 0.0, 1.0
+        values["deadzone_ratio"] = _ranged_float(
+            f"{where}deadzone_ratio", "deadzone_ratio", data["deadzone_ratio"]
         )
     if "mu" in data:
-        values["mu"] = _float(f"{where}mu", data["mu"], 0.0, MAX_MU, lo_open=True)
+        values["mu"] = _ranged_float(f"{where}mu", "mu", data["mu"])
     if "exponent_bits" in data:
-        values["exponent_bits"] = _int(f"{where}exponent_bits", data["exponent_bits"], 1, 8)
+        values["exponent_bits"] = _ranged_int(
+            f"{where}exponent_bits", "exponent_bits", data["exponent_bits"]
+        )
     if "mantissa_bits" in data:
-        values["mantissa_bits"] = _int(f"{where}mantissa_bits", data["mantissa_bits"], 0, 10)
+        values["mantissa_bits"] = _ranged_int(
+            f"{where}mantissa_bits", "mantissa_bits", data["mantissa_bits"]
+        )
     spec = dataclasses.replace(base, **values).resolved()
     _check_combination(spec, where)
     return spec
@@ -274,7 +309,9 @@ class QuantSpec:
         if "exclude" in data:
             values["exclude"] = _patterns("exclude", data["exclude"])
         if "min_elements" in data:
-            values["min_elements"] = _int("min_elements", data["min_elements"], 0, 2**62)
+            values["min_elements"] = _ranged_int(
+                "min_elements", "min_elements", data["min_elements"]
+            )
         if "entropy_coding" in data:
             values["entropy_coding"] = _bool("entropy_coding", data["entropy_coding"])
         if "overrides" in data:
