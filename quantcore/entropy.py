@@ -8,7 +8,8 @@ output is a self-describing byte stream (all integers little-endian)::
     header (36 bytes, struct "<4sBBHQIIIII"):
         magic b"QENT", version (1), width of the decoded codes in bits (8 or 16),
         reserved (0), count of symbols, number of distinct symbols, chunk size,
-        length of the table, number of chunks, CRC-32 of everything after the header
+        length of the table, number of chunks, CRC-32 of the header before it and of
+        everything after the header
     table:  zstd frame of the distinct symbols as uint16 deltas (the first one absolute)
             and their counts as uint64, both stored as byte planes (all low bytes first)
     chunks: number of 32-bit words of each chunk (uint32 each), then the chunks' words
@@ -40,6 +41,7 @@ MAGIC = b"QENT"
 VERSION = 1
 CHUNK_SYMBOLS = 1 << 22
 _HEADER = struct.Struct("<4sBBHQIIIII")
+_CRC_AT = _HEADER.size - 4  # the CRC-32 is the header's last field
 _ALPHABET = 1 << 16
 # Symbols counted per bincount call: bincount widens its input to int64 (8 bytes a symbol).
 _COUNT_SLICE = 1 << 20
@@ -81,30 +83,20 @@ def encode_codes(codes: npt.ArrayLike) -> bytes:
             chunks.append(coder.get_compressed().astype("<u4", copy=False).tobytes())
     lengths = np.array([len(c) // 4 for c in chunks], dtype="<u4").tobytes()
     body = [table, lengths, *chunks]
-    crc = 0
+    fields = (MAGIC, VERSION, width, 0, flat.size, symbols.size, CHUNK_SYMBOLS, len(table))
+    header = _HEADER.pack(*fields, len(chunks), 0)
+    crc = zlib.crc32(header[:_CRC_AT])
     for part in body:
         crc = zlib.crc32(part, crc)
-    header = _HEADER.pack(
-        MAGIC,
-        VERSION,
-        width,
-        0,
-        flat.size,
-        symbols.size,
-        CHUNK_SYMBOLS,
-        len(table),
-        len(chunks),
-        crc,
-    )
-    return b"".join([header, *body])
+    return b"".join([header[:_CRC_AT], struct.pack("<I", crc), *body])
 
 
 def decode_codes(data: bytes | bytearray | memoryview) -> CodeArray:
     """Decode a stream written by ``encode_codes`` back to the flat array of codes.
 
     Raises ``InvalidPackageError`` naming what is wrong for a truncated, corrupt or
-    unknown-version stream (the CRC-32 covers everything after the header, and every chunk
-    must consume exactly its words).
+    unknown-version stream (the CRC-32 covers the whole stream, and every chunk must consume
+    exactly its words).
     """
     view = memoryview(data).cast("B")
     if len(view) < _HEADER.size:
@@ -114,16 +106,16 @@ def decode_codes(data: bytes | bytearray | memoryview) -> CodeArray:
     magic, version, width, _, count, n_symbols, chunk, table_len, n_chunks, crc = (
         _HEADER.unpack_from(view)
     )
-    if magic != MAGIC:
+    if magic != MAGIC:  # checked before the CRC: the likeliest mistake gets the clearest message
         raise InvalidPackageError(f"not an entropy stream: {magic=}, expected {MAGIC!r}")
     if version != VERSION:
         raise InvalidPackageError(f"entropy stream {version=} is not supported (only {VERSION})")
     if width not in (8, 16):
         raise InvalidPackageError(f"entropy stream code {width=} must be 8 or 16")
     body = view[_HEADER.size :]
-    if zlib.crc32(body) != crc:
+    if zlib.crc32(body, zlib.crc32(view[:_CRC_AT])) != crc:
         raise InvalidPackageError(
-            f"entropy stream corrupt or truncated: CRC-32 mismatch over {len(body)} body bytes"
+            f"entropy stream corrupt or truncated: CRC-32 mismatch over {len(view)} bytes"
         )
     symbols, counts = _decode_table(body[:table_len], n_symbols, count, width)
     out = np.empty(count, dtype=np.uint8 if width == 8 else np.uint16)

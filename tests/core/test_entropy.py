@@ -143,3 +143,10 @@ def test_wrong_magic_and_version_are_refused() -> None:
         decode_codes(b"XXXX" + data[4:])
     with pytest.raises(InvalidPackageError, match="version=9"):
         decode_codes(data[:4] + b"\x09" + data[5:])
+
+
+def test_corrupt_header_field_is_refused() -> None:
+    data = bytearray(encode_codes(laplacian_codes(10_000, 4)))
+    data[8] ^= 0x01  # lowest byte of the symbol count
+    with pytest.raises(InvalidPackageError, match="CRC-32"):
+        decode_codes(bytes(data))
