@@ -24,11 +24,16 @@ from quantcore.evaluate.dataset import EvalSet, scores_output
 from quantcore.evaluate.metrics import AccuracyReport, Tally
 
 
-def session(model: bytes | Path) -> ort.InferenceSession:
-    """A CPU inference session with onnxruntime's default graph optimisations."""
+def session(model: bytes | Path, *, threads: int | None = None) -> ort.InferenceSession:
+    """A CPU session with onnxruntime's default graph optimisations; ``threads`` caps the
+    intra- and inter-op thread pools (None: onnxruntime's default, one per core)."""
     source = model if isinstance(model, bytes) else str(model)
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = threads
     try:
-        return ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         raise InvalidModelError(f"onnxruntime cannot load the model: {exc}") from None
 
@@ -50,17 +55,20 @@ def evaluate(
     *,
     batch_size: int,
     progress: Callable[[float], None] | None = None,
+    threads: int | None = None,
 ) -> AccuracyReport:
     """Run both models over ``evalset`` and compare them (API.md's ``accuracy`` block).
 
     ``batch_size`` applies to models with a symbolic batch dimension; ``progress`` receives
-    the share of samples done, in (0, 1], after each batch.
+    the share of samples done, in (0, 1], after each batch; ``threads`` caps onnxruntime's
+    thread pools (a worker that runs several jobs at once sets it).
     """
     if batch_size < 1:
         raise InvalidDatasetError(f"{batch_size=} must be at least 1")
     fixed = evalset.fixed_batch
     step = fixed if fixed is not None else batch_size
-    ref, quant = session(float_model), session(quantized_model)
+    ref = session(float_model, threads=threads)
+    quant = session(quantized_model, threads=threads)
     outputs = [o.name for o in ref.get_outputs()]
     float_outputs = [o.name for o in ref.get_outputs() if o.type == "tensor(float)"]
     scores = _scores_name(float_model)
