@@ -1,0 +1,59 @@
+"""An ONNX graph that holds a weights-only model, so that it is packed like any model.
+
+A ``.safetensors``/``.npz`` input has no graph; to store its quantized weights the pipeline
+builds one: every array is an initializer and a graph output, in file order, so the graph
+computes nothing but the arrays. The writer then replaces the quantized ones by their codes
+and decode subgraphs exactly as in a real model, and ``qpack`` stores the result. Running
+the graph in onnxruntime gives back the dequantized arrays (bit for bit ``decode``), which is
+how a weights package is unpacked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+
+from quantcore.formats.onnx_reader import OnnxModel
+from quantcore.formats.weights_io import WeightsModel
+
+# int4/uint4 storage needs opset 21.
+CONTAINER_OPSET = 21
+CONTAINER_IR_VERSION = 10
+
+
+def elem_type(dtype: np.dtype) -> int:
+    return int(helper.np_dtype_to_tensor_dtype(dtype))
+
+
+def build_container(model: WeightsModel, quantized: Collection[str]) -> OnnxModel:
+    """The container graph of ``model``; tensors named in ``quantized`` are stored without data
+    (the writer replaces them, so their floats are never copied)."""
+    inits = []
+    outputs = []
+    for tensor in model.tensors:
+        etype = elem_type(model.array(tensor.name).dtype)
+        if tensor.name in quantized:
+            inits.append(onnx.TensorProto(name=tensor.name, data_type=etype, dims=tensor.shape))
+        else:
+            init = numpy_helper.from_array(np.ascontiguousarray(model.array(tensor.name)))
+            init.name = tensor.name
+            inits.append(init)
+        outputs.append(helper.make_tensor_value_info(tensor.name, etype, list(tensor.shape)))
+    graph = helper.make_graph([], "weights", [], outputs, inits)
+    proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", CONTAINER_OPSET)],
+        producer_name="quantserve",
+    )  # fmt: skip
+    proto.ir_version = CONTAINER_IR_VERSION
+    return OnnxModel(model.path, proto)
+
+
+def container_arrays(onnx_bytes: bytes) -> Iterator[tuple[str, np.ndarray]]:
+    """Run a (written) container graph: its outputs, the arrays of the weights file, in order."""
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    yield from zip(names, session.run(names, {}), strict=True)

@@ -1,0 +1,141 @@
+"""model.qpack: unpacking gives back model.onnx byte for byte; the size is near the entropy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from quantcore.entropy import empirical_entropy_bits
+from quantcore.errors import InvalidPackageError
+from quantcore.formats.container import build_container
+from quantcore.formats.model import ModelFormat
+from quantcore.formats.onnx_reader import OnnxModel, load_onnx
+from quantcore.formats.onnx_writer import rewrite, serialize
+from quantcore.formats.weights_io import read_npz, read_safetensors, write_npz, write_safetensors
+from quantcore.qpack import pack, read_header, skeleton, unpack, unpack_file
+from quantcore.quantized import QuantizedTensor
+from tests import models
+from tests.core.onnx_helpers import affine, codebook
+
+
+def _load(model: onnx.ModelProto, tmp_path: Path) -> OnnxModel:
+    onnx.save(model, tmp_path / "in.onnx")
+    return load_onnx(tmp_path / "in.onnx")
+
+
+def _weights(source: OnnxModel) -> list[str]:
+    return [t.name for t in source.tensors if t.role == "weight"]
+
+
+CASES = {
+    "int4": (lambda: models.mlp(opset=21), lambda a: affine(a, 3)),
+    "int8-per-channel": (lambda: models.mlp(opset=17), lambda a: affine(a, 6, axis=0)),
+    "int16": (lambda: models.mlp(opset=17), lambda a: affine(a, 12)),
+    "uint4-codebook": (lambda: models.mlp(opset=21), lambda a: codebook(a, 4, scale=0.5)),
+    "uint8-codebook": (lambda: models.cnn(), lambda a: codebook(a, 5)),
+    "if-subgraphs": (lambda: models.if_model(), lambda a: affine(a, 4)),
+    "constants": (lambda: models.with_constant_nodes(models.mlp()), lambda a: affine(a, 2)),
+}
+
+
+@pytest.mark.parametrize("entropy_coding", [True, False])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_unpack_gives_model_onnx_exactly(tmp_path, case, entropy_coding):
+    build, quantize = CASES[case]
+    source = _load(build(), tmp_path)
+    coded = {n: quantize(source.array(n)) for n in _weights(source)}
+    written = rewrite(source, coded)
+    model_bytes = serialize(written.proto)
+    package = pack(written, coded, fmt=ModelFormat.ONNX, entropy_coding=entropy_coding)
+    # Packing leaves the written model untouched.
+    assert serialize(written.proto) == model_bytes
+    fmt, restored = unpack(package.data)
+    assert fmt is ModelFormat.ONNX
+    assert restored == model_bytes
+    (tmp_path / "model.qpack").write_bytes(package.data)
+    out = tmp_path / "restored.onnx"
+    assert unpack_file(tmp_path / "model.qpack", out) == (out,)
+    assert out.read_bytes() == model_bytes
+    header, _ = read_header(package.data)
+    assert {t["coding"] for t in header["tensors"]} == {"entropy" if entropy_coding else "packed"}
+
+
+def test_size_is_within_three_percent_of_entropy_plus_floats_plus_graph(tmp_path):
+    source = _load(models.mlp(sizes=(256, 512, 512, 10)), tmp_path)
+    coded = {n: affine(source.array(n), 4) for n in _weights(source)}
+    written = rewrite(source, coded)
+    package = pack(written, coded, fmt=ModelFormat.ONNX)
+    codes_bits = sum(
+        empirical_entropy_bits(q.codes - q.code_min) * q.codes.size for q in coded.values()
+    )
+    ideal = codes_bits / 8 + len(skeleton(written))
+    assert len(package.data) <= 1.03 * ideal
+    # And the entropy coding pays: 4-bit codes of Laplacian weights have entropy < 4 bits.
+    packed = pack(written, coded, fmt=ModelFormat.ONNX, entropy_coding=False)
+    assert len(package.data) < len(packed.data)
+
+
+def _package(tmp_path: Path) -> bytes:
+    source = _load(models.mlp(), tmp_path)
+    coded = {n: affine(source.array(n), 3) for n in _weights(source)}
+    return pack(rewrite(source, coded), coded, fmt=ModelFormat.ONNX).data
+
+
+def test_truncated_package_is_refused(tmp_path):
+    data = _package(tmp_path)
+    for cut in (4, 20, len(data) // 2, len(data) - 1):
+        with pytest.raises(InvalidPackageError, match="truncated|corrupt"):
+            unpack(data[:cut])
+
+
+def test_corrupt_codes_or_skeleton_are_refused(tmp_path):
+    data = bytearray(_package(tmp_path))
+    header, start = read_header(bytes(data))
+    for position in (start + 5, start + header["tensors"][0]["offset"] + 40, len(data) - 3):
+        bad = bytearray(data)
+        bad[position] ^= 0x5A
+        with pytest.raises(InvalidPackageError):
+            unpack(bytes(bad))
+
+
+def test_wrong_magic_and_version(tmp_path):
+    data = _package(tmp_path)
+    with pytest.raises(InvalidPackageError, match="not a .qpack"):
+        unpack(b"PK\x03\x04" + data[4:])
+    with pytest.raises(InvalidPackageError, match="version=9"):
+        unpack(data[:8] + b"\x09\x00" + data[10:])
+
+
+@pytest.mark.parametrize("fmt", [ModelFormat.SAFETENSORS, ModelFormat.NPZ])
+def test_weights_package_unpacks_to_dequantized_weights(tmp_path, fmt):
+    rng = np.random.default_rng(3)
+    arrays = {
+        "fc.weight": rng.laplace(size=(64, 32)).astype(np.float32),
+        "fc.bias": rng.normal(size=64).astype(np.float32),
+        "emb.weight": rng.laplace(size=(50, 16)).astype(np.float16),
+    }
+    path = tmp_path / f"in.{fmt.value}"
+    if fmt is ModelFormat.SAFETENSORS:
+        write_safetensors(path, arrays.items())
+        model = read_safetensors(path)
+    else:
+        write_npz(path, arrays.items())
+        model = read_npz(path)
+    coded: dict[str, QuantizedTensor] = {
+        "fc.weight": affine(model.array("fc.weight"), 4, axis=0),
+        "emb.weight": codebook(model.array("emb.weight").astype(np.float32), 3),
+    }
+    written = rewrite(build_container(model, coded), coded)
+    (tmp_path / "model.qpack").write_bytes(pack(written, coded, fmt=fmt).data)
+    out = tmp_path / f"out.{fmt.value}"
+    unpack_file(tmp_path / "model.qpack", out)
+    back = read_safetensors(out) if fmt is ModelFormat.SAFETENSORS else read_npz(out)
+    assert [t.name for t in back.tensors] == list(arrays)
+    np.testing.assert_array_equal(back.array("fc.weight"), coded["fc.weight"].dequantized)
+    np.testing.assert_array_equal(
+        back.array("emb.weight"), coded["emb.weight"].dequantized.astype(np.float16)
+    )
+    np.testing.assert_array_equal(back.array("fc.bias"), arrays["fc.bias"])
