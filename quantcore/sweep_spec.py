@@ -104,7 +104,7 @@ def expand(base: dict[str, Any], grid: dict[str, list[Any]]) -> list[dict[str, A
             f"{supports!r}"
         )
     others = [k for k in GRID_FIELDS if k in grid and k not in ("support", "support_value")]
-    points = []
+    points: list[dict[str, Any]] = []
     for combo in itertools.product(*(grid[k] for k in others)):
         fixed = dict(zip(others, combo, strict=True))
         for support in supports:

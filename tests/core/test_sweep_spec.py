@@ -63,7 +63,7 @@ def test_methods_get_their_default_support_unless_the_base_names_one():
             {"base": {}, "grid": {"support": ["percentile"], "support_value": [50, 120]}},
             "grid point 1",
         ),
-        ({"base": {"bits": 0}, "grid": {"bits": [2]}}, "bits=0 must be between"),
+        ({"base": {"mu": -1}, "grid": {"bits": [2]}}, "mu=-1 must be greater than 0"),
         ({"base": {}, "grid": {"bits": [2]}, "extra": 1}, "unknown field(s): extra"),
         ({"base": [], "grid": {"bits": [2]}}, "base must be a JSON object"),
         (
