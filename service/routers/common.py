@@ -1,0 +1,48 @@
+"""Conversions from rows to public schemas, and the error responses shared by routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.models import Dataset, Job, Model
+from service.schemas import (
+    DatasetPublic,
+    ErrorResponse,
+    JobError,
+    JobPublic,
+    ModelPublic,
+    TensorPublic,
+)
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error answers, all of them ``ErrorResponse``."""
+    return {status: {"model": ErrorResponse} for status in statuses}
+
+
+def job_public(job: Job) -> JobPublic:
+    error = None
+    if job.error_code is not None:
+        error = JobError(code=job.error_code, message=job.error_message or "")
+    return JobPublic(
+        id=job.id, kind=job.kind, status=job.status, stage=job.stage,  # type: ignore[arg-type]
+        progress=job.progress, created_at=job.created_at, started_at=job.started_at,
+        finished_at=job.finished_at, model_id=job.model_id, dataset_id=job.dataset_id,
+        spec=job.spec, error=error, summary=job.summary,
+    )
+
+
+def model_public(model: Model) -> ModelPublic:
+    return ModelPublic(
+        id=model.id, sha256=model.sha256, size_bytes=model.size_bytes,
+        format=model.format,  # type: ignore[arg-type]
+        n_tensors=model.n_tensors, n_params=model.n_params,
+        tensors=[TensorPublic(**t) for t in model.tensors], created_at=model.created_at,
+    )
+
+
+def dataset_public(dataset: Dataset) -> DatasetPublic:
+    return DatasetPublic(
+        id=dataset.id, sha256=dataset.sha256, size_bytes=dataset.size_bytes,
+        arrays=dataset.arrays, created_at=dataset.created_at,
+    )

@@ -1,0 +1,61 @@
+"""``/v1/datasets``: upload an evaluation set (``.npz``) and read it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+
+from service.catalog import register_dataset
+from service.deps import CtxDep, DatasetDep, PrincipalDep
+from service.errors import UnprocessableError
+from service.routers.common import dataset_public, errors
+from service.schemas import DatasetPublic
+from service.uploads import read_multipart
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary",
+                                 "description": "An .npz evaluation set."},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetPublic,
+    responses=errors(400, 401, 413, 415, 422, 429),
+    openapi_extra=UPLOAD_BODY,
+    summary="Upload an evaluation set",
+)
+async def upload_dataset(
+    request: Request, ctx: CtxDep, principal: PrincipalDep
+) -> DatasetPublic:
+    form = await read_multipart(request, spool_dir=ctx.spool_dir,
+                                max_bytes=ctx.settings.max_upload_bytes,
+                                file_fields=frozenset({"file"}))
+    try:
+        upload = form.files.get("file")
+        if upload is None:
+            raise UnprocessableError("multipart field 'file' is required (the .npz file)")
+        return dataset_public(await register_dataset(ctx, principal, upload))
+    finally:
+        form.cleanup()
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses=errors(401, 404, 429),
+            summary="An evaluation set")
+def get_dataset(dataset: DatasetDep) -> DatasetPublic:
+    return dataset_public(dataset)
