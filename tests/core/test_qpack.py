@@ -87,7 +87,7 @@ def _package(tmp_path: Path) -> bytes:
 def test_truncated_package_is_refused(tmp_path):
     data = _package(tmp_path)
     for cut in (4, 20, len(data) // 2, len(data) - 1):
-        with pytest.raises(InvalidPackageError, match="truncated|corrupt"):
+        with pytest.raises(InvalidPackageError, match=r"truncated|corrupt"):
             unpack(data[:cut])
 
 
@@ -103,7 +103,7 @@ def test_corrupt_codes_or_skeleton_are_refused(tmp_path):
 
 def test_wrong_magic_and_version(tmp_path):
     data = _package(tmp_path)
-    with pytest.raises(InvalidPackageError, match="not a .qpack"):
+    with pytest.raises(InvalidPackageError, match=r"not a \.qpack"):
         unpack(b"PK\x03\x04" + data[4:])
     with pytest.raises(InvalidPackageError, match="version=9"):
         unpack(data[:8] + b"\x09\x00" + data[10:])
