@@ -1,0 +1,278 @@
+"""Closed-form Laplacian theory: seed 001's tables, numerical integration, design rules."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.integrate import quad
+
+from quantcore.errors import InvalidSpecError
+from quantcore.theory import (
+    MAX_LEVELS,
+    hui_xmax,
+    iterative_xmax,
+    jayant_xmax,
+    laplacian_deadzone_distortion,
+    laplacian_midtread_distortion,
+    laplacian_midtread_sqnr_db,
+    laplacian_uniform_distortion,
+    laplacian_uniform_sqnr_db,
+    lloyd_step,
+)
+
+SQRT2 = math.sqrt(2.0)
+
+
+# Seed 001, table 2 (three bits) and table 3 (two bits): theoretical SQNR for the
+# unit-variance Laplacian at the four support choices of the MNIST MLP.
+@pytest.mark.parametrize(
+    ("bits", "xmax", "sqnr"),
+    [
+        (3, 2.9236, 11.4419),
+        (3, 2.9408, 11.4414),
+        (3, 4.8371024, 8.6901),
+        (3, 7.063787, 5.1273),
+        (2, 1.9605, 6.9787),
+        (2, 2.1748, 7.0707),
+        (2, 4.8371024, 1.9360),
+        (2, 7.063787, -2.0066),
+    ],
+)
+def test_sqnr_matches_seed_001_tables(bits: int, xmax: float, sqnr: float) -> None:
+    assert round(float(laplacian_uniform_sqnr_db(xmax, 2**bits)), 4) == sqnr
+
+
+def test_three_bit_distortion_is_seed_001_eq_14() -> None:
+    xmax = np.linspace(0.05, 12.0, 200)
+    eq14 = 1 + (xmax / 8) ** 2 - SQRT2 * (xmax / 8) * (
+        1 + 2 * sum(np.exp(-i * SQRT2 * xmax / 4) for i in (1, 2, 3))
+    )
+    np.testing.assert_allclose(laplacian_uniform_distortion(xmax, 8), eq14, rtol=1e-12)
+
+
+def _laplace(sigma: float) -> Callable[[float], float]:
+    a = SQRT2 / sigma
+    return lambda x: 0.5 * a * math.exp(-a * abs(x))
+
+
+def _integrated(step: float, max_index: int, ratio: float, sigma: float) -> float:
+    """MSE of the seed 004 table 4 quantizer by adaptive quadrature, cell by cell (x ≥ 0)."""
+    p = _laplace(sigma)
+    total = 0.0
+    if ratio > 0:
+        total += quad(lambda x: x * x * p(x), 0.0, ratio * step)[0]
+    for k in range(1, max_index + 1):
+        lo, hi = (k - 1 + ratio) * step, (k + ratio) * step
+        level = (k + ratio - 0.5) * step
+        total += quad(lambda x, y=level: (x - y) ** 2 * p(x), lo, hi)[0]
+    top, level = (max_index + ratio) * step, (max_index + ratio - 0.5) * step
+    total += quad(lambda x: (x - level) ** 2 * p(x), top, math.inf)[0]
+    return 2.0 * total
+
+
+@pytest.mark.parametrize("levels", [2, 4, 8, 16, 64])
+@pytest.mark.parametrize("sigma", [1.0, 0.3, 4.0])
+def test_midrise_and_midtread_agree_with_numerical_integration(levels: int, sigma: float) -> None:
+    xmax = 0.9 * jayant_xmax(levels)
+    half = levels // 2
+    midrise = _integrated(2 * xmax / levels, half, 0.0, sigma)
+    midtread = _integrated(2 * xmax / (levels - 1), half - 1, 0.5, sigma)
+    assert laplacian_uniform_distortion(xmax, levels, sigma) == pytest.approx(midrise, rel=1e-9)
+    assert laplacian_midtread_distortion(xmax, levels, sigma) == pytest.approx(
+        midtread, rel=1e-9
+    )
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.25, 0.4, 0.7, 1.0])
+def test_deadzone_agrees_with_numerical_integration(ratio: float) -> None:
+    step, max_index = 0.37, 7
+    expected = _integrated(step, max_index, ratio, 1.3)
+    got = laplacian_deadzone_distortion(step, max_index=max_index, ratio=ratio, sigma=1.3)
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_deadzone_ratios_zero_and_half_are_midrise_and_midtread() -> None:
+    xmax = np.linspace(0.1, 9.0, 50)
+    for levels in (4, 32, 1024):
+        midrise = laplacian_deadzone_distortion(2 * xmax / levels, max_index=levels // 2, ratio=0)
+        midtread = laplacian_deadzone_distortion(
+            2 * xmax / (levels - 1), max_index=levels // 2 - 1, ratio=0.5
+        )
+        np.testing.assert_allclose(midrise, laplacian_uniform_distortion(xmax, levels), rtol=1e-14)
+        np.testing.assert_allclose(
+            midtread, laplacian_midtread_distortion(xmax, levels), rtol=1e-14
+        )
+
+
+@pytest.mark.parametrize(("levels", "xmax", "sigma"), [(MAX_LEVELS, 14.3, 1.0),
+                                                       (MAX_LEVELS, 9.0, 0.05),
+                                                       (4096, 10.6, 2.0)])
+def test_high_rate_distortion_keeps_relative_accuracy(
+    levels: int, xmax: float, sigma: float
+) -> None:
+    # 32768 cells per side: fold them onto one cell, x = c_k + t, and sum the Laplacian
+    # weights of the cell centres directly; quad then integrates t² over [-h, h].
+    a = SQRT2 / sigma
+    step = 2 * xmax / levels
+    h = step / 2
+    centres = (np.arange(levels // 2) + 0.5) * step
+    weight = float(np.sum(np.exp(-a * centres)))
+    granular = quad(lambda t: t * t * a * math.exp(-a * t) * weight, -h, h, epsabs=0)[0]
+    overload = quad(lambda x: (x - xmax + h) ** 2 * a * math.exp(-a * x), xmax, math.inf)[0]
+    expected = granular + overload
+    got = laplacian_uniform_distortion(xmax, levels, sigma)
+    assert got == pytest.approx(expected, rel=1e-10)
+
+
+def test_degenerate_thresholds() -> None:
+    assert laplacian_uniform_distortion(0.0, 8) == pytest.approx(1.0)
+    assert laplacian_uniform_sqnr_db(0.0, 256, 3.0) == pytest.approx(0.0, abs=1e-12)
+    # One midtread level (zero) leaves the whole variance whatever the threshold.
+    assert laplacian_midtread_sqnr_db(np.array([0.0, 1.0, 50.0]), 2) == pytest.approx(0.0)
+    assert laplacian_deadzone_distortion(0.0, max_index=3, ratio=0.4, sigma=2.0) == (
+        pytest.approx(4.0)
+    )
+
+
+def test_arrays_broadcast_like_scalars() -> None:
+    xmax = np.array([0.5, 2.0, 6.0])
+    sigma = np.array([[0.5], [1.0], [3.0]])
+    grid = laplacian_uniform_sqnr_db(xmax, 16, sigma)
+    assert isinstance(grid, np.ndarray) and grid.shape == (3, 3)
+    for i, s in enumerate(sigma[:, 0]):
+        for j, x in enumerate(xmax):
+            assert grid[i, j] == laplacian_uniform_sqnr_db(float(x), 16, float(s))
+    assert isinstance(laplacian_uniform_sqnr_db(2.0, 16), float)
+
+
+@pytest.mark.parametrize("levels", [0, 3, 7, 2**17, True, 8.0, "8"])
+def test_invalid_levels_are_named(levels: object) -> None:
+    with pytest.raises(InvalidSpecError, match="levels="):
+        laplacian_uniform_distortion(1.0, levels)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("xmax", "sigma", "name"), [(-1.0, 1.0, "xmax"),
+                                                     (math.nan, 1.0, "xmax"),
+                                                     (1.0, 0.0, "sigma"),
+                                                     (1.0, math.inf, "sigma")])
+def test_invalid_threshold_or_sigma_is_named(xmax: float, sigma: float, name: str) -> None:
+    with pytest.raises(InvalidSpecError, match=f"{name}="):
+        laplacian_uniform_distortion(xmax, 8, sigma)
+
+
+def test_invalid_deadzone_parameters_are_named() -> None:
+    with pytest.raises(InvalidSpecError, match="ratio="):
+        laplacian_deadzone_distortion(0.5, max_index=3, ratio=1.5)
+    with pytest.raises(InvalidSpecError, match="max_index="):
+        laplacian_deadzone_distortion(0.5, max_index=-1, ratio=0.4)
+
+
+def test_jayant_thresholds_match_the_published_steps() -> None:
+    # Jayant's table gives the optimal step Δ = 2·xmax/N to four decimals: 1.0874 for N = 4
+    # and 0.7309 for N = 8, which seed 001 quotes as xmax = 2.1748 and 2.9236.
+    assert round(jayant_xmax(4) / 2, 4) == 1.0874
+    assert round(jayant_xmax(8) / 4, 4) == 0.7309
+    assert round(jayant_xmax(4), 4) == 2.1748
+    assert jayant_xmax(8) == pytest.approx(2.9236, abs=2e-4)
+    assert jayant_xmax(2) == pytest.approx(SQRT2, rel=1e-15)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 5, 8, 12, 16])
+def test_jayant_threshold_is_a_minimum(bits: int) -> None:
+    levels = 2**bits
+    best = jayant_xmax(levels)
+    d = laplacian_uniform_distortion(best, levels)
+    for factor in (0.999, 1.001, 0.9, 1.1):
+        assert laplacian_uniform_distortion(best * factor, levels) > d
+
+
+def test_hui_thresholds() -> None:
+    assert round(hui_xmax(8), 4) == 2.9408
+    assert round(hui_xmax(4), 4) == 1.9605
+    assert hui_xmax(MAX_LEVELS) == pytest.approx(SQRT2 * 16 * math.log(2))
+
+
+def test_iterative_rule_lowers_distortion_step_by_step_towards_jayant() -> None:
+    xmax = hui_xmax(8)
+    d = laplacian_uniform_distortion(xmax, 8)
+    for _ in range(200):
+        xmax = lloyd_step(xmax, 8)
+        new = laplacian_uniform_distortion(xmax, 8)
+        assert new <= d + 1e-16
+        d = new
+    # jayant_xmax minimises D directly, which pins the optimum to about 1e-8 relative.
+    assert xmax == pytest.approx(jayant_xmax(8), rel=1e-8)
+
+
+@pytest.mark.parametrize("bits", range(1, 17))
+def test_iterative_design_converges_to_jayant(bits: int) -> None:
+    design = iterative_xmax(2**bits)
+    assert design.converged
+    assert design.xmax == pytest.approx(jayant_xmax(2**bits), rel=5e-8)
+    assert design.distortion == pytest.approx(
+        laplacian_uniform_distortion(jayant_xmax(2**bits), 2**bits), rel=1e-12
+    )
+
+
+def test_iterative_design_reaches_the_published_thresholds() -> None:
+    assert round(iterative_xmax(4).xmax / 2, 4) == 1.0874
+    assert round(iterative_xmax(8).xmax / 4, 4) == 0.7309
+
+
+@settings(max_examples=60, deadline=None)
+@given(bits=st.integers(1, 15))
+def test_more_bits_never_lower_the_optimal_sqnr(bits: int) -> None:
+    low = laplacian_uniform_sqnr_db(jayant_xmax(2**bits), 2**bits)
+    high = laplacian_uniform_sqnr_db(jayant_xmax(2 ** (bits + 1)), 2 ** (bits + 1))
+    assert high > low
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    xmax=st.floats(0.0, 60.0),
+    bits=st.integers(1, 16),
+    sigma=st.floats(1e-3, 1e3),
+)
+def test_distortion_is_positive_and_bounded(xmax: float, bits: int, sigma: float) -> None:
+    levels = 2**bits
+    d = laplacian_uniform_distortion(xmax, levels, sigma)
+    # Every error is at most |x| in the overload region and at most |x| + Δ/2 with
+    # (x - Δ/2)² ≤ x² + (Δ/2)² in the first cell, so D ≤ σ² + (Δ/2)², Δ/2 = xmax/N.
+    assert 0.0 < d <= sigma**2 + (xmax / levels) ** 2 + 1e-12 * sigma**2
+    assert laplacian_midtread_distortion(xmax, levels, sigma) > 0.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(xmax=st.floats(0.01, 40.0), bits=st.integers(1, 16), sigma=st.floats(1e-2, 1e2))
+def test_distortion_scales_with_variance(xmax: float, bits: int, sigma: float) -> None:
+    # A threshold scaled with σ sees the same source up to scale: D(σ·x, σ) = σ²·D(x, 1).
+    scaled = laplacian_uniform_distortion(sigma * xmax, 2**bits, sigma)
+    assert scaled == pytest.approx(sigma**2 * laplacian_uniform_distortion(xmax, 2**bits), rel=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(bits=st.integers(1, 16), sigma=st.floats(0.05, 20.0))
+def test_variance_mismatch_never_beats_the_matched_design(bits: int, sigma: float) -> None:
+    levels = 2**bits
+    mismatched = laplacian_uniform_sqnr_db(jayant_xmax(levels), levels, sigma)
+    matched = laplacian_uniform_sqnr_db(sigma * jayant_xmax(levels), levels, sigma)
+    assert mismatched <= matched + 1e-9
+
+
+@pytest.mark.parametrize("bits", range(8, 17))
+def test_high_rate_gain_per_bit(bits: int) -> None:
+    # At high rate D ≈ Δ²/12 = xmax²/(3N²): each bit adds 6.02 dB less the growth of the
+    # optimal threshold (about sqrt(2)·ln N, the Laplacian's loss), and overload costs a little.
+    levels = 2**bits
+    here, below = jayant_xmax(levels), jayant_xmax(levels // 2)
+    gain = laplacian_uniform_sqnr_db(here, levels) - laplacian_uniform_sqnr_db(below, levels // 2)
+    granular_only = 20 * math.log10(2) - 20 * math.log10(here / below)
+    assert granular_only < gain < 20 * math.log10(2)
+    assert gain == pytest.approx(granular_only, abs=0.15)
+    approx = 10 * math.log10(3 * levels**2 / here**2)
+    assert approx - 1.0 < laplacian_uniform_sqnr_db(here, levels) < approx
