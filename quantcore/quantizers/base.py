@@ -1,0 +1,72 @@
+"""What every quantizer family shares: a ``Design`` that encodes weights given in its unit.
+
+A family never sees raw weights. The caller (``quantcore.quantizers.stream``) maps each weight
+to ``t = (w - centre) / (scale · unit)``, where ``centre``/``scale`` is the normalisation
+(mean and std, see ``quantcore.normalize``) and ``unit = xmax / support_edge`` is the family's
+own step: Δ for the uniform and dead-zone families, xmax for mu-law and the exponential family,
+``xmax / max_finite`` for minifloats. In that unit the design is independent of xmax, so one
+design serves every channel of a tensor and the normalisation folds into the decoder's
+``scale``/``offset`` (``quantcore.quantized``).
+
+A design reconstructs code ``c`` as ``levels[c]·unit`` (codebook families) or
+``(c + half)·unit`` (affine families, ``levels is None``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from quantcore.spec import Method
+
+FloatArray = npt.NDArray[np.float32]
+
+
+def code_dtype(lo: int, hi: int) -> np.dtype:
+    """The smallest 8- or 16-bit integer type holding every code in ``[lo, hi]``."""
+    for dtype in (np.int8, np.uint8, np.int16, np.uint16):
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dtype)
+    return np.dtype(np.int32)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Design(ABC):
+    """A quantizer of one family, designed in units of ``unit = xmax / support_edge``.
+
+    ``support_edge`` is xmax expressed in the unit (N/2 for midrise, so that Δ = 2·xmax/N).
+    ``encode(t, out)`` writes the codes of ``t`` into ``out`` (same shape, dtype
+    ``self.dtype``); it may overwrite ``t``, which is scratch. Codes lie in
+    ``[code_min, code_max]``.
+    """
+
+    method: Method
+    bits: int
+    support_edge: float
+    code_min: int
+    code_max: int
+    levels: FloatArray | None = None
+    half: float = 0.0
+    notes: tuple[str, ...] = ()
+
+    @property
+    def dtype(self) -> np.dtype:
+        return code_dtype(self.code_min, self.code_max)
+
+    def unit(self, xmax: float) -> float:
+        """The family's unit in normalised weights for threshold ``xmax``: ``xmax/support_edge``."""
+        return xmax / self.support_edge
+
+    def values(self, codes: np.ndarray) -> npt.NDArray[np.float64]:
+        """Exact reconstruction of ``codes`` in units (float64), for tests and design loops."""
+        if self.levels is None:
+            return codes.astype(np.float64) + self.half
+        return self.levels.astype(np.float64)[codes]
+
+    @abstractmethod
+    def encode(self, t: np.ndarray, out: np.ndarray) -> None:
+        """Write the codes of ``t`` (weights in units, float32 or float64) into ``out``."""
