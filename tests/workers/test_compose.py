@@ -13,8 +13,11 @@ import yaml
 from tests.workers.services import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
-SECRETS = {"POSTGRES_PASSWORD": "pw-from-env", "S3_ACCESS_KEY": "ak-from-env",
-           "S3_SECRET_KEY": "sk-from-env"}
+SECRETS = {
+    "POSTGRES_PASSWORD": "pw-from-env",
+    "S3_ACCESS_KEY": "ak-from-env",
+    "S3_SECRET_KEY": "sk-from-env",
+}
 
 
 def _compose() -> dict[str, Any]:
@@ -52,8 +55,13 @@ def test_no_secret_is_written_in_the_file() -> None:
 
 def _docker_compose() -> list[str] | None:
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True,
-                                 check=False).returncode == 0:
+    if (
+        docker
+        and subprocess.run(
+            [docker, "compose", "version"], capture_output=True, check=False
+        ).returncode
+        == 0
+    ):
         return [docker, "compose"]
     legacy = shutil.which("docker-compose")
     return [legacy] if legacy else None
@@ -65,10 +73,16 @@ def test_docker_compose_config_accepts_it_and_requires_the_secrets() -> None:
     assert command is not None
     base = [*command, "-f", str(COMPOSE)]
     env_without = {"PATH": "/usr/bin:/bin:/usr/local/bin"}
-    missing = subprocess.run([*base, "config"], env=env_without, capture_output=True,
-                             text=True, check=False)
+    missing = subprocess.run(
+        [*base, "config"], env=env_without, capture_output=True, text=True, check=False
+    )
     assert missing.returncode != 0 and "POSTGRES_PASSWORD" in missing.stderr + missing.stdout
-    ok = subprocess.run([*base, "config"], env={**env_without, **SECRETS}, capture_output=True,
-                        text=True, check=False)
+    ok = subprocess.run(
+        [*base, "config"],
+        env={**env_without, **SECRETS},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "pw-from-env" in ok.stdout
