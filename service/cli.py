@@ -1,0 +1,435 @@
+"""``quantserve``: run the service, submit and fetch jobs, quantize locally.
+
+Server side (settings from ``QUANTSERVE_*``, see ``service.settings``):
+
+- ``serve``: migrations, the API (uvicorn) and one worker subprocess; Ctrl-C stops both.
+- ``worker``: a Celery worker on the configured broker.
+- ``create-key --team T``: a new API key for team T, printed once.
+
+Client side (``--url``, default ``$QUANTSERVE_URL`` or the settings' host and port;
+``--api-key``, default ``$QUANTSERVE_API_KEY``):
+
+- ``submit MODEL [--dataset D] [--spec JSON|FILE] [--kind K] [--wait]``: MODEL and D are files
+  to upload or ids of uploads; the job is printed as JSON; ``--wait`` draws a progress bar on
+  stderr and exits 1 unless the job succeeds.
+- ``status JOB``, ``fetch JOB [--out DIR]`` (every artifact, sha256 checked),
+  ``batch FILE.jsonl`` (one job per line, one JSON line out per job; exit 1 if any failed).
+
+Local, no server: ``quantize MODEL --spec ... --out DIR`` (the worker's ``run_job``: same
+artifacts and ``report.json``) and ``unpack PACKAGE.qpack [--out model.onnx]``.
+
+Exit codes: 0 success, 1 a job or request failed, 2 bad arguments or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from service.cli_progress import ProgressBar
+from service.client import ApiError, Client, load_spec
+from service.settings import Settings, get_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, sort_keys=True), flush=True)
+
+
+def _error(message: str) -> None:
+    print(f"quantserve: {message}", file=sys.stderr, flush=True)
+
+
+# --- server side -----------------------------------------------------------------------
+
+
+def _worker_argv(settings: Settings, args: argparse.Namespace) -> list[str]:
+    from workers.celery_app import QUEUE
+
+    argv = [
+        "worker",
+        f"--loglevel={settings.log_level}",
+        "-Q",
+        QUEUE,
+        "--without-gossip",
+        "--without-mingle",
+        f"--pool={args.pool}",
+    ]
+    if args.concurrency:
+        argv.append(f"--concurrency={args.concurrency}")
+    if args.hostname:
+        argv.append(f"--hostname={args.hostname}")
+    return argv
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from service.db import Database
+    from service.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    Database(settings.database_url).migrate()
+    from workers.celery_app import app
+
+    app.worker_main(_worker_argv(settings, args))
+    return EXIT_OK
+
+
+def _stop(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)  # Celery's warm shutdown: the running job finishes
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.db import Database
+    from service.main import create_app
+
+    settings = get_settings()
+    Database(settings.database_url).migrate()
+    worker = None
+    if not args.no_worker:
+        argv = [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "worker",
+            "--concurrency",
+            str(args.concurrency or 1),
+        ]
+        worker = subprocess.Popen(argv)
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            log_level=settings.log_level.lower(),
+        )
+    finally:
+        if worker is not None:
+            _stop(worker)
+    return EXIT_OK
+
+
+def cmd_create_key(args: argparse.Namespace) -> int:
+    from service.auth import create_api_key
+    from service.db import Database
+
+    db = Database(get_settings().database_url)
+    db.migrate()
+    issued = create_api_key(db, team=args.team, name=args.name)
+    _print_json(
+        {
+            "key": issued.key,
+            "key_id": issued.key_id,
+            "team": issued.team_name,
+            "team_id": issued.team_id,
+        }
+    )
+    return EXIT_OK
+
+
+# --- client side -----------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> Client:
+    settings = get_settings()
+    url = args.url or os.environ.get("QUANTSERVE_URL") or f"http://{settings.host}:{settings.port}"
+    return Client(url, api_key=args.api_key or os.environ.get("QUANTSERVE_API_KEY"))
+
+
+class _Uploads:
+    """Uploads of one CLI run, so a file named on several batch lines is sent once."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.ids: dict[tuple[str, Path], str] = {}
+
+    def resolve(self, what: str, ref: str) -> str:
+        """The id for ``ref``: an existing file is uploaded, anything else is an id."""
+        path = Path(ref)
+        if not path.is_file():
+            return ref
+        key = (what, path.resolve())
+        if key not in self.ids:
+            upload = self.client.upload_model if what == "model" else self.client.upload_dataset
+            self.ids[key] = str(upload(path)["id"])
+        return self.ids[key]
+
+
+def _submit_one(uploads: _Uploads, entry: dict[str, Any]) -> dict[str, Any]:
+    model = entry.get("model") or entry.get("model_id")
+    if not isinstance(model, str):
+        raise ValueError("each job needs 'model' (a file or a model id)")
+    dataset = entry.get("dataset") or entry.get("dataset_id")
+    spec = entry.get("spec", {})
+    if not isinstance(spec, dict):
+        raise ValueError(f"'spec' must be a JSON object, got {type(spec).__name__}")
+    return uploads.client.submit(
+        model_id=uploads.resolve("model", model),
+        dataset_id=uploads.resolve("dataset", dataset) if isinstance(dataset, str) else None,
+        spec=spec,
+        kind=entry.get("kind"),
+        idempotency_key=entry.get("idempotency_key"),
+    )
+
+
+def _wait(client: Client, job_id: str, *, quiet: bool) -> dict[str, Any]:
+    bar = ProgressBar(sys.stderr, enabled=not quiet)
+    try:
+        return client.wait(
+            job_id,
+            on_update=lambda job: bar.update(
+                float(job.get("progress") or 0.0), job.get("stage") or job["status"]
+            ),
+        )
+    finally:
+        bar.close()
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    entry = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "spec": load_spec(args.spec),
+        "kind": args.kind,
+        "idempotency_key": args.idempotency_key,
+    }
+    with _client(args) as client:
+        job = _submit_one(_Uploads(client), entry)
+        if args.wait:
+            job = _wait(client, job["id"], quiet=args.quiet)
+        _print_json(job)
+    if args.wait and job["status"] != "succeeded":
+        error = job.get("error") or {}
+        _error(f"job {job['id']} {job['status']}: {error.get('code')}: {error.get('message')}")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print_json(client.job(args.job))
+    return EXIT_OK
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out or args.job)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _client(args) as client:
+        for artifact in client.artifacts(args.job):
+            fetched = client.download(args.job, artifact, out_dir)
+            _print_json(
+                {
+                    "name": fetched.name,
+                    "path": str(fetched.path),
+                    "size_bytes": fetched.size_bytes,
+                    "sha256": fetched.sha256,
+                }
+            )
+    return EXIT_OK
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    failures = 0
+    submitted: list[tuple[int, str]] = []
+    with _client(args) as client, open(args.file, encoding="utf-8") as lines:
+        uploads = _Uploads(client)
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            result: dict[str, Any] = {"line": number}
+            try:
+                entry = json.loads(line)
+                if not isinstance(entry, dict):
+                    raise ValueError("each line must be a JSON object")
+                job = _submit_one(uploads, entry)
+                result.update(ok=True, job_id=job["id"], status=job["status"])
+                submitted.append((number, job["id"]))
+            except ApiError as exc:
+                result.update(ok=False, error=exc.to_dict())
+            except (ValueError, OSError) as exc:
+                result.update(
+                    ok=False, error={"status": 0, "code": "invalid_line", "message": str(exc)}
+                )
+            failures += not result["ok"]
+            _print_json(result)
+        if args.wait:
+            for number, job_id in submitted:
+                job = client.wait(job_id)
+                ok = job["status"] == "succeeded"
+                failures += not ok
+                _print_json(
+                    {
+                        "line": number,
+                        "ok": ok,
+                        "job_id": job_id,
+                        "status": job["status"],
+                        "error": job.get("error"),
+                    }
+                )
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+# --- local ------------------------------------------------------------------------------
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from quantcore.errors import QuantError
+    from quantcore.jobs import JobInput, JobKind, JobLimits, run_job
+
+    settings = get_settings()
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    job = JobInput(
+        kind=JobKind(args.kind),
+        model_path=Path(args.model),
+        spec=load_spec(args.spec),
+        dataset_path=Path(args.dataset) if args.dataset else None,
+    )
+    limits = JobLimits(
+        max_sweep_points=settings.max_sweep_points, eval_batch_size=settings.eval_batch_size
+    )
+    bar = ProgressBar(sys.stderr, enabled=not args.quiet)
+    try:
+        output = run_job(
+            job, out_dir, progress=lambda stage, f: bar.update(f, str(stage)), limits=limits
+        )
+    except QuantError as exc:
+        bar.close()
+        _error(f"{exc.code}: {exc.message}")
+        return EXIT_USAGE
+    bar.close()
+    _print_json(
+        {
+            "out": str(out_dir),
+            "artifacts": [p.name for p in output.artifacts],
+            "summary": output.report.get("summary"),
+        }
+    )
+    return EXIT_OK
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    from quantcore import qpack
+    from quantcore.errors import QuantError
+
+    package = Path(args.package)
+    out = Path(args.out) if args.out else package.with_suffix(".onnx")
+    try:
+        written = qpack.unpack_file(package, out)
+    except QuantError as exc:
+        _error(f"{exc.code}: {exc.message}")
+        return EXIT_USAGE
+    _print_json({"files": [{"path": str(p), "size_bytes": p.stat().st_size} for p in written]})
+    return EXIT_OK
+
+
+# --- arguments --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quantserve", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def client_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--url", help="the API's base URL (default $QUANTSERVE_URL)")
+        p.add_argument("--api-key", help="API key (default $QUANTSERVE_API_KEY)")
+
+    p = sub.add_parser("serve", help="the API and one worker, on the settings' defaults")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--no-worker", action="store_true", help="the API only (deployed shape)")
+    p.add_argument("--concurrency", type=int, default=1, help="processes of the worker")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="a Celery worker on the configured broker")
+    p.add_argument("--concurrency", type=int, help="pool processes (default: CPU count)")
+    p.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
+    p.add_argument("--hostname", help="worker node name (default celery@HOST)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("create-key", help="print a new API key for a team")
+    p.add_argument("--team", required=True)
+    p.add_argument("--name", default="", help="a label for the key")
+    p.set_defaults(func=cmd_create_key)
+
+    p = sub.add_parser("submit", help="submit a job (uploading files as needed)")
+    p.add_argument("model", help="a model file to upload, or a model id")
+    p.add_argument("--dataset", help="a .npz evaluation set to upload, or a dataset id")
+    p.add_argument("--spec", help="the spec: inline JSON or a JSON file")
+    p.add_argument("--kind", choices=["quantize", "sweep", "search"])
+    p.add_argument("--idempotency-key")
+    p.add_argument("--wait", action="store_true", help="wait for the job, with a progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    client_options(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="print a job")
+    p.add_argument("job")
+    client_options(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("fetch", help="download a job's artifacts, checking their sha256")
+    p.add_argument("job")
+    p.add_argument("--out", help="folder (default: the job id)")
+    client_options(p)
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("batch", help="submit one job per line of a JSONL file")
+    p.add_argument("file")
+    p.add_argument("--wait", action="store_true", help="then wait for every job")
+    client_options(p)
+    p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("quantize", help="run a job locally, without a server")
+    p.add_argument("model")
+    p.add_argument("--dataset")
+    p.add_argument("--spec", help="the spec: inline JSON or a JSON file")
+    p.add_argument("--kind", default="quantize", choices=["quantize", "sweep", "search"])
+    p.add_argument("--out", required=True, help="folder for the artifacts and report.json")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("unpack", help="restore model.onnx from a .qpack package")
+    p.add_argument("package")
+    p.add_argument("--out", help="output file (default: PACKAGE with .onnx)")
+    p.set_defaults(func=cmd_unpack)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.monotonic()
+    try:
+        code = int(args.func(args))
+    except ApiError as exc:
+        _error(f"{exc.status or 'no answer'} {exc.code}: {exc.message}")
+        code = EXIT_FAILED
+    except (ValueError, FileNotFoundError) as exc:
+        _error(str(exc))
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        _error(f"interrupted after {time.monotonic() - started:.1f} s")
+        code = 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""A small HTTP client of the service's API (``/v1``), used by the ``quantserve`` CLI.
+
+Uploads stream from the file (httpx reads a file object in chunks); downloads stream to a
+temporary file beside the target while their sha256 is computed, and are renamed into place
+only when the hash matches the one the service recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class ApiError(Exception):
+    """The API answered with an error (or could not be reached: ``status`` 0)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchedArtifact:
+    name: str
+    path: Path
+    size_bytes: int
+    sha256: str
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "http_error", response.text[:500] or response.reason_phrase
+    raise ApiError(response.status_code, code, message)
+
+
+class Client:
+    """Calls of the API; every method raises ``ApiError`` on an error answer."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s, transport=transport
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiError(0, "unreachable", f"{self.http.base_url}: {exc}") from exc
+        _raise_for(response)
+        return response
+
+    def _upload(self, path: str, file: Path) -> dict[str, Any]:
+        with open(file, "rb") as f:
+            files = {"file": (file.name, f, "application/octet-stream")}
+            return dict(self._request("POST", path, files=files).json())
+
+    def upload_model(self, file: Path) -> dict[str, Any]:
+        return self._upload("/v1/models", file)
+
+    def upload_dataset(self, file: Path) -> dict[str, Any]:
+        return self._upload("/v1/datasets", file)
+
+    def submit(
+        self,
+        *,
+        model_id: str,
+        spec: dict[str, Any],
+        dataset_id: str | None = None,
+        kind: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model_id": model_id, "spec": spec}
+        if dataset_id is not None:
+            body["dataset_id"] = dataset_id
+        if kind is not None:
+            body["kind"] = kind
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return dict(self._request("POST", "/v1/jobs", json=body, headers=headers).json())
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/v1/jobs/{job_id}").json())
+
+    def report(self, job_id: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/v1/jobs/{job_id}/report").json())
+
+    def artifacts(self, job_id: str) -> list[dict[str, Any]]:
+        return list(self._request("GET", f"/v1/jobs/{job_id}/artifacts").json())
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+        poll_s: float = 0.2,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Poll the job until it is final; ``on_update`` sees every answer."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = self.job(job_id)
+            if on_update is not None:
+                on_update(job)
+            if job["status"] in FINAL_STATUSES:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise ApiError(
+                    0, "wait_timeout", f"job {job_id} still {job['status']} after {timeout_s:g} s"
+                )
+            time.sleep(poll_s)
+
+    def download(self, job_id: str, artifact: dict[str, Any], out_dir: Path) -> FetchedArtifact:
+        """Stream one artifact into ``out_dir``, checking its sha256 before it appears."""
+        name = Path(str(artifact["name"])).name  # never a path out of out_dir
+        target = out_dir / name
+        partial = out_dir / f".{name}.part"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with self.http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}") as response:
+                if not response.is_success:
+                    response.read()
+                    _raise_for(response)
+                with open(partial, "wb") as f:
+                    for chunk in response.iter_bytes(1 << 20):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        f.write(chunk)
+        except httpx.TransportError as exc:
+            partial.unlink(missing_ok=True)
+            raise ApiError(0, "unreachable", f"{self.http.base_url}: {exc}") from exc
+        sha256 = digest.hexdigest()
+        if sha256 != artifact["sha256"]:
+            partial.unlink(missing_ok=True)
+            raise ApiError(
+                0,
+                "checksum_mismatch",
+                f"{name}: sha256 {sha256} differs from the recorded {artifact['sha256']}",
+            )
+        os.replace(partial, target)
+        return FetchedArtifact(name=name, path=target, size_bytes=size, sha256=sha256)
+
+
+def load_spec(value: str | None) -> dict[str, Any]:
+    """A spec from ``--spec``: inline JSON (``{...}``), or the path of a JSON file."""
+    if value is None:
+        return {}
+    text = value if value.lstrip().startswith("{") else None
+    if text is None:
+        path = Path(value)
+        if not path.is_file():
+            raise ValueError(f"--spec {value!r} is neither a JSON object nor a file")
+        text = path.read_text(encoding="utf-8")
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--spec is not valid JSON: {exc}") from exc
+    if not isinstance(spec, dict):
+        raise ValueError(f"--spec must be a JSON object, got {type(spec).__name__}")
+    return spec
