@@ -76,3 +76,53 @@ class JobInput:
 class JobOutput:
     report: dict[str, Any]  # JSON-ready, the shape of API.md's report
     artifacts: tuple[Path, ...]  # files written into out_dir
+
+
+def inspect_model(path: Path) -> ModelInfo:
+    """What an uploaded model holds (format from the suffix); raises the reader's domain errors
+    (``InvalidModelError``, ``UnsupportedModelError``, ``UnsafeExternalDataError``)."""
+    from quantcore.formats.load import load_model
+
+    model = load_model(path)
+    tensors = tuple(
+        TensorInfo(name=t.name, shape=t.shape, dtype=t.dtype, params=t.size) for t in model.tensors
+    )
+    return ModelInfo(
+        format=model.format.value,
+        n_tensors=len(tensors),
+        n_params=sum(t.params for t in tensors),
+        tensors=tensors,
+    )
+
+
+def validate_job(kind: JobKind | str, spec: dict[str, Any] | None) -> dict[str, Any]:
+    """The spec as applied (defaults filled in), or ``InvalidSpecError`` naming the field."""
+    from quantcore.errors import InvalidSpecError
+    from quantcore.spec import QuantSpec
+
+    try:
+        kind = JobKind(kind)
+    except ValueError:
+        allowed = ", ".join(k.value for k in JobKind)
+        raise InvalidSpecError(f"kind={kind!r} is not one of: {allowed}") from None
+    if kind is JobKind.QUANTIZE:
+        return QuantSpec.from_dict(spec).to_dict()
+    # Sweep and search specs are validated by their own modules (dispatch added with them).
+    raise InvalidSpecError(f"job kind {kind.value!r} is not available yet")
+
+
+def run_job(
+    job: JobInput,
+    out_dir: Path,
+    progress: ProgressCallback | None = None,
+    limits: JobLimits = JobLimits(),
+) -> JobOutput:
+    """Run ``job`` and write its artifacts into ``out_dir``; returns the report and the files."""
+    if job.kind is JobKind.QUANTIZE:
+        from quantcore.quantize_job import run_quantize
+
+        return run_quantize(job, out_dir, progress, limits)
+    # Sweep and search jobs are run by their own modules (dispatch added with them).
+    from quantcore.errors import InvalidSpecError
+
+    raise InvalidSpecError(f"job kind {job.kind.value!r} is not available yet")

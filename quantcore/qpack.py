@@ -118,11 +118,13 @@ def pack(
         "format": fmt.value,
         "onnx": {"sha256": hashlib.sha256(model_bytes).hexdigest(), "size": len(model_bytes)},
         "skeleton": {
-            "offset": 0, "length": len(sections[0]), "raw_size": len(raw_skeleton),
+            "offset": 0,
+            "length": len(sections[0]),
+            "raw_size": len(raw_skeleton),
             "codec": "zstd",
         },
         "tensors": [],
-    }  # fmt: skip
+    }
     offset = len(sections[0])
     for name, tensor in coded.items():
         storage = written.codes[name]
@@ -131,13 +133,18 @@ def pack(
         body = encode_codes(shifted) if entropy_coding else pack_bits(shifted, bits)
         header["tensors"].append(
             {
-                "name": name, "initializer": storage.initializer,
-                "elem_type": storage.elem_type, "shape": list(shifted.shape),
-                "code_min": int(tensor.code_min), "code_max": int(tensor.code_max),
-                "coding": "entropy" if entropy_coding else "packed", "bits": bits,
-                "offset": offset, "length": len(body),
+                "name": name,
+                "initializer": storage.initializer,
+                "elem_type": storage.elem_type,
+                "shape": list(shifted.shape),
+                "code_min": int(tensor.code_min),
+                "code_max": int(tensor.code_max),
+                "coding": "entropy" if entropy_coding else "packed",
+                "bits": bits,
+                "offset": offset,
+                "length": len(body),
             }
-        )  # fmt: skip
+        )
         sections.append(body)
         offset += len(body)
     text = json.dumps(header, separators=(",", ":")).encode()

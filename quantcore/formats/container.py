@@ -45,9 +45,10 @@ def build_container(model: WeightsModel, quantized: Collection[str]) -> OnnxMode
         outputs.append(helper.make_tensor_value_info(tensor.name, etype, list(tensor.shape)))
     graph = helper.make_graph([], "weights", [], outputs, inits)
     proto = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", CONTAINER_OPSET)],
+        graph,
+        opset_imports=[helper.make_opsetid("", CONTAINER_OPSET)],
         producer_name="quantserve",
-    )  # fmt: skip
+    )
     proto.ir_version = CONTAINER_IR_VERSION
     return OnnxModel(model.path, proto)
 

@@ -18,8 +18,11 @@ class ModelFormat(StrEnum):
     NPZ = "npz"
 
 
-SUFFIXES = {".onnx": ModelFormat.ONNX, ".safetensors": ModelFormat.SAFETENSORS,
-            ".npz": ModelFormat.NPZ}  # fmt: skip
+SUFFIXES = {
+    ".onnx": ModelFormat.ONNX,
+    ".safetensors": ModelFormat.SAFETENSORS,
+    ".npz": ModelFormat.NPZ,
+}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -227,9 +227,10 @@ def rewrite(model: OnnxModel, quantized: Mapping[str, CodedTensor]) -> WrittenMo
         )
         plans[source.graph_path].append((source, replacement))
         storages[name] = CodeStorage(
-            initializer=storage.initializer, elem_type=storage.elem_type,
+            initializer=storage.initializer,
+            elem_type=storage.elem_type,
             graph_path=source.graph_path,
-        )  # fmt: skip
+        )
     out = onnx.ModelProto()
     for field, value in model.proto.ListFields():
         if field.name != "graph":
@@ -320,15 +321,24 @@ def serialize(proto: onnx.ModelProto) -> bytes:
     return proto.SerializeToString()
 
 
-def save_onnx(proto: onnx.ModelProto, path: Path) -> tuple[Path, ...]:
-    """Write ``proto`` to ``path``; past ``MAX_INLINE_BYTES``, tensors of 1 KiB or more go to
-    ``<path>.data`` next to it. Returns the files written."""
-    if proto.ByteSize() < MAX_INLINE_BYTES:
-        path.write_bytes(serialize(proto))
+def save_onnx(proto: onnx.ModelProto, path: Path, data: bytes | None = None) -> tuple[Path, ...]:
+    """Write ``proto`` (or its already serialized ``data``) to ``path``; past
+    ``MAX_INLINE_BYTES``, tensors of 1 KiB or more go to ``<path>.data`` next to it (this moves
+    them out of ``proto``). Returns the files written."""
+    if data is not None or proto.ByteSize() < MAX_INLINE_BYTES:
+        path.write_bytes(serialize(proto) if data is None else data)
         return (path,)
-    data = path.with_name(path.name + EXTERNAL_SUFFIX)
+    external = path.with_name(path.name + EXTERNAL_SUFFIX)
     onnx.save_model(
-        proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-        location=data.name, size_threshold=1024,
-    )  # fmt: skip
-    return (path, data)
+        proto,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=external.name,
+        size_threshold=1024,
+    )
+    return (path, external)
+
+
+def fits_inline(proto: onnx.ModelProto) -> bool:
+    return proto.ByteSize() < MAX_INLINE_BYTES

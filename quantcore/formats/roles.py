@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from quantcore.errors import NoWeightsError
 from quantcore.spec import QuantSpec
 
 # Tensors below this many elements stay in float by default: the scale and offset of a
@@ -48,21 +49,42 @@ _STRENGTH = {Role.QUANTIZED: 4, Role.WEIGHT: 3, Role.BIAS: 2, Role.NORM: 1, Role
 
 QUANTIZED_OPS = frozenset(
     {
-        "DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
-        "QLinearMatMul", "MatMulInteger", "ConvInteger", "MatMulNBits", "QGemm",
-        "QLinearAdd", "QLinearMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
-        "GatherBlockQuantized", "QAttention", "QLinearLeakyRelu", "QLinearSigmoid",
-        "QLinearConcat", "QLinearGlobalAveragePool", "QLinearAveragePool",
+        "DequantizeLinear",
+        "QuantizeLinear",
+        "DynamicQuantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "MatMulInteger",
+        "ConvInteger",
+        "MatMulNBits",
+        "QGemm",
+        "QLinearAdd",
+        "QLinearMul",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+        "GatherBlockQuantized",
+        "QAttention",
+        "QLinearLeakyRelu",
+        "QLinearSigmoid",
+        "QLinearConcat",
+        "QLinearGlobalAveragePool",
+        "QLinearAveragePool",
     }
-)  # fmt: skip
+)
 
 NORM_OPS = frozenset(
     {
-        "BatchNormalization", "LayerNormalization", "InstanceNormalization",
-        "GroupNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization",
-        "SkipSimplifiedLayerNormalization", "RMSNormalization", "LpNormalization",
+        "BatchNormalization",
+        "LayerNormalization",
+        "InstanceNormalization",
+        "GroupNormalization",
+        "SkipLayerNormalization",
+        "SimplifiedLayerNormalization",
+        "SkipSimplifiedLayerNormalization",
+        "RMSNormalization",
+        "LpNormalization",
     }
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,3 +227,19 @@ def select(tensors: Iterable[Candidate], spec: QuantSpec) -> Selection:
         else:
             skipped.append(Skipped(name=tensor.name, reason=reason))
     return Selection(quantize=tuple(quantize), skipped=tuple(skipped))
+
+
+def select_weights(tensors: Sequence[Candidate], spec: QuantSpec) -> Selection:
+    """``select``, raising ``NoWeightsError`` (with every reason) when nothing is quantized."""
+    selection = select(tensors, spec)
+    if not selection.quantize:
+        shown = "; ".join(f"{s.name}: {s.reason}" for s in selection.skipped[:5])
+        more = len(selection.skipped) - 5
+        if more > 0:
+            shown += f"; and {more} more"
+        raise NoWeightsError(
+            f"no floating-point weight to quantize among {len(tensors)} tensors"
+            + (f" ({shown})" if shown else ""),
+            details=[s.to_dict() for s in selection.skipped],
+        )
+    return selection

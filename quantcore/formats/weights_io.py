@@ -30,12 +30,20 @@ from quantcore.formats.model import ModelFormat, WeightTensor
 from quantcore.formats.roles import Role
 
 SAFETENSORS_DTYPES: dict[str, np.dtype] = {
-    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
-    "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype("<i8"), "I32": np.dtype("<i4"),
-    "I16": np.dtype("<i2"), "I8": np.dtype("i1"), "U64": np.dtype("<u8"),
-    "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"),
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U64": np.dtype("<u8"),
+    "U32": np.dtype("<u4"),
+    "U16": np.dtype("<u2"),
+    "U8": np.dtype("u1"),
     "BOOL": np.dtype("bool"),
-}  # fmt: skip
+}
 _CODE_OF = {dtype: code for code, dtype in SAFETENSORS_DTYPES.items()}
 _NORM_NAME = re.compile(r"(norm|(^|[._])(bn|ln)\d*([._]|$)|running_)", re.IGNORECASE)
 _MAX_HEADER = 100 * 2**20
@@ -54,9 +62,12 @@ class WeightsModel:
     """The arrays of a ``.safetensors`` or ``.npz`` file, in file order."""
 
     def __init__(
-        self, path: Path, fmt: ModelFormat, arrays: dict[str, np.ndarray],
+        self,
+        path: Path,
+        fmt: ModelFormat,
+        arrays: dict[str, np.ndarray],
         metadata: dict[str, str] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.path = path
         self.format = fmt
         self.arrays = arrays

@@ -60,9 +60,12 @@ def affine(weights: np.ndarray, bits: int, axis: int | None = None) -> Quantized
         half - 1,
     ).astype(np.int32)
     return QuantizedTensor(
-        codes=codes, code_min=-half, code_max=half - 1, decoder=decoder,
+        codes=codes,
+        code_min=-half,
+        code_max=half - 1,
+        decoder=decoder,
         dequantized=decode(codes, decoder),
-    )  # fmt: skip
+    )
 
 
 def codebook(weights: np.ndarray, bits: int, *, scale: float = 1.0) -> QuantizedTensor:
@@ -75,9 +78,12 @@ def codebook(weights: np.ndarray, bits: int, *, scale: float = 1.0) -> Quantized
         levels=levels, scale=np.asarray(scale, np.float32), offset=np.asarray(0.01, np.float32)
     )
     return QuantizedTensor(
-        codes=codes, code_min=0, code_max=n - 1, decoder=decoder,
+        codes=codes,
+        code_min=0,
+        code_max=n - 1,
+        decoder=decoder,
         dequantized=decode(codes, decoder),
-    )  # fmt: skip
+    )
 
 
 def with_weights(model: onnx.ModelProto, weights: dict[str, np.ndarray]) -> onnx.ModelProto:

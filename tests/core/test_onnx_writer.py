@@ -63,9 +63,14 @@ X16 = {"x": RNG.normal(size=(5, 16)).astype(np.float32)}
 
 @pytest.mark.parametrize(
     ("opset", "bits", "expected"),
-    [(21, 3, TensorProto.INT4), (17, 3, TensorProto.INT8), (17, 12, TensorProto.INT16),
-     (21, 12, TensorProto.INT16), (13, 8, TensorProto.INT8)],
-)  # fmt: skip
+    [
+        (21, 3, TensorProto.INT4),
+        (17, 3, TensorProto.INT8),
+        (17, 12, TensorProto.INT16),
+        (21, 12, TensorProto.INT16),
+        (13, 8, TensorProto.INT8),
+    ],
+)
 def test_affine_per_tensor_storage_and_exactness(tmp_path, opset, bits, expected):
     source = _load(models.mlp(opset=opset), tmp_path)
     weights = [t.name for t in source.tensors if t.name.endswith("weight")]
@@ -92,9 +97,10 @@ def test_affine_per_channel_every_opset(tmp_path, opset):
     assert ("DequantizeLinear" in ops) == (opset >= 13)
 
 
-@pytest.mark.parametrize(("opset", "bits", "expected"),
-                         [(21, 4, TensorProto.UINT4), (17, 4, TensorProto.UINT8),
-                          (17, 9, TensorProto.UINT16)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("opset", "bits", "expected"),
+    [(21, 4, TensorProto.UINT4), (17, 4, TensorProto.UINT8), (17, 9, TensorProto.UINT16)],
+)
 def test_codebook_gather(tmp_path, opset, bits, expected):
     source = _load(models.mlp(sizes=(16, 64, 32, 10), opset=opset), tmp_path)
     quantized = {

@@ -1,0 +1,30 @@
+"""Reading any supported model file, by its suffix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quantcore.errors import InvalidModelError
+from quantcore.formats.model import SUFFIXES, ModelFormat
+from quantcore.formats.onnx_reader import OnnxModel, load_onnx
+from quantcore.formats.weights_io import WeightsModel, read_npz, read_safetensors
+
+Model = OnnxModel | WeightsModel
+
+
+def model_format(path: Path) -> ModelFormat:
+    fmt = SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(SUFFIXES)
+        raise InvalidModelError(f"{path.name}: unknown model format {path.suffix!r}; use {known}")
+    return fmt
+
+
+def load_model(path: Path) -> Model:
+    """Read the model at ``path`` by its suffix (``.onnx``, ``.safetensors``, ``.npz``)."""
+    fmt = model_format(path)
+    if fmt is ModelFormat.ONNX:
+        return load_onnx(path)
+    if fmt is ModelFormat.SAFETENSORS:
+        return read_safetensors(path)
+    return read_npz(path)

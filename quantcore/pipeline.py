@@ -1,0 +1,246 @@
+"""The quantize pipeline in composable steps, shared by quantize jobs, sweeps and searches.
+
+``load_model`` → ``quantize_model`` → ``build_onnx`` → ``package`` / ``write_artifacts`` →
+``build_report``. A sweep loads once, then calls ``quantize_model`` and ``package_size`` per
+point without writing files; ``quantcore.jobs.run_job`` chains all of them.
+
+Memory: a loaded model keeps its float data where it was (the parsed ONNX, or memory-mapped
+weights files); ``quantize_model`` quantizes one tensor at a time for ``layer`` and
+``channel`` granularity and keeps only codes and decoders (``CodedWeight``), never a second
+float copy of the model; ``model`` granularity needs every weight at once (one quantizer).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantcore.fits import fit_distributions
+from quantcore.formats.container import build_container
+from quantcore.formats.load import Model, load_model
+from quantcore.formats.model import ModelFormat
+from quantcore.formats.onnx_writer import (
+    WrittenModel,
+    fits_inline,
+    rewrite,
+    save_onnx,
+    serialize,
+)
+from quantcore.formats.roles import Selection, Skipped, select_weights
+from quantcore.formats.weights_io import WeightsModel, write_npz, write_safetensors
+from quantcore.layerwise import TensorRequest, quantize_tensors
+from quantcore.qpack import Package, pack
+from quantcore.quantized import Decoder, FloatArray, IntArray, decode
+from quantcore.spec import Granularity, QuantSpec
+
+__all__ = [
+    "Artifacts",
+    "CodedWeight",
+    "Model",
+    "QuantizedModel",
+    "build_onnx",
+    "load_model",
+    "package",
+    "package_size",
+    "quantize_model",
+    "select_tensors",
+    "write_artifacts",
+]
+
+Fraction = Callable[[float], None]
+
+# Weights pooled (sampled evenly across tensors) for the distribution fits.
+FIT_SAMPLE = 400_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class CodedWeight:
+    """A quantized tensor as the writers need it: codes and decoder, and the layer's report
+    row. The dequantized floats are not kept; ``dequantized()`` recomputes them exactly."""
+
+    name: str
+    codes: IntArray
+    code_min: int
+    code_max: int
+    decoder: Decoder
+    layer: dict[str, Any]
+
+    def dequantized(self) -> FloatArray:
+        return decode(self.codes, self.decoder)
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizedModel:
+    source: Model
+    spec: QuantSpec
+    weights: tuple[CodedWeight, ...]
+    skipped: tuple[Skipped, ...]
+    distribution: dict[str, Any] | None
+    quantize_s: float
+
+    @property
+    def coded(self) -> dict[str, CodedWeight]:
+        return {w.name: w for w in self.weights}
+
+
+def select_tensors(model: Model, spec: QuantSpec) -> Selection:
+    """The tensors ``spec`` quantizes; ``NoWeightsError`` if there are none."""
+    return select_weights([t.candidate() for t in model.tensors], spec)
+
+
+def _request(model: Model, name: str, spec: QuantSpec) -> TensorRequest:
+    tensor = next(t for t in model.tensors if t.name == name)
+    weights = model.array(name)  # in its own dtype: the layer report names it
+    return TensorRequest(
+        name=name,
+        weights=weights,
+        quantizer=spec.quantizer_for(name),
+        channel_axis=tensor.channel_axis,
+    )
+
+
+def _sample(weights: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    flat = weights.reshape(-1).astype(np.float32, copy=False)
+    count = min(flat.size, max(1, math.ceil(flat.size * share)))
+    if count == flat.size:
+        return flat.copy()
+    return flat[rng.choice(flat.size, size=count, replace=False)]
+
+
+def quantize_model(
+    model: Model, spec: QuantSpec, progress: Fraction | None = None
+) -> QuantizedModel:
+    """Quantize the tensors ``spec`` selects; ``progress`` gets the share done in [0, 1]."""
+    start = time.perf_counter()
+    selection = select_tensors(model, spec)
+    sizes = {t.name: t.size for t in model.tensors}
+    total = sum(sizes[n] for n in selection.quantize)
+    share = min(1.0, FIT_SAMPLE / max(total, 1))
+    rng = np.random.default_rng(0)
+    samples: list[np.ndarray] = []
+    coded: list[CodedWeight] = []
+    if spec.granularity is Granularity.MODEL:
+        batches = [list(selection.quantize)]
+    else:
+        batches = [[n] for n in selection.quantize]
+    done = 0
+    for names in batches:
+        requests = [_request(model, n, spec) for n in names]
+        samples.extend(_sample(r.weights, share, rng) for r in requests)
+        for result in quantize_tensors(requests, spec.granularity):
+            q = result.quantized
+            coded.append(
+                CodedWeight(
+                    name=result.name,
+                    codes=q.codes,
+                    code_min=int(q.code_min),
+                    code_max=int(q.code_max),
+                    decoder=q.decoder,
+                    layer=result.report.to_dict(),
+                )
+            )
+        del requests
+        done += sum(sizes[n] for n in names)
+        if progress is not None:
+            progress(done / max(total, 1))
+    distribution = _fit(np.concatenate(samples)) if samples else None
+    return QuantizedModel(
+        source=model,
+        spec=spec,
+        weights=tuple(coded),
+        skipped=selection.skipped,
+        distribution=distribution,
+        quantize_s=time.perf_counter() - start,
+    )
+
+
+def _fit(pooled: np.ndarray) -> dict[str, Any] | None:
+    pooled = pooled[np.isfinite(pooled)]
+    if pooled.size < 2 or pooled.min() == pooled.max():
+        return None  # constant weights have no shape to fit
+    return fit_distributions(pooled).to_dict()
+
+
+def build_onnx(qmodel: QuantizedModel) -> WrittenModel:
+    """The quantized ONNX model (for weights-only inputs, the container graph)."""
+    coded = qmodel.coded
+    source = qmodel.source
+    if isinstance(source, WeightsModel):
+        return rewrite(build_container(source, coded), coded)
+    return rewrite(source, coded)
+
+
+def package(
+    qmodel: QuantizedModel, written: WrittenModel | None = None, onnx_bytes: bytes | None = None
+) -> Package:
+    """The ``.qpack`` of ``qmodel`` in memory."""
+    written = written or build_onnx(qmodel)
+    return pack(
+        written,
+        qmodel.coded,
+        fmt=qmodel.source.format,
+        entropy_coding=qmodel.spec.entropy_coding,
+        onnx_bytes=onnx_bytes,
+    )
+
+
+def package_size(qmodel: QuantizedModel) -> int:
+    """Bytes of ``model.qpack`` for ``qmodel``, computed without writing anything."""
+    return len(package(qmodel).data)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Artifacts:
+    paths: tuple[Path, ...]
+    sizes: dict[str, int]
+    model_path: Path  # model.onnx, model.safetensors or model.npz
+    write_s: float
+
+
+def write_artifacts(qmodel: QuantizedModel, out_dir: Path) -> Artifacts:
+    """Write the quantized model (same format as the input) and ``model.qpack``."""
+    start = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = build_onnx(qmodel)
+    source = qmodel.source
+    if isinstance(source, WeightsModel):
+        model_path = out_dir / f"model.{source.format.value}"
+        _write_weights(qmodel, source, model_path)
+        paths: tuple[Path, ...] = (model_path,)
+        onnx_bytes: bytes | None = None
+    else:
+        model_path = out_dir / "model.onnx"
+        onnx_bytes = serialize(written.proto) if fits_inline(written.proto) else None
+        paths = save_onnx(written.proto, model_path, onnx_bytes)
+    qpack_path = out_dir / "model.qpack"
+    qpack_path.write_bytes(package(qmodel, written, onnx_bytes).data)
+    paths = (*paths, qpack_path)
+    return Artifacts(
+        paths=paths,
+        sizes={p.name: p.stat().st_size for p in paths},
+        model_path=model_path,
+        write_s=time.perf_counter() - start,
+    )
+
+
+def _write_weights(qmodel: QuantizedModel, source: WeightsModel, path: Path) -> None:
+    coded = qmodel.coded
+
+    def arrays() -> Iterator[tuple[str, np.ndarray]]:
+        for tensor in source.tensors:
+            original = source.array(tensor.name)
+            if tensor.name in coded:
+                yield tensor.name, coded[tensor.name].dequantized().astype(original.dtype)
+            else:
+                yield tensor.name, original
+
+    if source.format is ModelFormat.SAFETENSORS:
+        write_safetensors(path, arrays(), source.metadata)
+    else:
+        write_npz(path, arrays())

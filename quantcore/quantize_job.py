@@ -1,0 +1,122 @@
+"""A quantize job from start to end: the steps of ``quantcore.pipeline`` with progress,
+evaluation when a dataset is given, and ``report.json``.
+
+Progress (fraction of the whole job): loading 0–0.05, quantizing 0.05–0.70, writing
+0.70–0.80, evaluating 0.80–0.97, writing the report up to 1. The dataset is checked against
+the model before any quantization, so a mismatch fails fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from quantcore.errors import InvalidDatasetError
+from quantcore.formats.external import is_external
+from quantcore.formats.onnx_reader import OnnxModel, tensor_nbytes
+from quantcore.jobs import JobInput, JobLimits, JobOutput, ProgressCallback, Stage
+from quantcore.pipeline import Model, load_model, quantize_model, write_artifacts
+from quantcore.report import build_report
+from quantcore.spec import QuantSpec
+
+REPORT_NAME = "report.json"
+
+
+def _noop(stage: Stage, fraction: float) -> None:
+    return None
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _external_bytes(model: Model) -> int:
+    if not isinstance(model, OnnxModel):
+        return 0
+    return sum(tensor_nbytes(s.tensor) for s in model.sources.values() if is_external(s.tensor))
+
+
+def model_block(path: Path, model: Model) -> dict[str, Any]:
+    """The report's ``model`` object."""
+    return {
+        "format": model.format.value,
+        "sha256": _sha256(path),
+        "size_bytes": path.stat().st_size,
+        "n_tensors": len(model.tensors),
+        "n_params": sum(t.size for t in model.tensors),
+    }
+
+
+def run_quantize(
+    job: JobInput, out_dir: Path, progress: ProgressCallback | None, limits: JobLimits
+) -> JobOutput:
+    report_progress = progress or _noop
+    started = time.perf_counter()
+    report_progress(Stage.LOADING, 0.0)
+    spec = QuantSpec.from_dict(job.spec)
+    model = load_model(job.model_path)
+    evalset = None
+    if job.dataset_path is not None:
+        if not isinstance(model, OnnxModel):
+            raise InvalidDatasetError(
+                f"a dataset was given, but {job.model_path.name} holds weights only (no graph "
+                "to run); evaluation needs an .onnx model"
+            )
+        from quantcore.evaluate import check_dataset
+
+        evalset = check_dataset(model.proto, job.dataset_path)
+    load_s = time.perf_counter() - started
+    report_progress(Stage.LOADING, 0.05)
+
+    qmodel = quantize_model(
+        model, spec, progress=lambda f: report_progress(Stage.QUANTIZING, 0.05 + 0.65 * f)
+    )
+    report_progress(Stage.WRITING, 0.70)
+    artifacts = write_artifacts(qmodel, out_dir)
+    report_progress(Stage.WRITING, 0.80)
+
+    accuracy = None
+    evaluate_s = 0.0
+    if evalset is not None:
+        from quantcore.evaluate import evaluate
+
+        t0 = time.perf_counter()
+        report_progress(Stage.EVALUATING, 0.80)
+        result = evaluate(
+            job.model_path,
+            artifacts.model_path,
+            evalset,
+            batch_size=limits.eval_batch_size,
+            progress=lambda f: report_progress(Stage.EVALUATING, 0.80 + 0.17 * f),
+        )
+        accuracy = result.to_dict()
+        evaluate_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    report = build_report(
+        model=model_block(job.model_path, model),
+        spec=spec.to_dict(),
+        layers=[w.layer for w in qmodel.weights],
+        skipped=[s.to_dict() for s in qmodel.skipped],
+        distribution=qmodel.distribution,
+        accuracy=accuracy,
+        artifacts=artifacts.sizes,
+        original_bytes=job.model_path.stat().st_size + _external_bytes(model),
+        timings={},
+    )
+    write_s = artifacts.write_s + time.perf_counter() - t0
+    report["timings"] = {
+        "load_s": load_s,
+        "quantize_s": qmodel.quantize_s,
+        "evaluate_s": evaluate_s,
+        "write_s": write_s,
+        "total_s": time.perf_counter() - started,
+    }
+    report_path = out_dir / REPORT_NAME
+    report_path.write_text(json.dumps(report, indent=2, allow_nan=False))
+    report_progress(Stage.WRITING, 1.0)
+    return JobOutput(report=report, artifacts=(*artifacts.paths, report_path))
