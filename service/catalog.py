@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from quantcore import jobs as core
+from quantcore.evaluate.dataset import inspect_dataset
 from service.artifacts import blob_key
 from service.auth import Principal
 from service.deps import AppContext
@@ -72,7 +73,7 @@ async def register_dataset(
     existing = _find(ctx, Dataset, principal.team_id, upload.sha256)
     if existing is not None:
         return existing
-    info = await run_in_threadpool(core.inspect_dataset, upload.path)
+    info = await run_in_threadpool(inspect_dataset, upload.path)
     key = blob_key(upload.sha256, upload.suffix)
     await run_in_threadpool(ctx.storage.put_file, key, upload.path)
     row = Dataset(

@@ -9,8 +9,9 @@ while streaming (a lying or absent ``Content-Length`` still gets 413).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from service.errors import (
 )
 
 MAX_TEXT_FIELD_BYTES = 1 << 20
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 # Multipart framing (boundaries, part headers, text fields) on top of the files themselves.
 FRAMING_ALLOWANCE = MAX_TEXT_FIELD_BYTES + (64 << 10)
 
@@ -49,7 +51,13 @@ class MultipartForm:
 
     def cleanup(self) -> None:
         for spooled in self.files.values():
-            spooled.path.unlink(missing_ok=True)
+            _remove_spool(spooled.path)
+
+
+def _remove_spool(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()
 
 
 def content_type(request: Request) -> str:
@@ -133,10 +141,13 @@ class _Collector:
         if self._name in self.form.files:
             raise UnprocessableError(f"file field {self._name!r} was sent twice")
         self._filename = Path(filename.decode("utf-8", "replace").replace("\\", "/")).name
+        # The spool file keeps the caller's file name (in a folder of its own), so that the
+        # core's messages about it name the file the caller sent.
+        safe = _SAFE_NAME.sub("_", self._filename)[-150:].lstrip(".") or "upload"
         suffix = Path(self._filename).suffix.lower()
-        fd, name = tempfile.mkstemp(dir=self.spool_dir, prefix="upload-", suffix=suffix)
-        self._file = os.fdopen(fd, "wb")
-        self._path = Path(name)
+        folder = Path(tempfile.mkdtemp(dir=self.spool_dir, prefix="upload-"))
+        self._path = folder / (Path(safe).stem + suffix)
+        self._file = open(self._path, "wb")  # noqa: SIM115 - closed in on_part_end / abort
         self._digest = hashlib.sha256()
 
     def _unexpected(self, name: str) -> str:
@@ -181,7 +192,7 @@ class _Collector:
         if self._file is not None:
             self._file.close()
             if self._path is not None:
-                self._path.unlink(missing_ok=True)
+                _remove_spool(self._path)
 
 
 async def read_multipart(

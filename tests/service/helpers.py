@@ -16,7 +16,7 @@ from tests import models
 
 
 def mlp_bytes(seed: int = 0) -> bytes:
-    return models.mlp(seed=seed).SerializeToString()  # type: ignore[no-any-return]
+    return models.mlp(seed=seed).SerializeToString()
 
 
 def dataset_bytes(n: int = 8, n_in: int = 16) -> bytes:

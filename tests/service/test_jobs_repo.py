@@ -66,7 +66,7 @@ def test_transition_table_matches_docstring() -> None:
     listed = {(a, b) for a, targets in TRANSITIONS.items() for b in targets}
     for a, b in listed:
         assert f"{a.value} → {b.value}" in doc
-    assert FINAL == {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+    assert {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED} == FINAL
     assert set(sources(JobStatus.RUNNING)) == {JobStatus.QUEUED}
 
 

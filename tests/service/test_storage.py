@@ -54,7 +54,7 @@ def test_put_file_download_and_delete(storage: Storage, tmp_path: Path) -> None:
     storage.delete("jobs/j1/artifacts/model.onnx")
     storage.delete("jobs/j1/artifacts/model.onnx")  # already gone: no error
     assert not storage.exists("jobs/j1/artifacts/model.onnx")
-    with pytest.raises(StorageError, match="model.onnx"):
+    with pytest.raises(StorageError, match=r"model\.onnx"):
         list(storage.iter_bytes("jobs/j1/artifacts/model.onnx"))
 
 
