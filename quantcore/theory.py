@@ -98,6 +98,9 @@ def _deadzone_family(
     step: FloatArray, count: int, ratio: float, sigma: FloatArray
 ) -> FloatArray:
     """D of the family in the module docstring (count = M positive levels)."""
+    if count == 0:
+        # No level but zero: the whole variance is error, whatever the step.
+        return np.asarray(np.square(sigma) + np.zeros_like(step), dtype=np.float64)
     a = _SQRT2 / sigma
     h = 0.5 * step
     u = a * h
@@ -157,7 +160,8 @@ def laplacian_deadzone_distortion(
     Codes ``X_q = 0`` for |x| < ratio·Δ, else ``sgn(x)·min(ceil(|x|/Δ - ratio), max_index)``,
     reconstructed at ``sgn·Δ·(X_q + ratio - 1/2)``; Δ = ``step``. ratio = 0 with max_index =
     N/2 is the midrise quantizer, ratio = 1/2 with max_index = N/2 - 1 the midtread one.
-    ``step`` must be ≥ 0 (0 gives D = σ²), ``ratio`` in [0, 1], ``max_index`` in 0..32768.
+    ``step`` must be ≥ 0 (0 gives D = σ²), ``ratio`` in [0, 1], ``max_index`` in 0..32768
+    (0 leaves only the level 0: D = σ²).
     """
     if not 0 <= max_index <= MAX_LEVELS // 2:
         raise InvalidSpecError(f"{max_index=} must be between 0 and {MAX_LEVELS // 2}")
@@ -165,6 +169,24 @@ def laplacian_deadzone_distortion(
         raise InvalidSpecError(f"{ratio=} must be between 0 and 1")
     d, s = _prepare(step, sigma)
     return _result(_deadzone_family(d, int(max_index), float(ratio), s))
+
+
+def laplacian_deadzone_sqnr_db(
+    xmax: ArrayLike, levels: int, ratio: float, sigma: ArrayLike = 1.0
+) -> float | FloatArray:
+    """SQNR of the N-code dead-zone quantizer whose top cell edge is xmax.
+
+    The convention of ``quantcore.quantizers.deadzone``: M = N/2 - 1 levels a side plus zero
+    for ratio > 0, M = N/2 for ratio = 0, and Δ = xmax/(M + ratio), so ratio 0 is the
+    midrise quantizer and ratio 1/2 the midtread one. D from
+    ``laplacian_deadzone_distortion``; inputs as for ``laplacian_uniform_distortion``.
+    """
+    n = check_levels(levels)
+    x, s = _prepare(xmax, sigma)
+    count = n // 2 if ratio == 0 else n // 2 - 1
+    step = x / (count + ratio) if count + ratio > 0 else np.zeros_like(x)
+    distortion = laplacian_deadzone_distortion(step, max_index=count, ratio=ratio, sigma=s)
+    return sqnr_db(s, distortion)
 
 
 def sqnr_db(sigma: ArrayLike, distortion: ArrayLike) -> float | FloatArray:

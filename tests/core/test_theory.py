@@ -18,6 +18,7 @@ from quantcore.theory import (
     iterative_xmax,
     jayant_xmax,
     laplacian_deadzone_distortion,
+    laplacian_deadzone_sqnr_db,
     laplacian_midtread_distortion,
     laplacian_midtread_sqnr_db,
     laplacian_uniform_distortion,
@@ -107,6 +108,22 @@ def test_deadzone_ratios_zero_and_half_are_midrise_and_midtread() -> None:
         np.testing.assert_allclose(
             midtread, laplacian_midtread_distortion(xmax, levels), rtol=1e-14
         )
+
+
+def test_deadzone_sqnr_follows_the_quantizer_convention() -> None:
+    # M = N/2 - 1 levels a side for ratio > 0 (N/2 for ratio 0) and Δ = xmax/(M + ratio).
+    xmax = np.array([1.0, 2.9236, 6.0])
+    np.testing.assert_allclose(
+        laplacian_deadzone_sqnr_db(xmax, 8, 0.0), laplacian_uniform_sqnr_db(xmax, 8), rtol=1e-14
+    )
+    np.testing.assert_allclose(
+        laplacian_deadzone_sqnr_db(xmax, 8, 0.5), laplacian_midtread_sqnr_db(xmax, 8), rtol=1e-14
+    )
+    step = 2.9236 / 3.4
+    expected = 10 * math.log10(1 / _integrated(step, 3, 0.4, 1.0))
+    assert laplacian_deadzone_sqnr_db(2.9236, 8, 0.4) == pytest.approx(expected, rel=1e-9)
+    # One bit with a dead zone leaves only the zero level.
+    assert laplacian_deadzone_sqnr_db(2.0, 2, 0.4, 3.0) == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.mark.parametrize(("levels", "xmax", "sigma"), [(MAX_LEVELS, 14.3, 1.0),
