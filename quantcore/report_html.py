@@ -22,7 +22,7 @@ import io
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -32,10 +32,14 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+if TYPE_CHECKING:
+    from quantcore.pipeline import QuantizedModel
+
 HIST_BINS = 101
 # More distinct quantized values than this (per-channel scales) are binned like the floats.
 MAX_STEMS = 64
 MAX_HIST_PANELS = 8
+HIST_SAMPLE = 1_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +82,26 @@ def merged_histogram(name: str, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) 
     original = np.concatenate([np.asarray(a, np.float32).ravel() for a, _ in pairs])
     quantized = np.concatenate([np.asarray(b, np.float32).ravel() for _, b in pairs])
     return weight_histogram(name, original, quantized)
+
+
+def model_histograms(qmodel: QuantizedModel) -> list[WeightHistogram]:
+    """Before/after panels for the first ``MAX_HIST_PANELS - 1`` quantized tensors and one for
+    all of them. Tensors over ``HIST_SAMPLE`` weights are subsampled with an even stride (the
+    figure's shape, not its counts, is what matters), which keeps memory small."""
+    panels: list[WeightHistogram] = []
+    pooled: list[tuple[np.ndarray, np.ndarray]] = []
+    total = sum(w.codes.size for w in qmodel.weights)
+    for i, coded in enumerate(qmodel.weights):
+        original = np.asarray(qmodel.source.array(coded.name)).reshape(-1)
+        quantized = coded.dequantized().reshape(-1)
+        stride = max(1, original.size // HIST_SAMPLE)
+        if i < MAX_HIST_PANELS - 1:
+            panels.append(weight_histogram(coded.name, original[::stride], quantized[::stride]))
+        share = max(1, total // HIST_SAMPLE)
+        pooled.append((original[::share], quantized[::share]))
+    if len(qmodel.weights) > 1:
+        panels.append(merged_histogram("all quantized weights", pooled))
+    return panels
 
 
 def render_report_html(report: dict[str, Any], histograms: Sequence[WeightHistogram] = ()) -> str:
