@@ -1,0 +1,166 @@
+"""The job task's logic in one process, on real parts (SQLite job store, local storage, the
+embedded broker file), without a Celery worker: claim, progress, cancel, failure codes,
+redelivery and the attempt cap."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from quantcore.jobs import Stage
+from service.jobs_repo import JobStatus
+from service.main import create_app
+from service.settings import Settings
+from tests import models
+from tests.workers.flow import save_model, upload_model
+from workers.tasks import (
+    MAX_ATTEMPTS,
+    JobStopped,
+    Outcome,
+    ProgressWriter,
+    WorkerContext,
+    execute_job,
+)
+
+SPEC = {"method": "uniform", "bits": 4}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{tmp_path}/quantserve.db",
+        broker_url=f"sqla+sqlite:///{tmp_path}/broker.db",
+        storage="local",
+        storage_path=str(tmp_path / "storage"),
+        rate_limit_per_minute=0,
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def ctx(settings: Settings, client: TestClient) -> WorkerContext:
+    return WorkerContext.from_settings(settings)
+
+
+@pytest.fixture
+def model_id(client: TestClient, tmp_path: Path) -> str:
+    path = save_model(models.mlp((16, 24, 8), seed=2), tmp_path / "mlp.onnx")
+    return str(upload_model(client, path)["id"])  # type: ignore[arg-type]
+
+
+def _submit(client: TestClient, model_id: str, spec: dict = SPEC) -> str:
+    response = client.post("/v1/jobs", json={"model_id": model_id, "spec": spec})
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def _artifact_keys(settings: Settings, job_id: str) -> list[str]:
+    root = Path(settings.storage_path) / "jobs" / job_id
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_job_runs_to_succeeded_with_progress_and_artifacts(
+    client: TestClient, ctx: WorkerContext, model_id: str, settings: Settings
+) -> None:
+    job_id = _submit(client, model_id)
+    assert execute_job(job_id, ctx) is Outcome.SUCCEEDED
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "succeeded" and job["progress"] == 1.0
+    names = {a["name"] for a in client.get(f"/v1/jobs/{job_id}/artifacts").json()}
+    assert {"model.onnx", "model.qpack", "report.json"} <= names
+    assert _artifact_keys(settings, job_id) == sorted(f"artifacts/{n}" for n in names)
+
+
+def test_redelivery_of_a_finished_job_does_nothing(
+    client: TestClient, ctx: WorkerContext, model_id: str, settings: Settings
+) -> None:
+    job_id = _submit(client, model_id)
+    assert execute_job(job_id, ctx) is Outcome.SUCCEEDED
+    before = client.get(f"/v1/jobs/{job_id}/artifacts").json()
+    assert execute_job(job_id, ctx) is Outcome.SKIPPED
+    assert client.get(f"/v1/jobs/{job_id}/artifacts").json() == before
+
+
+def test_job_left_running_by_a_dead_worker_runs_again_with_one_artifact_set(
+    client: TestClient, ctx: WorkerContext, model_id: str, settings: Settings
+) -> None:
+    job_id = _submit(client, model_id)
+    claimed = ctx.repo.claim(job_id)  # the first worker took it, then died
+    assert claimed is not None and claimed.attempts == 1
+    partial = Path(settings.storage_path) / "jobs" / job_id / "artifacts" / "model.onnx"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"half a model")
+
+    assert execute_job(job_id, ctx) is Outcome.SUCCEEDED
+    listing = client.get(f"/v1/jobs/{job_id}/artifacts").json()
+    names = [a["name"] for a in listing]
+    assert len(names) == len(set(names))
+    assert partial.read_bytes() != b"half a model"
+    assert _artifact_keys(settings, job_id) == sorted(f"artifacts/{n}" for n in names)
+
+
+def test_cancelled_before_start_is_skipped(
+    client: TestClient, ctx: WorkerContext, model_id: str
+) -> None:
+    job_id = _submit(client, model_id)
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code in (200, 202)
+    assert execute_job(job_id, ctx) is Outcome.SKIPPED
+    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+
+
+def test_progress_writer_throttles_and_stops_a_cancelled_job(
+    client: TestClient, ctx: WorkerContext, model_id: str
+) -> None:
+    job_id = _submit(client, model_id)
+    assert ctx.repo.claim(job_id) is not None
+    now = [0.0]
+    writer = ProgressWriter(ctx.repo, job_id, interval_s=0.5, clock=lambda: now[0])
+    writer(Stage.LOADING, 0.05)
+    writer(Stage.LOADING, 0.06)  # same stage, too soon: not written
+    assert writer.writes == 1
+    writer(Stage.QUANTIZING, 0.1)  # a new stage is always written
+    now[0] = 1.0
+    writer(Stage.QUANTIZING, 0.4)
+    assert writer.writes == 3
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert (job["stage"], job["progress"]) == ("quantizing", 0.4)
+
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code in (200, 202)
+    now[0] = 2.0
+    with pytest.raises(JobStopped):
+        writer(Stage.QUANTIZING, 0.6)
+    assert ctx.repo.status(job_id) is JobStatus.CANCELLED
+
+
+def test_core_error_fails_the_job_with_its_code(
+    client: TestClient, ctx: WorkerContext, model_id: str, settings: Settings
+) -> None:
+    job_id = _submit(client, model_id)
+    # The stored upload is damaged after it was accepted: the core refuses to read it.
+    for blob in (Path(settings.storage_path) / "blobs").glob("*.onnx"):
+        blob.write_bytes(b"not an onnx file")
+    assert execute_job(job_id, ctx) is Outcome.FAILED
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "invalid_model"
+    assert job["error"]["message"]
+
+
+def test_a_job_whose_worker_keeps_dying_fails_after_the_attempt_cap(
+    client: TestClient, ctx: WorkerContext, model_id: str
+) -> None:
+    job_id = _submit(client, model_id)
+    for _ in range(MAX_ATTEMPTS):
+        assert ctx.repo.claim(job_id) is not None  # claimed, then the worker died
+    assert execute_job(job_id, ctx) is Outcome.FAILED
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["error"]["code"] == "worker_lost"
+    assert str(MAX_ATTEMPTS) in job["error"]["message"]
