@@ -22,6 +22,7 @@ import io
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
@@ -350,3 +351,11 @@ def _search_html(report: dict[str, Any]) -> str:
         "(highlighted).</p>"
     )
     return intro + _records_table(records, highlight=chosen)
+
+
+def write_report_html(report: dict[str, Any], qmodel: QuantizedModel | None, out_dir: Path) -> Path:
+    """Write ``report.html`` for a job's report (histograms from ``qmodel`` when given)."""
+    path = Path(out_dir) / "report.html"
+    histograms = model_histograms(qmodel) if qmodel is not None else []
+    path.write_text(render_report_html(report, histograms), encoding="utf-8")
+    return path

@@ -3,11 +3,13 @@
 - ``dataset``: ``inspect_dataset``, ``check_dataset`` (an ``.npz`` against a model, before
   any work) and ``EvalSet`` (the checked set, streamed in batches).
 - ``runner``: ``evaluate`` (both models in onnxruntime, batch by batch).
+- ``job``: ``evaluate_job``, the hook a quantize job calls (the ``accuracy`` dict).
 - ``metrics``: top-1/top-5, agreement, output SQNR; ``AccuracyReport`` (API.md's
   ``accuracy`` block).
 """
 
 from quantcore.evaluate.dataset import EvalSet, check_dataset, inspect_dataset
+from quantcore.evaluate.job import evaluate_job
 from quantcore.evaluate.metrics import AccuracyReport, TopK
 from quantcore.evaluate.runner import evaluate
 
@@ -17,5 +19,6 @@ __all__ = [
     "TopK",
     "check_dataset",
     "evaluate",
+    "evaluate_job",
     "inspect_dataset",
 ]

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from quantcore.errors import InvalidDatasetError
-from quantcore.evaluate import check_dataset, evaluate
+from quantcore.evaluate import check_dataset, evaluate, evaluate_job
 from quantcore.evaluate.metrics import topk_hits
 from tests.models import mlp
 
@@ -231,3 +231,14 @@ def test_memory_stays_bounded_by_the_batch_not_the_set(models, tmp_path):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 1_000_000, f"peak traced memory {peak} bytes for a 6.4 MB set"
+
+
+def test_the_job_hook_returns_the_json_accuracy_block(models, dataset, tmp_path):
+    fp, q = models
+    fp_path, q_path = tmp_path / "fp.onnx", tmp_path / "q.onnx"
+    onnx.save(fp, fp_path)
+    onnx.save(q, q_path)
+    block = evaluate_job(fp_path, q_path, check_dataset(fp_path, dataset), batch_size=100)
+    assert block["samples"] == N_SAMPLES
+    assert 0.8 < block["agreement"] < 1.0 and block["top1_drop"] is not None
+    assert isinstance(block["output_sqnr_db"], float)
