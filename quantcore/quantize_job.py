@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,13 @@ REPORT_NAME = "report.json"
 
 def _noop(stage: Stage, fraction: float) -> None:
     return None
+
+
+def _span(
+    progress: ProgressCallback, stage: Stage, lo: float, hi: float
+) -> Callable[[float], None]:
+    """Map a step's own progress in [0, 1] onto [lo, hi] of the whole job."""
+    return lambda f: progress(stage, min(hi, lo + (hi - lo) * max(0.0, f)))
 
 
 def _sha256(path: Path) -> str:
@@ -73,7 +81,7 @@ def run_quantize(
     report_progress(Stage.LOADING, 0.05)
 
     qmodel = quantize_model(
-        model, spec, progress=lambda f: report_progress(Stage.QUANTIZING, 0.05 + 0.65 * f)
+        model, spec, progress=_span(report_progress, Stage.QUANTIZING, 0.05, 0.70)
     )
     report_progress(Stage.WRITING, 0.70)
     artifacts = write_artifacts(qmodel, out_dir)
@@ -91,7 +99,7 @@ def run_quantize(
             artifacts.model_path,
             evalset,
             batch_size=limits.eval_batch_size,
-            progress=lambda f: report_progress(Stage.EVALUATING, 0.80 + 0.17 * f),
+            progress=_span(report_progress, Stage.EVALUATING, 0.80, 0.97),
         )
         accuracy = result.to_dict()
         evaluate_s = time.perf_counter() - t0
