@@ -1,0 +1,78 @@
+"""Upload, submit, a real worker runs the job, report and artifacts fetched, the quantized
+model run in onnxruntime: on the embedded shape (``quantserve serve``: SQLite, SQLite broker,
+local folder) and on the deployed one (PostgreSQL, Redis, S3)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import models
+from tests.workers.conftest import embedded_env
+from tests.workers.flow import (
+    check_quantized_model,
+    fetch_artifacts,
+    save_model,
+    submit_ok,
+    upload_model,
+    wait_final,
+)
+from tests.workers.services import Service
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+SPEC = {"method": "uniform", "bits": 6, "granularity": "layer", "support": "jayant"}
+
+
+def _round_trip(service: Service, tmp_path: Path) -> None:
+    original = save_model(models.mlp((64, 128, 96, 10), seed=3), tmp_path / "mlp.onnx")
+    with service.client() as client:
+        model = upload_model(client, original)
+        assert model["format"] == "onnx" and model["n_tensors"] == 6
+        job = submit_ok(client, model["id"], SPEC)
+        assert job["status"] == "queued" and job["spec"]["bits"] == 6
+
+        done = wait_final(client, job["id"], 60, service.logs)
+        assert done["status"] == "succeeded", (done, service.logs())
+        assert done["progress"] == 1.0 and done["error"] is None
+        assert done["started_at"] <= done["finished_at"]
+        assert done["summary"]["quantized_params"] == 64 * 128 + 128 * 96 + 96 * 10
+
+        report = client.get(f"/v1/jobs/{job['id']}/report").json()
+        assert report["spec"]["bits"] == 6
+        assert report["model"]["sha256"] == model["sha256"]
+        assert {layer["name"] for layer in report["layers"]} >= {"fc0.weight", "fc2.weight"}
+        # 6-bit Laplacian-designed quantizer: about 6 dB per bit minus the support loss.
+        assert 25.0 < report["summary"]["sqnr_db"] < 40.0
+
+        files = fetch_artifacts(client, job["id"], tmp_path / "artifacts")
+        assert {"model.onnx", "model.qpack", "report.json"} <= set(files)
+        assert json.loads(files["report.json"].read_text())["summary"] == report["summary"]
+        x = np.random.default_rng(0).standard_normal((16, 64)).astype(np.float32)
+        check_quantized_model(original, files["model.onnx"], x, max_rel=0.1)
+
+
+def test_embedded_serve_runs_a_job_end_to_end(
+    service_factory: Callable[[dict[str, str]], Service], tmp_path: Path
+) -> None:
+    service = service_factory(embedded_env(tmp_path))
+    service.start_api(with_worker=True)  # `quantserve serve`: API + one worker subprocess
+    _round_trip(service, tmp_path)
+
+
+def test_deployed_shape_runs_a_job_end_to_end(
+    service_factory: Callable[[dict[str, str]], Service],
+    deployed_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    service = service_factory(deployed_env)
+    service.start_api()
+    service.start_worker()
+    with service.client() as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+    _round_trip(service, tmp_path)

@@ -1,0 +1,77 @@
+"""A worker killed with SIGKILL in the middle of a job: the job is run again by another
+worker and succeeds, with exactly one set of artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import models
+from tests.workers.conftest import embedded_env
+from tests.workers.flow import (
+    check_quantized_model,
+    fetch_artifacts,
+    save_model,
+    submit_ok,
+    upload_model,
+    wait_final,
+    wait_until,
+)
+from tests.workers.services import RedisServer, Service
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
+
+# Hard limit 10 s, so Redis hands an unacknowledged job out again after
+# ceil(1.25 * 10) + 5 = 18 s (see workers.celery_app.visibility_timeout_s).
+TIME_LIMITS = {"QUANTSERVE_JOB_SOFT_TIME_LIMIT_S": "9", "QUANTSERVE_JOB_TIME_LIMIT_S": "10"}
+# Several seconds of quantization on this machine, so there is a "middle" to kill in.
+N_PARAMS = 12_000_000
+
+
+def test_sigkilled_worker_job_runs_again_with_one_set_of_artifacts(
+    service_factory: Callable[[dict[str, str]], Service],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    env = {**embedded_env(tmp_path), **TIME_LIMITS, "QUANTSERVE_BROKER_URL": redis_server.url}
+    service = service_factory(env)
+    service.start_api()
+    original = save_model(models.large(N_PARAMS, seed=1), tmp_path / "large.onnx")
+    spec = {"method": "uniform", "bits": 4, "granularity": "layer", "entropy_coding": False}
+    with service.client() as client:
+        model = upload_model(client, original)
+        job = submit_ok(client, model["id"], spec)
+
+        first = service.start_worker("doomed")
+        running = wait_until(
+            client,
+            job["id"],
+            lambda j: j["status"] == "running" and j["stage"] in ("quantizing", "writing"),
+            timeout_s=60,
+        )
+        assert running["progress"] < 1.0
+        first.kill_hard()
+        assert not first.alive()
+        after_kill = client.get(f"/v1/jobs/{job['id']}").json()
+        assert after_kill["status"] == "running", after_kill  # abandoned, not lost
+
+        service.start_worker("rescuer")
+        done = wait_final(client, job["id"], 90, service.logs)
+        assert done["status"] == "succeeded", (done, service.logs())
+
+        listing = client.get(f"/v1/jobs/{job['id']}/artifacts").json()
+        names = [a["name"] for a in listing]
+        assert len(names) == len(set(names)), names
+        stored = sorted(
+            p.name
+            for p in (tmp_path / "storage").rglob("*")
+            if p.is_file() and job["id"] in p.as_posix()
+        )
+        assert stored == sorted(names), "storage holds exactly the listed artifacts"
+        files = fetch_artifacts(client, job["id"], tmp_path / "artifacts")
+
+    x = np.random.default_rng(0).standard_normal((2, 64, 8, 8)).astype(np.float32)
+    check_quantized_model(original, files["model.onnx"], x, max_rel=0.35)
