@@ -57,7 +57,7 @@ class Design(ABC):
     def dtype(self) -> np.dtype:
         return code_dtype(self.code_min, self.code_max)
 
-    def unit(self, xmax: float) -> float:
+    def unit(self, xmax: float | np.ndarray) -> float | np.ndarray:
         """The family's unit in normalised weights for threshold ``xmax``: ``xmax/support_edge``."""
         return xmax / self.support_edge
 

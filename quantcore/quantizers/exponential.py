@@ -63,9 +63,16 @@ class _Histogram:
 
 
 def _histogram(magnitude: np.ndarray) -> _Histogram:
+    """Geometric bins over ``[top·_SPAN, top]``, ``top = min(max|t|, 1)``; below: bin 0.
+
+    Magnitudes beyond the support (``|t| > 1``) count as 1: they take the outermost level
+    whatever it is, so the design must not chase them (this is what makes xmax matter).
+    """
+    magnitude = np.minimum(magnitude, 1.0)
     top = float(magnitude.max())
-    edges = top * np.geomspace(_SPAN, 1.0, _BINS)
-    index = np.searchsorted(edges, magnitude, side="left")
+    with np.errstate(divide="ignore"):
+        position = np.log2(magnitude / top) * ((_BINS - 1) / -math.log2(_SPAN)) + _BINS
+    index = np.clip(position, 0, _BINS, out=position).astype(np.intp)
     mass = np.bincount(index, minlength=_BINS + 1).astype(np.float64)
     first = np.bincount(index, weights=magnitude, minlength=_BINS + 1).astype(np.float64)
     keep = mass > 0

@@ -204,6 +204,6 @@ def quantize(x: np.ndarray, spec: QuantizerSpec, xmax: float) -> FamilyResult:
     reproduces ``dequantized`` bit for bit. A constant ``x`` is quantized like any other.
     """
     sample = np.asarray(x, np.float64).reshape(-1) / xmax if xmax > 0 else None
-    design = design_for(spec, sample)
+    design = design_for(spec.resolved(), sample)
     result = encode_tensor(np.asarray(x), design, step=design.unit(xmax), centre=0.0)
     return FamilyResult(quantized=result.quantized, design=design, notes=design.notes)

@@ -1,0 +1,228 @@
+"""Statistics and normalisation of weights (seed 001 Algorithm 1, steps 2-6).
+
+``normalize=True``: ``x = (w - mean)/std`` with mean and std (population) over the group,
+so the quantizer sees zero mean and unit variance. ``normalize=False``: the weights keep their
+centre at 0 and are only scaled by their RMS, ``x = w / sqrt(mean(w²))``, so that support
+thresholds stay in comparable units while zero stays zero. Denormalisation is folded into the
+decoder (``quantcore.quantizers.stream``).
+
+A group is a tensor (granularity ``layer``), all tensors sharing one quantizer (``model``,
+statistics merged) or one output channel (``channel``, vectorised over blocks of channels).
+
+Degenerate cases: a constant tensor or channel has scale 0 (every weight decodes to the
+centre); an empty tensor, one holding NaN or Inf, a non-float dtype or float64 values outside
+the float32 range raise ``InvalidTensorError`` naming the tensor and the number of bad values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+import numpy.typing as npt
+
+from quantcore.errors import InvalidTensorError
+from quantcore.metrics import Moments, chunk_moments
+
+FloatArray = npt.NDArray[np.float64]
+CHUNK = 1 << 18
+FLOAT_DTYPES = frozenset(
+    np.dtype(t) for t in (np.float16, np.float32, np.float64, ml_dtypes.bfloat16)
+)
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Normalization:
+    """``x = (w - centre)/scale``; scalars, or one value per channel."""
+
+    centre: float | FloatArray
+    scale: float | FloatArray
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelMoments:
+    """Per-channel count (same for all), mean, m2 (Σ squared deviations), min and max."""
+
+    count: int
+    mean: FloatArray
+    m2: FloatArray
+    minimum: FloatArray
+    maximum: FloatArray
+
+    def total(self) -> Moments:
+        """The whole tensor's moments, merged from the channels (Chan's update, vectorised)."""
+        channels = self.mean.size
+        n = self.count * channels
+        if n == 0:
+            return Moments()
+        mean = float(self.mean.mean())
+        m2 = float(self.m2.sum() + self.count * np.square(self.mean - mean).sum())
+        return Moments(
+            count=n, mean=mean, m2=m2, minimum=float(self.minimum.min()),
+            maximum=float(self.maximum.max()),
+        )  # fmt: skip
+
+
+def check_tensor(name: str, weights: np.ndarray) -> None:
+    """Refuse what cannot be quantized before any work: non-float dtypes and empty tensors."""
+    if weights.dtype not in FLOAT_DTYPES:
+        raise InvalidTensorError(
+            f"tensor {name!r} has dtype {weights.dtype}; only float16, bfloat16, float32 and "
+            "float64 weights can be quantized",
+            details={"name": name, "dtype": str(weights.dtype)},
+        )
+    if weights.size == 0:
+        raise InvalidTensorError(
+            f"tensor {name!r} is empty (shape {weights.shape})",
+            details={"name": name, "shape": list(weights.shape)},
+        )
+
+
+def _raise_bad(name: str, weights: np.ndarray) -> None:
+    """Count the NaN/Inf (and float64 values beyond float32) and raise naming them."""
+    flat = weights.reshape(-1)
+    bad = 0
+    huge = 0
+    for lo in range(0, flat.size, CHUNK):
+        chunk = np.asarray(flat[lo : lo + CHUNK], np.float64)
+        finite = np.isfinite(chunk)
+        bad += int(chunk.size - np.count_nonzero(finite))
+        huge += int(np.count_nonzero(np.abs(chunk[finite]) > _F32_MAX))
+    if bad:
+        raise InvalidTensorError(
+            f"tensor {name!r} has {bad} NaN or Inf value(s) out of {flat.size}",
+            details={"name": name, "bad_values": bad},
+        )
+    if huge:
+        raise InvalidTensorError(
+            f"tensor {name!r} has {huge} value(s) beyond the float32 range (±{_F32_MAX:.4g}); "
+            "quantized weights are float32",
+            details={"name": name, "bad_values": huge},
+        )
+
+
+def _compute_dtype(weights: np.ndarray) -> np.dtype:
+    return np.dtype(np.float64 if weights.dtype == np.float64 else np.float32)
+
+
+def tensor_moments(name: str, weights: np.ndarray) -> Moments:
+    """Moments of a whole tensor, chunk by chunk; validates it (see the module docstring)."""
+    check_tensor(name, weights)
+    flat = weights.reshape(-1)
+    compute = _compute_dtype(weights)
+    scratch = np.empty(min(CHUNK, flat.size), compute)
+    total = Moments()
+    for lo in range(0, flat.size, CHUNK):
+        chunk = np.asarray(flat[lo : lo + CHUNK], compute)
+        part = chunk_moments(chunk, scratch)
+        if not (math.isfinite(part.m2) and math.isfinite(part.mean)):
+            if not np.isfinite(chunk).all():
+                _raise_bad(name, weights)
+            # Finite float32 weights whose squares overflow: redo this chunk in float64.
+            part = chunk_moments(chunk.astype(np.float64))
+        total = total.merge(part)
+    if max(abs(total.minimum), abs(total.maximum)) > _F32_MAX:
+        _raise_bad(name, weights)
+    return total
+
+
+def channel_moments(name: str, weights: np.ndarray, axis: int) -> ChannelMoments:
+    """Moments per slice along ``axis`` (float64, blocks of whole channels); validates."""
+    check_tensor(name, weights)
+    view = np.moveaxis(weights, axis, 0)
+    channels = view.shape[0]
+    per = view[0].size if channels else 0
+    if per == 0:
+        raise InvalidTensorError(f"tensor {name!r} is empty (shape {weights.shape})")
+    mean = np.empty(channels)
+    m2 = np.empty(channels)
+    lo_v = np.empty(channels)
+    hi_v = np.empty(channels)
+    block = max(1, CHUNK // per)
+    for lo in range(0, channels, block):
+        hi = min(lo + block, channels)
+        rows = np.asarray(view[lo:hi].reshape(hi - lo, per), np.float64)
+        lo_v[lo:hi] = rows.min(axis=1)
+        hi_v[lo:hi] = rows.max(axis=1)
+        mean[lo:hi] = rows.mean(axis=1)
+        dev = rows - mean[lo:hi, None]
+        m2[lo:hi] = np.einsum("ij,ij->i", dev, dev)
+    constant = lo_v == hi_v
+    mean[constant] = lo_v[constant]
+    m2[constant] = 0.0
+    if not (np.isfinite(m2).all() and np.isfinite(mean).all()) or max(
+        float(np.abs(lo_v).max()), float(np.abs(hi_v).max())
+    ) > _F32_MAX:
+        _raise_bad(name, weights)
+    return ChannelMoments(count=per, mean=mean, m2=m2, minimum=lo_v, maximum=hi_v)
+
+
+def normalization(moments: Moments, *, normalize: bool) -> Normalization:
+    """Mean and std (``normalize``), or centre 0 and the RMS; scale 0 for constant data."""
+    if normalize:
+        return Normalization(centre=moments.mean, scale=moments.std)
+    return Normalization(centre=0.0, scale=math.sqrt(moments.mean_square))
+
+
+def channel_normalization(moments: ChannelMoments, *, normalize: bool) -> Normalization:
+    """Per-channel ``normalization``."""
+    variance = moments.m2 / moments.count
+    if normalize:
+        return Normalization(centre=moments.mean.copy(), scale=np.sqrt(variance))
+    rms = np.sqrt(variance + np.square(moments.mean))
+    return Normalization(centre=np.zeros_like(moments.mean), scale=rms)
+
+
+def normalized_sample(
+    weights: np.ndarray, norm: Normalization, moments: Moments, *, limit: int, seed: int = 0
+) -> FloatArray:
+    """Normalised weights for the support rules and data-driven designs (float64).
+
+    Every weight when the tensor has at most ``limit``; otherwise ``limit`` weights drawn
+    uniformly (with replacement, fixed seed, so results repeat) plus the normalised min and
+    max, so that the extreme-based supports (wmax, abs_wmin, max_abs) stay exact. Scale 0
+    (constant weights) gives zeros.
+    """
+    flat = weights.reshape(-1)
+    if flat.size <= limit:
+        picked = np.asarray(flat, np.float64)
+    else:
+        rng = np.random.default_rng(seed)
+        index = np.sort(rng.integers(0, flat.size, size=limit))
+        picked = np.concatenate(
+            [np.asarray(flat[index], np.float64), [moments.minimum, moments.maximum]]
+        )
+    scale = float(norm.scale)
+    if scale == 0.0:
+        return np.zeros(picked.size)
+    return (picked - float(norm.centre)) / scale
+
+
+def channel_sample(
+    weights: np.ndarray, axis: int, norm: Normalization, moments: ChannelMoments, *,
+    limit: int, seed: int = 0,
+) -> FloatArray:
+    """Per-channel normalised sample, shape ``(channels, k)`` (float64).
+
+    The same ``k ≤ max(limit/channels, 16)`` positions in every channel (all positions when
+    they fit), plus each channel's normalised min and max in the last two columns. Constant
+    channels give zeros.
+    """
+    view = np.moveaxis(weights, axis, 0)
+    channels = view.shape[0]
+    rows = view.reshape(channels, -1)
+    per = rows.shape[1]
+    take = min(per, max(limit // max(channels, 1), 16))
+    if take < per:
+        index = np.sort(np.random.default_rng(seed).choice(per, size=take, replace=False))
+        picked = np.asarray(rows[:, index], np.float64)
+        picked = np.concatenate([picked, moments.minimum[:, None], moments.maximum[:, None]], 1)
+    else:
+        picked = np.asarray(rows, np.float64)
+    centre = np.asarray(norm.centre, np.float64)[:, None]
+    scale = np.asarray(norm.scale, np.float64)[:, None]
+    safe = np.where(scale > 0, scale, 1.0)
+    return np.where(scale > 0, (picked - centre) / safe, 0.0)
