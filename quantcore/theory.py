@@ -27,6 +27,10 @@ midrise case is seed 001 eq. 14.
 
 Variance mismatch (seed 000): ``xmax`` is in units of the design standard deviation (1) and
 ``sigma`` is the standard deviation of the data actually quantized.
+
+Range policy: ``xmax`` finite and ≥ 0, ``sigma`` finite and > 0, else ``InvalidSpecError``
+naming the value; results are float64 and stay finite while xmax/σ and σ lie within about
+1e±100 (beyond, squares overflow and NumPy warns).
 """
 
 from __future__ import annotations
