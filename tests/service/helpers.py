@@ -32,7 +32,7 @@ def upload_model(client: TestClient, data: bytes | None = None, *, name: str = "
     r = client.post("/v1/models", files={"file": (name, data or mlp_bytes())},
                     headers=headers or {})
     assert r.status_code == 201, r.text
-    return r.json()  # type: ignore[no-any-return]
+    return r.json()
 
 
 def submit(client: TestClient, model_id: str, spec: dict[str, Any] | None = None,
@@ -40,11 +40,11 @@ def submit(client: TestClient, model_id: str, spec: dict[str, Any] | None = None
     r = client.post("/v1/jobs", json={"model_id": model_id, "spec": spec or {"bits": 4}},
                     headers=headers or {})
     assert r.status_code == 202, r.text
-    return r.json()  # type: ignore[no-any-return]
+    return r.json()
 
 
 def ctx_of(app: FastAPI) -> AppContext:
-    return app.state.ctx  # type: ignore[no-any-return]
+    return app.state.ctx
 
 
 def finish_job(app: FastAPI, job_id: str, tmp: Path) -> dict[str, Any]:
