@@ -82,11 +82,13 @@ def chunk_moments(chunk: np.ndarray, scratch: np.ndarray | None = None) -> Momen
     if lo == hi:
         # Constant chunk: exact mean, no rounding from the sum.
         return Moments(count=n, mean=lo, m2=0.0, minimum=lo, maximum=hi)
-    mean = float(chunk.sum(dtype=np.float64 if chunk.dtype == np.float64 else None)) / n
-    dev = np.subtract(
-        chunk, chunk.dtype.type(mean), out=None if scratch is None else scratch[:n]
-    )
-    m2 = float(np.dot(dev, dev))
+    # NaN/Inf (or overflowing squares) propagate into the result; the caller decides.
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = float(chunk.sum(dtype=np.float64 if chunk.dtype == np.float64 else None)) / n
+        dev = np.subtract(
+            chunk, chunk.dtype.type(mean), out=None if scratch is None else scratch[:n]
+        )
+        m2 = float(np.dot(dev, dev))
     return Moments(count=n, mean=mean, m2=m2, minimum=lo, maximum=hi)
 
 

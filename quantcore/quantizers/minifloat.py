@@ -107,7 +107,7 @@ def round_to_minifloat(
         overflow = fmt.max_finite
     else:
         overflow = math.inf if fmt.encoding is Encoding.IEEE else math.nan
-    magnitude[over] = overflow
+    magnitude = np.where(over, overflow, magnitude)
     return np.copysign(magnitude, values).astype(np.float32)
 
 
