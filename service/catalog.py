@@ -8,6 +8,7 @@ content (``blobs/<sha256><suffix>``), atomically.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import select
@@ -27,28 +28,29 @@ MODEL_SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors", ".npz": "npz"}
 DATASET_SUFFIXES = {".npz": "npz"}
 
 
-def check_model_suffix(upload: SpooledFile) -> str:
-    fmt = MODEL_SUFFIXES.get(upload.suffix)
+def check_model_file(filename: str) -> str:
+    """The model format that ``filename``'s suffix names; 415 for any other suffix."""
+    fmt = MODEL_SUFFIXES.get(Path(filename).suffix.lower())
     if fmt is None:
         raise UnsupportedMediaTypeError(
-            f"model file {upload.filename!r} has an unknown format; "
+            f"model file {filename!r} has an unknown format; "
             f"expected one of: {', '.join(MODEL_SUFFIXES)}",
-            details={"filename": upload.filename},
+            details={"filename": filename},
         )
     return fmt
 
 
-def check_dataset_suffix(upload: SpooledFile) -> None:
-    if upload.suffix not in DATASET_SUFFIXES:
+def check_dataset_file(filename: str) -> None:
+    if Path(filename).suffix.lower() not in DATASET_SUFFIXES:
         raise UnsupportedMediaTypeError(
-            f"dataset file {upload.filename!r} has an unknown format; expected .npz",
-            details={"filename": upload.filename},
+            f"dataset file {filename!r} has an unknown format; expected .npz",
+            details={"filename": filename},
         )
 
 
 async def register_model(ctx: AppContext, principal: Principal, upload: SpooledFile) -> Model:
     """The team's model row for this upload: found by sha256, or inspected, stored, created."""
-    fmt = check_model_suffix(upload)
+    fmt = check_model_file(upload.filename)
     existing = _find(ctx, Model, principal.team_id, upload.sha256)
     if existing is not None:
         return existing
@@ -69,7 +71,7 @@ async def register_model(ctx: AppContext, principal: Principal, upload: SpooledF
 async def register_dataset(
     ctx: AppContext, principal: Principal, upload: SpooledFile
 ) -> Dataset:
-    check_dataset_suffix(upload)
+    check_dataset_file(upload.filename)
     existing = _find(ctx, Dataset, principal.team_id, upload.sha256)
     if existing is not None:
         return existing

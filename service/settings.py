@@ -11,11 +11,12 @@ S3 credentials are never settings: boto3 reads the standard ``AWS_ACCESS_KEY_ID`
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 GIB = 1 << 30
 
@@ -59,9 +60,10 @@ class Settings(BaseSettings):
         description="Require an API key (Authorization: Bearer KEY or X-API-Key); "
         "off, every caller acts as the 'default' team.",
     )
-    cors_origins: list[str] = Field(
+    cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description='Origins allowed by CORS (the portal), a JSON list: ["https://portal"].',
+        description="Origins allowed by CORS (the portal): comma-separated "
+        '(https://a,https://b) or a JSON list (["https://a"]); empty turns CORS off.',
     )
     rate_limit_per_minute: int = Field(
         default=600,
@@ -86,6 +88,16 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", description="Log level of the JSON logs.")
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [o.strip() for o in text.split(",") if o.strip()]
+        return value
 
     @property
     def broker_is_redis(self) -> bool:

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +31,7 @@ from service.errors import (
 
 MAX_TEXT_FIELD_BYTES = 1 << 20
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+FileCheck = Callable[[str, str], None]  # (field, file name) -> None, or raise
 # Multipart framing (boundaries, part headers, text fields) on top of the files themselves.
 FRAMING_ALLOWANCE = MAX_TEXT_FIELD_BYTES + (64 << 10)
 
@@ -83,8 +85,10 @@ class _Collector:
     """python-multipart callbacks that route each part to a spool file or a text field."""
 
     def __init__(self, form: MultipartForm, *, spool_dir: Path, max_bytes: int,
-                 file_fields: frozenset[str], text_fields: frozenset[str]) -> None:
+                 file_fields: frozenset[str], text_fields: frozenset[str],
+                 check_file: FileCheck | None) -> None:
         self.form = form
+        self.check_file = check_file
         self.spool_dir = spool_dir
         self.max_bytes = max_bytes
         self.file_fields = file_fields
@@ -141,6 +145,8 @@ class _Collector:
         if self._name in self.form.files:
             raise UnprocessableError(f"file field {self._name!r} was sent twice")
         self._filename = Path(filename.decode("utf-8", "replace").replace("\\", "/")).name
+        if self.check_file is not None:  # refuse a wrong format before reading the file
+            self.check_file(self._name, self._filename)
         # The spool file keeps the caller's file name (in a folder of its own), so that the
         # core's messages about it name the file the caller sent.
         safe = _SAFE_NAME.sub("_", self._filename)[-150:].lstrip(".") or "upload"
@@ -202,12 +208,14 @@ async def read_multipart(
     max_bytes: int,
     file_fields: frozenset[str],
     text_fields: frozenset[str] = frozenset(),
+    check_file: FileCheck | None = None,
 ) -> MultipartForm:
     """Stream a ``multipart/form-data`` body into spool files and text fields.
 
     Raises 415 for another content type, 413 past ``max_bytes`` of file data, 400 for a
     malformed body and 422 for a field that is not expected. On error nothing is left in
     ``spool_dir``; on success the caller owns the files (``MultipartForm.cleanup``).
+    ``check_file(field, filename)`` runs when a file part starts, before its bytes are read.
     """
     if content_type(request) != "multipart/form-data":
         raise UnsupportedMediaTypeError(
@@ -222,7 +230,8 @@ async def read_multipart(
     spool_dir.mkdir(parents=True, exist_ok=True)
     form = MultipartForm()
     collector = _Collector(form, spool_dir=spool_dir, max_bytes=max_bytes,
-                           file_fields=file_fields, text_fields=text_fields)
+                           file_fields=file_fields, text_fields=text_fields,
+                           check_file=check_file)
     parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
     try:
         async for chunk in request.stream():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
-from service.catalog import register_dataset
+from service.catalog import check_dataset_file, register_dataset
 from service.deps import CtxDep, DatasetDep, PrincipalDep
 from service.errors import UnprocessableError
 from service.routers.common import dataset_public, errors
@@ -45,7 +45,8 @@ async def upload_dataset(
 ) -> DatasetPublic:
     form = await read_multipart(request, spool_dir=ctx.spool_dir,
                                 max_bytes=ctx.settings.max_upload_bytes,
-                                file_fields=frozenset({"file"}))
+                                file_fields=frozenset({"file"}),
+                                check_file=lambda _field, name: check_dataset_file(name))
     try:
         upload = form.files.get("file")
         if upload is None:

@@ -15,7 +15,12 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import and_, func, or_, select
 from starlette.concurrency import run_in_threadpool
 
-from service.catalog import register_dataset, register_model
+from service.catalog import (
+    check_dataset_file,
+    check_model_file,
+    register_dataset,
+    register_model,
+)
 from service.deps import CtxDep, JobDep, PrincipalDep
 from service.errors import (
     BadRequestError,
@@ -111,10 +116,18 @@ def _validated(schema: type[Body], data: Any) -> Body:
         raise UnprocessableError(f"{where}: {first['msg']}", details=details) from None
 
 
+def _check_job_file(field: str, filename: str) -> None:
+    if field == "model":
+        check_model_file(filename)
+    else:
+        check_dataset_file(filename)
+
+
 async def _multipart_job(request: Request, ctx: CtxDep, principal: PrincipalDep) -> JobCreate:
     form = await read_multipart(
         request, spool_dir=ctx.spool_dir, max_bytes=ctx.settings.max_upload_bytes,
         file_fields=frozenset({"model", "dataset"}), text_fields=frozenset({"spec", "kind"}),
+        check_file=_check_job_file,
     )
     try:
         model_file = form.files.get("model")

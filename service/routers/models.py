@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
-from service.catalog import register_model
+from service.catalog import check_model_file, register_model
 from service.deps import CtxDep, ModelDep, PrincipalDep
 from service.errors import UnprocessableError
 from service.routers.common import errors, model_public
@@ -32,6 +32,10 @@ UPLOAD_BODY = {
 }
 
 
+def _check_file(_field: str, filename: str) -> None:
+    check_model_file(filename)
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -44,7 +48,8 @@ async def upload_model(request: Request, ctx: CtxDep, principal: PrincipalDep) -
     """Stream the file to storage while hashing it; the same bytes give the same model."""
     form = await read_multipart(request, spool_dir=ctx.spool_dir,
                                 max_bytes=ctx.settings.max_upload_bytes,
-                                file_fields=frozenset({"file"}))
+                                file_fields=frozenset({"file"}),
+                                check_file=_check_file)
     try:
         upload = form.files.get("file")
         if upload is None:
