@@ -107,8 +107,12 @@ def validate_job(kind: JobKind | str, spec: dict[str, Any] | None) -> dict[str, 
         raise InvalidSpecError(f"kind={kind!r} is not one of: {allowed}") from None
     if kind is JobKind.QUANTIZE:
         return QuantSpec.from_dict(spec).to_dict()
-    # Sweep and search specs are validated by their own modules (dispatch added with them).
-    raise InvalidSpecError(f"job kind {kind.value!r} is not available yet")
+    from quantcore.sweep_jobs import validate_search, validate_sweep
+
+    spec = {} if spec is None else spec
+    if kind is JobKind.SWEEP:
+        return validate_sweep(spec, JobLimits())
+    return validate_search(spec, JobLimits())
 
 
 def run_job(
@@ -122,7 +126,8 @@ def run_job(
         from quantcore.quantize_job import run_quantize
 
         return run_quantize(job, out_dir, progress, limits)
-    # Sweep and search jobs are run by their own modules (dispatch added with them).
-    from quantcore.errors import InvalidSpecError
+    from quantcore.sweep_jobs import run_search_job, run_sweep_job
 
-    raise InvalidSpecError(f"job kind {job.kind.value!r} is not available yet")
+    if job.kind is JobKind.SWEEP:
+        return run_sweep_job(job, out_dir, progress, limits)
+    return run_search_job(job, out_dir, progress, limits)

@@ -19,11 +19,19 @@ from quantcore.errors import InvalidDatasetError
 from quantcore.formats.external import is_external
 from quantcore.formats.onnx_reader import OnnxModel, tensor_nbytes
 from quantcore.jobs import JobInput, JobLimits, JobOutput, ProgressCallback, Stage
-from quantcore.pipeline import Model, load_model, quantize_model, write_artifacts
+from quantcore.pipeline import (
+    Model,
+    load_model,
+    quantize_model,
+    release_weights,
+    write_artifacts,
+)
 from quantcore.report import build_report
+from quantcore.report_html import model_histograms, render_report_html
 from quantcore.spec import QuantSpec
 
 REPORT_NAME = "report.json"
+HTML_NAME = "report.html"
 
 
 def _noop(stage: Stage, fraction: float) -> None:
@@ -83,6 +91,9 @@ def run_quantize(
     qmodel = quantize_model(
         model, spec, progress=_span(report_progress, Stage.QUANTIZING, 0.05, 0.70)
     )
+    # The figures need the original weights; after them, the floats are freed before writing.
+    histograms = model_histograms(qmodel)
+    release_weights(qmodel)
     report_progress(Stage.WRITING, 0.70)
     artifacts = write_artifacts(qmodel, out_dir)
     report_progress(Stage.WRITING, 0.80)
@@ -90,18 +101,17 @@ def run_quantize(
     accuracy = None
     evaluate_s = 0.0
     if evalset is not None:
-        from quantcore.evaluate import evaluate
+        from quantcore.evaluate import evaluate_job
 
         t0 = time.perf_counter()
         report_progress(Stage.EVALUATING, 0.80)
-        result = evaluate(
+        accuracy = evaluate_job(
             job.model_path,
             artifacts.model_path,
             evalset,
             batch_size=limits.eval_batch_size,
             progress=_span(report_progress, Stage.EVALUATING, 0.80, 0.97),
         )
-        accuracy = result.to_dict()
         evaluate_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -126,5 +136,7 @@ def run_quantize(
     }
     report_path = out_dir / REPORT_NAME
     report_path.write_text(json.dumps(report, indent=2, allow_nan=False))
+    html_path = out_dir / HTML_NAME
+    html_path.write_text(render_report_html(report, histograms), encoding="utf-8")
     report_progress(Stage.WRITING, 1.0)
-    return JobOutput(report=report, artifacts=(*artifacts.paths, report_path))
+    return JobOutput(report=report, artifacts=(*artifacts.paths, report_path, html_path))

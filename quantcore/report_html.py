@@ -17,6 +17,7 @@ Figures are drawn with matplotlib's Agg backend and embedded as base64 PNG.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import math
@@ -33,8 +34,10 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from quantcore.quantized import decode
+
 if TYPE_CHECKING:
-    from quantcore.pipeline import QuantizedModel
+    from quantcore.pipeline import CodedWeight, QuantizedModel
 
 HIST_BINS = 101
 # More distinct quantized values than this (per-channel scales) are binned like the floats.
@@ -87,22 +90,42 @@ def merged_histogram(name: str, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) 
 
 def model_histograms(qmodel: QuantizedModel) -> list[WeightHistogram]:
     """Before/after panels for the first ``MAX_HIST_PANELS - 1`` quantized tensors and one for
-    all of them. Tensors over ``HIST_SAMPLE`` weights are subsampled with an even stride (the
-    figure's shape, not its counts, is what matters), which keeps memory small."""
+    all of them. A tensor over ``HIST_SAMPLE`` weights is sampled by rows (every k-th slice
+    along axis 0, decoded on its own), so no whole dequantized copy is made; the figure's
+    shape, not its counts, is what matters."""
     panels: list[WeightHistogram] = []
     pooled: list[tuple[np.ndarray, np.ndarray]] = []
-    total = sum(w.codes.size for w in qmodel.weights)
+    budget = max(1, HIST_SAMPLE // max(len(qmodel.weights), 1))
     for i, coded in enumerate(qmodel.weights):
-        original = np.asarray(qmodel.source.array(coded.name)).reshape(-1)
-        quantized = coded.dequantized().reshape(-1)
-        stride = max(1, original.size // HIST_SAMPLE)
+        original, quantized = _sampled_rows(qmodel, coded)
         if i < MAX_HIST_PANELS - 1:
-            panels.append(weight_histogram(coded.name, original[::stride], quantized[::stride]))
-        share = max(1, total // HIST_SAMPLE)
-        pooled.append((original[::share], quantized[::share]))
+            panels.append(weight_histogram(coded.name, original, quantized))
+        stride = max(1, original.size // budget)
+        pooled.append((original[::stride], quantized[::stride]))
     if len(qmodel.weights) > 1:
         panels.append(merged_histogram("all quantized weights", pooled))
     return panels
+
+
+def _sampled_rows(qmodel: QuantizedModel, coded: CodedWeight) -> tuple[np.ndarray, np.ndarray]:
+    """(original, dequantized) of every k-th slice along axis 0, flattened."""
+    codes = coded.codes
+    original = np.asarray(qmodel.source.array(coded.name))
+    if codes.ndim == 0 or codes.size <= HIST_SAMPLE:
+        return original.reshape(-1), coded.dequantized().reshape(-1)
+    row = codes.size // codes.shape[0]
+    step = max(1, math.ceil(codes.shape[0] * row / HIST_SAMPLE))
+    decoder = coded.decoder
+    if decoder.axis == 0 and np.ndim(decoder.scale) > 0:
+        decoder = dataclasses.replace(
+            decoder,
+            scale=np.asarray(decoder.scale)[::step],
+            offset=np.asarray(decoder.offset)[::step]
+            if np.ndim(decoder.offset)
+            else decoder.offset,
+        )
+    quantized = decode(np.ascontiguousarray(codes[::step]), decoder)
+    return original.reshape(codes.shape)[::step].reshape(-1), quantized.reshape(-1)
 
 
 def render_report_html(report: dict[str, Any], histograms: Sequence[WeightHistogram] = ()) -> str:

@@ -20,7 +20,6 @@ configuration's quantized model and ``model.qpack``, as a quantize job would.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from quantcore import pipeline, report
 from quantcore.errors import InvalidDatasetError
 from quantcore.evaluate import EvalSet, check_dataset
 from quantcore.jobs import JobInput, JobLimits, JobOutput, ProgressCallback, Stage
+from quantcore.quantize_job import model_block
 from quantcore.report_html import model_histograms, render_report_html
 from quantcore.search import parse_search, search
 from quantcore.sweep import Measurer, measurer, run_sweep
@@ -45,20 +45,6 @@ def validate_sweep(spec: dict[str, Any], limits: JobLimits) -> dict[str, Any]:
 def validate_search(spec: dict[str, Any], limits: JobLimits) -> dict[str, Any]:
     """The search spec as applied; ``InvalidSpecError`` before any work."""
     return parse_search(spec, limits).to_dict()
-
-
-def _model_block(path: Path, model: pipeline.Model) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return {
-        "format": model.format.value,
-        "sha256": digest.hexdigest(),
-        "size_bytes": path.stat().st_size,
-        "n_tensors": len(model.tensors),
-        "n_params": int(sum(t.size for t in model.tensors)),
-    }
 
 
 def _stage(
@@ -111,7 +97,7 @@ def run_sweep_job(
     body = report.json_safe(
         {
             "kind": "sweep",
-            "model": _model_block(job.model_path, measure.model),
+            "model": model_block(job.model_path, measure.model),
             "spec": sweep.to_dict(),
             "rows": rows,
             "timings": {"load_s": loaded - start, "sweep_s": swept - loaded},
@@ -153,7 +139,7 @@ def run_search_job(
     body = report.json_safe(
         {
             "kind": "search",
-            "model": _model_block(job.model_path, measure.model),
+            "model": model_block(job.model_path, measure.model),
             "spec": spec.to_dict(),
             "criterion": result.criterion,
             "max_top1_drop": spec.max_top1_drop,

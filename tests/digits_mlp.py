@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +38,8 @@ class DigitsMLP:
 
 
 def _key() -> str:
-    import skl2onnx
-    import sklearn
-
-    text = json.dumps(
-        {**SETTINGS, "sklearn": sklearn.__version__, "skl2onnx": skl2onnx.__version__}
-    )
+    versions = {pkg: metadata.version(pkg) for pkg in ("scikit-learn", "skl2onnx")}
+    text = json.dumps({**SETTINGS, **versions})
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -172,7 +172,12 @@ def test_weights_only_models(tmp_path, suffix):
     path = tmp_path / f"weights{suffix}"
     (write_safetensors if suffix == ".safetensors" else write_npz)(path, arrays.items())
     out = _job(path, tmp_path / "out", {"bits": 3, "granularity": "channel"})
-    assert [p.name for p in out.artifacts] == [f"model{suffix}", "model.qpack", "report.json"]
+    assert [p.name for p in out.artifacts] == [
+        f"model{suffix}",
+        "model.qpack",
+        "report.json",
+        "report.html",
+    ]
     read = read_safetensors if suffix == ".safetensors" else read_npz
     written = read(out.artifacts[0])
     assert [t.name for t in written.tensors] == list(arrays)

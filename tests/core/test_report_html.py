@@ -6,6 +6,7 @@ import base64
 import re
 
 import numpy as np
+import onnx
 import pytest
 
 from quantcore.report_html import (
@@ -117,3 +118,25 @@ def test_search_page_highlights_the_chosen_step():
     )
     assert page.count("class=chosen") == 1
     assert "Chosen: step 2" in page
+
+
+@pytest.mark.parametrize("granularity", ["layer", "channel"])
+def test_row_sampling_of_a_big_tensor_decodes_exactly_those_rows(tmp_path, granularity):
+    from quantcore.pipeline import load_model, quantize_model
+    from quantcore.report_html import HIST_SAMPLE, _sampled_rows, model_histograms
+    from quantcore.spec import QuantSpec
+    from tests.models import mlp
+
+    path = tmp_path / "big.onnx"
+    onnx.save(mlp((16, 1200, 1000)), path)  # fc1.weight: 1000 x 1200 = 1.2 M weights
+    qmodel = quantize_model(
+        load_model(path), QuantSpec.from_dict({"bits": 3, "granularity": granularity})
+    )
+    big = next(w for w in qmodel.weights if w.codes.size > HIST_SAMPLE)
+    original, quantized = _sampled_rows(qmodel, big)
+    assert original.size == quantized.size <= HIST_SAMPLE
+    full = big.dequantized()
+    step = -(-big.codes.size // HIST_SAMPLE)  # every 2nd row here
+    np.testing.assert_array_equal(quantized, full[::step].reshape(-1))
+    panels = model_histograms(qmodel)
+    assert [p.name for p in panels] == [w.name for w in qmodel.weights] + ["all quantized weights"]
