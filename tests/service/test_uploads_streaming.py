@@ -1,0 +1,80 @@
+"""The multipart reader streams: memory stays at a chunk whatever the file's size."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+
+from service.errors import PayloadTooLargeError
+from service.uploads import read_multipart
+
+BOUNDARY = "b0undary"
+CHUNK = 64 << 10
+
+
+def body_parts(file_bytes: int, seed: int = 0) -> Iterator[bytes]:
+    yield (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="spec"\r\n\r\n'
+           '{"bits": 4}\r\n'
+           f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="model"; '
+           'filename="big.onnx"\r\n\r\n').encode()
+    block = hashlib.sha256(str(seed).encode()).digest() * (CHUNK // 32)
+    sent = 0
+    while sent < file_bytes:
+        n = min(CHUNK, file_bytes - sent)
+        sent += n
+        yield block[:n]
+    yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def request_for(parts: Iterator[bytes]) -> Request:
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [
+        (b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode())]}
+
+    async def receive() -> dict[str, Any]:
+        chunk = next(parts, None)
+        if chunk is None:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    return Request(scope, receive)
+
+
+def expected_sha(file_bytes: int) -> str:
+    digest = hashlib.sha256()
+    parts = list(body_parts(file_bytes))
+    for part in parts[1:-1]:
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def test_a_large_upload_costs_a_chunk_of_memory(tmp_path: Path) -> None:
+    size = 64 << 20
+    tracemalloc.start()
+    form = asyncio.run(read_multipart(
+        request_for(body_parts(size)), spool_dir=tmp_path, max_bytes=1 << 30,
+        file_fields=frozenset({"model"}), text_fields=frozenset({"spec"})))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    spooled = form.files["model"]
+    assert form.fields == {"spec": '{"bits": 4}'}
+    assert spooled.size_bytes == size and spooled.path.stat().st_size == size
+    assert spooled.filename == "big.onnx" and spooled.path.name == "big.onnx"
+    assert spooled.sha256 == expected_sha(size)
+    assert peak < 4 << 20, f"peak {peak} bytes while streaming {size}"
+    form.cleanup()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_over_the_limit_stops_and_removes_the_spool(tmp_path: Path) -> None:
+    with pytest.raises(PayloadTooLargeError, match="limit of 1000000 bytes"):
+        asyncio.run(read_multipart(
+            request_for(body_parts(5 << 20)), spool_dir=tmp_path, max_bytes=1_000_000,
+            file_fields=frozenset({"model"}), text_fields=frozenset({"spec"})))
+    assert list(tmp_path.iterdir()) == []
