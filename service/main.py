@@ -57,9 +57,13 @@ class RequestObserver:
             seconds = time.perf_counter() - start
             route = route_template(scope)
             self.metrics.observe_request(scope["method"], route, status, seconds)
-            log.info("request", extra={"method": scope["method"], "path": scope["path"],
-                                       "route": route, "status": status,
-                                       "duration_ms": round(seconds * 1000, 2)})
+            extra = {"method": scope["method"], "path": scope["path"], "route": route,
+                     "status": status, "duration_ms": round(seconds * 1000, 2),
+                     "request_id": request_id_var.get()}
+            job_id = (scope.get("path_params") or {}).get("job_id")
+            if job_id:
+                extra["job_id"] = job_id
+            log.info("request", extra=extra)
             request_id_var.reset(token)
 
 

@@ -112,3 +112,5 @@ async def _enqueue_all(ctx: AppContext, jobs: list[Job]) -> None:
             ) from exc
         ctx.repo.set_task_id(job.id, task_id)
         job.task_id = task_id
+        log.info("job accepted", extra={"job_id": job.id, "kind": job.kind,
+                                        "model_id": job.model_id, "task_id": task_id})

@@ -91,3 +91,14 @@ def test_request_log_line(client: TestClient, caplog: object) -> None:
     record = next(rec for rec in caplog.records if rec.name == "quantserve.api")
     line = json.loads(JsonFormatter().format(record))
     assert line["route"] == "/v1/jobs" and line["status"] == 200
+    assert line["request_id"] == "req-42"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="quantserve"):
+        model = upload_model(client)
+        job = submit(client, model["id"])
+        client.get(f"/v1/jobs/{job['id']}")
+    tagged = [json.loads(JsonFormatter().format(r)) for r in caplog.records]
+    accepted = [t for t in tagged if t["message"] == "job accepted"]
+    assert accepted and accepted[0]["job_id"] == job["id"]
+    assert any(t.get("route") == "/v1/jobs/{job_id}" and t["job_id"] == job["id"]
+               for t in tagged)
