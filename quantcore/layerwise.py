@@ -46,7 +46,7 @@ from quantcore.quantizers import Design, design, quantize
 from quantcore.quantizers.deadzone import DeadzoneDesign
 from quantcore.quantizers.stream import StreamResult, encode_tensor
 from quantcore.quantizers.uniform import MidriseDesign, MidtreadDesign
-from quantcore.spec import DEFAULT_SUPPORT, Granularity, QuantizerSpec, Support
+from quantcore.spec import DEFAULT_SUPPORT, Granularity, Method, QuantizerSpec, Support
 from quantcore.support import choose_support
 
 SAMPLE_LIMIT = 1 << 20
@@ -132,6 +132,13 @@ class _Plan:
     norm: Normalization
     xmax: float | np.ndarray
     notes: tuple[str, ...]
+
+
+def _sample_limit(spec: QuantizerSpec) -> int:
+    """How many normalised weights the support rule and the design read (0: the extremes)."""
+    if _support(spec) in _DATA_FREE and spec.method is not Method.LOG:
+        return 0
+    return SAMPLE_LIMIT
 
 
 def _support(spec: QuantizerSpec) -> Support:
@@ -252,8 +259,9 @@ def _run_group(
         merged = merged.merge(m)
     norm = normalization(merged, normalize=spec.normalize)
     total = max(merged.count, 1)
+    limit = _sample_limit(spec)
     parts = [
-        normalized_sample(r.weights, norm, m, limit=max(1, SAMPLE_LIMIT * m.count // total))
+        normalized_sample(r.weights, norm, m, limit=limit and max(1, limit * m.count // total))
         for r, m in zip(requests, moments, strict=True)
     ]
     plan = _plan(spec, norm, np.concatenate(parts))
@@ -276,7 +284,7 @@ def _run_channels(req: TensorRequest, axis: int) -> TensorResult:
     spec = req.quantizer
     cm: ChannelMoments = channel_moments(req.name, req.weights, axis)
     norm = channel_normalization(cm, normalize=spec.normalize)
-    sample = channel_sample(req.weights, axis, norm, cm, limit=SAMPLE_LIMIT)
+    sample = channel_sample(req.weights, axis, norm, cm, limit=_sample_limit(spec))
     plan = _channel_plan(spec, norm, sample)
     out = _encode(req, plan, axis)
     scale = np.asarray(norm.scale)

@@ -133,7 +133,16 @@ def code_counts(codes: np.ndarray) -> CountArray:
     """
     flat = codes.reshape(-1)
     if flat.dtype.itemsize == 1:
-        return np.bincount(flat.view(np.uint8), minlength=256)
+        # Count byte pairs (half as many items through bincount's intp conversion), then fold
+        # the 256×256 pair table onto single codes.
+        even = flat.size - flat.size % 2
+        if even < 1 << 12 or not flat.flags.c_contiguous:
+            return np.bincount(flat.view(np.uint8), minlength=256)
+        pairs = np.bincount(flat[:even].view(np.uint16), minlength=1 << 16).reshape(256, 256)
+        counts = pairs.sum(axis=0) + pairs.sum(axis=1)
+        if even < flat.size:
+            counts[int(flat[-1:].view(np.uint8)[0])] += 1
+        return counts
     if flat.dtype.itemsize == 2:
         return np.bincount(flat.view(np.uint16), minlength=1 << 16)
     raise InvalidSpecError(f"codes of dtype {flat.dtype} are not 8- or 16-bit integers")

@@ -183,11 +183,11 @@ def normalized_sample(
 
     Every weight when the tensor has at most ``limit``; otherwise ``limit`` weights drawn
     uniformly (with replacement, fixed seed, so results repeat) plus the normalised min and
-    max, so that the extreme-based supports (wmax, abs_wmin, max_abs) stay exact. Scale 0
-    (constant weights) gives zeros.
+    max, so that the extreme-based supports (wmax, abs_wmin, max_abs) stay exact; ``limit`` 0
+    gives the two extremes only. Scale 0 (constant weights) gives zeros.
     """
     flat = weights.reshape(-1)
-    if flat.size <= limit:
+    if limit > 0 and flat.size <= limit:
         picked = np.asarray(flat, np.float64)
     else:
         rng = np.random.default_rng(seed)
@@ -208,20 +208,21 @@ def channel_sample(
     """Per-channel normalised sample, shape ``(channels, k)`` (float64).
 
     The same ``k ≤ max(limit/channels, 16)`` positions in every channel (all positions when
-    they fit), plus each channel's normalised min and max in the last two columns. Constant
-    channels give zeros.
+    they fit), plus each channel's normalised min and max in the last two columns; ``limit``
+    0 gives the extremes only. Constant channels give zeros.
     """
     view = np.moveaxis(weights, axis, 0)
     channels = view.shape[0]
-    rows = view.reshape(channels, -1)
-    per = rows.shape[1]
-    take = min(per, max(limit // max(channels, 1), 16))
+    per = view[0].size if channels else 0
+    take = min(per, max(limit // max(channels, 1), 16)) if limit else 0
     if take < per:
         index = np.sort(np.random.default_rng(seed).choice(per, size=take, replace=False))
-        picked = np.asarray(rows[:, index], np.float64)
+        # Index the (possibly strided) view directly: no copy of the whole tensor.
+        where = np.unravel_index(index, view.shape[1:])
+        picked = np.asarray(view[(slice(None), *where)], np.float64).reshape(channels, take)
         picked = np.concatenate([picked, moments.minimum[:, None], moments.maximum[:, None]], 1)
     else:
-        picked = np.asarray(rows, np.float64)
+        picked = np.asarray(view, np.float64).reshape(channels, per)
     centre = np.asarray(norm.centre, np.float64)[:, None]
     scale = np.asarray(norm.scale, np.float64)[:, None]
     safe = np.where(scale > 0, scale, 1.0)
