@@ -51,7 +51,7 @@ def check_dataset_file(filename: str) -> None:
 async def register_model(ctx: AppContext, principal: Principal, upload: SpooledFile) -> Model:
     """The team's model row for this upload: found by sha256, or inspected, stored, created."""
     fmt = check_model_file(upload.filename)
-    existing = _find(ctx, Model, principal.team_id, upload.sha256)
+    existing = await run_in_threadpool(_find, ctx, Model, principal.team_id, upload.sha256)
     if existing is not None:
         return existing
     info = await run_in_threadpool(core.inspect_model, upload.path)
@@ -65,14 +65,16 @@ async def register_model(ctx: AppContext, principal: Principal, upload: SpooledF
                  for t in info.tensors],
         storage_key=key,
     )
-    return _insert_or_existing(ctx, row, Model, principal.team_id, upload.sha256)
+    return await run_in_threadpool(
+        _insert_or_existing, ctx, row, Model, principal.team_id, upload.sha256
+    )
 
 
 async def register_dataset(
     ctx: AppContext, principal: Principal, upload: SpooledFile
 ) -> Dataset:
     check_dataset_file(upload.filename)
-    existing = _find(ctx, Dataset, principal.team_id, upload.sha256)
+    existing = await run_in_threadpool(_find, ctx, Dataset, principal.team_id, upload.sha256)
     if existing is not None:
         return existing
     info = await run_in_threadpool(inspect_dataset, upload.path)
@@ -84,7 +86,9 @@ async def register_dataset(
         arrays={name: list(shape) for name, shape in info.arrays.items()},
         storage_key=key,
     )
-    return _insert_or_existing(ctx, row, Dataset, principal.team_id, upload.sha256)
+    return await run_in_threadpool(
+        _insert_or_existing, ctx, row, Dataset, principal.team_id, upload.sha256
+    )
 
 
 Upload = TypeVar("Upload", Model, Dataset)

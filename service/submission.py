@@ -60,8 +60,19 @@ async def submit_jobs(
     """Create and enqueue jobs; all are checked before any is written.
 
     With ``idempotency_key``, job ``i`` of the call is keyed ``key`` (a single job) or
-    ``key#i`` (a batch); a key seen before returns that job instead of a new one.
+    ``key#i`` (a batch); a key seen before returns that job instead of a new one. The work
+    (database and broker round trips) runs in a worker thread: a database that is busy
+    (SQLite locked by a worker's write) must not stall the event loop.
     """
+    return await run_in_threadpool(_submit, ctx, principal, creates, idempotency_key)
+
+
+def _submit(
+    ctx: AppContext,
+    principal: Principal,
+    creates: list[JobCreate],
+    idempotency_key: str | None,
+) -> list[Submitted]:
     keys: list[str | None] = [None] * len(creates)
     if idempotency_key:
         keys = [idempotency_key if len(creates) == 1 else f"{idempotency_key}#{i}"
@@ -90,16 +101,16 @@ async def submit_jobs(
                 continue
         results.append(Submitted(job=job, replayed=False))
         fresh.append(job)
-    await _enqueue_all(ctx, fresh)
+    _enqueue_all(ctx, fresh)
     return results
 
 
-async def _enqueue_all(ctx: AppContext, jobs: list[Job]) -> None:
+def _enqueue_all(ctx: AppContext, jobs: list[Job]) -> None:
     from workers.enqueue import enqueue_job
 
     for i, job in enumerate(jobs):
         try:
-            task_id = await run_in_threadpool(enqueue_job, job.id, ctx.settings)
+            task_id = enqueue_job(job.id, ctx.settings)
         except BrokerUnavailableError as exc:
             refused = [j.id for j in jobs[i:]]
             with ctx.db.session() as session:

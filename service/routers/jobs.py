@@ -251,12 +251,15 @@ def get_job(job: JobDep) -> JobPublic:
 async def cancel_job(job: JobDep, ctx: CtxDep) -> JobPublic:
     from workers.enqueue import revoke
 
-    task_id = ctx.repo.cancel(job.id)
+    task_id = await run_in_threadpool(ctx.repo.cancel, job.id)
     if task_id:
         await run_in_threadpool(revoke, task_id, ctx.settings)
+    return job_public(await run_in_threadpool(_reload, ctx, job))
+
+
+def _reload(ctx: CtxDep, job: Job) -> Job:
     with ctx.db.session() as session:
-        fresh = session.get(Job, job.id)
-    return job_public(fresh or job)
+        return session.get(Job, job.id) or job
 
 
 @router.get("/{job_id}/report", response_model=dict[str, Any],
