@@ -1,28 +1,38 @@
 """Entropy coding of integer codes with an order-0 model and ANS (``constriction``).
 
-``encode_codes`` counts the symbols, builds one categorical model from the counts and codes
-the symbols with an asymmetric-numeral-systems coder, in independent chunks of
-``CHUNK_SYMBOLS`` so that the temporary ``int32`` copy the coder needs stays small. The
-output is a self-describing byte stream (all integers little-endian)::
+``encode_codes`` counts the symbols, splits each code into a high part, coded with an
+asymmetric-numeral-systems coder under one categorical model built from the counts, and
+``raw_bits`` low bits stored bit-packed as they are (``quantcore.packing``). ``raw_bits`` is
+the largest k whose estimated size, ``N * (H(code >> k) + k)`` plus the table, is within
+``RAW_BITS_TOLERANCE`` of the best k: where the distribution is smooth at the scale of 2**k
+levels (a 16-bit Laplacian), the low bits are almost uniform and coding them would buy
+nothing, while a smaller alphabet makes decoding several times faster and the table tiny.
+Where it is not (3 or 4 bits), k is 0.
 
-    header (36 bytes, struct "<4sBBHQIIIII"):
-        magic b"QENT", version (1), width of the decoded codes in bits (8 or 16),
-        reserved (0), count of symbols, number of distinct symbols, chunk size,
-        length of the table, number of chunks, CRC-32 of the header before it and of
-        everything after the header
-    table:  zstd frame of the distinct symbols as uint16 deltas (the first one absolute)
+The symbols are coded in independent chunks of ``CHUNK_SYMBOLS`` so that the temporary
+``int32`` copy the coder needs stays small. The output is a self-describing byte stream (all
+integers little-endian)::
+
+    header (36 bytes, struct "<4sBBBBQIIIII"):
+        magic b"QENT", version (1), width of the decoded codes in bits (8 or 16), raw_bits,
+        reserved (0), count of symbols, number of distinct high parts, chunk size, length of
+        the table, number of chunks, CRC-32 of the header before it and of the body
+    table:  zstd frame of the distinct high parts as uint16 deltas (the first one absolute)
             and their counts as uint64, both stored as byte planes (all low bytes first)
-    chunks: number of 32-bit words of each chunk (uint32 each), then the chunks' words
+    chunks: the number of 32-bit ANS words of each chunk (uint32 each), then for each chunk
+            its words followed by its ``ceil(n * raw_bits / 8)`` bytes of packed low bits
 
 The decoder rebuilds the model from the integer counts with the same float64 division
 ``counts / count`` as the encoder, so both quantise the identical probabilities and agree bit
-for bit. The model covers only the symbols present, indexed densely.
+for bit. The model covers only the high parts present, indexed densely.
 
-Degenerate cases: an empty input or an input of a single distinct symbol has zero entropy and
-stores no chunks (header and table only). Up to 65536 distinct symbols are supported; the
-coder's fixed-point precision (24 bits) gives every present symbol a non-zero probability.
-Rate: the coded size stays within a few 1e-5 relative of ``count * H`` for large inputs plus
-about 12 bytes per chunk; see ``bench.bench_entropy``.
+Degenerate cases: an empty input stores no chunks. A single distinct high part has zero
+entropy: its chunks hold no words (and no chunks at all when ``raw_bits`` is 0, e.g. a
+constant input). Uniform codes end up fully raw (plain bit packing). Up to 65536 distinct
+symbols are supported; the coder's fixed-point precision gives every present symbol a
+non-zero probability. Rate: the size stays within ``RAW_BITS_TOLERANCE`` (0.1%) plus a few
+1e-5 of the best of ``N * (H(code >> k) + k)`` and the table, plus 4 bytes a chunk;
+see ``bench.bench_entropy``.
 """
 
 from __future__ import annotations
@@ -36,11 +46,15 @@ import numpy.typing as npt
 import zstandard
 
 from quantcore.errors import InvalidPackageError, InvalidSpecError
+from quantcore.packing import pack_bits, packed_size, unpack_bits
 
 MAGIC = b"QENT"
 VERSION = 1
 CHUNK_SYMBOLS = 1 << 22
-_HEADER = struct.Struct("<4sBBHQIIIII")
+RAW_BITS_TOLERANCE = 1e-3
+# Bytes the zstd'd table spends per distinct symbol (measured: about 1.0 for 30K symbols).
+_TABLE_BYTES_PER_SYMBOL = 1.0
+_HEADER = struct.Struct("<4sBBBBQIIIII")
 _CRC_AT = _HEADER.size - 4  # the CRC-32 is the header's last field
 _ALPHABET = 1 << 16
 # Symbols counted per bincount call: bincount widens its input to int64 (8 bytes a symbol).
@@ -68,26 +82,35 @@ def encode_codes(codes: npt.ArrayLike) -> bytes:
     """
     flat = _flat_codes(codes)
     counts = _symbol_counts(flat)
-    symbols = np.flatnonzero(counts)
-    present = counts[symbols]
-    width = 8 if symbols.size == 0 or symbols[-1] < 256 else 16
+    width = 8 if not counts[256:].any() else 16
+    raw_bits = _raw_low_bits(counts)
+    high_counts = counts.reshape(-1, 1 << raw_bits).sum(axis=1)
+    symbols = np.flatnonzero(high_counts)
+    present = high_counts[symbols]
     table = _encode_table(symbols, present)
     chunks: list[bytes] = []
-    if symbols.size > 1:
-        model = _model(present)
-        dense = np.zeros(_ALPHABET, dtype=np.int32)
+    lengths: list[int] = []
+    if symbols.size > 1 or (raw_bits and flat.size):
+        model = _model(present) if symbols.size > 1 else None
+        dense = np.zeros(_ALPHABET >> raw_bits, dtype=np.int32)
         dense[symbols] = np.arange(symbols.size, dtype=np.int32)
         for start in range(0, flat.size, CHUNK_SYMBOLS):
-            coder = constriction.stream.stack.AnsCoder()
-            coder.encode_reverse(dense[flat[start : start + CHUNK_SYMBOLS]], model)
-            chunks.append(coder.get_compressed().astype("<u4", copy=False).tobytes())
-    lengths = np.array([len(c) // 4 for c in chunks], dtype="<u4").tobytes()
-    body = [table, lengths, *chunks]
-    fields = (MAGIC, VERSION, width, 0, flat.size, symbols.size, CHUNK_SYMBOLS, len(table))
-    header = _HEADER.pack(*fields, len(chunks), 0)
+            part = flat[start : start + CHUNK_SYMBOLS]
+            words = b""
+            if model is not None:
+                coder = constriction.stream.stack.AnsCoder()
+                coder.encode_reverse(dense[part >> raw_bits], model)
+                words = coder.get_compressed().astype("<u4", copy=False).tobytes()
+            lengths.append(len(words) // 4)
+            chunks.append(words)
+            if raw_bits:
+                chunks.append(pack_bits(part & ((1 << raw_bits) - 1), raw_bits))
+    fields = (MAGIC, VERSION, width, raw_bits, 0, flat.size, symbols.size, CHUNK_SYMBOLS)
+    header = _HEADER.pack(*fields, len(table), len(lengths), 0)
+    body = [table, np.array(lengths, dtype="<u4").tobytes(), *chunks]
     crc = zlib.crc32(header[:_CRC_AT])
-    for part in body:
-        crc = zlib.crc32(part, crc)
+    for piece in body:
+        crc = zlib.crc32(piece, crc)
     return b"".join([header[:_CRC_AT], struct.pack("<I", crc), *body])
 
 
@@ -103,61 +126,94 @@ def decode_codes(data: bytes | bytearray | memoryview) -> CodeArray:
         raise InvalidPackageError(
             f"entropy stream truncated: {len(view)} bytes, the header alone needs {_HEADER.size}"
         )
-    magic, version, width, _, count, n_symbols, chunk, table_len, n_chunks, crc = (
+    magic, version, width, raw_bits, _, count, n_symbols, chunk, table_len, n_chunks, crc = (
         _HEADER.unpack_from(view)
     )
     if magic != MAGIC:  # checked before the CRC: the likeliest mistake gets the clearest message
         raise InvalidPackageError(f"not an entropy stream: {magic=}, expected {MAGIC!r}")
     if version != VERSION:
         raise InvalidPackageError(f"entropy stream {version=} is not supported (only {VERSION})")
-    if width not in (8, 16):
-        raise InvalidPackageError(f"entropy stream code {width=} must be 8 or 16")
     body = view[_HEADER.size :]
     if zlib.crc32(body, zlib.crc32(view[:_CRC_AT])) != crc:
         raise InvalidPackageError(
             f"entropy stream corrupt or truncated: CRC-32 mismatch over {len(view)} bytes"
         )
-    symbols, counts = _decode_table(body[:table_len], n_symbols, count, width)
+    if width not in (8, 16) or raw_bits > width:
+        raise InvalidPackageError(f"entropy stream has {width=} and {raw_bits=}")
+    symbols, counts = _decode_table(body[:table_len], n_symbols, count, width - raw_bits)
     out = np.empty(count, dtype=np.uint8 if width == 8 else np.uint16)
-    if n_symbols > 1 and chunk == 0:
+    chunked = n_symbols > 1 or (raw_bits > 0 and count > 0)
+    if chunked and chunk == 0:
         raise InvalidPackageError("entropy stream chunk size is 0")
-    expected_chunks = -(-count // chunk) if n_symbols > 1 else 0
+    expected_chunks = -(-count // chunk) if chunked else 0
     if n_chunks != expected_chunks:
         raise InvalidPackageError(
             f"entropy stream has {n_chunks=}, expected {expected_chunks} for {count=}"
         )
-    if n_symbols <= 1:
-        if table_len != len(body):
-            raise InvalidPackageError(
-                f"entropy stream has {len(body) - table_len} bytes after the table, expected 0"
-            )
-        out[:] = symbols[0] if n_symbols == 1 else 0
-        return out
     offset = table_len + 4 * n_chunks
     lengths = np.frombuffer(body[table_len:offset], dtype="<u4").astype(np.int64)
-    if offset + 4 * int(lengths.sum()) != len(body):
+    sizes = [min(chunk, count - i * chunk) for i in range(n_chunks)]
+    expected = offset + 4 * int(lengths.sum()) + sum((n * raw_bits + 7) // 8 for n in sizes)
+    if expected != len(body) or (n_symbols <= 1 and lengths.any()):
         raise InvalidPackageError(
-            f"entropy stream body is {len(body)} bytes, the chunk table says "
-            f"{offset + 4 * int(lengths.sum())}"
+            f"entropy stream body is {len(body)} bytes, its chunk table says {expected}"
         )
-    model = _model(counts)
-    alphabet = symbols.astype(out.dtype)  # the gather below then writes the output type
-    for index, words_n in enumerate(lengths):
+    if not chunked:
+        out[:] = symbols[0] if n_symbols == 1 else 0
+        return out
+    model = _model(counts) if n_symbols > 1 else None
+    high = symbols.astype(out.dtype) << raw_bits  # the gather below writes the output type
+    for index, (words_n, n) in enumerate(zip(lengths, sizes, strict=True)):
         start = index * chunk
-        n = min(chunk, count - start)
-        words = np.frombuffer(body[offset : offset + 4 * words_n], dtype="<u4").astype(np.uint32)
+        if model is None:
+            out[start : start + n] = high[0]
+        else:
+            words = np.frombuffer(body[offset : offset + 4 * words_n], "<u4").astype(np.uint32)
+            out[start : start + n] = high[_decode_chunk(words, model, n, index)]
         offset += 4 * words_n
-        try:
-            coder = constriction.stream.stack.AnsCoder(words)
-            dense = coder.decode(model, n)
-        except ValueError as exc:
-            raise InvalidPackageError(f"entropy stream chunk {index} is corrupt: {exc}") from exc
-        if not coder.is_empty():
-            raise InvalidPackageError(
-                f"entropy stream chunk {index} is corrupt: words left after {n} symbols"
-            )
-        out[start : start + n] = alphabet[dense]
+        if raw_bits:
+            size = packed_size(n, raw_bits)
+            out[start : start + n] |= unpack_bits(body[offset : offset + size], raw_bits, n)
+            offset += size
     return out
+
+
+def _decode_chunk(
+    words: npt.NDArray[np.uint32], model: object, n: int, index: int
+) -> npt.NDArray[np.int32]:
+    """Dense indices of the ``n`` high parts of chunk ``index``."""
+    try:
+        coder = constriction.stream.stack.AnsCoder(words)
+        dense: npt.NDArray[np.int32] = coder.decode(model, n)
+    except ValueError as exc:
+        raise InvalidPackageError(f"entropy stream chunk {index} is corrupt: {exc}") from exc
+    if not coder.is_empty():
+        raise InvalidPackageError(
+            f"entropy stream chunk {index} is corrupt: words left after {n} symbols"
+        )
+    return dense
+
+
+def _raw_low_bits(counts: npt.NDArray[np.int64]) -> int:
+    """How many low bits to store raw: the largest k whose estimated size is within
+    ``RAW_BITS_TOLERANCE`` of the smallest.
+
+    Estimated size of k: ``N * (H(code >> k) + k) / 8`` bytes of symbols plus
+    ``_TABLE_BYTES_PER_SYMBOL`` for each distinct high part in the table. The table term
+    matters for small inputs over wide alphabets, where many symbols are seen a few times.
+    Zero for an input of zero entropy (nothing to gain).
+    """
+    total = int(counts.sum())
+    if _entropy_from_counts(counts[counts > 0]) == 0.0:
+        return 0
+    sizes = []
+    for k in range(17):
+        grouped = counts.reshape(-1, 1 << k).sum(axis=1)
+        present = grouped[grouped > 0]
+        bits = _entropy_from_counts(present) + k
+        sizes.append(total * bits / 8 + _TABLE_BYTES_PER_SYMBOL * present.size)
+    budget = min(sizes) * (1 + RAW_BITS_TOLERANCE)
+    return max(k for k, size in enumerate(sizes) if size <= budget)
 
 
 def _flat_codes(codes: npt.ArrayLike) -> CodeArray:
@@ -216,7 +272,7 @@ def _encode_table(symbols: npt.NDArray[np.intp], counts: npt.NDArray[np.int64]) 
 def _decode_table(
     table: memoryview, n_symbols: int, count: int, width: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Distinct symbols and their counts, checked against the header."""
+    """Distinct symbols of ``width`` bits and their counts, checked against the header."""
     if n_symbols > _ALPHABET:
         raise InvalidPackageError(f"entropy stream {n_symbols=} exceeds {_ALPHABET}")
     size = 10 * n_symbols

@@ -67,10 +67,16 @@ def test_one_distinct_symbol_stores_no_coded_words() -> None:
 
 
 def test_all_65536_symbols_round_trip() -> None:
+    # Odd symbols are rare and the even ones peaked, so no low bit is worth storing raw:
+    # all 65536 symbols are modelled.
     rng = np.random.default_rng(1)
-    codes = np.concatenate([np.arange(65536), rng.integers(0, 65536, 100_000)]).astype(np.uint16)
+    evens = 2 * np.clip(rng.laplace(16384, 500, 600_000), 0, 32767).astype(np.int64)
+    codes = np.concatenate([np.arange(65536), evens]).astype(np.uint16)
     rng.shuffle(codes)
-    np.testing.assert_array_equal(decode_codes(encode_codes(codes)), codes)
+    data = encode_codes(codes)
+    assert data[6] == 0  # raw_bits
+    assert struct.unpack_from("<I", data, 16)[0] == 65536  # distinct symbols in the model
+    np.testing.assert_array_equal(decode_codes(data), codes)
 
 
 def test_several_chunks_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,3 +156,36 @@ def test_corrupt_header_field_is_refused() -> None:
     data[8] ^= 0x01  # lowest byte of the symbol count
     with pytest.raises(InvalidPackageError, match="CRC-32"):
         decode_codes(bytes(data))
+
+
+def raw_bits_of(data: bytes) -> int:
+    return data[6]
+
+
+def test_smooth_16_bit_codes_store_their_low_bits_raw() -> None:
+    codes = laplacian_codes(1_000_000, 16, seed=3)
+    data = encode_codes(codes)
+    assert raw_bits_of(data) >= 6
+    np.testing.assert_array_equal(decode_codes(data), codes)
+    ideal_bytes = empirical_entropy_bits(codes) * codes.size / 8
+    assert len(data) <= (1 + entropy.RAW_BITS_TOLERANCE) * ideal_bytes + 2048
+
+
+def test_peaked_3_bit_codes_code_every_bit() -> None:
+    assert raw_bits_of(encode_codes(laplacian_codes(100_000, 3))) == 0
+
+
+def test_uniform_codes_fall_back_to_plain_packing() -> None:
+    codes = np.random.default_rng(4).integers(0, 256, 200_000).astype(np.uint8)
+    data = encode_codes(codes)
+    assert raw_bits_of(data) == 8
+    assert codes.size <= len(data) <= codes.size + 128
+    np.testing.assert_array_equal(decode_codes(data), codes)
+
+
+def test_raw_bits_across_several_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(entropy, "CHUNK_SYMBOLS", 4096)
+    codes = laplacian_codes(50_001, 12, seed=5)
+    data = encode_codes(codes)
+    assert raw_bits_of(data) > 0
+    np.testing.assert_array_equal(decode_codes(data), codes)
