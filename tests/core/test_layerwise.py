@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import tracemalloc
 
 import ml_dtypes
 import numpy as np
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from quantcore.errors import InvalidSpecError, InvalidTensorError
 from quantcore.layerwise import TensorRequest, quantize_tensors
 from quantcore.quantized import AffineDecoder, CodebookDecoder, decode
+from quantcore.quantizers.stream import CHUNK
 from quantcore.spec import Granularity, Method, QuantizerSpec, Rounding, Support
 
 LAYER = Granularity.LAYER
@@ -239,3 +241,30 @@ def test_midtread_and_deadzone_reports_carry_their_theory() -> None:
     assert dz.sqnr_db == pytest.approx(dz.sqnr_theory_db, abs=0.15)
     assert run(w, bits=3, method=Method.MULAW).report.sqnr_theory_db is None
     assert isinstance(run(w, bits=3, method=Method.LOG).quantized.decoder, CodebookDecoder)
+
+
+# --- memory ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("granularity", "axis", "method"),
+    [(LAYER, None, Method.UNIFORM), (Granularity.CHANNEL, 1, Method.UNIFORM),
+     (LAYER, None, Method.DEADZONE)],
+)
+def test_peak_memory_stays_within_three_times_the_tensor(
+    granularity: Granularity, axis: int | None, method: Method
+) -> None:
+    w = laplace((1024, 2048), seed=12, scale=0.02)
+    req = TensorRequest(name="w", weights=w, quantizer=spec_of(method=method, bits=4),
+                        channel_axis=axis)
+    tracemalloc.start()
+    try:
+        (result,) = quantize_tensors([req], granularity)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    outputs = result.quantized.codes.nbytes + result.quantized.dequantized.nbytes
+    assert outputs == 1.25 * w.nbytes
+    assert peak < 3 * w.nbytes, peak / w.nbytes
+    # Temporaries are a few chunk-sized buffers (CHUNK = 256K weights), whatever the tensor.
+    assert peak - outputs < 32 * CHUNK
