@@ -20,18 +20,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from quantcore import pipeline, report
 from quantcore.evaluate import AccuracyReport, EvalSet, evaluate
+from quantcore.evaluate.runner import ReferenceCache
 from quantcore.formats.onnx_reader import OnnxModel
 from quantcore.formats.onnx_writer import MAX_INLINE_BYTES, serialize
+from quantcore.jobs import Stage
 from quantcore.spec import QuantSpec
 from quantcore.sweep_spec import SweepSpec
 
 Fraction = Callable[[float], None]
+StageProgress = Callable[[Stage, float], None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +81,8 @@ class Measurer:
     evalset: EvalSet | None
     batch_size: int
     original_bytes: int
+    # The float model's outputs, computed at the first point and reused by the next ones.
+    reference: ReferenceCache = field(default_factory=ReferenceCache)
 
     def __call__(self, spec: QuantSpec, progress: Fraction | None = None) -> Measurement:
         qmodel = pipeline.quantize_model(self.model, spec)
@@ -100,6 +105,7 @@ class Measurer:
                 self.evalset,
                 batch_size=self.batch_size,
                 progress=progress,
+                reference=self.reference,
             )
         return Measurement(
             spec=spec,
@@ -148,18 +154,20 @@ def measurer(model_path: Path, evalset: EvalSet | None, batch_size: int) -> Meas
 
 
 def run_sweep(
-    sweep: SweepSpec, measure: Measurer, progress: Fraction | None = None
+    sweep: SweepSpec, measure: Measurer, progress: StageProgress | None = None
 ) -> list[dict[str, Any]]:
-    """Measure every point; returns the report rows in grid order."""
+    """Measure every point; returns the report rows in grid order. ``progress`` gets
+    (stage, share of the sweep done): quantizing at the start of each point, evaluating while
+    its quantized model runs."""
     rows = []
     n = len(sweep.points)
     for i, point in enumerate(sweep.points):
-
-        def inner(f: float, i: int = i) -> None:
-            if progress is not None:
-                progress((i + f) / n)
-
-        rows.append(measure(point.spec, inner).row(point.values))
         if progress is not None:
-            progress((i + 1) / n)
+            progress(Stage.QUANTIZING, i / n)
+
+        def evaluating(f: float, i: int = i) -> None:
+            if progress is not None:
+                progress(Stage.EVALUATING, (i + f) / n)
+
+        rows.append(measure(point.spec, evaluating).row(point.values))
     return rows

@@ -47,6 +47,18 @@ def validate_search(spec: dict[str, Any], limits: JobLimits) -> dict[str, Any]:
     return parse_search(spec, limits).to_dict()
 
 
+def _span(
+    progress: ProgressCallback | None, lo: float, hi: float
+) -> Callable[[Stage, float], None]:
+    """Map (stage, share of a step) onto [lo, hi] of the whole job."""
+
+    def report_fraction(stage: Stage, f: float) -> None:
+        if progress is not None:
+            progress(stage, lo + (hi - lo) * min(max(f, 0.0), 1.0))
+
+    return report_fraction
+
+
 def _stage(
     progress: ProgressCallback | None, stage: Stage, lo: float, hi: float
 ) -> Callable[[float], None]:
@@ -90,7 +102,7 @@ def run_sweep_job(
     sweep = parse_sweep(job.spec, limits)
     measure, _ = _prepare(job, limits, progress, needs_dataset=False)
     loaded = time.perf_counter()
-    rows = run_sweep(sweep, measure, _stage(progress, Stage.QUANTIZING, 0.05, 0.95))
+    rows = run_sweep(sweep, measure, _span(progress, 0.05, 0.95))
     swept = time.perf_counter()
     if progress is not None:
         progress(Stage.WRITING, 0.95)

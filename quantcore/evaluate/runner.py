@@ -13,6 +13,7 @@ output gives an output SQNR (see ``metrics.py``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,42 @@ def _scores_name(model: bytes | Path) -> str | None:
     return found[0] if found else None
 
 
+@dataclass(kw_only=True)
+class ReferenceCache:
+    """The float model's outputs, kept between evaluations on the same set and batch size
+    (a sweep or a search evaluates many quantized models against one float model).
+
+    Filled by the first ``evaluate`` that is handed it; later ones skip the float model. When
+    the outputs would pass ``max_bytes``, it stops keeping them and every evaluation runs the
+    float model again, so memory stays bounded.
+    """
+
+    max_bytes: int = 256 * 1024 * 1024
+    step: int | None = None
+    scores: str | None = None
+    batches: list[dict[str, np.ndarray]] = field(default_factory=list)
+    complete: bool = False
+    overflow: bool = False
+    nbytes: int = 0
+
+    def usable(self, step: int) -> bool:
+        return self.complete and not self.overflow and self.step == step
+
+    def start(self, step: int) -> None:
+        """Begin filling for ``step`` (an earlier, interrupted filling is dropped)."""
+        self.overflow = self.overflow and self.step == step
+        self.step, self.batches, self.nbytes, self.complete = step, [], 0, False
+
+    def keep(self, outputs: dict[str, np.ndarray]) -> None:
+        if self.overflow:
+            return
+        self.nbytes += sum(v.nbytes for v in outputs.values())
+        if self.nbytes > self.max_bytes:
+            self.overflow, self.batches = True, []
+            return
+        self.batches.append(outputs)
+
+
 def evaluate(
     float_model: bytes | Path,
     quantized_model: bytes | Path,
@@ -56,38 +93,55 @@ def evaluate(
     batch_size: int,
     progress: Callable[[float], None] | None = None,
     threads: int | None = None,
+    reference: ReferenceCache | None = None,
 ) -> AccuracyReport:
     """Run both models over ``evalset`` and compare them (API.md's ``accuracy`` block).
 
     ``batch_size`` applies to models with a symbolic batch dimension; ``progress`` receives
     the share of samples done, in (0, 1], after each batch; ``threads`` caps onnxruntime's
-    thread pools (a worker that runs several jobs at once sets it).
+    thread pools (a worker that runs several jobs at once sets it); ``reference`` keeps the
+    float model's outputs for the next evaluation on the same set (see ``ReferenceCache``).
     """
     if batch_size < 1:
         raise InvalidDatasetError(f"{batch_size=} must be at least 1")
     fixed = evalset.fixed_batch
     step = fixed if fixed is not None else batch_size
-    ref = session(float_model, threads=threads)
+    cached = reference is not None and reference.usable(step)
     quant = session(quantized_model, threads=threads)
-    outputs = [o.name for o in ref.get_outputs()]
-    float_outputs = [o.name for o in ref.get_outputs() if o.type == "tensor(float)"]
-    scores = _scores_name(float_model)
+    ref = None if cached else session(float_model, threads=threads)
+    outputs = [o.name for o in quant.get_outputs()]
+    float_outputs = [o.name for o in quant.get_outputs() if o.type == "tensor(float)"]
+    if reference is not None and cached:
+        scores = reference.scores
+    else:
+        scores = _scores_name(float_model)
+        if reference is not None:
+            reference.start(step)
+            reference.scores = scores
     tally = Tally()
-    for feeds, labels in evalset.batches(step):
+    for k, (feeds, labels) in enumerate(evalset.batches(step)):
         n = next(iter(feeds.values())).shape[0]
         if fixed is not None and n < fixed:
-            feeds = {k: _pad(v, fixed) for k, v in feeds.items()}
-        a = dict(zip(outputs, _run(ref, outputs, feeds), strict=True))
-        b = dict(zip(outputs, _run(quant, outputs, feeds), strict=True))
+            feeds = {key: _pad(v, fixed) for key, v in feeds.items()}
+        if reference is not None and cached:
+            a = reference.batches[k]
+        else:
+            assert ref is not None  # created whenever the cache is not used
+            a = {o: v[:n] for o, v in zip(outputs, _run(ref, outputs, feeds), strict=True)}
+            if reference is not None:
+                reference.keep(a)
+        b = {o: v[:n] for o, v in zip(outputs, _run(quant, outputs, feeds), strict=True)}
         if scores is not None:
             if labels is not None:
                 _check_label_range(labels, a[scores].shape[1])
-            tally.add_scores(a[scores][:n], b[scores][:n], labels)
+            tally.add_scores(a[scores], b[scores], labels)
         for name in float_outputs:
-            tally.add_output(name, a[name][:n], b[name][:n])
+            tally.add_output(name, a[name], b[name])
         tally.samples += n
         if progress is not None:
             progress(tally.samples / evalset.samples)
+    if reference is not None and not cached:
+        reference.complete = not reference.overflow
     return tally.report()
 
 

@@ -12,9 +12,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from quantcore.errors import InvalidDatasetError
+from quantcore.errors import InvalidDatasetError, InvalidModelError
 from quantcore.evaluate import check_dataset, evaluate, evaluate_job
 from quantcore.evaluate.metrics import topk_hits
+from quantcore.evaluate.runner import ReferenceCache
 from tests.models import mlp
 
 N_SAMPLES = 203
@@ -242,3 +243,32 @@ def test_the_job_hook_returns_the_json_accuracy_block(models, dataset, tmp_path)
     assert block["samples"] == N_SAMPLES
     assert 0.8 < block["agreement"] < 1.0 and block["top1_drop"] is not None
     assert isinstance(block["output_sqnr_db"], float)
+
+
+def test_a_reference_cache_skips_the_float_model_on_later_evaluations(models, dataset):
+    fp, q = models
+    evalset = check_dataset(fp, dataset)
+    plain = evaluate(fp.SerializeToString(), q.SerializeToString(), evalset, batch_size=64)
+    cache = ReferenceCache()
+    first = evaluate(fp.SerializeToString(), q.SerializeToString(), evalset, batch_size=64,
+                     reference=cache)  # fmt: skip
+    assert cache.complete and len(cache.batches) == 4
+    # Not a model at all: the float outputs must come from the cache.
+    second = evaluate(b"not a model", q.SerializeToString(), evalset, batch_size=64,
+                      reference=cache)  # fmt: skip
+    assert first == plain and second == plain
+    # Another batch size cannot reuse the batches: the float model runs again.
+    with pytest.raises(InvalidModelError):
+        evaluate(b"not a model", q.SerializeToString(), evalset, batch_size=32, reference=cache)
+
+
+def test_a_cache_over_its_memory_cap_keeps_nothing_and_stays_correct(models, dataset):
+    fp, q = models
+    evalset = check_dataset(fp, dataset)
+    cache = ReferenceCache(max_bytes=1000)
+    report = evaluate(fp.SerializeToString(), q.SerializeToString(), evalset, batch_size=64,
+                      reference=cache)  # fmt: skip
+    assert cache.overflow and not cache.complete and cache.batches == []
+    assert report == evaluate(
+        fp.SerializeToString(), q.SerializeToString(), evalset, batch_size=64, reference=cache
+    )
