@@ -1,9 +1,9 @@
 """Evaluation throughput against a plain onnxruntime inference loop over the same data.
 
-Models: an MNIST-sized MLP (784-1024-1024-10, Gemm + ReLU, ``tests.models.mlp``) and a copy
-whose weights are rounded to a 3-bit grid (the graph of a quantized model with the weights
-changed; the evaluation's cost does not depend on how the weights were made). Data: 20,000
-float32 samples with labels in an uncompressed ``.npz`` (63 MB).
+Models: an MNIST-sized MLP (784-1024-1024-10, Gemm + ReLU, ``tests.models.mlp``) and its
+quantized ``model.onnx`` from the pipeline (4-bit uniform per layer: integer codes through
+``DequantizeLinear``). Data: 20,000 float32 samples with labels in an uncompressed ``.npz``
+(63 MB).
 
 - baseline: the set loaded in memory once, then a loop of ``session.run`` of both models on
   each batch of 256 samples, outputs discarded;
@@ -30,9 +30,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import numpy_helper
 
 from quantcore.evaluate import check_dataset, evaluate
+from quantcore.formats.onnx_writer import serialize
+from quantcore.pipeline import build_onnx, load_model, quantize_model
+from quantcore.spec import QuantSpec
 from tests.models import mlp
 
 RESULTS = Path(__file__).parent / "results" / "bench_evaluate.json"
@@ -47,16 +49,11 @@ def _single_thread_session(model: bytes) -> ort.InferenceSession:
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def _rounded(model: onnx.ModelProto, bits: int = 3) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for init in out.graph.initializer:
-        w = numpy_helper.to_array(init)
-        step = 2 * 3 * float(w.std()) / 2**bits
-        init.CopyFrom(
-            numpy_helper.from_array((np.round(w / step) * step).astype(w.dtype), init.name)
-        )
-    return out
+def _quantized(model: onnx.ModelProto, folder: Path) -> bytes:
+    path = folder / "float.onnx"
+    onnx.save(model, path)
+    qmodel = quantize_model(load_model(path), QuantSpec.from_dict({"bits": 4}))
+    return serialize(build_onnx(qmodel).proto)
 
 
 def _baseline(fp: bytes, q: bytes, x: np.ndarray) -> float:
@@ -80,11 +77,11 @@ def main() -> None:
     args = parser.parse_args()
 
     model = mlp(SIZES, seed=0)
-    fp, q = model.SerializeToString(), _rounded(model).SerializeToString()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.samples, SIZES[0])).astype(np.float32)
     labels = rng.integers(0, SIZES[-1], args.samples)
     with tempfile.TemporaryDirectory() as tmp:
+        fp, q = model.SerializeToString(), _quantized(model, Path(tmp))
         path = Path(tmp) / "eval.npz"
         np.savez(path, x=x, labels=labels)
 
