@@ -3,8 +3,8 @@
 Every answer that is not a success has the body ``{"error": {"code", "message", "details"}}``.
 ``ServiceError`` subclasses carry their HTTP status; the core's ``QuantError`` codes map to
 statuses in ``QUANT_ERROR_STATUS``; FastAPI's request validation becomes 422 with the field
-named; anything else is a 500 ``internal_error`` (logged with its traceback) — which a caller's
-input must never reach.
+named; storage or database failures are 503; anything else is a 500 ``internal_error``
+(logged with its traceback) — which a caller's input must never reach.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from quantcore.errors import QuantError
+from service.storage import StorageError
 
 log = logging.getLogger("quantserve.errors")
 
@@ -152,6 +154,14 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
         errors = list(exc.errors())
         status = 422
         body = error_body("invalid_request", _validation_message(errors), _plain_errors(errors))
+    elif isinstance(exc, StorageError):
+        log.error("storage failed on %s %s: %s", request.method, request.url.path, exc)
+        status = 503
+        body = error_body("storage_unavailable", f"storage is unavailable: {exc}")
+    elif isinstance(exc, SQLAlchemyOperationalError):
+        log.error("database failed on %s %s: %s", request.method, request.url.path, exc.orig)
+        status = 503
+        body = error_body("database_unavailable", "the database is unavailable; retry later")
     elif isinstance(exc, StarletteHTTPException):
         status = exc.status_code
         code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
@@ -171,6 +181,8 @@ def install_error_handler(app: FastAPI) -> None:
     for exc_class in (
         ServiceError,
         QuantError,
+        StorageError,
+        SQLAlchemyOperationalError,
         RequestValidationError,
         StarletteHTTPException,
         Exception,

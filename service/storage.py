@@ -204,19 +204,24 @@ class S3Storage:
             self.client.create_bucket(Bucket=self.bucket)
 
     def write(self, key: str, chunks: Iterable[bytes]) -> StoredObject:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         reader = _HashingReader(chunks)
-        self.client.upload_fileobj(reader, self.bucket, check_key(key))
+        try:
+            self.client.upload_fileobj(reader, self.bucket, check_key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"cannot write {key!r} to bucket {self.bucket!r}: {exc}") from exc
         return StoredObject(key=key, size_bytes=reader.size, sha256=reader.digest.hexdigest())
 
     def put_file(self, key: str, path: Path) -> StoredObject:
         return self.write(key, file_chunks(path))
 
     def iter_bytes(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"]
-        except ClientError as exc:
+        except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"no object {key!r} in bucket {self.bucket!r}: {exc}") from exc
         return iter(body.iter_chunks(chunk_bytes))
 

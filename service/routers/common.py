@@ -16,8 +16,11 @@ from service.schemas import (
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for error answers, all of them ``ErrorResponse``."""
-    return {status: {"model": ErrorResponse} for status in statuses}
+    """OpenAPI entries for error answers, all of them ``ErrorResponse``.
+
+    503 is on every route: any of them needs the database, and most need storage.
+    """
+    return {status: {"model": ErrorResponse} for status in sorted({*statuses, 503})}
 
 
 def job_public(job: Job) -> JobPublic:

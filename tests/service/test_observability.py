@@ -102,3 +102,30 @@ def test_request_log_line(client: TestClient, caplog: object) -> None:
     assert accepted and accepted[0]["job_id"] == job["id"]
     assert any(t.get("route") == "/v1/jobs/{job_id}" and t["job_id"] == job["id"]
                for t in tagged)
+
+
+def test_storage_down_gives_503_on_upload(make_settings: SettingsFactory) -> None:
+    from tests.service.helpers import mlp_bytes
+
+    app = create_app(make_settings(storage="s3", s3_endpoint_url="http://127.0.0.1:9",
+                                   s3_bucket="gone"), migrate=False)
+    app.state.ctx.db.migrate()
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.post("/v1/models", files={"file": ("m.onnx", mlp_bytes())})
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "storage_unavailable"
+    assert "gone" in r.json()["error"]["message"]
+
+
+def test_database_down_gives_503(make_settings: SettingsFactory) -> None:
+    from tests.service.conftest import free_port
+
+    dead = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none?connect_timeout=1"
+    app = create_app(make_settings(database_url=dead), migrate=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get("/v1/jobs")
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "database_unavailable"
+        ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["error"]["message"] == "not ready: database unavailable"
