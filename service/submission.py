@@ -120,6 +120,7 @@ def _enqueue_all(ctx: AppContext, jobs: list[Job]) -> None:
             raise BrokerUnavailableError(
                 f"{exc.message}; the job was not accepted, retry later",
                 details={"accepted": [j.id for j in jobs[:i]], "refused": refused},
+                headers={"Retry-After": "5"},
             ) from exc
         ctx.repo.set_task_id(job.id, task_id)
         job.task_id = task_id

@@ -165,6 +165,7 @@ def test_broker_down_gives_503_and_leaves_no_queued_job(make_settings: SettingsF
         assert r.status_code == 503, r.text
         assert r.json()["error"]["code"] == "broker_unavailable"
         assert "retry later" in r.json()["error"]["message"]
+        assert r.headers["Retry-After"] == "5"
         assert client.get("/v1/jobs").json()["count"] == 0
         ready = client.get("/readyz")
         assert ready.status_code == 503
