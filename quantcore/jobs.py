@@ -95,8 +95,12 @@ def inspect_model(path: Path) -> ModelInfo:
     )
 
 
-def validate_job(kind: JobKind | str, spec: dict[str, Any] | None) -> dict[str, Any]:
-    """The spec as applied (defaults filled in), or ``InvalidSpecError`` naming the field."""
+def validate_job(
+    kind: JobKind | str, spec: dict[str, Any] | None, limits: JobLimits | None = None
+) -> dict[str, Any]:
+    """The spec as applied (defaults filled in), or ``InvalidSpecError`` naming the field.
+
+    ``limits`` bounds the points of a sweep or search (the service passes its settings')."""
     from quantcore.errors import InvalidSpecError
     from quantcore.spec import QuantSpec
 
@@ -110,9 +114,10 @@ def validate_job(kind: JobKind | str, spec: dict[str, Any] | None) -> dict[str, 
     from quantcore.sweep_jobs import validate_search, validate_sweep
 
     spec = {} if spec is None else spec
+    limits = limits or JobLimits()
     if kind is JobKind.SWEEP:
-        return validate_sweep(spec, JobLimits())
-    return validate_search(spec, JobLimits())
+        return validate_sweep(spec, limits)
+    return validate_search(spec, limits)
 
 
 def run_job(

@@ -122,3 +122,10 @@ def test_validate_job_gives_the_sweep_and_search_as_applied():
     assert search["max_top1_drop"] == 0.01 and search["mixed_precision"] is True
     with pytest.raises(InvalidSpecError, match="max_top1_drop=2 must be a fraction"):
         validate_job(JobKind.SEARCH, {"max_top1_drop": 2})
+
+
+def test_validate_job_applies_the_services_limit():
+    spec = {"grid": {"bits": [2, 3, 4]}}
+    assert validate_job(JobKind.SWEEP, spec, JobLimits(max_sweep_points=3))["points"] == 3
+    with pytest.raises(InvalidSpecError, match="more than the limit of 2"):
+        validate_job(JobKind.SWEEP, spec, JobLimits(max_sweep_points=2))
