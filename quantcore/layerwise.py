@@ -271,10 +271,13 @@ def _run_group(
         scale = float(norm.scale)
         sigma = np.array([m.std / scale if scale > 0 else 0.0])
         theory_db = _theory_db(spec, plan, sigma, np.ones(1))
+        notes = plan.notes + _dtype_notes(req)
+        if scale == 0.0:
+            notes += ("constant weights: every weight decodes to their common value",)
         results.append(
             TensorResult(
                 name=req.name, quantized=out.quantized,
-                report=_report(req, m, plan, out, theory_db), notes=plan.notes,
+                report=_report(req, m, plan, out, theory_db), notes=notes,
             )
         )
     return results
@@ -292,7 +295,19 @@ def _run_channels(req: TensorRequest, axis: int) -> TensorResult:
     sigma = np.where(scale > 0, std / np.where(scale > 0, scale, 1.0), 0.0)
     theory_db = _theory_db(spec, plan, sigma, scale * scale)
     report = _report(req, cm.total(), plan, out, theory_db)
-    return TensorResult(name=req.name, quantized=out.quantized, report=report, notes=plan.notes)
+    notes = plan.notes + _dtype_notes(req)
+    constant = int(np.count_nonzero(scale == 0))
+    if constant:
+        notes += (f"{constant} constant channel(s): their weights decode to their own value",)
+    return TensorResult(name=req.name, quantized=out.quantized, report=report, notes=notes)
+
+
+def _dtype_notes(req: TensorRequest) -> tuple[str, ...]:
+    dtype = req.weights.dtype
+    if dtype == np.float32:
+        return ()
+    compute = "float64" if dtype == np.float64 else "float32"
+    return (f"{dtype} weights: quantized in {compute}, dequantized weights are float32",)
 
 
 def _channel_axis(req: TensorRequest) -> int | None:

@@ -219,7 +219,8 @@ def channel_sample(
         index = np.sort(np.random.default_rng(seed).choice(per, size=take, replace=False))
         # Index the (possibly strided) view directly: no copy of the whole tensor.
         where = np.unravel_index(index, view.shape[1:])
-        picked = np.asarray(view[(slice(None), *where)], np.float64).reshape(channels, take)
+        at: tuple[slice | np.ndarray, ...] = (slice(None), *where)
+        picked = np.asarray(view[at], np.float64).reshape(channels, take)
         picked = np.concatenate([picked, moments.minimum[:, None], moments.maximum[:, None]], 1)
     else:
         picked = np.asarray(view, np.float64).reshape(channels, per)

@@ -18,10 +18,13 @@ A result above the largest finite value overflows: with ``saturate`` it becomes 
 otherwise inf (IEEE), NaN (FN) or ±max (FINITE, which has nothing else), as ``ml_dtypes``
 casts do. NaN stays NaN; ±0 keep their sign.
 
-The quantizer scales weights so that xmax maps to the largest finite value (``unit = xmax /
-max_finite``), casts with saturation, and emits the bit patterns as codes (NaN and inf
-patterns never occur). Its codebook holds the value of all ``2^bits`` patterns, with 0 in place
-of the non-finite ones so that the table stays finite.
+The quantizer scales weights so that xmax maps to the largest finite value, casts with
+saturation, and emits the bit patterns as codes (NaN and inf patterns never occur). Its
+codebook holds the value of all ``2^bits`` patterns times ``2^-emax`` (an exact power-of-two
+rescale that keeps the table and the decoder's scale in the normal float32 range even for
+E = 8, where max_finite·xmax would overflow and xmax/max_finite be subnormal), with 0 in place
+of the non-finite patterns so that the table stays finite. Hence ``support_edge =
+max_finite·2^-emax`` and the encoder casts ``t·2^emax`` (exact in float64).
 """
 
 from __future__ import annotations
@@ -164,7 +167,8 @@ class MinifloatDesign(Design):
 
     def encode(self, t: np.ndarray, out: np.ndarray) -> None:
         fmt = self.format
-        rounded = round_to_minifloat(t, fmt.exponent_bits, fmt.mantissa_bits, saturate=True)
+        scaled = np.ldexp(np.asarray(t, np.float64), fmt.max_exponent)
+        rounded = round_to_minifloat(scaled, fmt.exponent_bits, fmt.mantissa_bits, saturate=True)
         np.copyto(out, minifloat_patterns(rounded, fmt), casting="unsafe")
 
 
@@ -172,14 +176,14 @@ def design_minifloat(spec: QuantizerSpec) -> MinifloatDesign:
     """The minifloat design of ``spec`` (resolved, method ``float``)."""
     fmt = minifloat_format(spec.exponent_bits, spec.mantissa_bits)
     values = minifloat_values(fmt)
-    levels = np.where(np.isfinite(values), values, 0.0)
+    levels = np.ldexp(np.where(np.isfinite(values), values, 0.0), -fmt.max_exponent)
     notes: tuple[str, ...] = ()
     if fmt.encoding is not Encoding.FINITE:
         notes = (f"{fmt.encoding.value} encoding: inf/NaN patterns never emitted",)
     return MinifloatDesign(
         method=Method.FLOAT,
         bits=fmt.bits,
-        support_edge=fmt.max_finite,
+        support_edge=math.ldexp(fmt.max_finite, -fmt.max_exponent),
         code_min=0,
         code_max=(1 << fmt.bits) - 1,
         levels=levels.astype(np.float32),

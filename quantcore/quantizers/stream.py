@@ -22,11 +22,13 @@ full-size allocations.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from quantcore.errors import InvalidSpecError
 from quantcore.metrics import CountArray, code_counts
 from quantcore.quantized import (
     AffineDecoder,
@@ -72,9 +74,7 @@ def decoder_for(
     if design.levels is None:
         offset = _as_float32(np.asarray(centre) + design.half * np.asarray(step))
         return AffineDecoder(scale=scale, offset=offset, axis=axis)
-    return CodebookDecoder(
-        levels=design.levels, scale=scale, offset=_as_float32(centre), axis=axis
-    )
+    return CodebookDecoder(levels=design.levels, scale=scale, offset=_as_float32(centre), axis=axis)
 
 
 def _gains(step: np.ndarray, centre: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -115,8 +115,10 @@ def _chunk(
     else:
         w = src
     t = buffers.view(buffers.t, shape)
-    np.multiply(w, gain, out=t)
-    t += shift
+    # Far overload may reach ±inf in float32; every family maps it to its outermost level.
+    with np.errstate(over="ignore"):
+        np.multiply(w, gain, out=t)
+        t += shift
     mask = buffers.view(buffers.mask, shape)
     np.less_equal(np.abs(t, out=deq), design.support_edge, out=mask)
     inside = int(np.count_nonzero(mask))
@@ -163,8 +165,18 @@ def encode_tensor(
         buffers = _Buffers(min(CHUNK, max(src.size, 1)), compute, weights.dtype)
         for lo in range(0, src.size, CHUNK):
             hi = min(lo + CHUNK, src.size)
-            n, k = _chunk(src[lo:hi], design, gain, shift, decoder, flat_codes[lo:hi],
-                          flat_deq[lo:hi], buffers, scale, offset)
+            n, k = _chunk(
+                src[lo:hi],
+                design,
+                gain,
+                shift,
+                decoder,
+                flat_codes[lo:hi],
+                flat_deq[lo:hi],
+                buffers,
+                scale,
+                offset,
+            )
             noise += n
             inside += k
             counts += code_counts(flat_codes[lo:hi])
@@ -181,16 +193,28 @@ def encode_tensor(
             rows = view[lo:hi].reshape(hi - lo, per_channel)
             block_codes = np.empty(rows.shape, design.dtype)
             block_deq = np.empty(rows.shape, np.float32)
-            n, k = _chunk(rows, design, gain[lo:hi, None], shift[lo:hi, None], decoder,
-                          block_codes, block_deq, buffers, scale[lo:hi, None],
-                          offset[lo:hi, None])
+            n, k = _chunk(
+                rows,
+                design,
+                gain[lo:hi, None],
+                shift[lo:hi, None],
+                decoder,
+                block_codes,
+                block_deq,
+                buffers,
+                scale[lo:hi, None],
+                offset[lo:hi, None],
+            )
             code_view[lo:hi] = block_codes.reshape(code_view[lo:hi].shape)
             deq_view[lo:hi] = block_deq.reshape(deq_view[lo:hi].shape)
             noise += n
             inside += k
             counts += code_counts(block_codes)
     quantized = QuantizedTensor(
-        codes=codes, code_min=design.code_min, code_max=design.code_max, decoder=decoder,
+        codes=codes,
+        code_min=design.code_min,
+        code_max=design.code_max,
+        decoder=decoder,
         dequantized=deq,
     )
     return StreamResult(quantized=quantized, noise=noise, inside=inside, counts=counts)
@@ -203,7 +227,8 @@ def quantize(x: np.ndarray, spec: QuantizerSpec, xmax: float) -> FamilyResult:
     codes straight to ``x``'s units (scale ``unit``, offset 0 or half a step); ``decode``
     reproduces ``dequantized`` bit for bit. A constant ``x`` is quantized like any other.
     """
-    sample = np.asarray(x, np.float64).reshape(-1) / xmax if xmax > 0 else None
-    design = design_for(spec.resolved(), sample)
+    if not (math.isfinite(xmax) and xmax > 0):
+        raise InvalidSpecError(f"{xmax=} must be finite and greater than 0")
+    design = design_for(spec.resolved(), np.asarray(x, np.float64).reshape(-1) / xmax)
     result = encode_tensor(np.asarray(x), design, step=design.unit(xmax), centre=0.0)
     return FamilyResult(quantized=result.quantized, design=design, notes=design.notes)

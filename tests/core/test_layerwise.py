@@ -114,6 +114,7 @@ def test_half_bfloat_and_double_inputs(dtype: type) -> None:
     assert r.report.dtype == np.dtype(dtype).name
     assert r.quantized.dequantized.dtype == np.float32
     assert r.report.sqnr_db == pytest.approx(rep32.sqnr_db, abs=0.05)
+    assert any("dequantized weights are float32" in n for n in r.notes)
 
 
 def test_normalisation_folds_into_the_decoder() -> None:
@@ -207,6 +208,7 @@ def test_constant_tensor_is_reproduced_exactly(method: Method, support: Support)
     rep = r.report.to_dict()
     assert rep["sqnr_db"] is None and rep["std"] == 0.0 and rep["levels_used"] == 1
     assert rep["sqnr_theory_db"] is None
+    assert any("constant weights" in n for n in r.notes)
 
 
 def test_single_element() -> None:

@@ -111,6 +111,9 @@ def test_quantizer_maps_xmax_to_max_finite_and_never_emits_nan(e: int, m: int) -
     fmt = minifloat_format(e, m)
     values = minifloat_values(fmt)
     assert np.isfinite(values[q.codes]).all()
+    np.testing.assert_array_equal(
+        q.decoder.levels, np.ldexp(np.where(np.isfinite(values), values, 0), -fmt.max_exponent)
+    )
     np.testing.assert_array_equal(decode(q.codes, q.decoder), q.dequantized)
     assert q.dequantized[0] == pytest.approx(xmax, rel=1e-6)
     assert q.dequantized[1] == pytest.approx(-xmax, rel=1e-6)
