@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import and_, func, or_, select
 from starlette.concurrency import run_in_threadpool
 
+from quantcore import jobs as core
 from service.catalog import (
     check_dataset_file,
     check_model_file,
@@ -142,7 +143,9 @@ async def _multipart_job(request: Request, ctx: CtxDep, principal: PrincipalDep)
         data: dict[str, Any] = {"spec": spec, "model_id": "pending"}
         if "kind" in form.fields:
             data["kind"] = form.fields["kind"]
-        _validated(JobCreate, data)  # spec and kind are checked before anything is stored
+        # kind and spec are checked before any file is inspected or stored
+        early = _validated(JobCreate, data)
+        await run_in_threadpool(core.validate_job, early.kind, early.spec)
         data["model_id"] = (await register_model(ctx, principal, model_file)).id
         dataset_file = form.files.get("dataset")
         if dataset_file is not None:

@@ -153,3 +153,12 @@ def test_failed_job_shows_its_error(client: TestClient) -> None:
     body = client.get(f"/v1/jobs/{job['id']}").json()
     assert body["status"] == "failed"
     assert body["error"] == {"code": "no_weights", "message": "no tensor matched include=['conv']"}
+
+
+def test_multipart_with_a_bad_spec_stores_nothing(client: TestClient) -> None:
+    data = mlp_bytes(seed=33)
+    r = client.post("/v1/jobs", files={"model": ("m.onnx", data)}, data={"spec": '{"bits": 40}'})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_spec"
+    assert "bits=40" in r.json()["error"]["message"]
+    storage = ctx_of(app_of(client)).storage
+    assert not storage.exists(f"blobs/{hashlib.sha256(data).hexdigest()}.onnx")
