@@ -24,6 +24,7 @@ The path, every step of which the report lists:
    and ``met_budget`` is false.
 2. Sensitivity: each quantized layer of the starting point is lowered alone by one bit (a
    spec override matching exactly its name) and the drop measured.
+   (Skipped for method ``float``, whose width comes from its exponent and mantissa bits.)
 3. Greedy mixed precision: layers whose lowering alone stayed within the budget are lowered in
    order of increasing sensitivity (ties: the larger saving first), each kept only if the
    whole model stays within the budget.
@@ -41,9 +42,9 @@ from typing import Any
 
 from quantcore.errors import InvalidSpecError
 from quantcore.jobs import JobLimits
-from quantcore.spec import MAX_BITS, MIN_BITS, QuantSpec
+from quantcore.spec import MIN_BITS, Method, QuantSpec
 from quantcore.sweep import Measurement
-from quantcore.sweep_spec import SweepPoint, expand, parse_grid
+from quantcore.sweep_spec import SweepPoint, expand, parse_grid, reject_duplicates
 
 DEFAULT_BUDGET = 0.01
 DEFAULT_CANDIDATES: dict[str, list[Any]] = {"bits": [2, 3, 4, 5, 6, 7, 8]}
@@ -108,6 +109,7 @@ def parse_search(spec: Any, limits: JobLimits) -> SearchSpec:
         except InvalidSpecError as exc:
             raise InvalidSpecError(f"candidate {i} {values}: {exc.message}") from None
         points.append(SweepPoint(values=values, spec=quant))
+    reject_duplicates(points, "candidate")
     return SearchSpec(
         base=base,
         max_top1_drop=float(budget),
@@ -233,8 +235,8 @@ def _mixed_precision(
     """Steps 2 and 3 of the module docstring; returns True when the cap stopped it."""
     quant = start.measurement.spec
     bits = quant.quantizer.bits - 1
-    if bits < MIN_BITS or quant.quantizer.bits > MAX_BITS:
-        return False
+    if bits < MIN_BITS or quant.quantizer.method is Method.FLOAT:
+        return False  # a minifloat's width is set by its exponent and mantissa bits
     layers = [layer for layer in start.measurement.layers if layer.bits == quant.quantizer.bits]
     sensitivity: list[tuple[float, int, str]] = []
     for layer in layers:

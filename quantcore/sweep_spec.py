@@ -16,8 +16,8 @@ point uses is the grid's, else the base spec's, else the method's default.
 
 Rejected with ``InvalidSpecError`` before any work: an unknown grid field, an empty or
 repeating list, ``support_value`` when no support of the sweep takes a value, a point whose
-spec is invalid (the message names the point), no points, more points than
-``JobLimits.max_sweep_points``.
+spec is invalid (the message names the point), two points that resolve to the same spec,
+no points, more points than ``JobLimits.max_sweep_points``.
 """
 
 from __future__ import annotations
@@ -149,4 +149,22 @@ def parse_sweep(spec: Any, limits: JobLimits) -> SweepSpec:
         except InvalidSpecError as exc:
             raise InvalidSpecError(f"grid point {i} {values}: {exc.message}") from None
         points.append(SweepPoint(values=values, spec=quant))
+    reject_duplicates(points, "grid point")
     return SweepSpec(base=base, grid=grid, points=tuple(points))
+
+
+def reject_duplicates(points: list[SweepPoint], label: str) -> None:
+    """Two points that resolve to the same spec (e.g. ``bits`` with method ``float``, whose
+    width is 1 + exponent_bits + mantissa_bits) would measure the same thing twice."""
+    seen: dict[str, int] = {}
+    for i, point in enumerate(points):
+        key = repr(sorted(point.spec.to_dict().items()))
+        if key in seen:
+            j = seen[key]
+            raise InvalidSpecError(
+                f"{label}s {j} {points[j].values} and {i} {point.values} give the same spec "
+                "(method 'float' takes its width from exponent_bits and mantissa_bits, not "
+                "bits; a support_value only applies to supports 'value' and 'percentile'); "
+                "remove one of them"
+            )
+        seen[key] = i

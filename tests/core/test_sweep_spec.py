@@ -6,6 +6,7 @@ import pytest
 
 from quantcore.errors import InvalidSpecError
 from quantcore.jobs import JobLimits
+from quantcore.search import parse_search
 from quantcore.sweep_spec import parse_sweep
 
 LIMITS = JobLimits()
@@ -89,3 +90,10 @@ def test_the_limit_comes_from_the_job_limits():
     assert len(parse_sweep(spec, JobLimits(max_sweep_points=3)).points) == 3
     with pytest.raises(InvalidSpecError, match="3 points, more than the limit of 2"):
         parse_sweep(spec, JobLimits(max_sweep_points=2))
+
+
+def test_points_that_resolve_to_the_same_spec_are_refused():
+    with pytest.raises(InvalidSpecError, match=r"grid points 1 .* and 3 .* give the same spec"):
+        parse_sweep({"grid": {"method": ["uniform", "float"], "bits": [3, 4]}}, LIMITS)
+    with pytest.raises(InvalidSpecError, match=r"candidates 0 .* and 1 .* give the same spec"):
+        parse_search({"candidates": {"bits": [3, 4], "method": ["float"]}}, LIMITS)
