@@ -79,7 +79,7 @@ def test_two_bits_at_jayant_threshold(unit_laplacian: np.ndarray) -> None:
     assert rep.sqnr_db == pytest.approx(rep.sqnr_theory_db, abs=0.1)
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), method=st.sampled_from([Method.UNIFORM, Method.DEADZONE]))
 def test_more_bits_never_lower_sqnr_at_the_mse_support(seed: int, method: Method) -> None:
     w = laplace(20_000, seed=seed)
