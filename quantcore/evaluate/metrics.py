@@ -43,9 +43,9 @@ class AccuracyReport:
     """API.md's ``accuracy`` block.
 
     ``fp32``, ``quantized`` and ``top1_drop`` (fp32 top-1 minus quantized top-1, a fraction)
-    are None without labels; ``agreement`` is None when the model has no scores output (a
-    float output of rank 2). ``output_sqnr_db`` is a number for a model with one float output
-    and ``{output name: dB}`` for several.
+    are None without labels; these and ``agreement`` are None when the model has no scores
+    output (a float output of rank 2, ``(batch, classes)``). ``output_sqnr_db`` is a number
+    for a model with one float output and ``{output name: dB}`` for several.
     """
 
     samples: int
