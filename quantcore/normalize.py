@@ -141,6 +141,12 @@ def channel_moments(name: str, weights: np.ndarray, axis: int) -> ChannelMoments
     m2 = np.empty(channels)
     lo_v = np.empty(channels)
     hi_v = np.empty(channels)
+    if per > CHUNK:
+        # Few, large channels: chunk within each channel instead of holding it in float64.
+        for c in range(channels):
+            m = tensor_moments(name, view[c])
+            mean[c], m2[c], lo_v[c], hi_v[c] = m.mean, m.m2, m.minimum, m.maximum
+        return ChannelMoments(count=per, mean=mean, m2=m2, minimum=lo_v, maximum=hi_v)
     block = max(1, CHUNK // per)
     for lo in range(0, channels, block):
         hi = min(lo + block, channels)

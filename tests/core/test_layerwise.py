@@ -270,3 +270,12 @@ def test_peak_memory_stays_within_three_times_the_tensor(
     assert peak < 3 * w.nbytes, peak / w.nbytes
     # Temporaries are a few chunk-sized buffers (CHUNK = 256K weights), whatever the tensor.
     assert peak - outputs < 32 * CHUNK
+
+
+def test_few_large_channels_are_chunked_and_match_each_channel_alone() -> None:
+    w = np.stack([laplace(300_000, seed=13, scale=0.1), laplace(300_000, seed=14) + 1], axis=1)
+    r = run(w, Granularity.CHANNEL, axis=1, bits=3)
+    for c in range(2):
+        alone = run(np.ascontiguousarray(w[:, c]), bits=3)
+        assert np.mean(r.quantized.codes[:, c] == alone.quantized.codes) > 0.9999
+    assert r.report.std == pytest.approx(float(np.std(w.astype(np.float64))), rel=1e-6)
