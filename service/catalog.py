@@ -56,7 +56,7 @@ async def register_model(ctx: AppContext, principal: Principal, upload: SpooledF
         return existing
     info = await run_in_threadpool(core.inspect_model, upload.path)
     key = blob_key(upload.sha256, upload.suffix)
-    await run_in_threadpool(ctx.storage.put_file, key, upload.path)
+    await run_in_threadpool(_store, ctx, key, upload)
     row = Model(
         team_id=principal.team_id, sha256=upload.sha256, size_bytes=upload.size_bytes,
         format=info.format or fmt, filename=upload.filename[:300],
@@ -79,7 +79,7 @@ async def register_dataset(
         return existing
     info = await run_in_threadpool(inspect_dataset, upload.path)
     key = blob_key(upload.sha256, upload.suffix)
-    await run_in_threadpool(ctx.storage.put_file, key, upload.path)
+    await run_in_threadpool(_store, ctx, key, upload)
     row = Dataset(
         team_id=principal.team_id, sha256=upload.sha256, size_bytes=upload.size_bytes,
         filename=upload.filename[:300],
@@ -89,6 +89,11 @@ async def register_dataset(
     return await run_in_threadpool(
         _insert_or_existing, ctx, row, Dataset, principal.team_id, upload.sha256
     )
+
+
+def _store(ctx: AppContext, key: str, upload: SpooledFile) -> None:
+    if not ctx.storage.exists(key):  # content addressed: the same bytes are stored once
+        ctx.storage.adopt(key, upload.path, sha256=upload.sha256)
 
 
 Upload = TypeVar("Upload", Model, Dataset)

@@ -59,6 +59,14 @@ class Storage(Protocol):
         """Store a local file under ``key`` atomically (the file is left in place)."""
         ...
 
+    def adopt(self, key: str, path: Path, *, sha256: str) -> StoredObject:
+        """Store a local file already hashed (an upload's spool file), consuming it.
+
+        The caller vouches for ``sha256``; a local storage on the same file system moves the
+        file into place instead of copying it.
+        """
+        ...
+
     def iter_bytes(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
         """The object's bytes in chunks; ``StorageError`` if it does not exist."""
         ...
@@ -114,6 +122,20 @@ class LocalStorage:
 
     def put_file(self, key: str, path: Path) -> StoredObject:
         return self._atomic(key, file_chunks(path))
+
+    def adopt(self, key: str, path: Path, *, sha256: str) -> StoredObject:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        size = path.stat().st_size
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+        try:
+            os.replace(path, target)
+        except OSError:  # another file system: copy (atomically) instead
+            stored = self.put_file(key, path)
+            path.unlink(missing_ok=True)
+            return stored
+        return StoredObject(key=key, size_bytes=size, sha256=sha256)
 
     def iter_bytes(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
         path = self.path(key)
@@ -216,6 +238,11 @@ class S3Storage:
     def put_file(self, key: str, path: Path) -> StoredObject:
         return self.write(key, file_chunks(path))
 
+    def adopt(self, key: str, path: Path, *, sha256: str) -> StoredObject:
+        stored = self.put_file(key, path)
+        path.unlink(missing_ok=True)
+        return stored
+
     def iter_bytes(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -233,16 +260,25 @@ class S3Storage:
         os.replace(tmp, path)
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.head_object(Bucket=self.bucket, Key=check_key(key))
-        except ClientError:
-            return False
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise StorageError(f"cannot look up {key!r} in {self.bucket!r}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"cannot look up {key!r} in {self.bucket!r}: {exc}") from exc
         return True
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=check_key(key))
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=check_key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"cannot delete {key!r} from {self.bucket!r}: {exc}") from exc
 
     def healthcheck(self) -> None:
         try:

@@ -103,3 +103,13 @@ def test_local_healthcheck_fails_when_it_cannot_write(tmp_path: Path) -> None:
     (store.root / ".health").write_bytes(b"")  # a file where the probe's folder must go
     with pytest.raises(StorageError, match="not writable"):
         store.healthcheck()
+
+
+def test_adopt_consumes_a_hashed_file(storage: Storage, tmp_path: Path) -> None:
+    spool = tmp_path / "spool.onnx"
+    spool.write_bytes(b"abc" * 1000)
+    sha = hashlib.sha256(spool.read_bytes()).hexdigest()
+    stored = storage.adopt("blobs/x.onnx", spool, sha256=sha)
+    assert (stored.sha256, stored.size_bytes) == (sha, 3000)
+    assert not spool.exists()
+    assert b"".join(storage.iter_bytes("blobs/x.onnx")) == b"abc" * 1000
