@@ -19,16 +19,21 @@ rate-distortion curves (SQNR and accuracy against entropy bits per weight) are d
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from quantcore import pipeline, report
-from quantcore.evaluate import AccuracyReport, EvalSet, evaluate
+from quantcore.errors import InvalidDatasetError
+from quantcore.evaluate import AccuracyReport, EvalSet, check_dataset, evaluate
 from quantcore.evaluate.runner import ReferenceCache
 from quantcore.formats.onnx_reader import OnnxModel
-from quantcore.formats.onnx_writer import MAX_INLINE_BYTES, serialize
+from quantcore.formats.onnx_writer import MAX_INLINE_BYTES, save_onnx, serialize
 from quantcore.jobs import Stage
 from quantcore.spec import QuantSpec
 from quantcore.sweep_spec import SweepSpec
@@ -99,14 +104,15 @@ class Measurer:
         )
         accuracy = None
         if self.evalset is not None:
-            accuracy = evaluate(
-                self.model_path,
-                _runnable(written.proto),
-                self.evalset,
-                batch_size=self.batch_size,
-                progress=progress,
-                reference=self.reference,
-            )
+            with _runnable(written.proto) as quantized:
+                accuracy = evaluate(
+                    self.model_path,
+                    quantized,
+                    self.evalset,
+                    batch_size=self.batch_size,
+                    progress=progress,
+                    reference=self.reference,
+                )
         return Measurement(
             spec=spec,
             summary=summary,
@@ -120,10 +126,17 @@ class Measurer:
         )
 
 
-def _runnable(proto: Any) -> bytes:
-    if proto.ByteSize() >= MAX_INLINE_BYTES:
-        raise NotImplementedError("evaluation of quantized models over 2 GB")
-    return serialize(proto)
+@contextmanager
+def _runnable(proto: onnx.ModelProto) -> Iterator[bytes | Path]:
+    """The quantized model as onnxruntime takes it: bytes, or past protobuf's 2 GB limit a
+    file with external data in a temporary folder (removed afterwards)."""
+    if proto.ByteSize() < MAX_INLINE_BYTES:
+        yield serialize(proto)
+        return
+    with tempfile.TemporaryDirectory(prefix="quantserve-eval-") as folder:
+        path = Path(folder) / "model.onnx"
+        save_onnx(proto, path)
+        yield path
 
 
 def _mean_xmax(layers: Sequence[dict[str, Any]]) -> float | None:
@@ -135,15 +148,18 @@ def _mean_xmax(layers: Sequence[dict[str, Any]]) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def measurer(model_path: Path, evalset: EvalSet | None, batch_size: int) -> Measurer:
-    """Load the model once for many measurements."""
+def measurer(model_path: Path, dataset_path: Path | None, batch_size: int) -> Measurer:
+    """Load the model once for many measurements, and check the dataset (if any) against it
+    before any work; a dataset needs an ONNX model (weights-only files have no graph)."""
     model = pipeline.load_model(model_path)
-    if evalset is not None and not isinstance(model, OnnxModel):
-        from quantcore.errors import InvalidDatasetError
-
-        raise InvalidDatasetError(
-            f"a dataset can only evaluate an ONNX model; {model_path.name!r} holds weights only"
-        )
+    evalset = None
+    if dataset_path is not None:
+        if not isinstance(model, OnnxModel):
+            raise InvalidDatasetError(
+                f"a dataset was given, but {model_path.name!r} holds weights only (no graph to "
+                "run); evaluation needs an .onnx model"
+            )
+        evalset = check_dataset(model.proto, dataset_path)
     return Measurer(
         model=model,
         model_path=model_path,

@@ -28,7 +28,6 @@ from typing import Any
 
 from quantcore import pipeline, report
 from quantcore.errors import InvalidDatasetError
-from quantcore.evaluate import EvalSet, check_dataset
 from quantcore.jobs import JobInput, JobLimits, JobOutput, ProgressCallback, Stage
 from quantcore.quantize_job import model_block
 from quantcore.report_html import model_histograms, render_report_html
@@ -71,17 +70,14 @@ def _stage(
 
 def _prepare(
     job: JobInput, limits: JobLimits, progress: ProgressCallback | None, needs_dataset: bool
-) -> tuple[Measurer, EvalSet | None]:
+) -> Measurer:
     if progress is not None:
         progress(Stage.LOADING, 0.0)
-    evalset = None
-    if job.dataset_path is not None:
-        evalset = check_dataset(job.model_path, job.dataset_path)
-    elif needs_dataset:
+    if needs_dataset and job.dataset_path is None:
         raise InvalidDatasetError(
             "a search job needs an evaluation dataset: the budget is an accuracy drop"
         )
-    return measurer(job.model_path, evalset, limits.eval_batch_size), evalset
+    return measurer(job.model_path, job.dataset_path, limits.eval_batch_size)
 
 
 def _write(out_dir: Path, body: dict[str, Any], html: str) -> tuple[Path, Path]:
@@ -100,7 +96,7 @@ def run_sweep_job(
 ) -> JobOutput:
     start = time.perf_counter()
     sweep = parse_sweep(job.spec, limits)
-    measure, _ = _prepare(job, limits, progress, needs_dataset=False)
+    measure = _prepare(job, limits, progress, needs_dataset=False)
     loaded = time.perf_counter()
     rows = run_sweep(sweep, measure, _span(progress, 0.05, 0.95))
     swept = time.perf_counter()
@@ -128,7 +124,7 @@ def run_search_job(
 ) -> JobOutput:
     start = time.perf_counter()
     spec = parse_search(job.spec, limits)
-    measure, _ = _prepare(job, limits, progress, needs_dataset=True)
+    measure = _prepare(job, limits, progress, needs_dataset=True)
     loaded = time.perf_counter()
     result = search(spec, measure, limits, _stage(progress, Stage.EVALUATING, 0.05, 0.9))
     searched = time.perf_counter()

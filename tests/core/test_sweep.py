@@ -129,3 +129,19 @@ def test_validate_job_applies_the_services_limit():
     assert validate_job(JobKind.SWEEP, spec, JobLimits(max_sweep_points=3))["points"] == 3
     with pytest.raises(InvalidSpecError, match="more than the limit of 2"):
         validate_job(JobKind.SWEEP, spec, JobLimits(max_sweep_points=2))
+
+
+def test_weights_only_models_sweep_without_a_dataset_and_refuse_one(tmp_path):
+    rng = np.random.default_rng(0)
+    weights = tmp_path / "weights.npz"
+    np.savez(weights, **{"enc.weight": rng.laplace(size=(128, 64)).astype(np.float32)})
+    job = JobInput(kind=JobKind.SWEEP, model_path=weights, spec={"grid": {"bits": [2, 4]}})
+    rows = run_job(job, tmp_path / "out").report["rows"]
+    assert rows[0]["sqnr_db"] < rows[1]["sqnr_db"] and rows[0]["accuracy"] is None
+    dataset = tmp_path / "d.npz"
+    np.savez(dataset, x=np.zeros((3, 64), np.float32))
+    with_dataset = JobInput(
+        kind=JobKind.SWEEP, model_path=weights, spec={"grid": {"bits": [2]}}, dataset_path=dataset
+    )
+    with pytest.raises(InvalidDatasetError, match="holds weights only"):
+        run_job(with_dataset, tmp_path / "out2")
