@@ -153,63 +153,20 @@ def encode_tensor(
     gain, shift = _gains(step_arr, centre_arr, compute)
     codes = np.empty(weights.shape, design.dtype)
     deq = np.empty(weights.shape, np.float32)
-    noise = 0.0
-    inside = 0
     counts = np.zeros(256 if design.dtype.itemsize == 1 else 1 << 16, np.int64)
     scale = np.asarray(decoder.scale, np.float32)
     offset = np.asarray(decoder.offset, np.float32)
     if axis is None:
-        src = weights.reshape(-1)
-        flat_codes = codes.reshape(-1)
-        flat_deq = deq.reshape(-1)
-        buffers = _Buffers(min(CHUNK, max(src.size, 1)), compute, weights.dtype)
-        for lo in range(0, src.size, CHUNK):
-            hi = min(lo + CHUNK, src.size)
-            n, k = _chunk(
-                src[lo:hi],
-                design,
-                gain,
-                shift,
-                decoder,
-                flat_codes[lo:hi],
-                flat_deq[lo:hi],
-                buffers,
-                scale,
-                offset,
-            )
-            noise += n
-            inside += k
-            counts += code_counts(flat_codes[lo:hi])
+        buffers = _Buffers(min(CHUNK, max(weights.size, 1)), compute, weights.dtype)
+        noise, inside = _flat_pass(
+            weights.reshape(-1), codes.reshape(-1), deq.reshape(-1), counts, buffers,
+            design, decoder, (gain, shift, scale, offset),
+        )  # fmt: skip
     else:
-        view = np.moveaxis(weights, axis, 0)
-        code_view = np.moveaxis(codes, axis, 0)
-        deq_view = np.moveaxis(deq, axis, 0)
-        channels = view.shape[0]
-        per_channel = view[0].size if channels else 0
-        block = max(1, CHUNK // max(per_channel, 1))
-        buffers = _Buffers(block * per_channel, compute, weights.dtype)
-        for lo in range(0, channels, block):
-            hi = min(lo + block, channels)
-            rows = view[lo:hi].reshape(hi - lo, per_channel)
-            block_codes = np.empty(rows.shape, design.dtype)
-            block_deq = np.empty(rows.shape, np.float32)
-            n, k = _chunk(
-                rows,
-                design,
-                gain[lo:hi, None],
-                shift[lo:hi, None],
-                decoder,
-                block_codes,
-                block_deq,
-                buffers,
-                scale[lo:hi, None],
-                offset[lo:hi, None],
-            )
-            code_view[lo:hi] = block_codes.reshape(code_view[lo:hi].shape)
-            deq_view[lo:hi] = block_deq.reshape(deq_view[lo:hi].shape)
-            noise += n
-            inside += k
-            counts += code_counts(block_codes)
+        noise, inside = _channel_pass(
+            weights, codes, deq, counts, axis, design, decoder, (gain, shift, scale, offset),
+            compute,
+        )  # fmt: skip
     quantized = QuantizedTensor(
         codes=codes,
         code_min=design.code_min,
@@ -218,6 +175,72 @@ def encode_tensor(
         dequantized=deq,
     )
     return StreamResult(quantized=quantized, noise=noise, inside=inside, counts=counts)
+
+
+Params = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # gain, shift, scale, offset
+
+
+def _flat_pass(
+    src: np.ndarray, codes: np.ndarray, deq: np.ndarray, counts: CountArray,
+    buffers: _Buffers, design: Design, decoder: Decoder, params: Params,
+) -> tuple[float, int]:
+    """Chunks of a 1-D run of weights sharing one quantizer; ``codes``/``deq`` are 1-D views."""
+    gain, shift, scale, offset = params
+    noise = 0.0
+    inside = 0
+    for lo in range(0, src.size, CHUNK):
+        hi = min(lo + CHUNK, src.size)
+        n, k = _chunk(src[lo:hi], design, gain, shift, decoder, codes[lo:hi], deq[lo:hi],
+                      buffers, scale, offset)  # fmt: skip
+        noise += n
+        inside += k
+        counts += code_counts(codes[lo:hi])
+    return noise, inside
+
+
+def _channel_pass(
+    weights: np.ndarray, codes: np.ndarray, deq: np.ndarray, counts: CountArray, axis: int,
+    design: Design, decoder: Decoder, params: Params, compute: np.dtype,
+) -> tuple[float, int]:
+    """Blocks of whole channels (broadcast parameters), or chunks within channels too large."""
+    gain, shift, scale, offset = params
+    view = np.moveaxis(weights, axis, 0)
+    code_view = np.moveaxis(codes, axis, 0)
+    deq_view = np.moveaxis(deq, axis, 0)
+    channels = view.shape[0]
+    per_channel = view[0].size if channels else 0
+    noise = 0.0
+    inside = 0
+    if per_channel > CHUNK:
+        buffers = _Buffers(CHUNK, compute, weights.dtype)
+        channel_codes = np.empty(per_channel, design.dtype)
+        channel_deq = np.empty(per_channel, np.float32)
+        for c in range(channels):
+            n, k = _flat_pass(
+                view[c].reshape(-1), channel_codes, channel_deq, counts, buffers, design,
+                decoder, (gain[c], shift[c], scale[c], offset[c]),
+            )  # fmt: skip
+            code_view[c] = channel_codes.reshape(code_view[c].shape)
+            deq_view[c] = channel_deq.reshape(deq_view[c].shape)
+            noise += n
+            inside += k
+        return noise, inside
+    block = max(1, CHUNK // max(per_channel, 1))
+    buffers = _Buffers(block * per_channel, compute, weights.dtype)
+    for lo in range(0, channels, block):
+        hi = min(lo + block, channels)
+        rows = view[lo:hi].reshape(hi - lo, per_channel)
+        block_codes = np.empty(rows.shape, design.dtype)
+        block_deq = np.empty(rows.shape, np.float32)
+        n, k = _chunk(rows, design, gain[lo:hi, None], shift[lo:hi, None], decoder,
+                      block_codes, block_deq, buffers, scale[lo:hi, None],
+                      offset[lo:hi, None])  # fmt: skip
+        code_view[lo:hi] = block_codes.reshape(code_view[lo:hi].shape)
+        deq_view[lo:hi] = block_deq.reshape(deq_view[lo:hi].shape)
+        noise += n
+        inside += k
+        counts += code_counts(block_codes)
+    return noise, inside
 
 
 def quantize(x: np.ndarray, spec: QuantizerSpec, xmax: float) -> FamilyResult:
