@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,9 +53,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_npz(path: Path, mb: int) -> None:
+def make_npz(path: Path, mb: int, seed: int = 0) -> None:
     n = mb * (1 << 20) // 4
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     np.savez(path, x=rng.standard_normal(n, dtype=np.float32))
 
 
@@ -108,8 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        source = tmp / "eval.npz"
-        make_npz(source, args.mb)
+        # one file per repeat: the same bytes twice would be deduplicated, not stored
+        sources = [tmp / f"eval{i}.npz" for i in range(args.repeats)]
+        for i, path in enumerate(sources):
+            make_npz(path, args.mb, seed=i)
+        source = sources[0]
         size = source.stat().st_size
         expected = hash_and_copy(source, tmp / "warm.npz")
         baseline = min(_time(lambda: hash_and_copy(source, tmp / "copy.npz"))
@@ -119,12 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rss_before = rss_kb(server.pid, "VmRSS")
             uploads = []
-            for i in range(args.repeats):
-                # a fresh suffix byte each time so deduplication does not skip the storage write
-                with open(source, "ab") as f:
-                    f.write(b"\0" if i else b"")
+            for i, path in enumerate(sources):
                 start = time.perf_counter()
-                with open(source, "rb") as f:
+                with open(path, "rb") as f:
                     r = httpx.post(f"http://127.0.0.1:{port}/v1/datasets",
                                    files={"file": ("eval.npz", f)}, timeout=600)
                 uploads.append(time.perf_counter() - start)
@@ -150,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _time(fn: object) -> float:
+def _time(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
-    fn()  # type: ignore[operator]
+    fn()
     return time.perf_counter() - start
 
 
