@@ -10,6 +10,12 @@ design serves every channel of a tensor and the normalisation folds into the dec
 
 A design reconstructs code ``c`` as ``levels[c]·unit`` (codebook families) or
 ``(c + half)·unit`` (affine families, ``levels is None``).
+
+Degenerate inputs never reach a family in a form it must special-case: NaN/Inf and empty
+tensors are refused by ``quantcore.normalize``; a constant tensor (or a single weight) arrives
+as ``t = 0`` with a zero decoder scale, so every weight decodes exactly to its value; float16
+and bfloat16 weights arrive as float32, float64 ones stay float64 (``±inf`` from a far overload
+in float32 is legal: every family maps it to its outermost level).
 """
 
 from __future__ import annotations
