@@ -21,6 +21,7 @@ from service.errors import InvalidTransitionError, NotFoundError
 from service.models import Artifact, Dataset, Job, Model, utcnow
 
 MODEL_SUFFIX = {"onnx": ".onnx", "safetensors": ".safetensors", "npz": ".npz"}
+MAX_ATTEMPTS = 3  # runs of one job whose worker died before it gives up
 
 
 class JobStatus(StrEnum):
@@ -29,7 +30,7 @@ class JobStatus(StrEnum):
     - queued → running      a worker claimed it
     - queued → cancelled    cancelled before any worker took it
     - running → succeeded   the worker stored the report and artifacts
-    - running → failed      the core raised, the time limit passed, the broker refused it
+    - running → failed      the core raised, the time limit passed, its workers kept dying
     - running → cancelled   cancelled while running; the worker stops at its next progress call
     - running → queued      redelivery: the worker died, the broker hands the task to another
     - queued → failed       the job could not be started at all
@@ -113,21 +114,37 @@ class JobsRepo:
             value = session.scalar(select(Job.status).where(Job.id == job_id))
         return None if value is None else JobStatus(value)
 
-    def claim(self, job_id: str) -> ClaimedJob | None:
+    def claim(self, job_id: str, *, max_attempts: int = MAX_ATTEMPTS) -> ClaimedJob | None:
         """queued → running, and return the job; ``None`` if there is nothing to run.
 
         A job found ``running`` is a redelivery (its worker died mid-job): it moves
         running → queued → running and is returned again, with ``attempts`` counted up, so
-        the new worker runs it from the start. A final job (or an unknown id) gives ``None``:
-        the task has nothing to do.
+        the new worker runs it from the start. After ``max_attempts`` runs that all died, the
+        job fails with ``worker_lost`` instead (a job that kills its worker every time must
+        not loop forever). A final job (or an unknown id) gives ``None``: the task has
+        nothing to do.
         """
         with self.db.session() as session:
             now = utcnow()
             claimed = self._move(session, job_id, JobStatus.RUNNING, started_at=now,
                                  stage=None, progress=0.0, attempts=Job.attempts + 1)
-            if not claimed and self._move(session, job_id, JobStatus.QUEUED):
-                claimed = self._move(session, job_id, JobStatus.RUNNING, started_at=now,
-                                     stage=None, progress=0.0, attempts=Job.attempts + 1)
+            if not claimed:
+                running = session.execute(
+                    select(Job.attempts, Job.started_at)
+                    .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+                ).one_or_none()
+                if running is not None and running.attempts >= max_attempts:
+                    self._move(session, job_id, JobStatus.FAILED, finished_at=now,
+                               duration_s=_duration(running.started_at, now),
+                               error_code="worker_lost",
+                               error_message=f"the worker running this job died "
+                               f"{running.attempts} times; it is not run again")
+                    session.commit()
+                    return None
+                if running is not None and self._move(session, job_id, JobStatus.QUEUED):
+                    claimed = self._move(session, job_id, JobStatus.RUNNING, started_at=now,
+                                         stage=None, progress=0.0,
+                                         attempts=Job.attempts + 1)
             if not claimed:
                 session.rollback()
                 return None

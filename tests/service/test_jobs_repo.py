@@ -181,3 +181,16 @@ def test_racing_finishers_only_one_wins(repo: JobsRepo, db: Database) -> None:
     for t in threads:
         t.join()
     assert results.count(True) == 1
+
+
+def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(
+    repo: JobsRepo, db: Database
+) -> None:
+    job_id = new_job(db)
+    runs = [repo.claim(job_id, max_attempts=3) for _ in range(3)]
+    assert [r.attempts for r in runs if r is not None] == [1, 2, 3]
+    assert repo.claim(job_id, max_attempts=3) is None  # a fourth delivery
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == "failed" and job.error_code == "worker_lost"
+        assert job.error_message == "the worker running this job died 3 times; it is not run again"
