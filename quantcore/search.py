@@ -22,12 +22,17 @@ The path, every step of which the report lists:
 1. Uniform phase: every candidate is quantized and evaluated; the smallest package within the
    budget is the starting point. When none is, the candidate with the smallest drop is chosen
    and ``met_budget`` is false.
-2. Sensitivity: each quantized layer of the starting point is lowered alone by one bit (a
+2. Sensitivity: from the current configuration, each layer is lowered alone by one bit (a
    spec override matching exactly its name) and the drop measured.
-   (Skipped for method ``float``, whose width comes from its exponent and mantissa bits.)
-3. Greedy mixed precision: layers whose lowering alone stayed within the budget are lowered in
-   order of increasing sensitivity (ties: the larger saving first), each kept only if the
-   whole model stays within the budget.
+3. Greedy mixed precision: the layers whose lowering alone stayed within the budget are
+   lowered in order of increasing sensitivity (ties: the larger saving first), each kept
+   only if the whole model stays within the budget. A layer whose lowering broke the budget
+   (in step 2 or 3) is not tried again.
+4. Steps 2 and 3 repeat from the new configuration (layers can go down several bits) until a
+   round lowers nothing or no layer can go lower (1 bit).
+
+Steps 2 to 4 are skipped for method ``float``, whose width comes from its exponent and
+mantissa bits.
 
 The chosen configuration is the smallest package among all steps within the budget. The number
 of evaluations is capped at ``JobLimits.max_sweep_points``; the search stops there and says so.
@@ -220,44 +225,63 @@ def _size(step: Step) -> int:
     return step.measurement.package_bytes
 
 
-def _lowered(quant: QuantSpec, names: list[str], bits: int) -> tuple[QuantSpec, dict[str, Any]]:
-    """``quant`` with the layers ``names`` set to ``bits`` by exact-name overrides."""
+def _with_bits(quant: QuantSpec, bits: dict[str, int]) -> tuple[QuantSpec, dict[str, Any]]:
+    """``quant`` with each layer of ``bits`` whose width differs from the spec's set to it by
+    an exact-name override; also the step's description (``{"layer_bits": {...}}``)."""
+    changed = {n: b for n, b in bits.items() if b != quant.quantizer.bits}
     applied = quant.to_dict()
-    overrides = list(applied["overrides"])
-    overrides += [{"match": f"^{re.escape(n)}$", "bits": bits} for n in names]
-    applied["overrides"] = overrides
-    return QuantSpec.from_dict(applied), {"lowered_to_bits": bits, "layers": list(names)}
+    by_width: dict[int, list[str]] = {}
+    for name, width in sorted(changed.items()):
+        by_width.setdefault(width, []).append(name)
+    applied["overrides"] = list(applied["overrides"]) + [
+        {"match": "^(?:" + "|".join(re.escape(n) for n in names) + ")$", "bits": width}
+        for width, names in sorted(by_width.items(), reverse=True)
+    ]
+    return QuantSpec.from_dict(applied), {"layer_bits": changed}
 
 
 def _mixed_precision(
     spec: SearchSpec, start: Step, run: Callable[..., Step], cap: int, used: int
 ) -> bool:
-    """Steps 2 and 3 of the module docstring; returns True when the cap stopped it."""
+    """Steps 2 and 3 of the module docstring, in rounds; returns True when the cap stopped it."""
     quant = start.measurement.spec
-    bits = quant.quantizer.bits - 1
-    if bits < MIN_BITS or quant.quantizer.method is Method.FLOAT:
+    if quant.quantizer.method is Method.FLOAT:
         return False  # a minifloat's width is set by its exponent and mantissa bits
-    layers = [layer for layer in start.measurement.layers if layer.bits == quant.quantizer.bits]
-    sensitivity: list[tuple[float, int, str]] = []
-    for layer in layers:
-        if used >= cap:
-            return True
-        lowered, values = _lowered(quant, [layer.name], bits)
-        step = run(f"sensitivity of {layer.name}", values, lowered)
-        used += 1
-        if step.within_budget:
-            saving = start.measurement.package_bytes - step.measurement.package_bytes
-            sensitivity.append((step.drop, -saving, layer.name))
-    accepted: list[str] = []
-    for _, _, name in sorted(sensitivity)[:None]:
-        if not accepted:
-            accepted.append(name)  # its sensitivity step already measured it alone
-            continue
-        if used >= cap:
-            return True
-        lowered, values = _lowered(quant, [*accepted, name], bits)
-        step = run(f"lower {name} with {len(accepted)} other(s)", values, lowered)
-        used += 1
-        if step.within_budget:
-            accepted.append(name)
-    return False
+    width = quant.quantizer.bits
+    bits = {layer.name: layer.bits for layer in start.measurement.layers if layer.bits == width}
+    # Layers whose lowering broke the budget, alone or on top of the others: other layers only
+    # go down from here, so they are not tried again.
+    frozen: set[str] = set()
+    current = start
+    while True:
+        probes: list[tuple[float, int, str, Step]] = []
+        for name in sorted(bits):
+            if name in frozen or bits[name] - 1 < MIN_BITS:
+                continue
+            if used >= cap:
+                return True
+            trial, values = _with_bits(quant, {**bits, name: bits[name] - 1})
+            step = run(f"sensitivity of {name} at {bits[name] - 1} bits", values, trial)
+            used += 1
+            if step.within_budget:
+                saving = _size(current) - _size(step)
+                probes.append((step.drop, -saving, name, step))  # names are unique
+            else:
+                frozen.add(name)
+        if not probes:
+            return False
+        for i, (_, _, name, probe) in enumerate(sorted(probes)):
+            lowered = {**bits, name: bits[name] - 1}
+            if i == 0:  # its probe already measured exactly this configuration
+                current = probe
+            else:
+                if used >= cap:
+                    return True
+                trial, values = _with_bits(quant, lowered)
+                step = run(f"lower {name} to {lowered[name]} bits", values, trial)
+                used += 1
+                if not step.within_budget:
+                    frozen.add(name)
+                    continue
+                current = step
+            bits = lowered

@@ -44,14 +44,22 @@ def test_search_finds_the_smallest_package_within_the_budget(digits, tmp_path):
     assert chosen["package_bytes"] == min(s["package_bytes"] for s in within)
     assert all(s["within_budget"] == (s["drop"] <= 0.01) for s in path)
     assert candidates[-1]["within_budget"]  # 8 bits keeps the float model's accuracy
-    # Mixed precision: every layer of the best uniform candidate is probed one bit lower.
+    # Mixed precision: first every layer of the best uniform candidate is probed one bit lower.
     best_uniform = min(
         (s for s in candidates if s["within_budget"]), key=lambda s: s["package_bytes"]
     )
-    probes = [s for s in path if s["action"].startswith("sensitivity of ")]
-    assert len(probes) == len(report["layers"]) == 3
-    assert all(p["point"]["lowered_to_bits"] == best_uniform["point"]["bits"] - 1 for p in probes)
+    width = best_uniform["point"]["bits"]
+    first_round = path[len(candidates) : len(candidates) + len(report["layers"])]
+    assert len(report["layers"]) == 3
+    for step, layer in zip(first_round, sorted(r["name"] for r in report["layers"]), strict=True):
+        assert step["action"] == f"sensitivity of {layer} at {width - 1} bits"
+        assert step["point"] == {"layer_bits": {layer: width - 1}}
     assert chosen["package_bytes"] <= best_uniform["package_bytes"]
+    # The chosen spec reaches its layers through overrides; the report shows their widths.
+    lowered = chosen["point"].get("layer_bits", {})
+    assert {r["name"]: r["bits"] for r in report["layers"]} == {
+        r["name"]: lowered.get(r["name"], width) for r in report["layers"]
+    }
     # The artifacts are the chosen configuration: run model.onnx independently.
     names = {p.name for p in out.artifacts}
     assert {"model.onnx", "model.qpack", "report.json", "report.html"} <= names
@@ -104,3 +112,20 @@ def test_a_search_needs_a_dataset(digits, tmp_path):
     job = JobInput(kind=JobKind.SEARCH, model_path=digits.model_path, spec=SPEC)
     with pytest.raises(InvalidDatasetError, match="needs an evaluation dataset"):
         run_job(job, tmp_path)
+
+
+def test_mixed_precision_goes_down_several_bits_in_rounds(digits, tmp_path):
+    spec = {**SPEC, "candidates": {"bits": [4]}}
+    job = JobInput(
+        kind=JobKind.SEARCH,
+        model_path=digits.model_path,
+        spec=spec,
+        dataset_path=digits.dataset_path,
+    )
+    report = run_job(job, tmp_path, limits=JobLimits(max_sweep_points=40)).report
+    chosen = next(s for s in report["path"] if s["chosen"])
+    assert chosen["within_budget"] and not report["stopped_at_limit"]
+    # From 4 bits everywhere, rounds of one bit take some layer down to 2 bits or fewer.
+    assert min(chosen["point"]["layer_bits"].values()) <= 2
+    assert chosen["package_bytes"] < 0.7 * report["path"][0]["package_bytes"]
+    assert any(" at 2 bits" in s["action"] for s in report["path"])
