@@ -77,61 +77,115 @@ def decoder_for(
     return CodebookDecoder(levels=design.levels, scale=scale, offset=_as_float32(centre), axis=axis)
 
 
-def _gains(step: np.ndarray, centre: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    step64 = np.asarray(step, np.float64)
-    with np.errstate(divide="ignore"):
-        gain = np.where(step64 > 0, 1.0 / np.where(step64 > 0, step64, 1.0), 0.0)
-    shift = -np.asarray(centre, np.float64) * gain
-    return gain.astype(dtype), shift.astype(dtype)
+@dataclass(frozen=True, kw_only=True)
+class _Affine:
+    """``t = w·gain + shift`` and ``ŵ = value·scale + offset``: scalars or one per channel."""
+
+    gain: np.ndarray
+    shift: np.ndarray
+    scale: np.ndarray
+    offset: np.ndarray
+
+    @classmethod
+    def of(cls, decoder: Decoder, step: np.ndarray, centre: np.ndarray, dtype: np.dtype) -> _Affine:
+        with np.errstate(divide="ignore"):
+            gain = np.where(step > 0, 1.0 / np.where(step > 0, step, 1.0), 0.0)
+        return cls(
+            gain=gain.astype(dtype), shift=(-centre * gain).astype(dtype),
+            scale=np.asarray(decoder.scale, np.float32),
+            offset=np.asarray(decoder.offset, np.float32),
+        )  # fmt: skip
+
+    def rows(self, lo: int, hi: int) -> _Affine:
+        """Channels ``lo:hi`` as column vectors, to broadcast over a block of rows."""
+        return _Affine(
+            gain=self.gain[lo:hi, None], shift=self.shift[lo:hi, None],
+            scale=self.scale[lo:hi, None], offset=self.offset[lo:hi, None],
+        )  # fmt: skip
+
+    def channel(self, c: int) -> _Affine:
+        return _Affine(gain=self.gain[c], shift=self.shift[c], scale=self.scale[c],
+                       offset=self.offset[c])  # fmt: skip
 
 
-class _Buffers:
-    def __init__(self, size: int, compute: np.dtype, source: np.dtype) -> None:
-        self.t = np.empty(size, compute)
+class _Kernel:
+    """Chunk buffers and the running sums of one tensor (mutable, private to a call)."""
+
+    def __init__(self, design: Design, decoder: Decoder, size: int, source: np.dtype) -> None:
+        self.design = design
+        self.decoder = decoder
+        self.compute = np.dtype(np.float64 if source == np.float64 else np.float32)
+        self.t = np.empty(size, self.compute)
         self.mask = np.empty(size, bool)
-        self.source = None if source == compute else np.empty(size, compute)
+        self.source = None if source == self.compute else np.empty(size, self.compute)
+        self.noise = 0.0
+        self.inside = 0
+        self.counts = np.zeros(256 if design.dtype.itemsize == 1 else 1 << 16, np.int64)
 
-    def view(self, buf: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        return buf[: int(np.prod(shape))].reshape(shape)
+    @staticmethod
+    def _view(buf: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        return buf[: math.prod(shape)].reshape(shape)
 
-
-def _chunk(
-    src: np.ndarray,
-    design: Design,
-    gain: np.ndarray,
-    shift: np.ndarray,
-    decoder: Decoder,
-    codes: np.ndarray,
-    deq: np.ndarray,
-    buffers: _Buffers,
-    scale: np.ndarray,
-    offset: np.ndarray,
-) -> tuple[float, int]:
-    """Process one chunk (1-D, or 2-D channels × weights); return (noise, inside)."""
-    shape = src.shape
-    if buffers.source is not None:
-        w = buffers.view(buffers.source, shape)
-        w[...] = src
-    else:
+    def chunk(self, src: np.ndarray, codes: np.ndarray, deq: np.ndarray, p: _Affine) -> None:
+        """One chunk (1-D, or 2-D channels × weights) into ``codes`` and ``deq``."""
+        shape = src.shape
         w = src
-    t = buffers.view(buffers.t, shape)
-    # Far overload may reach ±inf in float32; every family maps it to its outermost level.
-    with np.errstate(over="ignore"):
-        np.multiply(w, gain, out=t)
-        t += shift
-    mask = buffers.view(buffers.mask, shape)
-    np.less_equal(np.abs(t, out=deq), design.support_edge, out=mask)
-    inside = int(np.count_nonzero(mask))
-    design.encode(t, codes)
-    if isinstance(decoder, AffineDecoder):
-        np.multiply(codes, scale, out=deq)
-    else:
-        np.take(decoder.levels, codes, out=deq)
-        deq *= scale
-    deq += offset
-    err = np.subtract(w, deq, out=t)
-    flat = err.reshape(-1)
-    return float(np.dot(flat, flat)), inside
+        if self.source is not None:
+            w = self._view(self.source, shape)
+            w[...] = src
+        t = self._view(self.t, shape)
+        # Far overload may reach ±inf in float32; every family maps it to its outermost level.
+        with np.errstate(over="ignore"):
+            np.multiply(w, p.gain, out=t)
+            t += p.shift
+        mask = self._view(self.mask, shape)
+        np.less_equal(np.abs(t, out=deq), self.design.support_edge, out=mask)
+        self.inside += int(np.count_nonzero(mask))
+        self.design.encode(t, codes)
+        if isinstance(self.decoder, AffineDecoder):
+            np.multiply(codes, p.scale, out=deq)
+        else:
+            np.take(self.decoder.levels, codes, out=deq)
+            deq *= p.scale
+        deq += p.offset
+        err = np.subtract(w, deq, out=t).reshape(-1)
+        self.noise += float(np.dot(err, err))
+        self.counts += code_counts(codes)
+
+    def run(self, src: np.ndarray, codes: np.ndarray, deq: np.ndarray, p: _Affine) -> None:
+        """A 1-D run of weights sharing one quantizer, chunk by chunk (1-D outputs)."""
+        for lo in range(0, src.size, CHUNK):
+            hi = min(lo + CHUNK, src.size)
+            self.chunk(src[lo:hi], codes[lo:hi], deq[lo:hi], p)
+
+
+def _channels(
+    kernel: _Kernel, weights: np.ndarray, codes: np.ndarray, deq: np.ndarray, axis: int,
+    p: _Affine,
+) -> None:
+    """Blocks of whole channels (broadcast parameters), or chunks within channels too large."""
+    view = np.moveaxis(weights, axis, 0)
+    code_view = np.moveaxis(codes, axis, 0)
+    deq_view = np.moveaxis(deq, axis, 0)
+    channels = view.shape[0]
+    per = view[0].size if channels else 0
+    if per > CHUNK:
+        channel_codes = np.empty(per, codes.dtype)
+        channel_deq = np.empty(per, np.float32)
+        for c in range(channels):
+            kernel.run(view[c].reshape(-1), channel_codes, channel_deq, p.channel(c))
+            code_view[c] = channel_codes.reshape(code_view[c].shape)
+            deq_view[c] = channel_deq.reshape(deq_view[c].shape)
+        return
+    block = max(1, CHUNK // max(per, 1))
+    for lo in range(0, channels, block):
+        hi = min(lo + block, channels)
+        rows = view[lo:hi].reshape(hi - lo, per)
+        block_codes = np.empty(rows.shape, codes.dtype)
+        block_deq = np.empty(rows.shape, np.float32)
+        kernel.chunk(rows, block_codes, block_deq, p.rows(lo, hi))
+        code_view[lo:hi] = block_codes.reshape(code_view[lo:hi].shape)
+        deq_view[lo:hi] = block_deq.reshape(deq_view[lo:hi].shape)
 
 
 def encode_tensor(
@@ -146,102 +200,25 @@ def encode_tensor(
 
     ``step`` is ``unit·s`` in the weights' units (Δ times the std for uniform quantizers).
     """
-    compute = np.dtype(np.float64 if weights.dtype == np.float64 else np.float32)
     step_arr = np.asarray(step, np.float64)
     centre_arr = np.asarray(centre, np.float64)
     decoder = decoder_for(design, step=step_arr, centre=centre_arr, axis=axis)
-    gain, shift = _gains(step_arr, centre_arr, compute)
     codes = np.empty(weights.shape, design.dtype)
     deq = np.empty(weights.shape, np.float32)
-    counts = np.zeros(256 if design.dtype.itemsize == 1 else 1 << 16, np.int64)
-    scale = np.asarray(decoder.scale, np.float32)
-    offset = np.asarray(decoder.offset, np.float32)
+    # Blocks of whole channels and chunks within channels both hold at most CHUNK weights.
+    kernel = _Kernel(design, decoder, min(CHUNK, max(weights.size, 1)), weights.dtype)
+    params = _Affine.of(decoder, step_arr, centre_arr, kernel.compute)
     if axis is None:
-        buffers = _Buffers(min(CHUNK, max(weights.size, 1)), compute, weights.dtype)
-        noise, inside = _flat_pass(
-            weights.reshape(-1), codes.reshape(-1), deq.reshape(-1), counts, buffers,
-            design, decoder, (gain, shift, scale, offset),
-        )  # fmt: skip
+        kernel.run(weights.reshape(-1), codes.reshape(-1), deq.reshape(-1), params)
     else:
-        noise, inside = _channel_pass(
-            weights, codes, deq, counts, axis, design, decoder, (gain, shift, scale, offset),
-            compute,
-        )  # fmt: skip
+        _channels(kernel, weights, codes, deq, axis, params)
     quantized = QuantizedTensor(
-        codes=codes,
-        code_min=design.code_min,
-        code_max=design.code_max,
-        decoder=decoder,
+        codes=codes, code_min=design.code_min, code_max=design.code_max, decoder=decoder,
         dequantized=deq,
+    )  # fmt: skip
+    return StreamResult(
+        quantized=quantized, noise=kernel.noise, inside=kernel.inside, counts=kernel.counts
     )
-    return StreamResult(quantized=quantized, noise=noise, inside=inside, counts=counts)
-
-
-Params = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # gain, shift, scale, offset
-
-
-def _flat_pass(
-    src: np.ndarray, codes: np.ndarray, deq: np.ndarray, counts: CountArray,
-    buffers: _Buffers, design: Design, decoder: Decoder, params: Params,
-) -> tuple[float, int]:
-    """Chunks of a 1-D run of weights sharing one quantizer; ``codes``/``deq`` are 1-D views."""
-    gain, shift, scale, offset = params
-    noise = 0.0
-    inside = 0
-    for lo in range(0, src.size, CHUNK):
-        hi = min(lo + CHUNK, src.size)
-        n, k = _chunk(src[lo:hi], design, gain, shift, decoder, codes[lo:hi], deq[lo:hi],
-                      buffers, scale, offset)  # fmt: skip
-        noise += n
-        inside += k
-        counts += code_counts(codes[lo:hi])
-    return noise, inside
-
-
-def _channel_pass(
-    weights: np.ndarray, codes: np.ndarray, deq: np.ndarray, counts: CountArray, axis: int,
-    design: Design, decoder: Decoder, params: Params, compute: np.dtype,
-) -> tuple[float, int]:
-    """Blocks of whole channels (broadcast parameters), or chunks within channels too large."""
-    gain, shift, scale, offset = params
-    view = np.moveaxis(weights, axis, 0)
-    code_view = np.moveaxis(codes, axis, 0)
-    deq_view = np.moveaxis(deq, axis, 0)
-    channels = view.shape[0]
-    per_channel = view[0].size if channels else 0
-    noise = 0.0
-    inside = 0
-    if per_channel > CHUNK:
-        buffers = _Buffers(CHUNK, compute, weights.dtype)
-        channel_codes = np.empty(per_channel, design.dtype)
-        channel_deq = np.empty(per_channel, np.float32)
-        for c in range(channels):
-            n, k = _flat_pass(
-                view[c].reshape(-1), channel_codes, channel_deq, counts, buffers, design,
-                decoder, (gain[c], shift[c], scale[c], offset[c]),
-            )  # fmt: skip
-            code_view[c] = channel_codes.reshape(code_view[c].shape)
-            deq_view[c] = channel_deq.reshape(deq_view[c].shape)
-            noise += n
-            inside += k
-        return noise, inside
-    block = max(1, CHUNK // max(per_channel, 1))
-    buffers = _Buffers(block * per_channel, compute, weights.dtype)
-    for lo in range(0, channels, block):
-        hi = min(lo + block, channels)
-        rows = view[lo:hi].reshape(hi - lo, per_channel)
-        block_codes = np.empty(rows.shape, design.dtype)
-        block_deq = np.empty(rows.shape, np.float32)
-        n, k = _chunk(rows, design, gain[lo:hi, None], shift[lo:hi, None], decoder,
-                      block_codes, block_deq, buffers, scale[lo:hi, None],
-                      offset[lo:hi, None])  # fmt: skip
-        code_view[lo:hi] = block_codes.reshape(code_view[lo:hi].shape)
-        deq_view[lo:hi] = block_deq.reshape(deq_view[lo:hi].shape)
-        noise += n
-        inside += k
-        counts += code_counts(block_codes)
-    return noise, inside
-
 
 def quantize(x: np.ndarray, spec: QuantizerSpec, xmax: float) -> FamilyResult:
     """Quantize normalised weights ``x`` with the family of ``spec`` (resolved) at ``xmax``.
