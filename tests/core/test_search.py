@@ -129,3 +129,16 @@ def test_mixed_precision_goes_down_several_bits_in_rounds(digits, tmp_path):
     assert min(chosen["point"]["layer_bits"].values()) <= 2
     assert chosen["package_bytes"] < 0.7 * report["path"][0]["package_bytes"]
     assert any(" at 2 bits" in s["action"] for s in report["path"])
+
+
+def test_the_search_stops_at_the_evaluation_cap_and_says_so(digits, tmp_path):
+    spec = {**SPEC, "candidates": {"bits": [4]}}
+    job = JobInput(
+        kind=JobKind.SEARCH,
+        model_path=digits.model_path,
+        spec=spec,
+        dataset_path=digits.dataset_path,
+    )
+    report = run_job(job, tmp_path, limits=JobLimits(max_sweep_points=3)).report
+    assert report["stopped_at_limit"] is True and len(report["path"]) == 3
+    assert sum(s["chosen"] for s in report["path"]) == 1
