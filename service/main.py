@@ -22,6 +22,7 @@ from service.metrics import Metrics, route_template
 from service.routers import datasets, health, jobs, metrics, models, quantizers
 from service.settings import Settings, get_settings
 from service.storage import S3Storage, make_storage
+from service.uploads import sweep_stale_spools
 
 log = logging.getLogger("quantserve.api")
 
@@ -75,6 +76,8 @@ def build_context(settings: Settings, *, migrate: bool = True) -> AppContext:
     if migrate and isinstance(storage, S3Storage):
         storage.ensure_bucket()
     spool_dir = Path(settings.storage_path).resolve() / ".spool"
+    if migrate:
+        sweep_stale_spools(spool_dir)
     return AppContext(
         settings=settings, db=db, storage=storage, repo=JobsRepo(db),
         authenticator=Authenticator(db, enabled=settings.auth_enabled),

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +62,24 @@ def _remove_spool(path: Path) -> None:
     path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         path.parent.rmdir()
+
+
+def sweep_stale_spools(spool_dir: Path, *, older_than_s: float = 86400.0) -> int:
+    """Remove spool folders left by a process that died mid-upload; returns how many.
+
+    Only folders untouched for ``older_than_s`` go: another API process on this machine may
+    be streaming into a recent one.
+    """
+    if not spool_dir.is_dir():
+        return 0
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for folder in spool_dir.glob("upload-*"):
+        with contextlib.suppress(OSError):
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder)
+                removed += 1
+    return removed
 
 
 def content_type(request: Request) -> str:

@@ -78,3 +78,17 @@ def test_over_the_limit_stops_and_removes_the_spool(tmp_path: Path) -> None:
             request_for(body_parts(5 << 20)), spool_dir=tmp_path, max_bytes=1_000_000,
             file_fields=frozenset({"model"}), text_fields=frozenset({"spec"})))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_spool_folders_are_swept(tmp_path: Path) -> None:
+    import os
+
+    from service.uploads import sweep_stale_spools
+
+    old, fresh = tmp_path / "upload-old", tmp_path / "upload-new"
+    for folder in (old, fresh):
+        folder.mkdir()
+        (folder / "m.onnx").write_bytes(b"partial")
+    os.utime(old, (0, 0))
+    assert sweep_stale_spools(tmp_path, older_than_s=3600) == 1
+    assert not old.exists() and (fresh / "m.onnx").exists()
