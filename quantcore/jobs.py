@@ -95,6 +95,14 @@ def inspect_model(path: Path) -> ModelInfo:
     )
 
 
+def inspect_dataset(path: Path) -> DatasetInfo:
+    """Array names and shapes of an uploaded ``.npz`` evaluation set; ``InvalidDatasetError``
+    for a file that is not one (see ``quantcore.evaluate.dataset``)."""
+    from quantcore.evaluate.dataset import inspect_dataset as inspect
+
+    return inspect(path)
+
+
 def validate_job(
     kind: JobKind | str, spec: dict[str, Any] | None, limits: JobLimits | None = None
 ) -> dict[str, Any]:
