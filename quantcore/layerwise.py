@@ -153,7 +153,13 @@ def _sample_mse(spec: QuantizerSpec, sample: np.ndarray, xmax: float) -> float:
     return float(np.dot(error, error)) / error.size
 
 
-def _threshold(spec: QuantizerSpec, sample: np.ndarray) -> tuple[float, tuple[str, ...]]:
+@dataclass(frozen=True, kw_only=True)
+class _Threshold:
+    xmax: float
+    notes: tuple[str, ...] = ()
+
+
+def _threshold(spec: QuantizerSpec, sample: np.ndarray) -> _Threshold:
     # The MSE search quantizes ~60 times: it measures on at most MSE_LIMIT float32 weights.
     stride = max(1, sample.size // MSE_LIMIT)
     measured = np.asarray(sample.reshape(-1)[::stride], np.float32)
@@ -161,16 +167,16 @@ def _threshold(spec: QuantizerSpec, sample: np.ndarray) -> tuple[float, tuple[st
         _support(spec), levels=spec.levels, normalized=sample, value=spec.support_value,
         error_at=functools.partial(_sample_mse, spec, measured),
     )  # fmt: skip
-    notes: tuple[str, ...] = ()
     if choice.fallback:
-        notes = (f"constant weights: support {_support(spec).value} fell back to jayant",)
-    return choice.xmax, notes
+        note = f"constant weights: support {_support(spec).value} fell back to jayant"
+        return _Threshold(xmax=choice.xmax, notes=(note,))
+    return _Threshold(xmax=choice.xmax)
 
 
 def _plan(spec: QuantizerSpec, norm: Normalization, sample: np.ndarray) -> _Plan:
-    xmax, notes = _threshold(spec, sample)
-    chosen = design(spec, sample / xmax)
-    return _Plan(design=chosen, norm=norm, xmax=xmax, notes=notes + chosen.notes)
+    found = _threshold(spec, sample)
+    chosen = design(spec, sample / found.xmax)
+    return _Plan(design=chosen, norm=norm, xmax=found.xmax, notes=found.notes + chosen.notes)
 
 
 def _channel_plan(
@@ -179,12 +185,13 @@ def _channel_plan(
     """Per-channel thresholds: computed once when the rule ignores the data."""
     notes: tuple[str, ...] = ()
     if _support(spec) in _DATA_FREE:
-        one, notes = _threshold(spec, sample[0])
-        xmax = np.full(sample.shape[0], one)
+        one = _threshold(spec, sample[0])
+        xmax = np.full(sample.shape[0], one.xmax)
+        notes = one.notes
     else:
         found = [_threshold(spec, row) for row in sample]
-        xmax = np.array([x for x, _ in found])
-        if any(n for _, n in found):
+        xmax = np.array([f.xmax for f in found])
+        if any(f.notes for f in found):
             notes = ("constant channels: their data-driven support fell back to jayant",)
     chosen = design(spec, sample / xmax[:, None])
     return _Plan(design=chosen, norm=norm, xmax=xmax, notes=notes + chosen.notes)

@@ -84,8 +84,18 @@ def _histogram(magnitude: np.ndarray) -> _Histogram:
     )
 
 
-def _fit_levels(mass: np.ndarray, first: np.ndarray, count: int) -> tuple[float, float]:
-    """``(a, q)`` maximising ρ for cells of the given mass and first moment."""
+@dataclass(frozen=True, kw_only=True)
+class _Levels:
+    """Positive levels ``a·q^k`` (ascending), the ρ they reach and whether data shaped them."""
+
+    levels: npt.NDArray[np.float64]
+    ratio: float
+    correlation: float
+    informed: bool = True
+
+
+def _fit_levels(mass: np.ndarray, first: np.ndarray, count: int) -> _Levels:
+    """The levels ``a·q^k`` maximising ρ for cells of the given mass and first moment."""
     k = np.arange(count, dtype=np.float64)
 
     def negative_rho(log_q: float) -> float:
@@ -98,19 +108,19 @@ def _fit_levels(mass: np.ndarray, first: np.ndarray, count: int) -> tuple[float,
     q = math.exp(float(found.x))
     power = q**k
     a = float(np.dot(first, power) / np.dot(mass, power * power))
-    return a, q
+    return _Levels(levels=a * power, ratio=q, correlation=-float(found.fun))
 
 
-def _design_levels(magnitude: np.ndarray, count: int) -> tuple[np.ndarray, float, float, bool]:
-    """Positive levels (ascending), q, ρ and whether the sample carried information."""
+def _design_levels(magnitude: np.ndarray, count: int) -> _Levels:
+    """The alternating ascent of the module docstring on the magnitudes' histogram."""
     start = 2.0 ** (np.arange(count, dtype=np.float64) - count)
     if magnitude.size == 0 or float(magnitude.max()) == 0.0:
-        return start, 2.0, 0.0, False
+        return _Levels(levels=start, ratio=2.0, correlation=0.0, informed=False)
     hist = _histogram(magnitude)
     if count == 1:
         centroid = float(hist.first.sum() / hist.mass.sum())
         rho = float(hist.first.sum()) / math.sqrt(hist.power * hist.mass.sum())
-        return np.array([centroid]), 1.0, rho, True
+        return _Levels(levels=np.array([centroid]), ratio=1.0, correlation=rho)
     levels = start * float(hist.centre[-1]) * 2.0
     q = 2.0
     partition = None
@@ -121,22 +131,25 @@ def _design_levels(magnitude: np.ndarray, count: int) -> tuple[np.ndarray, float
         partition = cells
         mass = np.bincount(cells, weights=hist.mass, minlength=count)
         first = np.bincount(cells, weights=hist.first, minlength=count)
-        a, q = _fit_levels(mass, first, count)
-        levels = a * q ** np.arange(count, dtype=np.float64)
+        fit = _fit_levels(mass, first, count)
+        levels, q = fit.levels, fit.ratio
     cells = np.searchsorted(0.5 * (levels[1:] + levels[:-1]), hist.centre, side="right")
     mass = np.bincount(cells, weights=hist.mass, minlength=count)
     first = np.bincount(cells, weights=hist.first, minlength=count)
     rho = float(np.dot(first, levels)) / math.sqrt(hist.power * float(np.dot(mass, levels**2)))
-    return levels, q, rho, True
+    return _Levels(levels=levels, ratio=q, correlation=rho)
 
 
 def design_exponential(spec: QuantizerSpec, sample: np.ndarray) -> ExponentialDesign:
     """Design for ``spec`` (resolved, method ``log``) on ``sample``: weights in units of xmax."""
     count = 1 << (spec.bits - 1)
     magnitude = np.abs(np.asarray(sample, np.float64).reshape(-1))
-    positive, q, rho, informed = _design_levels(magnitude, count)
+    found = _design_levels(magnitude, count)
+    positive = found.levels
     levels = np.concatenate([-positive[::-1], positive])
-    notes = () if informed else ("all-zero weights: exponential levels kept at powers of two",)
+    notes: tuple[str, ...] = ()
+    if not found.informed:
+        notes = ("all-zero weights: exponential levels kept at powers of two",)
     return ExponentialDesign(
         method=Method.LOG,
         bits=spec.bits,
@@ -145,7 +158,7 @@ def design_exponential(spec: QuantizerSpec, sample: np.ndarray) -> ExponentialDe
         code_max=levels.size - 1,
         levels=levels.astype(np.float32),
         boundaries=0.5 * (positive[1:] + positive[:-1]),
-        ratio=q,
-        correlation=rho,
+        ratio=found.ratio,
+        correlation=found.correlation,
         notes=notes,
     )
