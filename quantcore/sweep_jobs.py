@@ -61,11 +61,9 @@ def _span(
 def _stage(
     progress: ProgressCallback | None, stage: Stage, lo: float, hi: float
 ) -> Callable[[float], None]:
-    def report_fraction(f: float) -> None:
-        if progress is not None:
-            progress(stage, lo + (hi - lo) * min(max(f, 0.0), 1.0))
-
-    return report_fraction
+    """Like ``_span`` for a step that stays in one stage."""
+    span = _span(progress, lo, hi)
+    return lambda f: span(stage, f)
 
 
 def _prepare(
