@@ -279,3 +279,33 @@ def test_few_large_channels_are_chunked_and_match_each_channel_alone() -> None:
         alone = run(np.ascontiguousarray(w[:, c]), bits=3)
         assert np.mean(r.quantized.codes[:, c] == alone.quantized.codes) > 0.9999
     assert r.report.std == pytest.approx(float(np.std(w.astype(np.float64))), rel=1e-6)
+
+
+API_LAYER_FIELDS = [
+    "name", "shape", "params", "dtype", "method", "bits", "xmax", "xmax_abs", "support", "mean",
+    "std", "wmin", "wmax", "within_support_pct", "levels_used", "entropy_bits", "sqnr_db",
+    "sqnr_theory_db",
+]
+
+
+@pytest.mark.parametrize("method", [Method.UNIFORM, Method.DEADZONE, Method.MULAW])
+def test_report_fields_are_the_api_row_and_measure_the_tensor(method: Method) -> None:
+    w = laplace((64, 300), seed=15, scale=0.05) - np.float32(0.02)
+    r = run(w, method=method, bits=4, support=Support.PERCENTILE, support_value=99.0)
+    rep = r.report.to_dict()
+    assert list(rep) == API_LAYER_FIELDS
+    exact = w.astype(np.float64)
+    wq = r.quantized.dequantized.astype(np.float64)
+    assert rep["sqnr_db"] == pytest.approx(
+        10 * math.log10(np.mean(exact**2) / np.mean((exact - wq) ** 2)), rel=1e-6
+    )
+    inside = np.abs(exact - exact.mean()) <= rep["xmax_abs"]
+    assert rep["within_support_pct"] == pytest.approx(100 * inside.mean(), abs=0.01)
+    assert rep["within_support_pct"] == pytest.approx(99.0, abs=0.1)
+    _, counts = np.unique(r.quantized.codes, return_counts=True)
+    p = counts / counts.sum()
+    assert rep["levels_used"] == counts.size
+    assert rep["entropy_bits"] == pytest.approx(float(-(p * np.log2(p)).sum()), rel=1e-12)
+    assert (rep["mean"], rep["std"]) == (pytest.approx(exact.mean()), pytest.approx(exact.std()))
+    assert (rep["wmin"], rep["wmax"]) == (float(w.min()), float(w.max()))
+    assert rep["shape"] == [64, 300] and rep["params"] == w.size and rep["dtype"] == "float32"
