@@ -10,6 +10,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper, numpy_helper
 
 from quantcore.errors import InvalidDatasetError, InvalidModelError
@@ -272,3 +275,34 @@ def test_a_cache_over_its_memory_cap_keeps_nothing_and_stays_correct(models, dat
     assert report == evaluate(
         fp.SerializeToString(), q.SerializeToString(), evalset, batch_size=64, reference=cache
     )
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batch_size=st.integers(min_value=1, max_value=N_SAMPLES + 5))
+def test_the_report_does_not_depend_on_the_batch_size(models, dataset, batch_size):
+    fp, q = models
+    evalset = check_dataset(fp, dataset)
+    reference = evaluate(fp.SerializeToString(), q.SerializeToString(), evalset, batch_size=256)
+    report = evaluate(fp.SerializeToString(), q.SerializeToString(), evalset, batch_size=batch_size)
+    assert report.fp32 == reference.fp32 and report.quantized == reference.quantized
+    assert report.agreement == reference.agreement
+    assert report.output_sqnr_db == pytest.approx(reference.output_sqnr_db, abs=1e-6)
+
+
+@given(
+    scores=hnp.arrays(
+        np.float32,
+        st.tuples(st.integers(1, 20), st.integers(1, 12)),
+        elements=st.floats(-4, 4, width=32),
+    ),
+    data=st.data(),
+)
+def test_topk_hits_grow_with_k_and_reach_every_sample(scores, data):
+    labels = data.draw(
+        hnp.arrays(np.int64, scores.shape[0], elements=st.integers(0, scores.shape[1] - 1))
+    )
+    hits = [topk_hits(scores, labels, k) for k in range(1, scores.shape[1] + 1)]
+    assert hits == sorted(hits) and hits[-1] == scores.shape[0]
+    assert hits[0] >= int(np.count_nonzero(scores.argmax(1) == labels))
