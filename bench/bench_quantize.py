@@ -19,7 +19,8 @@ Memory is the peak traced allocation during the call (NumPy reports its buffers 
 tracemalloc), as a multiple of the tensor's bytes; for ours the outputs alone (int8 codes
 and float32 dequantized weights) are 1.25×, the rest is temporaries.
 
-Run: ``python -m bench.bench_quantize [--n 50000000] [--bits 8] [--repeats 2]``.
+Run: ``python -m bench.bench_quantize [--n 50000000] [--bits 8] [--repeats 2]
+[--method uniform]`` (other methods: the same measurement for that family).
 Writes ``bench/results/bench_quantize.json``.
 """
 
@@ -90,25 +91,30 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50_000_000)
     parser.add_argument("--bits", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--method", choices=[m.value for m in Method], default="uniform",
+                        help="family measured as 'ours' (the target is set for uniform)")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
     w = rng.laplace(0.0, 0.05 / math.sqrt(2), args.n).astype(np.float32)
-    spec = QuantizerSpec(method=Method.UNIFORM, bits=args.bits, support=Support.JAYANT).resolved()
+    method = Method(args.method)
+    spec = QuantizerSpec(method=method, bits=args.bits, support=Support.JAYANT).resolved()
+    if method is Method.FLOAT:  # E4M3 (bits ignored)
+        spec = QuantizerSpec(method=method, support=Support.MAX_ABS).resolved()
     request = TensorRequest(name="layer", weights=w, quantizer=spec)
 
     def ours() -> Any:
         return quantize_tensors([request], Granularity.LAYER)
 
     (result,) = ours()  # warm-up, and the figures to print
-    step = float(result.quantized.decoder.scale)
-    half = 1 << (args.bits - 1)
+    step = float(np.max(result.quantized.decoder.scale))
+    half = 1 << (spec.bits - 1)
 
     def numpy_round_clip() -> Any:
         return np.clip(np.round(w / step), -half, half - 1) * step
 
     def ort_quantize_data() -> Any:
-        qtype = TensorProto.INT8 if args.bits <= 8 else TensorProto.INT16
+        qtype = TensorProto.INT8 if spec.bits <= 8 else TensorProto.INT16
         return quantize_data(w, qtype, True)
 
     cases = [("ours (quantize_tensors + statistics)", ours, "codes, dequantized, all stats"),
@@ -126,9 +132,11 @@ def main() -> None:
         for name, _, note in cases
     ]
     rep = result.report
+    theory = "n/a" if rep.sqnr_theory_db is None else f"{rep.sqnr_theory_db:.3f}"
     outputs = (result.quantized.codes.nbytes + result.quantized.dequantized.nbytes) / w.nbytes
-    print(f"{args.n:,} float32 Laplacian weights, {args.bits}-bit midrise, jayant support, "
-          "one thread")
+    print(f"{args.n:,} float32 Laplacian weights, {spec.bits}-bit {method.value} "
+          f"({spec.rounding.value if method is Method.UNIFORM else 'codebook'}), "
+          f"{rep.support} support, one thread")
     print(f"{'case':38s} {'wall s':>7s} {'cpu s':>7s} {'Mw/s':>8s} {'base/ours':>9s} "
           f"{'peak mem':>9s}")
     for r in rows:
@@ -136,11 +144,13 @@ def main() -> None:
               f"{r.ratio_vs_ours:9.2f} {r.peak_memory_x:8.2f}x")
     print(f"ours: outputs {outputs:.2f}x of the tensor, temporaries "
           f"{rows[0].peak_memory_x - outputs:.2f}x; SQNR {rep.sqnr_db:.3f} dB "
-          f"(theory {rep.sqnr_theory_db:.3f}), within support {rep.within_support_pct:.3f}%, "
+          f"(theory {theory}), within support {rep.within_support_pct:.3f}%, "
           f"{rep.levels_used} levels, entropy {rep.entropy_bits:.3f} bits")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "n": args.n, "bits": args.bits, "threads": 1, "rows": [asdict(r) for r in rows],
+    out = RESULTS if method is Method.UNIFORM else RESULTS.with_stem(f"{RESULTS.stem}_{method}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "n": args.n, "bits": spec.bits, "method": method.value, "threads": 1,
+        "rows": [asdict(r) for r in rows],
         "outputs_x": outputs, "temporaries_x": rows[0].peak_memory_x - outputs,
         "report": rep.to_dict(),
     }, indent=2))
