@@ -230,5 +230,12 @@ def quantize(x: np.ndarray, spec: QuantizerSpec, xmax: float) -> FamilyResult:
     if not (math.isfinite(xmax) and xmax > 0):
         raise InvalidSpecError(f"{xmax=} must be finite and greater than 0")
     design = design_for(spec.resolved(), np.asarray(x, np.float64).reshape(-1) / xmax)
-    result = encode_tensor(np.asarray(x), design, step=design.unit(xmax), centre=0.0)
-    return FamilyResult(quantized=result.quantized, design=design, notes=design.notes)
+    x = np.asarray(x)
+    result = encode_tensor(x, design, step=design.unit(xmax), centre=0.0)
+    notes = design.notes
+    if x.dtype != np.float32:
+        compute = "float64" if x.dtype == np.float64 else "float32"
+        notes += (f"{x.dtype} weights: quantized in {compute}, dequantized weights are float32",)
+    if x.size and float(np.min(x)) == float(np.max(x)):
+        notes += ("constant weights: every weight takes the same code",)
+    return FamilyResult(quantized=result.quantized, design=design, notes=notes)

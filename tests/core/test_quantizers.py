@@ -170,13 +170,17 @@ def test_other_input_dtypes_give_float32(family: dict[str, object], dtype: type)
     np.testing.assert_array_equal(decode(q.codes, q.decoder), q.dequantized)
     ref = quantize(x.astype(np.float64), spec_of(bits=4, **family), 3.0).quantized
     assert np.mean(q.codes == ref.codes) > 0.99
+    notes = quantize(x, spec_of(bits=4, **family), 3.0).notes
+    assert any("dequantized weights are float32" in n for n in notes)
 
 
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: "-".join(map(str, f.values())))
 def test_constant_and_single_element(family: dict[str, object]) -> None:
     for x in (np.zeros(7, np.float32), np.array([0.0], np.float32)):
-        q = quantize(x, spec_of(bits=3, **family), 2.0).quantized
+        result = quantize(x, spec_of(bits=3, **family), 2.0)
+        q = result.quantized
         assert np.unique(q.codes).size == 1
+        assert any("constant weights" in n for n in result.notes)
         np.testing.assert_array_equal(decode(q.codes, q.decoder), q.dequantized)
 
 
