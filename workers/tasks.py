@@ -85,6 +85,26 @@ class WorkerContext:
 _contexts: dict[tuple[int, str], WorkerContext] = {}
 _contexts_lock = threading.Lock()
 
+# After a hard time limit, Celery runs ``JobTask.on_failure`` in the worker's main process
+# on billiard's timeout thread, while the main thread may be forking the replacement pool
+# process. A fork taken while that thread holds a lock (ours, SQLAlchemy's, SQLite's) leaves
+# the lock held for ever in the child, which then hangs at its first job. So a fork waits
+# until such database work is done, and the child starts with fresh locks.
+_fork_guard = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _contexts_lock, _fork_guard
+    _contexts_lock = threading.Lock()
+    _fork_guard = threading.Lock()
+
+
+os.register_at_fork(
+    before=lambda: _fork_guard.acquire(),
+    after_in_parent=lambda: _fork_guard.release(),
+    after_in_child=_after_fork_in_child,
+)
+
 
 def worker_context(settings: Settings) -> WorkerContext:
     """The context of this process for ``settings`` (keyed by pid: a forked pool process
@@ -236,21 +256,18 @@ class JobTask(Task):
         job_id = args[0] if args else kwargs.get("job_id")
         if not isinstance(job_id, str):
             return
-        repo = worker_context(get_settings()).repo
         if isinstance(exc, TimeLimitExceeded):
             limit = get_settings().job_time_limit_s
-            repo.fail(
-                job_id,
-                "timeout",
+            code = "timeout"
+            message = (
                 f"the job ran past its hard time limit of {limit:g} s and was killed "
-                "(QUANTSERVE_JOB_TIME_LIMIT_S)",
+                "(QUANTSERVE_JOB_TIME_LIMIT_S)"
             )
         else:
-            repo.fail(
-                job_id,
-                "internal_error",
-                f"the worker failed unexpectedly: {type(exc).__name__}: {exc}",
-            )
+            code = "internal_error"
+            message = f"the worker failed unexpectedly: {type(exc).__name__}: {exc}"
+        with _fork_guard:  # see _fork_guard
+            worker_context(get_settings()).repo.fail(job_id, code, message)
 
 
 @shared_task(base=JobTask, name=TASK_NAME, bind=True)

@@ -1,0 +1,107 @@
+"""Time limits and cancel with a real worker: a job past its soft limit fails ``timeout``, one
+past its hard limit (the pool process killed) too, and a cancelled running job stops, with no
+artifacts. ``quantserve serve`` stops its worker when it is interrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests import models
+from tests.workers.conftest import embedded_env
+from tests.workers.flow import save_model, submit_ok, upload_model, wait_final, wait_until
+from tests.workers.services import Service, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+SPEC = {"method": "uniform", "bits": 4, "granularity": "layer"}
+N_PARAMS = 8_000_000  # a job of a few seconds on this machine
+
+
+@pytest.fixture
+def big_model(tmp_path: Path) -> Path:
+    return save_model(models.large(N_PARAMS, seed=2), tmp_path / "large.onnx")
+
+
+# "hard": a soft limit far beyond the hard one, so the pool process is killed (on the embedded
+# broker's prefork pool, billiard enforces each limit on its own).
+@pytest.mark.parametrize(
+    ("soft", "hard", "words"),
+    [("0.5", "30", "time limit of 0.5 s"), ("30", "0.5", "hard time limit of 0.5 s")],
+    ids=["soft", "hard"],
+)
+def test_a_job_past_its_time_limit_fails_with_timeout(
+    service_factory: Callable[[dict[str, str]], Service],
+    tmp_path: Path,
+    big_model: Path,
+    soft: str,
+    hard: str,
+    words: str,
+) -> None:
+    env = {
+        **embedded_env(tmp_path),
+        "QUANTSERVE_JOB_SOFT_TIME_LIMIT_S": soft,
+        "QUANTSERVE_JOB_TIME_LIMIT_S": hard,
+    }
+    service = service_factory(env)
+    service.start_api(with_worker=True)
+    with service.client() as client:
+        job = submit_ok(client, upload_model(client, big_model)["id"], SPEC)
+        done = wait_final(client, job["id"], 60, service.logs)
+        assert done["status"] == "failed", (done, service.logs())
+        assert done["error"]["code"] == "timeout"
+        assert words in done["error"]["message"]
+        assert client.get(f"/v1/jobs/{job['id']}/artifacts").json() == []
+        if hard == "0.5":
+            # After a hard kill, Celery's prefork pool on a polling transport (the embedded
+            # broker) does not hand the worker further jobs (celery/celery#4789); the hard
+            # limit is the last resort behind the soft one, which a job normally hits first.
+            return
+        # The worker lives on and takes the next job to a final state (within half a second
+        # even a small job may or may not finish, so either final state will do).
+        small = save_model(models.mlp((8, 8, 4)), tmp_path / "small.onnx")
+        nxt = submit_ok(client, upload_model(client, small)["id"], {"bits": 4})
+        assert wait_final(client, nxt["id"], 60, service.logs)["status"] in ("succeeded", "failed")
+
+
+def test_cancelling_a_running_job_stops_it(
+    service_factory: Callable[[dict[str, str]], Service], tmp_path: Path, big_model: Path
+) -> None:
+    service = service_factory(embedded_env(tmp_path))
+    service.start_api(with_worker=True)
+    with service.client() as client:
+        job = submit_ok(client, upload_model(client, big_model)["id"], SPEC)
+        wait_until(client, job["id"], lambda j: j["status"] == "running", timeout_s=60)
+        cancel = client.post(f"/v1/jobs/{job['id']}/cancel")
+        assert cancel.status_code in (200, 202), cancel.text
+        done = wait_final(client, job["id"], 30, service.logs)
+        assert done["status"] == "cancelled"
+        # The worker notices at its next progress call and stores nothing.
+        wait_for(lambda: "stopped" in service.logs(), 30, "the worker to stop the job")
+        assert client.get(f"/v1/jobs/{job['id']}/artifacts").json() == []
+        assert client.get(f"/v1/jobs/{job['id']}/report").status_code == 409
+
+
+def test_serve_interrupted_stops_api_and_worker(
+    service_factory: Callable[[dict[str, str]], Service], tmp_path: Path
+) -> None:
+    service = service_factory(embedded_env(tmp_path))
+    api = service.start_api(with_worker=True)
+    children_file = Path(f"/proc/{api.pid}/task/{api.pid}/children")
+    wait_for(lambda: children_file.read_text().split(), 30, "the worker subprocess")
+    worker_pid = int(children_file.read_text().split()[0])
+
+    os.kill(api.pid, signal.SIGINT)  # Ctrl-C
+    api.process.wait(30)
+    wait_for(
+        lambda: (
+            not Path(f"/proc/{worker_pid}").exists()
+            or "zombie" in Path(f"/proc/{worker_pid}/status").read_text()
+        ),
+        30,
+        "the worker to stop",
+    )
