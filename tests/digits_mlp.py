@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,15 @@ def _key() -> str:
     versions = {pkg: metadata.version(pkg) for pkg in ("scikit-learn", "skl2onnx")}
     text = json.dumps({**SETTINGS, **versions})
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def cache_dir(request: Any, tmp_path_factory: Any) -> Path:
+    """pytest's cache folder (kept between sessions), or a session folder without the cache
+    plugin (``-p no:cacheprovider``)."""
+    cache = getattr(request.config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir("digits_mlp"))
+    return Path(tmp_path_factory.getbasetemp()) / "digits_mlp"
 
 
 def digits_mlp(cache_dir: Path) -> DigitsMLP:

@@ -8,14 +8,14 @@ import pytest
 from quantcore.errors import InvalidDatasetError
 from quantcore.evaluate import check_dataset, evaluate
 from quantcore.jobs import JobInput, JobKind, JobLimits, run_job
-from tests.digits_mlp import DigitsMLP, digits_mlp
+from tests.digits_mlp import DigitsMLP, cache_dir, digits_mlp
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def digits(request) -> DigitsMLP:
-    return digits_mlp(request.config.cache.mkdir("digits_mlp"))
+def digits(request, tmp_path_factory) -> DigitsMLP:
+    return digits_mlp(cache_dir(request, tmp_path_factory))
 
 
 SPEC = {
