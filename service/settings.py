@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from quantcore.jobs import JobLimits
+
 GIB = 1 << 30
 
 
@@ -98,6 +100,11 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [o.strip() for o in text.split(",") if o.strip()]
         return value
+
+    def job_limits(self) -> JobLimits:
+        """The core's bounds for a job, from these settings."""
+        return JobLimits(max_sweep_points=self.max_sweep_points,
+                         eval_batch_size=self.eval_batch_size)
 
     @property
     def broker_is_redis(self) -> bool:

@@ -41,7 +41,7 @@ def _checked(ctx: AppContext, principal: Principal, create: JobCreate) -> dict[s
     load_model(ctx, principal, create.model_id)
     if create.dataset_id is not None:
         load_dataset(ctx, principal, create.dataset_id)
-    return core.validate_job(create.kind, create.spec)
+    return core.validate_job(create.kind, create.spec, ctx.settings.job_limits())
 
 
 def _existing(ctx: AppContext, team_id: str, key: str) -> Job | None:

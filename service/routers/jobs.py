@@ -145,7 +145,8 @@ async def _multipart_job(request: Request, ctx: CtxDep, principal: PrincipalDep)
             data["kind"] = form.fields["kind"]
         # kind and spec are checked before any file is inspected or stored
         early = _validated(JobCreate, data)
-        await run_in_threadpool(core.validate_job, early.kind, early.spec)
+        await run_in_threadpool(core.validate_job, early.kind, early.spec,
+                                ctx.settings.job_limits())
         data["model_id"] = (await register_model(ctx, principal, model_file)).id
         dataset_file = form.files.get("dataset")
         if dataset_file is not None:

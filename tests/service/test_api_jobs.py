@@ -9,6 +9,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from service.main import create_app
+from tests.service.conftest import SettingsFactory
 from tests.service.helpers import ctx_of, finish_job, mlp_bytes, submit, upload_model
 
 
@@ -162,3 +164,18 @@ def test_multipart_with_a_bad_spec_stores_nothing(client: TestClient) -> None:
     assert "bits=40" in r.json()["error"]["message"]
     storage = ctx_of(app_of(client)).storage
     assert not storage.exists(f"blobs/{hashlib.sha256(data).hexdigest()}.onnx")
+
+
+def test_sweep_points_are_bounded_by_the_settings(make_settings: SettingsFactory) -> None:
+    app = create_app(make_settings(max_sweep_points=3))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        model = upload_model(client)
+        sweep = {"base": {}, "grid": {"bits": [2, 3, 4, 5]}}
+        r = client.post("/v1/jobs", json={"model_id": model["id"], "kind": "sweep",
+                                          "spec": sweep})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_spec"
+        assert "more than the limit of 3" in r.json()["error"]["message"]
+        sweep["grid"]["bits"] = [2, 3, 4]
+        ok = client.post("/v1/jobs", json={"model_id": model["id"], "kind": "sweep",
+                                           "spec": sweep})
+        assert ok.status_code == 202 and ok.json()["kind"] == "sweep"
