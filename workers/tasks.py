@@ -15,8 +15,8 @@ row final and saying why:
 
 Redelivery is safe: a job already final is skipped; a job found running (its worker died)
 is claimed again, run from the start, and its artifacts, stored under fixed keys, replace the
-partial ones — one set at the end. A job whose worker keeps dying (out of memory, say) fails
-``worker_lost`` after ``MAX_ATTEMPTS`` instead of cycling for ever.
+partial ones — one set at the end. A job whose worker keeps dying (out of memory, say) is
+failed ``worker_lost`` by ``JobsRepo.claim`` after ``MAX_ATTEMPTS`` instead of cycling for ever.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ from workers.celery_app import TASK_NAME
 
 log = logging.getLogger("quantserve.worker")
 
-MAX_ATTEMPTS = 3
 TMP_PREFIX = "quantserve-job-"
 # Seconds between two progress writes of the same stage (a stage change is always written).
 PROGRESS_INTERVAL_S = 0.5
@@ -203,14 +202,6 @@ def _execute(job_id: str, ctx: WorkerContext) -> Outcome:
         log.info("job %s has nothing to run (final already or unknown)", job_id, extra=extra)
         return Outcome.SKIPPED
     extra["attempt"] = job.attempts
-    if job.attempts > MAX_ATTEMPTS:
-        ctx.repo.fail(
-            job_id,
-            "worker_lost",
-            f"the worker running this job died {job.attempts - 1} times "
-            "(out of memory or killed); not trying again",
-        )
-        return Outcome.FAILED
     if job.attempts > 1:
         _remove_leftovers(job_id)
     log.info("job %s started (attempt %d)", job_id, job.attempts, extra=extra)
