@@ -118,12 +118,13 @@ def test_search_page_highlights_the_chosen_step():
     )
     assert page.count("class=chosen") == 1
     assert "Chosen: step 2" in page
+    assert len(_images(page)) == 1  # size against drop
 
 
 @pytest.mark.parametrize("granularity", ["layer", "channel"])
 def test_row_sampling_of_a_big_tensor_decodes_exactly_those_rows(tmp_path, granularity):
     from quantcore.pipeline import load_model, quantize_model
-    from quantcore.report_html import HIST_SAMPLE, _sampled_rows, model_histograms
+    from quantcore.report_figures import HIST_SAMPLE, _sampled_rows, model_histograms
     from quantcore.spec import QuantSpec
     from tests.models import mlp
 
