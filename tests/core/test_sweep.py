@@ -145,3 +145,31 @@ def test_weights_only_models_sweep_without_a_dataset_and_refuse_one(tmp_path):
     )
     with pytest.raises(InvalidDatasetError, match="holds weights only"):
         run_job(with_dataset, tmp_path / "out2")
+
+
+def test_a_grid_over_methods_and_granularities(files, tmp_path):
+    out = _sweep(
+        files,
+        tmp_path,
+        {
+            "base": {"bits": 4},
+            "grid": {"method": ["uniform", "deadzone", "log"], "granularity": ["layer", "channel"]},
+        },
+    )
+    rows = out.report["rows"]
+    assert [(r["point"]["method"], r["point"]["granularity"]) for r in rows] == [
+        ("uniform", "layer"), ("uniform", "channel"), ("deadzone", "layer"),
+        ("deadzone", "channel"), ("log", "layer"), ("log", "channel"),
+    ]  # fmt: skip
+    by = {(r["spec"]["method"], r["spec"]["granularity"]): r for r in rows}
+    # Closed-form theory exists for the uniform families, not for the exponential one.
+    assert by[("uniform", "layer")]["sqnr_theory_db"] is not None
+    assert by[("log", "layer")]["sqnr_theory_db"] is None
+    for row in rows:
+        assert 10.0 < row["sqnr_db"] < 30.0 and row["accuracy"]["agreement"] > 0.7
+        assert row["entropy_bits_per_weight"] <= 4.0 + 1e-9
+    # The dead zone empties the levels next to zero: fewer bits per weight after coding.
+    assert (
+        by[("deadzone", "layer")]["entropy_bits_per_weight"]
+        < by[("uniform", "layer")]["entropy_bits_per_weight"]
+    )
