@@ -191,7 +191,7 @@ def search(
         )
         steps.append(step)
         if progress is not None:
-            progress(min(len(steps) / cap, 1.0))
+            progress(_fraction(len(steps), len(spec.points), cap))
         return step
 
     for point in spec.points:
@@ -219,6 +219,14 @@ def search(
         met_budget=True,
         stopped_at_limit=stopped,
     )
+
+
+def _fraction(done: int, candidates: int, cap: int) -> float:
+    """Progress: the candidates fill the first half; the mixed-precision steps, whose number
+    is not known in advance, approach the cap's share of the rest."""
+    if done <= candidates:
+        return 0.5 * done / max(candidates, 1)
+    return 0.5 + 0.5 * min((done - candidates) / max(cap - candidates, 1), 1.0)
 
 
 def _size(step: Step) -> int:
