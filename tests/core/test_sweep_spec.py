@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from quantcore.errors import InvalidSpecError
 from quantcore.jobs import JobLimits
@@ -97,3 +99,26 @@ def test_points_that_resolve_to_the_same_spec_are_refused():
         parse_sweep({"grid": {"method": ["uniform", "float"], "bits": [3, 4]}}, LIMITS)
     with pytest.raises(InvalidSpecError, match=r"candidates 0 .* and 1 .* give the same spec"):
         parse_search({"candidates": {"bits": [3, 4], "method": ["float"]}}, LIMITS)
+
+
+@given(
+    bits=st.lists(st.integers(2, 8), min_size=1, max_size=3, unique=True),
+    supports=st.lists(
+        st.sampled_from(["jayant", "hui", "wmax", "value", "percentile"]),
+        min_size=1,
+        max_size=3,
+        unique=True,
+    ),
+    values=st.lists(st.sampled_from([1.0, 2.5, 50.0, 99.9]), min_size=1, max_size=3, unique=True),
+)
+def test_point_count_follows_the_expansion_rule(bits, supports, values):
+    grid = {"bits": bits, "support": supports}
+    if any(s in ("value", "percentile") for s in supports):
+        grid["support_value"] = values
+    sweep = parse_sweep({"grid": grid}, JobLimits(max_sweep_points=1000))
+    per_bits = sum(len(values) if s in ("value", "percentile") else 1 for s in supports)
+    assert len(sweep.points) == len(bits) * per_bits
+    for point in sweep.points:
+        quantizer = point.spec.quantizer
+        takes_value = quantizer.support in ("value", "percentile")
+        assert (quantizer.support_value is not None) == takes_value
