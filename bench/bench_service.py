@@ -48,6 +48,7 @@ SPEC = {"method": "uniform", "bits": 4, "granularity": "layer"}
 class SubmitRow:
     shape: str
     load: str  # "saturating" (closed loop) or "paced" (open loop at offered_per_s)
+    api_workers: int
     clients: int
     requests: int
     offered_per_s: float | None
@@ -137,7 +138,7 @@ def bench_submissions(shape: str, env: dict[str, str], folder: Path, args: Any) 
     service = Service(env, folder)
     rows = []
     try:
-        service.start_api()
+        service.start_api(api_workers=args.api_workers)
         small = folder / "small.onnx"
         onnx.save(models.mlp((16, 32, 10)), str(small))
         with service.client() as client:
@@ -163,6 +164,7 @@ def bench_submissions(shape: str, env: dict[str, str], folder: Path, args: Any) 
                 SubmitRow(
                     shape=shape,
                     load=load,
+                    api_workers=args.api_workers,
                     clients=n,
                     requests=args.requests,
                     offered_per_s=rate,
@@ -258,6 +260,7 @@ def main() -> None:
     )
     parser.add_argument("--params", type=int, default=8_000_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--api-workers", type=int, default=1, help="uvicorn processes")
     args = parser.parse_args()
 
     submit_rows, job_rows = [], []

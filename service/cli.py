@@ -114,13 +114,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
             str(args.concurrency or 1),
         ]
         worker = subprocess.Popen(argv)
+    host, port = args.host or settings.host, args.port or settings.port
     try:
-        uvicorn.run(
-            create_app(settings),
-            host=args.host or settings.host,
-            port=args.port or settings.port,
-            log_level=settings.log_level.lower(),
-        )
+        if args.workers > 1:
+            # Separate processes, each building the app from the environment's settings.
+            uvicorn.run(
+                "service.main:create_app",
+                factory=True,
+                workers=args.workers,
+                host=host,
+                port=port,
+                log_level=settings.log_level.lower(),
+            )
+        else:
+            uvicorn.run(
+                create_app(settings), host=host, port=port, log_level=settings.log_level.lower()
+            )
     finally:
         if worker is not None:
             _stop(worker)
@@ -357,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--no-worker", action="store_true", help="the API only (deployed shape)")
     p.add_argument("--concurrency", type=int, default=1, help="processes of the worker")
+    p.add_argument("--workers", type=int, default=1, help="API processes (uvicorn workers)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("worker", help="a Celery worker on the configured broker")

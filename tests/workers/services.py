@@ -235,8 +235,8 @@ class Service:
         self.procs.append(proc)
         return proc
 
-    def start_api(self, *, with_worker: bool = False) -> Proc:
-        args = ["serve", "--port", str(self.port)]
+    def start_api(self, *, with_worker: bool = False, api_workers: int = 1) -> Proc:
+        args = ["serve", "--port", str(self.port), "--workers", str(api_workers)]
         if not with_worker:
             args.append("--no-worker")
         self.api = self._cli("api", *args)
