@@ -17,7 +17,7 @@ from tests.workers.flow import (
     check_quantized_model,
     fetch_artifacts,
     save_model,
-    submit_ok,
+    submit,
     upload_model,
     wait_final,
 )
@@ -30,10 +30,20 @@ SPEC = {"method": "uniform", "bits": 6, "granularity": "layer", "support": "jaya
 
 def _round_trip(service: Service, tmp_path: Path) -> None:
     original = save_model(models.mlp((64, 128, 96, 10), seed=3), tmp_path / "mlp.onnx")
+    rng = np.random.default_rng(1)
+    eval_set = tmp_path / "eval.npz"
+    np.savez(
+        eval_set, x=rng.standard_normal((40, 64)).astype(np.float32), labels=rng.integers(0, 10, 40)
+    )
     with service.client() as client:
         model = upload_model(client, original)
         assert model["format"] == "onnx" and model["n_tensors"] == 6
-        job = submit_ok(client, model["id"], SPEC)
+        with open(eval_set, "rb") as f:
+            dataset = client.post("/v1/datasets", files={"file": ("eval.npz", f)})
+        assert dataset.status_code == 201, dataset.text
+        response = submit(client, model["id"], SPEC, dataset_id=dataset.json()["id"])
+        assert response.status_code == 202, response.text
+        job = response.json()
         assert job["status"] == "queued" and job["spec"]["bits"] == 6
 
         done = wait_final(client, job["id"], 60, service.logs)
@@ -48,6 +58,9 @@ def _round_trip(service: Service, tmp_path: Path) -> None:
         assert {layer["name"] for layer in report["layers"]} >= {"fc0.weight", "fc2.weight"}
         # 6-bit Laplacian-designed quantizer: about 6 dB per bit minus the support loss.
         assert 25.0 < report["summary"]["sqnr_db"] < 40.0
+        # The evaluation set travelled through storage to the worker and was run.
+        assert report["accuracy"]["samples"] == 40
+        assert 0.0 <= report["accuracy"]["agreement"] <= 1.0
 
         files = fetch_artifacts(client, job["id"], tmp_path / "artifacts")
         assert {"model.onnx", "model.qpack", "report.json"} <= set(files)
