@@ -10,7 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
+from service.db import Database
+from service.jobs_repo import JobsRepo
+from service.models import Job
 from tests import models
 from tests.workers.conftest import embedded_env
 from tests.workers.flow import (
@@ -21,7 +25,7 @@ from tests.workers.flow import (
     upload_model,
     wait_final,
 )
-from tests.workers.services import Service
+from tests.workers.services import RedisServer, Service, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -89,3 +93,40 @@ def test_deployed_shape_runs_a_job_end_to_end(
         ready = client.get("/readyz")
         assert ready.status_code == 200, ready.text
     _round_trip(service, tmp_path)
+
+
+def test_several_workers_share_the_queue_and_run_each_job_once(
+    service_factory: Callable[[dict[str, str]], Service],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    env = {**embedded_env(tmp_path), "QUANTSERVE_BROKER_URL": redis_server.url}
+    service = service_factory(env)
+    service.start_api()
+    workers = [service.start_worker(f"w{i}") for i in range(2)]
+    for worker in workers:
+        wait_for(lambda w=worker: "ready." in w.log.read_text(), 60, f"{worker.name} ready")
+    path = save_model(models.mlp((64, 256, 128, 10), seed=7), tmp_path / "mlp.onnx")
+    with service.client() as client:
+        model_id = upload_model(client, path)["id"]
+        sweep = [
+            {"model_id": model_id, "spec": {"method": "uniform", "bits": b}} for b in range(2, 8)
+        ]
+        batch = client.post("/v1/jobs/batch", json={"jobs": sweep})
+        assert batch.status_code == 202, batch.text
+        body = batch.json()
+        jobs = body["data"] if isinstance(body, dict) else body
+        assert len(jobs) == 6
+        for job in jobs:
+            done = wait_final(client, job["id"], 90, service.logs)
+            assert done["status"] == "succeeded", (done, service.logs())
+
+    repo = JobsRepo(Database(env["QUANTSERVE_DATABASE_URL"]))
+    for job in jobs:
+        claimed = repo.claim(job["id"])
+        assert claimed is None  # final: a late redelivery would find nothing to do
+    with repo.db.session() as session:
+        attempts = session.scalars(select(Job.attempts)).all()
+    assert sorted(attempts) == [1] * 6, "every job ran exactly once"
+    started = [w.log.read_text().count("started (attempt 1)") for w in workers]
+    assert sum(started) == 6 and min(started) >= 1, started
