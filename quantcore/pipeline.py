@@ -13,8 +13,11 @@ float copy of the model; ``model`` granularity needs every weight at once (one q
 from __future__ import annotations
 
 import math
+import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,9 @@ Fraction = Callable[[float], None]
 
 # Weights pooled (sampled evenly across tensors) for the distribution fits.
 FIT_SAMPLE = 400_000
+FIT_SEED = 0
+# Threads quantizing tensors at once (each holds one tensor's temporaries).
+WORKERS = min(4, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,49 +112,81 @@ def _request(model: Model, name: str, spec: QuantSpec) -> TensorRequest:
 
 
 def _sample(weights: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
-    flat = weights.reshape(-1).astype(np.float32, copy=False)
+    """About ``share`` of the weights, drawn uniformly with replacement (cheap at any size)."""
+    flat = weights.reshape(-1)
     count = min(flat.size, max(1, math.ceil(flat.size * share)))
     if count == flat.size:
-        return flat.copy()
-    return flat[rng.choice(flat.size, size=count, replace=False)]
+        return flat.astype(np.float32)
+    return flat[rng.integers(0, flat.size, size=count)].astype(np.float32)
+
+
+def _quantize_batch(
+    requests: list[TensorRequest], granularity: Granularity, share: float, seed: int
+) -> tuple[list[CodedWeight], list[np.ndarray]]:
+    rng = np.random.default_rng([FIT_SEED, seed])
+    samples = [_sample(r.weights, share, rng) for r in requests]
+    coded = [
+        CodedWeight(
+            name=result.name,
+            codes=result.quantized.codes,
+            code_min=int(result.quantized.code_min),
+            code_max=int(result.quantized.code_max),
+            decoder=result.quantized.decoder,
+            layer=result.report.to_dict(),
+        )
+        for result in quantize_tensors(requests, granularity)
+    ]
+    return coded, samples
 
 
 def quantize_model(
-    model: Model, spec: QuantSpec, progress: Fraction | None = None
+    model: Model,
+    spec: QuantSpec,
+    progress: Fraction | None = None,
+    *,
+    workers: int = WORKERS,
 ) -> QuantizedModel:
-    """Quantize the tensors ``spec`` selects; ``progress`` gets the share done in [0, 1]."""
+    """Quantize the tensors ``spec`` selects; ``progress`` gets the share done in [0, 1].
+
+    Tensors are quantized on ``workers`` threads (NumPy releases the GIL), at most ``workers``
+    at a time, in the model's order.
+    """
     start = time.perf_counter()
     selection = select_tensors(model, spec)
     sizes = {t.name: t.size for t in model.tensors}
-    total = sum(sizes[n] for n in selection.quantize)
-    share = min(1.0, FIT_SAMPLE / max(total, 1))
-    rng = np.random.default_rng(0)
-    samples: list[np.ndarray] = []
-    coded: list[CodedWeight] = []
+    total = max(sum(sizes[n] for n in selection.quantize), 1)
+    share = min(1.0, FIT_SAMPLE / total)
     if spec.granularity is Granularity.MODEL:
-        batches = [list(selection.quantize)]
+        batches = [list(selection.quantize)]  # one quantizer sees every weight
     else:
         batches = [[n] for n in selection.quantize]
+    samples: list[np.ndarray] = []
+    coded: list[CodedWeight] = []
     done = 0
-    for names in batches:
-        requests = [_request(model, n, spec) for n in names]
-        samples.extend(_sample(r.weights, share, rng) for r in requests)
-        for result in quantize_tensors(requests, spec.granularity):
-            q = result.quantized
-            coded.append(
-                CodedWeight(
-                    name=result.name,
-                    codes=q.codes,
-                    code_min=int(q.code_min),
-                    code_max=int(q.code_max),
-                    decoder=q.decoder,
-                    layer=result.report.to_dict(),
-                )
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: deque[tuple[list[str], Future[Any]]] = deque()
+
+        def collect() -> None:
+            nonlocal done
+            names, future = pending.popleft()
+            batch_coded, batch_samples = future.result()
+            coded.extend(batch_coded)
+            samples.extend(batch_samples)
+            done += sum(sizes[n] for n in names)
+            if progress is not None:
+                progress(done / total)
+
+        for index, names in enumerate(batches):
+            # Reading stays on this thread: protobuf messages are not shared between threads.
+            requests = [_request(model, n, spec) for n in names]
+            pending.append(
+                (names, pool.submit(_quantize_batch, requests, spec.granularity, share, index))
             )
-        del requests
-        done += sum(sizes[n] for n in names)
-        if progress is not None:
-            progress(done / max(total, 1))
+            del requests
+            while len(pending) >= max(1, workers):
+                collect()
+        while pending:
+            collect()
     distribution = _fit(np.concatenate(samples)) if samples else None
     return QuantizedModel(
         source=model,
@@ -203,11 +241,17 @@ class Artifacts:
     write_s: float
 
 
-def write_artifacts(qmodel: QuantizedModel, out_dir: Path) -> Artifacts:
-    """Write the quantized model (same format as the input) and ``model.qpack``."""
+def write_artifacts(
+    qmodel: QuantizedModel, out_dir: Path, written: WrittenModel | None = None
+) -> Artifacts:
+    """Write the quantized model (same format as the input) and ``model.qpack``.
+
+    ``written`` is ``build_onnx(qmodel)`` when the caller built it already (a job builds it,
+    then closes the source model to free its floats before writing).
+    """
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = build_onnx(qmodel)
+    written = written or build_onnx(qmodel)
     source = qmodel.source
     if isinstance(source, WeightsModel):
         model_path = out_dir / f"model.{source.format.value}"

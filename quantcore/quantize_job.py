@@ -21,9 +21,9 @@ from quantcore.formats.onnx_reader import OnnxModel, tensor_nbytes
 from quantcore.jobs import JobInput, JobLimits, JobOutput, ProgressCallback, Stage
 from quantcore.pipeline import (
     Model,
+    build_onnx,
     load_model,
     quantize_model,
-    release_weights,
     write_artifacts,
 )
 from quantcore.report import build_report
@@ -85,17 +85,21 @@ def run_quantize(
         from quantcore.evaluate import check_dataset
 
         evalset = check_dataset(model.proto, job.dataset_path)
+    model_info = model_block(job.model_path, model)
+    original_bytes = job.model_path.stat().st_size + _external_bytes(model)
     load_s = time.perf_counter() - started
     report_progress(Stage.LOADING, 0.05)
 
     qmodel = quantize_model(
         model, spec, progress=_span(report_progress, Stage.QUANTIZING, 0.05, 0.70)
     )
-    # The figures need the original weights; after them, the floats are freed before writing.
+    # The figures need the original weights; once the quantized model is built, the source's
+    # floats are freed so that writing does not hold the model twice.
     histograms = model_histograms(qmodel)
-    release_weights(qmodel)
     report_progress(Stage.WRITING, 0.70)
-    artifacts = write_artifacts(qmodel, out_dir)
+    written = build_onnx(qmodel)
+    model.close()
+    artifacts = write_artifacts(qmodel, out_dir, written)
     report_progress(Stage.WRITING, 0.80)
 
     accuracy = None
@@ -116,14 +120,14 @@ def run_quantize(
 
     t0 = time.perf_counter()
     report = build_report(
-        model=model_block(job.model_path, model),
+        model=model_info,
         spec=spec.to_dict(),
         layers=[w.layer for w in qmodel.weights],
         skipped=[s.to_dict() for s in qmodel.skipped],
         distribution=qmodel.distribution,
         accuracy=accuracy,
         artifacts=artifacts.sizes,
-        original_bytes=job.model_path.stat().st_size + _external_bytes(model),
+        original_bytes=original_bytes,
         timings={},
     )
     write_s = artifacts.write_s + time.perf_counter() - t0

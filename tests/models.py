@@ -288,7 +288,7 @@ def large(
     """A Conv stem and a stack of ``MatMul`` layers with about ``n_params`` parameters.
 
     Input ``x`` is ``(N, 64, 8, 8)``; two 3x3 convolutions with 256 channels, then square
-    MatMul layers of width 2048 (about 4.2 M parameters each) until ``n_params`` is reached.
+    MatMul layers of width 2048 (about 4.2 M parameters each) until at least ``n_params``.
     """
     rng = np.random.default_rng(seed)
     nodes: list[onnx.NodeProto] = []
@@ -319,7 +319,7 @@ def large(
     total += w_in.size
     prev = "h_in"
     i = 0
-    while total + width * width <= n_params or i == 0:
+    while total < n_params:
         w = _weights(rng, (width, width), width)
         inits.append(numpy_helper.from_array(w, f"fc{i}.weight"))
         nodes.append(helper.make_node("MatMul", [prev, f"fc{i}.weight"], [f"m{i}"]))

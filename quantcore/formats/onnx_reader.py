@@ -74,6 +74,13 @@ class OnnxModel:
         """The values of tensor ``name`` in their stored dtype (external data read safely)."""
         return tensor_array(self.sources[name].tensor, self.path.parent)
 
+    def close(self) -> None:
+        """Drop the parsed model (and with it every float it holds): protobuf frees a message's
+        memory only as a whole. Call it once the quantized model is built; the model cannot be
+        read again afterwards."""
+        self.proto = onnx.ModelProto()
+        self.sources = {}
+
     def _find_tensors(self) -> Iterator[WeightTensor]:
         uses: dict[str, list[Use]] = defaultdict(list)
         for graph, _ in walk_graphs(self.proto.graph, "graph"):

@@ -92,6 +92,10 @@ class WeightsModel:
     def array(self, name: str) -> np.ndarray:
         return self.arrays[name]
 
+    def close(self) -> None:
+        """Nothing to free: safetensors arrays are memory-mapped, and the arrays are needed
+        again to write the output file."""
+
 
 def read_safetensors(path: Path) -> WeightsModel:
     """Parse a safetensors file; raises ``InvalidModelError`` naming what is wrong."""
