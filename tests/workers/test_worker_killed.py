@@ -3,6 +3,8 @@ worker and succeeds, with exactly one set of artifacts."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,3 +77,27 @@ def test_sigkilled_worker_job_runs_again_with_one_set_of_artifacts(
 
     x = np.random.default_rng(0).standard_normal((2, 64, 8, 8)).astype(np.float32)
     check_quantized_model(original, files["model.onnx"], x, max_rel=0.35)
+
+
+def test_pool_process_killed_mid_job_is_run_again_at_once(
+    service_factory: Callable[[dict[str, str]], Service], tmp_path: Path
+) -> None:
+    """Only the pool process dies (the out-of-memory killer's choice): the worker's main
+    process puts the job back at once (reject on worker lost) and runs it again."""
+    service = service_factory(embedded_env(tmp_path))
+    service.start_api()
+    original = save_model(models.large(N_PARAMS, seed=3), tmp_path / "large.onnx")
+    spec = {"method": "uniform", "bits": 4, "granularity": "layer"}
+    with service.client() as client:
+        job = submit_ok(client, upload_model(client, original)["id"], spec)
+        worker = service.start_worker()
+        wait_until(client, job["id"], lambda j: j["status"] == "running", timeout_s=60)
+        children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        os.kill(int(children[0]), signal.SIGKILL)
+
+        done = wait_final(client, job["id"], 60, service.logs)
+        assert done["status"] == "succeeded", (done, service.logs())
+        assert "started (attempt 2)" in worker.log.read_text()
+        names = [a["name"] for a in client.get(f"/v1/jobs/{job['id']}/artifacts").json()]
+        assert len(names) == len(set(names)) and "model.onnx" in names
