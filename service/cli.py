@@ -3,6 +3,7 @@
 Server side (settings from ``QUANTSERVE_*``, see ``service.settings``):
 
 - ``serve``: migrations, the API (uvicorn) and one worker subprocess; Ctrl-C stops both.
+  ``--no-worker`` runs the API alone (the deployed shape), ``--workers N`` N API processes.
 - ``worker``: a Celery worker on the configured broker.
 - ``create-key --team T``: a new API key for team T, printed once.
 
