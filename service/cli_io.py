@@ -1,10 +1,24 @@
-"""A one-line progress bar for the CLI, drawn on stderr so stdout stays machine-readable."""
+"""What the CLI writes: JSON lines on stdout, messages and a progress bar on stderr.
+
+stdout stays machine-readable (one JSON object per line) whatever the command.
+"""
 
 from __future__ import annotations
 
-from typing import TextIO
+import json
+import sys
+from typing import Any, TextIO
 
 WIDTH = 30
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, sort_keys=True), flush=True)
+
+
+def error(message: str) -> None:
+    print(f"quantserve: {message}", file=sys.stderr, flush=True)
 
 
 class ProgressBar:
