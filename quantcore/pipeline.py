@@ -261,9 +261,12 @@ def write_artifacts(
     else:
         model_path = out_dir / "model.onnx"
         onnx_bytes = serialize(written.proto) if fits_inline(written.proto) else None
+    # Packed before saving: saving with external data moves the tensors out of the proto.
+    data = package(qmodel, written, onnx_bytes).data
+    if not isinstance(source, WeightsModel):
         paths = save_onnx(written.proto, model_path, onnx_bytes)
     qpack_path = out_dir / "model.qpack"
-    qpack_path.write_bytes(package(qmodel, written, onnx_bytes).data)
+    qpack_path.write_bytes(data)
     paths = (*paths, qpack_path)
     return Artifacts(
         paths=paths,

@@ -15,11 +15,17 @@ Layout, version 1 (integers little-endian)::
                                         length of the header in bytes
     header: UTF-8 JSON object
         format:    "onnx" | "safetensors" | "npz"   (what unpacking writes)
-        onnx:      {sha256, size}                    (of the model.onnx the package restores)
+        onnx:      {sha256, size, external_data}     (of the model.onnx the package restores;
+                                                      null past 2 GB, see below)
         skeleton:  {offset, length, raw_size, codec: "zstd"}
         tensors:   [{name, initializer, elem_type, shape, code_min, code_max,
                      coding: "entropy" | "packed", bits, offset, length}]
     sections: the skeleton and each tensor's codes, at ``offset`` bytes after the header
+
+A model.onnx past 2 GB is written with external data (``model.onnx`` + ``model.onnx.data``);
+its package stores no SHA-256 (there is no single byte string) and ``unpack_file`` rewrites
+both files with the same writer. The skeleton's zstd frame carries a checksum and every
+entropy stream a CRC-32, so corruption is still detected.
 
 For weights-only inputs the ONNX model is the container graph of
 ``quantcore.formats.container``; unpacking runs it and writes the weights file.
@@ -47,7 +53,14 @@ from quantcore.errors import InvalidPackageError
 from quantcore.formats.container import container_arrays
 from quantcore.formats.model import ModelFormat
 from quantcore.formats.onnx_reader import walk_graphs
-from quantcore.formats.onnx_writer import CodedTensor, WrittenModel, code_raw_data, serialize
+from quantcore.formats.onnx_writer import (
+    CodedTensor,
+    WrittenModel,
+    code_raw_data,
+    fits_inline,
+    save_onnx,
+    serialize,
+)
 from quantcore.formats.weights_io import write_npz, write_safetensors
 from quantcore.packing import pack_bits, unpack_bits
 
@@ -111,12 +124,23 @@ def pack(
 
     ``onnx_bytes`` is ``serialize(written.proto)`` when the caller already has it.
     """
-    model_bytes = serialize(written.proto) if onnx_bytes is None else onnx_bytes
+    if onnx_bytes is None and fits_inline(written.proto):
+        onnx_bytes = serialize(written.proto)
+    # Past 2 GB model.onnx is written with external data and has no single byte string to
+    # hash; the sections' own checksums (zstd, entropy CRC) guard the package then.
+    onnx_info: dict[str, Any] = {"sha256": None, "size": None, "external_data": True}
+    if onnx_bytes is not None:
+        onnx_info = {
+            "sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+            "size": len(onnx_bytes),
+            "external_data": False,
+        }
     raw_skeleton = skeleton(written)
-    sections = [zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw_skeleton)]
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
+    sections = [compressor.compress(raw_skeleton)]
     header: dict[str, Any] = {
         "format": fmt.value,
-        "onnx": {"sha256": hashlib.sha256(model_bytes).hexdigest(), "size": len(model_bytes)},
+        "onnx": onnx_info,
         "skeleton": {
             "offset": 0,
             "length": len(sections[0]),
@@ -183,8 +207,9 @@ def _section(view: memoryview, start: int, entry: dict[str, Any], what: str) -> 
     return view[begin : begin + length]
 
 
-def unpack(data: bytes | memoryview) -> tuple[ModelFormat, bytes]:
-    """The package's format and the exact bytes of the ``model.onnx`` it was built from."""
+def unpack_model(data: bytes | memoryview) -> tuple[ModelFormat, onnx.ModelProto, str | None]:
+    """The package's format, the restored model and the SHA-256 its bytes must have (``None``
+    for a model written with external data)."""
     header, start = read_header(data)
     view = memoryview(data)
     try:
@@ -208,24 +233,40 @@ def unpack(data: bytes | memoryview) -> tuple[ModelFormat, bytes]:
             raise InvalidPackageError(f"package codes of {entry['name']!r} do not fit the model")
         codes = shifted.astype(np.int32) + int(entry["code_min"])
         tensors[entry["initializer"]].raw_data = code_raw_data(codes, int(entry["elem_type"]))
+    return ModelFormat(header["format"]), proto, header["onnx"].get("sha256")
+
+
+def unpack(data: bytes | memoryview) -> tuple[ModelFormat, bytes]:
+    """The package's format and the exact bytes of the ``model.onnx`` it was built from
+    (checked against the stored SHA-256)."""
+    fmt, proto, expected = unpack_model(data)
+    if expected is None:
+        raise InvalidPackageError(
+            "this package holds a model over 2 GB (written with external data); restore it "
+            "to files with unpack_file"
+        )
     model_bytes = serialize(proto)
     digest = hashlib.sha256(model_bytes).hexdigest()
-    if digest != header["onnx"]["sha256"]:
+    if digest != expected:
         raise InvalidPackageError(
-            f"restored model's sha256 {digest} differs from the package's "
-            f"{header['onnx']['sha256']} (corrupt package)"
+            f"restored model's sha256 {digest} differs from the package's {expected} "
+            "(corrupt package)"
         )
-    return ModelFormat(header["format"]), model_bytes
+    return fmt, model_bytes
 
 
 def unpack_file(package: Path, out: Path) -> tuple[Path, ...]:
     """Restore ``package`` into ``out``: ``model.onnx`` itself, or for a weights-only package the
-    ``.safetensors``/``.npz`` file with the dequantized weights. Returns the files written."""
+    ``.safetensors``/``.npz`` file with the dequantized weights; a model over 2 GB as ``out``
+    and ``out.data`` (external data), as the job wrote it. Returns the files written."""
     try:
         data = package.read_bytes()
     except OSError as exc:
         raise InvalidPackageError(f"cannot read {package.name}: {exc.strerror}") from None
-    fmt, model_bytes = unpack(data)
+    fmt, proto, expected = unpack_model(data)
+    if fmt is ModelFormat.ONNX and expected is None:
+        return save_onnx(proto, out)  # the same writer, so the same files
+    _, model_bytes = unpack(data)
     if fmt is ModelFormat.ONNX:
         out.write_bytes(model_bytes)
     elif fmt is ModelFormat.SAFETENSORS:

@@ -16,12 +16,13 @@ import onnx
 import pytest
 from onnx import TensorProto
 
+from quantcore.entropy import empirical_entropy_bits
 from quantcore.errors import InvalidDatasetError, InvalidModelError, NoWeightsError
 from quantcore.formats.load import load_model
 from quantcore.formats.weights_io import read_npz, read_safetensors, write_npz, write_safetensors
 from quantcore.jobs import JobInput, JobKind, JobOutput, Stage, run_job
-from quantcore.pipeline import package_size, quantize_model
-from quantcore.qpack import unpack, unpack_file
+from quantcore.pipeline import build_onnx, package, package_size, quantize_model
+from quantcore.qpack import skeleton, unpack, unpack_file
 from quantcore.spec import QuantSpec
 from tests import models
 from tests.core.onnx_helpers import exposing, run, with_weights
@@ -140,6 +141,7 @@ def test_external_data_model(tmp_path):
     assert out.report["summary"]["original_bytes"] > path.stat().st_size
 
 
+@pytest.mark.slow
 def test_sklearn_mlp_with_evaluation(tmp_path):
     model, images = models.sklearn_mlp()
     path = tmp_path / "digits.onnx"
@@ -224,3 +226,39 @@ def test_bad_inputs_fail_with_domain_errors(tmp_path):
     np.savez(dataset, x=np.ones((2, 4), np.float32))
     with pytest.raises(InvalidDatasetError, match="weights only"):
         _job(weights, tmp_path / "c", {}, dataset)
+
+
+def test_model_past_the_inline_limit_uses_external_data(tmp_path, monkeypatch):
+    # The 2 GB limit, scaled down so that the CNN crosses it.
+    monkeypatch.setattr("quantcore.formats.onnx_writer.MAX_INLINE_BYTES", 2048)
+    model = models.cnn()
+    path = tmp_path / "cnn.onnx"
+    onnx.save(model, path)
+    out = _job(path, tmp_path / "out", {"bits": 4})
+    names = [p.name for p in out.artifacts]
+    assert names[:3] == ["model.onnx", "model.onnx.data", "model.qpack"]
+    written = tmp_path / "out" / "model.onnx"
+    got = run(onnx.load(written), IMAGES)  # onnx.load reads the external data next to it
+    qmodel = quantize_model(load_model(path), QuantSpec.from_dict(out.report["spec"]))
+    values = {w.name: w.dequantized() for w in qmodel.weights}
+    np.testing.assert_allclose(got[0], run(with_weights(model, values), IMAGES)[0], rtol=1e-5)
+    restored = tmp_path / "restored" / "model.onnx"
+    restored.parent.mkdir()
+    files = unpack_file(tmp_path / "out" / "model.qpack", restored)
+    assert [f.name for f in files] == ["model.onnx", "model.onnx.data"]
+    for name in ("model.onnx", "model.onnx.data"):
+        assert (restored.parent / name).read_bytes() == (tmp_path / "out" / name).read_bytes()
+
+
+def test_package_size_of_a_real_job_is_near_the_entropy(tmp_path):
+    path = tmp_path / "mlp.onnx"
+    onnx.save(models.mlp(sizes=(256, 512, 512, 10)), path)
+    qmodel = quantize_model(load_model(path), QuantSpec.from_dict({"bits": 3}))
+    written = build_onnx(qmodel)
+    bits = sum(
+        empirical_entropy_bits(w.codes.astype(np.int64) - w.code_min) * w.codes.size
+        for w in qmodel.weights
+    )
+    ideal = bits / 8 + len(skeleton(written))
+    size = len(package(qmodel, written).data)
+    assert size <= 1.03 * ideal
