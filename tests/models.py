@@ -192,6 +192,37 @@ def if_model(*, n_in: int = 8, n_out: int = 6, opset: int = DEFAULT_OPSET, seed:
     return _model(nodes, inits, ["N", n_in], ["N", n_out], opset, "if_model")
 
 
+def loop_model(*, n_in: int = 8, n_out: int = 6, opset: int = DEFAULT_OPSET, seed: int = 0):
+    """A ``Loop`` of two iterations whose body holds ``if_model``'s ``If``: weights at depth
+    two (``then.weight``, ``else.weight``), reading ``x`` and ``cond`` from the outer scope.
+    Output ``y`` stacks the two iterations: ``(2, N, n_out)``."""
+    inner = if_model(n_in=n_in, n_out=n_out, opset=opset, seed=seed)
+    if_node = inner.graph.node[2]
+    if_node.output[0] = "y_iter"
+    body = helper.make_graph(
+        [if_node, helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("y_iter", TensorProto.FLOAT, ["N", n_out]),
+        ],
+    )
+    nodes = [
+        *inner.graph.node[:2],
+        helper.make_node("Loop", ["trip", "keep_going"], ["y"], body=body),
+    ]
+    inits = [
+        *inner.graph.initializer,
+        numpy_helper.from_array(np.array(2, np.int64), "trip"),
+        numpy_helper.from_array(np.array(True), "keep_going"),
+    ]
+    return _model(nodes, inits, ["N", n_in], [2, "N", n_out], opset, "loop_model")
+
+
 def with_dtype(model: onnx.ModelProto, elem_type: int) -> onnx.ModelProto:
     """The model with every float32 tensor, input and output turned into ``elem_type``.
 

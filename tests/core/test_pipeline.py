@@ -91,6 +91,7 @@ MODELS = {
     "constants": (lambda: models.with_constant_nodes(models.cnn()), IMAGES),
     "if-then": (lambda: models.if_model(), {"x": np.abs(RNG.normal(size=(4, 8)))}),
     "if-else": (lambda: models.if_model(), {"x": -np.abs(RNG.normal(size=(4, 8)))}),
+    "loop-if": (lambda: models.loop_model(), {"x": -np.abs(RNG.normal(size=(4, 8)))}),
     "float16": (lambda: models.with_dtype(models.mlp(), TensorProto.FLOAT16), X16),
     "float64": (lambda: models.with_dtype(models.mlp(use_matmul=True), TensorProto.DOUBLE), X16),
     "partly-quantized": (lambda: models.partly_quantized(), X16),
@@ -262,3 +263,15 @@ def test_package_size_of_a_real_job_is_near_the_entropy(tmp_path):
     ideal = bits / 8 + len(skeleton(written))
     size = len(package(qmodel, written).data)
     assert size <= 1.03 * ideal
+
+
+def test_overrides_change_one_tensor(tmp_path):
+    model = models.cnn()
+    path = tmp_path / "cnn.onnx"
+    onnx.save(model, path)
+    spec = {"bits": 3, "overrides": [{"match": "^head", "bits": 8, "method": "mulaw"}]}
+    out = _job(path, tmp_path / "out", spec)
+    layers = {row["name"]: row for row in out.report["layers"]}
+    assert (layers["head.weight"]["bits"], layers["head.weight"]["method"]) == (8, "mulaw")
+    assert (layers["conv1.weight"]["bits"], layers["conv1.weight"]["method"]) == (3, "uniform")
+    _verify_onnx(model, path, out, IMAGES)
