@@ -6,7 +6,8 @@ the model and dataset from storage into a temporary folder, calls
 stores the artifacts with their sha256 and marks the job succeeded. Every way out leaves the
 row final and saying why:
 
-- a ``QuantError`` → failed with the core's code and message;
+- a ``QuantError`` → failed with the core's code and message; a storage failure (an upload
+  gone, S3 down) → failed ``storage_error``;
 - the soft time limit → failed ``timeout``; the hard limit (the pool process is killed) →
   failed ``timeout`` from ``JobTask.on_failure``, which runs in the worker's main process;
 - a cancel → the next progress call sees the row is no longer running and stops the job;
@@ -43,7 +44,7 @@ from service.db import Database
 from service.jobs_repo import ClaimedJob, JobsRepo
 from service.logging import job_context
 from service.settings import Settings, get_settings
-from service.storage import Storage, make_storage
+from service.storage import Storage, StorageError, make_storage
 from workers.celery_app import TASK_NAME
 
 log = logging.getLogger("quantserve.worker")
@@ -61,7 +62,7 @@ class Outcome(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    SKIPPED = "skipped"  # final already, unknown id, or stolen by another worker
+    SKIPPED = "skipped"  # final already (or made final by the attempt cap), or unknown id
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,6 +180,8 @@ def _run_claimed(job: ClaimedJob, ctx: WorkerContext) -> Outcome:
             raise JobStopped(f"job {job.id} was cancelled")
         records = store_artifacts(ctx.storage, job.id, output.artifacts)
     if not ctx.repo.succeed(job.id, output.report, records):
+        for record in records:  # cancelled meanwhile: no artifacts without a job result
+            ctx.storage.delete(record.storage_key)
         raise JobStopped(f"job {job.id} left running before its result was stored")
     return Outcome.SUCCEEDED
 
@@ -214,6 +217,10 @@ def _execute(job_id: str, ctx: WorkerContext) -> Outcome:
     except QuantError as exc:
         ctx.repo.fail(job_id, exc.code, exc.message)
         log.info("job %s failed: %s: %s", job_id, exc.code, exc.message, extra=extra)
+        return Outcome.FAILED
+    except StorageError as exc:
+        ctx.repo.fail(job_id, "storage_error", f"the job's files could not be moved: {exc}")
+        log.warning("job %s failed on storage: %s", job_id, exc, extra=extra)
         return Outcome.FAILED
     except SoftTimeLimitExceeded:
         limit = ctx.settings.job_soft_time_limit_s

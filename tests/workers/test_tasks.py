@@ -163,3 +163,15 @@ def test_a_job_whose_worker_keeps_dying_fails_after_the_attempt_cap(
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["error"]["code"] == "worker_lost"
     assert str(MAX_ATTEMPTS) in job["error"]["message"]
+
+
+def test_a_missing_upload_fails_the_job_with_storage_error(
+    client: TestClient, ctx: WorkerContext, model_id: str, settings: Settings
+) -> None:
+    job_id = _submit(client, model_id)
+    for blob in (Path(settings.storage_path) / "blobs").glob("*.onnx"):
+        blob.unlink()
+    assert execute_job(job_id, ctx) is Outcome.FAILED
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["error"]["code"] == "storage_error"
+    assert "blobs/" in job["error"]["message"]
