@@ -106,6 +106,9 @@ def create_celery(settings: Settings, *, producer: bool = False) -> Celery:
         broker_connection_retry_on_startup=True,
         # A worker keeps trying to reach a broker that went away, for as long as it takes.
         broker_connection_max_retries=None,
+        # A job keeps running through a broker outage; its acknowledgement is then lost and
+        # the message comes back after the visibility timeout, to find the job final.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         # The SQLite transport has no fanout exchange, hence no remote control (revoke is
         # then carried by the job row, which the task checks at every progress step).
         worker_enable_remote_control=not embedded,
