@@ -180,8 +180,8 @@ def _run_claimed(job: ClaimedJob, ctx: WorkerContext) -> Outcome:
             raise JobStopped(f"job {job.id} was cancelled")
         records = store_artifacts(ctx.storage, job.id, output.artifacts)
     if not ctx.repo.succeed(job.id, output.report, records):
-        for record in records:  # cancelled meanwhile: no artifacts without a job result
-            ctx.storage.delete(record.storage_key)
+        # Cancelled meanwhile. The files stay: their keys are the job's fixed keys, which
+        # a later attempt of the same job may have written too (same inputs, same bytes).
         raise JobStopped(f"job {job.id} left running before its result was stored")
     return Outcome.SUCCEEDED
 
