@@ -12,6 +12,7 @@ float copy of the model; ``model`` granularity needs every weight at once (one q
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -38,7 +39,7 @@ from quantcore.formats.onnx_writer import (
 from quantcore.formats.roles import Selection, Skipped, select_weights
 from quantcore.formats.weights_io import WeightsModel, write_npz, write_safetensors
 from quantcore.layerwise import TensorRequest, quantize_tensors
-from quantcore.qpack import Package, pack
+from quantcore.qpack import Package, encode_body, pack
 from quantcore.quantized import Decoder, FloatArray, IntArray, decode
 from quantcore.spec import Granularity, QuantSpec
 
@@ -76,6 +77,7 @@ class CodedWeight:
     code_max: int
     decoder: Decoder
     layer: dict[str, Any]
+    body: bytes  # the codes' section of model.qpack (qpack.encode_body)
 
     def dequantized(self) -> FloatArray:
         return decode(self.codes, self.decoder)
@@ -121,21 +123,33 @@ def _sample(weights: np.ndarray, share: float, rng: np.random.Generator) -> np.n
 
 
 def _quantize_batch(
-    requests: list[TensorRequest], granularity: Granularity, share: float, seed: int
+    requests: list[TensorRequest], spec: QuantSpec, share: float, seed: int
 ) -> tuple[list[CodedWeight], list[np.ndarray]]:
+    """Quantize one batch and code it for the package (on a worker thread: the coding of
+    one tensor overlaps the NumPy work of the next). ``requests`` is emptied as soon as it
+    is used, and the dequantized floats are dropped before coding, to bound memory."""
     rng = np.random.default_rng([FIT_SEED, seed])
     samples = [_sample(r.weights, share, rng) for r in requests]
-    coded = [
-        CodedWeight(
-            name=result.name,
-            codes=result.quantized.codes,
-            code_min=int(result.quantized.code_min),
-            code_max=int(result.quantized.code_max),
-            decoder=result.quantized.decoder,
-            layer=result.report.to_dict(),
+    results = quantize_tensors(requests, spec.granularity)
+    requests.clear()
+    parts = [
+        (r.name, r.quantized.codes, r.quantized.code_min, r.quantized.code_max,
+         r.quantized.decoder, r.report.to_dict())
+        for r in results
+    ]  # fmt: skip
+    del results
+    coded = []
+    for name, codes, code_min, code_max, decoder, layer in parts:
+        weight = CodedWeight(
+            name=name,
+            codes=codes,
+            code_min=int(code_min),
+            code_max=int(code_max),
+            decoder=decoder,
+            layer=layer,
+            body=b"",
         )
-        for result in quantize_tensors(requests, granularity)
-    ]
+        coded.append(dataclasses.replace(weight, body=encode_body(weight, spec.entropy_coding)))
     return coded, samples
 
 
@@ -179,9 +193,7 @@ def quantize_model(
         for index, names in enumerate(batches):
             # Reading stays on this thread: protobuf messages are not shared between threads.
             requests = [_request(model, n, spec) for n in names]
-            pending.append(
-                (names, pool.submit(_quantize_batch, requests, spec.granularity, share, index))
-            )
+            pending.append((names, pool.submit(_quantize_batch, requests, spec, share, index)))
             del requests
             while len(pending) >= max(1, workers):
                 collect()
@@ -225,6 +237,7 @@ def package(
         fmt=qmodel.source.format,
         entropy_coding=qmodel.spec.entropy_coding,
         onnx_bytes=onnx_bytes,
+        bodies={w.name: w.body for w in qmodel.weights},
     )
 
 

@@ -112,6 +112,12 @@ def code_bits(coded: CodedTensor) -> int:
     return max(1, (int(coded.code_max) - int(coded.code_min)).bit_length())
 
 
+def encode_body(coded: CodedTensor, entropy_coding: bool) -> bytes:
+    """One tensor's codes section: ``code - code_min`` entropy-coded or bit-packed."""
+    shifted = _shifted(coded)
+    return encode_codes(shifted) if entropy_coding else pack_bits(shifted, code_bits(coded))
+
+
 def pack(
     written: WrittenModel,
     coded: Mapping[str, CodedTensor],
@@ -119,10 +125,12 @@ def pack(
     fmt: ModelFormat,
     entropy_coding: bool = True,
     onnx_bytes: bytes | None = None,
+    bodies: Mapping[str, bytes] | None = None,
 ) -> Package:
     """Build the package of ``written`` (whose code tensors hold ``coded``'s codes).
 
-    ``onnx_bytes`` is ``serialize(written.proto)`` when the caller already has it.
+    ``onnx_bytes`` is ``serialize(written.proto)`` and ``bodies`` the tensors'
+    ``encode_body`` sections, when the caller already has them.
     """
     if onnx_bytes is None and fits_inline(written.proto):
         onnx_bytes = serialize(written.proto)
@@ -152,15 +160,14 @@ def pack(
     offset = len(sections[0])
     for name, tensor in coded.items():
         storage = written.codes[name]
-        shifted = _shifted(tensor)
         bits = code_bits(tensor)
-        body = encode_codes(shifted) if entropy_coding else pack_bits(shifted, bits)
+        body = bodies[name] if bodies is not None else encode_body(tensor, entropy_coding)
         header["tensors"].append(
             {
                 "name": name,
                 "initializer": storage.initializer,
                 "elem_type": storage.elem_type,
-                "shape": list(shifted.shape),
+                "shape": list(np.shape(tensor.codes)),
                 "code_min": int(tensor.code_min),
                 "code_max": int(tensor.code_max),
                 "coding": "entropy" if entropy_coding else "packed",

@@ -140,6 +140,9 @@ class _Names:
 class _Replacement:
     nodes: list[onnx.NodeProto]
     initializers: list[onnx.TensorProto]
+    # The code tensor is written straight into the output graph (name, codes, element type):
+    # building it apart and copying it in would hold the codes twice.
+    code: tuple[str, np.ndarray, int]
 
 
 def _broadcast(values: np.ndarray, axis: int | None, ndim: int) -> np.ndarray:
@@ -164,7 +167,7 @@ def _decode_nodes(
     affine = isinstance(decoder, AffineDecoder)
     elem = storage_type(coded.code_min, coded.code_max, signed=affine, opset=opset)
     code_name = names.fresh(f"{value}_codes")
-    inits = [_raw_tensor(code_name, codes, elem)]
+    inits: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []
     step = itertools.count()
 
@@ -203,15 +206,17 @@ def _decode_nodes(
         current = node("Cast", [current], to=out_type)
     # The last node's output takes the tensor's own name, so consumers are untouched.
     nodes[-1].output[0] = value
-    return _Replacement(nodes=nodes, initializers=inits), CodeStorage(
-        initializer=code_name, elem_type=elem, graph_path=""
-    )
+    return _Replacement(
+        nodes=nodes, initializers=inits, code=(code_name, codes, elem)
+    ), CodeStorage(initializer=code_name, elem_type=elem, graph_path="")
 
 
-def _raw_tensor(name: str, codes: np.ndarray, elem_type: int) -> onnx.TensorProto:
-    tensor = onnx.TensorProto(name=name, data_type=elem_type, dims=codes.shape)
+def _add_codes(graph: onnx.GraphProto, name: str, codes: np.ndarray, elem_type: int) -> None:
+    tensor = graph.initializer.add()
+    tensor.name = name
+    tensor.data_type = elem_type
+    tensor.dims.extend(codes.shape)
     tensor.raw_data = code_raw_data(codes, elem_type)
-    return tensor
 
 
 def rewrite(model: OnnxModel, quantized: Mapping[str, CodedTensor]) -> WrittenModel:
@@ -277,6 +282,7 @@ def _rebuild(
         else:
             out.initializer.add().CopyFrom(init)
     for _, replacement in plan:
+        _add_codes(out, *replacement.code)
         out.initializer.extend(replacement.initializers)
         out.node.extend(replacement.nodes)
     for index, node in enumerate(graph.node):
