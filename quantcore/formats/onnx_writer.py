@@ -155,9 +155,11 @@ def _broadcast(values: np.ndarray, axis: int | None, ndim: int) -> np.ndarray:
 
 
 def _decode_nodes(
-    names: _Names, value: str, coded: CodedTensor, out_type: int, opset: int
+    names: _Names, source: TensorSource, coded: CodedTensor, opset: int
 ) -> tuple[_Replacement, CodeStorage]:
-    """Initializers and nodes that compute ``decode(coded.codes, coded.decoder)`` as ``value``."""
+    """Initializers and nodes that compute ``decode(coded.codes, coded.decoder)`` under the
+    source tensor's own name and type."""
+    value, out_type = source.value_name, source.tensor.data_type
     decoder = coded.decoder
     codes = np.asarray(coded.codes)
     ndim = codes.ndim
@@ -208,7 +210,7 @@ def _decode_nodes(
     nodes[-1].output[0] = value
     return _Replacement(
         nodes=nodes, initializers=inits, code=(code_name, codes, elem)
-    ), CodeStorage(initializer=code_name, elem_type=elem, graph_path="")
+    ), CodeStorage(initializer=code_name, elem_type=elem, graph_path=source.graph_path)
 
 
 def _add_codes(graph: onnx.GraphProto, name: str, codes: np.ndarray, elem_type: int) -> None:
@@ -227,15 +229,8 @@ def rewrite(model: OnnxModel, quantized: Mapping[str, CodedTensor]) -> WrittenMo
     storages: dict[str, CodeStorage] = {}
     for name, coded in quantized.items():
         source = model.sources[name]
-        replacement, storage = _decode_nodes(
-            names, source.value_name, coded, source.tensor.data_type, model.opset
-        )
+        replacement, storages[name] = _decode_nodes(names, source, coded, model.opset)
         plans[source.graph_path].append((source, replacement))
-        storages[name] = CodeStorage(
-            initializer=storage.initializer,
-            elem_type=storage.elem_type,
-            graph_path=source.graph_path,
-        )
     out = onnx.ModelProto()
     for field, value in model.proto.ListFields():
         if field.name != "graph":
