@@ -1,13 +1,16 @@
 """The quantize pipeline in composable steps, shared by quantize jobs, sweeps and searches.
 
-``load_model`` → ``quantize_model`` → ``build_onnx`` → ``package`` / ``write_artifacts`` →
-``build_report``. A sweep loads once, then calls ``quantize_model`` and ``package_size`` per
-point without writing files; ``quantcore.jobs.run_job`` chains all of them.
+``load_model`` → ``quantize_model`` → ``build_onnx`` → ``package`` / ``write_artifacts``, then
+``quantcore.report.build_report``. A sweep loads once, then calls ``quantize_model`` and
+``package_size`` per point without writing files; ``quantcore.quantize_job`` chains them all
+for a quantize job.
 
 Memory: a loaded model keeps its float data where it was (the parsed ONNX, or memory-mapped
-weights files); ``quantize_model`` quantizes one tensor at a time for ``layer`` and
-``channel`` granularity and keeps only codes and decoders (``CodedWeight``), never a second
-float copy of the model; ``model`` granularity needs every weight at once (one quantizer).
+weights files). ``quantize_model`` quantizes ``layer`` and ``channel`` tensors one at a time
+(a few threads, each holding one tensor's temporaries) and keeps only codes, decoders and the
+package's coded sections (``CodedWeight``), never a second float copy of the model; ``model``
+granularity needs every weight at once (one quantizer). A job then builds the quantized ONNX
+and closes the source (protobuf frees a parsed model only as a whole) before serializing.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ import zstandard
 
 from quantcore.entropy import decode_codes, encode_codes
 from quantcore.errors import InvalidPackageError
-from quantcore.formats.container import container_arrays
+from quantcore.formats.container import container_arrays, container_metadata
 from quantcore.formats.model import ModelFormat
 from quantcore.formats.onnx_reader import walk_graphs
 from quantcore.formats.onnx_writer import (
@@ -277,7 +277,7 @@ def unpack_file(package: Path, out: Path) -> tuple[Path, ...]:
     if fmt is ModelFormat.ONNX:
         out.write_bytes(model_bytes)
     elif fmt is ModelFormat.SAFETENSORS:
-        write_safetensors(out, container_arrays(model_bytes))
+        write_safetensors(out, container_arrays(model_bytes), container_metadata(model_bytes))
     else:
         write_npz(out, container_arrays(model_bytes))
     return (out,)

@@ -50,7 +50,14 @@ def build_container(model: WeightsModel, quantized: Collection[str]) -> OnnxMode
         producer_name="quantserve",
     )
     proto.ir_version = CONTAINER_IR_VERSION
+    helper.set_model_props(proto, model.metadata)  # safetensors' __metadata__, kept
     return OnnxModel(model.path, proto)
+
+
+def container_metadata(onnx_bytes: bytes) -> dict[str, str]:
+    """The weights file's metadata stored in a container graph."""
+    proto = onnx.ModelProto.FromString(onnx_bytes)
+    return {p.key: p.value for p in proto.metadata_props}
 
 
 def container_arrays(onnx_bytes: bytes) -> Iterator[tuple[str, np.ndarray]]:

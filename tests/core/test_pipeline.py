@@ -173,7 +173,10 @@ def test_weights_only_models(tmp_path, suffix):
         "positions": np.arange(10),
     }
     path = tmp_path / f"weights{suffix}"
-    (write_safetensors if suffix == ".safetensors" else write_npz)(path, arrays.items())
+    if suffix == ".safetensors":
+        write_safetensors(path, arrays.items(), {"format": "pt", "source": "tests"})
+    else:
+        write_npz(path, arrays.items())
     out = _job(path, tmp_path / "out", {"bits": 3, "granularity": "channel"})
     assert [p.name for p in out.artifacts] == [
         f"model{suffix}",
