@@ -46,7 +46,9 @@ from quantcore.formats.onnx_reader import (
     walk_graphs,
 )
 from quantcore.packing import pack_bits
-from quantcore.quantized import AffineDecoder, CodebookDecoder, Decoder
+
+# decode()'s own broadcasting, so the graph's constants have exactly its shapes.
+from quantcore.quantized import AffineDecoder, CodebookDecoder, Decoder, _along
 
 # Protobuf cannot serialize a message of 2 GiB or more; keep a margin for the graph.
 MAX_INLINE_BYTES = 2**31 - 2**26
@@ -145,15 +147,6 @@ class _Replacement:
     code: tuple[str, np.ndarray, int]
 
 
-def _broadcast(values: np.ndarray, axis: int | None, ndim: int) -> np.ndarray:
-    values = np.asarray(values, np.float32)
-    if axis is None or values.ndim == 0:
-        return values
-    shape = [1] * ndim
-    shape[axis] = values.shape[0]
-    return values.reshape(shape)
-
-
 def _decode_nodes(
     names: _Names, source: TensorSource, coded: CodedTensor, opset: int
 ) -> tuple[_Replacement, CodeStorage]:
@@ -191,7 +184,7 @@ def _decode_nodes(
         index = node("Cast", [code_name], to=TensorProto.INT32)
         current = node("Gather", [const("levels", decoder.levels), index], axis=0)
         if not np.all(scale == 1.0):
-            current = node("Mul", [current, const("scale", _broadcast(scale, axis, ndim))])
+            current = node("Mul", [current, const("scale", _along(scale, axis, ndim))])
     elif opset >= 13 or (opset >= 10 and not per_channel):
         current = code_name
         if elem in (TensorProto.INT16, TensorProto.UINT16) and opset < 21:
@@ -201,9 +194,9 @@ def _decode_nodes(
         current = node("DequantizeLinear", [current, const("scale", scale_arr)], **attrs)
     else:
         current = node("Cast", [code_name], to=TensorProto.FLOAT)
-        current = node("Mul", [current, const("scale", _broadcast(scale, axis, ndim))])
+        current = node("Mul", [current, const("scale", _along(scale, axis, ndim))])
     if not np.all(offset == 0.0):
-        current = node("Add", [current, const("offset", _broadcast(offset, axis, ndim))])
+        current = node("Add", [current, const("offset", _along(offset, axis, ndim))])
     if out_type != TensorProto.FLOAT:
         current = node("Cast", [current], to=out_type)
     # The last node's output takes the tensor's own name, so consumers are untouched.
