@@ -98,31 +98,34 @@ async def _load(
     """``total`` requests from ``clients`` concurrent clients.
 
     ``rate=None``: closed loop, each client sends its next request as soon as the last one
-    is answered (saturation: the server's throughput). ``rate``: open loop, requests leave on
-    a Poisson schedule of ``rate`` per second over all clients, each client sending its own
-    share, whatever the answers' delay (latency at a given offered load).
+    is answered (saturation: the server's throughput). ``rate``: open loop, one Poisson
+    schedule of ``rate`` requests per second dealt round-robin to the clients; a latency is
+    counted from the scheduled time, so a late answer also delays (and is charged to) the
+    client's next request rather than silently thinning the load.
     """
     latencies: list[float] = []
     accepted = 0
-    per_client = [total // clients + (i < total % clients) for i in range(clients)]
+    if rate is None:
+        offsets: list[float | None] = [None] * total
+    else:
+        gaps = np.random.default_rng(0).exponential(1.0 / rate, total)
+        offsets = [float(t) for t in np.cumsum(gaps)]
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    rng = np.random.default_rng(0)
 
-    async def one_client(client: httpx.AsyncClient, n: int, t0: float) -> None:
+    async def one_client(client: httpx.AsyncClient, mine: list[float | None], t0: float) -> None:
         nonlocal accepted
-        due = t0
-        for _ in range(n):
-            if rate is not None:
-                due += float(rng.exponential(clients / rate))
-                await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            start = time.perf_counter()
+        for offset in mine:
+            if offset is not None:
+                await asyncio.sleep(max(0.0, t0 + offset - time.perf_counter()))
+            start = time.perf_counter() if offset is None else t0 + offset
             response = await client.request(method, path, json=body)
             latencies.append(time.perf_counter() - start)
             accepted += response.status_code in (200, 202)
 
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
         started = time.perf_counter()
-        await asyncio.gather(*(one_client(client, n, started) for n in per_client))
+        shares = [offsets[k::clients] for k in range(clients)]
+        await asyncio.gather(*(one_client(client, share, started) for share in shares))
         wall = time.perf_counter() - started
     return Load(latencies=latencies, accepted=accepted, wall_s=wall)
 
@@ -217,7 +220,9 @@ def bench_job(shape: str, env: dict[str, str], folder: Path, args: Any) -> JobRo
         service.start_worker()
         with service.client() as client:
             model_id = _upload(client, model)
-            _through_service(client, model_id)  # warm-up: worker imports, first pages
+            # Warm-up of both sides: imports (matplotlib for report.html), first pages.
+            _through_service(client, model_id)
+            _direct(model, folder)
             for _ in range(args.repeats):
                 direct.append(_direct(model, folder))
                 through.append(_through_service(client, model_id))
