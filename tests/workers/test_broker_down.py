@@ -11,7 +11,14 @@ import pytest
 
 from tests import models
 from tests.workers.conftest import embedded_env
-from tests.workers.flow import save_model, submit, submit_ok, upload_model, wait_final
+from tests.workers.flow import (
+    save_model,
+    submit,
+    submit_ok,
+    upload_model,
+    wait_final,
+    wait_until,
+)
 from tests.workers.services import RedisServer, Service
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -64,3 +71,39 @@ def test_broker_outage_gives_503_and_loses_no_job(
         again = submit_ok(client, model["id"], SPEC)
         done = wait_final(client, again["id"], 60, service.logs)
         assert done["status"] == "succeeded", (done, service.logs())
+
+
+def test_broker_restart_while_a_job_runs_leaves_one_result(
+    service_factory: Callable[[dict[str, str]], Service],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """Redis goes away and comes back while a worker runs a job: the job finishes once, and
+    the message whose acknowledgement was lost, handed out again after the visibility
+    timeout (18 s here), finds the job final and changes nothing."""
+    env = {
+        **embedded_env(tmp_path),
+        "QUANTSERVE_BROKER_URL": redis_server.url,
+        "QUANTSERVE_JOB_SOFT_TIME_LIMIT_S": "9",
+        "QUANTSERVE_JOB_TIME_LIMIT_S": "10",
+    }
+    service = service_factory(env)
+    service.start_api()
+    worker = service.start_worker()
+    path = save_model(models.large(8_000_000, seed=4), tmp_path / "large.onnx")
+    with service.client() as client:
+        job = submit_ok(client, upload_model(client, path)["id"], SPEC)
+        wait_until(client, job["id"], lambda j: j["status"] == "running", timeout_s=60)
+        redis_server.stop()
+        time.sleep(1.0)
+        redis_server.start()
+        done = wait_final(client, job["id"], 60, service.logs)
+        assert done["status"] == "succeeded", (done, service.logs())
+        first = client.get(f"/v1/jobs/{job['id']}/artifacts").json()
+
+        time.sleep(20)  # past the visibility timeout: any redelivery has happened
+        assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
+        assert client.get(f"/v1/jobs/{job['id']}/artifacts").json() == first
+        names = [a["name"] for a in first]
+        assert len(names) == len(set(names)) and "model.onnx" in names
+    assert worker.log.read_text().count(f"job {job['id']} succeeded") == 1
