@@ -15,7 +15,7 @@ import json
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from quantcore.jobs import JobLimits
@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     )
     job_soft_time_limit_s: float = Field(
         default=3300.0, gt=0, description="Soft time limit of one job; past it the job fails "
-        "with code 'timeout'."
+        "with code 'timeout'. Must be below job_time_limit_s."
     )
     job_time_limit_s: float = Field(
         default=3600.0, gt=0, description="Hard time limit of one job; the worker process "
@@ -100,6 +100,17 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [o.strip() for o in text.split(",") if o.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _soft_limit_below_hard(self) -> Settings:
+        # On Celery's event-loop pool the hard clock starts only when the soft limit fires,
+        # so a soft limit at or past the hard one would stretch the hard limit too.
+        soft, hard = self.job_soft_time_limit_s, self.job_time_limit_s
+        if soft >= hard:
+            raise ValueError(
+                f"job_soft_time_limit_s={soft:g} must be below job_time_limit_s={hard:g}"
+            )
+        return self
 
     def job_limits(self) -> JobLimits:
         """The core's bounds for a job, from these settings."""

@@ -42,3 +42,18 @@ def test_every_field_is_documented_and_none_holds_a_secret() -> None:
     for name, field in Settings.model_fields.items():
         assert field.description, f"{name} has no description"
         assert not any(word in name for word in ("secret", "password", "access_key")), name
+
+
+@pytest.mark.parametrize(("soft", "hard"), [("3600", "3600"), ("30", "0.5")])
+def test_soft_time_limit_must_be_below_the_hard_one(
+    monkeypatch: pytest.MonkeyPatch, soft: str, hard: str
+) -> None:
+    monkeypatch.setenv("QUANTSERVE_JOB_SOFT_TIME_LIMIT_S", soft)
+    monkeypatch.setenv("QUANTSERVE_JOB_TIME_LIMIT_S", hard)
+    with pytest.raises(ValueError, match=(
+        rf"job_soft_time_limit_s={float(soft):g} must be below job_time_limit_s={float(hard):g}"
+    )):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    monkeypatch.setenv("QUANTSERVE_JOB_SOFT_TIME_LIMIT_S", "0.4")
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert s.job_soft_time_limit_s < s.job_time_limit_s

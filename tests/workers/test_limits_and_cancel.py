@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,11 +29,25 @@ def big_model(tmp_path: Path) -> Path:
     return save_model(models.large(N_PARAMS, seed=2), tmp_path / "large.onnx")
 
 
-# "hard": a soft limit far beyond the hard one, so the pool process is killed (on the embedded
-# broker's prefork pool, billiard enforces each limit on its own).
+@contextmanager
+def job_store_locked(database: Path) -> Iterator[None]:
+    """Hold the SQLite job store's write lock. A worker then waits in its next write inside
+    SQLite's busy wait, where the soft limit's signal is not acted on, so only the hard
+    limit can end the job: the case the hard limit is there for."""
+    conn = sqlite3.connect(database, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+# "hard": the job cannot act on its soft limit (see job_store_locked), so the pool process is
+# killed at the hard one (the soft limit must be below the hard one, see Settings).
 @pytest.mark.parametrize(
     ("soft", "hard", "words"),
-    [("0.5", "30", "time limit of 0.5 s"), ("30", "0.5", "hard time limit of 0.5 s")],
+    [("0.5", "30", "time limit of 0.5 s"), ("2", "4", "hard time limit of 4 s")],
     ids=["soft", "hard"],
 )
 def test_a_job_past_its_time_limit_fails_with_timeout(
@@ -51,15 +67,19 @@ def test_a_job_past_its_time_limit_fails_with_timeout(
     service.start_api(with_worker=True)
     with service.client() as client:
         job = submit_ok(client, upload_model(client, big_model)["id"], SPEC)
+        if hard == "4":
+            wait_until(client, job["id"], lambda j: j["status"] == "running", timeout_s=60)
+            with job_store_locked(tmp_path / "quantserve.db"):
+                wait_for(lambda: "Hard time limit" in service.logs(), 30, "the hard limit")
         done = wait_final(client, job["id"], 60, service.logs)
         assert done["status"] == "failed", (done, service.logs())
         assert done["error"]["code"] == "timeout"
         assert words in done["error"]["message"]
         assert client.get(f"/v1/jobs/{job['id']}/artifacts").json() == []
-        if hard == "0.5":
+        if hard == "4":
             # After a hard kill, Celery's prefork pool on a polling transport (the embedded
             # broker) does not hand the worker further jobs (celery/celery#4789); the hard
-            # limit is the last resort behind the soft one, which a job normally hits first.
+            # limit is the last resort behind the soft one, which a job normally acts on.
             return
         # The worker lives on and takes the next job to a final state (within half a second
         # even a small job may or may not finish, so either final state will do).
