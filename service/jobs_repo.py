@@ -3,6 +3,10 @@
 Every status change is one conditional ``UPDATE ... WHERE status IN (allowed sources)``, so two
 processes racing on one job (two workers after a redelivery, a cancel during a run) cannot
 both win, on SQLite as on PostgreSQL. The allowed sources are derived from ``TRANSITIONS``.
+
+A worker's writes also name the attempt it is running (``ClaimedJob.attempts``, counted up by
+each claim): once a redelivered job has been claimed again, the older run's progress and
+result are refused, so only the newest run can move the job on.
 """
 
 from __future__ import annotations
@@ -90,6 +94,11 @@ class ArtifactRecord:
     storage_key: str
 
 
+def _of_attempt(attempt: int | None) -> tuple[Any, ...]:
+    """The WHERE clause keeping a write to run ``attempt`` (none for ``None``: any run)."""
+    return () if attempt is None else (Job.attempts == attempt,)
+
+
 def _duration(started_at: datetime | None, finished_at: datetime) -> float | None:
     return None if started_at is None else max(0.0, (finished_at - started_at).total_seconds())
 
@@ -100,10 +109,15 @@ class JobsRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def _move(self, session: Session, job_id: str, target: JobStatus, **values: Any) -> bool:
+    def _move(
+        self, session: Session, job_id: str, target: JobStatus, *, attempt: int | None = None,
+        **values: Any,
+    ) -> bool:
+        """One conditional status change; with ``attempt``, only if that run is the newest."""
         result = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status.in_([s.value for s in sources(target)]))
+            .where(Job.id == job_id, Job.status.in_([s.value for s in sources(target)]),
+                   *_of_attempt(attempt))
             .values(status=target.value, **values)
             .execution_options(synchronize_session=False)
         )
@@ -148,13 +162,15 @@ class JobsRepo:
             if not claimed:
                 session.rollback()
                 return None
-            session.commit()
+            # Read inside the claiming transaction: a racing claim cannot change the attempt
+            # number this run is told before it commits.
             row = session.execute(
                 select(Job, Model.storage_key, Model.format, Dataset.storage_key)
                 .join(Model, Model.id == Job.model_id)
                 .outerjoin(Dataset, Dataset.id == Job.dataset_id)
                 .where(Job.id == job_id)
             ).one()
+            session.commit()
         job, model_key, model_format, dataset_key = row
         return ClaimedJob(
             id=job.id, team_id=job.team_id, kind=job.kind, spec=dict(job.spec),
@@ -176,17 +192,18 @@ class JobsRepo:
             session.execute(update(Job).where(Job.id == job_id).values(task_id=task_id))
             session.commit()
 
-    def set_progress(self, job_id: str, stage: str, progress: float) -> bool:
-        """Write stage and progress (clamped to [0, 1]) of a running job.
+    def set_progress(self, job_id: str, stage: str, progress: float, *, attempt: int) -> bool:
+        """Write stage and progress (clamped to [0, 1]) of a running job's run ``attempt``.
 
         Returns False when the job is no longer running (cancelled, or finished by another
-        worker): the caller should stop.
+        worker) or a newer attempt has claimed it: the caller should stop.
         """
         progress = min(1.0, max(0.0, float(progress)))
         with self.db.session() as session:
             result = session.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+                .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value,
+                       Job.attempts == attempt)
                 .values(stage=stage, progress=progress)
             )
             session.commit()
@@ -196,20 +213,21 @@ class JobsRepo:
         return self.status(job_id) is JobStatus.CANCELLED
 
     def succeed(
-        self, job_id: str, report: dict[str, Any], artifacts: Sequence[ArtifactRecord]
+        self, job_id: str, report: dict[str, Any], artifacts: Sequence[ArtifactRecord], *,
+        attempt: int,
     ) -> bool:
         """running → succeeded with the report and exactly this set of artifacts.
 
         Artifacts recorded by an earlier, interrupted attempt are replaced, so a job that was
         run twice still lists one set. Returns False (and changes nothing) if the job was not
-        running any more (cancelled meanwhile).
+        running any more (cancelled meanwhile) or ``attempt`` is not its newest run.
         """
         with self.db.session() as session:
             started = session.scalar(select(Job.started_at).where(Job.id == job_id))
             now = utcnow()
             summary = report.get("summary") if isinstance(report, dict) else None
-            if not self._move(session, job_id, JobStatus.SUCCEEDED, finished_at=now,
-                              progress=1.0, report=report, summary=summary,
+            if not self._move(session, job_id, JobStatus.SUCCEEDED, attempt=attempt,
+                              finished_at=now, progress=1.0, report=report, summary=summary,
                               duration_s=_duration(started, now),
                               error_code=None, error_message=None):
                 session.rollback()
@@ -223,13 +241,18 @@ class JobsRepo:
             session.commit()
         return True
 
-    def fail(self, job_id: str, code: str, message: str) -> bool:
-        """queued|running → failed with an error code and a message a person can act on."""
+    def fail(self, job_id: str, code: str, message: str, *, attempt: int | None = None) -> bool:
+        """queued|running → failed with an error code and a message a person can act on.
+
+        With ``attempt``, only while that run is the newest (a stale run's failure is
+        refused); ``None`` fails the job whichever run holds it (a job that could not start,
+        or a pool process killed at its hard time limit).
+        """
         with self.db.session() as session:
             started = session.scalar(select(Job.started_at).where(Job.id == job_id))
             now = utcnow()
-            moved = self._move(session, job_id, JobStatus.FAILED, finished_at=now,
-                               duration_s=_duration(started, now),
+            moved = self._move(session, job_id, JobStatus.FAILED, attempt=attempt,
+                               finished_at=now, duration_s=_duration(started, now),
                                error_code=code, error_message=message[:4000])
             session.commit()
         return moved

@@ -16,8 +16,10 @@ row final and saying why:
 
 Redelivery is safe: a job already final is skipped; a job found running (its worker died)
 is claimed again, run from the start, and its artifacts, stored under fixed keys, replace the
-partial ones — one set at the end. A job whose worker keeps dying (out of memory, say) is
-failed ``worker_lost`` by ``JobsRepo.claim`` after ``MAX_ATTEMPTS`` instead of cycling for ever.
+partial ones — one set at the end. Every write of a run names its attempt, so an older run
+still going elsewhere is refused and stops at its next progress call. A job whose worker
+keeps dying (out of memory, say) is failed ``worker_lost`` by ``JobsRepo.claim`` after
+``MAX_ATTEMPTS`` instead of cycling for ever.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ PROGRESS_INTERVAL_S = 0.5
 
 
 class JobStopped(Exception):
-    """The job row left ``running`` while the job ran (cancelled): stop the work."""
+    """The job row left ``running`` while the job ran (cancelled), or a newer attempt claimed
+    it: stop the work."""
 
 
 class Outcome(StrEnum):
@@ -122,7 +125,8 @@ class ProgressWriter:
 
     Writes are throttled to one per ``interval_s`` within a stage; a new stage and the end
     of a stage (fraction 1) are always written. Raises ``JobStopped`` when the row is no
-    longer running, which unwinds ``run_job`` at its next progress call.
+    longer running or no longer ``attempt``'s, which unwinds ``run_job`` at its next progress
+    call.
     """
 
     def __init__(
@@ -130,11 +134,13 @@ class ProgressWriter:
         repo: JobsRepo,
         job_id: str,
         *,
+        attempt: int,
         interval_s: float = PROGRESS_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.repo = repo
         self.job_id = job_id
+        self.attempt = attempt
         self.interval_s = interval_s
         self.clock = clock
         self.stage: Stage | None = None
@@ -148,8 +154,9 @@ class ProgressWriter:
             return
         self.stage, self.last_write = stage, now
         self.writes += 1
-        if not self.repo.set_progress(self.job_id, Stage(stage).value, fraction):
-            raise JobStopped(f"job {self.job_id} is no longer running")
+        if not self.repo.set_progress(self.job_id, Stage(stage).value, fraction,
+                                      attempt=self.attempt):
+            raise JobStopped(f"job {self.job_id} is no longer running attempt {self.attempt}")
 
 
 def _fetch_inputs(job: ClaimedJob, storage: Storage, folder: Path) -> JobInput:
@@ -169,7 +176,7 @@ def _run_claimed(job: ClaimedJob, ctx: WorkerContext) -> Outcome:
     limits = JobLimits(
         max_sweep_points=settings.max_sweep_points, eval_batch_size=settings.eval_batch_size
     )
-    progress = ProgressWriter(ctx.repo, job.id)
+    progress = ProgressWriter(ctx.repo, job.id, attempt=job.attempts)
     with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{job.id}-") as tmp:
         folder = Path(tmp)
         job_input = _fetch_inputs(job, ctx.storage, folder)
@@ -179,10 +186,12 @@ def _run_claimed(job: ClaimedJob, ctx: WorkerContext) -> Outcome:
         if ctx.repo.is_cancelled(job.id):
             raise JobStopped(f"job {job.id} was cancelled")
         records = store_artifacts(ctx.storage, job.id, output.artifacts)
-    if not ctx.repo.succeed(job.id, output.report, records):
-        # Cancelled meanwhile. The files stay: their keys are the job's fixed keys, which
-        # a later attempt of the same job may have written too (same inputs, same bytes).
-        raise JobStopped(f"job {job.id} left running before its result was stored")
+    if not ctx.repo.succeed(job.id, output.report, records, attempt=job.attempts):
+        # Cancelled, or claimed by a newer attempt, meanwhile. The files stay: their keys are
+        # the job's fixed keys, which a later attempt of the same job may have written too
+        # (same inputs, same bytes).
+        raise JobStopped(f"job {job.id} was cancelled or claimed again before attempt "
+                         f"{job.attempts} stored its result")
     return Outcome.SUCCEEDED
 
 
@@ -215,11 +224,12 @@ def _execute(job_id: str, ctx: WorkerContext) -> Outcome:
         log.info("job %s stopped: %s", job_id, exc, extra=extra)
         return Outcome.CANCELLED
     except QuantError as exc:
-        ctx.repo.fail(job_id, exc.code, exc.message)
+        ctx.repo.fail(job_id, exc.code, exc.message, attempt=job.attempts)
         log.info("job %s failed: %s: %s", job_id, exc.code, exc.message, extra=extra)
         return Outcome.FAILED
     except StorageError as exc:
-        ctx.repo.fail(job_id, "storage_error", f"the job's files could not be moved: {exc}")
+        ctx.repo.fail(job_id, "storage_error", f"the job's files could not be moved: {exc}",
+                      attempt=job.attempts)
         log.warning("job %s failed on storage: %s", job_id, exc, extra=extra)
         return Outcome.FAILED
     except SoftTimeLimitExceeded:
@@ -228,12 +238,16 @@ def _execute(job_id: str, ctx: WorkerContext) -> Outcome:
             job_id,
             "timeout",
             f"the job ran past its time limit of {limit:g} s (QUANTSERVE_JOB_SOFT_TIME_LIMIT_S)",
+            attempt=job.attempts,
         )
         log.warning("job %s timed out after %.1f s", job_id, limit, extra=extra)
         return Outcome.FAILED
     except Exception as exc:
         ctx.repo.fail(
-            job_id, "internal_error", f"the worker failed unexpectedly: {type(exc).__name__}: {exc}"
+            job_id,
+            "internal_error",
+            f"the worker failed unexpectedly: {type(exc).__name__}: {exc}",
+            attempt=job.attempts,
         )
         raise
     log.info("job %s succeeded in %.2f s", job_id, time.monotonic() - started, extra=extra)

@@ -76,18 +76,19 @@ def test_claim_then_succeed(repo: JobsRepo, db: Database) -> None:
     assert claimed is not None and claimed.attempts == 1
     assert claimed.model_key == "blobs/x.onnx" and claimed.model_suffix == ".onnx"
     assert claimed.spec == {"bits": 4}
-    assert repo.set_progress(job_id, "quantizing", 1.7)
+    assert repo.set_progress(job_id, "quantizing", 1.7, attempt=1)
     with db.session() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.status == "running" and job.progress == 1.0
         assert job.stage == "quantizing" and job.started_at is not None
-    assert repo.succeed(job_id, {"summary": {"bits_per_weight": 4.0}}, [artifact("a.json")])
+    assert repo.succeed(job_id, {"summary": {"bits_per_weight": 4.0}}, [artifact("a.json")],
+                        attempt=1)
     with db.session() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.status == "succeeded"
         assert job.summary == {"bits_per_weight": 4.0} and job.duration_s is not None
     assert repo.claim(job_id) is None  # a redelivered task of a finished job does nothing
-    assert not repo.set_progress(job_id, "writing", 0.5)
+    assert not repo.set_progress(job_id, "writing", 0.5, attempt=1)
 
 
 def test_redelivery_reruns_and_leaves_one_set_of_artifacts(repo: JobsRepo, db: Database) -> None:
@@ -96,7 +97,8 @@ def test_redelivery_reruns_and_leaves_one_set_of_artifacts(repo: JobsRepo, db: D
     # the first worker died after recording nothing; the broker redelivers the task
     again = repo.claim(job_id)
     assert again is not None and again.attempts == 2
-    assert repo.succeed(job_id, {"summary": {}}, [artifact("model.onnx"), artifact("r.json")])
+    assert repo.succeed(job_id, {"summary": {}}, [artifact("model.onnx"), artifact("r.json")],
+                        attempt=2)
     with db.session() as session:
         names = session.scalars(select(Artifact.name).where(Artifact.job_id == job_id)).all()
     assert sorted(names) == ["model.onnx", "r.json"]
@@ -109,7 +111,7 @@ def test_succeed_replaces_artifacts_of_an_earlier_attempt(repo: JobsRepo, db: Da
         session.add(Artifact(job_id=job_id, name="model.onnx", size_bytes=1, sha256="1" * 64,
                              media_type="x", storage_key="k"))
         session.commit()
-    assert repo.succeed(job_id, {}, [artifact("model.onnx", "2" * 64)])
+    assert repo.succeed(job_id, {}, [artifact("model.onnx", "2" * 64)], attempt=1)
     with db.session() as session:
         rows = session.scalars(select(Artifact).where(Artifact.job_id == job_id)).all()
     assert [(a.name, a.sha256) for a in rows] == [("model.onnx", "2" * 64)]
@@ -125,7 +127,7 @@ def test_fail_records_code_and_message(repo: JobsRepo, db: Database) -> None:
         assert (job.status, job.error_code, job.error_message) == (
             "failed", "invalid_model", "the file is truncated")
     assert not repo.fail(job_id, "other", "again")  # final: unchanged
-    assert not repo.succeed(job_id, {}, [])
+    assert not repo.succeed(job_id, {}, [], attempt=1)
 
 
 def test_cancel_queued_and_running(repo: JobsRepo, db: Database) -> None:
@@ -138,15 +140,15 @@ def test_cancel_queued_and_running(repo: JobsRepo, db: Database) -> None:
     running = new_job(db)
     repo.claim(running)
     repo.cancel(running)
-    assert not repo.set_progress(running, "quantizing", 0.5)  # tells the worker to stop
-    assert not repo.succeed(running, {}, [artifact("x")])
+    assert not repo.set_progress(running, "quantizing", 0.5, attempt=1)  # the worker stops
+    assert not repo.succeed(running, {}, [artifact("x")], attempt=1)
     assert repo.status(running) is JobStatus.CANCELLED
 
 
 def test_cancel_finished_job_is_a_conflict(repo: JobsRepo, db: Database) -> None:
     job_id = new_job(db)
     repo.claim(job_id)
-    repo.succeed(job_id, {}, [])
+    repo.succeed(job_id, {}, [], attempt=1)
     with pytest.raises(InvalidTransitionError, match="is succeeded") as err:
         repo.cancel(job_id)
     assert err.value.status_code == 409
@@ -173,7 +175,7 @@ def test_racing_finishers_only_one_wins(repo: JobsRepo, db: Database) -> None:
         if i % 2:
             results.append(repo.fail(job_id, "timeout", "too slow"))
         else:
-            results.append(repo.succeed(job_id, {}, [artifact(f"a{i}")]))
+            results.append(repo.succeed(job_id, {}, [artifact(f"a{i}")], attempt=1))
 
     threads = [threading.Thread(target=finish, args=(i,)) for i in range(4)]
     for t in threads:
@@ -194,3 +196,38 @@ def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(
         job = session.get(Job, job_id)
         assert job is not None and job.status == "failed" and job.error_code == "worker_lost"
         assert job.error_message == "the worker running this job died 3 times; it is not run again"
+
+
+def test_a_stale_attempt_can_no_longer_write(repo: JobsRepo, db: Database) -> None:
+    job_id = new_job(db)
+    first = repo.claim(job_id)
+    second = repo.claim(job_id)  # redelivered while the first run still goes on
+    assert first is not None and second is not None
+    assert (first.attempts, second.attempts) == (1, 2)
+    assert not repo.set_progress(job_id, "quantizing", 0.9, attempt=1)  # the old run stops
+    assert not repo.succeed(job_id, {"summary": {"old": True}}, [artifact("old")], attempt=1)
+    assert not repo.fail(job_id, "internal_error", "the old run broke", attempt=1)
+    assert repo.set_progress(job_id, "writing", 0.5, attempt=2)
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and (job.status, job.stage, job.progress) == (
+            "running", "writing", 0.5)
+    assert repo.succeed(job_id, {"summary": {"new": True}}, [artifact("new")], attempt=2)
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        names = session.scalars(select(Artifact.name).where(Artifact.job_id == job_id)).all()
+        assert job is not None and job.summary == {"new": True} and job.error_code is None
+    assert names == ["new"]
+    assert not repo.fail(job_id, "internal_error", "too late", attempt=2)  # final now
+
+
+def test_fail_of_the_current_attempt_or_of_any(repo: JobsRepo, db: Database) -> None:
+    job_id = new_job(db)
+    repo.claim(job_id)
+    repo.claim(job_id)
+    assert repo.fail(job_id, "timeout", "too slow", attempt=2)
+    other = new_job(db)
+    repo.claim(other)
+    repo.claim(other)
+    assert repo.fail(other, "timeout", "killed at the hard limit")  # any attempt
+    assert repo.status(other) is JobStatus.FAILED

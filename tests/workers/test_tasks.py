@@ -121,7 +121,7 @@ def test_progress_writer_throttles_and_stops_a_cancelled_job(
     job_id = _submit(client, model_id)
     assert ctx.repo.claim(job_id) is not None
     now = [0.0]
-    writer = ProgressWriter(ctx.repo, job_id, interval_s=0.5, clock=lambda: now[0])
+    writer = ProgressWriter(ctx.repo, job_id, attempt=1, interval_s=0.5, clock=lambda: now[0])
     writer(Stage.LOADING, 0.05)
     writer(Stage.LOADING, 0.06)  # same stage, too soon: not written
     assert writer.writes == 1
@@ -137,6 +137,24 @@ def test_progress_writer_throttles_and_stops_a_cancelled_job(
     with pytest.raises(JobStopped):
         writer(Stage.QUANTIZING, 0.6)
     assert ctx.repo.status(job_id) is JobStatus.CANCELLED
+
+
+def test_a_stale_attempt_stops_at_its_next_progress_call(
+    client: TestClient, ctx: WorkerContext, model_id: str
+) -> None:
+    job_id = _submit(client, model_id)
+    first = ctx.repo.claim(job_id)
+    assert first is not None
+    stale = ProgressWriter(ctx.repo, job_id, attempt=first.attempts, interval_s=0.0)
+    stale(Stage.LOADING, 0.1)
+    second = ctx.repo.claim(job_id)  # redelivered while the first run still goes on
+    assert second is not None and second.attempts == 2
+    with pytest.raises(JobStopped, match="attempt 1"):
+        stale(Stage.QUANTIZING, 0.5)
+    current = ProgressWriter(ctx.repo, job_id, attempt=second.attempts, interval_s=0.0)
+    current(Stage.QUANTIZING, 0.2)
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert (job["status"], job["stage"], job["progress"]) == ("running", "quantizing", 0.2)
 
 
 def test_core_error_fails_the_job_with_its_code(
