@@ -17,7 +17,8 @@ Client side (``--url``, default ``$QUANTSERVE_URL`` or the settings' host and po
   ``batch FILE.jsonl`` (one job per line, one JSON line out per job; exit 1 if any failed).
 
 Local, no server: ``quantize MODEL --spec ... --out DIR`` (the worker's ``run_job``: same
-artifacts and ``report.json``) and ``unpack PACKAGE.qpack [--out model.onnx]``.
+artifacts and ``report.json``) and ``unpack PACKAGE.qpack [--out FILE]`` (the model file
+the package restores, named after the package with its format's suffix by default).
 
 Exit codes: 0 success, 1 a job or request failed, 2 bad arguments or input.
 """
@@ -25,6 +26,7 @@ Exit codes: 0 success, 1 a job or request failed, 2 bad arguments or input.
 from __future__ import annotations
 
 import argparse
+import mmap
 import signal
 import subprocess
 import sys
@@ -183,13 +185,29 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def restored_name(package: Path) -> Path:
+    """``package`` with the suffix of the model it restores (``.onnx``, ``.safetensors`` or
+    ``.npz``, from the header's format). The file is mapped, so only the header is read."""
+    from quantcore import qpack
+    from quantcore.formats.model import SUFFIXES
+
+    try:
+        with package.open("rb") as file:
+            mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return package.with_suffix(".onnx")  # unreadable or empty: unpack_file says why
+    # Unmapped when collected, not closed here: a header error's traceback still holds a view.
+    fmt = qpack.read_header(memoryview(mapped))[0]["format"]
+    return package.with_suffix(next(s for s, f in SUFFIXES.items() if f == fmt))
+
+
 def cmd_unpack(args: argparse.Namespace) -> int:
     from quantcore import qpack
     from quantcore.errors import QuantError
 
     package = Path(args.package)
-    out = Path(args.out) if args.out else package.with_suffix(".onnx")
     try:
+        out = Path(args.out) if args.out else restored_name(package)
         written = qpack.unpack_file(package, out)
     except QuantError as exc:
         error(f"{exc.code}: {exc.message}")
@@ -265,9 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser("unpack", help="restore model.onnx from a .qpack package")
+    p = sub.add_parser("unpack", help="restore the model file from a .qpack package")
     p.add_argument("package")
-    p.add_argument("--out", help="output file (default: PACKAGE with .onnx)")
+    p.add_argument("--out", help="output file (default: PACKAGE with the suffix of the "
+                   "package's format: .onnx, .safetensors or .npz)")
     p.set_defaults(func=cmd_unpack)
     return parser
 
