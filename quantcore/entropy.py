@@ -57,6 +57,8 @@ _TABLE_BYTES_PER_SYMBOL = 1.0
 _HEADER = struct.Struct("<4sBBBBQIIIII")
 _CRC_AT = _HEADER.size - 4  # the CRC-32 is the header's last field
 _ALPHABET = 1 << 16
+# Absent high parts inside the present range up to which ranks are computed, not looked up.
+_MAX_GAPS = 8
 # Symbols counted per bincount call: bincount widens its input to int64 (8 bytes a symbol).
 _COUNT_SLICE = 1 << 20
 
@@ -92,14 +94,13 @@ def encode_codes(codes: npt.ArrayLike) -> bytes:
     lengths: list[int] = []
     if symbols.size > 1 or (raw_bits and flat.size):
         model = _model(present) if symbols.size > 1 else None
-        dense = np.zeros(_ALPHABET >> raw_bits, dtype=np.int32)
-        dense[symbols] = np.arange(symbols.size, dtype=np.int32)
+        rank = _Ranks(symbols, raw_bits)
         for start in range(0, flat.size, CHUNK_SYMBOLS):
             part = flat[start : start + CHUNK_SYMBOLS]
             words = b""
             if model is not None:
                 coder = constriction.stream.stack.AnsCoder()
-                coder.encode_reverse(dense[part >> raw_bits], model)
+                coder.encode_reverse(rank(part), model)
                 words = coder.get_compressed().astype("<u4", copy=False).tobytes()
             lengths.append(len(words) // 4)
             chunks.append(words)
@@ -112,6 +113,38 @@ def encode_codes(codes: npt.ArrayLike) -> bytes:
     for piece in body:
         crc = zlib.crc32(piece, crc)
     return b"".join([header[:_CRC_AT], struct.pack("<I", crc), *body])
+
+
+class _Ranks:
+    """Maps codes to the model's dense index of their high part (its rank among the present
+    high parts), as the ``int32`` the coder takes.
+
+    The rank of ``h`` is ``h - first`` less the number of absent values (gaps) between the
+    first present high part and ``h``. With at most ``_MAX_GAPS`` gaps (the usual case:
+    quantizers use adjacent levels, bar a few empty ones among the outliers) that is a
+    subtraction and one comparison per gap in the codes' own narrow dtype, several times
+    faster than a table lookup (which widens every index to ``intp``); otherwise a table.
+    """
+
+    def __init__(self, symbols: npt.NDArray[np.intp], raw_bits: int) -> None:
+        self.raw_bits = raw_bits
+        self.first = int(symbols[0])
+        present = np.zeros(int(symbols[-1]) - self.first + 1, dtype=bool)
+        present[symbols - self.first] = True
+        self.gaps = [int(g) + self.first for g in np.flatnonzero(~present)[: _MAX_GAPS + 1]]
+        self.table: npt.NDArray[np.int32] | None = None
+        if len(self.gaps) > _MAX_GAPS:
+            self.table = np.zeros(_ALPHABET >> raw_bits, dtype=np.int32)
+            self.table[symbols] = np.arange(symbols.size, dtype=np.int32)
+
+    def __call__(self, part: CodeArray) -> npt.NDArray[np.int32]:
+        high = part >> self.raw_bits if self.raw_bits else part
+        if self.table is not None:
+            return self.table[high]
+        ranks = high - self.first  # no wrap-around: every high part is at least the first
+        for gap in self.gaps:
+            ranks -= high > gap
+        return ranks.astype(np.int32)
 
 
 def decode_codes(data: bytes | bytearray | memoryview) -> CodeArray:

@@ -4,6 +4,7 @@ Layout: one little-endian bit stream. Code ``i`` occupies stream bits ``[i*R, (i
 least significant bit first; stream bit ``k`` is bit ``k % 8`` of byte ``k // 8``. The stream
 is ``ceil(count*R / 8)`` bytes long and the unused high bits of the last byte are zero. For
 R = 8 and R = 16 this is simply the codes as ``uint8`` / little-endian ``uint16``.
+For R = 2 and R = 4 each byte holds whole codes, and is built directly from them.
 
 Codes are non-negative and below ``2**R``: the caller subtracts its ``code_min`` first.
 
@@ -60,6 +61,8 @@ def pack_bits(codes: npt.ArrayLike, bits: int) -> bytes:
         return flat.astype("<u2", copy=False).tobytes()
     if bits == 1:
         return np.packbits(flat.astype(np.uint8, copy=False), bitorder="little").tobytes()
+    if bits in (2, 4):
+        return _pack_within_bytes(flat.astype(np.uint8, copy=False), bits)
     parts = [_pack_groups(flat[i : i + _CHUNK], bits) for i in range(0, flat.size, _CHUNK)]
     return b"".join(parts)[: packed_size(flat.size, bits)]
 
@@ -98,6 +101,20 @@ def unpack_bits(data: bytes | bytearray | memoryview, bits: int, count: int) -> 
 def _check_bits(bits: int) -> None:
     if isinstance(bits, bool) or not isinstance(bits, int | np.integer) or not 1 <= bits <= 16:
         raise InvalidSpecError(f"{bits=} must be an integer between 1 and 16")
+
+
+def _pack_within_bytes(codes: npt.NDArray[np.uint8], bits: int) -> bytes:
+    """Pack at a width that divides 8: each byte holds ``8 // bits`` whole codes, the first in
+    its low bits (the same stream as ``_pack_groups``, about ten times faster)."""
+    per = 8 // bits
+    tail = -codes.size % per
+    if tail:
+        codes = np.concatenate([codes, np.zeros(tail, dtype=np.uint8)])
+    slots = codes.reshape(-1, per)
+    out = slots[:, 0].copy()
+    for k in range(1, per):
+        out |= slots[:, k] << np.uint8(k * bits)
+    return out.tobytes()
 
 
 def _pack_groups(codes: CodeArray, bits: int) -> bytes:

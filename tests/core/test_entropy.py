@@ -189,3 +189,21 @@ def test_raw_bits_across_several_chunks(monkeypatch: pytest.MonkeyPatch) -> None
     data = encode_codes(codes)
     assert raw_bits_of(data) > 0
     np.testing.assert_array_equal(decode_codes(data), codes)
+
+
+@pytest.mark.parametrize("gaps", [0, 3, 8, 9, 40])
+def test_ranks_computed_around_gaps_match_the_table(
+    gaps: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Codes 0..99 with ``gaps`` of them absent: up to _MAX_GAPS the ranks are computed, past
+    # it looked up; a table for every input must give the very same stream.
+    rng = np.random.default_rng(gaps)
+    absent = rng.choice(np.arange(1, 99), size=gaps, replace=False)
+    alphabet = np.setdiff1d(np.arange(100), absent)
+    peaked = 0.8 ** np.abs(alphabet - 50.0)  # peaked, so no low bits are stored raw
+    codes = rng.choice(alphabet, size=100_000, p=peaked / peaked.sum()).astype(np.uint8)
+    codes[: alphabet.size] = alphabet
+    data = encode_codes(codes)
+    np.testing.assert_array_equal(decode_codes(data), codes)
+    monkeypatch.setattr(entropy, "_MAX_GAPS", -1)
+    assert encode_codes(codes) == data
