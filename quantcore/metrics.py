@@ -172,6 +172,11 @@ class Histogram:
     def edges(self) -> npt.NDArray[np.float64]:
         return np.linspace(self.lo, self.hi, self.counts.size + 1)
 
+    @property
+    def centres(self) -> npt.NDArray[np.float64]:
+        edges = self.edges
+        return (edges[:-1] + edges[1:]) / 2
+
     def add(self, values: np.ndarray) -> Histogram:
         """A new histogram with ``values`` (any shape, finite) counted in."""
         bins = self.counts.size

@@ -3,9 +3,10 @@
 What it shows, from the report dict (API.md's report, or a sweep/search report):
 
 - the summary, the accuracy block and the per-layer table;
-- histograms of each layer's weights before and after quantisation and of all layers
-  together (seed 001's figures 4 to 7): the float weights as a density, the quantized weights
-  as stems at their levels, height = share of weights on that level;
+- histograms of the weights before and after quantisation, of the largest layers (at most
+  ``MAX_LAYER_PANELS``, named above the figure) and of all layers together (seed 001's
+  figures 4 to 7): the float weights as a density, the quantized weights as stems at their
+  levels, height = share of weights on that level;
 - for a sweep (``rows``): SQNR (measured and theoretical) and accuracy against the support
   threshold, one curve per (bits, granularity, method) (001's figures 8 to 10), and the
   rate-distortion curves, SQNR and top-1 against entropy bits per weight (004's);
@@ -21,39 +22,20 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from quantcore.report_figures import (
-    HIST_SAMPLE,
-    MAX_HIST_PANELS,
-    MAX_STEMS,
-    WeightHistogram,
+    MAX_LAYER_PANELS,
+    HistogramPanel,
     hist_figure,
-    merged_histogram,
-    model_histograms,
     search_figure,
     sweep_figures,
-    weight_histogram,
 )
 
-if TYPE_CHECKING:
-    from quantcore.pipeline import QuantizedModel
-
-__all__ = [
-    "HIST_SAMPLE",
-    "MAX_HIST_PANELS",
-    "MAX_STEMS",
-    "WeightHistogram",
-    "merged_histogram",
-    "model_histograms",
-    "render_report_html",
-    "weight_histogram",
-    "write_report_html",
-]
+__all__ = ["render_report_html"]
 
 
-def render_report_html(report: dict[str, Any], histograms: Sequence[WeightHistogram] = ()) -> str:
+def render_report_html(report: dict[str, Any], histograms: Sequence[HistogramPanel] = ()) -> str:
     """The page for ``report``; ``histograms`` feed the before/after figure (may be empty)."""
     kind = report.get("kind", "quantize")
     parts = [f"<h1>Quantization report ({_e(kind)})</h1>"]
@@ -70,7 +52,10 @@ def render_report_html(report: dict[str, Any], histograms: Sequence[WeightHistog
     if report.get("path"):
         parts.append(_section("Search", _search_html(report)))
     if histograms:
-        parts.append(_section("Weights before and after quantisation", hist_figure(histograms)))
+        caption = _hist_caption(histograms, len(report.get("layers") or ()))
+        parts.append(
+            _section("Weights before and after quantisation", caption + hist_figure(histograms))
+        )
     if report.get("layers"):
         parts.append(_section("Layers", _records_table(report["layers"])))
     if report.get("skipped"):
@@ -106,6 +91,18 @@ def _fmt(value: Any) -> str:
             else ", ".join(_fmt(v) for v in value)
         )
     return _e(value)
+
+
+def _hist_caption(histograms: Sequence[HistogramPanel], tensors: int) -> str:
+    """Which tensors have a panel: with many layers only the largest do."""
+    names = ", ".join(h.name for h in histograms)
+    text = f"Panels: {names}."
+    if tensors > MAX_LAYER_PANELS:
+        text += (
+            f" Only the {MAX_LAYER_PANELS} largest of the {tensors} quantized tensors have a "
+            "panel of their own; the pooled panel covers them all."
+        )
+    return f"<p>{_e(text)}</p>"
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -179,11 +176,3 @@ def _search_html(report: dict[str, Any]) -> str:
     )
     figure = search_figure(path, report.get("max_top1_drop"))
     return intro + figure + _records_table(records, highlight=chosen)
-
-
-def write_report_html(report: dict[str, Any], qmodel: QuantizedModel | None, out_dir: Path) -> Path:
-    """Write ``report.html`` for a job's report (histograms from ``qmodel`` when given)."""
-    path = Path(out_dir) / "report.html"
-    histograms = model_histograms(qmodel) if qmodel is not None else []
-    path.write_text(render_report_html(report, histograms), encoding="utf-8")
-    return path

@@ -22,18 +22,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from quantcore import pipeline, report
 from quantcore.errors import InvalidDatasetError
 from quantcore.jobs import JobInput, JobLimits, JobOutput, ProgressCallback, Stage
 from quantcore.quantize_job import model_block
-from quantcore.report_html import model_histograms, render_report_html
+from quantcore.report_figures import HistogramPanel, model_histograms
+from quantcore.report_html import render_report_html
 from quantcore.search import parse_search, search
 from quantcore.sweep import Measurer, measurer, run_sweep
 from quantcore.sweep_spec import parse_sweep
+
+SpecT = TypeVar("SpecT")
 
 
 def validate_sweep(spec: dict[str, Any], limits: JobLimits) -> dict[str, Any]:
@@ -66,19 +70,47 @@ def _stage(
     return lambda f: span(stage, f)
 
 
-def _prepare(
-    job: JobInput, limits: JobLimits, progress: ProgressCallback | None, needs_dataset: bool
-) -> Measurer:
+@dataclass(frozen=True, kw_only=True)
+class _Loaded(Generic[SpecT]):
+    """A job's parsed spec and measurer, and when the job started."""
+
+    spec: SpecT
+    measure: Measurer
+    started: float  # time.perf_counter() at the job's start
+    load_s: float
+
+
+def _load(
+    job: JobInput,
+    limits: JobLimits,
+    progress: ProgressCallback | None,
+    parse: Callable[[Any, JobLimits], SpecT],
+    *,
+    needs_dataset: bool,
+) -> _Loaded[SpecT]:
+    """Validate the spec (before any work), then load the model and the evaluation set."""
+    started = time.perf_counter()
+    spec = parse(job.spec, limits)
     if progress is not None:
         progress(Stage.LOADING, 0.0)
     if needs_dataset and job.dataset_path is None:
         raise InvalidDatasetError(
             "a search job needs an evaluation dataset: the budget is an accuracy drop"
         )
-    return measurer(job.model_path, job.dataset_path, limits.eval_batch_size)
+    measure = measurer(job.model_path, job.dataset_path, limits.eval_batch_size)
+    return _Loaded(
+        spec=spec, measure=measure, started=started, load_s=time.perf_counter() - started
+    )
 
 
-def _write(out_dir: Path, body: dict[str, Any], html: str) -> tuple[Path, Path]:
+def _write(
+    out_dir: Path, body: dict[str, Any], histograms: Sequence[HistogramPanel], started: float
+) -> tuple[Path, Path]:
+    """Draw ``report.html`` (its cost is ``report_s``), close the timings, write both files."""
+    t0 = time.perf_counter()
+    html = render_report_html(body, histograms)
+    body["timings"]["report_s"] = time.perf_counter() - t0
+    body["timings"]["total_s"] = time.perf_counter() - started
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out_dir / "report.json", out_dir / "report.html"
     json_path.write_text(json.dumps(body, indent=2, allow_nan=False))
@@ -92,26 +124,22 @@ def run_sweep_job(
     progress: ProgressCallback | None = None,
     limits: JobLimits = JobLimits(),  # noqa: B008 (frozen, used read-only)
 ) -> JobOutput:
-    start = time.perf_counter()
-    sweep = parse_sweep(job.spec, limits)
-    measure = _prepare(job, limits, progress, needs_dataset=False)
-    loaded = time.perf_counter()
-    rows = run_sweep(sweep, measure, _span(progress, 0.05, 0.95))
-    swept = time.perf_counter()
+    loaded = _load(job, limits, progress, parse_sweep, needs_dataset=False)
+    t0 = time.perf_counter()
+    rows = run_sweep(loaded.spec, loaded.measure, _span(progress, 0.05, 0.95))
+    sweep_s = time.perf_counter() - t0
     if progress is not None:
         progress(Stage.WRITING, 0.95)
     body = report.json_safe(
         {
             "kind": "sweep",
-            "model": model_block(job.model_path, measure.model),
-            "spec": sweep.to_dict(),
+            "model": model_block(job.model_path, loaded.measure.model),
+            "spec": loaded.spec.to_dict(),
             "rows": rows,
-            "timings": {"load_s": loaded - start, "sweep_s": swept - loaded},
+            "timings": {"load_s": loaded.load_s, "sweep_s": sweep_s},
         }
     )
-    html = render_report_html(body)
-    body["timings"]["total_s"] = time.perf_counter() - start
-    return JobOutput(report=body, artifacts=_write(out_dir, body, html))
+    return JobOutput(report=body, artifacts=_write(out_dir, body, (), loaded.started))
 
 
 def run_search_job(
@@ -120,12 +148,11 @@ def run_search_job(
     progress: ProgressCallback | None = None,
     limits: JobLimits = JobLimits(),  # noqa: B008 (frozen, used read-only)
 ) -> JobOutput:
-    start = time.perf_counter()
-    spec = parse_search(job.spec, limits)
-    measure = _prepare(job, limits, progress, needs_dataset=True)
-    loaded = time.perf_counter()
+    loaded = _load(job, limits, progress, parse_search, needs_dataset=True)
+    spec, measure = loaded.spec, loaded.measure
+    t0 = time.perf_counter()
     result = search(spec, measure, limits, _stage(progress, Stage.EVALUATING, 0.05, 0.9))
-    searched = time.perf_counter()
+    search_s = time.perf_counter() - t0
     if progress is not None:
         progress(Stage.WRITING, 0.9)
     chosen = result.chosen_step
@@ -163,10 +190,8 @@ def run_search_job(
             "skipped": [s.to_dict() for s in qmodel.skipped],
             "distribution": qmodel.distribution,
             "accuracy": accuracy.to_dict() if accuracy else None,
-            "timings": {"load_s": loaded - start, "search_s": searched - loaded},
+            "timings": {"load_s": loaded.load_s, "search_s": search_s},
         }
     )
-    html = render_report_html(body, model_histograms(qmodel))
-    body["timings"]["total_s"] = time.perf_counter() - start
-    paths = _write(out_dir, body, html)
+    paths = _write(out_dir, body, model_histograms(qmodel), loaded.started)
     return JobOutput(report=body, artifacts=(*artifacts.paths, *paths))

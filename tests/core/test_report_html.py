@@ -9,12 +9,8 @@ import numpy as np
 import onnx
 import pytest
 
-from quantcore.report_html import (
-    MAX_STEMS,
-    merged_histogram,
-    render_report_html,
-    weight_histogram,
-)
+from quantcore.report_figures import MAX_STEMS, merged_histogram, weight_histogram
+from quantcore.report_html import render_report_html
 
 
 def _midrise(w: np.ndarray, xmax: float, bits: int) -> np.ndarray:
@@ -65,18 +61,18 @@ def _images(page: str) -> list[bytes]:
 def test_histogram_counts_every_weight_on_its_level(weights):
     w = weights["fc0.weight"]
     h = weight_histogram("fc0", w, _midrise(w, 0.3, 3))
-    assert h.counts.sum() == w.size
+    assert h.weights.counts.sum() == w.size
     assert h.level_counts.sum() == w.size
     assert h.levels.size == 8  # 3 bits: every one of the 8 levels is used on this tensor
     # Many distinct values (per-channel scales) fall back to a histogram on the same bins.
     noisy = weight_histogram("x", w, w * 1.01)
-    assert noisy.levels.size == noisy.counts.size > MAX_STEMS
+    assert noisy.levels.size == noisy.weights.counts.size > MAX_STEMS
     assert noisy.level_counts.sum() == w.size
 
 
 def test_a_constant_tensor_still_gets_a_histogram():
     h = weight_histogram("c", np.full(5, 0.25), np.full(5, 0.25))
-    assert h.counts.sum() == 5 and h.levels.tolist() == [0.25]
+    assert h.weights.counts.sum() == 5 and h.levels.tolist() == [0.25]
 
 
 def test_quantize_page_is_self_contained_with_escaped_names(weights):
@@ -141,3 +137,24 @@ def test_row_sampling_of_a_big_tensor_decodes_exactly_those_rows(tmp_path, granu
     np.testing.assert_array_equal(quantized, full[::step].reshape(-1))
     panels = model_histograms(qmodel)
     assert [p.name for p in panels] == [w.name for w in qmodel.weights] + ["all quantized weights"]
+
+
+def test_only_the_largest_tensors_get_panels_and_the_page_says_which(tmp_path):
+    from quantcore.pipeline import load_model, quantize_model
+    from quantcore.report_figures import MAX_LAYER_PANELS, POOLED_NAME, model_histograms
+    from quantcore.spec import QuantSpec
+    from tests.models import mlp
+
+    path = tmp_path / "deep.onnx"
+    onnx.save(mlp(tuple(range(4, 20))), path)  # 15 layers, each larger than the one before
+    qmodel = quantize_model(load_model(path), QuantSpec.from_dict({"bits": 3}))
+    panels = model_histograms(qmodel)
+    names = [w.name for w in qmodel.weights]
+    assert len(names) == 15 > MAX_LAYER_PANELS == 12
+    assert [p.name for p in panels] == names[3:] + [POOLED_NAME]
+    pooled = panels[-1]
+    assert pooled.weights.counts.sum() == sum(w.codes.size for w in qmodel.weights)
+    page = render_report_html({"layers": [w.layer for w in qmodel.weights]}, panels)
+    assert "Only the 12 largest of the 15 quantized tensors" in page
+    assert f"Panels: {', '.join(names[3:])}, {POOLED_NAME}." in page
+    assert len(_images(page)) == 1
