@@ -20,6 +20,7 @@ from service.jobs_repo import JobsRepo
 from service.logging import configure_logging, request_id_var
 from service.metrics import Metrics, route_template
 from service.routers import datasets, health, jobs, metrics, models, quantizers
+from service.routers.common import add_component_schemas
 from service.settings import Settings, get_settings
 from service.storage import S3Storage, make_storage
 from service.uploads import sweep_stale_spools
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     for router in (models.router, datasets.router, jobs.router, quantizers.router,
                    health.router, metrics.router):
         app.include_router(router)
+    add_component_schemas(app, jobs.BODY_MODELS)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -6,11 +6,13 @@ Routes answer with these and never with database rows; field names are those of
 
 from __future__ import annotations
 
+import inspect
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from quantcore import search, sweep_spec
 from quantcore.jobs import JobKind
 
 StatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -54,6 +56,20 @@ class DatasetPublic(BaseModel):
     created_at: datetime
 
 
+def _doc_before(module: Any, stop: str) -> str:
+    """A core module's docstring up to the paragraph starting with ``stop`` (all of it when
+    there is none): the spec shapes are documented once, where they are parsed."""
+    return inspect.cleandoc(module.__doc__ or "").split(f"\n\n{stop}")[0]
+
+
+SPEC_DESCRIPTION = (
+    "The job's spec; its shape depends on `kind`.\n\n"
+    "**quantize**: a quantize spec (fields, ranges and defaults: GET /v1/quantizers).\n\n"
+    f"**sweep**: {_doc_before(sweep_spec, 'Rejected with')}\n\n"
+    f"**search**: {_doc_before(search, 'The path,')}"
+)
+
+
 class JobCreate(BaseModel):
     """A job to run on an uploaded model (and, for accuracy, an uploaded dataset)."""
 
@@ -61,8 +77,7 @@ class JobCreate(BaseModel):
 
     model_id: str = Field(min_length=1, max_length=64)
     dataset_id: str | None = Field(default=None, min_length=1, max_length=64)
-    spec: dict[str, Any] = Field(default_factory=dict,
-                                 description="The quantization spec (see GET /v1/quantizers).")
+    spec: dict[str, Any] = Field(default_factory=dict, description=SPEC_DESCRIPTION)
     kind: JobKind = JobKind.QUANTIZE
 
 

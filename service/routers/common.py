@@ -1,8 +1,13 @@
-"""Conversions from rows to public schemas, and the error responses shared by routes."""
+"""Conversions from rows to public schemas, and the OpenAPI pieces shared by routes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 from service.models import Dataset, Job, Model
 from service.schemas import (
@@ -21,6 +26,27 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     503 is on every route: any of them needs the database, and most need storage.
     """
     return {status: {"model": ErrorResponse} for status in sorted({*statuses, 503})}
+
+
+def add_component_schemas(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
+    """Put ``models`` (and the models they use) among the OpenAPI document's schemas.
+
+    Routes that read their body themselves (JSON or multipart on one path) describe it with
+    ``openapi_extra`` refs, which FastAPI does not follow; without this they would dangle.
+    Schemas FastAPI already generated are kept as they are.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        _, defs = models_json_schema([(m, "validation") for m in models],
+                                     ref_template="#/components/schemas/{model}")
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        for name, schema in defs.get("$defs", {}).items():
+            schemas.setdefault(name, schema)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def job_public(job: Job) -> JobPublic:

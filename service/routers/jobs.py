@@ -47,6 +47,8 @@ from service.submission import submit_jobs
 from service.uploads import check_content_length, content_type, read_multipart
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+# Bodies the submit routes parse themselves; their schemas are added to the document.
+BODY_MODELS = (JobCreate, JobBatchCreate)
 
 MAX_JSON_BYTES = 1 << 20
 IdempotencyKey = Annotated[
@@ -67,7 +69,9 @@ SUBMIT_BODY = {
                     "properties": {
                         "model": {"type": "string", "format": "binary"},
                         "dataset": {"type": "string", "format": "binary"},
-                        "spec": {"type": "string", "description": "The spec as JSON text."},
+                        "spec": {"type": "string",
+                                 "description": "The spec as JSON text, shaped as "
+                                 "JobCreate's spec for the kind."},
                         "kind": {"type": "string", "enum": ["quantize", "sweep", "search"]},
                     },
                 }

@@ -80,3 +80,13 @@ def test_no_server_error(api_schema: schemathesis.schemas.BaseSchema) -> None:
     assert len(operations) >= 13
     # the generated requests reached the routes: answers and refusals of several kinds
     assert statuses[200] and statuses[404] and statuses[415] and statuses[422], statuses
+
+
+def test_spec_shapes_of_every_kind_are_described() -> None:
+    schemas = json.loads(COMMITTED.read_text())["components"]["schemas"]
+    described = schemas["JobCreate"]["properties"]["spec"]["description"]
+    for kind in ("quantize", "sweep", "search"):
+        assert f"**{kind}**" in described, kind
+    for field in ('"grid"', '"support_value"', '"max_top1_drop"', '"candidates"',
+                  '"mixed_precision"', "GET /v1/quantizers"):
+        assert field in described, field
