@@ -49,7 +49,7 @@ from quantcore.errors import InvalidSpecError
 from quantcore.jobs import JobLimits
 from quantcore.spec import MIN_BITS, Method, QuantSpec
 from quantcore.sweep import Measurement
-from quantcore.sweep_spec import SweepPoint, expand, parse_grid, reject_duplicates
+from quantcore.sweep_spec import SweepPoint, build_points, expand, parse_grid
 
 DEFAULT_BUDGET = 0.01
 DEFAULT_CANDIDATES: dict[str, list[Any]] = {"bits": [2, 3, 4, 5, 6, 7, 8]}
@@ -107,19 +107,12 @@ def parse_search(spec: Any, limits: JobLimits) -> SearchSpec:
             f"the search has {len(raw)} candidates, more than the limit of "
             f"{limits.max_sweep_points}"
         )
-    points = []
-    for i, values in enumerate(raw):
-        try:
-            quant = QuantSpec.from_dict({**base, **values})
-        except InvalidSpecError as exc:
-            raise InvalidSpecError(f"candidate {i} {values}: {exc.message}") from None
-        points.append(SweepPoint(values=values, spec=quant))
-    reject_duplicates(points, "candidate")
+    points = build_points(base, raw, label="candidate")
     return SearchSpec(
         base=base,
         max_top1_drop=float(budget),
         candidates=candidates,
-        points=tuple(points),
+        points=points,
         mixed_precision=mixed,
     )
 
@@ -197,26 +190,21 @@ def search(
     for point in spec.points:
         run("candidate", point.values, point.spec)
     within = [i for i, s in enumerate(steps) if s.within_budget]
-    if not within:
-        best = min(range(len(steps)), key=lambda i: (steps[i].drop, _size(steps[i])))
-        return SearchResult(
-            criterion=criterion,
-            steps=tuple(steps),
-            chosen=best,
-            met_budget=False,
-            stopped_at_limit=False,
-        )
-    start = min(within, key=lambda i: _size(steps[i]))
+    met_budget = bool(within)
     stopped = False
-    if spec.mixed_precision:
-        stopped = _mixed_precision(spec, steps[start], run, cap, len(steps))
-    within = [i for i, s in enumerate(steps) if s.within_budget]
-    chosen = min(within, key=lambda i: (_size(steps[i]), steps[i].drop))
+    if not met_budget:
+        chosen = min(range(len(steps)), key=lambda i: (steps[i].drop, _size(steps[i])))
+    else:
+        start = min(within, key=lambda i: _size(steps[i]))
+        if spec.mixed_precision:
+            stopped = _mixed_precision(spec, steps[start], run, cap, len(steps))
+        within = [i for i, s in enumerate(steps) if s.within_budget]
+        chosen = min(within, key=lambda i: (_size(steps[i]), steps[i].drop))
     return SearchResult(
         criterion=criterion,
         steps=tuple(steps),
         chosen=chosen,
-        met_budget=True,
+        met_budget=met_budget,
         stopped_at_limit=stopped,
     )
 

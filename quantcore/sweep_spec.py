@@ -139,6 +139,15 @@ def parse_sweep(spec: Any, limits: JobLimits) -> SweepSpec:
             f"the sweep has {len(raw)} points, more than the limit of "
             f"{limits.max_sweep_points}; split it into several jobs"
         )
+    return SweepSpec(base=base, grid=grid, points=build_points(base, raw, label="grid point"))
+
+
+def build_points(
+    base: dict[str, Any], raw: list[dict[str, Any]], *, label: str
+) -> tuple[SweepPoint, ...]:
+    """Each expanded point's spec, ``{**base, **values}``, validated; a base ``support_value``
+    is left out of a point whose support takes none. ``InvalidSpecError`` names the point
+    (``{label} {i} {values}``); two points with the same spec are refused."""
     points = []
     for i, values in enumerate(raw):
         data = {**base, **values}
@@ -147,10 +156,10 @@ def parse_sweep(spec: Any, limits: JobLimits) -> SweepSpec:
         try:
             quant = QuantSpec.from_dict(data)
         except InvalidSpecError as exc:
-            raise InvalidSpecError(f"grid point {i} {values}: {exc.message}") from None
+            raise InvalidSpecError(f"{label} {i} {values}: {exc.message}") from None
         points.append(SweepPoint(values=values, spec=quant))
-    reject_duplicates(points, "grid point")
-    return SweepSpec(base=base, grid=grid, points=tuple(points))
+    reject_duplicates(points, label)
+    return tuple(points)
 
 
 def reject_duplicates(points: list[SweepPoint], label: str) -> None:

@@ -151,7 +151,7 @@ def test_only_the_largest_tensors_get_panels_and_the_page_says_which(tmp_path):
     panels = model_histograms(qmodel)
     names = [w.name for w in qmodel.weights]
     assert len(names) == 15 > MAX_LAYER_PANELS == 12
-    assert [p.name for p in panels] == names[3:] + [POOLED_NAME]
+    assert [p.name for p in panels] == [*names[3:], POOLED_NAME]
     pooled = panels[-1]
     assert pooled.weights.counts.sum() == sum(w.codes.size for w in qmodel.weights)
     page = render_report_html({"layers": [w.layer for w in qmodel.weights]}, panels)

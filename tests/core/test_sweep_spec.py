@@ -122,3 +122,11 @@ def test_point_count_follows_the_expansion_rule(bits, supports, values):
         quantizer = point.spec.quantizer
         takes_value = quantizer.support in ("value", "percentile")
         assert (quantizer.support_value is not None) == takes_value
+
+
+def test_search_candidates_follow_the_sweep_rule_for_a_base_threshold():
+    base = {"support": "value", "support_value": 2.0}
+    sweep = parse_sweep({"base": base, "grid": {"support": ["jayant", "value"]}}, LIMITS)
+    search = parse_search({"base": base, "candidates": {"support": ["jayant", "value"]}}, LIMITS)
+    for points in (sweep.points, search.points):
+        assert [p.spec.quantizer.support_value for p in points] == [None, 2.0]
