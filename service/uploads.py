@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -271,3 +271,27 @@ async def read_multipart(
         form.cleanup()
         raise BadRequestError("malformed multipart body: it ends inside a part")
     return form
+
+
+@contextlib.asynccontextmanager
+async def single_upload(
+    request: Request, *, spool_dir: Path, max_bytes: int, check: Callable[[str], object],
+    what: str,
+) -> AsyncIterator[SpooledFile]:
+    """The spooled multipart field ``file`` of a one-file upload, removed on exit.
+
+    ``check(filename)`` refuses a file by its name before its bytes are read; a body without
+    the field is a 422 naming ``what`` it should have carried.
+    """
+    def check_file(_field: str, filename: str) -> None:
+        check(filename)
+
+    form = await read_multipart(request, spool_dir=spool_dir, max_bytes=max_bytes,
+                                file_fields=frozenset({"file"}), check_file=check_file)
+    try:
+        upload = form.files.get("file")
+        if upload is None:
+            raise UnprocessableError(f"multipart field 'file' is required ({what})")
+        yield upload
+    finally:
+        form.cleanup()

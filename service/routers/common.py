@@ -28,6 +28,22 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse} for status in sorted({*statuses, 503})}
 
 
+def upload_body(description: str) -> dict[str, Any]:
+    """The OpenAPI request body of a one-file upload (multipart field ``file``)."""
+    file = {"type": "string", "format": "binary", "description": description}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "required": ["file"],
+                               "properties": {"file": file}}
+                }
+            },
+        }
+    }
+
+
 def add_component_schemas(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
     """Put ``models`` (and the models they use) among the OpenAPI document's schemas.
 

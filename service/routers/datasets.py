@@ -6,30 +6,13 @@ from fastapi import APIRouter, Request, status
 
 from service.catalog import check_dataset_file, register_dataset
 from service.deps import CtxDep, DatasetDep, PrincipalDep
-from service.errors import UnprocessableError
-from service.routers.common import dataset_public, errors
+from service.routers.common import dataset_public, errors, upload_body
 from service.schemas import DatasetPublic
-from service.uploads import read_multipart
+from service.uploads import single_upload
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
-UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary",
-                                 "description": "An .npz evaluation set."},
-                    },
-                }
-            }
-        },
-    }
-}
+UPLOAD_BODY = upload_body("An .npz evaluation set.")
 
 
 @router.post(
@@ -43,17 +26,10 @@ UPLOAD_BODY = {
 async def upload_dataset(
     request: Request, ctx: CtxDep, principal: PrincipalDep
 ) -> DatasetPublic:
-    form = await read_multipart(request, spool_dir=ctx.spool_dir,
-                                max_bytes=ctx.settings.max_upload_bytes,
-                                file_fields=frozenset({"file"}),
-                                check_file=lambda _field, name: check_dataset_file(name))
-    try:
-        upload = form.files.get("file")
-        if upload is None:
-            raise UnprocessableError("multipart field 'file' is required (the .npz file)")
+    async with single_upload(request, spool_dir=ctx.spool_dir,
+                             max_bytes=ctx.settings.max_upload_bytes,
+                             check=check_dataset_file, what="the .npz file") as upload:
         return dataset_public(await register_dataset(ctx, principal, upload))
-    finally:
-        form.cleanup()
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=errors(401, 404, 429),

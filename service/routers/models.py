@@ -6,34 +6,13 @@ from fastapi import APIRouter, Request, status
 
 from service.catalog import check_model_file, register_model
 from service.deps import CtxDep, ModelDep, PrincipalDep
-from service.errors import UnprocessableError
-from service.routers.common import errors, model_public
+from service.routers.common import errors, model_public, upload_body
 from service.schemas import ModelPublic
-from service.uploads import read_multipart
+from service.uploads import single_upload
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
-UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary",
-                                 "description": "An .onnx, .safetensors or .npz file."},
-                    },
-                }
-            }
-        },
-    }
-}
-
-
-def _check_file(_field: str, filename: str) -> None:
-    check_model_file(filename)
+UPLOAD_BODY = upload_body("An .onnx, .safetensors or .npz file.")
 
 
 @router.post(
@@ -46,17 +25,10 @@ def _check_file(_field: str, filename: str) -> None:
 )
 async def upload_model(request: Request, ctx: CtxDep, principal: PrincipalDep) -> ModelPublic:
     """Stream the file to storage while hashing it; the same bytes give the same model."""
-    form = await read_multipart(request, spool_dir=ctx.spool_dir,
-                                max_bytes=ctx.settings.max_upload_bytes,
-                                file_fields=frozenset({"file"}),
-                                check_file=_check_file)
-    try:
-        upload = form.files.get("file")
-        if upload is None:
-            raise UnprocessableError("multipart field 'file' is required (the model file)")
+    async with single_upload(request, spool_dir=ctx.spool_dir,
+                             max_bytes=ctx.settings.max_upload_bytes,
+                             check=check_model_file, what="the model file") as upload:
         return model_public(await register_model(ctx, principal, upload))
-    finally:
-        form.cleanup()
 
 
 @router.get("/{model_id}", response_model=ModelPublic, responses=errors(401, 404, 429),
