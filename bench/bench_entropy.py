@@ -22,21 +22,14 @@ Writes ``bench/results/bench_entropy.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import time
-import tracemalloc
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import zstandard
 
+from bench.common import Column, laplacian, peak_bytes, print_table, timed, write_results
 from quantcore.entropy import decode_codes, empirical_entropy_bits, encode_codes
 from quantcore.packing import pack_bits
-
-RESULTS = Path(__file__).parent / "results" / "bench_entropy.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +56,7 @@ class Row:
 
 
 def laplacian_codes(n: int, bits: int, seed: int = 0) -> np.ndarray:
-    weights = np.random.default_rng(seed).laplace(scale=1 / np.sqrt(2), size=n).astype(np.float32)
+    weights = laplacian(n, seed=seed)
     levels = 1 << bits
     xmax = np.sqrt(2.0) * np.log(levels)
     step = np.float32(2 * xmax / levels)
@@ -73,26 +66,6 @@ def laplacian_codes(n: int, bits: int, seed: int = 0) -> np.ndarray:
     return codes.astype(np.uint8 if bits <= 8 else np.uint16)
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
-    """The result of ``fn`` and its best wall time over ``repeats`` runs."""
-    best = float("inf")
-    result = None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return result, best
-
-
-def peak_bytes(fn: Callable[[], Any]) -> int:
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def zstd(data: bytes, level: int) -> bytes:
     return zstandard.ZstdCompressor(level=level, threads=0).compress(data)
 
@@ -100,14 +73,18 @@ def zstd(data: bytes, level: int) -> bytes:
 def measure(n: int, bits: int, repeats: int, z19_sample: int) -> Row:
     codes = laplacian_codes(n, bits)
     entropy = empirical_entropy_bits(codes)
-    stream, t_enc = timed(lambda: encode_codes(codes), repeats)
-    decoded, t_dec = timed(lambda: decode_codes(stream), repeats)
-    if not np.array_equal(decoded, codes):
+    encoded = timed(lambda: encode_codes(codes), repeats)
+    stream, t_enc = encoded.result, encoded.seconds
+    decoded = timed(lambda: decode_codes(stream), repeats)
+    if not np.array_equal(decoded.result, codes):
         raise RuntimeError(f"round trip failed at {bits=}")
+    t_dec = decoded.seconds
     del decoded
-    packed, t_pack = timed(lambda: pack_bits(codes, bits), repeats)
+    packing = timed(lambda: pack_bits(codes, bits), repeats)
+    packed, t_pack = packing.result, packing.seconds
     raw = codes.tobytes()
-    z3_packed, t_z3 = timed(lambda: zstd(packed, 3), repeats)
+    z3 = timed(lambda: zstd(packed, 3), repeats)
+    z3_packed, t_z3 = z3.result, z3.seconds
     head = min(n, z19_sample) // 8 * 8  # whole bytes of packed codes
     z19_scale = n / head
     z19_packed = zstd(packed[: head * bits // 8], 19)
@@ -143,27 +120,24 @@ def measure(n: int, bits: int, repeats: int, z19_sample: int) -> Row:
     )
 
 
-def print_table(rows: list[Row]) -> None:
-    print(
-        f"{'R':>3} {'k':>2} {'H':>7} {'ours':>7} {'ovh%':>7} {'enc M/s':>8} {'dec M/s':>8} "
-        f"{'pack':>7} {'z3pk':>6} {'z19pk':>6} {'z3raw':>6} {'z19raw':>6} "
-        f"{'/z19pk':>7} {'spd/z3':>7} {'memE':>5} {'memD':>5}"
-    )
-    for r in rows:
-        print(
-            f"{r.bits:>3} {r.raw_bits:>2} {r.entropy_bits:7.4f} {r.ours_bits_per_weight:7.4f} "
-            f"{r.overhead_pct:7.4f} {r.encode_mws:8.1f} {r.decode_mws:8.1f} "
-            f"{r.pack_mws:7.1f} {r.zstd3_packed_bpw:6.3f} {r.zstd19_packed_bpw:6.3f} "
-            f"{r.zstd3_raw_bpw:6.3f} {r.zstd19_raw_bpw:6.3f} {r.size_vs_zstd19_packed:7.3f} "
-            f"{r.encode_speed_vs_zstd3_packed:7.2f} {r.encode_peak_x_codes:5.2f} "
-            f"{r.decode_peak_x_codes:5.2f}"
-        )
-    print(
-        "k = low bits stored raw; bits per weight except the speeds (M weights/s); "
-        "/z19pk = our size / zstd-19 of the packed codes; "
-        "spd/z3 = our encode speed / zstd-3's on the packed codes; "
-        "memE/memD = peak traced memory of encode/decode / size of the codes"
-    )
+COLUMNS = (
+    Column(header="R", field="bits", width=3),
+    Column(header="k", field="raw_bits", width=2),
+    Column(header="H", field="entropy_bits", width=7, spec=".4f"),
+    Column(header="ours", field="ours_bits_per_weight", width=7, spec=".4f"),
+    Column(header="ovh%", field="overhead_pct", width=7, spec=".4f"),
+    Column(header="enc M/s", field="encode_mws", width=8, spec=".1f"),
+    Column(header="dec M/s", field="decode_mws", width=8, spec=".1f"),
+    Column(header="pack", field="pack_mws", width=7, spec=".1f"),
+    Column(header="z3pk", field="zstd3_packed_bpw", width=6, spec=".3f"),
+    Column(header="z19pk", field="zstd19_packed_bpw", width=6, spec=".3f"),
+    Column(header="z3raw", field="zstd3_raw_bpw", width=6, spec=".3f"),
+    Column(header="z19raw", field="zstd19_raw_bpw", width=6, spec=".3f"),
+    Column(header="/z19pk", field="size_vs_zstd19_packed", width=7, spec=".3f"),
+    Column(header="spd/z3", field="encode_speed_vs_zstd3_packed", width=7, spec=".2f"),
+    Column(header="memE", field="encode_peak_x_codes", width=5, spec=".2f"),
+    Column(header="memD", field="decode_peak_x_codes", width=5, spec=".2f"),
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -174,8 +148,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--z19-sample", type=int, default=8_000_000)
     args = parser.parse_args(argv)
     rows = [measure(args.n, bits, args.repeats, args.z19_sample) for bits in args.bits]
-    print_table(rows)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    print_table(rows, COLUMNS)
+    print(
+        "k = low bits stored raw; bits per weight except the speeds (M weights/s); "
+        "/z19pk = our size / zstd-19 of the packed codes; "
+        "spd/z3 = our encode speed / zstd-3's on the packed codes; "
+        "memE/memD = peak traced memory of encode/decode / size of the codes"
+    )
     payload = {
         "benchmark": "bench_entropy",
         "n_weights": args.n,
@@ -183,8 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         "baseline": "zstd (levels 3 and 19) on bit-packed and raw codes; plain bit packing",
         "rows": [asdict(r) for r in rows],
     }
-    RESULTS.write_text(json.dumps(payload, indent=2))
-    print(f"wrote {RESULTS}")
+    write_results("bench_entropy", payload)
 
 
 if __name__ == "__main__":

@@ -33,23 +33,23 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import time  # noqa: E402
-import tracemalloc  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+from dataclasses import asdict, dataclass, replace  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 from onnx import TensorProto  # noqa: E402
 from onnxruntime.quantization.quant_utils import quantize_data  # noqa: E402
 
+from bench.common import (  # noqa: E402
+    Column,
+    laplacian,
+    peak_bytes,
+    print_table,
+    timed,
+    write_results,
+)
 from quantcore.layerwise import TensorRequest, quantize_tensors  # noqa: E402
 from quantcore.spec import Granularity, Method, QuantizerSpec, Support  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results" / "bench_quantize.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,27 +63,14 @@ class Row:
     note: str
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
-    """Best wall-clock and best CPU time of ``repeats`` calls (CPU time shows contention)."""
-    best = math.inf
-    best_cpu = math.inf
-    for _ in range(repeats):
-        start, cpu = time.perf_counter(), time.process_time()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-        best_cpu = min(best_cpu, time.process_time() - cpu)
-        del result
-    return best, best_cpu
-
-
-def peak_bytes(fn: Callable[[], Any]) -> int:
-    tracemalloc.start()
-    try:
-        result = fn()
-        del result
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+COLUMNS = (
+    Column(header="case", field="case", width=38, left=True),
+    Column(header="wall s", field="seconds", width=7, spec=".3f"),
+    Column(header="cpu s", field="cpu_seconds", width=7, spec=".3f"),
+    Column(header="Mw/s", field="mweights_per_s", width=8, spec=".1f"),
+    Column(header="base/ours", field="ratio_vs_ours", width=9, spec=".2f"),
+    Column(header="peak mem x", field="peak_memory_x", width=10, spec=".2f"),
+)
 
 
 def main() -> None:
@@ -95,8 +82,7 @@ def main() -> None:
                         help="family measured as 'ours' (the target is set for uniform)")
     args = parser.parse_args()
 
-    rng = np.random.default_rng(0)
-    w = rng.laplace(0.0, 0.05 / math.sqrt(2), args.n).astype(np.float32)
+    w = laplacian(args.n, std=0.05)
     method = Method(args.method)
     spec = QuantizerSpec(method=method, bits=args.bits, support=Support.JAYANT).resolved()
     if method is Method.FLOAT:  # E4M3 (bits ignored)
@@ -120,14 +106,16 @@ def main() -> None:
     cases = [("ours (quantize_tensors + statistics)", ours, "codes, dequantized, all stats"),
              ("numpy round-and-clip", numpy_round_clip, "dequantized only, no stats"),
              ("onnxruntime quantize_data", ort_quantize_data, "codes only, no stats")]
-    measured = {name: timed(fn, args.repeats) for name, fn, _ in cases}
-    timings = {name: wall for name, (wall, _) in measured.items()}
+    measured = {}
+    for name, fn, _ in cases:
+        # Only the times are kept: a case's result is dropped before the next case runs.
+        measured[name] = replace(timed(fn, args.repeats), result=None)
     memory = {name: peak_bytes(fn) for name, fn, _ in cases}
-    ours_s = timings[cases[0][0]]
+    ours_s = measured[cases[0][0]].seconds
     rows = [
-        Row(case=name, seconds=timings[name], cpu_seconds=measured[name][1],
-            mweights_per_s=args.n / timings[name] / 1e6,
-            ratio_vs_ours=timings[name] / ours_s, peak_memory_x=memory[name] / w.nbytes,
+        Row(case=name, seconds=measured[name].seconds, cpu_seconds=measured[name].cpu_seconds,
+            mweights_per_s=args.n / measured[name].seconds / 1e6,
+            ratio_vs_ours=measured[name].seconds / ours_s, peak_memory_x=memory[name] / w.nbytes,
             note=note)
         for name, _, note in cases
     ]
@@ -137,23 +125,18 @@ def main() -> None:
     print(f"{args.n:,} float32 Laplacian weights, {spec.bits}-bit {method.value} "
           f"({spec.rounding.value if method is Method.UNIFORM else 'codebook'}), "
           f"{rep.support} support, one thread")
-    print(f"{'case':38s} {'wall s':>7s} {'cpu s':>7s} {'Mw/s':>8s} {'base/ours':>9s} "
-          f"{'peak mem':>9s}")
-    for r in rows:
-        print(f"{r.case:38s} {r.seconds:7.3f} {r.cpu_seconds:7.3f} {r.mweights_per_s:8.1f} "
-              f"{r.ratio_vs_ours:9.2f} {r.peak_memory_x:8.2f}x")
+    print_table(rows, COLUMNS)
     print(f"ours: outputs {outputs:.2f}x of the tensor, temporaries "
           f"{rows[0].peak_memory_x - outputs:.2f}x; SQNR {rep.sqnr_db:.3f} dB "
           f"(theory {theory}), within support {rep.within_support_pct:.3f}%, "
           f"{rep.levels_used} levels, entropy {rep.entropy_bits:.3f} bits")
-    out = RESULTS if method is Method.UNIFORM else RESULTS.with_stem(f"{RESULTS.stem}_{method}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    name = "bench_quantize" if method is Method.UNIFORM else f"bench_quantize_{method}"
+    write_results(name, {
         "n": args.n, "bits": spec.bits, "method": method.value, "threads": 1,
         "rows": [asdict(r) for r in rows],
         "outputs_x": outputs, "temporaries_x": rows[0].peak_memory_x - outputs,
         "report": rep.to_dict(),
-    }, indent=2))
+    })
 
 
 if __name__ == "__main__":

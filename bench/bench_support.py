@@ -20,21 +20,16 @@ Writes ``bench/results/bench_support.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import time
-import tracemalloc
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.common import Column, laplacian, peak_bytes, print_table, timed, write_results
 from quantcore.support import support_threshold
 from quantcore.theory import jayant_xmax, laplacian_uniform_distortion
-
-RESULTS = Path(__file__).parent / "results" / "bench_support.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,34 +44,26 @@ class Row:
     note: str
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
-    best = math.inf
-    result = None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return result, best
-
-
-def peak_mb(fn: Callable[[], Any]) -> float:
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1] / 1e6
-    finally:
-        tracemalloc.stop()
+COLUMNS = (
+    Column(header="case", field="case", width=30, left=True),
+    Column(header="ours s", field="ours_s", width=9, spec=".4f"),
+    Column(header="base s", field="baseline_s", width=9, spec=".4f"),
+    Column(header="speedup", field="speedup", width=8, spec=".1f"),
+    Column(header="ours MB", field="ours_peak_mb", width=8, spec=".1f"),
+    Column(header="base MB", field="baseline_peak_mb", width=8, spec=".1f"),
+    Column(header="baseline", field="baseline", width=32, left=True),
+    Column(header="note", field="note", width=0, left=True),
+)
 
 
 def row(case: str, baseline: str, ours: Callable[[], Any], base: Callable[[], Any],
         repeats: int, note: str = "") -> tuple[Row, Any, Any]:
-    a, t_ours = timed(ours, repeats)
-    b, t_base = timed(base, repeats)
+    a, b = timed(ours, repeats), timed(base, repeats)
     return Row(
-        case=case, baseline=baseline, ours_s=t_ours, baseline_s=t_base,
-        speedup=t_base / t_ours, ours_peak_mb=peak_mb(ours), baseline_peak_mb=peak_mb(base),
-        note=note,
-    ), a, b
+        case=case, baseline=baseline, ours_s=a.seconds, baseline_s=b.seconds,
+        speedup=b.seconds / a.seconds, ours_peak_mb=peak_bytes(ours) / 1e6,
+        baseline_peak_mb=peak_bytes(base) / 1e6, note=note,
+    ), a.result, b.result
 
 
 def expanded_eq_8_12(xmax: np.ndarray, levels: int) -> np.ndarray:
@@ -104,8 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args(argv)
 
-    rng = np.random.default_rng(0)
-    w = rng.laplace(scale=1 / math.sqrt(2), size=args.n).astype(np.float32)
+    w = laplacian(args.n)
     rows: list[Row] = []
 
     r, ours, base = row(
@@ -148,19 +134,12 @@ def main(argv: list[str] | None = None) -> None:
     rel = float(np.max(np.abs(base - ours) / ours))
     rows.append(Row(**{**asdict(r), "note": f"expanded form's max rel. error {rel:.1e}"}))
 
-    print(f"{'case':<30} {'ours s':>9} {'base s':>9} {'speedup':>8} {'ours MB':>8} "
-          f"{'base MB':>8}  baseline / note")
-    for r in rows:
-        print(f"{r.case:<30} {r.ours_s:9.4f} {r.baseline_s:9.4f} {r.speedup:8.1f} "
-              f"{r.ours_peak_mb:8.1f} {r.baseline_peak_mb:8.1f}  {r.baseline}; {r.note}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    print_table(rows, COLUMNS)
+    write_results("bench_support", {
         "benchmark": "bench_support",
         "n_weights": args.n,
         "rows": [asdict(r) for r in rows],
-    }, indent=2))
-    print(f"wrote {RESULTS}")
-
+    })
 
 if __name__ == "__main__":
     main()
