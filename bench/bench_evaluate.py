@@ -25,15 +25,16 @@ Writes ``bench/results/bench_evaluate.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+from bench.common import write_results
 from quantcore.evaluate import check_dataset, evaluate
 from quantcore.evaluate.runner import ReferenceCache
 from quantcore.formats.onnx_writer import serialize
@@ -41,7 +42,6 @@ from quantcore.pipeline import build_onnx, load_model, quantize_model
 from quantcore.spec import QuantSpec
 from tests.models import mlp
 
-RESULTS = Path(__file__).parent / "results" / "bench_evaluate.json"
 SIZES = (784, 1024, 1024, 10)
 BATCH = 256
 SWEEP_POINTS = 5
@@ -71,7 +71,7 @@ def _baseline(fp: bytes, q: bytes, x: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
-def _best(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
+def _best(fn: Callable[[], float], repeats: int) -> float:
     return min(fn() for _ in range(repeats))
 
 
@@ -151,8 +151,7 @@ def main() -> None:
         f"model each time, {sweep_cached_s:.2f} s with the reference cache "
         f"({result['sweep_speedup']:.2f}x)"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    write_results("bench_evaluate", result)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import secrets
 import statistics
 import tempfile
@@ -35,12 +34,12 @@ import httpx
 import numpy as np
 import onnx
 
+from bench.common import write_results
 from quantcore.jobs import JobInput, JobKind, run_job
 from tests import models
 from tests.workers.conftest import embedded_env
 from tests.workers.services import Service, ensure_machine_redis
 
-RESULTS = Path(__file__).parent / "results" / "bench_service.json"
 SPEC = {"method": "uniform", "bits": 4, "granularity": "layer"}
 
 
@@ -283,21 +282,18 @@ def main() -> None:
                 _flush_redis(env)  # the submissions' messages must not reach the next part
 
     _print_tables(args, submit_rows, job_rows)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "baselines": {
-                    "submissions": "GET /healthz under the same load",
-                    "job": "quantcore.jobs.run_job called directly",
-                },
-                "submissions": [asdict(r) for r in submit_rows],
-                "jobs": [asdict(j) for j in job_rows],
+    print()
+    write_results(
+        "bench_service",
+        {
+            "baselines": {
+                "submissions": "GET /healthz under the same load",
+                "job": "quantcore.jobs.run_job called directly",
             },
-            indent=2,
-        )
+            "submissions": [asdict(r) for r in submit_rows],
+            "jobs": [asdict(j) for j in job_rows],
+        },
     )
-    print(f"\nwrote {RESULTS}")
 
 
 def _print_tables(args: Any, submit_rows: list[SubmitRow], job_rows: list[JobRow]) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import socket
 import subprocess
@@ -32,7 +31,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-RESULTS = Path(__file__).parent / "results" / "bench_upload.json"
+from bench.common import write_results
+
 CHUNK = 1 << 20
 
 
@@ -146,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'server RSS growth MiB':>22}")
     print(f"{result.size_mb:9.0f} {result.upload_s:9.2f} {result.baseline_s:11.2f} "
           f"{result.ratio:6.2f} {result.upload_mb_per_s:7.0f} {result.server_rss_growth_mb:22.1f}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    write_results("bench_upload", asdict(result))
     return 0
 
 
