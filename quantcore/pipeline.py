@@ -34,10 +34,9 @@ from quantcore.formats.load import Model, load_model
 from quantcore.formats.model import ModelFormat
 from quantcore.formats.onnx_writer import (
     WrittenModel,
-    fits_inline,
     rewrite,
     save_onnx,
-    serialize,
+    serialize_inline,
 )
 from quantcore.formats.roles import Selection, Skipped, select_weights
 from quantcore.formats.weights_io import WeightsModel, write_npz, write_safetensors
@@ -276,7 +275,7 @@ def write_artifacts(
         onnx_bytes: bytes | None = None
     else:
         model_path = out_dir / "model.onnx"
-        onnx_bytes = serialize(written.proto) if fits_inline(written.proto) else None
+        onnx_bytes = serialize_inline(written.proto)
     # Packed before saving: saving with external data moves the tensors out of the proto.
     data = package(qmodel, written, onnx_bytes).data
     if not isinstance(source, WeightsModel):

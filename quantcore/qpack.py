@@ -57,9 +57,9 @@ from quantcore.formats.onnx_writer import (
     CodedTensor,
     WrittenModel,
     code_raw_data,
-    fits_inline,
     save_onnx,
     serialize,
+    serialize_inline,
 )
 from quantcore.formats.weights_io import write_npz, write_safetensors
 from quantcore.packing import pack_bits, unpack_bits
@@ -132,8 +132,8 @@ def pack(
     ``onnx_bytes`` is ``serialize(written.proto)`` and ``bodies`` the tensors'
     ``encode_body`` sections, when the caller already has them.
     """
-    if onnx_bytes is None and fits_inline(written.proto):
-        onnx_bytes = serialize(written.proto)
+    if onnx_bytes is None:
+        onnx_bytes = serialize_inline(written.proto)
     # Past 2 GB model.onnx is written with external data and has no single byte string to
     # hash; the sections' own checksums (zstd, entropy CRC) guard the package then.
     onnx_info: dict[str, Any] = {"sha256": None, "size": None, "external_data": True}

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import onnx
+from google.protobuf.message import EncodeError
 from onnx import TensorProto, helper, numpy_helper
 
 from quantcore.formats.external import is_external
@@ -228,7 +229,8 @@ def rewrite(model: OnnxModel, quantized: Mapping[str, CodedTensor]) -> WrittenMo
     for field, value in model.proto.ListFields():
         if field.name != "graph":
             _copy_field(out, field, value)
-    out.graph.CopyFrom(_rebuild(model.proto.graph, "graph", plans, model.path.parent))
+    out.graph.SetInParent()
+    _rebuild(model.proto.graph, "graph", plans, model.path.parent, out.graph)
     return WrittenModel(proto=out, codes=storages)
 
 
@@ -250,13 +252,14 @@ def _rebuild(
     path: str,
     plans: Mapping[str, list[tuple[TensorSource, _Replacement]]],
     base_dir: Path,
-) -> onnx.GraphProto:
-    """A copy of ``graph`` with this path's replacements applied, recursing into subgraphs,
-    without ever copying the data of a replaced tensor."""
+    out: onnx.GraphProto,
+) -> None:
+    """Fill the empty ``out`` with a copy of ``graph`` with this path's replacements applied,
+    recursing into subgraphs, without ever copying the data of a replaced tensor. ``out`` is
+    the graph's place in the new model, so nothing is built apart and copied in again."""
     plan = plans.get(path, [])
     dropped_inits = {s.value_name for s, _ in plan if s.node is None}
     dropped_consts = {s.value_name for s, _ in plan if s.node is not None}
-    out = onnx.GraphProto()
     for field, value in graph.ListFields():
         if field.name not in ("node", "initializer", "input"):
             _copy_field(out, field, value)
@@ -292,15 +295,11 @@ def _rebuild(
             for field, value in attr.ListFields():
                 if field.name not in ("g", "graphs"):
                     _copy_field(new_attr, field, value)
-            rebuilt = [
-                _rebuild(sub, subgraph_path(path, index, node, attr, i), plans, base_dir)
-                for i, sub in enumerate(subs)
-            ]
-            if attr.type == onnx.AttributeProto.GRAPH:
-                new_attr.g.CopyFrom(rebuilt[0])
-            else:
-                new_attr.graphs.extend(rebuilt)
-    return out
+            one = attr.type == onnx.AttributeProto.GRAPH
+            for i, sub in enumerate(subs):
+                target = new_attr.g if one else new_attr.graphs.add()
+                target.SetInParent()  # present even if the subgraph is empty, as copied
+                _rebuild(sub, subgraph_path(path, index, node, attr, i), plans, base_dir, target)
 
 
 def _inline(tensor: onnx.TensorProto, base_dir: Path) -> onnx.TensorProto:
@@ -315,12 +314,23 @@ def serialize(proto: onnx.ModelProto) -> bytes:
     return proto.SerializeToString()
 
 
+def serialize_inline(proto: onnx.ModelProto) -> bytes | None:
+    """``serialize(proto)``, or None for a model of ``MAX_INLINE_BYTES`` or more (to be saved
+    with external data). One encoding: protobuf's ``ByteSize`` encodes the whole message too."""
+    try:
+        data = serialize(proto)
+    except (EncodeError, ValueError):  # past protobuf's 2 GiB limit
+        return None
+    return data if len(data) < MAX_INLINE_BYTES else None
+
+
 def save_onnx(proto: onnx.ModelProto, path: Path, data: bytes | None = None) -> tuple[Path, ...]:
     """Write ``proto`` (or its already serialized ``data``) to ``path``; past
     ``MAX_INLINE_BYTES``, tensors of 1 KiB or more go to ``<path>.data`` next to it (this moves
     them out of ``proto``). Returns the files written."""
-    if data is not None or proto.ByteSize() < MAX_INLINE_BYTES:
-        path.write_bytes(serialize(proto) if data is None else data)
+    data = data if data is not None else serialize_inline(proto)
+    if data is not None:
+        path.write_bytes(data)
         return (path,)
     external = path.with_name(path.name + EXTERNAL_SUFFIX)
     onnx.save_model(
@@ -332,7 +342,3 @@ def save_onnx(proto: onnx.ModelProto, path: Path, data: bytes | None = None) -> 
         size_threshold=1024,
     )
     return (path, external)
-
-
-def fits_inline(proto: onnx.ModelProto) -> bool:
-    return proto.ByteSize() < MAX_INLINE_BYTES
