@@ -49,6 +49,8 @@ from service.uploads import check_content_length, content_type, read_multipart
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 # Bodies the submit routes parse themselves; their schemas are added to the document.
 BODY_MODELS = (JobCreate, JobBatchCreate)
+# What a submission (one job or a batch) can be refused with; 503: broker or storage down.
+SUBMIT_ERRORS = errors(400, 401, 404, 413, 415, 422, 429, 503)
 
 MAX_JSON_BYTES = 1 << 20
 IdempotencyKey = Annotated[
@@ -164,7 +166,7 @@ async def _multipart_job(request: Request, ctx: CtxDep, principal: PrincipalDep)
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses=errors(400, 401, 404, 413, 415, 422, 429, 503),
+    responses=SUBMIT_ERRORS,
     openapi_extra=SUBMIT_BODY,
     summary="Submit a job",
 )
@@ -188,7 +190,7 @@ async def submit_job(
     "/batch",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobBatchPublic,
-    responses=errors(400, 401, 404, 413, 415, 422, 429, 503),
+    responses=SUBMIT_ERRORS,
     openapi_extra=BATCH_BODY,
     summary="Submit many jobs",
 )

@@ -88,6 +88,28 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
+# Short job limits for tests that wait out Redis's visibility timeout:
+# ceil(1.25 * 10) + 5 = 18 s (see workers.celery_app.visibility_timeout_s).
+SHORT_TIME_LIMITS = {"QUANTSERVE_JOB_SOFT_TIME_LIMIT_S": "9", "QUANTSERVE_JOB_TIME_LIMIT_S": "10"}
+
+
+@pytest.fixture
+def redis_service(
+    service_factory: Callable[[dict[str, str]], Service],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> Callable[..., Service]:
+    """Starts the API of the embedded shape with the Redis broker; ``extra`` adds variables."""
+
+    def start(extra: dict[str, str] | None = None) -> Service:
+        env = {**embedded_env(tmp_path), "QUANTSERVE_BROKER_URL": redis_server.url, **(extra or {})}
+        service = service_factory(env)
+        service.start_api()
+        return service
+
+    return start
+
+
 @pytest.fixture
 def deployed_env(
     tmp_path: Path, postgres_url: str, redis_server: RedisServer, s3_endpoint: str, s3_bucket: str

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests import models
-from tests.workers.conftest import embedded_env
+from tests.workers.conftest import SHORT_TIME_LIMITS
 from tests.workers.flow import (
     save_model,
     submit,
@@ -27,13 +27,9 @@ SPEC = {"method": "uniform", "bits": 4}
 
 
 def test_broker_outage_gives_503_and_loses_no_job(
-    service_factory: Callable[[dict[str, str]], Service],
-    redis_server: RedisServer,
-    tmp_path: Path,
+    redis_service: Callable[..., Service], redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    env = {**embedded_env(tmp_path), "QUANTSERVE_BROKER_URL": redis_server.url}
-    service = service_factory(env)
-    service.start_api()
+    service = redis_service()
     path = save_model(models.mlp((32, 48, 10), seed=5), tmp_path / "mlp.onnx")
     with service.client() as client:
         model = upload_model(client, path)
@@ -74,21 +70,12 @@ def test_broker_outage_gives_503_and_loses_no_job(
 
 
 def test_broker_restart_while_a_job_runs_leaves_one_result(
-    service_factory: Callable[[dict[str, str]], Service],
-    redis_server: RedisServer,
-    tmp_path: Path,
+    redis_service: Callable[..., Service], redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """Redis goes away and comes back while a worker runs a job: the job finishes once, and
     the message whose acknowledgement was lost, handed out again after the visibility
     timeout (18 s here), finds the job final and changes nothing."""
-    env = {
-        **embedded_env(tmp_path),
-        "QUANTSERVE_BROKER_URL": redis_server.url,
-        "QUANTSERVE_JOB_SOFT_TIME_LIMIT_S": "9",
-        "QUANTSERVE_JOB_TIME_LIMIT_S": "10",
-    }
-    service = service_factory(env)
-    service.start_api()
+    service = redis_service(SHORT_TIME_LIMITS)
     worker = service.start_worker()
     path = save_model(models.large(8_000_000, seed=4), tmp_path / "large.onnx")
     with service.client() as client:

@@ -25,7 +25,7 @@ from tests.workers.flow import (
     upload_model,
     wait_final,
 )
-from tests.workers.services import RedisServer, Service, wait_for
+from tests.workers.services import Service, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -96,13 +96,9 @@ def test_deployed_shape_runs_a_job_end_to_end(
 
 
 def test_several_workers_share_the_queue_and_run_each_job_once(
-    service_factory: Callable[[dict[str, str]], Service],
-    redis_server: RedisServer,
-    tmp_path: Path,
+    redis_service: Callable[..., Service], tmp_path: Path
 ) -> None:
-    env = {**embedded_env(tmp_path), "QUANTSERVE_BROKER_URL": redis_server.url}
-    service = service_factory(env)
-    service.start_api()
+    service = redis_service()
     workers = [service.start_worker(f"w{i}") for i in range(2)]
     for worker in workers:
         wait_for(lambda w=worker: "ready." in w.log.read_text(), 60, f"{worker.name} ready")
@@ -121,7 +117,7 @@ def test_several_workers_share_the_queue_and_run_each_job_once(
             done = wait_final(client, job["id"], 90, service.logs)
             assert done["status"] == "succeeded", (done, service.logs())
 
-    repo = JobsRepo(Database(env["QUANTSERVE_DATABASE_URL"]))
+    repo = JobsRepo(Database(service.env["QUANTSERVE_DATABASE_URL"]))
     for job in jobs:
         claimed = repo.claim(job["id"])
         assert claimed is None  # final: a late redelivery would find nothing to do

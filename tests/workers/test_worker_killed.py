@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests import models
-from tests.workers.conftest import embedded_env
+from tests.workers.conftest import SHORT_TIME_LIMITS, embedded_env
 from tests.workers.flow import (
     check_quantized_model,
     fetch_artifacts,
@@ -22,25 +22,19 @@ from tests.workers.flow import (
     wait_final,
     wait_until,
 )
-from tests.workers.services import RedisServer, Service
+from tests.workers.services import Service
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 # Hard limit 10 s, so Redis hands an unacknowledged job out again after
-# ceil(1.25 * 10) + 5 = 18 s (see workers.celery_app.visibility_timeout_s).
-TIME_LIMITS = {"QUANTSERVE_JOB_SOFT_TIME_LIMIT_S": "9", "QUANTSERVE_JOB_TIME_LIMIT_S": "10"}
 # Several seconds of quantization on this machine, so there is a "middle" to kill in.
 N_PARAMS = 12_000_000
 
 
 def test_sigkilled_worker_job_runs_again_with_one_set_of_artifacts(
-    service_factory: Callable[[dict[str, str]], Service],
-    redis_server: RedisServer,
-    tmp_path: Path,
+    redis_service: Callable[..., Service], tmp_path: Path
 ) -> None:
-    env = {**embedded_env(tmp_path), **TIME_LIMITS, "QUANTSERVE_BROKER_URL": redis_server.url}
-    service = service_factory(env)
-    service.start_api()
+    service = redis_service(SHORT_TIME_LIMITS)
     original = save_model(models.large(N_PARAMS, seed=1), tmp_path / "large.onnx")
     spec = {"method": "uniform", "bits": 4, "granularity": "layer", "entropy_coding": False}
     with service.client() as client:
