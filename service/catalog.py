@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from quantcore import jobs as core
 from quantcore.evaluate.dataset import inspect_dataset
+from quantcore.formats.model import SUFFIXES
 from service.artifacts import blob_key
 from service.auth import Principal
 from service.deps import AppContext
@@ -24,7 +25,7 @@ from service.errors import UnsupportedMediaTypeError
 from service.models import Dataset, Model
 from service.uploads import SpooledFile
 
-MODEL_SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors", ".npz": "npz"}
+MODEL_SUFFIXES = {suffix: fmt.value for suffix, fmt in SUFFIXES.items()}  # ".onnx" → "onnx"
 DATASET_SUFFIXES = {".npz": "npz"}
 
 

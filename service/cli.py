@@ -151,7 +151,7 @@ def cmd_create_key(args: argparse.Namespace) -> int:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from quantcore.errors import QuantError
-    from quantcore.jobs import JobInput, JobKind, JobLimits, run_job
+    from quantcore.jobs import JobInput, JobKind, run_job
 
     settings = get_settings()
     out_dir = Path(args.out)
@@ -162,9 +162,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         spec=load_spec(args.spec),
         dataset_path=Path(args.dataset) if args.dataset else None,
     )
-    limits = JobLimits(
-        max_sweep_points=settings.max_sweep_points, eval_batch_size=settings.eval_batch_size
-    )
+    limits = settings.job_limits()
     bar = ProgressBar(sys.stderr, enabled=not args.quiet)
     try:
         output = run_job(
@@ -189,7 +187,7 @@ def restored_name(package: Path) -> Path:
     """``package`` with the suffix of the model it restores (``.onnx``, ``.safetensors`` or
     ``.npz``, from the header's format). The file is mapped, so only the header is read."""
     from quantcore import qpack
-    from quantcore.formats.model import SUFFIXES
+    from service.jobs_repo import MODEL_SUFFIX
 
     try:
         with package.open("rb") as file:
@@ -198,7 +196,7 @@ def restored_name(package: Path) -> Path:
         return package.with_suffix(".onnx")  # unreadable or empty: unpack_file says why
     # Unmapped when collected, not closed here: a header error's traceback still holds a view.
     fmt = qpack.read_header(memoryview(mapped))[0]["format"]
-    return package.with_suffix(next(s for s, f in SUFFIXES.items() if f == fmt))
+    return package.with_suffix(MODEL_SUFFIX[fmt])
 
 
 def cmd_unpack(args: argparse.Namespace) -> int:

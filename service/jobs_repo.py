@@ -20,11 +20,12 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from quantcore.formats.model import SUFFIXES
 from service.db import Database
 from service.errors import InvalidTransitionError, NotFoundError
 from service.models import Artifact, Dataset, Job, Model, utcnow
 
-MODEL_SUFFIX = {"onnx": ".onnx", "safetensors": ".safetensors", "npz": ".npz"}
+MODEL_SUFFIX = {fmt.value: suffix for suffix, fmt in SUFFIXES.items()}  # "onnx" → ".onnx"
 MAX_ATTEMPTS = 3  # runs of one job whose worker died before it gives up
 
 
@@ -140,8 +141,12 @@ class JobsRepo:
         """
         with self.db.session() as session:
             now = utcnow()
-            claimed = self._move(session, job_id, JobStatus.RUNNING, started_at=now,
-                                 stage=None, progress=0.0, attempts=Job.attempts + 1)
+
+            def start() -> bool:  # queued → running as a new attempt
+                return self._move(session, job_id, JobStatus.RUNNING, started_at=now,
+                                  stage=None, progress=0.0, attempts=Job.attempts + 1)
+
+            claimed = start()
             if not claimed:
                 running = session.execute(
                     select(Job.attempts, Job.started_at)
@@ -156,9 +161,7 @@ class JobsRepo:
                     session.commit()
                     return None
                 if running is not None and self._move(session, job_id, JobStatus.QUEUED):
-                    claimed = self._move(session, job_id, JobStatus.RUNNING, started_at=now,
-                                         stage=None, progress=0.0,
-                                         attempts=Job.attempts + 1)
+                    claimed = start()
             if not claimed:
                 session.rollback()
                 return None

@@ -40,7 +40,7 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from quantcore.errors import QuantError
-from quantcore.jobs import JobInput, JobKind, JobLimits, Stage, run_job
+from quantcore.jobs import JobInput, JobKind, Stage, run_job
 from service.artifacts import store_artifacts
 from service.db import Database
 from service.jobs_repo import ClaimedJob, JobsRepo
@@ -172,10 +172,7 @@ def _fetch_inputs(job: ClaimedJob, storage: Storage, folder: Path) -> JobInput:
 
 
 def _run_claimed(job: ClaimedJob, ctx: WorkerContext) -> Outcome:
-    settings = ctx.settings
-    limits = JobLimits(
-        max_sweep_points=settings.max_sweep_points, eval_batch_size=settings.eval_batch_size
-    )
+    limits = ctx.settings.job_limits()
     progress = ProgressWriter(ctx.repo, job.id, attempt=job.attempts)
     with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{job.id}-") as tmp:
         folder = Path(tmp)
