@@ -4,8 +4,8 @@
   weights as a density, the quantized weights as stems at their levels, the height being the
   share of weights on that level. ``model_histograms`` samples big tensors by rows, so no
   whole dequantized copy of a tensor is made, and gives panels to the ``MAX_LAYER_PANELS``
-  largest tensors only (plus one for all weights), so the figure's cost does not grow with
-  the number of layers.
+  largest tensors only (plus one for all weights), so drawing the figure costs the same for
+  any number of layers.
 - For sweeps: SQNR (measured and theoretical) and top-1 against the support threshold, one
   curve per (bits, method, granularity) (001's figures 8 to 10); the rate-distortion curves,
   SQNR and top-1 against entropy bits per weight (004's).
@@ -14,8 +14,8 @@
 
 Accuracy axes show the quantized top-1 in percent, or the agreement without labels.
 
-Each figure is a plain ``matplotlib.figure.Figure`` on one Agg canvas, drawn once: no pyplot
-state (jobs may render on several threads) and no second layout pass.
+Each figure is a plain ``matplotlib.figure.Figure`` on its own Agg canvas, drawn once: no
+pyplot (global state, not thread-safe) and no second pass to find a tight bounding box.
 """
 
 from __future__ import annotations
