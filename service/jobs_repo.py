@@ -215,6 +215,16 @@ class JobsRepo:
     def is_cancelled(self, job_id: str) -> bool:
         return self.status(job_id) is JobStatus.CANCELLED
 
+    def is_running(self, job_id: str, *, attempt: int) -> bool:
+        """Whether the job is still running as run ``attempt`` (not cancelled, not taken over
+        by a newer attempt): a worker checks before storing a result."""
+        with self.db.session() as session:
+            found = session.scalar(
+                select(Job.id).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value,
+                                     Job.attempts == attempt)
+            )
+        return found is not None
+
     def succeed(
         self, job_id: str, report: dict[str, Any], artifacts: Sequence[ArtifactRecord], *,
         attempt: int,

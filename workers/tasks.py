@@ -180,8 +180,9 @@ def _run_claimed(job: ClaimedJob, ctx: WorkerContext) -> Outcome:
         out_dir = folder / "out"
         out_dir.mkdir()
         output = run_job(job_input, out_dir, progress=progress, limits=limits)
-        if ctx.repo.is_cancelled(job.id):
-            raise JobStopped(f"job {job.id} was cancelled")
+        if not ctx.repo.is_running(job.id, attempt=job.attempts):
+            raise JobStopped(f"job {job.id} was cancelled or claimed again before attempt "
+                             f"{job.attempts} stored its artifacts")
         records = store_artifacts(ctx.storage, job.id, output.artifacts)
     if not ctx.repo.succeed(job.id, output.report, records, attempt=job.attempts):
         # Cancelled, or claimed by a newer attempt, meanwhile. The files stay: their keys are

@@ -204,6 +204,7 @@ def test_a_stale_attempt_can_no_longer_write(repo: JobsRepo, db: Database) -> No
     second = repo.claim(job_id)  # redelivered while the first run still goes on
     assert first is not None and second is not None
     assert (first.attempts, second.attempts) == (1, 2)
+    assert not repo.is_running(job_id, attempt=1) and repo.is_running(job_id, attempt=2)
     assert not repo.set_progress(job_id, "quantizing", 0.9, attempt=1)  # the old run stops
     assert not repo.succeed(job_id, {"summary": {"old": True}}, [artifact("old")], attempt=1)
     assert not repo.fail(job_id, "internal_error", "the old run broke", attempt=1)
@@ -219,6 +220,7 @@ def test_a_stale_attempt_can_no_longer_write(repo: JobsRepo, db: Database) -> No
         assert job is not None and job.summary == {"new": True} and job.error_code is None
     assert names == ["new"]
     assert not repo.fail(job_id, "internal_error", "too late", attempt=2)  # final now
+    assert not repo.is_running(job_id, attempt=2)
 
 
 def test_fail_of_the_current_attempt_or_of_any(repo: JobsRepo, db: Database) -> None:
