@@ -25,13 +25,18 @@ SPEC = {
 }
 
 
-def test_search_finds_the_smallest_package_within_the_budget(digits, tmp_path):
-    job = JobInput(
+def _search(digits: DigitsMLP, spec: dict) -> JobInput:
+    """A search job on the digits MLP with its labelled evaluation set."""
+    return JobInput(
         kind=JobKind.SEARCH,
         model_path=digits.model_path,
-        spec=SPEC,
+        spec=spec,
         dataset_path=digits.dataset_path,
     )
+
+
+def test_search_finds_the_smallest_package_within_the_budget(digits, tmp_path):
+    job = _search(digits, SPEC)
     out = run_job(job, tmp_path, limits=JobLimits(max_sweep_points=16))
     report = out.report
     path = report["path"]
@@ -96,12 +101,7 @@ def test_an_unreachable_budget_returns_the_closest_and_says_so(digits, tmp_path)
         "max_top1_drop": 0.0,
         "candidates": {"bits": [1], "support": ["jayant", "max_abs"]},
     }
-    job = JobInput(
-        kind=JobKind.SEARCH,
-        model_path=digits.model_path,
-        spec=spec,
-        dataset_path=digits.dataset_path,
-    )
+    job = _search(digits, spec)
     report = run_job(job, tmp_path).report
     assert report["met_budget"] is False
     chosen = next(s for s in report["path"] if s["chosen"])
@@ -116,12 +116,7 @@ def test_a_search_needs_a_dataset(digits, tmp_path):
 
 def test_mixed_precision_goes_down_several_bits_in_rounds(digits, tmp_path):
     spec = {**SPEC, "candidates": {"bits": [4]}}
-    job = JobInput(
-        kind=JobKind.SEARCH,
-        model_path=digits.model_path,
-        spec=spec,
-        dataset_path=digits.dataset_path,
-    )
+    job = _search(digits, spec)
     report = run_job(job, tmp_path, limits=JobLimits(max_sweep_points=40)).report
     chosen = next(s for s in report["path"] if s["chosen"])
     assert chosen["within_budget"] and not report["stopped_at_limit"]
@@ -133,12 +128,7 @@ def test_mixed_precision_goes_down_several_bits_in_rounds(digits, tmp_path):
 
 def test_the_search_stops_at_the_evaluation_cap_and_says_so(digits, tmp_path):
     spec = {**SPEC, "candidates": {"bits": [4]}}
-    job = JobInput(
-        kind=JobKind.SEARCH,
-        model_path=digits.model_path,
-        spec=spec,
-        dataset_path=digits.dataset_path,
-    )
+    job = _search(digits, spec)
     report = run_job(job, tmp_path, limits=JobLimits(max_sweep_points=3)).report
     assert report["stopped_at_limit"] is True and len(report["path"]) == 3
     assert sum(s["chosen"] for s in report["path"]) == 1
