@@ -75,15 +75,19 @@ def empirical_entropy_bits(codes: npt.ArrayLike) -> float:
     return _entropy_from_counts(counts[counts > 0])
 
 
-def encode_codes(codes: npt.ArrayLike) -> bytes:
+def encode_codes(codes: npt.ArrayLike, *, counts: npt.ArrayLike | None = None) -> bytes:
     """Entropy-code non-negative integer ``codes`` (< 2**16, any shape, read in C order).
 
     Returns the versioned stream described in the module docstring; ``decode_codes`` is its
     exact inverse (flat, ``uint8`` if every code is below 256, else ``uint16``). Raises
     ``InvalidSpecError`` for non-integer codes or codes outside ``[0, 65535]``.
+
+    ``counts``, when the caller has it already (a quantizer counts its codes), is the codes'
+    bincount: ``counts[c]`` codes equal ``c``, at most 65536 bins. It spares a counting pass,
+    so it must be exact; only its shape and its sum (the number of codes) are checked.
     """
     flat = _flat_codes(codes)
-    counts = _symbol_counts(flat)
+    counts = _symbol_counts(flat) if counts is None else _given_counts(counts, flat.size)
     width = 8 if not counts[256:].any() else 16
     raw_bits = _raw_low_bits(counts)
     high_counts = counts.reshape(-1, 1 << raw_bits).sum(axis=1)
@@ -272,6 +276,21 @@ def _symbol_counts(flat: CodeArray) -> npt.NDArray[np.int64]:
     for start in range(0, flat.size, _COUNT_SLICE):
         counts += np.bincount(flat[start : start + _COUNT_SLICE], minlength=_ALPHABET)
     return counts
+
+
+def _given_counts(counts: npt.ArrayLike, size: int) -> npt.NDArray[np.int64]:
+    """A caller's bincount of ``size`` codes, padded to the whole alphabet."""
+    given = np.asarray(counts)
+    total = int(given.sum()) if given.size else 0
+    shaped = given.ndim == 1 and given.size <= _ALPHABET and given.dtype.kind in "iu"
+    if not shaped or total != size or bool((given < 0).any()):
+        raise InvalidSpecError(
+            f"counts of shape {given.shape} summing to {total} are not a bincount of "
+            f"{size} codes below {_ALPHABET}"
+        )
+    padded = np.zeros(_ALPHABET, dtype=np.int64)
+    padded[: given.size] = given
+    return padded
 
 
 def _entropy_from_counts(counts: npt.NDArray[np.int64]) -> float:

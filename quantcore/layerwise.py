@@ -29,7 +29,7 @@ import numpy as np
 
 from quantcore import theory
 from quantcore.errors import InvalidSpecError
-from quantcore.metrics import Moments, code_entropy_bits, levels_used, sqnr_db
+from quantcore.metrics import CountArray, Moments, code_entropy_bits, levels_used, sqnr_db
 from quantcore.normalize import (
     ChannelMoments,
     Normalization,
@@ -121,6 +121,7 @@ class TensorResult:
     name: str
     quantized: QuantizedTensor
     report: LayerReport
+    counts: CountArray  # the codes' bincount by unsigned bit pattern (``StreamResult.counts``)
     notes: tuple[str, ...] = ()
 
 
@@ -284,7 +285,7 @@ def _run_group(
         results.append(
             TensorResult(
                 name=req.name, quantized=out.quantized,
-                report=_report(req, m, plan, out, theory_db), notes=notes,
+                report=_report(req, m, plan, out, theory_db), counts=out.counts, notes=notes,
             )
         )
     return results
@@ -306,7 +307,9 @@ def _run_channels(req: TensorRequest, axis: int) -> TensorResult:
     constant = int(np.count_nonzero(scale == 0))
     if constant:
         notes += (f"{constant} constant channel(s): their weights decode to their own value",)
-    return TensorResult(name=req.name, quantized=out.quantized, report=report, notes=notes)
+    return TensorResult(
+        name=req.name, quantized=out.quantized, report=report, counts=out.counts, notes=notes
+    )
 
 
 def _dtype_notes(req: TensorRequest) -> tuple[str, ...]:
@@ -358,10 +361,9 @@ def quantize_tensors(
             axis = _channel_axis(req)
             if axis is None:
                 (res,) = _run_group([req], [tensor_moments(req.name, req.weights)])
-                res = TensorResult(
-                    name=res.name, quantized=res.quantized, report=res.report,
-                    notes=(*res.notes, "no channel axis: quantized per layer"),
-                )  # fmt: skip
+                res = dataclasses.replace(
+                    res, notes=(*res.notes, "no channel axis: quantized per layer")
+                )
             else:
                 res = _run_channels(req, axis)
             results[i] = res

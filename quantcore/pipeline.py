@@ -136,12 +136,12 @@ def _quantize_batch(
     requests.clear()
     parts = [
         (r.name, r.quantized.codes, r.quantized.code_min, r.quantized.code_max,
-         r.quantized.decoder, r.report.to_dict())
+         r.quantized.decoder, r.report.to_dict(), r.counts)
         for r in results
     ]  # fmt: skip
     del results
     coded = []
-    for name, codes, code_min, code_max, decoder, layer in parts:
+    for name, codes, code_min, code_max, decoder, layer, counts in parts:
         weight = CodedWeight(
             name=name,
             codes=codes,
@@ -151,7 +151,8 @@ def _quantize_batch(
             layer=layer,
             body=b"",
         )
-        coded.append(dataclasses.replace(weight, body=encode_body(weight, spec.entropy_coding)))
+        body = encode_body(weight, spec.entropy_coding, counts)
+        coded.append(dataclasses.replace(weight, body=body))
     return coded, samples
 
 

@@ -112,10 +112,21 @@ def code_bits(coded: CodedTensor) -> int:
     return max(1, (int(coded.code_max) - int(coded.code_min)).bit_length())
 
 
-def encode_body(coded: CodedTensor, entropy_coding: bool) -> bytes:
-    """One tensor's codes section: ``code - code_min`` entropy-coded or bit-packed."""
+def encode_body(
+    coded: CodedTensor, entropy_coding: bool, counts: np.ndarray | None = None
+) -> bytes:
+    """One tensor's codes section: ``code - code_min`` entropy-coded or bit-packed.
+
+    ``counts`` is the codes' bincount by their unsigned bit pattern (``StreamResult.counts``:
+    code ``c`` in bin ``c mod len(counts)``), when known; it spares the coder a counting pass.
+    """
     shifted = _shifted(coded)
-    return encode_codes(shifted) if entropy_coding else pack_bits(shifted, code_bits(coded))
+    if not entropy_coding:
+        return pack_bits(shifted, code_bits(coded))
+    if counts is not None:  # bin s of the shifted codes holds code_min + s
+        span = int(coded.code_max) - int(coded.code_min)
+        counts = np.roll(counts, -int(coded.code_min))[: span + 1]
+    return encode_codes(shifted, counts=counts)
 
 
 def pack(

@@ -207,3 +207,19 @@ def test_ranks_computed_around_gaps_match_the_table(
     np.testing.assert_array_equal(decode_codes(data), codes)
     monkeypatch.setattr(entropy, "_MAX_GAPS", -1)
     assert encode_codes(codes) == data
+
+
+def test_counts_given_by_the_caller_give_the_same_stream() -> None:
+    codes = laplacian_codes(200_000, 8, seed=4)
+    counts = np.bincount(codes, minlength=256)
+    assert encode_codes(codes, counts=counts) == encode_codes(codes)
+    assert encode_codes(codes, counts=counts[: int(codes.max()) + 1]) == encode_codes(codes)
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [np.array([3, 2]), np.array([[4]]), np.array([4.0]), np.array([5, -1]), np.ones(65537, int)],
+)
+def test_counts_that_cannot_be_a_bincount_are_refused(counts: np.ndarray) -> None:
+    with pytest.raises(InvalidSpecError, match="not a bincount of 4 codes"):
+        encode_codes(np.zeros(4, dtype=np.uint8), counts=counts)

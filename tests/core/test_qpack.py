@@ -8,15 +8,17 @@ import numpy as np
 import onnx
 import pytest
 
-from quantcore.entropy import empirical_entropy_bits
+from quantcore.entropy import decode_codes, empirical_entropy_bits
 from quantcore.errors import InvalidPackageError
 from quantcore.formats.container import build_container
 from quantcore.formats.model import ModelFormat
 from quantcore.formats.onnx_reader import OnnxModel, load_onnx
 from quantcore.formats.onnx_writer import rewrite, serialize
 from quantcore.formats.weights_io import read_npz, read_safetensors, write_npz, write_safetensors
-from quantcore.qpack import pack, read_header, skeleton, unpack, unpack_file
+from quantcore.layerwise import TensorRequest, quantize_tensors
+from quantcore.qpack import encode_body, pack, read_header, skeleton, unpack, unpack_file
 from quantcore.quantized import QuantizedTensor
+from quantcore.spec import QuantSpec
 from tests import models
 from tests.core.onnx_helpers import affine, codebook
 
@@ -139,3 +141,22 @@ def test_weights_package_unpacks_to_dequantized_weights(tmp_path, fmt):
         back.array("emb.weight"), coded["emb.weight"].dequantized.astype(np.float16)
     )
     np.testing.assert_array_equal(back.array("fc.bias"), arrays["fc.bias"])
+
+
+@pytest.mark.parametrize(
+    ("method", "bits", "granularity"),
+    [("uniform", 8, "layer"), ("uniform", 3, "channel"), ("uniform", 12, "layer"),
+     ("deadzone", 5, "layer"), ("log", 4, "channel"), ("float", 8, "layer")],
+)  # fmt: skip
+def test_quantizer_counts_give_the_same_codes_section(method, bits, granularity):
+    # The quantizer counts its codes by unsigned bit pattern (signed codes too); shifted by
+    # code_min they must be exactly the counts the coder would take itself.
+    spec = QuantSpec.from_dict({"bits": bits, "method": method, "granularity": granularity})
+    weights = np.random.default_rng(bits).laplace(size=(64, 300)).astype(np.float32)
+    request = TensorRequest(name="w", weights=weights, quantizer=spec.quantizer_for("w"),
+                            channel_axis=0)  # fmt: skip
+    (result,) = quantize_tensors([request], spec.granularity)
+    body = encode_body(result.quantized, True, result.counts)
+    assert body == encode_body(result.quantized, True)
+    shifted = np.asarray(result.quantized.codes, np.int64) - result.quantized.code_min
+    np.testing.assert_array_equal(decode_codes(body), shifted.ravel())
