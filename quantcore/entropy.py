@@ -244,8 +244,11 @@ def _raw_low_bits(counts: npt.NDArray[np.int64]) -> int:
     if _entropy_from_counts(counts[counts > 0]) == 0.0:
         return 0
     sizes = []
+    # Bins past the last used code's power of two are empty: every group there is too.
+    grouped = counts[: 1 << int(np.flatnonzero(counts)[-1]).bit_length()]
     for k in range(17):
-        grouped = counts.reshape(-1, 1 << k).sum(axis=1)
+        if k and grouped.size > 1:  # counts of code >> k: pairs of the bins of code >> k-1
+            grouped = grouped.reshape(-1, 2).sum(axis=1)
         present = grouped[grouped > 0]
         bits = _entropy_from_counts(present) + k
         sizes.append(total * bits / 8 + _TABLE_BYTES_PER_SYMBOL * present.size)
