@@ -166,7 +166,7 @@ def quantize_model(
     """Quantize the tensors ``spec`` selects; ``progress`` gets the share done in [0, 1].
 
     Tensors are quantized on ``workers`` threads (NumPy releases the GIL), at most ``workers``
-    at a time, in the model's order.
+    at a time plus one read ahead (so that no worker waits for a read), in the model's order.
     """
     start = time.perf_counter()
     selection = select_tensors(model, spec)
@@ -198,7 +198,7 @@ def quantize_model(
             requests = [_request(model, n, spec) for n in names]
             pending.append((names, pool.submit(_quantize_batch, requests, spec, share, index)))
             del requests
-            while len(pending) >= max(1, workers):
+            while len(pending) > max(1, workers):
                 collect()
         while pending:
             collect()
