@@ -6,7 +6,7 @@ Support (50M normalised Laplacian weights, float32, seeded):
 - ``percentile`` 99.9: ours (one |w| buffer partitioned in place) against
   ``np.percentile(np.abs(w), 99.9)``; both results must be equal;
 - ``jayant`` per channel: 10 000 calls (cached per N) against solving the minimisation
-  afresh each time (``jayant_xmax.__wrapped__``).
+  afresh each time (``mse_optimal_xmax.__wrapped__``).
 
 Theory (N = 65536, a 200-point xmax curve, σ = 1): ``laplacian_uniform_sqnr_db`` against the
 cell-by-cell sum of seed 001 eq. 8-12 in NumPy (32768 cells per point), and the relative
@@ -29,7 +29,7 @@ import numpy as np
 
 from bench.common import Column, laplacian, peak_bytes, print_table, timed, write_results
 from quantcore.support import support_threshold
-from quantcore.theory import jayant_xmax, laplacian_uniform_distortion
+from quantcore.theory import laplacian_uniform_distortion, mse_optimal_xmax
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     rows.append(r)
 
     calls = 10_000
-    uncached = jayant_xmax.__wrapped__
+    uncached = mse_optimal_xmax.__wrapped__
     r, _, _ = row(
         f"jayant x{calls} channels", "minimisation per call",
         lambda: [support_threshold("jayant", levels=16, normalized=w[:1]) for _ in range(calls)],

@@ -76,8 +76,8 @@ def choose_support(
     - ``wmax``: the largest weight; if no weight is positive, |wmin| instead.
     - ``abs_wmin``: |smallest weight|; if no weight is negative, wmax instead.
     - ``max_abs``: max |w|.
-    - ``hui``: sqrt(2)·ln N; ``jayant``: ``jayant_xmax(N)`` (cached per N); the weights are
-      only checked to be non-empty.
+    - ``hui``: sqrt(2)·ln N; ``jayant``: ``jayant_xmax(N)``, as the papers quote it; the weights
+      are only checked to be non-empty.
     - ``mse``: the xmax minimising ``error_at(xmax)``, the measured MSE of the caller's
       quantizer at that threshold (the caller decides which weights it measures, e.g. a
       subsample of a huge tensor). A 40-point geometric grid over [max|w|/1000, max|w|],

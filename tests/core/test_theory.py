@@ -15,6 +15,7 @@ from quantcore.errors import InvalidSpecError
 from quantcore.quantizers.families import design
 from quantcore.spec import Method, QuantizerSpec, Rounding
 from quantcore.theory import (
+    JAYANT_TABLE_MAX_BITS,
     MAX_LEVELS,
     hui_xmax,
     iterative_xmax,
@@ -26,6 +27,7 @@ from quantcore.theory import (
     laplacian_uniform_distortion,
     laplacian_uniform_sqnr_db,
     lloyd_step,
+    mse_optimal_xmax,
 )
 
 SQRT2 = math.sqrt(2.0)
@@ -194,17 +196,31 @@ def test_invalid_deadzone_parameters_are_named() -> None:
 def test_jayant_thresholds_match_the_published_steps() -> None:
     # Jayant's table gives the optimal step Δ = 2·xmax/N to four decimals: 1.0874 for N = 4
     # and 0.7309 for N = 8, which seed 001 quotes as xmax = 2.1748 and 2.9236.
-    assert round(jayant_xmax(4) / 2, 4) == 1.0874
-    assert round(jayant_xmax(8) / 4, 4) == 0.7309
+    assert round(mse_optimal_xmax(4) / 2, 4) == 1.0874
+    assert round(mse_optimal_xmax(8) / 4, 4) == 0.7309
     assert round(jayant_xmax(4), 4) == 2.1748
-    assert jayant_xmax(8) == pytest.approx(2.9236, abs=2e-4)
-    assert jayant_xmax(2) == pytest.approx(SQRT2, rel=1e-15)
+    assert round(jayant_xmax(8), 4) == 2.9236
+    assert round(jayant_xmax(2), 4) == 1.4142
+    assert mse_optimal_xmax(2) == pytest.approx(SQRT2, rel=1e-15)
+
+
+def test_jayant_thresholds_are_the_optimum_to_table_precision() -> None:
+    # Up to 5 bits the rounding moves the SQNR by less than 1e-7 dB; beyond, nothing is rounded.
+    for bits in range(1, 17):
+        levels = 2**bits
+        quoted, exact = jayant_xmax(levels), mse_optimal_xmax(levels)
+        if bits <= JAYANT_TABLE_MAX_BITS:
+            assert abs(2 * quoted / levels - 2 * exact / levels) <= 0.5e-4
+            sqnr = laplacian_uniform_sqnr_db
+            assert 0 <= sqnr(exact, levels) - sqnr(quoted, levels) < 1e-7
+        else:
+            assert quoted == exact
 
 
 @pytest.mark.parametrize("bits", [2, 3, 5, 8, 12, 16])
 def test_jayant_threshold_is_a_minimum(bits: int) -> None:
     levels = 2**bits
-    best = jayant_xmax(levels)
+    best = mse_optimal_xmax(levels)
     d = laplacian_uniform_distortion(best, levels)
     for factor in (0.999, 1.001, 0.9, 1.1):
         assert laplacian_uniform_distortion(best * factor, levels) > d
@@ -224,17 +240,17 @@ def test_iterative_rule_lowers_distortion_step_by_step_towards_jayant() -> None:
         new = laplacian_uniform_distortion(xmax, 8)
         assert new <= d + 1e-16
         d = new
-    # jayant_xmax minimises D directly, which pins the optimum to about 1e-8 relative.
-    assert xmax == pytest.approx(jayant_xmax(8), rel=1e-8)
+    # mse_optimal_xmax minimises D directly, which pins the optimum to about 1e-8 relative.
+    assert xmax == pytest.approx(mse_optimal_xmax(8), rel=1e-8)
 
 
 @pytest.mark.parametrize("bits", range(1, 17))
 def test_iterative_design_converges_to_jayant(bits: int) -> None:
     design = iterative_xmax(2**bits)
     assert design.converged
-    assert design.xmax == pytest.approx(jayant_xmax(2**bits), rel=5e-8)
+    assert design.xmax == pytest.approx(mse_optimal_xmax(2**bits), rel=5e-8)
     assert design.distortion == pytest.approx(
-        laplacian_uniform_distortion(jayant_xmax(2**bits), 2**bits), rel=1e-12
+        laplacian_uniform_distortion(mse_optimal_xmax(2**bits), 2**bits), rel=1e-12
     )
 
 
