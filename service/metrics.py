@@ -45,8 +45,12 @@ class JobsCollector:
             func.sum(case((Job.duration_s <= b, 1), else_=0)) for b in JOB_DURATION_BUCKETS
         ]
         with self.db.session() as session:
-            counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status))
-                          .tuples().all())
+            counts: dict[str, int] = {
+                status: count
+                for status, count in session.execute(
+                    select(Job.status, func.count()).group_by(Job.status)
+                )
+            }
             rows = session.execute(
                 select(Job.status, func.count(), func.coalesce(func.sum(Job.duration_s), 0.0),
                        *bucket_columns)
