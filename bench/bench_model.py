@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BITS = (3, 4, 8)
@@ -32,7 +33,7 @@ def _vm_kib(field: str) -> int:
     return 0
 
 
-def child(case: str, model: Path, out: Path) -> dict[str, float]:
+def child(case: str, model: Path, out: Path) -> dict[str, Any]:
     """One case, in this (child) process."""
     import numpy  # noqa: F401  - imports count in the baseline memory, not in the case
     import onnx  # noqa: F401
@@ -62,7 +63,7 @@ def child(case: str, model: Path, out: Path) -> dict[str, float]:
     return {"seconds": seconds, "peak_kib": _vm_kib("VmHWM"), "base_kib": base, "sizes": sizes}
 
 
-def run_case(case: str, model: Path, work: Path) -> dict[str, float]:
+def run_case(case: str, model: Path, work: Path) -> dict[str, Any]:
     out = work / case
     out.mkdir(exist_ok=True)
     for old in out.iterdir():
