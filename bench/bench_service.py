@@ -219,7 +219,7 @@ def bench_job(shape: str, env: dict[str, str], folder: Path, args: Any) -> JobRo
         service.start_worker()
         with service.client() as client:
             model_id = _upload(client, model)
-            # Warm-up of both sides: imports (matplotlib for report.html), first pages.
+            # Warm-up of both sides: imports, first pages.
             _through_service(client, model_id)
             _direct(model, folder)
             for _ in range(args.repeats):

@@ -1,4 +1,4 @@
-"""The figures of ``report.html``, drawn with matplotlib's Agg backend as inline PNG.
+"""The figures of ``report.html``, as inline SVG written from the NumPy data.
 
 - Weight histograms before and after quantisation (seed 001's figures 4 to 7): the float
   weights as a density, the quantized weights as stems at their levels, the height being the
@@ -14,28 +14,21 @@
 
 Accuracy axes show the quantized top-1 in percent, or the agreement without labels.
 
-Each figure is a plain ``matplotlib.figure.Figure`` on its own Agg canvas, drawn once: no
-pyplot (global state, not thread-safe) and no second pass to find a tight bounding box.
+Each figure is one ``<svg>`` element built with ``quantcore.svg_plot``: text, so the cost
+is that of formatting its coordinates, and every name in it escaped.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import io
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
 
+from quantcore import svg_plot as sp
 from quantcore.metrics import Histogram
 from quantcore.quantized import decode
 
@@ -49,9 +42,7 @@ MAX_STEMS = 64
 MAX_LAYER_PANELS = 12
 HIST_SAMPLE = 1_000_000
 POOLED_NAME = "all quantized weights"
-# Histogram panels are many and small: a moderate resolution keeps encoding cheap.
-HIST_DPI = 80
-CURVE_DPI = 110
+FLOAT_COLOR, LEVEL_COLOR = "#9bb7d4", "#c0392b"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,73 +141,77 @@ def _sampled_rows(
     return original.reshape(codes.shape)[::step].reshape(-1), quantized.reshape(-1)
 
 
-def png(fig: Figure, dpi: int = CURVE_DPI) -> str:
-    """``fig`` drawn once on an Agg canvas, as an inline ``<img>``."""
-    buf = io.BytesIO()
-    FigureCanvasAgg(fig)  # attaches itself to the figure
-    fig.savefig(buf, format="png", dpi=dpi)
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f"<img alt='figure' src='data:image/png;base64,{data}'>"
-
-
-# Fixed margins in inches (no tight-layout pass): room for the legend on top, the titles and
-# the twin y-axis labels between the columns.
-_PANEL_W, _PANEL_H = 6.2, 3.2
-_TOP, _BOTTOM, _SIDE = 0.55, 0.5, 0.75
+# Panel sizes in pixels (the page scales a figure down to its width), and each plot area's
+# margins inside its panel: the title above, tick labels and axis labels around.
+_HIST_W, _HIST_H = 500, 280
+_HIST_INSET = {"left": 68, "top": 30, "right": 68, "bottom": 50}
+_CURVE_W, _CURVE_H = 550, 340
+_CURVE_INSET = {"left": 72, "top": 30, "right": 24, "bottom": 52}
+_SEARCH_W, _SEARCH_H = 720, 380
+# Pixels between the outer ticks and the frame on curve figures: no marker sits on the frame.
+_PAD = 10
 
 
 def hist_figure(histograms: Sequence[HistogramPanel]) -> str:
-    """The before/after panels, two per row, at most ``MAX_LAYER_PANELS + 1`` of them."""
+    """The before/after panels, two per row, at most ``MAX_LAYER_PANELS + 1`` of them, under
+    one legend."""
     shown = list(histograms[: MAX_LAYER_PANELS + 1])
     cols = min(len(shown), 2)
     rows = math.ceil(len(shown) / cols)
-    width, height = _PANEL_W * cols, _PANEL_H * rows + _TOP
-    fig = Figure(figsize=(width, height))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    fig.subplots_adjust(
-        left=_SIDE / width,
-        right=1 - _SIDE / width,
-        bottom=_BOTTOM / height,
-        top=1 - _TOP / height,
-        wspace=0.45,
-        hspace=0.6,
-    )
-    for ax, h in zip(axes.ravel(), shown, strict=False):
-        _hist_panel(ax, h)
-    for ax in axes.ravel()[len(shown) :]:
-        ax.axis("off")
-    proxies = [
-        Patch(color="#9bb7d4"),
-        Line2D([], [], color="#c0392b", marker="o", ms=3),
+    width = _HIST_W * cols
+    keys = [
+        sp.Key(label="float32 weights (share per bin)", color=FLOAT_COLOR, patch=True),
+        sp.Key(label="quantized (share per level)", color=LEVEL_COLOR, marker="circle", stem=True),
     ]
-    fig.legend(
-        proxies,
-        ["float32 weights (share per bin)", "quantized (share per level)"],
-        loc="upper center",
-        ncol=2,
-    )
+    _, _, legend_h = sp.legend_size(keys, width)
+    parts = [sp.legend(keys, sp.Box(left=0, top=4, width=width, height=legend_h))]
+    for i, h in enumerate(shown):
+        row, col = divmod(i, cols)
+        box = sp.Box(
+            left=col * _HIST_W, top=legend_h + row * _HIST_H, width=_HIST_W, height=_HIST_H
+        )
+        parts.append(_hist_panel(box.inset(**_HIST_INSET), h))
+    height = legend_h + rows * _HIST_H
     note = ""
     if len(histograms) > len(shown):
         note = f"<p>First {len(shown)} of {len(histograms)} panels shown.</p>"
-    return png(fig, HIST_DPI) + note
+    return sp.document(width, height, "Weights before and after quantisation", *parts) + note
 
 
-def _hist_panel(ax: Axes, h: HistogramPanel) -> None:
-    # Most of a panel's drawing time goes to ticks and to placing the title: a few ticks per
-    # axis, and a title at a fixed height, keep it small.
+def _hist_panel(plot: sp.Box, h: HistogramPanel) -> str:
+    """Float weights as a filled step histogram (left axis), quantized levels as stems (right
+    axis), both in percent of the tensor's weights."""
     total = max(int(h.weights.counts.sum()), 1)
-    # One step artist rather than a bar per bin: the same picture, a fraction of the drawing.
-    ax.stairs(h.weights.counts / total, h.weights.edges, fill=True, color="#9bb7d4")
-    ax.set_ylabel("share per bin")
-    ax2 = ax.twinx()
-    ax2.vlines(h.levels, 0, h.level_counts / total, color="#c0392b", lw=2)
-    ax2.plot(h.levels, h.level_counts / total, "o", color="#c0392b", ms=3)
-    ax2.set_ylim(bottom=0)
-    ax2.set_ylabel("share per level", color="#c0392b")
-    ax.set_title(h.name, fontsize=10, y=1.0, pad=4)
-    ax.set_xlabel("weight")
-    for axis in (ax.xaxis, ax.yaxis, ax2.yaxis):
-        axis.set_major_locator(MaxNLocator(nbins=5))
+    per_bin = 100.0 * h.weights.counts / total
+    # Empty bins of a binned "after" histogram (more than MAX_STEMS values) get no stem.
+    used = np.asarray(h.level_counts) > 0
+    levels = np.asarray(h.levels, np.float64)[used]
+    per_level = 100.0 * np.asarray(h.level_counts, np.float64)[used] / total
+    edges = h.weights.edges
+    frame = sp.Frame.fit(
+        plot,
+        x=sp.finite_range(edges, levels),
+        y=sp.finite_range(per_bin, [0.0]),
+        y2=sp.finite_range(per_level, [0.0]),
+        tight_x=True,
+    )
+    return sp.group(
+        f"Weights of {h.name} before and after quantisation",
+        sp.axes(
+            frame,
+            title=h.name,
+            x_label="weight",
+            y_label="share per bin (%)",
+            y2_label="share per level (%)",
+            y2_color=LEVEL_COLOR,
+        ),
+        sp.group(f"{h.name}: float32 weights", sp.stairs(frame, edges, per_bin, color=FLOAT_COLOR)),
+        sp.group(
+            f"{h.name}: quantized weights",
+            sp.stems(frame, levels, per_level, color=LEVEL_COLOR, right=True),
+        ),
+        kind="panel",
+    )
 
 
 def _series_key(row: dict[str, Any]) -> str:
@@ -228,61 +223,158 @@ def _series_key(row: dict[str, Any]) -> str:
     return f"{bits}-bit {method}, {gran}"
 
 
-def _sqnr_and_top1(
-    draw: Callable[[Axes, Axes], None], *, x_label: str, titles: tuple[str, str]
+@dataclass(frozen=True, kw_only=True)
+class _Panel:
+    title: str
+    y_label: str
+    series: list[sp.Series]
+    empty: str = "no data"
+    # The y range of a panel without any point.
+    empty_y: tuple[float, float] = (0.0, 1.0)
+
+
+def _curve_figure(
+    title: str, x_label: str, panels: Sequence[_Panel], keys: Sequence[sp.Key]
 ) -> str:
-    """A figure of two panels, SQNR (left) and top-1 (right) against ``x_label``; ``draw``
-    plots the curves."""
-    fig = Figure(figsize=(12, 4), layout="tight")
-    sqnr, top1 = fig.subplots(1, 2)
-    draw(sqnr, top1)
-    sqnr.set(xlabel=x_label, ylabel="SQNR (dB)", title=titles[0])
-    top1.set(xlabel=x_label, ylabel="top-1 accuracy (%)", title=titles[1])
-    for ax in (sqnr, top1):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return png(fig)
+    """Panels side by side over one legend."""
+    width = _CURVE_W * len(panels)
+    parts = []
+    for i, panel in enumerate(panels):
+        plot = sp.Box(left=i * _CURVE_W, top=0, width=_CURVE_W, height=_CURVE_H).inset(
+            **_CURVE_INSET
+        )
+        parts.append(_curve_panel(plot, panel, x_label))
+    _, _, legend_h = sp.legend_size(keys, width - 40)
+    parts.append(sp.legend(keys, sp.Box(left=20, top=_CURVE_H, width=width - 40, height=legend_h)))
+    return sp.document(width, _CURVE_H + legend_h + 4, title, *parts)
+
+
+def _curve_panel(plot: sp.Box, panel: _Panel, x_label: str) -> str:
+    any_point = sp.has_points(panel.series)
+    frame = sp.Frame.fit(
+        plot,
+        x=sp.finite_range(*(s.x for s in panel.series)),
+        y=sp.finite_range(*(s.y for s in panel.series)) if any_point else panel.empty_y,
+        pad=_PAD,
+    )
+    parts = [sp.axes(frame, title=panel.title, x_label=x_label, y_label=panel.y_label)]
+    parts += [sp.plot(frame, s) for s in panel.series]
+    if not any_point:
+        parts.append(sp.note(frame, panel.empty))
+    return sp.group(panel.title, *parts, kind="panel")
+
+
+_ACCURACY_LABEL = "top-1 accuracy (%)"
+_NO_ACCURACY = "no accuracy: the job had no evaluation set"
 
 
 def sweep_figures(rows: Sequence[dict[str, Any]]) -> str:
+    """SQNR and accuracy against the support threshold (when a series has more than one
+    threshold), and against entropy bits per weight; one colour per (bits, method,
+    granularity)."""
     series: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         series.setdefault(_series_key(row), []).append(row)
+    styles = {name: sp.style(i) for i, name in enumerate(series)}
+    keys = [
+        sp.Key(label=name, color=color, line=True, marker=marker)
+        for name, (color, marker) in styles.items()
+    ]
     by_threshold = {k: [r for r in v if r.get("xmax") is not None] for k, v in series.items()}
-
-    def against_threshold(ax1: Axes, ax2: Axes) -> None:
-        for i, (name, pts) in enumerate(by_threshold.items()):
-            pts = sorted(pts, key=lambda r: r["xmax"])
-            color = f"C{i % 10}"
-            x = [r["xmax"] for r in pts]
-            ax1.plot(x, [_num(r.get("sqnr_db")) for r in pts], "o-", color=color, label=name)
-            ax1.plot(
-                x,
-                [_num(r.get("sqnr_theory_db")) for r in pts],
-                "--",
-                color=color,
-                label=f"{name} (theory, Laplacian)",
-            )
-            ax2.plot(x, [_top1(r) for r in pts], "o-", color=color, label=name)
-
-    def against_rate(ax1: Axes, ax2: Axes) -> None:
-        for i, (name, pts) in enumerate(series.items()):
-            pts = sorted(pts, key=lambda r: _num(r.get("entropy_bits_per_weight")))
-            x = [_num(r.get("entropy_bits_per_weight")) for r in pts]
-            ax1.plot(x, [_num(r.get("sqnr_db")) for r in pts], "o", color=f"C{i % 10}", label=name)
-            ax2.plot(x, [_top1(r) for r in pts], "o", color=f"C{i % 10}", label=name)
-
     out = ""
     if any(len(v) > 1 for v in by_threshold.values()):
-        out += _sqnr_and_top1(
-            against_threshold,
-            x_label="support threshold xmax (std units)",
-            titles=("SQNR against the support threshold", "Accuracy against the support threshold"),
+        sqnr, top1 = [], []
+        for name, pts in by_threshold.items():
+            pts = sorted(pts, key=lambda r: r["xmax"])
+            color, marker = styles[name]
+            x = [_num(r["xmax"]) for r in pts]
+            measured = [_num(r.get("sqnr_db")) for r in pts]
+            theory = [_num(r.get("sqnr_theory_db")) for r in pts]
+            sqnr.append(
+                sp.Series(
+                    label=f"{name}: SQNR measured", x=x, y=measured, color=color, marker=marker
+                )
+            )
+            sqnr.append(
+                sp.Series(
+                    label=f"{name}: SQNR in theory (Laplacian)",
+                    x=x,
+                    y=theory,
+                    color=color,
+                    dash="6 4",
+                    marker=None,
+                )
+            )
+            top1.append(
+                sp.Series(
+                    label=f"{name}: {_ACCURACY_LABEL}",
+                    x=x,
+                    y=[_top1(r) for r in pts],
+                    color=color,
+                    marker=marker,
+                )
+            )
+        line_keys = [
+            sp.Key(label="measured", color=sp.INK, line=True, marker="circle"),
+            sp.Key(label="theory (Laplacian)", color=sp.INK, line=True, dash="6 4"),
+        ]
+        out += _curve_figure(
+            "SQNR and accuracy against the support threshold",
+            "support threshold xmax (std units)",
+            [
+                _Panel(
+                    title="SQNR against the support threshold", y_label="SQNR (dB)", series=sqnr
+                ),
+                _Panel(
+                    title="Accuracy against the support threshold",
+                    y_label=_ACCURACY_LABEL,
+                    series=top1,
+                    empty=_NO_ACCURACY,
+                    empty_y=(0.0, 100.0),
+                ),
+            ],
+            keys + line_keys,
         )
-    return out + _sqnr_and_top1(
-        against_rate,
-        x_label="entropy (bits per weight)",
-        titles=("Rate-distortion", "Accuracy against rate"),
+    sqnr, top1 = [], []
+    for name, pts in series.items():
+        pts = sorted(pts, key=lambda r: _num(r.get("entropy_bits_per_weight")))
+        color, marker = styles[name]
+        x = [_num(r.get("entropy_bits_per_weight")) for r in pts]
+        sqnr.append(
+            sp.Series(
+                label=f"{name}: SQNR",
+                x=x,
+                y=[_num(r.get("sqnr_db")) for r in pts],
+                color=color,
+                marker=marker,
+                line=False,
+            )
+        )
+        top1.append(
+            sp.Series(
+                label=f"{name}: {_ACCURACY_LABEL}",
+                x=x,
+                y=[_top1(r) for r in pts],
+                color=color,
+                marker=marker,
+                line=False,
+            )
+        )
+    rate_keys = [dataclasses.replace(k, line=False) for k in keys]
+    return out + _curve_figure(
+        "SQNR and accuracy against rate",
+        "entropy (bits per weight)",
+        [
+            _Panel(title="Rate-distortion", y_label="SQNR (dB)", series=sqnr),
+            _Panel(
+                title="Accuracy against rate",
+                y_label=_ACCURACY_LABEL,
+                series=top1,
+                empty=_NO_ACCURACY,
+                empty_y=(0.0, 100.0),
+            ),
+        ],
+        rate_keys,
     )
 
 
@@ -298,23 +390,63 @@ def _top1(row: dict[str, Any]) -> float:
     return 100.0 * value if isinstance(value, int | float) else float("nan")
 
 
+_WITHIN, _OVER = "#2ca02c", "#d62728"
+
+
 def search_figure(path: Sequence[dict[str, Any]], budget: float | None) -> str:
-    """Package size against drop for every step of a search; the chosen step is ringed."""
-    fig = Figure(figsize=(7, 4), layout="tight")
-    ax = fig.subplots()
-    for within, color, label in ((True, "C2", "within the budget"), (False, "C3", "over it")):
+    """Package size against drop for every step of a search; the chosen step is ringed and
+    the budget drawn as a dashed line."""
+    series = []
+    for within, color, label in ((True, _WITHIN, "within the budget"), (False, _OVER, "over it")):
         pts = [s for s in path if bool(s.get("within_budget")) is within]
-        ax.plot([100 * _num(s.get("drop")) for s in pts],
-                [_num(s.get("package_bytes")) / 1024 for s in pts],
-                "o", color=color, label=label)  # fmt: skip
-    chosen = [s for s in path if s.get("chosen")]
-    if chosen:
-        ax.plot([100 * _num(chosen[0].get("drop"))],
-                [_num(chosen[0].get("package_bytes")) / 1024],
-                "o", ms=14, mfc="none", mec="k", label="chosen")  # fmt: skip
-    if budget is not None:
-        ax.axvline(100 * budget, color="k", ls="--", lw=1, label="budget")
-    ax.set(xlabel="drop (%)", ylabel="package (KiB)", title="Search: size against drop")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return png(fig)
+        series.append(
+            sp.Series(
+                label=f"steps {label}",
+                x=[100 * _num(s.get("drop")) for s in pts],
+                y=[_num(s.get("package_bytes")) / 1024 for s in pts],
+                color=color,
+                line=False,
+            )
+        )
+    chosen = [s for s in path if s.get("chosen")][:1]
+    series.append(
+        sp.Series(
+            label="the chosen step",
+            x=[100 * _num(s.get("drop")) for s in chosen],
+            y=[_num(s.get("package_bytes")) / 1024 for s in chosen],
+            color=sp.INK,
+            line=False,
+            size=9,
+            filled=False,
+        )
+    )
+    budget_x = 100 * _num(budget)
+    plot = sp.Box(left=0, top=0, width=_SEARCH_W, height=_SEARCH_H).inset(**_CURVE_INSET)
+    frame = sp.Frame.fit(
+        plot,
+        x=sp.finite_range(*(s.x for s in series), [budget_x]),
+        y=sp.finite_range(*(s.y for s in series)),
+        pad=_PAD,
+    )
+    parts = [
+        sp.axes(
+            frame, title="Search: size against drop", x_label="drop (%)", y_label="package (KiB)"
+        )
+    ]
+    if math.isfinite(budget_x):
+        parts.append(sp.group(f"budget: drop at most {budget_x:g}%", sp.vline(frame, budget_x)))
+    parts += [sp.plot(frame, s) for s in series]
+    if not sp.has_points(series):
+        parts.append(sp.note(frame, "no steps"))
+    panel = sp.group("Search: size against drop", *parts, kind="panel")
+    keys = [
+        sp.Key(label="within the budget", color=_WITHIN, marker="circle"),
+        sp.Key(label="over it", color=_OVER, marker="circle"),
+        sp.Key(label="chosen", color=sp.INK, marker="circle", filled=False),
+        sp.Key(label="budget", color=sp.INK, line=True, dash="5 4"),
+    ]
+    _, _, legend_h = sp.legend_size(keys, _SEARCH_W)
+    legend = sp.legend(keys, sp.Box(left=0, top=_SEARCH_H, width=_SEARCH_W, height=legend_h))
+    return sp.document(
+        _SEARCH_W, _SEARCH_H + legend_h + 4, "Search: size against drop", panel, legend
+    )

@@ -1,4 +1,4 @@
-"""``report.html``: one self-contained page (inline PNG figures, no external files or scripts).
+"""``report.html``: one self-contained page (inline SVG figures, no external files or scripts).
 
 What it shows, from the report dict (API.md's report, or a sweep/search report):
 
@@ -13,8 +13,7 @@ What it shows, from the report dict (API.md's report, or a sweep/search report):
 - for a search (``path``): size against drop for every step, and the steps in a table with
   the chosen one highlighted.
 
-The figures come from ``quantcore.report_figures`` (matplotlib, Agg backend), embedded as
-base64 PNG.
+The figures come from ``quantcore.report_figures``, as inline ``<svg>`` elements.
 """
 
 from __future__ import annotations
@@ -71,7 +70,7 @@ _CSS = (
     "table{border-collapse:collapse;margin:.5em 0;font-size:13px}"
     "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
     "th{background:#f3f3f3}td.k{text-align:left;font-weight:600}"
-    "tr.chosen td{background:#e6f4e6}img{max-width:100%}"
+    "tr.chosen td{background:#e6f4e6}svg{display:block;max-width:100%;height:auto;margin:.5em 0}"
 )
 
 

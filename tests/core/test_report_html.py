@@ -1,16 +1,28 @@
-"""report.html: one self-contained page whose figures are real PNGs."""
+"""report.html: one self-contained page whose figures are inline SVG, well-formed XML."""
 
 from __future__ import annotations
 
-import base64
+import math
 import re
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import onnx
 import pytest
 
-from quantcore.report_figures import MAX_STEMS, merged_histogram, weight_histogram
+from quantcore.jobs import JobInput, JobKind, JobLimits, run_job
+from quantcore.report_figures import (
+    MAX_STEMS,
+    hist_figure,
+    merged_histogram,
+    search_figure,
+    sweep_figures,
+    weight_histogram,
+)
 from quantcore.report_html import render_report_html
+
+SVG = "{http://www.w3.org/2000/svg}"
+SCRIPT = "<script>alert(1)</script>"
 
 
 def _midrise(w: np.ndarray, xmax: float, bits: int) -> np.ndarray:
@@ -52,10 +64,31 @@ def _sweep_rows() -> list[dict]:
     return rows
 
 
-def _images(page: str) -> list[bytes]:
-    return [
-        base64.b64decode(m) for m in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
-    ]
+def _figures(page: str) -> list[ET.Element]:
+    """Every ``<svg>`` of ``page``, parsed as XML (a malformed one fails here)."""
+    figures = [ET.fromstring(m) for m in re.findall(r"<svg\b.*?</svg>", page, flags=re.S)]
+    for fig in figures:
+        assert fig.tag == f"{SVG}svg"
+        title = fig.find(f"{SVG}title")
+        assert title is not None and title.text
+    return figures
+
+
+def _groups(element: ET.Element, kind: str) -> list[ET.Element]:
+    return element.findall(f".//{SVG}g[@class='{kind}']")
+
+
+def _panel_series(figure: ET.Element) -> list[int]:
+    """How many series each panel of ``figure`` draws, in order."""
+    return [len(_groups(panel, "series")) for panel in _groups(figure, "panel")]
+
+
+def _numbers_are_finite(figure: ET.Element) -> None:
+    """No coordinate, path or transform holds "nan" or "inf"."""
+    for element in figure.iter():
+        for name, value in element.attrib.items():
+            if name in ("d", "x", "y", "width", "height", "viewBox", "transform", "r"):
+                assert not re.search(r"nan|inf", value, re.I), (element.tag, name, value)
 
 
 def test_histogram_counts_every_weight_on_its_level(weights):
@@ -89,19 +122,23 @@ def test_quantize_page_is_self_contained_with_escaped_names(weights):
     }
     page = render_report_html(report, hists)
     assert page.startswith("<!doctype html>")
-    assert "<script" not in page and "http://" not in page and "https://" not in page
+    # Nothing to fetch: the one URL is the SVG namespace's name.
+    local = page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "<script" not in page and "http://" not in local and "https://" not in local
     assert "&lt;fc1&gt;" in page and "<fc1>" not in page
-    images = _images(page)
-    assert len(images) == 1 and images[0].startswith(b"\x89PNG\r\n\x1a\n")
+    (figure,) = _figures(page)
+    assert _panel_series(figure) == [2, 2, 2]  # per tensor and pooled: float and quantized
     assert "accuracy" in page.lower() and "fp32.top1" in page
 
 
 def test_sweep_page_draws_threshold_and_rate_distortion_figures():
     report = {"kind": "sweep", "rows": _sweep_rows()}
     page = render_report_html(report)
-    images = _images(page)
-    assert len(images) == 2  # against the threshold, and rate-distortion
-    assert all(i.startswith(b"\x89PNG") and len(i) > 10_000 for i in images)
+    threshold, rate = _figures(page)  # against the threshold, and rate-distortion
+    # Two series (2 and 3 bits): SQNR measured and in theory, then top-1, then the same
+    # without theory against rate.
+    assert _panel_series(threshold) == [4, 2]
+    assert _panel_series(rate) == [2, 2]
     assert page.count("<tr>") >= 1 + len(report["rows"])
 
 
@@ -114,7 +151,8 @@ def test_search_page_highlights_the_chosen_step():
     )
     assert page.count("class=chosen") == 1
     assert "Chosen: step 2" in page
-    assert len(_images(page)) == 1  # size against drop
+    (figure,) = _figures(page)  # size against drop
+    assert _panel_series(figure) == [4]  # budget, within it, over it, the chosen step
 
 
 @pytest.mark.parametrize("granularity", ["layer", "channel"])
@@ -157,4 +195,89 @@ def test_only_the_largest_tensors_get_panels_and_the_page_says_which(tmp_path):
     page = render_report_html({"layers": [w.layer for w in qmodel.weights]}, panels)
     assert "Only the 12 largest of the 15 quantized tensors" in page
     assert f"Panels: {', '.join(names[3:])}, {POOLED_NAME}." in page
-    assert len(_images(page)) == 1
+    (figure,) = _figures(page)
+    assert len(_groups(figure, "panel")) == MAX_LAYER_PANELS + 1
+
+
+def test_a_script_tensor_name_reaches_the_page_only_escaped(weights):
+    w = weights["fc0.weight"]
+    figure = hist_figure([weight_histogram(SCRIPT, w, _midrise(w, 0.3, 3))])
+    assert "<script" not in figure and "&lt;script&gt;alert(1)&lt;/script&gt;" in figure
+    (root,) = _figures(figure)
+    (panel,) = _groups(root, "panel")
+    texts = ["".join(t.itertext()) for t in panel.iter(f"{SVG}text")]
+    assert SCRIPT in texts  # the panel's title, unescaped by the XML parser
+
+
+def test_a_quantize_job_escapes_a_script_tensor_name(tmp_path):
+    from tests.models import mlp
+
+    model = mlp((16, 32, 10))
+    for init in model.graph.initializer:
+        if init.name == "fc0.weight":
+            init.name = SCRIPT
+    for node in model.graph.node:
+        node.input[:] = [SCRIPT if i == "fc0.weight" else i for i in node.input]
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    job = JobInput(kind=JobKind.QUANTIZE, model_path=path, spec={"bits": 3})
+    out = run_job(job, tmp_path / "out", None, JobLimits())
+    assert SCRIPT in [layer["name"] for layer in out.report["layers"]]
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    (figure,) = _figures(page)
+    assert _panel_series(figure) == [2, 2, 2]
+
+
+def test_non_finite_values_do_not_reach_the_figures():
+    rows = _sweep_rows()
+    rows[1]["sqnr_db"] = math.nan
+    rows[2]["sqnr_theory_db"] = math.inf
+    rows[5]["sqnr_db"] = None
+    rows[6]["entropy_bits_per_weight"] = -math.inf
+    for r in rows[4:]:
+        r["accuracy"] = None  # the 3-bit series has no accuracy at all
+    figures = _figures(sweep_figures(rows))
+    assert len(figures) == 2
+    for figure in figures:
+        _numbers_are_finite(figure)
+    threshold = figures[0]
+    sqnr_panel = _groups(threshold, "panel")[0]
+    two_bit = _groups(sqnr_panel, "series")[0]  # 2-bit measured: 1.5, (nan), 3.5, 4.5
+    (line,) = [p for p in two_bit.iter(f"{SVG}path") if p.get("fill") == "none"]
+    assert line.get("d", "").count("M") == 1  # only 3.5 - 4.5 is a run of two points
+    # No accuracy anywhere: the panels say so instead of plotting.
+    no_acc = [{**r, "accuracy": None} for r in _sweep_rows()]
+    page = sweep_figures(no_acc)
+    assert page.count("no accuracy: the job had no evaluation set") == 2
+    for figure in _figures(page):
+        _numbers_are_finite(figure)
+    # A search without a budget, with an unmeasured step.
+    path = [{**r, "drop": math.nan if i == 0 else 0.01 * i} for i, r in enumerate(rows[:3])]
+    (search,) = _figures(search_figure(path, None))
+    _numbers_are_finite(search)
+    assert _panel_series(search) == [3]  # no budget line
+
+
+def test_series_beyond_the_palette_stay_distinguishable():
+    rows = [
+        {
+            "point": {"bits": bits},
+            "spec": {"method": "uniform", "granularity": "layer"},
+            "xmax": t,
+            "sqnr_db": 6.0 * bits,
+            "sqnr_theory_db": 6.0 * bits,
+            "entropy_bits_per_weight": bits - 0.5,
+        }
+        for bits in range(2, 14)  # 12 series: the last two reuse colours with another marker
+        for t in (2.0, 3.0)
+    ]
+    threshold, rate = _figures(sweep_figures(rows))
+    assert _panel_series(threshold) == [24, 12]
+    # A marker's look: its colour and its shape (the path commands: arcs, h/v, l).
+    looks = {
+        (p.get("fill"), "".join(sorted(set(re.findall("[a-zA-Z]", p.get("d", ""))))))
+        for s in _groups(_groups(rate, "panel")[0], "series")
+        for p in s.iter(f"{SVG}path")
+    }
+    assert len(looks) == 12
