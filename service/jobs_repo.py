@@ -190,11 +190,6 @@ class JobsRepo:
             session.commit()
         return moved
 
-    def set_task_id(self, job_id: str, task_id: str) -> None:
-        with self.db.session() as session:
-            session.execute(update(Job).where(Job.id == job_id).values(task_id=task_id))
-            session.commit()
-
     def set_progress(self, job_id: str, stage: str, progress: float, *, attempt: int) -> bool:
         """Write stage and progress (clamped to [0, 1]) of a running job's run ``attempt``.
 

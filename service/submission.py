@@ -1,31 +1,37 @@
 """Accepting jobs: check references and spec, write the rows, then hand them to the broker.
 
 Order matters: the row is committed before the task is published (a worker may claim it at
-once), and only the job id travels through the broker.
+once), and only the job id travels through the broker. The Celery task id is chosen before
+the insert and written with the row, so a job costs one write to the job table and one
+publish.
 
 When the broker refuses a job (it is down), the row is deleted again and the caller gets
 503 ``broker_unavailable``: nothing was accepted, so a retry — with the same
 ``Idempotency-Key`` or without — submits afresh, and no job is left ``queued`` with no
 message to run it. In a batch, the jobs published before the failure stay accepted and are
 listed in the error's details.
+
+The reads and the insert of one call share one database connection and go through SQLAlchemy
+Core (a submission is the API's hottest write; the ORM's unit of work is not needed for it).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from quantcore import jobs as core
 from service.auth import Principal
-from service.deps import AppContext, load_dataset, load_model
-from service.errors import BrokerUnavailableError
+from service.deps import AppContext
+from service.errors import BrokerUnavailableError, NotFoundError
 from service.jobs_repo import JobStatus
-from service.models import Job
+from service.models import Dataset, Job, Model, new_id, utcnow
 from service.schemas import JobCreate
 
 log = logging.getLogger("quantserve.submission")
@@ -35,20 +41,6 @@ log = logging.getLogger("quantserve.submission")
 class Submitted:
     job: Job
     replayed: bool  # an earlier submission with the same Idempotency-Key
-
-
-def _checked(ctx: AppContext, principal: Principal, create: JobCreate) -> dict[str, Any]:
-    load_model(ctx, principal, create.model_id)
-    if create.dataset_id is not None:
-        load_dataset(ctx, principal, create.dataset_id)
-    return core.validate_job(create.kind, create.spec, ctx.settings.job_limits())
-
-
-def _existing(ctx: AppContext, team_id: str, key: str) -> Job | None:
-    with ctx.db.session() as session:
-        return session.scalar(
-            select(Job).where(Job.team_id == team_id, Job.idempotency_key == key)
-        )
 
 
 async def submit_jobs(
@@ -67,40 +59,121 @@ async def submit_jobs(
     return await run_in_threadpool(_submit, ctx, principal, creates, idempotency_key)
 
 
+def _owned(
+    conn: Connection, table: type[Model | Dataset], team_id: str, ids: Collection[str]
+) -> set[str]:
+    """Those of ``ids`` that are rows of ``table`` belonging to the team."""
+    if not ids:
+        return set()
+    where = table.id == next(iter(ids)) if len(ids) == 1 else table.id.in_(ids)
+    return set(conn.scalars(select(table.id).where(where, table.team_id == team_id)))
+
+
+def _checked(
+    conn: Connection, ctx: AppContext, team_id: str, creates: Sequence[JobCreate]
+) -> list[dict[str, Any]]:
+    """The applied spec of each job; 404 for a model or dataset the team does not have,
+    422 for a spec the core refuses, in the order of the jobs."""
+    models = _owned(conn, Model, team_id, {c.model_id for c in creates})
+    datasets = _owned(conn, Dataset, team_id,
+                      {c.dataset_id for c in creates if c.dataset_id is not None})
+    specs = []
+    for create in creates:
+        if create.model_id not in models:
+            raise NotFoundError(f"model {create.model_id!r} not found",
+                                details={"model_id": create.model_id})
+        if create.dataset_id is not None and create.dataset_id not in datasets:
+            raise NotFoundError(f"dataset {create.dataset_id!r} not found",
+                                details={"dataset_id": create.dataset_id})
+        specs.append(core.validate_job(create.kind, create.spec, ctx.settings.job_limits()))
+    return specs
+
+
+def _existing(conn: Connection, team_id: str, keys: Collection[str]) -> dict[str, Job]:
+    """The team's jobs submitted before with one of ``keys``, by key."""
+    if not keys:
+        return {}
+    where = (Job.idempotency_key == next(iter(keys)) if len(keys) == 1
+             else Job.idempotency_key.in_(keys))
+    rows = conn.execute(select(Job.__table__).where(Job.team_id == team_id, where)).mappings()
+    return {row["idempotency_key"]: Job(**row) for row in rows}
+
+
+def _new_job(team_id: str, create: JobCreate, spec: dict[str, Any], key: str | None) -> Job:
+    from workers.enqueue import new_task_id
+
+    return Job(id=new_id(), team_id=team_id, kind=create.kind.value,
+               status=JobStatus.QUEUED.value, stage=None, progress=0.0, attempts=0,
+               model_id=create.model_id, dataset_id=create.dataset_id, spec=spec,
+               idempotency_key=key, task_id=new_task_id(), created_at=utcnow())
+
+
+def _row(job: Job) -> dict[str, Any]:
+    return {column: getattr(job, column) for column in _INSERTED}
+
+
+_INSERTED = ("id", "team_id", "kind", "status", "stage", "progress", "attempts", "model_id",
+             "dataset_id", "spec", "idempotency_key", "task_id", "created_at")
+
+
+def _insert(conn: Connection, ctx: AppContext, jobs: Sequence[Job]) -> dict[str, Job]:
+    """Commit the rows of ``jobs``; returns, by the id of a job not written, the job of a
+    concurrent submission that took its Idempotency-Key first.
+
+    One transaction for all of them; if a key was taken meanwhile, each row is written in a
+    transaction of its own, so that the others are still accepted.
+    """
+    try:
+        with ctx.db.write_lock:
+            conn.execute(insert(Job), [_row(job) for job in jobs])
+            conn.commit()
+        return {}
+    except IntegrityError:
+        conn.rollback()
+    taken: dict[str, Job] = {}
+    for job in jobs:
+        try:
+            with ctx.db.write_lock:
+                conn.execute(insert(Job), _row(job))
+                conn.commit()
+        except IntegrityError:  # the same key submitted concurrently: theirs won
+            conn.rollback()
+            key = job.idempotency_key
+            found = _existing(conn, job.team_id, [key]).get(key) if key else None
+            conn.rollback()
+            if found is None:
+                raise
+            taken[job.id] = found
+    return taken
+
+
 def _submit(
     ctx: AppContext,
     principal: Principal,
     creates: list[JobCreate],
     idempotency_key: str | None,
 ) -> list[Submitted]:
+    team_id = principal.team_id
     keys: list[str | None] = [None] * len(creates)
     if idempotency_key:
         keys = [idempotency_key if len(creates) == 1 else f"{idempotency_key}#{i}"
                 for i in range(len(creates))]
-    specs = [_checked(ctx, principal, create) for create in creates]
-    results: list[Submitted] = []
-    fresh: list[Job] = []
-    for create, spec, key in zip(creates, specs, keys, strict=True):
-        if key is not None and (found := _existing(ctx, principal.team_id, key)) is not None:
-            results.append(Submitted(job=found, replayed=True))
-            continue
-        job = Job(team_id=principal.team_id, kind=create.kind.value,
-                  status=JobStatus.QUEUED.value, progress=0.0, attempts=0,
-                  model_id=create.model_id, dataset_id=create.dataset_id, spec=spec,
-                  idempotency_key=key)
-        with ctx.db.session() as session:
-            session.add(job)
-            try:
-                session.commit()
-            except IntegrityError:  # the same key submitted concurrently: theirs won
-                session.rollback()
-                found = _existing(ctx, principal.team_id, key) if key else None
-                if found is None:
-                    raise
-                results.append(Submitted(job=found, replayed=True))
-                continue
-        results.append(Submitted(job=job, replayed=False))
-        fresh.append(job)
+    with ctx.db.engine.connect() as conn:
+        specs = _checked(conn, ctx, team_id, creates)
+        earlier = _existing(conn, team_id, [k for k in keys if k is not None])
+        results: list[Submitted] = []
+        for create, spec, key in zip(creates, specs, keys, strict=True):
+            if key is not None and key in earlier:
+                results.append(Submitted(job=earlier[key], replayed=True))
+            else:
+                results.append(Submitted(job=_new_job(team_id, create, spec, key),
+                                         replayed=False))
+        fresh = [s.job for s in results if not s.replayed]
+        taken = _insert(conn, ctx, fresh) if fresh else {}
+    if taken:
+        results = [Submitted(job=taken[s.job.id], replayed=True) if s.job.id in taken else s
+                   for s in results]
+        fresh = [job for job in fresh if job.id not in taken]
     _enqueue_all(ctx, fresh)
     return results
 
@@ -110,19 +183,16 @@ def _enqueue_all(ctx: AppContext, jobs: list[Job]) -> None:
 
     for i, job in enumerate(jobs):
         try:
-            task_id = enqueue_job(job.id, ctx.settings)
+            enqueue_job(job.id, ctx.settings, task_id=job.task_id)
         except BrokerUnavailableError as exc:
             refused = [j.id for j in jobs[i:]]
-            with ctx.db.session() as session:
-                session.execute(delete(Job).where(Job.id.in_(refused)))
-                session.commit()
+            with ctx.db.write_lock, ctx.db.engine.begin() as conn:
+                conn.execute(delete(Job).where(Job.id.in_(refused)))
             log.warning("broker refused %d job(s): %s", len(refused), exc.message)
             raise BrokerUnavailableError(
                 f"{exc.message}; the job was not accepted, retry later",
                 details={"accepted": [j.id for j in jobs[:i]], "refused": refused},
                 headers={"Retry-After": "5"},
             ) from exc
-        ctx.repo.set_task_id(job.id, task_id)
-        job.task_id = task_id
         log.info("job accepted", extra={"job_id": job.id, "kind": job.kind,
-                                        "model_id": job.model_id, "task_id": task_id})
+                                        "model_id": job.model_id, "task_id": job.task_id})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 
 from celery import Celery
 from kombu.exceptions import OperationalError
@@ -41,15 +42,23 @@ def _unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailableErr
     return BrokerUnavailableError(f"the job broker ({scheme}) is unreachable: {exc}")
 
 
-def enqueue_job(job_id: str, settings: Settings) -> str:
+def new_task_id() -> str:
+    """A Celery task id, chosen before publishing so that the job row can carry it."""
+    return str(uuid.uuid4())
+
+
+def enqueue_job(job_id: str, settings: Settings, *, task_id: str | None = None) -> str:
     """Publish the job (its id only) to the workers' queue; returns the Celery task id.
 
+    ``task_id`` is the id the task gets (one is made up when ``None``): the submission stores
+    it in the job row with the insert, so publishing needs no second write.
     Call it after the job row is committed: a worker may pick the job up at once.
     Raises ``BrokerUnavailableError`` when the broker cannot take the message.
     """
     app = producer_app(settings)
     try:
-        result = app.send_task(TASK_NAME, args=[job_id], queue=QUEUE, retry=False)
+        result = app.send_task(TASK_NAME, args=[job_id], queue=QUEUE, retry=False,
+                               task_id=task_id or new_task_id())
     except (OperationalError, OSError) as exc:
         raise _unavailable(settings, exc) from exc
     return str(result.id)

@@ -3,9 +3,15 @@ artifacts with ETag. A job is finished the way a worker finishes it (claim, stor
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -16,6 +22,18 @@ from tests.service.helpers import ctx_of, finish_job, mlp_bytes, submit, upload_
 
 def app_of(client: TestClient) -> FastAPI:
     return client.app  # type: ignore[return-value]
+
+
+def broker_messages(broker_url: str) -> list[dict[str, Any]]:
+    """The messages in the embedded broker's file, oldest first, with their decoded body."""
+    path = broker_url.removeprefix("sqla+sqlite:///")
+    with closing(sqlite3.connect(path)) as conn:
+        payloads = [json.loads(p) for (p,) in
+                    conn.execute("SELECT payload FROM kombu_message ORDER BY id")]
+    for payload in payloads:
+        args, kwargs, _ = json.loads(base64.b64decode(payload["body"]))
+        payload.update(args=args, kwargs=kwargs)
+    return payloads
 
 
 def test_submit_json_gives_202_location_and_the_applied_spec(client: TestClient) -> None:
@@ -33,6 +51,10 @@ def test_submit_json_gives_202_location_and_the_applied_spec(client: TestClient)
 
         row = session.get(Job, job["id"])
         assert row is not None and row.task_id  # handed to the broker, task id kept
+    # The row was written with the task id the message carries; the message holds the id only.
+    (message,) = broker_messages(ctx_of(app_of(client)).settings.broker_url)
+    assert message["headers"]["id"] == row.task_id
+    assert message["args"] == [job["id"]] and message["kwargs"] == {}
 
 
 def test_submit_multipart_with_files(client: TestClient) -> None:
@@ -57,6 +79,35 @@ def test_idempotency_key_returns_the_first_job(client: TestClient) -> None:
     assert again.headers.get("Idempotent-Replayed") == "true"
     assert other.json()["id"] != first.json()["id"]
     assert client.get("/v1/jobs").json()["count"] == 2
+
+
+def test_batch_racing_an_earlier_batch_with_the_same_key(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key taken between the check and the insert (a concurrent retry): the jobs whose keys
+    were taken are the earlier ones, the rest are accepted, and only those are published."""
+    from service import submission
+
+    model = upload_model(client)
+    headers = {"Idempotency-Key": "nightly"}
+    jobs = [{"model_id": model["id"], "spec": {"bits": b}} for b in (2, 3, 4)]
+    first = client.post("/v1/jobs/batch", json={"jobs": jobs[:2]}, headers=headers).json()
+    real = submission._existing
+    calls = []
+
+    def not_yet_written(*args: Any) -> dict[str, Any]:  # the check ran before their insert
+        calls.append(args)
+        return {} if len(calls) == 1 else real(*args)
+
+    monkeypatch.setattr(submission, "_existing", not_yet_written)
+    r = client.post("/v1/jobs/batch", json={"jobs": jobs}, headers=headers)
+    assert r.status_code == 202, r.text
+    ids = [j["id"] for j in r.json()["data"]]
+    assert ids[:2] == [j["id"] for j in first["data"]]
+    assert ids[2] not in ids[:2] and r.json()["data"][2]["spec"]["bits"] == 4
+    assert client.get("/v1/jobs").json()["count"] == 3
+    published = broker_messages(ctx_of(app_of(client)).settings.broker_url)
+    assert [m["args"] for m in published] == [[i] for i in ids]
 
 
 def test_batch(client: TestClient) -> None:

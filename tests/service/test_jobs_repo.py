@@ -32,7 +32,9 @@ def repo(db: Database) -> JobsRepo:
     return JobsRepo(db)
 
 
-def new_job(db: Database, status: JobStatus = JobStatus.QUEUED) -> str:
+def new_job(
+    db: Database, status: JobStatus = JobStatus.QUEUED, task_id: str | None = None
+) -> str:
     with db.session() as session:
         model = Model(team_id=DEFAULT_TEAM_ID, sha256=uuid.uuid4().hex * 2, size_bytes=10,
                       format="onnx", n_tensors=1, n_params=4, tensors=[],
@@ -40,7 +42,7 @@ def new_job(db: Database, status: JobStatus = JobStatus.QUEUED) -> str:
         session.add(model)
         session.flush()
         job = Job(team_id=DEFAULT_TEAM_ID, kind="quantize", status=status.value, progress=0.0,
-                  attempts=0, model_id=model.id, spec={"bits": 4})
+                  attempts=0, model_id=model.id, spec={"bits": 4}, task_id=task_id)
         session.add(job)
         session.commit()
         return job.id
@@ -131,8 +133,7 @@ def test_fail_records_code_and_message(repo: JobsRepo, db: Database) -> None:
 
 
 def test_cancel_queued_and_running(repo: JobsRepo, db: Database) -> None:
-    queued = new_job(db)
-    repo.set_task_id(queued, "task-1")
+    queued = new_job(db, task_id="task-1")  # the task id is written with the row
     assert repo.cancel(queued) == "task-1"
     assert repo.is_cancelled(queued)
     assert repo.claim(queued) is None  # the worker finds it cancelled and does nothing
