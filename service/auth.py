@@ -143,11 +143,16 @@ class RateDecision:
 
 
 class RateLimiter(Protocol):
+    # True when ``hit`` waits on I/O (the caller then runs it off the event loop).
+    blocking: bool
+
     def hit(self, identity: str) -> RateDecision: ...
 
 
 class InProcessRateLimiter:
     """Token buckets in this process's memory (the embedded, single-process shape)."""
+
+    blocking = False
 
     def __init__(self, per_minute: int) -> None:
         self.capacity = float(per_minute)
@@ -191,6 +196,8 @@ return {allowed, tostring(tokens)}
 
 class RedisRateLimiter:
     """Token buckets in Redis, shared by every API replica."""
+
+    blocking = True
 
     def __init__(self, url: str, per_minute: int, *, prefix: str = "quantserve:ratelimit:") -> None:
         import redis

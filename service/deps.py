@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from service.auth import Authenticator, Principal, RateLimiter, enforce_rate_limit
 from service.db import Database
@@ -36,7 +37,8 @@ class AppContext:
     spool_dir: Path
 
 
-def get_ctx(request: Request) -> AppContext:
+async def get_ctx(request: Request) -> AppContext:
+    # async: a plain def dependency would cost a round trip through the thread pool.
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -44,12 +46,24 @@ def get_ctx(request: Request) -> AppContext:
 CtxDep = Annotated[AppContext, Depends(get_ctx)]
 
 
-def get_principal(request: Request, ctx: CtxDep) -> Principal:
-    """Authenticate (when auth is on) and spend one token of the caller's rate limit."""
+def _principal(request: Request, ctx: AppContext) -> Principal:
     principal = ctx.authenticator.authenticate(request.headers)
     identity = principal.key_id or f"addr:{request.client.host if request.client else '-'}"
     enforce_rate_limit(ctx.limiter, identity)
     return principal
+
+
+async def get_principal(request: Request, ctx: CtxDep) -> Principal:
+    """Authenticate (when auth is on) and spend one token of the caller's rate limit.
+
+    The key lookup (a database query) and a Redis limiter's round trip run in a worker
+    thread; with neither (auth off, the in-process limiter or none) this runs on the event
+    loop, as it only reads memory.
+    """
+    limiter = ctx.limiter
+    if ctx.authenticator.enabled or (limiter is not None and limiter.blocking):
+        return await run_in_threadpool(_principal, request, ctx)
+    return _principal(request, ctx)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
