@@ -89,7 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.db import Database
-    from service.main import create_app
+    from service.main import create_served_app
 
     settings = get_settings()
     Database(settings.database_url).migrate()
@@ -106,19 +106,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         worker = subprocess.Popen(argv)
     host, port = args.host or settings.host, args.port or settings.port
     try:
+        # No access log of uvicorn's own: the API logs every request as a JSON line.
         if args.workers > 1:
             # Separate processes, each building the app from the environment's settings.
             uvicorn.run(
-                "service.main:create_app",
+                "service.main:create_served_app",
                 factory=True,
                 workers=args.workers,
                 host=host,
                 port=port,
                 log_level=settings.log_level.lower(),
+                access_log=False,
             )
         else:
             uvicorn.run(
-                create_app(settings), host=host, port=port, log_level=settings.log_level.lower()
+                create_served_app(settings), host=host, port=port,
+                log_level=settings.log_level.lower(), access_log=False,
             )
     finally:
         if worker is not None:
