@@ -22,7 +22,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, Select, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
@@ -59,14 +59,35 @@ async def submit_jobs(
     return await run_in_threadpool(_submit, ctx, principal, creates, idempotency_key)
 
 
+def _lookups(entity: type[Model] | type[Dataset]) -> tuple[Select[Any], Select[Any]]:
+    """The team's rows of ``entity`` among some ids: by one id, and by a list of them."""
+    owned = entity.team_id == bindparam("team")
+    return (select(entity.id).where(entity.id == bindparam("id"), owned),
+            select(entity.id).where(entity.id.in_(bindparam("ids", expanding=True)), owned))
+
+
+# Built once: building a statement and its cache key costs more than running it on SQLite.
+_MODELS = _lookups(Model)
+_DATASETS = _lookups(Dataset)
+_BY_KEY = select(Job.__table__).where(Job.team_id == bindparam("team"),
+                                      Job.idempotency_key == bindparam("key"))
+_BY_KEYS = select(Job.__table__).where(
+    Job.team_id == bindparam("team"), Job.idempotency_key.in_(bindparam("keys", expanding=True))
+)
+_INSERT = insert(Job)
+
+
 def _owned(
-    conn: Connection, table: type[Model | Dataset], team_id: str, ids: Collection[str]
+    conn: Connection, lookups: tuple[Select[Any], Select[Any]], team_id: str,
+    ids: Collection[str],
 ) -> set[str]:
-    """Those of ``ids`` that are rows of ``table`` belonging to the team."""
+    """Those of ``ids`` that are rows (of the table ``lookups`` query) of the team."""
     if not ids:
         return set()
-    where = table.id == next(iter(ids)) if len(ids) == 1 else table.id.in_(ids)
-    return set(conn.scalars(select(table.id).where(where, table.team_id == team_id)))
+    one, many = lookups
+    if len(ids) == 1:
+        return set(conn.scalars(one, {"id": next(iter(ids)), "team": team_id}))
+    return set(conn.scalars(many, {"ids": list(ids), "team": team_id}))
 
 
 def _checked(
@@ -74,8 +95,8 @@ def _checked(
 ) -> list[dict[str, Any]]:
     """The applied spec of each job; 404 for a model or dataset the team does not have,
     422 for a spec the core refuses, in the order of the jobs."""
-    models = _owned(conn, Model, team_id, {c.model_id for c in creates})
-    datasets = _owned(conn, Dataset, team_id,
+    models = _owned(conn, _MODELS, team_id, {c.model_id for c in creates})
+    datasets = _owned(conn, _DATASETS, team_id,
                       {c.dataset_id for c in creates if c.dataset_id is not None})
     specs = []
     for create in creates:
@@ -93,10 +114,11 @@ def _existing(conn: Connection, team_id: str, keys: Collection[str]) -> dict[str
     """The team's jobs submitted before with one of ``keys``, by key."""
     if not keys:
         return {}
-    where = (Job.idempotency_key == next(iter(keys)) if len(keys) == 1
-             else Job.idempotency_key.in_(keys))
-    rows = conn.execute(select(Job.__table__).where(Job.team_id == team_id, where)).mappings()
-    return {row["idempotency_key"]: Job(**row) for row in rows}
+    if len(keys) == 1:
+        result = conn.execute(_BY_KEY, {"team": team_id, "key": next(iter(keys))})
+    else:
+        result = conn.execute(_BY_KEYS, {"team": team_id, "keys": list(keys)})
+    return {row["idempotency_key"]: Job(**row) for row in result.mappings()}
 
 
 def _new_job(team_id: str, create: JobCreate, spec: dict[str, Any], key: str | None) -> Job:
@@ -125,7 +147,7 @@ def _insert(conn: Connection, ctx: AppContext, jobs: Sequence[Job]) -> dict[str,
     """
     try:
         with ctx.db.write_lock:
-            conn.execute(insert(Job), [_row(job) for job in jobs])
+            conn.execute(_INSERT, [_row(job) for job in jobs])
             conn.commit()
         return {}
     except IntegrityError:
@@ -134,7 +156,7 @@ def _insert(conn: Connection, ctx: AppContext, jobs: Sequence[Job]) -> dict[str,
     for job in jobs:
         try:
             with ctx.db.write_lock:
-                conn.execute(insert(Job), _row(job))
+                conn.execute(_INSERT, _row(job))
                 conn.commit()
         except IntegrityError:  # the same key submitted concurrently: theirs won
             conn.rollback()

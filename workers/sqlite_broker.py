@@ -24,11 +24,12 @@ Selected by ``workers.celery_app`` for ``sqla+`` broker URLs.
 from __future__ import annotations
 
 import threading
+from functools import cached_property
 from typing import Any
 
 from kombu.transport import sqlalchemy
 from kombu.utils.json import dumps
-from sqlalchemy import Engine, event, insert
+from sqlalchemy import Engine, Insert, event, insert
 
 _registry_lock = threading.Lock()
 _write_locks: dict[str, threading.Lock] = {}  # broker URL → its writers' lock in this process
@@ -71,7 +72,11 @@ class Channel(sqlalchemy.Channel):
         url = self.connection.client.hostname
         row = {"payload": dumps(payload), "queue_id": self._queue_id(queue)}
         with write_lock(url), engine.begin() as conn:
-            conn.execute(insert(self.message_cls.__table__).values(row))
+            conn.execute(self._insert_message, row)
+
+    @cached_property
+    def _insert_message(self) -> Insert:
+        return insert(self.message_cls.__table__)
 
 
 class Transport(sqlalchemy.Transport):
