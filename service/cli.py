@@ -26,6 +26,8 @@ Exit codes: 0 success, 1 a job or request failed, 2 bad arguments or input.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import mmap
 import signal
 import subprocess
@@ -38,6 +40,8 @@ from service.cli_io import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ProgressBar, error,
 from service.cli_remote import cmd_batch, cmd_fetch, cmd_status, cmd_submit
 from service.client import ApiError, load_spec
 from service.settings import Settings, get_settings
+
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 
 # --- server side -----------------------------------------------------------------------
 
@@ -85,6 +89,19 @@ def _stop(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
         process.wait()
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    # uvicorn shuts down on SIGTERM/SIGINT, then raises the signal again with the handler it
+    # found installed: this one turns it into SystemExit, so that ``finally`` stops the worker.
+    raise SystemExit(128 + signum)
+
+
+def _die_with_parent() -> None:
+    """In the worker child (Linux): get SIGTERM when ``serve`` dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -103,8 +120,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "--concurrency",
             str(args.concurrency or 1),
         ]
-        worker = subprocess.Popen(argv)
+        worker = subprocess.Popen(
+            argv, preexec_fn=_die_with_parent if sys.platform == "linux" else None
+        )
     host, port = args.host or settings.host, args.port or settings.port
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_on_signal)
     try:
         # No access log of uvicorn's own: the API logs every request as a JSON line.
         if args.workers > 1:

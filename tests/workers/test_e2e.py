@@ -4,7 +4,10 @@ local folder) and on the deployed one (PostgreSQL, Redis, S3)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,8 +80,27 @@ def test_embedded_serve_runs_a_job_end_to_end(
     service_factory: Callable[[dict[str, str]], Service], tmp_path: Path
 ) -> None:
     service = service_factory(embedded_env(tmp_path))
-    service.start_api(with_worker=True)  # `quantserve serve`: API + one worker subprocess
+    api = service.start_api(with_worker=True)  # `quantserve serve`: API + one worker subprocess
     _round_trip(service, tmp_path)
+
+    # SIGTERM to `serve` alone (as a process manager sends it) stops its worker too.
+    os.kill(api.pid, signal.SIGTERM)
+    wait_for(lambda: not _group_alive(api.pid), 30, "serve and its worker to exit")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    # Exited children of the test stay as zombies until reaped; reap serve if it is done.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pgid, os.WNOHANG)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_deployed_shape_runs_a_job_end_to_end(
