@@ -92,6 +92,12 @@ class UnprocessableError(ServiceError):
     code = "invalid_request"
 
 
+class IdempotencyKeyReusedError(UnprocessableError):
+    """An Idempotency-Key sent again with a different request than the first time."""
+
+    code = "idempotency_key_reused"
+
+
 class RateLimitedError(ServiceError):
     status_code = 429
     code = "rate_limited"

@@ -17,6 +17,7 @@ Core (a submission is the API's hottest write; the ORM's unit of work is not nee
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from quantcore import jobs as core
 from service.auth import Principal
 from service.deps import AppContext
-from service.errors import BrokerUnavailableError, NotFoundError
+from service.errors import BrokerUnavailableError, IdempotencyKeyReusedError, NotFoundError
 from service.jobs_repo import JobStatus
 from service.models import Dataset, Job, Model, new_id, utcnow
 from service.schemas import JobCreate
@@ -121,6 +122,23 @@ def _existing(conn: Connection, team_id: str, keys: Collection[str]) -> dict[str
     return {row["idempotency_key"]: Job(**row) for row in result.mappings()}
 
 
+def _same_request(earlier: Job, create: JobCreate, spec: dict[str, Any], key: str) -> Job:
+    """``earlier``, the job first submitted with ``key``, if this request is the same one;
+    a key sent again with another model, dataset, kind or applied spec is refused (422), so
+    that a caller's mistake does not silently return an unrelated job."""
+    # The applied spec, through JSON as the row stores it (tuples become lists).
+    asked = {"kind": create.kind.value, "model_id": create.model_id,
+             "dataset_id": create.dataset_id, "spec": json.loads(json.dumps(spec))}
+    differs = [field for field, value in asked.items() if getattr(earlier, field) != value]
+    if differs:
+        raise IdempotencyKeyReusedError(
+            f"Idempotency-Key {key!r} was first sent with another request (job {earlier.id}); "
+            f"this one differs in {', '.join(differs)}: use a new key for a new job",
+            details={"idempotency_key": key, "job_id": earlier.id, "differs": differs},
+        )
+    return earlier
+
+
 def _new_job(team_id: str, create: JobCreate, spec: dict[str, Any], key: str | None) -> Job:
     from workers.enqueue import new_task_id
 
@@ -186,18 +204,36 @@ def _submit(
         results: list[Submitted] = []
         for create, spec, key in zip(creates, specs, keys, strict=True):
             if key is not None and key in earlier:
-                results.append(Submitted(job=earlier[key], replayed=True))
+                results.append(Submitted(job=_same_request(earlier[key], create, spec, key),
+                                         replayed=True))
             else:
                 results.append(Submitted(job=_new_job(team_id, create, spec, key),
                                          replayed=False))
         fresh = [s.job for s in results if not s.replayed]
         taken = _insert(conn, ctx, fresh) if fresh else {}
     if taken:
-        results = [Submitted(job=taken[s.job.id], replayed=True) if s.job.id in taken else s
-                   for s in results]
+        requests = {s.job.id: (create, spec)
+                    for s, create, spec in zip(results, creates, specs, strict=True)}
+        try:
+            results = [
+                Submitted(job=_same_request(taken[s.job.id], *requests[s.job.id],
+                                            key=str(s.job.idempotency_key)), replayed=True)
+                if s.job.id in taken else s
+                for s in results
+            ]
+        except IdempotencyKeyReusedError:
+            _withdraw(ctx, [job.id for job in fresh if job.id not in taken])  # none published
+            raise
         fresh = [job for job in fresh if job.id not in taken]
     _enqueue_all(ctx, fresh)
     return results
+
+
+def _withdraw(ctx: AppContext, job_ids: list[str]) -> None:
+    """Delete rows written but never published: no job stays queued with no message."""
+    if job_ids:
+        with ctx.db.write_lock, ctx.db.engine.begin() as conn:
+            conn.execute(delete(Job).where(Job.id.in_(job_ids)))
 
 
 def _enqueue_all(ctx: AppContext, jobs: list[Job]) -> None:
@@ -208,8 +244,7 @@ def _enqueue_all(ctx: AppContext, jobs: list[Job]) -> None:
             enqueue_job(job.id, ctx.settings, task_id=job.task_id)
         except BrokerUnavailableError as exc:
             refused = [j.id for j in jobs[i:]]
-            with ctx.db.write_lock, ctx.db.engine.begin() as conn:
-                conn.execute(delete(Job).where(Job.id.in_(refused)))
+            _withdraw(ctx, refused)
             log.warning("broker refused %d job(s): %s", len(refused), exc.message)
             raise BrokerUnavailableError(
                 f"{exc.message}; the job was not accepted, retry later",

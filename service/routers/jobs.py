@@ -57,7 +57,9 @@ MAX_JSON_BYTES = 1 << 20
 IdempotencyKey = Annotated[
     str | None,
     Header(alias="Idempotency-Key", max_length=200,
-           description="A retried submission with the same key returns the first job."),
+           description="A retried submission with the same key returns the first job; the "
+                       "key sent with another request (model, dataset, kind or applied spec) "
+                       "is refused with 422 idempotency_key_reused."),
 ]
 
 SUBMIT_BODY = {

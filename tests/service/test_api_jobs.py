@@ -81,6 +81,31 @@ def test_idempotency_key_returns_the_first_job(client: TestClient) -> None:
     assert client.get("/v1/jobs").json()["count"] == 2
 
 
+def test_idempotency_key_sent_with_another_request_is_refused(client: TestClient) -> None:
+    model = upload_model(client)
+    other_model = client.post("/v1/models", files={"file": ("o.onnx", mlp_bytes(seed=9))}).json()
+    headers = {"Idempotency-Key": "deploy-7"}
+    first = client.post("/v1/jobs", json={"model_id": model["id"], "spec": {"bits": 3}},
+                        headers=headers)
+    assert first.status_code == 202, first.text
+    # Defaults filled in make the same applied spec: still the same request.
+    same = client.post("/v1/jobs", headers=headers, json={
+        "model_id": model["id"], "spec": {"bits": 3, "method": "uniform"}})
+    assert same.status_code == 202 and same.json()["id"] == first.json()["id"]
+    for body, differs in [
+        ({"model_id": model["id"], "spec": {"bits": 4}}, ["spec"]),
+        ({"model_id": other_model["id"], "spec": {"bits": 3}}, ["model_id"]),
+        ({"model_id": other_model["id"], "spec": {"bits": 5}}, ["model_id", "spec"]),
+    ]:
+        r = client.post("/v1/jobs", json=body, headers=headers)
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "idempotency_key_reused"
+        assert "deploy-7" in error["message"] and first.json()["id"] in error["message"]
+        assert error["details"]["differs"] == differs
+    assert client.get("/v1/jobs").json()["count"] == 1
+
+
 def test_batch_racing_an_earlier_batch_with_the_same_key(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -230,3 +255,32 @@ def test_sweep_points_are_bounded_by_the_settings(make_settings: SettingsFactory
         ok = client.post("/v1/jobs", json={"model_id": model["id"], "kind": "sweep",
                                            "spec": sweep})
         assert ok.status_code == 202 and ok.json()["kind"] == "sweep"
+
+
+def test_batch_racing_a_different_earlier_batch_leaves_nothing_queued(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key taken concurrently by another request: refused, and the rows this call wrote
+    before it knew are removed (none was published)."""
+    from service import submission
+
+    model = upload_model(client)
+    headers = {"Idempotency-Key": "weekly"}
+    client.post("/v1/jobs/batch", headers=headers,
+                json={"jobs": [{"model_id": model["id"], "spec": {"bits": b}} for b in (2, 3)]})
+    real = submission._existing
+    calls = []
+
+    def not_yet_written(*args: Any) -> dict[str, Any]:
+        calls.append(args)
+        return {} if len(calls) == 1 else real(*args)
+
+    monkeypatch.setattr(submission, "_existing", not_yet_written)
+    # weekly#0 as before (bits 2), weekly#1 now another spec, weekly#2 new.
+    jobs = [{"model_id": model["id"], "spec": {"bits": b}} for b in (2, 7, 8)]
+    r = client.post("/v1/jobs/batch", json={"jobs": jobs}, headers=headers)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "idempotency_key_reused"
+    assert r.json()["error"]["details"]["idempotency_key"] == "weekly#1"
+    assert client.get("/v1/jobs").json()["count"] == 2
+    assert len(broker_messages(ctx_of(app_of(client)).settings.broker_url)) == 2
