@@ -88,6 +88,16 @@ def test_embedded_serve_runs_a_job_end_to_end(
     wait_for(lambda: not _group_alive(api.pid), 30, "serve and its worker to exit")
 
 
+def test_serve_killed_outright_takes_its_worker_along(
+    service_factory: Callable[[dict[str, str]], Service], tmp_path: Path
+) -> None:
+    service = service_factory(embedded_env(tmp_path))
+    api = service.start_api(with_worker=True)
+    wait_for(lambda: "ready" in api.log.read_text(errors="replace"), 60, "the worker")
+    os.kill(api.pid, signal.SIGKILL)  # no cleanup runs in serve: the kernel tells the worker
+    wait_for(lambda: not _group_alive(api.pid), 30, "the worker to exit after serve died")
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
