@@ -305,15 +305,7 @@ def sweep_figures(rows: Sequence[dict[str, Any]]) -> str:
                     marker=None,
                 )
             )
-            top1.append(
-                sp.Series(
-                    label=f"{name}: {_ACCURACY_LABEL}",
-                    x=x,
-                    y=[_top1(r) for r in pts],
-                    color=color,
-                    marker=marker,
-                )
-            )
+            top1.append(_accuracy_series(name, x, pts, styles[name], line=True))
         line_keys = [
             sp.Key(label="measured", color=sp.INK, line=True, marker="circle"),
             sp.Key(label="theory (Laplacian)", color=sp.INK, line=True, dash="6 4"),
@@ -325,13 +317,7 @@ def sweep_figures(rows: Sequence[dict[str, Any]]) -> str:
                 _Panel(
                     title="SQNR against the support threshold", y_label="SQNR (dB)", series=sqnr
                 ),
-                _Panel(
-                    title="Accuracy against the support threshold",
-                    y_label=_ACCURACY_LABEL,
-                    series=top1,
-                    empty=_NO_ACCURACY,
-                    empty_y=(0.0, 100.0),
-                ),
+                _accuracy_panel("Accuracy against the support threshold", top1),
             ],
             keys + line_keys,
         )
@@ -350,29 +336,14 @@ def sweep_figures(rows: Sequence[dict[str, Any]]) -> str:
                 line=False,
             )
         )
-        top1.append(
-            sp.Series(
-                label=f"{name}: {_ACCURACY_LABEL}",
-                x=x,
-                y=[_top1(r) for r in pts],
-                color=color,
-                marker=marker,
-                line=False,
-            )
-        )
+        top1.append(_accuracy_series(name, x, pts, styles[name], line=False))
     rate_keys = [dataclasses.replace(k, line=False) for k in keys]
     return out + _curve_figure(
         "SQNR and accuracy against rate",
         "entropy (bits per weight)",
         [
             _Panel(title="Rate-distortion", y_label="SQNR (dB)", series=sqnr),
-            _Panel(
-                title="Accuracy against rate",
-                y_label=_ACCURACY_LABEL,
-                series=top1,
-                empty=_NO_ACCURACY,
-                empty_y=(0.0, 100.0),
-            ),
+            _accuracy_panel("Accuracy against rate", top1),
         ],
         rate_keys,
     )
@@ -380,6 +351,22 @@ def sweep_figures(rows: Sequence[dict[str, Any]]) -> str:
 
 def _num(value: Any) -> float:
     return float(value) if isinstance(value, int | float) else float("nan")
+
+
+def _accuracy_series(
+    name: str, x: list[float], rows: Sequence[dict[str, Any]], style: tuple[str, str],
+    *, line: bool,
+) -> sp.Series:
+    """The quantized top-1 (or agreement) of ``rows`` against ``x``, in a series' style."""
+    color, marker = style
+    return sp.Series(label=f"{name}: {_ACCURACY_LABEL}", x=x, y=[_top1(r) for r in rows],
+                     color=color, marker=marker, line=line)
+
+
+def _accuracy_panel(title: str, series: list[sp.Series]) -> _Panel:
+    """An accuracy panel in percent, which says so when no row has an accuracy."""
+    return _Panel(title=title, y_label=_ACCURACY_LABEL, series=series, empty=_NO_ACCURACY,
+                  empty_y=(0.0, 100.0))
 
 
 def _top1(row: dict[str, Any]) -> float:
