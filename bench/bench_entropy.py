@@ -3,9 +3,9 @@
 Source: 50M unit-variance Laplacian weights (seeded), quantized by a uniform midrise quantizer
 at R bits with the support sqrt(2)*ln(2**R) (the ``hui`` rule of API.md). For each R:
 
-- ours: ``quantcore.entropy.encode_codes`` / ``decode_codes`` (order-0 ANS), bits per weight
+- ours: ``quantcore.coding.entropy.encode_codes`` / ``decode_codes`` (order-0 ANS), bits per weight
   and overhead against the empirical entropy, encode and decode throughput;
-- baselines measured in the same run: ``quantcore.packing.pack_bits`` at R bits, and zstd
+- baselines measured in the same run: ``quantcore.coding.packing.pack_bits`` at R bits, and zstd
   (``zstandard``, one thread) at levels 3 and 19 on the packed codes and on the raw
   uint8/uint16 codes; level 19 (about 5 MB/s) runs on the first ``--z19-sample`` codes only
   (8M by default, a window it cannot see past anyway: its window is 8 MB), its rate taken
@@ -28,8 +28,8 @@ import numpy as np
 import zstandard
 
 from bench.common import Column, laplacian, peak_bytes, print_table, timed, write_results
-from quantcore.entropy import decode_codes, empirical_entropy_bits, encode_codes
-from quantcore.packing import pack_bits
+from quantcore.coding.entropy import decode_codes, empirical_entropy_bits, encode_codes
+from quantcore.coding.packing import pack_bits
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,10 +35,10 @@ import onnx
 import onnxruntime as ort
 
 from bench.common import write_results
+from quantcore.compress.pipeline import build_onnx, load_model, quantize_model
 from quantcore.evaluate import check_dataset, evaluate
 from quantcore.evaluate.runner import ReferenceCache
 from quantcore.formats.onnx_writer import serialize
-from quantcore.pipeline import build_onnx, load_model, quantize_model
 from quantcore.spec import QuantSpec
 from tests.models import mlp
 

@@ -46,7 +46,12 @@ def child(case: str, model: Path, out: Path) -> dict[str, Any]:
         start = time.perf_counter()
         quantize_dynamic(str(model), str(out / "model.onnx"), weight_type=QuantType.QInt8)
     else:
-        from quantcore.pipeline import build_onnx, load_model, quantize_model, write_artifacts
+        from quantcore.compress.pipeline import (
+            build_onnx,
+            load_model,
+            quantize_model,
+            write_artifacts,
+        )
         from quantcore.spec import QuantSpec
 
         bits = int(case.removeprefix("quantserve_"))

@@ -24,9 +24,9 @@ from pathlib import Path
 import onnx
 
 from bench.common import Column, print_table, write_results
-from quantcore.jobs import JobInput, JobKind, JobLimits
-from quantcore.quantize_job import HTML_NAME, run_quantize
-from quantcore.report_figures import MAX_LAYER_PANELS
+from quantcore import JobInput, JobKind, JobLimits
+from quantcore.jobs.quantize import HTML_NAME, run_quantize
+from quantcore.report.figures import MAX_LAYER_PANELS
 from tests.models import mlp
 
 MODELS: dict[str, tuple[int, ...]] = {

@@ -23,7 +23,7 @@ shape (SQLite job store, SQLite broker, local storage) and, when a Redis answers
    saturating rows print that bound (``needed/s``) and the mean the measured throughput
    implies (``Little ms``).
 2. A whole job: submit → ``succeeded`` as a caller sees it (polling every 50 ms) against
-   ``quantcore.jobs.run_job`` called directly on the same model and spec in this process.
+   ``quantcore.run_job`` called directly on the same model and spec in this process.
    overhead = service − direct. Target: overhead < 10 % of direct + 0.5 s.
 
 Run: ``python -m bench.bench_service [--clients 50] [--requests 1000] [--rate 50]
@@ -52,7 +52,7 @@ import numpy as np
 import onnx
 
 from bench.common import write_results
-from quantcore.jobs import JobInput, JobKind, run_job
+from quantcore import JobInput, JobKind, run_job
 from tests import models
 from tests.workers.conftest import embedded_env
 from tests.workers.services import Service, ensure_machine_redis
@@ -420,7 +420,7 @@ def main() -> None:
         {
             "baselines": {
                 "submissions": "GET /healthz under the same load",
-                "job": "quantcore.jobs.run_job called directly",
+                "job": "quantcore.run_job called directly",
             },
             "submissions": [asdict(r) for r in submit_rows],
             "jobs": [asdict(j) for j in job_rows],

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import Column, laplacian, peak_bytes, print_table, timed, write_results
-from quantcore.support import support_threshold
-from quantcore.theory import laplacian_uniform_distortion, mse_optimal_xmax
+from quantcore.design.support import support_threshold
+from quantcore.design.theory import laplacian_uniform_distortion, mse_optimal_xmax
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,6 +1,100 @@
 """quantcore: post-training weight quantization, its theory and its measurements (pure NumPy).
 
-No web framework, task queue or database is imported here: the service and the CLI call in.
+No web framework, task queue or database is imported here: the service and the CLI call in,
+and they use only the names below (``tests/core/test_public_face.py`` lists them).
+
+- Jobs: ``run_job``, ``validate_job``, ``inspect_model``, ``inspect_dataset`` and their types
+  (``JobKind``, ``JobInput``, ``JobOutput``, ``JobLimits``, ``Stage``, ``ProgressCallback``,
+  ``ModelInfo``, ``TensorInfo``, ``DatasetInfo``).
+- Specs: ``QuantSpec``, ``QuantizerSpec`` and their enums and ranges.
+- Errors: ``QuantError`` and its subclasses, each with a ``code``.
+- Files: ``MODEL_SUFFIXES`` / ``FORMAT_SUFFIX`` and the package's ``unpack``,
+  ``unpack_file`` and ``package_format``.
+
+Names are loaded on first use, so ``import quantcore`` stays cheap: a caller that only
+validates a spec never imports onnx, onnxruntime or SciPy.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+# name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(
+        ("run_job", "validate_job", "inspect_model", "inspect_dataset"), "quantcore.jobs.run"
+    ),
+    **dict.fromkeys(
+        ("JobKind", "JobInput", "JobOutput", "ModelInfo", "TensorInfo"), "quantcore.jobs.base"
+    ),
+    "DatasetInfo": "quantcore.evaluate.dataset",
+    "JobLimits": "quantcore.limits",
+    **dict.fromkeys(("Stage", "ProgressCallback"), "quantcore.progress"),
+    **dict.fromkeys(
+        (
+            "QuantSpec", "QuantizerSpec", "Method", "Granularity", "Support", "Rounding",
+            "RANGES", "DEFAULT_SUPPORT", "FieldRange",
+        ),
+        "quantcore.spec",
+    ),
+    **dict.fromkeys(
+        (
+            "QuantError", "InvalidSpecError", "InvalidTensorError", "InvalidModelError",
+            "UnsupportedModelError", "UnsafeExternalDataError", "NoWeightsError",
+            "InvalidDatasetError", "InvalidPackageError",
+        ),
+        "quantcore.errors",
+    ),
+    **dict.fromkeys(("MODEL_SUFFIXES", "FORMAT_SUFFIX"), "quantcore.formats.model"),
+    **dict.fromkeys(("unpack", "unpack_file", "package_format"), "quantcore.formats.qpack"),
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'quantcore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from quantcore.errors import (
+        InvalidDatasetError,
+        InvalidModelError,
+        InvalidPackageError,
+        InvalidSpecError,
+        InvalidTensorError,
+        NoWeightsError,
+        QuantError,
+        UnsafeExternalDataError,
+        UnsupportedModelError,
+    )
+    from quantcore.evaluate.dataset import DatasetInfo
+    from quantcore.formats.model import FORMAT_SUFFIX, MODEL_SUFFIXES
+    from quantcore.formats.qpack import package_format, unpack, unpack_file
+    from quantcore.jobs.base import JobInput, JobKind, JobOutput, ModelInfo, TensorInfo
+    from quantcore.jobs.run import inspect_dataset, inspect_model, run_job, validate_job
+    from quantcore.limits import JobLimits
+    from quantcore.progress import ProgressCallback, Stage
+    from quantcore.spec import (
+        DEFAULT_SUPPORT,
+        RANGES,
+        FieldRange,
+        Granularity,
+        Method,
+        QuantizerSpec,
+        QuantSpec,
+        Rounding,
+        Support,
+    )

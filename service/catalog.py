@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
-from quantcore import jobs as core
 from quantcore.evaluate.dataset import inspect_dataset
 from quantcore.formats.model import SUFFIXES
+from quantcore.jobs import run as core
 from service.artifacts import blob_key
 from service.auth import Principal
 from service.deps import AppContext

@@ -174,8 +174,8 @@ def cmd_create_key(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from quantcore import JobInput, JobKind, run_job
     from quantcore.errors import QuantError
-    from quantcore.jobs import JobInput, JobKind, run_job
 
     settings = get_settings()
     out_dir = Path(args.out)
@@ -210,7 +210,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def restored_name(package: Path) -> Path:
     """``package`` with the suffix of the model it restores (``.onnx``, ``.safetensors`` or
     ``.npz``, from the header's format). The file is mapped, so only the header is read."""
-    from quantcore import qpack
+    from quantcore.formats import qpack
     from service.jobs_repo import MODEL_SUFFIX
 
     try:
@@ -224,8 +224,8 @@ def restored_name(package: Path) -> Path:
 
 
 def cmd_unpack(args: argparse.Namespace) -> int:
-    from quantcore import qpack
     from quantcore.errors import QuantError
+    from quantcore.formats import qpack
 
     package = Path(args.package)
     try:

@@ -1,7 +1,7 @@
 """The shapes of ``GET /v1/jobs/{id}/report``, one model per job kind, for the OpenAPI document.
 
-The report is built by the core (``quantcore.report``, ``quantcore.quantize_job``,
-``quantcore.sweep_jobs``) and served as it was stored: these models document it and are not
+The report is built by the core (``quantcore.report.build``, ``quantcore.jobs.quantize``,
+``quantcore.jobs.explore``) and served as it was stored: these models document it and are not
 used to validate or serialize it. Every object allows fields beyond those listed, so that
 additions do not break clients. Floats that would be infinite or NaN are ``null`` (JSON has
 neither).

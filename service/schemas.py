@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from quantcore import search, sweep_spec
-from quantcore.jobs import JobKind
+from quantcore import JobKind
+from quantcore.explore import grid as sweep_spec
+from quantcore.explore import search
 
 StatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from quantcore.jobs import JobLimits
+from quantcore import JobLimits
 
 GIB = 1 << 30
 

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Select, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
-from quantcore import jobs as core
+from quantcore.jobs import run as core
 from service.auth import Principal
 from service.deps import AppContext
 from service.errors import BrokerUnavailableError, IdempotencyKeyReusedError, NotFoundError

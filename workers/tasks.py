@@ -2,7 +2,7 @@
 
 The task receives only the job id. ``execute_job`` claims the row (queued → running), copies
 the model and dataset from storage into a temporary folder, calls
-``quantcore.jobs.run_job`` with a progress callback that writes stage and progress to the row,
+``quantcore.run_job`` with a progress callback that writes stage and progress to the row,
 stores the artifacts with their sha256 and marks the job succeeded. Every way out leaves the
 row final and saying why:
 
@@ -39,8 +39,7 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
-from quantcore.errors import QuantError
-from quantcore.jobs import JobInput, JobKind, Stage, run_job
+from quantcore import JobInput, JobKind, QuantError, Stage, run_job
 from service.artifacts import store_artifacts
 from service.db import Database
 from service.jobs_repo import ClaimedJob, JobsRepo

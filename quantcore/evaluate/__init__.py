@@ -8,10 +8,10 @@
   ``accuracy`` block).
 """
 
+from quantcore.evaluate.accuracy import evaluate_job
 from quantcore.evaluate.dataset import EvalSet, check_dataset, inspect_dataset
-from quantcore.evaluate.job import evaluate_job
-from quantcore.evaluate.metrics import AccuracyReport, TopK
 from quantcore.evaluate.runner import evaluate
+from quantcore.evaluate.scores import AccuracyReport, TopK
 
 __all__ = [
     "AccuracyReport",

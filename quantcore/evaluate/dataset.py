@@ -34,7 +34,14 @@ import onnx
 from onnx import helper
 
 from quantcore.errors import InvalidDatasetError, InvalidModelError
-from quantcore.jobs import DatasetInfo
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetInfo:
+    """What an uploaded evaluation set holds: its arrays' names and shapes."""
+
+    arrays: dict[str, tuple[int, ...]]
+
 
 LABELS = "labels"
 # Rows read per block while scanning a set for NaN: a few MB at most for typical inputs.

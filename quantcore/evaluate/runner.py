@@ -22,7 +22,7 @@ import onnxruntime as ort
 
 from quantcore.errors import InvalidDatasetError, InvalidModelError
 from quantcore.evaluate.dataset import EvalSet, scores_output
-from quantcore.evaluate.metrics import AccuracyReport, Tally
+from quantcore.evaluate.scores import AccuracyReport, Tally
 
 
 def session(model: bytes | Path, *, threads: int | None = None) -> ort.InferenceSession:

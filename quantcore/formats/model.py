@@ -23,6 +23,9 @@ SUFFIXES = {
     ".safetensors": ModelFormat.SAFETENSORS,
     ".npz": ModelFormat.NPZ,
 }
+# Both directions as plain strings, for callers that speak JSON: ".onnx" <-> "onnx".
+MODEL_SUFFIXES: dict[str, str] = {suffix: fmt.value for suffix, fmt in SUFFIXES.items()}
+FORMAT_SUFFIX: dict[str, str] = {fmt.value: suffix for suffix, fmt in SUFFIXES.items()}
 
 
 @dataclass(frozen=True, kw_only=True)

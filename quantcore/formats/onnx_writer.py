@@ -37,6 +37,7 @@ import onnx
 from google.protobuf.message import EncodeError
 from onnx import TensorProto, helper, numpy_helper
 
+from quantcore.coding.packing import pack_bits
 from quantcore.formats.external import is_external
 from quantcore.formats.onnx_reader import (
     OnnxModel,
@@ -46,10 +47,9 @@ from quantcore.formats.onnx_reader import (
     tensor_array,
     walk_graphs,
 )
-from quantcore.packing import pack_bits
 
 # decode()'s own broadcasting, so the graph's constants have exactly its shapes.
-from quantcore.quantized import AffineDecoder, CodebookDecoder, Decoder, _along
+from quantcore.quantizers.codes import AffineDecoder, CodebookDecoder, Decoder, _along
 
 # Protobuf cannot serialize a message of 2 GiB or more; keep a margin for the graph.
 MAX_INLINE_BYTES = 2**31 - 2**26

@@ -5,7 +5,7 @@ units of xmax) is only read by the data-driven exponential family. ``quantize(x,
 is the pure function of (normalised weights, spec, xmax) that every family offers: codes and a
 decoder whose ``decode`` reproduces the dequantized tensor bit for bit. The same chunked kernel
 (``quantcore.quantizers.stream``) serves it and the per-layer and per-channel paths of
-``quantcore.layerwise``.
+``quantcore.compress.layerwise``.
 """
 
 from __future__ import annotations

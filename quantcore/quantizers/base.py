@@ -1,18 +1,18 @@
 """What every quantizer family shares: a ``Design`` that encodes weights given in its unit.
 
 A family never sees raw weights. The caller (``quantcore.quantizers.stream``) maps each weight
-to ``t = (w - centre) / (scale · unit)``, where ``centre``/``scale`` is the normalisation
-(mean and std, see ``quantcore.normalize``) and ``unit = xmax / support_edge`` is the family's
-own step: Δ for the uniform and dead-zone families, xmax for mu-law and the exponential family,
-``xmax / max_finite`` for minifloats. In that unit the design is independent of xmax, so one
-design serves every channel of a tensor and the normalisation folds into the decoder's
-``scale``/``offset`` (``quantcore.quantized``).
+to ``t = (w - centre) / (scale · unit)``, where ``centre``/``scale`` is the normalisation (mean
+and std, see ``quantcore.compress.normalize``) and ``unit = xmax / support_edge`` is the
+family's own step: Δ for the uniform and dead-zone families, xmax for mu-law and the exponential
+family, ``xmax / max_finite`` for minifloats. In that unit the design is independent of xmax, so
+one design serves every channel of a tensor and the normalisation folds into the decoder's
+``scale``/``offset`` (``quantcore.quantizers.codes``).
 
 A design reconstructs code ``c`` as ``levels[c]·unit`` (codebook families) or
 ``(c + half)·unit`` (affine families, ``levels is None``).
 
-Degenerate inputs never reach a family in a form it must special-case: NaN/Inf and empty
-tensors are refused by ``quantcore.normalize``; a constant tensor (or a single weight) arrives
+Degenerate inputs never reach a family in a form it must special-case: NaN/Inf and empty tensors
+are refused by ``quantcore.compress.normalize``; a constant tensor (or a single weight) arrives
 as ``t = 0`` with a zero decoder scale, so every weight decodes exactly to its value; float16
 and bfloat16 weights arrive as float32, float64 ones stay float64 (``±inf`` from a far overload
 in float32 is legal: every family maps it to its outermost level).

@@ -29,15 +29,15 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcore.errors import InvalidSpecError
-from quantcore.metrics import CountArray, code_counts
-from quantcore.quantized import (
+from quantcore.quantizers.base import Design
+from quantcore.quantizers.codes import (
     AffineDecoder,
     CodebookDecoder,
     Decoder,
     QuantizedTensor,
 )
-from quantcore.quantizers.base import Design
 from quantcore.quantizers.families import design as design_for
+from quantcore.quantizers.stats import CountArray, code_counts
 from quantcore.spec import QuantizerSpec
 
 CHUNK = 1 << 18

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import and_, func, or_, select
 from starlette.concurrency import run_in_threadpool
 
-from quantcore import jobs as core
+from quantcore.jobs import run as core
 from service.catalog import (
     check_dataset_file,
     check_model_file,

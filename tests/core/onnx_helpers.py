@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from quantcore.quantized import AffineDecoder, CodebookDecoder, QuantizedTensor, decode
+from quantcore.quantizers.codes import AffineDecoder, CodebookDecoder, QuantizedTensor, decode
 
 
 def session(model: onnx.ModelProto, *, optimize: bool = True) -> ort.InferenceSession:

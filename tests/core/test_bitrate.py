@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quantcore.bitrate import BitRateChoice, Design, bits_for_sqnr, minimax_xmax
+from quantcore.design.bitrate import BitRateChoice, Design, bits_for_sqnr, minimax_xmax
+from quantcore.design.theory import jayant_xmax, laplacian_uniform_sqnr_db, mse_optimal_xmax
 from quantcore.errors import InvalidSpecError
-from quantcore.theory import jayant_xmax, laplacian_uniform_sqnr_db, mse_optimal_xmax
 
 
 def _worst_on_grid(xmax: float, bits: int, lo: float, hi: float) -> float:

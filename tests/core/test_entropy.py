@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantcore import entropy
-from quantcore.entropy import decode_codes, empirical_entropy_bits, encode_codes
+from quantcore.coding import entropy
+from quantcore.coding.entropy import decode_codes, empirical_entropy_bits, encode_codes
 from quantcore.errors import InvalidPackageError, InvalidSpecError
 
 HEADER = 36

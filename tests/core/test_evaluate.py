@@ -17,8 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantcore.errors import InvalidDatasetError, InvalidModelError
 from quantcore.evaluate import check_dataset, evaluate, evaluate_job
-from quantcore.evaluate.metrics import topk_hits
 from quantcore.evaluate.runner import ReferenceCache
+from quantcore.evaluate.scores import topk_hits
 from tests.models import mlp
 
 N_SAMPLES = 203

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from quantcore.design.fits import FAMILIES, KLD_FLOOR, fit_distributions
 from quantcore.errors import InvalidSpecError, InvalidTensorError
-from quantcore.fits import FAMILIES, KLD_FLOOR, fit_distributions
 
 N = 400_000
 

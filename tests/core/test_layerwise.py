@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from quantcore.compress.layerwise import TensorRequest, quantize_tensors
 from quantcore.errors import InvalidSpecError, InvalidTensorError
-from quantcore.layerwise import TensorRequest, quantize_tensors
-from quantcore.quantized import AffineDecoder, CodebookDecoder, decode
+from quantcore.quantizers.codes import AffineDecoder, CodebookDecoder, decode
 from quantcore.quantizers.stream import CHUNK
 from quantcore.spec import Granularity, Method, QuantizerSpec, Rounding, Support
 

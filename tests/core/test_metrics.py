@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quantcore.errors import InvalidSpecError
-from quantcore.metrics import (
+from quantcore.quantizers.stats import (
     Histogram,
     Moments,
     chunk_moments,

@@ -10,6 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from quantcore import JobKind, inspect_model, validate_job
 from quantcore.errors import (
     InvalidModelError,
     NoWeightsError,
@@ -18,7 +19,6 @@ from quantcore.errors import (
 )
 from quantcore.formats.onnx_reader import load_onnx
 from quantcore.formats.roles import Role, select, select_weights
-from quantcore.jobs import JobKind, inspect_model, validate_job
 from quantcore.spec import QuantSpec
 from tests import models
 

@@ -11,7 +11,7 @@ from onnx import TensorProto
 
 from quantcore.formats.onnx_reader import OnnxModel, load_onnx
 from quantcore.formats.onnx_writer import rewrite, save_onnx, storage_type
-from quantcore.quantized import QuantizedTensor
+from quantcore.quantizers.codes import QuantizedTensor
 from tests import models
 from tests.core.onnx_helpers import affine, codebook, exposing, run, with_weights
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from quantcore.coding.packing import pack_bits, packed_size, unpack_bits
 from quantcore.errors import InvalidPackageError, InvalidSpecError
-from quantcore.packing import pack_bits, packed_size, unpack_bits
 
 
 @st.composite

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from quantcore.jobs import JobInput, JobKind, run_job
+from quantcore import JobInput, JobKind, run_job
 from tests.digits_mlp import DigitsMLP, cache_dir, digits_mlp
 
 pytestmark = pytest.mark.slow

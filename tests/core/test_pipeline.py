@@ -16,13 +16,13 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from quantcore.entropy import empirical_entropy_bits
+from quantcore import JobInput, JobKind, JobOutput, Stage, run_job
+from quantcore.coding.entropy import empirical_entropy_bits
+from quantcore.compress.pipeline import build_onnx, package, package_size, quantize_model
 from quantcore.errors import InvalidDatasetError, InvalidModelError, NoWeightsError
 from quantcore.formats.load import load_model
+from quantcore.formats.qpack import skeleton, unpack, unpack_file
 from quantcore.formats.weights_io import read_npz, read_safetensors, write_npz, write_safetensors
-from quantcore.jobs import JobInput, JobKind, JobOutput, Stage, run_job
-from quantcore.pipeline import build_onnx, package, package_size, quantize_model
-from quantcore.qpack import skeleton, unpack, unpack_file
 from quantcore.spec import QuantSpec
 from tests import models
 from tests.core.onnx_helpers import exposing, run, with_weights

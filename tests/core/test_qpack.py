@@ -8,16 +8,16 @@ import numpy as np
 import onnx
 import pytest
 
-from quantcore.entropy import decode_codes, empirical_entropy_bits
+from quantcore.coding.entropy import decode_codes, empirical_entropy_bits
+from quantcore.compress.layerwise import TensorRequest, quantize_tensors
 from quantcore.errors import InvalidPackageError
 from quantcore.formats.container import build_container
 from quantcore.formats.model import ModelFormat
 from quantcore.formats.onnx_reader import OnnxModel, load_onnx
 from quantcore.formats.onnx_writer import rewrite, serialize
+from quantcore.formats.qpack import encode_body, pack, read_header, skeleton, unpack, unpack_file
 from quantcore.formats.weights_io import read_npz, read_safetensors, write_npz, write_safetensors
-from quantcore.layerwise import TensorRequest, quantize_tensors
-from quantcore.qpack import encode_body, pack, read_header, skeleton, unpack, unpack_file
-from quantcore.quantized import QuantizedTensor
+from quantcore.quantizers.codes import QuantizedTensor
 from quantcore.spec import QuantSpec
 from tests import models
 from tests.core.onnx_helpers import affine, codebook

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantcore.quantized import AffineDecoder, CodebookDecoder, decode
 from quantcore.quantizers import design, quantize
+from quantcore.quantizers.codes import AffineDecoder, CodebookDecoder, decode
 from quantcore.quantizers.deadzone import design_deadzone
 from quantcore.quantizers.mulaw import mulaw_levels
 from quantcore.quantizers.uniform import midrise, midtread

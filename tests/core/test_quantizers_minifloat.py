@@ -7,8 +7,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from quantcore.quantized import decode
 from quantcore.quantizers import quantize, round_to_minifloat
+from quantcore.quantizers.codes import decode
 from quantcore.quantizers.minifloat import (
     Encoding,
     minifloat_format,

@@ -10,8 +10,8 @@ import numpy as np
 import onnx
 import pytest
 
-from quantcore.jobs import JobInput, JobKind, JobLimits, run_job
-from quantcore.report_figures import (
+from quantcore import JobInput, JobKind, JobLimits, run_job
+from quantcore.report.figures import (
     MAX_STEMS,
     hist_figure,
     merged_histogram,
@@ -19,7 +19,7 @@ from quantcore.report_figures import (
     sweep_figures,
     weight_histogram,
 )
-from quantcore.report_html import render_report_html
+from quantcore.report.html import render_report_html
 
 SVG = "{http://www.w3.org/2000/svg}"
 SCRIPT = "<script>alert(1)</script>"
@@ -157,8 +157,8 @@ def test_search_page_highlights_the_chosen_step():
 
 @pytest.mark.parametrize("granularity", ["layer", "channel"])
 def test_row_sampling_of_a_big_tensor_decodes_exactly_those_rows(tmp_path, granularity):
-    from quantcore.pipeline import load_model, quantize_model
-    from quantcore.report_figures import HIST_SAMPLE, _sampled_rows, model_histograms
+    from quantcore.compress.pipeline import load_model, quantize_model
+    from quantcore.report.figures import HIST_SAMPLE, _sampled_rows, model_histograms
     from quantcore.spec import QuantSpec
     from tests.models import mlp
 
@@ -178,8 +178,8 @@ def test_row_sampling_of_a_big_tensor_decodes_exactly_those_rows(tmp_path, granu
 
 
 def test_only_the_largest_tensors_get_panels_and_the_page_says_which(tmp_path):
-    from quantcore.pipeline import load_model, quantize_model
-    from quantcore.report_figures import MAX_LAYER_PANELS, POOLED_NAME, model_histograms
+    from quantcore.compress.pipeline import load_model, quantize_model
+    from quantcore.report.figures import MAX_LAYER_PANELS, POOLED_NAME, model_histograms
     from quantcore.spec import QuantSpec
     from tests.models import mlp
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from quantcore import JobInput, JobKind, JobLimits, run_job
 from quantcore.errors import InvalidDatasetError
 from quantcore.evaluate import check_dataset, evaluate
-from quantcore.jobs import JobInput, JobKind, JobLimits, run_job
 from tests.digits_mlp import DigitsMLP, cache_dir, digits_mlp
 
 pytestmark = pytest.mark.slow

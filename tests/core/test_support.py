@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.special import ndtri
 
+from quantcore.design.support import choose_support, support_threshold
+from quantcore.design.theory import hui_xmax, jayant_xmax
 from quantcore.errors import InvalidSpecError, InvalidTensorError
 from quantcore.quantizers.uniform import midrise
 from quantcore.spec import Support
-from quantcore.support import choose_support, support_threshold
-from quantcore.theory import hui_xmax, jayant_xmax
 
 
 def _normalised(x: np.ndarray) -> np.ndarray:

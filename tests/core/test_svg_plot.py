@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from quantcore import svg_plot as sp
+from quantcore.report import svg as sp
 
 SVG = "{http://www.w3.org/2000/svg}"
 

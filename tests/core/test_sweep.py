@@ -10,8 +10,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from quantcore import JobInput, JobKind, JobLimits, Stage, run_job, validate_job
 from quantcore.errors import InvalidDatasetError, InvalidSpecError
-from quantcore.jobs import JobInput, JobKind, JobLimits, Stage, run_job, validate_job
 from tests.models import mlp
 
 LIMITS = JobLimits()

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from quantcore import JobLimits
 from quantcore.errors import InvalidSpecError
-from quantcore.jobs import JobLimits
-from quantcore.search import parse_search
-from quantcore.sweep_spec import parse_sweep
+from quantcore.explore.grid import parse_sweep
+from quantcore.explore.search import parse_search
 
 LIMITS = JobLimits()
 

@@ -11,10 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.integrate import quad
 
-from quantcore.errors import InvalidSpecError
-from quantcore.quantizers.families import design
-from quantcore.spec import Method, QuantizerSpec, Rounding
-from quantcore.theory import (
+from quantcore.design.theory import (
     JAYANT_TABLE_MAX_BITS,
     MAX_LEVELS,
     hui_xmax,
@@ -29,6 +26,9 @@ from quantcore.theory import (
     lloyd_step,
     mse_optimal_xmax,
 )
+from quantcore.errors import InvalidSpecError
+from quantcore.quantizers.families import design
+from quantcore.spec import Method, QuantizerSpec, Rounding
 
 SQRT2 = math.sqrt(2.0)
 

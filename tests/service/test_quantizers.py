@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from quantcore import JobKind, validate_job
 from quantcore.errors import InvalidSpecError
-from quantcore.jobs import JobKind, validate_job
 from quantcore.spec import DEFAULT_SUPPORT, Method, QuantSpec
 
 

@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from quantcore.jobs import JobInput, JobKind, JobLimits, run_job
+from quantcore import JobInput, JobKind, JobLimits, run_job
 from tests.digits_mlp import DigitsMLP, cache_dir, digits_mlp
 
 COMMITTED = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"

@@ -11,8 +11,8 @@ import pytest
 from quantcore.formats.container import build_container
 from quantcore.formats.model import ModelFormat
 from quantcore.formats.onnx_writer import rewrite
+from quantcore.formats.qpack import pack
 from quantcore.formats.weights_io import read_npz, read_safetensors, write_npz, write_safetensors
-from quantcore.qpack import pack
 from service.cli import main, restored_name
 from tests.core.onnx_helpers import affine
 

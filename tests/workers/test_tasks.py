@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from quantcore.jobs import Stage
+from quantcore import Stage
 from service.jobs_repo import MAX_ATTEMPTS, JobStatus
 from service.main import create_app
 from service.settings import Settings

@@ -1,8 +1,8 @@
 """The quantize pipeline in composable steps, shared by quantize jobs, sweeps and searches.
 
 ``load_model`` → ``quantize_model`` → ``build_onnx`` → ``package`` / ``write_artifacts``, then
-``quantcore.report.build_report``. A sweep loads once, then calls ``quantize_model`` and
-``package_size`` per point without writing files; ``quantcore.quantize_job`` chains them all
+``quantcore.report.build.build_report``. A sweep loads once, then calls ``quantize_model`` and
+``package_size`` per point without writing files; ``quantcore.jobs.quantize`` chains them all
 for a quantize job.
 
 Memory: a loaded model keeps its float data where it was (the parsed ONNX, or memory-mapped
@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from quantcore.fits import fit_distributions
+from quantcore.compress.layerwise import TensorRequest, quantize_tensors
+from quantcore.design.fits import fit_distributions
 from quantcore.formats.container import build_container
 from quantcore.formats.load import Model, load_model
 from quantcore.formats.model import ModelFormat
@@ -38,11 +39,10 @@ from quantcore.formats.onnx_writer import (
     save_onnx,
     serialize_inline,
 )
+from quantcore.formats.qpack import Package, encode_body, pack
 from quantcore.formats.roles import Selection, Skipped, select_weights
 from quantcore.formats.weights_io import WeightsModel, write_npz, write_safetensors
-from quantcore.layerwise import TensorRequest, quantize_tensors
-from quantcore.qpack import Package, encode_body, pack
-from quantcore.quantized import Decoder, FloatArray, IntArray, decode
+from quantcore.quantizers.codes import Decoder, FloatArray, IntArray, decode
 from quantcore.spec import Granularity, QuantSpec
 
 __all__ = [

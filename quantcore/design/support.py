@@ -23,9 +23,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import minimize_scalar
 
+from quantcore.design.theory import check_levels, hui_xmax, jayant_xmax
 from quantcore.errors import InvalidSpecError, InvalidTensorError
 from quantcore.spec import Support
-from quantcore.theory import check_levels, hui_xmax, jayant_xmax
 
 ErrorAt = Callable[[float], float]
 

@@ -1,4 +1,4 @@
-"""A quantize job from start to end: the steps of ``quantcore.pipeline`` with progress,
+"""A quantize job from start to end: the steps of ``quantcore.compress.pipeline`` with progress,
 evaluation when a dataset is given, and ``report.json``.
 
 Progress (fraction of the whole job): loading 0–0.05, quantizing 0.05–0.70, writing
@@ -15,39 +15,29 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from quantcore.errors import InvalidDatasetError
-from quantcore.formats.external import is_external
-from quantcore.formats.onnx_reader import OnnxModel, tensor_nbytes
-from quantcore.jobs import JobInput, JobLimits, JobOutput, ProgressCallback, Stage
-from quantcore.pipeline import (
+from quantcore.compress.pipeline import (
     Model,
     build_onnx,
     load_model,
     quantize_model,
     write_artifacts,
 )
-from quantcore.report import build_report
-from quantcore.report_figures import model_histograms
-from quantcore.report_html import render_report_html
+from quantcore.errors import InvalidDatasetError
+from quantcore.formats.external import is_external
+from quantcore.formats.onnx_reader import OnnxModel, tensor_nbytes
+from quantcore.jobs.base import JobInput, JobOutput
+from quantcore.limits import JobLimits
+from quantcore.progress import ProgressCallback, Stage, span, stage_span
+from quantcore.report.build import build_report
+from quantcore.report.figures import model_histograms
+from quantcore.report.html import render_report_html
 from quantcore.spec import QuantSpec
 
 REPORT_NAME = "report.json"
 HTML_NAME = "report.html"
-
-
-def _noop(stage: Stage, fraction: float) -> None:
-    return None
-
-
-def _span(
-    progress: ProgressCallback, stage: Stage, lo: float, hi: float
-) -> Callable[[float], None]:
-    """Map a step's own progress in [0, 1] onto [lo, hi] of the whole job."""
-    return lambda f: progress(stage, min(hi, lo + (hi - lo) * max(0.0, f)))
 
 
 def _sha256(path: Path) -> str:
@@ -75,9 +65,9 @@ def model_block(path: Path, model: Model) -> dict[str, Any]:
 def run_quantize(
     job: JobInput, out_dir: Path, progress: ProgressCallback | None, limits: JobLimits
 ) -> JobOutput:
-    report_progress = progress or _noop
+    advance = span(progress, 0.0, 1.0)  # fractions of the whole job, as given
     started = time.perf_counter()
-    report_progress(Stage.LOADING, 0.0)
+    advance(Stage.LOADING, 0.0)
     spec = QuantSpec.from_dict(job.spec)
     model = load_model(job.model_path)
     evalset = None
@@ -93,21 +83,21 @@ def run_quantize(
     model_info = model_block(job.model_path, model)
     original_bytes = job.model_path.stat().st_size + _external_bytes(model)
     load_s = time.perf_counter() - started
-    report_progress(Stage.LOADING, 0.05)
+    advance(Stage.LOADING, 0.05)
 
     qmodel = quantize_model(
-        model, spec, progress=_span(report_progress, Stage.QUANTIZING, 0.05, 0.70)
+        model, spec, progress=stage_span(progress, Stage.QUANTIZING, 0.05, 0.70)
     )
     # The figures need the original weights; once the quantized model is built, the source's
     # floats are freed so that writing does not hold the model twice.
     t0 = time.perf_counter()
     histograms = model_histograms(qmodel)
     report_s = time.perf_counter() - t0
-    report_progress(Stage.WRITING, 0.70)
+    advance(Stage.WRITING, 0.70)
     written = build_onnx(qmodel)
     model.close()
     artifacts = write_artifacts(qmodel, out_dir, written)
-    report_progress(Stage.WRITING, 0.80)
+    advance(Stage.WRITING, 0.80)
 
     accuracy = None
     evaluate_s = 0.0
@@ -115,13 +105,13 @@ def run_quantize(
         from quantcore.evaluate import evaluate_job
 
         t0 = time.perf_counter()
-        report_progress(Stage.EVALUATING, 0.80)
+        advance(Stage.EVALUATING, 0.80)
         accuracy = evaluate_job(
             job.model_path,
             artifacts.model_path,
             evalset,
             batch_size=limits.eval_batch_size,
-            progress=_span(report_progress, Stage.EVALUATING, 0.80, 0.97),
+            progress=stage_span(progress, Stage.EVALUATING, 0.80, 0.97),
         )
         evaluate_s = time.perf_counter() - t0
 
@@ -154,5 +144,5 @@ def run_quantize(
     }
     report_path = out_dir / REPORT_NAME
     report_path.write_text(json.dumps(report, indent=2, allow_nan=False))
-    report_progress(Stage.WRITING, 1.0)
+    advance(Stage.WRITING, 1.0)
     return JobOutput(report=report, artifacts=(*artifacts.paths, report_path, html_path))

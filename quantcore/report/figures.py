@@ -14,7 +14,7 @@
 
 Accuracy axes show the quantized top-1 in percent, or the agreement without labels.
 
-Each figure is one ``<svg>`` element built with ``quantcore.svg_plot``: text, so the cost
+Each figure is one ``<svg>`` element built with ``quantcore.report.svg``: text, so the cost
 is that of formatting its coordinates, and every name in it escaped.
 """
 
@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantcore import svg_plot as sp
-from quantcore.metrics import Histogram
-from quantcore.quantized import decode
+from quantcore.quantizers.codes import decode
+from quantcore.quantizers.stats import Histogram
+from quantcore.report import svg as sp
 
 if TYPE_CHECKING:
-    from quantcore.pipeline import CodedWeight, QuantizedModel
+    from quantcore.compress.pipeline import CodedWeight, QuantizedModel
 
 HIST_BINS = 101
 # More distinct quantized values than this (per-channel scales) are binned like the floats.

@@ -12,7 +12,7 @@ Spec (JSON)::
   labels it bounds the disagreement, 1 − agreement (the share of samples whose top-1 class
   changes): the top-1 drop can never exceed the disagreement, so the budget holds either way.
 - ``candidates``: a grid with the fields and expansion rules of a sweep
-  (``quantcore.sweep_spec``); default ``{"bits": [2, ..., 8]}``.
+  (``quantcore.explore.grid``); default ``{"bits": [2, ..., 8]}``.
 - ``mixed_precision`` (default true): after the uniform phase, try lowering single layers.
 
 The search needs an evaluation set (the job is refused without one).
@@ -46,10 +46,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from quantcore.errors import InvalidSpecError
-from quantcore.jobs import JobLimits
+from quantcore.explore.grid import SweepPoint, build_points, expand, parse_grid
+from quantcore.explore.sweep import Measurement
+from quantcore.limits import JobLimits
 from quantcore.spec import MIN_BITS, Method, QuantSpec
-from quantcore.sweep import Measurement
-from quantcore.sweep_spec import SweepPoint, build_points, expand, parse_grid
 
 DEFAULT_BUDGET = 0.01
 DEFAULT_CANDIDATES: dict[str, list[Any]] = {"bits": [2, 3, 4, 5, 6, 7, 8]}

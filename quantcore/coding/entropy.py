@@ -2,7 +2,7 @@
 
 ``encode_codes`` counts the symbols, splits each code into a high part, coded with an
 asymmetric-numeral-systems coder under one categorical model built from the counts, and
-``raw_bits`` low bits stored bit-packed as they are (``quantcore.packing``). ``raw_bits`` is
+``raw_bits`` low bits stored bit-packed as they are (``quantcore.coding.packing``). ``raw_bits`` is
 the largest k whose estimated size, ``N * (H(code >> k) + k)`` plus the table, is within
 ``RAW_BITS_TOLERANCE`` of the best k: where the distribution is smooth at the scale of 2**k
 levels (a 16-bit Laplacian), the low bits are almost uniform and coding them would buy
@@ -45,8 +45,8 @@ import numpy as np
 import numpy.typing as npt
 import zstandard
 
+from quantcore.coding.packing import pack_bits, packed_size, unpack_bits
 from quantcore.errors import InvalidPackageError, InvalidSpecError
-from quantcore.packing import pack_bits, packed_size, unpack_bits
 
 MAGIC = b"QENT"
 VERSION = 1

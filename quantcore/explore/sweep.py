@@ -1,6 +1,6 @@
 """``sweep`` jobs: one model quantized at every point of a grid, one report row per point.
 
-The spec and how its grid expands: ``quantcore.sweep_spec``. The model is loaded once; each
+The spec and how its grid expands: ``quantcore.explore.grid``. The model is loaded once; each
 point is quantized and packed in memory (nothing written), and, with a dataset, the quantized
 model is evaluated against the float one. Only the current point's quantized model is held,
 so memory does not grow with the number of points.
@@ -28,15 +28,16 @@ from typing import Any
 
 import onnx
 
-from quantcore import pipeline, report
+from quantcore.compress import pipeline
 from quantcore.errors import InvalidDatasetError
 from quantcore.evaluate import AccuracyReport, EvalSet, check_dataset, evaluate
 from quantcore.evaluate.runner import ReferenceCache
+from quantcore.explore.grid import SweepSpec
 from quantcore.formats.onnx_reader import OnnxModel
 from quantcore.formats.onnx_writer import MAX_INLINE_BYTES, save_onnx, serialize
-from quantcore.jobs import Stage
+from quantcore.progress import Stage
+from quantcore.report import build as report
 from quantcore.spec import QuantSpec
-from quantcore.sweep_spec import SweepSpec
 
 Fraction = Callable[[float], None]
 StageProgress = Callable[[Stage, float], None]

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcore.errors import InvalidTensorError
-from quantcore.metrics import Moments, chunk_moments
+from quantcore.quantizers.stats import Moments, chunk_moments
 
 FloatArray = npt.NDArray[np.float64]
 CHUNK = 1 << 18

@@ -13,7 +13,7 @@ What it shows, from the report dict (API.md's report, or a sweep/search report):
 - for a search (``path``): size against drop for every step, and the steps in a table with
   the chosen one highlighted.
 
-The figures come from ``quantcore.report_figures``, as inline ``<svg>`` elements.
+The figures come from ``quantcore.report.figures``, as inline ``<svg>`` elements.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from quantcore.report_figures import (
+from quantcore.report.figures import (
     MAX_LAYER_PANELS,
     HistogramPanel,
     hist_figure,

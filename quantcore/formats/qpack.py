@@ -3,8 +3,8 @@
 A package holds the final ``model.onnx`` in two parts: the *skeleton* (the whole ModelProto
 with the ``raw_data`` of every code tensor emptied: graph, scales, offsets, codebooks and the
 tensors left in float), compressed with zstd; and each code tensor's integer codes, shifted
-to start at zero and entropy-coded (``quantcore.entropy``) or, with
-``entropy_coding=false``, bit-packed at their code width (``quantcore.packing``). Unpacking
+to start at zero and entropy-coded (``quantcore.coding.entropy``) or, with
+``entropy_coding=false``, bit-packed at their code width (``quantcore.coding.packing``). Unpacking
 refills each code tensor's ``raw_data`` (4-bit types two per byte, low nibble first, as ONNX
 stores them) and serializes: the result is ``model.onnx`` byte for byte, which is checked
 against the SHA-256 stored in the header.
@@ -48,7 +48,8 @@ import numpy as np
 import onnx
 import zstandard
 
-from quantcore.entropy import decode_codes, encode_codes
+from quantcore.coding.entropy import decode_codes, encode_codes
+from quantcore.coding.packing import pack_bits, unpack_bits
 from quantcore.errors import InvalidPackageError
 from quantcore.formats.container import container_arrays, container_metadata
 from quantcore.formats.model import ModelFormat
@@ -62,7 +63,6 @@ from quantcore.formats.onnx_writer import (
     serialize_inline,
 )
 from quantcore.formats.weights_io import write_npz, write_safetensors
-from quantcore.packing import pack_bits, unpack_bits
 
 MAGIC = b"QPACK\r\n\x1a"
 VERSION = 1
@@ -214,6 +214,16 @@ def read_header(data: bytes | memoryview) -> tuple[dict[str, Any], int]:
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidPackageError(f"package header is corrupt: {exc}") from None
     return header, start
+
+
+def package_format(path: Path) -> str:
+    """The format (``"onnx"``, ``"safetensors"`` or ``"npz"``) of the model that the package
+    at ``path`` restores; only its header is read."""
+    with path.open("rb") as file:
+        prefix = file.read(_PREFIX.size)
+        if len(prefix) == _PREFIX.size and prefix.startswith(MAGIC):  # else read_header says why
+            prefix += file.read(_PREFIX.unpack_from(prefix)[3])
+    return str(read_header(prefix)[0]["format"])
 
 
 def _section(view: memoryview, start: int, entry: dict[str, Any], what: str) -> memoryview:

@@ -11,71 +11,15 @@ Both call exactly these functions, so a job run through the service and one run 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from quantcore.jobs.base import JobInput, JobKind, JobOutput, ModelInfo, TensorInfo
+from quantcore.limits import JobLimits
+from quantcore.progress import ProgressCallback
 
-class JobKind(StrEnum):
-    QUANTIZE = "quantize"
-    SWEEP = "sweep"
-    SEARCH = "search"
-
-
-class Stage(StrEnum):
-    LOADING = "loading"
-    QUANTIZING = "quantizing"
-    EVALUATING = "evaluating"
-    WRITING = "writing"
-
-
-# Called as progress(stage, fraction) with fraction in [0, 1] over the whole job.
-ProgressCallback = Callable[[Stage, float], None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class TensorInfo:
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    params: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelInfo:
-    format: str  # "onnx" | "safetensors" | "npz"
-    n_tensors: int
-    n_params: int
-    tensors: tuple[TensorInfo, ...]
-
-
-@dataclass(frozen=True, kw_only=True)
-class DatasetInfo:
-    arrays: dict[str, tuple[int, ...]]
-
-
-@dataclass(frozen=True, kw_only=True)
-class JobLimits:
-    """Bounds that come from the service's settings."""
-
-    max_sweep_points: int = 64
-    eval_batch_size: int = 256
-
-
-@dataclass(frozen=True, kw_only=True)
-class JobInput:
-    kind: JobKind
-    model_path: Path  # keeps the uploaded file's suffix: .onnx, .safetensors or .npz
-    spec: dict[str, Any]
-    dataset_path: Path | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class JobOutput:
-    report: dict[str, Any]  # JSON-ready, the shape of API.md's report
-    artifacts: tuple[Path, ...]  # files written into out_dir
+if TYPE_CHECKING:
+    from quantcore.evaluate.dataset import DatasetInfo
 
 
 def inspect_model(path: Path) -> ModelInfo:
@@ -119,7 +63,7 @@ def validate_job(
         raise InvalidSpecError(f"kind={kind!r} is not one of: {allowed}") from None
     if kind is JobKind.QUANTIZE:
         return QuantSpec.from_dict(spec).to_dict()
-    from quantcore.sweep_jobs import validate_search, validate_sweep
+    from quantcore.jobs.explore import validate_search, validate_sweep
 
     spec = {} if spec is None else spec
     limits = limits or JobLimits()
@@ -132,14 +76,15 @@ def run_job(
     job: JobInput,
     out_dir: Path,
     progress: ProgressCallback | None = None,
-    limits: JobLimits = JobLimits(),
+    limits: JobLimits | None = None,
 ) -> JobOutput:
     """Run ``job`` and write its artifacts into ``out_dir``; returns the report and the files."""
+    limits = limits or JobLimits()
     if job.kind is JobKind.QUANTIZE:
-        from quantcore.quantize_job import run_quantize
+        from quantcore.jobs.quantize import run_quantize
 
         return run_quantize(job, out_dir, progress, limits)
-    from quantcore.sweep_jobs import run_search_job, run_sweep_job
+    from quantcore.jobs.explore import run_search_job, run_sweep_job
 
     if job.kind is JobKind.SWEEP:
         return run_sweep_job(job, out_dir, progress, limits)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from quantcore.errors import InvalidSpecError
-from quantcore.jobs import JobLimits
+from quantcore.limits import JobLimits
 from quantcore.spec import QuantSpec, Support
 
 GRID_FIELDS = (

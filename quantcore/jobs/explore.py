@@ -1,9 +1,9 @@
-"""The ``sweep`` and ``search`` job kinds, as ``quantcore.jobs.run_job`` dispatches them.
+"""The ``sweep`` and ``search`` job kinds, as ``quantcore.run_job`` dispatches them.
 
 Sweep report (``report.json``; ``report.html`` draws it)::
 
     {"kind": "sweep", "model": {...}, "spec": {"base", "grid", "points"},
-     "rows": [one row per grid point, see quantcore.sweep], "timings": {...}}
+     "rows": [one row per grid point, see quantcore.explore.sweep], "timings": {...}}
 
 Search report::
 
@@ -27,15 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from quantcore import pipeline, report
+from quantcore.compress import pipeline
 from quantcore.errors import InvalidDatasetError
-from quantcore.jobs import JobInput, JobLimits, JobOutput, ProgressCallback, Stage
-from quantcore.quantize_job import model_block
-from quantcore.report_figures import HistogramPanel, model_histograms
-from quantcore.report_html import render_report_html
-from quantcore.search import parse_search, search
-from quantcore.sweep import Measurer, measurer, run_sweep
-from quantcore.sweep_spec import parse_sweep
+from quantcore.explore.grid import parse_sweep
+from quantcore.explore.search import parse_search, search
+from quantcore.explore.sweep import Measurer, measurer, run_sweep
+from quantcore.jobs.base import JobInput, JobOutput
+from quantcore.jobs.quantize import model_block
+from quantcore.limits import JobLimits
+from quantcore.progress import ProgressCallback, Stage, span, stage_span
+from quantcore.report import build as report
+from quantcore.report.figures import HistogramPanel, model_histograms
+from quantcore.report.html import render_report_html
 
 SpecT = TypeVar("SpecT")
 
@@ -48,26 +51,6 @@ def validate_sweep(spec: dict[str, Any], limits: JobLimits) -> dict[str, Any]:
 def validate_search(spec: dict[str, Any], limits: JobLimits) -> dict[str, Any]:
     """The search spec as applied; ``InvalidSpecError`` before any work."""
     return parse_search(spec, limits).to_dict()
-
-
-def _span(
-    progress: ProgressCallback | None, lo: float, hi: float
-) -> Callable[[Stage, float], None]:
-    """Map (stage, share of a step) onto [lo, hi] of the whole job."""
-
-    def report_fraction(stage: Stage, f: float) -> None:
-        if progress is not None:
-            progress(stage, lo + (hi - lo) * min(max(f, 0.0), 1.0))
-
-    return report_fraction
-
-
-def _stage(
-    progress: ProgressCallback | None, stage: Stage, lo: float, hi: float
-) -> Callable[[float], None]:
-    """Like ``_span`` for a step that stays in one stage."""
-    span = _span(progress, lo, hi)
-    return lambda f: span(stage, f)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,7 +109,7 @@ def run_sweep_job(
 ) -> JobOutput:
     loaded = _load(job, limits, progress, parse_sweep, needs_dataset=False)
     t0 = time.perf_counter()
-    rows = run_sweep(loaded.spec, loaded.measure, _span(progress, 0.05, 0.95))
+    rows = run_sweep(loaded.spec, loaded.measure, span(progress, 0.05, 0.95))
     sweep_s = time.perf_counter() - t0
     if progress is not None:
         progress(Stage.WRITING, 0.95)
@@ -151,7 +134,7 @@ def run_search_job(
     loaded = _load(job, limits, progress, parse_search, needs_dataset=True)
     spec, measure = loaded.spec, loaded.measure
     t0 = time.perf_counter()
-    result = search(spec, measure, limits, _stage(progress, Stage.EVALUATING, 0.05, 0.9))
+    result = search(spec, measure, limits, stage_span(progress, Stage.EVALUATING, 0.05, 0.9))
     search_s = time.perf_counter() - t0
     if progress is not None:
         progress(Stage.WRITING, 0.9)

@@ -2,7 +2,7 @@
 
 A midrise quantizer designed for unit variance meets data whose standard deviation σ is
 anywhere in a range (σmin, σmax). ``bits_for_sqnr`` picks the smallest rate whose SQNR stays
-above a target over the whole range, from the closed forms of ``quantcore.theory``.
+above a target over the whole range, from the closed forms of ``quantcore.design.theory``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from enum import StrEnum
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from quantcore.design.theory import check_levels, jayant_xmax, laplacian_uniform_sqnr_db
 from quantcore.errors import InvalidSpecError
-from quantcore.theory import check_levels, jayant_xmax, laplacian_uniform_sqnr_db
 
 
 class Design(StrEnum):

@@ -11,7 +11,7 @@ the groups of seed 002's layer-wise scheme:
   shared (the exponential family fits one codebook to all channels' normalised weights). A
   tensor without a channel axis (a bias, say) is quantized per layer, with a note.
 
-The support threshold comes from ``quantcore.support`` on a sample of the normalised weights
+The support threshold comes from ``quantcore.design.support`` on a sample of the normalised weights
 (every weight up to ``SAMPLE_LIMIT``, else a fixed-seed uniform sample plus the extremes, so
 wmax/abs_wmin/max_abs are exact and percentile is estimated on ~1M weights); ``mse`` measures
 the error on at most ``MSE_LIMIT`` of those (float32).
@@ -27,10 +27,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from quantcore import theory
-from quantcore.errors import InvalidSpecError
-from quantcore.metrics import CountArray, Moments, code_entropy_bits, levels_used, sqnr_db
-from quantcore.normalize import (
+from quantcore.compress.normalize import (
     ChannelMoments,
     Normalization,
     channel_moments,
@@ -41,13 +38,16 @@ from quantcore.normalize import (
     normalized_sample,
     tensor_moments,
 )
-from quantcore.quantized import QuantizedTensor
+from quantcore.design import theory
+from quantcore.design.support import choose_support
+from quantcore.errors import InvalidSpecError
 from quantcore.quantizers import Design, design, quantize
+from quantcore.quantizers.codes import QuantizedTensor
 from quantcore.quantizers.deadzone import DeadzoneDesign
+from quantcore.quantizers.stats import CountArray, Moments, code_entropy_bits, levels_used, sqnr_db
 from quantcore.quantizers.stream import StreamResult, encode_tensor
 from quantcore.quantizers.uniform import MidriseDesign, MidtreadDesign
 from quantcore.spec import DEFAULT_SUPPORT, Granularity, Method, QuantizerSpec, Support
-from quantcore.support import choose_support
 
 SAMPLE_LIMIT = 1 << 20
 MSE_LIMIT = 1 << 18

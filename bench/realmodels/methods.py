@@ -1,0 +1,133 @@
+"""The quantizers under comparison: our CLI, and the peers a user would otherwise reach for.
+
+- ``quantize_cli``: ``quantserve quantize MODEL --spec FILE --out DIR`` as a subprocess, the
+  same code path as a worker's job, so the benchmark measures what users get.
+- ``ort_dynamic``: onnxruntime ``quantize_dynamic`` (int8 weights, activations quantized at
+  run time), per tensor or per channel; the stock 8-bit answer.
+- ``ort_matmul_nbits``: onnxruntime ``MatMulNBitsQuantizer``, 4-bit blocks; it rewrites only
+  ``MatMul`` (and ``Gather``) nodes, so convolutional models come out nearly unchanged.
+- ``nncf_compress``: NNCF ``compress_weights`` (INT8_ASYM per channel, or INT4_SYM groups).
+
+Each returns the path of the quantized model or raises; ``BaselineUnavailable`` means the
+peer could not run at all here (not installed, no API), which a report shows as "n/a".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+CLI_ENV = "QUANTSERVE_CLI"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class BaselineUnavailable(RuntimeError):
+    """The method cannot run on this machine (missing package or API)."""
+
+
+class QuantizeError(RuntimeError):
+    """The method ran and failed on this model."""
+
+
+def cli_path() -> Path:
+    """``$QUANTSERVE_CLI``, else the ``quantserve`` beside this interpreter, else the repo's
+    ``.venv``, else the one on ``PATH``."""
+    candidates = [os.environ.get(CLI_ENV), Path(sys.executable).parent / "quantserve",
+                  REPO_ROOT / ".venv" / "bin" / "quantserve", shutil.which("quantserve")]
+    for c in candidates:
+        if c and Path(c).is_file():
+            return Path(c)
+    raise BaselineUnavailable("no quantserve executable (set QUANTSERVE_CLI)")
+
+
+def quantize_cli(
+    model: Path, spec: Mapping[str, Any], out_dir: Path, *, timeout_s: float = 600
+) -> Path:
+    """Quantize ``model`` with the CLI; ``out_dir`` receives ``model.onnx`` and
+    ``report.json`` (read it with ``read_report``). Returns ``out_dir / "model.onnx"``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec_file = out_dir.with_name(out_dir.name + ".spec.json")
+    spec_file.write_text(json.dumps(dict(spec)))
+    cmd = [str(cli_path()), "quantize", str(model), "--spec", str(spec_file),
+           "--out", str(out_dir), "--quiet"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as e:
+        raise QuantizeError(f"quantserve timed out after {timeout_s:.0f}s") from e
+    result = out_dir / "model.onnx"
+    if done.returncode != 0 or not result.is_file():
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise QuantizeError(f"quantserve exit {done.returncode}: {' | '.join(tail)}")
+    return result
+
+
+def read_report(out_dir: Path) -> dict[str, Any]:
+    """The CLI's ``report.json`` for a run made by ``quantize_cli``."""
+    report: dict[str, Any] = json.loads((out_dir / "report.json").read_text())
+    return report
+
+
+def ort_dynamic(model: Path, out_dir: Path, *, per_channel: bool) -> Path:
+    """onnxruntime ``quantize_dynamic`` with QInt8 weights."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as e:
+        raise BaselineUnavailable(f"onnxruntime.quantization: {e}") from e
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / "model.onnx"
+    quantize_dynamic(model, out, per_channel=per_channel, weight_type=QuantType.QInt8)
+    return out
+
+
+def ort_matmul_nbits(model: Path, out_dir: Path, *, block_size: int, bits: int = 4) -> Path:
+    """onnxruntime ``MatMulNBitsQuantizer``: symmetric ``bits``-bit blocks (the defaults of
+    its command line) on ``MatMul`` and ``Gather`` weights."""
+    try:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    except ImportError as e:  # it needs onnx_ir since onnxruntime 1.2x
+        raise BaselineUnavailable(f"MatMulNBitsQuantizer: {e}") from e
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / "model.onnx"
+    quant = MatMulNBitsQuantizer(
+        onnx.load(str(model)), bits=bits, block_size=block_size, is_symmetric=True,
+        op_types_to_quantize=("MatMul", "Gather"),
+    )
+    quant.process()
+    quant.model.save_model_to_file(str(out), use_external_data_format=False)
+    return out
+
+
+def nncf_compress(model: Path, out_dir: Path, *, bits: int, group_size: int = 128) -> Path:
+    """NNCF ``compress_weights``: ``bits=8`` is INT8_ASYM per channel; ``bits=4`` is INT4_SYM
+    with ``group_size`` groups on every layer it can (ratio 1), NNCF keeping embeddings and
+    the last layer at its INT8 backup as it does by default."""
+    try:
+        import nncf
+    except ImportError as e:
+        raise BaselineUnavailable(f"nncf not installed ({e})") from e
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    if bits == 8:
+        kwargs: dict[str, Any] = {"mode": nncf.CompressWeightsMode.INT8_ASYM}
+    elif bits == 4:
+        kwargs = {"mode": nncf.CompressWeightsMode.INT4_SYM, "ratio": 1.0,
+                  "group_size": group_size}
+    else:
+        raise BaselineUnavailable(f"nncf: no {bits}-bit integer mode")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / "model.onnx"
+    chatter = io.StringIO()  # its tables and progress bars
+    with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+        compressed = nncf.compress_weights(onnx.load(str(model)), **kwargs)
+    onnx.save(compressed, str(out))
+    return out
