@@ -25,8 +25,9 @@ import onnx
 
 from bench.common import Column, print_table, write_results
 from quantcore import JobInput, JobKind, JobLimits
-from quantcore.jobs.quantize import HTML_NAME, run_quantize
-from quantcore.report.figures import MAX_LAYER_PANELS
+from quantcore.jobs.quantize import run_quantize
+from quantcore.report.files import HTML_NAME
+from quantcore.report.histograms import MAX_LAYER_PANELS
 from tests.models import mlp
 
 MODELS: dict[str, tuple[int, ...]] = {

@@ -20,9 +20,8 @@ configuration's quantized model and ``model.qpack``, as a quantize job would.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -37,8 +36,8 @@ from quantcore.jobs.quantize import model_block
 from quantcore.limits import JobLimits
 from quantcore.progress import ProgressCallback, Stage, span, stage_span
 from quantcore.report import build as report
-from quantcore.report.figures import HistogramPanel, model_histograms
-from quantcore.report.html import render_report_html
+from quantcore.report.files import write_report_files
+from quantcore.report.histograms import model_histograms
 
 SpecT = TypeVar("SpecT")
 
@@ -86,21 +85,6 @@ def _load(
     )
 
 
-def _write(
-    out_dir: Path, body: dict[str, Any], histograms: Sequence[HistogramPanel], started: float
-) -> tuple[Path, Path]:
-    """Draw ``report.html`` (its cost is ``report_s``), close the timings, write both files."""
-    t0 = time.perf_counter()
-    html = render_report_html(body, histograms)
-    body["timings"]["report_s"] = time.perf_counter() - t0
-    body["timings"]["total_s"] = time.perf_counter() - started
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, html_path = out_dir / "report.json", out_dir / "report.html"
-    json_path.write_text(json.dumps(body, indent=2, allow_nan=False))
-    html_path.write_text(html)
-    return json_path, html_path
-
-
 def run_sweep_job(
     job: JobInput,
     out_dir: Path,
@@ -122,7 +106,8 @@ def run_sweep_job(
             "timings": {"load_s": loaded.load_s, "sweep_s": sweep_s},
         }
     )
-    return JobOutput(report=body, artifacts=_write(out_dir, body, (), loaded.started))
+    paths = write_report_files(out_dir, body, (), started=loaded.started)
+    return JobOutput(report=body, artifacts=paths)
 
 
 def run_search_job(
@@ -152,29 +137,35 @@ def run_search_job(
         )
         path.append(row)
     accuracy = chosen.measurement.accuracy
+    # The chosen configuration's quantize report, under the search's own fields.
+    chosen_report = report.build_report(
+        model=model_block(job.model_path, measure.model),
+        spec=chosen.measurement.spec.to_dict(),
+        layers=[w.layer for w in qmodel.weights],
+        skipped=[s.to_dict() for s in qmodel.skipped],
+        distribution=qmodel.distribution,
+        accuracy=accuracy.to_dict() if accuracy else None,
+        artifacts=artifacts.sizes,
+        original_bytes=measure.original_bytes,
+        timings={},
+    )
     body = report.json_safe(
         {
             "kind": "search",
-            "model": model_block(job.model_path, measure.model),
+            "model": chosen_report["model"],
             "spec": spec.to_dict(),
             "criterion": result.criterion,
             "max_top1_drop": spec.max_top1_drop,
             "met_budget": result.met_budget,
             "stopped_at_limit": result.stopped_at_limit,
             "path": path,
-            "chosen_spec": chosen.measurement.spec.to_dict(),
-            "summary": report.summary(
-                [w.layer for w in qmodel.weights],
-                skipped=len(qmodel.skipped),
-                original_bytes=measure.original_bytes,
-                artifacts=artifacts.sizes,
-            ),
-            "layers": [w.layer for w in qmodel.weights],
-            "skipped": [s.to_dict() for s in qmodel.skipped],
-            "distribution": qmodel.distribution,
-            "accuracy": accuracy.to_dict() if accuracy else None,
+            "chosen_spec": chosen_report["spec"],
+            **{key: chosen_report[key]
+               for key in ("summary", "layers", "skipped", "distribution", "accuracy")},
             "timings": {"load_s": loaded.load_s, "search_s": search_s},
         }
     )
-    paths = _write(out_dir, body, model_histograms(qmodel), loaded.started)
+    paths = write_report_files(
+        out_dir, body, model_histograms(qmodel), started=loaded.started
+    )
     return JobOutput(report=body, artifacts=(*artifacts.paths, *paths))

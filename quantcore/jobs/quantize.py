@@ -13,7 +13,6 @@ whole job.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,9 @@ from quantcore.jobs.base import JobInput, JobOutput
 from quantcore.limits import JobLimits
 from quantcore.progress import ProgressCallback, Stage, span, stage_span
 from quantcore.report.build import build_report
-from quantcore.report.figures import model_histograms
-from quantcore.report.html import render_report_html
+from quantcore.report.files import write_report_files
+from quantcore.report.histograms import model_histograms
 from quantcore.spec import QuantSpec
-
-REPORT_NAME = "report.json"
-HTML_NAME = "report.html"
 
 
 def _sha256(path: Path) -> str:
@@ -127,22 +123,13 @@ def run_quantize(
         original_bytes=original_bytes,
         timings={},
     )
-    write_s = artifacts.write_s + time.perf_counter() - t0
-    # The page shows no timings, so it is drawn first and its cost counted in them.
-    t0 = time.perf_counter()
-    page = render_report_html(report, histograms)
-    report_s += time.perf_counter() - t0
-    html_path = out_dir / HTML_NAME
-    html_path.write_text(page, encoding="utf-8")
     report["timings"] = {
         "load_s": load_s,
         "quantize_s": qmodel.quantize_s,
         "evaluate_s": evaluate_s,
-        "write_s": write_s,
+        "write_s": artifacts.write_s + time.perf_counter() - t0,
         "report_s": report_s,
-        "total_s": time.perf_counter() - started,
     }
-    report_path = out_dir / REPORT_NAME
-    report_path.write_text(json.dumps(report, indent=2, allow_nan=False))
+    paths = write_report_files(out_dir, report, histograms, started=started)
     advance(Stage.WRITING, 1.0)
-    return JobOutput(report=report, artifacts=(*artifacts.paths, report_path, html_path))
+    return JobOutput(report=report, artifacts=(*artifacts.paths, *paths))

@@ -23,13 +23,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from quantcore.report.figures import (
-    MAX_LAYER_PANELS,
-    HistogramPanel,
-    hist_figure,
-    search_figure,
-    sweep_figures,
-)
+from quantcore.report.figures import search_figure, sweep_figures
+from quantcore.report.histograms import MAX_LAYER_PANELS, HistogramPanel, hist_figure
 
 __all__ = ["render_report_html"]
 

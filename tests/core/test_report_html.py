@@ -11,12 +11,11 @@ import onnx
 import pytest
 
 from quantcore import JobInput, JobKind, JobLimits, run_job
-from quantcore.report.figures import (
+from quantcore.report.figures import search_figure, sweep_figures
+from quantcore.report.histograms import (
     MAX_STEMS,
     hist_figure,
     merged_histogram,
-    search_figure,
-    sweep_figures,
     weight_histogram,
 )
 from quantcore.report.html import render_report_html
@@ -158,7 +157,7 @@ def test_search_page_highlights_the_chosen_step():
 @pytest.mark.parametrize("granularity", ["layer", "channel"])
 def test_row_sampling_of_a_big_tensor_decodes_exactly_those_rows(tmp_path, granularity):
     from quantcore.compress.pipeline import load_model, quantize_model
-    from quantcore.report.figures import HIST_SAMPLE, _sampled_rows, model_histograms
+    from quantcore.report.histograms import HIST_SAMPLE, _sampled_rows, model_histograms
     from quantcore.spec import QuantSpec
     from tests.models import mlp
 
@@ -179,7 +178,7 @@ def test_row_sampling_of_a_big_tensor_decodes_exactly_those_rows(tmp_path, granu
 
 def test_only_the_largest_tensors_get_panels_and_the_page_says_which(tmp_path):
     from quantcore.compress.pipeline import load_model, quantize_model
-    from quantcore.report.figures import MAX_LAYER_PANELS, POOLED_NAME, model_histograms
+    from quantcore.report.histograms import MAX_LAYER_PANELS, POOLED_NAME, model_histograms
     from quantcore.spec import QuantSpec
     from tests.models import mlp
 
