@@ -25,7 +25,7 @@ from quantcore.formats.qpack import skeleton, unpack, unpack_file
 from quantcore.formats.weights_io import read_npz, read_safetensors, write_npz, write_safetensors
 from quantcore.spec import QuantSpec
 from tests import models
-from tests.core.onnx_helpers import exposing, run, with_weights
+from tests.core.formats.onnx_helpers import exposing, run, with_weights
 
 RNG = np.random.default_rng(11)
 REPORT_KEYS = {"model", "spec", "summary", "layers", "skipped", "distribution", "accuracy",

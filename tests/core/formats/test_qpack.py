@@ -20,7 +20,7 @@ from quantcore.formats.weights_io import read_npz, read_safetensors, write_npz, 
 from quantcore.quantizers.codes import QuantizedTensor
 from quantcore.spec import QuantSpec
 from tests import models
-from tests.core.onnx_helpers import affine, codebook
+from tests.core.formats.onnx_helpers import affine, codebook
 
 
 def _load(model: onnx.ModelProto, tmp_path: Path) -> OnnxModel:

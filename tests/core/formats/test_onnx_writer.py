@@ -13,7 +13,7 @@ from quantcore.formats.onnx_reader import OnnxModel, load_onnx
 from quantcore.formats.onnx_writer import rewrite, save_onnx, storage_type
 from quantcore.quantizers.codes import QuantizedTensor
 from tests import models
-from tests.core.onnx_helpers import affine, codebook, exposing, run, with_weights
+from tests.core.formats.onnx_helpers import affine, codebook, exposing, run, with_weights
 
 RNG = np.random.default_rng(7)
 
