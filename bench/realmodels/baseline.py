@@ -47,17 +47,20 @@ class Method:
     spec: dict[str, Any] | None = None  # for our CLI: the spec sent
 
 
-def _cli(spec: dict[str, Any]) -> Callable[[Path, Path], Path]:
-    return lambda model, out: methods.quantize_cli(model, spec, out)
+def _cli(spec: dict[str, Any], source: Path | None) -> Callable[[Path, Path], Path]:
+    return lambda model, out: methods.quantize_cli(model, spec, out, source=source)
 
 
-def plan(bits: Sequence[int]) -> list[Method]:
+def plan(bits: Sequence[int], cli_source: Path | None = None) -> list[Method]:
     """The methods to run, by bit width: ours at every width, peers where they have one."""
     out: list[Method] = []
     for b in bits:
         layer, channel = {"bits": b}, {"bits": b, **CHANNEL_SPEC}
-        out += [Method(name="qs-default", bits=b, quantize=_cli(layer), spec=layer),
-                Method(name="qs-channel-maxabs", bits=b, quantize=_cli(channel), spec=channel)]
+        out += [
+            Method(name="qs-default", bits=b, quantize=_cli(layer, cli_source), spec=layer),
+            Method(name="qs-channel-maxabs", bits=b, quantize=_cli(channel, cli_source),
+                   spec=channel),
+        ]
         if b == 8:
             out += [
                 Method(name="ort-dynamic", bits=8,
@@ -99,6 +102,17 @@ def _report_fields(out_dir: Path) -> dict[str, Any]:
     }
 
 
+def _why(e: Exception) -> str:
+    """The informative part of an error: onnxruntime's load and kernel errors start with a
+    long prefix (code, path) before what went wrong."""
+    text = str(e)
+    for marker in ("Status Message:", "failed:"):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    text = " ".join(text.split())
+    return f"{type(e).__name__}: {text[:220]}"
+
+
 def _finite(x: float) -> float | str:
     """JSON has no infinities: ``inf``/``-inf`` are written as strings."""
     return x if math.isfinite(x) else str(x)
@@ -131,13 +145,13 @@ def measure_model(
             row["status"] = f"n/a ({e})"
             continue
         except Exception as e:  # a peer failing on a model is a result, not a crash
-            row["status"] = f"n/a ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+            row["status"] = f"n/a ({_why(e)})"
             continue
         row["quantize_s"] = round(time.perf_counter() - start, 2)
         try:
             fid = fidelity.compare(entry, ref, qpath, feeds)
         except Exception as e:
-            row["status"] = f"fails to run ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+            row["status"] = f"fails to run ({_why(e)})"
             continue
         row.update(status="ok", runnable_bytes=fid.runnable_bytes, sqnr_db=_finite(fid.sqnr_db),
                    argmax_agreement=fid.argmax_agreement, float_params_left=fid.float_params_left,
@@ -192,11 +206,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="comma-separated bit widths (default: 8,6,4,3)")
     parser.add_argument("--budget-s", type=float, default=840.0, help="time budget, seconds")
     parser.add_argument("--work", type=Path, help="keep quantized models here (default: temp)")
+    parser.add_argument("--cli-source", type=Path,
+                        help="run the CLI from this copy of quantcore/service/workers, e.g. "
+                             "`git archive HEAD quantcore service workers | tar -x -C DIR`")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # the peers' advice about pre-processing, opsets
 
     entries = [get(n) for n in args.models.split(",")] if args.models else list(CATALOG)
-    todo = plan([int(b) for b in args.bits.split(",")])
+    todo = plan([int(b) for b in args.bits.split(",")], args.cli_source)
     start = time.monotonic()
     deadline = start + args.budget_s
     rows: list[dict[str, Any]] = []
@@ -213,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nwhole run: {elapsed:.0f}s")
     meta = {"elapsed_s": round(elapsed, 1), "onnxruntime": ort.__version__,
             "python": platform.python_version(), "machine": platform.machine(),
-            "bits": args.bits, "budget_s": args.budget_s}
+            "bits": args.bits, "budget_s": args.budget_s, "cli": str(methods.cli_path()),
+            "cli_source": str(args.cli_source) if args.cli_source else None}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     return 0

@@ -30,9 +30,10 @@ from numpy.typing import NDArray
 from bench.realmodels.synth import natural_image, speech_like
 
 _WORDS = (
-    "model quantization weight tensor layer output signal noise ratio channel scale offset "
-    "value service report bench sample error float integer codes decode graph node input"
-).split()
+    "model", "quantization", "weight", "tensor", "layer", "output", "signal", "noise", "ratio",
+    "channel", "scale", "offset", "value", "service", "report", "bench", "sample", "error",
+    "float", "integer", "codes", "decode", "graph", "node", "input",
+)
 
 
 def _prose(rng: np.random.Generator, n_words: int) -> str:

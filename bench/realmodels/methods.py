@@ -8,6 +8,11 @@
   ``MatMul`` (and ``Gather``) nodes, so convolutional models come out nearly unchanged.
 - ``nncf_compress``: NNCF ``compress_weights`` (INT8_ASYM per channel, or INT4_SYM groups).
 
+The last two refuse (NNCF: per-channel needs opset 13) or break (MatMulNBits: stamps opset
+21 on the graph without converting its nodes) on older opsets, as most shipped models are.
+A user would convert first, so they get the model converted with ``onnx.version_converter``
+(opset 21 and 13 respectively); if that conversion fails, so does the peer.
+
 Each returns the path of the quantized model or raises; ``BaselineUnavailable`` means the
 peer could not run at all here (not installed, no API), which a report shows as "n/a".
 """
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+import onnx.version_converter
 
 CLI_ENV = "QUANTSERVE_CLI"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -52,17 +58,29 @@ def cli_path() -> Path:
 
 
 def quantize_cli(
-    model: Path, spec: Mapping[str, Any], out_dir: Path, *, timeout_s: float = 600
+    model: Path,
+    spec: Mapping[str, Any],
+    out_dir: Path,
+    *,
+    source: Path | None = None,
+    timeout_s: float = 600,
 ) -> Path:
     """Quantize ``model`` with the CLI; ``out_dir`` receives ``model.onnx`` and
-    ``report.json`` (read it with ``read_report``). Returns ``out_dir / "model.onnx"``."""
+    ``report.json`` (read it with ``read_report``). Returns ``out_dir / "model.onnx"``.
+
+    ``source``: a folder holding ``quantcore/``, ``service/`` and ``workers/`` to run instead
+    of the installed ones (put first on ``PYTHONPATH``), e.g. a ``git archive`` of a commit,
+    so a measurement is not disturbed by edits to the work tree while it runs."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
     spec_file = out_dir.with_name(out_dir.name + ".spec.json")
     spec_file.write_text(json.dumps(dict(spec)))
     cmd = [str(cli_path()), "quantize", str(model), "--spec", str(spec_file),
            "--out", str(out_dir), "--quiet"]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired as e:
         raise QuantizeError(f"quantserve timed out after {timeout_s:.0f}s") from e
     result = out_dir / "model.onnx"
@@ -76,6 +94,18 @@ def read_report(out_dir: Path) -> dict[str, Any]:
     """The CLI's ``report.json`` for a run made by ``quantize_cli``."""
     report: dict[str, Any] = json.loads((out_dir / "report.json").read_text())
     return report
+
+
+def at_least_opset(model: Path, opset: int) -> onnx.ModelProto:
+    """The model, converted to ``opset`` by ``onnx.version_converter`` if it is older."""
+    proto = onnx.load(str(model))
+    current = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if current >= opset:
+        return proto
+    try:
+        return onnx.version_converter.convert_version(proto, opset)
+    except Exception as e:
+        raise QuantizeError(f"opset {current} -> {opset} conversion failed: {e}") from e
 
 
 def ort_dynamic(model: Path, out_dir: Path, *, per_channel: bool) -> Path:
@@ -92,7 +122,7 @@ def ort_dynamic(model: Path, out_dir: Path, *, per_channel: bool) -> Path:
 
 def ort_matmul_nbits(model: Path, out_dir: Path, *, block_size: int, bits: int = 4) -> Path:
     """onnxruntime ``MatMulNBitsQuantizer``: symmetric ``bits``-bit blocks (the defaults of
-    its command line) on ``MatMul`` and ``Gather`` weights."""
+    its command line) on ``MatMul`` and ``Gather`` weights, on the model at opset 21."""
     try:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
     except ImportError as e:  # it needs onnx_ir since onnxruntime 1.2x
@@ -100,7 +130,7 @@ def ort_matmul_nbits(model: Path, out_dir: Path, *, block_size: int, bits: int =
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / "model.onnx"
     quant = MatMulNBitsQuantizer(
-        onnx.load(str(model)), bits=bits, block_size=block_size, is_symmetric=True,
+        at_least_opset(model, 21), bits=bits, block_size=block_size, is_symmetric=True,
         op_types_to_quantize=("MatMul", "Gather"),
     )
     quant.process()
@@ -111,7 +141,8 @@ def ort_matmul_nbits(model: Path, out_dir: Path, *, block_size: int, bits: int =
 def nncf_compress(model: Path, out_dir: Path, *, bits: int, group_size: int = 128) -> Path:
     """NNCF ``compress_weights``: ``bits=8`` is INT8_ASYM per channel; ``bits=4`` is INT4_SYM
     with ``group_size`` groups on every layer it can (ratio 1), NNCF keeping embeddings and
-    the last layer at its INT8 backup as it does by default."""
+    the last layer at its INT8 backup as it does by default. The model is taken at opset 13
+    or later."""
     try:
         import nncf
     except ImportError as e:
@@ -128,6 +159,6 @@ def nncf_compress(model: Path, out_dir: Path, *, bits: int, group_size: int = 12
     out = out_dir / "model.onnx"
     chatter = io.StringIO()  # its tables and progress bars
     with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
-        compressed = nncf.compress_weights(onnx.load(str(model)), **kwargs)
+        compressed = nncf.compress_weights(at_least_opset(model, 13), **kwargs)
     onnx.save(compressed, str(out))
     return out

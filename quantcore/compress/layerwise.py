@@ -66,7 +66,7 @@ class TensorRequest:
 
 @dataclass(frozen=True, kw_only=True)
 class LayerReport:
-    """One row of the report's ``layers`` (API.md), describing a tensor and its quantizer.
+    """One row of the report's ``layers`` (docs/api.md), describing a tensor and its quantizer.
 
     ``mean``, ``std`` (population), ``wmin`` and ``wmax`` describe the tensor's own weights,
     in their units. ``xmax`` is the support threshold in normalisation units (std, or RMS with

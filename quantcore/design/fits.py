@@ -84,7 +84,7 @@ class FitReport:
     best_kld: str
 
     def to_dict(self) -> dict[str, Any]:
-        """The report's ``distribution`` object (API.md)."""
+        """The report's ``distribution`` object (docs/api.md)."""
         return {
             "fits": [{"name": f.name, "sse": f.sse, "kld": f.kld} for f in self.fits],
             "best_sse": self.best_sse,

@@ -3,8 +3,8 @@
 - ``dataset``: ``inspect_dataset``, ``check_dataset`` (an ``.npz`` against a model, before
   any work) and ``EvalSet`` (the checked set, streamed in batches).
 - ``runner``: ``evaluate`` (both models in onnxruntime, batch by batch).
-- ``job``: ``evaluate_job``, the hook a quantize job calls (the ``accuracy`` dict).
-- ``metrics``: top-1/top-5, agreement, output SQNR; ``AccuracyReport`` (API.md's
+- ``accuracy``: ``evaluate_job``, the hook a quantize job calls (the ``accuracy`` dict).
+- ``scores``: top-1/top-5, agreement, output SQNR; ``AccuracyReport`` (docs/api.md's
   ``accuracy`` block).
 """
 

@@ -1,4 +1,4 @@
-"""The hook a quantize job calls when it has a dataset: API.md's ``accuracy`` block."""
+"""The hook a quantize job calls when it has a dataset: the report's ``accuracy`` block."""
 
 from __future__ import annotations
 

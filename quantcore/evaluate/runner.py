@@ -95,7 +95,7 @@ def evaluate(
     threads: int | None = None,
     reference: ReferenceCache | None = None,
 ) -> AccuracyReport:
-    """Run both models over ``evalset`` and compare them (API.md's ``accuracy`` block).
+    """Run both models over ``evalset`` and compare them (the ``accuracy`` block of docs/api.md).
 
     ``batch_size`` applies to models with a symbolic batch dimension; ``progress`` receives
     the share of samples done, in (0, 1], after each batch; ``threads`` caps onnxruntime's

@@ -40,7 +40,7 @@ OutputSqnr = float | dict[str, float]
 
 @dataclass(frozen=True, kw_only=True)
 class AccuracyReport:
-    """API.md's ``accuracy`` block.
+    """The report's ``accuracy`` block (docs/api.md).
 
     ``fp32``, ``quantized`` and ``top1_drop`` (fp32 top-1 minus quantized top-1, a fraction)
     are None without labels; these and ``agreement`` are None when the model has no scores

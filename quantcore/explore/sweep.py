@@ -10,7 +10,7 @@ A row (``SweepRow.to_dict``)::
     {"point": {grid fields of the point}, "spec": {the spec as applied},
      "xmax": support threshold in std units (params-weighted mean over the quantized layers;
              exact for granularity "model"), "bits_per_weight", "entropy_bits_per_weight",
-     "sqnr_db", "sqnr_theory_db", "package_bytes", "accuracy": {API.md's block} | null}
+     "sqnr_db", "sqnr_theory_db", "package_bytes", "accuracy": {the accuracy block} | null}
 
 which is what 001's figures 8 to 10 (accuracy and SQNR against the threshold) and 004's
 rate-distortion curves (SQNR and accuracy against entropy bits per weight) are drawn from.
@@ -57,7 +57,7 @@ class Measurement:
     """One spec applied to the model: its summary, package size and accuracy."""
 
     spec: QuantSpec
-    summary: dict[str, Any]  # API.md's summary block for this spec
+    summary: dict[str, Any]  # the report's summary block for this spec
     package_bytes: int
     xmax: float | None
     layers: tuple[LayerBits, ...]

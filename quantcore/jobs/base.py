@@ -40,5 +40,5 @@ class JobInput:
 
 @dataclass(frozen=True, kw_only=True)
 class JobOutput:
-    report: dict[str, Any]  # JSON-ready, the shape of API.md's report
+    report: dict[str, Any]  # JSON-ready, the shape of the report of docs/api.md
     artifacts: tuple[Path, ...]  # files written into out_dir

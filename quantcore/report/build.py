@@ -1,4 +1,4 @@
-"""The job report (API.md's ``report``), assembled from the pipeline's results.
+"""The job report (the ``report`` of docs/api.md), assembled from the pipeline's results.
 
 Model-wide figures are derived from the layers' rows, so no weight is read twice:
 
@@ -107,7 +107,8 @@ def build_report(
     timings: Mapping[str, float],
     original_bytes: int,
 ) -> dict[str, Any]:
-    """API.md's report, JSON-ready. ``original_bytes``: the model file and its external data."""
+    """The report of docs/api.md, JSON-ready; ``original_bytes``: the model file and its
+    external data."""
     return json_safe(
         {
             "model": dict(model),

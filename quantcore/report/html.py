@@ -1,6 +1,6 @@
 """``report.html``: one self-contained page (inline SVG figures, no external files or scripts).
 
-What it shows, from the report dict (API.md's report, or a sweep/search report):
+What it shows, from the report dict (the report of docs/api.md, or a sweep/search report):
 
 - the summary, the accuracy block and the per-layer table;
 - histograms of the weights before and after quantisation, of the largest layers (at most

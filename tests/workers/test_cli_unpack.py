@@ -14,7 +14,7 @@ from quantcore.formats.onnx_writer import rewrite
 from quantcore.formats.qpack import pack
 from quantcore.formats.weights_io import read_npz, read_safetensors, write_npz, write_safetensors
 from service.cli import main, restored_name
-from tests.core.onnx_helpers import affine
+from tests.core.formats.onnx_helpers import affine
 
 ARRAYS = {
     "dense.weight": np.random.default_rng(3).standard_normal((24, 16)).astype(np.float32),
