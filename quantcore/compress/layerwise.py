@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
+from quantcore.compress.groups import block_view, group_report_fields, quantize_groups
 from quantcore.compress.normalize import (
     ChannelMoments,
     Normalization,
@@ -38,91 +38,28 @@ from quantcore.compress.normalize import (
     normalized_sample,
     tensor_moments,
 )
+from quantcore.compress.results import LayerReport, TensorRequest, TensorResult
 from quantcore.design import theory
 from quantcore.design.support import choose_support
 from quantcore.errors import InvalidSpecError
 from quantcore.quantizers import Design, design, quantize
-from quantcore.quantizers.codes import QuantizedTensor
 from quantcore.quantizers.deadzone import DeadzoneDesign
-from quantcore.quantizers.stats import CountArray, Moments, code_entropy_bits, levels_used, sqnr_db
+from quantcore.quantizers.stats import Moments, code_entropy_bits, levels_used, sqnr_db
 from quantcore.quantizers.stream import StreamResult, encode_tensor
 from quantcore.quantizers.uniform import MidriseDesign, MidtreadDesign
-from quantcore.spec import DEFAULT_SUPPORT, Granularity, Method, QuantizerSpec, Support
+from quantcore.spec import (
+    DEFAULT_GROUP_SIZE,
+    DEFAULT_SUPPORT,
+    Granularity,
+    Method,
+    QuantizerSpec,
+    Support,
+    auto_group_size,
+)
 
 SAMPLE_LIMIT = 1 << 20
 MSE_LIMIT = 1 << 18
 _DATA_FREE = frozenset({Support.HUI, Support.JAYANT, Support.VALUE})
-
-
-@dataclass(frozen=True, kw_only=True)
-class TensorRequest:
-    """One tensor to quantize: float16/bfloat16/float32/float64 weights of any shape."""
-
-    name: str
-    weights: np.ndarray
-    quantizer: QuantizerSpec  # resolved (``QuantizerSpec.resolved()``)
-    channel_axis: int | None = None  # output-channel axis, for granularity "channel"
-
-
-@dataclass(frozen=True, kw_only=True)
-class LayerReport:
-    """One row of the report's ``layers`` (docs/api.md), describing a tensor and its quantizer.
-
-    ``mean``, ``std`` (population), ``wmin`` and ``wmax`` describe the tensor's own weights,
-    in their units. ``xmax`` is the support threshold in normalisation units (std, or RMS with
-    ``normalize=False``; for ``model`` granularity the group's), ``xmax_abs`` the same in the
-    weights' units: the quantizer covers ``centre ± xmax_abs``. ``within_support_pct`` is the
-    share of weights with ``|w - centre| ≤ xmax_abs``. ``levels_used`` counts distinct codes,
-    ``entropy_bits`` their empirical entropy per weight, ``sqnr_db`` is
-    ``10·log10(mean(w²)/mean((w-ŵ)²))`` (``inf`` when exact), ``sqnr_theory_db`` the closed-form
-    Laplacian SQNR of the designed quantizer at the tensor's own variance in normalised units
-    (1 for ``layer``; the variance mismatch of seed 000 for ``model``), or None where no closed
-    form applies (mu-law, exponential, minifloat, constant tensors).
-
-    Per channel: ``xmax`` is the mean of the channels' thresholds, ``xmax_abs`` the largest
-    channel's threshold in weight units, the theory SQNR is ``Σ signal / Σ noise`` over the
-    channels (weights times variance) and the other fields are measured on the whole tensor.
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    params: int
-    dtype: str
-    method: str
-    bits: int
-    xmax: float
-    xmax_abs: float
-    support: str
-    mean: float
-    std: float
-    wmin: float
-    wmax: float
-    within_support_pct: float
-    levels_used: int
-    entropy_bits: float
-    sqnr_db: float
-    sqnr_theory_db: float | None
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready values: lists for tuples, None for non-finite floats (no NaN, no inf)."""
-        out: dict[str, object] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, tuple):
-                value = list(value)
-            elif isinstance(value, float) and not math.isfinite(value):
-                value = None
-            out[f.name] = value
-        return out
-
-
-@dataclass(frozen=True, kw_only=True)
-class TensorResult:
-    name: str
-    quantized: QuantizedTensor
-    report: LayerReport
-    counts: CountArray  # the codes' bincount by unsigned bit pattern (``StreamResult.counts``)
-    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -302,7 +239,9 @@ def _run_channels(req: TensorRequest, axis: int) -> TensorResult:
     std = np.sqrt(cm.m2 / cm.count)
     sigma = np.where(scale > 0, std / np.where(scale > 0, scale, 1.0), 0.0)
     theory_db = _theory_db(spec, plan, sigma, scale * scale)
-    report = _report(req, cm.total(), plan, out, theory_db)
+    report = dataclasses.replace(
+        _report(req, cm.total(), plan, out, theory_db), granularity=Granularity.CHANNEL.value
+    )
     notes = plan.notes + _dtype_notes(req)
     constant = int(np.count_nonzero(scale == 0))
     if constant:
@@ -321,21 +260,74 @@ def _dtype_notes(req: TensorRequest) -> tuple[str, ...]:
 
 
 def _channel_axis(req: TensorRequest) -> int | None:
-    axis = req.channel_axis
+    return _axis(req, req.channel_axis, "channel_axis")
+
+
+def _axis(req: TensorRequest, axis: int | None, field: str) -> int | None:
+    """``axis`` of ``req``'s weights made non-negative; None for tensors of rank below 2."""
     if axis is None or req.weights.ndim < 2:
         return None
     if not -req.weights.ndim <= axis < req.weights.ndim:
         raise InvalidSpecError(
-            f"channel_axis={axis} is out of range for tensor {req.name!r} of shape "
+            f"{field}={axis} is out of range for tensor {req.name!r} of shape "
             f"{req.weights.shape}"
         )
     return axis % req.weights.ndim
+
+
+def _block_axis(req: TensorRequest) -> int | None:
+    """The axis ``req``'s blocks run along: the one its operator sums over, else the last."""
+    ndim = req.weights.ndim
+    if ndim == 0:
+        return None
+    if req.block_axis is None:
+        return ndim - 1
+    return _axis(req, req.block_axis, "block_axis") if ndim >= 2 else 0
+
+
+def _run_blocks(req: TensorRequest, group_size: int, zero_point: bool) -> TensorResult | None:
+    """``req`` in blocks along its block axis; None for a scalar, or weights that overflow
+    float16 scales."""
+    axis = _block_axis(req)
+    if axis is None:
+        return None
+    shape = tuple(int(d) for d in req.weights.shape)
+    spec = req.quantizer
+    try:
+        outcome = quantize_groups(
+            req.name, req.weights, spec, view=block_view(shape, axis, req.block_trailing),
+            axis=axis, block_size=group_size, zero_point=zero_point,
+        )  # fmt: skip
+    except OverflowError:
+        return None
+    report = LayerReport(
+        name=req.name, shape=tuple(int(s) for s in req.weights.shape),
+        params=int(req.weights.size), dtype=str(req.weights.dtype), method=spec.method.value,
+        bits=spec.bits, xmax=outcome.xmax, xmax_abs=outcome.xmax_abs,
+        support=_support(spec).value, sqnr_theory_db=outcome.theory_db,
+        granularity=Granularity.GROUP.value, group_size=group_size,
+        **group_report_fields(outcome, req.weights, req.name),
+    )  # fmt: skip
+    return TensorResult(name=req.name, quantized=outcome.quantized, report=report,
+                        counts=outcome.counts, notes=_dtype_notes(req))  # fmt: skip
+
+
+def _per_channel(req: TensorRequest) -> TensorResult:
+    """``req`` per channel, or per layer (with a note) when it has no channel axis."""
+    axis = _channel_axis(req)
+    if axis is not None:
+        return _run_channels(req, axis)
+    (res,) = _run_group([req], [tensor_moments(req.name, req.weights)])
+    return dataclasses.replace(res, notes=(*res.notes, "no channel axis: quantized per layer"))
 
 
 def quantize_tensors(
     requests: Sequence[TensorRequest],
     granularity: Granularity,
     progress: Callable[[float], None] | None = None,
+    *,
+    group_size: int = DEFAULT_GROUP_SIZE,
+    zero_point: bool = True,
 ) -> list[TensorResult]:
     """Quantize every request at ``granularity``; results in the order of ``requests``.
 
@@ -358,15 +350,21 @@ def quantize_tensors(
 
     if granularity is Granularity.CHANNEL:
         for i, req in enumerate(requests):
-            axis = _channel_axis(req)
-            if axis is None:
-                (res,) = _run_group([req], [tensor_moments(req.name, req.weights)])
-                res = dataclasses.replace(
-                    res, notes=(*res.notes, "no channel axis: quantized per layer")
-                )
-            else:
-                res = _run_channels(req, axis)
-            results[i] = res
+            results[i] = _per_channel(req)
+            advance(req.weights.size)
+        return [results[i] for i in range(len(requests))]
+    if granularity in (Granularity.GROUP, Granularity.AUTO):
+        for i, req in enumerate(requests):
+            size = group_size
+            if granularity is Granularity.AUTO:
+                size = auto_group_size(req.quantizer.bits)
+            grouped = _run_blocks(req, size, zero_point)
+            if grouped is None:
+                fallback = _per_channel(req)
+                grouped = dataclasses.replace(fallback, notes=(
+                    *fallback.notes, "a scalar, or weights past float16's range: per channel"
+                ))  # fmt: skip
+            results[i] = grouped
             advance(req.weights.size)
         return [results[i] for i in range(len(requests))]
 
@@ -379,6 +377,10 @@ def quantize_tensors(
     for members in groups.values():
         group_results = _run_group([requests[i] for i in members], [moments[i] for i in members])
         for i, res in zip(members, group_results, strict=True):
+            if granularity is Granularity.MODEL:
+                res = dataclasses.replace(
+                    res, report=dataclasses.replace(res.report, granularity=granularity.value)
+                )
             results[i] = res
         advance(sum(requests[i].weights.size for i in members))
     return [results[i] for i in range(len(requests))]

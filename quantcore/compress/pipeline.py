@@ -28,9 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from quantcore.compress.layerwise import TensorRequest, quantize_tensors
+from quantcore.compress.layerwise import quantize_tensors
+from quantcore.compress.results import TensorRequest
 from quantcore.design.fits import fit_distributions
 from quantcore.formats.container import build_container
+from quantcore.formats.containers import container_name
 from quantcore.formats.load import Model, load_model
 from quantcore.formats.model import ModelFormat
 from quantcore.formats.onnx_writer import (
@@ -112,6 +114,8 @@ def _request(model: Model, name: str, spec: QuantSpec) -> TensorRequest:
         weights=weights,
         quantizer=spec.quantizer_for(name),
         channel_axis=tensor.channel_axis,
+        block_axis=tensor.block_axis,
+        block_trailing=tensor.block_trailing,
     )
 
 
@@ -132,11 +136,13 @@ def _quantize_batch(
     is used, and the dequantized floats are dropped before coding, to bound memory."""
     rng = np.random.default_rng([FIT_SEED, seed])
     samples = [_sample(r.weights, share, rng) for r in requests]
-    results = quantize_tensors(requests, spec.granularity)
+    results = quantize_tensors(
+        requests, spec.granularity, group_size=spec.group_size, zero_point=spec.zero_point
+    )
     requests.clear()
     parts = [
         (r.name, r.quantized.codes, r.quantized.code_min, r.quantized.code_max,
-         r.quantized.decoder, r.report.to_dict(), r.counts)
+         r.quantized.decoder, {**r.report.to_dict(), "notes": list(r.notes)}, r.counts)
         for r in results
     ]  # fmt: skip
     del results
@@ -221,12 +227,22 @@ def _fit(pooled: np.ndarray) -> dict[str, Any] | None:
 
 
 def build_onnx(qmodel: QuantizedModel) -> WrittenModel:
-    """The quantized ONNX model (for weights-only inputs, the container graph)."""
+    """The quantized ONNX model (for weights-only inputs, the container graph); each layer's
+    row records the runnable container its codes got (``int4``, ``uint8``, ...)."""
     coded = qmodel.coded
     source = qmodel.source
     if isinstance(source, WeightsModel):
-        return rewrite(build_container(source, coded), coded)
-    return rewrite(source, coded)
+        written = rewrite(build_container(source, coded), coded)
+    else:
+        written = rewrite(source, coded)
+    for weight in qmodel.weights:
+        weight.layer["container"] = container_name(written.codes[weight.name].elem_type)
+    return written
+
+
+def runnable_block(written: WrittenModel) -> dict[str, Any]:
+    """The report's ``runnable``: the written model's opset and how its containers came."""
+    return {"opset": written.opset, "notes": list(written.notes)}
 
 
 def package(

@@ -43,6 +43,8 @@ class WeightTensor:
     channel_axis: int | None
     used_by: str
     where: str
+    block_axis: int | None = None  # the axis its operator sums over (``roles``)
+    block_trailing: bool = False  # and the axes after it too (a Conv kernel's window)
 
     @property
     def size(self) -> int:

@@ -120,6 +120,8 @@ class OnnxModel:
                     dtype=dtype_name(tensor.data_type),
                     role=assignment.role,
                     channel_axis=assignment.channel_axis,
+                    block_axis=assignment.block_axis,
+                    block_trailing=assignment.block_trailing,
                     used_by=assignment.used_by,
                     where=place,
                 )

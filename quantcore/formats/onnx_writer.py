@@ -25,6 +25,7 @@ validated paths) and stored inline. ``save_onnx`` writes models over 2 GB with e
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import defaultdict
 from collections.abc import Mapping
@@ -37,26 +38,26 @@ import onnx
 from google.protobuf.message import EncodeError
 from onnx import TensorProto, helper, numpy_helper
 
-from quantcore.coding.packing import pack_bits
-from quantcore.formats.external import is_external
+from quantcore.formats.containers import code_raw_data, storage_type
+from quantcore.formats.graph_copy import Replacement, copy_field, rebuild
 from quantcore.formats.onnx_reader import (
     OnnxModel,
     TensorSource,
-    subgraph_path,
-    subgraphs,
-    tensor_array,
     walk_graphs,
 )
 
 # decode()'s own broadcasting, so the graph's constants have exactly its shapes.
-from quantcore.quantizers.codes import AffineDecoder, CodebookDecoder, Decoder, _along
+from quantcore.quantizers.codes import (
+    AffineDecoder,
+    BlockDecoder,
+    CodebookDecoder,
+    Decoder,
+    _along,
+)
 
 # Protobuf cannot serialize a message of 2 GiB or more; keep a margin for the graph.
 MAX_INLINE_BYTES = 2**31 - 2**26
 EXTERNAL_SUFFIX = ".data"
-
-_FOUR_BIT = frozenset({TensorProto.INT4, TensorProto.UINT4})
-
 
 class CodedTensor(Protocol):
     """What the writer needs of a quantized tensor (``QuantizedTensor`` provides it)."""
@@ -84,35 +85,13 @@ class CodeStorage:
 class WrittenModel:
     proto: onnx.ModelProto
     codes: dict[str, CodeStorage]  # tensor name -> where its codes are
+    opset: int = 0  # the written model's ai.onnx opset
+    notes: tuple[str, ...] = ()  # how the containers were chosen, for the report
 
 
-def storage_type(code_min: int, code_max: int, *, signed: bool, opset: int) -> int:
-    """The narrowest ONNX integer type for codes in ``[code_min, code_max]`` at ``opset``."""
-    four_bit = opset >= 21
-    if signed and code_min < 0:
-        if four_bit and code_min >= -8 and code_max <= 7:
-            return TensorProto.INT4
-        if code_min >= -128 and code_max <= 127:
-            return TensorProto.INT8
-        if code_min >= -32768 and code_max <= 32767:
-            return TensorProto.INT16
-        return TensorProto.INT32
-    if four_bit and code_max <= 15:
-        return TensorProto.UINT4
-    if code_max <= 255:
-        return TensorProto.UINT8
-    if code_max <= 65535:
-        return TensorProto.UINT16
-    return TensorProto.INT32
-
-
-def code_raw_data(codes: np.ndarray, elem_type: int) -> bytes:
-    """The ``raw_data`` bytes of ``codes`` stored as ``elem_type`` (4-bit: two per byte, low
-    nibble first, as ONNX requires)."""
-    if elem_type in _FOUR_BIT:
-        return pack_bits(np.bitwise_and(codes, 0xF).astype(np.uint8), 4)
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).newbyteorder("<")
-    return np.ascontiguousarray(codes, dtype=dtype).tobytes()
+# 4-bit codes need opset 21 (INT4/UINT4 and Cast from them): an older model whose codes fit
+# in 4 bits is converted to it, so that its file shrinks with its bits.
+INT4_OPSET = 21
 
 
 class _Names:
@@ -130,6 +109,9 @@ class _Names:
                 self.used.update(node.output)
                 self.used.add(node.name)
 
+        # Constants shared by the decode subgraphs of one graph: (graph path, key) -> name.
+        self.shared: dict[tuple[str, bytes], str] = {}
+
     def fresh(self, base: str) -> str:
         for i in itertools.count():
             name = base if i == 0 else f"{base}_{i}"
@@ -139,20 +121,12 @@ class _Names:
         raise AssertionError("unreachable")
 
 
-@dataclass
-class _Replacement:
-    nodes: list[onnx.NodeProto]
-    initializers: list[onnx.TensorProto]
-    # The code tensor is written straight into the output graph (name, codes, element type):
-    # building it apart and copying it in would hold the codes twice.
-    code: tuple[str, np.ndarray, int]
-
-
 def _decode_nodes(
-    names: _Names, source: TensorSource, coded: CodedTensor, opset: int
-) -> tuple[_Replacement, CodeStorage]:
+    names: _Names, source: TensorSource, coded: CodedTensor, opset: int, *, portable: bool
+) -> tuple[Replacement, CodeStorage]:
     """Initializers and nodes that compute ``decode(coded.codes, coded.decoder)`` under the
-    source tensor's own name and type."""
+    source tensor's own name and type. ``portable``: only operators whose meaning no opset
+    changed (Cast, Mul, Add, Sub, Gather, Reshape), for a model converted to ``opset`` later."""
     value, out_type = source.value_name, source.tensor.data_type
     decoder = coded.decoder
     codes = np.asarray(coded.codes)
@@ -161,32 +135,85 @@ def _decode_nodes(
     scale = np.asarray(decoder.scale, np.float32)
     offset = np.asarray(decoder.offset, np.float32)
     affine = isinstance(decoder, AffineDecoder)
+    if isinstance(decoder, BlockDecoder):
+        affine = decoder.levels is None and decoder.zero_point is None
     elem = storage_type(coded.code_min, coded.code_max, signed=affine, opset=opset)
     code_name = names.fresh(f"{value}_codes")
+    # Short names for the subgraph's values, unnamed nodes: on a small model the decode
+    # subgraphs' names would otherwise weigh as much as its codes.
+    prefix = names.fresh("qd")
     inits: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []
     step = itertools.count()
 
     def out(tag: str) -> str:
-        return names.fresh(f"{value}_{tag}{next(step)}")
+        return names.fresh(f"{prefix}.{next(step)}")
 
     def node(op: str, inputs: list[str], **attrs: Any) -> str:
         result = out(op.lower())
-        nodes.append(helper.make_node(op, inputs, [result], name=names.fresh(result), **attrs))
+        nodes.append(helper.make_node(op, inputs, [result], **attrs))
         return result
+
+    def index_const(array: np.ndarray) -> str:
+        """An int32 constant, shared by every subgraph of this graph that needs the same."""
+        values = np.ascontiguousarray(array, np.int32)
+        key = (source.graph_path, values.tobytes() + str(values.shape).encode())
+        if key not in names.shared:
+            names.shared[key] = names.fresh(f"{prefix}.index")
+            inits.append(numpy_helper.from_array(values, names.shared[key]))
+        return names.shared[key]
 
     def const(tag: str, array: np.ndarray) -> str:
         name = names.fresh(f"{value}_{tag}")
         inits.append(numpy_helper.from_array(np.ascontiguousarray(array, np.float32), name))
         return name
 
+    def shape_const(tag: str, shape: tuple[int, ...]) -> str:
+        name = names.fresh(f"{value}_{tag}")
+        inits.append(numpy_helper.from_array(np.asarray(shape, np.int64), name))
+        return name
+
+    def raw_const(tag: str, array: np.ndarray, elem_type: int) -> str:
+        name = names.fresh(f"{value}_{tag}")
+        tensor = onnx.TensorProto(name=name, data_type=elem_type, dims=array.shape)
+        tensor.raw_data = code_raw_data(array, elem_type)
+        inits.append(tensor)
+        return name
+
     per_channel = axis is not None and scale.ndim > 0
-    if isinstance(decoder, CodebookDecoder):
+    if isinstance(decoder, BlockDecoder):
+        # The code initializer holds the codes in the decoder's view (same bytes).
+        codes = codes.reshape(decoder.view)
+        scale16 = raw_const("scale", np.asarray(decoder.scale, np.float16), TensorProto.FLOAT16)
+        scale32 = node("Cast", [scale16], to=TensorProto.FLOAT)
+        if decoder.levels is None and opset >= 21 and not portable:
+            inputs = [code_name, scale32]
+            if decoder.zero_point is not None:
+                inputs.append(raw_const("zero_point", decoder.zero_point, elem))
+            current = node("DequantizeLinear", inputs, axis=decoder.axis,
+                           block_size=decoder.block_size)  # fmt: skip
+        else:  # each block's scale (and zero point) gathered out to its weights
+            index = index_const(decoder.block_index())
+            if decoder.levels is None:
+                current = node("Cast", [code_name], to=TensorProto.FLOAT)
+            else:
+                cast = node("Cast", [code_name], to=TensorProto.INT32)
+                current = node("Gather", [const("levels", decoder.levels), cast], axis=0)
+            if decoder.zero_point is not None:  # stored like the codes, cast like them
+                stored = raw_const("zero_point", decoder.zero_point, elem)
+                zero = node("Gather", [node("Cast", [stored], to=TensorProto.FLOAT), index],
+                            axis=decoder.axis)  # fmt: skip
+                current = node("Sub", [current, zero])
+            current = node("Mul", [current, node("Gather", [scale32, index],
+                                                 axis=decoder.axis)])  # fmt: skip
+        if decoder.view != tuple(coded.codes.shape):
+            current = node("Reshape", [current, shape_const("shape", coded.codes.shape)])
+    elif isinstance(decoder, CodebookDecoder):
         index = node("Cast", [code_name], to=TensorProto.INT32)
         current = node("Gather", [const("levels", decoder.levels), index], axis=0)
         if not np.all(scale == 1.0):
             current = node("Mul", [current, const("scale", _along(scale, axis, ndim))])
-    elif opset >= 13 or (opset >= 10 and not per_channel):
+    elif not portable and (opset >= 13 or (opset >= 10 and not per_channel)):
         current = code_name
         if elem in (TensorProto.INT16, TensorProto.UINT16) and opset < 21:
             current = node("Cast", [current], to=TensorProto.INT32)
@@ -202,111 +229,59 @@ def _decode_nodes(
         current = node("Cast", [current], to=out_type)
     # The last node's output takes the tensor's own name, so consumers are untouched.
     nodes[-1].output[0] = value
-    return _Replacement(
+    return Replacement(
         nodes=nodes, initializers=inits, code=(code_name, codes, elem)
     ), CodeStorage(initializer=code_name, elem_type=elem, graph_path=source.graph_path)
 
 
-def _add_codes(graph: onnx.GraphProto, name: str, codes: np.ndarray, elem_type: int) -> None:
-    tensor = graph.initializer.add()
-    tensor.name = name
-    tensor.data_type = elem_type
-    tensor.dims.extend(codes.shape)
-    tensor.raw_data = code_raw_data(codes, elem_type)
+def _fits_four_bits(coded: CodedTensor) -> bool:
+    return coded.code_max - coded.code_min < 16
 
 
 def rewrite(model: OnnxModel, quantized: Mapping[str, CodedTensor]) -> WrittenModel:
     """A new ``ModelProto`` with every tensor of ``quantized`` (by ``WeightTensor.name``)
-    replaced by its codes and decode subgraph; ``model.proto`` is left unchanged."""
+    replaced by its codes and decode subgraph; ``model.proto`` is left unchanged.
+
+    A model below opset 21 whose codes (some of them) fit in 4 bits is written with
+    opset-neutral decode subgraphs and 4-bit containers, then converted to opset 21 with
+    onnx's version converter; where the converter refuses the model, the codes stay in 8-bit
+    containers at the model's own opset and a note says why."""
+    if model.opset >= INT4_OPSET or not any(_fits_four_bits(c) for c in quantized.values()):
+        return _rewrite(model, quantized, model.opset, portable=False)
+    from onnx import version_converter
+
+    written = _rewrite(model, quantized, INT4_OPSET, portable=True)
+    try:
+        converted = version_converter.convert_version(written.proto, INT4_OPSET)
+    except Exception as exc:
+        kept = _rewrite(model, quantized, model.opset, portable=False)
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        note = (f"opset {model.opset} kept: converting to {INT4_OPSET} failed ({reason}); "
+                "codes of 4 bits or fewer are stored in 8-bit containers")  # fmt: skip
+        return dataclasses.replace(kept, notes=(note,))
+    note = f"converted from opset {model.opset} to {INT4_OPSET} for 4-bit containers"
+    return dataclasses.replace(written, proto=converted, notes=(note,))
+
+
+def _rewrite(
+    model: OnnxModel, quantized: Mapping[str, CodedTensor], opset: int, *, portable: bool
+) -> WrittenModel:
     names = _Names(model.proto)
-    plans: dict[str, list[tuple[TensorSource, _Replacement]]] = defaultdict(list)
+    plans: dict[str, list[tuple[TensorSource, Replacement]]] = defaultdict(list)
     storages: dict[str, CodeStorage] = {}
     for name, coded in quantized.items():
         source = model.sources[name]
-        replacement, storages[name] = _decode_nodes(names, source, coded, model.opset)
+        replacement, storages[name] = _decode_nodes(
+            names, source, coded, opset, portable=portable
+        )
         plans[source.graph_path].append((source, replacement))
     out = onnx.ModelProto()
     for field, value in model.proto.ListFields():
         if field.name != "graph":
-            _copy_field(out, field, value)
+            copy_field(out, field, value)
     out.graph.SetInParent()
-    _rebuild(model.proto.graph, "graph", plans, model.path.parent, out.graph)
-    return WrittenModel(proto=out, codes=storages)
-
-
-def _copy_field(out: object, field: object, value: object) -> None:
-    name = field.name  # type: ignore[attr-defined]
-    repeated = getattr(field, "is_repeated", None)
-    if repeated is None:  # protobuf before 5.28
-        repeated = field.label == field.LABEL_REPEATED  # type: ignore[attr-defined]
-    if repeated:
-        getattr(out, name).extend(value)
-    elif field.type == field.TYPE_MESSAGE:  # type: ignore[attr-defined]
-        getattr(out, name).CopyFrom(value)
-    else:
-        setattr(out, name, value)
-
-
-def _rebuild(
-    graph: onnx.GraphProto,
-    path: str,
-    plans: Mapping[str, list[tuple[TensorSource, _Replacement]]],
-    base_dir: Path,
-    out: onnx.GraphProto,
-) -> None:
-    """Fill the empty ``out`` with a copy of ``graph`` with this path's replacements applied,
-    recursing into subgraphs, without ever copying the data of a replaced tensor. ``out`` is
-    the graph's place in the new model, so nothing is built apart and copied in again."""
-    plan = plans.get(path, [])
-    dropped_inits = {s.value_name for s, _ in plan if s.node is None}
-    dropped_consts = {s.value_name for s, _ in plan if s.node is not None}
-    for field, value in graph.ListFields():
-        if field.name not in ("node", "initializer", "input"):
-            _copy_field(out, field, value)
-    # An initializer that is also listed as an input (IR < 4 style) stops being an input.
-    out.input.extend(i for i in graph.input if i.name not in dropped_inits)
-    for init in graph.initializer:
-        if init.name in dropped_inits:
-            continue
-        if is_external(init):
-            out.initializer.append(_inline(init, base_dir))
-        else:
-            out.initializer.add().CopyFrom(init)
-    for _, replacement in plan:
-        _add_codes(out, *replacement.code)
-        out.initializer.extend(replacement.initializers)
-        out.node.extend(replacement.nodes)
-    for index, node in enumerate(graph.node):
-        if node.op_type == "Constant" and node.output and node.output[0] in dropped_consts:
-            continue
-        if not any(subgraphs(a) for a in node.attribute):
-            out.node.add().CopyFrom(node)
-            continue
-        copy = out.node.add()
-        for field, value in node.ListFields():
-            if field.name != "attribute":
-                _copy_field(copy, field, value)
-        for attr in node.attribute:
-            new_attr = copy.attribute.add()
-            subs = subgraphs(attr)
-            if not subs:
-                new_attr.CopyFrom(attr)
-                continue
-            for field, value in attr.ListFields():
-                if field.name not in ("g", "graphs"):
-                    _copy_field(new_attr, field, value)
-            one = attr.type == onnx.AttributeProto.GRAPH
-            for i, sub in enumerate(subs):
-                target = new_attr.g if one else new_attr.graphs.add()
-                target.SetInParent()  # present even if the subgraph is empty, as copied
-                _rebuild(sub, subgraph_path(path, index, node, attr, i), plans, base_dir, target)
-
-
-def _inline(tensor: onnx.TensorProto, base_dir: Path) -> onnx.TensorProto:
-    array = tensor_array(tensor, base_dir)
-    inline = numpy_helper.from_array(np.ascontiguousarray(array), tensor.name)
-    inline.data_type = tensor.data_type
-    return inline
+    rebuild(model.proto.graph, "graph", plans, model.path.parent, out.graph)
+    return WrittenModel(proto=out, codes=storages, opset=opset)
 
 
 def serialize(proto: onnx.ModelProto) -> bytes:

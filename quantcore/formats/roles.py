@@ -13,7 +13,10 @@ A tensor's role comes from the operators that consume it (the input slot it fill
 A tensor used by several nodes takes the strongest role (``quantized`` over ``weight`` over
 ``bias`` over ``norm`` over ``other``). ``channel_axis`` is the axis of the output channels of
 a weight (0 for ``Conv``; 1 for ``ConvTranspose``; for ``Gemm`` it follows ``transB``; the last
-axis of a ``MatMul`` right operand), or ``None`` where no such axis exists.
+axis of a ``MatMul`` right operand), or ``None`` where no such axis exists. ``block_axis`` is
+the axis the operator sums over (Conv: input channels, and with ``block_trailing`` the window
+after them; MatMul: K; Gemm: by ``transB``; recurrent matrices and embedding tables: the
+last), along which granularity ``group`` puts its blocks.
 
 The default policy (``select``) quantizes floating-point weights of at least
 ``TINY_ELEMENTS`` elements; the spec's ``include``, ``exclude`` and ``min_elements`` change
@@ -102,6 +105,8 @@ class Assignment:
     role: Role
     channel_axis: int | None
     used_by: str  # op type that decided the role ("" when unused)
+    block_axis: int | None = None
+    block_trailing: bool = False  # the axes after block_axis are summed over too
 
 
 def role_of_use(use: Use, shape: Sequence[int]) -> tuple[Role, int | None]:
@@ -139,13 +144,34 @@ def role_of_use(use: Use, shape: Sequence[int]) -> tuple[Role, int | None]:
     return Role.OTHER, None
 
 
+def block_axis_of_use(use: Use, shape: Sequence[int]) -> int | None:
+    """The axis that ``use``'s operator sums over in a weight of this ``shape``."""
+    op, slot, ndim = use.op_type, use.slot, len(shape)
+    if ndim < 2:
+        return None
+    if op == "Conv" and slot == 1:
+        return 1
+    if op == "ConvTranspose" and slot == 1:
+        return 0
+    if op == "Gemm" and slot in (0, 1):
+        transposed = use.trans_b if slot == 1 else not use.trans_a
+        return 1 if transposed else 0
+    if op == "MatMul" and slot in (0, 1):
+        return ndim - 2 if slot == 1 else ndim - 1
+    if (op in ("LSTM", "GRU", "RNN") and slot in (1, 2)) or (op == "Gather" and slot == 0):
+        return ndim - 1
+    return None
+
+
 def assign(uses: Sequence[Use], shape: Sequence[int]) -> Assignment:
     """The strongest role among ``uses``; the first use with that role sets the channel axis."""
     best = Assignment(role=Role.OTHER, channel_axis=None, used_by=uses[0].op_type if uses else "")
     for use in uses:
         role, axis = role_of_use(use, shape)
         if _STRENGTH[role] > _STRENGTH[best.role]:
-            best = Assignment(role=role, channel_axis=axis, used_by=use.op_type)
+            best = Assignment(role=role, channel_axis=axis, used_by=use.op_type,
+                              block_axis=block_axis_of_use(use, shape),
+                              block_trailing=use.op_type == "Conv")
     return best
 
 

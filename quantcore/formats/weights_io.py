@@ -83,6 +83,9 @@ class WeightsModel:
                     dtype=array.dtype.name,
                     role=role,
                     channel_axis=axis,
+                    # (out, in, ...) as frameworks store them: blocks along the input axis
+                    block_axis=1 if axis == 0 and len(shape) >= 2 else None,
+                    block_trailing=True,
                     used_by="",
                     where=f"{fmt.value} file",
                 )

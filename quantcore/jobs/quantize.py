@@ -22,6 +22,7 @@ from quantcore.compress.pipeline import (
     build_onnx,
     load_model,
     quantize_model,
+    runnable_block,
     write_artifacts,
 )
 from quantcore.errors import InvalidDatasetError
@@ -91,6 +92,7 @@ def run_quantize(
     report_s = time.perf_counter() - t0
     advance(Stage.WRITING, 0.70)
     written = build_onnx(qmodel)
+    runnable = runnable_block(written)
     model.close()
     artifacts = write_artifacts(qmodel, out_dir, written)
     advance(Stage.WRITING, 0.80)
@@ -123,6 +125,7 @@ def run_quantize(
         original_bytes=original_bytes,
         timings={},
     )
+    report["runnable"] = runnable
     report["timings"] = {
         "load_s": load_s,
         "quantize_s": qmodel.quantize_s,

@@ -45,7 +45,51 @@ class CodebookDecoder:
     axis: int | None = None
 
 
-Decoder = AffineDecoder | CodebookDecoder
+@dataclass(frozen=True, kw_only=True)
+class BlockDecoder:
+    """One scale per block of ``block_size`` weights along ``axis`` (granularity ``group``).
+
+    Blocks are taken in ``view``, a reshape of the codes (a Conv kernel ``(O, I, kh, kw)`` is
+    viewed as ``(O, I·kh·kw)`` so that its blocks run over input channels and window; a
+    MatMul weight is its own view); the last block along ``axis`` may be shorter. ``scale``
+    (float16) and ``zero_point`` have the view's shape with ``ceil(view[axis] / block_size)``
+    along ``axis``. A weight is ``(float32(code) - zero_point) * float32(scale)`` (uniform:
+    ``levels is None``; no ``zero_point`` for a symmetric grid) or ``levels[code] *
+    float32(scale)`` (codebook families). Each product is exact in float32 (a small integer
+    times a float16), so ONNX's ``DequantizeLinear`` with ``block_size`` and this function
+    agree to the bit.
+    """
+
+    scale: npt.NDArray[np.float16]
+    view: tuple[int, ...]
+    axis: int
+    block_size: int
+    zero_point: IntArray | None = None
+    levels: FloatArray | None = None
+
+    @property
+    def offset(self) -> FloatArray:
+        return np.zeros((), np.float32)
+
+    def block_index(self) -> npt.NDArray[np.int64]:
+        """The block of each position along ``axis``: what expands a scale to the view."""
+        return np.arange(self.view[self.axis], dtype=np.int64) // self.block_size
+
+
+Decoder = AffineDecoder | CodebookDecoder | BlockDecoder
+
+
+def _decode_blocks(codes: IntArray, decoder: BlockDecoder) -> FloatArray:
+    viewed = codes.reshape(decoder.view)
+    index, axis = decoder.block_index(), decoder.axis
+    if decoder.levels is None:
+        values = viewed.astype(np.float32)
+        if decoder.zero_point is not None:
+            values -= np.take(decoder.zero_point.astype(np.float32), index, axis=axis)
+    else:
+        values = np.asarray(decoder.levels, np.float32)[viewed]
+    values *= np.take(decoder.scale.astype(np.float32), index, axis=axis)
+    return values.reshape(codes.shape)
 
 
 def _along(values: FloatArray, axis: int | None, ndim: int) -> FloatArray:
@@ -59,6 +103,8 @@ def _along(values: FloatArray, axis: int | None, ndim: int) -> FloatArray:
 
 def decode(codes: IntArray, decoder: Decoder) -> FloatArray:
     """The weights that ``codes`` stand for, computed exactly as the ONNX graph computes them."""
+    if isinstance(decoder, BlockDecoder):
+        return _decode_blocks(codes, decoder)
     scale = _along(np.asarray(decoder.scale, np.float32), decoder.axis, codes.ndim)
     offset = _along(np.asarray(decoder.offset, np.float32), decoder.axis, codes.ndim)
     if isinstance(decoder, AffineDecoder):

@@ -33,7 +33,6 @@ from quantcore.quantizers.base import Design
 from quantcore.quantizers.codes import (
     AffineDecoder,
     CodebookDecoder,
-    Decoder,
     QuantizedTensor,
 )
 from quantcore.quantizers.families import design as design_for
@@ -41,6 +40,8 @@ from quantcore.quantizers.stats import CountArray, code_counts
 from quantcore.spec import QuantizerSpec
 
 CHUNK = 1 << 18
+# The decoders a whole-tensor or per-channel design produces (blocks: compress.groups).
+StreamDecoder = AffineDecoder | CodebookDecoder
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +69,7 @@ def _as_float32(values: npt.ArrayLike) -> npt.NDArray[np.float32]:
 
 def decoder_for(
     design: Design, *, step: np.ndarray, centre: np.ndarray, axis: int | None
-) -> Decoder:
+) -> StreamDecoder:
     """The decoder of ``design`` with ``step = unit·s`` and the normalisation ``centre``."""
     scale = _as_float32(step)
     if design.levels is None:
@@ -87,7 +88,9 @@ class _Affine:
     offset: np.ndarray
 
     @classmethod
-    def of(cls, decoder: Decoder, step: np.ndarray, centre: np.ndarray, dtype: np.dtype) -> _Affine:
+    def of(
+        cls, decoder: StreamDecoder, step: np.ndarray, centre: np.ndarray, dtype: np.dtype
+    ) -> _Affine:
         with np.errstate(divide="ignore"):
             gain = np.where(step > 0, 1.0 / np.where(step > 0, step, 1.0), 0.0)
         return cls(
@@ -111,7 +114,7 @@ class _Affine:
 class _Kernel:
     """Chunk buffers and the running sums of one tensor (mutable, private to a call)."""
 
-    def __init__(self, design: Design, decoder: Decoder, size: int, source: np.dtype) -> None:
+    def __init__(self, design: Design, decoder: StreamDecoder, size: int, source: np.dtype) -> None:
         self.design = design
         self.decoder = decoder
         self.compute = np.dtype(np.float64 if source == np.float64 else np.float32)

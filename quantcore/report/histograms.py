@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from quantcore.quantizers.codes import decode
+from quantcore.quantizers.codes import BlockDecoder, decode
 from quantcore.quantizers.stats import Histogram
 from quantcore.report import svg as sp
 
@@ -118,6 +118,9 @@ def _sampled_rows(
     row = codes.size // codes.shape[0]
     step = max(1, math.ceil(codes.shape[0] * row / limit))
     decoder = coded.decoder
+    if isinstance(decoder, BlockDecoder):  # blocks may span rows: decode whole, then sample
+        rows = coded.dequantized().reshape(codes.shape)[::step]
+        return original.reshape(codes.shape)[::step].reshape(-1), rows.reshape(-1)
     if decoder.axis == 0 and np.ndim(decoder.scale) > 0:
         decoder = dataclasses.replace(
             decoder,

@@ -15,6 +15,7 @@ ROOT = Path(quantcore.__file__).parent
 # Lowest first; a module may import from its own layer or any below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("quantcore.errors",),
+    ("quantcore.checks",),
     ("quantcore.spec", "quantcore.progress", "quantcore.limits"),
     ("quantcore.design", "quantcore.quantizers", "quantcore.coding"),
     ("quantcore.formats",),

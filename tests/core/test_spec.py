@@ -13,8 +13,9 @@ def test_empty_spec_gets_every_default_filled_in() -> None:
     applied = spec.to_dict()
     assert applied["method"] == "uniform"
     assert applied["bits"] == 8
-    assert applied["support"] == "jayant"
-    assert applied["granularity"] == "layer"
+    assert applied["support"] == "max_abs"
+    assert applied["granularity"] == "auto"
+    assert (applied["group_size"], applied["zero_point"]) == (32, True)
     assert applied["rounding"] == "midrise"
     assert applied["entropy_coding"] is True
     assert set(applied) == QuantSpec.KNOWN_FIELDS
@@ -82,8 +83,27 @@ def test_float_method_takes_its_width_from_exponent_and_mantissa() -> None:
 
 
 def test_each_method_gets_its_own_default_support() -> None:
-    assert QuantSpec.from_dict({"method": "mulaw"}).quantizer.support is Support.MAX_ABS
-    assert QuantSpec.from_dict({"method": "deadzone"}).quantizer.support is Support.JAYANT
+    layer = {"granularity": "layer"}
+    assert QuantSpec.from_dict({"method": "mulaw", **layer}).quantizer.support is Support.MAX_ABS
+    assert QuantSpec.from_dict({"method": "deadzone", **layer}).quantizer.support is Support.JAYANT
+
+
+@pytest.mark.parametrize("granularity", ["group", "auto"])
+def test_blocks_keep_their_whole_range_unless_a_support_is_named(granularity: str) -> None:
+    spec = QuantSpec.from_dict({"granularity": granularity, "method": "deadzone"})
+    assert spec.quantizer.support is Support.MAX_ABS
+    named = QuantSpec.from_dict({"granularity": granularity, "support": "mse"})
+    assert named.quantizer.support is Support.MSE
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(48, "power of two"), (8, "between 16 and 1024"), (2048, "between 16 and 1024"),
+     (32.5, "whole number"), ("32", "whole number")],
+)
+def test_group_size_is_a_power_of_two_in_range(value: object, message: str) -> None:
+    with pytest.raises(InvalidSpecError, match=message):
+        QuantSpec.from_dict({"granularity": "group", "group_size": value})
 
 
 def test_override_changing_method_starts_from_that_methods_default_support() -> None:

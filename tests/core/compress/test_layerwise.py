@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantcore.compress.layerwise import TensorRequest, quantize_tensors
+from quantcore.compress.layerwise import quantize_tensors
+from quantcore.compress.results import TensorRequest
 from quantcore.errors import InvalidSpecError, InvalidTensorError
 from quantcore.quantizers.codes import AffineDecoder, CodebookDecoder, decode
 from quantcore.quantizers.stream import CHUNK
@@ -284,7 +285,7 @@ def test_few_large_channels_are_chunked_and_match_each_channel_alone() -> None:
 API_LAYER_FIELDS = [
     "name", "shape", "params", "dtype", "method", "bits", "xmax", "xmax_abs", "support", "mean",
     "std", "wmin", "wmax", "within_support_pct", "levels_used", "entropy_bits", "sqnr_db",
-    "sqnr_theory_db",
+    "sqnr_theory_db", "granularity", "group_size",
 ]
 
 

@@ -45,8 +45,13 @@ def test_support_values_alone_use_the_base_support():
 
 
 def test_methods_get_their_default_support_unless_the_base_names_one():
-    sweep = parse_sweep({"base": {"bits": 4}, "grid": {"method": ["uniform", "mulaw"]}}, LIMITS)
+    base = {"bits": 4, "granularity": "layer"}
+    sweep = parse_sweep({"base": base, "grid": {"method": ["uniform", "mulaw"]}}, LIMITS)
     assert [p.spec.quantizer.support for p in sweep.points] == ["jayant", "max_abs"]
+    # Blocks keep their whole range whatever the method.
+    base = {"bits": 4}
+    sweep = parse_sweep({"base": base, "grid": {"method": ["uniform", "deadzone"]}}, LIMITS)
+    assert [p.spec.quantizer.support for p in sweep.points] == ["max_abs", "max_abs"]
 
 
 @pytest.mark.parametrize(

@@ -231,6 +231,6 @@ def test_inspect_model_and_validate_job(tmp_path):
     conv = next(t for t in info.tensors if t.name == "conv1.weight")
     assert (conv.shape, conv.dtype, conv.params) == ((16, 8, 3, 3), "float32", 1152)
     applied = validate_job(JobKind.QUANTIZE, {"bits": 3})
-    assert applied["bits"] == 3 and applied["granularity"] == "layer"
+    assert applied["bits"] == 3 and applied["granularity"] == "auto"
     with pytest.raises(InvalidModelError, match="unknown model format"):
         inspect_model(tmp_path / "model.pt")

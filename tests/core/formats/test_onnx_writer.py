@@ -9,8 +9,9 @@ import onnx
 import pytest
 from onnx import TensorProto
 
+from quantcore.formats.containers import storage_type
 from quantcore.formats.onnx_reader import OnnxModel, load_onnx
-from quantcore.formats.onnx_writer import rewrite, save_onnx, storage_type
+from quantcore.formats.onnx_writer import rewrite, save_onnx
 from quantcore.quantizers.codes import QuantizedTensor
 from tests import models
 from tests.core.formats.onnx_helpers import affine, codebook, exposing, run, with_weights
@@ -65,7 +66,7 @@ X16 = {"x": RNG.normal(size=(5, 16)).astype(np.float32)}
     ("opset", "bits", "expected"),
     [
         (21, 3, TensorProto.INT4),
-        (17, 3, TensorProto.INT8),
+        (17, 5, TensorProto.INT8),
         (17, 12, TensorProto.INT16),
         (21, 12, TensorProto.INT16),
         (13, 8, TensorProto.INT8),
@@ -87,7 +88,7 @@ def test_affine_per_tensor_storage_and_exactness(tmp_path, opset, bits, expected
 def test_affine_per_channel_every_opset(tmp_path, opset):
     source = _load(models.mlp(opset=opset), tmp_path)
     quantized = {
-        t.name: affine(source.array(t.name), 4, axis=t.channel_axis)
+        t.name: affine(source.array(t.name), 5, axis=t.channel_axis)
         for t in source.tensors
         if t.name.endswith("weight")
     }
@@ -99,7 +100,7 @@ def test_affine_per_channel_every_opset(tmp_path, opset):
 
 @pytest.mark.parametrize(
     ("opset", "bits", "expected"),
-    [(21, 4, TensorProto.UINT4), (17, 4, TensorProto.UINT8), (17, 9, TensorProto.UINT16)],
+    [(21, 4, TensorProto.UINT4), (17, 5, TensorProto.UINT8), (17, 9, TensorProto.UINT16)],
 )
 def test_codebook_gather(tmp_path, opset, bits, expected):
     source = _load(models.mlp(sizes=(16, 64, 32, 10), opset=opset), tmp_path)
@@ -133,7 +134,7 @@ def test_constant_nodes_are_replaced(tmp_path):
 
 def test_if_branches_are_quantized_in_place(tmp_path):
     source = _load(models.if_model(), tmp_path)
-    quantized = {n: affine(source.array(n), 4) for n in ("then.weight", "else.weight")}
+    quantized = {n: affine(source.array(n), 5) for n in ("then.weight", "else.weight")}
     x = RNG.normal(size=(3, 8)).astype(np.float32)
     # Both branches: positive and negative sums take then and else.
     for feeds in ({"x": np.abs(x)}, {"x": -np.abs(x)}):
@@ -151,11 +152,42 @@ def test_if_branches_are_quantized_in_place(tmp_path):
 def test_float16_and_float64_weights_cast_back(tmp_path, elem):
     source = _load(models.with_dtype(models.mlp(use_matmul=True), elem), tmp_path)
     quantized = {
-        n: affine(source.array(n).astype(np.float32), 4) for n in ("fc0.weight", "fc1.weight")
+        n: affine(source.array(n).astype(np.float32), 5) for n in ("fc0.weight", "fc1.weight")
     }
     dtype = np.float16 if elem == TensorProto.FLOAT16 else np.float64
     written = _check(source, quantized, {"x": X16["x"].astype(dtype)})
     assert written.graph.node[0].op_type == "DequantizeLinear"
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17])
+@pytest.mark.parametrize("kind", ["affine", "codebook"])
+def test_four_bit_codes_convert_an_older_model_to_opset_21(tmp_path, opset, kind):
+    source = _load(models.mlp(opset=opset), tmp_path)
+    weights = [t.name for t in source.tensors if t.name.endswith("weight")]
+    make = (lambda a: affine(a, 3)) if kind == "affine" else (lambda a: codebook(a, 4))
+    quantized = {n: make(source.array(n)) for n in weights}
+    written = _check(source, quantized, X16)  # decodes bit for bit, runs like the reference
+    assert {o.version for o in written.opset_import if o.domain in ("", "ai.onnx")} == {21}
+    four_bit = TensorProto.INT4 if kind == "affine" else TensorProto.UINT4
+    assert set(_code_types(written).values()) == {four_bit}
+    note = rewrite(source, quantized).notes
+    assert note == (f"converted from opset {opset} to 21 for 4-bit containers",)
+
+
+def test_a_model_the_converter_refuses_keeps_its_opset_and_8_bit_codes(tmp_path, monkeypatch):
+    from onnx import version_converter
+
+    def refuse(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
+        raise RuntimeError("No adapter for op 'Foo'")
+
+    # The converter is robust on every model tried; its refusal is what is tested here.
+    monkeypatch.setattr(version_converter, "convert_version", refuse)
+    source = _load(models.mlp(opset=13), tmp_path)
+    weights = [t.name for t in source.tensors if t.name.endswith("weight")]
+    written = rewrite(source, {n: affine(source.array(n), 3) for n in weights})
+    assert {o.version for o in written.proto.opset_import if o.domain == ""} == {13}
+    assert set(_code_types(written.proto).values()) == {TensorProto.INT8}
+    assert "opset 13 kept" in written.notes[0]
 
 
 def test_shared_weight_is_decoded_once(tmp_path):

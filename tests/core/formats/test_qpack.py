@@ -9,7 +9,8 @@ import onnx
 import pytest
 
 from quantcore.coding.entropy import decode_codes, empirical_entropy_bits
-from quantcore.compress.layerwise import TensorRequest, quantize_tensors
+from quantcore.compress.layerwise import quantize_tensors
+from quantcore.compress.results import TensorRequest
 from quantcore.errors import InvalidPackageError
 from quantcore.formats.container import build_container
 from quantcore.formats.model import ModelFormat

@@ -1,0 +1,123 @@
+"""Granularity ``group`` and the ``auto`` default: blocks along the reduction axis."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+
+from quantcore import JobInput, JobKind, run_job
+from quantcore.compress.layerwise import quantize_tensors
+from quantcore.compress.results import TensorRequest
+from quantcore.quantizers.codes import BlockDecoder, decode
+from quantcore.spec import Granularity, Method, QuantizerSpec, Support
+from tests import models
+
+
+def folded_bn_conv(seed: int = 0) -> np.ndarray:
+    """A Conv kernel whose output channels' ranges span 100x, as batch-norm folding leaves."""
+    rng = np.random.default_rng(seed)
+    w = rng.laplace(0.0, 1.0, (64, 32, 3, 3)).astype(np.float32)
+    return w * np.logspace(-2, 0, 64, dtype=np.float32)[:, None, None, None]
+
+
+def quantize(
+    w: np.ndarray, granularity: Granularity, *, bits: int, block_axis: int | None = 1,
+    trailing: bool = True, **fields: object,
+):  # type: ignore[no-untyped-def]
+    spec = QuantizerSpec(bits=bits, **fields).resolved()  # type: ignore[arg-type]
+    req = TensorRequest(name="w", weights=w, quantizer=spec, channel_axis=0,
+                        block_axis=block_axis, block_trailing=trailing)  # fmt: skip
+    (result,) = quantize_tensors([req], granularity)
+    return result
+
+
+def channel_sqnr_db(w: np.ndarray, wq: np.ndarray) -> np.ndarray:
+    rows, err = w.reshape(w.shape[0], -1), (w - wq).reshape(w.shape[0], -1)
+    return 10 * np.log10((rows**2).sum(1) / (err**2).sum(1))
+
+
+def test_groups_keep_small_channels_that_one_layer_scale_destroys() -> None:
+    w = folded_bn_conv()
+    layer = quantize(w, Granularity.LAYER, bits=8)
+    auto = quantize(w, Granularity.AUTO, bits=8, support=Support.MAX_ABS)
+    assert channel_sqnr_db(w, layer.quantized.dequantized).min() < 20
+    assert channel_sqnr_db(w, auto.quantized.dequantized).min() > 38
+    assert (auto.report.granularity, auto.report.group_size) == ("group", 128)
+
+
+def test_auto_uses_groups_of_32_below_6_bits() -> None:
+    result = quantize(folded_bn_conv(), Granularity.AUTO, bits=4, support=Support.MAX_ABS)
+    assert result.report.group_size == 32
+    decoder = result.quantized.decoder
+    assert isinstance(decoder, BlockDecoder)
+    # (O, I, kh, kw) viewed as (O, I*kh*kw): blocks run over input channels and window.
+    assert decoder.view == (64, 288) and decoder.scale.shape == (64, 9)
+    assert decoder.scale.dtype == np.float16
+
+
+def test_a_rare_large_weight_stays_within_half_a_step() -> None:
+    rng = np.random.default_rng(1)
+    w = rng.standard_t(3, size=(16, 256)).astype(np.float32) * 0.05
+    w[3, 17] = 4.0  # 80 times the spread
+    result = quantize(w, Granularity.GROUP, bits=4, block_axis=1, trailing=False,
+                      support=Support.MAX_ABS)  # fmt: skip
+    decoder = result.quantized.decoder
+    assert isinstance(decoder, BlockDecoder)
+    step = float(decoder.scale[3, 0])
+    assert abs(result.quantized.dequantized[3, 17] - 4.0) <= step / 2
+    # Every other block keeps its own fine step.
+    assert float(np.median(decoder.scale.astype(np.float32))) < step / 10
+
+
+def test_block_sums_are_kept_within_half_a_step() -> None:
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=(32, 256)).astype(np.float32)
+    result = quantize(w, Granularity.GROUP, bits=4, block_axis=1, trailing=False,
+                      support=Support.MAX_ABS)  # fmt: skip
+    decoder = result.quantized.decoder
+    assert isinstance(decoder, BlockDecoder)
+    error = (result.quantized.dequantized - w).reshape(32, 8, 32).sum(axis=2)
+    assert np.all(np.abs(error) <= decoder.scale.astype(np.float32) / 2 + 1e-6)
+
+
+@pytest.mark.parametrize("zero_point", [True, False])
+@pytest.mark.parametrize("method", [Method.UNIFORM, Method.MULAW, Method.DEADZONE])
+def test_ragged_blocks_decode_and_measure_consistently(method: Method, zero_point: bool) -> None:
+    w = np.random.default_rng(3).laplace(size=(10, 120)).astype(np.float32)  # 120 = 3.75 x 32
+    spec = QuantizerSpec(method=method, bits=4, support=Support.MSE).resolved()
+    req = TensorRequest(name="w", weights=w, quantizer=spec, block_axis=1)
+    (result,) = quantize_tensors([req], Granularity.GROUP, zero_point=zero_point)
+    q = result.quantized
+    assert q.decoder.scale.shape == (10, 4)  # type: ignore[union-attr]
+    np.testing.assert_array_equal(decode(q.codes, q.decoder), q.dequantized)
+    sqnr = 10 * math.log10(float(np.mean(w.astype(np.float64) ** 2))
+                           / float(np.mean((w - q.dequantized).astype(np.float64) ** 2)))
+    assert result.report.sqnr_db == pytest.approx(sqnr, abs=1e-6)
+    assert q.code_min <= int(q.codes.min()) and int(q.codes.max()) <= q.code_max
+
+
+def _quantized_params(report: dict) -> int:  # type: ignore[type-arg]
+    return int(report["summary"]["quantized_params"])
+
+
+@pytest.mark.parametrize("opset", [13, 21])
+def test_the_runnable_model_shrinks_with_its_bits(tmp_path, opset: int) -> None:
+    path = tmp_path / "mlp.onnx"
+    onnx.save(models.mlp(sizes=(256, 512, 512, 256), opset=opset, use_matmul=True), path)
+    original = path.stat().st_size
+    sizes = {}
+    for bits in (8, 4):
+        out = run_job(JobInput(kind=JobKind.QUANTIZE, model_path=path, spec={"bits": bits}),
+                      tmp_path / str(bits))  # fmt: skip
+        params = _quantized_params(out.report)
+        group = 128 if bits == 8 else 32
+        # codes, a float16 scale and a zero point (in the codes' container) per group
+        budget = params * (bits + (16 + bits) / group) / 8 + (original - 4 * params)
+        sizes[bits] = (tmp_path / str(bits) / "model.onnx").stat().st_size
+        assert sizes[bits] <= 1.03 * budget, (bits, sizes[bits], budget)
+        containers = {row["container"] for row in out.report["layers"]}
+        assert containers == ({"uint8"} if bits == 8 else {"uint4"})
+    assert sizes[4] < 0.6 * sizes[8]
