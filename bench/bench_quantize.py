@@ -48,7 +48,8 @@ from bench.common import (  # noqa: E402
     timed,
     write_results,
 )
-from quantcore.compress.layerwise import TensorRequest, quantize_tensors  # noqa: E402
+from quantcore.compress.layerwise import quantize_tensors  # noqa: E402
+from quantcore.compress.results import TensorRequest  # noqa: E402
 from quantcore.spec import Granularity, Method, QuantizerSpec, Support  # noqa: E402
 
 

@@ -162,21 +162,26 @@ def measure_model(
 
 
 def _fmt_row(r: dict[str, Any]) -> str:
-    head = f"{r['model']:<12} {r['kind']:<15} {r['float_params']:>10,} {r['method']:<18} " \
-           f"{r['bits']:>4}"
+    head = (f"{r['model']:<12} {r['kind']:<15} {r['float_params']:>10,} {r['method']:<18} "
+            f"{r['bits']:>4}")
     if r["status"] != "ok":
         return f"{head}  {r['status']}"
     sq = r["sqnr_db"]
     sq_text = f"{sq:>8.2f}" if isinstance(sq, float) else f"{sq:>8}"
+    wsq = r.get("weight_sqnr_db")
+    wsq_text = f"{wsq:>6.1f}" if isinstance(wsq, float) else f"{'-':>6}"
     agree = r["argmax_agreement"]
     agree_text = f"{100 * agree:>7.1f}%" if agree is not None else f"{'-':>8}"
     left = 100 * r["float_params_left"] / max(1, r["float_params"])
-    return f"{head} {r['runnable_bytes']:>11,} {sq_text} {agree_text} {left:>6.1f}%"
+    return (f"{head} {r['runnable_bytes']:>11,} {sq_text} {agree_text} {left:>6.1f}% "
+            f"{wsq_text}")
 
 
 def print_table(rows: Sequence[dict[str, Any]]) -> None:
+    """One line per row; ``fp left`` is the share of float parameters still stored in float,
+    ``wSQNR`` the weight SQNR our CLI reports (its own view of the same run)."""
     print(f"{'model':<12} {'kind':<15} {'params':>10} {'method':<18} {'bits':>4} "
-          f"{'runnable B':>11} {'SQNR dB':>8} {'argmax':>8} {'fp left':>7}")
+          f"{'runnable B':>11} {'SQNR dB':>8} {'argmax':>8} {'fp left':>7} {'wSQNR':>6}")
     for r in rows:
         print(_fmt_row(r))
 

@@ -140,9 +140,9 @@ def ort_matmul_nbits(model: Path, out_dir: Path, *, block_size: int, bits: int =
 
 def nncf_compress(model: Path, out_dir: Path, *, bits: int, group_size: int = 128) -> Path:
     """NNCF ``compress_weights``: ``bits=8`` is INT8_ASYM per channel; ``bits=4`` is INT4_SYM
-    with ``group_size`` groups on every layer it can (ratio 1), NNCF keeping embeddings and
-    the last layer at its INT8 backup as it does by default. The model is taken at opset 13
-    or later."""
+    with ``group_size`` groups (smaller where a layer's width needs it) on every layer it can
+    (ratio 1), NNCF keeping embeddings and the last layer at its INT8 backup as it does by
+    default. The model is taken at opset 13 or later."""
     try:
         import nncf
     except ImportError as e:
@@ -151,8 +151,18 @@ def nncf_compress(model: Path, out_dir: Path, *, bits: int, group_size: int = 12
     if bits == 8:
         kwargs: dict[str, Any] = {"mode": nncf.CompressWeightsMode.INT8_ASYM}
     elif bits == 4:
+        from nncf.quantization.advanced_parameters import (
+            AdvancedCompressionParameters,
+            GroupSizeFallbackMode,
+        )
+
+        # ADJUST: a layer whose width ``group_size`` doesn't divide gets smaller groups
+        # instead of failing the whole model.
+        advanced = AdvancedCompressionParameters(
+            group_size_fallback_mode=GroupSizeFallbackMode.ADJUST
+        )
         kwargs = {"mode": nncf.CompressWeightsMode.INT4_SYM, "ratio": 1.0,
-                  "group_size": group_size}
+                  "group_size": group_size, "advanced_parameters": advanced}
     else:
         raise BaselineUnavailable(f"nncf: no {bits}-bit integer mode")
     out_dir.mkdir(parents=True, exist_ok=True)
