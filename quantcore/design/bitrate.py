@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from quantcore.design.theory import check_levels, jayant_xmax, laplacian_uniform_sqnr_db
 from quantcore.errors import InvalidSpecError
@@ -49,6 +48,7 @@ _GRID = 401
 
 def _worst_case(xmax: float, levels: int, lo: float, hi: float) -> tuple[float, float]:
     """(lowest SQNR dB, its σ) over σ in [lo, hi]: log-spaced grid, then Brent refinement."""
+    from scipy.optimize import minimize_scalar  # lazy: SciPy costs ~1 s to import
     log_s = np.linspace(math.log(lo), math.log(hi), _GRID)
     curve = np.asarray(laplacian_uniform_sqnr_db(xmax, levels, np.exp(log_s)))
     k = int(np.argmin(curve))
@@ -71,6 +71,7 @@ def minimax_xmax(levels: int, sigma_range: tuple[float, float]) -> float:
     threshold below the first scale only adds overload at every σ in the range, one above the
     second only granular noise. For a range holding only σ = 1 it is ``jayant_xmax``.
     """
+    from scipy.optimize import minimize_scalar  # lazy: SciPy costs ~1 s to import
     n = check_levels(levels)
     lo, hi = _sigma_range(sigma_range)
     base = jayant_xmax(n)

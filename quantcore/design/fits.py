@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
+from quantcore.design import cdfs
 from quantcore.errors import InvalidSpecError, InvalidTensorError
 
 FAMILIES = (
@@ -165,49 +165,62 @@ def _kld(p: Floats, q: Floats) -> float:
     return float(np.sum(p[occupied] * np.log(p[occupied] / np.maximum(q[occupied], KLD_FLOOR))))
 
 
-def _bin_probabilities(dist: Any, edges: Floats) -> Floats:
+@dataclass(frozen=True)
+class _Fitted:
+    """A family's CDF at its fitted location and scale."""
+
+    cdf: cdfs.Cdf
+    loc: float
+    scale: float
+
+    def at(self, x: Floats) -> Floats:
+        return self.cdf((np.asarray(x, np.float64) - self.loc) / self.scale)
+
+
+def _bin_probabilities(dist: _Fitted, edges: Floats) -> Floats:
     """Q(i) = F(e_{i+1}) - F(e_i), normalised to sum 1 (left at zero if the range has no mass)."""
-    q = np.clip(np.diff(dist.cdf(edges)), 0.0, None)
+    q = np.clip(np.diff(dist.at(edges)), 0.0, None)
     total = float(q.sum())
     return q / total if total > 0 else q
 
 
-Estimator = Callable[[Floats, float, float, float], tuple[Any, dict[str, float]]]
+Fit = tuple[_Fitted, dict[str, float]]
+Estimator = Callable[[Floats, float, float, float], Fit]
 
 
 def _positive(scale: float, min_scale: float) -> float:
     return scale if np.isfinite(scale) and scale > min_scale else min_scale
 
 
-def _laplace(x: Floats, wmin: float, wmax: float, floor: float) -> tuple[Any, dict[str, float]]:
+def _laplace(x: Floats, wmin: float, wmax: float, floor: float) -> Fit:
     loc = float(np.median(x))
     scale = _positive(float(np.mean(np.abs(x - loc))), floor)
-    return stats.laplace(loc=loc, scale=scale), {"loc": loc, "scale": scale}
+    return _Fitted(cdfs.laplace, loc, scale), {"loc": loc, "scale": scale}
 
 
-def _gaussian(x: Floats, wmin: float, wmax: float, floor: float) -> tuple[Any, dict[str, float]]:
+def _gaussian(x: Floats, wmin: float, wmax: float, floor: float) -> Fit:
     loc, scale = float(np.mean(x)), _positive(float(np.std(x)), floor)
-    return stats.norm(loc=loc, scale=scale), {"loc": loc, "scale": scale}
+    return _Fitted(cdfs.normal, loc, scale), {"loc": loc, "scale": scale}
 
 
-def _logistic(x: Floats, wmin: float, wmax: float, floor: float) -> tuple[Any, dict[str, float]]:
+def _logistic(x: Floats, wmin: float, wmax: float, floor: float) -> Fit:
     loc = float(np.mean(x))
     scale = _positive(float(np.std(x)) * np.sqrt(3.0) / np.pi, floor)
-    return stats.logistic(loc=loc, scale=scale), {"loc": loc, "scale": scale}
+    return _Fitted(cdfs.logistic, loc, scale), {"loc": loc, "scale": scale}
 
 
-def _cauchy(x: Floats, wmin: float, wmax: float, floor: float) -> tuple[Any, dict[str, float]]:
+def _cauchy(x: Floats, wmin: float, wmax: float, floor: float) -> Fit:
     q1, loc, q3 = (float(v) for v in np.quantile(x, (0.25, 0.5, 0.75)))
     scale = _positive((q3 - q1) / 2, floor)
-    return stats.cauchy(loc=loc, scale=scale), {"loc": loc, "scale": scale}
+    return _Fitted(cdfs.cauchy, loc, scale), {"loc": loc, "scale": scale}
 
 
-def _uniform(x: Floats, wmin: float, wmax: float, floor: float) -> tuple[Any, dict[str, float]]:
+def _uniform(x: Floats, wmin: float, wmax: float, floor: float) -> Fit:
     scale = _positive(wmax - wmin, floor)
-    return stats.uniform(loc=wmin, scale=scale), {"loc": wmin, "scale": scale}
+    return _Fitted(cdfs.uniform, wmin, scale), {"loc": wmin, "scale": scale}
 
 
-def _gamma(x: Floats, wmin: float, wmax: float, floor: float) -> tuple[Any, dict[str, float]]:
+def _gamma(x: Floats, wmin: float, wmax: float, floor: float) -> Fit:
     shifted = x - wmin
     mean, var = float(np.mean(shifted)), float(np.var(shifted))
     if mean <= 0 or var <= 0:
@@ -215,15 +228,15 @@ def _gamma(x: Floats, wmin: float, wmax: float, floor: float) -> tuple[Any, dict
     else:
         shape, scale = mean * mean / var, _positive(var / mean, floor)
     params = {"a": shape, "loc": wmin, "scale": scale}
-    return stats.gamma(shape, loc=wmin, scale=scale), params
+    return _Fitted(cdfs.gamma(shape), wmin, scale), params
 
 
-def _exponential(x: Floats, wmin: float, wmax: float, floor: float) -> tuple[Any, dict[str, float]]:
+def _exponential(x: Floats, wmin: float, wmax: float, floor: float) -> Fit:
     scale = _positive(float(np.mean(x - wmin)), floor)
-    return stats.expon(loc=wmin, scale=scale), {"loc": wmin, "scale": scale}
+    return _Fitted(cdfs.exponential, wmin, scale), {"loc": wmin, "scale": scale}
 
 
-def _alpha(x: Floats, wmin: float, wmax: float, floor: float) -> tuple[Any, dict[str, float]]:
+def _alpha(x: Floats, wmin: float, wmax: float, floor: float) -> Fit:
     shifted = x - wmin
     inverse = 1.0 / shifted[shifted > 0]
     if inverse.size < 2:
@@ -236,7 +249,7 @@ def _alpha(x: Floats, wmin: float, wmax: float, floor: float) -> tuple[Any, dict
         else:
             shape, scale = m / s, _positive(1.0 / s, floor)
     params = {"a": shape, "loc": wmin, "scale": scale}
-    return stats.alpha(shape, loc=wmin, scale=scale), params
+    return _Fitted(cdfs.alpha(shape), wmin, scale), params
 
 
 _ESTIMATORS: dict[str, Estimator] = {

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import minimize_scalar
 
 from quantcore.design.theory import check_levels, hui_xmax, jayant_xmax
 from quantcore.errors import InvalidSpecError, InvalidTensorError
@@ -176,6 +175,7 @@ def _abs_percentile(weights: npt.NDArray[np.generic], q: float) -> float:
 
 def _mse_search(error_at: ErrorAt, top: float) -> float:
     """argmin of error_at over (0, top]: geometric grid, then Brent between neighbours."""
+    from scipy.optimize import minimize_scalar  # lazy: SciPy costs ~1 s to import
     grid = np.geomspace(top * _MSE_LOW, top, _MSE_GRID)
     errors = [_measured(error_at, float(x)) for x in grid]
     k = int(np.argmin(errors))

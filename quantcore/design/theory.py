@@ -41,8 +41,6 @@ from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import brentq, minimize_scalar
-from scipy.special import gammainc
 
 from quantcore.errors import InvalidSpecError
 
@@ -111,7 +109,11 @@ def _deadzone_family(
     var = np.square(sigma)
     dead = a * ratio * step
     top = a * (count + ratio) * step
-    zero_cell = var * gammainc(3.0, dead) if ratio > 0 else np.zeros_like(u)
+    zero_cell = np.zeros_like(u)
+    if ratio > 0:
+        from scipy.special import gammainc  # lazy: SciPy costs ~1 s to import
+
+        zero_cell = var * gammainc(3.0, dead)
     granular = (
         np.square(h) * _rho_over_u2(u) * np.exp(-dead) * -np.expm1(-2.0 * u * count)
     )
@@ -235,6 +237,7 @@ def mse_optimal_xmax(levels: int) -> float:
     xmax = sqrt(2) (the level E|x| = 1/sqrt(2) sits at xmax/2). Gives 2.174785 for N = 4 and
     2.923733 for N = 8. Cached per N: called once per layer or channel.
     """
+    from scipy.optimize import minimize_scalar  # lazy: SciPy costs ~1 s to import
     n = check_levels(levels)
     if n == 2:
         return _SQRT2
@@ -317,6 +320,7 @@ def iterative_xmax(levels: int, *, xtol: float = 1e-13, max_iter: int = 200) -> 
     (found by minimising D instead) to about 1e-8 relative; ``iterations`` counts rule
     evaluations.
     """
+    from scipy.optimize import brentq  # lazy: SciPy costs ~1 s to import
     n = check_levels(levels)
     if n == 2:
         # One cell per side: the rule gives sqrt(2) from any start in a single step.

@@ -14,7 +14,6 @@ from collections.abc import Collection, Iterator
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from quantcore.formats.onnx_reader import OnnxModel
@@ -62,6 +61,8 @@ def container_metadata(onnx_bytes: bytes) -> dict[str, str]:
 
 def container_arrays(onnx_bytes: bytes) -> Iterator[tuple[str, np.ndarray]]:
     """Run a (written) container graph: its outputs, the arrays of the weights file, in order."""
+    import onnxruntime as ort  # lazy: only unpacking a weights package runs a graph
+
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     yield from zip(names, session.run(names, {}), strict=True)

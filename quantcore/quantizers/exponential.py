@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import minimize_scalar
 
 from quantcore.quantizers.base import Design
 from quantcore.spec import Method, QuantizerSpec
@@ -101,6 +100,8 @@ def _fit_levels(mass: np.ndarray, first: np.ndarray, count: int) -> _Levels:
     def negative_rho(log_q: float) -> float:
         power = np.exp(k * log_q)
         return -float(np.dot(first, power)) / math.sqrt(float(np.dot(mass, power * power)))
+
+    from scipy.optimize import minimize_scalar  # lazy: SciPy costs ~1 s to import
 
     upper = math.log(_MAX_DYNAMIC_RANGE) / max(count - 1, 1)
     found = minimize_scalar(negative_rho, bounds=(1e-6, upper), method="bounded",

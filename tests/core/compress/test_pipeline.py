@@ -29,7 +29,7 @@ from tests.core.formats.onnx_helpers import exposing, run, with_weights
 
 RNG = np.random.default_rng(11)
 REPORT_KEYS = {"model", "spec", "summary", "layers", "skipped", "distribution", "accuracy",
-               "timings"}  # fmt: skip
+               "runnable", "timings"}  # fmt: skip
 
 
 def _job(path: Path, out: Path, spec: dict, dataset: Path | None = None) -> JobOutput:

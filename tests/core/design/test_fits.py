@@ -4,10 +4,15 @@ distances follow the formulas, degenerate tensors are refused."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from collections.abc import Callable
 
 import numpy as np
 import pytest
+from scipy import stats
 
+from quantcore.design import cdfs
 from quantcore.design.fits import FAMILIES, KLD_FLOOR, fit_distributions
 from quantcore.errors import InvalidSpecError, InvalidTensorError
 
@@ -135,3 +140,37 @@ def test_bad_arguments_are_refused(kwargs: dict[str, int], match: str) -> None:
 def test_ranking_metric_is_checked() -> None:
     with pytest.raises(InvalidSpecError, match="metric='mse'"):
         fit_distributions(draw("gaussian")).ranking("mse")
+
+
+@pytest.mark.parametrize(
+    ("name", "ours", "theirs"),
+    [
+        ("normal", cdfs.normal, stats.norm.cdf),
+        ("laplace", cdfs.laplace, stats.laplace.cdf),
+        ("logistic", cdfs.logistic, stats.logistic.cdf),
+        ("cauchy", cdfs.cauchy, stats.cauchy.cdf),
+        ("uniform", cdfs.uniform, stats.uniform.cdf),
+        ("exponential", cdfs.exponential, stats.expon.cdf),
+        ("gamma 0.3", cdfs.gamma(0.3), lambda z: stats.gamma.cdf(z, 0.3)),
+        ("gamma 4.5", cdfs.gamma(4.5), lambda z: stats.gamma.cdf(z, 4.5)),
+        ("gamma 80", cdfs.gamma(80.0), lambda z: stats.gamma.cdf(z, 80.0)),
+        ("alpha 0.8", cdfs.alpha(0.8), lambda z: stats.alpha.cdf(z, 0.8)),
+        ("alpha 6", cdfs.alpha(6.0), lambda z: stats.alpha.cdf(z, 6.0)),
+    ],
+)
+def test_closed_form_cdfs_match_scipy(
+    name: str, ours: Callable[..., np.ndarray], theirs: Callable[..., np.ndarray]
+) -> None:
+    z = np.concatenate([np.linspace(-30, 30, 241), np.linspace(-1e-3, 1e-3, 21), [0.0, 150.0]])
+    np.testing.assert_allclose(ours(z), theirs(z), rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def test_fitting_loads_no_scipy() -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from quantcore.design.fits import fit_distributions\n"
+        "fit_distributions(np.random.default_rng(0).laplace(size=5000))\n"
+        "print('scipy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
