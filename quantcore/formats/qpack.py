@@ -268,6 +268,11 @@ def unpack(data: bytes | memoryview) -> tuple[ModelFormat, bytes]:
     """The package's format and the exact bytes of the ``model.onnx`` it was built from
     (checked against the stored SHA-256)."""
     fmt, proto, expected = unpack_model(data)
+    return fmt, _checked_bytes(proto, expected)
+
+
+def _checked_bytes(proto: onnx.ModelProto, expected: str | None) -> bytes:
+    """The serialized ``proto``, whose SHA-256 must be ``expected``."""
     if expected is None:
         raise InvalidPackageError(
             "this package holds a model over 2 GB (written with external data); restore it "
@@ -280,7 +285,7 @@ def unpack(data: bytes | memoryview) -> tuple[ModelFormat, bytes]:
             f"restored model's sha256 {digest} differs from the package's {expected} "
             "(corrupt package)"
         )
-    return fmt, model_bytes
+    return model_bytes
 
 
 def unpack_file(package: Path, out: Path) -> tuple[Path, ...]:
@@ -294,7 +299,7 @@ def unpack_file(package: Path, out: Path) -> tuple[Path, ...]:
     fmt, proto, expected = unpack_model(data)
     if fmt is ModelFormat.ONNX and expected is None:
         return save_onnx(proto, out)  # the same writer, so the same files
-    _, model_bytes = unpack(data)
+    model_bytes = _checked_bytes(proto, expected)  # decoded once, above
     if fmt is ModelFormat.ONNX:
         out.write_bytes(model_bytes)
     elif fmt is ModelFormat.SAFETENSORS:
