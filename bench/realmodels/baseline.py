@@ -45,6 +45,8 @@ class Method:
     bits: int
     quantize: Callable[[Path, Path], Path]
     spec: dict[str, Any] | None = None  # for our CLI: the spec sent
+    # Its runnable bytes where its file is not the runnable form (RTN writes floats back).
+    size: Callable[[Path, Path], int] | None = None
 
 
 def _cli(spec: dict[str, Any], source: Path | None) -> Callable[[Path, Path], Path]:
@@ -79,6 +81,9 @@ def plan(bits: Sequence[int], cli_source: Path | None = None) -> list[Method]:
                 Method(name="nncf-int4-g128", bits=4,
                        quantize=lambda m, o: methods.nncf_compress(m, o, bits=4)),
             ]
+        if b in (4, 3):
+            out.append(Method(name="rtn-b32", bits=b, size=methods.rtn_size,
+                              quantize=lambda m, o, b=b: methods.rtn_blocks(m, o, bits=b)))
     return out
 
 
@@ -153,7 +158,8 @@ def measure_model(
         except Exception as e:
             row["status"] = f"fails to run ({_why(e)})"
             continue
-        row.update(status="ok", runnable_bytes=fid.runnable_bytes, sqnr_db=_finite(fid.sqnr_db),
+        runnable = m.size(path, out_dir) if m.size is not None else fid.runnable_bytes
+        row.update(status="ok", runnable_bytes=runnable, sqnr_db=_finite(fid.sqnr_db),
                    argmax_agreement=fid.argmax_agreement, float_params_left=fid.float_params_left,
                    run_s=round(fid.run_s, 2))
         if m.spec is not None:

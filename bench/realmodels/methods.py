@@ -172,3 +172,84 @@ def nncf_compress(model: Path, out_dir: Path, *, bits: int, group_size: int = 12
         compressed = nncf.compress_weights(at_least_opset(model, 13), **kwargs)
     onnx.save(compressed, str(out))
     return out
+
+
+def rtn_blocks(model: Path, out_dir: Path, *, bits: int = 4, block: int = 32) -> Path:
+    """Plain round-to-nearest with one asymmetric min-max scale (float32) and integer zero
+    point per block of ``block`` weights along each weight's reduction axis: the scheme of
+    onnxruntime's MatMulNBits and NNCF's INT4 group modes, here applied to every weight our
+    policy selects (Conv included), so it is the baseline for our 4-bit default on any model.
+
+    The dequantized weights are written back as float (the fidelity is the scheme's); its
+    runnable size is what ``rtn_size`` estimates for packed codes."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    from quantcore.compress.groups import block_view
+    from quantcore.compress.pipeline import load_model, select_tensors
+    from quantcore.spec import QuantSpec
+
+    source = load_model(model)
+    chosen = set(select_tensors(source, QuantSpec.from_dict({})).quantize)
+    proto = onnx.load(str(model))
+    values: dict[str, np.ndarray] = {}
+    for t in source.tensors:
+        if t.name not in chosen:
+            continue
+        w = np.asarray(source.array(t.name), np.float32)
+        axis = t.block_axis if t.block_axis is not None else w.ndim - 1
+        view = block_view(w.shape, axis % w.ndim, t.block_trailing)
+        values[t.name] = _rtn(w.reshape(view), axis % w.ndim, bits, block).reshape(w.shape)
+    for graph in _all_graphs(proto.graph):
+        for init in graph.initializer:
+            if init.name in values:
+                init.CopyFrom(numpy_helper.from_array(values[init.name], init.name))
+        for node in graph.node:
+            if node.op_type == "Constant" and node.output and node.output[0] in values:
+                node.attribute[0].t.CopyFrom(numpy_helper.from_array(values[node.output[0]]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / "model.onnx"
+    onnx.save(proto, str(out))
+    (out_dir / "rtn.json").write_text(json.dumps(
+        {"params": int(sum(v.size for v in values.values())), "bits": bits, "block": block}
+    ))
+    return out
+
+
+def rtn_size(model: Path, out_dir: Path) -> int:
+    """The bytes ``rtn_blocks``' model would take with packed codes, a float32 scale and a
+    ``bits``-wide zero point per block: ``params·(bits + (32 + bits)/block)/8`` plus the
+    float model's other bytes."""
+    meta = json.loads((out_dir / "rtn.json").read_text())
+    params, bits, block = meta["params"], meta["bits"], meta["block"]
+    rest = model.stat().st_size - 4 * params
+    return int(params * (bits + (32 + bits) / block) / 8 + rest)
+
+
+def _rtn(view: Any, axis: int, bits: int, block: int) -> Any:
+    import numpy as np
+
+    length = view.shape[axis]
+    count = -(-length // block)
+    pad = [(0, count * block - length) if a == axis else (0, 0) for a in range(view.ndim)]
+    padded = np.pad(view, pad)
+    blocks = padded.reshape((*view.shape[:axis], count, block, *view.shape[axis + 1 :]))
+    lo = np.minimum(blocks.min(axis=axis + 1, keepdims=True), 0.0)
+    hi = np.maximum(blocks.max(axis=axis + 1, keepdims=True), 0.0)
+    levels = (1 << bits) - 1
+    scale = (hi - lo) / levels
+    inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
+    zero = np.clip(np.rint(-lo * inv), 0, levels)
+    q = np.clip(np.rint(blocks * inv) + zero, 0, levels)
+    deq = ((q - zero) * scale).reshape(padded.shape)
+    return deq[tuple(slice(0, length) if a == axis else slice(None) for a in range(view.ndim))]
+
+
+def _all_graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    found = [graph]
+    for node in graph.node:
+        for attr in node.attribute:
+            subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for sub in subs:
+                found += _all_graphs(sub)
+    return found
