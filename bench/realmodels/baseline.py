@@ -17,6 +17,7 @@ machine: once spent, remaining rows are written as "skipped (time budget)".
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -47,6 +48,10 @@ class Method:
     spec: dict[str, Any] | None = None  # for our CLI: the spec sent
     # Its runnable bytes where its file is not the runnable form (RTN writes floats back).
     size: Callable[[Path, Path], int] | None = None
+
+
+def _rtn(model: Path, out: Path, *, bits: int) -> Path:
+    return methods.rtn_blocks(model, out, bits=bits)
 
 
 def _cli(spec: dict[str, Any], source: Path | None) -> Callable[[Path, Path], Path]:
@@ -83,7 +88,7 @@ def plan(bits: Sequence[int], cli_source: Path | None = None) -> list[Method]:
             ]
         if b in (4, 3):
             out.append(Method(name="rtn-b32", bits=b, size=methods.rtn_size,
-                              quantize=lambda m, o, b=b: methods.rtn_blocks(m, o, bits=b)))
+                              quantize=functools.partial(_rtn, bits=b)))
     return out
 
 
