@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from quantcore.errors import QuantError
-from service.storage import StorageError
+from service.store.storage import StorageError
 
 log = logging.getLogger("quantserve.errors")
 
@@ -109,7 +109,8 @@ class DependencyUnavailableError(ServiceError):
 
 
 class BrokerUnavailableError(DependencyUnavailableError):
-    """The task broker cannot be reached; ``workers.enqueue`` raises it, the API answers 503."""
+    """The task broker cannot be reached; ``service.queue.enqueue`` raises it (the API's
+    503)."""
 
     code = "broker_unavailable"
 

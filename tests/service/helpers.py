@@ -10,8 +10,8 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.artifacts import store_artifacts
-from service.deps import AppContext
+from service.api.deps import AppContext
+from service.store.artifacts import store_artifacts
 from tests import models
 
 

@@ -1,0 +1,118 @@
+"""Prometheus metrics of the API: request latency, jobs by status, job durations, queue depth.
+
+Job figures are read from the job table at scrape time (one aggregate query), so they are the
+same whichever API replica is scraped and count the work of every worker. Each app has its
+own registry, so several apps in one process (tests) do not collide.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from sqlalchemy import case, func, select
+
+from service.errors import BrokerUnavailableError
+from service.settings import Settings
+from service.store.db import Database
+from service.store.jobs import JobStatus
+from service.store.models import Job
+
+log = logging.getLogger("quantserve.metrics")
+
+JOB_DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class JobsCollector:
+    """Collects the job table's figures at each scrape."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        by_status = GaugeMetricFamily("quantserve_jobs", "Jobs by status.", labels=["status"])
+        durations = HistogramMetricFamily(
+            "quantserve_job_duration_seconds",
+            "Run time of finished jobs (started to finished), by final status.",
+            labels=["status"],
+        )
+        bucket_columns = [
+            func.sum(case((Job.duration_s <= b, 1), else_=0)) for b in JOB_DURATION_BUCKETS
+        ]
+        with self.db.session() as session:
+            counts: dict[str, int] = {
+                status: count
+                for status, count in session.execute(
+                    select(Job.status, func.count()).group_by(Job.status)
+                )
+            }
+            rows = session.execute(
+                select(Job.status, func.count(), func.coalesce(func.sum(Job.duration_s), 0.0),
+                       *bucket_columns)
+                .where(Job.duration_s.is_not(None))
+                .group_by(Job.status)
+            ).all()
+        for status in JobStatus:
+            by_status.add_metric([status.value], float(counts.get(status.value, 0)))
+        for status, count, total, *buckets in rows:
+            pairs = [(str(b), float(n or 0)) for b, n in zip(JOB_DURATION_BUCKETS, buckets,
+                                                             strict=True)]
+            pairs.append(("+Inf", float(count)))
+            durations.add_metric([status], buckets=pairs, sum_value=float(total))
+        yield by_status
+        yield durations
+        queued = GaugeMetricFamily(
+            "quantserve_queue_depth", "Jobs queued and not yet claimed by a worker."
+        )
+        queued.add_metric([], float(counts.get(JobStatus.QUEUED.value, 0)))
+        yield queued
+        broker_depth = _broker_depth(self.settings)
+        if broker_depth is not None:
+            gauge = GaugeMetricFamily(
+                "quantserve_broker_queue_depth", "Messages waiting in the broker's job queue."
+            )
+            gauge.add_metric([], float(broker_depth))
+            yield gauge
+
+
+def _broker_depth(settings: Settings) -> int | None:
+    from service.queue.enqueue import queue_depth
+
+    try:
+        return queue_depth(settings)
+    except BrokerUnavailableError as exc:
+        log.warning("broker queue depth not available: %s", exc)
+        return None
+
+
+class Metrics:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.registry = CollectorRegistry()
+        self.request_latency = Histogram(
+            "quantserve_http_request_duration_seconds",
+            "Latency of HTTP requests, by method, route template and status.",
+            labelnames=["method", "route", "status"],
+            buckets=REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(JobsCollector(db, settings))
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.request_latency.labels(method=method, route=route, status=str(status)).observe(
+            seconds
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def route_template(scope: dict[str, Any]) -> str:
+    """The matched route's path template (bounded label values), or ``unmatched``."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
