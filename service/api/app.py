@@ -16,11 +16,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from quantcore import __version__
 from service.api.auth import Authenticator, make_rate_limiter
 from service.api.deps import AppContext
+from service.api.errors import install_error_handler
 from service.api.prometheus import Metrics, route_template
 from service.api.routers import datasets, health, jobs, metrics, models, quantizers
 from service.api.routers.common import add_component_schemas
 from service.api.uploads import sweep_stale_spools
-from service.errors import install_error_handler
 from service.logging import configure_logging, request_id_var
 from service.settings import Settings, get_settings
 from service.store.db import Database

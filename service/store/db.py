@@ -9,6 +9,10 @@ file takes one writer at a time anyway): a thread waiting for it is woken as soo
 free, where SQLite's own busy handler would sleep in growing steps of up to 100 ms. It is a
 no-op on other databases. The submission path takes it around its insert.
 
+Every session and connection handed out turns the driver's ``OperationalError`` (the database
+is down, unreachable or locked past its timeout) into the service's
+``DatabaseUnavailableError``, so that no caller above the store needs to know SQLAlchemy.
+
 ``Database.migrate()`` runs the Alembic migrations to the newest revision; the API, the worker
 and the CLI call it at start-up. On PostgreSQL an advisory lock keeps replicas that start
 together from migrating twice.
@@ -24,9 +28,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from service.errors import DatabaseUnavailableError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK_ID = 0x7175616E74  # any constant shared by all replicas
@@ -39,6 +46,15 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+@contextmanager
+def _answering() -> Iterator[None]:
+    """The driver's "cannot answer" as the service's ``DatabaseUnavailableError``."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise DatabaseUnavailableError(str(exc.orig)) from exc
 
 
 def make_engine(url: str) -> Engine:
@@ -68,8 +84,14 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session that is closed on exit; callers commit explicitly."""
-        with self.sessionmaker() as session:
+        with _answering(), self.sessionmaker() as session:
             yield session
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A Core connection that is closed on exit; callers commit explicitly."""
+        with _answering(), self.engine.connect() as connection:
+            yield connection
 
     def migrate(self) -> None:
         """Upgrade the schema to the newest revision (idempotent)."""
@@ -83,7 +105,8 @@ class Database:
             command.upgrade(config, "head")
 
     def ping(self) -> None:
-        """Raise if the database cannot answer a trivial query."""
+        """Raise if the database cannot answer a trivial query (the driver's own error, whose
+        text says why: the readiness probe shows it)."""
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
