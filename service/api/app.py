@@ -22,10 +22,15 @@ from service.api.routers import datasets, health, jobs, metrics, models, quantiz
 from service.api.routers.common import add_component_schemas
 from service.api.uploads import sweep_stale_spools
 from service.logging import configure_logging, request_id_var
+from service.queue.enqueue import producer_app
 from service.settings import Settings, get_settings
 from service.store.db import Database
 from service.store.jobs import JobsRepo
+from service.store.keys import KeysRepo
+from service.store.stats import StatsRepo
 from service.store.storage import S3Storage, make_storage
+from service.store.submissions import SubmissionsRepo
+from service.store.uploads import UploadsRepo
 
 log = logging.getLogger("quantserve.api")
 
@@ -82,9 +87,10 @@ def build_context(settings: Settings, *, migrate: bool = True) -> AppContext:
     if migrate:
         sweep_stale_spools(spool_dir)
     return AppContext(
-        settings=settings, db=db, storage=storage, repo=JobsRepo(db),
-        authenticator=Authenticator(db, enabled=settings.auth_enabled),
-        limiter=make_rate_limiter(settings), metrics=Metrics(db, settings),
+        settings=settings, db=db, storage=storage, jobs=JobsRepo(db), uploads=UploadsRepo(db),
+        submissions=SubmissionsRepo(db),
+        authenticator=Authenticator(KeysRepo(db), enabled=settings.auth_enabled),
+        limiter=make_rate_limiter(settings), metrics=Metrics(StatsRepo(db), settings),
         spool_dir=spool_dir,
     )
 
@@ -135,8 +141,6 @@ def create_served_app(settings: Settings | None = None) -> FastAPI:
     which no request moves, a few times a minute under load; frozen, it walks only what
     requests leave behind.
     """
-    from service.queue.enqueue import producer_app
-
     settings = settings or get_settings()
     app = create_app(settings)
     producer_app(settings)

@@ -1,7 +1,7 @@
-"""Teams, API keys and the per-key rate limit.
+"""Who is calling, from the request's headers, and the per-key rate limit.
 
-- A key looks like ``qs_<8 hex prefix>_<43 chars of secret>``; only its sha256 is stored, and
-  it is shown once, when created (``create_api_key``, which ``quantserve create-key`` calls).
+- A caller sends its key as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; the keys and
+  their teams are in the store (``service.store.keys``, which also issues them).
 - With ``auth_enabled`` off (the embedded default), every caller acts as the ``default``
   team and no key is needed.
 - The rate limit is a token bucket per key (per client address with auth off): capacity
@@ -12,24 +12,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import secrets
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-
 from service.errors import RateLimitedError, UnauthorizedError
 from service.settings import Settings
-from service.store.db import Database
-from service.store.models import DEFAULT_TEAM_ID, ApiKey, Team, utcnow
+from service.store.keys import KeysRepo
+from service.store.models import DEFAULT_TEAM_ID
 
 log = logging.getLogger("quantserve.auth")
-KEY_PREFIX = "qs_"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,60 +34,7 @@ class Principal:
     key_id: str | None
 
 
-@dataclass(frozen=True, kw_only=True)
-class IssuedKey:
-    key: str  # shown once; only its hash is stored
-    key_id: str
-    team_id: str
-    team_name: str
-
-
 ANONYMOUS = Principal(team_id=DEFAULT_TEAM_ID, key_id=None)
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def ensure_team(db: Database, name: str) -> str:
-    """The id of the team called ``name``, created if it does not exist."""
-    if not name or len(name) > 200:
-        raise ValueError(f"team {name=} must be 1 to 200 characters")
-    with db.session() as session:
-        team_id = session.scalar(select(Team.id).where(Team.name == name))
-        if team_id is not None:
-            return team_id
-        team = Team(name=name)
-        session.add(team)
-        try:
-            session.commit()
-        except IntegrityError:  # created concurrently
-            session.rollback()
-            return str(session.scalar(select(Team.id).where(Team.name == name)))
-        return team.id
-
-
-def create_api_key(db: Database, *, team: str, name: str = "") -> IssuedKey:
-    """Create a key for team ``team`` (created if needed); the key is in the result only."""
-    team_id = ensure_team(db, team)
-    prefix = secrets.token_hex(4)
-    key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
-    with db.session() as session:
-        row = ApiKey(team_id=team_id, name=name, prefix=prefix, key_hash=hash_key(key))
-        session.add(row)
-        session.commit()
-        key_id = row.id
-    return IssuedKey(key=key, key_id=key_id, team_id=team_id, team_name=team)
-
-
-def revoke_api_key(db: Database, key_id: str) -> bool:
-    with db.session() as session:
-        row = session.get(ApiKey, key_id)
-        if row is None or row.revoked_at is not None:
-            return False
-        row.revoked_at = utcnow()
-        session.commit()
-    return True
 
 
 def key_from_headers(headers: Any) -> str | None:
@@ -109,8 +50,8 @@ def key_from_headers(headers: Any) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, db: Database, *, enabled: bool) -> None:
-        self.db = db
+    def __init__(self, keys: KeysRepo, *, enabled: bool) -> None:
+        self.keys = keys
         self.enabled = enabled
 
     def authenticate(self, headers: Any) -> Principal:
@@ -122,17 +63,13 @@ class Authenticator:
                 "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'",
                 code="missing_api_key", headers={"WWW-Authenticate": "Bearer"},
             )
-        with self.db.session() as session:
-            row = session.execute(
-                select(ApiKey.id, ApiKey.team_id, ApiKey.revoked_at)
-                .where(ApiKey.key_hash == hash_key(key))
-            ).one_or_none()
-        if row is None or row.revoked_at is not None:
+        owner = self.keys.owner(key)
+        if owner is None or owner.revoked:
             raise UnauthorizedError(
                 "the API key is not valid (unknown or revoked)",
                 code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"},
             )
-        return Principal(team_id=row.team_id, key_id=row.id)
+        return Principal(team_id=owner.team_id, key_id=owner.key_id)
 
 
 @dataclass(frozen=True, kw_only=True)

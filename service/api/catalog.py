@@ -1,32 +1,38 @@
 """Registering uploaded models and datasets: inspect with the core, deduplicate, store.
 
-An upload arrives as a spool file (``service.api.uploads``) whose sha256 is known. The core
-inspects it (a malformed file raises the core's error, answered 422 with its code); a team
-that uploads the same bytes again gets the same row back; the bytes are stored once per
-content (``blobs/<sha256><suffix>``), atomically.
+An upload arrives as a spool file (``service.api.uploads``) whose sha256 is known. Models and
+datasets take the same path (``_register``): a team that uploads the same bytes again gets
+the same record back; otherwise the core inspects the file (a malformed file raises the core's
+error, answered 422 with its code), the bytes are stored once per content
+(``blobs/<sha256><suffix>``, atomically) and the row is written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
-from quantcore.evaluate.dataset import inspect_dataset
-from quantcore.formats.model import SUFFIXES
-from quantcore.jobs import run as core
+from quantcore import (
+    MODEL_SUFFIXES,
+    DatasetInfo,
+    ModelInfo,
+    inspect_dataset,
+    inspect_model,
+)
 from service.api.auth import Principal
 from service.api.deps import AppContext
 from service.api.uploads import SpooledFile
 from service.errors import UnsupportedMediaTypeError
 from service.store.artifacts import blob_key
-from service.store.models import Dataset, Model
+from service.store.records import DatasetRecord, ModelRecord
 
-MODEL_SUFFIXES = {suffix: fmt.value for suffix, fmt in SUFFIXES.items()}  # ".onnx" → "onnx"
 DATASET_SUFFIXES = {".npz": "npz"}
+
+Info = TypeVar("Info")
+Record = TypeVar("Record", ModelRecord, DatasetRecord)
 
 
 def check_model_file(filename: str) -> str:
@@ -49,47 +55,23 @@ def check_dataset_file(filename: str) -> None:
         )
 
 
-async def register_model(ctx: AppContext, principal: Principal, upload: SpooledFile) -> Model:
-    """The team's model row for this upload: found by sha256, or inspected, stored, created."""
-    fmt = check_model_file(upload.filename)
-    existing = await run_in_threadpool(_find, ctx, Model, principal.team_id, upload.sha256)
+async def _register(
+    ctx: AppContext,
+    upload: SpooledFile,
+    *,
+    find: Callable[[str], Record | None],
+    inspect: Callable[[Path], Info],
+    add: Callable[[Info, str], Record],
+) -> Record:
+    """The record of ``upload``: ``find(sha256)``'s, or ``add(inspect(file), storage key)``'s
+    once the file is stored."""
+    existing = await run_in_threadpool(find, upload.sha256)
     if existing is not None:
         return existing
-    info = await run_in_threadpool(core.inspect_model, upload.path)
+    info = await run_in_threadpool(inspect, upload.path)
     key = blob_key(upload.sha256, upload.suffix)
     await run_in_threadpool(_store, ctx, key, upload)
-    row = Model(
-        team_id=principal.team_id, sha256=upload.sha256, size_bytes=upload.size_bytes,
-        format=info.format or fmt, filename=upload.filename[:300],
-        n_tensors=info.n_tensors, n_params=info.n_params,
-        tensors=[{"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "params": t.params}
-                 for t in info.tensors],
-        storage_key=key,
-    )
-    return await run_in_threadpool(
-        _insert_or_existing, ctx, row, Model, principal.team_id, upload.sha256
-    )
-
-
-async def register_dataset(
-    ctx: AppContext, principal: Principal, upload: SpooledFile
-) -> Dataset:
-    check_dataset_file(upload.filename)
-    existing = await run_in_threadpool(_find, ctx, Dataset, principal.team_id, upload.sha256)
-    if existing is not None:
-        return existing
-    info = await run_in_threadpool(inspect_dataset, upload.path)
-    key = blob_key(upload.sha256, upload.suffix)
-    await run_in_threadpool(_store, ctx, key, upload)
-    row = Dataset(
-        team_id=principal.team_id, sha256=upload.sha256, size_bytes=upload.size_bytes,
-        filename=upload.filename[:300],
-        arrays={name: list(shape) for name, shape in info.arrays.items()},
-        storage_key=key,
-    )
-    return await run_in_threadpool(
-        _insert_or_existing, ctx, row, Dataset, principal.team_id, upload.sha256
-    )
+    return await run_in_threadpool(add, info, key)
 
 
 def _store(ctx: AppContext, key: str, upload: SpooledFile) -> None:
@@ -97,27 +79,45 @@ def _store(ctx: AppContext, key: str, upload: SpooledFile) -> None:
         ctx.storage.adopt(key, upload.path, sha256=upload.sha256)
 
 
-Upload = TypeVar("Upload", Model, Dataset)
+async def register_model(
+    ctx: AppContext, principal: Principal, upload: SpooledFile
+) -> ModelRecord:
+    """The team's model for this upload: found by sha256, or inspected, stored, created."""
+    fmt = check_model_file(upload.filename)
+    team_id = principal.team_id
 
+    def find(sha256: str) -> ModelRecord | None:
+        return ctx.uploads.model_by_sha256(sha256, team_id=team_id)
 
-def _find(ctx: AppContext, table: type[Upload], team_id: str, sha256: str) -> Upload | None:
-    with ctx.db.session() as session:
-        return session.scalar(
-            select(table).where(table.team_id == team_id, table.sha256 == sha256)
+    def add(info: ModelInfo, key: str) -> ModelRecord:
+        return ctx.uploads.add_model(
+            team_id=team_id, sha256=upload.sha256, size_bytes=upload.size_bytes,
+            format=info.format or fmt, filename=upload.filename[:300],
+            n_tensors=info.n_tensors, n_params=info.n_params,
+            tensors=[{"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
+                      "params": t.params} for t in info.tensors],
+            storage_key=key,
         )
 
+    return await _register(ctx, upload, find=find, inspect=inspect_model, add=add)
 
-def _insert_or_existing(
-    ctx: AppContext, row: Upload, table: type[Upload], team_id: str, sha256: str
-) -> Upload:
-    with ctx.db.session() as session:
-        session.add(row)
-        try:
-            session.commit()
-            return row
-        except IntegrityError:  # the same bytes uploaded concurrently by the same team
-            session.rollback()
-    found = _find(ctx, table, team_id, sha256)
-    if found is None:
-        raise RuntimeError(f"upload {sha256} vanished after a duplicate insert")
-    return found
+
+async def register_dataset(
+    ctx: AppContext, principal: Principal, upload: SpooledFile
+) -> DatasetRecord:
+    """The team's dataset for this upload: found by sha256, or inspected, stored, created."""
+    check_dataset_file(upload.filename)
+    team_id = principal.team_id
+
+    def find(sha256: str) -> DatasetRecord | None:
+        return ctx.uploads.dataset_by_sha256(sha256, team_id=team_id)
+
+    def add(info: DatasetInfo, key: str) -> DatasetRecord:
+        return ctx.uploads.add_dataset(
+            team_id=team_id, sha256=upload.sha256, size_bytes=upload.size_bytes,
+            filename=upload.filename[:300],
+            arrays={name: list(shape) for name, shape in info.arrays.items()},
+            storage_key=key,
+        )
+
+    return await _register(ctx, upload, find=find, inspect=inspect_dataset, add=add)

@@ -1,18 +1,18 @@
 """What routes depend on: the app's context, the caller, and lookups that 404 when missing.
 
-``Annotated`` aliases (``CtxDep``, ``PrincipalDep``, ``JobDep``) keep each route's signature
-short and write lookup-or-404 once. A resource of another team is answered exactly like an
-unknown id (404), so ids of other teams cannot be probed.
+``Annotated`` aliases (``CtxDep``, ``PrincipalDep``, ``JobDep``, ...) keep each route's
+signature short. The three lookups ask the store for the caller's team's row and share one
+404: a resource of another team is answered exactly like an unknown id, so ids of other teams
+cannot be probed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from service.api.auth import Authenticator, Principal, RateLimiter, enforce_rate_limit
@@ -21,8 +21,10 @@ from service.errors import NotFoundError
 from service.settings import Settings
 from service.store.db import Database
 from service.store.jobs import JobsRepo
-from service.store.models import Dataset, Job, Model
+from service.store.records import DatasetRecord, JobRecord, ModelRecord
 from service.store.storage import Storage
+from service.store.submissions import SubmissionsRepo
+from service.store.uploads import UploadsRepo
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,7 +32,9 @@ class AppContext:
     settings: Settings
     db: Database
     storage: Storage
-    repo: JobsRepo
+    jobs: JobsRepo
+    uploads: UploadsRepo
+    submissions: SubmissionsRepo
     authenticator: Authenticator
     limiter: RateLimiter | None
     metrics: Metrics
@@ -68,44 +72,28 @@ async def get_principal(request: Request, ctx: CtxDep) -> Principal:
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
-
-def get_job_or_404(job_id: str, ctx: CtxDep, principal: PrincipalDep) -> Job:
-    with ctx.db.session() as session:
-        job = session.scalar(select(Job).where(Job.id == job_id, Job.team_id == principal.team_id))
-    if job is None:
-        raise NotFoundError(f"job {job_id!r} not found", details={"job_id": job_id})
-    return job
+Found = TypeVar("Found", JobRecord, ModelRecord, DatasetRecord)
 
 
-def get_model_or_404(model_id: str, ctx: CtxDep, principal: PrincipalDep) -> Model:
-    return load_model(ctx, principal, model_id)
+def found(what: str, key: str, record: Found | None) -> Found:
+    """``record``, or 404 naming the ``what`` (job, model, dataset) that has no id ``key``."""
+    if record is None:
+        raise NotFoundError(f"{what} {key!r} not found", details={f"{what}_id": key})
+    return record
 
 
-def get_dataset_or_404(dataset_id: str, ctx: CtxDep, principal: PrincipalDep) -> Dataset:
-    return load_dataset(ctx, principal, dataset_id)
+def get_job_or_404(job_id: str, ctx: CtxDep, principal: PrincipalDep) -> JobRecord:
+    return found("job", job_id, ctx.jobs.get(job_id, team_id=principal.team_id))
 
 
-def load_model(ctx: AppContext, principal: Principal, model_id: str) -> Model:
-    with ctx.db.session() as session:
-        model = session.scalar(
-            select(Model).where(Model.id == model_id, Model.team_id == principal.team_id)
-        )
-    if model is None:
-        raise NotFoundError(f"model {model_id!r} not found", details={"model_id": model_id})
-    return model
+def get_model_or_404(model_id: str, ctx: CtxDep, principal: PrincipalDep) -> ModelRecord:
+    return found("model", model_id, ctx.uploads.model(model_id, team_id=principal.team_id))
 
 
-def load_dataset(ctx: AppContext, principal: Principal, dataset_id: str) -> Dataset:
-    with ctx.db.session() as session:
-        dataset = session.scalar(
-            select(Dataset).where(Dataset.id == dataset_id, Dataset.team_id == principal.team_id)
-        )
-    if dataset is None:
-        raise NotFoundError(f"dataset {dataset_id!r} not found",
-                            details={"dataset_id": dataset_id})
-    return dataset
+def get_dataset_or_404(dataset_id: str, ctx: CtxDep, principal: PrincipalDep) -> DatasetRecord:
+    return found("dataset", dataset_id, ctx.uploads.dataset(dataset_id, team_id=principal.team_id))
 
 
-JobDep = Annotated[Job, Depends(get_job_or_404)]
-ModelDep = Annotated[Model, Depends(get_model_or_404)]
-DatasetDep = Annotated[Dataset, Depends(get_dataset_or_404)]
+JobDep = Annotated[JobRecord, Depends(get_job_or_404)]
+ModelDep = Annotated[ModelRecord, Depends(get_model_or_404)]
+DatasetDep = Annotated[DatasetRecord, Depends(get_dataset_or_404)]

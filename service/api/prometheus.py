@@ -1,7 +1,7 @@
 """Prometheus metrics of the API: request latency, jobs by status, job durations, queue depth.
 
-Job figures are read from the job table at scrape time (one aggregate query), so they are the
-same whichever API replica is scraped and count the work of every worker. Each app has its
+Job figures are read from the job table at scrape time (``service.store.stats``), so they are
+the same whichever API replica is scraped and count the work of every worker. Each app has its
 own registry, so several apps in one process (tests) do not collide.
 """
 
@@ -13,13 +13,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
-from sqlalchemy import case, func, select
 
 from service.errors import BrokerUnavailableError
+from service.queue.enqueue import queue_depth
 from service.settings import Settings
-from service.store.db import Database
 from service.store.jobs import JobStatus
-from service.store.models import Job
+from service.store.stats import StatsRepo
 
 log = logging.getLogger("quantserve.metrics")
 
@@ -30,8 +29,8 @@ REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 class JobsCollector:
     """Collects the job table's figures at each scrape."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
-        self.db = db
+    def __init__(self, stats: StatsRepo, settings: Settings) -> None:
+        self.stats = stats
         self.settings = settings
 
     def collect(self) -> Iterator[Metric]:
@@ -41,29 +40,15 @@ class JobsCollector:
             "Run time of finished jobs (started to finished), by final status.",
             labels=["status"],
         )
-        bucket_columns = [
-            func.sum(case((Job.duration_s <= b, 1), else_=0)) for b in JOB_DURATION_BUCKETS
-        ]
-        with self.db.session() as session:
-            counts: dict[str, int] = {
-                status: count
-                for status, count in session.execute(
-                    select(Job.status, func.count()).group_by(Job.status)
-                )
-            }
-            rows = session.execute(
-                select(Job.status, func.count(), func.coalesce(func.sum(Job.duration_s), 0.0),
-                       *bucket_columns)
-                .where(Job.duration_s.is_not(None))
-                .group_by(Job.status)
-            ).all()
+        stats = self.stats.jobs(JOB_DURATION_BUCKETS)
+        counts = stats.by_status
         for status in JobStatus:
             by_status.add_metric([status.value], float(counts.get(status.value, 0)))
-        for status, count, total, *buckets in rows:
-            pairs = [(str(b), float(n or 0)) for b, n in zip(JOB_DURATION_BUCKETS, buckets,
-                                                             strict=True)]
-            pairs.append(("+Inf", float(count)))
-            durations.add_metric([status], buckets=pairs, sum_value=float(total))
+        for row in stats.durations:
+            pairs = [(str(b), float(n)) for b, n in zip(JOB_DURATION_BUCKETS, row.at_most,
+                                                        strict=True)]
+            pairs.append(("+Inf", float(row.count)))
+            durations.add_metric([row.status], buckets=pairs, sum_value=row.total_s)
         yield by_status
         yield durations
         queued = GaugeMetricFamily(
@@ -81,8 +66,6 @@ class JobsCollector:
 
 
 def _broker_depth(settings: Settings) -> int | None:
-    from service.queue.enqueue import queue_depth
-
     try:
         return queue_depth(settings)
     except BrokerUnavailableError as exc:
@@ -91,7 +74,7 @@ def _broker_depth(settings: Settings) -> int | None:
 
 
 class Metrics:
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, stats: StatsRepo, settings: Settings) -> None:
         self.registry = CollectorRegistry()
         self.request_latency = Histogram(
             "quantserve_http_request_duration_seconds",
@@ -100,7 +83,7 @@ class Metrics:
             buckets=REQUEST_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(JobsCollector(db, settings))
+        self.registry.register(JobsCollector(stats, settings))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.request_latency.labels(method=method, route=route, status=str(status)).observe(

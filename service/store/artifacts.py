@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from service.store.jobs import ArtifactRecord
+from service.store.records import ArtifactRecord
 from service.store.storage import Storage, check_key
 
 MEDIA_TYPES = {

@@ -1,4 +1,5 @@
-"""The job table's state machine, and what the worker calls to move a job along it.
+"""The job table: its state machine, what the worker calls to move a job along it, and the
+API's reads of jobs and their artifacts.
 
 Every status change is one conditional ``UPDATE ... WHERE status IN (allowed sources)``, so two
 processes racing on one job (two workers after a redelivery, a cancel during a run) cannot
@@ -17,15 +18,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from quantcore.formats.model import SUFFIXES
+from quantcore import FORMAT_SUFFIX
 from service.errors import InvalidTransitionError, NotFoundError
 from service.store.db import Database
 from service.store.models import Artifact, Dataset, Job, Model, utcnow
+from service.store.records import ArtifactRecord, JobRecord
 
-MODEL_SUFFIX = {fmt.value: suffix for suffix, fmt in SUFFIXES.items()}  # "onnx" → ".onnx"
 MAX_ATTEMPTS = 3  # runs of one job whose worker died before it gives up
 
 
@@ -85,14 +86,12 @@ class ClaimedJob:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ArtifactRecord:
-    """One stored artifact of a job (see ``service.store.artifacts.store_artifacts``)."""
+class JobPage:
+    """One page of a team's jobs, newest first."""
 
-    name: str
-    size_bytes: int
-    sha256: str
-    media_type: str
-    storage_key: str
+    jobs: list[JobRecord]
+    count: int  # jobs matching the filters, over all pages
+    more: bool  # whether a page follows this one
 
 
 def _of_attempt(attempt: int | None) -> tuple[Any, ...]:
@@ -123,6 +122,55 @@ class JobsRepo:
             .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    # --- reads (the API's) ------------------------------------------------------------------
+
+    def get(self, job_id: str, *, team_id: str) -> JobRecord | None:
+        """The team's job ``job_id``; ``None`` for an unknown id or another team's job."""
+        with self.db.session() as session:
+            job = session.scalar(select(Job).where(Job.id == job_id, Job.team_id == team_id))
+        return None if job is None else JobRecord.of(job)
+
+    def page(
+        self, *, team_id: str, status: str | None = None, model_id: str | None = None,
+        limit: int, after: tuple[datetime, str] | None = None,
+    ) -> JobPage:
+        """Up to ``limit`` of the team's jobs, newest first (by creation time, then id),
+        filtered by ``status`` and ``model_id``; ``after`` is the (created_at, id) of the last
+        job of the previous page."""
+        filters = [Job.team_id == team_id]
+        if status is not None:
+            filters.append(Job.status == status)
+        if model_id is not None:
+            filters.append(Job.model_id == model_id)
+        query = select(Job).where(*filters)
+        if after is not None:
+            at, last_id = after
+            query = query.where(or_(Job.created_at < at,
+                                    and_(Job.created_at == at, Job.id < last_id)))
+        query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+        with self.db.session() as session:
+            rows = list(session.scalars(query))
+            count = session.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
+        return JobPage(jobs=[JobRecord.of(j) for j in rows[:limit]], count=count,
+                       more=len(rows) > limit)
+
+    def artifacts(self, job_id: str) -> list[ArtifactRecord]:
+        """The job's artifacts, by name."""
+        with self.db.session() as session:
+            rows = session.scalars(
+                select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)
+            )
+            return [ArtifactRecord.of(a) for a in rows]
+
+    def artifact(self, job_id: str, name: str) -> ArtifactRecord | None:
+        with self.db.session() as session:
+            row = session.scalar(
+                select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name)
+            )
+        return None if row is None else ArtifactRecord.of(row)
+
+    # --- status changes (the worker's, and cancel) -------------------------------------------
 
     def status(self, job_id: str) -> JobStatus | None:
         with self.db.session() as session:
@@ -178,7 +226,7 @@ class JobsRepo:
         return ClaimedJob(
             id=job.id, team_id=job.team_id, kind=job.kind, spec=dict(job.spec),
             model_id=job.model_id, model_key=model_key,
-            model_suffix=MODEL_SUFFIX.get(model_format, f".{model_format}"),
+            model_suffix=FORMAT_SUFFIX.get(model_format, f".{model_format}"),
             dataset_id=job.dataset_id, dataset_key=dataset_key, attempts=job.attempts,
             task_id=job.task_id,
         )

@@ -1,4 +1,5 @@
-"""Conversions from rows to public schemas, and the OpenAPI pieces shared by routes."""
+"""Conversions from the store's records to public schemas, and the OpenAPI pieces shared by
+routes."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from service.api.schemas import (
     ModelPublic,
     TensorPublic,
 )
-from service.store.models import Dataset, Job, Model
+from service.store.records import DatasetRecord, JobRecord, ModelRecord
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -65,7 +66,7 @@ def add_component_schemas(app: FastAPI, models: Sequence[type[BaseModel]]) -> No
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def job_public(job: Job) -> JobPublic:
+def job_public(job: JobRecord) -> JobPublic:
     error = None
     if job.error_code is not None:
         error = JobError(code=job.error_code, message=job.error_message or "")
@@ -77,7 +78,7 @@ def job_public(job: Job) -> JobPublic:
     )
 
 
-def model_public(model: Model) -> ModelPublic:
+def model_public(model: ModelRecord) -> ModelPublic:
     return ModelPublic(
         id=model.id, sha256=model.sha256, size_bytes=model.size_bytes,
         format=model.format,  # type: ignore[arg-type]
@@ -86,7 +87,7 @@ def model_public(model: Model) -> ModelPublic:
     )
 
 
-def dataset_public(dataset: Dataset) -> DatasetPublic:
+def dataset_public(dataset: DatasetRecord) -> DatasetPublic:
     return DatasetPublic(
         id=dataset.id, sha256=dataset.sha256, size_bytes=dataset.size_bytes,
         arrays=dataset.arrays, created_at=dataset.created_at,

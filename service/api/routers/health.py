@@ -9,6 +9,7 @@ from service.api.deps import CtxDep
 from service.api.routers.common import errors
 from service.api.schemas import HealthPublic, ReadyPublic
 from service.errors import DependencyUnavailableError
+from service.queue.enqueue import check_broker
 
 router = APIRouter(tags=["health"])
 
@@ -19,8 +20,6 @@ def healthz() -> HealthPublic:
 
 
 def _check_all(ctx: CtxDep) -> dict[str, str]:
-    from service.queue.enqueue import check_broker
-
     checks: dict[str, str] = {}
     probes = {
         "database": ctx.db.ping,

@@ -12,10 +12,9 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import and_, func, or_, select
 from starlette.concurrency import run_in_threadpool
 
-from quantcore.jobs import run as core
+from quantcore import validate_job
 from service.api.catalog import (
     check_dataset_file,
     check_model_file,
@@ -44,8 +43,9 @@ from service.errors import (
     UnprocessableError,
     UnsupportedMediaTypeError,
 )
+from service.queue.enqueue import revoke
 from service.store.jobs import JobStatus
-from service.store.models import Artifact, Job
+from service.store.records import JobRecord
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 # Bodies the submit routes parse themselves; their schemas are added to the document.
@@ -154,7 +154,7 @@ async def _multipart_job(request: Request, ctx: CtxDep, principal: PrincipalDep)
             data["kind"] = form.fields["kind"]
         # kind and spec are checked before any file is inspected or stored
         early = _validated(JobCreate, data)
-        await run_in_threadpool(core.validate_job, early.kind, early.spec,
+        await run_in_threadpool(validate_job, early.kind, early.spec,
                                 ctx.settings.job_limits())
         data["model_id"] = (await register_model(ctx, principal, model_file)).id
         dataset_file = form.files.get("dataset")
@@ -208,7 +208,7 @@ async def submit_batch(
     return JobBatchPublic(data=data, count=len(data))
 
 
-def _encode_cursor(job: Job) -> str:
+def _encode_cursor(job: JobRecord) -> str:
     raw = json.dumps({"t": job.created_at.isoformat(), "i": job.id}).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -234,23 +234,11 @@ def list_jobs(
                                         description="next_cursor of the previous page")] = None,
 ) -> JobsPublic:
     """Newest first."""
-    filters = [Job.team_id == principal.team_id]
-    if status is not None:
-        filters.append(Job.status == status)
-    if model_id is not None:
-        filters.append(Job.model_id == model_id)
-    query = select(Job).where(*filters)
-    if cursor is not None:
-        at, last_id = _decode_cursor(cursor)
-        query = query.where(or_(Job.created_at < at, and_(Job.created_at == at, Job.id < last_id)))
-    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    with ctx.db.session() as session:
-        rows = list(session.scalars(query))
-        count = session.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return JobsPublic(data=[job_public(j) for j in rows], count=count,
-                      next_cursor=_encode_cursor(rows[-1]) if more else None)
+    after = _decode_cursor(cursor) if cursor is not None else None
+    page = ctx.jobs.page(team_id=principal.team_id, status=status, model_id=model_id,
+                         limit=limit, after=after)
+    return JobsPublic(data=[job_public(j) for j in page.jobs], count=page.count,
+                      next_cursor=_encode_cursor(page.jobs[-1]) if page.more else None)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=errors(401, 404, 429),
@@ -262,17 +250,14 @@ def get_job(job: JobDep) -> JobPublic:
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=errors(401, 404, 409, 429),
              summary="Cancel a queued or running job")
 async def cancel_job(job: JobDep, ctx: CtxDep) -> JobPublic:
-    from service.queue.enqueue import revoke
-
-    task_id = await run_in_threadpool(ctx.repo.cancel, job.id)
+    task_id = await run_in_threadpool(ctx.jobs.cancel, job.id)
     if task_id:
         await run_in_threadpool(revoke, task_id, ctx.settings)
     return job_public(await run_in_threadpool(_reload, ctx, job))
 
 
-def _reload(ctx: CtxDep, job: Job) -> Job:
-    with ctx.db.session() as session:
-        return session.get(Job, job.id) or job
+def _reload(ctx: CtxDep, job: JobRecord) -> JobRecord:
+    return ctx.jobs.get(job.id, team_id=job.team_id) or job
 
 
 # The report's shape is documented (``JobReport``) but not validated: the stored JSON is
@@ -294,18 +279,11 @@ def get_report(job: JobDep) -> JSONResponse:
     return JSONResponse(job.report)
 
 
-def _artifacts(ctx: CtxDep, job: Job) -> list[Artifact]:
-    with ctx.db.session() as session:
-        return list(session.scalars(
-            select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.name)
-        ))
-
-
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactPublic],
             responses=errors(401, 404, 429), summary="The job's artifacts")
 def list_artifacts(job: JobDep, ctx: CtxDep) -> list[ArtifactPublic]:
     return [ArtifactPublic(name=a.name, size_bytes=a.size_bytes, sha256=a.sha256,
-                           media_type=a.media_type) for a in _artifacts(ctx, job)]
+                           media_type=a.media_type) for a in ctx.jobs.artifacts(job.id)]
 
 
 def _etag_matches(header: str | None, sha256: str) -> bool:
@@ -333,7 +311,7 @@ def download_artifact(
     name: str, job: JobDep, ctx: CtxDep,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
-    artifact = next((a for a in _artifacts(ctx, job) if a.name == name), None)
+    artifact = ctx.jobs.artifact(job.id, name)
     if artifact is None:
         raise NotFoundError(f"job {job.id!r} has no artifact {name!r}",
                             details={"name": name})

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from service.api.app import create_app
-from service.api.auth import create_api_key, hash_key, revoke_api_key
+from service.store.keys import KeysRepo, hash_key
 from service.store.models import ApiKey
 from tests.service.conftest import SettingsFactory
 from tests.service.helpers import ctx_of, mlp_bytes, submit, upload_model
@@ -29,7 +29,7 @@ def bearer(key: str) -> dict[str, str]:
 
 def test_keys_are_stored_hashed(secured: TestClient) -> None:
     db = ctx_of(secured.app).db  # type: ignore[arg-type]
-    issued = create_api_key(db, team="vision", name="ci")
+    issued = KeysRepo(db).issue(team="vision", name="ci")
     assert issued.key.startswith("qs_")
     with db.session() as session:
         row = session.scalar(select(ApiKey).where(ApiKey.id == issued.key_id))
@@ -44,17 +44,17 @@ def test_missing_wrong_and_revoked_keys_are_401(secured: TestClient) -> None:
     assert r.headers["WWW-Authenticate"] == "Bearer"
     r = secured.get("/v1/jobs", headers=bearer("qs_nope_nope"))
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
-    issued = create_api_key(db, team="nlp")
+    issued = KeysRepo(db).issue(team="nlp")
     assert secured.get("/v1/jobs", headers={"X-API-Key": issued.key}).status_code == 200
-    revoke_api_key(db, issued.key_id)
+    KeysRepo(db).revoke(issued.key_id)
     assert secured.get("/v1/jobs", headers=bearer(issued.key)).status_code == 401
     assert secured.get("/healthz").status_code == 200  # probes need no key
 
 
 def test_a_team_sees_only_its_own(secured: TestClient) -> None:
     db = ctx_of(secured.app).db  # type: ignore[arg-type]
-    a = bearer(create_api_key(db, team="team-a").key)
-    b = bearer(create_api_key(db, team="team-b").key)
+    a = bearer(KeysRepo(db).issue(team="team-a").key)
+    b = bearer(KeysRepo(db).issue(team="team-b").key)
     model = upload_model(secured, mlp_bytes(seed=7), headers=a)
     job = submit(secured, model["id"], headers=a)
     for path in (f"/v1/jobs/{job['id']}", f"/v1/jobs/{job['id']}/report",
@@ -87,8 +87,8 @@ def test_rate_limit_in_redis_is_per_key(make_settings: SettingsFactory, redis_ur
     settings = make_settings(rate_limit_per_minute=3, auth_enabled=True, broker_url=redis_url)
     app = create_app(settings)
     db = ctx_of(app).db
-    key_a = bearer(create_api_key(db, team=f"t-{uuid.uuid4().hex[:6]}").key)
-    key_b = bearer(create_api_key(db, team=f"t-{uuid.uuid4().hex[:6]}").key)
+    key_a = bearer(KeysRepo(db).issue(team=f"t-{uuid.uuid4().hex[:6]}").key)
+    key_b = bearer(KeysRepo(db).issue(team=f"t-{uuid.uuid4().hex[:6]}").key)
     with TestClient(app, raise_server_exceptions=False) as client:
         codes = [client.get("/v1/jobs", headers=key_a).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]

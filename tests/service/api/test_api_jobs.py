@@ -111,20 +111,20 @@ def test_batch_racing_an_earlier_batch_with_the_same_key(
 ) -> None:
     """A key taken between the check and the insert (a concurrent retry): the jobs whose keys
     were taken are the earlier ones, the rest are accepted, and only those are published."""
-    from service.api import submission
+    from service.store.submissions import Submission
 
     model = upload_model(client)
     headers = {"Idempotency-Key": "nightly"}
     jobs = [{"model_id": model["id"], "spec": {"bits": b}} for b in (2, 3, 4)]
     first = client.post("/v1/jobs/batch", json={"jobs": jobs[:2]}, headers=headers).json()
-    real = submission._existing
+    real = Submission.existing
     calls = []
 
     def not_yet_written(*args: Any) -> dict[str, Any]:  # the check ran before their insert
         calls.append(args)
         return {} if len(calls) == 1 else real(*args)
 
-    monkeypatch.setattr(submission, "_existing", not_yet_written)
+    monkeypatch.setattr(Submission, "existing", not_yet_written)
     r = client.post("/v1/jobs/batch", json={"jobs": jobs}, headers=headers)
     assert r.status_code == 202, r.text
     ids = [j["id"] for j in r.json()["data"]]
@@ -225,7 +225,7 @@ def test_report_and_artifacts(client: TestClient, tmp_path: Path) -> None:
 def test_failed_job_shows_its_error(client: TestClient) -> None:
     model = upload_model(client)
     job = submit(client, model["id"])
-    repo = ctx_of(app_of(client)).repo
+    repo = ctx_of(app_of(client)).jobs
     repo.claim(job["id"])
     repo.fail(job["id"], "no_weights", "no tensor matched include=['conv']")
     body = client.get(f"/v1/jobs/{job['id']}").json()
@@ -262,20 +262,20 @@ def test_batch_racing_a_different_earlier_batch_leaves_nothing_queued(
 ) -> None:
     """A key taken concurrently by another request: refused, and the rows this call wrote
     before it knew are removed (none was published)."""
-    from service.api import submission
+    from service.store.submissions import Submission
 
     model = upload_model(client)
     headers = {"Idempotency-Key": "weekly"}
     client.post("/v1/jobs/batch", headers=headers,
                 json={"jobs": [{"model_id": model["id"], "spec": {"bits": b}} for b in (2, 3)]})
-    real = submission._existing
+    real = Submission.existing
     calls = []
 
     def not_yet_written(*args: Any) -> dict[str, Any]:
         calls.append(args)
         return {} if len(calls) == 1 else real(*args)
 
-    monkeypatch.setattr(submission, "_existing", not_yet_written)
+    monkeypatch.setattr(Submission, "existing", not_yet_written)
     # weekly#0 as before (bits 2), weekly#1 now another spec, weekly#2 new.
     jobs = [{"model_id": model["id"], "spec": {"bits": b}} for b in (2, 7, 8)]
     r = client.post("/v1/jobs/batch", json={"jobs": jobs}, headers=headers)

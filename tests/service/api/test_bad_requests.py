@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from httpx import Response
 
 from service.api.app import create_app
-from service.api.auth import create_api_key
+from service.store.keys import KeysRepo
 from tests.service.conftest import SettingsFactory, free_port
 from tests.service.helpers import ctx_of, mlp_bytes
 
@@ -47,8 +47,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                         auth_enabled=True, rate_limit_per_minute=0)
     app = create_app(settings)
     db = ctx_of(app).db
-    mine = {"Authorization": f"Bearer {create_api_key(db, team='mine').key}"}
-    theirs = {"Authorization": f"Bearer {create_api_key(db, team='theirs').key}"}
+    mine = {"Authorization": f"Bearer {KeysRepo(db).issue(team='mine').key}"}
+    theirs = {"Authorization": f"Bearer {KeysRepo(db).issue(team='theirs').key}"}
     with TestClient(app, raise_server_exceptions=False) as client:
         model = client.post("/v1/models", files={"file": ("m.onnx", mlp_bytes())}, headers=mine)
         other_model = client.post("/v1/models", files={"file": ("m.onnx", mlp_bytes(seed=9))},

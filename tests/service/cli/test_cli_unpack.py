@@ -13,7 +13,8 @@ from quantcore.formats.model import ModelFormat
 from quantcore.formats.onnx_writer import rewrite
 from quantcore.formats.qpack import pack
 from quantcore.formats.weights_io import read_npz, read_safetensors, write_npz, write_safetensors
-from service.cli.main import main, restored_name
+from service.cli.local import restored_name
+from service.cli.main import main
 from tests.core.onnx_helpers import affine
 
 ARRAYS = {

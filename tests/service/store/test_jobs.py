@@ -12,8 +12,9 @@ from sqlalchemy import inspect, select, text
 
 from service.errors import InvalidTransitionError, NotFoundError
 from service.store.db import Database
-from service.store.jobs import FINAL, TRANSITIONS, ArtifactRecord, JobsRepo, JobStatus, sources
+from service.store.jobs import FINAL, TRANSITIONS, JobsRepo, JobStatus, sources
 from service.store.models import DEFAULT_TEAM_ID, Artifact, Job, Model
+from service.store.records import ArtifactRecord
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
