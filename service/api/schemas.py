@@ -1,20 +1,17 @@
 """Request and response bodies (Pydantic), in families per resource.
 
 Routes answer with these and never with database rows; field names are those of
-``shared/API.md`` and must not change.
+``docs/api.md`` and must not change.
 """
 
 from __future__ import annotations
 
-import inspect
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from quantcore import JobKind
-from quantcore.explore import grid as sweep_spec
-from quantcore.explore import search
 
 StatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -57,18 +54,51 @@ class DatasetPublic(BaseModel):
     created_at: datetime
 
 
-def _doc_before(module: Any, stop: str) -> str:
-    """A core module's docstring up to the paragraph starting with ``stop`` (all of it when
-    there is none): the spec shapes are documented once, where they are parsed."""
-    return inspect.cleandoc(module.__doc__ or "").split(f"\n\n{stop}")[0]
+# The spec shapes of the three kinds, for callers (the OpenAPI document shows it on
+# JobCreate.spec); ranges and defaults of the quantize fields are served by GET /v1/quantizers.
+SPEC_DESCRIPTION = """The job's spec; its shape depends on `kind`. Unknown fields are refused \
+(422 `invalid_spec`, naming the field).
 
+**quantize**: a quantize spec. Every field is optional: `method`, `bits`, `rounding`, \
+`support`, `support_value`, `normalize`, `deadzone_ratio`, `mu`, `exponent_bits`, \
+`mantissa_bits`, `granularity`, `include`, `exclude`, `min_elements`, `overrides`, \
+`entropy_coding` (fields, ranges and defaults: GET /v1/quantizers). The job answers with the \
+spec as applied, every default filled in.
 
-SPEC_DESCRIPTION = (
-    "The job's spec; its shape depends on `kind`.\n\n"
-    "**quantize**: a quantize spec (fields, ranges and defaults: GET /v1/quantizers).\n\n"
-    f"**sweep**: {_doc_before(sweep_spec, 'Rejected with')}\n\n"
-    f"**search**: {_doc_before(search, 'The path,')}"
-)
+**sweep**: a base quantize spec and a grid of values; the job measures one point per combination:
+
+    {"base": {<a quantize spec>},
+     "grid": {"bits": [2, 3], "method": ["uniform", "deadzone"],
+              "granularity": ["model", "layer"], "support": ["jayant", "value"],
+              "support_value": [1.0, 1.5, 2.0], "rounding": [...], "deadzone_ratio": [...]}}
+
+The grid may vary `bits`, `method`, `granularity`, `support`, `support_value`, `rounding` \
+and `deadzone_ratio`; each is optional and, when present, a non-empty list without repeats. \
+The points are the cartesian product of the lists, except that `support_value` combines \
+only with the supports that take a value (`value`: a threshold in standard deviations; \
+`percentile`: a percentile of |w|): `"support": ["jayant", "value"]` with \
+`"support_value": [1, 2, 3]` gives jayant once and value three times per combination of the \
+other fields. A point's support is the grid's, else the base spec's, else the method's \
+default. Refused with 422 `invalid_spec` before any work: an empty grid, an empty or \
+repeating list, a `support_value` list without a support that takes a value, a point whose \
+spec is invalid (the message names the point), two points that give the same spec, or more \
+points than the service allows (its `max_sweep_points` setting, 64 by default).
+
+**search**: the smallest package whose accuracy drop stays within a budget:
+
+    {"base": {<a quantize spec>},
+     "max_top1_drop": 0.01,
+     "candidates": {"bits": [2, 3, 4, 5, 6, 7, 8], "method": ["uniform", "deadzone"]},
+     "mixed_precision": true}
+
+Every field is optional. `max_top1_drop` (default 0.01) is the largest accepted drop, a \
+fraction in [0, 1]: with labels in the dataset it bounds the drop of top-1 accuracy; without \
+labels, the share of samples whose top-1 class changes. `candidates` is a grid with the \
+fields and rules of a sweep's `grid` (default `{"bits": [2, 3, 4, 5, 6, 7, 8]}`), and counts \
+against the same limit. `mixed_precision` (default true): after the candidates, lower single \
+layers one bit at a time while the whole model stays within the budget. The evaluations are \
+capped at the same limit; the report says when the search stopped there. A search needs \
+`dataset_id`: without one the job fails with `invalid_dataset`."""
 
 
 class JobCreate(BaseModel):

@@ -1,7 +1,8 @@
 """``/v1/quantizers``: the methods, their parameters, ranges and defaults.
 
-Everything is read from ``quantcore.spec`` (its enums, ``RANGES``, ``DEFAULT_SUPPORT`` and the
-dataclass defaults), so this answer cannot drift from what validation accepts.
+Everything is read from the core's spec types (``Method`` and the other enums, ``RANGES``,
+``DEFAULT_SUPPORT`` and the defaults of ``QuantizerSpec`` and ``QuantSpec``), so this answer
+cannot drift from what validation accepts.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from quantcore import spec as qspec
+from quantcore import DEFAULT_SUPPORT, RANGES, Method, QuantizerSpec, QuantSpec
 from service.api.deps import PrincipalDep
 from service.api.routers.common import errors
 from service.api.schemas import MethodPublic, ParameterPublic, QuantizersPublic
@@ -23,20 +24,20 @@ from service.api.schemas import MethodPublic, ParameterPublic, QuantizersPublic
 router = APIRouter(prefix="/v1/quantizers", tags=["quantizers"])
 
 _METHOD_TEXT = {
-    qspec.Method.UNIFORM: "Uniform quantizer (midrise or midtread) over the support region.",
-    qspec.Method.DEADZONE: "Dead-zone uniform quantizer; deadzone_ratio is its sigma.",
-    qspec.Method.MULAW: "mu-law companded quantizer.",
-    qspec.Method.LOG: "Exponential (logarithmic) levels, correlation-maximising design.",
-    qspec.Method.FLOAT: "Minifloat: sign bit, exponent_bits and mantissa_bits; "
+    Method.UNIFORM: "Uniform quantizer (midrise or midtread) over the support region.",
+    Method.DEADZONE: "Dead-zone uniform quantizer; deadzone_ratio is its sigma.",
+    Method.MULAW: "mu-law companded quantizer.",
+    Method.LOG: "Exponential (logarithmic) levels, correlation-maximising design.",
+    Method.FLOAT: "Minifloat: sign bit, exponent_bits and mantissa_bits; "
     "bits = 1 + exponent_bits + mantissa_bits.",
 }
 _COMMON = ("support", "support_value", "normalize")
 _METHOD_PARAMS = {
-    qspec.Method.UNIFORM: ("bits", "rounding", *_COMMON),
-    qspec.Method.DEADZONE: ("bits", "deadzone_ratio", *_COMMON),
-    qspec.Method.MULAW: ("bits", "mu", *_COMMON),
-    qspec.Method.LOG: ("bits", *_COMMON),
-    qspec.Method.FLOAT: ("exponent_bits", "mantissa_bits", *_COMMON),
+    Method.UNIFORM: ("bits", "rounding", *_COMMON),
+    Method.DEADZONE: ("bits", "deadzone_ratio", *_COMMON),
+    Method.MULAW: ("bits", "mu", *_COMMON),
+    Method.LOG: ("bits", *_COMMON),
+    Method.FLOAT: ("exponent_bits", "mantissa_bits", *_COMMON),
 }
 _TEXT = {
     "method": "Quantizer family.",
@@ -82,7 +83,7 @@ def _type_name(hint: Any, default: Any) -> str:
 
 def _parameter(name: str, hint: Any, default: Any) -> ParameterPublic:
     enum = _enum_of(hint)
-    value_range = qspec.RANGES.get(name)
+    value_range = RANGES.get(name)
     if isinstance(default, StrEnum):
         default = default.value
     elif isinstance(default, tuple):
@@ -102,23 +103,23 @@ def _parameter(name: str, hint: Any, default: Any) -> ParameterPublic:
 @cache
 def describe() -> QuantizersPublic:
     parameters = []
-    quantizer_hints = typing.get_type_hints(qspec.QuantizerSpec)
-    for f in dataclasses.fields(qspec.QuantizerSpec):
+    quantizer_hints = typing.get_type_hints(QuantizerSpec)
+    for f in dataclasses.fields(QuantizerSpec):
         parameters.append(_parameter(f.name, quantizer_hints[f.name], f.default))
-    spec_hints = typing.get_type_hints(qspec.QuantSpec)
-    for f in dataclasses.fields(qspec.QuantSpec):
+    spec_hints = typing.get_type_hints(QuantSpec)
+    for f in dataclasses.fields(QuantSpec):
         if f.name == "quantizer":
             continue
         default = f.default if f.default is not dataclasses.MISSING else ()
         parameters.append(_parameter(f.name, spec_hints[f.name], default))
     methods = [
         MethodPublic(name=m.value, description=_METHOD_TEXT[m],
-                     default_support=qspec.DEFAULT_SUPPORT[m].value,
+                     default_support=DEFAULT_SUPPORT[m].value,
                      parameters=list(_METHOD_PARAMS[m]))
-        for m in qspec.Method
+        for m in Method
     ]
     return QuantizersPublic(methods=methods, parameters=parameters,
-                            defaults=qspec.QuantSpec().to_dict())
+                            defaults=QuantSpec().to_dict())
 
 
 @router.get("", response_model=QuantizersPublic, responses=errors(401, 429),
