@@ -1,10 +1,9 @@
 """The shapes of ``GET /v1/jobs/{id}/report``, one model per job kind, for the OpenAPI document.
 
-The report is built by the core (``quantcore.report.build``, ``quantcore.jobs.quantize``,
-``quantcore.jobs.explore``) and served as it was stored: these models document it and are not
-used to validate or serialize it. Every object allows fields beyond those listed, so that
-additions do not break clients. Floats that would be infinite or NaN are ``null`` (JSON has
-neither).
+The report is built by the core (``run_job`` writes it as the job's ``report.json``) and served
+as it was stored: these models document it and are not used to validate or serialize it.
+Every object allows fields beyond those listed, so that additions do not break clients. Floats
+that would be infinite or NaN are ``null`` (JSON has neither).
 
 Only sweep and search reports carry ``kind``; a quantize report has none, so the union of the
 three is not discriminated. A quantize report's ``timings`` carry ``report_s`` (drawing

@@ -1,8 +1,9 @@
 """The database tables (SQLAlchemy 2, typed declarative mapping).
 
-Rows never leave the service as they are: routers answer with ``service.api.schemas`` and the
-worker reads ``service.store.jobs`` snapshots. The schema itself is created by the Alembic
-migrations in ``service/migrations``; keep both in step.
+Rows never leave the store: its repositories hand out the frozen records of
+``service.store.records`` (and the worker ``service.store.jobs.ClaimedJob`` snapshots). The
+schema itself is created by the Alembic migrations in ``service/store/migrations``; keep both in
+step.
 """
 
 from __future__ import annotations

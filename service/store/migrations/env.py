@@ -1,4 +1,5 @@
-"""Alembic environment: migrations run on the connection ``Database.migrate`` hands in."""
+"""Alembic environment: migrations run on the connection ``Database.migrate`` hands in, or,
+from a shell, on ``-x url=...`` (``alembic -c service/store/migrations/alembic.ini``)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def _run(connection: Connection) -> None:
 connection = config.attributes.get("connection")
 if connection is not None:
     _run(connection)
-else:  # `alembic -x url=... upgrade head` from a shell
+else:  # `alembic -c service/store/migrations/alembic.ini -x url=... upgrade head`
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
         "sqlalchemy.url"
     )

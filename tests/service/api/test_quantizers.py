@@ -7,9 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from quantcore import JobKind, validate_job
-from quantcore.errors import InvalidSpecError
-from quantcore.spec import DEFAULT_SUPPORT, Method, QuantSpec
+from quantcore import DEFAULT_SUPPORT, InvalidSpecError, JobKind, Method, QuantSpec, validate_job
 
 
 @pytest.fixture
