@@ -14,8 +14,10 @@ Delivery guarantees (what keeps a job alive when its worker dies):
   died (SIGKILL, lost machine) is handed out again once that timeout has passed, and no
   live job can outlast it, so a redelivered job is never still running elsewhere.
 
-The module-level ``app`` (for ``celery -A service.queue.celery_app worker``) reads the settings from
-the environment; ``create_celery`` builds one for explicit settings.
+The module-level ``app`` (``celery -A service.queue.celery_app:app``, which ``quantserve worker``
+starts) reads the settings from the environment; ``create_celery`` builds one for explicit
+settings. Both include ``workers.tasks``, named by string: the queue never imports the workers,
+and a process that only publishes never loads the task module.
 """
 
 from __future__ import annotations
