@@ -30,4 +30,4 @@ bench: install-test
 	$(BIN)/python -m bench
 
 openapi: install
-	$(BIN)/python -m service.openapi_export openapi/openapi.json
+	$(BIN)/python -m service.api.openapi_export openapi/openapi.json

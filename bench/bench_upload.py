@@ -87,7 +87,7 @@ def start_server(tmp: Path, port: int) -> subprocess.Popen[bytes]:
         "QUANTSERVE_LOG_LEVEL": "WARNING",
         "QUANTSERVE_MAX_UPLOAD_BYTES": str(16 << 30),
     }
-    code = ("import uvicorn; from service.main import create_app; "
+    code = ("import uvicorn; from service.api.app import create_app; "
             f"uvicorn.run(create_app(), host='127.0.0.1', port={port}, log_level='warning')")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env,
                             cwd=Path(__file__).resolve().parents[1])

@@ -1,1 +1,2 @@
-"""Celery app and tasks: thin wrappers that move a job through the core."""
+"""The Celery task that moves a job through the core (``workers.tasks``); the Celery app that
+includes it is ``service.queue.celery_app``."""

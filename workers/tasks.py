@@ -40,13 +40,13 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from quantcore import JobInput, JobKind, QuantError, Stage, run_job
-from service.artifacts import store_artifacts
-from service.db import Database
-from service.jobs_repo import ClaimedJob, JobsRepo
 from service.logging import job_context
+from service.queue.celery_app import TASK_NAME
 from service.settings import Settings, get_settings
-from service.storage import Storage, StorageError, make_storage
-from workers.celery_app import TASK_NAME
+from service.store.artifacts import store_artifacts
+from service.store.db import Database
+from service.store.jobs import ClaimedJob, JobsRepo
+from service.store.storage import Storage, StorageError, make_storage
 
 log = logging.getLogger("quantserve.worker")
 

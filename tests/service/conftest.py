@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from service.main import create_app
+from service.api.app import create_app
 from service.settings import Settings
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -10,8 +10,8 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.artifacts import store_artifacts
-from service.deps import AppContext
+from service.api.deps import AppContext
+from service.store.artifacts import store_artifacts
 from tests import models
 
 
@@ -50,13 +50,13 @@ def ctx_of(app: FastAPI) -> AppContext:
 def finish_job(app: FastAPI, job_id: str, tmp: Path) -> dict[str, Any]:
     """Do what a worker does on success: claim, store artifact files, record the report."""
     ctx = ctx_of(app)
-    claimed = ctx.repo.claim(job_id)
+    claimed = ctx.jobs.claim(job_id)
     assert claimed is not None
-    ctx.repo.set_progress(job_id, "writing", 0.9, attempt=claimed.attempts)
+    ctx.jobs.set_progress(job_id, "writing", 0.9, attempt=claimed.attempts)
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "model.onnx").write_bytes(b"".join(ctx.storage.iter_bytes(claimed.model_key)))
     report = {"summary": {"bits_per_weight": 4.0, "compression_ratio": 8.0}, "layers": []}
     (tmp / "report.json").write_text('{"summary": {}}')
     records = store_artifacts(ctx.storage, job_id, [tmp / "model.onnx", tmp / "report.json"])
-    assert ctx.repo.succeed(job_id, report, records, attempt=claimed.attempts)
+    assert ctx.jobs.succeed(job_id, report, records, attempt=claimed.attempts)
     return report

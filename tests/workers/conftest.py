@@ -89,7 +89,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 # Short job limits for tests that wait out Redis's visibility timeout:
-# ceil(1.25 * 10) + 5 = 18 s (see workers.celery_app.visibility_timeout_s).
+# ceil(1.25 * 10) + 5 = 18 s (see service.queue.celery_app.visibility_timeout_s).
 SHORT_TIME_LIMITS = {"QUANTSERVE_JOB_SOFT_TIME_LIMIT_S": "9", "QUANTSERVE_JOB_TIME_LIMIT_S": "10"}
 
 

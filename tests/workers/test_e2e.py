@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from service.db import Database
-from service.jobs_repo import JobsRepo
-from service.models import Job
+from service.store.db import Database
+from service.store.jobs import JobsRepo
+from service.store.models import Job
 from tests import models
 from tests.workers.conftest import embedded_env
 from tests.workers.flow import (

@@ -11,9 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from quantcore import Stage
-from service.jobs_repo import MAX_ATTEMPTS, JobStatus
-from service.main import create_app
+from service.api.app import create_app
 from service.settings import Settings
+from service.store.jobs import MAX_ATTEMPTS, JobStatus
 from tests import models
 from tests.workers.flow import save_model, upload_model
 from workers.tasks import (

@@ -1,0 +1,149 @@
+"""Assembles the API: ``create_app(settings) -> FastAPI``, and ``create_served_app`` for a
+server process; nothing else lives here."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from quantcore import __version__
+from service.api.auth import Authenticator, make_rate_limiter
+from service.api.deps import AppContext
+from service.api.errors import install_error_handler
+from service.api.prometheus import Metrics, route_template
+from service.api.routers import datasets, health, jobs, metrics, models, quantizers
+from service.api.routers.common import add_component_schemas
+from service.api.uploads import sweep_stale_spools
+from service.logging import configure_logging, request_id_var
+from service.queue.enqueue import producer_app
+from service.settings import Settings, get_settings
+from service.store.db import Database
+from service.store.jobs import JobsRepo
+from service.store.keys import KeysRepo
+from service.store.stats import StatsRepo
+from service.store.storage import S3Storage, make_storage
+from service.store.submissions import SubmissionsRepo
+from service.store.uploads import UploadsRepo
+
+log = logging.getLogger("quantserve.api")
+
+
+class RequestObserver:
+    """ASGI middleware: request id, latency histogram and one JSON log line per request."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode()[:64]
+        token = request_id_var.set(request_id or uuid.uuid4().hex[:16])
+        start = time.perf_counter()
+        status = 500
+
+        async def observed_send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", (request_id_var.get() or "").encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            seconds = time.perf_counter() - start
+            route = route_template(scope)
+            self.metrics.observe_request(scope["method"], route, status, seconds)
+            extra = {"method": scope["method"], "path": scope["path"], "route": route,
+                     "status": status, "duration_ms": round(seconds * 1000, 2),
+                     "request_id": request_id_var.get()}
+            job_id = (scope.get("path_params") or {}).get("job_id")
+            if job_id:
+                extra["job_id"] = job_id
+            log.info("request", extra=extra)
+            request_id_var.reset(token)
+
+
+def build_context(settings: Settings, *, migrate: bool = True) -> AppContext:
+    db = Database(settings.database_url)
+    if migrate:
+        db.migrate()
+    storage = make_storage(settings)
+    if migrate and isinstance(storage, S3Storage):
+        storage.ensure_bucket()
+    spool_dir = Path(settings.storage_path).resolve() / ".spool"
+    if migrate:
+        sweep_stale_spools(spool_dir)
+    return AppContext(
+        settings=settings, db=db, storage=storage, jobs=JobsRepo(db), uploads=UploadsRepo(db),
+        submissions=SubmissionsRepo(db),
+        authenticator=Authenticator(KeysRepo(db), enabled=settings.auth_enabled),
+        limiter=make_rate_limiter(settings), metrics=Metrics(StatsRepo(db), settings),
+        spool_dir=spool_dir,
+    )
+
+
+def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
+    """The API for ``settings`` (the environment's by default).
+
+    ``migrate`` runs the database migrations and creates the S3 bucket if missing; the
+    OpenAPI export turns it off to build the app without touching any storage.
+    """
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    ctx = build_context(settings, migrate=migrate)
+    app = FastAPI(
+        title="quantserve",
+        version=__version__,
+        description="Post-training weight quantization as a service. Errors are "
+        '`{"error": {"code", "message", "details"}}`.',
+    )
+    app.state.ctx = ctx
+    install_error_handler(app)
+    for router in (models.router, datasets.router, jobs.router, quantizers.router,
+                   health.router, metrics.router):
+        app.include_router(router)
+    add_component_schemas(app, jobs.BODY_MODELS)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key",
+                           "If-None-Match", "X-Request-ID"],
+            expose_headers=["Location", "ETag", "Retry-After", "X-Request-ID",
+                            "Idempotent-Replayed"],
+            max_age=600,
+        )
+    app.add_middleware(RequestObserver, metrics=ctx.metrics)
+    return app
+
+
+def create_served_app(settings: Settings | None = None) -> FastAPI:
+    """``create_app`` for a server process (``quantserve serve``, and uvicorn's factory with
+    several workers).
+
+    The publishing Celery app is built before the first request, then every object made so
+    far (modules, the app, the ORM's tables, Celery and kombu) is frozen out of the garbage
+    collector's reach. A full collection otherwise walks all of them, about 100 ms during
+    which no request moves, a few times a minute under load; frozen, it walks only what
+    requests leave behind.
+    """
+    settings = settings or get_settings()
+    app = create_app(settings)
+    producer_app(settings)
+    gc.collect()
+    gc.freeze()
+    return app

@@ -1,0 +1,182 @@
+"""Who is calling, from the request's headers, and the per-key rate limit.
+
+- A caller sends its key as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; the keys and
+  their teams are in the store (``service.store.keys``, which also issues them).
+- With ``auth_enabled`` off (the embedded default), every caller acts as the ``default``
+  team and no key is needed.
+- The rate limit is a token bucket per key (per client address with auth off): capacity
+  ``rate_limit_per_minute``, refilled at that many tokens per minute. It lives in Redis when
+  the broker is Redis (shared by all API replicas) and in the process otherwise. If Redis
+  cannot be asked, requests pass: the broker check answers for Redis being down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from service.errors import RateLimitedError, UnauthorizedError
+from service.settings import Settings
+from service.store.keys import KeysRepo
+from service.store.models import DEFAULT_TEAM_ID
+
+log = logging.getLogger("quantserve.auth")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Principal:
+    """Who is calling: the team whose resources they see, and the key they used."""
+
+    team_id: str
+    key_id: str | None
+
+
+ANONYMOUS = Principal(team_id=DEFAULT_TEAM_ID, key_id=None)
+
+
+def key_from_headers(headers: Any) -> str | None:
+    """The key of ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
+    value = headers.get("x-api-key")
+    if value:
+        return str(value).strip()
+    auth = headers.get("authorization") or ""
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+class Authenticator:
+    def __init__(self, keys: KeysRepo, *, enabled: bool) -> None:
+        self.keys = keys
+        self.enabled = enabled
+
+    def authenticate(self, headers: Any) -> Principal:
+        if not self.enabled:
+            return ANONYMOUS
+        key = key_from_headers(headers)
+        if key is None:
+            raise UnauthorizedError(
+                "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'",
+                code="missing_api_key", headers={"WWW-Authenticate": "Bearer"},
+            )
+        owner = self.keys.owner(key)
+        if owner is None or owner.revoked:
+            raise UnauthorizedError(
+                "the API key is not valid (unknown or revoked)",
+                code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"},
+            )
+        return Principal(team_id=owner.team_id, key_id=owner.key_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateDecision:
+    allowed: bool
+    remaining: int
+    retry_after_s: float
+
+
+class RateLimiter(Protocol):
+    # True when ``hit`` waits on I/O (the caller then runs it off the event loop).
+    blocking: bool
+
+    def hit(self, identity: str) -> RateDecision: ...
+
+
+class InProcessRateLimiter:
+    """Token buckets in this process's memory (the embedded, single-process shape)."""
+
+    blocking = False
+
+    def __init__(self, per_minute: int) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, identity: str) -> RateDecision:
+        now = time.monotonic()
+        with self._lock:
+            tokens, stamp = self._buckets.get(identity, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - stamp) * self.rate)
+            allowed = tokens >= 1.0
+            if allowed:
+                tokens -= 1.0
+            self._buckets[identity] = (tokens, now)
+        return RateDecision(allowed=allowed, remaining=int(tokens),
+                            retry_after_s=0.0 if allowed else (1.0 - tokens) / self.rate)
+
+
+# KEYS[1] bucket; ARGV capacity, rate per second. Redis's own clock, so replicas agree.
+_TOKEN_BUCKET_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local data = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(data[1]) or capacity
+local ts = tonumber(data[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(capacity / rate) + 1)
+return {allowed, tostring(tokens)}
+"""
+
+
+class RedisRateLimiter:
+    """Token buckets in Redis, shared by every API replica."""
+
+    blocking = True
+
+    def __init__(self, url: str, per_minute: int, *, prefix: str = "quantserve:ratelimit:") -> None:
+        import redis
+
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.prefix = prefix
+        self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.script = self.client.register_script(_TOKEN_BUCKET_LUA)
+
+    def hit(self, identity: str) -> RateDecision:
+        import redis
+
+        try:
+            allowed, tokens = self.script(keys=[self.prefix + identity],
+                                          args=[self.capacity, self.rate])
+        except redis.RedisError as exc:
+            log.warning("rate limit not checked, Redis unavailable: %s", exc)
+            return RateDecision(allowed=True, remaining=0, retry_after_s=0.0)
+        left = float(tokens)
+        ok = bool(int(allowed))
+        return RateDecision(allowed=ok, remaining=int(left),
+                            retry_after_s=0.0 if ok else (1.0 - left) / self.rate)
+
+
+def make_rate_limiter(settings: Settings) -> RateLimiter | None:
+    """``None`` when the limit is off (``rate_limit_per_minute=0``)."""
+    if settings.rate_limit_per_minute <= 0:
+        return None
+    if settings.broker_is_redis:
+        return RedisRateLimiter(settings.broker_url, settings.rate_limit_per_minute)
+    return InProcessRateLimiter(settings.rate_limit_per_minute)
+
+
+def enforce_rate_limit(limiter: RateLimiter | None, identity: str) -> None:
+    if limiter is None:
+        return
+    decision = limiter.hit(identity)
+    if not decision.allowed:
+        retry = max(1, round(decision.retry_after_s + 0.5))
+        raise RateLimitedError(
+            f"rate limit exceeded for this key; retry after {retry} s",
+            headers={"Retry-After": str(retry)},
+            details={"retry_after_s": retry},
+        )

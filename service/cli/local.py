@@ -1,0 +1,76 @@
+"""The local commands of ``quantserve``, which need no server: ``quantize`` runs a job the way
+a worker does (same artifacts and ``report.json``) and ``unpack`` restores the model file a
+``.qpack`` package holds.
+
+The core is imported inside the commands, so that the other commands start without loading
+onnx, onnxruntime or SciPy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from service.cli.client import load_spec
+from service.cli.output import EXIT_OK, EXIT_USAGE, ProgressBar, error, print_json
+from service.settings import get_settings
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from quantcore import JobInput, JobKind, QuantError, run_job
+
+    settings = get_settings()
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    job = JobInput(
+        kind=JobKind(args.kind),
+        model_path=Path(args.model),
+        spec=load_spec(args.spec),
+        dataset_path=Path(args.dataset) if args.dataset else None,
+    )
+    limits = settings.job_limits()
+    bar = ProgressBar(sys.stderr, enabled=not args.quiet)
+    try:
+        output = run_job(
+            job, out_dir, progress=lambda stage, f: bar.update(f, str(stage)), limits=limits
+        )
+    except QuantError as exc:
+        bar.close()
+        error(f"{exc.code}: {exc.message}")
+        return EXIT_USAGE
+    bar.close()
+    print_json(
+        {
+            "out": str(out_dir),
+            "artifacts": [p.name for p in output.artifacts],
+            "summary": output.report.get("summary"),
+        }
+    )
+    return EXIT_OK
+
+
+def restored_name(package: Path) -> Path:
+    """``package`` with the suffix of the model it restores (``.onnx``, ``.safetensors`` or
+    ``.npz``, from the header's format); only the header is read."""
+    from quantcore import FORMAT_SUFFIX, package_format
+
+    try:
+        fmt = package_format(package)
+    except OSError:
+        return package.with_suffix(".onnx")  # unreadable: unpack_file says why
+    return package.with_suffix(FORMAT_SUFFIX[fmt])
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    from quantcore import QuantError, unpack_file
+
+    package = Path(args.package)
+    try:
+        out = Path(args.out) if args.out else restored_name(package)
+        written = unpack_file(package, out)
+    except QuantError as exc:
+        error(f"{exc.code}: {exc.message}")
+        return EXIT_USAGE
+    print_json({"files": [{"path": str(p), "size_bytes": p.stat().st_size} for p in written]})
+    return EXIT_OK

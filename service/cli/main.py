@@ -1,0 +1,130 @@
+"""``quantserve``: run the service, submit and fetch jobs, quantize locally.
+
+Server side (settings from ``QUANTSERVE_*``, see ``service.settings``):
+
+- ``serve``: migrations, the API (uvicorn) and one worker subprocess; Ctrl-C stops both.
+  ``--no-worker`` runs the API alone (the deployed shape), ``--workers N`` N API processes.
+- ``worker``: a Celery worker on the configured broker.
+- ``create-key --team T``: a new API key for team T, printed once.
+
+Client side (``--url``, default ``$QUANTSERVE_URL`` or the settings' host and port;
+``--api-key``, default ``$QUANTSERVE_API_KEY``):
+
+- ``submit MODEL [--dataset D] [--spec JSON|FILE] [--kind K] [--wait]``: MODEL and D are files
+  to upload or ids of uploads; the job is printed as JSON; ``--wait`` draws a progress bar on
+  stderr and exits 1 unless the job succeeds.
+- ``status JOB``, ``fetch JOB [--out DIR]`` (every artifact, sha256 checked),
+  ``batch FILE.jsonl`` (one job per line, one JSON line out per job; exit 1 if any failed).
+
+Local, no server: ``quantize MODEL --spec ... --out DIR`` (the worker's ``run_job``: same
+artifacts and ``report.json``) and ``unpack PACKAGE.qpack [--out FILE]`` (the model file
+the package restores, named after the package with its format's suffix by default).
+
+Exit codes: 0 success, 1 a job or request failed, 2 bad arguments or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from service.cli.client import ApiError
+from service.cli.local import cmd_quantize, cmd_unpack
+from service.cli.output import EXIT_FAILED, EXIT_USAGE, error
+from service.cli.remote import cmd_batch, cmd_fetch, cmd_status, cmd_submit
+from service.cli.server import cmd_create_key, cmd_serve, cmd_worker
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quantserve", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def client_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--url", help="the API's base URL (default $QUANTSERVE_URL)")
+        p.add_argument("--api-key", help="API key (default $QUANTSERVE_API_KEY)")
+
+    p = sub.add_parser("serve", help="the API and one worker, on the settings' defaults")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--no-worker", action="store_true", help="the API only (deployed shape)")
+    p.add_argument("--concurrency", type=int, default=1, help="processes of the worker")
+    p.add_argument("--workers", type=int, default=1, help="API processes (uvicorn workers)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="a Celery worker on the configured broker")
+    p.add_argument("--concurrency", type=int, help="pool processes (default: CPU count)")
+    p.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
+    p.add_argument("--hostname", help="worker node name (default celery@HOST)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("create-key", help="print a new API key for a team")
+    p.add_argument("--team", required=True)
+    p.add_argument("--name", default="", help="a label for the key")
+    p.set_defaults(func=cmd_create_key)
+
+    p = sub.add_parser("submit", help="submit a job (uploading files as needed)")
+    p.add_argument("model", help="a model file to upload, or a model id")
+    p.add_argument("--dataset", help="a .npz evaluation set to upload, or a dataset id")
+    p.add_argument("--spec", help="the spec: inline JSON or a JSON file")
+    p.add_argument("--kind", choices=["quantize", "sweep", "search"])
+    p.add_argument("--idempotency-key")
+    p.add_argument("--wait", action="store_true", help="wait for the job, with a progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    client_options(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="print a job")
+    p.add_argument("job")
+    client_options(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("fetch", help="download a job's artifacts, checking their sha256")
+    p.add_argument("job")
+    p.add_argument("--out", help="folder (default: the job id)")
+    client_options(p)
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("batch", help="submit one job per line of a JSONL file")
+    p.add_argument("file")
+    p.add_argument("--wait", action="store_true", help="then wait for every job")
+    client_options(p)
+    p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("quantize", help="run a job locally, without a server")
+    p.add_argument("model")
+    p.add_argument("--dataset")
+    p.add_argument("--spec", help="the spec: inline JSON or a JSON file")
+    p.add_argument("--kind", default="quantize", choices=["quantize", "sweep", "search"])
+    p.add_argument("--out", required=True, help="folder for the artifacts and report.json")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("unpack", help="restore the model file from a .qpack package")
+    p.add_argument("package")
+    p.add_argument("--out", help="output file (default: PACKAGE with the suffix of the "
+                   "package's format: .onnx, .safetensors or .npz)")
+    p.set_defaults(func=cmd_unpack)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.monotonic()
+    try:
+        code = int(args.func(args))
+    except ApiError as exc:
+        error(f"{exc.status or 'no answer'} {exc.code}: {exc.message}")
+        code = EXIT_FAILED
+    except (ValueError, FileNotFoundError) as exc:
+        error(str(exc))
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        error(f"interrupted after {time.monotonic() - started:.1f} s")
+        code = 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The server side of ``quantserve``: ``serve`` (the API, with a worker subprocess unless
+``--no-worker``), ``worker`` (a Celery worker) and ``create-key``.
+
+The web framework, the database and Celery are imported inside the commands, so that the
+client and local commands start without loading them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import signal
+import subprocess
+import sys
+
+from service.cli.output import EXIT_OK, print_json
+from service.settings import Settings, get_settings
+
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _worker_argv(settings: Settings, args: argparse.Namespace) -> list[str]:
+    from service.queue.celery_app import QUEUE
+
+    argv = [
+        "worker",
+        f"--loglevel={settings.log_level}",
+        "-Q",
+        QUEUE,
+        "--without-gossip",
+        "--without-mingle",
+        f"--pool={args.pool}",
+    ]
+    if args.concurrency:
+        argv.append(f"--concurrency={args.concurrency}")
+    if args.hostname:
+        argv.append(f"--hostname={args.hostname}")
+    return argv
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from service.logging import configure_logging
+    from service.store.db import Database
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    Database(settings.database_url).migrate()
+    from service.queue.celery_app import app
+
+    app.worker_main(_worker_argv(settings, args))
+    return EXIT_OK
+
+
+def _stop(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)  # Celery's warm shutdown: the running job finishes
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    # uvicorn shuts down on SIGTERM/SIGINT, then raises the signal again with the handler it
+    # found installed: this one turns it into SystemExit, so that ``finally`` stops the worker.
+    raise SystemExit(128 + signum)
+
+
+def _die_with_parent() -> None:
+    """In the worker child (Linux): get SIGTERM when ``serve`` dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.api.app import create_served_app
+    from service.store.db import Database
+
+    settings = get_settings()
+    Database(settings.database_url).migrate()
+    worker = None
+    if not args.no_worker:
+        argv = [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "worker",
+            "--concurrency",
+            str(args.concurrency or 1),
+        ]
+        worker = subprocess.Popen(
+            argv, preexec_fn=_die_with_parent if sys.platform == "linux" else None
+        )
+    host, port = args.host or settings.host, args.port or settings.port
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_on_signal)
+    try:
+        # No access log of uvicorn's own: the API logs every request as a JSON line.
+        if args.workers > 1:
+            # Separate processes, each building the app from the environment's settings.
+            uvicorn.run(
+                "service.api.app:create_served_app",
+                factory=True,
+                workers=args.workers,
+                host=host,
+                port=port,
+                log_level=settings.log_level.lower(),
+                access_log=False,
+            )
+        else:
+            uvicorn.run(
+                create_served_app(settings), host=host, port=port,
+                log_level=settings.log_level.lower(), access_log=False,
+            )
+    finally:
+        if worker is not None:
+            _stop(worker)
+    return EXIT_OK
+
+
+def cmd_create_key(args: argparse.Namespace) -> int:
+    from service.store.db import Database
+    from service.store.keys import KeysRepo
+
+    db = Database(get_settings().database_url)
+    db.migrate()
+    issued = KeysRepo(db).issue(team=args.team, name=args.name)
+    print_json(
+        {
+            "key": issued.key,
+            "key_id": issued.key_id,
+            "team": issued.team_name,
+            "team_id": issued.team_id,
+        }
+    )
+    return EXIT_OK

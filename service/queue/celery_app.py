@@ -1,0 +1,125 @@
+"""The Celery application, built from the service's settings.
+
+Nothing about the infrastructure is written here: the broker URL and the time limits come
+from ``service.settings.Settings``, so the same code runs on the embedded SQLite broker and
+on Redis. There is no result backend: a job's state lives in the service's own job table.
+
+Delivery guarantees (what keeps a job alive when its worker dies):
+
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only when
+  the task has finished; a pool process killed mid-job puts the message back.
+- ``worker_prefetch_multiplier = 1``: a worker holds only the jobs it is running, so a job
+  never waits behind another one in a busy worker's buffer.
+- Redis ``visibility_timeout`` longer than the hard time limit: a message whose whole worker
+  died (SIGKILL, lost machine) is handed out again once that timeout has passed, and no
+  live job can outlast it, so a redelivered job is never still running elsewhere.
+
+The module-level ``app`` (``celery -A service.queue.celery_app:app``, which ``quantserve worker``
+starts) reads the settings from the environment; ``create_celery`` builds one for explicit
+settings. Both include ``workers.tasks``, named by string: the queue never imports the workers,
+and a process that only publishes never loads the task module.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from celery import Celery
+
+from service.settings import Settings, get_settings
+
+TASK_NAME = "quantserve.run_job"
+QUEUE = "quantserve.jobs"
+
+# Seconds a producer waits for the broker before the API answers 503.
+CONNECT_TIMEOUT_S = 2.0
+EMBEDDED_TRANSPORT = "service.queue.sqlite_broker:Transport"
+
+
+def visibility_timeout_s(settings: Settings) -> int:
+    """Seconds after which Redis hands an unacknowledged job to another worker.
+
+    ``ceil(1.25 · job_time_limit_s) + 5``: strictly longer than the hard limit, after which
+    the pool process running the job is killed, so only a dead worker's job is redelivered.
+    """
+    return math.ceil(1.25 * settings.job_time_limit_s) + 5
+
+
+def broker_options(settings: Settings, *, producer: bool = False) -> dict[str, Any]:
+    """Celery ``broker_*`` settings for the configured broker URL.
+
+    ``sqla+<SQLAlchemy URL>`` selects the embedded transport (the SQLite file of the default
+    settings); every other URL (``redis://``, ``rediss://``) is passed to kombu as it is.
+    A producer (the API) reconnects once, at once, then gives up: a request must not wait
+    out a retry schedule; a worker keeps retrying (see ``create_celery``).
+    """
+    url = settings.broker_url
+    retries: dict[str, Any] = {"max_retries": 1, "interval_start": 0} if producer else {}
+    if url.startswith(("sqla+", "sqlalchemy+")):
+        return {
+            "broker_url": url.split("+", 1)[1],
+            "broker_transport": EMBEDDED_TRANSPORT,
+            # SQLite waits this long for a writer's lock instead of failing at once.
+            "broker_transport_options": {"connect_args": {"timeout": 15}, **retries},
+        }
+    visibility = visibility_timeout_s(settings)
+    return {
+        "broker_url": url,
+        "broker_transport_options": {
+            **retries,
+            "visibility_timeout": visibility,
+            # Sweep for abandoned messages often enough for the timeout to matter.
+            "unacked_restore_interval": max(1, min(10, visibility // 10)),
+            "unacked_restore_throttle": 1,
+            "socket_connect_timeout": CONNECT_TIMEOUT_S,
+            "socket_timeout": 30,
+            "socket_keepalive": True,
+            "health_check_interval": 10,
+        },
+    }
+
+
+def is_embedded_broker(settings: Settings) -> bool:
+    return settings.broker_url.startswith(("sqla+", "sqlalchemy+"))
+
+
+def create_celery(settings: Settings, *, producer: bool = False) -> Celery:
+    """A Celery app for these settings, with the job task registered.
+
+    ``producer=True`` builds the API's publishing app (fail-fast connections).
+    """
+    app = Celery("quantserve", include=["workers.tasks"])
+    embedded = is_embedded_broker(settings)
+    app.conf.update(
+        broker_options(settings, producer=producer),
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_backend=None,
+        task_ignore_result=True,
+        task_default_queue=QUEUE,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.job_soft_time_limit_s,
+        task_time_limit=settings.job_time_limit_s,
+        broker_connection_timeout=CONNECT_TIMEOUT_S,
+        broker_connection_retry_on_startup=True,
+        # A worker keeps trying to reach a broker that went away, for as long as it takes.
+        broker_connection_max_retries=None,
+        # A job keeps running through a broker outage; its acknowledgement is then lost and
+        # the message comes back after the visibility timeout, to find the job final.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        # The SQLite transport has no fanout exchange, hence no remote control (revoke is
+        # then carried by the job row, which the task checks at every progress step).
+        worker_enable_remote_control=not embedded,
+        worker_send_task_events=False,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        enable_utc=True,
+    )
+    return app
+
+
+app = create_celery(get_settings())

@@ -1,0 +1,114 @@
+"""Database engine, sessions and migrations.
+
+One ``Database`` per process, built from ``Settings.database_url``. SQLite (the embedded
+default) is opened in WAL mode with a busy timeout so that the API and the worker processes
+can write the same file; PostgreSQL (deployed) gets a pre-pinged connection pool.
+
+On SQLite, ``Database.write_lock`` lets the threads of one process write one at a time (the
+file takes one writer at a time anyway): a thread waiting for it is woken as soon as it is
+free, where SQLite's own busy handler would sleep in growing steps of up to 100 ms. It is a
+no-op on other databases. The submission path takes it around its insert.
+
+Every session and connection handed out turns the driver's ``OperationalError`` (the database
+is down, unreachable or locked past its timeout) into the service's
+``DatabaseUnavailableError``, so that no caller above the store needs to know SQLAlchemy.
+
+``Database.migrate()`` runs the Alembic migrations to the newest revision; the API, the worker
+and the CLI call it at start-up. On PostgreSQL an advisory lock keeps replicas that start
+together from migrating twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.errors import DatabaseUnavailableError
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+_MIGRATION_LOCK_ID = 0x7175616E74  # any constant shared by all replicas
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@contextmanager
+def _answering() -> Iterator[None]:
+    """The driver's "cannot answer" as the service's ``DatabaseUnavailableError``."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise DatabaseUnavailableError(str(exc.orig)) from exc
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; creates the folder of a SQLite file if it is missing."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class Database:
+    """The engine and a session factory; sessions do not expire objects on commit."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self.write_lock: AbstractContextManager[object] = (
+            threading.Lock() if self.engine.dialect.name == "sqlite" else nullcontext()
+        )
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that is closed on exit; callers commit explicitly."""
+        with _answering(), self.sessionmaker() as session:
+            yield session
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A Core connection that is closed on exit; callers commit explicitly."""
+        with _answering(), self.engine.connect() as connection:
+            yield connection
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest revision (idempotent)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:id)"),
+                                   {"id": _MIGRATION_LOCK_ID})
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def ping(self) -> None:
+        """Raise if the database cannot answer a trivial query (the driver's own error, whose
+        text says why: the readiness probe shows it)."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,155 @@
+"""``quantserve`` from a shell: quantize locally, submit --wait, batch, status, fetch, unpack
+and create-key, against a real embedded service."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import models
+from tests.workers.conftest import embedded_env
+from tests.workers.flow import save_model
+from tests.workers.services import ROOT, Service
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+SPEC = {"method": "uniform", "bits": 5, "granularity": "layer"}
+
+
+def quantserve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def without_timings(report: dict) -> dict:
+    return {k: v for k, v in report.items() if k != "timings"}
+
+
+def test_console_script_is_declared_and_resolves() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["quantserve"] == "service.cli.main:main"
+    module, _, name = scripts["quantserve"].partition(":")
+    assert callable(getattr(importlib.import_module(module), name))
+
+
+def test_bad_spec_argument_exits_2_with_a_message(tmp_path: Path) -> None:
+    model = save_model(models.mlp((8, 6, 4)), tmp_path / "m.onnx")
+    done = quantserve("quantize", str(model), "--spec", "{bits: 3", "--out", str(tmp_path))
+    assert done.returncode == 2
+    assert "--spec is not valid JSON" in done.stderr
+
+
+def test_quantize_locally_and_through_the_service_give_the_same_artifacts(
+    service_factory: Callable[[dict[str, str]], Service], tmp_path: Path
+) -> None:
+    model = save_model(models.mlp((32, 64, 10), seed=4), tmp_path / "mlp.onnx")
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(SPEC))
+
+    local_dir = tmp_path / "local"
+    local = quantserve("quantize", str(model), "--spec", str(spec_file), "--out", str(local_dir))
+    assert local.returncode == 0, local.stderr
+    assert "quantizing" in local.stderr  # the progress bar, on stderr
+    summary = json.loads(local.stdout)
+    assert {"model.onnx", "model.qpack", "report.json"} <= set(summary["artifacts"])
+
+    env = embedded_env(tmp_path / "svc")
+    service = service_factory(env)
+    service.start_api(with_worker=True)
+    client_env = {**env, "QUANTSERVE_URL": service.url}
+
+    submitted = quantserve(
+        "submit", str(model), "--spec", json.dumps(SPEC), "--wait", env=client_env
+    )
+    assert submitted.returncode == 0, submitted.stderr + service.logs()
+    job = json.loads(submitted.stdout)
+    assert job["status"] == "succeeded"
+    assert "%" in submitted.stderr
+
+    status = quantserve("status", job["id"], env=client_env)
+    assert json.loads(status.stdout)["status"] == "succeeded"
+
+    fetched_dir = tmp_path / "fetched"
+    fetched = quantserve("fetch", job["id"], "--out", str(fetched_dir), env=client_env)
+    assert fetched.returncode == 0, fetched.stderr
+    lines = [json.loads(line) for line in fetched.stdout.splitlines()]
+    for line in lines:
+        assert sha256(Path(line["path"])) == line["sha256"]
+
+    # Same core, same inputs: byte-identical quantized model and package.
+    assert sha256(fetched_dir / "model.onnx") == sha256(local_dir / "model.onnx")
+    assert sha256(fetched_dir / "model.qpack") == sha256(local_dir / "model.qpack")
+    local_report = json.loads((local_dir / "report.json").read_text())
+    remote_report = json.loads((fetched_dir / "report.json").read_text())
+    assert without_timings(local_report) == without_timings(remote_report)
+
+    restored = tmp_path / "restored.onnx"
+    unpacked = quantserve("unpack", str(fetched_dir / "model.qpack"), "--out", str(restored))
+    assert unpacked.returncode == 0, unpacked.stderr
+    assert restored.read_bytes() == (fetched_dir / "model.onnx").read_bytes()
+
+    # batch: two good lines, one out of range, one not JSON.
+    batch_file = tmp_path / "jobs.jsonl"
+    batch_file.write_text(
+        "\n".join(
+            [
+                json.dumps({"model": str(model), "spec": {"method": "uniform", "bits": 3}}),
+                json.dumps({"model_id": job["model_id"], "spec": {"method": "mulaw", "bits": 8}}),
+                json.dumps({"model": str(model), "spec": {"method": "uniform", "bits": 99}}),
+                "{not json",
+            ]
+        )
+        + "\n"
+    )
+    batch = quantserve("batch", str(batch_file), "--wait", env=client_env)
+    assert batch.returncode == 1, batch.stderr
+    results = [json.loads(line) for line in batch.stdout.splitlines()]
+    submitted_lines = [r for r in results[:4]]
+    assert [r["ok"] for r in submitted_lines] == [True, True, False, False]
+    assert submitted_lines[2]["error"]["status"] == 422
+    assert "bits" in submitted_lines[2]["error"]["message"]
+    assert submitted_lines[3]["error"]["code"] == "invalid_line"
+    waited = results[4:]
+    assert [(r["line"], r["status"]) for r in waited] == [(1, "succeeded"), (2, "succeeded")]
+
+
+def test_create_key_gives_a_key_the_api_accepts(
+    service_factory: Callable[[dict[str, str]], Service], tmp_path: Path
+) -> None:
+    env = {**embedded_env(tmp_path), "QUANTSERVE_AUTH_ENABLED": "true"}
+    created = quantserve("create-key", "--team", "vision", env=env)
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)["key"]
+
+    service = service_factory(env)
+    service.start_api()
+    assert httpx.get(f"{service.url}/v1/jobs").status_code == 401
+    ok = httpx.get(f"{service.url}/v1/jobs", headers={"Authorization": f"Bearer {key}"})
+    assert ok.status_code == 200, ok.text
+    status = quantserve(
+        "status",
+        "no-such-job",
+        env={**env, "QUANTSERVE_URL": service.url, "QUANTSERVE_API_KEY": key},
+    )
+    assert status.returncode == 1
+    assert "404" in status.stderr
