@@ -60,13 +60,18 @@ class AppliedSpec(_Open):
     mu: float = Field(description="mu-law compander's mu.")
     exponent_bits: int = Field(description="Minifloat exponent bits.")
     mantissa_bits: int = Field(description="Minifloat mantissa bits.")
-    granularity: Granularity = Field(description="One quantizer per model, layer or channel.")
+    granularity: Granularity = Field(
+        description="One quantizer per model, layer, channel or group; auto: groups sized by "
+        "the bits."
+    )
     include: list[str] = Field(description="Only tensors matching one of these are quantized "
                                "(empty: the default policy).")
     exclude: list[str] = Field(description="Tensors matching one of these are not quantized.")
     min_elements: int = Field(description="Smaller tensors are not quantized.")
     overrides: list[ReportOverride] = Field(description="Per-tensor quantizer changes.")
     entropy_coding: bool = Field(description="Whether model.qpack's codes are entropy coded.")
+    group_size: int = Field(description="Weights per group, for granularity group.")
+    zero_point: bool = Field(description="Group granularity: an integer zero point per group.")
 
 
 class ReportSummary(_Open):
@@ -131,6 +136,17 @@ class ReportLayer(_Open):
         description="Closed-form SQNR for a Laplacian of the layer's variance, dB; null where "
         "no closed form applies."
     )
+    granularity: str = Field(
+        description="What this tensor got: model, layer, channel or group (auto picks group)."
+    )
+    group_size: int | None = Field(description="Weights per scale, for granularity group.")
+    notes: list[str] = Field(description="What happened to this tensor that the rest of the "
+                             "row does not say (fallbacks, dtypes, constant channels).")
+    container: str | None = Field(
+        default=None,
+        description="The runnable container of its codes in the quantized model (int4, uint4, "
+        "int8, uint8, ...); codes of 2 or 3 bits sit in a 4-bit container.",
+    )
 
 
 class ReportSkipped(_Open):
@@ -194,6 +210,14 @@ class QuantizeTimings(_Open):
     total_s: float = Field(description="The whole job.")
 
 
+class ReportRunnable(_Open):
+    """How the runnable model stores its codes."""
+
+    opset: int = Field(description="The written model's ai.onnx opset (21 where an older "
+                       "model was converted for 4-bit containers).")
+    notes: list[str] = Field(description="Conversions made, or refused and why.")
+
+
 class QuantizeReport(_Open):
     """The report of a `quantize` job (it has no `kind` field)."""
 
@@ -208,6 +232,7 @@ class QuantizeReport(_Open):
     accuracy: ReportAccuracy | None = Field(
         description="Evaluation against the float model; null without a dataset."
     )
+    runnable: ReportRunnable = Field(description="The quantized model.onnx's opset.")
     timings: QuantizeTimings = Field(description="Seconds per step.")
 
 

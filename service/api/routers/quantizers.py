@@ -44,14 +44,19 @@ _TEXT = {
     "bits": "Bits per weight (2**bits levels).",
     "rounding": "Uniform quantizer's levels: midrise (no zero level) or midtread.",
     "support": "Support-region threshold rule (in standard deviations after normalisation); "
-    "null takes the method's default.",
+    "null takes the method's default, or max_abs for granularity group and auto.",
     "support_value": "The threshold for support='value', the percentile for 'percentile'.",
     "normalize": "Quantize the weights divided by their standard deviation.",
     "deadzone_ratio": "Width of the dead zone relative to the step.",
     "mu": "Companding constant of the mu-law quantizer.",
     "exponent_bits": "Exponent bits of the minifloat.",
     "mantissa_bits": "Mantissa bits of the minifloat.",
-    "granularity": "One quantizer per model, per tensor (layer) or per output channel.",
+    "granularity": "One quantizer per model, per tensor (layer), per output channel, or per "
+    "group of group_size weights along the weight's reduction axis; auto (the default) takes "
+    "groups of 128 at 6 bits and more, 32 below, each keeping its whole range.",
+    "group_size": "Weights per group (a power of two) for granularity 'group'.",
+    "zero_point": "Group granularity, uniform method: an integer zero point per group "
+    "(asymmetric) rather than a grid symmetric about zero.",
     "include": "Regular expressions; only matching tensor names are quantized (all if empty).",
     "exclude": "Regular expressions; matching tensor names are left in float.",
     "min_elements": "Tensors with fewer elements are left in float.",

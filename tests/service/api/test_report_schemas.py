@@ -125,7 +125,7 @@ def test_a_quantize_report_with_accuracy(document, registry, quantize_report):
 
 def test_a_weights_only_quantize_report_without_a_dataset(document, registry, weights_only,
                                                           tmp_path):
-    report = _run(JobKind.QUANTIZE, weights_only, {"bits": 3}, tmp_path)
+    report = _run(JobKind.QUANTIZE, weights_only, {"bits": 3, "granularity": "layer"}, tmp_path)
     assert report["accuracy"] is None and report["model"]["format"] == "npz"
     assert report["skipped"] and None in [r["sqnr_db"] for r in report["layers"]]
     _check(document, registry, "QuantizeReport", report)
