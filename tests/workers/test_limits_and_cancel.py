@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,6 +72,9 @@ def test_a_job_past_its_time_limit_fails_with_timeout(
             wait_until(client, job["id"], lambda j: j["status"] == "running", timeout_s=60)
             with job_store_locked(tmp_path / "quantserve.db"):
                 wait_for(lambda: "Hard time limit" in service.logs(), 30, "the hard limit")
+                # Celery logs the limit, then kills the pool child; the child's own soft-limit
+                # failure waits on this lock, so give the kill a moment to land first.
+                time.sleep(1.0)
         done = wait_final(client, job["id"], 60, service.logs)
         assert done["status"] == "failed", (done, service.logs())
         assert done["error"]["code"] == "timeout"
