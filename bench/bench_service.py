@@ -47,6 +47,7 @@ from typing import Any
 import httpx
 import onnx
 
+from bench import loadgen
 from bench.common import write_results
 from bench.loadgen import percentile
 from quantcore import JobInput, JobKind, run_job
