@@ -13,10 +13,7 @@ shape (SQLite job store, SQLite broker, local storage) and, when a Redis answers
    p99(submit) / p99(healthz). Also recorded: the API's and the load generator's CPU time per
    request. Target: p99 < 100 ms.
 
-   The clients are a minimal HTTP/1.1 client on asyncio streams, not httpx: the load
-   generator shares the cores with the server, and httpx spent 3-6 ms of CPU per request
-   here (more than the API spends on a submission), so a closed loop of httpx clients
-   measured httpx. This one spends about 0.15 ms.
+   The clients are ``bench.loadgen``'s (a minimal HTTP/1.1 client; why not httpx: there).
 
    In a closed loop, Little's law fixes the mean latency at clients / throughput, and
    p99 >= mean: p99 < 100 ms with 50 clients needs more than 500 accepted jobs/s. The
