@@ -191,13 +191,15 @@ def _keep_sums(
     offset = zp.astype(np.float32) if zp is not None else np.float32(0.0)
     residual = x * inv + offset - q  # steps each code is short of its weight
     short = np.rint(residual.sum(axis=red, keepdims=True))
-    room_up = q < grid.code_max
-    room_down = q > grid.code_min
-    # Rank within its block: 0 for the largest residual (first to step up) ...
-    up_rank = np.argsort(np.argsort(-np.where(room_up, residual, -np.inf), axis=red), axis=red)
-    down_rank = np.argsort(np.argsort(np.where(room_down, residual, np.inf), axis=red), axis=red)
-    q += (up_rank < short) & room_up
-    q -= (down_rank < -short) & room_down
+    # A block's k codes to step up are those from its k-th largest residual on (the k
+    # smallest, to step down), among codes with room to move: one sort each way.
+    size = residual.shape[red]
+    for sign, room in ((1.0, q < grid.code_max), (-1.0, q > grid.code_min)):
+        score = np.where(room, residual * sign, -np.inf)
+        need = np.clip(short * sign, 0, size).astype(np.intp)
+        ranked = np.sort(score, axis=red)
+        edge = np.take_along_axis(ranked, np.clip(size - need, 0, size - 1), axis=red)
+        q += sign * ((score >= edge) & (need > 0) & room)
     codes[...] = q.astype(codes.dtype)
     values = (q - offset) * s
     return np.square(values - x, dtype=np.float64).sum(axis=red, keepdims=True)
@@ -255,34 +257,40 @@ def quantize_groups(
     if pad:  # zeros: inside every block's range, and exact on every uniform grid
         w = np.pad(w, [(0, pad) if a == axis else (0, 0) for a in range(len(view))])
     blocked = w.reshape((*view[:axis], count, block_size, *view[axis + 1 :]))
-    red = axis + 1
-    scale_shape = blocked.shape[:red] + blocked.shape[red + 1 :]
+    # Each block along the last axis: every reduction below runs over contiguous memory.
+    work = np.moveaxis(blocked, axis + 1, -1)
+    scale_shape = work.shape[:-1]
     amax_all = float(np.max(np.abs(w))) if w.size else 0.0
     levels = max(spec.levels - 1, 1)
     if amax_all / levels > FLOAT16_MAX:
         raise OverflowError(f"{name}: weights up to {amax_all:.3g} overflow float16 scales")
     unit_sample = (w.reshape(-1)[:: max(1, w.size // (1 << 16))] / (amax_all or 1.0))
     grid = _grid(spec, zero_point and spec.method is Method.UNIFORM, unit_sample)
-    codes = np.empty(blocked.shape, code_dtype(grid.code_min, grid.code_max))
+    codes = np.empty(work.shape, code_dtype(grid.code_min, grid.code_max))
     scale = np.empty(scale_shape, np.float16)
     zp = np.empty(scale_shape, code_dtype(0, grid.code_max)) if grid.zero_point else None
     clips = np.empty(scale_shape, np.float32)
-    rows = max(1, CHUNK // max(1, blocked[0].size)) if blocked.shape[0] else 1
+    rms = np.empty(scale_shape, np.float64)
+    rows = max(1, CHUNK // max(1, work[0].size)) if work.shape[0] else 1
     noise, inside = 0.0, 0
-    for start in range(0, blocked.shape[0], rows):
+    for start in range(0, work.shape[0], rows):
         part = slice(start, start + rows)
-        c, s, z, n, i, clip = _blocks(blocked[part], red, spec, grid)
-        codes[part], clips[part] = c, np.squeeze(clip, axis=red)
-        scale[part] = np.squeeze(s, axis=red)
+        x = np.ascontiguousarray(work[part])
+        c, s, z, n, i, clip = _blocks(x, -1, spec, grid)
+        codes[part], clips[part], scale[part] = c, clip[..., 0], s[..., 0]
         if zp is not None and z is not None:
-            zp[part] = np.squeeze(z, axis=red)
+            zp[part] = z[..., 0]
+        rms[part] = np.sqrt(np.mean(np.square(x, dtype=np.float64), axis=-1))
         noise += n
         inside += i
+    # Scales (and zero points) already have the view's shape with the block count along
+    # ``axis``; the codes go back to the view's (padded) layout.
+    codes = np.moveaxis(codes, -1, axis + 1)
     decoder = BlockDecoder(
         scale=scale, view=view, axis=axis, block_size=block_size, zero_point=zp,
         levels=None if grid.design is None else grid.design.levels,
     )  # fmt: skip
-    codes_view = codes.reshape(w.shape)
+    codes_view = np.ascontiguousarray(codes).reshape(w.shape)
     if pad:
         codes_view = codes_view[tuple(slice(0, length) if a == axis else slice(None)
                                       for a in range(len(view)))]  # fmt: skip
@@ -291,12 +299,11 @@ def quantize_groups(
     if pad:  # the padding's own error (codebooks without a zero level) is no weight's
         error = dequantized.reshape(-1) - np.asarray(weights, np.float32).reshape(-1)
         noise = float(np.dot(error.astype(np.float64), error.astype(np.float64)))
-        inside -= pad * (blocked.size // (count * block_size))
+        inside -= pad * (work.size // (count * block_size))
     quantized = QuantizedTensor(
         codes=flat_codes, code_min=grid.code_min, code_max=grid.code_max, decoder=decoder,
         dequantized=dequantized,
     )  # fmt: skip
-    rms = np.sqrt(np.mean(np.square(blocked, dtype=np.float64), axis=red))
     return GroupOutcome(
         quantized=quantized, counts=code_counts(flat_codes), noise=noise, inside=inside,
         xmax=float(np.mean(np.divide(clips, rms, out=np.zeros_like(rms), where=rms > 0))),
