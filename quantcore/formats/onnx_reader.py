@@ -1,7 +1,9 @@
 """Reading an ONNX model and finding every tensor in it, wherever it lives.
 
 Tensors are found in initializers, in the ``value`` of ``Constant`` nodes and in the
-subgraphs of ``If``/``Loop``/``Scan`` (and any other graph attribute) at any depth. The graph
+subgraphs of ``If``/``Loop``/``Scan`` (and any other graph attribute) at any depth. Each
+takes its role from its consumers, followed through layout operators
+(``quantcore.formats.onnx_uses``). The graph
 is parsed without its external data; external tensors are read on demand, one at a time, from
 validated paths inside the model's folder (see ``quantcore.formats.external``), so that a
 model is never held twice.
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,8 @@ from onnx import helper, numpy_helper
 from quantcore.errors import InvalidModelError, UnsupportedModelError
 from quantcore.formats.external import is_external, read_external
 from quantcore.formats.model import ModelFormat, WeightTensor
-from quantcore.formats.roles import Use, assign
+from quantcore.formats.onnx_uses import Uses
+from quantcore.formats.roles import assign
 
 MIN_OPSET = 7
 # Domains whose operators onnxruntime's CPU provider implements.
@@ -84,17 +86,10 @@ class OnnxModel:
         self.sources = {}
 
     def _find_tensors(self) -> Iterator[WeightTensor]:
-        uses: dict[str, list[Use]] = defaultdict(list)
-        for graph, _ in walk_graphs(self.proto.graph, "graph"):
-            for node in graph.node:
-                attrs = {a.name: a for a in node.attribute}
-                trans_a = bool(attrs["transA"].i) if "transA" in attrs else False
-                trans_b = bool(attrs["transB"].i) if "transB" in attrs else False
-                for slot, name in enumerate(node.input):
-                    if name:
-                        uses[name].append(
-                            Use(op_type=node.op_type, slot=slot, trans_a=trans_a, trans_b=trans_b)
-                        )
+        uses = Uses(
+            (graph for graph, _ in walk_graphs(self.proto.graph, "graph")),
+            lambda tensor: tensor_array(tensor, self.path.parent),
+        )
         seen: set[str] = set()
         for graph, where in walk_graphs(self.proto.graph, "graph"):
             found: list[tuple[onnx.TensorProto, onnx.NodeProto | None, str]] = [
@@ -110,7 +105,7 @@ class OnnxModel:
                 name = tensor_name if tensor_name not in seen else f"{where}/{tensor_name}"
                 seen.add(name)
                 shape = tuple(int(d) for d in tensor.dims)
-                assignment = assign(uses.get(tensor_name, []), shape)
+                assignment = assign(uses.of(tensor_name, shape), shape)
                 self.sources[name] = TensorSource(
                     graph_path=where, value_name=tensor_name, tensor=tensor, node=node
                 )

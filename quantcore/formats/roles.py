@@ -3,7 +3,9 @@
 A tensor's role comes from the operators that consume it (the input slot it fills):
 
 - ``weight``: the weight of ``Conv``, ``ConvTranspose``, ``Gemm``, ``MatMul``, the recurrent
-  matrices of ``LSTM``/``GRU``/``RNN`` and embedding tables (data of ``Gather``);
+  matrices of ``LSTM``/``GRU``/``RNN``, any input of ``Einsum``, the weights of
+  ``com.microsoft`` ``Attention`` (query, key and value of the ONNX one) and embedding
+  tables (data of ``Gather``);
 - ``bias``: the bias slot of those operators, or a vector added by ``Add``;
 - ``norm``: parameters of ``BatchNormalization`` and the other normalisation operators;
 - ``quantized``: an input of an operator of an already-quantized graph (``DequantizeLinear``,
@@ -11,7 +13,12 @@ A tensor's role comes from the operators that consume it (the input slot it fill
 - ``other``: anything else (``Resize`` scales, ``Clip`` bounds, constants of arithmetic).
 
 A tensor used by several nodes takes the strongest role (``quantized`` over ``weight`` over
-``bias`` over ``norm`` over ``other``). ``channel_axis`` is the axis of the output channels of
+``bias`` over ``norm`` over ``other``). A consumer may be reached through layout operators
+(``Slice``, ``Concat``, ``Transpose``, ... as found by ``quantcore.formats.onnx_uses``): it
+counts as a direct one, its ``Layout`` mapping the axes below back to the tensor's own (``None``
+where they cannot be mapped), and ``used_by`` says so (``LSTM via Slice, Concat``). A
+``Gather`` with constant indices is such a layout operator; only when nothing past it gives a
+role does it count as an embedding table. ``channel_axis`` is the axis of the output channels of
 a weight (0 for ``Conv``; 1 for ``ConvTranspose``; for ``Gemm`` it follows ``transB``; the last
 axis of a ``MatMul`` right operand), or ``None`` where no such axis exists. ``block_axis`` is
 the axis the operator sums over (Conv: input channels, and with ``block_trailing`` the window
@@ -91,20 +98,44 @@ NORM_OPS = frozenset(
 
 
 @dataclass(frozen=True, kw_only=True)
+class Layout:
+    """How a tensor reaches a consumer through layout operators: the operators, the shape the
+    consumer sees (-1 for a size not known, ``None`` for a rank not known) and for each of its
+    axes the tensor's axis it comes from (``None``: not known; the whole map ``None`` when
+    nothing is known)."""
+
+    ops: tuple[str, ...]
+    shape: tuple[int, ...] | None
+    axes: tuple[int | None, ...] | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Use:
-    """One consumer of a tensor: the operator, the input slot and the attributes that matter."""
+    """One consumer of a tensor: the operator, the input slot and the attributes that matter;
+    ``layout`` when the tensor reaches it through layout operators, ``fallback`` for a use that
+    counts only when no other gives a role."""
 
     op_type: str
     slot: int
     trans_a: bool = False
     trans_b: bool = False
+    domain: str = ""
+    layout: Layout | None = None
+    fallback: bool = False
+
+    @property
+    def label(self) -> str:
+        """The operator, and the layout operators passed on the way (``LSTM via Slice``)."""
+        if self.layout is None:
+            return self.op_type
+        return f"{self.op_type} via {', '.join(dict.fromkeys(self.layout.ops))}"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Assignment:
     role: Role
     channel_axis: int | None
-    used_by: str  # op type that decided the role ("" when unused)
+    used_by: str  # the use that decided the role, ``Use.label`` ("" when unused)
     block_axis: int | None = None
     block_trailing: bool = False  # the axes after block_axis are summed over too
 
@@ -139,6 +170,13 @@ def role_of_use(use: Use, shape: Sequence[int]) -> tuple[Role, int | None]:
             return Role.BIAS, None
     if op == "Gather" and slot == 0 and ndim >= 2:
         return Role.WEIGHT, 0
+    if op == "Einsum":
+        return Role.WEIGHT, None
+    if op == "Attention":
+        if use.domain == "com.microsoft":  # input, weights (in, 3 * hidden), bias, ...
+            return {1: (Role.WEIGHT, 1), 2: (Role.BIAS, None)}.get(slot, (Role.OTHER, None))
+        if slot in (0, 1, 2):  # query, key, value; the mask and past states are not weights
+            return Role.WEIGHT, None
     if op in ("Add", "Sub") and sum(d > 1 for d in shape) <= 1:  # a vector, broadcast
         return Role.BIAS, None
     return Role.OTHER, None
@@ -160,19 +198,56 @@ def block_axis_of_use(use: Use, shape: Sequence[int]) -> int | None:
         return ndim - 2 if slot == 1 else ndim - 1
     if (op in ("LSTM", "GRU", "RNN") and slot in (1, 2)) or (op == "Gather" and slot == 0):
         return ndim - 1
+    if op == "Attention" and use.domain == "com.microsoft" and slot == 1:
+        return 0
     return None
 
 
 def assign(uses: Sequence[Use], shape: Sequence[int]) -> Assignment:
-    """The strongest role among ``uses``; the first use with that role sets the channel axis."""
-    best = Assignment(role=Role.OTHER, channel_axis=None, used_by=uses[0].op_type if uses else "")
-    for use in uses:
-        role, axis = role_of_use(use, shape)
-        if _STRENGTH[role] > _STRENGTH[best.role]:
-            best = Assignment(role=role, channel_axis=axis, used_by=use.op_type,
-                              block_axis=block_axis_of_use(use, shape),
-                              block_trailing=use.op_type == "Conv")
+    """The strongest role among ``uses``; the first use with that role sets the axes. Uses
+    marked ``fallback`` count only if the others give no role but ``other``."""
+    firm = [use for use in uses if not use.fallback]
+    best = _strongest(firm, shape, firm[0].label if firm else "")
+    if best.role is Role.OTHER:
+        spare = _strongest([use for use in uses if use.fallback], shape, best.used_by)
+        if spare.role is not Role.OTHER:
+            return spare
     return best
+
+
+def _strongest(uses: Sequence[Use], shape: Sequence[int], label: str) -> Assignment:
+    best = Assignment(role=Role.OTHER, channel_axis=None, used_by=label)
+    for use in uses:
+        assignment = assign_use(use, shape)
+        if _STRENGTH[assignment.role] > _STRENGTH[best.role]:
+            best = assignment
+    return best
+
+
+def assign_use(use: Use, shape: Sequence[int]) -> Assignment:
+    """What one use makes of a tensor of this ``shape``, its axes mapped back through the
+    use's layout: the shape the consumer sees decides, unknown sizes counted as above 1."""
+    layout = use.layout
+    seen = tuple(shape) if layout is None or layout.shape is None else layout.shape
+    seen = tuple(2 if d < 0 else d for d in seen)
+    role, channel = role_of_use(use, seen)
+    block = block_axis_of_use(use, seen)
+    trailing = use.op_type == "Conv"
+    if layout is not None:
+        axes = layout.axes
+        # A Conv's window still follows its input channels when the axes after them map
+        # onto the tensor's last axes, in order.
+        if trailing and block is not None and axes is not None:
+            start = axes[block]
+            trailing = start is not None and axes[block:] == tuple(range(start, len(shape)))
+        channel, block = _source_axis(axes, channel), _source_axis(axes, block)
+        trailing = trailing and block is not None
+    return Assignment(role=role, channel_axis=channel, used_by=use.label, block_axis=block,
+                      block_trailing=trailing)  # fmt: skip
+
+
+def _source_axis(axes: tuple[int | None, ...] | None, axis: int | None) -> int | None:
+    return None if axes is None or axis is None else axes[axis]
 
 
 @dataclass(frozen=True, kw_only=True)
