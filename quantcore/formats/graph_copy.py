@@ -25,8 +25,8 @@ class Replacement:
     nodes: list[onnx.NodeProto]
     initializers: list[onnx.TensorProto]
     # The code tensor is written straight into the output graph (name, codes, element type):
-    # building it apart and copying it in would hold the codes twice.
-    code: tuple[str, np.ndarray, int]
+    # building it apart and copying it in would hold the codes twice. None: no codes.
+    code: tuple[str, np.ndarray, int] | None
 
 
 def add_codes(graph: onnx.GraphProto, name: str, codes: np.ndarray, elem_type: int) -> None:
@@ -76,7 +76,8 @@ def rebuild(
         else:
             out.initializer.add().CopyFrom(init)
     for _, replacement in plan:
-        add_codes(out, *replacement.code)
+        if replacement.code is not None:
+            add_codes(out, *replacement.code)
         out.initializer.extend(replacement.initializers)
         out.node.extend(replacement.nodes)
     for index, node in enumerate(graph.node):

@@ -122,11 +122,10 @@ class _Names:
 
 
 def _decode_nodes(
-    names: _Names, source: TensorSource, coded: CodedTensor, opset: int, *, portable: bool
+    names: _Names, source: TensorSource, coded: CodedTensor, opset: int
 ) -> tuple[Replacement, CodeStorage]:
     """Initializers and nodes that compute ``decode(coded.codes, coded.decoder)`` under the
-    source tensor's own name and type. ``portable``: only operators whose meaning no opset
-    changed (Cast, Mul, Add, Sub, Gather, Reshape), for a model converted to ``opset`` later."""
+    source tensor's own name and type."""
     value, out_type = source.value_name, source.tensor.data_type
     decoder = coded.decoder
     codes = np.asarray(coded.codes)
@@ -186,26 +185,23 @@ def _decode_nodes(
         codes = codes.reshape(decoder.view)
         scale16 = raw_const("scale", np.asarray(decoder.scale, np.float16), TensorProto.FLOAT16)
         scale32 = node("Cast", [scale16], to=TensorProto.FLOAT)
-        if decoder.levels is None and opset >= 21 and not portable:
-            inputs = [code_name, scale32]
-            if decoder.zero_point is not None:
-                inputs.append(raw_const("zero_point", decoder.zero_point, elem))
-            current = node("DequantizeLinear", inputs, axis=decoder.axis,
-                           block_size=decoder.block_size)  # fmt: skip
-        else:  # each block's scale (and zero point) gathered out to its weights
-            index = index_const(decoder.block_index())
-            if decoder.levels is None:
-                current = node("Cast", [code_name], to=TensorProto.FLOAT)
-            else:
-                cast = node("Cast", [code_name], to=TensorProto.INT32)
-                current = node("Gather", [const("levels", decoder.levels), cast], axis=0)
-            if decoder.zero_point is not None:  # stored like the codes, cast like them
-                stored = raw_const("zero_point", decoder.zero_point, elem)
-                zero = node("Gather", [node("Cast", [stored], to=TensorProto.FLOAT), index],
-                            axis=decoder.axis)  # fmt: skip
-                current = node("Sub", [current, zero])
-            current = node("Mul", [current, node("Gather", [scale32, index],
-                                                 axis=decoder.axis)])  # fmt: skip
+        # Each block's scale (and zero point) gathered out to its weights: constants only,
+        # which onnxruntime folds at load. Not DequantizeLinear with block_size: onnxruntime
+        # fuses that with a following MatMul into MatMulNBits, which by default computes with
+        # int8 activations (about 1% output error here) instead of these weights.
+        index = index_const(decoder.block_index())
+        if decoder.levels is None:
+            current = node("Cast", [code_name], to=TensorProto.FLOAT)
+        else:
+            cast = node("Cast", [code_name], to=TensorProto.INT32)
+            current = node("Gather", [const("levels", decoder.levels), cast], axis=0)
+        if decoder.zero_point is not None:  # stored like the codes, cast like them
+            stored = raw_const("zero_point", decoder.zero_point, elem)
+            zero = node("Gather", [node("Cast", [stored], to=TensorProto.FLOAT), index],
+                        axis=decoder.axis)  # fmt: skip
+            current = node("Sub", [current, zero])
+        current = node("Mul", [current, node("Gather", [scale32, index],
+                                             axis=decoder.axis)])  # fmt: skip
         if decoder.view != tuple(coded.codes.shape):
             current = node("Reshape", [current, shape_const("shape", coded.codes.shape)])
     elif isinstance(decoder, CodebookDecoder):
@@ -213,7 +209,7 @@ def _decode_nodes(
         current = node("Gather", [const("levels", decoder.levels), index], axis=0)
         if not np.all(scale == 1.0):
             current = node("Mul", [current, const("scale", _along(scale, axis, ndim))])
-    elif not portable and (opset >= 13 or (opset >= 10 and not per_channel)):
+    elif (opset >= 13 or (opset >= 10 and not per_channel)):
         current = code_name
         if elem in (TensorProto.INT16, TensorProto.UINT16) and opset < 21:
             current = node("Cast", [current], to=TensorProto.INT32)
@@ -242,38 +238,62 @@ def rewrite(model: OnnxModel, quantized: Mapping[str, CodedTensor]) -> WrittenMo
     """A new ``ModelProto`` with every tensor of ``quantized`` (by ``WeightTensor.name``)
     replaced by its codes and decode subgraph; ``model.proto`` is left unchanged.
 
-    A model below opset 21 whose codes (some of them) fit in 4 bits is written with
-    opset-neutral decode subgraphs and 4-bit containers, then converted to opset 21 with
-    onnx's version converter; where the converter refuses the model, the codes stay in 8-bit
-    containers at the model's own opset and a note says why."""
+    A model below opset 21 whose codes (some of them) fit in 4 bits is first converted to
+    opset 21 with onnx's version converter (a copy without the quantized tensors' data, so
+    the floats are not held twice), then written as an opset-21 model; where the converter
+    refuses the model, the codes stay in 8-bit containers at the model's own opset and a note
+    says why."""
     if model.opset >= INT4_OPSET or not any(_fits_four_bits(c) for c in quantized.values()):
-        return _rewrite(model, quantized, model.opset, portable=False)
-    from onnx import version_converter
-
-    written = _rewrite(model, quantized, INT4_OPSET, portable=True)
+        return _rewrite(model, quantized, model.opset)
     try:
-        converted = version_converter.convert_version(written.proto, INT4_OPSET)
+        converted = _converted(model, quantized)
     except Exception as exc:
-        kept = _rewrite(model, quantized, model.opset, portable=False)
+        kept = _rewrite(model, quantized, model.opset)
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         note = (f"opset {model.opset} kept: converting to {INT4_OPSET} failed ({reason}); "
                 "codes of 4 bits or fewer are stored in 8-bit containers")  # fmt: skip
         return dataclasses.replace(kept, notes=(note,))
+    written = _rewrite(converted, quantized, INT4_OPSET)
     note = f"converted from opset {model.opset} to {INT4_OPSET} for 4-bit containers"
-    return dataclasses.replace(written, proto=converted, notes=(note,))
+    return dataclasses.replace(written, notes=(note,))
 
 
-def _rewrite(
-    model: OnnxModel, quantized: Mapping[str, CodedTensor], opset: int, *, portable: bool
-) -> WrittenModel:
+def _converted(model: OnnxModel, quantized: Mapping[str, CodedTensor]) -> OnnxModel:
+    """``model`` at opset 21, its quantized tensors kept as data-free placeholders (the
+    converter needs only their names, types and shapes; the writer replaces them)."""
+    from onnx import version_converter
+
+    plans: dict[str, list[tuple[TensorSource, Replacement]]] = defaultdict(list)
+    for name in quantized:
+        source = model.sources[name]
+        t = source.tensor
+        empty = onnx.TensorProto(name=source.value_name, data_type=t.data_type, dims=t.dims)
+        if source.node is None:
+            placeholder = Replacement(nodes=[], initializers=[empty], code=None)
+        else:
+            node = helper.make_node("Constant", [], [source.value_name], value=empty)
+            placeholder = Replacement(nodes=[node], initializers=[], code=None)
+        plans[source.graph_path].append((source, placeholder))
+    stripped = onnx.ModelProto()
+    for field, value in model.proto.ListFields():
+        if field.name != "graph":
+            copy_field(stripped, field, value)
+    stripped.graph.SetInParent()
+    rebuild(model.proto.graph, "graph", plans, model.path.parent, stripped.graph)
+    converted = OnnxModel(model.path, version_converter.convert_version(stripped, INT4_OPSET))
+    missing = set(quantized) - set(converted.sources)
+    if missing:
+        raise ValueError(f"tensors renamed by the conversion: {sorted(missing)[:3]}")
+    return converted
+
+
+def _rewrite(model: OnnxModel, quantized: Mapping[str, CodedTensor], opset: int) -> WrittenModel:
     names = _Names(model.proto)
     plans: dict[str, list[tuple[TensorSource, Replacement]]] = defaultdict(list)
     storages: dict[str, CodeStorage] = {}
     for name, coded in quantized.items():
         source = model.sources[name]
-        replacement, storages[name] = _decode_nodes(
-            names, source, coded, opset, portable=portable
-        )
+        replacement, storages[name] = _decode_nodes(names, source, coded, opset)
         plans[source.graph_path].append((source, replacement))
     out = onnx.ModelProto()
     for field, value in model.proto.ListFields():
