@@ -27,6 +27,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 bench: install-test
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench
 
 openapi: install
