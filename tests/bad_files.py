@@ -81,13 +81,13 @@ def deflate_bomb(inflated: int, name: str = "w") -> bytes:
     return local + data + central + eocd64 + locator + eocd
 
 
-def lying_npz() -> bytes:
+def lying_npz(n: int = 10_000) -> bytes:
     """An archive whose member inflates past the size its zip headers declare (header and
-    shape say 10000 bytes; the deflated stream holds a megabyte more)."""
-    header = npy_header((10_000,), "|u1")
-    real = header + bytes(10_000) + bytes(1 << 20)
+    shape say ``n`` bytes; the deflated stream holds a megabyte more)."""
+    header = npy_header((n,), "|u1")
+    real = header + bytes(n) + bytes(1 << 20)
     buf = bytearray(npz({"x.npy": real}))
-    declared = len(header) + 10_000
+    declared = len(header) + n
     local = buf.find(b"PK\x03\x04")
     central = buf.find(b"PK\x01\x02")
     struct.pack_into("<L", buf, local + 22, declared)
