@@ -3,9 +3,11 @@
 No web framework, task queue or database is imported here: the service and the CLI call in,
 and they use only the names below (``tests/core/test_public_face.py`` lists them).
 
-- Jobs: ``run_job``, ``validate_job``, ``inspect_model``, ``inspect_dataset`` and their types
-  (``JobKind``, ``JobInput``, ``JobOutput``, ``JobLimits``, ``Stage``, ``ProgressCallback``,
-  ``ModelInfo``, ``TensorInfo``, ``DatasetInfo``).
+- Jobs: ``run_job``, ``validate_job``, ``inspect_model``, ``inspect_dataset``,
+  ``check_dataset_fits`` and their types (``JobKind``, ``JobInput``, ``JobOutput``,
+  ``JobLimits``, ``InputLimits``, ``Stage``, ``ProgressCallback``, ``ModelInfo``,
+  ``TensorInfo``, ``DatasetInfo``).
+- Checks: ``json_depth``, the nesting of JSON text measured before it is parsed.
 - Specs: ``QuantSpec``, ``QuantizerSpec`` and their enums and ranges.
 - Errors: ``QuantError`` and its subclasses, each with a ``code``.
 - Files: ``MODEL_SUFFIXES`` / ``FORMAT_SUFFIX`` and the package's ``unpack``,
@@ -25,13 +27,15 @@ __version__ = "0.1.0"
 # name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
-        ("run_job", "validate_job", "inspect_model", "inspect_dataset"), "quantcore.jobs.run"
+        ("run_job", "validate_job", "inspect_model", "inspect_dataset", "check_dataset_fits"),
+        "quantcore.jobs.run",
     ),
     **dict.fromkeys(
         ("JobKind", "JobInput", "JobOutput", "ModelInfo", "TensorInfo"), "quantcore.jobs.base"
     ),
     "DatasetInfo": "quantcore.evaluate.dataset",
-    "JobLimits": "quantcore.limits",
+    **dict.fromkeys(("JobLimits", "InputLimits"), "quantcore.limits"),
+    "json_depth": "quantcore.checks",
     **dict.fromkeys(("Stage", "ProgressCallback"), "quantcore.progress"),
     **dict.fromkeys(
         (
@@ -44,7 +48,7 @@ _EXPORTS: dict[str, str] = {
         (
             "QuantError", "InvalidSpecError", "InvalidTensorError", "InvalidModelError",
             "UnsupportedModelError", "UnsafeExternalDataError", "NoWeightsError",
-            "InvalidDatasetError", "InvalidPackageError",
+            "InvalidDatasetError", "InvalidPackageError", "InputTooLargeError",
         ),
         "quantcore.errors",
     ),
@@ -69,7 +73,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from quantcore.checks import json_depth
     from quantcore.errors import (
+        InputTooLargeError,
         InvalidDatasetError,
         InvalidModelError,
         InvalidPackageError,
@@ -84,8 +90,14 @@ if TYPE_CHECKING:
     from quantcore.formats.model import FORMAT_SUFFIX, MODEL_SUFFIXES
     from quantcore.formats.qpack import package_format, unpack, unpack_file
     from quantcore.jobs.base import JobInput, JobKind, JobOutput, ModelInfo, TensorInfo
-    from quantcore.jobs.run import inspect_dataset, inspect_model, run_job, validate_job
-    from quantcore.limits import JobLimits
+    from quantcore.jobs.run import (
+        check_dataset_fits,
+        inspect_dataset,
+        inspect_model,
+        run_job,
+        validate_job,
+    )
+    from quantcore.limits import InputLimits, JobLimits
     from quantcore.progress import ProgressCallback, Stage
     from quantcore.spec import (
         DEFAULT_SUPPORT,

@@ -70,3 +70,10 @@ class InvalidPackageError(QuantError):
     """A ``.qpack`` file that is truncated, corrupt or of an unknown layout version."""
 
     code = "invalid_package"
+
+
+class InputTooLargeError(QuantError):
+    """A file that declares (or inflates to) more bytes than a limit of ``InputLimits``
+    allows; ``details`` names the limit, its value and the size found."""
+
+    code = "payload_too_large"

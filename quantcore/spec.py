@@ -15,17 +15,18 @@ Two levels:
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from quantcore.checks import (
+    MAX_PATTERNS,
     boolean,
     compile_pattern,
     enum_value,
     finite_number,
     patterns,
+    search,
     whole_number,
 )
 from quantcore.errors import InvalidSpecError
@@ -242,7 +243,7 @@ class Override:
     fields: tuple[str, ...]
 
     def matches(self, name: str) -> bool:
-        return re.search(self.match, name) is not None
+        return search(self.match, name)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"match": self.match}
@@ -345,12 +346,17 @@ def _group_size(value: Any) -> int:
 def _overrides(value: Any, base: QuantizerSpec, *, blocked: bool) -> tuple[Override, ...]:
     if not isinstance(value, list):
         raise InvalidSpecError(f"overrides={value!r} must be a list of objects")
+    if len(value) > MAX_PATTERNS:
+        raise InvalidSpecError(
+            f"overrides has {len(value)} entries; at most {MAX_PATTERNS} are accepted"
+        )
     result = []
     for i, item in enumerate(value):
         where = f"overrides[{i}]."
         if not isinstance(item, dict) or not isinstance(item.get("match"), str):
             raise InvalidSpecError(
-                f"overrides[{i}]={item!r} must be an object with a 'match' regular expression"
+                f"overrides[{i}]={item!r} must be an object with a 'match' regular expression "
+                "(RE2 syntax)"
             )
         unknown = sorted(set(item) - {"match", *QUANTIZER_FIELDS})
         if unknown:

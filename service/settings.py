@@ -18,9 +18,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from quantcore import JobLimits
+from quantcore import InputLimits, JobLimits
 
 GIB = 1 << 30
+_INPUTS = InputLimits()  # the core's defaults, which the settings below repeat
 
 
 class Settings(BaseSettings):
@@ -87,6 +88,35 @@ class Settings(BaseSettings):
     eval_batch_size: int = Field(
         default=256, gt=0, description="Samples per onnxruntime batch when evaluating accuracy."
     )
+    max_array_bytes: int = Field(
+        default=_INPUTS.max_array_bytes, gt=0,
+        description="Largest tensor or array an input file may declare (shape times item "
+        "size), in bytes: .npy arrays, safetensors tensors, ONNX tensors and their external "
+        "data; larger gives 413.",
+    )
+    max_inflated_bytes: int = Field(
+        default=_INPUTS.max_inflated_bytes, gt=0,
+        description="Most bytes the arrays of one .npz (model or dataset) may inflate to, as "
+        "its zip headers declare and as counted while inflating; more gives 413.",
+    )
+    max_inflation_ratio: float = Field(
+        default=_INPUTS.max_inflation_ratio, gt=1,
+        description="Most times an .npz may inflate its own size once it inflates past "
+        "64 MiB; more gives 413 (a zip bomb).",
+    )
+    max_npz_members: int = Field(
+        default=_INPUTS.max_npz_members, gt=0,
+        description="Most arrays one .npz may hold; more gives 413.",
+    )
+    max_header_bytes: int = Field(
+        default=_INPUTS.max_header_bytes, gt=0,
+        description="Largest safetensors JSON header in bytes; larger gives 413.",
+    )
+    max_json_depth: int = Field(
+        default=_INPUTS.max_json_depth, ge=4, le=256,
+        description="Deepest nesting of JSON a caller sends: a request body, a multipart spec "
+        "field, a safetensors header; deeper gives 400 (422 for a spec field or a model).",
+    )
     log_level: str = Field(default="INFO", description="Log level of the JSON logs.")
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
@@ -112,10 +142,18 @@ class Settings(BaseSettings):
             )
         return self
 
+    def input_limits(self) -> InputLimits:
+        """The core's bounds on input files, from these settings."""
+        return InputLimits(
+            max_array_bytes=self.max_array_bytes, max_inflated_bytes=self.max_inflated_bytes,
+            max_inflation_ratio=self.max_inflation_ratio, max_npz_members=self.max_npz_members,
+            max_header_bytes=self.max_header_bytes, max_json_depth=self.max_json_depth,
+        )
+
     def job_limits(self) -> JobLimits:
         """The core's bounds for a job, from these settings."""
         return JobLimits(max_sweep_points=self.max_sweep_points,
-                         eval_batch_size=self.eval_batch_size)
+                         eval_batch_size=self.eval_batch_size, inputs=self.input_limits())
 
     @property
     def broker_is_redis(self) -> bool:

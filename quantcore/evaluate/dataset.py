@@ -14,7 +14,8 @@ float32; anything else must match), a rank, a fixed dimension, a sample count, l
 not integers or fall outside ``[0, classes)`` (``classes`` from the scores output's static width
 when the model declares it), an empty set, NaN or infinity in the inputs.
 
-Memory stays bounded whatever the size of the set: arrays are never loaded whole. Each
+Memory stays bounded whatever the size of the set: every size the archive declares is checked
+before it is read (``quantcore.formats.npz``), and arrays are never loaded whole. Each
 ``.npy`` member of the archive is read row block by row block straight from the zip stream
 (``EvalSet.batches``); the one exception is a Fortran-ordered array, whose rows are not
 contiguous on disk, which is loaded whole.
@@ -34,6 +35,8 @@ import onnx
 from onnx import helper
 
 from quantcore.errors import InvalidDatasetError, InvalidModelError
+from quantcore.formats.npz import read_npy_header, scan_npz
+from quantcore.limits import InputLimits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,7 +140,7 @@ class _RowReader:
             with stream:
                 self._whole = np.lib.format.read_array(stream, allow_pickle=False)
         else:
-            _read_header(stream, self._header.member)
+            read_npy_header(stream, repr(self._header.member), InvalidDatasetError)
             self._stream = stream
         return self
 
@@ -162,53 +165,25 @@ class _RowReader:
         return block
 
 
-def _read_header(stream: IO[bytes], member: str) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
-    try:
-        version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            return np.lib.format.read_array_header_1_0(stream)
-        return np.lib.format.read_array_header_2_0(stream)
-    except ValueError as exc:
-        raise InvalidDatasetError(f"array {member!r} is not a readable .npy array: {exc}") from None
+def read_headers(
+    path: Path, limits: InputLimits | None = None, *, verify: bool = False
+) -> dict[str, ArrayHeader]:
+    """The arrays of an ``.npz`` (name -> header), reading headers only; every size they
+    declare is checked against ``limits`` and against the archive (``quantcore.formats.npz``;
+    ``verify`` also inflates each compressed member once, in bounded memory)."""
+    members = scan_npz(Path(path), limits, error=InvalidDatasetError, verify=verify)
+    return {
+        m.name: ArrayHeader(member=m.member, dtype=m.dtype, shape=m.shape,
+                            fortran_order=m.fortran_order)
+        for m in members
+    }
 
 
-def read_headers(path: Path) -> dict[str, ArrayHeader]:
-    """The arrays of an ``.npz`` (name -> header), reading headers only."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InvalidDatasetError(
-            f"dataset {path.name!r} is not an .npz archive (a zip of .npy arrays): {exc}"
-        ) from None
-    headers: dict[str, ArrayHeader] = {}
-    with archive:
-        for member in archive.namelist():
-            if not member.endswith(".npy"):
-                raise InvalidDatasetError(
-                    f"dataset member {member!r} is not a .npy array; an .npz holds only arrays"
-                )
-            try:
-                with archive.open(member) as stream:
-                    shape, fortran, dtype = _read_header(stream, member)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise InvalidDatasetError(f"array {member!r} cannot be read: {exc}") from None
-            name = member[: -len(".npy")]
-            if dtype.hasobject:
-                raise InvalidDatasetError(
-                    f"array {name!r} holds Python objects ({dtype}); only numeric arrays are "
-                    "accepted"
-                )
-            headers[name] = ArrayHeader(
-                member=member, dtype=dtype, shape=tuple(shape), fortran_order=fortran
-            )
-    if not headers:
-        raise InvalidDatasetError(f"dataset {path.name!r} holds no arrays")
-    return headers
-
-
-def inspect_dataset(path: Path) -> DatasetInfo:
-    """Array names and shapes of an uploaded ``.npz`` (what ``POST /v1/datasets`` answers)."""
-    return DatasetInfo(arrays={name: h.shape for name, h in read_headers(Path(path)).items()})
+def inspect_dataset(path: Path, limits: InputLimits | None = None) -> DatasetInfo:
+    """Array names and shapes of an uploaded ``.npz`` (what ``POST /v1/datasets`` answers),
+    its sizes checked against ``limits`` and every compressed member inflated once."""
+    headers = read_headers(Path(path), limits, verify=True)
+    return DatasetInfo(arrays={name: h.shape for name, h in headers.items()})
 
 
 def model_inputs(model: onnx.ModelProto) -> tuple[ModelInput, ...]:
@@ -243,11 +218,14 @@ def scores_output(model: onnx.ModelProto) -> tuple[str, int | None] | None:
     return None
 
 
-def check_dataset(model: onnx.ModelProto | Path, dataset_path: Path) -> EvalSet:
+def check_dataset(
+    model: onnx.ModelProto | Path, dataset_path: Path, limits: InputLimits | None = None
+) -> EvalSet:
     """Check an evaluation set against a model, before any work; see the module docstring.
 
-    Reads array headers, then streams the inputs once to look for NaN and infinity and the
-    labels once to check their range. Raises ``InvalidDatasetError`` naming what differs.
+    Reads array headers (their sizes checked against ``limits``), then streams the inputs once
+    to look for NaN and infinity and the labels once to check their range. Raises
+    ``InvalidDatasetError`` naming what differs.
     """
     if not isinstance(model, onnx.ModelProto):
         try:
@@ -255,7 +233,7 @@ def check_dataset(model: onnx.ModelProto | Path, dataset_path: Path) -> EvalSet:
         except Exception as exc:  # onnx raises DecodeError, OSError, ...: all mean unreadable
             raise InvalidModelError(f"model {Path(model).name!r} cannot be read: {exc}") from None
     dataset_path = Path(dataset_path)
-    headers = read_headers(dataset_path)
+    headers = read_headers(dataset_path, limits)
     inputs = model_inputs(model)
     if not inputs:
         raise InvalidDatasetError("the model has no inputs to feed from a dataset")

@@ -23,6 +23,7 @@ no points, more points than ``JobLimits.max_sweep_points``.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,13 +57,14 @@ class SweepSpec:
     grid: dict[str, list[Any]]
     points: tuple[SweepPoint, ...]
 
+    def stored(self) -> dict[str, Any]:
+        """The spec a job stores and a worker parses again: ``parse_sweep`` takes it as it is."""
+        return {"base": dict(self.base), "grid": {k: list(v) for k, v in self.grid.items()}}
+
     def to_dict(self) -> dict[str, Any]:
-        """The sweep as sent, with its point count (each row carries its spec as applied)."""
-        return {
-            "base": dict(self.base),
-            "grid": {k: list(v) for k, v in self.grid.items()},
-            "points": len(self.points),
-        }
+        """The sweep as sent, with its point count (what the report shows; each row carries
+        its spec as applied)."""
+        return {**self.stored(), "points": len(self.points)}
 
 
 def _object(name: str, value: Any) -> dict[str, Any]:
@@ -93,11 +95,40 @@ def parse_grid(value: Any) -> dict[str, list[Any]]:
     return out
 
 
+def count_points(base: dict[str, Any], grid: dict[str, list[Any]]) -> int:
+    """How many points ``expand`` gives, counted without building them (a grid of a few long
+    lists has more points than could ever be listed)."""
+    supports = grid.get("support", [base.get("support")])
+    values = grid.get("support_value")
+    per_support = sum(
+        len(values) if values is not None and _valued(s) else 1 for s in supports
+    )
+    others = [len(grid[k]) for k in GRID_FIELDS if k in grid
+              and k not in ("support", "support_value")]
+    return math.prod(others) * per_support
+
+
+def _valued(support: Any) -> bool:
+    return isinstance(support, str) and support in VALUED_SUPPORTS
+
+
+def check_count(base: dict[str, Any], grid: dict[str, list[Any]], limits: JobLimits,
+                what: str) -> None:
+    """``InvalidSpecError`` when the grid has more points than ``limits`` allows, before any
+    point is built."""
+    n = count_points(base, grid)
+    if n > limits.max_sweep_points:
+        raise InvalidSpecError(
+            f"the {what} has {n} points, more than the limit of "
+            f"{limits.max_sweep_points}; split it into several jobs"
+        )
+
+
 def expand(base: dict[str, Any], grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """The grid points (each the dict of grid fields it sets), in grid order."""
     supports = grid.get("support", [base.get("support")])
     values = grid.get("support_value")
-    if values is not None and not any(s in VALUED_SUPPORTS for s in supports):
+    if values is not None and not any(_valued(s) for s in supports):
         raise InvalidSpecError(
             f"grid.support_value={values!r} needs a support that takes a value ('value' or "
             f"'percentile') in grid.support or in base.support; the sweep's supports are "
@@ -111,7 +142,7 @@ def expand(base: dict[str, Any], grid: dict[str, list[Any]]) -> list[dict[str, A
             with_support = dict(fixed)
             if "support" in grid:
                 with_support["support"] = support
-            if support in VALUED_SUPPORTS and values is not None:
+            if _valued(support) and values is not None:
                 points.extend({**with_support, "support_value": v} for v in values)
             else:
                 points.append(with_support)
@@ -133,12 +164,8 @@ def parse_sweep(spec: Any, limits: JobLimits) -> SweepSpec:
         raise InvalidSpecError(
             f"the sweep has no points: grid must vary at least one of {', '.join(GRID_FIELDS)}"
         )
+    check_count(base, grid, limits, "sweep")
     raw = expand(base, grid)
-    if len(raw) > limits.max_sweep_points:
-        raise InvalidSpecError(
-            f"the sweep has {len(raw)} points, more than the limit of "
-            f"{limits.max_sweep_points}; split it into several jobs"
-        )
     return SweepSpec(base=base, grid=grid, points=build_points(base, raw, label="grid point"))
 
 
@@ -151,7 +178,7 @@ def build_points(
     points = []
     for i, values in enumerate(raw):
         data = {**base, **values}
-        if "support" in values and values["support"] not in VALUED_SUPPORTS:
+        if "support" in values and not _valued(values["support"]):
             data.pop("support_value", None)  # a base threshold does not apply to jayant etc.
         try:
             quant = QuantSpec.from_dict(data)

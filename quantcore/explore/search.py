@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from quantcore.errors import InvalidSpecError
-from quantcore.explore.grid import SweepPoint, build_points, expand, parse_grid
+from quantcore.explore.grid import SweepPoint, build_points, check_count, expand, parse_grid
 from quantcore.explore.sweep import Measurement
 from quantcore.limits import JobLimits
 from quantcore.spec import MIN_BITS, Method, QuantSpec
@@ -101,12 +101,8 @@ def parse_search(spec: Any, limits: JobLimits) -> SearchSpec:
     candidates = parse_grid(spec.get("candidates", DEFAULT_CANDIDATES))
     if not candidates:
         raise InvalidSpecError("candidates has no points: give it at least one list, e.g. bits")
+    check_count(base, candidates, limits, "search's candidates")
     raw = expand(base, candidates)
-    if len(raw) > limits.max_sweep_points:
-        raise InvalidSpecError(
-            f"the search has {len(raw)} candidates, more than the limit of "
-            f"{limits.max_sweep_points}"
-        )
     points = build_points(base, raw, label="candidate")
     return SearchSpec(
         base=base,

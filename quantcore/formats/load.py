@@ -8,6 +8,7 @@ from quantcore.errors import InvalidModelError
 from quantcore.formats.model import SUFFIXES, ModelFormat
 from quantcore.formats.onnx_reader import OnnxModel, load_onnx
 from quantcore.formats.weights_io import WeightsModel, read_npz, read_safetensors
+from quantcore.limits import InputLimits
 
 Model = OnnxModel | WeightsModel
 
@@ -20,11 +21,12 @@ def model_format(path: Path) -> ModelFormat:
     return fmt
 
 
-def load_model(path: Path) -> Model:
-    """Read the model at ``path`` by its suffix (``.onnx``, ``.safetensors``, ``.npz``)."""
+def load_model(path: Path, limits: InputLimits | None = None) -> Model:
+    """Read the model at ``path`` by its suffix (``.onnx``, ``.safetensors``, ``.npz``); the
+    sizes it declares are checked before memory is taken, against ``limits`` when given."""
     fmt = model_format(path)
     if fmt is ModelFormat.ONNX:
-        return load_onnx(path)
+        return load_onnx(path, limits)
     if fmt is ModelFormat.SAFETENSORS:
-        return read_safetensors(path)
-    return read_npz(path)
+        return read_safetensors(path, limits)
+    return read_npz(path, limits)

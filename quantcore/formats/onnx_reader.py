@@ -16,6 +16,7 @@ missing or escapes the folder.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 from collections.abc import Iterator
@@ -29,8 +30,10 @@ from onnx import helper, numpy_helper
 from quantcore.errors import InvalidModelError, UnsupportedModelError
 from quantcore.formats.external import is_external, read_external
 from quantcore.formats.model import ModelFormat, WeightTensor
+from quantcore.formats.onnx_sizes import check_tensor_sizes
 from quantcore.formats.onnx_uses import Uses
 from quantcore.formats.roles import assign
+from quantcore.limits import InputLimits
 
 MIN_OPSET = 7
 # Domains whose operators onnxruntime's CPU provider implements.
@@ -56,7 +59,7 @@ def np_dtype(elem_type: int) -> np.dtype:
 
 
 def tensor_nbytes(tensor: onnx.TensorProto) -> int:
-    count = int(np.prod(tensor.dims, dtype=np.int64))
+    count = math.prod(int(d) for d in tensor.dims)  # Python integers: no int64 wrap
     if tensor.data_type in _FOUR_BIT:
         return (count + 1) // 2
     return count * np_dtype(tensor.data_type).itemsize
@@ -184,8 +187,9 @@ def default_opset(model: onnx.ModelProto) -> int:
     raise InvalidModelError("the model imports no default-domain opset (opset_import is empty)")
 
 
-def load_onnx(path: Path) -> OnnxModel:
-    """Parse ``path`` (external data left on disk) and check that it can be handled."""
+def load_onnx(path: Path, limits: InputLimits | None = None) -> OnnxModel:
+    """Parse ``path`` (external data left on disk) and check that it can be handled, the
+    sizes its tensors declare too (``quantcore.formats.onnx_sizes``, against ``limits``)."""
     try:
         proto = _parse(path)
     except Exception as exc:  # protobuf raises several types for bad bytes
@@ -193,6 +197,7 @@ def load_onnx(path: Path) -> OnnxModel:
             f"{path.name} is not a readable ONNX model (truncated or not ONNX): {exc}"
         ) from None
     check_structure(proto, path.name)
+    check_tensor_sizes(proto, path.name, limits)
     return OnnxModel(path, proto)
 
 

@@ -32,11 +32,11 @@ that as documented on ``select``. Every tensor left in float gets a reason.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from quantcore.checks import search
 from quantcore.errors import NoWeightsError
 from quantcore.spec import QuantSpec
 
@@ -279,7 +279,7 @@ class Selection:
 
 
 def _first_match(patterns: Iterable[str], name: str) -> str | None:
-    return next((p for p in patterns if re.search(p, name)), None)
+    return next((p for p in patterns if search(p, name)), None)
 
 
 def skip_reason(tensor: Candidate, spec: QuantSpec) -> str | None:

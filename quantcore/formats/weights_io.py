@@ -7,14 +7,15 @@ when the name says so (``norm``, ``bn``, ``ln``, ``running_``), else biases.
 
 safetensors is parsed directly (8-byte little-endian header length, JSON header, data) so
 that every dtype, bfloat16 included, is read, and arrays are memory-mapped, never copied
-whole. Writing keeps the input's order of tensors and its ``__metadata__``; both writers are
-deterministic (same arrays, same bytes).
+whole. Both readers check every size a file declares before memory is taken
+(``safetensors_header``, ``npz``), against ``InputLimits`` when given. Writing keeps the
+input's order of tensors and its ``__metadata__``; both writers are deterministic (same
+arrays, same bytes).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import struct
 import zipfile
@@ -22,31 +23,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 from quantcore.errors import InvalidModelError
 from quantcore.formats.model import ModelFormat, WeightTensor
+from quantcore.formats.npz import scan_npz
 from quantcore.formats.roles import Role
+from quantcore.formats.safetensors_header import SAFETENSORS_DTYPES, read_header
+from quantcore.limits import InputLimits
 
-SAFETENSORS_DTYPES: dict[str, np.dtype] = {
-    "F64": np.dtype("<f8"),
-    "F32": np.dtype("<f4"),
-    "F16": np.dtype("<f2"),
-    "BF16": np.dtype(ml_dtypes.bfloat16),
-    "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"),
-    "I16": np.dtype("<i2"),
-    "I8": np.dtype("i1"),
-    "U64": np.dtype("<u8"),
-    "U32": np.dtype("<u4"),
-    "U16": np.dtype("<u2"),
-    "U8": np.dtype("u1"),
-    "BOOL": np.dtype("bool"),
-}
 _CODE_OF = {dtype: code for code, dtype in SAFETENSORS_DTYPES.items()}
 _NORM_NAME = re.compile(r"(norm|(^|[._])(bn|ln)\d*([._]|$)|running_)", re.IGNORECASE)
-_MAX_HEADER = 100 * 2**20
 
 
 def guess_role(name: str, shape: tuple[int, ...]) -> tuple[Role, int | None]:
@@ -100,58 +87,33 @@ class WeightsModel:
         again to write the output file."""
 
 
-def read_safetensors(path: Path) -> WeightsModel:
-    """Parse a safetensors file; raises ``InvalidModelError`` naming what is wrong."""
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        head = handle.read(8)
-        if len(head) < 8:
-            raise InvalidModelError(f"{path.name} is not a safetensors file: {size} bytes")
-        (n,) = struct.unpack("<Q", head)
-        if n > min(size - 8, _MAX_HEADER):
-            raise InvalidModelError(
-                f"{path.name} is not a safetensors file (header length {n} > file size {size})"
-            )
-        try:
-            header = json.loads(handle.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidModelError(f"{path.name}: safetensors header is not JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise InvalidModelError(f"{path.name}: safetensors header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n) if size > 8 + n else None
+def read_safetensors(path: Path, limits: InputLimits | None = None) -> WeightsModel:
+    """Parse a safetensors file; its header is checked whole before any tensor is mapped
+    (``quantcore.formats.safetensors_header``). Raises ``InvalidModelError`` naming what is
+    wrong, ``InputTooLargeError`` past ``limits``."""
+    header = read_header(path, limits)
+    data = None
+    if header.data_bytes > 0:
+        data = np.memmap(path, dtype=np.uint8, mode="r", offset=header.data_offset)
     arrays: dict[str, np.ndarray] = {}
-    for name, info in header.items():
-        arrays[name] = _safetensors_array(path.name, name, info, data)
-    return WeightsModel(path, ModelFormat.SAFETENSORS, arrays, metadata)
+    for entry in header.tensors:
+        if data is None or entry.end == entry.begin:
+            arrays[entry.name] = np.zeros(entry.shape, entry.dtype)
+        else:
+            arrays[entry.name] = data[entry.begin : entry.end].view(entry.dtype).reshape(
+                entry.shape
+            )
+    return WeightsModel(path, ModelFormat.SAFETENSORS, arrays, header.metadata)
 
 
-def _safetensors_array(label: str, name: str, info: Any, data: np.ndarray | None) -> np.ndarray:
-    try:
-        dtype = SAFETENSORS_DTYPES[info["dtype"]]
-        shape = tuple(int(d) for d in info["shape"])
-        start, end = (int(v) for v in info["data_offsets"])
-    except (KeyError, TypeError, ValueError):
-        raise InvalidModelError(
-            f"{label}: tensor {name!r} has an unsupported or malformed entry {info!r}"
-        ) from None
-    nbytes = math.prod(shape) * dtype.itemsize
-    available = 0 if data is None else data.size
-    if end - start != nbytes or start < 0 or end > available:
-        raise InvalidModelError(
-            f"{label}: tensor {name!r} needs {nbytes} bytes at [{start}, {end}) but the data "
-            f"section holds {available} (truncated?)"
-        )
-    if nbytes == 0 or data is None:
-        return np.zeros(shape, dtype)
-    return data[start:end].view(dtype).reshape(shape)
-
-
-def read_npz(path: Path) -> WeightsModel:
-    """Read every array of an ``.npz`` (no pickles); raises ``InvalidModelError``."""
+def read_npz(path: Path, limits: InputLimits | None = None) -> WeightsModel:
+    """Read every array of an ``.npz`` (no pickles) once its headers are checked
+    (``quantcore.formats.npz``); raises ``InvalidModelError``, ``InputTooLargeError`` past
+    ``limits``."""
+    members = scan_npz(path, limits, error=InvalidModelError)
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
+            arrays = {m.name: archive[m.name] for m in members}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise InvalidModelError(f"{path.name} is not a readable .npz archive: {exc}") from None
     return WeightsModel(path, ModelFormat.NPZ, arrays)

@@ -42,9 +42,14 @@ from quantcore.report.histograms import model_histograms
 SpecT = TypeVar("SpecT")
 
 
+# A search measures accuracy drops: it cannot run without an evaluation set.
+SEARCH_NEEDS_DATASET = "a search job needs an evaluation dataset: the budget is an accuracy drop"
+
+
 def validate_sweep(spec: dict[str, Any], limits: JobLimits) -> dict[str, Any]:
-    """The sweep spec as applied; ``InvalidSpecError`` before any work."""
-    return parse_sweep(spec, limits).to_dict()
+    """The sweep spec to store: what ``parse_sweep`` takes back as it is (the point count,
+    which the report adds, is not part of it); ``InvalidSpecError`` before any work."""
+    return parse_sweep(spec, limits).stored()
 
 
 def validate_search(spec: dict[str, Any], limits: JobLimits) -> dict[str, Any]:
@@ -76,9 +81,7 @@ def _load(
     if progress is not None:
         progress(Stage.LOADING, 0.0)
     if needs_dataset and job.dataset_path is None:
-        raise InvalidDatasetError(
-            "a search job needs an evaluation dataset: the budget is an accuracy drop"
-        )
+        raise InvalidDatasetError(SEARCH_NEEDS_DATASET)
     measure = measurer(job.model_path, job.dataset_path, limits.eval_batch_size)
     return _Loaded(
         spec=spec, measure=measure, started=started, load_s=time.perf_counter() - started

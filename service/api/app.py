@@ -17,6 +17,7 @@ from quantcore import __version__
 from service.api.auth import Authenticator, make_rate_limiter
 from service.api.deps import AppContext
 from service.api.errors import install_error_handler
+from service.api.guards import NulGuard
 from service.api.prometheus import Metrics, route_template
 from service.api.routers import datasets, health, jobs, metrics, models, quantizers
 from service.api.routers.common import add_component_schemas
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
                             "Idempotent-Replayed"],
             max_age=600,
         )
+    app.add_middleware(NulGuard)
     app.add_middleware(RequestObserver, metrics=ctx.metrics)
     return app
 

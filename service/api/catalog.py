@@ -3,13 +3,14 @@
 An upload arrives as a spool file (``service.api.uploads``) whose sha256 is known. Models and
 datasets take the same path (``_register``): a team that uploads the same bytes again gets
 the same record back; otherwise the core inspects the file (a malformed file raises the core's
-error, answered 422 with its code), the bytes are stored once per content
-(``blobs/<sha256><suffix>``, atomically) and the row is written.
+error, answered 422 with its code; a size over the settings' input limits, 413), the bytes are
+stored once per content (``blobs/<sha256><suffix>``, atomically) and the row is written.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from quantcore import (
     MODEL_SUFFIXES,
     DatasetInfo,
+    InvalidModelError,
     ModelInfo,
     inspect_dataset,
     inspect_model,
@@ -99,7 +101,15 @@ async def register_model(
             storage_key=key,
         )
 
-    return await _register(ctx, upload, find=find, inspect=inspect_model, add=add)
+    def inspect(path: Path) -> ModelInfo:
+        info = inspect_model(path, ctx.settings.input_limits())
+        named = next((t.name for t in info.tensors if "\x00" in t.name), None)
+        if named is not None:  # names are stored as text, which cannot hold NUL
+            raise InvalidModelError(f"{upload.filename}: tensor name {named!r} holds a NUL "
+                                    "character")
+        return info
+
+    return await _register(ctx, upload, find=find, inspect=inspect, add=add)
 
 
 async def register_dataset(
@@ -120,4 +130,5 @@ async def register_dataset(
             storage_key=key,
         )
 
-    return await _register(ctx, upload, find=find, inspect=inspect_dataset, add=add)
+    inspect = partial(inspect_dataset, limits=ctx.settings.input_limits())
+    return await _register(ctx, upload, find=find, inspect=inspect, add=add)

@@ -6,7 +6,8 @@
 - The core's ``QuantError`` codes map to statuses in ``QUANT_ERROR_STATUS``: all of them
   describe what the caller sent.
 - FastAPI's request validation becomes 422 ``invalid_request`` with the fields named.
-- A storage failure is 503 ``storage_unavailable``.
+- A storage failure is 503 ``storage_unavailable``; a disk with no space left (storage or
+  the upload spool) is 507 ``storage_full``, wherever it is met.
 - Starlette's own answers (unknown path, wrong method) keep their status.
 - Anything else is a 500 ``internal_error``, logged with its traceback — which a caller's input
   must never reach.
@@ -24,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from quantcore import QuantError
 from service.errors import DatabaseUnavailableError, ServiceError
-from service.store.storage import StorageError
+from service.store.storage import StorageError, StorageFullError, is_no_space
 
 log = logging.getLogger("quantserve.errors")
 
@@ -38,6 +39,8 @@ QUANT_ERROR_STATUS: dict[str, int] = {
     "no_weights": 422,
     "invalid_dataset": 422,
     "invalid_package": 422,
+    # A file that declares (or inflates to) more than an input limit allows.
+    "payload_too_large": 413,
 }
 
 
@@ -77,6 +80,12 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
         errors = list(exc.errors())
         status = 422
         body = error_body("invalid_request", _validation_message(errors), _plain_errors(errors))
+    elif isinstance(exc, StorageFullError) or is_no_space(exc):
+        log.error("no space left on %s %s: %s", request.method, request.url.path, exc)
+        status = 507
+        body = error_body("storage_full", "the service has no space left to store this; "
+                          "retry later", {"reason": str(exc)})
+        headers = {"Retry-After": "60"}
     elif isinstance(exc, StorageError):
         log.error("storage failed on %s %s: %s", request.method, request.url.path, exc)
         status = 503

@@ -98,7 +98,8 @@ fields and rules of a sweep's `grid` (default `{"bits": [2, 3, 4, 5, 6, 7, 8]}`)
 against the same limit. `mixed_precision` (default true): after the candidates, lower single \
 layers one bit at a time while the whole model stays within the budget. The evaluations are \
 capped at the same limit; the report says when the search stopped there. A search needs \
-`dataset_id`: without one the job fails with `invalid_dataset`."""
+`dataset_id`: without one it is refused with 422 `invalid_dataset`. Patterns (`include`, \
+`exclude`, `overrides[].match`) are RE2 regular expressions: no backreferences or lookaround."""
 
 
 class JobCreate(BaseModel):

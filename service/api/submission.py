@@ -12,7 +12,11 @@ message to run it. In a batch, the jobs published before the failure stay accept
 listed in the error's details.
 
 The reads and the insert of one call share one database connection
-(``service.store.submissions.Submission``).
+(``service.store.submissions.Submission``). Before it is opened, each job with a dataset has
+its dataset checked against its model by the core (``check_dataset_fits``: names, dtypes,
+shapes, labels, NaN, and every size against the input limits), so that a dataset that does
+not fit is a 4xx at submission rather than a failed job; a search without a dataset is
+refused too (422 ``invalid_dataset``).
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from quantcore import validate_job
+from quantcore import QuantError, check_dataset_fits, validate_job
 from service.api.auth import Principal
 from service.api.deps import AppContext
 from service.api.schemas import JobCreate
 from service.errors import BrokerUnavailableError, IdempotencyKeyReusedError, NotFoundError
 from service.queue.enqueue import enqueue_job, new_task_id
 from service.store.records import JobRecord
+from service.store.storage import local_file
 from service.store.submissions import Submission, new_job
 
 log = logging.getLogger("quantserve.submission")
@@ -76,8 +81,39 @@ def _checked(
         if create.dataset_id is not None and create.dataset_id not in datasets:
             raise NotFoundError(f"dataset {create.dataset_id!r} not found",
                                 details={"dataset_id": create.dataset_id})
-        specs.append(validate_job(create.kind, create.spec, ctx.settings.job_limits()))
+        specs.append(validate_job(create.kind, create.spec, ctx.settings.job_limits(),
+                                  with_dataset=create.dataset_id is not None))
     return specs
+
+
+def _check_datasets(ctx: AppContext, team_id: str, creates: Sequence[JobCreate]) -> None:
+    """Each job's dataset against its model, in the order of the jobs: 404 for a model or
+    dataset the team does not have, 422 for a spec the core refuses (cheap, so first), then
+    the core's verdict on the files (422 ``invalid_dataset``, 413 past an input limit); a
+    batch's message names the job. Each pair of files is checked once."""
+    limits = ctx.settings.input_limits()
+    checked: set[tuple[str, str]] = set()
+    for i, create in enumerate(creates):
+        if create.dataset_id is None or (create.model_id, create.dataset_id) in checked:
+            continue
+        model = ctx.uploads.model(create.model_id, team_id=team_id)
+        if model is None:
+            raise NotFoundError(f"model {create.model_id!r} not found",
+                                details={"model_id": create.model_id})
+        dataset = ctx.uploads.dataset(create.dataset_id, team_id=team_id)
+        if dataset is None:
+            raise NotFoundError(f"dataset {create.dataset_id!r} not found",
+                                details={"dataset_id": create.dataset_id})
+        validate_job(create.kind, create.spec, ctx.settings.job_limits(), with_dataset=True)
+        with local_file(ctx.storage, model.storage_key, ctx.spool_dir) as model_path, \
+                local_file(ctx.storage, dataset.storage_key, ctx.spool_dir) as dataset_path:
+            try:
+                check_dataset_fits(model_path, dataset_path, limits)
+            except QuantError as exc:
+                if len(creates) > 1:
+                    exc.message = f"jobs[{i}]: {exc.message}"
+                raise
+        checked.add((create.model_id, create.dataset_id))
 
 
 def _same_request(
@@ -118,6 +154,7 @@ def _submit(
     if idempotency_key:
         keys = [idempotency_key if len(creates) == 1 else f"{idempotency_key}#{i}"
                 for i in range(len(creates))]
+    _check_datasets(ctx, team_id, creates)
     with ctx.submissions.submission(team_id) as submission:
         specs = _checked(submission, ctx, creates)
         earlier = submission.existing([k for k in keys if k is not None])

@@ -4,7 +4,9 @@ The request body is read chunk by chunk (``request.stream()``) through python-mu
 push parser; file parts are written to a spool file in ``spool_dir`` as they arrive and
 hashed on the way, so an upload of any size costs one chunk of memory. The size limit is
 checked twice: on ``Content-Length`` before anything is read, and on the bytes counted
-while streaming (a lying or absent ``Content-Length`` still gets 413).
+while streaming (a lying or absent ``Content-Length`` still gets 413). A file name with a NUL
+character is refused (400) before its bytes are read; a spool disk with no space left is 507
+``storage_full`` (``service.store.storage.writing``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from service.errors import (
     UnprocessableError,
     UnsupportedMediaTypeError,
 )
+from service.store.storage import writing
 
 MAX_TEXT_FIELD_BYTES = 1 << 20
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
@@ -164,6 +167,9 @@ class _Collector:
             raise UnprocessableError(self._unexpected(self._name))
         if self._name in self.form.files:
             raise UnprocessableError(f"file field {self._name!r} was sent twice")
+        if b"\x00" in filename:
+            raise BadRequestError(f"the file name of field {self._name!r} holds a NUL "
+                                  "character")
         self._filename = Path(filename.decode("utf-8", "replace").replace("\\", "/")).name
         if self.check_file is not None:  # refuse a wrong format before reading the file
             self.check_file(self._name, self._filename)
@@ -171,9 +177,10 @@ class _Collector:
         # core's messages about it name the file the caller sent.
         safe = _SAFE_NAME.sub("_", self._filename)[-150:].lstrip(".") or "upload"
         suffix = Path(self._filename).suffix.lower()
-        folder = Path(tempfile.mkdtemp(dir=self.spool_dir, prefix="upload-"))
-        self._path = folder / (Path(safe).stem + suffix)
-        self._file = open(self._path, "wb")  # noqa: SIM115 - closed in on_part_end / abort
+        with writing("the upload spool"):
+            folder = Path(tempfile.mkdtemp(dir=self.spool_dir, prefix="upload-"))
+            self._path = folder / (Path(safe).stem + suffix)
+            self._file = open(self._path, "wb")  # noqa: SIM115 - closed in on_part_end / abort
         self._digest = hashlib.sha256()
 
     def _unexpected(self, name: str) -> str:
@@ -197,7 +204,8 @@ class _Collector:
             )
         self._digest.update(chunk)
         self._size += len(chunk)
-        self._file.write(chunk)
+        with writing("the upload spool"):
+            self._file.write(chunk)
 
     def on_part_end(self) -> None:
         if self._file is None:
@@ -207,8 +215,13 @@ class _Collector:
                 raise BadRequestError(f"form field {self._name!r} is not UTF-8 text") from None
             return
         assert self._path is not None and self._filename is not None  # set together above
-        self._file.close()
-        self._file = None
+        file, self._file = self._file, None
+        try:
+            with writing("the upload spool"):
+                file.close()  # flushes the last buffered bytes
+        except BaseException:
+            _remove_spool(self._path)
+            raise
         self.form.files[self._name] = SpooledFile(
             field=self._name, filename=self._filename, suffix=self._path.suffix,
             path=self._path, size_bytes=self._size, sha256=self._digest.hexdigest(),

@@ -7,14 +7,22 @@ whole in memory: chunks are written as they come and reads are streamed in chunk
 
 Keys are ``/``-separated relative paths (``blobs/<sha256>.onnx``,
 ``jobs/<id>/artifacts/model.onnx``); a key that would escape the root is refused.
+
+A local write that runs out of space (``ENOSPC``, ``EDQUOT``) raises ``StorageFullError``
+(the API's 507 ``storage_full``) and is remembered until a write succeeds again:
+``storage_full()`` says why, for readiness probes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -34,6 +42,56 @@ class StoredObject:
 
 class StorageError(Exception):
     """Storage refused or failed an operation (missing key, unreachable endpoint)."""
+
+
+class StorageFullError(StorageError):
+    """No space left where a file was being written (the storage or the upload spool)."""
+
+
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+_full_lock = threading.Lock()
+_full: dict[str, object] = {}
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` is the operating system saying the disk (or a quota) is full."""
+    return isinstance(exc, OSError) and exc.errno in _NO_SPACE
+
+
+def note_full(where: str, exc: BaseException) -> StorageFullError:
+    """Remember that a write to ``where`` found no space; the error to raise."""
+    reason = f"no space left to write {where}: {exc}"
+    with _full_lock:
+        _full.update(reason=reason, at=time.time())
+    return StorageFullError(reason)
+
+
+def note_written() -> None:
+    """A write succeeded: the storage is no longer full."""
+    if _full:
+        with _full_lock:
+            _full.clear()
+
+
+def storage_full() -> str | None:
+    """Why the last local write failed for lack of space (and when, as a Unix time), while
+    no write has succeeded since; None otherwise. Readiness probes report it."""
+    with _full_lock:
+        if not _full:
+            return None
+        return f"{_full['reason']} (at {_full['at']:.0f})"
+
+
+@contextlib.contextmanager
+def writing(where: str) -> Iterator[None]:
+    """Turn a full disk met inside the block into ``StorageFullError`` (and remember it)."""
+    try:
+        yield
+    except OSError as exc:
+        if is_no_space(exc):
+            raise note_full(where, exc) from exc
+        raise
+    note_written()
 
 
 def check_key(key: str) -> str:
@@ -102,19 +160,20 @@ class LocalStorage:
         target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="w-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        with writing(f"{key!r} in local storage"):
+            fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="w-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    for chunk in chunks:
+                        digest.update(chunk)
+                        size += len(chunk)
+                        f.write(chunk)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp_name, target)
+            except BaseException:
+                Path(tmp_name).unlink(missing_ok=True)
+                raise
         return StoredObject(key=key, size_bytes=size, sha256=digest.hexdigest())
 
     def write(self, key: str, chunks: Iterable[bytes]) -> StoredObject:
@@ -148,8 +207,9 @@ class LocalStorage:
         if not source.is_file():
             raise StorageError(f"no object {key!r} in local storage")
         tmp = path.with_name(path.name + ".part")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, path)
+        with writing(str(path)):
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, path)
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -285,6 +345,29 @@ class S3Storage:
             self.client.head_bucket(Bucket=self.bucket)
         except Exception as exc:  # botocore raises many unrelated classes for "down"
             raise StorageError(f"S3 bucket {self.bucket!r} is not reachable: {exc}") from exc
+
+
+@contextlib.contextmanager
+def local_file(storage: Storage, key: str, spool_dir: Path) -> Iterator[Path]:
+    """A local path holding the object ``key`` while the block runs: the file itself in a
+    local storage (read it, do not change it), else a copy downloaded into ``spool_dir`` and
+    removed afterwards. The path keeps the key's suffix."""
+    if isinstance(storage, LocalStorage):
+        path = storage.path(key)
+        if not path.is_file():
+            raise StorageError(f"no object {key!r} in local storage")
+        yield path
+        return
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    with writing(f"a copy of {key!r}"):
+        folder = Path(tempfile.mkdtemp(dir=spool_dir, prefix="copy-"))
+    try:
+        path = folder / f"object{PurePosixPath(key).suffix}"
+        with writing(f"a copy of {key!r}"):
+            storage.download(key, path)
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def make_storage(settings: Settings) -> Storage:

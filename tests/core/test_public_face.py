@@ -11,12 +11,13 @@ import quantcore
 
 EXPORTED = [
     "DEFAULT_SUPPORT", "DatasetInfo", "FORMAT_SUFFIX", "FieldRange", "Granularity",
-    "InvalidDatasetError", "InvalidModelError", "InvalidPackageError", "InvalidSpecError",
-    "InvalidTensorError", "JobInput", "JobKind", "JobLimits", "JobOutput", "MODEL_SUFFIXES",
-    "Method", "ModelInfo", "NoWeightsError", "ProgressCallback", "QuantError", "QuantSpec",
-    "QuantizerSpec", "RANGES", "Rounding", "Stage", "Support", "TensorInfo",
-    "UnsafeExternalDataError", "UnsupportedModelError", "__version__", "inspect_dataset",
-    "inspect_model", "package_format", "run_job", "unpack", "unpack_file", "validate_job",
+    "InputLimits", "InputTooLargeError", "InvalidDatasetError", "InvalidModelError",
+    "InvalidPackageError", "InvalidSpecError", "InvalidTensorError", "JobInput", "JobKind",
+    "JobLimits", "JobOutput", "MODEL_SUFFIXES", "Method", "ModelInfo", "NoWeightsError",
+    "ProgressCallback", "QuantError", "QuantSpec", "QuantizerSpec", "RANGES", "Rounding",
+    "Stage", "Support", "TensorInfo", "UnsafeExternalDataError", "UnsupportedModelError",
+    "__version__", "check_dataset_fits", "inspect_dataset", "inspect_model", "json_depth",
+    "package_format", "run_job", "unpack", "unpack_file", "validate_job",
 ]  # fmt: skip
 
 

@@ -159,3 +159,58 @@ def test_enums_parse_from_their_values() -> None:
     assert spec.granularity is Granularity.CHANNEL
     assert spec.quantizer.rounding is Rounding.MIDTREAD
     assert spec.quantizer.levels == 16
+
+
+@pytest.mark.parametrize("field", ["bits", "min_elements", "exponent_bits", "group_size"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), 1e400])
+def test_non_finite_whole_numbers_are_refused_by_name(field: str, value: float) -> None:
+    with pytest.raises(InvalidSpecError, match=f"{field}=.* must be a whole number"):
+        QuantSpec.from_dict({field: value})
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"), [(2**62, True), (2**62 + 1, False), (10**400, False), (4.0, True)]
+)
+def test_min_elements_boundary(value: object, ok: bool) -> None:
+    if ok:
+        assert QuantSpec.from_dict({"min_elements": value}).min_elements == value
+    else:
+        with pytest.raises(InvalidSpecError, match="must be between 0 and"):
+            QuantSpec.from_dict({"min_elements": value})
+
+
+def test_patterns_are_re2_and_match_in_linear_time() -> None:
+    """The pattern that backtracks for minutes in Python's re answers at once."""
+    import time
+
+    spec = QuantSpec.from_dict({
+        "include": ["^(a+)+$"], "overrides": [{"match": "^(a+)+$", "bits": 4}],
+    })
+    hostile = "a" * 34 + "!"
+    started = time.perf_counter()
+    for _ in range(100):
+        assert spec.quantizer_for(hostile).bits == spec.quantizer.bits
+    assert time.perf_counter() - started < 1.0
+    assert spec.quantizer_for("aaaa").bits == 4
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ({"include": ["(a)\\1"]}, "is not a valid regular expression"),
+        ({"exclude": ["(?<=x)y"]}, "no backreferences or lookaround"),
+        ({"overrides": [{"match": "(?=x)", "bits": 4}]}, "overrides[0].match"),
+        ({"include": ["a" * 1001]}, "at most 1000 are accepted"),
+        ({"include": ["a"] * 257}, "at most 256 are accepted"),
+        ({"overrides": [{"match": "a", "bits": 4}] * 257}, "at most 256 are accepted"),
+    ],
+)
+def test_patterns_re2_refuses_are_named(spec: dict[str, object], fragment: str) -> None:
+    with pytest.raises(InvalidSpecError) as info:
+        QuantSpec.from_dict(spec)
+    assert fragment in info.value.message
+
+
+def test_pattern_limits_boundary_is_accepted() -> None:
+    spec = QuantSpec.from_dict({"include": ["a" * 1000] + ["b"] * 255})
+    assert len(spec.include) == 256

@@ -19,7 +19,7 @@ UPLOAD_BODY = upload_body("An .npz evaluation set.")
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetPublic,
-    responses=errors(400, 401, 413, 415, 422, 429),
+    responses=errors(400, 401, 413, 415, 422, 429, 507),
     openapi_extra=UPLOAD_BODY,
     summary="Upload an evaluation set",
 )

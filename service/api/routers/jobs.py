@@ -7,6 +7,7 @@ import base64
 import binascii
 import json
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
@@ -22,6 +23,7 @@ from service.api.catalog import (
     register_model,
 )
 from service.api.deps import CtxDep, JobDep, PrincipalDep
+from service.api.jsonbody import parse_json
 from service.api.report_schemas import JobReport
 from service.api.routers.common import errors, job_public
 from service.api.schemas import (
@@ -51,7 +53,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 # Bodies the submit routes parse themselves; their schemas are added to the document.
 BODY_MODELS = (JobCreate, JobBatchCreate)
 # What a submission (one job or a batch) can be refused with; 503: broker or storage down.
-SUBMIT_ERRORS = errors(400, 401, 404, 413, 415, 422, 429, 503)
+SUBMIT_ERRORS = errors(400, 401, 404, 413, 415, 422, 429, 503, 507)
 
 MAX_JSON_BYTES = 1 << 20
 IdempotencyKey = Annotated[
@@ -94,7 +96,7 @@ BATCH_BODY = {
 }
 
 
-async def _json_body(request: Request) -> Any:
+async def _json_body(request: Request, max_depth: int) -> Any:
     if content_type(request) != "application/json":
         raise UnsupportedMediaTypeError(
             f"Content-Type {content_type(request) or 'none'!r} is not accepted here; "
@@ -106,10 +108,7 @@ async def _json_body(request: Request) -> Any:
         body += chunk
         if len(body) > MAX_JSON_BYTES:
             raise PayloadTooLargeError(f"the JSON body is over {MAX_JSON_BYTES} bytes")
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
+    return parse_json(bytes(body), what="the body", max_depth=max_depth)
 
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -144,18 +143,17 @@ async def _multipart_job(request: Request, ctx: CtxDep, principal: PrincipalDep)
         if model_file is None:
             raise UnprocessableError("multipart field 'model' is required (the model file)")
         spec_text = form.fields.get("spec", "").strip() or "{}"
-        try:
-            spec = json.loads(spec_text)
-        except json.JSONDecodeError as exc:
-            raise UnprocessableError(f"form field 'spec' is not valid JSON: {exc}",
-                                     code="invalid_spec") from None
+        spec = parse_json(spec_text, what="form field 'spec'",
+                          max_depth=ctx.settings.max_json_depth, error=UnprocessableError,
+                          code="invalid_spec")
         data: dict[str, Any] = {"spec": spec, "model_id": "pending"}
         if "kind" in form.fields:
             data["kind"] = form.fields["kind"]
         # kind and spec are checked before any file is inspected or stored
         early = _validated(JobCreate, data)
-        await run_in_threadpool(validate_job, early.kind, early.spec,
-                                ctx.settings.job_limits())
+        await run_in_threadpool(partial(validate_job, early.kind, early.spec,
+                                        ctx.settings.job_limits(),
+                                        with_dataset="dataset" in form.files))
         data["model_id"] = (await register_model(ctx, principal, model_file)).id
         dataset_file = form.files.get("dataset")
         if dataset_file is not None:
@@ -181,7 +179,7 @@ async def submit_job(
     if content_type(request) == "multipart/form-data":
         create = await _multipart_job(request, ctx, principal)
     else:
-        create = _validated(JobCreate, await _json_body(request))
+        create = _validated(JobCreate, await _json_body(request, ctx.settings.max_json_depth))
     (submitted,) = await submit_jobs(ctx, principal, [create], idempotency_key)
     response.headers["Location"] = f"/v1/jobs/{submitted.job.id}"
     if submitted.replayed:
@@ -202,7 +200,7 @@ async def submit_batch(
     idempotency_key: IdempotencyKey = None,
 ) -> JobBatchPublic:
     """``{jobs: [...]}``: every job is checked before any is accepted."""
-    batch = _validated(JobBatchCreate, await _json_body(request))
+    batch = _validated(JobBatchCreate, await _json_body(request, ctx.settings.max_json_depth))
     submitted = await submit_jobs(ctx, principal, batch.jobs, idempotency_key)
     data = [job_public(s.job) for s in submitted]
     return JobBatchPublic(data=data, count=len(data))
@@ -217,8 +215,12 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
-        return datetime.fromisoformat(data["t"]), str(data["i"])
-    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError):
+        job_id = str(data["i"])
+        if "\x00" in job_id:  # ids are text, which cannot hold NUL
+            raise ValueError(job_id)
+        return datetime.fromisoformat(data["t"]), job_id
+    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError,
+            RecursionError):
         raise BadRequestError(f"{cursor=} is not a cursor this service issued") from None
 
 

@@ -19,7 +19,7 @@ UPLOAD_BODY = upload_body("An .onnx, .safetensors or .npz file.")
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ModelPublic,
-    responses=errors(400, 401, 413, 415, 422, 429),
+    responses=errors(400, 401, 413, 415, 422, 429, 507),
     openapi_extra=UPLOAD_BODY,
     summary="Upload a model",
 )

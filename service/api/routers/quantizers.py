@@ -57,10 +57,12 @@ _TEXT = {
     "group_size": "Weights per group (a power of two) for granularity 'group'.",
     "zero_point": "Group granularity, uniform method: an integer zero point per group "
     "(asymmetric) rather than a grid symmetric about zero.",
-    "include": "Regular expressions; only matching tensor names are quantized (all if empty).",
-    "exclude": "Regular expressions; matching tensor names are left in float.",
+    "include": "RE2 regular expressions (no backreferences or lookaround), at most 256; only "
+               "matching tensor names are quantized (all if empty).",
+    "exclude": "RE2 regular expressions, at most 256; matching tensor names are left in float.",
     "min_elements": "Tensors with fewer elements are left in float.",
-    "overrides": "[{match: regex, <quantizer fields>}]: the last match wins for a tensor.",
+    "overrides": "[{match: RE2 regex, <quantizer fields>}], at most 256: the last match wins "
+                 "for a tensor.",
     "entropy_coding": "Entropy-code the package's codes.",
 }
 

@@ -111,11 +111,11 @@ def test_bad_sweeps_fail_before_any_work(files, tmp_path):
         run_job(job, tmp_path / "out2")
 
 
-def test_validate_job_gives_the_sweep_and_search_as_applied():
+def test_validate_job_gives_the_sweep_and_search_to_store():
     applied = validate_job(
         JobKind.SWEEP, {"base": {"support": "value"}, "grid": {"support_value": [1, 2]}}
     )
-    assert applied["points"] == 2 and applied["grid"] == {"support_value": [1, 2]}
+    assert applied == {"base": {"support": "value"}, "grid": {"support_value": [1, 2]}}
     with pytest.raises(InvalidSpecError, match="needs a support that takes a value"):
         validate_job(JobKind.SWEEP, {"grid": {"support_value": [1.0]}})
     search = validate_job(JobKind.SEARCH, {"candidates": {"bits": [2, 4]}})
@@ -126,9 +126,55 @@ def test_validate_job_gives_the_sweep_and_search_as_applied():
 
 def test_validate_job_applies_the_services_limit():
     spec = {"grid": {"bits": [2, 3, 4]}}
-    assert validate_job(JobKind.SWEEP, spec, JobLimits(max_sweep_points=3))["points"] == 3
+    assert validate_job(JobKind.SWEEP, spec, JobLimits(max_sweep_points=3)) == {
+        "base": {}, "grid": {"bits": [2, 3, 4]}}
     with pytest.raises(InvalidSpecError, match="more than the limit of 2"):
         validate_job(JobKind.SWEEP, spec, JobLimits(max_sweep_points=2))
+
+
+STORED_SPECS = [
+    (JobKind.QUANTIZE, {}),
+    (JobKind.QUANTIZE, {"bits": 3, "include": ["fc"], "overrides": [{"match": "fc2", "bits": 8}]}),
+    (JobKind.SWEEP, {"grid": {"bits": [2, 3]}}),
+    (JobKind.SWEEP, {"base": {"granularity": "layer"},
+                     "grid": {"support": ["jayant", "value"], "support_value": [1.0, 2.0]}}),
+    (JobKind.SEARCH, {}),
+    (JobKind.SEARCH, {"base": {"method": "deadzone"}, "candidates": {"bits": [2, 4]},
+                      "max_top1_drop": 0.05, "mixed_precision": False}),
+]
+
+
+@pytest.mark.parametrize(("kind", "spec"), STORED_SPECS)
+def test_the_stored_spec_is_taken_back_unchanged(kind, spec):
+    """What the API stores is what the worker parses: validating it again gives it again."""
+    from quantcore.explore.grid import parse_sweep
+    from quantcore.explore.search import parse_search
+    from quantcore.spec import QuantSpec
+
+    stored = validate_job(kind, spec)
+    assert validate_job(kind, stored) == stored
+    parse = {JobKind.QUANTIZE: lambda s, _: QuantSpec.from_dict(s), JobKind.SWEEP: parse_sweep,
+             JobKind.SEARCH: parse_search}[kind]
+    parse(stored, JobLimits())  # the worker's parser, as run_job calls it
+
+
+def test_a_search_without_a_dataset_is_refused_when_known():
+    assert validate_job(JobKind.SEARCH, {}, with_dataset=True)["max_top1_drop"] == 0.01
+    with pytest.raises(InvalidDatasetError, match="needs an evaluation dataset"):
+        validate_job(JobKind.SEARCH, {}, with_dataset=False)
+    assert validate_job(JobKind.SWEEP, {"grid": {"bits": [2]}}, with_dataset=False)
+
+
+def test_a_grid_too_large_to_list_is_counted_not_expanded():
+    many = list(range(1000))
+    spec = {"grid": {"bits": many, "deadzone_ratio": many, "rounding": many,
+                     "method": many, "granularity": many}}
+    with pytest.raises(InvalidSpecError, match="1000000000000000 points, more than the limit"):
+        validate_job(JobKind.SWEEP, spec)
+    with pytest.raises(InvalidSpecError, match="search's candidates has 1000000000000000 points"):
+        validate_job(JobKind.SEARCH, {"candidates": spec["grid"]})
+    with pytest.raises(InvalidSpecError):  # an unhashable support is refused, not a TypeError
+        validate_job(JobKind.SWEEP, {"grid": {"support": [["value"]], "support_value": [1]}})
 
 
 def test_weights_only_models_sweep_without_a_dataset_and_refuse_one(tmp_path):
