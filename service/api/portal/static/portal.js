@@ -136,6 +136,9 @@
     const submit = document.getElementById("submit-button");
     let checkTimer = null;
     let lastCheck = 0;
+    // (form.dataset would be the form's control named "dataset", not its data attributes)
+    const fromModel = form.getAttribute("data-model-id");
+    const fromDataset = form.getAttribute("data-dataset-id");
 
     function applies(field) {
       const methods = field.dataset.methods;
@@ -304,16 +307,16 @@
           if (Object.keys(lab).length) data.append("labels", JSON.stringify(lab));
           formStatus.textContent = "Uploading and submitting…";
           result = await api("POST", "/v1/jobs", data, true);
-        } else if (form.dataset.modelId) {
-          const body = { model_id: form.dataset.modelId, kind: kind.value, spec: built.spec, labels: lab };
+        } else if (fromModel) {
+          const body = { model_id: fromModel, kind: kind.value, spec: built.spec, labels: lab };
           if (datasetFile) {
             const data = new FormData();
             data.append("file", datasetFile);
             const uploaded = await api("POST", "/v1/datasets", data, true);
             if (!uploaded.ok) { showError(errorText(uploaded)); formStatus.textContent = ""; return; }
             body.dataset_id = uploaded.data.id;
-          } else if (form.dataset.datasetId) {
-            body.dataset_id = form.dataset.datasetId;
+          } else if (fromDataset) {
+            body.dataset_id = fromDataset;
           }
           if (name) body.name = name;
           formStatus.textContent = "Submitting…";
