@@ -27,6 +27,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import httpx
@@ -36,11 +37,15 @@ from quantcore import __version__
 from service.api.routers.common import job_public
 from service.errors import UnprocessableError
 from service.settings import Settings
+from service.store.models import utcnow
 from service.store.webhooks import DueDelivery, WebhooksRepo
 
 log = logging.getLogger("quantserve.webhooks")
 
 MAX_BACKOFF_S = 3600.0
+ENROL_LOOKBACK = timedelta(days=1)  # jobs that finished while no API process ran
+ENROL_MARGIN = timedelta(minutes=5)
+ENROL_BATCH = 200
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Ranges no webhook reaches unless its host is named explicitly (beyond is_private & co.).
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
@@ -205,13 +210,20 @@ class Dispatcher:
         self.settings = settings
         self.client = httpx.AsyncClient(timeout=settings.webhook_timeout_s,
                                         follow_redirects=False, trust_env=False)
+        # Jobs that finished before this are not looked at again: a day back at start, then
+        # the last look's time less a margin for finish times committed late.
+        self.since = utcnow() - ENROL_LOOKBACK
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
     async def run_once(self) -> int:
         """Enrol newly finished jobs, then send every due delivery; returns how many."""
-        await run_in_threadpool(self.repo.enrol_finished)
+        started = utcnow()
+        found = await run_in_threadpool(lambda: self.repo.enrol_finished(
+            since=self.since, limit=ENROL_BATCH))
+        if found < ENROL_BATCH:  # else more are waiting from the same time on
+            self.since = max(self.since, started - ENROL_MARGIN)
         lease = self.settings.webhook_timeout_s * 2 + 30
         due = await run_in_threadpool(self.repo.claim_due, lease_s=lease)
         await asyncio.gather(*(self._deliver(d) for d in due))

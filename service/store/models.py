@@ -125,6 +125,7 @@ class Job(Base):
         UniqueConstraint("team_id", "idempotency_key", name="uq_jobs_team_idempotency_key"),
         Index("ix_jobs_team_created", "team_id", "created_at", "id"),
         Index("ix_jobs_status", "status"),
+        Index("ix_jobs_finished", "finished_at"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)

@@ -4,9 +4,11 @@ of attempts.
 
 The delivery rows are written by the dispatcher itself (``enrol_finished``) for jobs found
 final with a callback and no row yet, so neither the worker nor a cancel needs to know about
-webhooks. Every dispatcher (one per API process) claims a due row with one conditional
-``UPDATE`` that moves its next attempt past a lease: two processes cannot send the same
-attempt, and a dispatcher that dies mid-send leaves the row to be retried once the lease ends.
+webhooks; it looks only at jobs finished since a time it moves forward (by the finish-time
+index), not at the whole table. Every dispatcher (one per API process) claims a due row with
+one conditional ``UPDATE`` that moves its next attempt past a lease: two processes cannot
+send the same attempt, and a dispatcher that dies mid-send leaves the row to be retried once
+the lease ends.
 """
 
 from __future__ import annotations
@@ -101,17 +103,18 @@ class WebhooksRepo:
             row = session.get(WebhookDelivery, job_id)
         return None if row is None else _record(row)
 
-    def enrol_finished(self, *, limit: int = 200) -> int:
-        """Write a pending delivery for each final job with a callback and none yet."""
+    def enrol_finished(self, *, since: datetime, limit: int = 200) -> int:
+        """Write a pending delivery for each job that finished at ``since`` or later with a
+        callback and no delivery yet; returns how many were found (``limit`` at most)."""
         query = (
             select(Job.id, Job.team_id, Job.callback_url)
-            .where(Job.callback_url.is_not(None), Job.status.in_([s.value for s in FINAL]),
+            .where(Job.finished_at >= since, Job.callback_url.is_not(None),
+                   Job.status.in_([s.value for s in FINAL]),
                    ~exists().where(WebhookDelivery.job_id == Job.id))
-            .limit(limit)
+            .order_by(Job.finished_at).limit(limit)
         )
         with self.db.session() as session:
             found = session.execute(query).all()
-        added = 0
         for job_id, team_id, url in found:
             with self.db.session() as session:
                 session.add(WebhookDelivery(job_id=job_id, delivery_id=new_id(), team_id=team_id,
@@ -119,10 +122,9 @@ class WebhooksRepo:
                                             attempts=0, next_attempt_at=utcnow()))
                 try:
                     session.commit()
-                    added += 1
                 except IntegrityError:  # another dispatcher enrolled it (or the job went)
                     session.rollback()
-        return added
+        return len(found)
 
     def claim_due(self, *, lease_s: float, limit: int = 16) -> list[DueDelivery]:
         """Claim up to ``limit`` pending deliveries whose next attempt is due."""

@@ -1,5 +1,6 @@
-"""The portal and pipelines: job names, labels and callback URLs; a webhook secret per team;
-webhook deliveries; portal sign-in sessions.
+"""The portal and pipelines: job names, labels and callback URLs (and an index on the finish
+time, which webhooks and retention look jobs up by); a webhook secret per team; webhook
+deliveries; portal sign-in sessions.
 
 Revision ID: 0002b
 Revises: 0001
@@ -19,6 +20,7 @@ def upgrade() -> None:
     op.add_column("jobs", sa.Column("name", sa.String(200), nullable=True))
     op.add_column("jobs", sa.Column("labels", sa.JSON(), nullable=True))
     op.add_column("jobs", sa.Column("callback_url", sa.String(2000), nullable=True))
+    op.create_index("ix_jobs_finished", "jobs", ["finished_at"])
     op.add_column("teams", sa.Column("webhook_secret", sa.String(100), nullable=True))
     op.create_table(
         "webhook_deliveries",
@@ -54,6 +56,7 @@ def downgrade() -> None:
     op.drop_table("webhook_deliveries")
     with op.batch_alter_table("teams") as batch:
         batch.drop_column("webhook_secret")
+    op.drop_index("ix_jobs_finished", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("callback_url")
         batch.drop_column("labels")
