@@ -26,6 +26,8 @@ import onnx
 import pytest
 
 from service.cli.client import Client
+from service.store.db import Database
+from service.store.keys import KeysRepo
 from tests import models
 from tests.workers.conftest import embedded_env
 from tests.workers.services import Service
@@ -70,15 +72,17 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         service.stop()
 
 
-def _key(service: Service, team: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "service.cli", "create-key", "--team", team],
-                          env=service.env, capture_output=True, text=True, check=True, timeout=60)
-    return str(json.loads(done.stdout)["key"])
-
-
 @pytest.fixture(scope="module")
 def keys(service: Service) -> dict[str, str]:
-    return {"vision": _key(service, "vision"), "nlp": _key(service, "nlp")}
+    """One key per team, as ``quantserve create-key`` issues them."""
+    done = subprocess.run([sys.executable, "-m", "service.cli", "create-key", "--team", "vision"],
+                          env=service.env, capture_output=True, text=True, check=True, timeout=60)
+    db = Database(service.env["QUANTSERVE_DATABASE_URL"])
+    try:
+        return {"vision": str(json.loads(done.stdout)["key"]),
+                "nlp": KeysRepo(db).issue(team="nlp").key}
+    finally:
+        db.dispose()
 
 
 def _run(service: Service, key: str, model: Path, *, dataset: Path | None = None,
