@@ -110,12 +110,17 @@ class Client:
         dataset_id: str | None = None,
         kind: str | None = None,
         idempotency_key: str | None = None,
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        callback_url: str | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"model_id": model_id, "spec": spec}
         if dataset_id is not None:
             body["dataset_id"] = dataset_id
         if kind is not None:
             body["kind"] = kind
+        extras = {"name": name, "labels": labels or None, "callback_url": callback_url}
+        body.update({k: v for k, v in extras.items() if v is not None})
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return dict(self._request("POST", "/v1/jobs", json=body, headers=headers).json())
 
