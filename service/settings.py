@@ -120,8 +120,54 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", description="Log level of the JSON logs.")
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
+    portal_enabled: bool = Field(
+        default=True, description="Serve the team portal at /ui/ (and its assets)."
+    )
+    session_ttl_hours: float = Field(
+        default=12.0, gt=0, description="How long a portal sign-in (cookie session) lasts."
+    )
+    report_frame_ancestors: str = Field(
+        default="'self'",
+        description="CSP frame-ancestors of GET /v1/jobs/{id}/report.html: the sources that "
+        "may show the report in a frame ('self', https://wiki.example.com, or 'none').",
+    )
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts a job's callback_url may name, comma-separated or a JSON list: "
+        "exact names or IP addresses, *.example.com for its subdomains, * for any host with "
+        "public addresses. Loopback, private, link-local and other internal addresses are "
+        "refused unless an entry other than * names the host. Empty: no callbacks.",
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, description="Attempts to deliver one webhook before giving up."
+    )
+    webhook_backoff_s: float = Field(
+        default=2.0, gt=0,
+        description="Delay before the first retry of a webhook; it doubles with each "
+        "attempt, up to an hour.",
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds one webhook POST may take."
+    )
+    webhook_poll_interval_s: float = Field(
+        default=1.0, gt=0,
+        description="How often each API process looks for finished jobs to announce and "
+        "webhooks to retry.",
+    )
+    retention_days: float = Field(
+        default=0.0, ge=0,
+        description="Finished jobs older than this many days are deleted with their "
+        "artifacts, then uploads older than that which no job uses; 0 keeps everything.",
+    )
+    retention_sweep_interval_s: float = Field(
+        default=3600.0, gt=0, description="Seconds between two retention sweeps."
+    )
+    events_poll_interval_s: float = Field(
+        default=0.5, gt=0,
+        description="How often a job's event stream (GET /v1/jobs/{id}/events) reads the job.",
+    )
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "webhook_allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):

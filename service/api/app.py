@@ -3,10 +3,13 @@ server process; nothing else lives here."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +18,23 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from quantcore import __version__
 from service.api.auth import Authenticator, make_rate_limiter
+from service.api.background import run_background
 from service.api.deps import AppContext
 from service.api.errors import install_error_handler
 from service.api.guards import NulGuard
 from service.api.prometheus import Metrics, route_template
-from service.api.routers import datasets, health, jobs, metrics, models, quantizers
+from service.api.routers import (
+    datasets,
+    events,
+    health,
+    jobs,
+    metrics,
+    models,
+    pipelines,
+    quantizers,
+)
 from service.api.routers.common import add_component_schemas
+from service.api.routers.docs import install_docs
 from service.api.uploads import sweep_stale_spools
 from service.logging import configure_logging, request_id_var
 from service.queue.enqueue import producer_app
@@ -28,10 +42,13 @@ from service.settings import Settings, get_settings
 from service.store.db import Database
 from service.store.jobs import JobsRepo
 from service.store.keys import KeysRepo
+from service.store.removal import RemovalRepo
+from service.store.sessions import SessionsRepo
 from service.store.stats import StatsRepo
 from service.store.storage import S3Storage, make_storage
 from service.store.submissions import SubmissionsRepo
 from service.store.uploads import UploadsRepo
+from service.store.webhooks import WebhooksRepo
 
 log = logging.getLogger("quantserve.api")
 
@@ -87,13 +104,28 @@ def build_context(settings: Settings, *, migrate: bool = True) -> AppContext:
     spool_dir = Path(settings.storage_path).resolve() / ".spool"
     if migrate:
         sweep_stale_spools(spool_dir)
+    sessions = SessionsRepo(db)
     return AppContext(
         settings=settings, db=db, storage=storage, jobs=JobsRepo(db), uploads=UploadsRepo(db),
         submissions=SubmissionsRepo(db),
-        authenticator=Authenticator(KeysRepo(db), enabled=settings.auth_enabled),
+        authenticator=Authenticator(KeysRepo(db), enabled=settings.auth_enabled,
+                                    sessions=sessions),
         limiter=make_rate_limiter(settings), metrics=Metrics(StatsRepo(db), settings),
-        spool_dir=spool_dir,
+        spool_dir=spool_dir, webhooks=WebhooksRepo(db), removal=RemovalRepo(db),
+        sessions=sessions,
     )
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Runs the webhook deliveries and the retention sweep while the app serves."""
+    task = asyncio.create_task(run_background(app.state.ctx))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
@@ -110,22 +142,28 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         version=__version__,
         description="Post-training weight quantization as a service. Errors are "
         '`{"error": {"code", "message", "details"}}`.',
+        docs_url=None, redoc_url=None, lifespan=lifespan,
     )
     app.state.ctx = ctx
     install_error_handler(app)
-    for router in (models.router, datasets.router, jobs.router, quantizers.router,
-                   health.router, metrics.router):
+    for router in (models.router, datasets.router, jobs.router, events.router,
+                   pipelines.router, quantizers.router, health.router, metrics.router):
         app.include_router(router)
     add_component_schemas(app, jobs.BODY_MODELS)
+    install_docs(app)
+    if settings.portal_enabled:
+        from service.api.portal import install_portal
+
+        install_portal(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key",
-                           "If-None-Match", "X-Request-ID"],
+                           "If-None-Match", "If-Range", "Range", "X-Request-ID"],
             expose_headers=["Location", "ETag", "Retry-After", "X-Request-ID",
-                            "Idempotent-Replayed"],
+                            "Idempotent-Replayed", "Content-Range", "Accept-Ranges"],
             max_age=600,
         )
     app.add_middleware(NulGuard)

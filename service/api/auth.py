@@ -12,16 +12,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from service.errors import RateLimitedError, UnauthorizedError
+from service.errors import ForbiddenError, RateLimitedError, UnauthorizedError
 from service.settings import Settings
 from service.store.keys import KeysRepo
 from service.store.models import DEFAULT_TEAM_ID
+from service.store.sessions import SessionsRepo
 
 log = logging.getLogger("quantserve.auth")
 
@@ -35,6 +39,18 @@ class Principal:
 
 
 ANONYMOUS = Principal(team_id=DEFAULT_TEAM_ID, key_id=None)
+
+# The portal's sign-in: a cookie holding a session token (``service.store.sessions``). A
+# request it authenticates that changes anything must also carry the session's CSRF token in
+# ``X-CSRF-Token`` (the portal's pages hold it), which a page of another site cannot read.
+SESSION_COOKIE = "qs_session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def csrf_token(session_token: str) -> str:
+    """The CSRF token of a session: derived from its token, so nothing more is stored."""
+    return hmac.new(session_token.encode(), b"quantserve-csrf", hashlib.sha256).hexdigest()[:40]
 
 
 def key_from_headers(headers: Any) -> str | None:
@@ -50,14 +66,20 @@ def key_from_headers(headers: Any) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, keys: KeysRepo, *, enabled: bool) -> None:
+    def __init__(self, keys: KeysRepo, *, enabled: bool,
+                 sessions: SessionsRepo | None = None) -> None:
         self.keys = keys
         self.enabled = enabled
+        self.sessions = sessions
 
-    def authenticate(self, headers: Any) -> Principal:
+    def authenticate(self, headers: Any, *, cookies: Mapping[str, str] | None = None,
+                     method: str = "GET") -> Principal:
         if not self.enabled:
             return ANONYMOUS
         key = key_from_headers(headers)
+        token = (cookies or {}).get(SESSION_COOKIE)
+        if key is None and token and self.sessions is not None:
+            return self._session(token, headers, method)
         if key is None:
             raise UnauthorizedError(
                 "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'",
@@ -69,6 +91,21 @@ class Authenticator:
                 "the API key is not valid (unknown or revoked)",
                 code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"},
             )
+        return Principal(team_id=owner.team_id, key_id=owner.key_id)
+
+    def _session(self, token: str, headers: Any, method: str) -> Principal:
+        assert self.sessions is not None
+        owner = self.sessions.owner(token)
+        if owner is None:
+            raise UnauthorizedError(
+                "the portal session has ended (expired, signed out or its key revoked); "
+                "sign in again", code="session_expired", headers={"WWW-Authenticate": "Bearer"},
+            )
+        if method.upper() not in SAFE_METHODS and not hmac.compare_digest(
+            str(headers.get(CSRF_HEADER) or ""), csrf_token(token)
+        ):
+            raise ForbiddenError("a request signed in by the portal's cookie must carry the "
+                                 "page's X-CSRF-Token", code="csrf_failed")
         return Principal(team_id=owner.team_id, key_id=owner.key_id)
 
 

@@ -22,9 +22,12 @@ from service.settings import Settings
 from service.store.db import Database
 from service.store.jobs import JobsRepo
 from service.store.records import DatasetRecord, JobRecord, ModelRecord
+from service.store.removal import RemovalRepo
+from service.store.sessions import SessionsRepo
 from service.store.storage import Storage
 from service.store.submissions import SubmissionsRepo
 from service.store.uploads import UploadsRepo
+from service.store.webhooks import WebhooksRepo
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +42,9 @@ class AppContext:
     limiter: RateLimiter | None
     metrics: Metrics
     spool_dir: Path
+    webhooks: WebhooksRepo
+    removal: RemovalRepo
+    sessions: SessionsRepo
 
 
 async def get_ctx(request: Request) -> AppContext:
@@ -51,7 +57,8 @@ CtxDep = Annotated[AppContext, Depends(get_ctx)]
 
 
 def _principal(request: Request, ctx: AppContext) -> Principal:
-    principal = ctx.authenticator.authenticate(request.headers)
+    principal = ctx.authenticator.authenticate(request.headers, cookies=request.cookies,
+                                               method=request.method)
     identity = principal.key_id or f"addr:{request.client.host if request.client else '-'}"
     enforce_rate_limit(ctx.limiter, identity)
     return principal

@@ -7,9 +7,9 @@ Routes answer with these and never with database rows; field names are those of
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from quantcore import JobKind
 
@@ -102,6 +102,17 @@ capped at the same limit; the report says when the search stopped there. A searc
 `exclude`, `overrides[].match`) are RE2 regular expressions: no backreferences or lookaround."""
 
 
+LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN)]
+LabelValue = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+Labels = Annotated[dict[LabelKey, LabelValue], Field(
+    max_length=32,
+    description="Up to 32 labels, key to value: keys of 1 to 63 letters, digits and . _ / - "
+    "(starting with a letter or digit), values up to 200 characters. Filter with "
+    "GET /v1/jobs?label=key=value.",
+)]
+
+
 class JobCreate(BaseModel):
     """A job to run on an uploaded model (and, for accuracy, an uploaded dataset)."""
 
@@ -111,6 +122,14 @@ class JobCreate(BaseModel):
     dataset_id: str | None = Field(default=None, min_length=1, max_length=64)
     spec: dict[str, Any] = Field(default_factory=dict, description=SPEC_DESCRIPTION)
     kind: JobKind = JobKind.QUANTIZE
+    name: str | None = Field(default=None, min_length=1, max_length=200,
+                             description="A name for people; need not be unique.")
+    labels: Labels = Field(default_factory=dict)
+    callback_url: str | None = Field(
+        default=None, min_length=1, max_length=2000,
+        description="An http(s) URL that is POSTed the job, signed, once it is final "
+        "(docs/api.md, Webhooks); its host must be allowed by the service.",
+    )
 
 
 class JobBatchCreate(BaseModel):
@@ -138,6 +157,9 @@ class JobPublic(BaseModel):
     spec: dict[str, Any]
     error: JobError | None
     summary: dict[str, Any] | None
+    name: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    callback_url: str | None = None
 
 
 class JobsPublic(BaseModel):

@@ -140,7 +140,8 @@ def _new_job(
 ) -> JobRecord:
     return new_job(team_id=team_id, kind=create.kind.value, model_id=create.model_id,
                    dataset_id=create.dataset_id, spec=spec, idempotency_key=key,
-                   task_id=new_task_id())
+                   task_id=new_task_id(), name=create.name, labels=create.labels or None,
+                   callback_url=create.callback_url)
 
 
 def _submit(

@@ -18,8 +18,12 @@ from typing import Any
 
 import httpx
 
+from service.cli.events import sse_events
+
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 DEFAULT_TIMEOUT_S = 60.0
+# The event stream sends a comment every 15 s while nothing changes.
+EVENTS_READ_TIMEOUT_S = 60.0
 
 
 class ApiError(Exception):
@@ -106,12 +110,17 @@ class Client:
         dataset_id: str | None = None,
         kind: str | None = None,
         idempotency_key: str | None = None,
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        callback_url: str | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"model_id": model_id, "spec": spec}
         if dataset_id is not None:
             body["dataset_id"] = dataset_id
         if kind is not None:
             body["kind"] = kind
+        extras = {"name": name, "labels": labels or None, "callback_url": callback_url}
+        body.update({k: v for k, v in extras.items() if v is not None})
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return dict(self._request("POST", "/v1/jobs", json=body, headers=headers).json())
 
@@ -131,9 +140,19 @@ class Client:
         on_update: Callable[[dict[str, Any]], None] | None = None,
         poll_s: float = 0.2,
         timeout_s: float | None = None,
+        events: bool = True,
     ) -> dict[str, Any]:
-        """Poll the job until it is final; ``on_update`` sees every answer."""
+        """Follow the job until it is final; ``on_update`` sees every state.
+
+        The job's event stream (``GET /v1/jobs/{id}/events``) is followed first; when it
+        cannot be had (an older service, a proxy that buffers) or ends early, the job is
+        polled every ``poll_s`` instead.
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        if events:
+            job = self._follow_events(job_id, on_update, deadline, timeout_s)
+            if job is not None:
+                return job
         while True:
             job = self.job(job_id)
             if on_update is not None:
@@ -145,6 +164,37 @@ class Client:
                     0, "wait_timeout", f"job {job_id} still {job['status']} after {timeout_s:g} s"
                 )
             time.sleep(poll_s)
+
+    def _follow_events(
+        self,
+        job_id: str,
+        on_update: Callable[[dict[str, Any]], None] | None,
+        deadline: float | None,
+        timeout_s: float | None,
+    ) -> dict[str, Any] | None:
+        """The final job as the event stream tells it; ``None`` if the stream could not be
+        followed to the end (the caller polls)."""
+        timeout = httpx.Timeout(self.http.timeout.connect, read=EVENTS_READ_TIMEOUT_S)
+        try:
+            with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=timeout,
+                                  headers={"Accept": "text/event-stream"}) as response:
+                media = response.headers.get("content-type", "")
+                if response.status_code != 200 or not media.startswith("text/event-stream"):
+                    return None
+                for event, data in sse_events(response.iter_lines()):
+                    if event != "job":
+                        continue
+                    job = dict(json.loads(data))
+                    if on_update is not None:
+                        on_update(job)
+                    if job.get("status") in FINAL_STATUSES:
+                        return job
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise ApiError(0, "wait_timeout", f"job {job_id} still {job['status']} "
+                                       f"after {timeout_s:g} s")
+        except (httpx.TransportError, ValueError):
+            return None
+        return None
 
     def download(self, job_id: str, artifact: dict[str, Any], out_dir: Path) -> FetchedArtifact:
         """Stream one artifact into ``out_dir``, checking its sha256 before it appears."""

@@ -10,9 +10,10 @@ Server side (settings from ``QUANTSERVE_*``, see ``service.settings``):
 Client side (``--url``, default ``$QUANTSERVE_URL`` or the settings' host and port;
 ``--api-key``, default ``$QUANTSERVE_API_KEY``):
 
-- ``submit MODEL [--dataset D] [--spec JSON|FILE] [--kind K] [--wait]``: MODEL and D are files
-  to upload or ids of uploads; the job is printed as JSON; ``--wait`` draws a progress bar on
-  stderr and exits 1 unless the job succeeds.
+- ``submit MODEL [--dataset D] [--spec JSON|FILE] [--kind K] [--name N] [--label K=V ...]
+  [--callback-url URL] [--wait]``: MODEL and D are files to upload or ids of uploads; the job
+  is printed as JSON; ``--wait`` follows the job's event stream with a progress bar on stderr
+  and exits 1 unless the job succeeds.
 - ``status JOB``, ``fetch JOB [--out DIR]`` (every artifact, sha256 checked),
   ``batch FILE.jsonl`` (one job per line, one JSON line out per job; exit 1 if any failed).
 
@@ -70,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", help="the spec: inline JSON or a JSON file")
     p.add_argument("--kind", choices=["quantize", "sweep", "search"])
     p.add_argument("--idempotency-key")
+    p.add_argument("--name", help="a name for the job")
+    p.add_argument("--label", action="append", metavar="KEY=VALUE",
+                   help="a label for the job (repeat for several)")
+    p.add_argument("--callback-url", help="a URL told of the job's end (a signed webhook)")
     p.add_argument("--wait", action="store_true", help="wait for the job, with a progress bar")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     client_options(p)

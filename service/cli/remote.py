@@ -53,6 +53,9 @@ def _submit_one(uploads: _Uploads, entry: dict[str, Any]) -> dict[str, Any]:
         spec=spec,
         kind=entry.get("kind"),
         idempotency_key=entry.get("idempotency_key"),
+        name=entry.get("name"),
+        labels=entry.get("labels"),
+        callback_url=entry.get("callback_url"),
     )
 
 
@@ -69,6 +72,17 @@ def _wait(client: Client, job_id: str, *, quiet: bool) -> dict[str, Any]:
         bar.close()
 
 
+def _labels(pairs: list[str]) -> dict[str, str]:
+    """``--label key=value`` options as the job's labels."""
+    labels = {}
+    for pair in pairs:
+        key, has_value, value = pair.partition("=")
+        if not key or not has_value:
+            raise ValueError(f"--label {pair!r} must be key=value")
+        labels[key] = value
+    return labels
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     entry = {
         "model": args.model,
@@ -76,6 +90,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         "spec": load_spec(args.spec),
         "kind": args.kind,
         "idempotency_key": args.idempotency_key,
+        "name": args.name,
+        "labels": _labels(args.label or []),
+        "callback_url": args.callback_url,
     }
     with make_client(args) as client:
         job = _submit_one(_Uploads(client), entry)

@@ -133,16 +133,27 @@ class JobsRepo:
 
     def page(
         self, *, team_id: str, status: str | None = None, model_id: str | None = None,
-        limit: int, after: tuple[datetime, str] | None = None,
+        limit: int, after: tuple[datetime, str] | None = None, kind: str | None = None,
+        labels: Sequence[tuple[str, str | None]] = (), text: str | None = None,
     ) -> JobPage:
         """Up to ``limit`` of the team's jobs, newest first (by creation time, then id),
-        filtered by ``status`` and ``model_id``; ``after`` is the (created_at, id) of the last
-        job of the previous page."""
+        filtered by ``status``, ``model_id``, ``kind``, ``labels`` (each ``(key, value)``
+        must match; a ``None`` value asks only for the key) and ``text`` (a substring of the
+        name, any case, or the start of the id); ``after`` is the (created_at, id) of the
+        last job of the previous page."""
         filters = [Job.team_id == team_id]
         if status is not None:
             filters.append(Job.status == status)
         if model_id is not None:
             filters.append(Job.model_id == model_id)
+        if kind is not None:
+            filters.append(Job.kind == kind)
+        for key, value in labels:
+            label = Job.labels[key].as_string()
+            filters.append(label.is_not(None) if value is None else label == value)
+        if text:
+            filters.append(or_(func.lower(Job.name).contains(text.lower(), autoescape=True),
+                               Job.id.startswith(text.lower(), autoescape=True)))
         query = select(Job).where(*filters)
         if after is not None:
             at, last_id = after

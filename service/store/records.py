@@ -51,6 +51,9 @@ class JobRecord(_Record):
     duration_s: float | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -133,6 +133,11 @@ class Storage(Protocol):
         """Copy the object into a local file (written atomically)."""
         ...
 
+    def iter_range(self, key: str, start: int, length: int,
+                   chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """``length`` bytes of the object from offset ``start`` (a Range request's part)."""
+        ...
+
     def exists(self, key: str) -> bool: ...
 
     def delete(self, key: str) -> None:
@@ -142,6 +147,14 @@ class Storage(Protocol):
     def healthcheck(self) -> None:
         """Raise ``StorageError`` if the storage cannot be written and read now."""
         ...
+
+
+def _file_range(path: Path, start: int, length: int, chunk_bytes: int) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        f.seek(start)
+        while length > 0 and (chunk := f.read(min(chunk_bytes, length))):
+            length -= len(chunk)
+            yield chunk
 
 
 class LocalStorage:
@@ -201,6 +214,13 @@ class LocalStorage:
         if not path.is_file():
             raise StorageError(f"no object {key!r} in local storage")
         return file_chunks(path, chunk_bytes)
+
+    def iter_range(self, key: str, start: int, length: int,
+                   chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        path = self.path(key)
+        if not path.is_file():
+            raise StorageError(f"no object {key!r} in local storage")
+        return _file_range(path, start, length, chunk_bytes)
 
     def download(self, key: str, path: Path) -> None:
         source = self.path(key)
@@ -308,6 +328,19 @@ class S3Storage:
 
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"]
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"no object {key!r} in bucket {self.bucket!r}: {exc}") from exc
+        return iter(body.iter_chunks(chunk_bytes))
+
+    def iter_range(self, key: str, start: int, length: int,
+                   chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if length <= 0:
+            return iter(())
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=check_key(key),
+                                          Range=f"bytes={start}-{start + length - 1}")["Body"]
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"no object {key!r} in bucket {self.bucket!r}: {exc}") from exc
         return iter(body.iter_chunks(chunk_bytes))

@@ -38,17 +38,20 @@ _BY_KEYS = select(Job.__table__).where(
 _INSERT = insert(Job)
 # The columns a new job is written with; the others keep their database default (NULL).
 _INSERTED = ("id", "team_id", "kind", "status", "stage", "progress", "attempts", "model_id",
-             "dataset_id", "spec", "idempotency_key", "task_id", "created_at")
+             "dataset_id", "spec", "idempotency_key", "task_id", "created_at", "name", "labels",
+             "callback_url")
 
 
 def new_job(
     *, team_id: str, kind: str, model_id: str, dataset_id: str | None, spec: dict[str, Any],
-    idempotency_key: str | None, task_id: str | None,
+    idempotency_key: str | None, task_id: str | None, name: str | None = None,
+    labels: dict[str, str] | None = None, callback_url: str | None = None,
 ) -> JobRecord:
     """A job about to be inserted: a fresh id, queued, created now."""
     return JobRecord(id=new_id(), team_id=team_id, kind=kind, status=JobStatus.QUEUED.value,
                      model_id=model_id, dataset_id=dataset_id, spec=spec,
-                     idempotency_key=idempotency_key, task_id=task_id, created_at=utcnow())
+                     idempotency_key=idempotency_key, task_id=task_id, created_at=utcnow(),
+                     name=name, labels=labels, callback_url=callback_url)
 
 
 def _row(job: JobRecord) -> dict[str, Any]:

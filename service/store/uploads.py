@@ -7,6 +7,7 @@ scoped to a team: another team's upload is not found.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, TypeVar
 
 from sqlalchemy import select
@@ -59,6 +60,15 @@ class UploadsRepo:
         row = Dataset(team_id=team_id, sha256=sha256, size_bytes=size_bytes, filename=filename,
                       arrays=arrays, storage_key=storage_key)
         return DatasetRecord.of(self._insert_or_existing(row))
+
+    def model_names(self, ids: Collection[str], *, team_id: str) -> dict[str, str]:
+        """The file names of the team's models among ``ids``, by id (the portal's lists)."""
+        if not ids:
+            return {}
+        with self.db.session() as session:
+            rows = session.execute(select(Model.id, Model.filename)
+                                   .where(Model.team_id == team_id, Model.id.in_(list(ids))))
+            return {row.id: row.filename for row in rows}
 
     def _one(self, table: type[Row], *where: Any) -> Row | None:
         with self.db.session() as session:

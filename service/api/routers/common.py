@@ -74,7 +74,8 @@ def job_public(job: JobRecord) -> JobPublic:
         id=job.id, kind=job.kind, status=job.status, stage=job.stage,  # type: ignore[arg-type]
         progress=job.progress, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, model_id=job.model_id, dataset_id=job.dataset_id,
-        spec=job.spec, error=error, summary=job.summary,
+        spec=job.spec, error=error, summary=job.summary, name=job.name,
+        labels=job.labels or {}, callback_url=job.callback_url,
     )
 
 

@@ -6,16 +6,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import datetime
 from functools import partial
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from quantcore import validate_job
+from quantcore import JobKind, validate_job
 from service.api.catalog import (
     check_dataset_file,
     check_model_file,
@@ -23,10 +24,12 @@ from service.api.catalog import (
     register_model,
 )
 from service.api.deps import CtxDep, JobDep, PrincipalDep
+from service.api.downloads import artifact_response
 from service.api.jsonbody import parse_json
 from service.api.report_schemas import JobReport
 from service.api.routers.common import errors, job_public
 from service.api.schemas import (
+    LABEL_KEY_PATTERN,
     ArtifactPublic,
     JobBatchCreate,
     JobBatchPublic,
@@ -37,6 +40,7 @@ from service.api.schemas import (
 )
 from service.api.submission import submit_jobs
 from service.api.uploads import check_content_length, content_type, read_multipart
+from service.api.webhooks import check_callback_url
 from service.errors import (
     BadRequestError,
     ConflictError,
@@ -47,7 +51,7 @@ from service.errors import (
 )
 from service.queue.enqueue import revoke
 from service.store.jobs import JobStatus
-from service.store.records import JobRecord
+from service.store.records import ArtifactRecord, JobRecord
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 # Bodies the submit routes parse themselves; their schemas are added to the document.
@@ -80,6 +84,10 @@ SUBMIT_BODY = {
                                  "description": "The spec as JSON text, shaped as "
                                  "JobCreate's spec for the kind."},
                         "kind": {"type": "string", "enum": ["quantize", "sweep", "search"]},
+                        "name": {"type": "string"},
+                        "labels": {"type": "string",
+                                   "description": "The labels as a JSON object text."},
+                        "callback_url": {"type": "string"},
                     },
                 }
             },
@@ -135,7 +143,8 @@ def _check_job_file(field: str, filename: str) -> None:
 async def _multipart_job(request: Request, ctx: CtxDep, principal: PrincipalDep) -> JobCreate:
     form = await read_multipart(
         request, spool_dir=ctx.spool_dir, max_bytes=ctx.settings.max_upload_bytes,
-        file_fields=frozenset({"model", "dataset"}), text_fields=frozenset({"spec", "kind"}),
+        file_fields=frozenset({"model", "dataset"}),
+        text_fields=frozenset({"spec", "kind", "name", "labels", "callback_url"}),
         check_file=_check_job_file,
     )
     try:
@@ -149,6 +158,7 @@ async def _multipart_job(request: Request, ctx: CtxDep, principal: PrincipalDep)
         data: dict[str, Any] = {"spec": spec, "model_id": "pending"}
         if "kind" in form.fields:
             data["kind"] = form.fields["kind"]
+        data.update(_multipart_extras(form.fields))
         # kind and spec are checked before any file is inspected or stored
         early = _validated(JobCreate, data)
         await run_in_threadpool(partial(validate_job, early.kind, early.spec,
@@ -161,6 +171,24 @@ async def _multipart_job(request: Request, ctx: CtxDep, principal: PrincipalDep)
         return _validated(JobCreate, data)
     finally:
         form.cleanup()
+
+
+def _multipart_extras(fields: dict[str, str]) -> dict[str, Any]:
+    """The optional name, labels (JSON object text) and callback_url of a multipart job."""
+    extras: dict[str, Any] = {k: fields[k].strip() for k in ("name", "callback_url")
+                              if fields.get(k, "").strip()}
+    if fields.get("labels", "").strip():
+        try:
+            extras["labels"] = json.loads(fields["labels"])
+        except json.JSONDecodeError as exc:
+            raise UnprocessableError(f"form field 'labels' is not valid JSON: {exc}") from None
+    return extras
+
+
+def _check_callbacks(ctx: CtxDep, creates: list[JobCreate]) -> None:
+    for create in creates:
+        if create.callback_url is not None:
+            check_callback_url(create.callback_url, ctx.settings)
 
 
 @router.post(
@@ -180,6 +208,7 @@ async def submit_job(
         create = await _multipart_job(request, ctx, principal)
     else:
         create = _validated(JobCreate, await _json_body(request, ctx.settings.max_json_depth))
+    _check_callbacks(ctx, [create])
     (submitted,) = await submit_jobs(ctx, principal, [create], idempotency_key)
     response.headers["Location"] = f"/v1/jobs/{submitted.job.id}"
     if submitted.replayed:
@@ -201,6 +230,7 @@ async def submit_batch(
 ) -> JobBatchPublic:
     """``{jobs: [...]}``: every job is checked before any is accepted."""
     batch = _validated(JobBatchCreate, await _json_body(request, ctx.settings.max_json_depth))
+    _check_callbacks(ctx, batch.jobs)
     submitted = await submit_jobs(ctx, principal, batch.jobs, idempotency_key)
     data = [job_public(s.job) for s in submitted]
     return JobBatchPublic(data=data, count=len(data))
@@ -209,6 +239,14 @@ async def submit_batch(
 def _encode_cursor(job: JobRecord) -> str:
     raw = json.dumps({"t": job.created_at.isoformat(), "i": job.id}).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _label_filter(text: str) -> tuple[str, str | None]:
+    key, has_value, value = text.partition("=")
+    if not re.match(LABEL_KEY_PATTERN, key) or len(value) > 200:
+        raise UnprocessableError(f"label={text!r} is not key or key=value (a key is 1 to 63 "
+                                 "letters, digits and . _ / -)", details={"label": text})
+    return key, value if has_value else None
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
@@ -234,11 +272,18 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=500,
                                         description="next_cursor of the previous page")] = None,
+    kind: Annotated[JobKind | None, Query(description="Only jobs of this kind.")] = None,
+    label: Annotated[list[str] | None, Query(
+        max_length=16, description="key=value (the label has that value) or key (the job "
+        "has the label); repeat for several, all must match.")] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200, description="Text in the "
+                                   "job's name (any case), or the start of its id.")] = None,
 ) -> JobsPublic:
     """Newest first."""
     after = _decode_cursor(cursor) if cursor is not None else None
     page = ctx.jobs.page(team_id=principal.team_id, status=status, model_id=model_id,
-                         limit=limit, after=after)
+                         limit=limit, after=after, kind=kind.value if kind else None,
+                         labels=[_label_filter(text) for text in label or ()], text=q)
     return JobsPublic(data=[job_public(j) for j in page.jobs], count=page.count,
                       next_cursor=_encode_cursor(page.jobs[-1]) if page.more else None)
 
@@ -288,44 +333,40 @@ def list_artifacts(job: JobDep, ctx: CtxDep) -> list[ArtifactPublic]:
                            media_type=a.media_type) for a in ctx.jobs.artifacts(job.id)]
 
 
-def _etag_matches(header: str | None, sha256: str) -> bool:
-    if not header:
-        return False
-    for tag in header.split(","):
-        tag = tag.strip()
-        if tag == "*" or tag.removeprefix("W/").strip('"') == sha256:
-            return True
-    return False
-
-
 @router.get(
     "/{job_id}/artifacts/{name}",
     responses={
         200: {"content": {"application/octet-stream": {}},
               "description": "The file; ETag is its sha256."},
+        206: {"content": {"application/octet-stream": {}},
+              "description": "The part a single Range asked for (Content-Range)."},
         304: {"description": "Not modified (If-None-Match matched the ETag)."},
-        **errors(401, 404, 429),
+        **errors(401, 404, 416, 429),
     },
     response_class=Response,
     summary="Download an artifact",
 )
 def download_artifact(
-    name: str, job: JobDep, ctx: CtxDep,
+    name: str, job: JobDep, ctx: CtxDep, request: Request,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    range_: Annotated[str | None, Header(alias="Range", description="bytes=a-b, bytes=a- "
+                                         "or bytes=-n (one range)")] = None,
 ) -> Response:
+    return artifact_response(ctx.storage, _artifact(ctx, job, name), request.headers)
+
+
+@router.head("/{job_id}/artifacts/{name}", response_class=Response,
+             responses={200: {"description": "The download's headers, without the body."},
+                        206: {"description": "The headers of the part a Range asks for."},
+                        304: {"description": "Not modified."}, **errors(401, 404, 416, 429)},
+             summary="An artifact's headers (size, ETag)")
+def head_artifact(name: str, job: JobDep, ctx: CtxDep, request: Request) -> Response:
+    return artifact_response(ctx.storage, _artifact(ctx, job, name), request.headers, head=True)
+
+
+def _artifact(ctx: CtxDep, job: JobRecord, name: str) -> ArtifactRecord:
     artifact = ctx.jobs.artifact(job.id, name)
     if artifact is None:
         raise NotFoundError(f"job {job.id!r} has no artifact {name!r}",
                             details={"name": name})
-    etag = f'"{artifact.sha256}"'
-    if _etag_matches(if_none_match, artifact.sha256):
-        return Response(status_code=304, headers={"ETag": etag})
-    return StreamingResponse(
-        ctx.storage.iter_bytes(artifact.storage_key),
-        media_type=artifact.media_type,
-        headers={
-            "ETag": etag,
-            "Content-Length": str(artifact.size_bytes),
-            "Content-Disposition": f'attachment; filename="{artifact.name}"',
-        },
-    )
+    return artifact

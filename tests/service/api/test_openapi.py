@@ -36,7 +36,13 @@ def test_openapi_has_every_documented_endpoint() -> None:
         "/v1/jobs/{job_id}/cancel": {"post"}, "/v1/jobs/{job_id}/report": {"get"},
         "/v1/jobs/{job_id}/artifacts": {"get"}, "/v1/jobs/{job_id}/artifacts/{name}": {"get"},
         "/v1/quantizers": {"get"}, "/healthz": {"get"}, "/readyz": {"get"}, "/metrics": {"get"},
+        "/v1/models/{model_id}": {"get", "delete"}, "/v1/datasets/{dataset_id}": {"get", "delete"},
+        "/v1/jobs/{job_id}/events": {"get"}, "/v1/jobs/{job_id}/report.html": {"get"},
+        "/v1/jobs/{job_id}/webhook": {"get"}, "/v1/webhooks/secret": {"get", "post"},
+        "/v1/quantizers/check": {"post"},
     }
+    assert {"get", "head"} <= set(paths["/v1/jobs/{job_id}/artifacts/{name}"])
+    assert "delete" in paths["/v1/jobs/{job_id}"]
     for path, methods in expected.items():
         assert methods <= set(paths[path]), path
     submit = paths["/v1/jobs"]["post"]["requestBody"]["content"]

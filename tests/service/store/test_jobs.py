@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 
 from service.errors import InvalidTransitionError, NotFoundError
-from service.store.db import Database
+from service.store.db import MIGRATIONS_DIR, Database
 from service.store.jobs import FINAL, TRANSITIONS, JobsRepo, JobStatus, sources
 from service.store.models import DEFAULT_TEAM_ID, Artifact, Job, Model
 from service.store.records import ArtifactRecord
@@ -58,9 +60,12 @@ def test_migrations_from_empty_reach_head(db: Database) -> None:
     tables = set(inspect(db.engine).get_table_names())
     assert {"teams", "api_keys", "models", "datasets", "jobs", "artifacts"} <= tables
     with db.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         teams = conn.execute(text("SELECT id FROM teams")).scalars().all()
     assert DEFAULT_TEAM_ID in teams
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert version == ScriptDirectory.from_config(config).get_current_head()
     db.migrate()  # running again changes nothing
 
 
