@@ -145,6 +145,10 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A running job's last sign of life from its worker, and which process wrote it
+    # (``service.liveness``); the reaper takes back jobs whose heartbeat went stale.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    heartbeat_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class Artifact(Base):
@@ -161,3 +165,13 @@ class Artifact(Base):
     media_type: Mapped[str] = mapped_column(String(100))
     storage_key: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Lease(Base):
+    """A named lease: one process at a time holds it until ``expires_at`` (the reaper's)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

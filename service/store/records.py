@@ -51,6 +51,8 @@ class JobRecord(_Record):
     duration_s: float | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    heartbeat_at: datetime | None = None  # the running worker's last sign of life
+    heartbeat_owner: str | None = None  # which process that is (service.liveness)
 
 
 @dataclass(frozen=True, kw_only=True)
