@@ -78,7 +78,7 @@ def test_a_job_past_its_time_limit_fails_with_timeout(
         done = wait_final(client, job["id"], 60, service.logs)
         assert done["status"] == "failed", (done, service.logs())
         assert done["error"]["code"] == "timeout"
-        assert words in done["error"]["message"]
+        assert words in done["error"]["message"], service.logs()
         assert client.get(f"/v1/jobs/{job['id']}/artifacts").json() == []
         if hard == "4":
             # After a hard kill, Celery's prefork pool on a polling transport (the embedded
