@@ -7,6 +7,8 @@ import gc
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +20,12 @@ from service.api.auth import Authenticator, make_rate_limiter
 from service.api.deps import AppContext
 from service.api.errors import install_error_handler
 from service.api.prometheus import Metrics, route_template
+from service.api.readiness import Readiness
 from service.api.routers import datasets, health, jobs, metrics, models, quantizers
 from service.api.routers.common import add_component_schemas
 from service.api.uploads import sweep_stale_spools
 from service.logging import configure_logging, request_id_var
-from service.queue.enqueue import producer_app
+from service.queue.enqueue import check_broker, producer_app
 from service.settings import Settings, get_settings
 from service.store.db import Database
 from service.store.jobs import JobsRepo
@@ -77,7 +80,7 @@ class RequestObserver:
 
 
 def build_context(settings: Settings, *, migrate: bool = True) -> AppContext:
-    db = Database(settings.database_url)
+    db = Database.from_settings(settings)
     if migrate:
         db.migrate()
     storage = make_storage(settings)
@@ -86,12 +89,18 @@ def build_context(settings: Settings, *, migrate: bool = True) -> AppContext:
     spool_dir = Path(settings.storage_path).resolve() / ".spool"
     if migrate:
         sweep_stale_spools(spool_dir)
+    readiness = Readiness(
+        {"database": db.ping, "broker": lambda: check_broker(settings),
+         "storage": storage.healthcheck},
+        interval_s=settings.readiness_interval_s,
+    )
     return AppContext(
         settings=settings, db=db, storage=storage, jobs=JobsRepo(db), uploads=UploadsRepo(db),
         submissions=SubmissionsRepo(db),
-        authenticator=Authenticator(KeysRepo(db), enabled=settings.auth_enabled),
+        authenticator=Authenticator(KeysRepo(db), enabled=settings.auth_enabled,
+                                    failures_per_minute=settings.auth_failures_per_minute),
         limiter=make_rate_limiter(settings), metrics=Metrics(StatsRepo(db), settings),
-        spool_dir=spool_dir,
+        spool_dir=spool_dir, readiness=readiness,
     )
 
 
@@ -104,7 +113,16 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     settings = settings or get_settings()
     configure_logging(settings.log_level)
     ctx = build_context(settings, migrate=migrate)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        ctx.readiness.start()  # probes from the start: the first /readyz need not wait
+        try:
+            yield
+        finally:
+            ctx.readiness.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="quantserve",
         version=__version__,
         description="Post-training weight quantization as a service. Errors are "

@@ -25,6 +25,8 @@ from service.store.models import DEFAULT_TEAM_ID
 
 log = logging.getLogger("quantserve.auth")
 
+MAX_BUCKETS = 10_000  # in-process buckets kept before the full ones are dropped
+
 
 @dataclass(frozen=True, kw_only=True)
 class Principal:
@@ -50,13 +52,36 @@ def key_from_headers(headers: Any) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, keys: KeysRepo, *, enabled: bool) -> None:
+    """Checks keys; a client address whose checks failed ``failures_per_minute`` times in a
+    minute gets 429 without a check (guessing keys is bounded), until its budget refills."""
+
+    def __init__(self, keys: KeysRepo, *, enabled: bool, failures_per_minute: int = 0) -> None:
         self.keys = keys
         self.enabled = enabled
+        self.failures = (InProcessRateLimiter(failures_per_minute) if failures_per_minute > 0
+                         else None)
 
-    def authenticate(self, headers: Any) -> Principal:
+    def authenticate(self, headers: Any, client: str = "-") -> Principal:
         if not self.enabled:
             return ANONYMOUS
+        failures = self.failures
+        if failures is not None:
+            left = failures.peek(client)
+            if left < 1.0:
+                retry = max(1, round((1.0 - left) / failures.rate + 0.5))
+                raise RateLimitedError(
+                    f"too many failed API key checks from this address; retry after {retry} s",
+                    code="too_many_auth_failures", headers={"Retry-After": str(retry)},
+                    details={"retry_after_s": retry},
+                )
+        try:
+            return self._check(headers)
+        except UnauthorizedError:
+            if failures is not None:
+                failures.hit(client)
+            raise
+
+    def _check(self, headers: Any) -> Principal:
         key = key_from_headers(headers)
         if key is None:
             raise UnauthorizedError(
@@ -97,6 +122,13 @@ class InProcessRateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
+    def peek(self, identity: str) -> float:
+        """The tokens ``identity`` has now, without spending one."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, stamp = self._buckets.get(identity, (self.capacity, now))
+            return min(self.capacity, tokens + (now - stamp) * self.rate)
+
     def hit(self, identity: str) -> RateDecision:
         now = time.monotonic()
         with self._lock:
@@ -106,6 +138,9 @@ class InProcessRateLimiter:
             if allowed:
                 tokens -= 1.0
             self._buckets[identity] = (tokens, now)
+            if len(self._buckets) > MAX_BUCKETS:  # forget the buckets that are full again
+                self._buckets = {k: (t, at) for k, (t, at) in self._buckets.items()
+                                 if t + (now - at) * self.rate < self.capacity}
         return RateDecision(allowed=allowed, remaining=int(tokens),
                             retry_after_s=0.0 if allowed else (1.0 - tokens) / self.rate)
 
