@@ -32,7 +32,12 @@ def _start_ticks(pid: int) -> str | None:
 
 @lru_cache(maxsize=1)
 def machine() -> str:
-    """This machine's name: host name and boot id (containers of one host differ by name)."""
+    """This machine's name: host name and boot id (containers of one host differ by name),
+    or ``$QUANTSERVE_HOST_ID`` when set (processes that must not judge each other's lives by
+    pid, such as containers that share a host name)."""
+    override = os.environ.get("QUANTSERVE_HOST_ID", "").strip()
+    if override:
+        return override[:120].replace("/", "_")
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
     except OSError:

@@ -8,7 +8,9 @@ at shutdown). A pass, every ``reaper_interval_s``:
   workers, the embedded and the deployed shape alike; a holder that died is replaced at once
   on its machine and after the lease's time elsewhere;
 - looks at the running jobs: one whose heartbeat is older than ``heartbeat_timeout_s``, or
-  whose process is known dead (``service.liveness``), lost its worker. It is failed
+  whose process is known dead (``service.liveness``), lost its worker. A heartbeat's age
+  counts from when this reaper last regained the database at the earliest: after an outage
+  no live job looks lost because its heartbeats could not be written. It is failed
   ``worker_lost`` if it has had its ``MAX_ATTEMPTS`` runs; otherwise its task is published
   again and the row moved back to queued (if its heartbeat did not move meanwhile), so a
   live worker runs it. The publish comes first: a publish that fails leaves the row for the
@@ -25,6 +27,7 @@ import logging
 import resource
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from celery import signals
@@ -64,6 +67,8 @@ class Reaper:
         self.max_attempts = max_attempts
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Since when this reaper has reached the database without a break (None: not now).
+        self.up_since: datetime | None = None
 
     @property
     def lease_ttl_s(self) -> float:
@@ -95,8 +100,14 @@ class Reaper:
             self.report.held_lease = True
             running = self.beats.running()
         now = utcnow()
+        if self.up_since is None:
+            self.up_since = now
         for job in running:
-            if alive(job.heartbeat_at, job.heartbeat_owner, now,
+            # Heartbeats could not be written while the database was out of this reaper's
+            # reach: age them from when it came back, not from their last write.
+            beat = job.heartbeat_at if job.heartbeat_at is None else max(job.heartbeat_at,
+                                                                         self.up_since)
+            if alive(beat or self.up_since, job.heartbeat_owner, now,
                      self.settings.heartbeat_timeout_s):
                 continue
             with forks.guard():
@@ -108,6 +119,7 @@ class Reaper:
             try:
                 self.run_once()
             except DatabaseUnavailableError as exc:
+                self.up_since = None
                 log.warning("reaper pass skipped, database unavailable: %s", exc.reason)
             except Exception:  # the reaper must outlive any one bad pass
                 log.exception("reaper pass failed")
