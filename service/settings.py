@@ -100,9 +100,9 @@ class Settings(BaseSettings):
         "waits for the broker; past it the API answers 503."
     )
     broker_visibility_timeout_s: int = Field(
-        default=120, ge=10, description="Redis: seconds after which a message taken by a worker "
-        "that went silent is handed out again (a live job's copy finds the job running and "
-        "is dropped)."
+        default=60, ge=10, description="Redis: seconds after which a message taken by a worker "
+        "and not acknowledged is handed out again (a dead worker's queued job runs elsewhere; "
+        "the copy of a job still running finds it alive and is dropped)."
     )
     storage_timeout_s: float = Field(
         default=5.0, gt=0, description="Seconds an S3 request may wait to connect or between "
@@ -130,6 +130,10 @@ class Settings(BaseSettings):
         default=0, ge=0, description="Address-space limit of each worker pool process in MiB "
         "(RLIMIT_AS; 0: none). A job that runs out fails with resource_limit and the "
         "process is replaced."
+    )
+    worker_stop_grace_s: float = Field(
+        default=10.0, ge=0, description="serve: seconds its worker may finish running jobs "
+        "when serve stops, before it is killed (a killed job runs again after a restart)."
     )
     metrics_token: str | None = Field(
         default=None, description="With auth on, /metrics requires 'Authorization: Bearer "

@@ -117,7 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
     finally:
         if worker is not None:
-            worker.stop()
+            worker.stop(settings.worker_stop_grace_s)
     return EXIT_OK
 
 

@@ -10,10 +10,10 @@ Delivery guarantees (what keeps a job alive when its worker dies):
   the task has finished; a pool process killed mid-job puts the message back.
 - ``worker_prefetch_multiplier = 1``: a worker holds only the jobs it is running, so a job
   never waits behind another one in a busy worker's buffer.
-- Redis ``visibility_timeout`` (``broker_visibility_timeout_s``, 2 minutes by default): a
-  message whose worker went silent is handed out again after it. A job can run longer than
-  that: the copy finds the job running with a fresh heartbeat and is dropped (see
-  ``JobsRepo.claim``); a job whose worker died is taken back sooner by the reaper
+- Redis ``visibility_timeout`` (``broker_visibility_timeout_s``, 60 s by default): a
+  message not acknowledged by then is handed out again (a dead worker's held messages). A
+  job can run longer than that: the copy finds the job running with a fresh heartbeat and
+  is dropped (see ``JobsRepo.claim``); a job whose worker died is taken back sooner by the reaper
   (``workers.reaper``), from its heartbeat. The embedded broker redelivers the messages of a
   dead worker at once (``service.queue.sqlite_broker``).
 - A producer (the API) waits at most ``broker_timeout_s`` for the broker, to connect or for

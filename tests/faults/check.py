@@ -16,6 +16,11 @@ from tests.workers.services import Service
 ARTIFACTS = {"report.json"}  # every kind writes it; quantize jobs also write the models
 
 
+def all_logs(service: Service) -> str:
+    """The whole output of every process of ``service`` (``Service.logs`` shows the tails)."""
+    return "\n".join(p.log.read_text(errors="replace") for p in service.procs)
+
+
 def wait_all_final(client: httpx.Client, job_ids: Iterable[str], timeout_s: float,
                    logs: Callable[[], str] | None = None) -> dict[str, dict[str, Any]]:
     """Every job's final state; fails naming the jobs still open after ``timeout_s``."""
@@ -50,7 +55,7 @@ def assert_exactly_once(
     """Each job final once: succeeded (or with an error code in ``allowed``); a succeeded job
     lists one set of artifacts, exactly what storage holds for it; no worker recorded a job's
     success twice; a failed job lists none."""
-    worker_logs = "\n".join(p.log.read_text(errors="replace") for p in service.procs)
+    worker_logs = all_logs(service)
     for job_id, job in jobs.items():
         listing = client.get(f"/v1/jobs/{job_id}/artifacts").json()
         names = [a["name"] for a in listing]

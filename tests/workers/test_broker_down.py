@@ -74,7 +74,7 @@ def test_broker_restart_while_a_job_runs_leaves_one_result(
 ) -> None:
     """Redis goes away and comes back while a worker runs a job: the job finishes once, and
     the message whose acknowledgement was lost, handed out again after the visibility
-    timeout (18 s here), finds the job final and changes nothing."""
+    timeout (15 s here), finds the job final and changes nothing."""
     service = redis_service(SHORT_TIME_LIMITS)
     worker = service.start_worker()
     path = save_model(models.large(8_000_000, seed=4), tmp_path / "large.onnx")

@@ -115,9 +115,12 @@ def test_serve_interrupted_stops_api_and_worker(
 ) -> None:
     service = service_factory(embedded_env(tmp_path))
     api = service.start_api(with_worker=True)
-    children_file = Path(f"/proc/{api.pid}/task/{api.pid}/children")
-    wait_for(lambda: children_file.read_text().split(), 30, "the worker subprocess")
-    worker_pid = int(children_file.read_text().split()[0])
+    def children() -> list[str]:  # the supervisor starts the worker from a thread of its own
+        return [p for f in Path(f"/proc/{api.pid}/task").glob("*/children")
+                for p in f.read_text().split()]
+
+    wait_for(children, 30, "the worker subprocess")
+    worker_pid = int(children()[0])
 
     os.kill(api.pid, signal.SIGINT)  # Ctrl-C
     api.process.wait(30)
