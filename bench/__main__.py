@@ -21,6 +21,7 @@ ALL = (
     "bench_report",
     "bench_upload",
     "bench_service",
+    "bench_faults",
 )
 
 
