@@ -75,6 +75,7 @@ class Parts:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
         self.pg = PrivatePostgres()
         self.pg.start()
         self.moto = MotoProcess(folder)
