@@ -22,6 +22,7 @@ ALL = (
     "bench_upload",
     "bench_service",
     "bench_realmodels",
+    "bench_faults",
 )
 
 

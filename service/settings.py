@@ -117,6 +117,66 @@ class Settings(BaseSettings):
         description="Deepest nesting of JSON a caller sends: a request body, a multipart spec "
         "field, a safetensors header; deeper gives 400 (422 for a spec field or a model).",
     )
+    db_connect_timeout_s: float = Field(
+        default=3.0, gt=0, description="Seconds to wait for a PostgreSQL connection (a new one, "
+        "or a free one of the pool) before the database counts as unavailable."
+    )
+    db_statement_timeout_s: float = Field(
+        default=15.0, ge=0, description="PostgreSQL statement timeout in seconds (0: none); "
+        "migrations run without it."
+    )
+    broker_timeout_s: float = Field(
+        default=2.0, gt=0, description="Seconds a publish (a submission) or a broker probe "
+        "waits for the broker; past it the API answers 503."
+    )
+    broker_visibility_timeout_s: int = Field(
+        default=60, ge=10, description="Redis: seconds after which a message taken by a worker "
+        "and not acknowledged is handed out again (a dead worker's queued job runs elsewhere; "
+        "the copy of a job still running finds it alive and is dropped)."
+    )
+    storage_timeout_s: float = Field(
+        default=5.0, gt=0, description="Seconds an S3 request may wait to connect or between "
+        "two reads; one retry follows."
+    )
+    dependency_retry_s: float = Field(
+        default=300.0, ge=0, description="How long a job task keeps retrying, with backoff, a "
+        "database or storage call that cannot reach its server, before it gives the message "
+        "back (database) or fails the job with storage_unavailable (storage)."
+    )
+    heartbeat_interval_s: float = Field(
+        default=5.0, gt=0, description="Seconds between two heartbeats a worker writes on the "
+        "job it runs."
+    )
+    heartbeat_timeout_s: float = Field(
+        default=60.0, gt=0, description="A running job whose heartbeat is older than this is "
+        "taken back by the reaper: queued again and republished, or failed worker_lost after "
+        "its third run."
+    )
+    reaper_interval_s: float = Field(
+        default=10.0, gt=0, description="Seconds between two passes of the reaper that each "
+        "worker runs (one pass at a time across workers)."
+    )
+    worker_memory_limit_mb: int = Field(
+        default=0, ge=0, description="Address-space limit of each worker pool process in MiB "
+        "(RLIMIT_AS; 0: none). A job that runs out fails with resource_limit and the "
+        "process is replaced."
+    )
+    worker_stop_grace_s: float = Field(
+        default=10.0, ge=0, description="serve: seconds its worker may finish running jobs "
+        "when serve stops, before it is killed (a killed job runs again after a restart)."
+    )
+    metrics_token: str | None = Field(
+        default=None, description="With auth on, /metrics requires 'Authorization: Bearer "
+        "<token>' with this token (unset: /metrics answers 403 while auth is on)."
+    )
+    auth_failures_per_minute: int = Field(
+        default=20, ge=0, description="Failed API-key checks allowed per client address per "
+        "minute before it gets 429 (0: no limit)."
+    )
+    readiness_interval_s: float = Field(
+        default=2.0, gt=0, description="Seconds between two background probes of each "
+        "dependency; /readyz answers from the last ones."
+    )
     log_level: str = Field(default="INFO", description="Log level of the JSON logs.")
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")

@@ -3,31 +3,41 @@
 The task receives only the job id. ``execute_job`` claims the row (queued → running), copies
 the model and dataset from storage into a temporary folder, calls
 ``quantcore.run_job`` with a progress callback that writes stage and progress to the row,
-stores the artifacts with their sha256 and marks the job succeeded. Every way out leaves the
-row final and saying why:
+stores the artifacts with their sha256 and marks the job succeeded. While it runs, a thread
+writes a heartbeat on the row every ``heartbeat_interval_s`` (``workers.heartbeat``); the
+reaper (``workers.reaper``) takes back jobs whose heartbeat went stale. Every way out leaves
+the row final and saying why:
 
-- a ``QuantError`` → failed with the core's code and message; a storage failure (an upload
-  gone, S3 down) → failed ``storage_error``;
+- a ``QuantError`` → failed with the core's code and message; a storage refusal (an upload
+  gone) → failed ``storage_error``; a full disk, ``MemoryError`` or the memory limit →
+  failed ``resource_limit`` (and the pool process is replaced);
 - the soft time limit → failed ``timeout``; the hard limit (the pool process is killed) →
   failed ``timeout`` from ``JobTask.on_failure``, which runs in the worker's main process;
-- a cancel → the next progress call sees the row is no longer running and stops the job;
+- a cancel → the next progress call (or heartbeat) sees the row is no longer running and
+  stops the job;
 - anything else → failed ``internal_error`` with the exception named, and re-raised so the
   worker logs the traceback.
 
-Redelivery is safe: a job already final is skipped; a job found running (its worker died)
-is claimed again, run from the start, and its artifacts, stored under fixed keys, replace the
-partial ones — one set at the end. Every write of a run names its attempt, so an older run
-still going elsewhere is refused and stops at its next progress call. A job whose worker
-keeps dying (out of memory, say) is failed ``worker_lost`` by ``JobsRepo.claim`` after
-``MAX_ATTEMPTS`` instead of cycling for ever.
+A dependency that does not answer is not a way out: every database and storage call is
+retried with backoff for ``dependency_retry_s`` (``workers.resilience``). Past that, a storage
+outage fails the job ``storage_unavailable``; a database outage gives the message back to the
+broker (reject and requeue) without acknowledging it, and the row is left for the next
+delivery or the reaper. A job's temporary folder is removed on every way out; the folders of
+processes that were killed are swept at worker start and by the reaper.
+
+Redelivery is safe: a job already final is skipped, and so is a job another live worker is
+running (its heartbeat is fresh: the message was a duplicate); a job found running whose
+worker died is claimed again, run from the start, and its artifacts, stored under fixed
+keys, replace the partial ones — one set at the end. Every write of a run names its attempt,
+so an older run still going elsewhere is refused and stops at its next progress call. A job
+whose worker keeps dying (out of memory, say) is failed ``worker_lost`` after
+``MAX_ATTEMPTS`` runs instead of cycling for ever.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -37,20 +47,29 @@ from pathlib import Path
 from typing import Any
 
 from celery import Task, shared_task
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 
 from quantcore import JobInput, JobKind, QuantError, Stage, run_job
+from service.errors import DatabaseUnavailableError
+from service.liveness import me
 from service.logging import job_context
 from service.queue.celery_app import TASK_NAME
 from service.settings import Settings, get_settings
 from service.store.artifacts import store_artifacts
 from service.store.db import Database
+from service.store.heartbeats import HeartbeatsRepo
 from service.store.jobs import ClaimedJob, JobsRepo
 from service.store.storage import Storage, StorageError, make_storage
+from workers import forks
+from workers.heartbeat import Heartbeat
+from workers.resilience import DependencyDown, Retrier, is_no_space, is_outage
+from workers.temp import TMP_PREFIX, job_folder, remove_job_folders
 
 log = logging.getLogger("quantserve.worker")
 
-TMP_PREFIX = "quantserve-job-"
+__all__ = ["TMP_PREFIX", "JobStopped", "Outcome", "ProgressWriter", "WorkerContext",
+           "execute_job", "run_job_task"]
+
 # Seconds between two progress writes of the same stage (a stage change is always written).
 PROGRESS_INTERVAL_S = 0.5
 
@@ -60,11 +79,20 @@ class JobStopped(Exception):
     it: stop the work."""
 
 
+class GiveBack(Exception):
+    """The database stayed unreachable: the message goes back to the broker, unacknowledged."""
+
+
+class RecycleChild(SystemExit):
+    """Raised by a pool process after a job ran out of memory, once the job is final:
+    billiard reports the task and replaces the process (a fresh heap)."""
+
+
 class Outcome(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    SKIPPED = "skipped"  # final already (or made final by the attempt cap), or unknown id
+    SKIPPED = "skipped"  # final already, running elsewhere, capped, or unknown id
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,39 +101,19 @@ class WorkerContext:
 
     settings: Settings
     repo: JobsRepo
+    beats: HeartbeatsRepo
     storage: Storage
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerContext:
-        return cls(
-            settings=settings,
-            repo=JobsRepo(Database(settings.database_url)),
-            storage=make_storage(settings),
-        )
+        db = Database.from_settings(settings)
+        return cls(settings=settings, repo=JobsRepo(db), beats=HeartbeatsRepo(db),
+                   storage=make_storage(settings))
 
 
 _contexts: dict[tuple[int, str], WorkerContext] = {}
 _contexts_lock = threading.Lock()
-
-# After a hard time limit, Celery runs ``JobTask.on_failure`` in the worker's main process
-# on billiard's timeout thread, while the main thread may be forking the replacement pool
-# process. A fork taken while that thread holds a lock (ours, SQLAlchemy's, SQLite's) leaves
-# the lock held for ever in the child, which then hangs at its first job. So a fork waits
-# until such database work is done, and the child starts with fresh locks.
-_fork_guard = threading.Lock()
-
-
-def _after_fork_in_child() -> None:
-    global _contexts_lock, _fork_guard
-    _contexts_lock = threading.Lock()
-    _fork_guard = threading.Lock()
-
-
-os.register_at_fork(
-    before=lambda: _fork_guard.acquire(),
-    after_in_parent=lambda: _fork_guard.release(),
-    after_in_child=_after_fork_in_child,
-)
+os.register_at_fork(after_in_child=lambda: globals().update(_contexts_lock=threading.Lock()))
 
 
 def worker_context(settings: Settings) -> WorkerContext:
@@ -124,8 +132,9 @@ class ProgressWriter:
 
     Writes are throttled to one per ``interval_s`` within a stage; a new stage and the end
     of a stage (fraction 1) are always written. Raises ``JobStopped`` when the row is no
-    longer running or no longer ``attempt``'s, which unwinds ``run_job`` at its next progress
-    call.
+    longer running or no longer ``attempt``'s (or the heartbeat found so), which unwinds
+    ``run_job`` at its next progress call. A write the database does not answer is skipped:
+    progress is not worth stopping the job for.
     """
 
     def __init__(
@@ -136,116 +145,166 @@ class ProgressWriter:
         attempt: int,
         interval_s: float = PROGRESS_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        stopped: threading.Event | None = None,
     ) -> None:
         self.repo = repo
         self.job_id = job_id
         self.attempt = attempt
         self.interval_s = interval_s
         self.clock = clock
+        self.stopped = stopped
         self.stage: Stage | None = None
         self.last_write = float("-inf")
         self.writes = 0
 
+    def _stop(self) -> JobStopped:
+        return JobStopped(f"job {self.job_id} is no longer running attempt {self.attempt}")
+
     def __call__(self, stage: Stage, fraction: float) -> None:
+        if self.stopped is not None and self.stopped.is_set():
+            raise self._stop()
         now = self.clock()
         due = stage != self.stage or fraction >= 1.0 or now - self.last_write >= self.interval_s
         if not due:
             return
         self.stage, self.last_write = stage, now
         self.writes += 1
-        if not self.repo.set_progress(self.job_id, Stage(stage).value, fraction,
-                                      attempt=self.attempt):
-            raise JobStopped(f"job {self.job_id} is no longer running attempt {self.attempt}")
+        try:
+            running = self.repo.set_progress(self.job_id, Stage(stage).value, fraction,
+                                             attempt=self.attempt)
+        except DatabaseUnavailableError as exc:
+            log.warning("job %s: progress not written, database unavailable: %s",
+                        self.job_id, exc.reason)
+            return
+        if not running:
+            raise self._stop()
 
 
-def _fetch_inputs(job: ClaimedJob, storage: Storage, folder: Path) -> JobInput:
+def _fetch_inputs(job: ClaimedJob, ctx: WorkerContext, folder: Path, retry: Retrier) -> JobInput:
     model_path = folder / f"model{job.model_suffix}"
-    storage.download(job.model_key, model_path)
+    retry.call("download the model", lambda: ctx.storage.download(job.model_key, model_path))
     dataset_path = None
     if job.dataset_key is not None:
-        dataset_path = folder / "dataset.npz"
-        storage.download(job.dataset_key, dataset_path)
+        dataset_path, key = folder / "dataset.npz", job.dataset_key
+        retry.call("download the dataset", lambda: ctx.storage.download(key, dataset_path))
     return JobInput(
         kind=JobKind(job.kind), model_path=model_path, spec=job.spec, dataset_path=dataset_path
     )
 
 
-def _run_claimed(job: ClaimedJob, ctx: WorkerContext) -> Outcome:
+def _run_claimed(job: ClaimedJob, ctx: WorkerContext, retry: Retrier) -> Outcome:
     limits = ctx.settings.job_limits()
-    progress = ProgressWriter(ctx.repo, job.id, attempt=job.attempts)
-    with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{job.id}-") as tmp:
-        folder = Path(tmp)
-        job_input = _fetch_inputs(job, ctx.storage, folder)
+    attempt = job.attempts
+    heartbeat = Heartbeat(ctx.beats, job.id, attempt=attempt,
+                          interval_s=ctx.settings.heartbeat_interval_s)
+    progress = ProgressWriter(ctx.repo, job.id, attempt=attempt, stopped=heartbeat.stopped)
+    with heartbeat, job_folder(job.id) as folder:
+        job_input = _fetch_inputs(job, ctx, folder, retry)
         out_dir = folder / "out"
         out_dir.mkdir()
         output = run_job(job_input, out_dir, progress=progress, limits=limits)
-        if not ctx.repo.is_running(job.id, attempt=job.attempts):
+        if not retry.call("check the job", lambda: ctx.repo.is_running(job.id, attempt=attempt)):
             raise JobStopped(f"job {job.id} was cancelled or claimed again before attempt "
-                             f"{job.attempts} stored its artifacts")
-        records = store_artifacts(ctx.storage, job.id, output.artifacts)
-    if not ctx.repo.succeed(job.id, output.report, records, attempt=job.attempts):
+                             f"{attempt} stored its artifacts")
+        records = retry.call("store the artifacts",
+                             lambda: store_artifacts(ctx.storage, job.id, output.artifacts))
+    if not retry.call("record the result", lambda: ctx.repo.succeed(
+            job.id, output.report, records, attempt=attempt)):
         # Cancelled, or claimed by a newer attempt, meanwhile. The files stay: their keys are
         # the job's fixed keys, which a later attempt of the same job may have written too
         # (same inputs, same bytes).
         raise JobStopped(f"job {job.id} was cancelled or claimed again before attempt "
-                         f"{job.attempts} stored its result")
+                         f"{attempt} stored its result")
     return Outcome.SUCCEEDED
 
 
-def _remove_leftovers(job_id: str) -> None:
-    # A worker killed on this machine left its temporary folder (a model-sized download).
-    for folder in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}{job_id}-*"):
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def execute_job(job_id: str, ctx: WorkerContext) -> Outcome:
-    """Run one job to a final state; safe to call again for the same id (see module doc)."""
+    """Run one job to a final state; safe to call again for the same id (see module doc).
+
+    Raises ``GiveBack`` when the database stayed unreachable (the caller hands the message
+    back) and ``MemoryError`` after recording a job that ran out of memory.
+    """
     with job_context(job_id):
         return _execute(job_id, ctx)
 
 
+def _claim(job_id: str, ctx: WorkerContext, retry: Retrier) -> ClaimedJob | None:
+    owner, live_after = me(), ctx.settings.heartbeat_timeout_s
+    try:
+        return retry.call("claim the job", lambda: ctx.repo.claim(
+            job_id, owner=owner, live_after_s=live_after))
+    except DependencyDown as exc:
+        raise GiveBack(str(exc)) from exc
+
+
+def _fail(ctx: WorkerContext, retry: Retrier, job_id: str, attempt: int, code: str,
+          message: str) -> None:
+    try:
+        retry.call("record the failure",
+                   lambda: ctx.repo.fail(job_id, code, message, attempt=attempt))
+    except DependencyDown as exc:
+        raise GiveBack(str(exc)) from exc
+
+
 def _execute(job_id: str, ctx: WorkerContext) -> Outcome:
     extra: dict[str, Any] = {}
-    job = ctx.repo.claim(job_id)
+    retry = Retrier(ctx.settings.dependency_retry_s)
+    job = _claim(job_id, ctx, retry)
     if job is None:
-        log.info("job %s has nothing to run (final already or unknown)", job_id, extra=extra)
+        log.info("job %s has nothing to run (final already, running elsewhere, or unknown)",
+                 job_id, extra=extra)
         return Outcome.SKIPPED
-    extra["attempt"] = job.attempts
-    if job.attempts > 1:
-        _remove_leftovers(job_id)
-    log.info("job %s started (attempt %d)", job_id, job.attempts, extra=extra)
+    attempt = extra["attempt"] = job.attempts
+    if attempt > 1:
+        remove_job_folders(job_id)
+    log.info("job %s started (attempt %d)", job_id, attempt, extra=extra)
     started = time.monotonic()
+
+    def fail(code: str, message: str) -> Outcome:
+        _fail(ctx, retry, job_id, attempt, code, message)
+        return Outcome.FAILED
+
     try:
-        outcome = _run_claimed(job, ctx)
+        outcome = _run_claimed(job, ctx, retry)
     except JobStopped as exc:
         log.info("job %s stopped: %s", job_id, exc, extra=extra)
         return Outcome.CANCELLED
     except QuantError as exc:
-        ctx.repo.fail(job_id, exc.code, exc.message, attempt=job.attempts)
         log.info("job %s failed: %s: %s", job_id, exc.code, exc.message, extra=extra)
-        return Outcome.FAILED
+        return fail(exc.code, exc.message)
+    except DependencyDown as exc:
+        if exc.database:
+            raise GiveBack(str(exc)) from exc
+        log.warning("job %s failed, storage unavailable: %s", job_id, exc, extra=extra)
+        return fail("storage_unavailable", f"the storage did not answer for "
+                    f"{ctx.settings.dependency_retry_s:g} s: {exc}")
     except StorageError as exc:
-        ctx.repo.fail(job_id, "storage_error", f"the job's files could not be moved: {exc}",
-                      attempt=job.attempts)
         log.warning("job %s failed on storage: %s", job_id, exc, extra=extra)
-        return Outcome.FAILED
+        if is_no_space(exc.__cause__ or exc):
+            return fail("resource_limit", f"the storage is full: {exc}")
+        return fail("storage_error", f"the job's files could not be moved: {exc}")
     except SoftTimeLimitExceeded:
         limit = ctx.settings.job_soft_time_limit_s
-        ctx.repo.fail(
-            job_id,
-            "timeout",
-            f"the job ran past its time limit of {limit:g} s (QUANTSERVE_JOB_SOFT_TIME_LIMIT_S)",
-            attempt=job.attempts,
-        )
         log.warning("job %s timed out after %.1f s", job_id, limit, extra=extra)
-        return Outcome.FAILED
+        return fail("timeout", f"the job ran past its time limit of {limit:g} s "
+                    "(QUANTSERVE_JOB_SOFT_TIME_LIMIT_S)")
+    except MemoryError:
+        log.warning("job %s ran out of memory", job_id, extra=extra)
+        fail("resource_limit", "the job ran out of memory (QUANTSERVE_WORKER_MEMORY_LIMIT_MB "
+             "and the machine's memory bound it)")
+        raise
+    except OSError as exc:
+        if not is_no_space(exc):
+            fail("internal_error", f"the worker failed unexpectedly: {type(exc).__name__}: "
+                 f"{exc}")
+            raise
+        log.warning("job %s failed, no space left: %s", job_id, exc, extra=extra)
+        return fail("resource_limit", f"no space left on the worker's disk: {exc}")
     except Exception as exc:
-        ctx.repo.fail(
-            job_id,
-            "internal_error",
-            f"the worker failed unexpectedly: {type(exc).__name__}: {exc}",
-            attempt=job.attempts,
-        )
+        if is_outage(exc):  # an outage outside the retried calls: hand the message back
+            raise GiveBack(f"a dependency did not answer: {exc}") from exc
+        fail("internal_error",
+             f"the worker failed unexpectedly: {type(exc).__name__}: {exc}")
         raise
     log.info("job %s succeeded in %.2f s", job_id, time.monotonic() - started, extra=extra)
     return outcome
@@ -263,8 +322,8 @@ class JobTask(Task):
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
     ) -> None:
         job_id = args[0] if args else kwargs.get("job_id")
-        if not isinstance(job_id, str):
-            return
+        if not isinstance(job_id, str) or isinstance(exc, (SystemExit, MemoryError)):
+            return  # RecycleChild and MemoryError: the job is final already
         if isinstance(exc, TimeLimitExceeded):
             limit = get_settings().job_time_limit_s
             code = "timeout"
@@ -275,11 +334,34 @@ class JobTask(Task):
         else:
             code = "internal_error"
             message = f"the worker failed unexpectedly: {type(exc).__name__}: {exc}"
-        with _fork_guard:  # see _fork_guard
+        # On a thread: billiard kills the pool process only once this hook returns, and the
+        # write may wait on the database meanwhile.
+        threading.Thread(target=_record_failure, args=(job_id, code, message),
+                         name=f"fail-{job_id[:8]}", daemon=True).start()
+
+
+def _record_failure(job_id: str, code: str, message: str) -> None:
+    with forks.guard():
+        try:
             worker_context(get_settings()).repo.fail(job_id, code, message)
+        except DatabaseUnavailableError as exc:  # left running: the reaper will see it stale
+            log.warning("job %s: failure not recorded: %s", job_id, exc.reason)
+    time.sleep(1.0)  # the killed pool process is gone by now
+    remove_job_folders(job_id)
 
 
 @shared_task(base=JobTask, name=TASK_NAME, bind=True)
 def run_job_task(self: Task, job_id: str) -> str:
     """The Celery task: only the job id travels through the broker."""
-    return execute_job(job_id, worker_context(get_settings())).value
+    try:
+        return execute_job(job_id, worker_context(get_settings())).value
+    except GiveBack as exc:
+        log.warning("job %s handed back to the broker: %s", job_id, exc)
+        raise Reject(str(exc), requeue=True) from exc
+    except MemoryError:
+        if forks.IN_POOL_CHILD.is_set():
+            raise RecycleChild(0) from None
+        return Outcome.FAILED.value
+
+
+import workers.reaper  # noqa: E402, F401 - the worker's signal handlers (reaper, limits)

@@ -23,6 +23,7 @@ from service.api.deps import AppContext
 from service.api.errors import install_error_handler
 from service.api.guards import NulGuard
 from service.api.prometheus import Metrics, route_template
+from service.api.readiness import Readiness
 from service.api.routers import (
     datasets,
     events,
@@ -37,7 +38,7 @@ from service.api.routers.common import add_component_schemas
 from service.api.routers.docs import install_docs
 from service.api.uploads import sweep_stale_spools
 from service.logging import configure_logging, request_id_var
-from service.queue.enqueue import producer_app
+from service.queue.enqueue import check_broker, producer_app
 from service.settings import Settings, get_settings
 from service.store.db import Database
 from service.store.jobs import JobsRepo
@@ -95,7 +96,7 @@ class RequestObserver:
 
 
 def build_context(settings: Settings, *, migrate: bool = True) -> AppContext:
-    db = Database(settings.database_url)
+    db = Database.from_settings(settings)
     if migrate:
         db.migrate()
     storage = make_storage(settings)
@@ -105,27 +106,37 @@ def build_context(settings: Settings, *, migrate: bool = True) -> AppContext:
     if migrate:
         sweep_stale_spools(spool_dir)
     sessions = SessionsRepo(db)
+    readiness = Readiness(
+        {"database": db.ping, "broker": lambda: check_broker(settings),
+         "storage": storage.healthcheck},
+        interval_s=settings.readiness_interval_s,
+    )
     return AppContext(
         settings=settings, db=db, storage=storage, jobs=JobsRepo(db), uploads=UploadsRepo(db),
         submissions=SubmissionsRepo(db),
         authenticator=Authenticator(KeysRepo(db), enabled=settings.auth_enabled,
-                                    sessions=sessions),
+                                    sessions=sessions,
+                                    failures_per_minute=settings.auth_failures_per_minute),
         limiter=make_rate_limiter(settings), metrics=Metrics(StatsRepo(db), settings),
         spool_dir=spool_dir, webhooks=WebhooksRepo(db), removal=RemovalRepo(db),
-        sessions=sessions,
+        sessions=sessions, readiness=readiness,
     )
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Runs the webhook deliveries and the retention sweep while the app serves."""
-    task = asyncio.create_task(run_background(app.state.ctx))
+    """Runs the readiness probes, the webhook deliveries and the retention sweep while the
+    app serves (probes from the start: the first /readyz need not wait)."""
+    ctx = app.state.ctx
+    ctx.readiness.start()
+    task = asyncio.create_task(run_background(ctx))
     try:
         yield
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        ctx.readiness.stop()
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:

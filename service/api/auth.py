@@ -29,6 +29,8 @@ from service.store.sessions import SessionsRepo
 
 log = logging.getLogger("quantserve.auth")
 
+MAX_BUCKETS = 10_000  # in-process buckets kept before the full ones are dropped
+
 
 @dataclass(frozen=True, kw_only=True)
 class Principal:
@@ -66,16 +68,43 @@ def key_from_headers(headers: Any) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, keys: KeysRepo, *, enabled: bool,
-                 sessions: SessionsRepo | None = None) -> None:
+    """Checks keys (or a portal session's cookie); a client address whose checks failed
+    ``failures_per_minute`` times in a minute gets 429 without a check (guessing keys is
+    bounded), until its budget refills."""
+
+    def __init__(self, keys: KeysRepo, *, enabled: bool, sessions: SessionsRepo | None = None,
+                 failures_per_minute: int = 0) -> None:
         self.keys = keys
         self.enabled = enabled
         self.sessions = sessions
+        self.failures = (InProcessRateLimiter(failures_per_minute) if failures_per_minute > 0
+                         else None)
 
-    def authenticate(self, headers: Any, *, cookies: Mapping[str, str] | None = None,
+    def authenticate(self, headers: Any, client: str = "-", *,
+                     cookies: Mapping[str, str] | None = None,
                      method: str = "GET") -> Principal:
         if not self.enabled:
             return ANONYMOUS
+        failures = self.failures
+        if failures is not None:
+            left = failures.peek(client)
+            if left < 1.0:
+                retry = max(1, round((1.0 - left) / failures.rate + 0.5))
+                raise RateLimitedError(
+                    f"too many failed API key checks from this address; retry after {retry} s",
+                    code="too_many_auth_failures", headers={"Retry-After": str(retry)},
+                    details={"retry_after_s": retry},
+                )
+        try:
+            return self._check(headers, cookies, method)
+        except UnauthorizedError:
+            if failures is not None:
+                failures.hit(client)
+            raise
+
+    def _check(
+        self, headers: Any, cookies: Mapping[str, str] | None, method: str
+    ) -> Principal:
         key = key_from_headers(headers)
         token = (cookies or {}).get(SESSION_COOKIE)
         if key is None and token and self.sessions is not None:
@@ -134,6 +163,13 @@ class InProcessRateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
+    def peek(self, identity: str) -> float:
+        """The tokens ``identity`` has now, without spending one."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, stamp = self._buckets.get(identity, (self.capacity, now))
+            return min(self.capacity, tokens + (now - stamp) * self.rate)
+
     def hit(self, identity: str) -> RateDecision:
         now = time.monotonic()
         with self._lock:
@@ -143,6 +179,9 @@ class InProcessRateLimiter:
             if allowed:
                 tokens -= 1.0
             self._buckets[identity] = (tokens, now)
+            if len(self._buckets) > MAX_BUCKETS:  # forget the buckets that are full again
+                self._buckets = {k: (t, at) for k, (t, at) in self._buckets.items()
+                                 if t + (now - at) * self.rate < self.capacity}
         return RateDecision(allowed=allowed, remaining=int(tokens),
                             retry_after_s=0.0 if allowed else (1.0 - tokens) / self.rate)
 

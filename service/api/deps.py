@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.auth import Authenticator, Principal, RateLimiter, enforce_rate_limit
 from service.api.prometheus import Metrics
+from service.api.readiness import Readiness
 from service.errors import NotFoundError
 from service.settings import Settings
 from service.store.db import Database
@@ -45,6 +46,7 @@ class AppContext:
     webhooks: WebhooksRepo
     removal: RemovalRepo
     sessions: SessionsRepo
+    readiness: Readiness
 
 
 async def get_ctx(request: Request) -> AppContext:
@@ -57,9 +59,10 @@ CtxDep = Annotated[AppContext, Depends(get_ctx)]
 
 
 def _principal(request: Request, ctx: AppContext) -> Principal:
-    principal = ctx.authenticator.authenticate(request.headers, cookies=request.cookies,
-                                               method=request.method)
-    identity = principal.key_id or f"addr:{request.client.host if request.client else '-'}"
+    address = request.client.host if request.client else "-"
+    principal = ctx.authenticator.authenticate(request.headers, client=address,
+                                               cookies=request.cookies, method=request.method)
+    identity = principal.key_id or f"addr:{address}"
     enforce_rate_limit(ctx.limiter, identity)
     return principal
 

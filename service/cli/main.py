@@ -2,10 +2,12 @@
 
 Server side (settings from ``QUANTSERVE_*``, see ``service.settings``):
 
-- ``serve``: migrations, the API (uvicorn) and one worker subprocess; Ctrl-C stops both.
+- ``serve``: migrations, the API (uvicorn) and one supervised worker subprocess (restarted
+  with backoff if it dies; ``/readyz`` reports it); Ctrl-C stops both.
   ``--no-worker`` runs the API alone (the deployed shape), ``--workers N`` N API processes.
 - ``worker``: a Celery worker on the configured broker.
-- ``create-key --team T``: a new API key for team T, printed once.
+- ``create-key --team T``: a new API key for team T, printed once; ``revoke-key KEY_ID``
+  (or the key itself) revokes one.
 
 Client side (``--url``, default ``$QUANTSERVE_URL`` or the settings' host and port;
 ``--api-key``, default ``$QUANTSERVE_API_KEY``):
@@ -35,7 +37,7 @@ from service.cli.client import ApiError
 from service.cli.local import cmd_quantize, cmd_unpack
 from service.cli.output import EXIT_FAILED, EXIT_USAGE, error
 from service.cli.remote import cmd_batch, cmd_fetch, cmd_status, cmd_submit
-from service.cli.server import cmd_create_key, cmd_serve, cmd_worker
+from service.cli.server import cmd_create_key, cmd_revoke_key, cmd_serve, cmd_worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--team", required=True)
     p.add_argument("--name", default="", help="a label for the key")
     p.set_defaults(func=cmd_create_key)
+
+    p = sub.add_parser("revoke-key", help="revoke an API key (its id, or the key itself)")
+    p.add_argument("key", help="the key_id printed by create-key, or the key")
+    p.set_defaults(func=cmd_revoke_key)
 
     p = sub.add_parser("submit", help="submit a job (uploading files as needed)")
     p.add_argument("model", help="a model file to upload, or a model id")

@@ -1,5 +1,5 @@
 """The server side of ``quantserve``: ``serve`` (the API, with a worker subprocess unless
-``--no-worker``), ``worker`` (a Celery worker) and ``create-key``.
+``--no-worker``), ``worker`` (a Celery worker), ``create-key`` and ``revoke-key``.
 
 The web framework, the database and Celery are imported inside the commands, so that the
 client and local commands start without loading them.
@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import os
 import signal
-import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
-from service.cli.output import EXIT_OK, print_json
+from service.cli.output import EXIT_FAILED, EXIT_OK, error, print_json
 from service.settings import Settings, get_settings
 
 _PR_SET_PDEATHSIG = 1  # prctl(2)
@@ -45,22 +47,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     configure_logging(settings.log_level)
-    Database(settings.database_url).migrate()
+    Database.from_settings(settings).migrate()
     from service.queue.celery_app import app
 
     app.worker_main(_worker_argv(settings, args))
     return EXIT_OK
-
-
-def _stop(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)  # Celery's warm shutdown: the running job finishes
-    try:
-        process.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
@@ -80,10 +71,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api.app import create_served_app
+    from service.api.readiness import WORKER_STATUS_ENV
+    from service.cli.supervisor import WorkerSupervisor
     from service.store.db import Database
 
     settings = get_settings()
-    Database(settings.database_url).migrate()
+    Database.from_settings(settings).migrate()
     worker = None
     if not args.no_worker:
         argv = [
@@ -94,9 +87,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "--concurrency",
             str(args.concurrency or 1),
         ]
-        worker = subprocess.Popen(
-            argv, preexec_fn=_die_with_parent if sys.platform == "linux" else None
+        status = Path(tempfile.gettempdir()) / f"quantserve-serve-{os.getpid()}.worker.json"
+        # The API's readiness reports the worker (uvicorn's worker processes inherit it).
+        os.environ[WORKER_STATUS_ENV] = str(status)
+        worker = WorkerSupervisor(
+            argv, status, preexec_fn=_die_with_parent if sys.platform == "linux" else None
         )
+        worker.start()
     host, port = args.host or settings.host, args.port or settings.port
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_on_signal)
@@ -120,7 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
     finally:
         if worker is not None:
-            _stop(worker)
+            worker.stop(settings.worker_stop_grace_s)
     return EXIT_OK
 
 
@@ -139,4 +136,25 @@ def cmd_create_key(args: argparse.Namespace) -> int:
             "team_id": issued.team_id,
         }
     )
+    return EXIT_OK
+
+
+def cmd_revoke_key(args: argparse.Namespace) -> int:
+    from service.store.db import Database
+    from service.store.keys import KEY_PREFIX, KeysRepo
+
+    db = Database(get_settings().database_url)
+    db.migrate()
+    keys = KeysRepo(db)
+    key_id = args.key
+    if key_id.startswith(KEY_PREFIX):  # the key itself: find its id
+        owner = keys.owner(key_id)
+        if owner is None:
+            error("no such key")
+            return EXIT_FAILED
+        key_id = owner.key_id
+    if not keys.revoke(key_id):
+        error(f"key {key_id!r} is unknown or revoked already")
+        return EXIT_FAILED
+    print_json({"key_id": key_id, "revoked": True})
     return EXIT_OK

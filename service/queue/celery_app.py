@@ -10,9 +10,14 @@ Delivery guarantees (what keeps a job alive when its worker dies):
   the task has finished; a pool process killed mid-job puts the message back.
 - ``worker_prefetch_multiplier = 1``: a worker holds only the jobs it is running, so a job
   never waits behind another one in a busy worker's buffer.
-- Redis ``visibility_timeout`` longer than the hard time limit: a message whose whole worker
-  died (SIGKILL, lost machine) is handed out again once that timeout has passed, and no
-  live job can outlast it, so a redelivered job is never still running elsewhere.
+- Redis ``visibility_timeout`` (``broker_visibility_timeout_s``, 60 s by default): a
+  message not acknowledged by then is handed out again (a dead worker's held messages). A
+  job can run longer than that: the copy finds the job running with a fresh heartbeat and
+  is dropped (see ``JobsRepo.claim``); a job whose worker died is taken back sooner by the reaper
+  (``workers.reaper``), from its heartbeat. The embedded broker redelivers the messages of a
+  dead worker at once (``service.queue.sqlite_broker``).
+- A producer (the API) waits at most ``broker_timeout_s`` for the broker, to connect or for
+  an answer, then gives up (503).
 
 The module-level ``app`` (``celery -A service.queue.celery_app:app``, which ``quantserve worker``
 starts) reads the settings from the environment; ``create_celery`` builds one for explicit
@@ -22,7 +27,6 @@ and a process that only publishes never loads the task module.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from celery import Celery
@@ -32,18 +36,14 @@ from service.settings import Settings, get_settings
 TASK_NAME = "quantserve.run_job"
 QUEUE = "quantserve.jobs"
 
-# Seconds a producer waits for the broker before the API answers 503.
-CONNECT_TIMEOUT_S = 2.0
 EMBEDDED_TRANSPORT = "service.queue.sqlite_broker:Transport"
+# Seconds a worker's own broker connection waits for an answer (above the 1 s BRPOP).
+WORKER_SOCKET_TIMEOUT_S = 10.0
 
 
 def visibility_timeout_s(settings: Settings) -> int:
-    """Seconds after which Redis hands an unacknowledged job to another worker.
-
-    ``ceil(1.25 · job_time_limit_s) + 5``: strictly longer than the hard limit, after which
-    the pool process running the job is killed, so only a dead worker's job is redelivered.
-    """
-    return math.ceil(1.25 * settings.job_time_limit_s) + 5
+    """Seconds after which Redis hands an unacknowledged job to another worker."""
+    return settings.broker_visibility_timeout_s
 
 
 def broker_options(settings: Settings, *, producer: bool = False) -> dict[str, Any]:
@@ -72,8 +72,9 @@ def broker_options(settings: Settings, *, producer: bool = False) -> dict[str, A
             # Sweep for abandoned messages often enough for the timeout to matter.
             "unacked_restore_interval": max(1, min(10, visibility // 10)),
             "unacked_restore_throttle": 1,
-            "socket_connect_timeout": CONNECT_TIMEOUT_S,
-            "socket_timeout": 30,
+            "socket_connect_timeout": settings.broker_timeout_s,
+            "socket_timeout": (settings.broker_timeout_s if producer
+                               else max(WORKER_SOCKET_TIMEOUT_S, settings.broker_timeout_s)),
             "socket_keepalive": True,
             "health_check_interval": 10,
         },
@@ -102,9 +103,11 @@ def create_celery(settings: Settings, *, producer: bool = False) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A pool process whose peak memory passed 3/4 of its limit is replaced after its job.
+        worker_max_memory_per_child=(settings.worker_memory_limit_mb * 768 or None),
         task_soft_time_limit=settings.job_soft_time_limit_s,
         task_time_limit=settings.job_time_limit_s,
-        broker_connection_timeout=CONNECT_TIMEOUT_S,
+        broker_connection_timeout=settings.broker_timeout_s,
         broker_connection_retry_on_startup=True,
         # A worker keeps trying to reach a broker that went away, for as long as it takes.
         broker_connection_max_retries=None,

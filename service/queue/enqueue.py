@@ -2,14 +2,20 @@
 
 The API process publishes through a producer-only Celery app per broker URL (cached: the
 connection pool is reused across requests). Publishing fails fast: a broker that does not
-answer within ``CONNECT_TIMEOUT_S`` raises ``BrokerUnavailableError`` (the API's 503),
-never minutes of retries while the caller waits.
+answer within ``broker_timeout_s`` (to connect, or to a command: a frozen Redis accepts
+connections and never answers) raises ``BrokerUnavailableError`` (the API's 503), never
+minutes of retries while the caller waits. And once a publish has failed, the next ones
+fail at once for ``broker_timeout_s`` (a circuit breaker): under load, requests must not
+pile up in the thread pool each waiting out the broker's timeout. At most
+``PUBLISHERS`` publishes wait on the broker at once; one more waits at most
+``broker_timeout_s`` for its turn.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 
 from celery import Celery
@@ -22,13 +28,39 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 
-_apps: dict[tuple[str, float, float], Celery] = {}
+_apps: dict[tuple[str, float, float, float], Celery] = {}
 _apps_lock = threading.Lock()
+
+PUBLISHERS = 8  # publishes in flight at once per process (below kombu's pool of 10)
+
+
+class _Breaker:
+    """Fails publishes at once for a while after one failed; bounds those in flight."""
+
+    def __init__(self) -> None:
+        self.open_until = 0.0
+        self.slots = threading.BoundedSemaphore(PUBLISHERS)
+
+    def check(self, settings: Settings) -> None:
+        if time.monotonic() < self.open_until:
+            raise _unavailable(settings, "it did not answer a moment ago")
+
+    def trip(self, settings: Settings) -> None:
+        self.open_until = time.monotonic() + settings.broker_timeout_s
+
+
+_breakers: dict[str, _Breaker] = {}
+
+
+def _breaker(settings: Settings) -> _Breaker:
+    with _apps_lock:
+        return _breakers.setdefault(settings.broker_url, _Breaker())
 
 
 def producer_app(settings: Settings) -> Celery:
     """The cached Celery app that publishes for these settings."""
-    key = (settings.broker_url, settings.job_soft_time_limit_s, settings.job_time_limit_s)
+    key = (settings.broker_url, settings.job_soft_time_limit_s, settings.job_time_limit_s,
+           settings.broker_timeout_s)
     with _apps_lock:
         app = _apps.get(key)
         if app is None:
@@ -36,7 +68,7 @@ def producer_app(settings: Settings) -> Celery:
         return app
 
 
-def _unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailableError:
+def _unavailable(settings: Settings, exc: BaseException | str) -> BrokerUnavailableError:
     # The URL may carry a password: name only its scheme in the message.
     scheme = settings.broker_url.split("://", 1)[0]
     return BrokerUnavailableError(f"the job broker ({scheme}) is unreachable: {exc}")
@@ -56,11 +88,19 @@ def enqueue_job(job_id: str, settings: Settings, *, task_id: str | None = None) 
     Raises ``BrokerUnavailableError`` when the broker cannot take the message.
     """
     app = producer_app(settings)
+    breaker = _breaker(settings)
+    breaker.check(settings)
+    if not breaker.slots.acquire(timeout=settings.broker_timeout_s):
+        raise _unavailable(settings, "too many publishes are waiting for it")
     try:
+        breaker.check(settings)
         result = app.send_task(TASK_NAME, args=[job_id], queue=QUEUE, retry=False,
                                task_id=task_id or new_task_id())
-    except (OperationalError, OSError) as exc:
+    except _broker_errors(app) as exc:
+        breaker.trip(settings)
         raise _unavailable(settings, exc) from exc
+    finally:
+        breaker.slots.release()
     return str(result.id)
 
 
@@ -73,28 +113,47 @@ def revoke(task_id: str, settings: Settings) -> bool:
     """
     if is_embedded_broker(settings):
         return False
+    app = producer_app(settings)
     try:
-        producer_app(settings).control.revoke(task_id)
-    except (OperationalError, OSError) as exc:
+        app.control.revoke(task_id)
+    except _broker_errors(app) as exc:
         log.warning("revoke of task %s not broadcast: %s", task_id, exc)
         return False
     return True
 
 
+_errors: dict[int, tuple[type[BaseException], ...]] = {}
+
+
+def _broker_errors(app: Celery) -> tuple[type[BaseException], ...]:
+    """What the broker's client raises when the broker cannot take a message (kombu's
+    errors, the socket's, and the transport's own, such as redis-py's timeouts)."""
+    errors = _errors.get(id(app))
+    if errors is None:
+        conn = app.connection_for_write()
+        errors = _errors[id(app)] = (OperationalError, OSError, *conn.connection_errors,
+                                     *conn.channel_errors)
+    return errors
+
+
 def check_broker(settings: Settings) -> None:
     """Open a connection to the broker; raises ``BrokerUnavailableError`` if it fails."""
+    app = producer_app(settings)
     try:
-        with producer_app(settings).connection_for_write() as conn:
-            conn.ensure_connection(max_retries=0, timeout=2.0)
-    except (OperationalError, OSError) as exc:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=0, timeout=settings.broker_timeout_s)
+            if settings.broker_is_redis:  # a frozen Redis connects: ask it something
+                conn.default_channel.client.ping()
+    except _broker_errors(app) as exc:
         raise _unavailable(settings, exc) from exc
 
 
 def queue_depth(settings: Settings) -> int:
     """Jobs waiting in the queue (not yet handed to a worker)."""
+    app = producer_app(settings)
     try:
-        with producer_app(settings).connection_for_read() as conn:
+        with app.connection_for_read() as conn:
             ok = conn.default_channel.queue_declare(QUEUE, passive=False, durable=True)
             return int(ok.message_count)
-    except (OperationalError, OSError) as exc:
+    except _broker_errors(app) as exc:
         raise _unavailable(settings, exc) from exc

@@ -18,18 +18,41 @@ Three changes to kombu's transport, all for latency:
   file is free, which gave the API's submissions latency spikes of hundreds of milliseconds
   under bursts.
 
+Redelivery (kombu's transport has none: a message taken by a worker stays invisible for ever
+if that worker dies, and an acknowledged one is never deleted): every message a consumer takes
+is leased to its process (``service.liveness``) in ``quantserve_lease``, in the transaction
+that takes it. An acknowledged message is deleted with its lease; a rejected or restored one
+(requeue, warm shutdown) is made visible again in place. Every consumer, every
+``RESTORE_INTERVAL_S`` while it polls, makes visible again the messages leased to processes
+that died (SIGKILL, lost machine power): a replacement worker takes over what a killed one
+held, ahead of newer messages. The file lives on one machine, so a process's death is known
+exactly, with no timeout to wait out.
+
 Selected by ``service.queue.celery_app`` for ``sqla+`` broker URLs.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from functools import cached_property
+from queue import Empty
 from typing import Any
 
 from kombu.transport import sqlalchemy
-from kombu.utils.json import dumps
-from sqlalchemy import Engine, Insert, event, insert
+from kombu.utils.json import dumps, loads
+from sqlalchemy import Engine, Insert, event, insert, text
+
+from service.liveness import dead, me
+
+# Seconds between two looks of a polling consumer for messages leased to dead processes.
+RESTORE_INTERVAL_S = 1.0
+_LEASE_DDL = (
+    "CREATE TABLE IF NOT EXISTS quantserve_lease (message_id INTEGER PRIMARY KEY, "
+    "owner VARCHAR(200) NOT NULL, delivery_tag VARCHAR(64))",
+    "CREATE INDEX IF NOT EXISTS ix_quantserve_lease_tag ON quantserve_lease (delivery_tag)",
+    "CREATE INDEX IF NOT EXISTS ix_quantserve_lease_owner ON quantserve_lease (owner)",
+)
 
 _registry_lock = threading.Lock()
 _write_locks: dict[str, threading.Lock] = {}  # broker URL → its writers' lock in this process
@@ -50,11 +73,98 @@ def write_lock(url: str) -> threading.Lock:
 
 
 class Channel(sqlalchemy.Channel):
+    _last_restore = 0.0
+
     def _engine_from_config(self) -> Engine:
         engine: Engine = super()._engine_from_config()
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
+        with engine.begin() as conn:
+            for ddl in _LEASE_DDL:
+                conn.execute(text(ddl))
         return engine
+
+    @cached_property
+    def _table(self) -> str:
+        return str(self.message_cls.__table__.name)
+
+    def _get(self, queue: Any, timeout: Any = None) -> Any:
+        """The oldest visible message, taken and leased to this process in one
+        transaction."""
+        engine, _ = self._open()
+        now = time.monotonic()
+        if now - self._last_restore >= RESTORE_INTERVAL_S:
+            self._last_restore = now
+            self.restore_dead()
+        queue_id = self._queue_id(queue)
+        table = self._table
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            row = conn.execute(
+                text(f"SELECT id, payload FROM {table} WHERE queue_id = :q AND visible = 1 "
+                     "ORDER BY timestamp, id LIMIT 1"), {"q": queue_id},
+            ).first()
+            if row is None:
+                conn.rollback()
+                raise Empty()
+            payload = loads(row.payload)
+            tag = (payload.get("properties") or {}).get("delivery_tag")
+            conn.execute(text(f"UPDATE {table} SET visible = 0, "
+                              "timestamp = CURRENT_TIMESTAMP WHERE id = :id"), {"id": row.id})
+            conn.execute(text("INSERT OR REPLACE INTO quantserve_lease (message_id, owner, "
+                              "delivery_tag) VALUES (:id, :owner, :tag)"),
+                         {"id": row.id, "owner": me(), "tag": tag})
+            conn.commit()
+        return payload
+
+    def restore_dead(self) -> int:
+        """Make the messages leased to dead processes visible again, ahead of the others;
+        returns how many."""
+        engine, _ = self._open()
+        with engine.connect() as conn:
+            owners = conn.execute(text("SELECT DISTINCT owner FROM quantserve_lease")).scalars()
+            gone = [owner for owner in owners if dead(owner)]
+            conn.rollback()
+            restored = 0
+            for owner in gone:
+                restored += self._release(conn, "owner = :key", owner)
+        return restored
+
+    def _release(self, conn: Any, where: str, key: str) -> int:
+        """Make the leased messages matching ``where`` visible again, first in line."""
+        with write_lock(self.connection.client.hostname):
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            result = conn.execute(
+                text(f"UPDATE {self._table} SET visible = 1, timestamp = NULL WHERE id IN "
+                     f"(SELECT message_id FROM quantserve_lease WHERE {where})"), {"key": key})
+            conn.execute(text(f"DELETE FROM quantserve_lease WHERE {where}"), {"key": key})
+            conn.commit()
+        return int(result.rowcount or 0)
+
+    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        """Acknowledge, and delete the message with its lease."""
+        super().basic_ack(delivery_tag, multiple)
+        engine, _ = self._open()
+        with write_lock(self.connection.client.hostname), engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.execute(text(f"DELETE FROM {self._table} WHERE id IN (SELECT message_id FROM "
+                              "quantserve_lease WHERE delivery_tag = :tag)"),
+                         {"tag": delivery_tag})
+            conn.execute(text("DELETE FROM quantserve_lease WHERE delivery_tag = :tag"),
+                         {"tag": delivery_tag})
+            conn.commit()
+
+    def _restore(self, message: Any) -> None:
+        """A rejected or unacknowledged message, visible again in place (kombu would
+        publish a copy and keep the old row)."""
+        engine, _ = self._open()
+        with engine.connect() as conn:
+            if self._release(conn, "delivery_tag = :key", str(message.delivery_tag)):
+                return
+        super()._restore(message)
 
     def _queue_id(self, queue: str) -> int:
         key = (self.connection.client.hostname, queue)

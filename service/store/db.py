@@ -20,6 +20,7 @@ together from migrating twice.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -30,10 +31,12 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.errors import DatabaseUnavailableError
+from service.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK_ID = 0x7175616E74  # any constant shared by all replicas
@@ -53,12 +56,21 @@ def _answering() -> Iterator[None]:
     """The driver's "cannot answer" as the service's ``DatabaseUnavailableError``."""
     try:
         yield
-    except OperationalError as exc:
+    except (OperationalError, InterfaceError) as exc:
         raise DatabaseUnavailableError(str(exc.orig)) from exc
+    except (SQLAlchemyTimeoutError, DisconnectionError) as exc:
+        raise DatabaseUnavailableError(str(exc)) from exc
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; creates the folder of a SQLite file if it is missing."""
+def make_engine(
+    url: str, *, connect_timeout_s: float | None = None, statement_timeout_s: float | None = None
+) -> Engine:
+    """An engine for ``url``; creates the folder of a SQLite file if it is missing.
+
+    On PostgreSQL, ``connect_timeout_s`` bounds a new connection and the wait for a free one
+    of the pool, TCP keepalives notice a peer that went away, and ``statement_timeout_s`` (0:
+    none) bounds each statement on the server.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -67,19 +79,41 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    connect_args: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3,
+                        "keepalives_count": 3}
+        if connect_timeout_s is not None:
+            # libpq takes whole seconds, and treats 1 as 2.
+            connect_args["connect_timeout"] = max(2, math.ceil(connect_timeout_s))
+            options["pool_timeout"] = connect_timeout_s
+        if statement_timeout_s:
+            connect_args["options"] = f"-c statement_timeout={int(statement_timeout_s * 1000)}"
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                         connect_args=connect_args, **options)
 
 
 class Database:
     """The engine and a session factory; sessions do not expire objects on commit."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout_s: float | None = None,
+        statement_timeout_s: float | None = None,
+    ) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, connect_timeout_s=connect_timeout_s,
+                                  statement_timeout_s=statement_timeout_s)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         self.write_lock: AbstractContextManager[object] = (
             threading.Lock() if self.engine.dialect.name == "sqlite" else nullcontext()
         )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        """The database of ``settings``, with its time limits."""
+        return cls(settings.database_url, connect_timeout_s=settings.db_connect_timeout_s,
+                   statement_timeout_s=settings.db_statement_timeout_s)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -99,6 +133,7 @@ class Database:
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.engine.begin() as connection:
             if connection.dialect.name == "postgresql":
+                connection.execute(text("SET LOCAL statement_timeout = 0"))
                 connection.execute(text("SELECT pg_advisory_xact_lock(:id)"),
                                    {"id": _MIGRATION_LOCK_ID})
             config.attributes["connection"] = connection

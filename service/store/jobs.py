@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from quantcore import FORMAT_SUFFIX
 from service.errors import InvalidTransitionError, NotFoundError
+from service.liveness import dead
 from service.store.db import Database
 from service.store.models import Artifact, Dataset, Job, Model, utcnow
 from service.store.records import ArtifactRecord, JobRecord
@@ -97,6 +98,15 @@ class JobPage:
 def _of_attempt(attempt: int | None) -> tuple[Any, ...]:
     """The WHERE clause keeping a write to run ``attempt`` (none for ``None``: any run)."""
     return () if attempt is None else (Job.attempts == attempt,)
+
+
+def alive(heartbeat_at: datetime | None, owner: str | None, now: datetime,
+          live_after_s: float) -> bool:
+    """Whether a run with this heartbeat still counts as alive: a heartbeat younger than
+    ``live_after_s`` from a process not known to be dead (``service.liveness``)."""
+    if heartbeat_at is None or dead(owner):
+        return False
+    return (now - heartbeat_at).total_seconds() < live_after_s
 
 
 def _duration(started_at: datetime | None, finished_at: datetime) -> float | None:
@@ -188,29 +198,41 @@ class JobsRepo:
             value = session.scalar(select(Job.status).where(Job.id == job_id))
         return None if value is None else JobStatus(value)
 
-    def claim(self, job_id: str, *, max_attempts: int = MAX_ATTEMPTS) -> ClaimedJob | None:
+    def claim(
+        self, job_id: str, *, max_attempts: int = MAX_ATTEMPTS, owner: str | None = None,
+        live_after_s: float | None = None,
+    ) -> ClaimedJob | None:
         """queued → running, and return the job; ``None`` if there is nothing to run.
 
-        A job found ``running`` is a redelivery (its worker died mid-job): it moves
-        running → queued → running and is returned again, with ``attempts`` counted up, so
-        the new worker runs it from the start. After ``max_attempts`` runs that all died, the
-        job fails with ``worker_lost`` instead (a job that kills its worker every time must
-        not loop forever). A final job (or an unknown id) gives ``None``: the task has
-        nothing to do.
+        ``owner`` names the claiming process (``service.liveness``); the claim writes it with
+        a first heartbeat. A job found ``running`` is a redelivery. With ``live_after_s``,
+        a run that still shows signs of life (a heartbeat younger than that, from a process
+        not known dead) is left alone and ``None`` returned: the message was a duplicate.
+        Otherwise its worker died mid-job: the job moves running → queued → running and is
+        returned again, with ``attempts`` counted up, so the new worker runs it from the
+        start. After ``max_attempts`` runs that all died, the job fails with ``worker_lost``
+        instead (a job that kills its worker every time must not loop forever). A final job
+        (or an unknown id) gives ``None``: the task has nothing to do.
         """
         with self.db.session() as session:
             now = utcnow()
 
             def start() -> bool:  # queued → running as a new attempt
                 return self._move(session, job_id, JobStatus.RUNNING, started_at=now,
-                                  stage=None, progress=0.0, attempts=Job.attempts + 1)
+                                  stage=None, progress=0.0, attempts=Job.attempts + 1,
+                                  heartbeat_at=now, heartbeat_owner=owner)
 
             claimed = start()
             if not claimed:
                 running = session.execute(
-                    select(Job.attempts, Job.started_at)
+                    select(Job.attempts, Job.started_at, Job.heartbeat_at, Job.heartbeat_owner)
                     .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
                 ).one_or_none()
+                if running is not None and live_after_s is not None and alive(
+                    running.heartbeat_at, running.heartbeat_owner, now, live_after_s
+                ):
+                    session.rollback()
+                    return None
                 if running is not None and running.attempts >= max_attempts:
                     self._move(session, job_id, JobStatus.FAILED, finished_at=now,
                                duration_s=_duration(running.started_at, now),
@@ -219,7 +241,8 @@ class JobsRepo:
                                f"{running.attempts} times; it is not run again")
                     session.commit()
                     return None
-                if running is not None and self._move(session, job_id, JobStatus.QUEUED):
+                if running is not None and self._move(session, job_id, JobStatus.QUEUED,
+                                                      attempt=running.attempts):
                     claimed = start()
             if not claimed:
                 session.rollback()
@@ -245,7 +268,8 @@ class JobsRepo:
     def requeue(self, job_id: str) -> bool:
         """running → queued (a worker gives a job back); False if it was not running."""
         with self.db.session() as session:
-            moved = self._move(session, job_id, JobStatus.QUEUED, stage=None, progress=0.0)
+            moved = self._move(session, job_id, JobStatus.QUEUED, stage=None, progress=0.0,
+                               heartbeat_at=None, heartbeat_owner=None)
             session.commit()
         return moved
 
@@ -261,7 +285,7 @@ class JobsRepo:
                 update(Job)
                 .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value,
                        Job.attempts == attempt)
-                .values(stage=stage, progress=progress)
+                .values(stage=stage, progress=progress, heartbeat_at=utcnow())
             )
             session.commit()
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]

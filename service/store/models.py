@@ -152,6 +152,10 @@ class Job(Base):
     name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     labels: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     callback_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    # A running job's last sign of life from its worker, and which process wrote it
+    # (``service.liveness``); the reaper takes back jobs whose heartbeat went stale.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    heartbeat_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class Artifact(Base):
@@ -202,3 +206,11 @@ class PortalSession(Base):
     team_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+class Lease(Base):
+    """A named lease: one process at a time holds it until ``expires_at`` (the reaper's)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

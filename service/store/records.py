@@ -54,6 +54,8 @@ class JobRecord(_Record):
     name: str | None = None
     labels: dict[str, str] | None = None
     callback_url: str | None = None
+    heartbeat_at: datetime | None = None  # the running worker's last sign of life
+    heartbeat_owner: str | None = None  # which process that is (service.liveness)
 
 
 @dataclass(frozen=True, kw_only=True)

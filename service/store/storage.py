@@ -280,7 +280,7 @@ class S3Storage:
 
     def __init__(
         self, *, bucket: str, endpoint_url: str | None = None, region: str = "us-east-1",
-        client: Any = None,
+        client: Any = None, timeout_s: float = 5.0,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -291,7 +291,9 @@ class S3Storage:
             endpoint_url=endpoint_url,
             region_name=region,
             config=Config(
-                connect_timeout=3, read_timeout=30, retries={"max_attempts": 2},
+                # A frozen endpoint costs at most two requests of timeout_s each.
+                connect_timeout=timeout_s, read_timeout=timeout_s,
+                retries={"total_max_attempts": 2, "mode": "standard"},
                 s3={"addressing_style": "path"},
             ),
         )
@@ -407,5 +409,5 @@ def make_storage(settings: Settings) -> Storage:
     """The storage that ``settings.storage`` names."""
     if settings.storage == "s3":
         return S3Storage(bucket=settings.s3_bucket, endpoint_url=settings.s3_endpoint_url,
-                         region=settings.s3_region)
+                         region=settings.s3_region, timeout_s=settings.storage_timeout_s)
     return LocalStorage(settings.storage_path)

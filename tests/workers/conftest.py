@@ -88,9 +88,9 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-# Short job limits for tests that wait out Redis's visibility timeout:
-# ceil(1.25 * 10) + 5 = 18 s (see service.queue.celery_app.visibility_timeout_s).
-SHORT_TIME_LIMITS = {"QUANTSERVE_JOB_SOFT_TIME_LIMIT_S": "9", "QUANTSERVE_JOB_TIME_LIMIT_S": "10"}
+# Short job limits, and a short Redis visibility timeout (15 s) for tests that wait it out.
+SHORT_TIME_LIMITS = {"QUANTSERVE_JOB_SOFT_TIME_LIMIT_S": "9", "QUANTSERVE_JOB_TIME_LIMIT_S": "10",
+                     "QUANTSERVE_BROKER_VISIBILITY_TIMEOUT_S": "15"}
 
 
 @pytest.fixture

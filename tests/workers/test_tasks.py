@@ -4,6 +4,8 @@ redelivery and the attempt cap."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from quantcore import Stage
 from service.api.app import create_app
+from service.liveness import owner_of
 from service.settings import Settings
 from service.store.jobs import MAX_ATTEMPTS, JobStatus
 from tests import models
@@ -25,6 +28,13 @@ from workers.tasks import (
 )
 
 SPEC = {"method": "uniform", "bits": 4}
+
+
+def dead_owner() -> str:
+    """The owner name of a process that has exited."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    return owner_of(gone.pid)
 
 
 @pytest.fixture
@@ -92,7 +102,8 @@ def test_job_left_running_by_a_dead_worker_runs_again_with_one_artifact_set(
     client: TestClient, ctx: WorkerContext, model_id: str, settings: Settings
 ) -> None:
     job_id = _submit(client, model_id)
-    claimed = ctx.repo.claim(job_id)  # the first worker took it, then died
+    # the first worker took it, then died
+    claimed = ctx.repo.claim(job_id, owner=dead_owner())
     assert claimed is not None and claimed.attempts == 1
     partial = Path(settings.storage_path) / "jobs" / job_id / "artifacts" / "model.onnx"
     partial.parent.mkdir(parents=True)
@@ -104,6 +115,25 @@ def test_job_left_running_by_a_dead_worker_runs_again_with_one_artifact_set(
     assert len(names) == len(set(names))
     assert partial.read_bytes() != b"half a model"
     assert _artifact_keys(settings, job_id) == sorted(f"artifacts/{n}" for n in names)
+
+
+def test_a_duplicate_message_of_a_job_running_elsewhere_is_dropped(
+    client: TestClient, ctx: WorkerContext, model_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="quantserve.worker")
+    job_id = _submit(client, model_id)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        # another live worker process runs it, with a fresh heartbeat
+        assert ctx.repo.claim(job_id, owner=owner_of(live.pid)) is not None
+        assert execute_job(job_id, ctx) is Outcome.SKIPPED
+        assert ctx.repo.status(job_id) is JobStatus.RUNNING
+    finally:
+        live.kill()
+        live.wait()
+    # its process died: the next delivery takes the job over at once
+    assert execute_job(job_id, ctx) is Outcome.SUCCEEDED
+    assert "started (attempt 2)" in caplog.text
 
 
 def test_cancelled_before_start_is_skipped(
@@ -175,8 +205,8 @@ def test_a_job_whose_worker_keeps_dying_fails_after_the_attempt_cap(
     client: TestClient, ctx: WorkerContext, model_id: str
 ) -> None:
     job_id = _submit(client, model_id)
-    for _ in range(MAX_ATTEMPTS):
-        assert ctx.repo.claim(job_id) is not None  # claimed, then the worker died
+    for _ in range(MAX_ATTEMPTS):  # claimed, then the worker died
+        assert ctx.repo.claim(job_id, owner=dead_owner()) is not None
     assert execute_job(job_id, ctx) is Outcome.SKIPPED
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["error"]["code"] == "worker_lost"

@@ -58,7 +58,7 @@ def artifact(name: str, sha: str = "0" * 64) -> ArtifactRecord:
 
 def test_migrations_from_empty_reach_head(db: Database) -> None:
     tables = set(inspect(db.engine).get_table_names())
-    assert {"teams", "api_keys", "models", "datasets", "jobs", "artifacts"} <= tables
+    assert {"teams", "api_keys", "models", "datasets", "jobs", "artifacts", "leases"} <= tables
     with db.engine.connect() as conn:
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         teams = conn.execute(text("SELECT id FROM teams")).scalars().all()

@@ -1,0 +1,84 @@
+"""The API's guards: /metrics behind a token while auth is on, failed key checks limited per
+address, /readyz from background probes without hosts or ports, and the revoke-key command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from service.store.keys import KeysRepo
+from tests.service.conftest import SettingsFactory, free_port
+from tests.service.helpers import ctx_of
+
+
+def test_metrics_need_the_metrics_token_while_auth_is_on(make_settings: SettingsFactory) -> None:
+    closed = create_app(make_settings(auth_enabled=True))
+    with TestClient(closed, raise_server_exceptions=False) as client:
+        issued = KeysRepo(ctx_of(closed).db).issue(team="vision")
+        r = client.get("/metrics", headers={"Authorization": f"Bearer {issued.key}"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "metrics_token_not_set"
+    app = create_app(make_settings(auth_enabled=True, metrics_token="scrape-me"))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/metrics").status_code == 401
+        wrong = client.get("/metrics", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        r = client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+        assert r.status_code == 200 and "quantserve_jobs" in r.text
+
+
+def test_failed_key_checks_are_limited_per_address(make_settings: SettingsFactory) -> None:
+    app = create_app(make_settings(auth_enabled=True, auth_failures_per_minute=5))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        issued = KeysRepo(ctx_of(app).db).issue(team="nlp")
+        codes = [client.get("/v1/jobs", headers={"X-API-Key": f"qs_guess_{i}"}).status_code
+                 for i in range(7)]
+        assert codes[:5] == [401] * 5 and codes[5:] == [429, 429]
+        limited = client.get("/v1/jobs", headers={"X-API-Key": issued.key})
+        assert limited.status_code == 429  # the address, not the key, is limited
+        assert limited.json()["error"]["code"] == "too_many_auth_failures"
+        assert int(limited.headers["Retry-After"]) >= 1
+        assert client.get("/healthz").status_code == 200
+
+
+def test_readyz_answers_at_once_and_names_no_host(make_settings: SettingsFactory) -> None:
+    port = free_port()
+    dead = f"postgresql+psycopg://postgres@127.0.0.1:{port}/none"
+    app = create_app(make_settings(database_url=dead, storage="s3",
+                                   s3_endpoint_url=f"http://127.0.0.1:{port}"), migrate=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for _ in range(3):
+            started = time.monotonic()
+            r = client.get("/readyz")
+            assert time.monotonic() - started < 1.0
+            assert r.status_code == 503
+            checks = r.json()["error"]["details"]["checks"]
+            assert checks["database"] == "unavailable" and checks["storage"] == "unavailable"
+            assert "127.0.0.1" not in r.text and str(port) not in r.text
+
+
+def test_revoke_key_command(make_settings: SettingsFactory, tmp_path: object) -> None:
+    settings = make_settings(auth_enabled=True)
+    app = create_app(settings)
+    env = {"QUANTSERVE_DATABASE_URL": settings.database_url, "PATH": "/usr/bin:/bin"}
+    keys = KeysRepo(ctx_of(app).db)
+    by_id, by_key = keys.issue(team="a"), keys.issue(team="b")
+
+    def revoke(arg: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "service.cli", "revoke-key", arg],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    done = revoke(by_id.key_id)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"key_id": by_id.key_id, "revoked": True}
+    assert revoke(by_key.key).returncode == 0
+    again = revoke(by_id.key_id)
+    assert again.returncode == 1 and "revoked already" in again.stderr
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for issued in (by_id, by_key):
+            r = client.get("/v1/jobs", headers={"X-API-Key": issued.key})
+            assert r.status_code == 401
