@@ -3,7 +3,7 @@ time, which webhooks and retention look jobs up by); a webhook secret per team; 
 deliveries; portal sign-in sessions.
 
 Revision ID: 0002b
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-30
 """
 
