@@ -12,7 +12,8 @@ histograms and ``report.html``), and ``total_s``, the whole job.
 Every job's report has ``fidelity`` (the quantized model's outputs against the float model's,
 on the dataset or on synthetic inputs; see ``quantcore.evaluate.fidelity``) and ``warnings``
 (a list of strings: an output SQNR under ``JobLimits.fidelity_min_sqnr_db``, naming the layers
-that cost most).
+that cost most). With spec ``calibration`` other than ``none``, the dataset's inputs calibrate
+the quantization first (``quantcore.jobs.calibrate``) and the report has ``calibration``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from quantcore.errors import InvalidDatasetError
 from quantcore.formats.external import is_external
 from quantcore.formats.onnx_reader import OnnxModel, tensor_nbytes
 from quantcore.jobs.base import JobInput, JobOutput
+from quantcore.jobs.calibrate import capture, correct_bias
 from quantcore.limits import JobLimits
 from quantcore.progress import ProgressCallback, Stage, span, stage_span
 from quantcore.report.build import build_report
@@ -112,8 +114,10 @@ def run_quantize(
     load_s = time.perf_counter() - started
     advance(Stage.LOADING, 0.05)
 
+    calibrated = capture(model, job.model_path, spec, evalset, limits)
     qmodel = quantize_model(
-        model, spec, progress=stage_span(progress, Stage.QUANTIZING, 0.05, 0.70)
+        model, spec, progress=stage_span(progress, Stage.QUANTIZING, 0.05, 0.70),
+        stats=calibrated.gptq_stats if calibrated is not None else None,
     )
     # The figures need the original weights; once the quantized model is built, the source's
     # floats are freed so that writing does not hold the model twice.
@@ -122,6 +126,8 @@ def run_quantize(
     report_s = time.perf_counter() - t0
     advance(Stage.WRITING, 0.70)
     written = build_onnx(qmodel)
+    if calibrated is not None:
+        correct_bias(calibrated, qmodel, written)
     runnable = runnable_block(written)
     model.close()
     artifacts = write_artifacts(qmodel, out_dir, written)
@@ -163,7 +169,9 @@ def run_quantize(
     )
     report["runnable"] = runnable
     report["fidelity"] = fidelity.block
-    report["warnings"] = list(fidelity.warnings)
+    report["warnings"] = [*(calibrated.warnings if calibrated else []), *fidelity.warnings]
+    if calibrated is not None:
+        report["calibration"] = calibrated.block
     report["timings"] = {
         "load_s": load_s,
         "quantize_s": qmodel.quantize_s,
