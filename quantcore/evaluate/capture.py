@@ -118,6 +118,8 @@ def capture_stats(
     start = time.perf_counter()
     proto = onnx.load(str(model_path))
     plans, notes = plan_layers(proto, weights, max_k if hessian else 1 << 62)
+    if not plans:  # nothing to capture (onnxruntime would return every output for none)
+        return Capture(stats={}, notes=notes, samples=0, seconds=time.perf_counter() - start)
     present = {o.name for o in proto.graph.output}
     for value in dict.fromkeys(v for v, _ in plans.values()):
         if value not in present:

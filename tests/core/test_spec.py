@@ -159,3 +159,14 @@ def test_enums_parse_from_their_values() -> None:
     assert spec.granularity is Granularity.CHANNEL
     assert spec.quantizer.rounding is Rounding.MIDTREAD
     assert spec.quantizer.levels == 16
+
+
+def test_calibration_is_validated_and_applied() -> None:
+    assert QuantSpec.from_dict({}).to_dict()["calibration"] == "none"
+    for value in ("none", "bias", "gptq"):
+        assert QuantSpec.from_dict({"calibration": value}).to_dict()["calibration"] == value
+    assert QuantSpec.from_dict({"calibration": "bias", "granularity": "channel"}).calibration
+    with pytest.raises(InvalidSpecError, match="calibration"):
+        QuantSpec.from_dict({"calibration": "awq"})
+    with pytest.raises(InvalidSpecError, match="calibration='gptq' needs granularity"):
+        QuantSpec.from_dict({"calibration": "gptq", "granularity": "channel"})
