@@ -5,8 +5,11 @@ and spreads each rounding error over the columns not yet rounded, through the in
 Hessian of the layer's inputs, so that the layer's output error ``tr(ΔW H ΔWᵀ)`` is small
 rather than each weight's. Here, with ``H`` per group from ``hessian.py``:
 
-- ``H`` is damped by ``DAMP`` times its mean diagonal (and inputs that never move get a unit
-  diagonal), inverted and factored ``H⁻¹ = UᵀU`` (``U`` upper triangular);
+- ``H`` is damped by a share of its mean diagonal (and inputs that never move get a unit
+  diagonal), inverted and factored ``H⁻¹ = UᵀU`` (``U`` upper triangular); the share is
+  chosen among ``DAMPS`` by fitting on half of the calibration samples and measuring the
+  output error on the other half (plain rounding wins if it does better there), then GPTQ
+  runs on all of them;
 - columns go in blocks of ``block_size``, the group quantizer's blocks: when a block starts,
   its float16 scale and zero point are chosen by the group quantizer's own rule
   (``groups._blocks``, the spec's support) on the weights as updated so far; each column is
@@ -15,13 +18,13 @@ rather than each weight's. Here, with ``H`` per group from ``hessian.py``:
 - the codes, scales and zero points are those of ``BlockDecoder``, so ``decode``, the ONNX
   writer's ``DequantizeLinear`` with ``block_size`` and the package read them unchanged.
 
-The result is kept only where it lowers ``tr(ΔW H ΔWᵀ)`` on the calibration rows against
-plain rounding, so a layer never gets worse on the data it was fitted to; a layer with fewer
-than ``MIN_ROWS_PER_INPUT·K`` rows is rounded plainly (GPTQ would fit the rows' noise).
+A layer with fewer than ``MIN_ROWS_PER_INPUT·K`` rows is rounded plainly (GPTQ would fit
+the rows' noise).
 Codebook families (dead-zone, mu-law, log, float) are rounded plainly.
 
 ``output_shift``: ``-ΔW · E[x]`` per output channel (times Gemm's alpha), the shift of the
-output mean that quantization caused; adding it to the bias removes it (bias correction).
+output mean that quantization caused; adding it to the bias removes it (bias correction),
+on the channels whose mean error agrees between the two halves of the samples.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from quantcore.quantizers.codes import BlockDecoder, QuantizedTensor, decode
 from quantcore.quantizers.stats import code_counts
 from quantcore.spec import Method, QuantizerSpec
 
-DAMP = 0.01
+# Damping of H (times its mean diagonal) tried on the first half of the samples; the one
+# whose rounding has the lowest output error on the other half is used on all of them.
+DAMPS = (0.01, 0.1, 1.0)
 RETRIES = 3
 # GPTQ fits the rounding to the calibration rows: with fewer rows than this many times the
 # inputs per output (a 1x1 Conv after a global pool sees one row per sample) it fits their
@@ -45,15 +50,14 @@ RETRIES = 3
 MIN_ROWS_PER_INPUT = 2
 
 
-def _factor(stats: LayerStats) -> np.ndarray | None:
+def _factor(hessian: np.ndarray, count: int, damp: float) -> np.ndarray | None:
     """``U`` with ``H⁻¹ = UᵀU`` per group (damped), or None if no damping makes ``H`` PD."""
-    h = stats.hessian.astype(np.float64, copy=True) / max(stats.count, 1)
+    h = hessian.astype(np.float64, copy=True) / max(count, 1)
     idx = np.arange(h.shape[-1])
     diag = h[:, idx, idx]
     dead = diag <= 0
     h[:, idx, idx] = np.where(dead, 1.0, diag)
     scale = np.maximum(np.mean(np.where(dead, 0.0, diag), axis=1), 1e-12)
-    damp = DAMP
     for _ in range(RETRIES):
         damped = h.copy()
         damped[:, idx, idx] += damp * scale[:, None]
@@ -112,10 +116,52 @@ def _round_rows(
     )  # fmt: skip
 
 
-def output_error(stats: LayerStats, delta_rows: np.ndarray) -> float:
-    """``Σ_g tr(ΔW_g H_g ΔW_gᵀ)`` per calibration row: a layer's output error energy."""
+def output_error(stats: LayerStats, delta_rows: np.ndarray, hessian: np.ndarray | None = None,
+                 count: int | None = None) -> float:  # fmt: skip
+    """``Σ_g tr(ΔW_g H_g ΔW_gᵀ)`` per calibration row: a layer's output error energy (on
+    ``hessian`` over ``count`` rows when given, else on all of ``stats``)."""
+    h = stats.hessian if hessian is None else hessian
+    n = stats.count if count is None else count
     d = delta_rows.astype(np.float64)
-    return float(np.einsum("grk,gkl,grl->", d, stats.hessian, d)) / max(stats.count, 1)
+    return float(np.sum(np.matmul(d, h) * d)) / max(n, 1)
+
+
+def _choose_damp(
+    stats: LayerStats, rows: np.ndarray, plain_rows: np.ndarray, spec: QuantizerSpec,
+    zero_point: bool, block_size: int,
+) -> tuple[float | None, str]:
+    """The damping whose GPTQ, fitted on the first half of the samples, has the lowest output
+    error on the second half; None when plain rounding does better there."""
+    g = stats.geometry
+    if stats.half is None or min(stats.half_count, stats.count - stats.half_count) < g.k:
+        return DAMPS[0], "no held-out half"
+    held = stats.hessian - stats.half
+    held_count = stats.count - stats.half_count
+    best, best_error = None, output_error(stats, plain_rows - rows, held, held_count)
+    plain_error = best_error
+    for damp in DAMPS:
+        u = _factor(stats.half, stats.half_count, damp)
+        if u is None:
+            continue
+        coded = _round_rows(rows, u, spec, zero_point, block_size)
+        values = _values(coded, block_size, rows.shape)
+        error = output_error(stats, values - rows, held, held_count)
+        if error < best_error:
+            best, best_error = damp, error
+    if best is None:
+        return None, "plain rounding did better on held-out samples"
+    gain = 10.0 * np.log10(plain_error / best_error) if best_error > 0 else 0.0
+    return best, f"damping {best:g} chosen on held-out samples ({gain:.1f} dB there)"
+
+
+def _values(coded: _Coded, block_size: int, shape: tuple[int, ...]) -> np.ndarray:
+    """The weights ``coded`` stands for (as ``BlockDecoder`` decodes them), shaped ``shape``."""
+    index = np.arange(coded.codes.shape[1]) // block_size
+    values = coded.codes.astype(np.float32)
+    if coded.zero_point is not None:
+        values -= coded.zero_point.astype(np.float32)[:, index]
+    values *= coded.scale.astype(np.float32)[:, index]
+    return values.reshape(shape).astype(np.float64)
 
 
 def gptq_groups(
@@ -124,18 +170,23 @@ def gptq_groups(
 ) -> tuple[GroupOutcome, str]:
     """``weights`` rounded by GPTQ into the same ``BlockDecoder`` format as ``plain`` (the
     group quantizer's outcome), or ``plain`` itself when GPTQ does not lower the layer's
-    output error on the calibration rows; the note says which and by how much."""
+    output error on held-out calibration samples; the note says which and by how much."""
     g = stats.geometry
     if spec.method is not Method.UNIFORM:
         return plain, f"calibration gptq: {spec.method.value} codes are rounded plainly"
     if stats.count < MIN_ROWS_PER_INPUT * g.k:
         return plain, (f"calibration gptq: {stats.count} calibration rows for {g.k} inputs "
                        "per output are too few; rounded plainly")  # fmt: skip
-    u = _factor(stats)
+    original = np.asarray(weights, np.float32)
+    rows = g.rows_of(original).astype(np.float64)
+    plain_rows = g.rows_of(plain.quantized.dequantized).astype(np.float64)
+    damp, why = _choose_damp(stats, rows, plain_rows, spec, zero_point, block_size)
+    if damp is None:
+        return plain, f"calibration gptq: kept plain rounding ({why})"
+    u = _factor(stats.hessian, stats.count, damp)
     if u is None:
         return plain, "calibration gptq: the inputs' Hessian is singular; rounded plainly"
-    original = np.asarray(weights, np.float32)
-    coded = _round_rows(g.rows_of(original), u, spec, zero_point, block_size)
+    coded = _round_rows(rows, u, spec, zero_point, block_size)
     transposed = not (g.op == "Conv" or (g.op == "Gemm" and g.trans_b))
 
     def layout(a: np.ndarray) -> np.ndarray:
@@ -150,12 +201,9 @@ def gptq_groups(
             _scale_shape(view, axis, block_size)),
     )  # fmt: skip
     dequantized = decode(codes, decoder)
-    before = output_error(stats, g.rows_of(plain.quantized.dequantized - original))
-    after = output_error(stats, g.rows_of(dequantized - original))
+    before = output_error(stats, plain_rows - rows)
+    after = output_error(stats, g.rows_of(dequantized) - rows)
     gain = 10.0 * np.log10(before / after) if before > 0 and after > 0 else 0.0
-    if not after < before:
-        return plain, (f"calibration gptq: kept plain rounding (GPTQ's output error on the "
-                       f"calibration inputs was {-gain:.1f} dB higher)")  # fmt: skip
     error = (dequantized.astype(np.float64) - original).ravel()
     quantized = QuantizedTensor(
         codes=codes, code_min=plain.quantized.code_min, code_max=plain.quantized.code_max,
@@ -166,16 +214,28 @@ def gptq_groups(
         inside=plain.inside, xmax=plain.xmax, xmax_abs=plain.xmax_abs, theory_db=plain.theory_db,
     )  # fmt: skip
     return outcome, (f"calibration gptq: layer output error {gain:.1f} dB below plain rounding "
-                     f"on {stats.count} calibration rows")  # fmt: skip
+                     f"on {stats.count} calibration rows; {why}")  # fmt: skip
 
 
 def _scale_shape(view: tuple[int, ...], axis: int, block_size: int) -> tuple[int, ...]:
     return (*view[:axis], -(-view[axis] // block_size), *view[axis + 1 :])
 
 
-def output_shift(stats: LayerStats, original: np.ndarray, dequantized: np.ndarray) -> np.ndarray:
-    """``-ΔW · E[x]`` per output channel (float64, length ``rows``; see the module docstring)."""
+def output_shift(
+    stats: LayerStats, original: np.ndarray, dequantized: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """``-ΔW · E[x]`` per output channel (float64, length ``rows``) and how many channels
+    keep it: a channel whose mean error is not the same on both halves of the samples (same
+    sign, neither more than twice the other: the shift lowers the error on each half
+    measured from the other) gets none, as its mean error is the samples' and not the
+    layer's."""
     g = stats.geometry
     delta = g.rows_of(dequantized.astype(np.float64) - np.asarray(original, np.float64))
-    shift = -np.einsum("grk,gk->gr", delta, stats.mean).reshape(g.rows)
-    return shift * (g.alpha if g.op == "Gemm" else 1.0)
+    scale = g.alpha if g.op == "Gemm" else 1.0
+    shift = -np.einsum("grk,gk->gr", delta, stats.mean).reshape(g.rows) * scale
+    halves = stats.halves_mean()
+    if halves is None:
+        return shift, g.rows
+    a, b = (np.einsum("grk,gk->gr", delta, m).reshape(g.rows) for m in halves)
+    steady = (a * (a - 2 * b) < 0) & (b * (b - 2 * a) < 0)
+    return np.where(steady, shift, 0.0), int(np.count_nonzero(steady))

@@ -4,10 +4,11 @@ For each weight of the main graph that feeds exactly one ``Conv`` (2-D or 1-D), 
 (as its right operand, of rank 2) or ``Gemm`` (as ``B``), the node's data input becomes an
 extra graph output; the float model then runs on the calibration batches and every batch's
 inputs go into that layer's ``Accumulator`` (``quantcore.compress.hessian``: ``H = XᵀX`` and
-``Σx``, rows sampled). Weights used otherwise (several consumers, a ``Gather`` table, a
-recurrent matrix, a 3-D convolution, a subgraph's tensor) get a note saying why they are
-rounded plainly, and so do layers whose reduction axis is wider than ``max_k`` (the
-``K x K`` Hessian, float64, would pass the memory bound).
+``Σx``, rows sampled to ``hessian.row_target`` per layer over the whole set). Weights used
+otherwise (several consumers, a ``Gather`` table, a recurrent matrix, a 3-D convolution, a
+subgraph's tensor) get a note saying why they are rounded plainly, and so do layers whose
+reduction axis is wider than ``max_k`` (the ``K x K`` Hessian, float64, would pass the
+memory bound).
 
 Memory: a batch's captured inputs of every layer at once (batches of ``BATCH`` samples), the
 Hessians (``8·groups·K²`` bytes each) and one sampled block of rows per layer at a time.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import onnx
 
-from quantcore.compress.hessian import Accumulator, Geometry, LayerStats, within
+from quantcore.compress.hessian import Accumulator, Geometry, LayerStats, row_target, within
 from quantcore.evaluate.dataset import EvalSet
 from quantcore.evaluate.runner import _pad, session
 from quantcore.evaluate.synthetic import SyntheticSet
@@ -127,9 +128,14 @@ def capture_stats(
     sess = session(proto.SerializeToString(), threads=threads)
     del proto
     names = list(dict.fromkeys(v for v, _ in plans.values()))
-    accumulators = {n: Accumulator(geometry=g, hessian=hessian) for n, (_, g) in plans.items()}
     fixed = inputs.fixed_batch
     step = fixed if fixed is not None else BATCH
+    batches = max(1, -(-min(inputs.samples, max_samples) // step))
+    accumulators = {
+        n: Accumulator(geometry=g, hessian=hessian,
+                       max_rows=-(-row_target(g.k, hessian) // batches))
+        for n, (_, g) in plans.items()
+    }  # fmt: skip
     samples = 0
     for feeds, _ in inputs.batches(step):
         n = next(iter(feeds.values())).shape[0] if feeds else step

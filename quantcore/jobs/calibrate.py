@@ -112,11 +112,13 @@ def correct_bias(calibrated: Calibrated, qmodel: QuantizedModel, written: Writte
         if name not in coded:
             continue
         original = model.array(name)
-        shift = output_shift(stats, original, coded[name].dequantized())
+        shift, kept = output_shift(stats, original, coded[name].dequantized())
         g = stats.geometry
         shape = (g.rows, *([1] * len(g.kernel))) if g.op == "Conv" else (g.rows,)
         dtype = original.dtype if original.dtype.kind == "f" else np.dtype(np.float32)
         shifts[model.sources[name].value_name] = shift.astype(dtype).reshape(shape)
         coded[name].layer.setdefault("notes", []).append(
-            f"bias corrected: output mean shifted by up to {float(np.abs(shift).max()):.3g}")
+            f"bias corrected: output mean shifted by up to {float(np.abs(shift).max()):.3g} on "
+            f"{kept} of {g.rows} channels (the others' mean error differs between halves of "
+            "the calibration samples)")
     calibrated.block["bias"] = shift_outputs(written.proto, shifts)

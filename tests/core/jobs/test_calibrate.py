@@ -73,8 +73,10 @@ def test_bias_correction_zeroes_the_output_mean_shift(tmp_path, op) -> None:
         (got,) = run(onnx.load(written), {"x": x})
         axes = (0,) if op != "Conv" else (0, 2, 3)
         means[calibration] = np.abs((got - reference).mean(axis=axes)).max()
+    # Channels whose mean error the two halves of the samples disagree on keep theirs, so
+    # the largest left is a small one (those corrected are exact: test_gptq checks them).
     assert means["none"] > 1e-2
-    assert means["bias"] < 1e-4 * max(1.0, float(np.abs(reference).mean()))
+    assert means["bias"] < 0.3 * means["none"]
     (how,) = report["calibration"]["bias"]
     assert {"MatMul": "Add after MatMul", "Gemm": "bias b shifted",
             "Conv": "bias added to Conv"}[op] in how  # fmt: skip
