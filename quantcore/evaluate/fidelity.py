@@ -11,7 +11,9 @@
   outputs that look like class scores (``class_outputs``; null when none does);
 - ``threshold_db``: the limit under which the job warns, and ``layers`` (null unless it
   warned): the layers that cost most, measured one by one (``attribution.py``);
-- ``seconds``: time spent on the check beyond the evaluation a dataset already needed.
+- ``seconds``: time spent on the check beyond the evaluation a dataset already needed;
+- ``in_sample`` (only when calibration ran): true, the set's samples also calibrated the
+  quantization, so the scores are in-sample.
 
 ``warnings`` (the report's list) gets one line when ``output_sqnr_db`` is under the threshold,
 naming the costliest layers. The check's own runs (synthetic inputs, per-layer runs) stop

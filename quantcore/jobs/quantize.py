@@ -172,6 +172,13 @@ def run_quantize(
     report["warnings"] = [*(calibrated.warnings if calibrated else []), *fidelity.warnings]
     if calibrated is not None:
         report["calibration"] = calibrated.block
+        if calibrated.stats:  # fitted on the very samples the evaluation then scores
+            fidelity.block["in_sample"] = True
+            report["warnings"].append(
+                "calibration fitted the quantization to the evaluation set's samples, so "
+                "accuracy and fidelity are measured on them (in-sample); held-out samples "
+                "measure it without that bias"
+            )
     report["timings"] = {
         "load_s": load_s,
         "quantize_s": qmodel.quantize_s,

@@ -34,7 +34,7 @@ def test_without_a_dataset_the_check_runs_on_synthetic_inputs(tmp_path) -> None:
     assert block["output_sqnr_db"] > 35 and block["agreement"] == 1.0
     assert block["class_outputs"] == ["y"] and block["threshold_db"] == 20.0
     assert block["layers"] is None and report["warnings"] == []
-    assert report["timings"]["fidelity_s"] >= block["seconds"] > 0
+    assert report["timings"]["fidelity_s"] + 1e-3 >= block["seconds"] > 0  # block: 3 decimals
 
 
 def test_with_a_dataset_the_evaluation_is_reused(tmp_path) -> None:

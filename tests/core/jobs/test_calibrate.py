@@ -90,6 +90,8 @@ def test_gptq_codes_decode_bit_exactly_in_onnxruntime(tmp_path, build) -> None:
     x = _inputs(shape, 256)
     report, written = _job(tmp_path, model, {"bits": 4, "calibration": "gptq"}, x, "gptq")
     assert report["calibration"]["inputs"] == "dataset"
+    assert report["fidelity"]["in_sample"] is True
+    assert any("in-sample" in w for w in report["warnings"])
     assert report["calibration"]["layers"] == report["calibration"]["of"] == len(report["layers"])
     notes = [n for row in report["layers"] for n in row["notes"] if "gptq" in n]
     assert any("below plain rounding" in n for n in notes), notes
