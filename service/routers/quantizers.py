@@ -56,6 +56,8 @@ _TEXT = {
     "min_elements": "Tensors with fewer elements are left in float.",
     "overrides": "[{match: regex, <quantizer fields>}]: the last match wins for a tensor.",
     "entropy_coding": "Entropy-code the package's codes.",
+    "calibration": "With an evaluation set: bias (shift each Conv/MatMul/Gemm output by the "
+    "mean its quantization error adds) or gptq (GPTQ error feedback, then bias); none without.",
 }
 
 
