@@ -64,6 +64,14 @@ class Rounding(StrEnum):
     MIDTREAD = "midtread"
 
 
+class Calibration(StrEnum):
+    """Data-aware quantization (``quantcore.jobs.calibrate``): none, bias correction, GPTQ."""
+
+    NONE = "none"
+    BIAS = "bias"
+    GPTQ = "gptq"
+
+
 MIN_BITS = 1
 MAX_BITS = 16
 MAX_MU = 2.0**24
@@ -269,10 +277,11 @@ class QuantSpec:
     # integer zero point per group (asymmetric) or is symmetric about zero.
     group_size: int = DEFAULT_GROUP_SIZE
     zero_point: bool = True
+    calibration: Calibration = Calibration.NONE
 
     KNOWN_FIELDS = frozenset(
         {*QUANTIZER_FIELDS, "granularity", "include", "exclude", "min_elements", "overrides",
-         "entropy_coding", "group_size", "zero_point"}
+         "entropy_coding", "group_size", "zero_point", "calibration"}
     )
 
     @classmethod
@@ -311,6 +320,8 @@ class QuantSpec:
             values["zero_point"] = boolean("zero_point", data["zero_point"])
         if "overrides" in data:
             values["overrides"] = _overrides(data["overrides"], quantizer, blocked=blocked)
+        if "calibration" in data:
+            values["calibration"] = _calibration(data["calibration"], granularity)
         return cls(**values)
 
     def quantizer_for(self, name: str) -> QuantizerSpec:
@@ -332,8 +343,19 @@ class QuantSpec:
             entropy_coding=self.entropy_coding,
             group_size=self.group_size,
             zero_point=self.zero_point,
+            calibration=self.calibration.value,
         )
         return out
+
+
+def _calibration(value: Any, granularity: Granularity) -> Calibration:
+    chosen = enum_value(Calibration, "calibration", value)
+    if chosen is Calibration.GPTQ and granularity not in (Granularity.GROUP, Granularity.AUTO):
+        raise InvalidSpecError(
+            f"calibration='gptq' needs granularity 'group' or 'auto' (got {granularity.value!r}):"
+            " its error feedback runs along the blocks of the reduction axis"
+        )
+    return chosen
 
 
 def _group_size(value: Any) -> int:

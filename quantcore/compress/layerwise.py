@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quantcore.compress.gptq import gptq_groups
 from quantcore.compress.groups import block_view, group_report_fields, quantize_groups
 from quantcore.compress.normalize import (
     ChannelMoments,
@@ -300,6 +301,14 @@ def _run_blocks(req: TensorRequest, group_size: int, zero_point: bool) -> Tensor
         )  # fmt: skip
     except OverflowError:
         return None
+    notes = _dtype_notes(req)
+    if req.stats is not None:
+        outcome, note = gptq_groups(
+            req.name, req.weights, spec, req.stats, view=block_view(shape, axis,
+            req.block_trailing), axis=axis, block_size=group_size, zero_point=zero_point,
+            plain=outcome,
+        )  # fmt: skip
+        notes += (note,)
     report = LayerReport(
         name=req.name, shape=tuple(int(s) for s in req.weights.shape),
         params=int(req.weights.size), dtype=str(req.weights.dtype), method=spec.method.value,
@@ -309,7 +318,7 @@ def _run_blocks(req: TensorRequest, group_size: int, zero_point: bool) -> Tensor
         **group_report_fields(outcome, req.weights, req.name),
     )  # fmt: skip
     return TensorResult(name=req.name, quantized=outcome.quantized, report=report,
-                        counts=outcome.counts, notes=_dtype_notes(req))  # fmt: skip
+                        counts=outcome.counts, notes=notes)  # fmt: skip
 
 
 def _per_channel(req: TensorRequest) -> TensorResult:

@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from quantcore.compress.hessian import LayerStats
 from quantcore.compress.layerwise import quantize_tensors
 from quantcore.compress.results import TensorRequest
 from quantcore.design.fits import fit_distributions
@@ -106,7 +107,9 @@ def select_tensors(model: Model, spec: QuantSpec) -> Selection:
     return select_weights([t.candidate() for t in model.tensors], spec)
 
 
-def _request(model: Model, name: str, spec: QuantSpec) -> TensorRequest:
+def _request(
+    model: Model, name: str, spec: QuantSpec, stats: Mapping[str, LayerStats]
+) -> TensorRequest:
     tensor = next(t for t in model.tensors if t.name == name)
     weights = model.array(name)  # in its own dtype: the layer report names it
     return TensorRequest(
@@ -116,6 +119,7 @@ def _request(model: Model, name: str, spec: QuantSpec) -> TensorRequest:
         channel_axis=tensor.channel_axis,
         block_axis=tensor.block_axis,
         block_trailing=tensor.block_trailing,
+        stats=stats.get(name),
     )
 
 
@@ -168,8 +172,13 @@ def quantize_model(
     progress: Fraction | None = None,
     *,
     workers: int = WORKERS,
+    stats: Mapping[str, LayerStats] | None = None,
 ) -> QuantizedModel:
     """Quantize the tensors ``spec`` selects; ``progress`` gets the share done in [0, 1].
+
+    ``stats``: the calibration inputs' statistics of some tensors (``quantcore.jobs``
+    captures them for ``calibration="gptq"``); at granularity group/auto those tensors are
+    rounded by GPTQ (``quantcore.compress.gptq``).
 
     Tensors are quantized on ``workers`` threads (NumPy releases the GIL), at most ``workers``
     at a time plus one read ahead (so that no worker waits for a read), in the model's order.
@@ -201,7 +210,7 @@ def quantize_model(
 
         for index, names in enumerate(batches):
             # Reading stays on this thread: protobuf messages are not shared between threads.
-            requests = [_request(model, n, spec) for n in names]
+            requests = [_request(model, n, spec, stats or {}) for n in names]
             pending.append((names, pool.submit(_quantize_batch, requests, spec, share, index)))
             del requests
             while len(pending) > max(1, workers):

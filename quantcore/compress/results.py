@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from quantcore.compress.hessian import LayerStats
 from quantcore.quantizers.codes import QuantizedTensor
 from quantcore.quantizers.stats import CountArray
 from quantcore.spec import QuantizerSpec
@@ -22,6 +23,7 @@ class TensorRequest:
     channel_axis: int | None = None  # output-channel axis, for granularity "channel"
     block_axis: int | None = None  # the axis a layer sums over, for granularity "group"
     block_trailing: bool = False  # blocks run over the axes after block_axis too (Conv)
+    stats: LayerStats | None = None  # calibration inputs' Hessian: granularity group uses GPTQ
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -200,7 +200,9 @@ def model_inputs(model: onnx.ModelProto) -> tuple[ModelInput, ...]:
                 "from an .npz"
             )
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
-        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+        # A negative or zero size (some exporters write -1) is as good as symbolic.
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                     for d in tensor.shape.dim)
         inputs.append(ModelInput(name=value.name, dtype=dtype, dims=dims))
     return tuple(inputs)
 

@@ -22,7 +22,9 @@ import onnxruntime as ort
 
 from quantcore.errors import InvalidDatasetError, InvalidModelError
 from quantcore.evaluate.dataset import EvalSet, scores_output
+from quantcore.evaluate.outputs import class_outputs
 from quantcore.evaluate.scores import AccuracyReport, Tally
+from quantcore.evaluate.synthetic import SyntheticSet
 
 
 def session(model: bytes | Path, *, threads: int | None = None) -> ort.InferenceSession:
@@ -39,14 +41,15 @@ def session(model: bytes | Path, *, threads: int | None = None) -> ort.Inference
         raise InvalidModelError(f"onnxruntime cannot load the model: {exc}") from None
 
 
-def _scores_name(model: bytes | Path) -> str | None:
+def _output_roles(model: bytes | Path) -> tuple[str | None, tuple[str, ...]]:
+    """The scores output (top-k, agreement) and the outputs that look like class scores."""
     proto = (
         onnx.load_from_string(model)
         if isinstance(model, bytes)
         else onnx.load(str(model), load_external_data=False)
     )
     found = scores_output(proto)
-    return found[0] if found else None
+    return (found[0] if found else None), class_outputs(proto)
 
 
 @dataclass(kw_only=True)
@@ -62,6 +65,7 @@ class ReferenceCache:
     max_bytes: int = 256 * 1024 * 1024
     step: int | None = None
     scores: str | None = None
+    classes: tuple[str, ...] = ()
     batches: list[dict[str, np.ndarray]] = field(default_factory=list)
     complete: bool = False
     overflow: bool = False
@@ -88,7 +92,7 @@ class ReferenceCache:
 def evaluate(
     float_model: bytes | Path,
     quantized_model: bytes | Path,
-    evalset: EvalSet,
+    evalset: EvalSet | SyntheticSet,
     *,
     batch_size: int,
     progress: Callable[[float], None] | None = None,
@@ -112,13 +116,14 @@ def evaluate(
     outputs = [o.name for o in quant.get_outputs()]
     float_outputs = [o.name for o in quant.get_outputs() if o.type == "tensor(float)"]
     if reference is not None and cached:
-        scores = reference.scores
+        scores, classes = reference.scores, reference.classes
     else:
-        scores = _scores_name(float_model)
+        scores, classes = _output_roles(float_model)
         if reference is not None:
             reference.start(step)
-            reference.scores = scores
-    tally = Tally()
+            reference.scores, reference.classes = scores, classes
+    classes = tuple(c for c in classes if c in float_outputs)
+    tally = Tally(class_outputs=classes)
     for k, (feeds, labels) in enumerate(evalset.batches(step)):
         n = next(iter(feeds.values())).shape[0]
         if fixed is not None and n < fixed:
@@ -137,6 +142,8 @@ def evaluate(
             tally.add_scores(a[scores], b[scores], labels)
         for name in float_outputs:
             tally.add_output(name, a[name], b[name])
+        for name in classes:
+            tally.add_classes(a[name], b[name])
         tally.samples += n
         if progress is not None:
             progress(tally.samples / evalset.samples)

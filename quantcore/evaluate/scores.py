@@ -54,6 +54,23 @@ class AccuracyReport:
     top1_drop: float | None
     agreement: float | None
     output_sqnr_db: OutputSqnr
+    # What the report's ``fidelity`` block reads (not part of ``accuracy``): the SQNR pooled
+    # over every float output, and the top-1 agreement over the last axis of the outputs that
+    # look like class scores (``class_outputs``; None when none does).
+    pooled_sqnr_db: float = math.nan
+    class_agreement: float | None = None
+    class_outputs: tuple[str, ...] = ()
+
+    def fidelity(self, inputs: str) -> dict[str, Any]:
+        """The report's ``fidelity`` block for these scores; ``inputs`` says where the inputs
+        came from (``"dataset"`` or ``"synthetic"``)."""
+        return {
+            "inputs": inputs,
+            "samples": self.samples,
+            "output_sqnr_db": _finite(self.pooled_sqnr_db),
+            "agreement": self.class_agreement,
+            "class_outputs": list(self.class_outputs),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         sqnr: Any
@@ -114,6 +131,17 @@ class Tally:
     scored: bool = False
     signal: dict[str, float] = field(default_factory=dict)
     noise: dict[str, float] = field(default_factory=dict)
+    class_outputs: tuple[str, ...] = ()
+    class_same: int = 0
+    class_total: int = 0
+
+    def add_classes(self, fp32: np.ndarray, quantized: np.ndarray) -> None:
+        """Count the positions whose argmax over the last axis is the same for both models."""
+        if fp32.ndim == 0 or fp32.shape[-1] < 2:
+            return
+        a, b = np.argmax(fp32, axis=-1), np.argmax(quantized, axis=-1)
+        self.class_same += int(np.count_nonzero(a == b))
+        self.class_total += int(a.size)
 
     def add_scores(
         self, fp32: np.ndarray, quantized: np.ndarray, labels: np.ndarray | None
@@ -146,6 +174,8 @@ class Tally:
         per_output = {k: sqnr_db(self.signal[k], self.noise[k]) for k in self.signal}
         sqnr: OutputSqnr
         sqnr = next(iter(per_output.values())) if len(per_output) == 1 else per_output
+        pooled = sqnr_db(sum(self.signal.values()), sum(self.noise.values()))
+        classes = self.class_same / self.class_total if self.class_total else None
         return AccuracyReport(
             samples=self.samples,
             fp32=fp32,
@@ -153,4 +183,7 @@ class Tally:
             top1_drop=drop,
             agreement=self.agree / n if self.scored else None,
             output_sqnr_db=sqnr,
+            pooled_sqnr_db=pooled if self.signal else math.nan,
+            class_agreement=classes,
+            class_outputs=self.class_outputs,
         )

@@ -5,9 +5,15 @@ Progress (fraction of the whole job): loading 0–0.05, quantizing 0.05–0.70, 
 0.70–0.80, evaluating 0.80–0.97, writing the report up to 1. The dataset is checked against
 the model before any quantization, so a mismatch fails fast.
 
-``timings`` (seconds): ``load_s``, ``quantize_s``, ``evaluate_s``, ``write_s`` (artifacts and
-``report.json``), ``report_s`` (the histograms and ``report.html``), and ``total_s``, the
-whole job.
+``timings`` (seconds): ``load_s``, ``quantize_s``, ``evaluate_s``, ``fidelity_s`` (the check
+below, beyond the evaluation), ``write_s`` (artifacts and ``report.json``), ``report_s`` (the
+histograms and ``report.html``), and ``total_s``, the whole job.
+
+Every job's report has ``fidelity`` (the quantized model's outputs against the float model's,
+on the dataset or on synthetic inputs; see ``quantcore.evaluate.fidelity``) and ``warnings``
+(a list of strings: an output SQNR under ``JobLimits.fidelity_min_sqnr_db``, naming the layers
+that cost most). With spec ``calibration`` other than ``none``, the dataset's inputs calibrate
+the quantization first (``quantcore.jobs.calibrate``) and the report has ``calibration``.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quantcore.compress.pipeline import (
     Model,
+    QuantizedModel,
     build_onnx,
     load_model,
     quantize_model,
@@ -29,12 +36,18 @@ from quantcore.errors import InvalidDatasetError
 from quantcore.formats.external import is_external
 from quantcore.formats.onnx_reader import OnnxModel, tensor_nbytes
 from quantcore.jobs.base import JobInput, JobOutput
+from quantcore.jobs.calibrate import capture, correct_bias
 from quantcore.limits import JobLimits
 from quantcore.progress import ProgressCallback, Stage, span, stage_span
 from quantcore.report.build import build_report
 from quantcore.report.files import write_report_files
 from quantcore.report.histograms import model_histograms
 from quantcore.spec import QuantSpec
+
+if TYPE_CHECKING:
+    from quantcore.evaluate.dataset import EvalSet
+    from quantcore.evaluate.fidelity import FidelityCheck
+    from quantcore.evaluate.scores import AccuracyReport
 
 
 def _sha256(path: Path) -> str:
@@ -57,6 +70,25 @@ def model_block(path: Path, model: Model) -> dict[str, Any]:
         "n_tensors": len(model.tensors),
         "n_params": sum(t.size for t in model.tensors),
     }
+
+
+def _fidelity(
+    job: JobInput, quantized: Path, qmodel: QuantizedModel, limits: JobLimits,
+    evalset: EvalSet | None, scores: AccuracyReport | None,
+) -> FidelityCheck:
+    """The report's ``fidelity`` block and warnings (``quantcore.evaluate.fidelity``)."""
+    from quantcore.evaluate.fidelity import check_fidelity, unavailable
+
+    if not isinstance(qmodel.source, OnnxModel):
+        return unavailable(
+            f"{job.model_path.name} holds weights only: there is no graph to run",
+            limits.fidelity_min_sqnr_db,
+        )
+    return check_fidelity(
+        job.model_path, quantized, qmodel.weights, threshold_db=limits.fidelity_min_sqnr_db,
+        budget_s=limits.fidelity_budget_s, evalset=evalset, scores=scores,
+        batch_size=limits.eval_batch_size,
+    )  # fmt: skip
 
 
 def run_quantize(
@@ -82,8 +114,10 @@ def run_quantize(
     load_s = time.perf_counter() - started
     advance(Stage.LOADING, 0.05)
 
+    calibrated = capture(model, job.model_path, spec, evalset, limits)
     qmodel = quantize_model(
-        model, spec, progress=stage_span(progress, Stage.QUANTIZING, 0.05, 0.70)
+        model, spec, progress=stage_span(progress, Stage.QUANTIZING, 0.05, 0.70),
+        stats=calibrated.gptq_stats if calibrated is not None else None,
     )
     # The figures need the original weights; once the quantized model is built, the source's
     # floats are freed so that writing does not hold the model twice.
@@ -92,6 +126,8 @@ def run_quantize(
     report_s = time.perf_counter() - t0
     advance(Stage.WRITING, 0.70)
     written = build_onnx(qmodel)
+    if calibrated is not None:
+        correct_bias(calibrated, qmodel, written)
     runnable = runnable_block(written)
     model.close()
     artifacts = write_artifacts(qmodel, out_dir, written)
@@ -99,19 +135,25 @@ def run_quantize(
 
     accuracy = None
     evaluate_s = 0.0
+    scores = None
     if evalset is not None:
-        from quantcore.evaluate import evaluate_job
+        from quantcore.evaluate import evaluate
 
         t0 = time.perf_counter()
         advance(Stage.EVALUATING, 0.80)
-        accuracy = evaluate_job(
+        scores = evaluate(
             job.model_path,
             artifacts.model_path,
             evalset,
             batch_size=limits.eval_batch_size,
-            progress=stage_span(progress, Stage.EVALUATING, 0.80, 0.97),
+            progress=stage_span(progress, Stage.EVALUATING, 0.80, 0.95),
         )
+        accuracy = scores.to_dict()
         evaluate_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fidelity = _fidelity(job, artifacts.model_path, qmodel, limits, evalset, scores)
+    fidelity_s = time.perf_counter() - t0
+    advance(Stage.EVALUATING, 0.97)
 
     t0 = time.perf_counter()
     report = build_report(
@@ -126,10 +168,22 @@ def run_quantize(
         timings={},
     )
     report["runnable"] = runnable
+    report["fidelity"] = fidelity.block
+    report["warnings"] = [*(calibrated.warnings if calibrated else []), *fidelity.warnings]
+    if calibrated is not None:
+        report["calibration"] = calibrated.block
+        if calibrated.stats:  # fitted on the very samples the evaluation then scores
+            fidelity.block["in_sample"] = True
+            report["warnings"].append(
+                "calibration fitted the quantization to the evaluation set's samples, so "
+                "accuracy and fidelity are measured on them (in-sample); held-out samples "
+                "measure it without that bias"
+            )
     report["timings"] = {
         "load_s": load_s,
         "quantize_s": qmodel.quantize_s,
         "evaluate_s": evaluate_s,
+        "fidelity_s": fidelity_s,
         "write_s": artifacts.write_s + time.perf_counter() - t0,
         "report_s": report_s,
     }

@@ -214,3 +214,14 @@ def test_patterns_re2_refuses_are_named(spec: dict[str, object], fragment: str) 
 def test_pattern_limits_boundary_is_accepted() -> None:
     spec = QuantSpec.from_dict({"include": ["a" * 1000] + ["b"] * 255})
     assert len(spec.include) == 256
+
+
+def test_calibration_is_validated_and_applied() -> None:
+    assert QuantSpec.from_dict({}).to_dict()["calibration"] == "none"
+    for value in ("none", "bias", "gptq"):
+        assert QuantSpec.from_dict({"calibration": value}).to_dict()["calibration"] == value
+    assert QuantSpec.from_dict({"calibration": "bias", "granularity": "channel"}).calibration
+    with pytest.raises(InvalidSpecError, match="calibration"):
+        QuantSpec.from_dict({"calibration": "awq"})
+    with pytest.raises(InvalidSpecError, match="calibration='gptq' needs granularity"):
+        QuantSpec.from_dict({"calibration": "gptq", "granularity": "channel"})

@@ -64,6 +64,8 @@ _TEXT = {
     "overrides": "[{match: RE2 regex, <quantizer fields>}], at most 256: the last match wins "
                  "for a tensor.",
     "entropy_coding": "Entropy-code the package's codes.",
+    "calibration": "With an evaluation set: bias (shift each Conv/MatMul/Gemm output by the "
+    "mean its quantization error adds) or gptq (GPTQ error feedback, then bias); none without.",
 }
 
 

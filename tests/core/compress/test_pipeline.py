@@ -29,7 +29,8 @@ from tests.core.formats.onnx_helpers import exposing, run, with_weights
 
 RNG = np.random.default_rng(11)
 REPORT_KEYS = {"model", "spec", "summary", "layers", "skipped", "distribution", "accuracy",
-               "runnable", "timings"}  # fmt: skip
+               "runnable", "fidelity", "warnings",
+               "timings"}  # fmt: skip
 
 
 def _job(path: Path, out: Path, spec: dict, dataset: Path | None = None) -> JobOutput:
@@ -79,7 +80,8 @@ def _verify_report(report: dict) -> None:
     assert summary["skipped_tensors"] == len(report["skipped"])
     assert set(summary["artifacts"]) >= {"model.qpack"}
     timings = report["timings"]
-    assert set(timings) == {"load_s", "quantize_s", "evaluate_s", "write_s", "report_s", "total_s"}
+    assert set(timings) == {"load_s", "quantize_s", "evaluate_s", "fidelity_s",
+                            "write_s", "report_s", "total_s"}
     assert 0 < timings["report_s"] < timings["total_s"]
 
 

@@ -141,3 +141,13 @@ def test_not_an_npz_and_object_arrays_are_refused(tmp_path, model):
         with zipfile.ZipFile(tmp_path / "empty.npz", "w"):
             pass
         inspect_dataset(tmp_path / "empty.npz")
+
+
+def test_a_negative_batch_size_in_the_graph_is_symbolic(tmp_path, model):
+    """Some exporters (Paddle2ONNX) write -1 for a free dimension: it fixes nothing."""
+    minus = onnx.ModelProto()
+    minus.CopyFrom(model)
+    minus.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    evalset = check_dataset(minus, _npz(tmp_path, x=_x(20)))
+    assert evalset.fixed_batch is None
+    assert sum(f["x"].shape[0] for f, _ in evalset.batches(8)) == 20

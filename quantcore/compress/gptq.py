@@ -1,0 +1,241 @@
+"""GPTQ in the group quantizer's format, and the bias shift that removes a layer's mean error.
+
+GPTQ (Frantar et al., 2023) rounds a weight's columns one at a time along the reduction axis
+and spreads each rounding error over the columns not yet rounded, through the inverse
+Hessian of the layer's inputs, so that the layer's output error ``tr(ΔW H ΔWᵀ)`` is small
+rather than each weight's. Here, with ``H`` per group from ``hessian.py``:
+
+- ``H`` is damped by a share of its mean diagonal (and inputs that never move get a unit
+  diagonal), inverted and factored ``H⁻¹ = UᵀU`` (``U`` upper triangular); the share is
+  chosen among ``DAMPS`` by fitting on half of the calibration samples and measuring the
+  output error on the other half (plain rounding wins if it does better there), then GPTQ
+  runs on all of them;
+- columns go in blocks of ``block_size``, the group quantizer's blocks: when a block starts,
+  its float16 scale and zero point are chosen by the group quantizer's own rule
+  (``groups._blocks``, the spec's support) on the weights as updated so far; each column is
+  then rounded on that grid, its error ``e / U[j, j]`` pushed into the block's later columns,
+  and the block's errors into every later column at its end (the lazy batch update);
+- the codes, scales and zero points are those of ``BlockDecoder``, so ``decode``, the ONNX
+  writer's ``DequantizeLinear`` with ``block_size`` and the package read them unchanged.
+
+A layer with fewer than ``MIN_ROWS_PER_INPUT·K`` rows is rounded plainly (GPTQ would fit
+the rows' noise).
+Codebook families (dead-zone, mu-law, log, float) are rounded plainly.
+
+``output_shift``: ``-ΔW · E[x]`` per output channel (times Gemm's alpha), the shift of the
+output mean that quantization caused; adding it to the bias removes it (bias correction),
+on the channels whose mean error agrees between the two halves of the samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from quantcore.compress.groups import GroupOutcome, _blocks, _grid
+from quantcore.compress.hessian import LayerStats
+from quantcore.quantizers.base import code_dtype
+from quantcore.quantizers.codes import BlockDecoder, QuantizedTensor, decode
+from quantcore.quantizers.stats import code_counts
+from quantcore.spec import Method, QuantizerSpec
+
+# Damping of H (times its mean diagonal) tried on the first half of the samples; the one
+# whose rounding has the lowest output error on the other half is used on all of them.
+DAMPS = (0.01, 0.1, 1.0)
+RETRIES = 3
+# GPTQ fits the rounding to the calibration rows: with fewer rows than this many times the
+# inputs per output (a 1x1 Conv after a global pool sees one row per sample) it fits their
+# noise, and the layer is rounded plainly.
+MIN_ROWS_PER_INPUT = 2
+
+
+def _factor(hessian: np.ndarray, count: int, damp: float) -> np.ndarray | None:
+    """``U`` with ``H⁻¹ = UᵀU`` per group (damped), or None if no damping makes ``H`` PD."""
+    h = hessian.astype(np.float64, copy=True) / max(count, 1)
+    idx = np.arange(h.shape[-1])
+    diag = h[:, idx, idx]
+    dead = diag <= 0
+    h[:, idx, idx] = np.where(dead, 1.0, diag)
+    scale = np.maximum(np.mean(np.where(dead, 0.0, diag), axis=1), 1e-12)
+    for _ in range(RETRIES):
+        damped = h.copy()
+        damped[:, idx, idx] += damp * scale[:, None]
+        try:
+            lower = np.linalg.cholesky(np.linalg.inv(damped))
+            return np.ascontiguousarray(lower.transpose(0, 2, 1))
+        except np.linalg.LinAlgError:
+            damp *= 10.0
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Coded:
+    codes: np.ndarray  # (rows, k)
+    scale: np.ndarray  # (rows, blocks) float16
+    zero_point: np.ndarray | None
+
+
+def _round_rows(
+    w: np.ndarray, u: np.ndarray, spec: QuantizerSpec, zero_point: bool, block_size: int
+) -> _Coded:
+    """GPTQ over ``w`` (groups, rows per group, k) with factors ``u`` (groups, k, k)."""
+    groups, per, k = w.shape
+    w = w.astype(np.float64, copy=True)
+    grid = _grid(spec, zero_point, np.zeros(1, np.float32))
+    nblocks = -(-k // block_size)
+    codes = np.empty((groups, per, k), code_dtype(grid.code_min, grid.code_max))
+    scale = np.empty((groups, per, nblocks), np.float16)
+    zp = np.empty((groups, per, nblocks), code_dtype(0, grid.code_max)) if grid.zero_point \
+        else None  # fmt: skip
+    for b in range(nblocks):
+        lo, hi = b * block_size, min((b + 1) * block_size, k)
+        current = w[:, :, lo:hi].astype(np.float32).reshape(groups * per, 1, hi - lo)
+        _, s16, z, *_ = _blocks(current, 2, spec, grid)
+        scale[:, :, b] = s16.reshape(groups, per)
+        s = s16.astype(np.float32).reshape(groups, per).astype(np.float64)
+        inv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
+        offset = np.zeros_like(s)
+        if zp is not None and z is not None:
+            zp[:, :, b] = z.reshape(groups, per)
+            offset = zp[:, :, b].astype(np.float64)
+        errors = np.empty((groups, per, hi - lo))
+        for j in range(lo, hi):
+            q = np.clip(np.rint(w[:, :, j] * inv) + offset, grid.code_min, grid.code_max)
+            codes[:, :, j] = q
+            value = (q - offset) * s
+            err = (w[:, :, j] - value) / u[:, j, j][:, None]
+            w[:, :, j + 1 : hi] -= err[:, :, None] * u[:, None, j, j + 1 : hi]
+            errors[:, :, j - lo] = err
+        if hi < k:
+            w[:, :, hi:] -= np.matmul(errors, u[:, lo:hi, hi:])
+    rows = groups * per
+    return _Coded(
+        codes=codes.reshape(rows, k), scale=scale.reshape(rows, nblocks),
+        zero_point=None if zp is None else zp.reshape(rows, nblocks),
+    )  # fmt: skip
+
+
+def output_error(stats: LayerStats, delta_rows: np.ndarray, hessian: np.ndarray | None = None,
+                 count: int | None = None) -> float:  # fmt: skip
+    """``Σ_g tr(ΔW_g H_g ΔW_gᵀ)`` per calibration row: a layer's output error energy (on
+    ``hessian`` over ``count`` rows when given, else on all of ``stats``)."""
+    h = stats.hessian if hessian is None else hessian
+    n = stats.count if count is None else count
+    d = delta_rows.astype(np.float64)
+    return float(np.sum(np.matmul(d, h) * d)) / max(n, 1)
+
+
+def _choose_damp(
+    stats: LayerStats, rows: np.ndarray, plain_rows: np.ndarray, spec: QuantizerSpec,
+    zero_point: bool, block_size: int,
+) -> tuple[float | None, str]:
+    """The damping whose GPTQ, fitted on the first half of the samples, has the lowest output
+    error on the second half; None when plain rounding does better there."""
+    g = stats.geometry
+    if stats.half is None or min(stats.half_count, stats.count - stats.half_count) < g.k:
+        return DAMPS[0], "no held-out half"
+    held = stats.hessian - stats.half
+    held_count = stats.count - stats.half_count
+    best, best_error = None, output_error(stats, plain_rows - rows, held, held_count)
+    plain_error = best_error
+    for damp in DAMPS:
+        u = _factor(stats.half, stats.half_count, damp)
+        if u is None:
+            continue
+        coded = _round_rows(rows, u, spec, zero_point, block_size)
+        values = _values(coded, block_size, rows.shape)
+        error = output_error(stats, values - rows, held, held_count)
+        if error < best_error:
+            best, best_error = damp, error
+    if best is None:
+        return None, "plain rounding did better on held-out samples"
+    gain = 10.0 * np.log10(plain_error / best_error) if best_error > 0 else 0.0
+    return best, f"damping {best:g} chosen on held-out samples ({gain:.1f} dB there)"
+
+
+def _values(coded: _Coded, block_size: int, shape: tuple[int, ...]) -> np.ndarray:
+    """The weights ``coded`` stands for (as ``BlockDecoder`` decodes them), shaped ``shape``."""
+    index = np.arange(coded.codes.shape[1]) // block_size
+    values = coded.codes.astype(np.float32)
+    if coded.zero_point is not None:
+        values -= coded.zero_point.astype(np.float32)[:, index]
+    values *= coded.scale.astype(np.float32)[:, index]
+    return values.reshape(shape).astype(np.float64)
+
+
+def gptq_groups(
+    name: str, weights: np.ndarray, spec: QuantizerSpec, stats: LayerStats, *,
+    view: tuple[int, ...], axis: int, block_size: int, zero_point: bool, plain: GroupOutcome,
+) -> tuple[GroupOutcome, str]:
+    """``weights`` rounded by GPTQ into the same ``BlockDecoder`` format as ``plain`` (the
+    group quantizer's outcome), or ``plain`` itself when GPTQ does not lower the layer's
+    output error on held-out calibration samples; the note says which and by how much."""
+    g = stats.geometry
+    if spec.method is not Method.UNIFORM:
+        return plain, f"calibration gptq: {spec.method.value} codes are rounded plainly"
+    if stats.count < MIN_ROWS_PER_INPUT * g.k:
+        return plain, (f"calibration gptq: {stats.count} calibration rows for {g.k} inputs "
+                       "per output are too few; rounded plainly")  # fmt: skip
+    original = np.asarray(weights, np.float32)
+    rows = g.rows_of(original).astype(np.float64)
+    plain_rows = g.rows_of(plain.quantized.dequantized).astype(np.float64)
+    damp, why = _choose_damp(stats, rows, plain_rows, spec, zero_point, block_size)
+    if damp is None:
+        return plain, f"calibration gptq: kept plain rounding ({why})"
+    u = _factor(stats.hessian, stats.count, damp)
+    if u is None:
+        return plain, "calibration gptq: the inputs' Hessian is singular; rounded plainly"
+    coded = _round_rows(rows, u, spec, zero_point, block_size)
+    transposed = not (g.op == "Conv" or (g.op == "Gemm" and g.trans_b))
+
+    def layout(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(a.T) if transposed else a
+
+    shape = tuple(int(d) for d in weights.shape)
+    codes = layout(coded.codes).reshape(shape)
+    decoder = BlockDecoder(
+        scale=layout(coded.scale).reshape(_scale_shape(view, axis, block_size)), view=view,
+        axis=axis, block_size=block_size,
+        zero_point=None if coded.zero_point is None else layout(coded.zero_point).reshape(
+            _scale_shape(view, axis, block_size)),
+    )  # fmt: skip
+    dequantized = decode(codes, decoder)
+    before = output_error(stats, plain_rows - rows)
+    after = output_error(stats, g.rows_of(dequantized) - rows)
+    gain = 10.0 * np.log10(before / after) if before > 0 and after > 0 else 0.0
+    error = (dequantized.astype(np.float64) - original).ravel()
+    quantized = QuantizedTensor(
+        codes=codes, code_min=plain.quantized.code_min, code_max=plain.quantized.code_max,
+        decoder=decoder, dequantized=dequantized,
+    )  # fmt: skip
+    outcome = GroupOutcome(
+        quantized=quantized, counts=code_counts(codes), noise=float(error @ error),
+        inside=plain.inside, xmax=plain.xmax, xmax_abs=plain.xmax_abs, theory_db=plain.theory_db,
+    )  # fmt: skip
+    return outcome, (f"calibration gptq: layer output error {gain:.1f} dB below plain rounding "
+                     f"on {stats.count} calibration rows; {why}")  # fmt: skip
+
+
+def _scale_shape(view: tuple[int, ...], axis: int, block_size: int) -> tuple[int, ...]:
+    return (*view[:axis], -(-view[axis] // block_size), *view[axis + 1 :])
+
+
+def output_shift(
+    stats: LayerStats, original: np.ndarray, dequantized: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """``-ΔW · E[x]`` per output channel (float64, length ``rows``) and how many channels
+    keep it: a channel whose mean error is not the same on both halves of the samples (same
+    sign, neither more than twice the other: the shift lowers the error on each half
+    measured from the other) gets none, as its mean error is the samples' and not the
+    layer's."""
+    g = stats.geometry
+    delta = g.rows_of(dequantized.astype(np.float64) - np.asarray(original, np.float64))
+    scale = g.alpha if g.op == "Gemm" else 1.0
+    shift = -np.einsum("grk,gk->gr", delta, stats.mean).reshape(g.rows) * scale
+    halves = stats.halves_mean()
+    if halves is None:
+        return shift, g.rows
+    a, b = (np.einsum("grk,gk->gr", delta, m).reshape(g.rows) for m in halves)
+    steady = (a * (a - 2 * b) < 0) & (b * (b - 2 * a) < 0)
+    return np.where(steady, shift, 0.0), int(np.count_nonzero(steady))

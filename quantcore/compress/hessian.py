@@ -1,0 +1,250 @@
+"""What a layer's inputs say about its weight's error: ``H = XᵀX`` and ``E[x]`` per layer.
+
+A Conv/MatMul/Gemm output is ``y = W x`` row by row, with ``x`` a row of the input (MatMul,
+Gemm) or an im2col patch (Conv: the window of every input channel of the group, in the
+kernel's own order ``(c, ky, kx)``, zeros where it overlaps the padding). A weight error
+``ΔW`` changes the output by ``ΔW x``: its energy over the calibration rows is
+``tr(ΔW H ΔWᵀ)`` with ``H = Σ x xᵀ``, and its mean is ``ΔW E[x]``. GPTQ (``gptq.py``) rounds
+against ``H``; bias correction removes ``ΔW E[x]``.
+
+Layers are described by ``Geometry`` in the weight's own layout: ``rows`` output channels,
+each summing ``k`` inputs (per group: a grouped or depthwise Conv has ``groups`` Hessians,
+one per group of ``rows // groups`` output channels, each ``k x k``). ``Accumulator.add``
+takes one batch of the layer's input as onnxruntime computed it; rows are sampled (fixed
+seed) to at most ``max_rows`` per batch (the caller spreads ``row_target`` over its
+batches), so the cost is bounded whatever the spatial size, and ``H`` is summed in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Rows summed per layer over the whole calibration set: at least ROWS_PER_INPUT·K (GPTQ
+# needs a few rows per input), else as many as ROW_FLOPS of XᵀX allow, within
+# [MIN_ROWS, MAX_ROWS]; the mean alone (bias correction) takes MIN_ROWS.
+ROWS_PER_INPUT = 4
+ROW_FLOPS = 2e10
+MIN_ROWS = 4096
+MAX_ROWS = 32768
+
+
+def row_target(k: int, hessian: bool) -> int:
+    """Rows to sum for a layer of ``k`` inputs per output (see the constants above)."""
+    if not hessian:
+        return MIN_ROWS
+    return max(ROWS_PER_INPUT * k, min(MAX_ROWS, max(MIN_ROWS, int(ROW_FLOPS // (k * k)))))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Geometry:
+    """How a weight meets its input (see the module docstring)."""
+
+    op: str  # "Conv", "MatMul" or "Gemm"
+    rows: int  # output channels (Conv O, MatMul/Gemm N)
+    k: int  # inputs summed per output, per group
+    groups: int = 1
+    kernel: tuple[int, ...] = ()  # Conv: spatial kernel shape
+    strides: tuple[int, ...] = ()
+    pads: tuple[int, ...] = ()  # begins then ends, as ONNX
+    dilations: tuple[int, ...] = ()
+    auto_pad: str = "NOTSET"
+    trans_a: bool = False  # Gemm: A is (K, M)
+    trans_b: bool = False  # Gemm: B is (N, K); else (K, N) as MatMul
+    alpha: float = 1.0  # Gemm's factor on A·B
+
+    def rows_of(self, weights: np.ndarray) -> np.ndarray:
+        """``weights`` as ``(groups, rows // groups, k)``: each output channel's inputs in
+        the order of ``x`` (a view or a transposed copy)."""
+        if self.op == "Conv" or (self.op == "Gemm" and self.trans_b):
+            flat = weights.reshape(self.rows, -1)
+        else:
+            flat = weights.reshape(self.k, self.rows).T
+        return flat.reshape(self.groups, self.rows // self.groups, self.k)
+
+    def from_rows(self, rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """The inverse of ``rows_of``: back to the weight's own layout and ``shape``."""
+        flat = rows.reshape(self.rows, self.k)
+        if self.op == "Conv" or (self.op == "Gemm" and self.trans_b):
+            return flat.reshape(shape)
+        return np.ascontiguousarray(flat.T).reshape(shape)
+
+
+@dataclass(kw_only=True)
+class LayerStats:
+    """Sums over the calibration rows: ``hessian`` (groups, k, k) over ``count`` sampled
+    rows, ``total`` (groups, k) over all ``seen`` rows (the mean is exact)."""
+
+    geometry: Geometry
+    hessian: np.ndarray
+    total: np.ndarray
+    count: int = 0
+    seen: int = 0
+    # The part of ``hessian`` from the first half of the samples (even samples of each batch,
+    # or every other batch of one sample), and its rows: GPTQ fits on one half and checks on
+    # the other (``gptq.py``).
+    half: np.ndarray | None = None
+    half_count: int = 0
+    half_total: np.ndarray | None = None  # Σx over the first half's ``half_seen`` rows
+    half_seen: int = 0
+
+    def halves_mean(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The inputs' mean over each half of the samples (None if one half is empty)."""
+        rest = self.seen - self.half_seen
+        if self.half_total is None or self.half_seen == 0 or rest == 0:
+            return None
+        return self.half_total / self.half_seen, (self.total - self.half_total) / rest
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / max(self.seen, 1)
+
+
+def _same_pads(size: int, k: int, stride: int, dilation: int, upper: bool) -> tuple[int, int]:
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (k - 1) * dilation + 1 - size, 0)
+    small = total // 2
+    return (small, total - small) if upper else (total - small, small)
+
+
+def _window(x: np.ndarray, g: Geometry) -> tuple[np.ndarray, tuple[int, ...], int, int]:
+    """A Conv input padded as the node pads it (a 1-D one as 2-D of height 1), with the
+    kernel's (kh, kw, sh, sw, dh, dw) and the output's height and width."""
+    if len(g.kernel) == 1:
+        x = x[:, :, None, :]
+        g = Geometry(op="Conv", rows=g.rows, k=g.k, groups=g.groups, kernel=(1, *g.kernel),
+                     strides=(1, *g.strides), pads=(0, g.pads[0], 0, g.pads[1]),
+                     dilations=(1, *g.dilations), auto_pad=g.auto_pad)  # fmt: skip
+    h, w = x.shape[2:]
+    (kh, kw), (sh, sw), (dh, dw) = g.kernel, g.strides, g.dilations
+    if g.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        upper = g.auto_pad == "SAME_UPPER"
+        top, bottom = _same_pads(h, kh, sh, dh, upper)
+        left, right = _same_pads(w, kw, sw, dw, upper)
+    elif g.auto_pad == "VALID":
+        top = bottom = left = right = 0
+    else:
+        top, left, bottom, right = g.pads
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    oh = max((h + top + bottom - (kh - 1) * dh - 1) // sh + 1, 0)
+    ow = max((w + left + right - (kw - 1) * dw - 1) // sw + 1, 0)
+    return xp, (kh, kw, sh, sw, dh, dw), oh, ow
+
+
+def _patch_sums(x: np.ndarray, g: Geometry) -> tuple[np.ndarray, int]:
+    """The sum of every im2col row of a Conv input (all positions, no sampling) and their
+    count: one strided slice per kernel offset."""
+    xp, (kh, kw, sh, sw, dh, dw), oh, ow = _window(x, g)
+    sums = np.zeros((xp.shape[1], kh, kw))
+    for ky in range(kh):
+        for kx in range(kw):
+            part = xp[:, :, ky * dh : ky * dh + (oh - 1) * sh + 1 : sh,
+                      kx * dw : kx * dw + (ow - 1) * sw + 1 : sw]  # fmt: skip
+            sums[:, ky, kx] = part.sum(axis=(0, 2, 3), dtype=np.float64)
+    return sums.reshape(-1), xp.shape[0] * oh * ow
+
+
+def _patches(x: np.ndarray, g: Geometry, rng: np.random.Generator, limit: int) -> np.ndarray:
+    """Sampled im2col rows of a Conv input ``x`` (N, C, *spatial), shape (P, C·prod(kernel))."""
+    xp, (kh, kw, sh, sw, dh, dw), oh, ow = _window(x, g)
+    n, c = xp.shape[:2]
+    total = n * oh * ow
+    if total <= 0:
+        return np.zeros((0, c * kh * kw), np.float32)
+    pick = np.arange(total) if total <= limit else rng.choice(total, size=limit, replace=False)
+    b, rest = np.divmod(pick, oh * ow)
+    oy, ox = np.divmod(rest, ow)
+    ky, kx = np.meshgrid(np.arange(kh) * dh, np.arange(kw) * dw, indexing="ij")
+    iy = oy[:, None] * sh + ky.reshape(1, -1)
+    ix = ox[:, None] * sw + kx.reshape(1, -1)
+    cols = xp[b[:, None, None], np.arange(c)[None, :, None], iy[:, None, :], ix[:, None, :]]
+    return cols.reshape(len(pick), c * kh * kw).astype(np.float32, copy=False)
+
+
+def _rows(x: np.ndarray, g: Geometry, rng: np.random.Generator, limit: int) -> np.ndarray:
+    """The layer's input rows ``x`` (each of groups·k values), sampled to ``limit``."""
+    if g.op == "Conv":
+        return _patches(x, g, rng, limit)
+    if g.op == "Gemm" and g.trans_a:
+        x = x.T
+    flat = x.reshape(-1, x.shape[-1])
+    if flat.shape[0] > limit:
+        flat = flat[np.sort(rng.choice(flat.shape[0], size=limit, replace=False))]
+    return flat.astype(np.float32, copy=False)
+
+
+@dataclass(kw_only=True)
+class Accumulator:
+    """Sums ``H`` and ``Σx`` over batches for one layer (module docstring)."""
+
+    geometry: Geometry
+    max_rows: int = MIN_ROWS
+    seed: int = 0
+    hessian: bool = True  # False: the mean only (bias correction needs no H)
+    stats: LayerStats = field(init=False)
+    _rng: np.random.Generator = field(init=False)
+    _batches: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        g = self.geometry
+        size = (g.groups, g.k, g.k) if self.hessian else (g.groups, 0, 0)
+        self.stats = LayerStats(
+            geometry=g, hessian=np.zeros(size), total=np.zeros((g.groups, g.k)),
+            half=np.zeros(size) if self.hessian else None, half_total=np.zeros((g.groups, g.k)),
+        )  # fmt: skip
+        self._batches = 0
+        self._rng = np.random.default_rng(self.seed)
+
+    def add(self, x: np.ndarray) -> None:
+        g = self.geometry
+        x = np.asarray(x, np.float32)
+        batch_axis = 1 if g.op == "Gemm" and g.trans_a else 0
+        halves: list[np.ndarray | None]
+        if x.shape[batch_axis] >= 2:
+            halves = [np.take(x, np.arange(i, x.shape[batch_axis], 2), axis=batch_axis)
+                      for i in (0, 1)]  # fmt: skip
+        else:  # one sample per batch: batches alternate between the halves
+            halves = [x, None] if self._batches % 2 == 0 else [None, x]
+        self._batches += 1
+        for first, part in zip((True, False), halves, strict=True):
+            if part is not None:
+                self._add_half(part, first)
+
+    def _add_half(self, x: np.ndarray, first: bool) -> None:
+        g, stats = self.geometry, self.stats
+        if g.op == "Conv":
+            sums, seen = _patch_sums(x, g)
+        else:
+            flat = (x.T if g.op == "Gemm" and g.trans_a else x).reshape(-1, x.shape[-1])
+            sums, seen = flat.sum(axis=0, dtype=np.float64), flat.shape[0]
+        if sums.shape[0] != g.groups * g.k:
+            raise ValueError(f"input rows of {sums.shape[0]} values, expected {g.groups * g.k}")
+        stats.total += sums.reshape(g.groups, g.k)
+        stats.seen += seen
+        if first:
+            stats.half_total += sums.reshape(g.groups, g.k)
+            stats.half_seen += seen
+        if not self.hessian:
+            return
+        rows = _rows(x, g, self._rng, max(1, self.max_rows // 2))
+        if g.groups == 1:
+            product = (rows.T @ rows)[None]  # numpy's syrk: half the products
+        else:
+            per_group = rows.reshape(rows.shape[0], g.groups, g.k).transpose(1, 0, 2)
+            product = np.matmul(per_group.transpose(0, 2, 1), per_group)
+        stats.hessian += product
+        stats.count += rows.shape[0]
+        if first and stats.half is not None:
+            stats.half += product
+            stats.half_count += rows.shape[0]
+
+
+def hessian_bytes(g: Geometry) -> int:
+    """Memory of one layer's float64 Hessian."""
+    return 8 * g.groups * g.k * g.k
+
+
+def within(g: Geometry, max_k: int) -> bool:
+    return g.k <= max_k and math.prod((g.groups, g.k, g.k)) <= 4 * max_k * max_k

@@ -1,0 +1,154 @@
+"""The inputs of the layers whose weights are quantized, captured by onnxruntime.
+
+For each weight of the main graph that feeds exactly one ``Conv`` (2-D or 1-D), ``MatMul``
+(as its right operand, of rank 2) or ``Gemm`` (as ``B``), the node's data input becomes an
+extra graph output; the float model then runs on the calibration batches and every batch's
+inputs go into that layer's ``Accumulator`` (``quantcore.compress.hessian``: ``H = XᵀX`` and
+``Σx``, rows sampled to ``hessian.row_target`` per layer over the whole set). Weights used
+otherwise (several consumers, a ``Gather`` table, a recurrent matrix, a 3-D convolution, a
+subgraph's tensor) get a note saying why they are rounded plainly, and so do layers whose
+reduction axis is wider than ``max_k`` (the ``K x K`` Hessian, float64, would pass the
+memory bound).
+
+Memory: a batch's captured inputs of every layer at once (batches of ``BATCH`` samples), the
+Hessians (``8·groups·K²`` bytes each) and one sampled block of rows per layer at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from quantcore.compress.hessian import Accumulator, Geometry, LayerStats, row_target, within
+from quantcore.evaluate.dataset import EvalSet
+from quantcore.evaluate.runner import _pad, session
+from quantcore.evaluate.synthetic import SyntheticSet
+
+BATCH = 8
+OPS = frozenset({"Conv", "MatMul", "Gemm"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capture:
+    stats: dict[str, LayerStats]  # weight name -> its layer's input statistics
+    notes: dict[str, str]  # weight name -> why it has none
+    samples: int
+    seconds: float
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, object]:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def geometry(node: onnx.NodeProto, slot: int, shape: tuple[int, ...]) -> Geometry | str:
+    """How ``node`` uses a weight of ``shape`` in input ``slot``, or why it cannot say."""
+    attrs = _attrs(node)
+    if node.op_type == "Conv" and slot == 1 and len(shape) in (3, 4):
+        kernel = tuple(shape[2:])
+        nd = len(kernel)
+        pads = tuple(int(p) for p in attrs.get("pads", [0] * 2 * nd))  # type: ignore[attr-defined]
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        auto = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+        return Geometry(
+            op="Conv", rows=shape[0], k=shape[1] * math.prod(kernel),
+            groups=int(attrs.get("group", 1)),  # type: ignore[call-overload]
+            kernel=kernel,
+            strides=tuple(int(s) for s in attrs.get("strides", [1] * nd)),  # type: ignore[attr-defined]
+            pads=pads,
+            dilations=tuple(int(d) for d in attrs.get("dilations", [1] * nd)),  # type: ignore[attr-defined]
+            auto_pad=auto,
+        )  # fmt: skip
+    if node.op_type == "MatMul" and slot == 1 and len(shape) == 2:
+        return Geometry(op="MatMul", rows=shape[1], k=shape[0])
+    if node.op_type == "Gemm" and slot == 1 and len(shape) == 2:
+        trans_b = bool(attrs.get("transB", 0))
+        rows, k = (shape[0], shape[1]) if trans_b else (shape[1], shape[0])
+        return Geometry(op="Gemm", rows=rows, k=k, trans_a=bool(attrs.get("transA", 0)),
+                        trans_b=trans_b, alpha=float(attrs.get("alpha", 1.0)))  # type: ignore[arg-type]
+    what = f"{len(shape)}-D " if node.op_type == "Conv" else ""
+    return f"input {slot} of a {what}{node.op_type}: rounded plainly (no calibration)"
+
+
+def plan_layers(
+    proto: onnx.ModelProto, weights: Mapping[str, tuple[str, tuple[int, ...]]], max_k: int
+) -> tuple[dict[str, tuple[str, Geometry]], dict[str, str]]:
+    """For each weight (name -> its main-graph value name and shape): the input it meets
+    and its geometry, or a note."""
+    consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
+    for node in proto.graph.node:
+        for slot, value in enumerate(node.input):
+            consumers[value].append((node, slot))
+    plans: dict[str, tuple[str, Geometry]] = {}
+    notes: dict[str, str] = {}
+    for name, (value, shape) in weights.items():
+        uses = consumers.get(value, [])
+        if len(uses) != 1:
+            notes[name] = f"used by {len(uses)} nodes: rounded plainly (no calibration)"
+            continue
+        node, slot = uses[0]
+        found = geometry(node, slot, shape) if node.op_type in OPS else (
+            f"input of {node.op_type}: rounded plainly (no calibration)")  # fmt: skip
+        if isinstance(found, str):
+            notes[name] = found
+        elif not within(found, max_k):
+            notes[name] = (f"reduction axis of {found.k} inputs (x{found.groups} groups) is "
+                           f"wider than {max_k}: rounded plainly (no calibration)")  # fmt: skip
+        else:
+            plans[name] = (node.input[0], found)
+    return plans, notes
+
+
+def capture_stats(
+    model_path: Path,
+    weights: Mapping[str, tuple[str, tuple[int, ...]]],
+    inputs: EvalSet | SyntheticSet,
+    *,
+    max_samples: int,
+    max_k: int,
+    hessian: bool = True,
+    threads: int | None = None,
+) -> Capture:
+    """Statistics of the inputs of ``weights``' layers over at most ``max_samples`` samples
+    of ``inputs`` (see the module docstring)."""
+    start = time.perf_counter()
+    proto = onnx.load(str(model_path))
+    plans, notes = plan_layers(proto, weights, max_k if hessian else 1 << 62)
+    if not plans:  # nothing to capture (onnxruntime would return every output for none)
+        return Capture(stats={}, notes=notes, samples=0, seconds=time.perf_counter() - start)
+    present = {o.name for o in proto.graph.output}
+    for value in dict.fromkeys(v for v, _ in plans.values()):
+        if value not in present:
+            proto.graph.output.append(onnx.ValueInfoProto(name=value))
+    sess = session(proto.SerializeToString(), threads=threads)
+    del proto
+    names = list(dict.fromkeys(v for v, _ in plans.values()))
+    fixed = inputs.fixed_batch
+    step = fixed if fixed is not None else BATCH
+    batches = max(1, -(-min(inputs.samples, max_samples) // step))
+    accumulators = {
+        n: Accumulator(geometry=g, hessian=hessian,
+                       max_rows=-(-row_target(g.k, hessian) // batches))
+        for n, (_, g) in plans.items()
+    }  # fmt: skip
+    samples = 0
+    for feeds, _ in inputs.batches(step):
+        n = next(iter(feeds.values())).shape[0] if feeds else step
+        if fixed is not None and n < fixed:
+            feeds = {k: _pad(v, fixed) for k, v in feeds.items()}
+        values = dict(zip(names, sess.run(names, feeds), strict=True))
+        for name, (value, _) in plans.items():
+            accumulators[name].add(values[value])
+        del values
+        samples += n
+        if samples >= max_samples:
+            break
+    return Capture(
+        stats={n: a.stats for n, a in accumulators.items()}, notes=notes, samples=samples,
+        seconds=time.perf_counter() - start,
+    )  # fmt: skip

@@ -1,0 +1,139 @@
+"""The fidelity check of every quantize job: how far the quantized model's outputs moved.
+
+``report["fidelity"]`` (JSON):
+
+- ``inputs``: ``"dataset"`` (the caller's evaluation set: the numbers are those of the
+  ``accuracy`` evaluation, not a second run), ``"synthetic"`` (made up from the graph's
+  input types and shapes, see ``synthetic.py``; ``input_shapes`` gives one batch's shapes) or
+  null when nothing could be run, with ``reason``;
+- ``samples``; ``output_sqnr_db``: pooled over every float output (``10·log10(Σf²/Σ(f−q)²)``);
+  ``agreement``: the share of positions whose argmax over the last axis is the same, over the
+  outputs that look like class scores (``class_outputs``; null when none does);
+- ``threshold_db``: the limit under which the job warns, and ``layers`` (null unless it
+  warned): the layers that cost most, measured one by one (``attribution.py``);
+- ``seconds``: time spent on the check beyond the evaluation a dataset already needed;
+- ``in_sample`` (only when calibration ran): true, the set's samples also calibrated the
+  quantization, so the scores are in-sample.
+
+``warnings`` (the report's list) gets one line when ``output_sqnr_db`` is under the threshold,
+naming the costliest layers. The check's own runs (synthetic inputs, per-layer runs) stop
+adding measurements once ``budget_s`` has passed; a synthetic evaluation is a few batches of
+``synthetic.BATCH`` samples, so it is short whatever the model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from quantcore.compress.pipeline import CodedWeight
+from quantcore.evaluate.attribution import layer_costs
+from quantcore.evaluate.dataset import EvalSet
+from quantcore.evaluate.runner import _pad, evaluate, session
+from quantcore.evaluate.scores import AccuracyReport
+from quantcore.evaluate.synthetic import SyntheticSet, synthetic_set
+
+# Sizes tried in turn for symbolic image axes until the float model accepts the inputs.
+SPATIAL_TRIES = (64, 32, 48, 96, 224)
+TOP_LAYERS = 5
+ATTRIBUTION_BATCH = 8
+
+
+@dataclass(frozen=True, kw_only=True)
+class FidelityCheck:
+    block: dict[str, Any]
+    warnings: tuple[str, ...]
+
+
+def unavailable(reason: str, threshold_db: float) -> FidelityCheck:
+    """The block of a job whose models cannot be run (weights-only input)."""
+    return FidelityCheck(
+        block={"inputs": None, "samples": 0, "output_sqnr_db": None, "agreement": None,
+               "class_outputs": [], "threshold_db": threshold_db, "layers": None,
+               "seconds": 0.0, "reason": reason},
+        warnings=(),
+    )  # fmt: skip
+
+
+def _synthetic(float_model: Path, threads: int | None) -> SyntheticSet | str:
+    """A synthetic set the float model runs on, or why none was found."""
+    proto = onnx.load(str(float_model), load_external_data=False)
+    sess = session(float_model, threads=threads)
+    outputs = [o.name for o in sess.get_outputs()]
+    error = ""
+    for spatial in SPATIAL_TRIES:
+        candidate = synthetic_set(proto, spatial=spatial)
+        feeds, _ = next(iter(candidate.batches(candidate.batch)))
+        try:
+            sess.run(outputs, feeds)
+        except Exception as exc:  # onnxruntime's Fail/InvalidArgument/RuntimeException
+            error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
+            continue
+        return candidate
+    return f"the model rejected inputs synthesised from its graph: {error}"
+
+
+def first_batch(evalset: EvalSet | SyntheticSet) -> dict[str, np.ndarray]:
+    """A batch of at most ``ATTRIBUTION_BATCH`` samples (padded to a fixed batch size)."""
+    fixed = evalset.fixed_batch
+    step = fixed if fixed is not None else ATTRIBUTION_BATCH
+    feeds, _ = next(iter(evalset.batches(step)))
+    if fixed is not None:
+        feeds = {k: _pad(v, fixed) if v.ndim and v.shape[0] < fixed else v
+                 for k, v in feeds.items()}  # fmt: skip
+    return feeds
+
+
+def check_fidelity(
+    float_model: Path,
+    quantized_model: Path,
+    weights: Sequence[CodedWeight],
+    *,
+    threshold_db: float,
+    budget_s: float,
+    evalset: EvalSet | None = None,
+    scores: AccuracyReport | None = None,
+    batch_size: int = 256,
+    threads: int | None = None,
+) -> FidelityCheck:
+    """The fidelity block and warnings (module docstring). With ``evalset``, ``scores`` is
+    the evaluation already made on it (its numbers are reused)."""
+    start = time.perf_counter()
+    deadline = start + budget_s
+    inputs: EvalSet | SyntheticSet
+    if evalset is not None and scores is not None:
+        inputs, label = evalset, "dataset"
+        block = scores.fidelity(label)
+    else:
+        found = _synthetic(float_model, threads)
+        if isinstance(found, str):
+            return unavailable(found, threshold_db)
+        inputs, label = found, "synthetic"
+        scores = evaluate(float_model, quantized_model, found, batch_size=batch_size,
+                          threads=threads)  # fmt: skip
+        block = {**scores.fidelity(label), "input_shapes": found.describe()}
+    block.update(threshold_db=threshold_db, layers=None)
+    warnings: list[str] = []
+    sqnr = block["output_sqnr_db"]
+    if sqnr is not None and sqnr < threshold_db:
+        costs = layer_costs(float_model, weights, first_batch(inputs), deadline=deadline,
+                            threads=threads)  # fmt: skip
+        block["layers"] = costs.block(TOP_LAYERS)
+        named = ", ".join(f"{c.name} ({c.output_sqnr_db:.1f} dB alone)"
+                          for c in costs.costs[:TOP_LAYERS])  # fmt: skip
+        partial = "" if costs.measured == costs.total else (
+            f"; {costs.measured} of {costs.total} layers measured within the time budget")
+        warnings.append(
+            f"output SQNR {sqnr:.1f} dB on {label} inputs is under {threshold_db:g} dB; the "
+            f"layers that cost most (each quantized alone): {named or 'none measured'}"
+            f"{partial}. Leaving them in float (spec 'exclude') or giving them more bits "
+            "(spec 'overrides') helps most."
+        )
+    block["seconds"] = round(time.perf_counter() - start, 3)
+    return FidelityCheck(block=block, warnings=tuple(warnings))

@@ -1,0 +1,124 @@
+"""Calibration of a quantize job (spec ``calibration``): GPTQ and bias correction.
+
+- ``bias``: the inputs' mean of every Conv/MatMul/Gemm layer whose weight is quantized is
+  captured (``quantcore.evaluate.capture``); after quantization each layer's output is
+  shifted by ``-ΔW·E[x]`` per channel (``quantcore.compress.gptq.output_shift``, written by
+  ``quantcore.formats.bias``), so the quantized layer's output mean is the float one's on the
+  calibration inputs.
+- ``gptq``: the inputs' Hessian ``XᵀX`` is captured too, each such weight is rounded by GPTQ
+  in the group quantizer's format (kept only where it lowers the layer's output error on
+  those inputs), then the bias is corrected as above.
+
+Inputs: the job's evaluation set (at most ``JobLimits.calibration_samples`` samples of it).
+Without one, calibration is not run: inputs made up from the graph do not have the real
+inputs' statistics (measured on the real models of bench/realmodels, see
+``bench/realmodels/calibration.py``), and the report says so in ``warnings``.
+
+The report's ``calibration`` block: ``method``, ``inputs`` (``"dataset"`` or null),
+``samples``, ``layers`` (weights calibrated) ``of`` (weights quantized), ``seconds`` (capture
+of the inputs; GPTQ's own time is in ``quantize_s``), ``bias`` (how each shift was written)
+and ``skipped`` (``{name, reason}`` of quantized weights left uncalibrated).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantcore.compress.gptq import output_shift
+from quantcore.compress.hessian import LayerStats
+from quantcore.compress.pipeline import QuantizedModel, select_tensors
+from quantcore.evaluate.capture import capture_stats
+from quantcore.evaluate.dataset import EvalSet
+from quantcore.formats.bias import shift_outputs
+from quantcore.formats.onnx_reader import OnnxModel
+from quantcore.formats.onnx_writer import WrittenModel
+from quantcore.limits import JobLimits
+from quantcore.spec import Calibration, QuantSpec
+
+MAX_SKIPPED_ROWS = 50
+
+
+@dataclass(kw_only=True)
+class Calibrated:
+    method: Calibration
+    stats: dict[str, LayerStats] = field(default_factory=dict)
+    block: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def gptq_stats(self) -> dict[str, LayerStats] | None:
+        return self.stats if self.method is Calibration.GPTQ else None
+
+
+def _not_run(method: Calibration, reason: str) -> Calibrated:
+    block: dict[str, Any] = {
+        "method": method.value, "inputs": None, "samples": 0, "layers": 0, "of": 0,
+        "seconds": 0.0, "bias": [], "skipped": [], "reason": reason,
+    }  # fmt: skip
+    return Calibrated(method=Calibration.NONE, block=block,
+                      warnings=[f"calibration {method.value!r} was not run: {reason}"])
+
+
+def capture(
+    model: Any, model_path: Path, spec: QuantSpec, evalset: EvalSet | None, limits: JobLimits
+) -> Calibrated | None:
+    """The calibration inputs' statistics for ``spec`` (None when calibration is off)."""
+    method = spec.calibration
+    if method is Calibration.NONE:
+        return None
+    if not isinstance(model, OnnxModel):
+        return _not_run(method, f"{model_path.name} holds weights only: no graph to run")
+    if evalset is None:
+        return _not_run(method, "no evaluation set was given to calibrate on (inputs made up "
+                        "from the graph mislead it: see the calibration block's reason)")
+    selected = select_tensors(model, spec).quantize
+    weights: dict[str, tuple[str, tuple[int, ...]]] = {}
+    skipped: dict[str, str] = {}
+    for name in selected:
+        source = model.sources[name]
+        if source.graph_path != "graph":
+            skipped[name] = "inside a subgraph: rounded plainly (no calibration)"
+            continue
+        weights[name] = (source.value_name, tuple(int(d) for d in source.tensor.dims))
+    start = time.perf_counter()
+    found = capture_stats(
+        model_path, weights, evalset, max_samples=limits.calibration_samples,
+        max_k=limits.calibration_max_k, hessian=method is Calibration.GPTQ,
+    )  # fmt: skip
+    skipped.update(found.notes)
+    block = {
+        "method": method.value, "inputs": "dataset", "samples": found.samples,
+        "layers": len(found.stats), "of": len(selected),
+        "seconds": round(time.perf_counter() - start, 3), "bias": [],
+        "skipped": [{"name": n, "reason": r} for n, r in list(skipped.items())[:MAX_SKIPPED_ROWS]],
+    }  # fmt: skip
+    return Calibrated(method=method, stats=found.stats, block=block)
+
+
+def correct_bias(calibrated: Calibrated, qmodel: QuantizedModel, written: WrittenModel) -> None:
+    """Shift each calibrated layer's output by ``-ΔW·E[x]`` in ``written`` (before the
+    source model is closed: the float weights are read from it)."""
+    model = qmodel.source
+    if not calibrated.stats or not isinstance(model, OnnxModel):
+        return
+    coded = qmodel.coded
+    shifts: dict[str, np.ndarray] = {}
+    for name, stats in calibrated.stats.items():
+        if name not in coded:
+            continue
+        original = model.array(name)
+        shift, kept = output_shift(stats, original, coded[name].dequantized())
+        g = stats.geometry
+        shape = (g.rows, *([1] * len(g.kernel))) if g.op == "Conv" else (g.rows,)
+        dtype = original.dtype if original.dtype.kind == "f" else np.dtype(np.float32)
+        shifts[model.sources[name].value_name] = shift.astype(dtype).reshape(shape)
+        coded[name].layer.setdefault("notes", []).append(
+            f"bias corrected: output mean shifted by up to {float(np.abs(shift).max()):.3g} on "
+            f"{kept} of {g.rows} channels (the others' mean error differs between halves of "
+            "the calibration samples)")
+    calibrated.block["bias"] = shift_outputs(written.proto, shifts)

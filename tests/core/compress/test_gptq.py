@@ -1,0 +1,163 @@
+"""GPTQ in the group format and bias shifts: layer output error, im2col, mean shift."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from quantcore.compress.gptq import gptq_groups, output_error, output_shift
+from quantcore.compress.groups import block_view, quantize_groups
+from quantcore.compress.hessian import Accumulator, Geometry
+from quantcore.quantizers.codes import decode
+from quantcore.spec import QuantSpec
+
+RNG = np.random.default_rng(5)
+
+
+def _correlated(rows: int, k: int, mean: float = 0.5) -> np.ndarray:
+    mix = RNG.standard_normal((k, k)) * 0.4 + np.eye(k)
+    return (RNG.standard_normal((rows, k)) @ mix + mean).astype(np.float32)
+
+
+def _quantize(weights: np.ndarray, geometry: Geometry, x: np.ndarray, bits: int,
+              axis: int, trailing: bool = False):  # type: ignore[no-untyped-def]
+    acc = Accumulator(geometry=geometry)
+    acc.add(x)
+    spec = QuantSpec.from_dict({"bits": bits}).quantizer
+    view = block_view(weights.shape, axis, trailing)
+    plain = quantize_groups("w", weights, spec, view=view, axis=axis, block_size=32,
+                            zero_point=True)  # fmt: skip
+    gptq, note = gptq_groups("w", weights, spec, acc.stats, view=view, axis=axis,
+                             block_size=32, zero_point=True, plain=plain)  # fmt: skip
+    return acc.stats, plain, gptq, note
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+def test_gptq_lowers_the_layer_output_error_on_correlated_inputs(bits: int) -> None:
+    k, n = 160, 48  # a ragged last block: 160 = 5 x 32
+    x = _correlated(3000, k)
+    w = (RNG.laplace(size=(k, n)) * 0.05).astype(np.float32)
+    stats, plain, gptq, note = _quantize(w, Geometry(op="MatMul", rows=n, k=k), x, bits, 0)
+    before = np.sum((x @ (plain.quantized.dequantized - w)).astype(np.float64) ** 2)
+    after = np.sum((x @ (gptq.quantized.dequantized - w)).astype(np.float64) ** 2)
+    assert after < 0.8 * before, note
+    assert "below plain rounding" in note
+    # The format is the group quantizer's: codes in range, scales float16, decode is exact.
+    decoder = gptq.quantized.decoder
+    assert decoder.scale.dtype == np.float16 and decoder.scale.shape == (5, n)
+    assert gptq.quantized.codes.min() >= 0 and gptq.quantized.codes.max() <= 2**bits - 1
+    np.testing.assert_array_equal(decode(gptq.quantized.codes, decoder),
+                                  gptq.quantized.dequantized)  # fmt: skip
+    delta = stats.geometry.rows_of(gptq.quantized.dequantized - w)
+    assert output_error(stats, delta) == pytest.approx(after / 3000, rel=1e-3)
+
+
+def test_gemm_layouts_agree_with_their_outputs() -> None:
+    k, n = 64, 16
+    x = _correlated(2000, k)
+    w = (RNG.laplace(size=(n, k)) * 0.05).astype(np.float32)  # Gemm transB=1: (N, K)
+    geometry = Geometry(op="Gemm", rows=n, k=k, trans_b=True)
+    _, plain, gptq, _ = _quantize(w, geometry, x, 3, 1)
+    before = np.sum((x @ (plain.quantized.dequantized - w).T) ** 2)
+    after = np.sum((x @ (gptq.quantized.dequantized - w).T) ** 2)
+    assert after < before
+
+
+def _conv_outputs(x: np.ndarray, w: np.ndarray, **attrs: object) -> np.ndarray:
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], **attrs)], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("channels", "group", "attrs"),
+    [
+        (6, 1, {"strides": [2, 1], "pads": [1, 0, 1, 2], "dilations": [1, 2]}),
+        (8, 8, {"pads": [1, 1, 1, 1]}),  # depthwise
+        (8, 2, {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    ],
+)
+def test_im2col_rows_reproduce_the_convolution(channels: int, group: int, attrs: dict) -> None:
+    """Σ over patches of ``w·patch`` equals onnxruntime's Conv output summed: the patches are
+    the Conv's own inputs, in the kernel's order, padding included."""
+    x = RNG.standard_normal((2, channels, 9, 11)).astype(np.float32)
+    out_c = 4 if group == 1 else channels
+    w = RNG.standard_normal((out_c, channels // group, 3, 3)).astype(np.float32)
+    y = _conv_outputs(x, w, group=group, **attrs)
+    geometry = Geometry(
+        op="Conv", rows=out_c, k=channels // group * 9, groups=group, kernel=(3, 3),
+        strides=tuple(attrs.get("strides", (1, 1))), pads=tuple(attrs.get("pads", (0,) * 4)),
+        dilations=tuple(attrs.get("dilations", (1, 1))),
+        auto_pad=str(attrs.get("auto_pad", "NOTSET")),
+    )  # fmt: skip
+    acc = Accumulator(geometry=geometry, max_rows=10**6)
+    acc.add(x)
+    assert acc.stats.count == y.shape[0] * y.shape[2] * y.shape[3]
+    per_channel = np.einsum("grk,gk->gr", geometry.rows_of(w).astype(np.float64),
+                            acc.stats.mean).reshape(-1)  # fmt: skip
+    np.testing.assert_allclose(per_channel, y.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+
+
+def test_gptq_on_a_depthwise_conv_keeps_its_groups_apart() -> None:
+    x = np.abs(RNG.standard_normal((4, 16, 12, 12))).astype(np.float32)  # post-ReLU
+    w = (RNG.laplace(size=(16, 1, 3, 3)) * 0.2).astype(np.float32)
+    geometry = Geometry(op="Conv", rows=16, k=9, groups=16, kernel=(3, 3), strides=(1, 1),
+                        pads=(1, 1, 1, 1), dilations=(1, 1))  # fmt: skip
+    stats, plain, gptq, _ = _quantize(w, geometry, x, 3, 1, trailing=True)
+    y = _conv_outputs(x, w, group=16, pads=[1, 1, 1, 1])
+    err_plain = _conv_outputs(x, plain.quantized.dequantized, group=16, pads=[1, 1, 1, 1]) - y
+    err_gptq = _conv_outputs(x, gptq.quantized.dequantized, group=16, pads=[1, 1, 1, 1]) - y
+    assert np.sum(err_gptq**2) <= np.sum(err_plain**2)
+    assert stats.hessian.shape == (16, 9, 9)
+
+
+def test_too_few_rows_round_plainly() -> None:
+    k, n = 64, 8
+    x = _correlated(100, k)  # fewer than 2 rows per input
+    w = (RNG.laplace(size=(k, n)) * 0.05).astype(np.float32)
+    _, plain, gptq, note = _quantize(w, Geometry(op="MatMul", rows=n, k=k), x, 4, 0)
+    assert gptq is plain and "too few" in note
+
+
+def test_output_shift_zeroes_the_mean_shift() -> None:
+    k, n = 96, 24
+    x = _correlated(4000, k, mean=2.0)
+    w = (RNG.laplace(size=(k, n)) * 0.05).astype(np.float32)
+    stats, plain, _, _ = _quantize(w, Geometry(op="MatMul", rows=n, k=k), x, 3, 0)
+    q = plain.quantized.dequantized
+    drift = (x @ q - x @ w).mean(axis=0)
+    assert np.abs(drift).max() > 1e-3
+    shift, kept = output_shift(stats, w, q)
+    fixed = shift != 0
+    assert kept == np.count_nonzero(fixed) >= n // 2
+    corrected = (x @ q + shift - x @ w).mean(axis=0)
+    np.testing.assert_allclose(corrected[fixed], 0.0, atol=1e-4)
+    # Those left alone had a mean error the halves disagreed on: a small one.
+    assert np.abs(drift[~fixed]).max(initial=0.0) < np.abs(drift[fixed]).max()
+    gemm = Geometry(op="Gemm", rows=n, k=k, alpha=0.5)
+    acc = Accumulator(geometry=gemm)
+    acc.add(x)
+    np.testing.assert_allclose(output_shift(acc.stats, w, q)[0], 0.5 * shift)
+
+
+def test_a_mean_error_the_halves_disagree_on_is_left_alone() -> None:
+    """Samples whose mean flips between halves: no channel's shift is trusted."""
+    k, n = 32, 8
+    x = RNG.standard_normal((2000, k)).astype(np.float32)
+    x[0::2] += 3.0  # the first half (even samples) ...
+    x[1::2] -= 3.0  # ... and the second have opposite means
+    w = (RNG.laplace(size=(k, n)) * 0.05).astype(np.float32)
+    acc = Accumulator(geometry=Geometry(op="MatMul", rows=n, k=k), hessian=False)
+    acc.add(x)
+    q = w + np.float32(0.01) * np.sign(w)  # an error with a non-zero sum per channel
+    shift, kept = output_shift(acc.stats, w, q)
+    assert kept == 0 and not shift.any()
