@@ -100,14 +100,8 @@ RANGES: dict[str, FieldRange] = {
 
 # Group granularity: weights per scale along the reduction axis (a power of two).
 DEFAULT_GROUP_SIZE = 32
-# Granularity "auto" (the default): groups along each weight's reduction axis, whose size
-# follows the bits, and the whole range of each group (support max_abs). Chosen on the real
-# models of bench/realmodels by the quantized model's output: at 7 bits and more, groups of 128
-# keep all but two of nine models above 30 dB at 8 bits for a quarter of the scales of 32; at
-# 6 bits and below, groups of 32 (4.6 bits per weight at 4 bits, under block-32 RTN's 5.1;
-# at 6 bits 0.6-9 dB better than 128 on the four models tried). Clipping a group's extremes
-# (support "mse") lowers the weights' error but the outputs' on most of those models: a rare
-# large weight matters to the layer's output more than the MSE says.
+# Granularity "auto" (the default): groups of 128 from 7 bits, 32 below, each keeping its whole
+# range; chosen by the outputs of the real models of bench/realmodels (README, "Real models").
 AUTO_GROUP_SIZE_HIGH = 128
 AUTO_GROUP_SIZE_LOW = 32
 AUTO_HIGH_BITS = 7
