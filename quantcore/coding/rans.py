@@ -75,39 +75,40 @@ def encode(flat: CodeArray, counts: npt.NDArray[np.int64], threads: int | None) 
     if coded:
         precision, freqs = choose_precision(high_counts[symbols], raw_bits * flat.size)
     table = encode_table(symbols, freqs, 4)
-    pieces: list[tuple[bytes, bytes]] = []
+    pieces: list[tuple[memoryview, memoryview]] = []
     if coded or (raw_bits and flat.size):
         bits = 8 * flat.itemsize - raw_bits
         rows = _encoder_rows(symbols, freqs, precision, bits) if coded else None
         starts = range(0, flat.size, CHUNK_SYMBOLS)
 
-        def one(start: int) -> tuple[bytes, bytes]:
+        def one(start: int) -> tuple[memoryview, memoryview]:
             part = flat[start : start + CHUNK_SYMBOLS]
             return _encode_chunk(part, raw_bits, rows, int(symbols[0]))
 
         pieces = run_all(one, starts, threads)
     lengths = np.array([len(words) // 4 for words, _ in pieces], dtype="<u4")
     fields = (MAGIC, VERSION, width, raw_bits, precision, flat.size, symbols.size, CHUNK_SYMBOLS)
-    body = [table, lengths.tobytes(), *(p for pair in pieces for p in pair)]
+    body: list[bytes | memoryview] = [table, lengths.tobytes()]
+    body += [piece for pair in pieces for piece in pair]
     return seal((*fields, len(table), len(pieces)), body)
 
 
 def _encode_chunk(
     part: CodeArray, raw_bits: int, rows: npt.NDArray[np.uint64] | None, first: int
-) -> tuple[bytes, bytes]:
-    """A chunk's words and low bits; no words when ``rows`` is None: every code's high part
-    is then ``first``."""
+) -> tuple[memoryview, memoryview]:
+    """A chunk's words and low bits (byte views, not copies); no words when ``rows`` is
+    None: every code's high part is then ``first``."""
     packed = np.zeros(packed_size(part.size, raw_bits), dtype=np.uint8)
     if rows is None:
         if (part >> raw_bits != first).any():
             raise InvalidSpecError("the counts given are not the codes' bincount")
         kernels().pack_low(part, raw_bits, packed)
-        return b"", packed.tobytes()
+        return memoryview(b""), packed.data
     words = np.empty(part.size + 2 * LANES, dtype=np.uint32)
     start = kernels().encode_chunk(part, raw_bits, rows, words, packed)
     if start < 0:
         raise InvalidSpecError("the counts given are not the codes' bincount")
-    return words[start:].astype("<u4", copy=False).tobytes(), packed.tobytes()
+    return words[start:].astype("<u4", copy=False).data.cast("B"), packed.data
 
 
 def choose_precision(

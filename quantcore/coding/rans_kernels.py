@@ -119,7 +119,8 @@ def encode_chunk(codes, raw_bits, table, words, packed):
 @_jit
 def pack_low(codes, raw_bits, packed):
     """The low ``raw_bits`` of each code, bit-packed as ``quantcore.coding.packing`` does
-    (code i at stream bits [i*R, (i+1)*R), least significant bit first)."""
+    (code i at stream bits [i*R, (i+1)*R), least significant bit first), four bytes at a
+    time."""
     mask = np.uint64((1 << raw_bits) - 1)
     acc = np.uint64(0)
     filled = 0
@@ -127,13 +128,17 @@ def pack_low(codes, raw_bits, packed):
     for i in range(codes.size):
         acc |= (np.uint64(codes[i]) & mask) << np.uint64(filled)
         filled += raw_bits
-        while filled >= 8:
-            packed[out] = np.uint8(acc & np.uint64(0xFF))
-            out += 1
-            acc >>= np.uint64(8)
-            filled -= 8
-    if filled:
+        if filled >= 32:
+            for b in range(4):
+                packed[out + b] = np.uint8((acc >> np.uint64(8 * b)) & np.uint64(0xFF))
+            out += 4
+            acc >>= _32
+            filled -= 32
+    while filled > 0:
         packed[out] = np.uint8(acc & np.uint64(0xFF))
+        out += 1
+        acc >>= np.uint64(8)
+        filled -= 8
 
 
 @njit(inline="always")
@@ -223,16 +228,26 @@ def _initial_states(words):
 @_jit
 def or_low(out, packed, raw_bits):
     """OR the low bits unpacked from ``packed`` (exactly ``ceil(n * raw_bits / 8)`` bytes)
-    into ``out``."""
+    into ``out``, reading four bytes at a time while four remain."""
     mask = np.uint64((1 << raw_bits) - 1)
     acc = np.uint64(0)
     filled = 0
     src = 0
+    size = packed.size
     for i in range(out.size):
-        while filled < raw_bits:
-            acc |= np.uint64(packed[src]) << np.uint64(filled)
-            src += 1
-            filled += 8
+        if filled < raw_bits:
+            if src + 4 <= size:
+                word = np.uint64(packed[src]) | np.uint64(packed[src + 1]) << np.uint64(8)
+                word |= np.uint64(packed[src + 2]) << np.uint64(16)
+                word |= np.uint64(packed[src + 3]) << np.uint64(24)
+                acc |= word << np.uint64(filled)
+                src += 4
+                filled += 32
+            else:
+                while filled < raw_bits and src < size:
+                    acc |= np.uint64(packed[src]) << np.uint64(filled)
+                    src += 1
+                    filled += 8
         out[i] |= acc & mask
         acc >>= np.uint64(raw_bits)
         filled -= raw_bits

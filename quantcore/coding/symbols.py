@@ -147,7 +147,8 @@ def encode_table(symbols: npt.NDArray[np.intp], values: npt.NDArray[np.int64], s
     The planes put the mostly-zero high bytes of the values together, which lets a fast zstd
     level compress the table about as well as its slowest level does on the plain layout.
     """
-    deltas = np.diff(symbols, prepend=0).astype("<u2")
+    deltas = symbols.astype("<u2")  # the first absolute, then the differences
+    deltas[1:] -= deltas[:-1].copy()
     planes = [
         deltas.view(np.uint8).reshape(-1, 2).T.tobytes(),
         values.astype(f"<u{size}").view(np.uint8).reshape(-1, size).T.tobytes(),
