@@ -20,6 +20,18 @@ _POOLS: dict[int, ThreadPoolExecutor] = {}
 _LOCK = threading.Lock()
 
 
+def _forget_pools() -> None:
+    """In a forked child (a prefork worker) the parent's pool threads do not exist: a pool
+    that still counted them would never run a task. The child starts its own."""
+    global _LOCK
+    _POOLS.clear()
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
+
+
 def cores() -> int:
     """The cores this process may run on."""
     try:

@@ -4,9 +4,12 @@ without crashing."""
 
 from __future__ import annotations
 
+import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 import zlib
 
 import numpy as np
@@ -196,3 +199,28 @@ def test_importing_the_coder_loads_neither_numba_nor_constriction() -> None:
         "assert 'numba' not in sys.modules and 'constriction' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_codes_on_threads_of_its_own() -> None:
+    codes = laplacian_codes(50_000, 4)
+    data = encode_codes(codes, threads=2)  # the parent's pool of two threads exists now
+    rans.CHUNK_SYMBOLS, chunk = 10_000, rans.CHUNK_SYMBOLS
+    try:
+        several = encode_codes(codes, threads=2)
+    finally:
+        rans.CHUNK_SYMBOLS = chunk
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if both decode on its own threads
+        ok = np.array_equal(decode_codes(several, threads=2), codes)
+        os._exit(0 if ok and np.array_equal(decode_codes(data, threads=2), codes) else 1)
+    for _ in range(600):  # a child stuck on a pool without threads is killed after 60 s
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child never finished decoding")
+    assert os.waitstatus_to_exitcode(status) == 0
