@@ -108,7 +108,8 @@ def _encode_chunk(
     start = kernels().encode_chunk(part, raw_bits, rows, words, packed)
     if start < 0:
         raise InvalidSpecError("the counts given are not the codes' bincount")
-    return words[start:].astype("<u4", copy=False).data.cast("B"), packed.data
+    # A copy of the words used, so that the buffer sized for the worst case is freed now.
+    return memoryview(words[start:].astype("<u4", copy=False).tobytes()), packed.data
 
 
 def choose_precision(
