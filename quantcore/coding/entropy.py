@@ -33,9 +33,9 @@ Degenerate cases: an empty input stores no chunks. A single distinct high part h
 entropy: its chunks hold no words (and no chunks at all when ``raw_bits`` is 0, e.g. a
 constant input). Uniform codes end up fully raw (plain bit packing). Up to 65536 distinct
 symbols are supported; every present symbol gets a non-zero frequency. Rate: the size stays
-within ``RAW_BITS_TOLERANCE`` (0.1%) plus a few 1e-5 (v2: at most 1e-4 for the precision) of
-the best of ``N * (H(code >> k) + k)`` and the table, plus a few bytes a chunk (v2: 68); see
-``bench.bench_entropy``.
+within ``RAW_BITS_TOLERANCE`` (0.1%) plus a few 1e-5 (v2: 3e-5 for the precision, 1e-4 where
+a wide alphabet needs more than 16 bits of it) of the best of ``N * (H(code >> k) + k)`` and
+the table, plus a few bytes a chunk (v2: 68 a chunk of 2M); see ``bench.bench_entropy``.
 """
 
 from __future__ import annotations

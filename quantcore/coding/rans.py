@@ -26,6 +26,7 @@ from quantcore.coding.symbols import (
     chunk_sizes,
     decode_table,
     encode_table,
+    open_stream,
     raw_low_bits,
     seal,
 )
@@ -55,6 +56,19 @@ def kernels() -> ModuleType:
 
         _kernels = rans_kernels
     return _kernels
+
+
+def compile_kernels() -> None:
+    """Compile (or load from the disk cache) every kernel for 8- and 16-bit codes, by coding
+    a few codes of each kind: for a process or an image build that would rather pay the first
+    run's compilation up front."""
+    for dtype, top in ((np.uint8, 255), (np.uint16, 65535)):
+        peaked: CodeArray = np.array([0, 0, 0, 1, 2, top], dtype=dtype)
+        smooth: CodeArray = np.concatenate([peaked, np.arange(0, top, 97, dtype=dtype)])
+        uniform: CodeArray = np.arange(top + 1, dtype=dtype)
+        for codes in (peaked, smooth, uniform):  # ANS; ANS and raw low bits; raw bits only
+            fields, body = open_stream(encode(codes, count_codes(codes), 1), (VERSION,))
+            decode(fields, body, 1)
 
 
 def count_codes(flat: CodeArray) -> npt.NDArray[np.int64]:
@@ -215,6 +229,7 @@ def decode(fields: tuple[Any, ...], body: memoryview, threads: int | None) -> Co
     def one(job: tuple[int, memoryview, memoryview, CodeArray]) -> None:
         index, words, low, part = job
         packed = np.frombuffer(low, dtype=np.uint8)
+        packed.flags.writeable = False  # as from bytes: one kernel signature
         if tables is None:
             part[:] = high[0]
             kernels().or_low(part, packed, raw_bits)
@@ -244,10 +259,13 @@ def _decoder_tables(
 
 
 def _words(data: memoryview) -> npt.NDArray[np.uint32]:
-    """The words of a chunk as an aligned array (copied only if the stream's bytes are not
-    aligned: a kernel compiled for aligned arrays serves both)."""
+    """The words of a chunk as an aligned read-only array (copied only if the stream's bytes
+    are not aligned)."""
     words = np.frombuffer(data, dtype="<u4")
-    return words if words.flags.aligned else words.copy()
+    if not words.flags.aligned:
+        words = words.copy()
+    words.flags.writeable = False  # one kernel signature, whatever the caller's buffer
+    return words
 
 
 def _decode_chunk(

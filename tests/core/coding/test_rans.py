@@ -224,3 +224,14 @@ def test_a_forked_child_codes_on_threads_of_its_own() -> None:
         os.waitpid(pid, 0)
         pytest.fail("the forked child never finished decoding")
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_any_buffer_decodes_with_the_same_kernels() -> None:
+    codes = laplacian_codes(20_001, 10, seed=9)
+    data = encode_codes(codes)
+    rans.compile_kernels()
+    before = {k: len(getattr(rans.kernels(), k).signatures) for k in ("decode_chunk", "or_low")}
+    for buffer in (data, bytearray(data), memoryview(b"x" + data)[1:]):  # the last unaligned
+        np.testing.assert_array_equal(decode_codes(buffer), codes)
+    after = {k: len(getattr(rans.kernels(), k).signatures) for k in before}
+    assert after == before  # aligned or not, writable or not: nothing compiled again
