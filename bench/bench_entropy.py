@@ -4,29 +4,24 @@ and plain bit packing; the numba compile cost; and unpacking a whole package.
 Source: 50M unit-variance Laplacian weights (seeded), quantized by a uniform midrise quantizer
 at R bits with the support sqrt(2)*ln(2**R) (the ``hui`` rule of API.md). For each R:
 
-- ``encode_codes`` / ``decode_codes``, version 2 and version 1: bits per weight against the
-  empirical entropy, encode and decode throughput (M codes/s) on 1 and 2 threads. Version 2
-  on 2 threads codes the chunks of the one stream in parallel; version 1 has no chunk
-  parallelism, so its 2-thread figure codes the two halves of the codes as two streams on two
-  threads (what coding two tensors at once gives: constriction holds the GIL);
+- ``encode_codes`` / ``decode_codes``, v2 and v1: bits per weight against the entropy, M codes/s
+  on 1 and 2 threads: v2 codes one stream's chunks in parallel, v1 two streams (the two halves)
+  on two threads, what coding two tensors at once gives (constriction holds the GIL);
 - baselines in the same run: ``pack_bits`` at R bits, and zstd (one thread) at levels 3 and
   19 on the packed and on the raw codes; level 19 (about 5 MB/s) on the first
   ``--z19-sample`` codes only (8M: its window is 8 MB anyway), its rate taken for the whole;
-- peak extra memory of v2 encode and decode (tracemalloc: NumPy and Python allocations) as a
-  multiple of the codes' size.
+- peak traced memory (NumPy, Python) of v2 encode and decode / the codes' size.
 
-Compile cost: a child process with an empty numba cache runs ``rans.compile_kernels`` (every
-kernel compiles), then a second child with that cache does the same (kernels load from disk);
-each reports its seconds less the same work done again, and the import of the coder.
+Compile cost: ``rans.compile_kernels`` in a child process with an empty numba cache, then in
+one with that cache (loading), less the same call again; and the import of the coder.
 
-Unpack: a generated ``tests.models.large`` model of ``--unpack-params`` parameters quantized per
-layer at 4 and 8 bits; ``unpack_file`` of its ``model.qpack`` (v2 streams) and of the same
-package with v1 streams, in GB of ``model.onnx`` written per second; baseline in the same run:
-``zstd -d`` of ``model.onnx`` compressed by ``zstd -3`` (the binary, else ``zstandard``).
+Unpack: ``unpack_file`` of the package of a ``tests.models.large`` model (``--unpack-params``,
+per layer, 4 and 8 bits) with v2 streams and with v1 streams, in GB of ``model.onnx`` per
+second; baseline: ``zstd -d`` of ``model.onnx`` after ``zstd -3`` (else ``zstandard``).
 
 Run: ``python -m bench.bench_entropy [--n 50000000] [--bits 3 4 8 16] [--repeats 2]
-[--z19-sample 8000000] [--unpack-params 300000000] [--unpack-bits 4 8]``.
-Writes ``bench/results/bench_entropy.json``.
+[--z19-sample 8000000] [--unpack-params 300000000] [--unpack-bits 4 8]``; writes
+``bench/results/bench_entropy.json``.
 """
 
 from __future__ import annotations
@@ -77,6 +72,7 @@ class Row:
     v1_encode_mws: tuple[float, float]
     v1_decode_mws: tuple[float, float]
     v2_per_cpu_s: tuple[float, float]  # encode, decode on 1 thread, M codes per CPU second
+    v2_cores_used: tuple[float, float]  # encode, decode on 2 threads: CPU s / wall s
     v1_per_cpu_s: tuple[float, float]
     load_average: float  # of the last minute, when the row was done
     pack_mws: float
@@ -144,7 +140,8 @@ def _rates(codes: np.ndarray, version: int, repeats: int) -> tuple[bytes, list[f
                 timed(lambda: list(pool.map(decode_codes, streams)), repeats),
             ]
     wall = [n / t.seconds / 1e6 for t in (*enc, *dec)]
-    return stream, [*wall, n / enc[0].cpu_seconds / 1e6, n / dec[0].cpu_seconds / 1e6]
+    busy = [t.cpu_seconds / t.seconds for t in (enc[1], dec[1])]  # cores used on 2 threads
+    return stream, [*wall, n / enc[0].cpu_seconds / 1e6, n / dec[0].cpu_seconds / 1e6, *busy]
 
 
 def measure(n: int, bits: int, repeats: int, z19_sample: int) -> Row:
@@ -184,6 +181,7 @@ def measure(n: int, bits: int, repeats: int, z19_sample: int) -> Row:
         v1_encode_mws=(v1[0], v1[1]),
         v1_decode_mws=(v1[2], v1[3]),
         v2_per_cpu_s=(v2[4], v2[5]),
+        v2_cores_used=(v2[6], v2[7]),
         v1_per_cpu_s=(v1[4], v1[5]),
         load_average=os.getloadavg()[0],
         pack_mws=n / t_pack / 1e6,
@@ -335,6 +333,7 @@ COLUMNS = (
     Column(header="v1 enc 1t/2t", field="v1_encode_mws", width=12),
     Column(header="v1 dec 1t/2t", field="v1_decode_mws", width=12),
     Column(header="v2 /cpu-s", field="v2_per_cpu_s", width=9),
+    Column(header="2t cores", field="v2_cores_used", width=8),
     Column(header="v1 /cpu-s", field="v1_per_cpu_s", width=9),
     Column(header="load", field="load_average", width=4, spec=".1f"),
     Column(header="z19pk", field="zstd19_packed_bpw", width=6, spec=".3f"),
@@ -347,7 +346,11 @@ COLUMNS = (
 
 def _pair(row: Row) -> Row:
     """The row with its (1 thread, 2 threads) pairs as printable text."""
-    pairs = {f: f"{v[0]:.0f}/{v[1]:.0f}" for f, v in asdict(row).items() if isinstance(v, tuple)}
+    pairs = {
+        f: f"{v[0]:.0f}/{v[1]:.0f}" if v[0] > 10 else f"{v[0]:.1f}/{v[1]:.1f}"
+        for f, v in asdict(row).items()
+        if isinstance(v, tuple)
+    }
     return Row(**{**asdict(row), **pairs})
 
 
@@ -366,7 +369,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         "k = low bits stored raw, n = v2 precision; bits per weight except the speeds "
         "(M codes/s, 1 thread/2 threads, wall clock; /cpu-s: encode/decode on 1 thread per "
-        "CPU second; load: the machine's load average then); ovh% = size over the entropy; "
+        "CPU second; 2t cores: CPU s / wall s of v2 encode/decode on 2 threads, below 2 when "
+        "others' work holds a core; load: the load average then); ovh% = size over H; "
         "/z19pk = v2 size / zstd-19 of the packed codes; spd/z3 = v2 encode speed "
         "(2 threads) / zstd-3's on the packed codes; memE/memD = peak traced memory of v2 "
         "encode/decode / size of the codes"
