@@ -8,7 +8,7 @@ at R bits with the support sqrt(2)*ln(2**R) (the ``hui`` rule of API.md). For ea
   on 1 and 2 threads: v2 codes one stream's chunks in parallel, v1 two streams (the two halves)
   on two threads, what coding two tensors at once gives (constriction holds the GIL);
 - baselines in the same run: ``pack_bits`` at R bits, and zstd (one thread) at levels 3 and
-  19 on the packed and on the raw codes; level 19 (about 5 MB/s) on the first
+  19 on the packed codes; level 19 (about 5 MB/s) on the first
   ``--z19-sample`` codes only (8M: its window is 8 MB anyway), its rate taken for the whole;
 - peak traced memory (NumPy, Python) of v2 encode and decode / the codes' size.
 
@@ -27,6 +27,7 @@ Run: ``python -m bench.bench_entropy [--n 50000000] [--bits 3 4 8 16] [--repeats
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -42,15 +43,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from bench.common import (
-    Column,
-    Timed,
-    laplacian,
-    peak_bytes,
-    print_table,
-    timed,
-    write_results,
-)
+from bench.common import Column, laplacian, peak_bytes, print_table, timed, write_results
 from quantcore.coding.entropy import decode_codes, empirical_entropy_bits, encode_codes
 from quantcore.coding.packing import pack_bits
 from quantcore.formats.qpack import MAGIC, read_header
@@ -74,12 +67,10 @@ class Row:
     v2_per_cpu_s: tuple[float, float]  # encode, decode on 1 thread, M codes per CPU second
     v2_cores_used: tuple[float, float]  # encode, decode on 2 threads: CPU s / wall s
     v1_per_cpu_s: tuple[float, float]
-    load_average: float  # of the last minute, when the row was done
+    machine: tuple[float, float]  # load average; speed-up of sha256 on 2 threads, both then
     pack_mws: float
     zstd3_packed_bpw: float
     zstd19_packed_bpw: float
-    zstd3_raw_bpw: float
-    zstd19_raw_bpw: float
     zstd3_packed_mws: float
     size_vs_zstd19_packed: float
     encode_speed_vs_zstd3_packed: float  # v2, 2 threads
@@ -110,8 +101,8 @@ def _rates(codes: np.ndarray, version: int, repeats: int) -> tuple[bytes, list[f
     stream = encode_codes(codes, version=version)
     if not np.array_equal(decode_codes(stream), codes):  # and the kernels are loaded
         raise RuntimeError(f"v{version} round trip failed")
-    enc: list[Timed[Any]] = []
-    dec: list[Timed[Any]] = []
+    enc: list[Any] = []  # Timed, best of the repeats
+    dec: list[Any] = []
     if version == 2:
         for threads in (1, 2):
 
@@ -144,6 +135,17 @@ def _rates(codes: np.ndarray, version: int, repeats: int) -> tuple[bytes, list[f
     return stream, [*wall, n / enc[0].cpu_seconds / 1e6, n / dec[0].cpu_seconds / 1e6, *busy]
 
 
+def _two_cores() -> float:
+    """Speed-up of two threads hashing (hashlib releases the GIL) over one, now: 2.0 on two
+    free cores, about 1 when others' work holds one."""
+    blob = bytes(50_000_000)
+    one = timed(lambda: hashlib.sha256(blob).digest(), 2).seconds
+    with ThreadPoolExecutor(2) as pool:
+        work = [blob, blob]
+        two = timed(lambda: [h.digest() for h in pool.map(hashlib.sha256, work)], 2).seconds
+    return 2 * one / two
+
+
 def measure(n: int, bits: int, repeats: int, z19_sample: int) -> Row:
     codes = laplacian_codes(n, bits)
     entropy = empirical_entropy_bits(codes)
@@ -151,14 +153,11 @@ def measure(n: int, bits: int, repeats: int, z19_sample: int) -> Row:
     stream1, v1 = _rates(codes, 1, repeats)
     packing = timed(lambda: pack_bits(codes, bits), repeats)
     packed, t_pack = packing.result, packing.seconds
-    raw = codes.tobytes()
     z3 = timed(lambda: zstd(packed, 3), repeats)
     z3_packed, t_z3 = z3.result, z3.seconds
     head = min(n, z19_sample) // 8 * 8  # whole bytes of packed codes
     z19_scale = n / head
     z19_packed = zstd(packed[: head * bits // 8], 19)
-    z3_raw = zstd(raw, 3)
-    z19_raw = zstd(raw[: head * codes.itemsize], 19)
     enc_peak = peak_bytes(lambda: encode_codes(codes))
     dec_peak = peak_bytes(lambda: decode_codes(stream))
 
@@ -183,12 +182,10 @@ def measure(n: int, bits: int, repeats: int, z19_sample: int) -> Row:
         v2_per_cpu_s=(v2[4], v2[5]),
         v2_cores_used=(v2[6], v2[7]),
         v1_per_cpu_s=(v1[4], v1[5]),
-        load_average=os.getloadavg()[0],
+        machine=(os.getloadavg()[0], _two_cores()),
         pack_mws=n / t_pack / 1e6,
         zstd3_packed_bpw=bpw(z3_packed),
         zstd19_packed_bpw=bpw(z19_packed, z19_scale),
-        zstd3_raw_bpw=bpw(z3_raw),
-        zstd19_raw_bpw=bpw(z19_raw, z19_scale),
         zstd3_packed_mws=n / t_z3 / 1e6,
         size_vs_zstd19_packed=len(stream) / (len(z19_packed) * z19_scale),
         encode_speed_vs_zstd3_packed=t_z3 * v2[1] * 1e6 / n,
@@ -217,7 +214,7 @@ def compile_cost() -> dict[str, float]:
     the cache it left (loading); and the import of the coder (which loads no numba)."""
     result: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        env = os.environ | {"NUMBA_CACHE_DIR": cache}
         for label in ("cold", "warm"):
             done = subprocess.run([sys.executable, "-c", _COMPILE_CHILD], env=env, check=True,
                                   capture_output=True, text=True)  # fmt: skip
@@ -254,11 +251,9 @@ def _zstd_round(model: Path, repeats: int) -> tuple[float, int, str]:
         seconds = timed(lambda: subprocess.run(command, check=True), repeats).seconds
         how = "zstd -d (binary)"
     else:
-        squeeze = zstandard.ZstdCompressor(level=3, threads=-1)
-        packed.write_bytes(squeeze.compress(model.read_bytes()))
-        unzstd = zstandard.ZstdDecompressor()
-        seconds = timed(lambda: back.write_bytes(unzstd.decompress(packed.read_bytes())),
-                        repeats).seconds  # fmt: skip
+        packed.write_bytes(zstandard.compress(model.read_bytes(), 3))
+        unzstd = zstandard.ZstdDecompressor().decompress
+        seconds = timed(lambda: back.write_bytes(unzstd(packed.read_bytes())), repeats).seconds
         how = "zstandard module"
     if back.read_bytes() != model.read_bytes():
         raise RuntimeError("zstd round trip failed")
@@ -281,17 +276,16 @@ def unpack_rows(params: int, bits_list: list[int], repeats: int) -> list[dict[st
         for bits in bits_list:
             source = load_model(work / "float.onnx")
             spec = QuantSpec.from_dict({"bits": bits, "granularity": "layer"})
-            qmodel = quantize_model(source, spec)
-            written = build_onnx(qmodel)
+            written = build_onnx(qmodel := quantize_model(source, spec))
             source.close()
             out = work / f"q{bits}"
             write_artifacts(qmodel, out, written)
             del qmodel, written
-            model, v2 = out / "model.onnx", out / "model.qpack"
-            v1 = out / "model_v1.qpack"
+            model, v2, v1 = out / "model.onnx", out / "model.qpack", out / "v1.qpack"
             v1.write_bytes(_as_v1(v2.read_bytes()))
             restored = out / "restored.onnx"
             row: dict[str, Any] = {"bits": bits, "model_bytes": model.stat().st_size}
+            row["machine"] = (os.getloadavg()[0], _two_cores())
             for name, package, times in (("v2", v2, repeats), ("v1", v1, 1)):
                 row[f"{name}_package_bytes"] = package.stat().st_size
 
@@ -314,7 +308,8 @@ def unpack_rows(params: int, bits_list: list[int], repeats: int) -> list[dict[st
             f"{r['v2_package_bytes'] / 1e6:.0f} MB unpacked in {r['v2_unpack_s']:.2f} s = "
             f"{r['v2_unpack_gbs']:.3f} GB/s; v1 {r['v1_unpack_s']:.2f} s = "
             f"{r['v1_unpack_gbs']:.3f} GB/s; {r['zstd_how']} of the model "
-            f"({r['zstd_bytes'] / 1e6:.0f} MB) {r['zstd_d_s']:.2f} s = {r['zstd_d_gbs']:.3f} GB/s"
+            f"({r['zstd_bytes'] / 1e6:.0f} MB) {r['zstd_d_s']:.2f} s = {r['zstd_d_gbs']:.3f} "
+            f"GB/s; load {r['machine'][0]:.1f}, 2 threads hashing {r['machine'][1]:.2f}x"
         )
     return rows
 
@@ -335,7 +330,7 @@ COLUMNS = (
     Column(header="v2 /cpu-s", field="v2_per_cpu_s", width=9),
     Column(header="2t cores", field="v2_cores_used", width=8),
     Column(header="v1 /cpu-s", field="v1_per_cpu_s", width=9),
-    Column(header="load", field="load_average", width=4, spec=".1f"),
+    Column(header="load/2t", field="machine", width=7),
     Column(header="z19pk", field="zstd19_packed_bpw", width=6, spec=".3f"),
     Column(header="/z19pk", field="size_vs_zstd19_packed", width=7, spec=".3f"),
     Column(header="spd/z3", field="encode_speed_vs_zstd3_packed", width=7, spec=".2f"),
@@ -346,11 +341,8 @@ COLUMNS = (
 
 def _pair(row: Row) -> Row:
     """The row with its (1 thread, 2 threads) pairs as printable text."""
-    pairs = {
-        f: f"{v[0]:.0f}/{v[1]:.0f}" if v[0] > 10 else f"{v[0]:.1f}/{v[1]:.1f}"
-        for f, v in asdict(row).items()
-        if isinstance(v, tuple)
-    }
+    pairs = {f: f"{v[0]:.0f}/{v[1]:.0f}" if v[0] > 10 else f"{v[0]:.1f}/{v[1]:.1f}"
+             for f, v in asdict(row).items() if isinstance(v, tuple)}  # fmt: skip
     return Row(**{**asdict(row), **pairs})
 
 
@@ -370,7 +362,8 @@ def main(argv: list[str] | None = None) -> None:
         "k = low bits stored raw, n = v2 precision; bits per weight except the speeds "
         "(M codes/s, 1 thread/2 threads, wall clock; /cpu-s: encode/decode on 1 thread per "
         "CPU second; 2t cores: CPU s / wall s of v2 encode/decode on 2 threads, below 2 when "
-        "others' work holds a core; load: the load average then); ovh% = size over H; "
+        "others' work holds a core; load/2t: the load average, and the speed-up two threads "
+        "hashing got then: 2.0 on two free cores); ovh% = size over H; "
         "/z19pk = v2 size / zstd-19 of the packed codes; spd/z3 = v2 encode speed "
         "(2 threads) / zstd-3's on the packed codes; memE/memD = peak traced memory of v2 "
         "encode/decode / size of the codes"
