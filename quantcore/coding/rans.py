@@ -91,7 +91,7 @@ def encode(flat: CodeArray, counts: npt.NDArray[np.int64], threads: int | None) 
     table = encode_table(symbols, freqs, 4)
     pieces: list[tuple[memoryview, memoryview]] = []
     if coded or (raw_bits and flat.size):
-        bits = 8 * flat.itemsize - raw_bits
+        bits = max(8 * flat.itemsize, width) - raw_bits  # a row for any code and any count
         rows = _encoder_rows(symbols, freqs, precision, bits) if coded else None
         starts = range(0, flat.size, CHUNK_SYMBOLS)
 

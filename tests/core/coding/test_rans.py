@@ -125,6 +125,11 @@ def test_counts_that_miss_a_code_are_refused() -> None:
     counts[[8, 9]] = [1, 0]
     with pytest.raises(InvalidSpecError, match="not the codes' bincount"):
         encode_codes(codes, counts=counts)
+    # Counts of codes wider than the codes given.
+    counts = np.bincount(codes, minlength=400)
+    counts[[9, 300]] = [0, 1]
+    with pytest.raises(InvalidSpecError, match="not the codes' bincount"):
+        encode_codes(codes, counts=counts)
 
 
 def _reseal(data: bytearray) -> bytes:
