@@ -1,28 +1,44 @@
-"""Entropy coding of quantized weights against zstd and plain bit packing.
+"""Entropy coding of quantized weights: stream v2 (numba rANS) against v1 (constriction), zstd
+and plain bit packing; the numba compile cost; and unpacking a whole package.
 
 Source: 50M unit-variance Laplacian weights (seeded), quantized by a uniform midrise quantizer
 at R bits with the support sqrt(2)*ln(2**R) (the ``hui`` rule of API.md). For each R:
 
-- ours: ``quantcore.coding.entropy.encode_codes`` / ``decode_codes`` (order-0 ANS), bits per weight
-  and overhead against the empirical entropy, encode and decode throughput;
-- baselines measured in the same run: ``quantcore.coding.packing.pack_bits`` at R bits, and zstd
-  (``zstandard``, one thread) at levels 3 and 19 on the packed codes and on the raw
-  uint8/uint16 codes; level 19 (about 5 MB/s) runs on the first ``--z19-sample`` codes only
-  (8M by default, a window it cannot see past anyway: its window is 8 MB), its rate taken
-  as the rate of the whole;
-- size ratios ours / zstd, and our encode speed / zstd-3 speed on the packed codes;
-- peak extra memory of encode and of decode (tracemalloc: NumPy and Python allocations, not the
-  coder's own Rust buffers) as a multiple of the codes' size.
+- ``encode_codes`` / ``decode_codes``, v2 and v1: bits per weight against the entropy, M codes/s
+  on 1 and 2 threads: v2 codes one stream's chunks in parallel, v1 two streams (the two halves)
+  on two threads, what coding two tensors at once gives (constriction holds the GIL);
+- baselines in the same run: ``pack_bits`` at R bits, and zstd (one thread) at levels 3 and
+  19 on the packed codes; level 19 (about 5 MB/s) on the first
+  ``--z19-sample`` codes only (8M: its window is 8 MB anyway), its rate taken for the whole;
+- peak traced memory (NumPy, Python) of v2 encode and decode / the codes' size.
+
+Compile cost: ``rans.compile_kernels`` in a child process with an empty numba cache, then in
+one with that cache (loading), less the same call again; and the import of the coder.
+
+Unpack: ``unpack_file`` of the package of a ``tests.models.large`` model (``--unpack-params``,
+per layer, 4 and 8 bits) with v2 streams and with v1 streams, in GB of ``model.onnx`` per
+second; baseline: ``zstd -d`` of ``model.onnx`` after ``zstd -3`` (else ``zstandard``).
 
 Run: ``python -m bench.bench_entropy [--n 50000000] [--bits 3 4 8 16] [--repeats 2]
-[--z19-sample 8000000]``.
-Writes ``bench/results/bench_entropy.json``.
+[--z19-sample 8000000] [--unpack-params 300000000] [--unpack-bits 4 8]``; writes
+``bench/results/bench_entropy.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zstandard
@@ -30,27 +46,34 @@ import zstandard
 from bench.common import Column, laplacian, peak_bytes, print_table, timed, write_results
 from quantcore.coding.entropy import decode_codes, empirical_entropy_bits, encode_codes
 from quantcore.coding.packing import pack_bits
+from quantcore.formats.qpack import MAGIC, read_header
 
 
 @dataclass(frozen=True, kw_only=True)
 class Row:
     bits: int
     raw_bits: int
+    precision: int
     entropy_bits: float
-    ours_bits_per_weight: float
-    overhead_pct: float
-    encode_mws: float
-    decode_mws: float
+    v2_bits_per_weight: float
+    v1_bits_per_weight: float
+    v2_overhead_pct: float
+    v1_overhead_pct: float
+    v2_vs_v1_pct: float
+    v2_encode_mws: tuple[float, float]  # 1 thread, 2 threads
+    v2_decode_mws: tuple[float, float]
+    v1_encode_mws: tuple[float, float]
+    v1_decode_mws: tuple[float, float]
+    v2_per_cpu_s: tuple[float, float]  # encode, decode on 1 thread, M codes per CPU second
+    v2_cores_used: tuple[float, float]  # encode, decode on 2 threads: CPU s / wall s
+    v1_per_cpu_s: tuple[float, float]
+    machine: tuple[float, float]  # load average; speed-up of sha256 on 2 threads, both then
     pack_mws: float
     zstd3_packed_bpw: float
     zstd19_packed_bpw: float
-    zstd3_raw_bpw: float
-    zstd19_raw_bpw: float
     zstd3_packed_mws: float
-    size_vs_zstd3_packed: float
     size_vs_zstd19_packed: float
-    size_vs_zstd19_raw: float
-    encode_speed_vs_zstd3_packed: float
+    encode_speed_vs_zstd3_packed: float  # v2, 2 threads
     encode_peak_x_codes: float
     decode_peak_x_codes: float
 
@@ -70,74 +93,257 @@ def zstd(data: bytes, level: int) -> bytes:
     return zstandard.ZstdCompressor(level=level, threads=0).compress(data)
 
 
+def _rates(codes: np.ndarray, version: int, repeats: int) -> tuple[bytes, list[float]]:
+    """The stream; encode and decode M codes/s on 1 and 2 threads (wall clock); then encode
+    and decode on 1 thread in M codes per CPU second (what a core does when others' work
+    shares it)."""
+    n = codes.size
+    stream = encode_codes(codes, version=version)
+    if not np.array_equal(decode_codes(stream), codes):  # and the kernels are loaded
+        raise RuntimeError(f"v{version} round trip failed")
+    enc: list[Any] = []  # Timed, best of the repeats
+    dec: list[Any] = []
+    if version == 2:
+        for threads in (1, 2):
+
+            def encode(threads: int = threads) -> bytes:
+                return encode_codes(codes, threads=threads)
+
+            def decode(threads: int = threads) -> np.ndarray:
+                return decode_codes(stream, threads=threads)
+
+            enc.append(timed(encode, repeats))
+            dec.append(timed(decode, repeats))
+    else:  # two streams on two threads: what coding two tensors at once gives
+        halves = [codes[: n // 2], codes[n // 2 :]]
+        streams = [encode_codes(h, version=1) for h in halves]
+
+        def encode_v1(part: np.ndarray) -> bytes:
+            return encode_codes(part, version=1)
+
+        with ThreadPoolExecutor(2) as pool:
+            enc += [
+                timed(lambda: [encode_v1(codes)], repeats),
+                timed(lambda: list(pool.map(encode_v1, halves)), repeats),
+            ]
+            dec += [
+                timed(lambda: [decode_codes(stream)], repeats),
+                timed(lambda: list(pool.map(decode_codes, streams)), repeats),
+            ]
+    wall = [n / t.seconds / 1e6 for t in (*enc, *dec)]
+    busy = [t.cpu_seconds / t.seconds for t in (enc[1], dec[1])]  # cores used on 2 threads
+    return stream, [*wall, n / enc[0].cpu_seconds / 1e6, n / dec[0].cpu_seconds / 1e6, *busy]
+
+
+def _two_cores() -> float:
+    """Speed-up of two threads hashing (hashlib releases the GIL) over one, now: 2.0 on two
+    free cores, about 1 when others' work holds one."""
+    blob = bytes(50_000_000)
+    one = timed(lambda: hashlib.sha256(blob).digest(), 2).seconds
+    with ThreadPoolExecutor(2) as pool:
+        work = [blob, blob]
+        two = timed(lambda: [h.digest() for h in pool.map(hashlib.sha256, work)], 2).seconds
+    return 2 * one / two
+
+
 def measure(n: int, bits: int, repeats: int, z19_sample: int) -> Row:
     codes = laplacian_codes(n, bits)
     entropy = empirical_entropy_bits(codes)
-    encoded = timed(lambda: encode_codes(codes), repeats)
-    stream, t_enc = encoded.result, encoded.seconds
-    decoded = timed(lambda: decode_codes(stream), repeats)
-    if not np.array_equal(decoded.result, codes):
-        raise RuntimeError(f"round trip failed at {bits=}")
-    t_dec = decoded.seconds
-    del decoded
+    stream, v2 = _rates(codes, 2, repeats)
+    stream1, v1 = _rates(codes, 1, repeats)
     packing = timed(lambda: pack_bits(codes, bits), repeats)
     packed, t_pack = packing.result, packing.seconds
-    raw = codes.tobytes()
     z3 = timed(lambda: zstd(packed, 3), repeats)
     z3_packed, t_z3 = z3.result, z3.seconds
     head = min(n, z19_sample) // 8 * 8  # whole bytes of packed codes
     z19_scale = n / head
     z19_packed = zstd(packed[: head * bits // 8], 19)
-    z3_raw = zstd(raw, 3)
-    z19_raw = zstd(raw[: head * codes.itemsize], 19)
     enc_peak = peak_bytes(lambda: encode_codes(codes))
     dec_peak = peak_bytes(lambda: decode_codes(stream))
 
     def bpw(blob: bytes, scale: float = 1.0) -> float:
         return 8 * len(blob) * scale / n
 
-    ours = bpw(stream)
+    ours, theirs = bpw(stream), bpw(stream1)
     return Row(
         bits=bits,
         raw_bits=stream[6],
+        precision=stream[7],
         entropy_bits=entropy,
-        ours_bits_per_weight=ours,
-        overhead_pct=100 * (ours / entropy - 1),
-        encode_mws=n / t_enc / 1e6,
-        decode_mws=n / t_dec / 1e6,
+        v2_bits_per_weight=ours,
+        v1_bits_per_weight=theirs,
+        v2_overhead_pct=100 * (ours / entropy - 1),
+        v1_overhead_pct=100 * (theirs / entropy - 1),
+        v2_vs_v1_pct=100 * (ours / theirs - 1),
+        v2_encode_mws=(v2[0], v2[1]),
+        v2_decode_mws=(v2[2], v2[3]),
+        v1_encode_mws=(v1[0], v1[1]),
+        v1_decode_mws=(v1[2], v1[3]),
+        v2_per_cpu_s=(v2[4], v2[5]),
+        v2_cores_used=(v2[6], v2[7]),
+        v1_per_cpu_s=(v1[4], v1[5]),
+        machine=(os.getloadavg()[0], _two_cores()),
         pack_mws=n / t_pack / 1e6,
         zstd3_packed_bpw=bpw(z3_packed),
         zstd19_packed_bpw=bpw(z19_packed, z19_scale),
-        zstd3_raw_bpw=bpw(z3_raw),
-        zstd19_raw_bpw=bpw(z19_raw, z19_scale),
         zstd3_packed_mws=n / t_z3 / 1e6,
-        size_vs_zstd3_packed=len(stream) / len(z3_packed),
         size_vs_zstd19_packed=len(stream) / (len(z19_packed) * z19_scale),
-        size_vs_zstd19_raw=len(stream) / (len(z19_raw) * z19_scale),
-        encode_speed_vs_zstd3_packed=t_z3 / t_enc,
+        encode_speed_vs_zstd3_packed=t_z3 * v2[1] * 1e6 / n,
         encode_peak_x_codes=enc_peak / codes.nbytes,
         decode_peak_x_codes=dec_peak / codes.nbytes,
     )
 
 
+_COMPILE_CHILD = """
+import json, sys, time
+import numpy, zstandard  # the coder's own import, apart from what every module loads
+start = time.perf_counter()
+import quantcore.coding.entropy
+imported, numba_loaded = time.perf_counter() - start, "numba" in sys.modules
+from quantcore.coding import rans
+t = time.perf_counter(); rans.compile_kernels(); first = time.perf_counter() - t
+t = time.perf_counter(); rans.compile_kernels(); again = time.perf_counter() - t
+print(json.dumps({"import_s": imported, "numba_on_import": numba_loaded, "first_s": first,
+                  "again_s": again}))
+"""
+
+
+def compile_cost() -> dict[str, float]:
+    """Seconds of ``rans.compile_kernels`` (every kernel, 8- and 16-bit codes) in a fresh
+    process, less the same work done again, with an empty numba cache (compiling) and with
+    the cache it left (loading); and the import of the coder (which loads no numba)."""
+    result: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = os.environ | {"NUMBA_CACHE_DIR": cache}
+        for label in ("cold", "warm"):
+            done = subprocess.run([sys.executable, "-c", _COMPILE_CHILD], env=env, check=True,
+                                  capture_output=True, text=True)  # fmt: skip
+            child: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+            result[f"{label}_first_call_s"] = child["first_s"] - child["again_s"]
+            result["import_s"] = child["import_s"]
+            if child["numba_on_import"]:
+                raise RuntimeError("importing the coder loaded numba")
+    return result
+
+
+def _as_v1(data: bytes) -> bytes:
+    """The same package with every entropy stream rewritten as v1 (layout version 1)."""
+    header, start = read_header(data)
+    skeleton = data[start : start + header["skeleton"]["length"]]
+    sections, offset = [skeleton], len(skeleton)
+    for entry in header["tensors"]:
+        body = data[start + entry["offset"] : start + entry["offset"] + entry["length"]]
+        if entry["coding"] == "entropy":
+            body = encode_codes(decode_codes(body), version=1)
+        entry["offset"], entry["length"] = offset, len(body)
+        sections.append(body)
+        offset += len(body)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    return b"".join([struct.pack("<8sHHI", MAGIC, 1, 0, len(text)), text, *sections])
+
+
+def _zstd_round(model: Path, repeats: int) -> tuple[float, int, str]:
+    """Seconds to decompress ``model`` compressed by zstd -3 back to a file; its size; how."""
+    packed, back = model.with_suffix(".zst"), model.with_suffix(".back")
+    if shutil.which("zstd"):
+        subprocess.run(["zstd", "-q", "-f", "-3", "-T0", str(model), "-o", str(packed)], check=True)
+        command = ["zstd", "-q", "-f", "-d", str(packed), "-o", str(back)]
+        seconds = timed(lambda: subprocess.run(command, check=True), repeats).seconds
+        how = "zstd -d (binary)"
+    else:
+        packed.write_bytes(zstandard.compress(model.read_bytes(), 3))
+        unzstd = zstandard.ZstdDecompressor().decompress
+        seconds = timed(lambda: back.write_bytes(unzstd(packed.read_bytes())), repeats).seconds
+        how = "zstandard module"
+    if back.read_bytes() != model.read_bytes():
+        raise RuntimeError("zstd round trip failed")
+    return seconds, packed.stat().st_size, how
+
+
+def unpack_rows(params: int, bits_list: list[int], repeats: int) -> list[dict[str, Any]]:
+    """``unpack_file`` of a generated model's package (v2 and v1 streams) against zstd -d."""
+    import onnx
+
+    from quantcore.compress.pipeline import build_onnx, load_model, quantize_model, write_artifacts
+    from quantcore.formats.qpack import unpack_file
+    from quantcore.spec import QuantSpec
+    from tests.models import large
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        onnx.save(large(params), work / "float.onnx")
+        for bits in bits_list:
+            source = load_model(work / "float.onnx")
+            spec = QuantSpec.from_dict({"bits": bits, "granularity": "layer"})
+            written = build_onnx(qmodel := quantize_model(source, spec))
+            source.close()
+            out = work / f"q{bits}"
+            write_artifacts(qmodel, out, written)
+            del qmodel, written
+            model, v2, v1 = out / "model.onnx", out / "model.qpack", out / "v1.qpack"
+            v1.write_bytes(_as_v1(v2.read_bytes()))
+            restored = out / "restored.onnx"
+            row: dict[str, Any] = {"bits": bits, "model_bytes": model.stat().st_size}
+            row["machine"] = (os.getloadavg()[0], _two_cores())
+            for name, package, times in (("v2", v2, repeats), ("v1", v1, 1)):
+                row[f"{name}_package_bytes"] = package.stat().st_size
+
+                def run(package: Path = package, restored: Path = restored) -> object:
+                    return unpack_file(package, restored)
+
+                seconds = timed(run, times).seconds
+                if restored.read_bytes() != model.read_bytes():
+                    raise RuntimeError(f"unpack of the {name} package differs")
+                row[f"{name}_unpack_s"] = seconds
+                row[f"{name}_unpack_gbs"] = row["model_bytes"] / seconds / 1e9
+            row["zstd_d_s"], row["zstd_bytes"], row["zstd_how"] = _zstd_round(model, repeats)
+            row["zstd_d_gbs"] = row["model_bytes"] / row["zstd_d_s"] / 1e9
+            rows.append(row)
+            shutil.rmtree(out)
+    print(f"unpack, {params / 1e6:.0f} M parameters per layer:")
+    for r in rows:
+        print(
+            f"  {r['bits']} bits: model.onnx {r['model_bytes'] / 1e6:.0f} MB; v2 package "
+            f"{r['v2_package_bytes'] / 1e6:.0f} MB unpacked in {r['v2_unpack_s']:.2f} s = "
+            f"{r['v2_unpack_gbs']:.3f} GB/s; v1 {r['v1_unpack_s']:.2f} s = "
+            f"{r['v1_unpack_gbs']:.3f} GB/s; {r['zstd_how']} of the model "
+            f"({r['zstd_bytes'] / 1e6:.0f} MB) {r['zstd_d_s']:.2f} s = {r['zstd_d_gbs']:.3f} "
+            f"GB/s; load {r['machine'][0]:.1f}, 2 threads hashing {r['machine'][1]:.2f}x"
+        )
+    return rows
+
+
 COLUMNS = (
     Column(header="R", field="bits", width=3),
     Column(header="k", field="raw_bits", width=2),
+    Column(header="n", field="precision", width=3),
     Column(header="H", field="entropy_bits", width=7, spec=".4f"),
-    Column(header="ours", field="ours_bits_per_weight", width=7, spec=".4f"),
-    Column(header="ovh%", field="overhead_pct", width=7, spec=".4f"),
-    Column(header="enc M/s", field="encode_mws", width=8, spec=".1f"),
-    Column(header="dec M/s", field="decode_mws", width=8, spec=".1f"),
-    Column(header="pack", field="pack_mws", width=7, spec=".1f"),
-    Column(header="z3pk", field="zstd3_packed_bpw", width=6, spec=".3f"),
+    Column(header="v2", field="v2_bits_per_weight", width=7, spec=".4f"),
+    Column(header="v2 ovh%", field="v2_overhead_pct", width=8, spec=".4f"),
+    Column(header="v1 ovh%", field="v1_overhead_pct", width=8, spec=".4f"),
+    Column(header="v2/v1%", field="v2_vs_v1_pct", width=7, spec=".4f"),
+    Column(header="v2 enc 1t/2t", field="v2_encode_mws", width=12),
+    Column(header="v2 dec 1t/2t", field="v2_decode_mws", width=12),
+    Column(header="v1 enc 1t/2t", field="v1_encode_mws", width=12),
+    Column(header="v1 dec 1t/2t", field="v1_decode_mws", width=12),
+    Column(header="v2 /cpu-s", field="v2_per_cpu_s", width=9),
+    Column(header="2t cores", field="v2_cores_used", width=8),
+    Column(header="v1 /cpu-s", field="v1_per_cpu_s", width=9),
+    Column(header="load/2t", field="machine", width=7),
     Column(header="z19pk", field="zstd19_packed_bpw", width=6, spec=".3f"),
-    Column(header="z3raw", field="zstd3_raw_bpw", width=6, spec=".3f"),
-    Column(header="z19raw", field="zstd19_raw_bpw", width=6, spec=".3f"),
     Column(header="/z19pk", field="size_vs_zstd19_packed", width=7, spec=".3f"),
     Column(header="spd/z3", field="encode_speed_vs_zstd3_packed", width=7, spec=".2f"),
     Column(header="memE", field="encode_peak_x_codes", width=5, spec=".2f"),
     Column(header="memD", field="decode_peak_x_codes", width=5, spec=".2f"),
 )
+
+
+def _pair(row: Row) -> Row:
+    """The row with its (1 thread, 2 threads) pairs as printable text."""
+    pairs = {f: f"{v[0]:.0f}/{v[1]:.0f}" if v[0] > 10 else f"{v[0]:.1f}/{v[1]:.1f}"
+             for f, v in asdict(row).items() if isinstance(v, tuple)}  # fmt: skip
+    return Row(**{**asdict(row), **pairs})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,21 +352,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bits", type=int, nargs="+", default=[3, 4, 8, 16])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--z19-sample", type=int, default=8_000_000)
+    parser.add_argument("--unpack-params", type=int, default=300_000_000)
+    parser.add_argument("--unpack-bits", type=int, nargs="*", default=[4, 8])
     args = parser.parse_args(argv)
+    compiled = compile_cost()
     rows = [measure(args.n, bits, args.repeats, args.z19_sample) for bits in args.bits]
-    print_table(rows, COLUMNS)
+    print_table([_pair(r) for r in rows], COLUMNS)
     print(
-        "k = low bits stored raw; bits per weight except the speeds (M weights/s); "
-        "/z19pk = our size / zstd-19 of the packed codes; "
-        "spd/z3 = our encode speed / zstd-3's on the packed codes; "
-        "memE/memD = peak traced memory of encode/decode / size of the codes"
+        "k = low bits stored raw, n = v2 precision; bits per weight except the speeds "
+        "(M codes/s, 1 thread/2 threads, wall clock; /cpu-s: encode/decode on 1 thread per "
+        "CPU second; 2t cores: CPU s / wall s of v2 encode/decode on 2 threads, below 2 when "
+        "others' work holds a core; load/2t: the load average, and the speed-up two threads "
+        "hashing got then: 2.0 on two free cores); ovh% = size over H; "
+        "/z19pk = v2 size / zstd-19 of the packed codes; spd/z3 = v2 encode speed "
+        "(2 threads) / zstd-3's on the packed codes; memE/memD = peak traced memory of v2 "
+        "encode/decode / size of the codes"
     )
+    print(
+        f"numba first calls: {compiled['cold_first_call_s']:.2f} s compiling (empty cache), "
+        f"{compiled['warm_first_call_s']:.2f} s loading the cache; "
+        f"import of the coder {compiled['import_s']:.3f} s"
+    )
+    unpacked = unpack_rows(args.unpack_params, args.unpack_bits, args.repeats)
     payload = {
         "benchmark": "bench_entropy",
         "n_weights": args.n,
+        "cores": os.cpu_count(),
+        "load_average": os.getloadavg(),
         "zstd19_sample": min(args.n, args.z19_sample),
-        "baseline": "zstd (levels 3 and 19) on bit-packed and raw codes; plain bit packing",
+        "baseline": "QENT v1 (constriction); zstd (levels 3 and 19) on bit-packed and raw "
+        "codes; plain bit packing; zstd -d for unpacking",
+        "compile": compiled,
         "rows": [asdict(r) for r in rows],
+        "unpack": unpacked,
     }
     write_results("bench_entropy", payload)
 

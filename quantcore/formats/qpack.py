@@ -9,9 +9,10 @@ refills each code tensor's ``raw_data`` (4-bit types two per byte, low nibble fi
 stores them) and serializes: the result is ``model.onnx`` byte for byte, which is checked
 against the SHA-256 stored in the header.
 
-Layout, version 1 (integers little-endian)::
+Layout, version 2 (integers little-endian; version 1, still read, is the same but for its
+entropy streams, all ``QENT`` v1)::
 
-    prefix (16 bytes, struct "<8sHHI"): magic b"QPACK\\r\\n\\x1a", version (1), flags (0),
+    prefix (16 bytes, struct "<8sHHI"): magic b"QPACK\\r\\n\\x1a", version (2), flags (0),
                                         length of the header in bytes
     header: UTF-8 JSON object
         format:    "onnx" | "safetensors" | "npz"   (what unpacking writes)
@@ -30,6 +31,10 @@ entropy stream a CRC-32, so corruption is still detected.
 For weights-only inputs the ONNX model is the container graph of
 ``quantcore.formats.container``; unpacking runs it and writes the weights file.
 
+Unpacking decodes the tensors on a few threads (``UNPACK_THREADS``, the cores), each
+stream's chunks on the coder's own threads; the protobuf message is filled on the calling
+thread, in the header's order.
+
 Errors: a truncated or corrupt package, an unknown magic or version, or a restored model
 whose SHA-256 differs all raise ``InvalidPackageError`` with what is wrong.
 """
@@ -39,7 +44,9 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +57,7 @@ import zstandard
 
 from quantcore.coding.entropy import decode_codes, encode_codes
 from quantcore.coding.packing import pack_bits, unpack_bits
+from quantcore.coding.parallel import cores
 from quantcore.errors import InvalidPackageError
 from quantcore.formats.container import container_arrays, container_metadata
 from quantcore.formats.model import ModelFormat
@@ -65,7 +73,10 @@ from quantcore.formats.onnx_writer import (
 from quantcore.formats.weights_io import write_npz, write_safetensors
 
 MAGIC = b"QPACK\r\n\x1a"
-VERSION = 1
+VERSION = 2  # written; the entropy streams may be QENT v2
+VERSIONS = (1, 2)  # read
+UNPACK_THREADS = cores()  # tensors coded or decoded at once
+_FOUR_BIT = frozenset({onnx.TensorProto.INT4, onnx.TensorProto.UINT4})
 _PREFIX = struct.Struct("<8sHHI")
 ZSTD_LEVEL = 3
 
@@ -141,7 +152,8 @@ def pack(
     """Build the package of ``written`` (whose code tensors hold ``coded``'s codes).
 
     ``onnx_bytes`` is ``serialize(written.proto)`` and ``bodies`` the tensors'
-    ``encode_body`` sections, when the caller already has them.
+    ``encode_body`` sections, when the caller already has them (else they are coded here,
+    tensors on parallel threads).
     """
     if onnx_bytes is None:
         onnx_bytes = serialize_inline(written.proto)
@@ -169,10 +181,12 @@ def pack(
         "tensors": [],
     }
     offset = len(sections[0])
+    if bodies is None:
+        bodies = _encode_bodies(coded, entropy_coding)
     for name, tensor in coded.items():
         storage = written.codes[name]
         bits = code_bits(tensor)
-        body = bodies[name] if bodies is not None else encode_body(tensor, entropy_coding)
+        body = bodies[name]
         header["tensors"].append(
             {
                 "name": name,
@@ -195,6 +209,14 @@ def pack(
     return Package(data=data, skeleton_bytes=len(sections[0]), code_bytes=offset - len(sections[0]))
 
 
+def _encode_bodies(coded: Mapping[str, CodedTensor], entropy_coding: bool) -> dict[str, bytes]:
+    """Every tensor's ``encode_body``, ``UNPACK_THREADS`` tensors at a time (the coder
+    releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=max(1, UNPACK_THREADS)) as pool:
+        done = pool.map(lambda tensor: encode_body(tensor, entropy_coding), coded.values())
+        return dict(zip(coded, done, strict=True))
+
+
 def read_header(data: bytes | memoryview) -> tuple[dict[str, Any], int]:
     """The header of a package and the position where its sections start."""
     view = memoryview(data)
@@ -203,8 +225,10 @@ def read_header(data: bytes | memoryview) -> tuple[dict[str, Any], int]:
     magic, version, _, length = _PREFIX.unpack_from(view)
     if magic != MAGIC:
         raise InvalidPackageError(f"not a .qpack package: {magic=}, expected {MAGIC!r}")
-    if version != VERSION:
-        raise InvalidPackageError(f"package {version=} is not supported (only {VERSION})")
+    if version not in VERSIONS:
+        raise InvalidPackageError(
+            f"package {version=} is not supported (only {', '.join(map(str, VERSIONS))})"
+        )
     start = _PREFIX.size + length
     if start > len(view):
         raise InvalidPackageError(f"package truncated inside its {length}-byte header")
@@ -251,17 +275,67 @@ def unpack_model(data: bytes | memoryview) -> tuple[ModelFormat, onnx.ModelProto
     entries = header.get("tensors", [])
     tensors = _code_tensors(proto, {e["initializer"] for e in entries})
     for entry in entries:
-        body = _section(view, start, entry, f"codes of {entry['name']!r}")
-        count = int(np.prod(entry["shape"], dtype=np.int64))
-        if entry["coding"] == "entropy":
-            shifted = decode_codes(body)
-        else:
-            shifted = unpack_bits(body, int(entry["bits"]), count)
-        if shifted.size != count or entry["initializer"] not in tensors:
+        if entry["initializer"] not in tensors:
             raise InvalidPackageError(f"package codes of {entry['name']!r} do not fit the model")
-        codes = shifted.astype(np.int32) + int(entry["code_min"])
-        tensors[entry["initializer"]].raw_data = code_raw_data(codes, int(entry["elem_type"]))
+    for entry, raw in _raw_data(view, start, entries):
+        tensors[entry["initializer"]].raw_data = raw
     return ModelFormat(header["format"]), proto, header["onnx"].get("sha256")
+
+
+def _raw_data(
+    view: memoryview, start: int, entries: list[dict[str, Any]]
+) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """Each entry with its tensor's ``raw_data``, in order, decoded ``UNPACK_THREADS`` at a
+    time (plus as many done and waiting, to bound memory)."""
+    with ThreadPoolExecutor(max_workers=max(1, UNPACK_THREADS)) as pool:
+        pending: deque[tuple[dict[str, Any], Future[bytes]]] = deque()
+        try:
+            for entry in entries:
+                pending.append((entry, pool.submit(_tensor_raw_data, view, start, entry)))
+                if len(pending) >= 2 * UNPACK_THREADS:
+                    entry, future = pending.popleft()
+                    yield entry, future.result()
+            while pending:
+                entry, future = pending.popleft()
+                yield entry, future.result()
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+def _tensor_raw_data(view: memoryview, start: int, entry: dict[str, Any]) -> bytes:
+    """One code tensor's ``raw_data``, from its section (on a worker thread)."""
+    body = _section(view, start, entry, f"codes of {entry['name']!r}")
+    count = int(np.prod(entry["shape"], dtype=np.int64))
+    if entry["coding"] == "entropy":
+        shifted = decode_codes(body, count=count)
+    else:
+        shifted = unpack_bits(body, int(entry["bits"]), count)
+    if shifted.size != count:
+        raise InvalidPackageError(f"package codes of {entry['name']!r} do not fit the model")
+    elem_type = int(entry["elem_type"])
+    return code_raw_data(_codes(shifted, int(entry["code_min"]), elem_type), elem_type)
+
+
+def _codes(shifted: np.ndarray, code_min: int, elem_type: int) -> np.ndarray:
+    """``shifted + code_min`` in the narrowest type that ``code_raw_data`` stores exactly:
+    the container's own (sums wrap modulo its width, and the codes fit in it), the low
+    nibble for 4-bit containers; int32 for anything else."""
+    if elem_type in _FOUR_BIT:
+        if shifted.dtype == np.uint8:
+            return shifted + np.uint8(code_min & 0xF)  # only the low nibble is stored
+    else:
+        try:
+            target = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+        except (KeyError, TypeError, ValueError):  # not a type: code_raw_data says so
+            target = np.dtype(np.float32)
+        if target.kind in "iu" and shifted.itemsize <= target.itemsize:
+            info = np.iinfo(target)
+            if info.min <= code_min <= info.max:
+                codes = shifted.astype(target)
+                codes += target.type(code_min)  # wraps modulo the width, as it must
+                return codes
+    return shifted.astype(np.int32) + code_min
 
 
 def unpack(data: bytes | memoryview) -> tuple[ModelFormat, bytes]:

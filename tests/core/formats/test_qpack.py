@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto
 
-from quantcore.coding.entropy import decode_codes, empirical_entropy_bits
+from quantcore.coding.entropy import decode_codes, empirical_entropy_bits, encode_codes
 from quantcore.compress.layerwise import quantize_tensors
 from quantcore.compress.results import TensorRequest
 from quantcore.errors import InvalidPackageError
+from quantcore.formats import qpack
 from quantcore.formats.container import build_container
+from quantcore.formats.containers import code_raw_data
 from quantcore.formats.model import ModelFormat
 from quantcore.formats.onnx_reader import OnnxModel, load_onnx
 from quantcore.formats.onnx_writer import rewrite, serialize
-from quantcore.formats.qpack import encode_body, pack, read_header, skeleton, unpack, unpack_file
+from quantcore.formats.qpack import (
+    _shifted,
+    encode_body,
+    pack,
+    read_header,
+    skeleton,
+    unpack,
+    unpack_file,
+)
 from quantcore.formats.weights_io import read_npz, read_safetensors, write_npz, write_safetensors
 from quantcore.quantizers.codes import QuantizedTensor
 from quantcore.spec import QuantSpec
@@ -161,3 +173,75 @@ def test_quantizer_counts_give_the_same_codes_section(method, bits, granularity)
     assert body == encode_body(result.quantized, True)
     shifted = np.asarray(result.quantized.codes, np.int64) - result.quantized.code_min
     np.testing.assert_array_equal(decode_codes(body), shifted.ravel())
+
+
+def _v1_package(tmp_path: Path) -> tuple[bytes, bytes]:
+    """A package as the previous writer made it (layout 1, QENT v1 streams) and its model."""
+    source = _load(models.mlp(sizes=(64, 128, 96, 10)), tmp_path)
+    coded = {n: affine(source.array(n), 4) for n in _weights(source)}
+    written = rewrite(source, coded)
+    bodies = {n: encode_codes(_shifted(q), version=1) for n, q in coded.items()}
+    data = pack(written, coded, fmt=ModelFormat.ONNX, bodies=bodies).data
+    return data[:8] + struct.pack("<H", 1) + data[10:], serialize(written.proto)
+
+
+def test_a_version_1_package_with_v1_streams_still_unpacks(tmp_path):
+    data, model_bytes = _v1_package(tmp_path)
+    assert data[8] == 1
+    assert unpack(data)[1] == model_bytes
+
+
+def test_packages_are_written_as_version_2(tmp_path):
+    data = _package(tmp_path)
+    assert struct.unpack_from("<H", data, 8)[0] == 2
+    header, start = read_header(data)
+    first = header["tensors"][0]
+    assert data[start + first["offset"] + 4] == 2  # its entropy stream is QENT v2
+
+
+@pytest.mark.parametrize("threads", [1, 2, 5])
+def test_tensors_decoded_on_any_number_of_threads_give_the_same_model(
+    tmp_path, threads, monkeypatch
+):
+    source = _load(models.cnn(), tmp_path)
+    coded = {n: codebook(source.array(n), 5) for n in _weights(source)}
+    written = rewrite(source, coded)
+    data = pack(written, coded, fmt=ModelFormat.ONNX).data
+    monkeypatch.setattr(qpack, "UNPACK_THREADS", threads)
+    assert unpack(data)[1] == serialize(written.proto)
+
+
+def test_a_stream_of_the_wrong_length_is_refused(tmp_path):
+    source = _load(models.mlp(), tmp_path)
+    coded = {n: affine(source.array(n), 3) for n in _weights(source)}
+    written = rewrite(source, coded)
+    first = next(iter(coded))
+    bodies = {n: encode_body(q, True) for n, q in coded.items()}
+    bodies[first] = encode_codes(_shifted(coded[first])[:-1])  # one code short
+    data = pack(written, coded, fmt=ModelFormat.ONNX, bodies=bodies).data
+    with pytest.raises(InvalidPackageError, match="expected"):
+        unpack(data)
+
+
+@pytest.mark.parametrize(
+    ("elem_type", "low", "high"),
+    [
+        (TensorProto.INT4, -8, 7),
+        (TensorProto.UINT4, 0, 15),
+        (TensorProto.INT4, -3, 2),
+        (TensorProto.INT8, -128, 127),
+        (TensorProto.INT8, -5, 100),
+        (TensorProto.UINT8, 0, 255),
+        (TensorProto.UINT8, 17, 40),
+        (TensorProto.INT16, -32768, 32767),
+        (TensorProto.INT16, -700, 300),
+        (TensorProto.UINT16, 1000, 65535),
+        (TensorProto.INT32, -70_000, -65_000),
+    ],
+)
+def test_codes_in_narrow_types_store_the_same_raw_data(elem_type, low, high):
+    codes = np.random.default_rng(elem_type).integers(low, high + 1, 5001)
+    codes[:2] = low, high
+    shifted = (codes - low).astype(np.uint8 if high - low < 256 else np.uint16)
+    expected = code_raw_data(codes.astype(np.int32), elem_type)
+    assert code_raw_data(qpack._codes(shifted, low, elem_type), elem_type) == expected
