@@ -112,7 +112,7 @@ def rotate_webhook_secret(ctx: CtxDep, principal: PrincipalDep) -> WebhookSecret
 
 
 @router.post("/quantizers/check", tags=["quantizers"], response_model=SpecChecked,
-             responses=errors(401, 422, 429), summary="Check a spec without submitting a job")
+             responses=errors(400, 401, 422, 429), summary="Check a spec without submitting a job")
 def check_spec(body: SpecCheck, ctx: CtxDep, _: PrincipalDep) -> SpecChecked:
     """200 with the spec as it would be applied, or 422 ``invalid_spec`` with the message
     ``POST /v1/jobs`` would give."""
