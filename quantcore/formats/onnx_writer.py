@@ -274,12 +274,7 @@ def _converted(model: OnnxModel, quantized: Mapping[str, CodedTensor]) -> OnnxMo
             node = helper.make_node("Constant", [], [source.value_name], value=empty)
             placeholder = Replacement(nodes=[node], initializers=[], code=None)
         plans[source.graph_path].append((source, placeholder))
-    stripped = onnx.ModelProto()
-    for field, value in model.proto.ListFields():
-        if field.name != "graph":
-            copy_field(stripped, field, value)
-    stripped.graph.SetInParent()
-    rebuild(model.proto.graph, "graph", plans, model.path.parent, stripped.graph)
+    stripped = _copy_model(model, plans)
     converted = OnnxModel(model.path, version_converter.convert_version(stripped, INT4_OPSET))
     missing = set(quantized) - set(converted.sources)
     if missing:
@@ -295,13 +290,20 @@ def _rewrite(model: OnnxModel, quantized: Mapping[str, CodedTensor], opset: int)
         source = model.sources[name]
         replacement, storages[name] = _decode_nodes(names, source, coded, opset)
         plans[source.graph_path].append((source, replacement))
+    return WrittenModel(proto=_copy_model(model, plans), codes=storages, opset=opset)
+
+
+def _copy_model(
+    model: OnnxModel, plans: Mapping[str, list[tuple[TensorSource, Replacement]]]
+) -> onnx.ModelProto:
+    """A new model: ``model``'s fields, and its graphs with ``plans`` applied."""
     out = onnx.ModelProto()
     for field, value in model.proto.ListFields():
         if field.name != "graph":
             copy_field(out, field, value)
     out.graph.SetInParent()
     rebuild(model.proto.graph, "graph", plans, model.path.parent, out.graph)
-    return WrittenModel(proto=out, codes=storages, opset=opset)
+    return out
 
 
 def serialize(proto: onnx.ModelProto) -> bytes:
