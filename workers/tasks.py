@@ -246,6 +246,20 @@ def _fail(ctx: WorkerContext, retry: Retrier, job_id: str, attempt: int, code: s
         raise GiveBack(str(exc)) from exc
 
 
+def _stopped(exc: BaseException) -> bool:
+    """Whether ``exc`` comes of the process being stopped: a SystemExit (or an interrupt)
+    raised inside an import or a C extension comes out as another error, with it as the
+    cause; the job is not at fault and runs again after the restart."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, SystemExit | KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _execute(job_id: str, ctx: WorkerContext) -> Outcome:
     extra: dict[str, Any] = {}
     retry = Retrier(ctx.settings.dependency_retry_s)
@@ -301,6 +315,8 @@ def _execute(job_id: str, ctx: WorkerContext) -> Outcome:
         log.warning("job %s failed, no space left: %s", job_id, exc, extra=extra)
         return fail("resource_limit", f"no space left on the worker's disk: {exc}")
     except Exception as exc:
+        if _stopped(exc):  # the process is being stopped: the job stays running, recovered
+            raise
         if is_outage(exc):  # an outage outside the retried calls: hand the message back
             raise GiveBack(f"a dependency did not answer: {exc}") from exc
         fail("internal_error",

@@ -223,3 +223,16 @@ def test_a_missing_upload_fails_the_job_with_storage_error(
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["error"]["code"] == "storage_error"
     assert "blobs/" in job["error"]["message"]
+
+
+def test_an_error_caused_by_the_process_stopping_is_not_the_jobs() -> None:
+    from workers.tasks import _stopped
+
+    try:
+        try:
+            raise SystemExit(-15)
+        except SystemExit as stop:
+            raise ImportError("initialization failed") from stop  # an import cut short
+    except ImportError as exc:
+        assert _stopped(exc)
+    assert not _stopped(ValueError("a bug"))
