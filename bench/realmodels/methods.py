@@ -187,6 +187,7 @@ def rtn_blocks(model: Path, out_dir: Path, *, bits: int = 4, block: int = 32) ->
 
     from quantcore.compress.groups import block_view
     from quantcore.compress.pipeline import load_model, select_tensors
+    from quantcore.formats.onnx_reader import walk_graphs
     from quantcore.spec import QuantSpec
 
     source = load_model(model)
@@ -200,7 +201,7 @@ def rtn_blocks(model: Path, out_dir: Path, *, bits: int = 4, block: int = 32) ->
         axis = t.block_axis if t.block_axis is not None else w.ndim - 1
         view = block_view(w.shape, axis % w.ndim, t.block_trailing)
         values[t.name] = _rtn(w.reshape(view), axis % w.ndim, bits, block).reshape(w.shape)
-    for graph in _all_graphs(proto.graph):
+    for graph, _ in walk_graphs(proto.graph, "graph"):
         for init in graph.initializer:
             if init.name in values:
                 init.CopyFrom(numpy_helper.from_array(values[init.name], init.name))
@@ -243,13 +244,3 @@ def _rtn(view: Any, axis: int, bits: int, block: int) -> Any:
     q = np.clip(np.rint(blocks * inv) + zero, 0, levels)
     deq = ((q - zero) * scale).reshape(padded.shape)
     return deq[tuple(slice(0, length) if a == axis else slice(None) for a in range(view.ndim))]
-
-
-def _all_graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
-    found = [graph]
-    for node in graph.node:
-        for attr in node.attribute:
-            subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            for sub in subs:
-                found += _all_graphs(sub)
-    return found
