@@ -40,6 +40,7 @@ the table, plus a few bytes a chunk (v2: 68 a chunk of 2M); see ``bench.bench_en
 
 from __future__ import annotations
 
+import numpy as np
 import numpy.typing as npt
 
 from quantcore.coding import rans
@@ -61,6 +62,7 @@ __all__ = [
     "VERSION",
     "VERSIONS",
     "decode_codes",
+    "decode_plan",
     "empirical_entropy_bits",
     "encode_codes",
 ]
@@ -137,3 +139,26 @@ def decode_codes(
 
         return entropy_v1.decode(fields, body)
     return rans.decode(fields, body, threads)
+
+
+def decode_plan(
+    data: bytes | bytearray | memoryview, *, count: int | None = None
+) -> tuple[np.dtype, list[rans.Chunk]]:
+    """The stream's checked header and tables, as independent chunks to decode wherever the
+    caller wants them: the codes' dtype and, for each chunk, its first code, its size and a
+    ``fill(part)`` that decodes it into ``part`` (an array of that size and dtype), on any
+    thread. ``decode_codes`` is ``fill`` of every chunk into one array; a package's unpacking
+    fills each chunk straight into its place in ``model.onnx``. Checks as ``decode_codes``."""
+    fields, body = open_stream(data, VERSIONS)
+    if count is not None and fields[5] != count:
+        raise InvalidPackageError(f"entropy stream holds {fields[5]} codes, expected {count}")
+    if fields[1] == 2:
+        return rans.plan(fields, body)
+
+    def whole(part: CodeArray) -> None:  # v1: one coder for each 4M codes, decoded together
+        from quantcore.coding import entropy_v1
+
+        part[:] = entropy_v1.decode(fields, body)
+
+    dtype = np.dtype(np.uint8 if fields[2] == 8 else np.uint16)
+    return dtype, [rans.Chunk(0, fields[5], whole)] if fields[5] else []
