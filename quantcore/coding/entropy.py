@@ -43,7 +43,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from quantcore.coding import rans
+from quantcore.coding import context, rans
+from quantcore.coding.parallel import run_all
 from quantcore.coding.symbols import (
     MAGIC,
     RAW_BITS_TOLERANCE,
@@ -61,14 +62,15 @@ __all__ = [
     "RAW_BITS_TOLERANCE",
     "VERSION",
     "VERSIONS",
+    "compile_kernels",
     "decode_codes",
     "decode_plan",
     "empirical_entropy_bits",
     "encode_codes",
 ]
 
-VERSION = rans.VERSION  # written by default
-VERSIONS = (1, 2)  # decoded
+VERSION = rans.VERSION  # the order-0 stream, written where contexts do not pay
+VERSIONS = (1, 2, 3)  # decoded
 
 
 def empirical_entropy_bits(codes: npt.ArrayLike) -> float:
@@ -85,7 +87,7 @@ def encode_codes(
     codes: npt.ArrayLike,
     *,
     counts: npt.ArrayLike | None = None,
-    version: int = VERSION,
+    version: int | None = None,
     threads: int | None = None,
 ) -> bytes:
     """Entropy-code non-negative integer ``codes`` (< 2**16, any shape, read in C order).
@@ -99,10 +101,13 @@ def encode_codes(
     so it must be exact; only its shape and its sum (the number of codes) are checked (and in
     version 2 that every code has a count).
 
-    ``version`` 2 (the default) codes the chunks on ``threads`` threads (default: the cores;
-    the bytes do not depend on it); version 1 is the older single-threaded coder.
+    ``version``: None (the default) writes the context-modelled version 3 where it saves at
+    least ``context.MIN_GAIN`` over version 2, and version 2 elsewhere; 2 or 3 force that
+    version (3 falls back to 2 for fewer than two distinct high parts, where there is
+    nothing to model); 1 is the older single-threaded coder. Versions 2 and 3 code their
+    chunks on ``threads`` threads (default: the cores; the bytes do not depend on it).
     """
-    if version not in VERSIONS:
+    if version is not None and version not in VERSIONS:
         raise InvalidSpecError(f"entropy stream {version=} is not one of {VERSIONS}")
     flat = flat_codes(codes)
     if counts is not None:
@@ -115,6 +120,10 @@ def encode_codes(
         from quantcore.coding import entropy_v1
 
         return entropy_v1.encode(flat, histogram)
+    if version != 2:
+        stream = context.encode(flat, histogram, threads, force=version == 3)
+        if stream is not None:
+            return stream
     return rans.encode(flat, histogram, threads)
 
 
@@ -138,6 +147,11 @@ def decode_codes(
         from quantcore.coding import entropy_v1
 
         return entropy_v1.decode(fields, body)
+    if fields[1] == 3:
+        dtype, chunks = context.plan(fields, body)
+        out = np.empty(fields[5], dtype=dtype)
+        run_all(lambda c: c.fill(out[c.start : c.start + c.size]), chunks, threads)
+        return out
     return rans.decode(fields, body, threads)
 
 
@@ -154,6 +168,8 @@ def decode_plan(
         raise InvalidPackageError(f"entropy stream holds {fields[5]} codes, expected {count}")
     if fields[1] == 2:
         return rans.plan(fields, body)
+    if fields[1] == 3:
+        return context.plan(fields, body)
 
     def whole(part: CodeArray) -> None:  # v1: one coder for each 4M codes, decoded together
         from quantcore.coding import entropy_v1
@@ -162,3 +178,9 @@ def decode_plan(
 
     dtype = np.dtype(np.uint8 if fields[2] == 8 else np.uint16)
     return dtype, [rans.Chunk(0, fields[5], whole)] if fields[5] else []
+
+
+def compile_kernels() -> None:
+    """Compile (or load from numba's disk cache) the kernels of streams v2 and v3."""
+    rans.compile_kernels()
+    context.compile_kernels()

@@ -261,22 +261,32 @@ def _unpack_view(view: memoryview, out: Path) -> tuple[Path, ...]:
 
 
 def _restore_to_file(view: memoryview, header: dict[str, Any], out: Path) -> None:
-    """model.onnx decoded straight into an ``mmap`` of a file beside ``out``, renamed to
-    ``out`` once every piece's hash has matched (so a corrupt package leaves no file)."""
+    """model.onnx decoded into memory and written piece by piece, each as soon as its hash
+    has matched, to a file beside ``out``, renamed to ``out`` at the end (so a corrupt
+    package leaves no file)."""
     layout = qpack_restore.check(view, header)
     partial = out.with_name(out.name + ".partial")
+    buffer = _anonymous(layout.size)
     try:
-        with partial.open("w+b") as file:
-            file.truncate(layout.size)
-            mapped = mmap.mmap(file.fileno(), layout.size) if layout.size else None
-        try:
-            if mapped is not None:
-                target = np.frombuffer(mapped, dtype=np.uint8)
-                qpack_restore.fill(view, layout, target, UNPACK_THREADS)
-                del target
-        finally:
-            _close(mapped)
+        with partial.open("wb") as file:
+            target = np.frombuffer(buffer, dtype=np.uint8)
+            qpack_restore.fill(view, layout, target, UNPACK_THREADS, file.fileno())
+            del target
         partial.replace(out)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    finally:
+        _close(buffer if isinstance(buffer, mmap.mmap) else None)
+
+
+def _anonymous(size: int) -> mmap.mmap | bytearray:
+    """A zeroed buffer of ``size`` bytes, in huge pages where the system allows (fewer page
+    faults for a large model)."""
+    if size == 0:
+        return bytearray()
+    buffer = mmap.mmap(-1, size)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        with contextlib.suppress(OSError):
+            buffer.madvise(mmap.MADV_HUGEPAGE)
+    return buffer

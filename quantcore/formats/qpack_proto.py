@@ -53,12 +53,17 @@ def code_tensors(proto: onnx.ModelProto, names: set[str]) -> dict[str, onnx.Tens
 def skeleton(written: WrittenModel) -> bytes:
     """The serialized model with the code tensors' ``raw_data`` emptied (the proto is left as
     it was)."""
-    tensors = code_tensors(written.proto, {c.initializer for c in written.codes.values()})
+    return proto_skeleton(written.proto, {c.initializer for c in written.codes.values()})
+
+
+def proto_skeleton(proto: onnx.ModelProto, initializers: set[str]) -> bytes:
+    """``proto`` serialized with the ``raw_data`` of ``initializers`` emptied."""
+    tensors = code_tensors(proto, initializers)
     stash = {name: t.raw_data for name, t in tensors.items()}
     try:
         for tensor in tensors.values():
             tensor.ClearField("raw_data")
-        return written.proto.SerializeToString()
+        return proto.SerializeToString()
     finally:
         for name, tensor in tensors.items():
             tensor.raw_data = stash[name]
@@ -94,7 +99,23 @@ def pack_layout2(
 ) -> bytes:
     """A package in layout 2 (or 1: the same bytes but for the version), as the writer before
     layout 3 made it: for tests that old packages still unpack, and for comparisons."""
-    raw_skeleton = skeleton(written)
+    entries = [tensor_entry(name, written, t, entropy_coding) for name, t in coded.items()]
+    return layout2_bytes(written.proto, entries, [bodies[name] for name in coded], fmt=fmt,
+                         onnx_sha256=onnx_sha256, onnx_size=onnx_size, version=version)  # fmt: skip
+
+
+def layout2_bytes(
+    proto: onnx.ModelProto,
+    entries: list[dict[str, Any]],
+    bodies: list[bytes],
+    *,
+    fmt: str,
+    onnx_sha256: str,
+    onnx_size: int,
+    version: int = 2,
+) -> bytes:
+    """``pack_layout2`` from the tensors' header entries (``tensor_entry``) and sections."""
+    raw_skeleton = proto_skeleton(proto, {e["initializer"] for e in entries})
     sections = [zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(
         raw_skeleton)]  # fmt: skip
     header: dict[str, Any] = {
@@ -109,11 +130,10 @@ def pack_layout2(
         "tensors": [],
     }
     offset = len(sections[0])
-    for name, tensor in coded.items():
-        entry = tensor_entry(name, written, tensor, entropy_coding)
-        header["tensors"].append({**entry, "offset": offset, "length": len(bodies[name])})
-        sections.append(bodies[name])
-        offset += len(bodies[name])
+    for entry, body in zip(entries, bodies, strict=True):
+        header["tensors"].append({**entry, "offset": offset, "length": len(body)})
+        sections.append(body)
+        offset += len(body)
     text = json.dumps(header, separators=(",", ":")).encode()
     return b"".join([PREFIX.pack(MAGIC, version, 0, len(text)), text, *sections])
 

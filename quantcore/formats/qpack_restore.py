@@ -3,9 +3,10 @@
 The skeleton is ``model.onnx`` with each code tensor's ``raw_data`` cut out, and each tensor's
 entry says where its bytes go (``at``, ``raw_length``). ``check`` bounds every size the header
 declares against the package's length and against each other before anything is allocated;
-the caller then gives an output buffer of ``size`` bytes (a ``bytearray``, or an ``mmap`` of
-the output file) and ``fill`` decodes every chunk of every tensor straight into its place on
-a pool of threads (4-bit tensors through a small per-thread buffer, packed two per byte),
+the caller then gives an output buffer of ``size`` bytes (and the output file, which each
+piece is written to once checked) and ``fill`` decodes every chunk of every tensor straight
+into its place on a pool of threads (4-bit tensors through a small per-thread buffer, packed
+two per byte),
 copies the skeleton into the gaps, and hashes each 16 MiB piece as soon as all its bytes are
 there, so that hashing overlaps decoding. Any piece whose SHA-256 differs, or any check that
 fails, raises ``InvalidPackageError``.
@@ -14,6 +15,7 @@ fails, raises ``InvalidPackageError``.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -112,8 +114,10 @@ def _check(view: memoryview, header: dict[str, Any]) -> Layout:
 class _Pieces:
     """Counts the bytes still missing from each piece; hashes a piece once it is whole."""
 
-    def __init__(self, out: np.ndarray, layout: Layout, submit: Callable[..., None]) -> None:
-        self.out, self.piece, self.digests = out, layout.piece_bytes, layout.digests
+    def __init__(
+        self, out: np.ndarray, layout: Layout, submit: Callable[..., None], fd: int | None
+    ) -> None:
+        self.out, self.piece, self.digests, self.fd = out, layout.piece_bytes, layout.digests, fd
         self.missing = [min(self.piece, layout.size - s) for s in range(0, layout.size,
                                                                       self.piece)]  # fmt: skip
         self.lock = threading.Lock()
@@ -137,6 +141,10 @@ class _Pieces:
                 f"restored model's bytes [{k * self.piece}, {k * self.piece + piece.size}) "
                 "differ from the package's hash (corrupt package)"
             )
+        if self.fd is not None:  # written while it is still in the cache
+            written = 0
+            while written < piece.size:
+                written += os.pwrite(self.fd, piece[written:].data, k * self.piece + written)
 
 
 class _Pool:
@@ -184,10 +192,17 @@ def _buffer(dtype: np.dtype, n: int) -> np.ndarray:
     return held[:n]
 
 
-def fill(view: memoryview, layout: Layout, out: np.ndarray, threads: int | None = None) -> None:
-    """Restore model.onnx into ``out`` (``layout.size`` uint8), checking every piece's hash."""
+def fill(
+    view: memoryview,
+    layout: Layout,
+    out: np.ndarray,
+    threads: int | None = None,
+    fd: int | None = None,
+) -> None:
+    """Restore model.onnx into ``out`` (``layout.size`` uint8), checking every piece's hash;
+    each piece is also written to the file ``fd`` (at its offset) once checked."""
     pool = _Pool(UNPACK_THREADS if threads is None else threads)
-    pieces = _Pieces(out, layout, pool.submit)
+    pieces = _Pieces(out, layout, pool.submit, fd)
     try:
         for placed in layout.tensors:
             _submit_tensor(placed, out, pool, pieces)

@@ -210,3 +210,14 @@ def test_in_memory_writer_matches_pack(tmp_path):
         writer.add(name, tensor_entry(name, written, tensor, False), encode_body(tensor, False))
     writer.finish(serialize(written.proto))
     assert unpack(buffer.getvalue())[1] == serialize(written.proto)
+
+
+@pytest.mark.parametrize(("bits", "stream"), [(4, 3), (8, 3), (3, 1), (12, 2)])
+def test_every_stream_version_restores_in_place(tmp_path, bits, stream):
+    # Context-modelled (v3), order-0 (v2) and constriction (v1) streams, into 4-bit, 8-bit
+    # and 16-bit containers.
+    written, coded = _built(tmp_path, models.mlp(sizes=(300, 200, 10), opset=21), bits)
+    bodies = {n: encode_codes(_shifted(q), version=stream) for n, q in coded.items()}
+    assert {b[4] for b in bodies.values()} == {stream}
+    data = pack(written, coded, fmt=ModelFormat.ONNX, bodies=bodies).data
+    assert unpack(data)[1] == serialize(written.proto)
