@@ -44,6 +44,7 @@ SAMPLE = 1 << 20  # codes on which the gain is first estimated
 CHUNK_SYMBOLS = rans.CHUNK_SYMBOLS
 LANES = 8
 MAX_PRECISION = 16  # the decoder's slot tables: (K, 2**precision)
+PRECISION_TOLERANCE = 2e-4  # a smaller precision is taken if it costs no more than this
 _kernels: ModuleType | None = None
 
 
@@ -78,18 +79,9 @@ def encode(
     pooled_precision, pooled_freqs = rans.choose_precision(
         high_counts[symbols], raw_bits * flat.size
     )
-    precision = max(min(pooled_precision, MAX_PRECISION), (symbols.size - 1).bit_length())
-    freqs = np.zeros_like(table_counts)
-    for c in range(CONTEXTS):
-        if table_counts[c].any():
-            present = table_counts[c] > 0
-            freqs[c, present] = rans._freqs(table_counts[c, present], precision)
+    precision, freqs, context_bits = _choose_precision(table_counts, raw_bits * flat.size)
     table = _encode_table(symbols, mode_index, freqs)
     pooled_bits = rans._cost(high_counts[symbols], pooled_freqs, pooled_precision)
-    context_bits = sum(
-        rans._cost(table_counts[c][freqs[c] > 0], freqs[c][freqs[c] > 0], precision)
-        for c in range(CONTEXTS)
-    )
     v2_table = rans.encode_table(symbols, pooled_freqs, 4)
     low_bytes = raw_bits * flat.size / 8  # the same in both
     v3_bytes = context_bits / 8 + len(table) + low_bytes
@@ -117,6 +109,32 @@ def encode(
     body: list[bytes | memoryview] = [table, lengths.tobytes()]
     body += [piece for pair in pieces for piece in pair]
     return seal((*fields, len(table), len(pieces)), body)
+
+
+def _choose_precision(
+    counts: npt.NDArray[np.int64], extra_bits: int
+) -> tuple[int, npt.NDArray[np.int64], float]:
+    """The smallest precision (up to ``MAX_PRECISION``) whose cost is within
+    ``PRECISION_TOLERANCE`` of ``MAX_PRECISION``'s (small tables decode faster: ``K`` of
+    them), its frequencies (each context's row) and its cost in bits."""
+
+    def at(precision: int) -> tuple[npt.NDArray[np.int64], float]:
+        freqs = np.zeros_like(counts)
+        bits = 0.0
+        for c in range(counts.shape[0]):
+            present = counts[c] > 0
+            if present.any():
+                freqs[c, present] = rans._freqs(counts[c, present], precision)
+                bits += rans._cost(counts[c, present], freqs[c, present], precision)
+        return freqs, bits
+
+    best_freqs, best_bits = at(MAX_PRECISION)
+    budget = best_bits + PRECISION_TOLERANCE * (best_bits + extra_bits)
+    for precision in range(max(1, (counts.shape[1] - 1).bit_length()), MAX_PRECISION):
+        freqs, bits = at(precision)
+        if bits <= budget:
+            return precision, freqs, bits
+    return MAX_PRECISION, best_freqs, best_bits
 
 
 def _context_counts(
@@ -186,7 +204,7 @@ def _decode_table(
     """K, the symbols, the mode's index and the K rows of frequencies, checked."""
     if not 2 <= n_symbols <= 1 << width or not 1 <= precision <= MAX_PRECISION:
         raise InvalidPackageError(f"entropy stream v3 has {n_symbols=}, {precision=}")
-    most = _TABLE_HEAD.size + (2 + 4 * 16) * n_symbols
+    most = _TABLE_HEAD.size + (2 + 4 * 9) * n_symbols
     try:
         raw = zstandard.ZstdDecompressor().decompress(table, max_output_size=most)
     except zstandard.ZstdError as exc:
@@ -194,7 +212,7 @@ def _decode_table(
     if len(raw) < _TABLE_HEAD.size:
         raise InvalidPackageError("entropy stream context table is truncated")
     k, mode_index = _TABLE_HEAD.unpack_from(raw)
-    if not 1 <= k <= 16 or mode_index >= n_symbols:
+    if not 1 <= k <= 9 or mode_index >= n_symbols:  # distances are capped at 255
         raise InvalidPackageError(f"entropy stream context table has {k=}, {mode_index=}")
     if len(raw) != _TABLE_HEAD.size + (2 + 4 * k) * n_symbols:
         raise InvalidPackageError("entropy stream context table has the wrong length")
@@ -272,8 +290,8 @@ def _decoder_tables(
     k, total = freqs.shape[0], 1 << precision
     entry = np.zeros((k, total), dtype=np.uint32)
     value = np.zeros((k, total), dtype=dtype)
-    dist = np.zeros((k, total), dtype=np.int32)
-    distance = np.minimum(np.abs(symbols - symbols[mode_index]), 1 << 20)
+    dist = np.zeros((k, total), dtype=np.uint8)
+    distance = np.minimum(np.abs(symbols - symbols[mode_index]), 255)  # classes end below
     slots = np.arange(total, dtype=np.int64)
     for c in range(k):
         if not freqs[c].any():

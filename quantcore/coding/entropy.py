@@ -23,6 +23,10 @@ integers little-endian)::
     chunks: the number of 32-bit ANS words of each chunk (uint32 each), then for each chunk
             its words followed by its ``ceil(n * raw_bits / 8)`` bytes of packed low bits
 
+Version 3 (``quantcore.coding.context``, written where it pays: see ``encode_codes``) codes
+each symbol under one of 8 frequency tables chosen by the magnitude class of the two symbols
+before it (its context); otherwise as version 2.
+
 Version 2 (written by default; ``quantcore.coding.rans``): chunks of 2M symbols, each coded by
 8 interleaved 64-bit rANS states with 32-bit renormalisation, compiled with numba and run on
 parallel threads; a chunk's words start with the 8 final states (two words each, low first).
