@@ -45,6 +45,7 @@ CHUNK_SYMBOLS = rans.CHUNK_SYMBOLS
 LANES = 8
 MAX_PRECISION = 16  # the decoder's slot tables: (K, 2**precision)
 PRECISION_TOLERANCE = 2e-4  # a smaller precision is taken if it costs no more than this
+MIN_PRECISION = 8
 _kernels: ModuleType | None = None
 
 
@@ -79,7 +80,12 @@ def encode(
     pooled_precision, pooled_freqs = rans.choose_precision(
         high_counts[symbols], raw_bits * flat.size
     )
-    precision, freqs, context_bits = _choose_precision(table_counts, raw_bits * flat.size)
+    # K tables of 2**precision slots cost the decoder time to build: at most a quarter of the
+    # codes' number (a small tensor gets small tables).
+    cap = max(MIN_PRECISION, (flat.size // (4 * CONTEXTS)).bit_length() - 1)
+    precision, freqs, context_bits = _choose_precision(
+        table_counts, raw_bits * flat.size, min(cap, MAX_PRECISION)
+    )
     table = _encode_table(symbols, mode_index, freqs)
     pooled_bits = rans._cost(high_counts[symbols], pooled_freqs, pooled_precision)
     v2_table = rans.encode_table(symbols, pooled_freqs, 4)
@@ -112,11 +118,11 @@ def encode(
 
 
 def _choose_precision(
-    counts: npt.NDArray[np.int64], extra_bits: int
+    counts: npt.NDArray[np.int64], extra_bits: int, most: int
 ) -> tuple[int, npt.NDArray[np.int64], float]:
-    """The smallest precision (up to ``MAX_PRECISION``) whose cost is within
-    ``PRECISION_TOLERANCE`` of ``MAX_PRECISION``'s (small tables decode faster: ``K`` of
-    them), its frequencies (each context's row) and its cost in bits."""
+    """The smallest precision (up to ``most``) whose cost is within ``PRECISION_TOLERANCE``
+    of ``most``'s (small tables decode faster: ``K`` of them), its frequencies (each
+    context's row) and its cost in bits."""
 
     def at(precision: int) -> tuple[npt.NDArray[np.int64], float]:
         freqs = np.zeros_like(counts)
@@ -128,13 +134,15 @@ def _choose_precision(
                 bits += rans._cost(counts[c, present], freqs[c, present], precision)
         return freqs, bits
 
-    best_freqs, best_bits = at(MAX_PRECISION)
+    lowest = max(1, (counts.shape[1] - 1).bit_length())  # a slot for every symbol
+    most = max(most, lowest)
+    best_freqs, best_bits = at(most)
     budget = best_bits + PRECISION_TOLERANCE * (best_bits + extra_bits)
-    for precision in range(max(1, (counts.shape[1] - 1).bit_length()), MAX_PRECISION):
+    for precision in range(lowest, most):
         freqs, bits = at(precision)
         if bits <= budget:
             return precision, freqs, bits
-    return MAX_PRECISION, best_freqs, best_bits
+    return most, best_freqs, best_bits
 
 
 def _context_counts(
