@@ -24,10 +24,13 @@ its source distribution into a cache (``bench.nnr.reference``), about 3 minutes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from bench.common import write_results
@@ -68,8 +71,19 @@ def _fmt(x: float | None, spec: str) -> str:
     return "n/a" if x is None else format(x, spec)
 
 
+def _reused(rows: list[dict[str, Any]], name: str, method: str, bits: list[int]
+            ) -> list[tuple[str, Point, dict[str, Any]]]:
+    """Rows of an earlier results file for this model and method, at the bits asked."""
+    fields = {f.name for f in dataclasses.fields(Point)}
+    found = [r for r in rows if r["model"] == name and r["method"] == method]
+    if method == "layer-mse":
+        found = [r for r in found if int(r["label"].split()[0]) in bits]
+    return [(r["label"], Point(**{k: r[k] for k in fields}),
+             {"allocation": r.get("allocation"), "reused": True}) for r in found]
+
+
 def run_model(
-    name: str, bits: list[int], methods: list[str]
+    name: str, bits: list[int], methods: list[str], reuse: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[Point]]:
     subject = Subject(get(name))
     print(f"\n{name}: {subject.params:,} quantized weights in {len(subject.names)} tensors, "
@@ -78,6 +92,12 @@ def run_model(
     anchors: dict[int, float] = {}
     points: dict[str, list[tuple[str, Point, dict[str, Any]]]] = {}
     for method in methods:
+        again = _reused(reuse, name, method, bits)
+        if again:
+            points[method] = again
+            if method == "layer-mse":
+                anchors.update({int(lb.split()[0]): p.weight_sqnr_db for lb, p, _ in again})
+            continue
         for label, spec in _specs(method, bits, anchors):
             point, extra = subject.ours(label, spec)
             if method == "layer-mse":
@@ -130,13 +150,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bits", default=DEFAULT_BITS)
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--name", default="bench_nnr", help="results file name")
+    parser.add_argument("--reuse", default="", help="comma-separated results files whose "
+                        "rows (by model and method) are taken instead of measured again")
     args = parser.parse_args(argv)
     bits = [int(b) for b in args.bits.split(",")]
     methods = args.methods.split(",")
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[dict[str, Any]]] = {}
+    reuse = [row for f in filter(None, args.reuse.split(","))
+             for row in json.loads(Path(f).read_text())["rows"]]
     for name in args.models.split(","):
-        model_rows, ref = run_model(name, bits, methods)
+        model_rows, ref = run_model(name, bits, methods, reuse)
         rows += model_rows
         curves[name] = [asdict(p) for p in ref]
     write_results(args.name, {"rows": rows, "reference": curves,
