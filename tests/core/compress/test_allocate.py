@@ -125,3 +125,11 @@ def test_allocation_gives_the_wider_tensor_more_bits_not_a_coarser_step() -> Non
     assert 29.99 < plan.predicted_sqnr_db < 30.1
     assert plan.quantizers["wide"].bits > plan.quantizers["narrow"].bits
     assert 0.5 < plan.step / plan.model_step < 2.0  # the closed form seeds it well
+
+
+def test_report_html_shows_the_allocation(tmp_path: Path) -> None:
+    _spread_mlp(tmp_path / "m.onnx")
+    out = _job(tmp_path / "m.onnx", tmp_path / "out", {"target": {"weight_sqnr_db": 20}})
+    page = next(p for p in out.artifacts if p.name == "report.html").read_text()
+    assert "Rate–distortion allocation" in page and "fc1.weight" in page
+    assert "achieved.met" in page
