@@ -141,6 +141,7 @@ def run_model(
                   f"{_fmt(row['ratio_output'], '.3f'):>6}", flush=True)
     for r in rows:
         r["params"] = subject.params
+        r["reference_rest_bytes"] = subject.rest_bytes
     return rows, ref
 
 

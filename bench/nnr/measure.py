@@ -34,6 +34,7 @@ from bench.realmodels.fetch import fetch, sha256_of
 from quantcore.compress.pipeline import build_onnx, quantize_model, select_tensors, write_artifacts
 from quantcore.formats.load import load_model
 from quantcore.formats.onnx_reader import OnnxModel
+from quantcore.formats.qpack import read_header
 from quantcore.spec import QuantSpec
 
 SKELETON_ZSTD_LEVEL = 3  # as quantcore.formats.qpack
@@ -115,10 +116,15 @@ class Subject:
             seconds = time.perf_counter() - start
             out_sqnr = self.output_sqnr(arts.model_path)
             size = arts.sizes["model.qpack"]
+            header, start = read_header((Path(tmp) / "model.qpack").read_bytes())
         pairs = [(self.tensors[w.name], w.dequantized()) for w in qmodel.weights]
         point = Point(label=label, bytes=size, weight_sqnr_db=pooled_sqnr_db(pairs),
                       output_sqnr_db=out_sqnr, seconds=seconds)
-        extra = {"layers": [w.layer for w in qmodel.weights]}
+        # Where the package's bytes go: prefix and JSON header, zstd skeleton, code sections.
+        skeleton = int(header["skeleton"]["length"])
+        extra = {"layers": [w.layer for w in qmodel.weights],
+                 "parts": {"header": start, "skeleton": skeleton,
+                           "codes": size - start - skeleton}}
         return point, extra
 
     def _qp_cache(self) -> Path:
