@@ -36,8 +36,12 @@ def figure(rows: Sequence[dict[str, Any]], curves: Mapping[str, Sequence[dict[st
         for j, (key, label) in enumerate(PANELS):
             box = sp.Box(left=j * PANEL_W, top=i * PANEL_H, width=PANEL_W,
                          height=PANEL_H).inset(**INSET)
-            xs = [_bpw(p["bytes"], params) for p in ref]
-            ys = [float(p[key]) for p in ref]
+            ours = [r[key] for r in mine if math.isfinite(r[key])]
+            lo = min(ours) - 4 if ours else -math.inf
+            hi = max(ours) + 4 if ours else math.inf
+            shown = [p for p in ref if lo <= p[key] <= hi]  # the reference near our points
+            xs = [_bpw(p["bytes"], params) for p in shown]
+            ys = [float(p[key]) for p in shown]
             series = [sp.Series(label=REFERENCE, x=xs, y=ys, color=styles[REFERENCE][0],
                                 marker=styles[REFERENCE][1], size=2.5)]
             for method in methods[1:]:
@@ -48,9 +52,6 @@ def figure(rows: Sequence[dict[str, Any]], curves: Mapping[str, Sequence[dict[st
                     xs, ys = xs + x, ys + y
                     series.append(sp.Series(label=method, x=x, y=y, color=styles[method][0],
                                             marker=styles[method][1], dash="4 3"))
-            ours = [r[key] for r in mine if math.isfinite(r[key])]
-            lo = min(ours) - 4 if ours else -math.inf
-            ys = [y for y in ys if y >= lo]
             frame = sp.Frame.fit(box, x=sp.finite_range(xs), y=sp.finite_range(ys), pad=8)
             panel = [sp.axes(frame, title=f"{model}: {label.split(' (')[0]}",
                              x_label="bits per weight (all bytes shipped)", y_label=label)]
