@@ -35,6 +35,7 @@ SAMPLE_LIMIT = 1 << 22
 MAX_STEPS = 12  # measurements after the bracket
 X_TOL = 1e-5  # in log Δ: the step to 0.001%
 MIN_BITS = 2
+BLOCK = 1 << 20  # weights summed at a time
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +49,8 @@ class TensorSample:
 
 
 def sample_tensor(weights: np.ndarray, share: float, seed: int) -> TensorSample:
+    """About ``share`` of ``weights`` (all of them at 1), with their exact size, largest
+    magnitude and mean square (in float64, a block at a time: no float64 copy of a tensor)."""
     flat = np.asarray(weights).reshape(-1)
     count = flat.size
     take = min(count, max(1, math.ceil(count * share)))
@@ -56,9 +59,13 @@ def sample_tensor(weights: np.ndarray, share: float, seed: int) -> TensorSample:
     else:
         rng = np.random.default_rng([seed, count])
         values = flat[rng.integers(0, count, size=take)].astype(np.float64)
-    f64 = flat.astype(np.float64)
-    return TensorSample(values=values, count=count, max_abs=float(np.max(np.abs(f64))),
-                        mean_square=float(np.dot(f64, f64)) / max(count, 1))
+    squares = 0.0
+    for start in range(0, count, BLOCK):
+        block = flat[start : start + BLOCK].astype(np.float64)
+        squares += float(np.dot(block, block))
+    max_abs = float(np.max(np.abs(flat))) if count else 0.0
+    return TensorSample(values=values, count=count, max_abs=max_abs,
+                        mean_square=squares / max(count, 1))
 
 
 def _round(t: np.ndarray) -> np.ndarray:
