@@ -196,6 +196,11 @@ def allocate(
     """The largest common step meeting ``target`` (see the module docstring)."""
     signal = sum(s.mean_square * s.count for s in samples.values())
     total = max(sum(s.count for s in samples.values()), 1)
+    if signal <= 0.0:  # every weight is zero: any step codes them exactly, at no rate
+        quantizers = {name: _quantizer(s, 1.0) for name, s in samples.items()}
+        return Allocation(step=1.0, rdoq=rdoq, target=target, quantizers=quantizers,
+                          predicted_sqnr_db=math.inf, predicted_bits_per_weight=0.0,
+                          model_step=1.0, notes=("every weight is zero",))
 
     def judge(step: float) -> tuple[float, float]:
         parts = [measure(s, step, rdoq) for s in samples.values()]

@@ -133,3 +133,10 @@ def test_report_html_shows_the_allocation(tmp_path: Path) -> None:
     page = next(p for p in out.artifacts if p.name == "report.html").read_text()
     assert "Rate–distortion allocation" in page and "fc1.weight" in page
     assert "achieved.met" in page
+
+
+def test_all_zero_weights_are_coded_exactly() -> None:
+    samples = {"z": sample_tensor(np.zeros((32, 32), np.float32), 1.0, 0)}
+    for target in (RateTarget(weight_sqnr_db=30.0), RateTarget(bits_per_weight=2.0)):
+        plan = allocate(samples, target, rdoq=True)
+        assert plan.predicted_bits_per_weight == 0.0 and plan.notes == ("every weight is zero",)
