@@ -145,17 +145,39 @@ def run_model(
     return rows, ref
 
 
+def rescore(source: Path, name: str) -> int:
+    """Ratios and figure of an earlier run, from its stored points."""
+    data = json.loads(source.read_text())
+    fields = {f.name for f in dataclasses.fields(Point)}
+    rows = []
+    for row in data["rows"]:
+        ref = [Point(**{k: p[k] for k in fields}) for p in data["reference"][row["model"]]]
+        point = Point(**{k: row[k] for k in fields})
+        rescored = _row(row["model"], row["method"], point, ref, {})
+        rows.append({**row, **rescored})
+        ratios = (_fmt(rescored["ratio_weight"], ".3f"), _fmt(rescored["ratio_output"], ".3f"))
+        print(f"{row['model']:<12} {row['method']:<12} {row['label']:>9} "
+              f"{ratios[0]:>6} {ratios[1]:>6}")
+    write_results(name, {**data, "rows": rows})
+    FIGURE.write_text(figure(rows, data["reference"]))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=DEFAULT_MODELS)
     parser.add_argument("--bits", default=DEFAULT_BITS)
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--name", default="bench_nnr", help="results file name")
+    parser.add_argument("--rescore", default="", help="a results file: recompute its ratios "
+                        "and the figure from its points, measuring nothing")
     parser.add_argument("--reuse", default="", help="comma-separated results files whose "
                         "rows (by model and method) are taken instead of measured again")
     args = parser.parse_args(argv)
     bits = [int(b) for b in args.bits.split(",")]
     methods = args.methods.split(",")
+    if args.rescore:
+        return rescore(Path(args.rescore), args.name)
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[dict[str, Any]]] = {}
     reuse = [row for f in filter(None, args.reuse.split(","))

@@ -164,19 +164,30 @@ class Subject:
         return list(range(lo, hi + 1, 2))
 
 
+def isotonic(values: np.ndarray) -> np.ndarray:
+    """The non-decreasing least-squares fit of ``values`` (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for v in values.astype(np.float64):
+        blocks.append([float(v), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m2, n2), (m1, n1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    return np.concatenate([np.full(int(n), m) for m, n in blocks])
+
+
 def bytes_at(ref: list[Point], target: float, key: str) -> float | None:
     """The reference's bytes at ``target`` SQNR (``key``: weight or output), interpolated in
-    log bytes between the two neighbouring points of its lower hull: for each size, the best
-    SQNR reached at that size or below. None outside the measured range."""
+    log bytes on the isotonic fit of its SQNR against size: output SQNR jumps by several dB
+    between neighbouring QPs, and a fit through the noise neither rewards nor punishes the
+    reference for its lucky or unlucky points. None outside the fitted range."""
     pts = sorted(ref, key=lambda p: p.bytes)
-    sizes = np.array([p.bytes for p in pts], np.float64)
-    best = np.maximum.accumulate(np.array([getattr(p, key) for p in pts], np.float64))
-    if not (best[0] <= target <= best[-1]):
+    sizes = np.log(np.array([p.bytes for p in pts], np.float64))
+    fitted = isotonic(np.array([getattr(p, key) for p in pts], np.float64))
+    if not (fitted[0] <= target <= fitted[-1]):
         return None
-    i = int(np.searchsorted(best, target))  # first point reaching the target
-    if i == 0 or best[i] == target:
-        return float(sizes[i])
-    lo, hi = best[i - 1], best[i]
+    i = int(np.searchsorted(fitted, target))  # first point reaching the target
+    if i == 0 or fitted[i] == target:
+        return float(math.exp(sizes[i]))
+    lo, hi = fitted[i - 1], fitted[i]
     frac = (target - lo) / (hi - lo)
-    log_lo, log_hi = math.log(sizes[i - 1]), math.log(sizes[i])
-    return float(math.exp(log_lo + frac * (log_hi - log_lo)))
+    return float(math.exp(sizes[i - 1] + frac * (sizes[i] - sizes[i - 1])))
