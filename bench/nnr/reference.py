@@ -37,7 +37,7 @@ def _python(root: Path) -> Path:
     return root / "venv" / "bin" / "python"
 
 
-def _run(cmd: Sequence[str], **kw: object) -> None:
+def _run(cmd: Sequence[str]) -> None:
     done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-8:]
