@@ -39,6 +39,7 @@ from quantcore.jobs.base import JobInput, JobOutput
 from quantcore.jobs.calibrate import capture, correct_bias
 from quantcore.limits import JobLimits
 from quantcore.progress import ProgressCallback, Stage, span, stage_span
+from quantcore.report.allocation import allocation_block
 from quantcore.report.build import build_report
 from quantcore.report.files import write_report_files
 from quantcore.report.histograms import model_histograms
@@ -168,6 +169,8 @@ def run_quantize(
         timings={},
     )
     report["runnable"] = runnable
+    if qmodel.allocation is not None:
+        report["allocation"] = allocation_block(qmodel.allocation, qmodel.weights, artifacts.sizes)
     report["fidelity"] = fidelity.block
     report["warnings"] = [*(calibrated.warnings if calibrated else []), *fidelity.warnings]
     if calibrated is not None:
