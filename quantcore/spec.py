@@ -102,6 +102,7 @@ RANGES: dict[str, FieldRange] = {
 DEFAULT_GROUP_SIZE = 32
 # Granularity "auto" (the default): groups of 128 from 7 bits, 32 below, each keeping its whole
 # range; chosen by the outputs of the real models of bench/realmodels (README, "Real models").
+# A graph's first layers get finer groups within a size budget (quantcore.compress.auto_plan).
 AUTO_GROUP_SIZE_HIGH = 128
 AUTO_GROUP_SIZE_LOW = 32
 AUTO_HIGH_BITS = 7
