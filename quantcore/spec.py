@@ -98,7 +98,7 @@ RANGES: dict[str, FieldRange] = {
 # Group granularity: weights per scale along the reduction axis (a power of two).
 DEFAULT_GROUP_SIZE = 32
 # Granularity "auto" (the default): groups of 128 from 7 bits, 32 below, each keeping its whole
-# range; chosen by the outputs of the real models of bench/realmodels (README, "Real models").
+# range (first layers finer: quantcore.compress.auto_plan); chosen on bench/realmodels' outputs.
 AUTO_GROUP_SIZE_HIGH = 128
 AUTO_GROUP_SIZE_LOW = 32
 AUTO_HIGH_BITS = 7

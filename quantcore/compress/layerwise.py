@@ -366,7 +366,7 @@ def quantize_tensors(
         for i, req in enumerate(requests):
             size = group_size
             if granularity is Granularity.AUTO:
-                size = auto_group_size(req.quantizer.bits)
+                size = req.group_size or auto_group_size(req.quantizer.bits)
             grouped = _run_blocks(req, size, zero_point)
             if grouped is None:
                 fallback = _per_channel(req)

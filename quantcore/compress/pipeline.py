@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from quantcore.compress.allocate import SAMPLE_LIMIT, Allocation, allocate, sample_tensor
+from quantcore.compress.auto_plan import AutoChoice, model_plan
 from quantcore.compress.hessian import LayerStats
 from quantcore.compress.layerwise import quantize_tensors
 from quantcore.compress.rdoq import rdoq_result
@@ -112,18 +113,20 @@ def select_tensors(model: Model, spec: QuantSpec) -> Selection:
 
 def _request(
     model: Model, name: str, spec: QuantSpec, stats: Mapping[str, LayerStats],
-    plan: Allocation | None = None,
+    plan: Mapping[str, AutoChoice],
+    allocation: Allocation | None = None,
 ) -> TensorRequest:
     tensor = next(t for t in model.tensors if t.name == name)
     weights = model.array(name)  # in its own dtype: the layer report names it
     return TensorRequest(
         name=name,
         weights=weights,
-        quantizer=plan.quantizers[name] if plan else spec.quantizer_for(name),
+        quantizer=allocation.quantizers[name] if allocation else spec.quantizer_for(name),
         channel_axis=tensor.channel_axis,
         block_axis=tensor.block_axis,
         block_trailing=tensor.block_trailing,
         stats=stats.get(name),
+        group_size=plan[name].group_size if name in plan else None,
     )
 
 
@@ -194,11 +197,12 @@ def quantize_model(
     sizes = {t.name: t.size for t in model.tensors}
     total = max(sum(sizes[n] for n in selection.quantize), 1)
     share = min(1.0, FIT_SAMPLE / total)
+    plan = model_plan(model, spec, selection.quantize)
     if spec.granularity is Granularity.MODEL:
         batches = [list(selection.quantize)]  # one quantizer sees every weight
     else:
         batches = [[n] for n in selection.quantize]
-    plan = _allocate(model, spec, selection.quantize) if spec.target else None
+    allocation = _allocate(model, spec, selection.quantize) if spec.target else None
     samples: list[np.ndarray] = []
     coded: list[CodedWeight] = []
     done = 0
@@ -217,7 +221,7 @@ def quantize_model(
 
         for index, names in enumerate(batches):
             # Reading stays on this thread: protobuf messages are not shared between threads.
-            requests = [_request(model, n, spec, stats or {}, plan) for n in names]
+            requests = [_request(model, n, spec, stats or {}, plan, allocation) for n in names]
             pending.append((names, pool.submit(_quantize_batch, requests, spec, share, index)))
             del requests
             while len(pending) > max(1, workers):
@@ -225,6 +229,9 @@ def quantize_model(
         while pending:
             collect()
     distribution = _fit(np.concatenate(samples)) if samples else None
+    for weight in coded:  # why auto gave each tensor its blocks (the layer row's "choice")
+        if weight.name in plan:
+            weight.layer["choice"] = plan[weight.name].reason
     return QuantizedModel(
         source=model,
         spec=spec,
@@ -232,7 +239,7 @@ def quantize_model(
         skipped=selection.skipped,
         distribution=distribution,
         quantize_s=time.perf_counter() - start,
-        allocation=plan,
+        allocation=allocation,
     )
 
 

@@ -153,6 +153,11 @@ class ReportLayer(_Open):
         description="The runnable container of its codes in the quantized model (int4, uint4, "
         "int8, uint8, ...); codes of 2 or 3 bits sit in a 4-bit container.",
     )
+    choice: str | None = Field(
+        default=None,
+        description="Granularity auto only: the block size it gave this tensor and why (the "
+        "rule for its bits, or finer blocks for a first layer within the size budget).",
+    )
 
 
 class ReportSkipped(_Open):
