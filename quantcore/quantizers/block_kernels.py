@@ -105,8 +105,11 @@ def _gather(w3, block, size, count, xb):
     j = pj % count
     p = pj // count
     first = j * size
-    for i in range(size):
-        xb[i] = w3[p, first + i, q] if first + i < length else np.float32(0.0)
+    valid = min(size, length - first)
+    for i in range(valid):
+        xb[i] = w3[p, first + i, q]
+    for i in range(valid, size):
+        xb[i] = np.float32(0.0)
     return p, first, q
 
 
@@ -136,21 +139,26 @@ def block_stats(w3, size, count, hi, lo, sumsq):
 
 
 @_inline
-def _uniform_values(xb, size, s, inv, zp, mode, cmin, cmax, qb, vb, sq):
-    """``qb`` = clipped ``rint(x/s) (+ zp)``, ``vb`` its values; returns the Σ of squared
-    errors. The zero point and the clip bounds are float32, as NumPy's ``q += zp`` makes them."""
+def _uniform_values(xb, size, s, inv, zp, mode, cmin, cmax, qb, sq, error, rb):
+    """``qb`` = clipped ``rint(x/s) (+ zp)``; with ``error``, returns the Σ of squared errors
+    of its values, else fills ``rb`` with the residuals ``x/s (+ zp) - q`` that keeping the
+    block sum ranks (and returns 0). The zero point and the clip bounds are float32, as
+    NumPy's ``q += zp`` makes them."""
     lo_f, hi_f = np.float32(cmin), np.float32(cmax)
+    off = zp if mode == ZERO_POINT else np.float32(0.0)
     for i in range(size):
         v = np.rint(xb[i] * inv)
         if mode == ZERO_POINT:
             v = v + zp
         v = min(max(v, lo_f), hi_f)
         qb[i] = v
-        value = (v - zp) * s if mode == ZERO_POINT else v * s
-        vb[i] = value
-        d = np.float64(value - xb[i])
-        sq[i] = d * d
-    return pairwise(sq, 0, size)
+        if error:
+            value = (v - zp) * s if mode == ZERO_POINT else v * s
+            d = np.float64(value - xb[i])
+            sq[i] = d * d
+        else:
+            rb[i] = xb[i] * inv + off - v
+    return pairwise(sq, 0, size) if error else 0.0
 
 
 @_inline
@@ -168,45 +176,44 @@ def _codebook_values(xb, size, s, inv, tb, cb, levels, vb, sq, kind, limit, rati
 
 
 @_inline
-def _kth_largest(score, size, k, taken):
-    """The ``k``-th largest of ``score[:size]`` counting repeats (``k ≥ 1``)."""
-    if k > 8:
-        return np.sort(score[:size])[size - k]
+def _kth_largest(score, size, k, top):
+    """The ``k``-th largest of ``score[:size]`` counting repeats (``1 ≤ k ≤ size``): the ``k``
+    largest kept in ``top`` (``size`` long) by insertion; most scores fall below them and
+    cost one comparison."""
+    for j in range(k):
+        top[j] = -np.inf
     for i in range(size):
-        taken[i] = False
-    best = score[0]
-    for _ in range(k):
-        at = -1
-        for i in range(size):
-            if not taken[i] and (at < 0 or score[i] > best):
-                at = i
-                best = score[i]
-        taken[at] = True
-    return best
+        v = score[i]
+        if v > top[k - 1]:
+            j = k - 1
+            while j > 0 and top[j - 1] < v:
+                top[j] = top[j - 1]
+                j -= 1
+            top[j] = v
+    return top[k - 1]
 
 
 @_inline
-def _keep_sums(xb, size, s, inv, zp, mode, cmin, cmax, qb, rb, score, taken):
+def _keep_sums(size, cmin, cmax, qb, rb, score, top):
     """Step the fewest codes of the block one step so that its sum is kept within half a
-    step: the reference's ``_keep_sums`` (ranks by residual, ties all move, -inf: no room)."""
-    off = zp if mode == ZERO_POINT else np.float32(0.0)
-    for i in range(size):
-        rb[i] = xb[i] * inv + off - qb[i]
+    step: the reference's ``_keep_sums`` (ranks by residual ``rb``, ties all move, -inf: no
+    room)."""
     short = np.rint(pairwise(rb, 0, size))
     if short == 0:
         return
     up = short > 0
     need = min(int(abs(short)), size)
-    lo_f, hi_f = np.float32(cmin), np.float32(cmax)
+    bound = np.float32(cmax) if up else np.float32(cmin)
+    sign = np.float32(1.0) if up else np.float32(-1.0)
+    lowest = np.float32(-np.inf)
     for i in range(size):
-        room = qb[i] < hi_f if up else qb[i] > lo_f
-        score[i] = (rb[i] if up else -rb[i]) if room else -np.inf
-    edge = _kth_largest(score, size, need, taken)
-    step = np.float32(1.0) if up else np.float32(-1.0)
+        room = qb[i] < bound if up else qb[i] > bound
+        score[i] = rb[i] * sign if room else lowest
+    edge = _kth_largest(score, size, need, top)
+    zero = np.float32(0.0)
     for i in range(size):
-        room = qb[i] < hi_f if up else qb[i] > lo_f
-        if room and score[i] >= edge:
-            qb[i] += step
+        # A code with room has a finite score; ties with the edge all move, as in NumPy.
+        qb[i] += sign if (score[i] > lowest) & (score[i] >= edge) else zero
 
 
 @_jit
@@ -226,7 +233,7 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
     score = np.empty(size, np.float32)
     sq = np.empty(size, np.float64)
     cb = np.empty(size, codes.dtype)
-    taken = np.empty(size, np.bool_)
+    top = np.empty(size, np.float32)
     length = w3.shape[1]
     for k in range(n):
         b = first + k
@@ -241,7 +248,7 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
                                          table, lut)  # fmt: skip
                 else:
                     e = _uniform_values(xb, size, scales[c, k], invs[c, k], zps[c, k], mode,
-                                        cmin, cmax, qb, vb, sq)  # fmt: skip
+                                        cmin, cmax, qb, sq, True, rb)  # fmt: skip
                 if c == 0 or e < least:
                     chosen, least = c, e
         s, inv, zp = scales[chosen, k], invs[chosen, k], zps[chosen, k]
@@ -249,13 +256,14 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
             e = _codebook_values(xb, size, s, inv, rb, cb, levels, vb, sq, kind, limit, ratio,
                                  max_index, signbit, edges, table, lut)  # fmt: skip
         else:
-            _uniform_values(xb, size, s, inv, zp, mode, cmin, cmax, qb, vb, sq)
-            _keep_sums(xb, size, s, inv, zp, mode, cmin, cmax, qb, rb, score, taken)
+            _uniform_values(xb, size, s, inv, zp, mode, cmin, cmax, qb, sq, False, rb)
+            _keep_sums(size, cmin, cmax, qb, rb, score, top)
             off = zp if mode == ZERO_POINT else np.float32(0.0)
             for i in range(size):
-                cb[i] = int(qb[i])
+                c = int(qb[i])
+                cb[i] = c
                 # From the stored code, as ``decode`` computes it (a code 0 is +0, never -0).
-                value = (np.float32(cb[i]) - off) * s
+                value = (np.float32(c) - off) * s
                 vb[i] = value
                 d = np.float64(value - xb[i])
                 sq[i] = d * d
@@ -268,11 +276,10 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
             clip_lo = -clip_hi
         within = 0
         for i in range(size):
-            x = xb[i]
-            within += (x >= clip_lo) & (x <= clip_hi)
-            if start + i < length:
-                codes[p, start + i, q] = cb[i]
-                deq[p, start + i, q] = vb[i]
+            within += (xb[i] >= clip_lo) & (xb[i] <= clip_hi)
+        for i in range(min(size, length - start)):
+            codes[p, start + i, q] = cb[i]
+            deq[p, start + i, q] = vb[i]
         error[k] = e
         inside[k] = within
         best[k] = chosen

@@ -150,3 +150,25 @@ def stream_chunk(w, gain, shift, scale, offset, kind, limit, ratio, max_index, e
                 t[i] = w[r, i] - v
         add_counts(codes[r], counts, mask)
     return inside
+
+
+@_jit
+def sample_errors(rows, pick, gain, scale, offset, kind, limit, ratio, max_index, signbit,
+                  edges, table, lut, levels, codes, err):
+    """Row ``pick[k]`` of ``rows`` (float32 samples) quantized with ``gain/scale/offset[k]``:
+    its errors ``float64(x - ŵ)`` into ``err[k]``, as ``quantize`` and the MSE support
+    measure them (``t = x·gain - 0.0``, ``ŵ = value·scale + offset``)."""
+    n = rows.shape[1]
+    affine = levels.size == 0
+    for k in range(pick.size):
+        x = rows[pick[k]]
+        t = err[k]
+        g = gain[k]
+        tf = np.empty(n, rows.dtype)
+        for i in range(n):
+            tf[i] = x[i] * g + np.float32(-0.0)
+        encode_values(tf, codes, kind, limit, ratio, max_index, signbit, edges, table, lut)
+        sc, off = scale[k], offset[k]
+        for i in range(n):
+            v = np.float32(codes[i]) * sc + off if affine else levels[codes[i]] * sc + off
+            t[i] = np.float64(x[i] - v)
