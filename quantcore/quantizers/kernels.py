@@ -172,3 +172,27 @@ def sample_errors(rows, pick, gain, scale, offset, kind, limit, ratio, max_index
         for i in range(n):
             v = np.float32(codes[i]) * sc + off if affine else levels[codes[i]] * sc + off
             t[i] = np.float64(x[i] - v)
+
+
+@_jit
+def sort_small_range(values, bound):
+    """``np.sort(values)`` for integers in ``[0, bound)``, ``bound ≤ 2^32``: two counting
+    passes of 16 bits (stable LSD radix), linear in ``values.size`` and exact."""
+    out = np.empty_like(values)
+    tmp = np.empty_like(values)
+    src, dst = values, tmp
+    passes = 1 if bound <= 1 << 16 else 2
+    for p in range(passes):
+        shift = 16 * p
+        counts = np.zeros((1 << 16) + 1, np.int64)
+        for v in src:
+            counts[((v >> shift) & 0xFFFF) + 1] += 1
+        for k in range(1 << 16):
+            counts[k + 1] += counts[k]
+        target = out if p == passes - 1 else dst
+        for v in src:
+            d = (v >> shift) & 0xFFFF
+            target[counts[d]] = v
+            counts[d] += 1
+        src = target
+    return out

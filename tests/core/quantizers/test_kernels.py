@@ -18,7 +18,7 @@ from quantcore.compress.layerwise import quantize_tensors
 from quantcore.compress.results import TensorRequest
 from quantcore.quantizers import design, stream
 from quantcore.quantizers.breakpoints import code_table
-from quantcore.quantizers.kernels import encode_values
+from quantcore.quantizers.kernels import encode_values, sort_small_range
 from quantcore.spec import Granularity, Method, QuantizerSpec, Rounding, Support
 
 
@@ -167,3 +167,9 @@ def test_breakpoint_tables_reproduce_the_encoders_at_their_edges(
     encode_values(t, got, 3, dtype(0), dtype(0), 0, table.signbit, table.edges, table.codes,
                   table.lut)  # fmt: skip
     assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("bound", [1, 10, 1 << 16, 16_000_001, 3_000_000_000])
+def test_sample_indices_sort_as_numpy_does(bound: int) -> None:
+    drawn = np.random.default_rng(bound).integers(0, bound, size=50_000)
+    assert np.array_equal(sort_small_range(drawn, bound), np.sort(drawn))
