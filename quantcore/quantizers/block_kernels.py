@@ -53,7 +53,7 @@ def _pairwise_leaf(a, lo, n):
     return res
 
 
-@_inline
+@_jit
 def pairwise(a, lo, n):
     """NumPy's pairwise sum of ``a[lo:lo+n]`` (same dtype, same order, same roundings):
     leaves of at most 128, longer runs split at half rounded down to a multiple of 8 and
@@ -138,7 +138,7 @@ def block_stats(w3, size, count, hi, lo, sumsq):
         sumsq[b] = pairwise(sq, 0, size)
 
 
-@_inline
+@_jit
 def _uniform_values(xb, size, s, inv, zp, mode, cmin, cmax, qb, sq, error, rb):
     """``qb`` = clipped ``rint(x/s) (+ zp)``; with ``error``, returns the Σ of squared errors
     of its values, else fills ``rb`` with the residuals ``x/s (+ zp) - q`` that keeping the
@@ -161,7 +161,7 @@ def _uniform_values(xb, size, s, inv, zp, mode, cmin, cmax, qb, sq, error, rb):
     return pairwise(sq, 0, size) if error else 0.0
 
 
-@_inline
+@_jit
 def _codebook_values(xb, size, s, inv, tb, cb, levels, vb, sq, kind, limit, ratio,
                      max_index, signbit, edges, table, lut):
     for i in range(size):
@@ -175,7 +175,7 @@ def _codebook_values(xb, size, s, inv, tb, cb, levels, vb, sq, kind, limit, rati
     return pairwise(sq, 0, size)
 
 
-@_inline
+@_jit
 def _kth_largest(score, size, k, top):
     """The ``k``-th largest of ``score[:size]`` counting repeats (``1 ≤ k ≤ size``): the ``k``
     largest kept in ``top`` (``size`` long) by insertion; most scores fall below them and
@@ -193,7 +193,7 @@ def _kth_largest(score, size, k, top):
     return top[k - 1]
 
 
-@_inline
+@_jit
 def _keep_sums(size, cmin, cmax, qb, rb, score, top):
     """Step the fewest codes of the block one step so that its sum is kept within half a
     step: the reference's ``_keep_sums`` (ranks by residual ``rb``, ties all move, -inf: no
