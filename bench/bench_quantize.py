@@ -147,7 +147,7 @@ def main() -> None:
         start = time.perf_counter()
         _ours(w[:8], spec, gran, size)()  # the first call compiles or loads the kernels
         compile_s[case] = time.perf_counter() - start
-        ref = timed(_reference(_ours(w_ref, spec, gran, size)), 1)
+        ref = timed(_reference(_ours(w_ref, spec, gran, size)), args.repeats)
         ref_cpu = ref.cpu_seconds / w_ref.size
         (result,) = ours()
         add(case, ours, w.size, ref_cpu, f"reference {w_ref.size / ref.cpu_seconds / 1e6:.1f} "

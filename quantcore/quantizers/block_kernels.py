@@ -4,7 +4,7 @@ codes with block sums kept, its dequantized weights and its error, one block at 
 The tensor is seen as ``w3`` of shape ``(P, L, Q)``: blocks of ``B`` run along ``L`` (the
 block axis), one per ``(p, j, q)`` with ``j < ceil(L / B)``, numbered ``(p·count + j)·Q + q``.
 A block is gathered into a buffer of ``B`` weights, zeros past ``L`` (the NumPy reference,
-``quantcore.compress.groups_reference``, pads with zeros the same way), so that every sum runs
+``quantcore.compress.group_numpy``, pads with zeros the same way), so that every sum runs
 over the same ``B`` numbers in the same order as the reference's: ``pairwise`` is NumPy's
 pairwise summation (eight accumulators, halves above 128), which is what ``ndarray.sum``
 does along a contiguous axis. Each per-weight operation is the reference's IEEE operation in

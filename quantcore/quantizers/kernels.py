@@ -1,10 +1,11 @@
 """Compiled one-pass chunk kernel of ``quantcore.quantizers.stream`` (layer and channel paths).
 
-One pass over a chunk of rows computes, per weight, exactly what the NumPy chunk (the
-reference, ``quantcore.quantizers.stream_reference``) computes in seven: ``t = w·gain +
-shift``, the share within the support, the code, the dequantized weight, the error
-``w - ŵ`` (into a scratch buffer: its sum of squares is left to ``np.dot``, so the noise is
-summed in the very order of the reference) and the code counts. Every operation is the same
+One call per chunk computes, per weight, exactly what the NumPy chunk (the reference:
+``_Kernel.chunk`` with ``USE_KERNELS`` off) computes in seven array operations, in three short
+loops over the chunk while it is in cache: ``t = w·gain + shift`` and the share within the
+support; the codes; the dequantized weight, the error ``w - ŵ`` (into a scratch buffer: its
+sum of squares is left to ``np.dot``, so the noise is summed in the very order of the
+reference) and the code counts. Every operation is the same
 IEEE operation in the same precision, one rounding each (no fast-math, no fused multiply-add),
 so codes, dequantized weights and statistics are bit for bit the reference's.
 
