@@ -48,6 +48,7 @@ from quantcore.compress.group_numpy import (  # noqa: F401  (_blocks, _grid: GPT
 from quantcore.compress.normalize import tensor_moments
 from quantcore.design import theory
 from quantcore.quantizers.codes import BlockDecoder, QuantizedTensor, decode
+from quantcore.quantizers.kernels import add_counts
 from quantcore.quantizers.stats import (
     CountArray,
     code_counts,
@@ -81,6 +82,15 @@ class GroupOutcome:
     xmax: float  # mean clip threshold over blocks, in units of each block's RMS
     xmax_abs: float  # largest clip threshold, in the weights' units
     theory_db: float | None  # closed-form Laplacian SQNR of the blocks' quantizers
+
+
+def _counts(codes: np.ndarray) -> np.ndarray:
+    """``code_counts`` of the codes; the compiled count when the kernels are on (same bins)."""
+    if not USE_KERNELS:
+        return code_counts(codes)
+    counts = np.zeros(256 if codes.dtype.itemsize == 1 else 1 << 16, np.int64)
+    add_counts(codes.reshape(-1), counts, counts.size - 1)
+    return counts
 
 
 def quantize_groups(
@@ -118,7 +128,7 @@ def quantize_groups(
         dequantized=dequantized,
     )  # fmt: skip
     return GroupOutcome(
-        quantized=quantized, counts=code_counts(flat_codes), noise=noise, inside=inside,
+        quantized=quantized, counts=_counts(flat_codes), noise=noise, inside=inside,
         xmax=float(np.mean(np.divide(clips, rms, out=np.zeros_like(rms), where=rms > 0))),
         xmax_abs=float(clips.max()) if clips.size else 0.0,
         theory_db=_theory_db(spec, grid, clips, rms, block_size),
