@@ -19,6 +19,8 @@ from quantcore.quantizers.kernel_args import kernel_args
 from quantcore.quantizers.kernels import sample_errors
 from quantcore.spec import Method, QuantizerSpec
 
+_BATCH = 1 << 20
+
 
 class SampleErrors:
     """Measured MSE of ``spec`` on each row of ``rows`` (float32, rows × n) at given xmax."""
@@ -46,10 +48,20 @@ class SampleErrors:
             gain = np.where(step > 0, 1.0 / np.where(step > 0, step, 1.0), 0.0)
         offset = 0.0 + self.design.half * step if self.design.levels is None else 0.0 * step
         n = self.rows.shape[1]
-        err = np.empty((pick_arr.size, n), np.float64)
+        # Errors of at most _BATCH weights at a time: a whole grid of every channel would
+        # hold 40 float64 copies of the sample.
+        batch = max(1, _BATCH // max(n, 1))
+        err = np.empty((min(batch, pick_arr.size), n), np.float64)
         codes = np.empty(n, self.design.dtype)
-        sample_errors(  # type: ignore[call-arg]
-            self.rows, pick_arr, gain.astype(np.float32), step.astype(np.float32),
-            np.asarray(offset, np.float64).astype(np.float32), *self.family, codes, err,
-        )  # fmt: skip
-        return np.array([float(np.dot(e, e)) / n for e in err])
+        gain32, step32 = gain.astype(np.float32), step.astype(np.float32)
+        offset32 = np.broadcast_to(np.asarray(offset, np.float64), step.shape).astype(np.float32)
+        out = np.empty(pick_arr.size)
+        for lo in range(0, pick_arr.size, batch):
+            part = slice(lo, lo + batch)
+            rows = err[: pick_arr[part].size]
+            sample_errors(  # type: ignore[call-arg]
+                self.rows, pick_arr[part], gain32[part], step32[part], offset32[part],
+                *self.family, codes, rows,
+            )  # fmt: skip
+            out[part] = [float(np.dot(e, e)) / n for e in rows]
+        return out

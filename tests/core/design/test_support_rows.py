@@ -60,3 +60,15 @@ def test_rows_equal_choose_support_row_by_row() -> None:
 def test_mse_rows_need_a_measurement() -> None:
     with pytest.raises(InvalidSpecError, match="error_at"):
         choose_support_rows(Support.MSE, levels=16, rows=np.ones((2, 3)))
+
+
+def test_batched_measurement_equals_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measuring a few rows at a time (bounded memory) changes no threshold."""
+    from quantcore.quantizers import measure
+
+    rows = np.random.default_rng(9).laplace(size=(9, 200)).astype(np.float32)
+    spec = QuantizerSpec(bits=4, support=Support.MSE)
+    whole = measure.SampleErrors(spec, rows)(np.linspace(0.5, 4.0, 9), np.arange(9))
+    monkeypatch.setattr(measure, "_BATCH", 400)  # two rows a batch
+    batched = measure.SampleErrors(spec, rows)(np.linspace(0.5, 4.0, 9), np.arange(9))
+    assert np.array_equal(whole, batched)
