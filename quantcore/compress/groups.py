@@ -26,6 +26,10 @@ Blocks are cut in a view of the tensor (``block_view``): a Conv kernel ``(O, I, 
 viewed as ``(O, I·kh·kw)``, so a depthwise kernel gets one block per channel and a 3x3 kernel
 blocks over input channels and window; the last block along the axis may be shorter
 (ONNX's ``block_size`` allows it), so no dimension needs to be a multiple of the block size.
+
+The blocks are quantized by compiled kernels (``quantcore.compress.group_compiled``) with the
+results, bit for bit, of the NumPy slab quantizer (``quantcore.compress.group_numpy``), which
+``USE_KERNELS = False`` selects and the tests compare against.
 """
 
 from __future__ import annotations

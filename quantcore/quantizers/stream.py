@@ -18,6 +18,10 @@ a zero scale, i.e. exactly the centre.
 
 Temporaries: three chunk buffers; the outputs (codes and dequantized weights) are the only
 full-size allocations.
+
+Each chunk runs through the compiled kernel of ``quantcore.quantizers.kernels`` (the same
+operations in the same precision, so the same bits); ``USE_KERNELS = False`` runs the NumPy
+operations above instead, the reference the tests compare the kernel with.
 """
 
 from __future__ import annotations
