@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -40,10 +41,11 @@ from quantcore.quantizers.codes import (
     QuantizedTensor,
 )
 from quantcore.quantizers.families import design as design_for
-from quantcore.quantizers.kernel_args import KernelArgs, kernel_args
-from quantcore.quantizers.kernels import stream_chunk
 from quantcore.quantizers.stats import CountArray, code_counts
 from quantcore.spec import QuantizerSpec
+
+if TYPE_CHECKING:
+    from quantcore.quantizers.kernel_args import KernelArgs
 
 CHUNK = 1 << 18
 # False: every chunk takes the NumPy path (the reference the compiled kernel is tested against).
@@ -132,13 +134,19 @@ class _Kernel:
         self.noise = 0.0
         self.inside = 0
         self.counts = np.zeros(256 if design.dtype.itemsize == 1 else 1 << 16, np.int64)
-        self.compiled = kernel_args(design, self.compute) if USE_KERNELS else None
+        self.compiled = None
+        if USE_KERNELS:  # numba loads with the first quantization, not with the package
+            from quantcore.quantizers.kernel_args import kernel_args
+
+            self.compiled = kernel_args(design, self.compute)
 
     def _compiled_chunk(
         self, args: KernelArgs, w: np.ndarray, err: np.ndarray, codes: np.ndarray,
         deq: np.ndarray, p: _Affine,
     ) -> None:
         """The same chunk in one compiled pass; the noise is still ``np.dot`` of the errors."""
+        from quantcore.quantizers.kernels import stream_chunk
+
         rows = 1 if w.ndim == 1 else w.shape[0]
 
         def per_row(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
