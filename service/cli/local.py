@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from service.cli.client import load_spec
 from service.cli.output import EXIT_OK, EXIT_USAGE, ProgressBar, error, print_json
+from service.cli.specs import load_spec
 from service.settings import get_settings
 
 
