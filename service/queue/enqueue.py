@@ -96,7 +96,7 @@ def enqueue_job(job_id: str, settings: Settings, *, task_id: str | None = None) 
         breaker.check(settings)
         result = app.send_task(TASK_NAME, args=[job_id], queue=QUEUE, retry=False,
                                task_id=task_id or new_task_id())
-    except _broker_errors(app) as exc:
+    except broker_errors(app) as exc:
         breaker.trip(settings)
         raise _unavailable(settings, exc) from exc
     finally:
@@ -116,7 +116,7 @@ def revoke(task_id: str, settings: Settings) -> bool:
     app = producer_app(settings)
     try:
         app.control.revoke(task_id)
-    except _broker_errors(app) as exc:
+    except broker_errors(app) as exc:
         log.warning("revoke of task %s not broadcast: %s", task_id, exc)
         return False
     return True
@@ -125,7 +125,7 @@ def revoke(task_id: str, settings: Settings) -> bool:
 _errors: dict[int, tuple[type[BaseException], ...]] = {}
 
 
-def _broker_errors(app: Celery) -> tuple[type[BaseException], ...]:
+def broker_errors(app: Celery) -> tuple[type[BaseException], ...]:
     """What the broker's client raises when the broker cannot take a message (kombu's
     errors, the socket's, and the transport's own, such as redis-py's timeouts)."""
     errors = _errors.get(id(app))
@@ -144,7 +144,7 @@ def check_broker(settings: Settings) -> None:
             conn.ensure_connection(max_retries=0, timeout=settings.broker_timeout_s)
             if settings.broker_is_redis:  # a frozen Redis connects: ask it something
                 conn.default_channel.client.ping()
-    except _broker_errors(app) as exc:
+    except broker_errors(app) as exc:
         raise _unavailable(settings, exc) from exc
 
 
@@ -155,5 +155,5 @@ def queue_depth(settings: Settings) -> int:
         with app.connection_for_read() as conn:
             ok = conn.default_channel.queue_declare(QUEUE, passive=False, durable=True)
             return int(ok.message_count)
-    except _broker_errors(app) as exc:
+    except broker_errors(app) as exc:
         raise _unavailable(settings, exc) from exc
