@@ -7,8 +7,12 @@ connections and never answers) raises ``BrokerUnavailableError`` (the API's 503)
 minutes of retries while the caller waits. And once a publish has failed, the next ones
 fail at once for ``broker_timeout_s`` (a circuit breaker): under load, requests must not
 pile up in the thread pool each waiting out the broker's timeout. At most
-``PUBLISHERS`` publishes wait on the broker at once; one more waits at most
-``broker_timeout_s`` for its turn.
+``PUBLISHERS`` publishes wait on the broker at once; one more waits at most ``SLOT_WAIT_S``
+for its turn, then fails. A healthy broker answers a publish in about a millisecond, so all
+slots busy for that long means it is not answering; had the others waited out the broker's
+timeout too, they would all fail in the same instant, and the burst of answers held up every
+other request of the process (``/healthz`` p99 170 ms under 50 clients with Redis frozen),
+where failing each in turn spreads them out.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ _apps: dict[tuple[str, float, float, float], Celery] = {}
 _apps_lock = threading.Lock()
 
 PUBLISHERS = 8  # publishes in flight at once per process (below kombu's pool of 10)
+SLOT_WAIT_S = 0.25  # a publish's wait for a free slot (a healthy publish takes ~1 ms)
 
 
 class _Breaker:
@@ -90,7 +95,7 @@ def enqueue_job(job_id: str, settings: Settings, *, task_id: str | None = None) 
     app = producer_app(settings)
     breaker = _breaker(settings)
     breaker.check(settings)
-    if not breaker.slots.acquire(timeout=settings.broker_timeout_s):
+    if not breaker.slots.acquire(timeout=min(SLOT_WAIT_S, settings.broker_timeout_s)):
         raise _unavailable(settings, "too many publishes are waiting for it")
     try:
         breaker.check(settings)
