@@ -22,7 +22,8 @@ Also measured: the import cost of the CLI's quantize path (``service.cli.main`` 
 a whole process against ``python -c pass`` and ``import numpy, onnx`` (the floor any ONNX
 quantizer pays); target ≤ 0.3 s. It must not load onnxruntime (checked).
 
-    python -m bench.bench_cli [--models captcha-ocr,minilm-l3,54m,205m] [--repeat 3] [--large]
+    python -m bench.bench_cli [--models captcha-ocr,minilm-l3,54m,205m] [--repeat 3]
+        [--repeat-large 1] [--large]
 
 Writes ``bench/results/bench_cli.json``.
 """
@@ -45,6 +46,7 @@ from bench.common import write_results
 
 QUANTSERVE = Path(sys.executable).with_name("quantserve")
 REAL = ("captcha-ocr", "minilm-l3")
+LARGE_PARAMS = 100_000_000
 
 PEER_SCRIPTS = {
     "ort_dynamic": """
@@ -93,8 +95,9 @@ def command(case: str, model: Path, out: Path) -> list[str]:
     return [sys.executable, "-c", PEER_SCRIPTS[case], str(model), str(out)]
 
 
-def run_timed(argv: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one process, reaped with ``os.wait4``."""
+def run_timed(argv: list[str]) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (KiB) and CPU seconds (user + system) of one process, reaped
+    with ``os.wait4``. On a loaded machine the CPU time is the steadier of the two."""
     start = time.perf_counter()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
@@ -105,7 +108,7 @@ def run_timed(argv: list[str]) -> tuple[float, int]:
             err.seek(0)
             tail = err.read()[-2000:].decode(errors="replace")
             raise RuntimeError(f"{' '.join(argv[:4])} failed ({proc.returncode}): {tail}")
-    return seconds, usage.ru_maxrss
+    return seconds, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def model_paths(names: list[str], work: Path) -> dict[str, Path]:
@@ -136,6 +139,7 @@ def params_of(path: Path) -> int:
 def bench_model(name: str, path: Path, cases: list[str], repeat: int, work: Path) -> dict[str, Any]:
     times: dict[str, list[float]] = {c: [] for c in cases}
     peaks: dict[str, list[int]] = {c: [] for c in cases}
+    cpus: dict[str, list[float]] = {c: [] for c in cases}
     timings: dict[str, list[dict[str, float]]] = {c: [] for c in cases if c.startswith("ours")}
     fidelity: dict[str, Any] = {}
     for _ in range(repeat):
@@ -143,8 +147,9 @@ def bench_model(name: str, path: Path, cases: list[str], repeat: int, work: Path
             out = work / "out" / case
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
-            seconds, peak = run_timed(command(case, path, out))
+            seconds, peak, cpu = run_timed(command(case, path, out))
             times[case].append(seconds)
+            cpus[case].append(cpu)
             peaks[case].append(peak)
             if case in timings:
                 report = json.loads((out / "report.json").read_text())
@@ -157,6 +162,7 @@ def bench_model(name: str, path: Path, cases: list[str], repeat: int, work: Path
     for case in cases:
         row["cases"][case] = {
             "median_s": statistics.median(times[case]), "runs_s": times[case],
+            "cpu_s": statistics.median(cpus[case]),
             "peak_mib": statistics.median(peaks[case]) / 1024,
         }  # fmt: skip
         if case in timings:
@@ -176,16 +182,21 @@ def bench_model(name: str, path: Path, cases: list[str], repeat: int, work: Path
 
 def bench_imports(repeat: int) -> dict[str, Any]:
     times: dict[str, list[float]] = {k: [] for k in IMPORT_CASES}
+    cpus: dict[str, list[float]] = {k: [] for k in IMPORT_CASES}
     for _ in range(repeat):
         for name, code in IMPORT_CASES.items():
-            times[name].append(run_timed([sys.executable, "-c", code])[0])
+            seconds, _, used = run_timed([sys.executable, "-c", code])
+            times[name].append(seconds)
+            cpus[name].append(used)
     medians = {k: statistics.median(v) for k, v in times.items()}
-    return {"median_s": medians, "runs_s": times,
-            "quantize_path_minus_python_s": medians["quantize path"] - medians["python"]}
+    cpu = {k: statistics.median(v) for k, v in cpus.items()}
+    return {"median_s": medians, "cpu_s": cpu, "runs_s": times,
+            "quantize_path_minus_python_s": medians["quantize path"] - medians["python"],
+            "quantize_path_minus_python_cpu_s": cpu["quantize path"] - cpu["python"]}
 
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
-    print(f"{'model':<12} {'params':>7} {'case':<12} {'median s':>9} {'peak MiB':>9}  "
+    print(f"{'model':<12} {'params':>7} {'case':<12} {'median s':>9} {'CPU s':>7} {'peak MiB':>9}  "
           "steps (ours: load/quantize/fidelity/write/report/outside)")  # fmt: skip
     for row in rows:
         for case, c in row["cases"].items():
@@ -196,7 +207,7 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
                     "load_s", "quantize_s", "fidelity_s", "write_s", "report_s",
                     "outside_job_s"))  # fmt: skip
             print(f"{row['model']:<12} {row['params'] / 1e6:6.1f}M {case:<12} "
-                  f"{c['median_s']:9.2f} {c['peak_mib']:9.0f}  {steps}")
+                  f"{c['median_s']:9.2f} {c['cpu_s']:7.2f} {c['peak_mib']:9.0f}  {steps}")
         for key in ("ours8_vs_ort_dynamic", "ours4_vs_fastest_peer4"):
             if key in row:
                 print(f"{'':<12} {key}: {row[key]:.2f}")
@@ -206,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="captcha-ocr,minilm-l3,54m,205m")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat-large", type=int, default=1,
+                        help="repeats for models over 100 M parameters")
     parser.add_argument("--large", action="store_true", help="also the 608M-parameter model")
     parser.add_argument("--cases", help="comma-separated subset of the cases")
     parser.add_argument("--work", help="folder for the generated models (kept between runs)")
@@ -216,11 +229,13 @@ def main(argv: list[str] | None = None) -> None:
         cases = [c for c in cases if c in args.cases.split(",")]
     work = Path(args.work or Path(tempfile.gettempdir()) / "quantserve-bench-cli")
     imports = bench_imports(max(args.repeat, 5))
-    print("import cost (median s, whole process): " + ", ".join(
-        f"{k} {v:.3f}" for k, v in imports["median_s"].items()))  # fmt: skip
+    print("import cost (median of whole processes, wall / CPU s): " + ", ".join(
+        f"{k} {v:.3f} / {imports['cpu_s'][k]:.3f}"
+        for k, v in imports["median_s"].items()))  # fmt: skip
     rows = []
     for name, path in model_paths(names, work).items():
-        rows.append(bench_model(name, path, cases, args.repeat, work))
+        repeat = args.repeat_large if params_of(path) > LARGE_PARAMS else args.repeat
+        rows.append(bench_model(name, path, cases, repeat, work))
         print_rows(rows[-1:])
     print_rows(rows)
     write_results("bench_cli", {"imports": imports, "models": rows, "repeat": args.repeat,
