@@ -12,7 +12,8 @@ histograms and ``report.html``), and ``total_s``, the whole job.
 Every job's report has ``fidelity`` (the quantized model's outputs against the float model's,
 on the dataset or on synthetic inputs; see ``quantcore.evaluate.fidelity``) and ``warnings``
 (a list of strings: an output SQNR under ``JobLimits.fidelity_min_sqnr_db``, naming the layers
-that cost most). With spec ``calibration`` other than ``none``, the dataset's inputs calibrate
+that cost most; skipped, and said, for a model over ``JobLimits.fidelity_max_params`` without
+a dataset). With spec ``calibration`` other than ``none``, the dataset's inputs calibrate
 the quantization first (``quantcore.jobs.calibrate``) and the report has ``calibration``.
 """
 
@@ -36,19 +37,19 @@ from quantcore.errors import InvalidDatasetError
 from quantcore.formats.external import is_external
 from quantcore.formats.onnx_reader import OnnxModel, tensor_nbytes
 from quantcore.jobs.base import JobInput, JobOutput
-from quantcore.jobs.calibrate import capture, correct_bias
 from quantcore.limits import JobLimits
 from quantcore.progress import ProgressCallback, Stage, span, stage_span
 from quantcore.report.allocation import allocation_block
 from quantcore.report.build import build_report
 from quantcore.report.files import write_report_files
 from quantcore.report.histograms import model_histograms
-from quantcore.spec import QuantSpec
+from quantcore.spec import Calibration, QuantSpec
 
 if TYPE_CHECKING:
     from quantcore.evaluate.dataset import EvalSet
     from quantcore.evaluate.fidelity import FidelityCheck
     from quantcore.evaluate.scores import AccuracyReport
+    from quantcore.jobs.calibrate import Calibrated
 
 
 def _sha256(path: Path) -> str:
@@ -75,16 +76,27 @@ def model_block(path: Path, model: Model) -> dict[str, Any]:
 
 def _fidelity(
     job: JobInput, quantized: Path, qmodel: QuantizedModel, limits: JobLimits,
-    evalset: EvalSet | None, scores: AccuracyReport | None,
+    evalset: EvalSet | None, scores: AccuracyReport | None, n_params: int,
 ) -> FidelityCheck:
-    """The report's ``fidelity`` block and warnings (``quantcore.evaluate.fidelity``)."""
-    from quantcore.evaluate.fidelity import check_fidelity, unavailable
+    """The report's ``fidelity`` block and warnings (``quantcore.evaluate.fidelity``); a
+    model over ``limits.fidelity_max_params`` without an evaluation set gets the check
+    skipped, said in the block's ``reason`` and in a warning."""
+    from quantcore.evaluate.fidelity import FidelityCheck, check_fidelity, unavailable
 
     if not isinstance(qmodel.source, OnnxModel):
         return unavailable(
             f"{job.model_path.name} holds weights only: there is no graph to run",
             limits.fidelity_min_sqnr_db,
         )
+    if evalset is None and n_params > limits.fidelity_max_params:
+        reason = (
+            f"the fidelity check was skipped: the model has {n_params / 1e6:.1f} M parameters, "
+            f"over the check's size budget of {limits.fidelity_max_params / 1e6:g} M (running "
+            "both models on synthetic inputs would cost about as much as the quantization); "
+            "give an evaluation set, or raise the budget, to measure it"
+        )
+        block = unavailable(reason, limits.fidelity_min_sqnr_db).block
+        return FidelityCheck(block={**block, "skipped": "size_budget"}, warnings=(reason,))
     return check_fidelity(
         job.model_path, quantized, qmodel.weights, threshold_db=limits.fidelity_min_sqnr_db,
         budget_s=limits.fidelity_budget_s, evalset=evalset, scores=scores,
@@ -115,7 +127,11 @@ def run_quantize(
     load_s = time.perf_counter() - started
     advance(Stage.LOADING, 0.05)
 
-    calibrated = capture(model, job.model_path, spec, evalset, limits)
+    calibrated: Calibrated | None = None
+    if spec.calibration is not Calibration.NONE:  # loads onnxruntime: only when asked for
+        from quantcore.jobs.calibrate import capture
+
+        calibrated = capture(model, job.model_path, spec, evalset, limits)
     qmodel = quantize_model(
         model, spec, progress=stage_span(progress, Stage.QUANTIZING, 0.05, 0.70),
         stats=calibrated.gptq_stats if calibrated is not None else None,
@@ -128,6 +144,8 @@ def run_quantize(
     advance(Stage.WRITING, 0.70)
     written = build_onnx(qmodel)
     if calibrated is not None:
+        from quantcore.jobs.calibrate import correct_bias
+
         correct_bias(calibrated, qmodel, written)
     runnable = runnable_block(written)
     model.close()
@@ -152,7 +170,8 @@ def run_quantize(
         accuracy = scores.to_dict()
         evaluate_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fidelity = _fidelity(job, artifacts.model_path, qmodel, limits, evalset, scores)
+    fidelity = _fidelity(job, artifacts.model_path, qmodel, limits, evalset, scores,
+                         model_info["n_params"])  # fmt: skip
     fidelity_s = time.perf_counter() - t0
     advance(Stage.EVALUATING, 0.97)
 
