@@ -8,6 +8,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -47,7 +48,10 @@ def load(service: Service, model_id: str) -> tuple[list[str], list[int]]:
         await asyncio.gather(*(_client(service.url, model_id, until, accepted, codes, i)
                                for i in range(CLIENTS)))
 
-    asyncio.run(run())
+    # On a thread of its own: a browser test run earlier in the session may have left an
+    # event loop running on this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
     return accepted, codes
 
 
