@@ -89,6 +89,9 @@ class LayerStats:
     half_count: int = 0
     half_total: np.ndarray | None = None  # Σx over the first half's ``half_seen`` rows
     half_seen: int = 0
+    # Captured on flat inputs (``quantcore.evaluate.flat``), not on samples: GPTQ takes one
+    # damping and any number of rows (there is no sample noise to fit or hold out).
+    flat: bool = False
 
     def halves_mean(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The inputs' mean over each half of the samples (None if one half is empty)."""

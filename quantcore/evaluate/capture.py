@@ -27,6 +27,7 @@ import onnx
 
 from quantcore.compress.hessian import Accumulator, Geometry, LayerStats, row_target, within
 from quantcore.evaluate.dataset import EvalSet
+from quantcore.evaluate.flat import FlatSet
 from quantcore.evaluate.runner import _pad, session
 from quantcore.evaluate.synthetic import SyntheticSet
 
@@ -107,7 +108,7 @@ def plan_layers(
 def capture_stats(
     model_path: Path,
     weights: Mapping[str, tuple[str, tuple[int, ...]]],
-    inputs: EvalSet | SyntheticSet,
+    inputs: EvalSet | SyntheticSet | FlatSet,
     *,
     max_samples: int,
     max_k: int,
