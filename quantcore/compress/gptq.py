@@ -243,6 +243,9 @@ def _gptq_flat(
     it lowers the error on those blocks of ``H``."""
     g = stats.geometry
     rows = g.rows_of(np.asarray(weights, np.float32)).astype(np.float64)
+    if stats.block % block_size:  # the captured blocks do not hold the quantizer's
+        return plain, (f"flat-input gptq: blocks of {block_size} are not within the captured "
+                       f"blocks of {stats.block}; rounded plainly")  # fmt: skip
     u = _block_factor(stats.hessian, stats.count, FLAT_DAMP, block_size)
     if u is None:
         return plain, "flat-input gptq: the inputs' Hessian is singular; rounded plainly"

@@ -114,6 +114,7 @@ def capture_stats(
     max_k: int,
     hessian: bool = True,
     threads: int | None = None,
+    blocks: Mapping[str, int] | None = None,
 ) -> Capture:
     """Statistics of the inputs of ``weights``' layers over at most ``max_samples`` samples
     of ``inputs`` (see the module docstring)."""
@@ -133,7 +134,7 @@ def capture_stats(
     step = fixed if fixed is not None else BATCH
     batches = max(1, -(-min(inputs.samples, max_samples) // step))
     accumulators = {
-        n: Accumulator(geometry=g, hessian=hessian,
+        n: Accumulator(geometry=g, hessian=hessian, block=(blocks or {}).get(n, 0),
                        max_rows=-(-row_target(g.k, hessian) // batches))
         for n, (_, g) in plans.items()
     }  # fmt: skip

@@ -92,7 +92,7 @@ def capture(
     if method is Calibration.FLAT:  # data-free: an evaluation set is only evaluated on
         from quantcore.jobs.flat_gptq import capture_flat
 
-        flat = capture_flat(model, model_path, weights, limits)
+        flat = capture_flat(model, model_path, weights, spec, limits)
         if isinstance(flat, str):
             return _not_run(method, flat)
         found = flat

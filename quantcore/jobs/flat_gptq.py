@@ -24,19 +24,29 @@ plainly; the reason, with onnxruntime's error, goes to the report's ``warnings``
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from quantcore.evaluate.capture import Capture, capture_stats
 from quantcore.evaluate.flat import flat_set
 from quantcore.formats.onnx_reader import OnnxModel
 from quantcore.limits import JobLimits
+from quantcore.spec import Granularity, QuantSpec, auto_group_size
 
 MAX_ERROR_CHARS = 300
 
 
+def largest_blocks(spec: QuantSpec, names: Iterable[str]) -> dict[str, int]:
+    """The largest block each weight can get under ``spec`` (auto's finer first-layer blocks
+    divide it): GPTQ on flat inputs reads only ``H``'s diagonal blocks of that size."""
+    if spec.granularity is Granularity.GROUP:
+        return dict.fromkeys(names, spec.group_size)
+    return {n: auto_group_size(spec.quantizer_for(n).bits) for n in names}
+
+
 def capture_flat(
     model: OnnxModel, model_path: Path, weights: dict[str, tuple[str, tuple[int, ...]]],
-    limits: JobLimits,
+    spec: QuantSpec, limits: JobLimits,
 ) -> Capture | str:
     """The flat inputs' statistics of ``weights``' layers (marked ``flat``), or why they
     could not be captured."""
@@ -45,7 +55,8 @@ def capture_flat(
         if not inputs.has_float_input:  # token ids alone: nothing to hold flat
             return "the model has no float input to hold flat; rounded plainly"
         found = capture_stats(model_path, weights, inputs, max_samples=inputs.samples,
-                              max_k=limits.calibration_max_k)  # fmt: skip
+                              max_k=limits.calibration_max_k,
+                              blocks=largest_blocks(spec, weights))  # fmt: skip
     except Exception as error:  # any failure to run falls back to plain rounding
         text = " ".join(str(error).split())[:MAX_ERROR_CHARS]
         return (f"the model could not run on flat inputs ({type(error).__name__}: {text}); "

@@ -9,6 +9,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from quantcore import JobInput, JobKind, run_job
+from quantcore.compress.hessian import Accumulator, Geometry
 from quantcore.limits import JobLimits
 from tests.core.formats.onnx_helpers import run
 
@@ -105,3 +106,22 @@ def test_a_model_that_cannot_run_on_flat_inputs_is_rounded_plainly(tmp_path) -> 
     (got,) = run(onnx.load(path), {"x": x})
     (want,) = run(onnx.load(plain_path), {"x": x})
     np.testing.assert_array_equal(got, want)  # the same codes as plain rounding
+
+
+def test_block_diagonal_capture_sums_the_full_hessians_diagonal_blocks() -> None:
+    geometry = Geometry(op="Conv", rows=8, k=12 * 9, groups=2, kernel=(3, 3), strides=(1, 1),
+                        pads=(1, 1, 1, 1), dilations=(1, 1))  # fmt: skip
+    x = RNG.standard_normal((3, 24, 7, 7)).astype(np.float32) + 2.0
+    full = Accumulator(geometry=geometry, max_rows=10**6)
+    blocked = Accumulator(geometry=geometry, max_rows=10**6, block=32)
+    for acc in (full, blocked):
+        acc.add(x)
+    assert blocked.stats.block == 32 and blocked.stats.count == full.stats.count
+    mask = np.zeros((geometry.k, geometry.k), bool)
+    for lo in range(0, geometry.k, 32):
+        mask[lo : lo + 32, lo : lo + 32] = True
+    np.testing.assert_allclose(blocked.stats.hessian[:, mask], full.stats.hessian[:, mask],
+                               rtol=1e-5)  # fmt: skip
+    assert not blocked.stats.hessian[:, ~mask].any()
+    # A block as wide as the layer is the full Hessian.
+    assert Accumulator(geometry=geometry, block=geometry.k).stats.block == 0
