@@ -62,13 +62,15 @@ class Rounding(StrEnum):
 
 
 class Calibration(StrEnum):
-    """Data-aware quantization (``quantcore.jobs.calibrate``): none, bias correction, GPTQ."""
+    """Data-aware quantization (``quantcore.jobs.calibrate``): none, bias, GPTQ, flat GPTQ."""
 
     NONE = "none"
     BIAS = "bias"
     GPTQ = "gptq"
+    FLAT = "flat"
 
 
+ERROR_FEEDBACK = (Granularity.GROUP, Granularity.AUTO)  # granularities GPTQ runs at
 MIN_BITS = 1
 MAX_BITS = 16
 MAX_MU = 2.0**24
@@ -346,11 +348,9 @@ class QuantSpec:
 
 def _calibration(value: Any, granularity: Granularity) -> Calibration:
     chosen = enum_value(Calibration, "calibration", value)
-    if chosen is Calibration.GPTQ and granularity not in (Granularity.GROUP, Granularity.AUTO):
-        raise InvalidSpecError(
-            f"calibration='gptq' needs granularity 'group' or 'auto' (got {granularity.value!r}):"
-            " its error feedback runs along the blocks of the reduction axis"
-        )
+    if chosen in (Calibration.GPTQ, Calibration.FLAT) and granularity not in ERROR_FEEDBACK:
+        raise InvalidSpecError(f"calibration={chosen.value!r} needs granularity 'group' or "
+                               f"'auto' (got {granularity.value!r}): GPTQ runs along its blocks")
     return chosen
 
 

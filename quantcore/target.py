@@ -92,8 +92,9 @@ def target_fields(data: dict[str, Any], granularity: str | None) -> dict[str, An
             )
         if method != "uniform":
             raise InvalidSpecError(f"target needs method 'uniform', got {method!r}")
-        if data.get("calibration", "none") == "gptq":
-            raise InvalidSpecError("target cannot be combined with calibration='gptq'")
+        if data.get("calibration", "none") in ("gptq", "flat"):
+            raise InvalidSpecError(
+                f"target cannot be combined with calibration={data['calibration']!r}")
         values["target"] = target
     elif values.get("rdoq"):
         if method != "uniform":

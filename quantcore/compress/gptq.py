@@ -19,7 +19,9 @@ rather than each weight's. Here, with ``H`` per group from ``hessian.py``:
   writer's ``DequantizeLinear`` with ``block_size`` and the package read them unchanged.
 
 A layer with fewer than ``MIN_ROWS_PER_INPUT·K`` rows is rounded plainly (GPTQ would fit
-the rows' noise).
+the rows' noise), unless its statistics come from flat inputs (``LayerStats.flat``: spec
+``calibration="flat"``, ``quantcore.jobs.flat_gptq``), which take ``FLAT_DAMP`` and spread
+each error only within its own block.
 Codebook families (dead-zone, mu-law, log, float) are rounded plainly.
 
 ``output_shift``: ``-ΔW · E[x]`` per output channel (times Gemm's alpha), the shift of the
@@ -29,6 +31,7 @@ on the channels whose mean error agrees between the two halves of the samples.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +51,9 @@ RETRIES = 3
 # inputs per output (a 1x1 Conv after a global pool sees one row per sample) it fits their
 # noise, and the layer is rounded plainly.
 MIN_ROWS_PER_INPUT = 2
+# Statistics of flat inputs (``LayerStats.flat``) have no sample noise to fit and no held-out
+# samples to choose on: one light damping, measured on the real models of bench/realmodels.
+FLAT_DAMP = 0.01
 
 
 def _factor(hessian: np.ndarray, count: int, damp: float) -> np.ndarray | None:
@@ -69,6 +75,34 @@ def _factor(hessian: np.ndarray, count: int, damp: float) -> np.ndarray | None:
     return None
 
 
+def _block_factor(
+    hessian: np.ndarray, count: int, damp: float, block_size: int
+) -> np.ndarray | None:
+    """``_factor`` of each diagonal block of ``H`` (the quantizer's blocks), zero elsewhere:
+    each block's rounding error is spread over its own later columns only, at ``k·B²`` cost
+    instead of ``k³``."""
+    groups, k, _ = hessian.shape
+    u = np.zeros((groups, k, k))
+    for lo in range(0, k, block_size):
+        hi = min(lo + block_size, k)
+        part = _factor(hessian[:, lo:hi, lo:hi], count, damp)
+        if part is None:
+            return None
+        u[:, lo:hi, lo:hi] = part
+    return u
+
+
+def _block_error(stats: LayerStats, delta_rows: np.ndarray, block_size: int) -> float:
+    """``output_error`` on the diagonal blocks of ``H`` only (what ``_block_factor`` rounds
+    against)."""
+    total = 0.0
+    for lo in range(0, stats.geometry.k, block_size):
+        hi = lo + block_size
+        d = delta_rows[:, :, lo:hi].astype(np.float64)
+        total += float(np.sum(np.matmul(d, stats.hessian[:, lo:hi, lo:hi]) * d))
+    return total / max(stats.count, 1)
+
+
 @dataclass(frozen=True, kw_only=True)
 class _Coded:
     codes: np.ndarray  # (rows, k)
@@ -77,9 +111,11 @@ class _Coded:
 
 
 def _round_rows(
-    w: np.ndarray, u: np.ndarray, spec: QuantizerSpec, zero_point: bool, block_size: int
+    w: np.ndarray, u: np.ndarray, spec: QuantizerSpec, zero_point: bool, block_size: int,
+    across: bool = True,
 ) -> _Coded:
-    """GPTQ over ``w`` (groups, rows per group, k) with factors ``u`` (groups, k, k)."""
+    """GPTQ over ``w`` (groups, rows per group, k) with factors ``u`` (groups, k, k);
+    ``across=False``: ``u`` is block-diagonal (``_block_factor``), no update between blocks."""
     groups, per, k = w.shape
     w = w.astype(np.float64, copy=True)
     grid = _grid(spec, zero_point, np.zeros(1, np.float32))
@@ -107,7 +143,7 @@ def _round_rows(
             err = (w[:, :, j] - value) / u[:, j, j][:, None]
             w[:, :, j + 1 : hi] -= err[:, :, None] * u[:, None, j, j + 1 : hi]
             errors[:, :, j - lo] = err
-        if hi < k:
+        if hi < k and across:
             w[:, :, hi:] -= np.matmul(errors, u[:, lo:hi, hi:])
     rows = groups * per
     return _Coded(
@@ -174,6 +210,9 @@ def gptq_groups(
     g = stats.geometry
     if spec.method is not Method.UNIFORM:
         return plain, f"calibration gptq: {spec.method.value} codes are rounded plainly"
+    if stats.flat:
+        return _gptq_flat(weights, spec, stats, view=view, axis=axis, block_size=block_size,
+                          zero_point=zero_point, plain=plain)  # fmt: skip
     if stats.count < MIN_ROWS_PER_INPUT * g.k:
         return plain, (f"calibration gptq: {stats.count} calibration rows for {g.k} inputs "
                        "per output are too few; rounded plainly")  # fmt: skip
@@ -187,6 +226,49 @@ def gptq_groups(
     if u is None:
         return plain, "calibration gptq: the inputs' Hessian is singular; rounded plainly"
     coded = _round_rows(rows, u, spec, zero_point, block_size)
+    outcome = _outcome(coded, weights, stats, view=view, axis=axis, block_size=block_size,
+                       plain=plain)  # fmt: skip
+    before = output_error(stats, plain_rows - rows)
+    after = output_error(stats, g.rows_of(outcome.quantized.dequantized) - rows)
+    gain = 10.0 * np.log10(before / after) if before > 0 and after > 0 else 0.0
+    return outcome, (f"calibration gptq: layer output error {gain:.1f} dB below plain rounding "
+                     f"on {stats.count} calibration rows; {why}")  # fmt: skip
+
+
+def _gptq_flat(
+    weights: np.ndarray, spec: QuantizerSpec, stats: LayerStats, *, view: tuple[int, ...],
+    axis: int, block_size: int, zero_point: bool, plain: GroupOutcome,
+) -> tuple[GroupOutcome, str]:
+    """GPTQ against the flat inputs' ``H``, block by block (``_block_factor``), kept where
+    it lowers the error on those blocks of ``H``."""
+    g = stats.geometry
+    rows = g.rows_of(np.asarray(weights, np.float32)).astype(np.float64)
+    if stats.block % block_size:  # the captured blocks do not hold the quantizer's
+        return plain, (f"flat-input gptq: blocks of {block_size} are not within the captured "
+                       f"blocks of {stats.block}; rounded plainly")  # fmt: skip
+    u = _block_factor(stats.hessian, stats.count, FLAT_DAMP, block_size)
+    if u is None:
+        return plain, "flat-input gptq: the inputs' Hessian is singular; rounded plainly"
+    coded = _round_rows(rows, u, spec, zero_point, block_size, across=False)
+    outcome = _outcome(coded, weights, stats, view=view, axis=axis, block_size=block_size,
+                       plain=plain)  # fmt: skip
+    plain_rows = g.rows_of(plain.quantized.dequantized).astype(np.float64)
+    before = _block_error(stats, plain_rows - rows, block_size)
+    after = _block_error(stats, g.rows_of(outcome.quantized.dequantized) - rows, block_size)
+    if not after < before:
+        return plain, "flat-input gptq: kept plain rounding (no lower error on flat inputs)"
+    gain = 10.0 * np.log10(before / after) if after > 0 else math.inf
+    return outcome, (f"flat-input gptq: layer output error {gain:.1f} dB below plain rounding "
+                     f"on flat inputs ({stats.count} rows, within blocks of {block_size})")
+
+
+def _outcome(
+    coded: _Coded, weights: np.ndarray, stats: LayerStats, *, view: tuple[int, ...], axis: int,
+    block_size: int, plain: GroupOutcome,
+) -> GroupOutcome:
+    """``coded`` as the group quantizer's outcome, in the weight's own layout."""
+    g = stats.geometry
+    original = np.asarray(weights, np.float32)
     transposed = not (g.op == "Conv" or (g.op == "Gemm" and g.trans_b))
 
     def layout(a: np.ndarray) -> np.ndarray:
@@ -201,20 +283,15 @@ def gptq_groups(
             _scale_shape(view, axis, block_size)),
     )  # fmt: skip
     dequantized = decode(codes, decoder)
-    before = output_error(stats, plain_rows - rows)
-    after = output_error(stats, g.rows_of(dequantized) - rows)
-    gain = 10.0 * np.log10(before / after) if before > 0 and after > 0 else 0.0
     error = (dequantized.astype(np.float64) - original).ravel()
     quantized = QuantizedTensor(
         codes=codes, code_min=plain.quantized.code_min, code_max=plain.quantized.code_max,
         decoder=decoder, dequantized=dequantized,
     )  # fmt: skip
-    outcome = GroupOutcome(
+    return GroupOutcome(
         quantized=quantized, counts=code_counts(codes), noise=float(error @ error),
         inside=plain.inside, xmax=plain.xmax, xmax_abs=plain.xmax_abs, theory_db=plain.theory_db,
     )  # fmt: skip
-    return outcome, (f"calibration gptq: layer output error {gain:.1f} dB below plain rounding "
-                     f"on {stats.count} calibration rows; {why}")  # fmt: skip
 
 
 def _scale_shape(view: tuple[int, ...], axis: int, block_size: int) -> tuple[int, ...]:

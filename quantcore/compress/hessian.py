@@ -13,6 +13,7 @@ one per group of ``rows // groups`` output channels, each ``k x k``). ``Accumula
 takes one batch of the layer's input as onnxruntime computed it; rows are sampled (fixed
 seed) to at most ``max_rows`` per batch (the caller spreads ``row_target`` over its
 batches), so the cost is bounded whatever the spatial size, and ``H`` is summed in float64.
+With ``block``, only ``H``'s diagonal blocks are summed (GPTQ on flat inputs reads no others).
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ class LayerStats:
     half_count: int = 0
     half_total: np.ndarray | None = None  # Σx over the first half's ``half_seen`` rows
     half_seen: int = 0
+    # Captured on flat inputs (``quantcore.evaluate.flat``), not on samples: GPTQ takes one
+    # damping and any number of rows (there is no sample noise to fit or hold out).
+    flat: bool = False
+    block: int = 0  # > 0: only ``hessian``'s diagonal blocks of this size are summed
 
     def halves_mean(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The inputs' mean over each half of the samples (None if one half is empty)."""
@@ -183,6 +188,7 @@ class Accumulator:
     max_rows: int = MIN_ROWS
     seed: int = 0
     hessian: bool = True  # False: the mean only (bias correction needs no H)
+    block: int = 0  # > 0: sum only H's diagonal blocks of this size (k·block, not k², a row)
     stats: LayerStats = field(init=False)
     _rng: np.random.Generator = field(init=False)
     _batches: int = field(init=False, default=0)
@@ -193,6 +199,7 @@ class Accumulator:
         self.stats = LayerStats(
             geometry=g, hessian=np.zeros(size), total=np.zeros((g.groups, g.k)),
             half=np.zeros(size) if self.hessian else None, half_total=np.zeros((g.groups, g.k)),
+            block=self.block if 0 < self.block < g.k else 0,
         )  # fmt: skip
         self._batches = 0
         self._rng = np.random.default_rng(self.seed)
@@ -229,6 +236,9 @@ class Accumulator:
         if not self.hessian:
             return
         rows = _rows(x, g, self._rng, max(1, self.max_rows // 2))
+        if stats.block:
+            self._add_blocks(rows, first)
+            return
         if g.groups == 1:
             product = (rows.T @ rows)[None]  # numpy's syrk: half the products
         else:
@@ -238,6 +248,21 @@ class Accumulator:
         stats.count += rows.shape[0]
         if first and stats.half is not None:
             stats.half += product
+            stats.half_count += rows.shape[0]
+
+    def _add_blocks(self, rows: np.ndarray, first: bool) -> None:
+        """``_add_half``'s sums on the diagonal blocks of ``H`` only (``LayerStats.block``)."""
+        g, stats = self.geometry, self.stats
+        per_group = rows.reshape(rows.shape[0], g.groups, g.k).transpose(1, 0, 2)
+        for lo in range(0, g.k, stats.block):
+            hi = min(lo + stats.block, g.k)
+            part = per_group[:, :, lo:hi]
+            product = np.matmul(part.transpose(0, 2, 1), part)
+            stats.hessian[:, lo:hi, lo:hi] += product
+            if first and stats.half is not None:
+                stats.half[:, lo:hi, lo:hi] += product
+        stats.count += rows.shape[0]
+        if first:
             stats.half_count += rows.shape[0]
 
 

@@ -27,6 +27,7 @@ import onnx
 
 from quantcore.compress.hessian import Accumulator, Geometry, LayerStats, row_target, within
 from quantcore.evaluate.dataset import EvalSet
+from quantcore.evaluate.flat import FlatSet
 from quantcore.evaluate.runner import _pad, session
 from quantcore.evaluate.synthetic import SyntheticSet
 
@@ -107,12 +108,13 @@ def plan_layers(
 def capture_stats(
     model_path: Path,
     weights: Mapping[str, tuple[str, tuple[int, ...]]],
-    inputs: EvalSet | SyntheticSet,
+    inputs: EvalSet | SyntheticSet | FlatSet,
     *,
     max_samples: int,
     max_k: int,
     hessian: bool = True,
     threads: int | None = None,
+    blocks: Mapping[str, int] | None = None,
 ) -> Capture:
     """Statistics of the inputs of ``weights``' layers over at most ``max_samples`` samples
     of ``inputs`` (see the module docstring)."""
@@ -132,7 +134,7 @@ def capture_stats(
     step = fixed if fixed is not None else BATCH
     batches = max(1, -(-min(inputs.samples, max_samples) // step))
     accumulators = {
-        n: Accumulator(geometry=g, hessian=hessian,
+        n: Accumulator(geometry=g, hessian=hessian, block=(blocks or {}).get(n, 0),
                        max_rows=-(-row_target(g.k, hessian) // batches))
         for n, (_, g) in plans.items()
     }  # fmt: skip

@@ -8,13 +8,16 @@
 - ``gptq``: the inputs' Hessian ``XᵀX`` is captured too, each such weight is rounded by GPTQ
   in the group quantizer's format (kept only where it lowers the layer's output error on
   those inputs), then the bias is corrected as above.
+- ``flat``: GPTQ as above on the inputs' Hessian over flat inputs instead of a dataset
+  (data-free, ``quantcore.jobs.flat_gptq``), without bias correction.
 
-Inputs: the job's evaluation set (at most ``JobLimits.calibration_samples`` samples of it).
-Without one, calibration is not run: inputs made up from the graph do not have the real
-inputs' statistics (measured on the real models of bench/realmodels, see
-``bench/realmodels/calibration.py``), and the report says so in ``warnings``.
+Inputs (``bias``, ``gptq``): the job's evaluation set (at most
+``JobLimits.calibration_samples`` samples of it). Without one, calibration is not run: inputs
+made up from the graph do not have the real inputs' statistics (measured on the real models
+of bench/realmodels, see ``bench/realmodels/calibration.py``), and the report says so in
+``warnings``.
 
-The report's ``calibration`` block: ``method``, ``inputs`` (``"dataset"`` or null),
+The report's ``calibration`` block: ``method``, ``inputs`` (``"dataset"``, ``"flat"`` or null),
 ``samples``, ``layers`` (weights calibrated) ``of`` (weights quantized), ``seconds`` (capture
 of the inputs; GPTQ's own time is in ``quantize_s``), ``bias`` (how each shift was written)
 and ``skipped`` (``{name, reason}`` of quantized weights left uncalibrated).
@@ -52,7 +55,7 @@ class Calibrated:
 
     @property
     def gptq_stats(self) -> dict[str, LayerStats] | None:
-        return self.stats if self.method is Calibration.GPTQ else None
+        return self.stats if self.method in (Calibration.GPTQ, Calibration.FLAT) else None
 
 
 def _not_run(method: Calibration, reason: str) -> Calibrated:
@@ -73,7 +76,7 @@ def capture(
         return None
     if not isinstance(model, OnnxModel):
         return _not_run(method, f"{model_path.name} holds weights only: no graph to run")
-    if evalset is None:
+    if evalset is None and method is not Calibration.FLAT:
         return _not_run(method, "no evaluation set was given to calibrate on (inputs made up "
                         "from the graph mislead it: see the calibration block's reason)")
     selected = select_tensors(model, spec).quantize
@@ -86,13 +89,23 @@ def capture(
             continue
         weights[name] = (source.value_name, tuple(int(d) for d in source.tensor.dims))
     start = time.perf_counter()
-    found = capture_stats(
-        model_path, weights, evalset, max_samples=limits.calibration_samples,
-        max_k=limits.calibration_max_k, hessian=method is Calibration.GPTQ,
-    )  # fmt: skip
+    if method is Calibration.FLAT:  # data-free: an evaluation set is only evaluated on
+        from quantcore.jobs.flat_gptq import capture_flat
+
+        flat = capture_flat(model, model_path, weights, spec, limits)
+        if isinstance(flat, str):
+            return _not_run(method, flat)
+        found = flat
+    else:
+        assert evalset is not None  # checked above
+        found = capture_stats(
+            model_path, weights, evalset, max_samples=limits.calibration_samples,
+            max_k=limits.calibration_max_k, hessian=method is not Calibration.BIAS,
+        )  # fmt: skip
     skipped.update(found.notes)
     block = {
-        "method": method.value, "inputs": "dataset", "samples": found.samples,
+        "method": method.value, "samples": found.samples,
+        "inputs": "flat" if method is Calibration.FLAT else "dataset",
         "layers": len(found.stats), "of": len(selected),
         "seconds": round(time.perf_counter() - start, 3), "bias": [],
         "skipped": [{"name": n, "reason": r} for n, r in list(skipped.items())[:MAX_SKIPPED_ROWS]],
@@ -104,7 +117,8 @@ def correct_bias(calibrated: Calibrated, qmodel: QuantizedModel, written: Writte
     """Shift each calibrated layer's output by ``-ΔW·E[x]`` in ``written`` (before the
     source model is closed: the float weights are read from it)."""
     model = qmodel.source
-    if not calibrated.stats or not isinstance(model, OnnxModel):
+    flat = calibrated.method is Calibration.FLAT  # flat inputs' mean is not the real one's
+    if not calibrated.stats or flat or not isinstance(model, OnnxModel):
         return
     coded = qmodel.coded
     shifts: dict[str, np.ndarray] = {}

@@ -13,8 +13,9 @@ Every job's report has ``fidelity`` (the quantized model's outputs against the f
 on the dataset or on synthetic inputs; see ``quantcore.evaluate.fidelity``) and ``warnings``
 (a list of strings: an output SQNR under ``JobLimits.fidelity_min_sqnr_db``, naming the layers
 that cost most; skipped, and said, for a model over ``JobLimits.fidelity_max_params`` without
-a dataset). With spec ``calibration`` other than ``none``, the dataset's inputs calibrate
-the quantization first (``quantcore.jobs.calibrate``) and the report has ``calibration``.
+a dataset). With spec ``calibration`` other than ``none``, the dataset's inputs (``flat``:
+flat inputs, no dataset needed) calibrate the quantization first (``quantcore.jobs.calibrate``)
+and the report has ``calibration``.
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def run_quantize(
     report["warnings"] = [*(calibrated.warnings if calibrated else []), *fidelity.warnings]
     if calibrated is not None:
         report["calibration"] = calibrated.block
-        if calibrated.stats:  # fitted on the very samples the evaluation then scores
+        if calibrated.block.get("inputs") == "dataset":  # fitted on the samples then scored
             fidelity.block["in_sample"] = True
             report["warnings"].append(
                 "calibration fitted the quantization to the evaluation set's samples, so "

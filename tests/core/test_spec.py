@@ -218,10 +218,13 @@ def test_pattern_limits_boundary_is_accepted() -> None:
 
 def test_calibration_is_validated_and_applied() -> None:
     assert QuantSpec.from_dict({}).to_dict()["calibration"] == "none"
-    for value in ("none", "bias", "gptq"):
+    for value in ("none", "bias", "gptq", "flat"):
         assert QuantSpec.from_dict({"calibration": value}).to_dict()["calibration"] == value
     assert QuantSpec.from_dict({"calibration": "bias", "granularity": "channel"}).calibration
     with pytest.raises(InvalidSpecError, match="calibration"):
         QuantSpec.from_dict({"calibration": "awq"})
     with pytest.raises(InvalidSpecError, match="calibration='gptq' needs granularity"):
         QuantSpec.from_dict({"calibration": "gptq", "granularity": "channel"})
+    with pytest.raises(InvalidSpecError, match="calibration='flat' needs granularity 'group'"):
+        QuantSpec.from_dict({"calibration": "flat", "granularity": "layer"})
+    assert QuantSpec.from_dict({"calibration": "flat", "granularity": "group"}).calibration

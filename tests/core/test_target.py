@@ -25,6 +25,7 @@ from quantcore.target import APPLIED_DEFAULTS, RateTarget
          "target needs granularity 'layer'"),
         ({"target": {"weight_sqnr_db": 30}, "method": "mulaw"}, "target needs method 'uniform'"),
         ({"target": {"weight_sqnr_db": 30}, "calibration": "gptq"}, "calibration='gptq'"),
+        ({"target": {"weight_sqnr_db": 30}, "calibration": "flat"}, "calibration='flat'"),
         ({"rdoq": True}, "rdoq needs granularity 'layer', 'channel' or 'model'"),
         ({"rdoq": True, "granularity": "layer", "method": "log"}, "rdoq needs method 'uniform'"),
         ({"rdoq": "yes"}, "rdoq='yes' must be true or false"),

@@ -71,7 +71,8 @@ _TEXT = {
     "rdoq": "Choose each uniform code for distortion plus rate (an adaptive dead zone): with "
     "a target, or with granularity layer, channel or model.",
     "calibration": "With an evaluation set: bias (shift each Conv/MatMul/Gemm output by the "
-    "mean its quantization error adds) or gptq (GPTQ error feedback, then bias); none without.",
+    "mean its quantization error adds) or gptq (GPTQ error feedback, then bias); none without. "
+    "flat: data-free GPTQ against the layer inputs of flat inputs (no evaluation set needed).",
 }
 
 
