@@ -184,29 +184,44 @@ def pack(
     if bodies is None:
         bodies = _encode_bodies(coded, entropy_coding)
     for name, tensor in coded.items():
-        storage = written.codes[name]
-        bits = code_bits(tensor)
         body = bodies[name]
         header["tensors"].append(
-            {
-                "name": name,
-                "initializer": storage.initializer,
-                "elem_type": storage.elem_type,
-                "shape": list(np.shape(tensor.codes)),
-                "code_min": int(tensor.code_min),
-                "code_max": int(tensor.code_max),
-                "coding": "entropy" if entropy_coding else "packed",
-                "bits": bits,
-                "offset": offset,
-                "length": len(body),
-            }
+            tensor_entry(name, written, tensor, entropy_coding, offset, len(body))
         )
         sections.append(body)
         offset += len(body)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    prefix = _PREFIX.pack(MAGIC, VERSION, 0, len(text))
-    data = b"".join([prefix, text, *sections])
+    data = b"".join([header_bytes(header), *sections])
     return Package(data=data, skeleton_bytes=len(sections[0]), code_bytes=offset - len(sections[0]))
+
+
+def tensor_entry(
+    name: str,
+    written: WrittenModel,
+    tensor: CodedTensor,
+    entropy_coding: bool,
+    offset: int,
+    length: int,
+) -> dict[str, Any]:
+    """The header's entry of one code tensor whose section is ``length`` bytes at ``offset``."""
+    storage = written.codes[name]
+    return {
+        "name": name,
+        "initializer": storage.initializer,
+        "elem_type": storage.elem_type,
+        "shape": list(np.shape(tensor.codes)),
+        "code_min": int(tensor.code_min),
+        "code_max": int(tensor.code_max),
+        "coding": "entropy" if entropy_coding else "packed",
+        "bits": code_bits(tensor),
+        "offset": offset,
+        "length": length,
+    }
+
+
+def header_bytes(header: dict[str, Any]) -> bytes:
+    """The prefix and the JSON header: what comes before the sections."""
+    text = json.dumps(header, separators=(",", ":")).encode()
+    return _PREFIX.pack(MAGIC, VERSION, 0, len(text)) + text
 
 
 def _encode_bodies(coded: Mapping[str, CodedTensor], entropy_coding: bool) -> dict[str, bytes]:

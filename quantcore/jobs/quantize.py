@@ -14,11 +14,19 @@ on the dataset or on synthetic inputs; see ``quantcore.evaluate.fidelity``) and 
 (a list of strings: an output SQNR under ``JobLimits.fidelity_min_sqnr_db``, naming the layers
 that cost most). With spec ``calibration`` other than ``none``, the dataset's inputs calibrate
 the quantization first (``quantcore.jobs.calibrate``) and the report has ``calibration``.
+
+An ONNX model is quantized by ``quantcore.compress.stream``: codes and package sections go to
+a spool folder inside ``out_dir`` as each tensor is done (removed at the end), so the job's
+memory does not grow with the model. The fidelity check runs both models in onnxruntime,
+which holds their weights; for a model over ``JobLimits.fidelity_max_model_bytes`` without a
+dataset it is skipped, and the report's ``fidelity.reason`` and a warning say so.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,12 +40,13 @@ from quantcore.compress.pipeline import (
     runnable_block,
     write_artifacts,
 )
+from quantcore.compress.stream import CodeSpool, build_skeleton, quantize_streamed, write_streamed
 from quantcore.errors import InvalidDatasetError
 from quantcore.formats.external import is_external
 from quantcore.formats.onnx_reader import OnnxModel, tensor_nbytes
 from quantcore.jobs.base import JobInput, JobOutput
-from quantcore.jobs.calibrate import capture, correct_bias
-from quantcore.limits import JobLimits
+from quantcore.jobs.calibrate import Calibrated, capture, correct_bias
+from quantcore.limits import JobLimits, describe_bytes
 from quantcore.progress import ProgressCallback, Stage, span, stage_span
 from quantcore.report.build import build_report
 from quantcore.report.files import write_report_files
@@ -74,7 +83,7 @@ def model_block(path: Path, model: Model) -> dict[str, Any]:
 
 def _fidelity(
     job: JobInput, quantized: Path, qmodel: QuantizedModel, limits: JobLimits,
-    evalset: EvalSet | None, scores: AccuracyReport | None,
+    evalset: EvalSet | None, scores: AccuracyReport | None, model_bytes: int,
 ) -> FidelityCheck:
     """The report's ``fidelity`` block and warnings (``quantcore.evaluate.fidelity``)."""
     from quantcore.evaluate.fidelity import check_fidelity, unavailable
@@ -84,11 +93,29 @@ def _fidelity(
             f"{job.model_path.name} holds weights only: there is no graph to run",
             limits.fidelity_min_sqnr_db,
         )
+    if evalset is None and model_bytes > limits.fidelity_max_model_bytes:
+        return too_large(model_bytes, limits)
     return check_fidelity(
         job.model_path, quantized, qmodel.weights, threshold_db=limits.fidelity_min_sqnr_db,
         budget_s=limits.fidelity_budget_s, evalset=evalset, scores=scores,
         batch_size=limits.eval_batch_size,
     )  # fmt: skip
+
+
+def too_large(model_bytes: int, limits: JobLimits) -> FidelityCheck:
+    """The fidelity block of a model too large to run twice in onnxruntime here: skipped,
+    with the reason and a warning (a dataset still evaluates it: the caller asked for it)."""
+    from quantcore.evaluate.fidelity import FidelityCheck, unavailable
+
+    reason = (
+        f"skipped: the model's {describe_bytes(model_bytes)} of weights are over the "
+        f"{describe_bytes(limits.fidelity_max_model_bytes)} the fidelity check may load "
+        "(onnxruntime holds the float and the quantized model at once)"
+    )
+    block = unavailable(reason, limits.fidelity_min_sqnr_db)
+    warning = (f"fidelity check {reason}; the quantized model's outputs were not compared "
+               "with the float model's (give a dataset to evaluate it)")  # fmt: skip
+    return FidelityCheck(block={**block.block, "skipped": True}, warnings=(warning,))
 
 
 def run_quantize(
@@ -115,22 +142,48 @@ def run_quantize(
     advance(Stage.LOADING, 0.05)
 
     calibrated = capture(model, job.model_path, spec, evalset, limits)
-    qmodel = quantize_model(
-        model, spec, progress=stage_span(progress, Stage.QUANTIZING, 0.05, 0.70),
-        stats=calibrated.gptq_stats if calibrated is not None else None,
-    )
+    spool = None
+    if isinstance(model, OnnxModel):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        spool = CodeSpool(Path(tempfile.mkdtemp(prefix=".spool-", dir=out_dir)))
+    try:
+        return _quantize(job, out_dir, progress, limits, model, spool, evalset, calibrated,
+                         started, load_s, model_info, original_bytes, spec)  # fmt: skip
+    finally:
+        if spool is not None:
+            spool.close()
+            shutil.rmtree(spool.codes_path.parent, ignore_errors=True)
+
+
+def _quantize(
+    job: JobInput, out_dir: Path, progress: ProgressCallback | None, limits: JobLimits,
+    model: Model, spool: CodeSpool | None, evalset: EvalSet | None, calibrated: Calibrated | None,
+    started: float, load_s: float, model_info: dict[str, Any], original_bytes: int,
+    spec: QuantSpec,
+) -> JobOutput:
+    advance = span(progress, 0.0, 1.0)
+    quantizing = stage_span(progress, Stage.QUANTIZING, 0.05, 0.70)
+    gptq = calibrated.gptq_stats if calibrated is not None else None
+    if spool is not None:
+        qmodel = quantize_streamed(model, spec, spool, quantizing, stats=gptq)
+    else:
+        qmodel = quantize_model(model, spec, progress=quantizing, stats=gptq)
     # The figures need the original weights; once the quantized model is built, the source's
     # floats are freed so that writing does not hold the model twice.
     t0 = time.perf_counter()
     histograms = model_histograms(qmodel)
     report_s = time.perf_counter() - t0
     advance(Stage.WRITING, 0.70)
-    written = build_onnx(qmodel)
+    written = build_onnx(qmodel) if spool is None else build_skeleton(qmodel)
     if calibrated is not None:
         correct_bias(calibrated, qmodel, written)
     runnable = runnable_block(written)
     model.close()
-    artifacts = write_artifacts(qmodel, out_dir, written)
+    if spool is not None:
+        artifacts = write_streamed(qmodel, spool, out_dir, written)
+    else:
+        artifacts = write_artifacts(qmodel, out_dir, written)
+    del written
     advance(Stage.WRITING, 0.80)
 
     accuracy = None
@@ -151,7 +204,8 @@ def run_quantize(
         accuracy = scores.to_dict()
         evaluate_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fidelity = _fidelity(job, artifacts.model_path, qmodel, limits, evalset, scores)
+    fidelity = _fidelity(job, artifacts.model_path, qmodel, limits, evalset, scores,
+                         original_bytes)
     fidelity_s = time.perf_counter() - t0
     advance(Stage.EVALUATING, 0.97)
 

@@ -1,0 +1,172 @@
+"""The quantize pipeline for models larger than memory: codes and package sections go to disk
+as each tensor is done, and the artifacts are written from there.
+
+``quantize_streamed`` runs ``pipeline.quantize_model`` with a sink that appends each tensor's
+codes to a *codes* file and its ``model.qpack`` section to a *bodies* file, in a spool folder,
+and keeps of the tensor only its decoder and report row. The returned model's codes are
+read-only views of the codes file, mapped from disk: the report's histograms and the fidelity
+check read them as they would arrays, and the kernel pages them in and out.
+
+``write_streamed`` then writes ``model.onnx`` (``quantcore.formats.onnx_stream``: each code
+tensor's bytes made from its mapped codes when its turn comes; past 2 GB with external data)
+and ``model.qpack`` (``quantcore.formats.qpack_stream``: the bodies file copied after the
+header). Both are byte for byte what ``pipeline.write_artifacts`` writes for the same model.
+
+Memory, whatever the model's size: the tensors being quantized (``pipeline.WORKERS`` and one
+read ahead, each with its temporaries), the skeleton (graph, scales and float tensors, no
+codes; serialized and compressed once) and one code tensor's bytes while it is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from quantcore.compress.pipeline import (
+    Artifacts,
+    CodedWeight,
+    Fraction,
+    QuantizedModel,
+    build_onnx,
+    quantize_model,
+)
+from quantcore.formats.containers import code_raw_data
+from quantcore.formats.load import Model
+from quantcore.formats.onnx_reader import OnnxModel
+from quantcore.formats.onnx_stream import CodeData, code_nbytes, save_onnx_streamed
+from quantcore.formats.onnx_writer import WrittenModel
+from quantcore.formats.qpack_stream import compressed_skeleton, write_package
+from quantcore.spec import QuantSpec
+
+CODES_FILE = "codes.bin"
+BODIES_FILE = "bodies.bin"
+ALIGN = 64  # each tensor's codes start on a multiple of this in the codes file
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Place:
+    offset: int
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+
+class CodeSpool:
+    """The codes and package sections of quantized tensors, on disk in a folder."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.codes_path = folder / CODES_FILE
+        self.bodies_path = folder / BODIES_FILE
+        self._codes: IO[bytes] | None = self.codes_path.open("wb")
+        self._bodies: IO[bytes] | None = self.bodies_path.open("wb")
+        self.places: dict[str, _Place] = {}
+        self.body_lengths: dict[str, int] = {}
+
+    def take(self, weight: CodedWeight) -> CodedWeight:
+        """Write ``weight``'s codes and section; keep the rest (codes as an empty stand-in
+        until ``mapped``)."""
+        assert self._codes is not None and self._bodies is not None, "spool closed"
+        codes = np.ascontiguousarray(weight.codes)
+        offset = self._codes.tell()
+        pad = -offset % ALIGN
+        if pad:
+            self._codes.write(b"\0" * pad)
+            offset += pad
+        self._codes.write(codes.reshape(-1).view(np.uint8).data)
+        self.places[weight.name] = _Place(offset=offset, dtype=codes.dtype, shape=codes.shape)
+        self._bodies.write(weight.body)
+        self.body_lengths[weight.name] = len(weight.body)
+        return dataclasses.replace(weight, codes=np.empty(0, codes.dtype), body=b"")
+
+    def mapped(self, weights: tuple[CodedWeight, ...]) -> tuple[CodedWeight, ...]:
+        """``weights`` with their codes as read-only views of the codes file (closed now)."""
+        for handle in (self._codes, self._bodies):
+            if handle is not None:
+                handle.close()
+        self._codes = self._bodies = None
+        size = self.codes_path.stat().st_size
+        if size == 0:
+            return weights
+        mapped = np.memmap(self.codes_path, dtype=np.uint8, mode="r").view(np.ndarray)
+        out = []
+        for weight in weights:
+            place = self.places[weight.name]
+            count = int(np.prod(place.shape, dtype=np.int64))
+            end = place.offset + count * place.dtype.itemsize
+            codes = mapped[place.offset : end].view(place.dtype).reshape(place.shape)
+            out.append(dataclasses.replace(weight, codes=codes))
+        return tuple(out)
+
+    def close(self) -> None:
+        for handle in (self._codes, self._bodies):
+            if handle is not None:
+                handle.close()
+        self._codes = self._bodies = None
+
+
+def quantize_streamed(
+    model: Model,
+    spec: QuantSpec,
+    spool: CodeSpool,
+    progress: Fraction | None = None,
+    **options: Any,
+) -> QuantizedModel:
+    """``quantize_model`` with codes and sections kept in ``spool`` rather than in memory;
+    ``options`` go to ``quantize_model`` (``workers``, ``stats``)."""
+    qmodel = quantize_model(model, spec, progress, sink=spool.take, **options)
+    return dataclasses.replace(qmodel, weights=spool.mapped(qmodel.weights))
+
+
+def build_skeleton(qmodel: QuantizedModel) -> WrittenModel:
+    """The written model without its codes' data (``pipeline.build_onnx``'s, otherwise)."""
+    return build_onnx(qmodel, inline_codes=False)
+
+
+def write_streamed(
+    qmodel: QuantizedModel, spool: CodeSpool, out_dir: Path, written: WrittenModel
+) -> Artifacts:
+    """Write ``model.onnx`` and ``model.qpack`` of an ONNX ``qmodel`` from ``spool``;
+    ``written`` is ``build_skeleton(qmodel)`` (the source may be closed by now). The
+    skeleton's own large tensors move out of ``written.proto`` past 2 GB."""
+    if not isinstance(qmodel.source, OnnxModel):
+        raise TypeError("write_streamed writes ONNX models; weights files use write_artifacts")
+    start = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    skeleton = compressed_skeleton(written)  # before the writer moves tensors out
+    codes: dict[str, CodeData] = {}
+    for weight in qmodel.weights:
+        storage = written.codes[weight.name]
+        codes[storage.initializer] = CodeData(
+            nbytes=code_nbytes(int(weight.codes.size), storage.elem_type),
+            make=_maker(weight.codes, storage.elem_type),
+        )
+    model_path = out_dir / "model.onnx"
+    saved = save_onnx_streamed(written.proto, model_path, codes)
+    package = write_package(
+        out_dir / "model.qpack",
+        written=written,
+        skeleton=skeleton,
+        tensors=[(w.name, w) for w in qmodel.weights],
+        body_lengths=spool.body_lengths,
+        bodies_file=spool.bodies_path,
+        fmt=qmodel.source.format,
+        entropy_coding=qmodel.spec.entropy_coding,
+        onnx_sha256=saved.sha256,
+        onnx_size=saved.size,
+    )
+    paths = (*saved.paths, package.path)
+    return Artifacts(
+        paths=paths,
+        sizes={p.name: p.stat().st_size for p in paths},
+        model_path=model_path,
+        write_s=time.perf_counter() - start,
+    )
+
+
+def _maker(codes: np.ndarray, elem_type: int) -> Any:
+    return lambda: code_raw_data(codes, elem_type)
