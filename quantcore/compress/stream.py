@@ -5,7 +5,9 @@ as each tensor is done, and the artifacts are written from there.
 codes to a *codes* file and its ``model.qpack`` section to a *bodies* file, in a spool folder,
 and keeps of the tensor only its decoder and report row. The returned model's codes are
 read-only views of the codes file, mapped from disk: the report's histograms and the fidelity
-check read them as they would arrays, and the kernel pages them in and out.
+check read them as they would arrays. Pages of a mapping that were read count in the process's
+RSS until they are dropped, so each reader of all the codes calls ``CodeSpool.release`` after
+each tensor (the pages stay in the page cache; a later read maps them again).
 
 ``write_streamed`` then writes ``model.onnx`` (``quantcore.formats.onnx_stream``: each code
 tensor's bytes made from its mapped codes when its turn comes; past 2 GB with external data)
@@ -20,6 +22,7 @@ codes; serialized and compressed once) and one code tensor's bytes while it is w
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +69,7 @@ class CodeSpool:
         self._bodies: IO[bytes] | None = self.bodies_path.open("wb")
         self.places: dict[str, _Place] = {}
         self.body_lengths: dict[str, int] = {}
+        self._map: mmap.mmap | None = None
 
     def take(self, weight: CodedWeight) -> CodedWeight:
         """Write ``weight``'s codes and section; keep the rest (codes as an empty stand-in
@@ -92,7 +96,9 @@ class CodeSpool:
         size = self.codes_path.stat().st_size
         if size == 0:
             return weights
-        mapped = np.memmap(self.codes_path, dtype=np.uint8, mode="r").view(np.ndarray)
+        with self.codes_path.open("rb") as handle:
+            self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        mapped = np.frombuffer(self._map, dtype=np.uint8)
         out = []
         for weight in weights:
             place = self.places[weight.name]
@@ -102,7 +108,21 @@ class CodeSpool:
             out.append(dataclasses.replace(weight, codes=codes))
         return tuple(out)
 
+    def release(self, weight: CodedWeight | None = None) -> None:
+        """Drop the pages of ``weight``'s codes (of all codes: None) from the process's
+        memory; they are read again from the file (or the page cache) if needed."""
+        if self._map is None:
+            return
+        start, end = 0, len(self._map)
+        if weight is not None:
+            place = self.places[weight.name]
+            start = place.offset - place.offset % mmap.PAGESIZE
+            end = min(end, place.offset + weight.codes.nbytes)
+        if end > start:
+            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
+
     def close(self) -> None:
+        """Close the files (the mapping stays while codes views of it are alive)."""
         for handle in (self._codes, self._bodies):
             if handle is not None:
                 handle.close()
@@ -143,7 +163,7 @@ def write_streamed(
         storage = written.codes[weight.name]
         codes[storage.initializer] = CodeData(
             nbytes=code_nbytes(int(weight.codes.size), storage.elem_type),
-            make=_maker(weight.codes, storage.elem_type),
+            make=_maker(spool, weight, storage.elem_type),
         )
     model_path = out_dir / "model.onnx"
     saved = save_onnx_streamed(written.proto, model_path, codes)
@@ -168,5 +188,10 @@ def write_streamed(
     )
 
 
-def _maker(codes: np.ndarray, elem_type: int) -> Any:
-    return lambda: code_raw_data(codes, elem_type)
+def _maker(spool: CodeSpool, weight: CodedWeight, elem_type: int) -> Any:
+    def make() -> bytes:
+        data = code_raw_data(weight.codes, elem_type)
+        spool.release(weight)
+        return data
+
+    return make

@@ -171,7 +171,7 @@ def _quantize(
     # The figures need the original weights; once the quantized model is built, the source's
     # floats are freed so that writing does not hold the model twice.
     t0 = time.perf_counter()
-    histograms = model_histograms(qmodel)
+    histograms = model_histograms(qmodel, None if spool is None else spool.release)
     report_s = time.perf_counter() - t0
     advance(Stage.WRITING, 0.70)
     written = build_onnx(qmodel) if spool is None else build_skeleton(qmodel)
