@@ -13,6 +13,9 @@ each tensor (the pages stay in the page cache; a later read maps them again).
 tensor's bytes made from its mapped codes when its turn comes; past 2 GB with external data)
 and ``model.qpack`` (``quantcore.formats.qpack_stream``: the bodies file copied after the
 header). Both are byte for byte what ``pipeline.write_artifacts`` writes for the same model.
+A model written with external data has no SHA-256 in its package, so its package is written
+first and the bodies file removed before ``model.onnx.data`` is: the disk holds the codes
+twice at most, not three times.
 
 Memory, whatever the model's size: the tensors being quantized (``pipeline.WORKERS`` and one
 read ahead, each with its temporaries), the skeleton (graph, scales and float tensors, no
@@ -41,7 +44,12 @@ from quantcore.compress.pipeline import (
 from quantcore.formats.containers import code_raw_data
 from quantcore.formats.load import Model
 from quantcore.formats.onnx_reader import OnnxModel
-from quantcore.formats.onnx_stream import CodeData, code_nbytes, save_onnx_streamed
+from quantcore.formats.onnx_stream import (
+    CodeData,
+    code_nbytes,
+    needs_external_data,
+    save_onnx_streamed,
+)
 from quantcore.formats.onnx_writer import WrittenModel
 from quantcore.formats.qpack_stream import compressed_skeleton, write_package
 from quantcore.spec import QuantSpec
@@ -166,7 +174,10 @@ def write_streamed(
             make=_maker(spool, weight, storage.elem_type),
         )
     model_path = out_dir / "model.onnx"
-    saved = save_onnx_streamed(written.proto, model_path, codes)
+    external = needs_external_data(written.proto, codes)
+    saved = None
+    if not external:  # the package holds the SHA-256 of model.onnx: written first
+        saved = save_onnx_streamed(written.proto, model_path, codes)
     package = write_package(
         out_dir / "model.qpack",
         written=written,
@@ -176,9 +187,12 @@ def write_streamed(
         bodies_file=spool.bodies_path,
         fmt=qmodel.source.format,
         entropy_coding=qmodel.spec.entropy_coding,
-        onnx_sha256=saved.sha256,
-        onnx_size=saved.size,
+        onnx_sha256=None if saved is None else saved.sha256,
+        onnx_size=None if saved is None else saved.size,
     )
+    if saved is None:  # no hash to wait for: the sections' copy goes before the codes are out
+        spool.bodies_path.unlink()
+        saved = save_onnx_streamed(written.proto, model_path, codes)
     paths = (*saved.paths, package.path)
     return Artifacts(
         paths=paths,

@@ -151,6 +151,12 @@ def _repeated(field: object) -> bool:
     return bool(repeated)
 
 
+def needs_external_data(skeleton: onnx.ModelProto, codes: Mapping[str, CodeData]) -> bool:
+    """Whether the model is written with external data (its encoding would reach
+    ``MAX_INLINE_BYTES``)."""
+    return _Splicer(codes).pieces(skeleton)[1] >= onnx_writer.MAX_INLINE_BYTES
+
+
 def save_onnx_streamed(
     skeleton: onnx.ModelProto, path: Path, codes: Mapping[str, CodeData]
 ) -> SavedOnnx:
