@@ -23,6 +23,7 @@ ALL = (
     "bench_service",
     "bench_realmodels",
     "bench_faults",
+    "bench_large",
 )
 
 

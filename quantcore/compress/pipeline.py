@@ -11,6 +11,8 @@ weights files). ``quantize_model`` quantizes ``layer`` and ``channel`` tensors o
 package's coded sections (``CodedWeight``), never a second float copy of the model; ``model``
 granularity needs every weight at once (one quantizer). A job then builds the quantized ONNX
 and closes the source (protobuf frees a parsed model only as a whole) before serializing.
+A quantize job on an ONNX model goes further (``quantcore.compress.stream``): ``sink`` sends
+each tensor's codes and section to disk as it is done, and the files are written from there.
 """
 
 from __future__ import annotations
