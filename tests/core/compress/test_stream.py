@@ -119,3 +119,22 @@ def test_past_the_inline_limit_the_same_external_files(tmp_path, monkeypatch):
     x = np.random.default_rng(0).standard_normal((2, 256)).astype(np.float32)
     got = run(onnx.load(b / "model.onnx"), {"x": x})[0]  # external data read next to it
     assert got.shape == (2, 64) and np.isfinite(got).all()
+
+
+def test_a_job_over_the_fidelity_limit_says_the_check_was_skipped(tmp_path):
+    from quantcore import JobInput, JobKind, JobLimits, run_job
+
+    path = external_mlp(tmp_path / "in")
+    job = JobInput(kind=JobKind.QUANTIZE, model_path=path, spec={"bits": 4})
+    out = run_job(job, tmp_path / "out", limits=JobLimits(fidelity_max_model_bytes=1 << 20))
+    fidelity = out.report["fidelity"]
+    assert fidelity["skipped"] is True and fidelity["output_sqnr_db"] is None
+    assert "over the" in fidelity["reason"]
+    assert any(w.startswith("fidelity check skipped") for w in out.report["warnings"])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        p.name for p in out.artifacts
+    )  # the spool folder is gone
+    assert (tmp_path / "out" / "report.html").stat().st_size > 0
+    # Under the limit the check runs on the same model.
+    again = run_job(job, tmp_path / "again")
+    assert again.report["fidelity"]["output_sqnr_db"] is not None
