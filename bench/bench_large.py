@@ -6,13 +6,16 @@ in a temporary folder and quantizes it with the default spec:
 - ``quantserve quantize`` (the CLI, one process);
 - a worker job: ``workers.tasks.execute_job`` in its own process, the model uploaded first
   through the API's streaming upload path into local storage (``--no-worker`` skips it);
-- the peers on the same file: NNCF ``compress_weights`` (its ONNX backend, INT8_ASYM per
-  channel, external data read from the folder) and onnxruntime ``quantize_dynamic`` (QInt8,
+- the baselines on the same file: the pipeline's in-memory writers (``quantize_model``,
+  ``build_onnx``, ``write_artifacts``: the whole quantized model held until written, as jobs
+  did before streaming), NNCF ``compress_weights`` (its ONNX backend, INT8_ASYM per channel,
+  external data read from the folder) and onnxruntime ``quantize_dynamic`` (QInt8,
   ``use_external_data_format``); ``--no-peers`` skips them (they need ``-e '.[bench]'``).
 
-Each runs in a child process; its peak RSS is the child's own ``ru_maxrss`` (``os.wait4``),
-the whole process. Our output is then run in onnxruntime (a child too, its RSS measured) and
-compared with the float model's output computed in NumPy from the memory-mapped weights.
+Each runs in a child process; its peak RSS is that whole process's, as GNU ``time`` reports
+it (``run_child`` says why not ``os.wait4``'s). Our output is then run in onnxruntime (a
+child too, its RSS measured) and compared with the float model's output computed in NumPy,
+one weight at a time.
 
 ``--full`` also runs a 30 GB model (CLI and worker job; minutes and ~60 GB of disk).
 ``--size-gb`` sets the first size. The folder is removed at the end (``--keep`` keeps it).
@@ -54,20 +57,36 @@ class Row:
     note: str = ""
 
 
+TIME = Path("/usr/bin/time")
+
+
 def run_child(args: list[str], *, env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (bytes) and stderr's tail of a child process."""
+    """Wall seconds, peak RSS (bytes) and stderr's tail of a child process.
+
+    The peak is GNU time's ``%M`` where it is installed: a process's ``ru_maxrss`` on Linux
+    starts from its parent's peak when it forks and keeps it across exec, so a child started
+    straight from this (possibly large) process could report this process's peak; ``time``
+    is small when it forks the command. Without it, ``os.wait4``'s figure (an upper bound)."""
+    marker = "@@peak_kb="
+    wrapped = [str(TIME), "-f", f"{marker}%M", *args] if TIME.exists() else args
     start = time.perf_counter()
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err,
+        proc = subprocess.Popen(wrapped, stdout=subprocess.DEVNULL, stderr=err,
                                 env={**os.environ, **(env or {})})  # fmt: skip
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - start
         err.seek(0)
-        tail = err.read().decode(errors="replace")[-2000:]
+        text = err.read().decode(errors="replace")
+    peak = usage.ru_maxrss * 1024.0
+    lines = [line for line in text.splitlines() if line.startswith(marker)]
+    if lines:
+        peak = float(lines[-1].removeprefix(marker)) * 1024.0
+        text = "\n".join(line for line in text.splitlines() if not line.startswith(marker))
+    tail = text[-2000:]
     if proc.returncode != 0:
         raise RuntimeError(f"{args[:4]} exited {proc.returncode}: {tail}")
-    return wall, usage.ru_maxrss * 1024.0, tail
+    return wall, peak, tail
 
 
 def _size(folder: Path) -> float:
@@ -99,6 +118,20 @@ def run_peer(kind: str, model: Path, out: Path) -> None:
         )
         onnx.save(compressed, str(out / "model.onnx"), save_as_external_data=True,
                   location="model.onnx.data")  # fmt: skip
+    elif kind == "inmemory":  # the pipeline's in-memory writers, as jobs used them before
+        from quantcore.compress.pipeline import (
+            build_onnx,
+            load_model,
+            quantize_model,
+            write_artifacts,
+        )
+        from quantcore.spec import QuantSpec
+
+        source = load_model(model)
+        qmodel = quantize_model(source, QuantSpec.from_dict({}))
+        written = build_onnx(qmodel)
+        source.close()
+        write_artifacts(qmodel, out, written)
     elif kind == "ort":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -170,7 +203,8 @@ def bench_size(folder: Path, total_gb: float, *, peers: bool, worker: bool) -> l
         record("worker job (execute_job)", wall, rss, out, note)
         shutil.rmtree(out, ignore_errors=True)
     if peers:
-        for kind, name in (("nncf", "NNCF compress_weights INT8_ASYM"),
+        for kind, name in (("inmemory", "in-memory writers (before streaming)"),
+                           ("nncf", "NNCF compress_weights INT8_ASYM"),
                            ("ort", "onnxruntime quantize_dynamic QInt8")):  # fmt: skip
             out = folder / kind
             try:

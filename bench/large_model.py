@@ -96,15 +96,16 @@ def build(folder: Path, blocks: int, hidden: int = HIDDEN) -> Path:
 
 
 def float_output(folder: Path, x: np.ndarray, blocks: int, hidden: int = HIDDEN) -> np.ndarray:
-    """The float model's output on ``x``, with each weight memory-mapped from the data file."""
-    data = np.memmap(folder / DATA_FILE, dtype=np.float32, mode="r")
+    """The float model's output on ``x``, reading one weight at a time from the data file."""
     offset = 0
     x = x.astype(np.float32)
-    for _ in range(blocks):
-        mats = []
-        for shape in block_shapes(hidden):
-            count = math.prod(shape)
-            mats.append(np.asarray(data[offset : offset + count]).reshape(shape))
-            offset += count
-        x = x + np.maximum(x @ mats[0], 0.0) @ mats[1]
+    with (folder / DATA_FILE).open("rb") as data:
+        for _ in range(blocks):
+            mats = []
+            for shape in block_shapes(hidden):
+                count = math.prod(shape)
+                data.seek(offset)
+                mats.append(np.fromfile(data, dtype=np.float32, count=count).reshape(shape))
+                offset += count * 4
+            x = x + np.maximum(x @ mats[0], 0.0) @ mats[1]
     return x
