@@ -90,7 +90,11 @@ def run_child(args: list[str], *, env: dict[str, str] | None = None) -> tuple[fl
 
 
 def _size(folder: Path) -> float:
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 1e6
+    """MB of the model files in ``folder`` (a worker's: its stored artifacts)."""
+    files = [p for p in folder.rglob("model.*") if p.is_file() and "jobs" in p.parts] or [
+        p for p in folder.iterdir() if p.is_file()
+    ]
+    return sum(p.stat().st_size for p in files) / 1e6
 
 
 def _py(*args: str) -> list[str]:
@@ -174,7 +178,7 @@ def bench_size(folder: Path, total_gb: float, *, peers: bool, worker: bool) -> l
         rows.append(Row(model_gb=round(model_gb, 2), method=method, wall_s=round(wall, 1),
                         peak_rss_mb=round(rss / 1e6), budget_mb=round(budget),
                         output_mb=round(_size(out)), note=note))  # fmt: skip
-        print(f"  {method}: {wall:.1f} s, peak RSS {rss / 1e6:.0f} MB")
+        print(f"  {method}: {wall:.1f} s, peak RSS {rss / 1e6:.0f} MB", flush=True)
 
     out = folder / "cli"
     wall, rss, _ = run_child(_py("-m", "service.cli", "quantize", str(model), "--out", str(out),
