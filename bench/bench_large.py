@@ -157,8 +157,11 @@ def run_onnx(model: Path, inputs: Path, output: Path) -> None:
 
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    noise = float(np.sum((reference.astype(np.float64) - test) ** 2))
-    return float("inf") if noise == 0 else 10 * np.log10(float(np.sum(reference**2.0)) / noise)
+    reference = reference.astype(np.float64)
+    if not (np.isfinite(reference).all() and np.isfinite(test).all()):
+        return float("nan")  # an output that overflowed compares nothing
+    noise = float(np.sum((reference - test) ** 2))
+    return float("inf") if noise == 0 else 10 * np.log10(float(np.sum(reference**2)) / noise)
 
 
 def bench_size(folder: Path, total_gb: float, *, peers: bool, worker: bool) -> list[Row]:

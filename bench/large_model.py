@@ -2,8 +2,9 @@
 tensor (never a whole model in memory), and their float output computed the same way.
 
 Block ``i``: ``x = x + Relu(x @ up_i) @ down_i`` with ``up_i`` of ``[H, 4H]`` and ``down_i``
-of ``[4H, H]`` (He-scaled Gaussian weights, a seeded rotation of one pool per tensor), so the
-output stays of unit order through hundreds of blocks. Every weight lives in ``model.onnx.data``.
+of ``[4H, H]`` (He-scaled Gaussian weights, a seeded rotation of one pool per tensor, the
+down projections also scaled by ``1/sqrt(blocks)``), so the output stays of unit order
+through hundreds of blocks. Every weight lives in ``model.onnx.data``.
 """
 
 from __future__ import annotations
@@ -37,11 +38,18 @@ def _pool() -> np.ndarray:
     return np.random.default_rng(7).standard_normal(POOL, dtype=np.float32)
 
 
-def weight(index: int, shape: tuple[int, int], pool: np.ndarray) -> Iterator[np.ndarray]:
+def weight(
+    index: int, shape: tuple[int, int], pool: np.ndarray, blocks: int
+) -> Iterator[np.ndarray]:
     """Tensor ``index``'s float32 values, a pool's worth at a time: the pool rotated by a
     seeded amount and He-scaled (drawing 30 GB of fresh Gaussians would take longer than
-    quantizing them; the values' distribution is what matters here)."""
-    std = math.sqrt(2.0 / shape[0]) if index % 2 == 0 else math.sqrt(1.0 / shape[0])
+    quantizing them; the values' distribution is what matters here). A down projection is
+    scaled by ``1/sqrt(blocks)`` as well, so that the residual sum stays of unit order
+    (the variance grows by ``(1 + 1/blocks)`` a block: at most e in all)."""
+    if index % 2 == 0:
+        std = math.sqrt(2.0 / shape[0])
+    else:
+        std = math.sqrt(1.0 / shape[0]) / math.sqrt(blocks)
     shift = int(np.random.default_rng([7, index]).integers(POOL))
     rotated = np.roll(pool, shift) * np.float32(std)
     total = math.prod(shape)
@@ -63,7 +71,7 @@ def build(folder: Path, blocks: int, hidden: int = HIDDEN) -> Path:
             for k, shape in enumerate(block_shapes(hidden)):
                 index = 2 * b + k
                 name = f"block{b}.{'up' if k == 0 else 'down'}"
-                for chunk in weight(index, shape, pool):
+                for chunk in weight(index, shape, pool, blocks):
                     data.write(chunk.tobytes())
                 length = math.prod(shape) * 4
                 tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=shape)
