@@ -23,6 +23,8 @@ ALL = (
     "bench_service",
     "bench_realmodels",
     "bench_faults",
+    "bench_cli",
+    "bench_scaleout",
     "bench_large",
 )
 

@@ -10,17 +10,25 @@ at R bits with the support sqrt(2)*ln(2**R) (the ``hui`` rule of API.md). For ea
 - baselines in the same run: ``pack_bits`` at R bits, and zstd (one thread) at levels 3 and
   19 on the packed codes; level 19 (about 5 MB/s) on the first
   ``--z19-sample`` codes only (8M: its window is 8 MB anyway), its rate taken for the whole;
-- peak traced memory (NumPy, Python) of v2 encode and decode / the codes' size.
+- peak traced memory (NumPy, Python) of v2 encode and decode / the codes' size;
+- the default encoder's speed (``encode_codes`` as written: it first checks on a sample
+  whether the context model of stream v3 would pay; on these independent codes it does not).
 
-Compile cost: ``rans.compile_kernels`` in a child process with an empty numba cache, then in
-one with that cache (loading), less the same call again; and the import of the coder.
+Compile cost: ``entropy.compile_kernels`` in a child process with an empty numba cache, then
+in one with that cache (loading), less the same call again; and the import of the coder.
 
 Unpack: ``unpack_file`` of the package of a ``tests.models.large`` model (``--unpack-params``,
-per layer, 4 and 8 bits) with v2 streams and with v1 streams, in GB of ``model.onnx`` per
-second; baseline: ``zstd -d`` of ``model.onnx`` after ``zstd -3`` (else ``zstandard``).
+per layer, 4 and 8 bits) as written (layout 3: codes decoded straight into model.onnx's
+bytes) and as the previous writer made it (layout 2, v2 streams: protobuf refilled and
+serialized), in GB of ``model.onnx`` per second, wall and CPU seconds; baseline: ``zstd -d``
+of ``model.onnx`` after ``zstd -3`` (else ``zstandard``), in the same run.
+
+Context modelling: ``bench.entropy_context`` on the real models' codes (``--real-bits``,
+``--real-models``; the catalog's models already in the cache).
 
 Run: ``python -m bench.bench_entropy [--n 50000000] [--bits 3 4 8 16] [--repeats 2]
-[--z19-sample 8000000] [--unpack-params 300000000] [--unpack-bits 4 8]``; writes
+[--z19-sample 8000000] [--unpack-params 300000000] [--unpack-bits 4 8]
+[--real-bits 2 3 4 5 6 8] [--real-models NAME ...]``; writes
 ``bench/results/bench_entropy.json``.
 """
 
@@ -31,7 +39,6 @@ import hashlib
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -43,10 +50,16 @@ from typing import Any
 import numpy as np
 import zstandard
 
+from bench import entropy_context
 from bench.common import Column, laplacian, peak_bytes, print_table, timed, write_results
-from quantcore.coding.entropy import decode_codes, empirical_entropy_bits, encode_codes
+from quantcore.coding.entropy import (
+    compile_kernels,
+    decode_codes,
+    empirical_entropy_bits,
+    encode_codes,
+)
 from quantcore.coding.packing import pack_bits
-from quantcore.formats.qpack import MAGIC, read_header
+from quantcore.formats.qpack import read_header
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +79,7 @@ class Row:
     v1_decode_mws: tuple[float, float]
     v2_per_cpu_s: tuple[float, float]  # encode, decode on 1 thread, M codes per CPU second
     v2_cores_used: tuple[float, float]  # encode, decode on 2 threads: CPU s / wall s
+    default_encode_mws: float  # encode_codes as written (v3 where it pays), 2 threads
     v1_per_cpu_s: tuple[float, float]
     machine: tuple[float, float]  # load average; speed-up of sha256 on 2 threads, both then
     pack_mws: float
@@ -96,7 +110,8 @@ def zstd(data: bytes, level: int) -> bytes:
 def _rates(codes: np.ndarray, version: int, repeats: int) -> tuple[bytes, list[float]]:
     """The stream; encode and decode M codes/s on 1 and 2 threads (wall clock); then encode
     and decode on 1 thread in M codes per CPU second (what a core does when others' work
-    shares it)."""
+    shares it); for v2, then the default encoder's speed on 2 threads (which first checks
+    whether contexts would pay)."""
     n = codes.size
     stream = encode_codes(codes, version=version)
     if not np.array_equal(decode_codes(stream), codes):  # and the kernels are loaded
@@ -107,7 +122,7 @@ def _rates(codes: np.ndarray, version: int, repeats: int) -> tuple[bytes, list[f
         for threads in (1, 2):
 
             def encode(threads: int = threads) -> bytes:
-                return encode_codes(codes, threads=threads)
+                return encode_codes(codes, version=2, threads=threads)
 
             def decode(threads: int = threads) -> np.ndarray:
                 return decode_codes(stream, threads=threads)
@@ -132,7 +147,11 @@ def _rates(codes: np.ndarray, version: int, repeats: int) -> tuple[bytes, list[f
             ]
     wall = [n / t.seconds / 1e6 for t in (*enc, *dec)]
     busy = [t.cpu_seconds / t.seconds for t in (enc[1], dec[1])]  # cores used on 2 threads
-    return stream, [*wall, n / enc[0].cpu_seconds / 1e6, n / dec[0].cpu_seconds / 1e6, *busy]
+    auto = 0.0
+    if version == 2:
+        auto = n / timed(lambda: encode_codes(codes, threads=2), repeats).seconds / 1e6
+    per_cpu = [n / enc[0].cpu_seconds / 1e6, n / dec[0].cpu_seconds / 1e6]
+    return stream, [*wall, *per_cpu, *busy, auto]
 
 
 def _two_cores() -> float:
@@ -181,6 +200,7 @@ def measure(n: int, bits: int, repeats: int, z19_sample: int) -> Row:
         v1_decode_mws=(v1[2], v1[3]),
         v2_per_cpu_s=(v2[4], v2[5]),
         v2_cores_used=(v2[6], v2[7]),
+        default_encode_mws=v2[8],
         v1_per_cpu_s=(v1[4], v1[5]),
         machine=(os.getloadavg()[0], _two_cores()),
         pack_mws=n / t_pack / 1e6,
@@ -200,16 +220,16 @@ import numpy, zstandard  # the coder's own import, apart from what every module 
 start = time.perf_counter()
 import quantcore.coding.entropy
 imported, numba_loaded = time.perf_counter() - start, "numba" in sys.modules
-from quantcore.coding import rans
-t = time.perf_counter(); rans.compile_kernels(); first = time.perf_counter() - t
-t = time.perf_counter(); rans.compile_kernels(); again = time.perf_counter() - t
+from quantcore.coding import entropy
+t = time.perf_counter(); entropy.compile_kernels(); first = time.perf_counter() - t
+t = time.perf_counter(); entropy.compile_kernels(); again = time.perf_counter() - t
 print(json.dumps({"import_s": imported, "numba_on_import": numba_loaded, "first_s": first,
                   "again_s": again}))
 """
 
 
 def compile_cost() -> dict[str, float]:
-    """Seconds of ``rans.compile_kernels`` (every kernel, 8- and 16-bit codes) in a fresh
+    """Seconds of ``entropy.compile_kernels`` (every kernel, 8- and 16-bit codes) in a fresh
     process, less the same work done again, with an empty numba cache (compiling) and with
     the cache it left (loading); and the import of the coder (which loads no numba)."""
     result: dict[str, float] = {}
@@ -226,20 +246,24 @@ def compile_cost() -> dict[str, float]:
     return result
 
 
-def _as_v1(data: bytes) -> bytes:
-    """The same package with every entropy stream rewritten as v1 (layout version 1)."""
-    header, start = read_header(data)
-    skeleton = data[start : start + header["skeleton"]["length"]]
-    sections, offset = [skeleton], len(skeleton)
-    for entry in header["tensors"]:
-        body = data[start + entry["offset"] : start + entry["offset"] + entry["length"]]
-        if entry["coding"] == "entropy":
-            body = encode_codes(decode_codes(body), version=1)
-        entry["offset"], entry["length"] = offset, len(body)
-        sections.append(body)
-        offset += len(body)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    return b"".join([struct.pack("<8sHHI", MAGIC, 1, 0, len(text)), text, *sections])
+def _as_layout2(data: bytes, model: Path) -> bytes:
+    """The same model as the writer before layout 3 packed it: layout 2, QENT v2 streams."""
+    import onnx
+
+    from quantcore.formats.qpack_proto import layout2_bytes
+
+    header, _ = read_header(data)
+    keep = ("name", "initializer", "elem_type", "shape", "code_min", "code_max", "coding", "bits")
+    entries = [{k: e[k] for k in keep} for e in header["tensors"]]
+    bodies = []
+    for e in header["tensors"]:
+        body = data[e["offset"] : e["offset"] + e["length"]]
+        bodies.append(encode_codes(decode_codes(body), version=2) if e["coding"] == "entropy"
+                      else body)  # fmt: skip
+    model_bytes = model.read_bytes()
+    return layout2_bytes(onnx.load(str(model)), entries, bodies, fmt="onnx",
+                         onnx_sha256=hashlib.sha256(model_bytes).hexdigest(),
+                         onnx_size=len(model_bytes))  # fmt: skip
 
 
 def _zstd_round(model: Path, repeats: int) -> tuple[float, int, str]:
@@ -261,7 +285,8 @@ def _zstd_round(model: Path, repeats: int) -> tuple[float, int, str]:
 
 
 def unpack_rows(params: int, bits_list: list[int], repeats: int) -> list[dict[str, Any]]:
-    """``unpack_file`` of a generated model's package (v2 and v1 streams) against zstd -d."""
+    """``unpack_file`` of a generated model's package (layout 3 as written, and the same model
+    in layout 2 as the writer before it made it) against zstd -d, wall and CPU seconds."""
     import onnx
 
     from quantcore.compress.pipeline import build_onnx, load_model, quantize_model, write_artifacts
@@ -281,20 +306,23 @@ def unpack_rows(params: int, bits_list: list[int], repeats: int) -> list[dict[st
             out = work / f"q{bits}"
             write_artifacts(qmodel, out, written)
             del qmodel, written
-            model, v2, v1 = out / "model.onnx", out / "model.qpack", out / "v1.qpack"
-            v1.write_bytes(_as_v1(v2.read_bytes()))
+            model, l3, l2 = out / "model.qpack", out / "model.qpack", out / "layout2.qpack"
+            model = out / "model.onnx"
+            l2.write_bytes(_as_layout2(l3.read_bytes(), model))
             restored = out / "restored.onnx"
             row: dict[str, Any] = {"bits": bits, "model_bytes": model.stat().st_size}
             row["machine"] = (os.getloadavg()[0], _two_cores())
-            for name, package, times in (("v2", v2, repeats), ("v1", v1, 1)):
+            for name, package, times in (("l3", l3, repeats), ("l2", l2, 1)):
                 row[f"{name}_package_bytes"] = package.stat().st_size
 
                 def run(package: Path = package, restored: Path = restored) -> object:
                     return unpack_file(package, restored)
 
-                seconds = timed(run, times).seconds
+                took = timed(run, times)
+                seconds = took.seconds
                 if restored.read_bytes() != model.read_bytes():
                     raise RuntimeError(f"unpack of the {name} package differs")
+                row[f"{name}_unpack_cpu_s"] = took.cpu_seconds
                 row[f"{name}_unpack_s"] = seconds
                 row[f"{name}_unpack_gbs"] = row["model_bytes"] / seconds / 1e9
             row["zstd_d_s"], row["zstd_bytes"], row["zstd_how"] = _zstd_round(model, repeats)
@@ -304,10 +332,11 @@ def unpack_rows(params: int, bits_list: list[int], repeats: int) -> list[dict[st
     print(f"unpack, {params / 1e6:.0f} M parameters per layer:")
     for r in rows:
         print(
-            f"  {r['bits']} bits: model.onnx {r['model_bytes'] / 1e6:.0f} MB; v2 package "
-            f"{r['v2_package_bytes'] / 1e6:.0f} MB unpacked in {r['v2_unpack_s']:.2f} s = "
-            f"{r['v2_unpack_gbs']:.3f} GB/s; v1 {r['v1_unpack_s']:.2f} s = "
-            f"{r['v1_unpack_gbs']:.3f} GB/s; {r['zstd_how']} of the model "
+            f"  {r['bits']} bits: model.onnx {r['model_bytes'] / 1e6:.0f} MB; layout 3 package "
+            f"{r['l3_package_bytes'] / 1e6:.0f} MB unpacked in {r['l3_unpack_s']:.2f} s = "
+            f"{r['l3_unpack_gbs']:.3f} GB/s ({r['l3_unpack_cpu_s']:.2f} CPU s); layout 2 "
+            f"{r['l2_unpack_s']:.2f} s = {r['l2_unpack_gbs']:.3f} GB/s "
+            f"({r['l2_unpack_cpu_s']:.2f} CPU s); {r['zstd_how']} of the model "
             f"({r['zstd_bytes'] / 1e6:.0f} MB) {r['zstd_d_s']:.2f} s = {r['zstd_d_gbs']:.3f} "
             f"GB/s; load {r['machine'][0]:.1f}, 2 threads hashing {r['machine'][1]:.2f}x"
         )
@@ -329,6 +358,7 @@ COLUMNS = (
     Column(header="v1 dec 1t/2t", field="v1_decode_mws", width=12),
     Column(header="v2 /cpu-s", field="v2_per_cpu_s", width=9),
     Column(header="2t cores", field="v2_cores_used", width=8),
+    Column(header="dflt enc", field="default_encode_mws", width=8, spec=".0f"),
     Column(header="v1 /cpu-s", field="v1_per_cpu_s", width=9),
     Column(header="load/2t", field="machine", width=7),
     Column(header="z19pk", field="zstd19_packed_bpw", width=6, spec=".3f"),
@@ -354,15 +384,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--z19-sample", type=int, default=8_000_000)
     parser.add_argument("--unpack-params", type=int, default=300_000_000)
     parser.add_argument("--unpack-bits", type=int, nargs="*", default=[4, 8])
+    parser.add_argument("--real-bits", type=int, nargs="*", default=[2, 3, 4, 5, 6, 8])
+    parser.add_argument("--real-models", nargs="*", default=None)
     args = parser.parse_args(argv)
     compiled = compile_cost()
+    compile_kernels()  # loaded here too, so that no timing below includes it
     rows = [measure(args.n, bits, args.repeats, args.z19_sample) for bits in args.bits]
     print_table([_pair(r) for r in rows], COLUMNS)
     print(
         "k = low bits stored raw, n = v2 precision; bits per weight except the speeds "
         "(M codes/s, 1 thread/2 threads, wall clock; /cpu-s: encode/decode on 1 thread per "
         "CPU second; 2t cores: CPU s / wall s of v2 encode/decode on 2 threads, below 2 when "
-        "others' work holds a core; load/2t: the load average, and the speed-up two threads "
+        "others' work holds a core; dflt enc: the default encoder (v3 where it pays) on 2 "
+        "threads; load/2t: the load average, and the speed-up two threads "
         "hashing got then: 2.0 on two free cores); ovh% = size over H; "
         "/z19pk = v2 size / zstd-19 of the packed codes; spd/z3 = v2 encode speed "
         "(2 threads) / zstd-3's on the packed codes; memE/memD = peak traced memory of v2 "
@@ -374,17 +408,23 @@ def main(argv: list[str] | None = None) -> None:
         f"import of the coder {compiled['import_s']:.3f} s"
     )
     unpacked = unpack_rows(args.unpack_params, args.unpack_bits, args.repeats)
+    print("context modelling (v3) against order-0 (v2) on real models' codes:")
+    real = entropy_context.rows(args.real_bits, args.real_models)
+    real_summary = entropy_context.summary(real)
     payload = {
         "benchmark": "bench_entropy",
         "n_weights": args.n,
         "cores": os.cpu_count(),
         "load_average": os.getloadavg(),
         "zstd19_sample": min(args.n, args.z19_sample),
-        "baseline": "QENT v1 (constriction); zstd (levels 3 and 19) on bit-packed and raw "
-        "codes; plain bit packing; zstd -d for unpacking",
+        "baseline": "QENT v1 (constriction); zstd (levels 3 and 19) on bit-packed codes; "
+        "plain bit packing; zstd -d and the layout-2 package for unpacking; v2 (order-0) "
+        "for the context model on real models",
         "compile": compiled,
         "rows": [asdict(r) for r in rows],
         "unpack": unpacked,
+        "real_models": real,
+        "real_models_summary": real_summary,
     }
     write_results("bench_entropy", payload)
 

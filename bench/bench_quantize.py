@@ -1,26 +1,29 @@
-"""Uniform quantization of a 50M-weight layer with all its statistics, against plain NumPy and
-onnxruntime, single-threaded.
+"""Quantization of one large tensor with all its statistics, per granularity and family, against
+the NumPy reference path, plain NumPy, onnxruntime and the machine's memory bandwidth.
 
-Ours: ``quantize_tensors`` on one float32 Laplacian tensor (layer granularity, support
-``jayant``, midrise), which computes mean/std, min/max, the codes, the dequantized weights
-(exactly as the ONNX graph decodes them), SQNR, the share within the support, the levels used
-and the code entropy.
+Ours: ``quantize_tensors`` on one float32 Laplacian tensor (rows of 4096 weights), which
+computes mean/std (layer, channel), the codes, the dequantized weights (exactly as the ONNX
+graph decodes them), SQNR, the share within the support, the levels used and the code
+entropy; per group also each block's clip, float16 scale and zero point with block sums kept
+(groups of 32 at 4 bits, 128 at 8 bits: the ``auto`` default's sizes). Cases: uniform at 4 and
+8 bits per layer (Jayant support), channel (Jayant) and group (whole range), and mu-law,
+exponential (log) and E4M3 minifloat per layer and channel (whole range).
 
-Baselines, measured in the same run on the same tensor:
+Baselines, same run, same tensor:
 
+- ``reference``: the same call with the compiled kernels switched off (the NumPy path the
+  kernels replace and are tested bit for bit against), timed on ``--ref-n`` weights;
 - ``numpy``: ``np.clip(np.round(w / s), lo, hi) * s`` with a precomputed scale, no statistics;
-- ``onnxruntime``: ``onnxruntime.quantization.quant_utils.quantize_data(w, INT8,
-  symmetric=True)`` (min/max scale and int8 codes; no dequantization, no statistics).
+- ``onnxruntime``: ``quantize_data(w, INT8, symmetric=True)`` (codes only, no statistics);
+- ``bandwidth``: read the float32 tensor and write int8 (a trivial compiled loop, and
+  ``np.copyto``): the bound for any one-pass quantizer on this machine.
 
-Throughput is weights per second of wall-clock time (best of ``--repeats``); ``base/ours`` is
-the baseline's time over ours (> 1: ours is faster although it does more). CPU time is
-printed beside it: on a shared machine it shows how much of the wall time was waiting.
-Memory is the peak traced allocation during the call (NumPy reports its buffers to
-tracemalloc), as a multiple of the tensor's bytes; for ours the outputs alone (int8 codes
-and float32 dequantized weights) are 1.25×, the rest is temporaries.
+Throughput is weights per second of wall time and per CPU second (``Mw/cpu-s``: the per-core
+figure; the group path runs its slabs on 2 threads, the others on one). On a machine shared
+with other work the wall figures move; the ratios of one run are what to compare. The first
+call of each compiled kernel in a fresh cache is timed separately (``compile s``).
 
-Run: ``python -m bench.bench_quantize [--n 50000000] [--bits 8] [--repeats 2]
-[--method uniform]`` (other methods: the same measurement for that family).
+Run: ``python -m bench.bench_quantize [--n 50000000] [--ref-n 4000000] [--repeats 2]``.
 Writes ``bench/results/bench_quantize.json``.
 """
 
@@ -28,29 +31,29 @@ from __future__ import annotations
 
 import os
 
-# One core: BLAS (np.dot) must not spread over the machine.
+# One BLAS thread: np.dot must not spread over the machine.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-from dataclasses import asdict, dataclass, replace  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
+from numba import njit  # noqa: E402
 from onnx import TensorProto  # noqa: E402
 from onnxruntime.quantization.quant_utils import quantize_data  # noqa: E402
 
-from bench.common import (  # noqa: E402
-    Column,
-    laplacian,
-    peak_bytes,
-    print_table,
-    timed,
-    write_results,
-)
+from bench.common import Column, laplacian, print_table, timed, write_results  # noqa: E402
+from quantcore.compress import groups  # noqa: E402
 from quantcore.compress.layerwise import quantize_tensors  # noqa: E402
 from quantcore.compress.results import TensorRequest  # noqa: E402
+from quantcore.quantizers import stream  # noqa: E402
 from quantcore.spec import Granularity, Method, QuantizerSpec, Support  # noqa: E402
+
+ROW = 4096
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,84 +62,118 @@ class Row:
     seconds: float
     cpu_seconds: float
     mweights_per_s: float
-    ratio_vs_ours: float
-    peak_memory_x: float
+    mweights_per_cpu_s: float
+    speedup_vs_reference: str  # reference CPU time over ours, per weight ("-": none)
+    sqnr_db: float | None
     note: str
 
 
 COLUMNS = (
-    Column(header="case", field="case", width=38, left=True),
+    Column(header="case", field="case", width=34, left=True),
     Column(header="wall s", field="seconds", width=7, spec=".3f"),
     Column(header="cpu s", field="cpu_seconds", width=7, spec=".3f"),
-    Column(header="Mw/s", field="mweights_per_s", width=8, spec=".1f"),
-    Column(header="base/ours", field="ratio_vs_ours", width=9, spec=".2f"),
-    Column(header="peak mem x", field="peak_memory_x", width=10, spec=".2f"),
+    Column(header="Mw/s", field="mweights_per_s", width=7, spec=".1f"),
+    Column(header="Mw/cpu-s", field="mweights_per_cpu_s", width=8, spec=".1f"),
+    Column(header="x ref", field="speedup_vs_reference", width=6),
+    Column(header="note", field="note", width=0, left=True),
 )
+
+
+@njit(nogil=True, cache=True)
+def _read_f32_write_i8(src, dst):
+    for i in range(src.size):
+        dst[i] = np.int8(src[i])
+
+
+def _request(w: np.ndarray, spec: QuantizerSpec) -> TensorRequest:
+    return TensorRequest(name="w", weights=w, quantizer=spec, channel_axis=0, block_axis=1)
+
+
+def _ours(w: np.ndarray, spec: QuantizerSpec, gran: Granularity, size: int) -> Callable[[], Any]:
+    req = _request(w, spec)
+    return lambda: quantize_tensors([req], gran, group_size=size, zero_point=True)
+
+
+def _reference(fn: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        stream.USE_KERNELS = groups.USE_KERNELS = False
+        try:
+            return fn()
+        finally:
+            stream.USE_KERNELS = groups.USE_KERNELS = True
+    return run
+
+
+def _cases() -> list[tuple[str, QuantizerSpec, Granularity, int]]:
+    cases = []
+    for bits, size in ((4, 32), (8, 128)):
+        jayant = QuantizerSpec(bits=bits, support=Support.JAYANT)
+        cases += [(f"uniform {bits}b layer", jayant, Granularity.LAYER, size),
+                  (f"uniform {bits}b channel", jayant, Granularity.CHANNEL, size),
+                  (f"uniform {bits}b group {size}", QuantizerSpec(bits=bits,
+                   support=Support.MAX_ABS), Granularity.GROUP, size)]  # fmt: skip
+    for name, spec in (("mu-law 8b", QuantizerSpec(method=Method.MULAW, bits=8)),
+                       ("log 4b", QuantizerSpec(method=Method.LOG, bits=4)),
+                       ("E4M3 minifloat", QuantizerSpec(method=Method.FLOAT))):  # fmt: skip
+        cases += [(f"{name} layer", spec, Granularity.LAYER, 32),
+                  (f"{name} channel", spec, Granularity.CHANNEL, 32)]
+    return cases
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=50_000_000)
-    parser.add_argument("--bits", type=int, default=8)
+    parser.add_argument("--ref-n", type=int, default=4_000_000)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--method", choices=[m.value for m in Method], default="uniform",
-                        help="family measured as 'ours' (the target is set for uniform)")
     args = parser.parse_args()
+    n = args.n - args.n % ROW
+    w = laplacian(n, std=0.05).reshape(-1, ROW)
+    w_ref = w[: max(1, args.ref_n // ROW)]
+    rows: list[Row] = []
+    compile_s: dict[str, float] = {}
 
-    w = laplacian(args.n, std=0.05)
-    method = Method(args.method)
-    spec = QuantizerSpec(method=method, bits=args.bits, support=Support.JAYANT).resolved()
-    if method is Method.FLOAT:  # E4M3 (bits ignored)
-        spec = QuantizerSpec(method=method, support=Support.MAX_ABS).resolved()
-    request = TensorRequest(name="layer", weights=w, quantizer=spec)
+    def add(case: str, fn: Callable[[], Any], count: int, ref_cpu: float | None, note: str,
+            sqnr: float | None = None) -> None:
+        t = timed(fn, args.repeats)
+        cpu = max(t.cpu_seconds, 1e-9)
+        rows.append(Row(case=case, seconds=t.seconds, cpu_seconds=t.cpu_seconds,
+                        mweights_per_s=count / t.seconds / 1e6,
+                        mweights_per_cpu_s=count / cpu / 1e6,
+                        speedup_vs_reference="-" if ref_cpu is None else
+                        f"{ref_cpu / (cpu / count):.1f}", sqnr_db=sqnr, note=note))  # fmt: skip
 
-    def ours() -> Any:
-        return quantize_tensors([request], Granularity.LAYER)
+    for case, spec, gran, size in _cases():
+        ours = _ours(w, spec, gran, size)
+        start = time.perf_counter()
+        _ours(w[:8], spec, gran, size)()  # the first call compiles or loads the kernels
+        compile_s[case] = time.perf_counter() - start
+        ref = timed(_reference(_ours(w_ref, spec, gran, size)), args.repeats)
+        ref_cpu = ref.cpu_seconds / w_ref.size
+        (result,) = ours()
+        add(case, ours, w.size, ref_cpu, f"reference {w_ref.size / ref.cpu_seconds / 1e6:.1f} "
+            f"Mw/cpu-s (on {w_ref.size / 1e6:.0f}M)", result.report.sqnr_db)  # fmt: skip
 
-    (result,) = ours()  # warm-up, and the figures to print
-    step = float(np.max(result.quantized.decoder.scale))
-    half = 1 << (spec.bits - 1)
+    step = float(np.abs(w).max()) / 127
+    add("numpy round-and-clip (8b)", lambda: np.clip(np.round(w / step), -128, 127) * step,
+        w.size, None, "dequantized only, no statistics")
+    add("onnxruntime quantize_data (int8)", lambda: quantize_data(w, TensorProto.INT8, True),
+        w.size, None, "codes only, no statistics")
+    out = np.empty(w.size, np.int8)
+    flat = w.reshape(-1)
+    _read_f32_write_i8(flat[:8], out[:8])
+    add("bandwidth: f32 read, i8 write", lambda: _read_f32_write_i8(flat, out), w.size, None,
+        "compiled loop")
+    add("bandwidth: np.copyto f32 -> i8", lambda: np.copyto(out, flat, casting="unsafe"),
+        w.size, None, "NumPy cast")
 
-    def numpy_round_clip() -> Any:
-        return np.clip(np.round(w / step), -half, half - 1) * step
-
-    def ort_quantize_data() -> Any:
-        qtype = TensorProto.INT8 if spec.bits <= 8 else TensorProto.INT16
-        return quantize_data(w, qtype, True)
-
-    cases = [("ours (quantize_tensors + statistics)", ours, "codes, dequantized, all stats"),
-             ("numpy round-and-clip", numpy_round_clip, "dequantized only, no stats"),
-             ("onnxruntime quantize_data", ort_quantize_data, "codes only, no stats")]
-    measured = {}
-    for name, fn, _ in cases:
-        # Only the times are kept: a case's result is dropped before the next case runs.
-        measured[name] = replace(timed(fn, args.repeats), result=None)
-    memory = {name: peak_bytes(fn) for name, fn, _ in cases}
-    ours_s = measured[cases[0][0]].seconds
-    rows = [
-        Row(case=name, seconds=measured[name].seconds, cpu_seconds=measured[name].cpu_seconds,
-            mweights_per_s=args.n / measured[name].seconds / 1e6,
-            ratio_vs_ours=measured[name].seconds / ours_s, peak_memory_x=memory[name] / w.nbytes,
-            note=note)
-        for name, _, note in cases
-    ]
-    rep = result.report
-    theory = "n/a" if rep.sqnr_theory_db is None else f"{rep.sqnr_theory_db:.3f}"
-    outputs = (result.quantized.codes.nbytes + result.quantized.dequantized.nbytes) / w.nbytes
-    print(f"{args.n:,} float32 Laplacian weights, {spec.bits}-bit {method.value} "
-          f"({spec.rounding.value if method is Method.UNIFORM else 'codebook'}), "
-          f"{rep.support} support, one thread")
+    print(f"{w.size:,} float32 Laplacian weights ({w.shape[0]} rows of {ROW}); load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print_table(rows, COLUMNS)
-    print(f"ours: outputs {outputs:.2f}x of the tensor, temporaries "
-          f"{rows[0].peak_memory_x - outputs:.2f}x; SQNR {rep.sqnr_db:.3f} dB "
-          f"(theory {theory}), within support {rep.within_support_pct:.3f}%, "
-          f"{rep.levels_used} levels, entropy {rep.entropy_bits:.3f} bits")
-    name = "bench_quantize" if method is Method.UNIFORM else f"bench_quantize_{method}"
-    write_results(name, {
-        "n": args.n, "bits": spec.bits, "method": method.value, "threads": 1,
-        "rows": [asdict(r) for r in rows],
-        "outputs_x": outputs, "temporaries_x": rows[0].peak_memory_x - outputs,
-        "report": rep.to_dict(),
+    print("first call (compile, or load from the on-disk cache): "
+          + ", ".join(f"{k} {v:.2f} s" for k, v in compile_s.items()))
+    write_results("bench_quantize", {
+        "n": w.size, "ref_n": w_ref.size, "load_average": os.getloadavg()[0],
+        "rows": [asdict(r) for r in rows], "first_call_seconds": compile_s,
     })
 
 

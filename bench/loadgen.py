@@ -165,3 +165,60 @@ async def load(
         server_cpu = None if now is None else now - server_cpu
     return Load(latencies=latencies, accepted=accepted, wall_s=wall, client_cpu_s=client_cpu,
                 server_cpu_s=server_cpu)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mixed:
+    latencies: dict[str, list[float]]  # by request name
+    sent_s: dict[str, list[float]]  # when each was sent, seconds from the start
+    statuses: list[int]
+    client_cpu_s: float
+    wall_s: float
+
+
+async def alternating(
+    url: str,
+    requests: list[tuple[str, str, str, Any]],
+    *,
+    clients: int,
+    period_s: float,
+    seconds: float,
+) -> Mixed:
+    """``clients`` clients, each sending ``requests`` (``(name, method, path, body)``) in turn,
+    one every ``period_s``, for ``seconds`` (open loop: client ``i`` starts ``i·period_s /
+    clients`` in, so the load is even). A latency counts from the moment the request is
+    sent: a client's requests share one connection, so a slow answer to one kind (a
+    submission waiting on a frozen broker) delays that client's next request, and charging
+    the delay to it would measure the other kind."""
+    prepared = [(name, _request_bytes(url, method, path, body))
+                for name, method, path, body in requests]  # fmt: skip
+    latencies: dict[str, list[float]] = {name: [] for name, _ in prepared}
+    sent_s: dict[str, list[float]] = {name: [] for name, _ in prepared}
+    statuses: list[int] = []
+    parts = urlsplit(url)
+    pool = [_Client(parts.hostname or "127.0.0.1", parts.port or 80) for _ in range(clients)]
+    await asyncio.gather(*(c.connect() for c in pool))
+
+    async def one_client(i: int, client: _Client, t0: float) -> None:
+        turn = 0
+        while True:
+            scheduled = t0 + (i / clients + turn) * period_s
+            if scheduled - t0 >= seconds:
+                return
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            name, request = prepared[turn % len(prepared)]
+            sent = time.perf_counter()
+            async with asyncio.timeout(60):
+                statuses.append(await client.send(request))
+            latencies[name].append(time.perf_counter() - sent)
+            sent_s[name].append(sent - t0)
+            turn += 1
+
+    cpu = time.process_time()
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(one_client(i, c, started) for i, c in enumerate(pool)))
+    finally:
+        await asyncio.gather(*(c.close() for c in pool))
+    return Mixed(latencies=latencies, sent_s=sent_s, statuses=statuses,
+                 wall_s=time.perf_counter() - started, client_cpu_s=time.process_time() - cpu)

@@ -2,16 +2,12 @@
 
 ``QuantSpec.from_dict`` is the one place where a caller's JSON becomes a spec; it raises
 ``InvalidSpecError`` naming the field and the value. ``QuantSpec.to_dict`` gives back the spec
-"as applied" (defaults filled in), which is what reports show.
-
-Two levels:
-
-- ``QuantizerSpec``: how one tensor (or one channel) is quantized: method, bits, support, ...
-- ``QuantSpec``: a ``QuantizerSpec`` plus what applies to a whole model: granularity, which
-  tensors are quantized (``include``, ``exclude``, ``min_elements``), per-tensor ``overrides``
-  and whether the package is entropy coded.
+"as applied" (defaults filled in), which is what reports show. Two levels: ``QuantizerSpec``,
+how one tensor (or channel) is quantized (method, bits, support, ...); ``QuantSpec``, that plus
+what applies to a whole model: granularity, which tensors are quantized (``include``,
+``exclude``, ``min_elements``), per-tensor ``overrides``, entropy coding, and a rate or
+distortion ``target`` in place of bits (validated in ``quantcore.target``).
 """
-
 from __future__ import annotations
 
 import dataclasses
@@ -30,6 +26,7 @@ from quantcore.checks import (
     whole_number,
 )
 from quantcore.errors import InvalidSpecError
+from quantcore.target import TARGET_FIELDS, RateTarget, target_dict, target_fields
 
 
 class Method(StrEnum):
@@ -101,7 +98,7 @@ RANGES: dict[str, FieldRange] = {
 # Group granularity: weights per scale along the reduction axis (a power of two).
 DEFAULT_GROUP_SIZE = 32
 # Granularity "auto" (the default): groups of 128 from 7 bits, 32 below, each keeping its whole
-# range; chosen by the outputs of the real models of bench/realmodels (README, "Real models").
+# range (first layers finer: quantcore.compress.auto_plan); chosen on bench/realmodels' outputs.
 AUTO_GROUP_SIZE_HIGH = 128
 AUTO_GROUP_SIZE_LOW = 32
 AUTO_HIGH_BITS = 7
@@ -273,10 +270,12 @@ class QuantSpec:
     group_size: int = DEFAULT_GROUP_SIZE
     zero_point: bool = True
     calibration: Calibration = Calibration.NONE
+    target: RateTarget | None = None  # quantcore.target: a goal instead of bits
+    rdoq: bool = False
 
     KNOWN_FIELDS = frozenset(
         {*QUANTIZER_FIELDS, "granularity", "include", "exclude", "min_elements", "overrides",
-         "entropy_coding", "group_size", "zero_point", "calibration"}
+         "entropy_coding", "group_size", "zero_point", "calibration", *TARGET_FIELDS}
     )
 
     @classmethod
@@ -294,6 +293,8 @@ class QuantSpec:
         granularity = Granularity.AUTO
         if "granularity" in data:
             granularity = enum_value(Granularity, "granularity", data["granularity"])
+        targeted = target_fields(data, data.get("granularity") and granularity.value)
+        granularity = Granularity.LAYER if "target" in targeted else granularity
         # Blocks keep their whole range unless the caller names a support (see AUTO_*).
         blocked = granularity in (Granularity.GROUP, Granularity.AUTO)
         base = QuantizerSpec(support=GROUP_DEFAULT_SUPPORT) if blocked else QuantizerSpec()
@@ -317,7 +318,7 @@ class QuantSpec:
             values["overrides"] = _overrides(data["overrides"], quantizer, blocked=blocked)
         if "calibration" in data:
             values["calibration"] = _calibration(data["calibration"], granularity)
-        return cls(**values)
+        return cls(**values, **targeted)
 
     def quantizer_for(self, name: str) -> QuantizerSpec:
         """The quantizer for tensor ``name``: the last matching override wins."""
@@ -338,7 +339,7 @@ class QuantSpec:
             entropy_coding=self.entropy_coding,
             group_size=self.group_size,
             zero_point=self.zero_point,
-            calibration=self.calibration.value,
+            calibration=self.calibration.value, **target_dict(self.target, self.rdoq),
         )
         return out
 

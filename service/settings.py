@@ -88,6 +88,18 @@ class Settings(BaseSettings):
     eval_batch_size: int = Field(
         default=256, gt=0, description="Samples per onnxruntime batch when evaluating accuracy."
     )
+    fidelity_budget_s: float = Field(
+        default=JobLimits.fidelity_budget_s, gt=0,
+        description="Seconds the fidelity check may spend measuring layers one by one when "
+        "a quantized model's output SQNR is under the warning threshold; the report says how "
+        "many were measured.",
+    )
+    fidelity_max_params: int = Field(
+        default=JobLimits.fidelity_max_params, ge=0,
+        description="Parameters over which a quantize job without an evaluation set skips the "
+        "fidelity check (both models run on synthetic inputs); the report says so. 0 skips "
+        "it always.",
+    )
     max_array_bytes: int = Field(
         default=_INPUTS.max_array_bytes, gt=0,
         description="Largest tensor or array an input file may declare (shape times item "
@@ -259,7 +271,9 @@ class Settings(BaseSettings):
     def job_limits(self) -> JobLimits:
         """The core's bounds for a job, from these settings."""
         return JobLimits(max_sweep_points=self.max_sweep_points,
-                         eval_batch_size=self.eval_batch_size, inputs=self.input_limits())
+                         eval_batch_size=self.eval_batch_size, inputs=self.input_limits(),
+                         fidelity_budget_s=self.fidelity_budget_s,
+                         fidelity_max_params=self.fidelity_max_params)
 
     @property
     def broker_is_redis(self) -> bool:

@@ -238,9 +238,12 @@ def _rtn(view: Any, axis: int, bits: int, block: int) -> Any:
     lo = np.minimum(blocks.min(axis=axis + 1, keepdims=True), 0.0)
     hi = np.maximum(blocks.max(axis=axis + 1, keepdims=True), 0.0)
     levels = (1 << bits) - 1
-    scale = (hi - lo) / levels
-    inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
+    scale = ((hi - lo) / levels).astype(np.float32)
+    # The codes are found in float64: a block of subnormal weights (seen in real models) has a
+    # subnormal float32 scale whose reciprocal overflows float32, and inf·0 gave NaN weights.
+    wide = scale.astype(np.float64)
+    inv = np.divide(1.0, wide, out=np.zeros_like(wide), where=wide > 0)
     zero = np.clip(np.rint(-lo * inv), 0, levels)
     q = np.clip(np.rint(blocks * inv) + zero, 0, levels)
-    deq = ((q - zero) * scale).reshape(padded.shape)
+    deq = ((q - zero) * wide).astype(np.float32).reshape(padded.shape)
     return deq[tuple(slice(0, length) if a == axis else slice(None) for a in range(view.ndim))]

@@ -23,6 +23,10 @@ integers little-endian)::
     chunks: the number of 32-bit ANS words of each chunk (uint32 each), then for each chunk
             its words followed by its ``ceil(n * raw_bits / 8)`` bytes of packed low bits
 
+Version 3 (``quantcore.coding.context``, written where it pays: see ``encode_codes``) codes
+each symbol under one of 8 frequency tables chosen by the magnitude class of the two symbols
+before it (its context); otherwise as version 2.
+
 Version 2 (written by default; ``quantcore.coding.rans``): chunks of 2M symbols, each coded by
 8 interleaved 64-bit rANS states with 32-bit renormalisation, compiled with numba and run on
 parallel threads; a chunk's words start with the 8 final states (two words each, low first).
@@ -40,9 +44,11 @@ the table, plus a few bytes a chunk (v2: 68 a chunk of 2M); see ``bench.bench_en
 
 from __future__ import annotations
 
+import numpy as np
 import numpy.typing as npt
 
-from quantcore.coding import rans
+from quantcore.coding import context, rans
+from quantcore.coding.parallel import run_all
 from quantcore.coding.symbols import (
     MAGIC,
     RAW_BITS_TOLERANCE,
@@ -60,13 +66,15 @@ __all__ = [
     "RAW_BITS_TOLERANCE",
     "VERSION",
     "VERSIONS",
+    "compile_kernels",
     "decode_codes",
+    "decode_plan",
     "empirical_entropy_bits",
     "encode_codes",
 ]
 
-VERSION = rans.VERSION  # written by default
-VERSIONS = (1, 2)  # decoded
+VERSION = rans.VERSION  # the order-0 stream, written where contexts do not pay
+VERSIONS = (1, 2, 3)  # decoded
 
 
 def empirical_entropy_bits(codes: npt.ArrayLike) -> float:
@@ -83,7 +91,7 @@ def encode_codes(
     codes: npt.ArrayLike,
     *,
     counts: npt.ArrayLike | None = None,
-    version: int = VERSION,
+    version: int | None = None,
     threads: int | None = None,
 ) -> bytes:
     """Entropy-code non-negative integer ``codes`` (< 2**16, any shape, read in C order).
@@ -97,10 +105,13 @@ def encode_codes(
     so it must be exact; only its shape and its sum (the number of codes) are checked (and in
     version 2 that every code has a count).
 
-    ``version`` 2 (the default) codes the chunks on ``threads`` threads (default: the cores;
-    the bytes do not depend on it); version 1 is the older single-threaded coder.
+    ``version``: None (the default) writes the context-modelled version 3 where it saves at
+    least ``context.MIN_GAIN`` over version 2, and version 2 elsewhere; 2 or 3 force that
+    version (3 falls back to 2 for fewer than two distinct high parts, where there is
+    nothing to model); 1 is the older single-threaded coder. Versions 2 and 3 code their
+    chunks on ``threads`` threads (default: the cores; the bytes do not depend on it).
     """
-    if version not in VERSIONS:
+    if version is not None and version not in VERSIONS:
         raise InvalidSpecError(f"entropy stream {version=} is not one of {VERSIONS}")
     flat = flat_codes(codes)
     if counts is not None:
@@ -113,6 +124,10 @@ def encode_codes(
         from quantcore.coding import entropy_v1
 
         return entropy_v1.encode(flat, histogram)
+    if version != 2:
+        stream = context.encode(flat, histogram, threads, force=version == 3)
+        if stream is not None:
+            return stream
     return rans.encode(flat, histogram, threads)
 
 
@@ -136,4 +151,40 @@ def decode_codes(
         from quantcore.coding import entropy_v1
 
         return entropy_v1.decode(fields, body)
+    if fields[1] == 3:
+        dtype, chunks = context.plan(fields, body)
+        out = np.empty(fields[5], dtype=dtype)
+        run_all(lambda c: c.fill(out[c.start : c.start + c.size]), chunks, threads)
+        return out
     return rans.decode(fields, body, threads)
+
+
+def decode_plan(
+    data: bytes | bytearray | memoryview, *, count: int | None = None
+) -> tuple[np.dtype, list[rans.Chunk]]:
+    """The stream's checked header and tables, as independent chunks to decode wherever the
+    caller wants them: the codes' dtype and, for each chunk, its first code, its size and a
+    ``fill(part)`` that decodes it into ``part`` (an array of that size and dtype), on any
+    thread. ``decode_codes`` is ``fill`` of every chunk into one array; a package's unpacking
+    fills each chunk straight into its place in ``model.onnx``. Checks as ``decode_codes``."""
+    fields, body = open_stream(data, VERSIONS)
+    if count is not None and fields[5] != count:
+        raise InvalidPackageError(f"entropy stream holds {fields[5]} codes, expected {count}")
+    if fields[1] == 2:
+        return rans.plan(fields, body)
+    if fields[1] == 3:
+        return context.plan(fields, body)
+
+    def whole(part: CodeArray) -> None:  # v1: one coder for each 4M codes, decoded together
+        from quantcore.coding import entropy_v1
+
+        part[:] = entropy_v1.decode(fields, body)
+
+    dtype = np.dtype(np.uint8 if fields[2] == 8 else np.uint16)
+    return dtype, [rans.Chunk(0, fields[5], whole)] if fields[5] else []
+
+
+def compile_kernels() -> None:
+    """Compile (or load from numba's disk cache) the kernels of streams v2 and v3."""
+    rans.compile_kernels()
+    context.compile_kernels()

@@ -13,6 +13,8 @@ them at its end (``8 * LANES`` bytes).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -69,6 +71,13 @@ def compile_kernels() -> None:
         for codes in (peaked, smooth, uniform):  # ANS; ANS and raw low bits; raw bits only
             fields, body = open_stream(encode(codes, count_codes(codes), 1), (VERSION,))
             decode(fields, body, 1)
+    pack_nibbles(np.arange(3, dtype=np.uint8), 1, np.empty(2, dtype=np.uint8))
+
+
+def pack_nibbles(codes: CodeArray, add: int, out: npt.NDArray[np.uint8]) -> None:
+    """``out`` = ``codes + add`` as 4-bit values two per byte, low nibble first (ONNX's INT4
+    and UINT4 ``raw_data``): ``ceil(codes.size / 2)`` bytes."""
+    kernels().pack_nibbles(codes, add & 0xF, out)
 
 
 def count_codes(flat: CodeArray) -> npt.NDArray[np.int64]:
@@ -191,9 +200,29 @@ def _encoder_rows(
     return rows
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """A part of a stream decodable on its own: codes ``[start, start + size)``, written by
+    ``fill`` into an array of ``size`` codes of the stream's dtype."""
+
+    start: int
+    size: int
+    fill: Callable[[CodeArray], None]
+
+
 def decode(fields: tuple[Any, ...], body: memoryview, threads: int | None) -> CodeArray:
     """The codes of a v2 stream whose header and CRC ``symbols.open_stream`` has checked."""
+    dtype, chunks = plan(fields, body)
+    out = np.empty(fields[5], dtype=dtype)
+    run_all(lambda c: c.fill(out[c.start : c.start + c.size]), chunks, threads)
+    return out
+
+
+def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[Chunk]]:
+    """The dtype of a checked v2 stream's codes and its chunks, once the table and the chunk
+    lengths are checked (nothing is decoded or allocated for the codes yet)."""
     _, _, width, raw_bits, precision, count, n_symbols, chunk, table_len, n_chunks, _ = fields
+    dtype = np.dtype(np.uint8 if width == 8 else np.uint16)
     symbols, freqs = decode_table(body[:table_len], n_symbols, width - raw_bits, 4)
     coded = n_symbols > 1
     if n_symbols and (int(freqs.sum()) != 1 << precision or precision > MAX_PRECISION
@@ -212,32 +241,30 @@ def decode(fields: tuple[Any, ...], body: memoryview, threads: int | None) -> Co
         )
     if (lengths < (2 * LANES if coded else 0)).any() or (not coded and lengths.any()):
         raise InvalidPackageError("entropy stream chunk table is corrupt")
-    out = np.empty(count, dtype=np.uint8 if width == 8 else np.uint16)
     if not chunked:
-        out[:] = symbols[0] if n_symbols == 1 else 0
-        return out
-    high = (symbols << raw_bits).astype(out.dtype)
+        constant = dtype.type(symbols[0] if n_symbols == 1 else 0)
+        return dtype, [Chunk(0, count, lambda part: part.fill(constant))] if count else []
+    high = (symbols << raw_bits).astype(dtype)
     tables = _decoder_tables(high, freqs, precision) if coded else None
-    jobs = []
+    chunks = []
     for index, (words_n, n) in enumerate(zip(lengths.tolist(), sizes, strict=True)):
         words = body[offset : offset + 4 * words_n]
         offset += 4 * words_n
         low = body[offset : offset + packed_size(n, raw_bits)]
         offset += len(low)
-        jobs.append((index, words, low, out[index * chunk : index * chunk + n]))
 
-    def one(job: tuple[int, memoryview, memoryview, CodeArray]) -> None:
-        index, words, low, part = job
-        packed = np.frombuffer(low, dtype=np.uint8)
-        packed.flags.writeable = False  # as from bytes: one kernel signature
-        if tables is None:
-            part[:] = high[0]
-            kernels().or_low(part, packed, raw_bits)
-        else:
-            _decode_chunk(_words(words), tables, precision, part, packed, raw_bits, index)
+        def fill(part: CodeArray, index: int = index, words: memoryview = words,
+                 low: memoryview = low) -> None:  # fmt: skip
+            packed = np.frombuffer(low, dtype=np.uint8)
+            packed.flags.writeable = False  # as from bytes: one kernel signature
+            if tables is None:
+                part[:] = high[0]
+                kernels().or_low(part, packed, raw_bits)
+            else:
+                _decode_chunk(_words(words), tables, precision, part, packed, raw_bits, index)
 
-    run_all(one, jobs, threads)
-    return out
+        chunks.append(Chunk(index * chunk, n, fill))
+    return dtype, chunks
 
 
 def _decoder_tables(

@@ -276,3 +276,19 @@ def count_codes(codes, counts):
         parts[0, codes[i]] += 1
     for b in range(counts.size):
         counts[b] += parts[0, b] + parts[1, b] + parts[2, b] + parts[3, b]
+
+
+@_jit
+def pack_nibbles(codes, add, out):
+    """``out[j]``: the low nibbles of ``codes[2j] + add`` (low) and ``codes[2j + 1] + add``
+    (high), as ONNX stores 4-bit tensors; ``out`` has ``ceil(codes.size / 2)`` bytes."""
+    n = codes.size
+    half = n // 2
+    a = np.uint32(add)
+    nib = np.uint32(0xF)
+    for j in range(half):
+        low = (np.uint32(codes[2 * j]) + a) & nib
+        high = (np.uint32(codes[2 * j + 1]) + a) & nib
+        out[j] = np.uint8(low | high << np.uint32(4))
+    if n % 2:
+        out[half] = np.uint8((np.uint32(codes[n - 1]) + a) & nib)

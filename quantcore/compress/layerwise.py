@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quantcore.compress.channel_support import row_choices
 from quantcore.compress.gptq import gptq_groups
 from quantcore.compress.groups import block_view, group_report_fields, quantize_groups
 from quantcore.compress.normalize import (
@@ -41,7 +42,7 @@ from quantcore.compress.normalize import (
 )
 from quantcore.compress.results import LayerReport, TensorRequest, TensorResult
 from quantcore.design import theory
-from quantcore.design.support import choose_support
+from quantcore.design.support import SupportChoice, choose_support
 from quantcore.errors import InvalidSpecError
 from quantcore.quantizers import Design, design, quantize
 from quantcore.quantizers.deadzone import DeadzoneDesign
@@ -98,11 +99,12 @@ class _Threshold:
     notes: tuple[str, ...] = ()
 
 
-def _threshold(spec: QuantizerSpec, sample: np.ndarray) -> _Threshold:
+def _threshold(spec: QuantizerSpec, sample: np.ndarray, choice: SupportChoice | None = None
+               ) -> _Threshold:  # fmt: skip
     # The MSE search quantizes ~60 times: it measures on at most MSE_LIMIT float32 weights.
     stride = max(1, sample.size // MSE_LIMIT)
     measured = np.asarray(sample.reshape(-1)[::stride], np.float32)
-    choice = choose_support(
+    choice = choice or choose_support(
         _support(spec), levels=spec.levels, normalized=sample, value=spec.support_value,
         error_at=functools.partial(_sample_mse, spec, measured),
     )  # fmt: skip
@@ -128,7 +130,8 @@ def _channel_plan(
         xmax = np.full(sample.shape[0], one.xmax)
         notes = one.notes
     else:
-        found = [_threshold(spec, row) for row in sample]
+        choices = row_choices(spec, sample, _support(spec), MSE_LIMIT)
+        found = [_threshold(spec, row, c) for row, c in zip(sample, choices, strict=True)]
         xmax = np.array([f.xmax for f in found])
         if any(f.notes for f in found):
             notes = ("constant channels: their data-driven support fell back to jayant",)
@@ -366,7 +369,7 @@ def quantize_tensors(
         for i, req in enumerate(requests):
             size = group_size
             if granularity is Granularity.AUTO:
-                size = auto_group_size(req.quantizer.bits)
+                size = req.group_size or auto_group_size(req.quantizer.bits)
             grouped = _run_blocks(req, size, zero_point)
             if grouped is None:
                 fallback = _per_channel(req)

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcore.errors import InvalidTensorError
+from quantcore.quantizers.kernels import sort_small_range
 from quantcore.quantizers.stats import Moments, chunk_moments
 
 FloatArray = npt.NDArray[np.float64]
@@ -197,7 +198,9 @@ def normalized_sample(
         picked = np.asarray(flat, np.float64)
     else:
         rng = np.random.default_rng(seed)
-        index = np.sort(rng.integers(0, flat.size, size=limit))
+        drawn = rng.integers(0, flat.size, size=limit)
+        # The same sorted indices as np.sort, in two linear passes instead of a sort.
+        index = sort_small_range(drawn, flat.size) if flat.size <= 1 << 32 else np.sort(drawn)
         picked = np.concatenate(
             [np.asarray(flat[index], np.float64), [moments.minimum, moments.maximum]]
         )

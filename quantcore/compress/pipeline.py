@@ -30,8 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from quantcore.compress.allocate import SAMPLE_LIMIT, Allocation, allocate, sample_tensor
+from quantcore.compress.auto_plan import AutoChoice, model_plan
 from quantcore.compress.hessian import LayerStats
 from quantcore.compress.layerwise import quantize_tensors
+from quantcore.compress.rdoq import rdoq_result
 from quantcore.compress.results import TensorRequest
 from quantcore.design.fits import fit_distributions
 from quantcore.formats.container import build_container
@@ -98,6 +101,7 @@ class QuantizedModel:
     skipped: tuple[Skipped, ...]
     distribution: dict[str, Any] | None
     quantize_s: float
+    allocation: Allocation | None = None  # spec.target: the common step and its quantizers
 
     @property
     def coded(self) -> dict[str, CodedWeight]:
@@ -110,18 +114,21 @@ def select_tensors(model: Model, spec: QuantSpec) -> Selection:
 
 
 def _request(
-    model: Model, name: str, spec: QuantSpec, stats: Mapping[str, LayerStats]
+    model: Model, name: str, spec: QuantSpec, stats: Mapping[str, LayerStats],
+    plan: Mapping[str, AutoChoice],
+    allocation: Allocation | None = None,
 ) -> TensorRequest:
     tensor = next(t for t in model.tensors if t.name == name)
     weights = model.array(name)  # in its own dtype: the layer report names it
     return TensorRequest(
         name=name,
         weights=weights,
-        quantizer=spec.quantizer_for(name),
+        quantizer=allocation.quantizers[name] if allocation else spec.quantizer_for(name),
         channel_axis=tensor.channel_axis,
         block_axis=tensor.block_axis,
         block_trailing=tensor.block_trailing,
         stats=stats.get(name),
+        group_size=plan[name].group_size if name in plan else None,
     )
 
 
@@ -145,6 +152,8 @@ def _quantize_batch(
     results = quantize_tensors(
         requests, spec.granularity, group_size=spec.group_size, zero_point=spec.zero_point
     )
+    if spec.rdoq:
+        results = [rdoq_result(r, q.weights) for r, q in zip(results, requests, strict=True)]
     requests.clear()
     parts = [
         (r.name, r.quantized.codes, r.quantized.code_min, r.quantized.code_max,
@@ -195,10 +204,12 @@ def quantize_model(
     sizes = {t.name: t.size for t in model.tensors}
     total = max(sum(sizes[n] for n in selection.quantize), 1)
     share = min(1.0, FIT_SAMPLE / total)
+    plan = model_plan(model, spec, selection.quantize)
     if spec.granularity is Granularity.MODEL:
         batches = [list(selection.quantize)]  # one quantizer sees every weight
     else:
         batches = [[n] for n in selection.quantize]
+    allocation = _allocate(model, spec, selection.quantize) if spec.target else None
     samples: list[np.ndarray] = []
     coded: list[CodedWeight] = []
     done = 0
@@ -218,7 +229,7 @@ def quantize_model(
 
         for index, names in enumerate(batches):
             # Reading stays on this thread: protobuf messages are not shared between threads.
-            requests = [_request(model, n, spec, stats or {}) for n in names]
+            requests = [_request(model, n, spec, stats or {}, plan, allocation) for n in names]
             pending.append((names, pool.submit(_quantize_batch, requests, spec, share, index)))
             del requests
             while len(pending) > max(1, workers):
@@ -226,6 +237,9 @@ def quantize_model(
         while pending:
             collect()
     distribution = _fit(np.concatenate(samples)) if samples else None
+    for weight in coded:  # why auto gave each tensor its blocks (the layer row's "choice")
+        if weight.name in plan:
+            weight.layer["choice"] = plan[weight.name].reason
     return QuantizedModel(
         source=model,
         spec=spec,
@@ -233,7 +247,17 @@ def quantize_model(
         skipped=selection.skipped,
         distribution=distribution,
         quantize_s=time.perf_counter() - start,
+        allocation=allocation,
     )
+
+
+def _allocate(model: Model, spec: QuantSpec, names: tuple[str, ...]) -> Allocation:
+    """``allocate`` on every selected tensor, read one at a time (a sample of each)."""
+    sizes = {t.name: t.size for t in model.tensors}
+    share = min(1.0, SAMPLE_LIMIT / max(sum(sizes[n] for n in names), 1))
+    samples = {n: sample_tensor(model.array(n), share, i) for i, n in enumerate(names)}
+    assert spec.target is not None
+    return allocate(samples, spec.target, rdoq=spec.rdoq)
 
 
 def _fit(pooled: np.ndarray) -> dict[str, Any] | None:

@@ -24,6 +24,7 @@ class TensorRequest:
     block_axis: int | None = None  # the axis a layer sums over, for granularity "group"
     block_trailing: bool = False  # blocks run over the axes after block_axis too (Conv)
     stats: LayerStats | None = None  # calibration inputs' Hessian: granularity group uses GPTQ
+    group_size: int | None = None  # granularity "auto": its plan's block size (None: the rule)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,24 +2,26 @@
 as each tensor is done, and the artifacts are written from there.
 
 ``quantize_streamed`` runs ``pipeline.quantize_model`` with a sink that appends each tensor's
-codes to a *codes* file and its ``model.qpack`` section to a *bodies* file, in a spool folder,
-and keeps of the tensor only its decoder and report row. The returned model's codes are
-read-only views of the codes file, mapped from disk: the report's histograms and the fidelity
-check read them as they would arrays. Pages of a mapping that were read count in the process's
-RSS until they are dropped, so each reader of all the codes calls ``CodeSpool.release`` after
-each tensor (the pages stay in the page cache; a later read maps them again).
+codes to a *codes* file in a spool folder and its section to the package being written there
+(``quantcore.formats.qpack_stream``: layout 3 puts the sections first), and keeps of the
+tensor only its decoder and report row. The returned model's codes are read-only views of the
+codes file, mapped from disk: the report's histograms and the fidelity check read them as they
+would arrays. Pages of a mapping that were read count in the process's RSS until they are
+dropped, so each reader of all the codes calls ``CodeSpool.release`` after each tensor (the
+pages stay in the page cache; a later read maps them again).
 
 ``write_streamed`` then writes ``model.onnx`` (``quantcore.formats.onnx_stream``: each code
 tensor's bytes made from its mapped codes when its turn comes; past 2 GB with external data)
-and ``model.qpack`` (``quantcore.formats.qpack_stream``: the bodies file copied after the
-header). Both are byte for byte what ``pipeline.write_artifacts`` writes for the same model.
-A model written with external data has no SHA-256 in its package, so its package is written
-first and the bodies file removed before ``model.onnx.data`` is: the disk holds the codes
-twice at most, not three times.
+and finishes the package: its skeleton is cut from the ``model.onnx`` just written, mapped,
+where the writer recorded each code tensor's place. Both are byte for byte what
+``pipeline.write_artifacts`` writes for the same model. A model written with external data
+has its package finished first (from the proto, which saving changes), so the disk holds the
+codes as the spool's codes file, the package and ``model.onnx.data``, each once.
 
 Memory, whatever the model's size: the tensors being quantized (``pipeline.WORKERS`` and one
 read ahead, each with its temporaries), the skeleton (graph, scales and float tensors, no
-codes; serialized and compressed once) and one code tensor's bytes while it is written.
+codes) and one code tensor's bytes while it is written; the package's skeleton and piece
+hashes read ``model.onnx`` through a mapping (page cache).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from quantcore.compress.pipeline import (
 )
 from quantcore.formats.containers import code_raw_data
 from quantcore.formats.load import Model
+from quantcore.formats.model import ModelFormat
 from quantcore.formats.onnx_reader import OnnxModel
 from quantcore.formats.onnx_stream import (
     CodeData,
@@ -51,11 +54,11 @@ from quantcore.formats.onnx_stream import (
     save_onnx_streamed,
 )
 from quantcore.formats.onnx_writer import WrittenModel
-from quantcore.formats.qpack_stream import compressed_skeleton, write_package
+from quantcore.formats.qpack_stream import StreamedPackage
 from quantcore.spec import QuantSpec
 
 CODES_FILE = "codes.bin"
-BODIES_FILE = "bodies.bin"
+PACKAGE_FILE = "model.qpack"
 ALIGN = 64  # each tensor's codes start on a multiple of this in the codes file
 
 
@@ -67,22 +70,22 @@ class _Place:
 
 
 class CodeSpool:
-    """The codes and package sections of quantized tensors, on disk in a folder."""
+    """The codes of quantized tensors in a folder on disk, and their package being written
+    there (moved to the output folder when it is finished)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, fmt: ModelFormat) -> None:
         folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
         self.codes_path = folder / CODES_FILE
-        self.bodies_path = folder / BODIES_FILE
         self._codes: IO[bytes] | None = self.codes_path.open("wb")
-        self._bodies: IO[bytes] | None = self.bodies_path.open("wb")
+        self.package = StreamedPackage(folder / PACKAGE_FILE, fmt)
         self.places: dict[str, _Place] = {}
-        self.body_lengths: dict[str, int] = {}
         self._map: mmap.mmap | None = None
 
     def take(self, weight: CodedWeight) -> CodedWeight:
         """Write ``weight``'s codes and section; keep the rest (codes as an empty stand-in
         until ``mapped``)."""
-        assert self._codes is not None and self._bodies is not None, "spool closed"
+        assert self._codes is not None, "spool closed"
         codes = np.ascontiguousarray(weight.codes)
         offset = self._codes.tell()
         pad = -offset % ALIGN
@@ -91,16 +94,14 @@ class CodeSpool:
             offset += pad
         self._codes.write(codes.reshape(-1).view(np.uint8).data)
         self.places[weight.name] = _Place(offset=offset, dtype=codes.dtype, shape=codes.shape)
-        self._bodies.write(weight.body)
-        self.body_lengths[weight.name] = len(weight.body)
+        self.package.add(weight.name, weight.body)
         return dataclasses.replace(weight, codes=np.empty(0, codes.dtype), body=b"")
 
     def mapped(self, weights: tuple[CodedWeight, ...]) -> tuple[CodedWeight, ...]:
         """``weights`` with their codes as read-only views of the codes file (closed now)."""
-        for handle in (self._codes, self._bodies):
-            if handle is not None:
-                handle.close()
-        self._codes = self._bodies = None
+        if self._codes is not None:
+            self._codes.close()
+            self._codes = None
         size = self.codes_path.stat().st_size
         if size == 0:
             return weights
@@ -131,10 +132,10 @@ class CodeSpool:
 
     def close(self) -> None:
         """Close the files (the mapping stays while codes views of it are alive)."""
-        for handle in (self._codes, self._bodies):
-            if handle is not None:
-                handle.close()
-        self._codes = self._bodies = None
+        if self._codes is not None:
+            self._codes.close()
+            self._codes = None
+        self.package.close()
 
 
 def quantize_streamed(
@@ -165,7 +166,6 @@ def write_streamed(
         raise TypeError("write_streamed writes ONNX models; weights files use write_artifacts")
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    skeleton = compressed_skeleton(written)  # before the writer moves tensors out
     codes: dict[str, CodeData] = {}
     for weight in qmodel.weights:
         storage = written.codes[weight.name]
@@ -174,26 +174,16 @@ def write_streamed(
             make=_maker(spool, weight, storage.elem_type),
         )
     model_path = out_dir / "model.onnx"
-    external = needs_external_data(written.proto, codes)
-    saved = None
-    if not external:  # the package holds the SHA-256 of model.onnx: written first
+    package = spool.package
+    package.describe(written, [(w.name, w) for w in qmodel.weights], qmodel.spec.entropy_coding)
+    if needs_external_data(written.proto, codes):  # the package first: saving changes the proto
+        package.finish_proto(written)
         saved = save_onnx_streamed(written.proto, model_path, codes)
-    package = write_package(
-        out_dir / "model.qpack",
-        written=written,
-        skeleton=skeleton,
-        tensors=[(w.name, w) for w in qmodel.weights],
-        body_lengths=spool.body_lengths,
-        bodies_file=spool.bodies_path,
-        fmt=qmodel.source.format,
-        entropy_coding=qmodel.spec.entropy_coding,
-        onnx_sha256=None if saved is None else saved.sha256,
-        onnx_size=None if saved is None else saved.size,
-    )
-    if saved is None:  # no hash to wait for: the sections' copy goes before the codes are out
-        spool.bodies_path.unlink()
+    else:
         saved = save_onnx_streamed(written.proto, model_path, codes)
-    paths = (*saved.paths, package.path)
+        package.finish(model_path, saved.regions)
+    package_path = package.path.replace(out_dir / PACKAGE_FILE)
+    paths = (*saved.paths, package_path)
     return Artifacts(
         paths=paths,
         sizes={p.name: p.stat().st_size for p in paths},

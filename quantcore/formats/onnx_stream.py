@@ -17,7 +17,6 @@ makes the tensor's ``raw_data`` on demand. The files are byte for byte what
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -65,8 +64,9 @@ def code_nbytes(count: int, elem_type: int) -> int:
 @dataclass(frozen=True, kw_only=True)
 class SavedOnnx:
     paths: tuple[Path, ...]
-    sha256: str | None  # of model.onnx when it is one file; None with external data
-    size: int | None
+    # Where each code initializer's raw_data is in model.onnx, as (offset, length), when it is
+    # one file (what qpack_writer.PackageWriter.finish cuts out); None with external data.
+    regions: dict[str, tuple[int, int]] | None
 
 
 def _varint(value: int) -> bytes:
@@ -165,16 +165,17 @@ def save_onnx_streamed(
     splicer = _Splicer(codes)
     pieces, size = splicer.pieces(skeleton)
     if size < onnx_writer.MAX_INLINE_BYTES:  # looked up here: tests scale the limit down
-        digest = hashlib.sha256()
+        regions = {}
         with path.open("wb") as out:
             for piece in pieces:
                 data = piece if isinstance(piece, bytes) else _made(codes, piece)
-                digest.update(data)
+                if isinstance(piece, str):
+                    regions[piece] = (out.tell(), len(data))
                 out.write(data)
                 del data
-        return SavedOnnx(paths=(path,), sha256=digest.hexdigest(), size=size)
+        return SavedOnnx(paths=(path,), regions=regions)
     del pieces
-    return SavedOnnx(paths=_save_external(skeleton, path, codes), sha256=None, size=None)
+    return SavedOnnx(paths=_save_external(skeleton, path, codes), regions=None)
 
 
 def _made(codes: Mapping[str, CodeData], name: str) -> bytes:

@@ -1,84 +1,108 @@
 """``model.qpack``: the compact package of a quantized model, and its exact inverse.
 
-A package holds the final ``model.onnx`` in two parts: the *skeleton* (the whole ModelProto
-with the ``raw_data`` of every code tensor emptied: graph, scales, offsets, codebooks and the
-tensors left in float), compressed with zstd; and each code tensor's integer codes, shifted
-to start at zero and entropy-coded (``quantcore.coding.entropy``) or, with
-``entropy_coding=false``, bit-packed at their code width (``quantcore.coding.packing``). Unpacking
-refills each code tensor's ``raw_data`` (4-bit types two per byte, low nibble first, as ONNX
-stores them) and serializes: the result is ``model.onnx`` byte for byte, which is checked
-against the SHA-256 stored in the header.
+A package holds the final ``model.onnx`` in two parts: the *skeleton* (every byte of
+``model.onnx`` but the ``raw_data`` of its code tensors: graph, scales, offsets, codebooks and
+the tensors left in float), compressed with zstd; and each code tensor's integer codes,
+shifted to start at zero and entropy-coded (``quantcore.coding.entropy``) or, with
+``entropy_coding=false``, bit-packed at their code width (``quantcore.coding.packing``).
+Unpacking decodes each tensor straight into its place in ``model.onnx`` (4-bit types two per
+byte, low nibble first, as ONNX stores them) and checks the SHA-256 of every 16 MiB piece.
 
-Layout, version 2 (integers little-endian; version 1, still read, is the same but for its
-entropy streams, all ``QENT`` v1)::
+Layout, version 3 (written; integers little-endian; ``docs/qpack.md`` has the details)::
 
-    prefix (16 bytes, struct "<8sHHI"): magic b"QPACK\\r\\n\\x1a", version (2), flags (0),
-                                        length of the header in bytes
+    prefix (16 bytes, struct "<8sHHI"): magic b"QPACK\\r\\n\\x1a", version (3), flags (0), 0
+    sections: each tensor's codes, appended as they come, then the skeleton (zstd)
     header: UTF-8 JSON object
         format:    "onnx" | "safetensors" | "npz"   (what unpacking writes)
-        onnx:      {sha256, size, external_data}     (of the model.onnx the package restores;
-                                                      null past 2 GB, see below)
-        skeleton:  {offset, length, raw_size, codec: "zstd"}
+        onnx:      {size, external_data, piece_bytes, piece_sha256: [...]}
+        skeleton:  {offset, length, raw_size, codec: "zstd", kind: "cut" | "proto"}
         tensors:   [{name, initializer, elem_type, shape, code_min, code_max,
-                     coding: "entropy" | "packed", bits, offset, length}]
-    sections: the skeleton and each tensor's codes, at ``offset`` bytes after the header
+                     coding: "entropy" | "packed", bits, offset, length, at, raw_length}]
+    trailer (16 bytes, struct "<QI4s"): header offset, header length, b"QIDX"
 
-A model.onnx past 2 GB is written with external data (``model.onnx`` + ``model.onnx.data``);
-its package stores no SHA-256 (there is no single byte string) and ``unpack_file`` rewrites
-both files with the same writer. The skeleton's zstd frame carries a checksum and every
-entropy stream a CRC-32, so corruption is still detected.
+Section offsets count from the package's first byte; ``at`` is where the tensor's
+``raw_data`` bytes are in ``model.onnx``. The header goes last so that a writer can stream
+the tensors' sections (``qpack_writer.PackageWriter``).
+
+A model.onnx past 2 GB is written with external data (``model.onnx`` + ``model.onnx.data``):
+its skeleton is the ``ModelProto`` with the codes' ``raw_data`` emptied (``kind: "proto"``, as
+in layouts 1 and 2, which are still read: ``qpack_proto``) and ``unpack_file`` rewrites both
+files with the same writer. The skeleton's zstd frame carries a checksum and every entropy
+stream a CRC-32, so corruption is still detected.
 
 For weights-only inputs the ONNX model is the container graph of
 ``quantcore.formats.container``; unpacking runs it and writes the weights file.
 
-Unpacking decodes the tensors on a few threads (``UNPACK_THREADS``, the cores), each
-stream's chunks on the coder's own threads; the protobuf message is filled on the calling
-thread, in the header's order.
-
 Errors: a truncated or corrupt package, an unknown magic or version, or a restored model
-whose SHA-256 differs all raise ``InvalidPackageError`` with what is wrong.
+whose hash differs all raise ``InvalidPackageError`` with what is wrong. Every size a header
+declares is bounded by the package's length (``qpack_common.output_bound``) before anything
+is allocated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
-import struct
-from collections import deque
-from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+import io
+import mmap
+import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-import zstandard
 
-from quantcore.coding.entropy import decode_codes, encode_codes
-from quantcore.coding.packing import pack_bits, unpack_bits
-from quantcore.coding.parallel import cores
+from quantcore.coding.entropy import encode_codes
+from quantcore.coding.packing import pack_bits
 from quantcore.errors import InvalidPackageError
+from quantcore.formats import qpack_restore
 from quantcore.formats.container import container_arrays, container_metadata
 from quantcore.formats.model import ModelFormat
-from quantcore.formats.onnx_reader import walk_graphs
 from quantcore.formats.onnx_writer import (
     CodedTensor,
     WrittenModel,
-    code_raw_data,
     save_onnx,
     serialize,
     serialize_inline,
 )
+from quantcore.formats.qpack_common import (
+    MAGIC,
+    VERSION,
+    VERSIONS,
+    code_bits,
+    narrow_codes,
+    package_format,
+    read_header,
+    shifted_codes,
+)
+from quantcore.formats.qpack_proto import restore_proto, skeleton, tensor_entry
+from quantcore.formats.qpack_writer import PackageWriter
 from quantcore.formats.weights_io import write_npz, write_safetensors
 
-MAGIC = b"QPACK\r\n\x1a"
-VERSION = 2  # written; the entropy streams may be QENT v2
-VERSIONS = (1, 2)  # read
-UNPACK_THREADS = cores()  # tensors coded or decoded at once
-_FOUR_BIT = frozenset({onnx.TensorProto.INT4, onnx.TensorProto.UINT4})
-_PREFIX = struct.Struct("<8sHHI")
-ZSTD_LEVEL = 3
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "VERSIONS",
+    "Package",
+    "PackageWriter",
+    "code_bits",
+    "encode_body",
+    "pack",
+    "package_format",
+    "read_header",
+    "skeleton",
+    "tensor_entry",
+    "unpack",
+    "unpack_file",
+    "unpack_model",
+]
+
+UNPACK_THREADS = qpack_restore.UNPACK_THREADS  # threads that code or decode at once
+_shifted = shifted_codes
+_codes = narrow_codes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,39 +114,6 @@ class Package:
     code_bytes: int
 
 
-def _code_tensors(proto: onnx.ModelProto, names: set[str]) -> dict[str, onnx.TensorProto]:
-    found = {}
-    for graph, _ in walk_graphs(proto.graph, "graph"):
-        for init in graph.initializer:
-            if init.name in names:
-                found[init.name] = init
-    return found
-
-
-def skeleton(written: WrittenModel) -> bytes:
-    """The serialized model with the code tensors' ``raw_data`` emptied (the proto is left as
-    it was)."""
-    tensors = _code_tensors(written.proto, {c.initializer for c in written.codes.values()})
-    stash = {name: t.raw_data for name, t in tensors.items()}
-    try:
-        for tensor in tensors.values():
-            tensor.ClearField("raw_data")
-        return written.proto.SerializeToString()
-    finally:
-        for name, tensor in tensors.items():
-            tensor.raw_data = stash[name]
-
-
-def _shifted(coded: CodedTensor) -> np.ndarray:
-    span = int(coded.code_max) - int(coded.code_min)
-    dtype = np.uint8 if span < 256 else np.uint16
-    return (np.asarray(coded.codes) - int(coded.code_min)).astype(dtype)
-
-
-def code_bits(coded: CodedTensor) -> int:
-    return max(1, (int(coded.code_max) - int(coded.code_min)).bit_length())
-
-
 def encode_body(
     coded: CodedTensor, entropy_coding: bool, counts: np.ndarray | None = None
 ) -> bytes:
@@ -131,7 +122,7 @@ def encode_body(
     ``counts`` is the codes' bincount by their unsigned bit pattern (``StreamResult.counts``:
     code ``c`` in bin ``c mod len(counts)``), when known; it spares the coder a counting pass.
     """
-    shifted = _shifted(coded)
+    shifted = shifted_codes(coded)
     if not entropy_coding:
         return pack_bits(shifted, code_bits(coded))
     if counts is not None:  # bin s of the shifted codes holds code_min + s
@@ -157,71 +148,18 @@ def pack(
     """
     if onnx_bytes is None:
         onnx_bytes = serialize_inline(written.proto)
-    # Past 2 GB model.onnx is written with external data and has no single byte string to
-    # hash; the sections' own checksums (zstd, entropy CRC) guard the package then.
-    onnx_info: dict[str, Any] = {"sha256": None, "size": None, "external_data": True}
-    if onnx_bytes is not None:
-        onnx_info = {
-            "sha256": hashlib.sha256(onnx_bytes).hexdigest(),
-            "size": len(onnx_bytes),
-            "external_data": False,
-        }
-    raw_skeleton = skeleton(written)
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
-    sections = [compressor.compress(raw_skeleton)]
-    header: dict[str, Any] = {
-        "format": fmt.value,
-        "onnx": onnx_info,
-        "skeleton": {
-            "offset": 0,
-            "length": len(sections[0]),
-            "raw_size": len(raw_skeleton),
-            "codec": "zstd",
-        },
-        "tensors": [],
-    }
-    offset = len(sections[0])
     if bodies is None:
         bodies = _encode_bodies(coded, entropy_coding)
+    file = io.BytesIO()
+    writer = PackageWriter(file, fmt)
     for name, tensor in coded.items():
-        body = bodies[name]
-        header["tensors"].append(
-            tensor_entry(name, written, tensor, entropy_coding, offset, len(body))
-        )
-        sections.append(body)
-        offset += len(body)
-    data = b"".join([header_bytes(header), *sections])
-    return Package(data=data, skeleton_bytes=len(sections[0]), code_bytes=offset - len(sections[0]))
-
-
-def tensor_entry(
-    name: str,
-    written: WrittenModel,
-    tensor: CodedTensor,
-    entropy_coding: bool,
-    offset: int,
-    length: int,
-) -> dict[str, Any]:
-    """The header's entry of one code tensor whose section is ``length`` bytes at ``offset``."""
-    storage = written.codes[name]
-    return {
-        "name": name,
-        "initializer": storage.initializer,
-        "elem_type": storage.elem_type,
-        "shape": list(np.shape(tensor.codes)),
-        "code_min": int(tensor.code_min),
-        "code_max": int(tensor.code_max),
-        "coding": "entropy" if entropy_coding else "packed",
-        "bits": code_bits(tensor),
-        "offset": offset,
-        "length": length,
-    }
-
-
-def header_bytes(header: dict[str, Any]) -> bytes:
-    """The prefix and the JSON header: what comes before the sections."""
-    text = json.dumps(header, separators=(",", ":")).encode()
-    return _PREFIX.pack(MAGIC, VERSION, 0, len(text)) + text
+        writer.add(name, tensor_entry(name, written, tensor, entropy_coding), bodies[name])
+    if onnx_bytes is None:  # past 2 GB: saved with external data, no single byte string
+        writer.finish_proto(written)
+    else:
+        writer.finish(onnx_bytes)
+    return Package(data=file.getvalue(), skeleton_bytes=writer.skeleton_bytes,
+                   code_bytes=writer.code_bytes)  # fmt: skip
 
 
 def _encode_bodies(coded: Mapping[str, CodedTensor], entropy_coding: bool) -> dict[str, bytes]:
@@ -232,137 +170,40 @@ def _encode_bodies(coded: Mapping[str, CodedTensor], entropy_coding: bool) -> di
         return dict(zip(coded, done, strict=True))
 
 
-def read_header(data: bytes | memoryview) -> tuple[dict[str, Any], int]:
-    """The header of a package and the position where its sections start."""
-    view = memoryview(data)
-    if len(view) < _PREFIX.size:
-        raise InvalidPackageError(f"package truncated: {len(view)} bytes, less than the prefix")
-    magic, version, _, length = _PREFIX.unpack_from(view)
-    if magic != MAGIC:
-        raise InvalidPackageError(f"not a .qpack package: {magic=}, expected {MAGIC!r}")
-    if version not in VERSIONS:
-        raise InvalidPackageError(
-            f"package {version=} is not supported (only {', '.join(map(str, VERSIONS))})"
-        )
-    start = _PREFIX.size + length
-    if start > len(view):
-        raise InvalidPackageError(f"package truncated inside its {length}-byte header")
-    try:
-        header = json.loads(bytes(view[_PREFIX.size : start]))
-        header["format"] = ModelFormat(header["format"]).value
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidPackageError(f"package header is corrupt: {exc}") from None
-    return header, start
-
-
-def package_format(path: Path) -> str:
-    """The format (``"onnx"``, ``"safetensors"`` or ``"npz"``) of the model that the package
-    at ``path`` restores; only its header is read."""
-    with path.open("rb") as file:
-        prefix = file.read(_PREFIX.size)
-        if len(prefix) == _PREFIX.size and prefix.startswith(MAGIC):  # else read_header says why
-            prefix += file.read(_PREFIX.unpack_from(prefix)[3])
-    return str(read_header(prefix)[0]["format"])
-
-
-def _section(view: memoryview, start: int, entry: dict[str, Any], what: str) -> memoryview:
-    begin, length = start + int(entry["offset"]), int(entry["length"])
-    if begin + length > len(view):
-        raise InvalidPackageError(
-            f"package truncated: {what} needs bytes [{begin}, {begin + length}) of {len(view)}"
-        )
-    return view[begin : begin + length]
+def _cut(header: dict[str, Any]) -> bool:
+    """Whether the package's skeleton is model.onnx's bytes cut around the codes."""
+    return header["version"] >= 3 and header["skeleton"].get("kind") == "cut"
 
 
 def unpack_model(data: bytes | memoryview) -> tuple[ModelFormat, onnx.ModelProto, str | None]:
     """The package's format, the restored model and the SHA-256 its bytes must have (``None``
-    for a model written with external data)."""
+    when the package holds piece hashes or a model written with external data)."""
     header, start = read_header(data)
-    view = memoryview(data)
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(
-            _section(view, start, header["skeleton"], "the skeleton"),
-            max_output_size=int(header["skeleton"]["raw_size"]),
-        )
-        proto = onnx.ModelProto.FromString(raw)
-    except (zstandard.ZstdError, ValueError, KeyError) as exc:
-        raise InvalidPackageError(f"package skeleton is corrupt: {exc}") from None
-    entries = header.get("tensors", [])
-    tensors = _code_tensors(proto, {e["initializer"] for e in entries})
-    for entry in entries:
-        if entry["initializer"] not in tensors:
-            raise InvalidPackageError(f"package codes of {entry['name']!r} do not fit the model")
-    for entry, raw in _raw_data(view, start, entries):
-        tensors[entry["initializer"]].raw_data = raw
-    return ModelFormat(header["format"]), proto, header["onnx"].get("sha256")
-
-
-def _raw_data(
-    view: memoryview, start: int, entries: list[dict[str, Any]]
-) -> Iterator[tuple[dict[str, Any], bytes]]:
-    """Each entry with its tensor's ``raw_data``, in order, decoded ``UNPACK_THREADS`` at a
-    time (plus as many done and waiting, to bound memory)."""
-    with ThreadPoolExecutor(max_workers=max(1, UNPACK_THREADS)) as pool:
-        pending: deque[tuple[dict[str, Any], Future[bytes]]] = deque()
-        try:
-            for entry in entries:
-                pending.append((entry, pool.submit(_tensor_raw_data, view, start, entry)))
-                if len(pending) >= 2 * UNPACK_THREADS:
-                    entry, future = pending.popleft()
-                    yield entry, future.result()
-            while pending:
-                entry, future = pending.popleft()
-                yield entry, future.result()
-        finally:
-            for _, future in pending:
-                future.cancel()
-
-
-def _tensor_raw_data(view: memoryview, start: int, entry: dict[str, Any]) -> bytes:
-    """One code tensor's ``raw_data``, from its section (on a worker thread)."""
-    body = _section(view, start, entry, f"codes of {entry['name']!r}")
-    count = int(np.prod(entry["shape"], dtype=np.int64))
-    if entry["coding"] == "entropy":
-        shifted = decode_codes(body, count=count)
-    else:
-        shifted = unpack_bits(body, int(entry["bits"]), count)
-    if shifted.size != count:
-        raise InvalidPackageError(f"package codes of {entry['name']!r} do not fit the model")
-    elem_type = int(entry["elem_type"])
-    return code_raw_data(_codes(shifted, int(entry["code_min"]), elem_type), elem_type)
-
-
-def _codes(shifted: np.ndarray, code_min: int, elem_type: int) -> np.ndarray:
-    """``shifted + code_min`` in the narrowest type that ``code_raw_data`` stores exactly:
-    the container's own (sums wrap modulo its width, and the codes fit in it), the low
-    nibble for 4-bit containers; int32 for anything else."""
-    if elem_type in _FOUR_BIT:
-        if shifted.dtype == np.uint8:
-            return shifted + np.uint8(code_min & 0xF)  # only the low nibble is stored
-    else:
-        try:
-            target = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
-        except (KeyError, TypeError, ValueError):  # not a type: code_raw_data says so
-            target = np.dtype(np.float32)
-        if target.kind in "iu" and shifted.itemsize <= target.itemsize:
-            info = np.iinfo(target)
-            if info.min <= code_min <= info.max:
-                codes = shifted.astype(target)
-                codes += target.type(code_min)  # wraps modulo the width, as it must
-                return codes
-    return shifted.astype(np.int32) + code_min
+    fmt = ModelFormat(header["format"])
+    if _cut(header):
+        return fmt, onnx.ModelProto.FromString(unpack(data)[1]), None
+    proto = restore_proto(memoryview(data), header, start)
+    return fmt, proto, header["onnx"].get("sha256")
 
 
 def unpack(data: bytes | memoryview) -> tuple[ModelFormat, bytes]:
     """The package's format and the exact bytes of the ``model.onnx`` it was built from
-    (checked against the stored SHA-256)."""
-    fmt, proto, expected = unpack_model(data)
-    return fmt, _checked_bytes(proto, expected)
+    (checked against the stored hashes)."""
+    header, start = read_header(data)
+    fmt = ModelFormat(header["format"])
+    view = memoryview(data).cast("B")
+    if _cut(header):
+        layout = qpack_restore.check(view, header)
+        out = bytearray(layout.size)
+        qpack_restore.fill(view, layout, np.frombuffer(out, dtype=np.uint8), UNPACK_THREADS)
+        return fmt, bytes(out)
+    proto = restore_proto(view, header, start)
+    return fmt, _checked_bytes(proto, header["onnx"].get("sha256"), header["onnx"])
 
 
-def _checked_bytes(proto: onnx.ModelProto, expected: str | None) -> bytes:
+def _checked_bytes(proto: onnx.ModelProto, expected: str | None, info: dict[str, Any]) -> bytes:
     """The serialized ``proto``, whose SHA-256 must be ``expected``."""
-    if expected is None:
+    if info.get("external_data"):
         raise InvalidPackageError(
             "this package holds a model over 2 GB (written with external data); restore it "
             "to files with unpack_file"
@@ -382,13 +223,34 @@ def unpack_file(package: Path, out: Path) -> tuple[Path, ...]:
     ``.safetensors``/``.npz`` file with the dequantized weights; a model over 2 GB as ``out``
     and ``out.data`` (external data), as the job wrote it. Returns the files written."""
     try:
-        data = package.read_bytes()
+        with package.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
     except OSError as exc:
         raise InvalidPackageError(f"cannot read {package.name}: {exc.strerror}") from None
-    fmt, proto, expected = unpack_model(data)
-    if fmt is ModelFormat.ONNX and expected is None:
-        return save_onnx(proto, out)  # the same writer, so the same files
-    model_bytes = _checked_bytes(proto, expected)  # decoded once, above
+    try:
+        return _unpack_view(memoryview(mapped if mapped is not None else b""), out)
+    finally:
+        _close(mapped)
+
+
+def _close(mapped: mmap.mmap | None) -> None:
+    """Unmap, unless an error's traceback still holds a view of it (then the mapping goes
+    when that is collected)."""
+    if mapped is not None:
+        with contextlib.suppress(BufferError):
+            mapped.close()
+
+
+def _unpack_view(view: memoryview, out: Path) -> tuple[Path, ...]:
+    header, start = read_header(view)
+    fmt = ModelFormat(header["format"])
+    if fmt is ModelFormat.ONNX and _cut(header):
+        _restore_to_file(view, header, out)
+        return (out,)
+    if fmt is ModelFormat.ONNX and header["onnx"].get("external_data"):
+        return save_onnx(restore_proto(view, header, start), out)  # same writer, same files
+    model_bytes = unpack(view)[1]
     if fmt is ModelFormat.ONNX:
         out.write_bytes(model_bytes)
     elif fmt is ModelFormat.SAFETENSORS:
@@ -396,3 +258,35 @@ def unpack_file(package: Path, out: Path) -> tuple[Path, ...]:
     else:
         write_npz(out, container_arrays(model_bytes))
     return (out,)
+
+
+def _restore_to_file(view: memoryview, header: dict[str, Any], out: Path) -> None:
+    """model.onnx decoded into memory and written piece by piece, each as soon as its hash
+    has matched, to a file beside ``out``, renamed to ``out`` at the end (so a corrupt
+    package leaves no file)."""
+    layout = qpack_restore.check(view, header)
+    partial = out.with_name(out.name + ".partial")
+    buffer = _anonymous(layout.size)
+    try:
+        with partial.open("wb") as file:
+            target = np.frombuffer(buffer, dtype=np.uint8)
+            qpack_restore.fill(view, layout, target, UNPACK_THREADS, file.fileno())
+            del target
+        partial.replace(out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        _close(buffer if isinstance(buffer, mmap.mmap) else None)
+
+
+def _anonymous(size: int) -> mmap.mmap | bytearray:
+    """A zeroed buffer of ``size`` bytes, in huge pages where the system allows (fewer page
+    faults for a large model)."""
+    if size == 0:
+        return bytearray()
+    buffer = mmap.mmap(-1, size)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        with contextlib.suppress(OSError):
+            buffer.madvise(mmap.MADV_HUGEPAGE)
+    return buffer

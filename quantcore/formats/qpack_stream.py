@@ -1,86 +1,78 @@
-"""Writing ``model.qpack`` from sections already on disk: the same bytes as ``qpack.pack``
-builds in memory, without holding the codes.
+"""Writing ``model.qpack`` while the model is quantized: the same bytes as ``qpack.pack`` builds
+in memory, without holding the codes.
 
-The tensors' sections (``qpack.encode_body``, made one tensor at a time while quantizing) are
-appended to a *bodies* file in the header's order; the package is then the prefix and header,
-the zstd skeleton and that file copied after them. Only the skeleton (graph, scales, float
-tensors: no codes) is in memory.
+Layout 3 puts the tensors' sections first (``qpack_writer.PackageWriter``), so each section
+(``qpack.encode_body``, made while quantizing) is appended to the package file as soon as its
+tensor is done, in the model's order, as ``pack`` adds them. A tensor's header entry names its
+initializer and container type, which only the written model gives: ``describe`` sets the
+entries once it exists. ``finish`` then cuts the skeleton from the ``model.onnx`` written
+beside it (memory-mapped; the writer of that file knows where each code tensor's ``raw_data``
+is), or, for a model past 2 GB, takes the emptied ``ModelProto``: it must then come before
+``model.onnx`` is saved, which moves tensors out of the proto.
 """
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import mmap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import zstandard
 
 from quantcore.formats.model import ModelFormat
 from quantcore.formats.onnx_writer import CodedTensor, WrittenModel
-from quantcore.formats.qpack import ZSTD_LEVEL, header_bytes, tensor_entry
-
-COPY_CHUNK = 16 << 20
-
-
-@dataclass(frozen=True, kw_only=True)
-class WrittenPackage:
-    path: Path
-    skeleton_bytes: int
-    code_bytes: int
+from quantcore.formats.qpack_proto import tensor_entry
+from quantcore.formats.qpack_writer import PackageWriter
 
 
-def compressed_skeleton(written: WrittenModel) -> tuple[bytes, int]:
-    """The package's skeleton section (``written.proto`` is a skeleton: its code tensors have
-    no data) and its size before compression."""
-    raw = written.proto.SerializeToString()
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
-    return compressor.compress(raw), len(raw)
+class StreamedPackage:
+    """A package file being written section by section (module docstring)."""
 
+    def __init__(self, path: Path, fmt: ModelFormat) -> None:
+        self.path = path
+        self._file = path.open("wb")
+        self._writer = PackageWriter(self._file, fmt)
 
-def write_package(
-    path: Path,
-    *,
-    written: WrittenModel,
-    skeleton: tuple[bytes, int],
-    tensors: Sequence[tuple[str, CodedTensor]],
-    body_lengths: Mapping[str, int],
-    bodies_file: Path,
-    fmt: ModelFormat,
-    entropy_coding: bool,
-    onnx_sha256: str | None,
-    onnx_size: int | None,
-) -> WrittenPackage:
-    """Write the package: ``tensors`` in the header's order, their sections laid end to end in
-    ``bodies_file`` in that order; ``onnx_sha256`` is None for a model with external data."""
-    section, raw_size = skeleton
-    onnx_info: dict[str, Any] = {"sha256": None, "size": None, "external_data": True}
-    if onnx_sha256 is not None:
-        onnx_info = {"sha256": onnx_sha256, "size": onnx_size, "external_data": False}
-    header: dict[str, Any] = {
-        "format": fmt.value,
-        "onnx": onnx_info,
-        "skeleton": {"offset": 0, "length": len(section), "raw_size": raw_size,
-                     "codec": "zstd"},
-        "tensors": [],
-    }  # fmt: skip
-    offset = len(section)
-    for name, tensor in tensors:
-        length = body_lengths[name]
-        header["tensors"].append(
-            tensor_entry(name, written, tensor, entropy_coding, offset, length)
-        )
-        offset += length
-    code_bytes = offset - len(section)
-    if bodies_file.stat().st_size != code_bytes:
-        raise ValueError(
-            f"{bodies_file.name} holds {bodies_file.stat().st_size} bytes, the sections "
-            f"{code_bytes}"
-        )
-    with path.open("wb") as out:
-        out.write(header_bytes(header))
-        out.write(section)
-        with bodies_file.open("rb") as bodies:
-            shutil.copyfileobj(bodies, out, COPY_CHUNK)
-    return WrittenPackage(path=path, skeleton_bytes=len(section), code_bytes=code_bytes)
+    @property
+    def skeleton_bytes(self) -> int:
+        return self._writer.skeleton_bytes
+
+    @property
+    def code_bytes(self) -> int:
+        return self._writer.code_bytes
+
+    def add(self, name: str, body: bytes | memoryview) -> None:
+        """Append the section of the tensor ``name`` (its entry comes with ``describe``)."""
+        self._writer.add(name, {}, body)
+
+    def describe(
+        self,
+        written: WrittenModel,
+        tensors: Sequence[tuple[str, CodedTensor]],
+        entropy_coding: bool,
+    ) -> None:
+        """Give every added tensor its header entry, from the written model (its codes only
+        need their shape and range: mapped codes do)."""
+        for name, tensor in tensors:
+            self._writer.describe(name, tensor_entry(name, written, tensor, entropy_coding))
+
+    def finish(self, model_path: Path, regions: Mapping[str, tuple[int, int]] | None) -> int:
+        """Skeleton, header and trailer, from ``model_path`` (model.onnx as one file), mapped;
+        ``regions``: each code initializer's ``raw_data`` in it, when known."""
+        with model_path.open("rb") as model:
+            mapped = mmap.mmap(model.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            return self._done(self._writer.finish(memoryview(mapped), regions))
+        finally:
+            with contextlib.suppress(BufferError):  # an error's traceback may hold a view
+                mapped.close()
+
+    def finish_proto(self, written: WrittenModel) -> int:
+        """``finish`` for a model past 2 GB, before it is saved (``written.proto`` as built)."""
+        return self._done(self._writer.finish_proto(written))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _done(self, size: int) -> int:
+        self._file.close()
+        return size

@@ -12,14 +12,13 @@ histograms and ``report.html``), and ``total_s``, the whole job.
 Every job's report has ``fidelity`` (the quantized model's outputs against the float model's,
 on the dataset or on synthetic inputs; see ``quantcore.evaluate.fidelity``) and ``warnings``
 (a list of strings: an output SQNR under ``JobLimits.fidelity_min_sqnr_db``, naming the layers
-that cost most). With spec ``calibration`` other than ``none``, the dataset's inputs calibrate
+that cost most; skipped, and said, for a model over ``JobLimits.fidelity_max_params`` without
+a dataset). With spec ``calibration`` other than ``none``, the dataset's inputs calibrate
 the quantization first (``quantcore.jobs.calibrate``) and the report has ``calibration``.
 
-An ONNX model is quantized by ``quantcore.compress.stream``: codes and package sections go to
-a spool folder inside ``out_dir`` as each tensor is done (removed at the end), so the job's
-memory does not grow with the model. The fidelity check runs both models in onnxruntime,
-which holds their weights; for a model over ``JobLimits.fidelity_max_model_bytes`` without a
-dataset it is skipped, and the report's ``fidelity.reason`` and a warning say so.
+An ONNX model is quantized by ``quantcore.compress.stream``: as each tensor is done, its codes
+go to a spool folder inside ``out_dir`` (removed at the end) and its section to the package
+being written, so the job's memory does not grow with the model.
 """
 
 from __future__ import annotations
@@ -45,18 +44,19 @@ from quantcore.errors import InvalidDatasetError
 from quantcore.formats.external import is_external
 from quantcore.formats.onnx_reader import OnnxModel, tensor_nbytes
 from quantcore.jobs.base import JobInput, JobOutput
-from quantcore.jobs.calibrate import Calibrated, capture, correct_bias
-from quantcore.limits import JobLimits, describe_bytes
+from quantcore.limits import JobLimits
 from quantcore.progress import ProgressCallback, Stage, span, stage_span
+from quantcore.report.allocation import allocation_block
 from quantcore.report.build import build_report
 from quantcore.report.files import write_report_files
 from quantcore.report.histograms import model_histograms
-from quantcore.spec import QuantSpec
+from quantcore.spec import Calibration, QuantSpec
 
 if TYPE_CHECKING:
     from quantcore.evaluate.dataset import EvalSet
     from quantcore.evaluate.fidelity import FidelityCheck
     from quantcore.evaluate.scores import AccuracyReport
+    from quantcore.jobs.calibrate import Calibrated
 
 
 def _sha256(path: Path) -> str:
@@ -83,39 +83,32 @@ def model_block(path: Path, model: Model) -> dict[str, Any]:
 
 def _fidelity(
     job: JobInput, quantized: Path, qmodel: QuantizedModel, limits: JobLimits,
-    evalset: EvalSet | None, scores: AccuracyReport | None, model_bytes: int,
+    evalset: EvalSet | None, scores: AccuracyReport | None, n_params: int,
 ) -> FidelityCheck:
-    """The report's ``fidelity`` block and warnings (``quantcore.evaluate.fidelity``)."""
-    from quantcore.evaluate.fidelity import check_fidelity, unavailable
+    """The report's ``fidelity`` block and warnings (``quantcore.evaluate.fidelity``); a
+    model over ``limits.fidelity_max_params`` without an evaluation set gets the check
+    skipped, said in the block's ``reason`` and in a warning."""
+    from quantcore.evaluate.fidelity import FidelityCheck, check_fidelity, unavailable
 
     if not isinstance(qmodel.source, OnnxModel):
         return unavailable(
             f"{job.model_path.name} holds weights only: there is no graph to run",
             limits.fidelity_min_sqnr_db,
         )
-    if evalset is None and model_bytes > limits.fidelity_max_model_bytes:
-        return too_large(model_bytes, limits)
+    if evalset is None and n_params > limits.fidelity_max_params:
+        reason = (
+            f"the fidelity check was skipped: the model has {n_params / 1e6:.1f} M parameters, "
+            f"over the check's size budget of {limits.fidelity_max_params / 1e6:g} M (running "
+            "both models on synthetic inputs would cost about as much as the quantization); "
+            "give an evaluation set, or raise the budget, to measure it"
+        )
+        block = unavailable(reason, limits.fidelity_min_sqnr_db).block
+        return FidelityCheck(block={**block, "skipped": "size_budget"}, warnings=(reason,))
     return check_fidelity(
         job.model_path, quantized, qmodel.weights, threshold_db=limits.fidelity_min_sqnr_db,
         budget_s=limits.fidelity_budget_s, evalset=evalset, scores=scores,
         batch_size=limits.eval_batch_size,
     )  # fmt: skip
-
-
-def too_large(model_bytes: int, limits: JobLimits) -> FidelityCheck:
-    """The fidelity block of a model too large to run twice in onnxruntime here: skipped,
-    with the reason and a warning (a dataset still evaluates it: the caller asked for it)."""
-    from quantcore.evaluate.fidelity import FidelityCheck, unavailable
-
-    reason = (
-        f"skipped: the model's {describe_bytes(model_bytes)} of weights are over the "
-        f"{describe_bytes(limits.fidelity_max_model_bytes)} the fidelity check may load "
-        "(onnxruntime holds the float and the quantized model at once)"
-    )
-    block = unavailable(reason, limits.fidelity_min_sqnr_db)
-    warning = (f"fidelity check {reason}; the quantized model's outputs were not compared "
-               "with the float model's (give a dataset to evaluate it)")  # fmt: skip
-    return FidelityCheck(block={**block.block, "skipped": True}, warnings=(warning,))
 
 
 def run_quantize(
@@ -141,18 +134,22 @@ def run_quantize(
     load_s = time.perf_counter() - started
     advance(Stage.LOADING, 0.05)
 
-    calibrated = capture(model, job.model_path, spec, evalset, limits)
+    calibrated: Calibrated | None = None
+    if spec.calibration is not Calibration.NONE:  # loads onnxruntime: only when asked for
+        from quantcore.jobs.calibrate import capture
+
+        calibrated = capture(model, job.model_path, spec, evalset, limits)
     spool = None
     if isinstance(model, OnnxModel):
         out_dir.mkdir(parents=True, exist_ok=True)
-        spool = CodeSpool(Path(tempfile.mkdtemp(prefix=".spool-", dir=out_dir)))
+        spool = CodeSpool(Path(tempfile.mkdtemp(prefix=".spool-", dir=out_dir)), model.format)
     try:
         return _quantize(job, out_dir, progress, limits, model, spool, evalset, calibrated,
                          started, load_s, model_info, original_bytes, spec)  # fmt: skip
     finally:
         if spool is not None:
             spool.close()
-            shutil.rmtree(spool.codes_path.parent, ignore_errors=True)
+            shutil.rmtree(spool.folder, ignore_errors=True)
 
 
 def _quantize(
@@ -176,6 +173,8 @@ def _quantize(
     advance(Stage.WRITING, 0.70)
     written = build_onnx(qmodel) if spool is None else build_skeleton(qmodel)
     if calibrated is not None:
+        from quantcore.jobs.calibrate import correct_bias
+
         correct_bias(calibrated, qmodel, written)
     runnable = runnable_block(written)
     model.close()
@@ -205,7 +204,7 @@ def _quantize(
         evaluate_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     fidelity = _fidelity(job, artifacts.model_path, qmodel, limits, evalset, scores,
-                         original_bytes)
+                         model_info["n_params"])  # fmt: skip
     fidelity_s = time.perf_counter() - t0
     advance(Stage.EVALUATING, 0.97)
 
@@ -222,6 +221,8 @@ def _quantize(
         timings={},
     )
     report["runnable"] = runnable
+    if qmodel.allocation is not None:
+        report["allocation"] = allocation_block(qmodel.allocation, qmodel.weights, artifacts.sizes)
     report["fidelity"] = fidelity.block
     report["warnings"] = [*(calibrated.warnings if calibrated else []), *fidelity.warnings]
     if calibrated is not None:

@@ -18,12 +18,17 @@ a zero scale, i.e. exactly the centre.
 
 Temporaries: three chunk buffers; the outputs (codes and dequantized weights) are the only
 full-size allocations.
+
+Each chunk runs through the compiled kernel of ``quantcore.quantizers.kernels`` (the same
+operations in the same precision, so the same bits); ``USE_KERNELS = False`` runs the NumPy
+operations above instead, the reference the tests compare the kernel with.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +44,12 @@ from quantcore.quantizers.families import design as design_for
 from quantcore.quantizers.stats import CountArray, code_counts
 from quantcore.spec import QuantizerSpec
 
+if TYPE_CHECKING:
+    from quantcore.quantizers.kernel_args import KernelArgs
+
 CHUNK = 1 << 18
+# False: every chunk takes the NumPy path (the reference the compiled kernel is tested against).
+USE_KERNELS = True
 # The decoders a whole-tensor or per-channel design produces (blocks: compress.groups).
 StreamDecoder = AffineDecoder | CodebookDecoder
 
@@ -124,6 +134,34 @@ class _Kernel:
         self.noise = 0.0
         self.inside = 0
         self.counts = np.zeros(256 if design.dtype.itemsize == 1 else 1 << 16, np.int64)
+        self.compiled = None
+        if USE_KERNELS:  # numba loads with the first quantization, not with the package
+            from quantcore.quantizers.kernel_args import kernel_args
+
+            self.compiled = kernel_args(design, self.compute)
+
+    def _compiled_chunk(
+        self, args: KernelArgs, w: np.ndarray, err: np.ndarray, codes: np.ndarray,
+        deq: np.ndarray, p: _Affine,
+    ) -> None:
+        """The same chunk in one compiled pass; the noise is still ``np.dot`` of the errors."""
+        from quantcore.quantizers.kernels import stream_chunk
+
+        rows = 1 if w.ndim == 1 else w.shape[0]
+
+        def per_row(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+            return np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype).reshape(-1),
+                                                        (rows,)))  # fmt: skip
+
+        shape2 = (rows, w.size // max(rows, 1))
+        self.inside += int(stream_chunk(  # type: ignore[call-arg]
+            w.reshape(shape2), per_row(p.gain, self.compute), per_row(p.shift, self.compute),
+            per_row(p.scale, np.dtype(np.float32)), per_row(p.offset, np.dtype(np.float32)),
+            *args.values, codes.reshape(shape2), deq.reshape(shape2), err.reshape(shape2),
+            self.counts,
+        ))  # fmt: skip
+        flat = err.reshape(-1)
+        self.noise += float(np.dot(flat, flat))
 
     @staticmethod
     def _view(buf: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -137,6 +175,9 @@ class _Kernel:
             w = self._view(self.source, shape)
             w[...] = src
         t = self._view(self.t, shape)
+        if self.compiled is not None:
+            self._compiled_chunk(self.compiled, w, t, codes, deq, p)
+            return
         # Far overload may reach ±inf in float32; every family maps it to its outermost level.
         with np.errstate(over="ignore"):
             np.multiply(w, p.gain, out=t)

@@ -39,6 +39,11 @@ def render_report_html(report: dict[str, Any], histograms: Sequence[HistogramPan
     summary = report.get("summary")
     if summary:
         parts.append(_section("Summary", _kv_table(summary)))
+    allocation = report.get("allocation")
+    if allocation:  # a spec's target: the common step, what it achieved, per tensor
+        head = _flat({k: v for k, v in allocation.items() if k != "layers"})
+        parts.append(_section("Rate–distortion allocation", _kv_table(head)
+                              + _records_table(allocation.get("layers") or [])))
     if report.get("accuracy"):
         parts.append(_section("Accuracy", _kv_table(_flat(report["accuracy"]))))
     if report.get("rows"):

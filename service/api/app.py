@@ -38,7 +38,7 @@ from service.api.routers.common import add_component_schemas
 from service.api.routers.docs import install_docs
 from service.api.uploads import sweep_stale_spools
 from service.logging import configure_logging, request_id_var
-from service.queue.enqueue import check_broker, producer_app
+from service.queue.enqueue import broker_errors, check_broker, producer_app
 from service.settings import Settings, get_settings
 from service.store.db import Database
 from service.store.jobs import JobsRepo
@@ -186,15 +186,16 @@ def create_served_app(settings: Settings | None = None) -> FastAPI:
     """``create_app`` for a server process (``quantserve serve``, and uvicorn's factory with
     several workers).
 
-    The publishing Celery app is built before the first request, then every object made so
-    far (modules, the app, the ORM's tables, Celery and kombu) is frozen out of the garbage
-    collector's reach. A full collection otherwise walks all of them, about 100 ms during
-    which no request moves, a few times a minute under load; frozen, it walks only what
-    requests leave behind.
+    The publishing Celery app is built before the first request, with its transport's
+    client library loaded (redis-py and kombu's transport: some hundred modules that the
+    first publish would otherwise import), then every object made so far (modules, the app,
+    the ORM's tables, Celery and kombu) is frozen out of the garbage collector's reach. A
+    full collection otherwise walks all of them, about 100 ms during which no request moves,
+    a few times a minute under load; frozen, it walks only what requests leave behind.
     """
     settings = settings or get_settings()
     app = create_app(settings)
-    producer_app(settings)
+    broker_errors(producer_app(settings))  # loads the transport, opens no connection
     gc.collect()
     gc.freeze()
     return app

@@ -72,6 +72,12 @@ class AppliedSpec(_Open):
     entropy_coding: bool = Field(description="Whether model.qpack's codes are entropy coded.")
     group_size: int = Field(description="Weights per group, for granularity group.")
     zero_point: bool = Field(description="Group granularity: an integer zero point per group.")
+    target: dict[str, float] | None = Field(
+        default=None, description="Present when given: {weight_sqnr_db} or {bits_per_weight}, "
+        "the goal that replaced bits (the report's `allocation` shows how it was met)."
+    )
+    rdoq: bool | None = Field(default=None, description="Present (true) when codes were "
+                              "chosen for distortion plus rate.")
 
 
 class ReportSummary(_Open):
@@ -147,6 +153,11 @@ class ReportLayer(_Open):
         description="The runnable container of its codes in the quantized model (int4, uint4, "
         "int8, uint8, ...); codes of 2 or 3 bits sit in a 4-bit container.",
     )
+    choice: str | None = Field(
+        default=None,
+        description="Granularity auto only: the block size it gave this tensor and why (the "
+        "rule for its bits, or finer blocks for a first layer within the size budget).",
+    )
 
 
 class ReportSkipped(_Open):
@@ -218,6 +229,35 @@ class ReportRunnable(_Open):
     notes: list[str] = Field(description="Conversions made, or refused and why.")
 
 
+class AllocationLayer(_Open):
+    """One tensor's share of a target's allocation."""
+
+    name: str = Field(description="Tensor name.")
+    step: float = Field(description="Its quantizer's step size (the common step, in float32).")
+    bits: int = Field(description="Code width that covers its largest weight at that step.")
+    entropy_bits: float = Field(description="Empirical entropy of its codes, bits per weight.")
+    sqnr_db: float | None = Field(description="Its measured SQNR, dB; null when exact.")
+    params: int = Field(description="Its weights.")
+
+
+class ReportAllocation(_Open):
+    """How a spec's `target` was met: one step size shared by every tensor."""
+
+    target: dict[str, float] = Field(description="The goal, as given.")
+    rdoq: bool = Field(description="Whether codes were chosen for distortion plus rate.")
+    step: float = Field(description="The common step size the search chose.")
+    model_step: float = Field(description="The Laplacian closed form's step that seeded it.")
+    predicted: dict[str, float | None] = Field(
+        description="weight_sqnr_db and bits_per_weight the search measured on its sample."
+    )
+    achieved: dict[str, Any] = Field(
+        description="weight_sqnr_db and bits_per_weight of the whole tensors, met (whether "
+        "the target holds), package_bits_per_weight (model.qpack's bytes × 8 / weights)."
+    )
+    notes: list[str] = Field(description="Tensors clipped at 16 bits, if any.")
+    layers: list[AllocationLayer] = Field(description="Per tensor: step, bits, rate, SQNR.")
+
+
 class QuantizeReport(_Open):
     """The report of a `quantize` job (it has no `kind` field)."""
 
@@ -233,6 +273,9 @@ class QuantizeReport(_Open):
         description="Evaluation against the float model; null without a dataset."
     )
     runnable: ReportRunnable = Field(description="The quantized model.onnx's opset.")
+    allocation: ReportAllocation | None = Field(
+        default=None, description="Present with a spec's `target`: the step sizes chosen."
+    )
     timings: QuantizeTimings = Field(description="Seconds per step.")
 
 

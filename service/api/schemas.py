@@ -62,8 +62,11 @@ SPEC_DESCRIPTION = """The job's spec; its shape depends on `kind`. Unknown field
 **quantize**: a quantize spec. Every field is optional: `method`, `bits`, `rounding`, \
 `support`, `support_value`, `normalize`, `deadzone_ratio`, `mu`, `exponent_bits`, \
 `mantissa_bits`, `granularity`, `include`, `exclude`, `min_elements`, `overrides`, \
-`entropy_coding` (fields, ranges and defaults: GET /v1/quantizers). The job answers with the \
-spec as applied, every default filled in.
+`entropy_coding`, `target`, `rdoq` (fields, ranges and defaults: GET /v1/quantizers). The job \
+answers with the spec as applied, every default filled in. `target` replaces `bits`: \
+`{"weight_sqnr_db": X}` or `{"bits_per_weight": R}`, met with one step size shared by every \
+tensor (the report's `allocation` shows it); `rdoq: true` chooses each code for distortion \
+plus rate.
 
 **sweep**: a base quantize spec and a grid of values; the job measures one point per combination:
 
@@ -186,7 +189,7 @@ class ParameterPublic(BaseModel):
     """One spec field: its type, the values or range it accepts and its default."""
 
     name: str
-    type: Literal["integer", "number", "boolean", "string", "array"]
+    type: Literal["integer", "number", "boolean", "string", "array", "object"]
     default: Any = None
     minimum: float | None = None
     maximum: float | None = None

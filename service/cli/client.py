@@ -18,25 +18,16 @@ from typing import Any
 
 import httpx
 
+from service.cli.errors import ApiError
 from service.cli.events import sse_events
+from service.cli.specs import load_spec
+
+__all__ = ["ApiError", "Client", "FetchedArtifact", "load_spec"]
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 DEFAULT_TIMEOUT_S = 60.0
 # The event stream sends a comment every 15 s while nothing changes.
 EVENTS_READ_TIMEOUT_S = 60.0
-
-
-class ApiError(Exception):
-    """The API answered with an error (or could not be reached: ``status`` 0)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "code": self.code, "message": self.message}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,22 +217,3 @@ class Client:
             )
         os.replace(partial, target)
         return FetchedArtifact(name=name, path=target, size_bytes=size, sha256=sha256)
-
-
-def load_spec(value: str | None) -> dict[str, Any]:
-    """A spec from ``--spec``: inline JSON (``{...}``), or the path of a JSON file."""
-    if value is None:
-        return {}
-    text = value if value.lstrip().startswith("{") else None
-    if text is None:
-        path = Path(value)
-        if not path.is_file():
-            raise ValueError(f"--spec {value!r} is neither a JSON object nor a file")
-        text = path.read_text(encoding="utf-8")
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--spec is not valid JSON: {exc}") from exc
-    if not isinstance(spec, dict):
-        raise ValueError(f"--spec must be a JSON object, got {type(spec).__name__}")
-    return spec

@@ -61,7 +61,7 @@ def _control(p: ParameterPublic) -> str:
         return "select"
     if p.type == "boolean":
         return "checkbox"
-    if p.name == "overrides":
+    if p.name == "overrides" or p.type == "object":
         return "json"
     if p.type == "array":
         return "list"

@@ -64,6 +64,12 @@ _TEXT = {
     "overrides": "[{match: RE2 regex, <quantizer fields>}], at most 256: the last match wins "
                  "for a tensor.",
     "entropy_coding": "Entropy-code the package's codes.",
+    "target": "Instead of bits: {\"weight_sqnr_db\": X} (1-96) for the smallest package whose "
+    "pooled weight SQNR is at least X, or {\"bits_per_weight\": R} (0.05-15) for the least "
+    "distortion at R bits of codes per weight; one step size shared by every tensor "
+    "(granularity layer, uniform midtread codes).",
+    "rdoq": "Choose each uniform code for distortion plus rate (an adaptive dead zone): with "
+    "a target, or with granularity layer, channel or model.",
     "calibration": "With an evaluation set: bias (shift each Conv/MatMul/Gemm output by the "
     "mean its quantization error adds) or gptq (GPTQ error feedback, then bias); none without.",
 }
@@ -81,6 +87,8 @@ def _type_name(hint: Any, default: Any) -> str:
     if _enum_of(hint) is not None or hint is str:
         return "string"
     args = set(typing.get_args(hint)) if isinstance(hint, types.UnionType) else {hint}
+    if any(dataclasses.is_dataclass(a) for a in args):
+        return "object"
     if bool in args:
         return "boolean"
     if int in args:

@@ -2,7 +2,8 @@
 
 The same model quantized both ways gives the same ``model.onnx`` (and ``.data``) and
 ``model.qpack`` bytes and the same report rows; the streaming path keeps no codes in memory
-(they are views of the spool's codes file) and the package it writes unpacks to the model.
+(they are views of the spool's codes file) and the package it writes unpacks to the model
+byte for byte.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _both(path: Path, spec: dict, tmp: Path) -> tuple[Path, Path, list, list]:
     memory = quantize_model(load_model(path), qspec)
     write_artifacts(memory, tmp / "a")
     model = load_model(path)
-    spool = CodeSpool(tmp / "spool")
+    spool = CodeSpool(tmp / "spool", model.format)
     streamed = quantize_streamed(model, qspec, spool)
     written = build_skeleton(streamed)
     model.close()
@@ -73,6 +74,10 @@ def _both(path: Path, spec: dict, tmp: Path) -> tuple[Path, Path, list, list]:
         assert weight.body == b""
     for a, b in zip(memory.weights, streamed.weights, strict=True):
         np.testing.assert_array_equal(a.codes, b.codes)
+    if not (tmp / "b" / "model.onnx.data").exists():  # one file: unpacked byte for byte
+        restored = tmp / "restored.onnx"
+        unpack_file(tmp / "b" / "model.qpack", restored)
+        assert restored.read_bytes() == (tmp / "b" / "model.onnx").read_bytes()
     return tmp / "a", tmp / "b", [w.layer for w in memory.weights], [
         w.layer for w in streamed.weights
     ]
@@ -121,20 +126,23 @@ def test_past_the_inline_limit_the_same_external_files(tmp_path, monkeypatch):
     assert got.shape == (2, 64) and np.isfinite(got).all()
 
 
-def test_a_job_over_the_fidelity_limit_says_the_check_was_skipped(tmp_path):
+def test_a_job_over_the_fidelity_budget_leaves_its_artifacts_and_no_spool(tmp_path):
     from quantcore import JobInput, JobKind, JobLimits, run_job
 
-    path = external_mlp(tmp_path / "in")
+    path = external_mlp(tmp_path / "in")  # 1.9 M parameters
     job = JobInput(kind=JobKind.QUANTIZE, model_path=path, spec={"bits": 4})
-    out = run_job(job, tmp_path / "out", limits=JobLimits(fidelity_max_model_bytes=1 << 20))
+    out = run_job(job, tmp_path / "out", limits=JobLimits(fidelity_max_params=1_000_000))
     fidelity = out.report["fidelity"]
-    assert fidelity["skipped"] is True and fidelity["output_sqnr_db"] is None
-    assert "over the" in fidelity["reason"]
-    assert any(w.startswith("fidelity check skipped") for w in out.report["warnings"])
+    assert fidelity["skipped"] == "size_budget" and fidelity["output_sqnr_db"] is None
+    assert "1.9 M parameters" in fidelity["reason"]
+    assert out.report["warnings"] == [fidelity["reason"]]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         p.name for p in out.artifacts
-    )  # the spool folder is gone
+    )  # the spool folder is gone, the package moved out of it
     assert (tmp_path / "out" / "report.html").stat().st_size > 0
-    # Under the limit the check runs on the same model.
+    restored = tmp_path / "restored.onnx"
+    unpack_file(tmp_path / "out" / "model.qpack", restored)
+    assert restored.read_bytes() == (tmp_path / "out" / "model.onnx").read_bytes()
+    # Under the budget the check runs on the same model.
     again = run_job(job, tmp_path / "again")
     assert again.report["fidelity"]["output_sqnr_db"] is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from quantcore.formats.qpack import (
     unpack,
     unpack_file,
 )
+from quantcore.formats.qpack_proto import pack_layout2
 from quantcore.formats.weights_io import read_npz, read_safetensors, write_npz, write_safetensors
 from quantcore.quantizers.codes import QuantizedTensor
 from quantcore.spec import QuantSpec
@@ -175,28 +177,44 @@ def test_quantizer_counts_give_the_same_codes_section(method, bits, granularity)
     np.testing.assert_array_equal(decode_codes(body), shifted.ravel())
 
 
-def _v1_package(tmp_path: Path) -> tuple[bytes, bytes]:
-    """A package as the previous writer made it (layout 1, QENT v1 streams) and its model."""
+def _old_package(tmp_path: Path, layout: int, stream: int) -> tuple[bytes, bytes]:
+    """A package as the writer before layout 3 made it (layout 1 with QENT v1 streams, or
+    layout 2 with v2 streams) and its model."""
     source = _load(models.mlp(sizes=(64, 128, 96, 10)), tmp_path)
     coded = {n: affine(source.array(n), 4) for n in _weights(source)}
     written = rewrite(source, coded)
-    bodies = {n: encode_codes(_shifted(q), version=1) for n, q in coded.items()}
-    data = pack(written, coded, fmt=ModelFormat.ONNX, bodies=bodies).data
-    return data[:8] + struct.pack("<H", 1) + data[10:], serialize(written.proto)
+    bodies = {n: encode_codes(_shifted(q), version=stream) for n, q in coded.items()}
+    model_bytes = serialize(written.proto)
+    data = pack_layout2(written, coded, bodies, fmt="onnx", version=layout,
+                        onnx_sha256=hashlib.sha256(model_bytes).hexdigest(),
+                        onnx_size=len(model_bytes))  # fmt: skip
+    return data, model_bytes
 
 
-def test_a_version_1_package_with_v1_streams_still_unpacks(tmp_path):
-    data, model_bytes = _v1_package(tmp_path)
-    assert data[8] == 1
-    assert unpack(data)[1] == model_bytes
-
-
-def test_packages_are_written_as_version_2(tmp_path):
-    data = _package(tmp_path)
-    assert struct.unpack_from("<H", data, 8)[0] == 2
+@pytest.mark.parametrize(("layout", "stream"), [(1, 1), (2, 2), (2, 1)])
+def test_packages_of_older_layouts_still_unpack(tmp_path, layout, stream):
+    data, model_bytes = _old_package(tmp_path, layout, stream)
+    assert struct.unpack_from("<H", data, 8)[0] == layout
     header, start = read_header(data)
+    assert data[start + header["tensors"][0]["offset"] + 4] == stream
+    assert unpack(data)[1] == model_bytes
+    (tmp_path / "old.qpack").write_bytes(data)
+    unpack_file(tmp_path / "old.qpack", tmp_path / "old.onnx")
+    assert (tmp_path / "old.onnx").read_bytes() == model_bytes
+    bad = bytearray(data)
+    bad[start + header["tensors"][0]["offset"] + 50] ^= 0x21
+    with pytest.raises(InvalidPackageError, match="CRC"):
+        unpack(bytes(bad))
+
+
+def test_packages_are_written_as_version_3(tmp_path):
+    data = _package(tmp_path)
+    assert struct.unpack_from("<H", data, 8)[0] == 3
+    assert data[-4:] == b"QIDX"
+    header, start = read_header(data)
+    assert start == 0 and header["skeleton"]["kind"] == "cut"
     first = header["tensors"][0]
-    assert data[start + first["offset"] + 4] == 2  # its entropy stream is QENT v2
+    assert data[first["offset"] + 4] == 2  # its entropy stream is QENT v2
 
 
 @pytest.mark.parametrize("threads", [1, 2, 5])

@@ -61,3 +61,17 @@ def test_choices_are_the_enums(described: dict[str, Any]) -> None:
     assert by_name["calibration"]["choices"] == ["none", "bias", "gptq"]
     assert by_name["calibration"]["default"] == "none"
     assert by_name["bits"]["default"] == 8 and by_name["bits"]["type"] == "integer"
+
+
+def test_target_is_published_and_checked(client: TestClient, described: dict[str, Any]) -> None:
+    params = {p["name"]: p for p in described["parameters"]}
+    assert params["target"]["type"] == "object" and params["target"]["default"] is None
+    assert params["rdoq"]["type"] == "boolean" and params["rdoq"]["default"] is False
+    ok = client.post("/v1/quantizers/check",
+                     json={"spec": {"target": {"bits_per_weight": 3}, "rdoq": True}})
+    assert ok.status_code == 200
+    assert ok.json()["spec"]["target"] == {"bits_per_weight": 3.0}
+    assert ok.json()["spec"]["granularity"] == "layer"
+    bad = client.post("/v1/quantizers/check",
+                      json={"spec": {"target": {"weight_sqnr_db": 30}, "bits": 4}})
+    assert bad.status_code == 422 and "leave out bits" in bad.json()["error"]["message"]

@@ -131,6 +131,14 @@ def test_a_weights_only_quantize_report_without_a_dataset(document, registry, we
     _check(document, registry, "QuantizeReport", report)
 
 
+def test_a_target_report_with_its_allocation(document, registry, weights_only, tmp_path):
+    spec = {"target": {"weight_sqnr_db": 25}, "rdoq": True}
+    report = _run(JobKind.QUANTIZE, weights_only, spec, tmp_path)
+    assert report["allocation"]["achieved"]["met"] is True
+    assert report["spec"]["target"] == {"weight_sqnr_db": 25.0}
+    _check(document, registry, "QuantizeReport", report)
+
+
 def test_sweep_reports(document, registry, digits, weights_only, tmp_path):
     spec = {"grid": {"bits": [2, 4], "support": ["jayant", "value"], "support_value": [2.0]}}
     with_dataset = _run(JobKind.SWEEP, digits.model_path, spec, tmp_path / "a",

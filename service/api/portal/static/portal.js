@@ -179,7 +179,7 @@
           value = listOf(input.value);
         } else if (control === "json") {
           if (input.value.trim() === "") {
-            value = [];
+            value = fallback === null ? null : [];
           } else {
             try { value = JSON.parse(input.value); } catch (e) {
               problems.push([name, name + " is not valid JSON: " + e.message]);

@@ -1,0 +1,167 @@
+"""Compiled loops of the context-modelled rANS coder of stream ``QENT`` v3
+(``quantcore.coding.context``); imported on first use, like ``rans_kernels``.
+
+A chunk of ``n`` codes is split into ``LANES`` contiguous segments (lane ``j`` holds
+``n // LANES`` codes, one more for ``j < n % LANES``), each coded by its own 64-bit state, the
+lanes taking turns (decode order: step ``t`` of lane 0, of lane 1, ..., of lane 7, then step
+``t + 1``). The model of a code is chosen by its context: with ``d`` the distance of a high
+part from the most frequent one (``mode``), the context of the code at step ``t`` of a lane is
+``class(d[t-1] + d[t-2])`` over that lane's previous two codes (0 before the start),
+``class(s) = min(K - 1, bit_length(s))`` (a table: ``context.class_table``). The rANS step
+is ``rans_kernels``'s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from quantcore.coding.rans_kernels import _L, _MASK32, BIAS, CMPL, RCP, XMAX, _32, _mulhi
+
+LANES = 8
+_jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+
+
+@njit(inline="always")
+def _segment(n, lane):
+    q, r = n // LANES, n % LANES
+    return lane * q + min(lane, r), q + (1 if lane < r else 0)
+
+
+@_jit
+def contexts(codes, raw_bits, mode, classes, out):
+    """The context of every code of a chunk (``out``, uint8); ``classes[s]`` is the class
+    of a distance sum ``s`` (the last, of any larger)."""
+    n = codes.size
+    top = classes.size - 1
+    for lane in range(LANES):
+        start, length = _segment(n, lane)
+        d1 = 0
+        d2 = 0
+        for t in range(length):
+            out[start + t] = classes[min(d1 + d2, top)]
+            h = np.int64(codes[start + t] >> raw_bits)
+            d2 = d1
+            d1 = abs(h - mode)
+
+
+@_jit
+def count_contexts(codes, raw_bits, mode, classes, chunk, counts):
+    """Add the counts of each (context, high part) over chunks of ``chunk`` codes to
+    ``counts`` (``k`` rows, a column for every high part)."""
+    ctx = np.empty(min(chunk, codes.size), dtype=np.uint8)
+    for begin in range(0, codes.size, chunk):
+        part = codes[begin : begin + chunk]
+        contexts(part, raw_bits, mode, classes, ctx[: part.size])
+        for i in range(part.size):
+            counts[ctx[i], part[i] >> raw_bits] += 1
+
+
+@njit(inline="always")
+def _put(x, code, raw_bits, c, table, words, pos):
+    """``rans_kernels._put`` with the row of context ``c``."""
+    row = code >> raw_bits
+    x_max = table[c, row, XMAX]
+    words[pos - 1] = np.uint32(x & _MASK32)  # kept only if the state overflows
+    big = x >= x_max
+    pos -= np.int64(big)
+    x = (x >> _32) if big else x
+    cmpl = table[c, row, CMPL]
+    q = _mulhi(x, table[c, row, RCP]) >> (cmpl >> _32)  # type: ignore[call-arg]
+    return x + table[c, row, BIAS] + q * (cmpl & _MASK32), pos, x_max == 0
+
+
+@_jit
+def encode_chunk(codes, raw_bits, mode, classes, table, words, packed):
+    """Code a chunk into the end of ``words`` (room for ``codes.size + 2 * LANES``) in the
+    reverse of the decode order; ``table[context, high]`` rows as ``rans_kernels``'s. Returns
+    where the words start, or -1 if a code has no frequency in its context."""
+    n = codes.size
+    ctx = np.empty(n, dtype=np.uint8)
+    contexts(codes, raw_bits, mode, classes, ctx)
+    states = np.full(LANES, _L, dtype=np.uint64)
+    pos = words.size
+    q, r = n // LANES, n % LANES
+    starts = np.empty(LANES, dtype=np.int64)
+    for lane in range(LANES):
+        starts[lane] = _segment(n, lane)[0]
+    bad = False
+    for lane in range(r - 1, -1, -1):  # the tail: step q of the first r lanes
+        i = starts[lane] + q
+        states[lane], pos, absent = _put(states[lane], codes[i], raw_bits, ctx[i], table,
+                                         words, pos)  # fmt: skip
+        bad |= absent
+    s0, s1, s2, s3, s4, s5, s6, s7 = (starts[0], starts[1], starts[2], starts[3], starts[4],
+                                      starts[5], starts[6], starts[7])  # fmt: skip
+    x0, x1, x2, x3 = states[0], states[1], states[2], states[3]
+    x4, x5, x6, x7 = states[4], states[5], states[6], states[7]
+    for t in range(q - 1, -1, -1):
+        x7, pos, a7 = _put(x7, codes[s7 + t], raw_bits, ctx[s7 + t], table, words, pos)
+        x6, pos, a6 = _put(x6, codes[s6 + t], raw_bits, ctx[s6 + t], table, words, pos)
+        x5, pos, a5 = _put(x5, codes[s5 + t], raw_bits, ctx[s5 + t], table, words, pos)
+        x4, pos, a4 = _put(x4, codes[s4 + t], raw_bits, ctx[s4 + t], table, words, pos)
+        x3, pos, a3 = _put(x3, codes[s3 + t], raw_bits, ctx[s3 + t], table, words, pos)
+        x2, pos, a2 = _put(x2, codes[s2 + t], raw_bits, ctx[s2 + t], table, words, pos)
+        x1, pos, a1 = _put(x1, codes[s1 + t], raw_bits, ctx[s1 + t], table, words, pos)
+        x0, pos, a0 = _put(x0, codes[s0 + t], raw_bits, ctx[s0 + t], table, words, pos)
+        bad |= a0 | a1 | a2 | a3 | a4 | a5 | a6 | a7
+    states[0], states[1], states[2], states[3] = x0, x1, x2, x3
+    states[4], states[5], states[6], states[7] = x4, x5, x6, x7
+    if bad:
+        return -1
+    for lane in range(LANES - 1, -1, -1):
+        pos -= 2
+        words[pos] = np.uint32(states[lane] & _MASK32)
+        words[pos + 1] = np.uint32(states[lane] >> _32)
+    return pos
+
+
+@njit(inline="always")
+def _take(lane, i, states, d1, d2, classes, words, pos, last, mask, prec, entry, value,
+          dist, out):  # fmt: skip
+    x = states[lane]
+    c = classes[min(d1[lane] + d2[lane], classes.size - 1)]
+    slot = x & mask
+    e = np.uint64(entry[c, slot])
+    out[i] = value[c, slot]
+    d2[lane] = d1[lane]
+    d1[lane] = dist[c, slot]
+    x = (e & np.uint64(0xFFFF)) * (x >> prec) + (e >> np.uint64(16))
+    word = np.uint64(words[min(pos, last)])
+    low = x < _L
+    states[lane] = (x << _32 | word) if low else x
+    return pos + np.int64(low)
+
+
+@_jit
+def decode_chunk(words, precision, classes, entry, value, dist, out):
+    """Decode ``out.size`` high parts (shifted) with, for each context ``c`` and slot,
+    ``entry[c, slot] = f | (slot - cum) << 16``, ``value[c, slot]`` the high part shifted
+    left by the raw bits and ``dist[c, slot]`` its distance from the mode (capped);
+    ``classes[s]`` is the class of a distance sum ``s`` (the last for any larger). The low
+    bits are added by the caller. Returns True if the stream ended as it must."""
+    n = out.size
+    mask = np.uint64((1 << precision) - 1)
+    prec = np.uint64(precision)
+    last = words.size - 1
+    states = np.empty(LANES, dtype=np.uint64)
+    for lane in range(LANES):
+        states[lane] = np.uint64(words[2 * lane]) | np.uint64(words[2 * lane + 1]) << _32
+    d1 = np.zeros(LANES, dtype=np.int64)
+    d2 = np.zeros(LANES, dtype=np.int64)
+    starts = np.empty(LANES, dtype=np.int64)
+    for lane in range(LANES):
+        starts[lane] = _segment(n, lane)[0]
+    pos = 2 * LANES
+    q, r = n // LANES, n % LANES
+    for step in range(q):
+        for lane in range(LANES):
+            pos = _take(lane, starts[lane] + step, states, d1, d2, classes, words, pos, last,
+                        mask, prec, entry, value, dist, out)  # fmt: skip
+    for lane in range(r):
+        pos = _take(lane, starts[lane] + q, states, d1, d2, classes, words, pos, last, mask,
+                    prec, entry, value, dist, out)  # fmt: skip
+    ok = pos == words.size
+    for lane in range(LANES):
+        ok &= states[lane] == _L
+    return ok

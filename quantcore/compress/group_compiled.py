@@ -1,0 +1,195 @@
+"""Granularity ``group`` through the compiled kernels of ``quantcore.quantizers.block_kernels``.
+
+The tensor is read in place as ``(P, L, Q)`` (no padded copy, no blocks moved to the last
+axis): one kernel pass gathers each block's range and sum of squares; the clip candidates and
+their float16 scales are then computed per block in NumPy with the reference's own formulas
+(``quantcore.compress.group_numpy``), since they cost one number per block; a second kernel
+pass picks each block's best candidate and writes its codes, dequantized weights and sums.
+The results, and the noise summed slab by slab as the reference sums it, are bit for bit the
+NumPy path's.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from quantcore.compress.group_numpy import (
+    _WHOLE_RANGE,
+    CHUNK,
+    CLIP_RATIOS,
+    Blocks,
+    _Grid,
+    _grid,
+    _threshold_ratio,
+    check_range,
+)
+from quantcore.quantizers.base import code_dtype
+from quantcore.quantizers.block_kernels import (
+    CODEBOOK,
+    SYMMETRIC,
+    ZERO_POINT,
+    block_quantize,
+    block_stats,
+    gather_blocks,
+)
+from quantcore.quantizers.kernel_args import kernel_args
+from quantcore.spec import Method, QuantizerSpec, Support
+
+# Blocks per kernel call: the candidates' per-block arrays of one call stay small.
+_SLAB_WEIGHTS = 1 << 20
+THREADS = 2  # the kernels release the GIL: slabs run on this many threads
+# The encoder arguments of the uniform grids, which read no table.
+_NO_FAMILY = (0, np.float32(0.0), np.float32(0.0), 0, False, np.zeros(1, np.float32),
+              np.zeros(1, np.int64), np.zeros(1, np.int32))  # fmt: skip
+
+
+def _padded_sample(w3: np.ndarray, count: int, size: int, amax_all: float) -> np.ndarray:
+    """``unit_sample`` of the zero-padded tensor, read from the unpadded one."""
+    p_len, length, q_len = w3.shape
+    total = p_len * count * size * q_len
+    at = np.arange(0, total, max(1, total // (1 << 16)))
+    p, pos, q = np.unravel_index(at, (p_len, count * size, q_len))
+    inside = pos < length
+    values = np.zeros(at.size, np.float32)
+    values[inside] = w3[p[inside], pos[inside], q[inside]]
+    return values / (amax_all or 1.0)
+
+
+def _ratios(
+    spec: QuantizerSpec, w3: np.ndarray, size: int, count: int, blocks: slice,
+    rms_sq: np.ndarray, amax: np.ndarray,
+) -> list[np.ndarray | float]:
+    """The reference's ``_candidates`` for the blocks ``blocks`` (per-block arrays)."""
+    if spec.support is Support.MSE:
+        return [float(r) for r in CLIP_RATIOS]
+    if spec.support in _WHOLE_RANGE:
+        return [1.0]
+    a = amax[blocks]
+    if spec.support is Support.PERCENTILE:
+        x = np.empty((a.size, size), np.float32)
+        gather_blocks(w3, size, count, blocks.start, x)
+        ratio = _threshold_ratio(spec, x, -1, a[:, None])
+    else:
+        # _threshold_ratio's RMS is sqrt(mean(x²)) along the block: the same sums, here.
+        ratio = _threshold_ratio(spec, np.zeros((a.size, 1)), -1, a[:, None],
+                                 rms_sq[blocks][:, None])  # fmt: skip
+    assert ratio is not None
+    return [ratio[:, 0]]
+
+
+def _candidate_arrays(
+    grid: _Grid, ratios: list[np.ndarray | float], lo: np.ndarray, hi: np.ndarray,
+    amax: np.ndarray,
+) -> tuple[np.ndarray, ...]:
+    """Per candidate and block, as ``_try`` computes them: float16 scale, its float32 value,
+    the reciprocal, the zero point (float32) and the clip ratio (float32)."""
+    scales16, scales, invs, zps, rats = [], [], [], [], []
+    for ratio in ratios:
+        if grid.design is not None:
+            step = amax * ratio / grid.design.support_edge
+        elif grid.zero_point:
+            step = (hi - lo) * ratio / grid.code_max
+        else:
+            step = amax * ratio / grid.code_max
+        scale = np.asarray(step, np.float32).astype(np.float16)
+        s = scale.astype(np.float32)
+        inv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
+        zp = np.zeros_like(s)
+        if grid.zero_point:
+            zp = np.clip(np.rint(-lo * ratio * inv), 0, grid.code_max).astype(np.float32)
+        scales16.append(scale)
+        scales.append(s)
+        invs.append(inv)
+        zps.append(zp)
+        rats.append(np.broadcast_to(np.asarray(ratio, np.float32), amax.shape))
+    return tuple(np.stack(v) for v in (scales16, scales, invs, zps, rats))
+
+
+def compiled_blocks(
+    name: str, w: np.ndarray, spec: QuantizerSpec, axis: int, size: int, zero_point: bool
+) -> Blocks | None:
+    """Every block of ``w`` (float32, the view's shape) through the kernels; None where a
+    codebook family's encoder has no breakpoint table (then the NumPy path runs)."""
+    view = w.shape
+    length = view[axis]
+    count = -(-length // size)
+    p_len, q_len = math.prod(view[:axis]), math.prod(view[axis + 1 :])
+    w3 = w.reshape(p_len, length, q_len)
+    n_blocks = p_len * count * q_len
+    hi = np.empty(n_blocks, np.float32)
+    lo = np.empty(n_blocks, np.float32)
+    sumsq = np.empty(n_blocks, np.float64)
+    block_stats(w3, size, count, hi, lo, sumsq)
+    amax = np.maximum(hi, -lo)
+    amax_all = float(amax.max()) if amax.size else 0.0
+    check_range(name, spec, amax_all)
+    grid = _grid(spec, zero_point and spec.method is Method.UNIFORM,
+                 _padded_sample(w3, count, size, amax_all))  # fmt: skip
+    family_args: tuple[object, ...] = _NO_FAMILY
+    mode, levels = (ZERO_POINT if grid.zero_point else SYMMETRIC), np.zeros(1, np.float32)
+    if grid.design is not None:
+        family = kernel_args(grid.design, np.dtype(np.float32))
+        if family is None:
+            return None
+        mode, levels = CODEBOOK, np.asarray(grid.design.levels, np.float32)
+        fam = family.values
+        family_args = (fam[0], fam[1], fam[2], fam[3], *fam[5:9])
+    rms_sq = sumsq / size  # np.mean: the pairwise sum over the block, divided by its size
+    codes = np.empty(w3.shape, code_dtype(grid.code_min, grid.code_max))
+    deq = np.empty(w3.shape, np.float32)
+    scale = np.empty(n_blocks, np.float16)
+    zp = np.empty(n_blocks, code_dtype(0, grid.code_max)) if grid.zero_point else None
+    clips = np.empty(n_blocks, np.float32)
+    error = np.empty(n_blocks, np.float64)
+    inside = np.empty(n_blocks, np.int64)
+
+    def slab(start: int, stop: int) -> None:
+        part = slice(start, stop)
+        ratios = _ratios(spec, w3, size, count, part, rms_sq, amax)
+        s16, s, inv, zps, rats = _candidate_arrays(grid, ratios, lo[part], hi[part], amax[part])
+        best = np.empty(stop - start, np.int32)
+        block_quantize(w3, size, count, start, s, inv, zps, rats, lo, hi, amax, mode,  # type: ignore[call-arg]
+                       grid.code_min, grid.code_max, levels, *family_args, codes, deq,
+                       error[part], inside[part], best)  # fmt: skip
+        pick = (best, np.arange(stop - start))
+        scale[part] = s16[pick]
+        if zp is not None:
+            zp[part] = zps[pick]
+        ratio = rats[pick]
+        if grid.zero_point:
+            clip_lo, clip_hi = lo[part] * ratio, hi[part] * ratio
+        else:
+            clip_hi = amax[part] * ratio
+            clip_lo = -clip_hi
+        clips[part] = (clip_hi - clip_lo) / 2.0
+
+    step = max(1, _SLAB_WEIGHTS // size)
+    bounds = [(b, min(b + step, n_blocks)) for b in range(0, n_blocks, step)]
+    if len(bounds) > 1 and THREADS > 1:
+        with ThreadPoolExecutor(THREADS) as pool:
+            list(pool.map(lambda b: slab(*b), bounds))
+    else:
+        for b in bounds:
+            slab(*b)
+    scale_shape = (*view[:axis], count, *view[axis + 1 :])
+    return Blocks(
+        grid=grid, codes=codes.reshape(view), scale=scale.reshape(scale_shape),
+        zp=None if zp is None else zp.reshape(scale_shape), clips=clips.reshape(scale_shape),
+        rms=np.sqrt(rms_sq).reshape(scale_shape),
+        noise=_noise(error.reshape(scale_shape), view, axis, size),
+        inside=int(inside.sum()), dequantized=deq.reshape(view),
+    )  # fmt: skip
+
+
+def _noise(error: np.ndarray, view: tuple[int, ...], axis: int, size: int) -> float:
+    """Σ of the blocks' errors, summed slab by slab as the NumPy path's ``_blocks`` sums them
+    (its slabs are rows of the first axis of the blocks-last layout)."""
+    per_row = math.prod(error.shape[1:]) * size  # weights per row of that layout
+    rows = max(1, CHUNK // max(1, per_row)) if error.shape[0] else 1
+    noise = 0.0
+    for start in range(0, error.shape[0], rows):
+        noise += float(error[start : start + rows][..., None].sum())
+    return noise

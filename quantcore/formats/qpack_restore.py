@@ -1,0 +1,293 @@
+"""Restoring a layout-3 package: ``model.onnx`` rebuilt in place, without protobuf.
+
+The skeleton is ``model.onnx`` with each code tensor's ``raw_data`` cut out, and each tensor's
+entry says where its bytes go (``at``, ``raw_length``). ``check`` bounds every size the header
+declares against the package's length and against each other before anything is allocated;
+the caller then gives an output buffer of ``size`` bytes (and the output file, which each
+piece is written to once checked) and ``fill`` decodes every chunk of every tensor straight
+into its place on a pool of threads (4-bit tensors through a small per-thread buffer, packed
+two per byte),
+copies the skeleton into the gaps, and hashes each 16 MiB piece as soon as all its bytes are
+there, so that hashing overlaps decoding. Any piece whose SHA-256 differs, or any check that
+fails, raises ``InvalidPackageError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import zstandard
+
+from quantcore.coding import rans
+from quantcore.coding.entropy import decode_plan
+from quantcore.coding.packing import unpack_bits
+from quantcore.coding.parallel import cores
+from quantcore.errors import InvalidPackageError
+from quantcore.formats.containers import code_raw_data
+from quantcore.formats.qpack_common import (
+    FOUR_BIT,
+    code_count,
+    header_int,
+    narrow_codes,
+    output_bound,
+    raw_length,
+    section,
+)
+
+UNPACK_THREADS = cores()
+_BYTE_TYPES = frozenset({onnx.TensorProto.INT8, onnx.TensorProto.UINT8})
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A code tensor's entry, checked: its section, codes and where they go."""
+
+    entry: dict[str, Any]
+    body: memoryview
+    count: int
+    elem_type: int
+    code_min: int
+    at: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    size: int  # bytes of model.onnx
+    skeleton: memoryview  # its zstd frame
+    tensors: list[Placed]  # in the order of ``at``
+    piece_bytes: int
+    digests: list[str]
+
+
+def check(view: memoryview, header: dict[str, Any]) -> Layout:
+    """The checked layout of a version-3 package whose skeleton is cut bytes."""
+    try:
+        return _check(view, header)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InvalidPackageError(f"package header is corrupt: {exc!r}") from None
+
+
+def _check(view: memoryview, header: dict[str, Any]) -> Layout:
+    bound = output_bound(len(view))
+    info = header["onnx"]
+    size = header_int(info, "size", bound, "onnx")
+    skeleton = header["skeleton"]
+    raw_size = header_int(skeleton, "raw_size", size, "skeleton")
+    frame = section(view, 0, skeleton, "the skeleton")
+    placed = []
+    for entry in header["tensors"]:
+        what = f"codes of {entry['name']!r}"
+        count = code_count(entry, bound)
+        elem_type = int(entry["elem_type"])
+        length = raw_length(count, elem_type)
+        if entry["coding"] not in ("entropy", "packed") or entry["raw_length"] != length:
+            raise InvalidPackageError(f"package header is corrupt: {what} do not fit the model")
+        at = header_int(entry, "at", size - length, what)
+        body = section(view, 0, entry, what)
+        placed.append(Placed(entry, body, count, elem_type, int(entry["code_min"]), at, length))
+    placed.sort(key=lambda p: p.at)
+    end = 0
+    for p in placed:
+        if p.at < end:
+            raise InvalidPackageError("package header is corrupt: code tensors overlap")
+        end = p.at + p.length
+    if raw_size + sum(p.length for p in placed) != size:
+        raise InvalidPackageError(
+            f"package header is corrupt: skeleton {raw_size} and codes do not make {size} bytes"
+        )
+    piece = header_int(info, "piece_bytes", 1 << 40, "onnx")
+    digests = info["piece_sha256"]
+    if piece == 0 or not isinstance(digests, list) or len(digests) != -(-size // piece):
+        raise InvalidPackageError("package header is corrupt: the model's piece hashes")
+    return Layout(size, frame, placed, piece, [str(d) for d in digests])
+
+
+class _Pieces:
+    """Counts the bytes still missing from each piece; hashes a piece once it is whole."""
+
+    def __init__(
+        self, out: np.ndarray, layout: Layout, submit: Callable[..., None], fd: int | None
+    ) -> None:
+        self.out, self.piece, self.digests, self.fd = out, layout.piece_bytes, layout.digests, fd
+        self.missing = [min(self.piece, layout.size - s) for s in range(0, layout.size,
+                                                                      self.piece)]  # fmt: skip
+        self.lock = threading.Lock()
+        self.submit = submit
+
+    def done(self, begin: int, end: int) -> None:
+        whole = []
+        with self.lock:
+            for k in range(begin // self.piece, -(-end // self.piece)):
+                overlap = min(end, (k + 1) * self.piece) - max(begin, k * self.piece)
+                self.missing[k] -= overlap
+                if overlap and self.missing[k] == 0:
+                    whole.append(k)
+        for k in whole:
+            self.submit(self.hash, k)
+
+    def hash(self, k: int) -> None:
+        piece = self.out[k * self.piece : (k + 1) * self.piece]
+        if hashlib.sha256(piece.data).hexdigest() != self.digests[k]:
+            raise InvalidPackageError(
+                f"restored model's bytes [{k * self.piece}, {k * self.piece + piece.size}) "
+                "differ from the package's hash (corrupt package)"
+            )
+        if self.fd is not None:  # written while it is still in the cache
+            written = 0
+            while written < piece.size:
+                written += os.pwrite(self.fd, piece[written:].data, k * self.piece + written)
+
+
+class _Pool:
+    """A thread pool whose tasks may submit more; ``wait`` raises the first failure."""
+
+    def __init__(self, threads: int) -> None:
+        self.executor = ThreadPoolExecutor(max(1, threads), thread_name_prefix="unpack")
+        self.futures: list[Future[None]] = []
+        self.lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        with self.lock:
+            self.futures.append(self.executor.submit(fn, *args))
+
+    def wait(self) -> None:
+        try:
+            seen = 0
+            while True:
+                with self.lock:
+                    batch = self.futures[seen:]
+                if not batch:
+                    break
+                for future in batch:
+                    future.exception()  # waits
+                seen += len(batch)
+            for future in self.futures:
+                if future.exception() is not None:
+                    raise future.exception()  # type: ignore[misc]
+        finally:
+            for future in self.futures:
+                future.cancel()
+            self.executor.shutdown(wait=True)
+
+
+_scratch = threading.local()
+
+
+def _buffer(dtype: np.dtype, n: int) -> np.ndarray:
+    """A per-thread array of ``n`` codes, reused from chunk to chunk."""
+    key = f"b{dtype.str}"
+    held = getattr(_scratch, key, None)
+    if held is None or held.size < n:
+        held = np.empty(max(n, 1 << 21), dtype=dtype)
+        setattr(_scratch, key, held)
+    return held[:n]
+
+
+def fill(
+    view: memoryview,
+    layout: Layout,
+    out: np.ndarray,
+    threads: int | None = None,
+    fd: int | None = None,
+) -> None:
+    """Restore model.onnx into ``out`` (``layout.size`` uint8), checking every piece's hash;
+    each piece is also written to the file ``fd`` (at its offset) once checked."""
+    pool = _Pool(UNPACK_THREADS if threads is None else threads)
+    pieces = _Pieces(out, layout, pool.submit, fd)
+    try:
+        for placed in layout.tensors:
+            _submit_tensor(placed, out, pool, pieces)
+        _copy_skeleton(layout, out, pieces)
+    finally:
+        pool.wait()
+
+
+def _submit_tensor(p: Placed, out: np.ndarray, pool: _Pool, pieces: _Pieces) -> None:
+    """Check a tensor's stream (on this thread) and submit its chunks."""
+    region = out[p.at : p.at + p.length]
+    if p.entry["coding"] == "packed":
+        bits = header_int(p.entry, "bits", 16, "tensor")
+        if bits == 0:
+            raise InvalidPackageError(f"package header is corrupt: {p.entry['name']!r} bits=0")
+
+        def whole() -> None:
+            _store(unpack_bits(p.body, bits, p.count), p, region)
+            pieces.done(p.at, p.at + p.length)
+
+        pool.submit(whole)
+        return
+    dtype, chunks = decode_plan(p.body, count=p.count)
+    direct = p.elem_type in _BYTE_TYPES and dtype == np.uint8
+    nibbles = p.elem_type in FOUR_BIT and dtype == np.uint8
+    if not (direct or nibbles) or any(c.start % 2 for c in chunks):
+        # Rare layouts (16-bit or wider codes): decoded whole, then stored.
+        def decoded() -> None:
+            codes = np.empty(p.count, dtype=dtype)
+            for c in chunks:
+                c.fill(codes[c.start : c.start + c.size])
+            _store(codes, p, region)
+            pieces.done(p.at, p.at + p.length)
+
+        pool.submit(decoded)
+        return
+    if p.count == 0:
+        pieces.done(p.at, p.at + p.length)
+    for chunk in chunks:
+        pool.submit(_chunk_task, chunk, p, region, nibbles, pieces)
+
+
+def _chunk_task(
+    chunk: rans.Chunk, p: Placed, region: np.ndarray, nibbles: bool, pieces: _Pieces
+) -> None:
+    if nibbles:
+        begin, end = chunk.start // 2, (chunk.start + chunk.size + 1) // 2
+        codes = _buffer(np.dtype(np.uint8), chunk.size)
+        chunk.fill(codes)
+        rans.pack_nibbles(codes, p.code_min, region[begin:end])
+    else:
+        begin, end = chunk.start, chunk.start + chunk.size
+        target = region[begin:end]
+        chunk.fill(target)
+        if p.code_min & 0xFF:
+            np.add(target, np.uint8(p.code_min & 0xFF), out=target)  # wraps, as it must
+    pieces.done(p.at + begin, p.at + end)
+
+
+def _store(shifted: np.ndarray, p: Placed, region: np.ndarray) -> None:
+    if shifted.size != p.count:
+        raise InvalidPackageError(f"package codes of {p.entry['name']!r} do not fit the model")
+    raw = code_raw_data(narrow_codes(shifted, p.code_min, p.elem_type), p.elem_type)
+    region[:] = np.frombuffer(raw, dtype=np.uint8)
+
+
+def _copy_skeleton(layout: Layout, out: np.ndarray, pieces: _Pieces) -> None:
+    """Decompress the skeleton straight into the gaps between the code tensors."""
+    gaps, previous = [], 0
+    for p in layout.tensors:
+        gaps.append((previous, p.at))
+        previous = p.at + p.length
+    gaps.append((previous, layout.size))
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(layout.skeleton) as reader:
+            for begin, end in gaps:
+                target = out[begin:end].data
+                got = 0
+                while got < end - begin:
+                    n = reader.readinto(target[got:])
+                    if n == 0:
+                        raise InvalidPackageError("package skeleton is truncated")
+                    got += n
+                pieces.done(begin, end)
+            if reader.read(1):
+                raise InvalidPackageError("package skeleton is longer than its header says")
+    except zstandard.ZstdError as exc:
+        raise InvalidPackageError(f"package skeleton is corrupt: {exc}") from None

@@ -1,0 +1,285 @@
+"""Compiled kernels of granularity ``group``: every block's statistics, its clip search, its
+codes with block sums kept, its dequantized weights and its error, one block at a time.
+
+The tensor is seen as ``w3`` of shape ``(P, L, Q)``: blocks of ``B`` run along ``L`` (the
+block axis), one per ``(p, j, q)`` with ``j < ceil(L / B)``, numbered ``(p·count + j)·Q + q``.
+A block is gathered into a buffer of ``B`` weights, zeros past ``L`` (the NumPy reference,
+``quantcore.compress.group_numpy``, pads with zeros the same way), so that every sum runs
+over the same ``B`` numbers in the same order as the reference's: ``pairwise`` is NumPy's
+pairwise summation (eight accumulators, halves above 128), which is what ``ndarray.sum``
+does along a contiguous axis. Each per-weight operation is the reference's IEEE operation in
+the same precision, so codes, scales, errors and counts agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from quantcore.quantizers.kernels import encode_values
+
+_jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+_inline = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", inline="always")
+
+SYMMETRIC, ZERO_POINT, CODEBOOK = 0, 1, 2
+
+
+@_inline
+def _pairwise_leaf(a, lo, n):
+    """NumPy's pairwise sum of ``a[lo:lo+n]`` for ``1 ≤ n ≤ 128``."""
+    if n < 8:  # NumPy starts from -0.0, and -0.0 + a[lo] is a[lo]
+        res = a[lo]
+        for i in range(1, n):
+            res += a[lo + i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    stop = n - n % 8
+    while i < stop:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@_jit
+def pairwise(a, lo, n):
+    """NumPy's pairwise sum of ``a[lo:lo+n]`` (same dtype, same order, same roundings):
+    leaves of at most 128, longer runs split at half rounded down to a multiple of 8 and
+    the halves' sums added. Written without recursion (numba's cache does not keep
+    recursive functions reliably): an explicit stack of pending runs and partial sums."""
+    if n <= 128:
+        return _pairwise_leaf(a, lo, n)
+    starts = np.empty(64, np.int64)
+    sizes = np.empty(64, np.int64)
+    halves = np.zeros(64, np.int64)  # 0: to split, 1: left done, 2: both done
+    partial = np.empty(64, a.dtype)
+    depth = 0
+    starts[0], sizes[0], halves[0] = lo, n, 0
+    result = a[lo]
+    while depth >= 0:
+        size = sizes[depth]
+        if size <= 128:
+            result = _pairwise_leaf(a, starts[depth], size)
+            depth -= 1
+        elif halves[depth] == 0:
+            half = size // 2
+            half -= half % 8
+            halves[depth] = 1
+            starts[depth + 1], sizes[depth + 1], halves[depth + 1] = starts[depth], half, 0
+            depth += 1
+            continue
+        elif halves[depth] == 1:
+            half = size // 2
+            half -= half % 8
+            partial[depth] = result
+            halves[depth] = 2
+            starts[depth + 1] = starts[depth] + half
+            sizes[depth + 1], halves[depth + 1] = size - half, 0
+            depth += 1
+            continue
+        else:
+            result = partial[depth] + result
+            depth -= 1
+    return result
+
+
+@_inline
+def _gather(w3, block, size, count, xb):
+    """Block ``block`` into ``xb`` (zeros past the axis' end); returns its (p, first l, q)."""
+    q_len = w3.shape[2]
+    length = w3.shape[1]
+    q = block % q_len
+    pj = block // q_len
+    j = pj % count
+    p = pj // count
+    first = j * size
+    valid = min(size, length - first)
+    for i in range(valid):
+        xb[i] = w3[p, first + i, q]
+    for i in range(valid, size):
+        xb[i] = np.float32(0.0)
+    return p, first, q
+
+
+@_jit
+def gather_blocks(w3, size, count, first, out):
+    """Blocks ``first .. first + len(out)`` into the rows of ``out`` (zero-padded)."""
+    for k in range(out.shape[0]):
+        _gather(w3, first + k, size, count, out[k])
+
+
+@_jit
+def block_stats(w3, size, count, hi, lo, sumsq):
+    """Per block: ``max(max w, 0)``, ``min(min w, 0)`` (float32) and ``Σ w²`` (float64)."""
+    xb = np.empty(size, np.float32)
+    sq = np.empty(size, np.float64)
+    for b in range(hi.size):
+        _gather(w3, b, size, count, xb)
+        top = np.float32(0.0)
+        bottom = np.float32(0.0)
+        for i in range(size):
+            v = xb[i]
+            top = max(top, v)
+            bottom = min(bottom, v)
+            sq[i] = np.float64(v) * np.float64(v)
+        hi[b], lo[b] = top, bottom
+        sumsq[b] = pairwise(sq, 0, size)
+
+
+@_jit
+def _uniform_values(xb, size, s, inv, zp, mode, cmin, cmax, qb, sq, error, rb):
+    """``qb`` = clipped ``rint(x/s) (+ zp)``; with ``error``, returns the Σ of squared errors
+    of its values, else fills ``rb`` with the residuals ``x/s (+ zp) - q`` that keeping the
+    block sum ranks (and returns 0). The zero point and the clip bounds are float32, as
+    NumPy's ``q += zp`` makes them."""
+    lo_f, hi_f = np.float32(cmin), np.float32(cmax)
+    off = zp if mode == ZERO_POINT else np.float32(0.0)
+    for i in range(size):
+        v = np.rint(xb[i] * inv)
+        if mode == ZERO_POINT:
+            v = v + zp
+        v = min(max(v, lo_f), hi_f)
+        qb[i] = v
+        if error:
+            value = (v - zp) * s if mode == ZERO_POINT else v * s
+            d = np.float64(value - xb[i])
+            sq[i] = d * d
+        else:
+            rb[i] = xb[i] * inv + off - v
+    return pairwise(sq, 0, size) if error else 0.0
+
+
+@_jit
+def _codebook_values(xb, size, s, inv, tb, cb, levels, vb, sq, kind, limit, ratio,
+                     max_index, signbit, edges, table, lut):
+    for i in range(size):
+        tb[i] = xb[i] * inv
+    encode_values(tb[:size], cb[:size], kind, limit, ratio, max_index, signbit, edges, table, lut)
+    for i in range(size):
+        value = levels[cb[i]] * s
+        vb[i] = value
+        d = np.float64(value - xb[i])
+        sq[i] = d * d
+    return pairwise(sq, 0, size)
+
+
+@_jit
+def _kth_largest(score, size, k, top):
+    """The ``k``-th largest of ``score[:size]`` counting repeats (``1 ≤ k ≤ size``): the ``k``
+    largest kept in ``top`` (``size`` long) by insertion; most scores fall below them and
+    cost one comparison."""
+    for j in range(k):
+        top[j] = -np.inf
+    for i in range(size):
+        v = score[i]
+        if v > top[k - 1]:
+            j = k - 1
+            while j > 0 and top[j - 1] < v:
+                top[j] = top[j - 1]
+                j -= 1
+            top[j] = v
+    return top[k - 1]
+
+
+@_jit
+def _keep_sums(size, cmin, cmax, qb, rb, score, top):
+    """Step the fewest codes of the block one step so that its sum is kept within half a
+    step: the reference's ``_keep_sums`` (ranks by residual ``rb``, ties all move, -inf: no
+    room)."""
+    short = np.rint(pairwise(rb, 0, size))
+    if short == 0:
+        return
+    up = short > 0
+    need = min(int(abs(short)), size)
+    bound = np.float32(cmax) if up else np.float32(cmin)
+    sign = np.float32(1.0) if up else np.float32(-1.0)
+    lowest = np.float32(-np.inf)
+    for i in range(size):
+        room = qb[i] < bound if up else qb[i] > bound
+        score[i] = rb[i] * sign if room else lowest
+    edge = _kth_largest(score, size, need, top)
+    zero = np.float32(0.0)
+    for i in range(size):
+        # A code with room has a finite score; ties with the edge all move, as in NumPy.
+        qb[i] += sign if (score[i] > lowest) & (score[i] >= edge) else zero
+
+
+@_jit
+def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, amax, mode,
+                   cmin, cmax, levels, kind, limit, ratio, max_index, signbit, edges, table,
+                   lut, codes, deq, error, inside, best):
+    """Blocks ``first .. first + scales.shape[1]`` of ``w3``: per block the candidate (row of
+    ``scales``/``invs``/``zps``/``ratios``) of least squared error (the first on ties), its
+    codes (uniform: block sums kept) into ``codes`` and values into ``deq`` (both shaped like
+    ``w3``), and per block its squared error, its weights within the clipped range (padding
+    included, as in the reference) and the candidate taken."""
+    candidates, n = scales.shape
+    xb = np.empty(size, np.float32)
+    qb = np.empty(size, np.float32)
+    vb = np.empty(size, np.float32)
+    rb = np.empty(size, np.float32)
+    score = np.empty(size, np.float32)
+    sq = np.empty(size, np.float64)
+    cb = np.empty(size, codes.dtype)
+    top = np.empty(size, np.float32)
+    length = w3.shape[1]
+    for k in range(n):
+        b = first + k
+        p, start, q = _gather(w3, b, size, count, xb)
+        chosen = 0
+        if candidates > 1:
+            least = 0.0
+            for c in range(candidates):
+                if mode == CODEBOOK:
+                    e = _codebook_values(xb, size, scales[c, k], invs[c, k], rb, cb, levels, vb,
+                                         sq, kind, limit, ratio, max_index, signbit, edges,
+                                         table, lut)  # fmt: skip
+                else:
+                    e = _uniform_values(xb, size, scales[c, k], invs[c, k], zps[c, k], mode,
+                                        cmin, cmax, qb, sq, True, rb)  # fmt: skip
+                if c == 0 or e < least:
+                    chosen, least = c, e
+        s, inv, zp = scales[chosen, k], invs[chosen, k], zps[chosen, k]
+        if mode == CODEBOOK:
+            e = _codebook_values(xb, size, s, inv, rb, cb, levels, vb, sq, kind, limit, ratio,
+                                 max_index, signbit, edges, table, lut)  # fmt: skip
+        else:
+            _uniform_values(xb, size, s, inv, zp, mode, cmin, cmax, qb, sq, False, rb)
+            _keep_sums(size, cmin, cmax, qb, rb, score, top)
+            off = zp if mode == ZERO_POINT else np.float32(0.0)
+            for i in range(size):
+                c = int(qb[i])
+                cb[i] = c
+                # From the stored code, as ``decode`` computes it (a code 0 is +0, never -0).
+                value = (np.float32(c) - off) * s
+                vb[i] = value
+                d = np.float64(value - xb[i])
+                sq[i] = d * d
+            e = pairwise(sq, 0, size)
+        r = ratios[chosen, k]
+        if mode == ZERO_POINT:
+            clip_lo, clip_hi = lo[b] * r, hi[b] * r
+        else:
+            clip_hi = amax[b] * r
+            clip_lo = -clip_hi
+        within = 0
+        for i in range(size):
+            within += (xb[i] >= clip_lo) & (xb[i] <= clip_hi)
+        for i in range(min(size, length - start)):
+            codes[p, start + i, q] = cb[i]
+            deq[p, start + i, q] = vb[i]
+        error[k] = e
+        inside[k] = within
+        best[k] = chosen

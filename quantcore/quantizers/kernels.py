@@ -1,0 +1,199 @@
+"""Compiled one-pass chunk kernel of ``quantcore.quantizers.stream`` (layer and channel paths).
+
+One call per chunk computes, per weight, exactly what the NumPy chunk (the reference:
+``_Kernel.chunk`` with ``USE_KERNELS`` off) computes in seven array operations, in three short
+loops over the chunk while it is in cache: ``t = w·gain + shift`` and the share within the
+support; the codes; the dequantized weight, the error ``w - ŵ`` (into a scratch buffer: its
+sum of squares is left to ``np.dot``, so the noise is summed in the very order of the
+reference) and the code counts. Every operation is the same
+IEEE operation in the same precision, one rounding each (no fast-math, no fused multiply-add),
+so codes, dequantized weights and statistics are bit for bit the reference's.
+
+Families: midrise, midtread and dead-zone by their formulas; mu-law, exponential and
+minifloat through their breakpoint tables (``quantcore.quantizers.breakpoints``).
+
+numba compiles each kernel on its first call for a dtype (about a second; ``cache=True`` keeps
+the machine code on disk, so later processes load it in milliseconds).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from quantcore.quantizers.breakpoints import BUCKETS
+
+_jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+# Helpers called per weight are inlined by numba itself: a call that passes arrays would
+# count references on every weight.
+_inline = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", inline="always")
+
+MIDRISE, SIGNED_DEADZONE, DEADZONE_INDEX, TABLE = 0, 1, 2, 3
+
+
+@intrinsic
+def _bits32(typingctx, x):
+    """The bit pattern of a float32 as a uint32."""
+    sig = types.uint32(types.float32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return sig, codegen
+
+
+@_inline
+def _midrise(t, limit):
+    negative = t < 0
+    if t > limit:
+        t = limit
+    elif t < -limit:
+        t = -limit
+    # The cast truncates toward zero: floor for t ≥ 0, ceil for t < 0, then ceil - 1.
+    return int(t) - (1 if negative else 0)
+
+
+@_inline
+def _deadzone(t, ratio, max_index, index):
+    """0 below ``ratio``, else ``min(floor(|t| - ratio) + 1, max_index)``, signed; ``index``:
+    the dead-zone design's codebook index instead (no zero code when ``ratio`` is 0)."""
+    m = abs(t)
+    if m < ratio:
+        code = 0
+    else:
+        f = np.floor(m - ratio)
+        code = max_index if f >= max_index - 1 else int(f) + 1
+    if t < 0:
+        code = -code
+    if index:
+        if ratio == 0 and code > 0:
+            code -= 1
+        code += max_index
+    return code
+
+
+@_inline
+def _table(t, signbit, edges, codes, lut):
+    """The code of ``t`` from a ``CodeTable`` (see ``quantcore.quantizers.breakpoints``)."""
+    negative = math.copysign(1.0, t) < 0 if signbit else t < 0
+    m = abs(t)
+    k = lut[(BUCKETS if negative else 0) + (_bits32(np.float32(m)) >> 16)]  # type: ignore[call-arg]
+    k += edges[k] <= m
+    while edges[k] <= m:
+        k += 1
+    return codes[k]
+
+
+@_jit
+def encode_values(t, out, kind, limit, ratio, max_index, signbit, edges, table, lut):
+    """Codes of ``t`` (1-D, in the family's unit) into ``out``, as the family's ``encode``."""
+    n = t.size
+    if kind == MIDRISE:
+        for i in range(n):
+            out[i] = _midrise(t[i], limit)
+    elif kind == TABLE:
+        for i in range(n):
+            out[i] = _table(t[i], signbit, edges, table, lut)
+    else:
+        index = kind == DEADZONE_INDEX
+        for i in range(n):
+            out[i] = _deadzone(t[i], ratio, max_index, index)
+
+
+@_jit
+def add_counts(codes, counts, mask):
+    """``counts[code & mask] += 1`` for each code (1-D); four tables break the dependency
+    between neighbours that share a code."""
+    part = np.zeros((4, counts.size), np.int64)
+    n = codes.size
+    quads = n - n % 4
+    for i in range(0, quads, 4):
+        part[0, codes[i] & mask] += 1
+        part[1, codes[i + 1] & mask] += 1
+        part[2, codes[i + 2] & mask] += 1
+        part[3, codes[i + 3] & mask] += 1
+    for i in range(quads, n):
+        part[0, codes[i] & mask] += 1
+    for k in range(counts.size):
+        counts[k] += part[0, k] + part[1, k] + part[2, k] + part[3, k]
+
+
+@_jit
+def stream_chunk(w, gain, shift, scale, offset, kind, limit, ratio, max_index, edge,
+                 signbit, edges, table, lut, levels, mask, codes, deq, err, counts):
+    """Rows of ``w`` (rows × per) with one ``gain/shift/scale/offset`` per row into ``codes``,
+    ``deq`` and ``err``; adds to ``counts``; returns the weights with float32 ``|t| ≤ edge``.
+    ``err`` holds ``t`` until the codes are chosen."""
+    rows, per = w.shape
+    affine = levels.size == 0
+    inside = 0
+    for r in range(rows):
+        g, s, sc, off = gain[r], shift[r], scale[r], offset[r]
+        t = err[r]
+        for i in range(per):
+            v = w[r, i] * g + s
+            t[i] = v
+            inside += np.float32(abs(v)) <= edge
+        encode_values(t, codes[r], kind, limit, ratio, max_index, signbit, edges, table, lut)
+        if affine:
+            for i in range(per):
+                v = np.float32(codes[r, i]) * sc + off
+                deq[r, i] = v
+                t[i] = w[r, i] - v
+        else:
+            for i in range(per):
+                v = levels[codes[r, i]] * sc + off
+                deq[r, i] = v
+                t[i] = w[r, i] - v
+        add_counts(codes[r], counts, mask)
+    return inside
+
+
+@_jit
+def sample_errors(rows, pick, gain, scale, offset, kind, limit, ratio, max_index, signbit,
+                  edges, table, lut, levels, codes, err):
+    """Row ``pick[k]`` of ``rows`` (float32 samples) quantized with ``gain/scale/offset[k]``:
+    its errors ``float64(x - ŵ)`` into ``err[k]``, as ``quantize`` and the MSE support
+    measure them (``t = x·gain - 0.0``, ``ŵ = value·scale + offset``)."""
+    n = rows.shape[1]
+    affine = levels.size == 0
+    for k in range(pick.size):
+        x = rows[pick[k]]
+        t = err[k]
+        g = gain[k]
+        tf = np.empty(n, rows.dtype)
+        for i in range(n):
+            tf[i] = x[i] * g + np.float32(-0.0)
+        encode_values(tf, codes, kind, limit, ratio, max_index, signbit, edges, table, lut)
+        sc, off = scale[k], offset[k]
+        for i in range(n):
+            v = np.float32(codes[i]) * sc + off if affine else levels[codes[i]] * sc + off
+            t[i] = np.float64(x[i] - v)
+
+
+@_jit
+def sort_small_range(values, bound):
+    """``np.sort(values)`` for integers in ``[0, bound)``, ``bound ≤ 2^32``: two counting
+    passes of 16 bits (stable LSD radix), linear in ``values.size`` and exact."""
+    out = np.empty_like(values)
+    tmp = np.empty_like(values)
+    src, dst = values, tmp
+    passes = 1 if bound <= 1 << 16 else 2
+    for p in range(passes):
+        shift = 16 * p
+        counts = np.zeros((1 << 16) + 1, np.int64)
+        for v in src:
+            counts[((v >> shift) & 0xFFFF) + 1] += 1
+        for k in range(1 << 16):
+            counts[k + 1] += counts[k]
+        target = out if p == passes - 1 else dst
+        for v in src:
+            d = (v >> shift) & 0xFFFF
+            target[counts[d]] = v
+            counts[d] += 1
+        src = target
+    return out

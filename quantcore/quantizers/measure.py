@@ -1,0 +1,67 @@
+"""The measured MSE of a quantizer on many samples at once, for the ``mse`` support search.
+
+``SampleErrors(spec, rows)`` answers, for one threshold per row, what ``quantize(row, spec,
+xmax)`` followed by ``mean((row - ŵ)²)`` gives, bit for bit: the compiled kernel
+(``quantcore.quantizers.kernels.sample_errors``) writes each row's errors, and their sum of
+squares is ``np.dot`` of them, as in the one-row measurement. No per-call design, decoder or
+tensor is built, so a search over every channel of a tensor costs a few passes over its
+sample rather than dozens of ``quantize`` calls per channel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from quantcore.quantizers.base import Design
+from quantcore.quantizers.families import design as design_for
+from quantcore.quantizers.kernel_args import kernel_args
+from quantcore.quantizers.kernels import sample_errors
+from quantcore.spec import Method, QuantizerSpec
+
+_BATCH = 1 << 20
+
+
+class SampleErrors:
+    """Measured MSE of ``spec`` on each row of ``rows`` (float32, rows × n) at given xmax."""
+
+    def __init__(self, spec: QuantizerSpec, rows: np.ndarray) -> None:
+        self.rows = np.ascontiguousarray(rows, np.float32)
+        self.design: Design = design_for(spec.resolved())
+        args = kernel_args(self.design, np.dtype(np.float32))
+        assert args is not None
+        values = args.values
+        self.family = (values[0], values[1], values[2], values[3], *values[5:10])
+
+    @staticmethod
+    def supported(spec: QuantizerSpec) -> bool:
+        """The exponential family fits its design to each sample: it keeps ``quantize``."""
+        if spec.method is Method.LOG:
+            return False
+        return kernel_args(design_for(spec.resolved()), np.dtype(np.float32)) is not None
+
+    def __call__(self, xmax: npt.ArrayLike, pick: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """The MSE of rows ``pick`` at thresholds ``xmax`` (one each)."""
+        pick_arr = np.asarray(pick, np.int64).reshape(-1)
+        step = np.asarray(xmax, np.float64).reshape(-1) / self.design.support_edge
+        with np.errstate(divide="ignore"):
+            gain = np.where(step > 0, 1.0 / np.where(step > 0, step, 1.0), 0.0)
+        offset = 0.0 + self.design.half * step if self.design.levels is None else 0.0 * step
+        n = self.rows.shape[1]
+        # Errors of at most _BATCH weights at a time: a whole grid of every channel would
+        # hold 40 float64 copies of the sample.
+        batch = max(1, _BATCH // max(n, 1))
+        err = np.empty((min(batch, pick_arr.size), n), np.float64)
+        codes = np.empty(n, self.design.dtype)
+        gain32, step32 = gain.astype(np.float32), step.astype(np.float32)
+        offset32 = np.broadcast_to(np.asarray(offset, np.float64), step.shape).astype(np.float32)
+        out = np.empty(pick_arr.size)
+        for lo in range(0, pick_arr.size, batch):
+            part = slice(lo, lo + batch)
+            rows = err[: pick_arr[part].size]
+            sample_errors(  # type: ignore[call-arg]
+                self.rows, pick_arr[part], gain32[part], step32[part], offset32[part],
+                *self.family, codes, rows,
+            )  # fmt: skip
+            out[part] = [float(np.dot(e, e)) / n for e in rows]
+        return out

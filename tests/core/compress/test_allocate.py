@@ -1,0 +1,142 @@
+"""Rate–distortion allocation (spec ``target``) and RDOQ, end to end on real ONNX models.
+
+The written ``model.onnx`` must decode to the values the report measures, ``model.qpack`` must
+unpack to it byte for byte, and the targets must hold on the whole tensors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from quantcore import JobInput, JobKind, JobOutput, run_job
+from quantcore.compress.allocate import TensorSample, allocate, sample_tensor
+from quantcore.compress.layerwise import quantize_tensors
+from quantcore.compress.pipeline import package_size, quantize_model
+from quantcore.compress.rdoq import RDOQ_MU, rdoq_result
+from quantcore.compress.results import TensorRequest, TensorResult
+from quantcore.formats.load import load_model
+from quantcore.formats.qpack import unpack
+from quantcore.spec import Granularity, QuantizerSpec, QuantSpec, Rounding
+from quantcore.target import RateTarget
+from tests import models
+from tests.core.formats.onnx_helpers import run, with_weights
+
+X = {"x": np.random.default_rng(3).normal(size=(8, 64)).astype(np.float32)}
+SIZES = (64, 256, 128, 10)
+
+
+def _spread_mlp(path: Path) -> onnx.ModelProto:
+    """An MLP whose layers' spreads differ 20x (as after batch-norm folding)."""
+    model = models.mlp(SIZES, seed=5)
+    for i, init in enumerate(model.graph.initializer):
+        if init.name.endswith(".weight"):
+            w = onnx.numpy_helper.to_array(init) * (20.0 if i == 0 else 1.0)
+            init.CopyFrom(onnx.numpy_helper.from_array(w.astype(np.float32), init.name))
+    onnx.save(model, path)
+    return model
+
+
+def _job(path: Path, out: Path, spec: dict) -> JobOutput:
+    return run_job(JobInput(kind=JobKind.QUANTIZE, model_path=path, spec=spec), out)
+
+
+def _check_written(model: onnx.ModelProto, path: Path, out: JobOutput) -> None:
+    qmodel = quantize_model(load_model(path), QuantSpec.from_dict(out.report["spec"]))
+    values = {w.name: w.dequantized() for w in qmodel.weights}
+    written, package = out.artifacts[0], out.artifacts[1]
+    got = run(onnx.load(written), X)[0]
+    np.testing.assert_allclose(got, run(with_weights(model, values), X)[0], rtol=1e-5, atol=1e-6)
+    assert unpack(package.read_bytes())[1] == written.read_bytes()
+    assert package.stat().st_size == package_size(qmodel)
+
+
+def test_sqnr_target_is_met_with_one_common_step(tmp_path: Path) -> None:
+    model = _spread_mlp(tmp_path / "m.onnx")
+    out = _job(tmp_path / "m.onnx", tmp_path / "out", {"target": {"weight_sqnr_db": 24}})
+    block = out.report["allocation"]
+    assert block["achieved"]["met"] is True
+    assert 24.0 <= out.report["summary"]["sqnr_db"] < 24.3
+    steps = [layer["step"] for layer in block["layers"]]
+    assert max(steps) / min(steps) < 1 + 1e-6
+    bits = {layer["name"]: layer["bits"] for layer in block["layers"]}
+    assert bits["fc0.weight"] > bits["fc1.weight"]  # the wide layer gets more levels
+    _check_written(model, tmp_path / "m.onnx", out)
+
+
+def test_rate_target_and_rdoq(tmp_path: Path) -> None:
+    model = _spread_mlp(tmp_path / "m.onnx")
+    spec = {"target": {"bits_per_weight": 2.5}, "rdoq": True}
+    out = _job(tmp_path / "m.onnx", tmp_path / "out", spec)
+    achieved = out.report["allocation"]["achieved"]
+    assert achieved["met"] is True and 2.45 < achieved["bits_per_weight"] <= 2.501
+    assert out.report["spec"]["target"] == {"bits_per_weight": 2.5}
+    _check_written(model, tmp_path / "m.onnx", out)
+
+
+def test_common_step_beats_equal_bits_at_the_same_sqnr(tmp_path: Path) -> None:
+    _spread_mlp(tmp_path / "m.onnx")
+    layer = {"bits": 5, "granularity": "layer", "support": "mse"}
+    plain = quantize_model(load_model(tmp_path / "m.onnx"), QuantSpec.from_dict(layer))
+    signal = sum(float(np.sum(np.square(w.dequantized()))) for w in plain.weights)
+    from quantcore.report.build import pooled_sqnr_db
+
+    sqnr = pooled_sqnr_db([w.layer for w in plain.weights], "sqnr_db")
+    assert sqnr is not None and signal > 0
+    target = QuantSpec.from_dict({"target": {"weight_sqnr_db": round(sqnr, 2) + 0.01}})
+    allocated = quantize_model(load_model(tmp_path / "m.onnx"), target)
+    assert package_size(allocated) < 0.8 * package_size(plain)
+
+
+def test_rdoq_moves_codes_toward_zero_and_lowers_the_rate() -> None:
+    rng = np.random.default_rng(0)
+    w = rng.laplace(0, 0.05, size=(256, 256)).astype(np.float32)
+    spec = QuantizerSpec(bits=3, rounding=Rounding.MIDTREAD).resolved()
+    (plain,) = quantize_tensors([TensorRequest(name="w", weights=w, quantizer=spec)],
+                                Granularity.LAYER)
+    tuned = rdoq_result(plain, w)
+    delta = tuned.quantized.codes.astype(int) - plain.quantized.codes.astype(int)
+    assert set(np.unique(delta)) <= {-1, 0, 1}
+    assert np.all(np.abs(tuned.quantized.codes) <= np.abs(plain.quantized.codes))
+    assert np.count_nonzero(delta) > 0
+    assert tuned.report.entropy_bits < plain.report.entropy_bits - 0.02
+    # The trade it makes: distortion (in step² units) plus μ·bits falls.
+    step = float(plain.quantized.decoder.scale)
+
+    def cost(result: TensorResult) -> float:
+        noise = float(np.sum(np.square(w - result.quantized.dequantized))) / step**2
+        return noise + RDOQ_MU * result.report.entropy_bits * w.size
+
+    assert cost(tuned) < cost(plain)
+    np.testing.assert_array_equal(tuned.quantized.dequantized,
+                                  plain.quantized.decoder.scale * tuned.quantized.codes
+                                  + plain.quantized.decoder.offset)  # type: ignore[union-attr]
+
+
+def test_allocation_gives_the_wider_tensor_more_bits_not_a_coarser_step() -> None:
+    rng = np.random.default_rng(1)
+    samples: dict[str, TensorSample] = {
+        "narrow": sample_tensor(rng.laplace(0, 0.01, 50_000), 1.0, 0),
+        "wide": sample_tensor(rng.laplace(0, 0.5, 50_000), 1.0, 1),
+    }
+    plan = allocate(samples, RateTarget(weight_sqnr_db=30.0), rdoq=False)
+    assert 29.99 < plan.predicted_sqnr_db < 30.1
+    assert plan.quantizers["wide"].bits > plan.quantizers["narrow"].bits
+    assert 0.5 < plan.step / plan.model_step < 2.0  # the closed form seeds it well
+
+
+def test_report_html_shows_the_allocation(tmp_path: Path) -> None:
+    _spread_mlp(tmp_path / "m.onnx")
+    out = _job(tmp_path / "m.onnx", tmp_path / "out", {"target": {"weight_sqnr_db": 20}})
+    page = next(p for p in out.artifacts if p.name == "report.html").read_text()
+    assert "Rate–distortion allocation" in page and "fc1.weight" in page
+    assert "achieved.met" in page
+
+
+def test_all_zero_weights_are_coded_exactly() -> None:
+    samples = {"z": sample_tensor(np.zeros((32, 32), np.float32), 1.0, 0)}
+    for target in (RateTarget(weight_sqnr_db=30.0), RateTarget(bits_per_weight=2.0)):
+        plan = allocate(samples, target, rdoq=True)
+        assert plan.predicted_bits_per_weight == 0.0 and plan.notes == ("every weight is zero",)

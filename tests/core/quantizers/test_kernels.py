@@ -1,0 +1,175 @@
+"""The compiled kernels against the NumPy reference: bit for bit, on varied inputs.
+
+Every case runs the same request twice, once with the kernels switched off (the NumPy path,
+kept as the reference) and once through them, and compares codes, dequantized weights (their
+bit patterns), scales, zero points, counts and every report figure exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from quantcore.compress import groups
+from quantcore.compress.groups import block_view, quantize_groups
+from quantcore.compress.layerwise import quantize_tensors
+from quantcore.compress.results import TensorRequest
+from quantcore.quantizers import design, stream
+from quantcore.quantizers.breakpoints import code_table
+from quantcore.quantizers.kernels import encode_values, sort_small_range
+from quantcore.spec import Granularity, Method, QuantizerSpec, Rounding, Support
+
+
+def heavy(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """Student-t weights (heavy tails, no NaN) with a zero row and a constant row."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_t(3, shape) * 0.05).astype(np.float32)
+    rows = w.reshape(shape[0], -1)
+    rows[1] = 0.0
+    rows[2] = 0.3
+    return w
+
+
+def bits_of(a: np.ndarray) -> np.ndarray:
+    return a.view(np.uint32 if a.dtype.itemsize == 4 else np.uint16)
+
+
+def both(monkeypatch: pytest.MonkeyPatch, module: object, run):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(module, "USE_KERNELS", False)
+    reference = run()
+    monkeypatch.setattr(module, "USE_KERNELS", True)
+    return run(), reference
+
+
+LAYER_SPECS = [
+    *(QuantizerSpec(bits=b) for b in (2, 3, 4, 8, 16)),
+    QuantizerSpec(bits=4, rounding=Rounding.MIDTREAD),
+    QuantizerSpec(bits=8, rounding=Rounding.MIDTREAD, support=Support.MSE),
+    QuantizerSpec(method=Method.DEADZONE, bits=4, deadzone_ratio=0.3),
+    QuantizerSpec(method=Method.DEADZONE, bits=5, deadzone_ratio=0.0),
+    QuantizerSpec(method=Method.MULAW, bits=8),
+    QuantizerSpec(method=Method.MULAW, bits=3, mu=20.0),
+    QuantizerSpec(method=Method.LOG, bits=4),
+    QuantizerSpec(method=Method.FLOAT),
+    QuantizerSpec(method=Method.FLOAT, exponent_bits=2, mantissa_bits=1),
+    QuantizerSpec(method=Method.FLOAT, exponent_bits=5, mantissa_bits=10),
+]
+
+
+@pytest.mark.parametrize("spec", LAYER_SPECS, ids=lambda s: f"{s.method.value}{s.bits}")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("granularity", [Granularity.LAYER, Granularity.CHANNEL])
+def test_layer_and_channel_paths_match_numpy(
+    monkeypatch: pytest.MonkeyPatch, spec: QuantizerSpec, dtype: type, granularity: Granularity
+) -> None:
+    w = heavy((24, 200)).astype(dtype)
+    req = TensorRequest(name="w", weights=w, quantizer=spec, channel_axis=0)
+    fast, ref = both(monkeypatch, stream, lambda: quantize_tensors([req], granularity)[0])
+    assert fast.quantized.codes.dtype == ref.quantized.codes.dtype
+    assert np.array_equal(fast.quantized.codes, ref.quantized.codes)
+    assert np.array_equal(bits_of(fast.quantized.dequantized), bits_of(ref.quantized.dequantized))
+    assert np.array_equal(fast.counts, ref.counts)
+    assert fast.report == ref.report
+
+
+def test_large_channels_take_the_chunked_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stream, "CHUNK", 1 << 10)  # channels longer than a chunk
+    w = heavy((6, 5000), seed=3)
+    req = TensorRequest(name="w", weights=w, quantizer=QuantizerSpec(bits=4), channel_axis=0)
+    fast, ref = both(monkeypatch, stream, lambda: quantize_tensors([req], Granularity.CHANNEL)[0])
+    assert np.array_equal(fast.quantized.codes, ref.quantized.codes)
+    assert fast.report == ref.report
+
+
+GROUP_SPECS = [
+    *(QuantizerSpec(bits=b, support=s) for b in (2, 3, 4, 8, 16)
+      for s in (Support.MAX_ABS, Support.MSE, Support.JAYANT)),
+    QuantizerSpec(bits=4, support=Support.PERCENTILE, support_value=99.0),
+    QuantizerSpec(bits=4, support=Support.VALUE, support_value=2.5),
+    QuantizerSpec(bits=8, support=Support.HUI),
+    *(QuantizerSpec(method=m, bits=4, support=s)
+      for m in (Method.MULAW, Method.LOG, Method.DEADZONE) for s in (Support.MAX_ABS, Support.MSE)),
+    QuantizerSpec(method=Method.FLOAT, support=Support.MAX_ABS),
+    QuantizerSpec(method=Method.FLOAT, exponent_bits=2, mantissa_bits=1, support=Support.MSE),
+]  # fmt: skip
+# (shape, block axis, block size): ragged last blocks, blocks across a strided axis, a Conv
+# kernel spanning its window, a block longer than the axis.
+GROUP_SHAPES = [((12, 200), 1, 32), ((150, 12), 0, 32), ((8, 8, 3, 3), 1, 16),
+                ((5, 77), 1, 128), ((6, 256), 1, 128), ((8, 20), 1, 200)]  # fmt: skip
+
+
+@pytest.mark.parametrize("spec", GROUP_SPECS,
+                         ids=lambda s: f"{s.method.value}{s.bits}-{s.support}")  # fmt: skip
+@pytest.mark.parametrize("zero_point", [True, False])
+def test_group_path_matches_numpy(
+    monkeypatch: pytest.MonkeyPatch, spec: QuantizerSpec, zero_point: bool
+) -> None:
+    spec = spec.resolved()
+    if spec.bits < 2 and not zero_point:
+        pytest.skip("a symmetric group grid needs 2 bits")
+    for shape, axis, size in GROUP_SHAPES:
+        w = heavy(shape, seed=size)
+        view = block_view(shape, axis, True)
+
+        def run(w: np.ndarray = w, view: tuple[int, ...] = view, axis: int = axis,
+                size: int = size) -> groups.GroupOutcome:
+            return quantize_groups("w", w, spec, view=view, axis=axis, block_size=size,
+                                   zero_point=zero_point)  # fmt: skip
+
+        fast, ref = both(monkeypatch, groups, run)
+        q, r = fast.quantized, ref.quantized
+        assert isinstance(q.decoder, groups.BlockDecoder)
+        assert isinstance(r.decoder, groups.BlockDecoder)
+        assert q.codes.dtype == r.codes.dtype and np.array_equal(q.codes, r.codes)
+        assert np.array_equal(bits_of(q.dequantized), bits_of(r.dequantized))
+        assert np.array_equal(bits_of(q.decoder.scale), bits_of(r.decoder.scale))
+        if r.decoder.zero_point is None:
+            assert q.decoder.zero_point is None
+        else:
+            assert q.decoder.zero_point is not None
+            assert np.array_equal(q.decoder.zero_point, r.decoder.zero_point)
+        assert np.array_equal(fast.counts, ref.counts)
+        same = dataclasses.replace(fast, quantized=ref.quantized, counts=ref.counts)
+        assert same == ref  # noise, inside, xmax, xmax_abs, theory: exactly equal
+
+
+def test_group_path_is_taken() -> None:
+    """The kernels serve every family (no silent fall-back to NumPy)."""
+    for spec in GROUP_SPECS:
+        spec = spec.resolved()
+        w = heavy((8, 64))
+        found = groups.compiled_blocks("w", w, spec, 1, 32, True)
+        assert found is not None and found.dequantized is not None
+
+
+@pytest.mark.parametrize("spec", [s for s in LAYER_SPECS if s.method in
+                                  (Method.MULAW, Method.FLOAT, Method.LOG)],
+                         ids=lambda s: f"{s.method.value}{s.bits}")  # fmt: skip
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_breakpoint_tables_reproduce_the_encoders_at_their_edges(
+    spec: QuantizerSpec, dtype: type
+) -> None:
+    """Each edge, its neighbours one ulp either side, zeros of both signs and infinities."""
+    rng = np.random.default_rng(1)
+    d = design(spec.resolved(), rng.laplace(size=4096) / 8)
+    table = code_table(d, np.dtype(dtype))
+    assert table is not None
+    edges = table.edges[np.isfinite(table.edges)].astype(dtype)
+    probe = np.concatenate([edges, np.nextafter(edges, dtype(np.inf)),
+                            np.nextafter(edges, dtype(0)), rng.laplace(size=20000) * 2,
+                            [0.0, np.inf]]).astype(dtype)  # fmt: skip
+    t = np.concatenate([probe, -probe]).astype(dtype)
+    expected = np.empty(t.size, d.dtype)
+    d.encode(t.copy(), expected)
+    got = np.empty(t.size, d.dtype)
+    encode_values(t, got, 3, dtype(0), dtype(0), 0, table.signbit, table.edges, table.codes,
+                  table.lut)  # fmt: skip
+    assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("bound", [1, 10, 1 << 16, 16_000_001, 3_000_000_000])
+def test_sample_indices_sort_as_numpy_does(bound: int) -> None:
+    drawn = np.random.default_rng(bound).integers(0, bound, size=50_000)
+    assert np.array_equal(sort_small_range(drawn, bound), np.sort(drawn))

@@ -1,0 +1,56 @@
+"""The spec's ``target`` and ``rdoq``: validation that names what is wrong, and round trips."""
+
+from __future__ import annotations
+
+import pytest
+
+from quantcore.errors import InvalidSpecError
+from quantcore.spec import Granularity, QuantSpec
+from quantcore.target import APPLIED_DEFAULTS, RateTarget
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ({"target": {"weight_sqnr_db": 0.5}}, "target.weight_sqnr_db=0.5 must be at least 1.0"),
+        ({"target": {"weight_sqnr_db": 120}}, "at most 96.0"),
+        ({"target": {"bits_per_weight": 16}}, "target.bits_per_weight=16 must be"),
+        ({"target": {"bits_per_weight": "3"}}, "target.bits_per_weight='3'"),
+        ({"target": 30}, "target=30 must be an object with exactly one of"),
+        ({"target": {"weight_sqnr_db": 30, "bits_per_weight": 3}}, "exactly one of"),
+        ({"target": {"sqnr": 30}}, "exactly one of weight_sqnr_db, bits_per_weight"),
+        ({"target": {"weight_sqnr_db": 30}, "bits": 4}, "leave out bits"),
+        ({"target": {"weight_sqnr_db": 30}, "support": "mse"}, "leave out support"),
+        ({"target": {"weight_sqnr_db": 30}, "granularity": "channel"},
+         "target needs granularity 'layer'"),
+        ({"target": {"weight_sqnr_db": 30}, "method": "mulaw"}, "target needs method 'uniform'"),
+        ({"target": {"weight_sqnr_db": 30}, "calibration": "gptq"}, "calibration='gptq'"),
+        ({"rdoq": True}, "rdoq needs granularity 'layer', 'channel' or 'model'"),
+        ({"rdoq": True, "granularity": "layer", "method": "log"}, "rdoq needs method 'uniform'"),
+        ({"rdoq": "yes"}, "rdoq='yes' must be true or false"),
+    ],
+)
+def test_bad_targets_are_named(spec: dict, fragment: str) -> None:
+    with pytest.raises(InvalidSpecError, match=None) as info:
+        QuantSpec.from_dict(spec)
+    assert fragment in str(info.value)
+
+
+def test_target_spec_applies_layer_granularity_and_round_trips() -> None:
+    spec = QuantSpec.from_dict({"target": {"bits_per_weight": 3.5}, "rdoq": True})
+    assert spec.granularity is Granularity.LAYER
+    assert spec.target == RateTarget(bits_per_weight=3.5) and spec.rdoq
+    applied = spec.to_dict()
+    assert applied["target"] == {"bits_per_weight": 3.5} and applied["rdoq"] is True
+    assert QuantSpec.from_dict(applied) == spec
+
+
+def test_applied_defaults_are_what_a_layer_spec_lists() -> None:
+    applied = QuantSpec.from_dict({"granularity": "layer"}).to_dict()
+    assert {k: applied[k] for k in APPLIED_DEFAULTS} == APPLIED_DEFAULTS
+
+
+def test_specs_without_target_list_neither_field() -> None:
+    applied = QuantSpec.from_dict({"bits": 4}).to_dict()
+    assert "target" not in applied and "rdoq" not in applied
+    assert QuantSpec.from_dict({"bits": 4, "granularity": "layer", "rdoq": True}).rdoq
