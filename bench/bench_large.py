@@ -10,7 +10,9 @@ in a temporary folder and quantizes it with the default spec:
   ``build_onnx``, ``write_artifacts``: the whole quantized model held until written, as jobs
   did before streaming), NNCF ``compress_weights`` (its ONNX backend, INT8_ASYM per channel,
   external data read from the folder) and onnxruntime ``quantize_dynamic`` (QInt8,
-  ``use_external_data_format``); ``--no-peers`` skips them (they need ``-e '.[bench]'``).
+  ``use_external_data_format``); ``--no-peers`` skips them (NNCF and onnxruntime need
+  ``-e '.[bench]'``), ``--peers inmemory`` runs only the in-memory writers, whose model files
+  are compared with the CLI's.
 
 Each runs in a child process; its peak RSS is that whole process's, as GNU ``time`` reports
 it (``run_child`` says why not ``os.wait4``'s). Our output is then run in onnxruntime (a
@@ -25,6 +27,7 @@ Results: ``bench/results/bench_large.json``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -164,7 +167,21 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return float("inf") if noise == 0 else 10 * np.log10(float(np.sum(reference**2)) / noise)
 
 
-def bench_size(folder: Path, total_gb: float, *, peers: bool, worker: bool) -> list[Row]:
+PEERS = ("inmemory", "nncf", "ort")
+
+
+def _digests(out: Path) -> dict[str, str]:
+    """SHA-256 of each model file in ``out`` (to compare two runs' artifacts)."""
+    digests = {}
+    for path in sorted(out.glob("model.*")):
+        with path.open("rb") as handle:
+            digests[path.name] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return digests
+
+
+def bench_size(
+    folder: Path, total_gb: float, *, peers: tuple[str, ...], worker: bool
+) -> list[Row]:
     blocks = large_model.blocks_for(int(total_gb * GB))
     src = folder / "src"
     start = time.perf_counter()
@@ -196,6 +213,7 @@ def bench_size(folder: Path, total_gb: float, *, peers: bool, worker: bool) -> l
     reference = large_model.float_output(src, x, blocks)
     sqnr = sqnr_db(reference, np.load(folder / "y.npy"))
     files = "+".join(sorted(p.name for p in out.glob("model.onnx*")))
+    cli_digests = _digests(out)
     rows.append(Row(model_gb=round(model_gb, 2), method="onnxruntime runs our model.onnx",
                     wall_s=round(wall, 1), peak_rss_mb=round(rss / 1e6), budget_mb=0,
                     output_mb=0, note=f"{files}; output SQNR {sqnr:.1f} dB vs float"))  # fmt: skip
@@ -209,10 +227,10 @@ def bench_size(folder: Path, total_gb: float, *, peers: bool, worker: bool) -> l
         wall, rss, note = run_worker_job(model, out)
         record("worker job (execute_job)", wall, rss, out, note)
         shutil.rmtree(out, ignore_errors=True)
-    if peers:
-        for kind, name in (("inmemory", "in-memory writers (before streaming)"),
-                           ("nncf", "NNCF compress_weights INT8_ASYM"),
-                           ("ort", "onnxruntime quantize_dynamic QInt8")):  # fmt: skip
+    for kind, name in (("inmemory", "in-memory writers (before streaming)"),
+                       ("nncf", "NNCF compress_weights INT8_ASYM"),
+                       ("ort", "onnxruntime quantize_dynamic QInt8")):  # fmt: skip
+        if kind in peers:
             out = folder / kind
             try:
                 wall, rss, _ = run_child(_py("-m", "bench.bench_large", "--peer", kind,
@@ -220,7 +238,11 @@ def bench_size(folder: Path, total_gb: float, *, peers: bool, worker: bool) -> l
             except RuntimeError as exc:
                 print(f"  {name}: failed: {str(exc)[-300:]}")
                 continue
-            record(name, wall, rss, out)
+            note = ""
+            if kind == "inmemory":
+                same = _digests(out) == cli_digests
+                note = f"model files {'the same as' if same else 'differ from'} the CLI's"
+            record(name, wall, rss, out, note)
             shutil.rmtree(out)
     shutil.rmtree(src)
     return rows
@@ -231,6 +253,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--size-gb", type=float, default=2.4)
     parser.add_argument("--full", action="store_true", help="also the 30 GB model")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--peers", default=",".join(PEERS),
+                        help=f"the baselines to run, of {','.join(PEERS)}")  # fmt: skip
     parser.add_argument("--no-worker", action="store_true")
     parser.add_argument("--dir", help="parent folder of the temporary folder")
     parser.add_argument("--keep", action="store_true")
@@ -247,10 +271,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="bench-large-", dir=args.dir))
     rows: list[Row] = []
     try:
-        rows += bench_size(folder / "a", args.size_gb, peers=not args.no_peers,
-                           worker=not args.no_worker)  # fmt: skip
+        peers = () if args.no_peers else tuple(args.peers.split(","))
+        unknown = sorted(set(peers) - set(PEERS))
+        if unknown:
+            parser.error(f"unknown --peers {unknown}; choose from {', '.join(PEERS)}")
+        rows += bench_size(folder / "a", args.size_gb, peers=peers, worker=not args.no_worker)
         if args.full:
-            rows += bench_size(folder / "b", 30.0, peers=False, worker=not args.no_worker)
+            rows += bench_size(folder / "b", 30.0, peers=(), worker=not args.no_worker)
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
