@@ -56,12 +56,17 @@ class StreamedPackage:
             self._writer.describe(name, tensor_entry(name, written, tensor, entropy_coding))
 
     def finish(self, model_path: Path, regions: Mapping[str, tuple[int, int]] | None) -> int:
-        """Skeleton, header and trailer, from ``model_path`` (model.onnx as one file), mapped;
+        """Skeleton, header and trailer, from ``model_path`` (model.onnx as one file), mapped
+        (each piece's pages dropped once it is hashed, so the process does not hold the file);
         ``regions``: each code initializer's ``raw_data`` in it, when known."""
         with model_path.open("rb") as model:
             mapped = mmap.mmap(model.fileno(), 0, access=mmap.ACCESS_READ)
+
+        def drop(start: int, length: int) -> None:  # hashed pages leave the process's RSS
+            mapped.madvise(mmap.MADV_DONTNEED, start, length)
+
         try:
-            return self._done(self._writer.finish(memoryview(mapped), regions))
+            return self._done(self._writer.finish(memoryview(mapped), regions, drop))
         finally:
             with contextlib.suppress(BufferError):  # an error's traceback may hold a view
                 mapped.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
 import zstandard
@@ -42,12 +42,21 @@ from quantcore.formats.qpack_proto import ZSTD_LEVEL, skeleton
 PIECE_BYTES = 1 << 24  # model.onnx is hashed in pieces of 16 MiB, checked in parallel
 
 
-def piece_digests(model: bytes | memoryview, piece: int) -> list[str]:
+def piece_digests(
+    model: bytes | memoryview, piece: int, done: Callable[[int, int], None] | None = None
+) -> list[str]:
     """The SHA-256 of each ``piece`` bytes of ``model`` (the last may be shorter), computed
-    on the coder's threads."""
+    on the coder's threads; ``done(start, length)`` is called as each piece is hashed."""
     view = memoryview(model).cast("B")
-    starts = range(0, len(view), piece)
-    return run_all(lambda s: hashlib.sha256(view[s : s + piece]).hexdigest(), starts)
+
+    def digest(start: int) -> str:
+        chunk = view[start : start + piece]
+        text = hashlib.sha256(chunk).hexdigest()
+        if done is not None:
+            done(start, len(chunk))
+        return text
+
+    return run_all(digest, range(0, len(view), piece))
 
 
 class PackageWriter:
@@ -87,10 +96,13 @@ class PackageWriter:
         self,
         model: bytes | memoryview,
         regions: Mapping[str, tuple[int, int]] | None = None,
+        hashed: Callable[[int, int], None] | None = None,
     ) -> int:
         """Write the skeleton cut from ``model`` (model.onnx's bytes), the header and the
         trailer; returns the package's size. ``regions``: each code initializer's ``raw_data``
-        as ``(offset, length)`` in ``model``, when the caller knows them."""
+        as ``(offset, length)`` in ``model``, when the caller knows them. ``hashed(start,
+        length)`` is called once each piece of ``model`` is hashed (a caller that mapped the
+        file drops those pages: the skeleton reads only the bytes around the codes again)."""
         view = memoryview(model).cast("B")
         names = [e["initializer"] for e in self._entries]
         found = dict(regions) if regions is not None else raw_data_regions(view, names)
@@ -117,7 +129,7 @@ class PackageWriter:
             "size": len(view),
             "external_data": False,
             "piece_bytes": PIECE_BYTES,
-            "piece_sha256": piece_digests(view, PIECE_BYTES),
+            "piece_sha256": piece_digests(view, PIECE_BYTES, hashed),
         }
         return self._close(kept, onnx_info, "cut")
 
