@@ -25,6 +25,7 @@ ALL = (
     "bench_faults",
     "bench_cli",
     "bench_scaleout",
+    "bench_large",
 )
 
 

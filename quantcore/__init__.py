@@ -10,8 +10,9 @@ and they use only the names below (``tests/core/test_public_face.py`` lists them
 - Checks: ``json_depth``, the nesting of JSON text measured before it is parsed.
 - Specs: ``QuantSpec``, ``QuantizerSpec`` and their enums and ranges.
 - Errors: ``QuantError`` and its subclasses, each with a ``code``.
-- Files: ``MODEL_SUFFIXES`` / ``FORMAT_SUFFIX`` and the package's ``unpack``,
-  ``unpack_file`` and ``package_format``.
+- Files: ``MODEL_SUFFIXES`` / ``FORMAT_SUFFIX``, the package's ``unpack``,
+  ``unpack_file`` and ``package_format``, and ``external_locations`` (the external data files
+  an ONNX model names).
 
 Names are loaded on first use, so ``import quantcore`` stays cheap: a caller that only
 validates a spec never imports onnx, onnxruntime or SciPy.
@@ -53,6 +54,7 @@ _EXPORTS: dict[str, str] = {
         "quantcore.errors",
     ),
     **dict.fromkeys(("MODEL_SUFFIXES", "FORMAT_SUFFIX"), "quantcore.formats.model"),
+    "external_locations": "quantcore.formats.onnx_reader",
     **dict.fromkeys(("unpack", "unpack_file", "package_format"), "quantcore.formats.qpack"),
 }
 
@@ -88,6 +90,7 @@ if TYPE_CHECKING:
     )
     from quantcore.evaluate.dataset import DatasetInfo
     from quantcore.formats.model import FORMAT_SUFFIX, MODEL_SUFFIXES
+    from quantcore.formats.onnx_reader import external_locations
     from quantcore.formats.qpack import package_format, unpack, unpack_file
     from quantcore.jobs.base import JobInput, JobKind, JobOutput, ModelInfo, TensorInfo
     from quantcore.jobs.run import (

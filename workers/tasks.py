@@ -49,13 +49,13 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 
-from quantcore import JobInput, JobKind, QuantError, Stage, run_job
+from quantcore import JobInput, JobKind, QuantError, Stage, external_locations, run_job
 from service.errors import DatabaseUnavailableError
 from service.liveness import me
 from service.logging import job_context
 from service.queue.celery_app import TASK_NAME
 from service.settings import Settings, get_settings
-from service.store.artifacts import store_artifacts
+from service.store.artifacts import external_key, store_artifacts
 from service.store.db import Database
 from service.store.heartbeats import HeartbeatsRepo
 from service.store.jobs import ClaimedJob, JobsRepo
@@ -183,6 +183,16 @@ class ProgressWriter:
 def _fetch_inputs(job: ClaimedJob, ctx: WorkerContext, folder: Path, retry: Retrier) -> JobInput:
     model_path = folder / f"model{job.model_suffix}"
     retry.call("download the model", lambda: ctx.storage.download(job.model_key, model_path))
+    data_key = external_key(job.model_key)
+    if job.model_suffix == ".onnx" and retry.call("look for external data",
+                                                  lambda: ctx.storage.exists(data_key)):
+        # Placed where the model's tensors say it is (one file, checked at upload); the
+        # core then reads it tensor by tensor, memory-mapped.
+        data_path = folder / external_locations(model_path)[0]
+        if data_path.resolve().is_relative_to(folder.resolve()):  # else the core refuses it
+            data_path.parent.mkdir(parents=True, exist_ok=True)
+            retry.call("download the external data",
+                       lambda: ctx.storage.download(data_key, data_path))
     dataset_path = None
     if job.dataset_key is not None:
         dataset_path, key = folder / "dataset.npz", job.dataset_key

@@ -11,6 +11,8 @@ weights files). ``quantize_model`` quantizes ``layer`` and ``channel`` tensors o
 package's coded sections (``CodedWeight``), never a second float copy of the model; ``model``
 granularity needs every weight at once (one quantizer). A job then builds the quantized ONNX
 and closes the source (protobuf frees a parsed model only as a whole) before serializing.
+A quantize job on an ONNX model goes further (``quantcore.compress.stream``): ``sink`` sends
+each tensor's codes and section to disk as it is done, and the files are written from there.
 """
 
 from __future__ import annotations
@@ -182,6 +184,7 @@ def quantize_model(
     *,
     workers: int = WORKERS,
     stats: Mapping[str, LayerStats] | None = None,
+    sink: Callable[[CodedWeight], CodedWeight] | None = None,
 ) -> QuantizedModel:
     """Quantize the tensors ``spec`` selects; ``progress`` gets the share done in [0, 1].
 
@@ -191,6 +194,10 @@ def quantize_model(
 
     Tensors are quantized on ``workers`` threads (NumPy releases the GIL), at most ``workers``
     at a time plus one read ahead (so that no worker waits for a read), in the model's order.
+
+    ``sink`` gets each quantized tensor, in the model's order, as soon as it is done, and
+    gives back what to keep of it (``quantcore.compress.stream`` writes the codes and the
+    package section to disk and keeps neither in memory).
     """
     start = time.perf_counter()
     selection = select_tensors(model, spec)
@@ -213,7 +220,8 @@ def quantize_model(
             nonlocal done
             names, future = pending.popleft()
             batch_coded, batch_samples = future.result()
-            coded.extend(batch_coded)
+            coded.extend(batch_coded if sink is None else [sink(w) for w in batch_coded])
+            del batch_coded
             samples.extend(batch_samples)
             done += sum(sizes[n] for n in names)
             if progress is not None:
@@ -259,15 +267,17 @@ def _fit(pooled: np.ndarray) -> dict[str, Any] | None:
     return fit_distributions(pooled).to_dict()
 
 
-def build_onnx(qmodel: QuantizedModel) -> WrittenModel:
+def build_onnx(qmodel: QuantizedModel, *, inline_codes: bool = True) -> WrittenModel:
     """The quantized ONNX model (for weights-only inputs, the container graph); each layer's
-    row records the runnable container its codes got (``int4``, ``uint8``, ...)."""
+    row records the runnable container its codes got (``int4``, ``uint8``, ...).
+    ``inline_codes=False``: the code tensors are left without data (a skeleton for
+    ``quantcore.compress.stream``)."""
     coded = qmodel.coded
     source = qmodel.source
     if isinstance(source, WeightsModel):
-        written = rewrite(build_container(source, coded), coded)
+        written = rewrite(build_container(source, coded), coded, inline_codes=inline_codes)
     else:
-        written = rewrite(source, coded)
+        written = rewrite(source, coded, inline_codes=inline_codes)
     for weight in qmodel.weights:
         weight.layer["container"] = container_name(written.codes[weight.name].elem_type)
     return written

@@ -4,6 +4,9 @@ A tensor stored outside the model names a ``location`` relative to the model's f
 ``offset`` and a ``length``. ``resolve_location`` refuses, with ``UnsafeExternalDataError``,
 any location that is absolute, climbs out with ``..``, passes through a symbolic link, or
 does not exist as a regular file; ``read_external`` also refuses a range past the file's end.
+
+External data is memory-mapped, not read: a tensor costs no memory until its pages are
+touched, and a reader that samples rows of it (the report's histograms) touches only those.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ def resolve_location(base_dir: Path, location: str, tensor_name: str) -> Path:
 
 
 def read_external(tensor: onnx.TensorProto, base_dir: Path, nbytes: int) -> np.ndarray:
-    """The ``nbytes`` raw bytes of an external tensor as a ``uint8`` array."""
+    """The ``nbytes`` raw bytes of an external tensor as a read-only ``uint8`` array mapped
+    from the file (the mapping lives as long as the array or a view of it)."""
     info = external_info(tensor)
     path = resolve_location(base_dir, info.get("location", ""), tensor.name)
     where = f"external data of tensor {tensor.name!r} in {info.get('location')!r}"
@@ -69,6 +73,7 @@ def read_external(tensor: onnx.TensorProto, base_dir: Path, nbytes: int) -> np.n
             f"{where}: bytes [{offset}, {offset + length}) lie past the end of the "
             f"{size}-byte file (truncated?)"
         )
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        return np.fromfile(handle, dtype=np.uint8, count=length)
+    if length == 0:
+        return np.zeros(0, np.uint8)  # mmap refuses an empty range
+    mapped = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=(length,))
+    return mapped.view(np.ndarray)  # a plain array (results of NumPy calls are not memmaps)

@@ -27,14 +27,20 @@ class Replacement:
     # The code tensor is written straight into the output graph (name, codes, element type):
     # building it apart and copying it in would hold the codes twice. None: no codes.
     code: tuple[str, np.ndarray, int] | None
+    # False: the code tensor gets its name, type and shape but no data (a skeleton, whose
+    # codes a streaming writer fills in as it writes the file).
+    inline_codes: bool = True
 
 
-def add_codes(graph: onnx.GraphProto, name: str, codes: np.ndarray, elem_type: int) -> None:
+def add_codes(
+    graph: onnx.GraphProto, name: str, codes: np.ndarray, elem_type: int, inline: bool = True
+) -> None:
     tensor = graph.initializer.add()
     tensor.name = name
     tensor.data_type = elem_type
     tensor.dims.extend(codes.shape)
-    tensor.raw_data = code_raw_data(codes, elem_type)
+    if inline:
+        tensor.raw_data = code_raw_data(codes, elem_type)
 
 
 def copy_field(out: object, field: object, value: object) -> None:
@@ -77,9 +83,12 @@ def rebuild(
             out.initializer.add().CopyFrom(init)
     for _, replacement in plan:
         if replacement.code is not None:
-            add_codes(out, *replacement.code)
+            add_codes(out, *replacement.code, inline=replacement.inline_codes)
         out.initializer.extend(replacement.initializers)
         out.node.extend(replacement.nodes)
+        # Copied in: a plan is applied once, so its copies (scales, codebooks) can go now.
+        replacement.initializers.clear()
+        replacement.nodes.clear()
     for index, node in enumerate(graph.node):
         if node.op_type == "Constant" and node.output and node.output[0] in dropped_consts:
             continue

@@ -211,6 +211,25 @@ def _parse(path: Path) -> onnx.ModelProto:
             return onnx.ModelProto.FromString(memoryview(mapped))
 
 
+def external_locations(path: Path) -> tuple[str, ...]:
+    """The external data files (``location``, as written) that the ONNX model at ``path``
+    names, each once, in order; the file is parsed without its external data."""
+    try:
+        proto = _parse(path)
+    except Exception as exc:  # protobuf raises several types for bad bytes
+        raise InvalidModelError(f"{path.name} is not a readable ONNX model: {exc}") from None
+    found: dict[str, None] = {}
+    for graph, _ in walk_graphs(proto.graph, "graph"):
+        tensors = list(graph.initializer) + [
+            a.t for n in graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR
+        ]
+        for tensor in tensors:
+            if is_external(tensor):
+                found[next((e.value for e in tensor.external_data if e.key == "location"),
+                           "")] = None  # fmt: skip
+    return tuple(found)
+
+
 def check_structure(model: onnx.ModelProto, label: str) -> None:
     """Refuse what is not a complete model, or uses opsets and operators we cannot handle."""
     if model.ir_version < 3 or not model.HasField("graph") or not model.graph.node:

@@ -234,7 +234,9 @@ def _fits_four_bits(coded: CodedTensor) -> bool:
     return coded.code_max - coded.code_min < 16
 
 
-def rewrite(model: OnnxModel, quantized: Mapping[str, CodedTensor]) -> WrittenModel:
+def rewrite(
+    model: OnnxModel, quantized: Mapping[str, CodedTensor], *, inline_codes: bool = True
+) -> WrittenModel:
     """A new ``ModelProto`` with every tensor of ``quantized`` (by ``WeightTensor.name``)
     replaced by its codes and decode subgraph; ``model.proto`` is left unchanged.
 
@@ -244,16 +246,16 @@ def rewrite(model: OnnxModel, quantized: Mapping[str, CodedTensor]) -> WrittenMo
     refuses the model, the codes stay in 8-bit containers at the model's own opset and a note
     says why."""
     if model.opset >= INT4_OPSET or not any(_fits_four_bits(c) for c in quantized.values()):
-        return _rewrite(model, quantized, model.opset)
+        return _rewrite(model, quantized, model.opset, inline_codes)
     try:
         converted = _converted(model, quantized)
     except Exception as exc:
-        kept = _rewrite(model, quantized, model.opset)
+        kept = _rewrite(model, quantized, model.opset, inline_codes)
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         note = (f"opset {model.opset} kept: converting to {INT4_OPSET} failed ({reason}); "
                 "codes of 4 bits or fewer are stored in 8-bit containers")  # fmt: skip
         return dataclasses.replace(kept, notes=(note,))
-    written = _rewrite(converted, quantized, INT4_OPSET)
+    written = _rewrite(converted, quantized, INT4_OPSET, inline_codes)
     note = f"converted from opset {model.opset} to {INT4_OPSET} for 4-bit containers"
     return dataclasses.replace(written, notes=(note,))
 
@@ -282,13 +284,16 @@ def _converted(model: OnnxModel, quantized: Mapping[str, CodedTensor]) -> OnnxMo
     return converted
 
 
-def _rewrite(model: OnnxModel, quantized: Mapping[str, CodedTensor], opset: int) -> WrittenModel:
+def _rewrite(
+    model: OnnxModel, quantized: Mapping[str, CodedTensor], opset: int, inline_codes: bool
+) -> WrittenModel:
     names = _Names(model.proto)
     plans: dict[str, list[tuple[TensorSource, Replacement]]] = defaultdict(list)
     storages: dict[str, CodeStorage] = {}
     for name, coded in quantized.items():
         source = model.sources[name]
         replacement, storages[name] = _decode_nodes(names, source, coded, opset)
+        replacement.inline_codes = inline_codes
         plans[source.graph_path].append((source, replacement))
     return WrittenModel(proto=_copy_model(model, plans), codes=storages, opset=opset)
 

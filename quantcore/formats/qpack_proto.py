@@ -59,14 +59,16 @@ def skeleton(written: WrittenModel) -> bytes:
 def proto_skeleton(proto: onnx.ModelProto, initializers: set[str]) -> bytes:
     """``proto`` serialized with the ``raw_data`` of ``initializers`` emptied."""
     tensors = code_tensors(proto, initializers)
-    stash = {name: t.raw_data for name, t in tensors.items()}
+    # Only fields that are set are put back: setting an empty one would add it (a skeleton's
+    # code tensors have none, and a model saved afterwards must not get one).
+    stash = {name: t.raw_data for name, t in tensors.items() if t.HasField("raw_data")}
     try:
         for tensor in tensors.values():
             tensor.ClearField("raw_data")
         return proto.SerializeToString()
     finally:
-        for name, tensor in tensors.items():
-            tensor.raw_data = stash[name]
+        for name, data in stash.items():
+            tensors[name].raw_data = data
 
 
 def tensor_entry(

@@ -3,6 +3,7 @@ comes, and what depends on the whole model (the skeleton, the header) goes at th
 
     writer = PackageWriter(file, ModelFormat.ONNX)       # writes the 16-byte prefix
     writer.add(name, entry, body)                         # any number, in any order
+    writer.describe(name, entry)                          # optional: the entry, given later
     writer.finish(model_onnx_bytes)                       # skeleton, header, trailer
 
 ``finish`` takes ``model.onnx``'s bytes (``bytes``, a ``memoryview`` or an ``mmap`` of the
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
 import zstandard
@@ -41,12 +42,21 @@ from quantcore.formats.qpack_proto import ZSTD_LEVEL, skeleton
 PIECE_BYTES = 1 << 24  # model.onnx is hashed in pieces of 16 MiB, checked in parallel
 
 
-def piece_digests(model: bytes | memoryview, piece: int) -> list[str]:
+def piece_digests(
+    model: bytes | memoryview, piece: int, done: Callable[[int, int], None] | None = None
+) -> list[str]:
     """The SHA-256 of each ``piece`` bytes of ``model`` (the last may be shorter), computed
-    on the coder's threads."""
+    on the coder's threads; ``done(start, length)`` is called as each piece is hashed."""
     view = memoryview(model).cast("B")
-    starts = range(0, len(view), piece)
-    return run_all(lambda s: hashlib.sha256(view[s : s + piece]).hexdigest(), starts)
+
+    def digest(start: int) -> str:
+        chunk = view[start : start + piece]
+        text = hashlib.sha256(chunk).hexdigest()
+        if done is not None:
+            done(start, len(chunk))
+        return text
+
+    return run_all(digest, range(0, len(view), piece))
 
 
 class PackageWriter:
@@ -57,6 +67,7 @@ class PackageWriter:
         self._file = file
         self._format = fmt
         self._entries: list[dict[str, Any]] = []
+        self._index: dict[str, int] = {}
         self._file.write(PREFIX.pack(MAGIC, VERSION, 0, 0))
         self._at = PREFIX.size
         self.code_bytes = 0
@@ -66,18 +77,32 @@ class PackageWriter:
         """Append one tensor's codes section. ``entry``: its header fields (``initializer``,
         ``elem_type``, ``shape``, ``code_min``, ``code_max``, ``coding``, ``bits``: what
         ``qpack_proto.tensor_entry`` gives)."""
+        self._index[name] = len(self._entries)
         self._entries.append({**entry, "name": name, "offset": self._at, "length": len(body)})
         self._write(body)
         self.code_bytes += len(body)
+
+    def describe(self, name: str, entry: Mapping[str, Any]) -> None:
+        """Set the header fields of the tensor ``add`` appended as ``name``, for a writer that
+        appends each section as soon as it is coded, before the written model that gives the
+        tensor's initializer and type exists; the header is then what ``add`` with the whole
+        ``entry`` would have made."""
+        old = self._entries[self._index[name]]
+        self._entries[self._index[name]] = {
+            **entry, "name": name, "offset": old["offset"], "length": old["length"]
+        }
 
     def finish(
         self,
         model: bytes | memoryview,
         regions: Mapping[str, tuple[int, int]] | None = None,
+        hashed: Callable[[int, int], None] | None = None,
     ) -> int:
         """Write the skeleton cut from ``model`` (model.onnx's bytes), the header and the
         trailer; returns the package's size. ``regions``: each code initializer's ``raw_data``
-        as ``(offset, length)`` in ``model``, when the caller knows them."""
+        as ``(offset, length)`` in ``model``, when the caller knows them. ``hashed(start,
+        length)`` is called once each piece of ``model`` is hashed (a caller that mapped the
+        file drops those pages: the skeleton reads only the bytes around the codes again)."""
         view = memoryview(model).cast("B")
         names = [e["initializer"] for e in self._entries]
         found = dict(regions) if regions is not None else raw_data_regions(view, names)
@@ -104,7 +129,7 @@ class PackageWriter:
             "size": len(view),
             "external_data": False,
             "piece_bytes": PIECE_BYTES,
-            "piece_sha256": piece_digests(view, PIECE_BYTES),
+            "piece_sha256": piece_digests(view, PIECE_BYTES, hashed),
         }
         return self._close(kept, onnx_info, "cut")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -87,12 +87,15 @@ def merged_histogram(name: str, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) 
     return weight_histogram(name, original, quantized)
 
 
-def model_histograms(qmodel: QuantizedModel) -> list[HistogramPanel]:
+def model_histograms(
+    qmodel: QuantizedModel, done: Callable[[CodedWeight], None] | None = None
+) -> list[HistogramPanel]:
     """Before/after panels for the ``MAX_LAYER_PANELS`` largest quantized tensors (in model
     order; ties go to the earlier tensor) and, with more than one tensor, one panel for all of
     them. A tensor over ``HIST_SAMPLE`` weights is sampled by rows (every k-th slice along
     axis 0, decoded on its own), so no whole dequantized copy is made; the figure's shape,
-    not its counts, is what matters."""
+    not its counts, is what matters. ``done`` is called with each tensor once it is sampled
+    (a streamed model's codes drop their pages then)."""
     weights = qmodel.weights
     by_size = sorted(range(len(weights)), key=lambda i: -weights[i].codes.size)
     shown = set(by_size[:MAX_LAYER_PANELS])
@@ -105,7 +108,9 @@ def model_histograms(qmodel: QuantizedModel) -> list[HistogramPanel]:
         if i in shown:
             panels.append(weight_histogram(coded.name, original, quantized))
         stride = max(1, original.size // budget)
-        pooled.append((original[::stride], quantized[::stride]))
+        pooled.append((np.array(original[::stride]), np.array(quantized[::stride])))
+        if done is not None:
+            done(coded)
     if len(weights) > 1:
         panels.append(merged_histogram(POOLED_NAME, pooled))
     return panels

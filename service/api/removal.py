@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from service.api.deps import AppContext
 from service.errors import ServiceError
+from service.store.artifacts import external_key
 from service.store.models import utcnow
 from service.store.storage import StorageError
 
@@ -37,8 +38,13 @@ def remove_job(ctx: AppContext, job_id: str, *, team_id: str) -> None:
 
 
 def remove_model(ctx: AppContext, model_id: str, *, team_id: str) -> None:
-    """Delete a model no job uses (409 ``resource_in_use`` otherwise) and its unshared file."""
-    _delete_files(ctx, [ctx.removal.delete_model(model_id, team_id=team_id)])
+    """Delete a model no job uses (409 ``resource_in_use`` otherwise) and its unshared file
+    (with its external data file, if it has one)."""
+    _delete_files(ctx, _with_external(ctx.removal.delete_model(model_id, team_id=team_id)))
+
+
+def _with_external(key: str | None) -> list[str | None]:
+    return [key] if key is None or not key.endswith(".onnx") else [key, external_key(key)]
 
 
 def remove_dataset(ctx: AppContext, dataset_id: str, *, team_id: str) -> None:

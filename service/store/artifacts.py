@@ -33,6 +33,12 @@ def blob_key(sha256: str, suffix: str) -> str:
     return check_key(f"blobs/{sha256}{suffix}")
 
 
+def external_key(model_key: str) -> str:
+    """Where the external data file of the ONNX model stored at ``model_key`` is kept (the
+    model names the file's location; the worker puts it there next to the model)."""
+    return check_key(f"{model_key}.external")
+
+
 def artifact_key(job_id: str, name: str) -> str:
     return check_key(f"jobs/{job_id}/artifacts/{name}")
 

@@ -16,8 +16,9 @@ EXPORTED = [
     "JobLimits", "JobOutput", "MODEL_SUFFIXES", "Method", "ModelInfo", "NoWeightsError",
     "ProgressCallback", "QuantError", "QuantSpec", "QuantizerSpec", "RANGES", "Rounding",
     "Stage", "Support", "TensorInfo", "UnsafeExternalDataError", "UnsupportedModelError",
-    "__version__", "check_dataset_fits", "inspect_dataset", "inspect_model", "json_depth",
-    "package_format", "run_job", "unpack", "unpack_file", "validate_job",
+    "__version__", "check_dataset_fits", "external_locations", "inspect_dataset",
+    "inspect_model", "json_depth", "package_format", "run_job", "unpack", "unpack_file",
+    "validate_job",
 ]  # fmt: skip
 
 

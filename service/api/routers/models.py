@@ -8,11 +8,21 @@ from service.api.catalog import check_model_file, register_model
 from service.api.deps import CtxDep, ModelDep, PrincipalDep
 from service.api.routers.common import errors, model_public, upload_body
 from service.api.schemas import ModelPublic
-from service.api.uploads import single_upload
+from service.api.uploads import read_multipart
+from service.errors import UnprocessableError
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 UPLOAD_BODY = upload_body("An .onnx, .safetensors or .npz file.")
+UPLOAD_BODY["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"][
+    "external_data"
+] = {
+    "type": "string",
+    "format": "binary",
+    "description": "With an .onnx model whose tensors are stored outside it (models over "
+    "2 GB): the one external data file they name. It is stored with the model and placed "
+    "under the name the model gives it when a job runs.",
+}
 
 
 @router.post(
@@ -24,11 +34,24 @@ UPLOAD_BODY = upload_body("An .onnx, .safetensors or .npz file.")
     summary="Upload a model",
 )
 async def upload_model(request: Request, ctx: CtxDep, principal: PrincipalDep) -> ModelPublic:
-    """Stream the file to storage while hashing it; the same bytes give the same model."""
-    async with single_upload(request, spool_dir=ctx.spool_dir,
-                             max_bytes=ctx.settings.max_upload_bytes,
-                             check=check_model_file, what="the model file") as upload:
-        return model_public(await register_model(ctx, principal, upload))
+    """Stream the file (and its external data, if any) to storage while hashing it; the same
+    bytes give the same model."""
+    def check_file(field: str, filename: str) -> None:
+        if field == "file":
+            check_model_file(filename)
+
+    form = await read_multipart(request, spool_dir=ctx.spool_dir,
+                                max_bytes=ctx.settings.max_upload_bytes,
+                                file_fields=frozenset({"file", "external_data"}),
+                                check_file=check_file)  # fmt: skip
+    try:
+        upload = form.files.get("file")
+        if upload is None:
+            raise UnprocessableError("multipart field 'file' is required (the model file)")
+        external = form.files.get("external_data")
+        return model_public(await register_model(ctx, principal, upload, external))
+    finally:
+        form.cleanup()
 
 
 @router.get("/{model_id}", response_model=ModelPublic, responses=errors(401, 404, 429),

@@ -74,18 +74,40 @@ def test_raw_data_regions_are_where_the_tensors_bytes_are(tmp_path):
         assert model_bytes[at : at + length] == tensors[name].raw_data
 
 
-def test_a_streamed_package_equals_the_packed_one(tmp_path):
-    # Tensors appended one by one into a file, the regions given by the caller.
+def test_a_streamed_package_equals_the_packed_one(tmp_path, monkeypatch):
+    # Tensors appended one by one into a file, the regions given by the caller; the caller
+    # hears of each hashed piece (to drop a mapping's pages), every byte once.
+    monkeypatch.setattr(qpack_writer, "PIECE_BYTES", 512)
     written, coded = _built(tmp_path, models.cnn(), 5, book=True)
     model_bytes = serialize(written.proto)
     expected = pack(written, coded, fmt=ModelFormat.ONNX).data
     regions = raw_data_regions(model_bytes, [c.initializer for c in written.codes.values()])
+    hashed: list[tuple[int, int]] = []
     with (tmp_path / "s.qpack").open("wb") as file:
         writer = PackageWriter(file, ModelFormat.ONNX)
         for name, tensor in coded.items():
             writer.add(name, tensor_entry(name, written, tensor, True), encode_body(tensor, True))
-        size = writer.finish(model_bytes, regions)
+        size = writer.finish(model_bytes, regions, lambda at, n: hashed.append((at, n)))
     assert (tmp_path / "s.qpack").read_bytes() == expected and size == len(expected)
+    starts = range(0, len(model_bytes), 512)
+    assert sorted(hashed) == [(at, min(512, len(model_bytes) - at)) for at in starts]
+    assert len(hashed) > 1
+
+
+def test_entries_described_after_the_sections_give_the_same_package(tmp_path):
+    # A streaming writer appends each section before the written model (which names the
+    # tensor's initializer and type) exists; the entries come later, in any order.
+    written, coded = _built(tmp_path, models.if_model(), 4)
+    model_bytes = serialize(written.proto)
+    expected = pack(written, coded, fmt=ModelFormat.ONNX).data
+    file = io.BytesIO()
+    writer = PackageWriter(file, ModelFormat.ONNX)
+    for name, tensor in coded.items():
+        writer.add(name, {}, encode_body(tensor, True))
+    for name, tensor in reversed(coded.items()):
+        writer.describe(name, tensor_entry(name, written, tensor, True))
+    writer.finish(model_bytes)
+    assert file.getvalue() == expected and len(coded) >= 2
 
 
 def _package(tmp_path: Path) -> tuple[bytes, bytes]:
