@@ -4,6 +4,7 @@ layouts)."""
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import zstandard
 
 from quantcore.errors import InvalidPackageError
 from quantcore.formats.model import ModelFormat
@@ -92,12 +94,31 @@ def read_header(data: bytes | memoryview) -> tuple[dict[str, Any], int]:
         if start > len(view):
             raise InvalidPackageError(f"package truncated inside its {length}-byte header")
     try:
-        header = json.loads(bytes(view[begin : begin + length]))
+        header = json.loads(_header_text(bytes(view[begin : begin + length])))
         header["format"] = ModelFormat(header["format"]).value
         header["version"] = version
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidPackageError(f"package header is corrupt: {exc}") from None
     return header, start
+
+
+ZSTD_FRAME = b"\x28\xb5\x2f\xfd"
+HEADER_LIMIT = 64 << 20  # no real header comes near; a frame claiming more is refused
+
+
+def _header_text(raw: bytes) -> bytes:
+    """A header's JSON: layout 3 writes it as a zstd frame (read within ``HEADER_LIMIT``,
+    whatever the frame declares); plain JSON, as older writers left it, is read as it is."""
+    if not raw.startswith(ZSTD_FRAME):
+        return raw
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)) as reader:
+            text = reader.read(HEADER_LIMIT + 1)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"its zstd frame does not decode ({exc})") from None
+    if len(text) > HEADER_LIMIT:
+        raise ValueError(f"it inflates past {HEADER_LIMIT} bytes")
+    return text
 
 
 def _trailer(view: memoryview) -> tuple[int, int, int]:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+import zstandard
 
 from quantcore.coding.entropy import encode_codes
 from quantcore.errors import InvalidPackageError
@@ -30,7 +31,7 @@ from quantcore.formats.qpack import (
     unpack,
     unpack_file,
 )
-from quantcore.formats.qpack_common import TRAILER
+from quantcore.formats.qpack_common import HEADER_LIMIT, TRAILER
 from quantcore.quantizers.codes import QuantizedTensor
 from tests import models
 from tests.core.formats.onnx_helpers import affine, codebook
@@ -243,3 +244,23 @@ def test_every_stream_version_restores_in_place(tmp_path, bits, stream):
     assert {b[4] for b in bodies.values()} == {stream}
     data = pack(written, coded, fmt=ModelFormat.ONNX, bodies=bodies).data
     assert unpack(data)[1] == serialize(written.proto)
+
+
+def test_the_header_is_stored_compressed_and_plain_json_still_reads(tmp_path):
+    data, model_bytes = _package(tmp_path)
+    begin, length, _ = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    stored = data[begin : begin + length]
+    assert stored.startswith(b"\x28\xb5\x2f\xfd")  # a zstd frame
+    plain = json.dumps(read_header(data)[0], separators=(",", ":")).encode()
+    assert len(stored) < len(plain)
+    # A package whose header is plain JSON (the same fields) restores the same model.
+    assert unpack(_with_header(data, lambda header: None))[1] == model_bytes
+
+
+def test_a_header_frame_that_inflates_past_the_limit_is_refused(tmp_path):
+    data, _ = _package(tmp_path)
+    begin = TRAILER.unpack_from(data, len(data) - TRAILER.size)[0]
+    bomb = zstandard.ZstdCompressor(level=1).compress(b" " * (HEADER_LIMIT + 2))
+    bad = data[:begin] + bomb + TRAILER.pack(begin, len(bomb), b"QIDX")
+    with pytest.raises(InvalidPackageError, match="inflates past"):
+        unpack(bad)
