@@ -24,6 +24,7 @@ from quantcore.compress.group_numpy import (
     _Grid,
     _grid,
     _threshold_ratio,
+    block_scale,
     check_range,
 )
 from quantcore.quantizers.base import code_dtype
@@ -88,15 +89,7 @@ def _candidate_arrays(
     the reciprocal, the zero point (float32) and the clip ratio (float32)."""
     scales16, scales, invs, zps, rats = [], [], [], [], []
     for ratio in ratios:
-        if grid.design is not None:
-            step = amax * ratio / grid.design.support_edge
-        elif grid.zero_point:
-            step = (hi - lo) * ratio / grid.code_max
-        else:
-            step = amax * ratio / grid.code_max
-        scale = np.asarray(step, np.float32).astype(np.float16)
-        s = scale.astype(np.float32)
-        inv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
+        scale, s, inv = block_scale(grid, ratio, lo, hi, amax)
         zp = np.zeros_like(s)
         if grid.zero_point:
             zp = np.clip(np.rint(-lo * ratio * inv), 0, grid.code_max).astype(np.float32)

@@ -91,12 +91,11 @@ def _candidates(spec: QuantizerSpec, x: np.ndarray, red: int, amax: np.ndarray) 
     return [1.0]
 
 
-def _try(
-    x: np.ndarray, red: int, grid: _Grid, ratio: np.ndarray | float, lo: np.ndarray,
-    hi: np.ndarray, amax: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
-    """(codes, float16 scales, zero points, per-block squared error) at ``ratio``."""
-    zp = None
+def block_scale(
+    grid: _Grid, ratio: np.ndarray | float, lo: np.ndarray, hi: np.ndarray, amax: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each block's float16 scale at clip ``ratio``, its float32 value and reciprocal (0
+    where the scale is 0); the compiled path takes the same numbers from here."""
     if grid.design is not None:
         step = amax * ratio / grid.design.support_edge
     elif grid.zero_point:
@@ -105,7 +104,16 @@ def _try(
         step = amax * ratio / grid.code_max
     scale = np.asarray(step, np.float32).astype(np.float16)
     s = scale.astype(np.float32)
-    inv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
+    return scale, s, np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
+
+
+def _try(
+    x: np.ndarray, red: int, grid: _Grid, ratio: np.ndarray | float, lo: np.ndarray,
+    hi: np.ndarray, amax: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """(codes, float16 scales, zero points, per-block squared error) at ``ratio``."""
+    zp = None
+    scale, s, inv = block_scale(grid, ratio, lo, hi, amax)
     if grid.design is not None:
         t = x * inv
         codes = np.empty(x.shape, grid.design.dtype)
