@@ -5,7 +5,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from service.api.app import create_app
+from service.settings import Settings
 from tests.workers.services import RedisServer, Service, free_port, postgres_database
 
 S3_CREDENTIALS = {
@@ -26,6 +29,24 @@ def embedded_env(folder: Path) -> dict[str, str]:
         "QUANTSERVE_RATE_LIMIT_PER_MINUTE": "0",
         "QUANTSERVE_LOG_LEVEL": "INFO",
     }
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """In-process settings of the embedded shape, for tests that call the app and the task."""
+    return Settings(
+        database_url=f"sqlite:///{tmp_path}/quantserve.db",
+        broker_url=f"sqla+sqlite:///{tmp_path}/broker.db",
+        storage="local",
+        storage_path=str(tmp_path / "storage"),
+        rate_limit_per_minute=0,
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:
+        yield client
 
 
 @pytest.fixture

@@ -5,37 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
 from service.settings import Settings
 from service.store.artifacts import external_key
 from tests.core.compress.test_stream import external_mlp
 from tests.core.formats.onnx_helpers import run
 from workers.tasks import Outcome, WorkerContext, execute_job
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        database_url=f"sqlite:///{tmp_path}/quantserve.db",
-        broker_url=f"sqla+sqlite:///{tmp_path}/broker.db",
-        storage="local",
-        storage_path=str(tmp_path / "storage"),
-        rate_limit_per_minute=0,
-    )
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
-        yield client
 
 
 def _upload(client: TestClient, model: Path, data: Path | None) -> dict:

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from quantcore import Stage
-from service.api.app import create_app
 from service.liveness import owner_of
 from service.settings import Settings
 from service.store.jobs import MAX_ATTEMPTS, JobStatus
@@ -35,23 +33,6 @@ def dead_owner() -> str:
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     return owner_of(gone.pid)
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        database_url=f"sqlite:///{tmp_path}/quantserve.db",
-        broker_url=f"sqla+sqlite:///{tmp_path}/broker.db",
-        storage="local",
-        storage_path=str(tmp_path / "storage"),
-        rate_limit_per_minute=0,
-    )
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
-        yield client
 
 
 @pytest.fixture
