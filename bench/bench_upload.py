@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.common import write_results
+from bench.common import free_port, write_results
 
 CHUNK = 1 << 20
 
@@ -45,12 +44,6 @@ class Result:
     upload_mb_per_s: float
     server_rss_growth_mb: float
     baseline: str
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_npz(path: Path, mb: int, seed: int = 0) -> None:

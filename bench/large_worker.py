@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from bench.bench_large import run_child
+from bench.common import free_port
 
 
 def _env(folder: Path) -> dict[str, str]:
@@ -36,12 +36,6 @@ def _env(folder: Path) -> dict[str, str]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def upload_and_submit(model: Path, ids: Path) -> None:
     """(API child) Serve the app on loopback, upload ``model`` with its data file, submit a
     default quantize job; write the ids to ``ids``."""
@@ -50,7 +44,7 @@ def upload_and_submit(model: Path, ids: Path) -> None:
     from service.api.app import create_app
     from service.settings import Settings
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(Settings()), host="127.0.0.1",
                                            port=port, log_level="error"))  # fmt: skip
     thread = threading.Thread(target=server.run, daemon=True)
