@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quantcore.compress import groups as groups_module
+from quantcore.compress.group_numpy import _Grid
 from quantcore.compress.groups import GroupOutcome, _blocks, _grid
 from quantcore.compress.hessian import LayerStats
 from quantcore.quantizers.base import code_dtype
@@ -136,13 +138,13 @@ def _round_rows(
             zp[:, :, b] = z.reshape(groups, per)
             offset = zp[:, :, b].astype(np.float64)
         errors = np.empty((groups, per, hi - lo))
-        for j in range(lo, hi):
-            q = np.clip(np.rint(w[:, :, j] * inv) + offset, grid.code_min, grid.code_max)
-            codes[:, :, j] = q
-            value = (q - offset) * s
-            err = (w[:, :, j] - value) / u[:, j, j][:, None]
-            w[:, :, j + 1 : hi] -= err[:, :, None] * u[:, None, j, j + 1 : hi]
-            errors[:, :, j - lo] = err
+        if groups_module.USE_KERNELS:  # numba loads with the first calibrated layer
+            from quantcore.compress.gptq_kernel import round_block
+
+            round_block(w, u, inv, s, offset, lo, hi, float(grid.code_min),
+                        float(grid.code_max), codes, errors)  # fmt: skip
+        else:
+            _round_columns(w, u, inv, s, offset, lo, hi, grid, codes, errors)
         if hi < k and across:
             w[:, :, hi:] -= np.matmul(errors, u[:, lo:hi, hi:])
     rows = groups * per
@@ -150,6 +152,20 @@ def _round_rows(
         codes=codes.reshape(rows, k), scale=scale.reshape(rows, nblocks),
         zero_point=None if zp is None else zp.reshape(rows, nblocks),
     )  # fmt: skip
+
+
+def _round_columns(
+    w: np.ndarray, u: np.ndarray, inv: np.ndarray, s: np.ndarray, offset: np.ndarray, lo: int,
+    hi: int, grid: _Grid, codes: np.ndarray, errors: np.ndarray,
+) -> None:
+    """The NumPy reference of ``gptq_kernel.round_block`` (same arguments, same bits)."""
+    for j in range(lo, hi):
+        q = np.clip(np.rint(w[:, :, j] * inv) + offset, grid.code_min, grid.code_max)
+        codes[:, :, j] = q
+        value = (q - offset) * s
+        err = (w[:, :, j] - value) / u[:, j, j][:, None]
+        w[:, :, j + 1 : hi] -= err[:, :, None] * u[:, None, j, j + 1 : hi]
+        errors[:, :, j - lo] = err
 
 
 def output_error(stats: LayerStats, delta_rows: np.ndarray, hessian: np.ndarray | None = None,

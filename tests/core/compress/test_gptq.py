@@ -7,6 +7,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from quantcore.compress import gptq as gptq_module
+from quantcore.compress import groups
 from quantcore.compress.gptq import gptq_groups, output_error, output_shift
 from quantcore.compress.groups import block_view, quantize_groups
 from quantcore.compress.hessian import Accumulator, Geometry
@@ -161,3 +163,26 @@ def test_a_mean_error_the_halves_disagree_on_is_left_alone() -> None:
     q = w + np.float32(0.01) * np.sign(w)  # an error with a non-zero sum per channel
     shift, kept = output_shift(acc.stats, w, q)
     assert kept == 0 and not shift.any()
+
+
+@pytest.mark.parametrize("across", [True, False])
+def test_the_compiled_column_loop_gives_the_numpy_loops_bits(
+    across: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    k, n = 96, 40
+    x = _correlated(1500, k, mean=3.0)
+    w = (RNG.laplace(size=(k, n)) * 0.05).astype(np.float32)
+    acc = Accumulator(geometry=Geometry(op="MatMul", rows=n, k=k))
+    acc.add(x)
+    u = gptq_module._factor(acc.stats.hessian, acc.stats.count, 0.01)
+    assert u is not None
+    rows = acc.stats.geometry.rows_of(w).astype(np.float64)
+    spec = QuantSpec.from_dict({"bits": 4}).quantizer
+    compiled = gptq_module._round_rows(rows, u, spec, True, 32, across=across)
+    monkeypatch.setattr(groups, "USE_KERNELS", False)
+    reference = gptq_module._round_rows(rows, u, spec, True, 32, across=across)
+    assert compiled.codes.dtype == reference.codes.dtype
+    assert compiled.codes.tobytes() == reference.codes.tobytes()
+    assert compiled.scale.tobytes() == reference.scale.tobytes()
+    assert compiled.zero_point is not None and reference.zero_point is not None
+    assert compiled.zero_point.tobytes() == reference.zero_point.tobytes()
