@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum
 from typing import Any
 
 from quantcore.checks import (
@@ -26,49 +26,14 @@ from quantcore.checks import (
     whole_number,
 )
 from quantcore.errors import InvalidSpecError
+from quantcore.spec_names import (
+    Calibration,
+    Granularity,
+    Method,
+    Rounding,
+    Support,
+)
 from quantcore.target import TARGET_FIELDS, RateTarget, target_dict, target_fields
-
-
-class Method(StrEnum):
-    UNIFORM = "uniform"
-    DEADZONE = "deadzone"
-    MULAW = "mulaw"
-    LOG = "log"
-    FLOAT = "float"
-
-
-class Granularity(StrEnum):
-    MODEL = "model"
-    LAYER = "layer"
-    CHANNEL = "channel"
-    GROUP = "group"
-    AUTO = "auto"
-
-
-class Support(StrEnum):
-    WMAX = "wmax"
-    ABS_WMIN = "abs_wmin"
-    MAX_ABS = "max_abs"
-    HUI = "hui"
-    JAYANT = "jayant"
-    MSE = "mse"
-    PERCENTILE = "percentile"
-    VALUE = "value"
-
-
-class Rounding(StrEnum):
-    MIDRISE = "midrise"
-    MIDTREAD = "midtread"
-
-
-class Calibration(StrEnum):
-    """Data-aware quantization (``quantcore.jobs.calibrate``): none, bias, GPTQ, flat GPTQ."""
-
-    NONE = "none"
-    BIAS = "bias"
-    GPTQ = "gptq"
-    FLAT = "flat"
-
 
 ERROR_FEEDBACK = (Granularity.GROUP, Granularity.AUTO)  # granularities GPTQ runs at
 MIN_BITS = 1
@@ -271,7 +236,7 @@ class QuantSpec:
     # integer zero point per group (asymmetric) or is symmetric about zero.
     group_size: int = DEFAULT_GROUP_SIZE
     zero_point: bool = True
-    calibration: Calibration = Calibration.NONE
+    calibration: Calibration = Calibration.AUTO
     target: RateTarget | None = None  # quantcore.target: a goal instead of bits
     rdoq: bool = False
 
@@ -397,4 +362,4 @@ def _overrides(value: Any, base: QuantizerSpec, *, blocked: bool) -> tuple[Overr
 
 
 def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, StrEnum) else value
+    return value.value if isinstance(value, Enum) else value

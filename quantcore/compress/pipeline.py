@@ -17,6 +17,7 @@ each tensor's codes and section to disk as it is done, and the files are written
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -213,7 +214,9 @@ def quantize_model(
     samples: list[np.ndarray] = []
     coded: list[CodedWeight] = []
     done = 0
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    # The tensors' threads are the parallelism: OpenBLAS's own threads on top of them (its
+    # inversions and factorizations in GPTQ) fought them for the cores and took 7x longer.
+    with _one_blas_thread(workers), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending: deque[tuple[list[str], Future[Any]]] = deque()
 
         def collect() -> None:
@@ -249,6 +252,15 @@ def quantize_model(
         quantize_s=time.perf_counter() - start,
         allocation=allocation,
     )
+
+
+def _one_blas_thread(workers: int) -> contextlib.AbstractContextManager[Any]:
+    """BLAS on one thread while ``workers`` > 1 threads quantize tensors side by side."""
+    if workers <= 1:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _allocate(model: Model, spec: QuantSpec, names: tuple[str, ...]) -> Allocation:
