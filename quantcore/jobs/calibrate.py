@@ -26,36 +26,23 @@ and ``skipped`` (``{name, reason}`` of quantized weights left uncalibrated).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from quantcore.compress.gptq import output_shift
-from quantcore.compress.hessian import LayerStats
 from quantcore.compress.pipeline import QuantizedModel, select_tensors
 from quantcore.evaluate.capture import capture_stats
 from quantcore.evaluate.dataset import EvalSet
 from quantcore.formats.bias import shift_outputs
 from quantcore.formats.onnx_reader import OnnxModel
 from quantcore.formats.onnx_writer import WrittenModel
+from quantcore.jobs.calibrated import Calibrated
 from quantcore.limits import JobLimits
 from quantcore.spec import Calibration, QuantSpec
 
 MAX_SKIPPED_ROWS = 50
-
-
-@dataclass(kw_only=True)
-class Calibrated:
-    method: Calibration
-    stats: dict[str, LayerStats] = field(default_factory=dict)
-    block: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def gptq_stats(self) -> dict[str, LayerStats] | None:
-        return self.stats if self.method in (Calibration.GPTQ, Calibration.FLAT) else None
 
 
 def _not_run(method: Calibration, reason: str) -> Calibrated:
@@ -68,9 +55,22 @@ def _not_run(method: Calibration, reason: str) -> Calibrated:
 
 
 def capture(
+    model: Any, model_path: Path, spec: QuantSpec, evalset: EvalSet | None, limits: JobLimits,
+    auto: str | None = None,
+) -> Calibrated | None:
+    """The calibration inputs' statistics for ``spec`` (None when calibration is off).
+    ``auto``: why ``calibration="auto"`` chose this method (in the block as ``auto``); a
+    method nobody asked for that cannot run says so in the block, not in ``warnings``."""
+    found = _capture(model, model_path, spec, evalset, limits)
+    if found is not None and auto is not None:
+        found.block["auto"] = auto
+        found.warnings.clear()
+    return found
+
+
+def _capture(
     model: Any, model_path: Path, spec: QuantSpec, evalset: EvalSet | None, limits: JobLimits
 ) -> Calibrated | None:
-    """The calibration inputs' statistics for ``spec`` (None when calibration is off)."""
     method = spec.calibration
     if method is Calibration.NONE:
         return None

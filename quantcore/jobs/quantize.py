@@ -44,6 +44,7 @@ from quantcore.compress.stream import CodeSpool, build_skeleton, quantize_stream
 from quantcore.errors import InvalidDatasetError
 from quantcore.formats.external import is_external
 from quantcore.formats.onnx_reader import OnnxModel, tensor_nbytes
+from quantcore.jobs.auto_calibration import resolve_calibration
 from quantcore.jobs.base import JobInput, JobOutput
 from quantcore.limits import JobLimits
 from quantcore.progress import ProgressCallback, Stage, span, stage_span
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
     from quantcore.evaluate.dataset import EvalSet
     from quantcore.evaluate.fidelity import FidelityCheck
     from quantcore.evaluate.scores import AccuracyReport
-    from quantcore.jobs.calibrate import Calibrated
+    from quantcore.jobs.calibrated import Calibrated
 
 
 def _sha256(path: Path) -> str:
@@ -135,11 +136,19 @@ def run_quantize(
     load_s = time.perf_counter() - started
     advance(Stage.LOADING, 0.05)
 
+    spec, auto_why = resolve_calibration(
+        spec, has_graph=isinstance(model, OnnxModel), parameters=model_info["n_params"],
+        limits=limits,
+    )
     calibrated: Calibrated | None = None
     if spec.calibration is not Calibration.NONE:  # loads onnxruntime: only when asked for
         from quantcore.jobs.calibrate import capture
 
-        calibrated = capture(model, job.model_path, spec, evalset, limits)
+        calibrated = capture(model, job.model_path, spec, evalset, limits, auto=auto_why)
+    elif auto_why is not None:
+        from quantcore.jobs.calibrated import not_chosen
+
+        calibrated = not_chosen(auto_why)
     spool = None
     if isinstance(model, OnnxModel):
         out_dir.mkdir(parents=True, exist_ok=True)

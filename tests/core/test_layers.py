@@ -16,7 +16,8 @@ ROOT = Path(quantcore.__file__).parent
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("quantcore.errors",),
     ("quantcore.checks",),
-    ("quantcore.spec", "quantcore.target", "quantcore.progress", "quantcore.limits"),
+    ("quantcore.spec", "quantcore.spec_names", "quantcore.target", "quantcore.progress",
+     "quantcore.limits"),
     ("quantcore.design", "quantcore.quantizers", "quantcore.coding"),
     ("quantcore.formats",),
     ("quantcore.compress",),

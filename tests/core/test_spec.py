@@ -217,8 +217,9 @@ def test_pattern_limits_boundary_is_accepted() -> None:
 
 
 def test_calibration_is_validated_and_applied() -> None:
-    assert QuantSpec.from_dict({}).to_dict()["calibration"] == "none"
-    for value in ("none", "bias", "gptq", "flat"):
+    assert QuantSpec.from_dict({}).to_dict()["calibration"] == "auto"
+    assert QuantSpec.from_dict({"calibration": "auto", "granularity": "layer"}).calibration
+    for value in ("auto", "none", "bias", "gptq", "flat"):
         assert QuantSpec.from_dict({"calibration": value}).to_dict()["calibration"] == value
     assert QuantSpec.from_dict({"calibration": "bias", "granularity": "channel"}).calibration
     with pytest.raises(InvalidSpecError, match="calibration"):

@@ -70,9 +70,11 @@ _TEXT = {
     "(granularity layer, uniform midtread codes).",
     "rdoq": "Choose each uniform code for distortion plus rate (an adaptive dead zone): with "
     "a target, or with granularity layer, channel or model.",
-    "calibration": "With an evaluation set: bias (shift each Conv/MatMul/Gemm output by the "
-    "mean its quantization error adds) or gptq (GPTQ error feedback, then bias); none without. "
-    "flat: data-free GPTQ against the layer inputs of flat inputs (no evaluation set needed).",
+    "calibration": "auto (default): flat at 7 bits and more for a graph's uniform codes in "
+    "blocks, none otherwise (the report's calibration.auto says why). With an evaluation set: "
+    "bias (shift each Conv/MatMul/Gemm output by the mean its quantization error adds) or gptq "
+    "(GPTQ error feedback, then bias); none without. flat: data-free GPTQ against the layer "
+    "inputs of flat inputs (no evaluation set needed).",
 }
 
 

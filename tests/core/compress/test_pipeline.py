@@ -34,6 +34,9 @@ REPORT_KEYS = {"model", "spec", "summary", "layers", "skipped", "distribution", 
 
 
 def _job(path: Path, out: Path, spec: dict, dataset: Path | None = None) -> JobOutput:
+    """A job with plain rounding unless ``spec`` says otherwise: these checks rebuild its
+    codes from the spec alone (calibration has tests of its own)."""
+    spec = {"calibration": "none", **spec}
     job = JobInput(kind=JobKind.QUANTIZE, model_path=path, spec=spec, dataset_path=dataset)
     return run_job(job, out)
 

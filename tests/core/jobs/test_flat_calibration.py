@@ -125,3 +125,33 @@ def test_block_diagonal_capture_sums_the_full_hessians_diagonal_blocks() -> None
     assert not blocked.stats.hessian[:, ~mask].any()
     # A block as wide as the layer is the full Hessian.
     assert Accumulator(geometry=geometry, block=geometry.k).stats.block == 0
+
+
+def test_the_default_calibrates_on_flat_inputs_from_7_bits(tmp_path) -> None:
+    model = _dominated_conv()
+    x = RNG.standard_normal((32, CHANNELS, 12, 12)).astype(np.float32)
+    (reference,) = run(model, {"x": x})
+    report, written = _job(tmp_path, model, {"bits": 8, "include": ["^w$"]}, "auto8")
+    block = report["calibration"]
+    assert block["method"] == "flat" and block["layers"] == 1, block
+    assert block["auto"].startswith("auto: data-free GPTQ on flat inputs at 8 bits"), block
+    assert report["spec"]["calibration"] == "flat"  # the spec as applied
+    _, plain = _job(tmp_path, model, {"bits": 8, "include": ["^w$"], "calibration": "none"},
+                    "none8")  # fmt: skip
+    (got,) = run(onnx.load(written), {"x": x})
+    (plain_got,) = run(onnx.load(plain), {"x": x})
+    assert _sqnr_db(reference, got) > _sqnr_db(reference, plain_got) + 5.0
+    # Below 7 bits the default rounds plainly and says why.
+    report, _ = _job(tmp_path, model, {"bits": 4, "include": ["^w$"]}, "auto4")
+    block = report["calibration"]
+    assert block["method"] == "none" and block["layers"] == 0
+    assert "below 7 bits" in block["auto"] and block["reason"] == block["auto"]
+    assert not any("calibration" in w for w in report["warnings"])
+
+
+def test_the_default_says_nothing_when_flat_inputs_cannot_run(tmp_path) -> None:
+    report, _ = _job(tmp_path, _reflect_padded(), {"bits": 8}, "auto")
+    block = report["calibration"]
+    assert block["method"] == "flat" and block["layers"] == 0
+    assert "could not run on flat inputs" in block["reason"] and block["auto"]
+    assert not any("calibration" in w for w in report["warnings"]), report["warnings"]

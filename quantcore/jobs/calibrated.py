@@ -1,0 +1,34 @@
+"""What calibration gives a quantize job: the layers' statistics, the report's block, warnings.
+
+Kept apart from ``quantcore.jobs.calibrate`` (which loads onnxruntime) so that a job that does
+not calibrate can still say why without importing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from quantcore.compress.hessian import LayerStats
+from quantcore.spec import Calibration
+
+
+@dataclass(kw_only=True)
+class Calibrated:
+    method: Calibration
+    stats: dict[str, LayerStats] = field(default_factory=dict)
+    block: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def gptq_stats(self) -> dict[str, LayerStats] | None:
+        return self.stats if self.method in (Calibration.GPTQ, Calibration.FLAT) else None
+
+
+def not_chosen(why: str) -> Calibrated:
+    """The block of a job whose ``calibration="auto"`` resolved to plain rounding."""
+    block: dict[str, Any] = {
+        "method": Calibration.NONE.value, "inputs": None, "samples": 0, "layers": 0, "of": 0,
+        "seconds": 0.0, "bias": [], "skipped": [], "reason": why, "auto": why,
+    }  # fmt: skip
+    return Calibrated(method=Calibration.NONE, block=block)

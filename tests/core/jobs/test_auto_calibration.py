@@ -1,0 +1,46 @@
+"""Spec ``calibration="auto"``: which calibration a job resolves it to, and why."""
+
+from __future__ import annotations
+
+import pytest
+
+from quantcore.jobs.auto_calibration import FLAT_MIN_BITS, resolve_calibration
+from quantcore.limits import JobLimits
+from quantcore.spec import Calibration, QuantSpec
+
+LIMITS = JobLimits()
+
+
+def _resolve(spec: dict, *, has_graph: bool = True, parameters: int = 10**6):
+    return resolve_calibration(QuantSpec.from_dict(spec), has_graph=has_graph,
+                               parameters=parameters, limits=LIMITS)  # fmt: skip
+
+
+@pytest.mark.parametrize("granularity", ["auto", "group"])
+def test_blocks_of_uniform_codes_from_7_bits_get_flat(granularity: str) -> None:
+    spec, why = _resolve({"bits": FLAT_MIN_BITS, "granularity": granularity})
+    assert spec.calibration is Calibration.FLAT and why is not None and "flat inputs" in why
+    spec, why = _resolve({"bits": FLAT_MIN_BITS - 1, "granularity": granularity})
+    assert spec.calibration is Calibration.NONE and why is not None and "below 7 bits" in why
+
+
+@pytest.mark.parametrize(
+    ("spec", "kw", "fragment"),
+    [
+        ({"bits": 8}, {"has_graph": False}, "weights only"),
+        ({"bits": 8, "granularity": "channel"}, {}, "granularity 'channel'"),
+        ({"target": {"weight_sqnr_db": 30}}, {}, "rate target or rdoq"),
+        ({"bits": 8, "method": "mulaw"}, {}, "mulaw codes"),
+        ({"bits": 8}, {"parameters": LIMITS.fidelity_max_params + 1}, "parameters are over"),
+    ],
+)
+def test_everything_else_rounds_plainly(spec: dict, kw: dict, fragment: str) -> None:
+    resolved, why = _resolve(spec, **kw)
+    assert resolved.calibration is Calibration.NONE
+    assert why is not None and fragment in why, why
+
+
+def test_a_chosen_calibration_is_kept() -> None:
+    for value in ("none", "bias", "gptq", "flat"):
+        spec, why = _resolve({"bits": 8, "calibration": value})
+        assert spec.calibration.value == value and why is None
