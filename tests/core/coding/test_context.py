@@ -56,7 +56,8 @@ def test_correlated_codes_get_v3_and_a_smaller_stream(bits: int) -> None:
 def test_independent_codes_stay_v2(bits: int) -> None:
     codes = laplacian_codes(300_000, bits, seed=bits)
     assert encode_codes(codes)[4] == 2
-    assert encode_codes(codes[:1000])[4] == 2  # too few codes to pay for the tables
+    # too few codes to pay for the tables: the tableless v4 where it is smaller, never v3
+    assert encode_codes(codes[:1000])[4] in (2, 4)
 
 
 def test_one_distinct_symbol_falls_back_to_v2() -> None:
