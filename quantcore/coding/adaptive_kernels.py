@@ -3,13 +3,16 @@
 first use, like ``rans_kernels``.
 
 A code is binarised around the stream's mode, ``d = code - mode``: a flag ``d != 0``, the
-sign, flags ``|d| > k`` for ``k = 1 .. UNARY``, then ``|d| - UNARY - 1`` as an order-0
-Exp-Golomb number (adaptive prefix, equiprobable suffix bits). Each flag has a context: the
-zero flag the number of non-zero codes among the two before it, the sign that of the code
-before, the magnitude flags ``k`` and the previous magnitude (0, 1, 2+). A context's
-probability of a 0 is the mean of two estimates, one fast (``p += (2^15 - p) >> 4``) and one
-slow (``>> 7``), as in VVC's CABAC: the fast one learns a small tensor's statistics within a
-few dozen codes, the slow one keeps them precise.
+sign, then ``|d|``'s class ``n = bit_length(|d|) - 1`` in unary (flags ``n > j``), the two
+bits below its leading one as flags and the rest equiprobable (a class of ``2^n`` values is
+``n + 1`` flags and ``n - 2`` plain bits: half the flags of a unary magnitude at 4-5 bits a
+code, so twice the decoding speed there). Each flag has a context: the zero flag the number
+of non-zero codes among the two before it, the sign that of the code before, the class flags
+``j`` and the bit length of the previous magnitude (capped at 4), the mantissa flags the
+class (and the first mantissa bit). A context's probability of a 0 is the mean of two
+estimates, one fast (``p += (2^15 - p) >> 4``) and one slow (``>> 7``), as in VVC's CABAC: the
+fast one learns a small tensor's statistics within a few dozen codes, the slow one keeps them
+precise.
 """
 
 from __future__ import annotations
@@ -17,15 +20,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-UNARY = 12
-PREFIX = 18  # Exp-Golomb prefix contexts (a magnitude below 2^16 needs at most 17)
-# Context offsets: zero flag (3), sign (3), magnitude flags (UNARY × 3), prefix.
-SIG, SIGN, GT, EG = 0, 3, 6, 6 + 3 * UNARY
-CONTEXTS = EG + PREFIX
+CLASSES = 16  # magnitude classes: bit_length(|d|) - 1, 0..15
+NEAR = 5  # the previous magnitude's bit length, capped: the class flags' second index
+# Context offsets: zero flag (3), sign (3), class flags (CLASSES × NEAR), the first
+# mantissa bit (per class), the second (per class and first bit).
+SIG, SIGN, CLS = 0, 3, 6
+MAN1 = CLS + CLASSES * NEAR
+MAN2 = MAN1 + CLASSES
+CONTEXTS = MAN2 + 2 * CLASSES
 ONE = 1 << 15
 FAST, SLOW = 4, 7
 TOP = 1 << 24
 MASK32 = 0xFFFFFFFF
+SLACK = 80  # bytes one code can take at most (about 50 flags of at most 11 bits), and more
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 
 
@@ -85,9 +92,10 @@ def _put_raw(st, out, bit):
 
 @_jit
 def encode(codes, mode, out):
-    """Code ``codes`` into ``out`` (room for ``72 * codes.size + 16`` bytes); returns the
-    number of bytes written (LZMA's leading zero byte dropped, trailing zeros trimmed: the
-    decoder reads zeros past the end)."""
+    """Code ``codes`` into ``out``; returns the number of bytes written (the first, LZMA's
+    leading zero, is dropped by the caller; trailing zeros are trimmed: the decoder reads
+    zeros past the end), or -1 once fewer than ``SLACK`` bytes are left (``72 * codes.size
+    + SLACK`` bytes are always enough)."""
     fast = np.full(CONTEXTS, ONE >> 1, dtype=np.int64)
     slow = np.full(CONTEXTS, ONE >> 1, dtype=np.int64)
     st = np.zeros(5, dtype=np.int64)
@@ -98,31 +106,34 @@ def encode(codes, mode, out):
     prev_sign = 0
     prev_mag = 0
     for i in range(codes.size):
+        if st[4] + SLACK > out.size:
+            return -1
         d = np.int64(codes[i]) - mode
         _put_bit(st, out, fast, slow, SIG + nz1 + nz2, d != 0)
         m = abs(d)
         if d != 0:
             _put_bit(st, out, fast, slow, SIGN + prev_sign, d < 0)
-            k = 1
-            while k <= UNARY:
-                _put_bit(st, out, fast, slow, GT + 3 * (k - 1) + prev_mag, m > k)
-                if m <= k:
-                    break
-                k += 1
-            if m > UNARY:
-                r = m - UNARY  # Exp-Golomb of r - 1: n ones, a zero, n bits of r - 2^n
-                n = 0
-                while (r >> (n + 1)) > 0:
-                    n += 1
-                for j in range(n):
-                    _put_bit(st, out, fast, slow, EG + j, 1)
-                _put_bit(st, out, fast, slow, EG + n, 0)
-                for j in range(n - 1, -1, -1):
-                    _put_raw(st, out, (r >> j) & 1)
+            n = 0
+            while (m >> (n + 1)) > 0:
+                n += 1
+            for j in range(n):
+                _put_bit(st, out, fast, slow, CLS + NEAR * j + prev_mag, 1)
+            if n < CLASSES - 1:
+                _put_bit(st, out, fast, slow, CLS + NEAR * n + prev_mag, 0)
+            if n >= 1:
+                first = (m >> (n - 1)) & 1
+                _put_bit(st, out, fast, slow, MAN1 + n, first)
+                if n >= 2:
+                    _put_bit(st, out, fast, slow, MAN2 + 2 * n + first, (m >> (n - 2)) & 1)
+                    for j in range(n - 3, -1, -1):
+                        _put_raw(st, out, (m >> j) & 1)
         nz2 = nz1
         nz1 = 1 if d != 0 else 0
         prev_sign = 0 if d == 0 else (1 if d > 0 else 2)
-        prev_mag = min(m, 2)
+        length = 0
+        while (m >> length) > 0:
+            length += 1
+        prev_mag = min(length, NEAR - 1)
     for _ in range(5):
         _shift_low(st, out)
     end = st[4]
@@ -190,19 +201,17 @@ def decode(data, mode, top, out):
         negative = 0
         if _get_bit(st, data, fast, slow, SIG + nz1 + nz2):
             negative = _get_bit(st, data, fast, slow, SIGN + prev_sign)
+            n = 0
+            while n < CLASSES - 1 and _get_bit(st, data, fast, slow, CLS + NEAR * n + prev_mag):
+                n += 1
             m = 1
-            while m <= UNARY:
-                if not _get_bit(st, data, fast, slow, GT + 3 * (m - 1) + prev_mag):
-                    break
-                m += 1
-            if m > UNARY:
-                n = 0
-                while n < PREFIX - 1 and _get_bit(st, data, fast, slow, EG + n):
-                    n += 1
-                r = 1
-                for _ in range(n):
-                    r = (r << 1) | _get_raw(st, data)
-                m = UNARY + r
+            if n >= 1:
+                first = _get_bit(st, data, fast, slow, MAN1 + n)
+                m = 2 | first
+                if n >= 2:
+                    m = (m << 1) | _get_bit(st, data, fast, slow, MAN2 + 2 * n + first)
+                    for _ in range(n - 2):
+                        m = (m << 1) | _get_raw(st, data)
         d = -m if negative else m
         value = mode + d
         if value < 0 or value > top:
@@ -211,5 +220,8 @@ def decode(data, mode, top, out):
         nz2 = nz1
         nz1 = 1 if m else 0
         prev_sign = 0 if m == 0 else (2 if negative else 1)
-        prev_mag = min(m, 2)
+        length = 0
+        while (m >> length) > 0:
+            length += 1
+        prev_mag = min(length, NEAR - 1)
     return st[2] <= data.size + 8

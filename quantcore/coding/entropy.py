@@ -27,9 +27,10 @@ Version 3 (``quantcore.coding.context``, written where it pays: see ``encode_cod
 each symbol under one of 8 frequency tables chosen by the magnitude class of the two symbols
 before it (its context); otherwise as version 2.
 
-Version 4 (``quantcore.coding.adaptive``, for inputs of at most 65536 codes, written where it
-is smaller than version 2 or 3) has its own short header and no table: one binary range
-coder with adaptive contexts, the codes binarised around the most frequent one.
+Version 4 (``quantcore.coding.adaptive``, written where it is smaller than version 2 or 3 and
+decodes fast enough: small inputs, or large ones at low rate) has its own short header and no
+table: one binary range coder with adaptive contexts, the codes binarised around the most
+frequent one.
 
 Version 2 (written by default; ``quantcore.coding.rans``): chunks of 2M symbols, each coded by
 8 interleaved 64-bit rANS states with 32-bit renormalisation, compiled with numba and run on
@@ -111,7 +112,7 @@ def encode_codes(
 
     ``version``: None (the default) writes the context-modelled version 3 where it saves at
     least ``context.MIN_GAIN`` over version 2, and version 2 elsewhere, unless the input
-    has at most ``adaptive.MAX_CODES`` codes and version 4 is smaller; 2, 3 or 4 force that
+    is one that ``adaptive.fast_enough`` allows and version 4 is smaller; 2, 3 or 4 force that
     version (3 falls back to 2 for fewer than two distinct high parts, where there is
     nothing to model; 4 is only for at most ``adaptive.MAX_CODES`` codes); 1 is the older
     single-threaded coder. Versions 2 and 3 code their
@@ -137,15 +138,17 @@ def encode_codes(
                 f"entropy stream version 4 holds at most {adaptive.MAX_CODES} codes, "
                 f"got {flat.size}"
             )
-        return adaptive.encode(flat, histogram)
+        forced = adaptive.encode(flat, histogram)
+        assert forced is not None
+        return forced
     stream = None
     if version != 2:
         stream = context.encode(flat, histogram, threads, force=version == 3)
     if stream is None:
         stream = rans.encode(flat, histogram, threads)
-    if version is None and small:
-        tableless = adaptive.encode(flat, histogram)
-        if len(tableless) < len(stream):
+    if version is None and adaptive.fast_enough(flat.size, len(stream)):
+        tableless = adaptive.encode(flat, histogram, limit=len(stream))
+        if tableless is not None and len(tableless) < len(stream):
             return tableless
     return stream
 

@@ -47,22 +47,38 @@ def test_a_constant_input_is_the_header_alone() -> None:
     assert len(encode_codes(np.full(65_536, 7, dtype=np.uint8))) <= 16
 
 
-def test_small_inputs_get_the_smaller_stream() -> None:
-    for codes in (laplacian_codes(2_000, 3, seed=5), laplacian_codes(60_000, 8, seed=6)):
+def test_small_inputs_get_the_smaller_stream_where_it_decodes_fast() -> None:
+    for codes in (laplacian_codes(2_000, 8, seed=5), laplacian_codes(60_000, 3, seed=6)):
         chosen = encode_codes(codes)
         others = [encode_codes(codes, version=v) for v in (2, 3, 4)]
         assert len(chosen) == min(map(len, others))
+    # Over TINY_CODES at more than MAX_BITS a code: v2/v3 even where v4 would be smaller.
+    wide = laplacian_codes(60_000, 8, seed=6)
+    assert encode_codes(wide)[4] in (2, 3)
+    assert not adaptive.fast_enough(wide.size, len(encode_codes(wide)))
+    assert adaptive.fast_enough(adaptive.TINY_CODES, 10 * adaptive.TINY_CODES)
+    assert adaptive.fast_enough(adaptive.LARGE_CODES, adaptive.LARGE_CODES * 3 // 16)
+    assert not adaptive.fast_enough(adaptive.LARGE_CODES + 1, 0)
     # Small and peaked: v4 wins by the tables and lane states it does not have.
     small = laplacian_codes(3_000, 3, seed=7)
     assert encode_codes(small)[4] == 4
     assert len(encode_codes(small)) + 64 <= len(encode_codes(small, version=2))
 
 
-def test_large_inputs_never_get_it() -> None:
-    codes = laplacian_codes(adaptive.MAX_CODES + 1, 3, seed=8)
+def test_large_inputs_get_it_only_under_the_bits_limit() -> None:
+    codes = laplacian_codes(adaptive.MAX_CODES + 1, 3, seed=8)  # about 2.4 bits a code
     assert encode_codes(codes)[4] in (2, 3)
     with pytest.raises(InvalidSpecError, match="at most 65536"):
         encode_codes(codes, version=4)
+    # Mostly the mode, in runs whose density changes: the adaptive contexts follow it.
+    rng = np.random.default_rng(10)
+    density = np.repeat(rng.choice([0.01, 0.2], 40), 5_000)
+    sparse = np.where(rng.random(density.size) < density, rng.integers(0, 9, density.size), 4)
+    sparse = sparse.astype(np.uint8)
+    data = encode_codes(sparse)
+    assert data[4] == 4
+    assert len(data) < 0.95 * min(len(encode_codes(sparse, version=v)) for v in (2, 3))
+    np.testing.assert_array_equal(decode_codes(data, count=sparse.size), sparse)
 
 
 def test_corrupt_streams_are_refused() -> None:
