@@ -8,9 +8,9 @@ probabilities are learnt as the codes go: ``quantcore.coding.adaptive_kernels``)
 range coder; a constant input is the header alone. Adapting as it goes, it also follows what
 a static table averages over: on the real models at low rate, large tensors' v4 streams are
 4-25% smaller than their v2/v3 ones. Its decoder takes one flag at a time, 300 M codes/s on
-one core under 0.2 bits a code, 70 at 1.5, 25 at 5, so ``entropy.encode_codes`` writes it only
-where decoding stays fast (``fast_enough``) and it is smaller than the stream version 2 or 3
-would write.
+one core under 0.2 bits a code, 55-70 at 1.5-2, 25 at 5, so ``entropy.encode_codes`` writes
+it only where decoding stays fast (``fast_enough``) and it is smaller than the stream version
+2 or 3 would write.
 
 Layout (integers little-endian; varints are LEB128)::
 
@@ -36,11 +36,11 @@ from quantcore.errors import InvalidPackageError
 VERSION = 4
 # Where v4 may be written, by the bits a code of the v2/v3 stream: tiny inputs at any rate
 # (their time is nothing), up to MAX_CODES under 3 bits, up to LARGE_CODES (one chunk, on
-# one thread: 15-60 ms) under 1.5 bits. The real models' packages then decode at 60 M codes/s
-# or more on one core (at 35-50 with every small tensor allowed).
+# one thread: 15-75 ms) under 2 bits (55 M codes/s or more). The real models' packages then
+# decode at 60 M codes/s or more on one core (at 35-50 with every small tensor allowed).
 TINY_CODES = 1 << 13
 MAX_CODES, MAX_BITS = 1 << 16, 3.0
-LARGE_CODES, LARGE_BITS = 1 << 22, 1.5
+LARGE_CODES, LARGE_BITS = 1 << 22, 2.0
 WIDE, CONSTANT = 1, 2
 _kernels: ModuleType | None = None
 
