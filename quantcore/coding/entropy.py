@@ -27,6 +27,11 @@ Version 3 (``quantcore.coding.context``, written where it pays: see ``encode_cod
 each symbol under one of 8 frequency tables chosen by the magnitude class of the two symbols
 before it (its context); otherwise as version 2.
 
+Version 4 (``quantcore.coding.adaptive``, written where it is smaller than version 2 or 3 and
+decodes fast enough: small inputs, or large ones at low rate) has its own short header and no
+table: one binary range coder with adaptive contexts, the codes binarised around the most
+frequent one.
+
 Version 2 (written by default; ``quantcore.coding.rans``): chunks of 2M symbols, each coded by
 8 interleaved 64-bit rANS states with 32-bit renormalisation, compiled with numba and run on
 parallel threads; a chunk's words start with the 8 final states (two words each, low first).
@@ -47,7 +52,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from quantcore.coding import context, rans
+from quantcore.coding import adaptive, context, rans
 from quantcore.coding.parallel import run_all
 from quantcore.coding.symbols import (
     MAGIC,
@@ -74,7 +79,7 @@ __all__ = [
 ]
 
 VERSION = rans.VERSION  # the order-0 stream, written where contexts do not pay
-VERSIONS = (1, 2, 3)  # decoded
+VERSIONS = (1, 2, 3, 4)  # decoded
 
 
 def empirical_entropy_bits(codes: npt.ArrayLike) -> float:
@@ -106,9 +111,11 @@ def encode_codes(
     version 2 that every code has a count).
 
     ``version``: None (the default) writes the context-modelled version 3 where it saves at
-    least ``context.MIN_GAIN`` over version 2, and version 2 elsewhere; 2 or 3 force that
+    least ``context.MIN_GAIN`` over version 2, and version 2 elsewhere, unless the input
+    is one that ``adaptive.fast_enough`` allows and version 4 is smaller; 2, 3 or 4 force that
     version (3 falls back to 2 for fewer than two distinct high parts, where there is
-    nothing to model); 1 is the older single-threaded coder. Versions 2 and 3 code their
+    nothing to model; 4 is only for at most ``adaptive.MAX_CODES`` codes); 1 is the older
+    single-threaded coder. Versions 2 and 3 code their
     chunks on ``threads`` threads (default: the cores; the bytes do not depend on it).
     """
     if version is not None and version not in VERSIONS:
@@ -124,11 +131,31 @@ def encode_codes(
         from quantcore.coding import entropy_v1
 
         return entropy_v1.encode(flat, histogram)
+    small = flat.size <= adaptive.MAX_CODES
+    if version == 4:
+        if not small:
+            raise InvalidSpecError(
+                f"entropy stream version 4 holds at most {adaptive.MAX_CODES} codes, "
+                f"got {flat.size}"
+            )
+        forced = adaptive.encode(flat, histogram)
+        assert forced is not None
+        return forced
+    stream = None
     if version != 2:
         stream = context.encode(flat, histogram, threads, force=version == 3)
-        if stream is not None:
-            return stream
-    return rans.encode(flat, histogram, threads)
+    if stream is None:
+        stream = rans.encode(flat, histogram, threads)
+    if version is None and adaptive.fast_enough(flat.size, len(stream)):
+        tableless = adaptive.encode(flat, histogram, limit=len(stream))
+        if tableless is not None and len(tableless) < len(stream):
+            return tableless
+    return stream
+
+
+def _version(data: bytes | bytearray | memoryview) -> tuple[int, memoryview]:
+    view = memoryview(data).cast("B")
+    return (view[4] if len(view) > 4 and view[:4] == MAGIC else -1), view
 
 
 def decode_codes(
@@ -144,6 +171,13 @@ def decode_codes(
     unknown-version stream (the CRC-32 covers the whole stream, the table and chunk lengths
     are checked before decoding, and every chunk must consume exactly its words).
     """
+    version, view = _version(data)
+    if version == adaptive.VERSION:
+        dtype, chunks = _plan_v4(view, count)
+        out = np.empty(sum(c.size for c in chunks), dtype=dtype)
+        for c in chunks:
+            c.fill(out)
+        return out
     fields, body = open_stream(data, VERSIONS)
     if count is not None and fields[5] != count:
         raise InvalidPackageError(f"entropy stream holds {fields[5]} codes, expected {count}")
@@ -167,6 +201,9 @@ def decode_plan(
     ``fill(part)`` that decodes it into ``part`` (an array of that size and dtype), on any
     thread. ``decode_codes`` is ``fill`` of every chunk into one array; a package's unpacking
     fills each chunk straight into its place in ``model.onnx``. Checks as ``decode_codes``."""
+    version, view = _version(data)
+    if version == adaptive.VERSION:
+        return _plan_v4(view, count)
     fields, body = open_stream(data, VERSIONS)
     if count is not None and fields[5] != count:
         raise InvalidPackageError(f"entropy stream holds {fields[5]} codes, expected {count}")
@@ -184,7 +221,16 @@ def decode_plan(
     return dtype, [rans.Chunk(0, fields[5], whole)] if fields[5] else []
 
 
+def _plan_v4(view: memoryview, count: int | None) -> tuple[np.dtype, list[rans.Chunk]]:
+    dtype, chunks = adaptive.plan(view)
+    held = sum(c.size for c in chunks)
+    if count is not None and held != count:
+        raise InvalidPackageError(f"entropy stream holds {held} codes, expected {count}")
+    return dtype, chunks
+
+
 def compile_kernels() -> None:
-    """Compile (or load from numba's disk cache) the kernels of streams v2 and v3."""
+    """Compile (or load from numba's disk cache) the kernels of streams v2, v3 and v4."""
     rans.compile_kernels()
     context.compile_kernels()
+    adaptive.compile_kernels()

@@ -41,8 +41,9 @@ def test_forced_v3_round_trips_around_the_lanes(count: int, monkeypatch) -> None
 @pytest.mark.parametrize("bits", [2, 3, 8, 12])
 def test_correlated_codes_get_v3_and_a_smaller_stream(bits: int) -> None:
     codes = correlated_codes(400_000, bits)
-    data = encode_codes(codes)
-    assert data[4] == 3
+    chosen = encode_codes(codes)  # v4 where it decodes fast enough and is smaller still
+    data = encode_codes(codes, version=3)
+    assert data[4] == 3 and chosen[4] in (3, 4) and len(chosen) <= len(data)
     assert len(data) < (1 - context.MIN_GAIN) * len(encode_codes(codes, version=2))
     np.testing.assert_array_equal(decode_codes(data), codes)
     dtype, chunks = decode_plan(data, count=codes.size)
@@ -56,7 +57,8 @@ def test_correlated_codes_get_v3_and_a_smaller_stream(bits: int) -> None:
 def test_independent_codes_stay_v2(bits: int) -> None:
     codes = laplacian_codes(300_000, bits, seed=bits)
     assert encode_codes(codes)[4] == 2
-    assert encode_codes(codes[:1000])[4] == 2  # too few codes to pay for the tables
+    # too few codes to pay for the tables: the tableless v4 where it is smaller, never v3
+    assert encode_codes(codes[:1000])[4] in (2, 4)
 
 
 def test_one_distinct_symbol_falls_back_to_v2() -> None:

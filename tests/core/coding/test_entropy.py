@@ -157,7 +157,7 @@ def test_flipped_byte_is_refused(version: int) -> None:
 
 
 def test_wrong_magic_and_version_are_refused() -> None:
-    data = encode_codes(np.array([1, 2, 3]))
+    data = encode_codes(np.array([1, 2, 3]), version=2)
     with pytest.raises(InvalidPackageError, match="not an entropy stream"):
         decode_codes(b"XXXX" + data[4:])
     with pytest.raises(InvalidPackageError, match="version=9"):

@@ -214,7 +214,8 @@ def test_packages_are_written_as_version_3(tmp_path):
     header, start = read_header(data)
     assert start == 0 and header["skeleton"]["kind"] == "cut"
     first = header["tensors"][0]
-    assert data[first["offset"] + 4] == 2  # its entropy stream is QENT v2
+    # its entropy stream: QENT v2, or v4 where that is smaller (a small tensor)
+    assert data[first["offset"] + 4] in (2, 4)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 5])

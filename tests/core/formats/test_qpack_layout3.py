@@ -235,10 +235,10 @@ def test_in_memory_writer_matches_pack(tmp_path):
     assert unpack(buffer.getvalue())[1] == serialize(written.proto)
 
 
-@pytest.mark.parametrize(("bits", "stream"), [(4, 3), (8, 3), (3, 1), (12, 2)])
+@pytest.mark.parametrize(("bits", "stream"), [(4, 3), (8, 3), (3, 1), (12, 2), (5, 4), (12, 4)])
 def test_every_stream_version_restores_in_place(tmp_path, bits, stream):
-    # Context-modelled (v3), order-0 (v2) and constriction (v1) streams, into 4-bit, 8-bit
-    # and 16-bit containers.
+    # Context-modelled (v3), order-0 (v2), constriction (v1) and adaptive (v4) streams, into
+    # 4-bit, 8-bit and 16-bit containers.
     written, coded = _built(tmp_path, models.mlp(sizes=(300, 200, 10), opset=21), bits)
     bodies = {n: encode_codes(_shifted(q), version=stream) for n, q in coded.items()}
     assert {b[4] for b in bodies.values()} == {stream}

@@ -1,0 +1,227 @@
+"""Compiled loops of stream ``QENT`` v4 (``quantcore.coding.adaptive``): a binary range coder
+(LZMA's carry-propagating encoder, 32-bit range) with adaptive probabilities; imported on
+first use, like ``rans_kernels``.
+
+A code is binarised around the stream's mode, ``d = code - mode``: a flag ``d != 0``, the
+sign, then ``|d|``'s class ``n = bit_length(|d|) - 1`` in unary (flags ``n > j``), the two
+bits below its leading one as flags and the rest equiprobable (a class of ``2^n`` values is
+``n + 1`` flags and ``n - 2`` plain bits: half the flags of a unary magnitude at 4-5 bits a
+code, so twice the decoding speed there). Each flag has a context: the zero flag the number
+of non-zero codes among the two before it, the sign that of the code before, the class flags
+``j`` and the bit length of the previous magnitude (capped at 4), the mantissa flags the
+class (and the first mantissa bit). A context's probability of a 0 is the mean of two
+estimates, one fast (``p += (2^15 - p) >> 4``) and one slow (``>> 7``), as in VVC's CABAC: the
+fast one learns a small tensor's statistics within a few dozen codes, the slow one keeps them
+precise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+CLASSES = 16  # magnitude classes: bit_length(|d|) - 1, 0..15
+NEAR = 5  # the previous magnitude's bit length, capped: the class flags' second index
+# Context offsets: zero flag (3), sign (3), class flags (CLASSES × NEAR), the first
+# mantissa bit (per class), the second (per class and first bit).
+SIG, SIGN, CLS = 0, 3, 6
+MAN1 = CLS + CLASSES * NEAR
+MAN2 = MAN1 + CLASSES
+CONTEXTS = MAN2 + 2 * CLASSES
+ONE = 1 << 15
+FAST, SLOW = 4, 7
+TOP = 1 << 24
+MASK32 = 0xFFFFFFFF
+SLACK = 80  # bytes one code can take at most (about 50 flags of at most 11 bits), and more
+_jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+
+
+@njit(inline="always")
+def _update(fast, slow, c, bit):
+    if bit:
+        fast[c] -= fast[c] >> FAST
+        slow[c] -= slow[c] >> SLOW
+    else:
+        fast[c] += (ONE - fast[c]) >> FAST
+        slow[c] += (ONE - slow[c]) >> SLOW
+
+
+@njit(inline="always")
+def _shift_low(st, out):
+    """LZMA's ``ShiftLow``: ``st`` = [low, range, cache, cache_size, pos]."""
+    low = st[0]
+    if low < 0xFF000000 or low > MASK32:
+        carry = low >> 32
+        temp = st[2]
+        while True:
+            out[st[4]] = (temp + carry) & 0xFF
+            st[4] += 1
+            temp = 0xFF
+            st[3] -= 1
+            if st[3] == 0:
+                break
+        st[2] = (low >> 24) & 0xFF
+    st[3] += 1
+    st[0] = (low & 0x00FFFFFF) << 8
+
+
+@njit(inline="always")
+def _put_bit(st, out, fast, slow, c, bit):
+    p = (fast[c] + slow[c]) >> 1
+    bound = (st[1] >> 15) * p
+    if bit:
+        st[0] += bound
+        st[1] -= bound
+    else:
+        st[1] = bound
+    _update(fast, slow, c, bit)
+    while st[1] < TOP:
+        st[1] <<= 8
+        _shift_low(st, out)
+
+
+@njit(inline="always")
+def _put_raw(st, out, bit):
+    st[1] >>= 1
+    if bit:
+        st[0] += st[1]
+    while st[1] < TOP:
+        st[1] <<= 8
+        _shift_low(st, out)
+
+
+@_jit
+def encode(codes, mode, out):
+    """Code ``codes`` into ``out``; returns the number of bytes written (the first, LZMA's
+    leading zero, is dropped by the caller; trailing zeros are trimmed: the decoder reads
+    zeros past the end), or -1 once fewer than ``SLACK`` bytes are left (``72 * codes.size
+    + SLACK`` bytes are always enough)."""
+    fast = np.full(CONTEXTS, ONE >> 1, dtype=np.int64)
+    slow = np.full(CONTEXTS, ONE >> 1, dtype=np.int64)
+    st = np.zeros(5, dtype=np.int64)
+    st[1] = MASK32
+    st[3] = 1
+    nz1 = 0
+    nz2 = 0
+    prev_sign = 0
+    prev_mag = 0
+    for i in range(codes.size):
+        if st[4] + SLACK > out.size:
+            return -1
+        d = np.int64(codes[i]) - mode
+        _put_bit(st, out, fast, slow, SIG + nz1 + nz2, d != 0)
+        m = abs(d)
+        if d != 0:
+            _put_bit(st, out, fast, slow, SIGN + prev_sign, d < 0)
+            n = 0
+            while (m >> (n + 1)) > 0:
+                n += 1
+            for j in range(n):
+                _put_bit(st, out, fast, slow, CLS + NEAR * j + prev_mag, 1)
+            if n < CLASSES - 1:
+                _put_bit(st, out, fast, slow, CLS + NEAR * n + prev_mag, 0)
+            if n >= 1:
+                first = (m >> (n - 1)) & 1
+                _put_bit(st, out, fast, slow, MAN1 + n, first)
+                if n >= 2:
+                    _put_bit(st, out, fast, slow, MAN2 + 2 * n + first, (m >> (n - 2)) & 1)
+                    for j in range(n - 3, -1, -1):
+                        _put_raw(st, out, (m >> j) & 1)
+        nz2 = nz1
+        nz1 = 1 if d != 0 else 0
+        prev_sign = 0 if d == 0 else (1 if d > 0 else 2)
+        length = 0
+        while (m >> length) > 0:
+            length += 1
+        prev_mag = min(length, NEAR - 1)
+    for _ in range(5):
+        _shift_low(st, out)
+    end = st[4]
+    while end > 1 and out[end - 1] == 0:
+        end -= 1
+    return end
+
+
+@njit(inline="always")
+def _byte(data, pos):
+    return np.int64(data[pos]) if pos < data.size else np.int64(0)
+
+
+@njit(inline="always")
+def _get_bit(st, data, fast, slow, c):
+    """``st`` = [code, range, pos]."""
+    p = (fast[c] + slow[c]) >> 1
+    bound = (st[1] >> 15) * p
+    if st[0] < bound:
+        st[1] = bound
+        bit = 0
+    else:
+        st[0] -= bound
+        st[1] -= bound
+        bit = 1
+    _update(fast, slow, c, bit)
+    while st[1] < TOP:
+        st[1] <<= 8
+        st[0] = ((st[0] << 8) | _byte(data, st[2])) & MASK32
+        st[2] += 1
+    return bit
+
+
+@njit(inline="always")
+def _get_raw(st, data):
+    st[1] >>= 1
+    bit = 0
+    if st[0] >= st[1]:
+        st[0] -= st[1]
+        bit = 1
+    while st[1] < TOP:
+        st[1] <<= 8
+        st[0] = ((st[0] << 8) | _byte(data, st[2])) & MASK32
+        st[2] += 1
+    return bit
+
+
+@_jit
+def decode(data, mode, top, out):
+    """Decode ``out.size`` codes from ``data``; False if one falls outside ``[0, top]`` or the
+    decoder reads more than a few bytes past the end (a corrupt stream)."""
+    fast = np.full(CONTEXTS, ONE >> 1, dtype=np.int64)
+    slow = np.full(CONTEXTS, ONE >> 1, dtype=np.int64)
+    st = np.zeros(3, dtype=np.int64)
+    st[1] = MASK32
+    for j in range(4):
+        st[0] = (st[0] << 8) | _byte(data, j)
+    st[2] = 4
+    nz1 = 0
+    nz2 = 0
+    prev_sign = 0
+    prev_mag = 0
+    for i in range(out.size):
+        m = 0
+        negative = 0
+        if _get_bit(st, data, fast, slow, SIG + nz1 + nz2):
+            negative = _get_bit(st, data, fast, slow, SIGN + prev_sign)
+            n = 0
+            while n < CLASSES - 1 and _get_bit(st, data, fast, slow, CLS + NEAR * n + prev_mag):
+                n += 1
+            m = 1
+            if n >= 1:
+                first = _get_bit(st, data, fast, slow, MAN1 + n)
+                m = 2 | first
+                if n >= 2:
+                    m = (m << 1) | _get_bit(st, data, fast, slow, MAN2 + 2 * n + first)
+                    for _ in range(n - 2):
+                        m = (m << 1) | _get_raw(st, data)
+        d = -m if negative else m
+        value = mode + d
+        if value < 0 or value > top:
+            return False
+        out[i] = value
+        nz2 = nz1
+        nz1 = 1 if m else 0
+        prev_sign = 0 if m == 0 else (2 if negative else 1)
+        length = 0
+        while (m >> length) > 0:
+            length += 1
+        prev_mag = min(length, NEAR - 1)
+    return st[2] <= data.size + 8
