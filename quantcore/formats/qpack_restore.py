@@ -5,8 +5,8 @@ entry says where its bytes go (``at``, ``raw_length``). ``check`` bounds every s
 declares against the package's length and against each other before anything is allocated;
 the caller then gives an output buffer of ``size`` bytes (and the output file, which each
 piece is written to once checked) and ``fill`` decodes every chunk of every tensor straight
-into its place on a pool of threads (4-bit tensors through a small per-thread buffer, packed
-two per byte),
+into its place on a pool of threads, ``BATCH_CHUNKS`` chunks a task (decoded together by
+``rans_batch``; 4-bit tensors through small per-thread buffers, packed two per byte),
 copies the skeleton into the gaps, and hashes each 16 MiB piece as soon as all its bytes are
 there, so that hashing overlaps decoding. Any piece whose SHA-256 differs, or any check that
 fails, raises ``InvalidPackageError``.
