@@ -281,7 +281,7 @@ def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[Chun
     high = (symbols << raw_bits).astype(dtype)
     tables = _decoder_tables(high, freqs, precision) if coded else None
     wide = None  # the vector decoder's table, where it may decode this stream
-    if tables is not None and precision <= FAST_PRECISION and raw_bits <= 8 and _vector():
+    if tables is not None and precision <= FAST_PRECISION and _vector():
         wide = tables[0].astype(np.uint64) | tables[1].astype(np.uint64) << np.uint64(32)
     chunks = []
     for index, (words_n, n) in enumerate(zip(lengths.tolist(), sizes, strict=True)):

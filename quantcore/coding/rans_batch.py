@@ -42,7 +42,9 @@ class _Slot:
     coded: rans.Coded
     out: CodeArray
     words: npt.NDArray[np.uint32]
-    low: npt.NDArray[np.uint8]
+    packed: npt.NDArray[np.uint8]  # the chunk's low bits
+    raw: int  # the low bits the loop ORs in: all of them up to 8, else none (added after)
+    low: npt.NDArray[np.uint8]  # what the loop reads them from
     states: npt.NDArray[np.uint64]
     pos: int = 2 * LANES
     base: int = 0  # rounds of 8 codes done
@@ -51,9 +53,8 @@ class _Slot:
         """Rounds the vector loop may still do: whole rounds whose 8 bytes of low bits (read
         at once) are inside the chunk's."""
         rounds = self.out.size // LANES
-        raw = self.coded.raw_bits
-        if raw:
-            rounds = min(rounds, (self.low.size - 8) // raw + 1)
+        if self.raw:
+            rounds = min(rounds, (self.low.size - 8) // self.raw + 1)
         return max(0, rounds - self.base)
 
     def ready(self) -> bool:
@@ -89,7 +90,7 @@ def _run(kernels: ModuleType, queue: deque[tuple[rans.Coded, CodeArray]]) -> Non
         states = np.concatenate([s.states for s in active])
         pos = np.array([s.pos for s in active], dtype=np.int64)
         base = np.array([s.base for s in active], dtype=np.int64)
-        params = np.array([(s.coded.precision, s.coded.raw_bits) for s in active], np.int64)
+        params = np.array([(s.coded.precision, s.raw) for s in active], np.int64)
         done = kernels.rounds(
             tuple(s.words for s in active),
             tuple(s.coded.table for s in active),
@@ -115,16 +116,18 @@ def _run(kernels: ModuleType, queue: deque[tuple[rans.Coded, CodeArray]]) -> Non
 def _start(coded: rans.Coded, out: CodeArray) -> _Slot:
     words = rans._words(coded.words)
     states = rans.first_states(words, coded.index)
-    low = np.frombuffer(coded.low, dtype=np.uint8) if coded.raw_bits else _ZERO_LOW
-    low.flags.writeable = False
-    return _Slot(coded, out, words, low, states)
+    packed = np.frombuffer(coded.low, dtype=np.uint8) if coded.raw_bits else _ZERO_LOW
+    packed.flags.writeable = False
+    raw = coded.raw_bits if coded.raw_bits <= 8 else 0  # 8 codes' low bits in one word
+    return _Slot(coded, out, words, packed, raw, packed if raw else _ZERO_LOW, states)
 
 
 def _finish(kernels: ModuleType, s: _Slot) -> None:
     c = s.coded
     start = s.base * LANES
-    ok = kernels.finish(s.words, c.table, s.out, s.low, c.raw_bits, s.states, s.pos, start,
-                        c.precision)  # fmt: skip
+    low_from = start if s.raw else 0  # the loop ORed in the low bits before ``start``
+    ok = kernels.finish(s.words, c.table, s.out, s.packed, c.raw_bits, s.states, s.pos, start,
+                        c.precision, low_from)  # fmt: skip
     if not ok:
         raise InvalidPackageError(
             f"entropy stream chunk {c.index} is corrupt: its words do not decode to "
@@ -149,4 +152,5 @@ def compile_vector_kernels() -> None:
             params = np.ones(2 * k, dtype=np.int64)
             kernels.rounds((words,) * k, (table,) * k, (_ZERO_LOW,) * k, (out,) * k, states,
                            counts, counts.copy(), params, 0)  # fmt: skip
-        kernels.finish(words, table, out, _ZERO_LOW, 0, np.zeros(LANES, dtype=np.uint64), 0, 0, 1)
+        states = np.zeros(LANES, dtype=np.uint64)
+        kernels.finish(words, table, out, _ZERO_LOW, 0, states, 0, 0, 1, 0)

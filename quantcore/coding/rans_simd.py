@@ -7,7 +7,8 @@ waiting on that chain. Here ``K`` chunks (up to ``GROUP``, any tensors) take tur
 loop, so that ``K`` chains are in flight: a round of a chunk gathers its 8 entries, updates
 the 8 states, and loads the words of the states that fell below ``L`` in lane order
 (``llvm.masked.expandload``: exactly the order in which the scalar decoder reads them), then
-stores the 8 codes with their raw low bits ORed in. The stream format is v2's unchanged.
+stores the 8 codes with their raw low bits ORed in (up to 8 bits a code: one 64-bit load a
+round; more are ORed in after). The stream format is v2's unchanged.
 
 LLVM lowers this to AVX-512 (gathers, ``vpmullq``, ``vpexpandd``); ``available`` says whether
 the CPU has it, and the caller keeps the scalar kernels otherwise. The loop stops for every
@@ -172,10 +173,11 @@ def rounds(words, tables, lows, outs, states, pos, base, params, limit):
 
 
 @_jit
-def finish(words, table, out, packed, raw_bits, states, pos, start, precision):
+def finish(words, table, out, packed, raw_bits, states, pos, start, precision, low_from):
     """Decode the codes of a chunk from ``start`` (a multiple of 8: the rounds done) with the
-    8 ``states`` and the next word ``pos``, then OR in their low bits; True if the chunk ends
-    as it must (every state back at ``L``, every word read)."""
+    8 ``states`` and the next word ``pos``, then OR in the low bits of the codes from
+    ``low_from`` (a multiple of 8); True if the chunk ends as it must (every state back at
+    ``L``, every word read)."""
     mask = np.uint64((1 << precision) - 1)
     prec = np.uint64(precision)
     last = words.size - 1
@@ -189,6 +191,6 @@ def finish(words, table, out, packed, raw_bits, states, pos, start, precision):
             x = x << _32 | np.uint64(words[min(pos, last)])
             pos += 1
         states[i % LANES] = x
-    if raw_bits and start < out.size:
-        or_low(out[start:], packed[(start // LANES) * raw_bits :], raw_bits)
+    if raw_bits and low_from < out.size:
+        or_low(out[low_from:], packed[(low_from // LANES) * raw_bits :], raw_bits)
     return _ended(states, pos, words.size)

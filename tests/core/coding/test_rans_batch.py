@@ -18,7 +18,7 @@ needs_vector = pytest.mark.skipif(
 
 
 def _streams(monkeypatch: pytest.MonkeyPatch, chunk: int) -> list[tuple[bytes, np.ndarray]]:
-    """Streams of every shape the vector loop meets: 0 to 8 raw low bits, precisions from 1
+    """Streams of every shape the vector loop meets: 0 to 9 raw low bits, precisions from 1
     to 16, 8- and 16-bit codes, chunks of a few codes to many rounds."""
     monkeypatch.setattr(rans, "CHUNK_SYMBOLS", chunk)
     rng = np.random.default_rng(5)
@@ -26,6 +26,7 @@ def _streams(monkeypatch: pytest.MonkeyPatch, chunk: int) -> list[tuple[bytes, n
         laplacian_codes(50_001, 3, seed=1),
         laplacian_codes(40_000, 8, seed=2),  # raw low bits
         laplacian_codes(30_007, 12, seed=3),  # 16-bit codes, raw low bits
+        laplacian_codes(60_001, 16, seed=7),  # more than 8 raw low bits: ORed in after
         np.array([0, 1] * 9_000 + [1], dtype=np.uint8),  # precision 1
         rng.integers(0, 256, 20_000).astype(np.uint8),  # all raw: not vector-decoded
         np.concatenate([np.zeros(30_000), rng.integers(0, 200, 999)]).astype(np.uint8),
