@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from quantcore.coding.parallel import run_all
+from quantcore.coding.parallel import run_all, threads_for
 from quantcore.coding.symbols import (
     MAGIC,
     CodeArray,
@@ -72,6 +72,9 @@ def compile_kernels() -> None:
             fields, body = open_stream(encode(codes, count_codes(codes), 1), (VERSION,))
             decode(fields, body, 1)
     pack_nibbles(np.arange(3, dtype=np.uint8), 1, np.empty(2, dtype=np.uint8))
+    from quantcore.coding import rans_batch
+
+    rans_batch.compile_vector_kernels()
 
 
 def pack_nibbles(codes: CodeArray, add: int, out: npt.NDArray[np.uint8]) -> None:
@@ -201,21 +204,52 @@ def _encoder_rows(
 
 
 @dataclass(frozen=True)
+class Coded:
+    """What the vector decoder (``quantcore.coding.rans_batch``) needs of a v2 chunk: its
+    words and low bits, the stream's table (``f | (slot - c) << 16 | value << 32`` for each
+    slot), precision and raw bits, and the chunk's index (for errors)."""
+
+    words: memoryview
+    low: memoryview
+    table: npt.NDArray[np.uint64]
+    precision: int
+    raw_bits: int
+    index: int
+
+
+@dataclass(frozen=True)
 class Chunk:
     """A part of a stream decodable on its own: codes ``[start, start + size)``, written by
-    ``fill`` into an array of ``size`` codes of the stream's dtype."""
+    ``fill`` into an array of ``size`` codes of the stream's dtype; ``coded`` where
+    ``rans_batch.fill_chunks`` may decode it with others."""
 
     start: int
     size: int
     fill: Callable[[CodeArray], None]
+    coded: Coded | None = None
 
 
 def decode(fields: tuple[Any, ...], body: memoryview, threads: int | None) -> CodeArray:
     """The codes of a v2 stream whose header and CRC ``symbols.open_stream`` has checked."""
     dtype, chunks = plan(fields, body)
     out = np.empty(fields[5], dtype=dtype)
-    run_all(lambda c: c.fill(out[c.start : c.start + c.size]), chunks, threads)
+    fill_all(chunks, out, threads)
     return out
+
+
+def fill_all(chunks: list[Chunk], out: CodeArray, threads: int | None) -> None:
+    """Every chunk into its place in ``out``, in as many runs of consecutive chunks as
+    threads (each run through ``rans_batch.fill_chunks``, which decodes several at once)."""
+    from quantcore.coding import rans_batch
+
+    count = min(threads_for(threads), len(chunks))
+    runs = [chunks[i * len(chunks) // count : (i + 1) * len(chunks) // count]
+            for i in range(count)]  # fmt: skip
+
+    def one(run: list[Chunk]) -> None:
+        rans_batch.fill_chunks([(c, out[c.start : c.start + c.size]) for c in run])
+
+    run_all(one, runs, count)
 
 
 def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[Chunk]]:
@@ -246,6 +280,9 @@ def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[Chun
         return dtype, [Chunk(0, count, lambda part: part.fill(constant))] if count else []
     high = (symbols << raw_bits).astype(dtype)
     tables = _decoder_tables(high, freqs, precision) if coded else None
+    wide = None  # the vector decoder's table, where it may decode this stream
+    if tables is not None and precision <= FAST_PRECISION and _vector():
+        wide = tables[0].astype(np.uint64) | tables[1].astype(np.uint64) << np.uint64(32)
     chunks = []
     for index, (words_n, n) in enumerate(zip(lengths.tolist(), sizes, strict=True)):
         words = body[offset : offset + 4 * words_n]
@@ -263,8 +300,15 @@ def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[Chun
             else:
                 _decode_chunk(_words(words), tables, precision, part, packed, raw_bits, index)
 
-        chunks.append(Chunk(index * chunk, n, fill))
+        batch = None if wide is None else Coded(words, low, wide, precision, raw_bits, index)
+        chunks.append(Chunk(index * chunk, n, fill, batch))
     return dtype, chunks
+
+
+def _vector() -> bool:
+    from quantcore.coding import rans_batch
+
+    return rans_batch.vector_kernels() is not None
 
 
 def _decoder_tables(
@@ -304,10 +348,7 @@ def _decode_chunk(
     raw_bits: int,
     index: int,
 ) -> None:
-    states = words[: 2 * LANES].astype(np.uint64)
-    states = states[0::2] | states[1::2] << np.uint64(32)
-    if not ((states >= LOW) & (states < LOW << 32)).all():
-        raise InvalidPackageError(f"entropy stream chunk {index} is corrupt: bad states")
+    first_states(words, index)
     if precision <= FAST_PRECISION:
         ok = kernels().decode_chunk(words, precision, *tables, out, packed, raw_bits)
     else:
@@ -317,3 +358,12 @@ def _decode_chunk(
             f"entropy stream chunk {index} is corrupt: its words do not decode to {out.size} "
             "symbols"
         )
+
+
+def first_states(words: npt.NDArray[np.uint32], index: int) -> npt.NDArray[np.uint64]:
+    """A chunk's 8 states (its first 16 words), checked to lie in ``[L, L * 2**32)``."""
+    states = words[: 2 * LANES].astype(np.uint64)
+    states = states[0::2] | states[1::2] << np.uint64(32)
+    if not ((states >= LOW) & (states < LOW << 32)).all():
+        raise InvalidPackageError(f"entropy stream chunk {index} is corrupt: bad states")
+    return states

@@ -285,7 +285,10 @@ def _anonymous(size: int) -> mmap.mmap | bytearray:
     faults for a large model)."""
     if size == 0:
         return bytearray()
-    buffer = mmap.mmap(-1, size)
+    # Private: the kernel gives huge pages to private anonymous memory; a shared mapping is
+    # shmem, which it usually does not (shmem_enabled "never").
+    private = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+    buffer = mmap.mmap(-1, size, flags=private) if private else mmap.mmap(-1, size)
     if hasattr(mmap, "MADV_HUGEPAGE"):
         with contextlib.suppress(OSError):
             buffer.madvise(mmap.MADV_HUGEPAGE)

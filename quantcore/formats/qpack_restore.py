@@ -5,8 +5,8 @@ entry says where its bytes go (``at``, ``raw_length``). ``check`` bounds every s
 declares against the package's length and against each other before anything is allocated;
 the caller then gives an output buffer of ``size`` bytes (and the output file, which each
 piece is written to once checked) and ``fill`` decodes every chunk of every tensor straight
-into its place on a pool of threads (4-bit tensors through a small per-thread buffer, packed
-two per byte),
+into its place on a pool of threads, ``BATCH_CHUNKS`` chunks a task (decoded together by
+``rans_batch``; 4-bit tensors through small per-thread buffers, packed two per byte),
 copies the skeleton into the gaps, and hashes each 16 MiB piece as soon as all its bytes are
 there, so that hashing overlaps decoding. Any piece whose SHA-256 differs, or any check that
 fails, raises ``InvalidPackageError``.
@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 import zstandard
 
-from quantcore.coding import rans
+from quantcore.coding import rans, rans_batch
 from quantcore.coding.entropy import decode_plan
 from quantcore.coding.packing import unpack_bits
 from quantcore.coding.parallel import cores
@@ -182,9 +182,9 @@ class _Pool:
 _scratch = threading.local()
 
 
-def _buffer(dtype: np.dtype, n: int) -> np.ndarray:
-    """A per-thread array of ``n`` codes, reused from chunk to chunk."""
-    key = f"b{dtype.str}"
+def _buffer(dtype: np.dtype, n: int, k: int = 0) -> np.ndarray:
+    """This thread's ``k``-th array of ``n`` codes, reused from chunk to chunk."""
+    key = f"b{dtype.str}{k}"
     held = getattr(_scratch, key, None)
     if held is None or held.size < n:
         held = np.empty(max(n, 1 << 21), dtype=dtype)
@@ -203,16 +203,27 @@ def fill(
     each piece is also written to the file ``fd`` (at its offset) once checked."""
     pool = _Pool(UNPACK_THREADS if threads is None else threads)
     pieces = _Pieces(out, layout, pool.submit, fd)
+    batch: list[_Job] = []
     try:
         for placed in layout.tensors:
-            _submit_tensor(placed, out, pool, pieces)
+            _submit_tensor(placed, out, pool, pieces, batch)
+        if batch:
+            pool.submit(_batch_task, batch, pieces)
         _copy_skeleton(layout, out, pieces)
     finally:
         pool.wait()
 
 
-def _submit_tensor(p: Placed, out: np.ndarray, pool: _Pool, pieces: _Pieces) -> None:
-    """Check a tensor's stream (on this thread) and submit its chunks."""
+# Chunks decoded by one task: the vector decoder advances several at once (rans_batch).
+BATCH_CHUNKS = 8
+_Job = tuple[rans.Chunk, Placed, np.ndarray, bool]
+
+
+def _submit_tensor(
+    p: Placed, out: np.ndarray, pool: _Pool, pieces: _Pieces, batch: list[_Job]
+) -> None:
+    """Check a tensor's stream (on this thread) and add its chunks to ``batch``, submitted as
+    a task whenever it holds ``BATCH_CHUNKS``."""
     region = out[p.at : p.at + p.length]
     if p.entry["coding"] == "packed":
         bits = header_int(p.entry, "bits", 16, "tensor")
@@ -242,24 +253,30 @@ def _submit_tensor(p: Placed, out: np.ndarray, pool: _Pool, pieces: _Pieces) -> 
     if p.count == 0:
         pieces.done(p.at, p.at + p.length)
     for chunk in chunks:
-        pool.submit(_chunk_task, chunk, p, region, nibbles, pieces)
+        batch.append((chunk, p, region, nibbles))
+        if len(batch) == BATCH_CHUNKS:
+            pool.submit(_batch_task, batch.copy(), pieces)
+            batch.clear()
 
 
-def _chunk_task(
-    chunk: rans.Chunk, p: Placed, region: np.ndarray, nibbles: bool, pieces: _Pieces
-) -> None:
-    if nibbles:
-        begin, end = chunk.start // 2, (chunk.start + chunk.size + 1) // 2
-        codes = _buffer(np.dtype(np.uint8), chunk.size)
-        chunk.fill(codes)
-        rans.pack_nibbles(codes, p.code_min, region[begin:end])
-    else:
-        begin, end = chunk.start, chunk.start + chunk.size
-        target = region[begin:end]
-        chunk.fill(target)
-        if p.code_min & 0xFF:
-            np.add(target, np.uint8(p.code_min & 0xFF), out=target)  # wraps, as it must
-    pieces.done(p.at + begin, p.at + end)
+def _batch_task(jobs: list[_Job], pieces: _Pieces) -> None:
+    """Decode the chunks (4-bit ones into this thread's buffers), then store each."""
+    targets = []
+    for k, (chunk, _, region, nibbles) in enumerate(jobs):
+        if nibbles:
+            targets.append(_buffer(np.dtype(np.uint8), chunk.size, k))
+        else:
+            targets.append(region[chunk.start : chunk.start + chunk.size])
+    rans_batch.fill_chunks([(job[0], target) for job, target in zip(jobs, targets, strict=True)])
+    for (chunk, p, region, nibbles), codes in zip(jobs, targets, strict=True):
+        if nibbles:
+            begin, end = chunk.start // 2, (chunk.start + chunk.size + 1) // 2
+            rans.pack_nibbles(codes, p.code_min, region[begin:end])
+        else:
+            begin, end = chunk.start, chunk.start + chunk.size
+            if p.code_min & 0xFF:
+                np.add(codes, np.uint8(p.code_min & 0xFF), out=codes)  # wraps, as it must
+        pieces.done(p.at + begin, p.at + end)
 
 
 def _store(shifted: np.ndarray, p: Placed, region: np.ndarray) -> None:

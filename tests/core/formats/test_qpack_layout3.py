@@ -14,9 +14,10 @@ import onnx
 import pytest
 import zstandard
 
+from quantcore.coding import context, rans, rans_batch
 from quantcore.coding.entropy import encode_codes
 from quantcore.errors import InvalidPackageError
-from quantcore.formats import qpack_writer
+from quantcore.formats import qpack_restore, qpack_writer
 from quantcore.formats.model import ModelFormat
 from quantcore.formats.onnx_reader import OnnxModel, load_onnx, walk_graphs
 from quantcore.formats.onnx_wire import raw_data_regions
@@ -244,6 +245,29 @@ def test_every_stream_version_restores_in_place(tmp_path, bits, stream):
     assert {b[4] for b in bodies.values()} == {stream}
     data = pack(written, coded, fmt=ModelFormat.ONNX, bodies=bodies).data
     assert unpack(data)[1] == serialize(written.proto)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_batches_of_chunks_across_tensors_restore_exactly(tmp_path, bits, monkeypatch):
+    # Chunks of 3000 codes and batches of 5: batches straddle tensors, mix v2 and v3 streams
+    # (the grouped vector decoder and the chunks' own fill) and end in partial groups.
+    monkeypatch.setattr(rans, "CHUNK_SYMBOLS", 3000)
+    monkeypatch.setattr(context, "CHUNK_SYMBOLS", 3000)
+    monkeypatch.setattr(qpack_restore, "BATCH_CHUNKS", 5)
+    monkeypatch.setattr(qpack_writer, "PIECE_BYTES", 1 << 14)
+    written, coded = _built(tmp_path, models.mlp(sizes=(300, 200, 30), opset=21), bits)
+    bodies = {n: encode_codes(_shifted(q), version=2 + i % 2)
+              for i, (n, q) in enumerate(sorted(coded.items()))}  # fmt: skip
+    assert {b[4] for b in bodies.values()} == {2, 3}
+    (tmp_path / "m.qpack").write_bytes(
+        pack(written, coded, fmt=ModelFormat.ONNX, bodies=bodies).data
+    )
+    for vector in (True, False):  # where the CPU has AVX-512; then the scalar kernels
+        if not vector:
+            monkeypatch.setattr(rans_batch, "_usable", False)
+            monkeypatch.setattr(rans_batch, "_kernels", None)
+        unpack_file(tmp_path / "m.qpack", tmp_path / "out.onnx")
+        assert (tmp_path / "out.onnx").read_bytes() == serialize(written.proto)
 
 
 def test_the_header_is_stored_compressed_and_plain_json_still_reads(tmp_path):

@@ -1,0 +1,196 @@
+"""The decoder of stream ``QENT`` v2 on vectors: the 8 states of a chunk in one 512-bit
+register, several chunks advanced together.
+
+Decoding one chunk is a chain of dependent steps (the slot's table entry, a multiply, the
+renormalisation that reads the next words); one chunk's 8 states alone leave the core
+waiting on that chain. Here ``K`` chunks (up to ``GROUP``, any tensors) take turns in one
+loop, so that ``K`` chains are in flight: a round of a chunk gathers its 8 entries, updates
+the 8 states, and loads the words of the states that fell below ``L`` in lane order
+(``llvm.masked.expandload``: exactly the order in which the scalar decoder reads them), then
+stores the 8 codes with their raw low bits ORed in (up to 8 bits a code: one 64-bit load a
+round; more are ORed in after). The stream format is v2's unchanged.
+
+LLVM lowers this to AVX-512 (gathers, ``vpmullq``, ``vpexpandd``); ``available`` says whether
+the CPU has it, and the caller keeps the scalar kernels otherwise. The loop stops for every
+chunk as soon as one has fewer than 8 words or 8 bytes of low bits left, or ``limit``
+rounds are done, so it never reads past a chunk's words or low bits, nor writes past its
+full rounds; ``finish`` decodes what is left of a chunk with the scalar step (clamped word
+reads, as ``rans_kernels``) and checks its end. Tables are ``f | (slot - c) << 16 | value
+<< 32`` (uint64) for precisions up to 16.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from quantcore.coding.rans_kernels import _L, LANES, _32, _ended, or_low
+
+GROUP = 4  # chunks advanced together: 4 chains hide the latency of one on a Zen 4 core
+_jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+_I1, _I8, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+
+
+def available() -> bool:
+    """Whether numba compiles for this machine's CPU and it has the AVX-512 the loop needs
+    (elsewhere LLVM would emulate the gathers and expanding loads, slower than scalar)."""
+    import llvmlite.binding as llvm
+    from numba.core import config
+
+    if getattr(config, "CPU_NAME", None) not in (None, "host"):
+        return False
+    features = llvm.get_host_cpu_features()
+    return all(features.get(f, False) for f in ("avx512f", "avx512dq", "avx512vl"))
+
+
+def _vector(builder: ir.IRBuilder, scalar: ir.Value, ty: ir.Type) -> ir.Value:
+    """``scalar`` in every lane of a vector of ``LANES``."""
+    vty = ir.VectorType(ty, LANES)
+    one = builder.insert_element(ir.Constant(vty, ir.Undefined), scalar, ir.Constant(_I32, 0))
+    zeros = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
+    return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined), zeros)
+
+
+def _const(value: int | list[int], ty: ir.Type = _I64) -> ir.Constant:
+    values = value if isinstance(value, list) else [value] * LANES
+    return ir.Constant(ir.VectorType(ty, LANES), [ir.Constant(ty, v) for v in values])
+
+
+@intrinsic
+def _rounds(typingctx, words, tables, lows, outs, states, pos, base, params, limit):
+    """Up to ``limit`` rounds of each of the ``K`` chunks (tuples of their words, tables, low
+    bits and outputs); ``states`` (8 per chunk), ``pos`` (the next word) are updated in place,
+    ``base`` (the rounds done before) read, ``params`` = precision, raw bits per chunk.
+    Returns the rounds done."""
+    k_count = words.count
+    sig = types.int64(words, tables, lows, outs, states, pos, base, params, limit)
+    out_type = ir.IntType(outs.dtype.dtype.bitwidth)
+
+    def codegen(context, builder, signature, args):
+        def array(i: int, value: ir.Value, member: bool = False) -> cgutils.Structure:
+            ty = signature.args[i].dtype if member else signature.args[i]
+            return context.make_array(ty)(context, builder, value)
+
+        def each(i: int) -> list[cgutils.Structure]:
+            return [array(i, builder.extract_value(args[i], k), True) for k in range(k_count)]
+
+        w_arrays, t_arrays, l_arrays, o_arrays = each(0), each(1), each(2), each(3)
+        state_a, pos_a, base_a, param_a = (array(i, args[i]) for i in (4, 5, 6, 7))
+        limit_v = args[8]
+        module = builder.module
+        v64, v32 = ir.VectorType(_I64, LANES), ir.VectorType(_I32, LANES)
+        vbool, vout = ir.VectorType(_I1, LANES), ir.VectorType(out_type, LANES)
+        vptr = ir.VectorType(t_arrays[0].data.type, LANES)
+        gather = cgutils.get_or_insert_function(
+            module, ir.FunctionType(v64, [vptr, _I32, vbool, v64]), "llvm.masked.gather.v8i64.v8p0"
+        )
+        expand = cgutils.get_or_insert_function(
+            module, ir.FunctionType(v32, [w_arrays[0].data.type, vbool, v32]),
+            "llvm.masked.expandload.v8i32",
+        )  # fmt: skip
+        ctpop = cgutils.get_or_insert_function(module, ir.FunctionType(_I8, [_I8]), "llvm.ctpop.i8")
+        state_ptr = builder.bitcast(state_a.data, v64.as_pointer())
+
+        def load(a: cgutils.Structure, i: int) -> ir.Value:
+            return builder.load(builder.gep(a.data, [ir.Constant(_I64, i)]))
+
+        slots = []
+        for k in range(k_count):
+            precision, raw_bits = load(param_a, 2 * k), load(param_a, 2 * k + 1)
+            prec_v = _vector(builder, precision, _I64)
+            raw_v = _vector(builder, raw_bits, _I64)
+            slots.append({
+                "x": builder.load(builder.gep(state_ptr, [ir.Constant(_I64, k)]), align=8),
+                "pos": load(pos_a, k),
+                "last": builder.sub(builder.extract_value(w_arrays[k].shape, 0), _I64(LANES)),
+                "base": load(base_a, k),
+                "raw": raw_bits,
+                "prec": prec_v,
+                "mask": builder.sub(builder.shl(_const(1), prec_v), _const(1)),
+                "table": _vector(builder, builder.ptrtoint(t_arrays[k].data, _I64), _I64),
+                "shifts": builder.mul(raw_v, _const(list(range(LANES)))),
+                "low_mask": builder.sub(builder.shl(_const(1), raw_v), _const(1)),
+            })  # fmt: skip
+        start = builder.block
+        head = builder.append_basic_block("rans.head")
+        body = builder.append_basic_block("rans.body")
+        done = builder.append_basic_block("rans.done")
+        builder.branch(head)
+        builder.position_at_end(head)
+        r = builder.phi(_I64)
+        r.add_incoming(ir.Constant(_I64, 0), start)
+        for s in slots:
+            s["x_phi"], s["pos_phi"] = builder.phi(v64), builder.phi(_I64)
+            s["x_phi"].add_incoming(s["x"], start)
+            s["pos_phi"].add_incoming(s["pos"], start)
+        more = builder.icmp_signed("<", r, limit_v)
+        for s in slots:  # 8 words left: the expanding load stays inside the chunk
+            more = builder.and_(more, builder.icmp_signed("<=", s["pos_phi"], s["last"]))
+        builder.cbranch(more, body, done)
+        builder.position_at_end(body)
+        for k, s in enumerate(slots):
+            x, pos = s["x_phi"], s["pos_phi"]
+            at = builder.add(s["base"], r)  # the chunk's round
+            address = builder.add(s["table"], builder.shl(builder.and_(x, s["mask"]), _const(3)))
+            every = ir.Constant(vbool, [ir.Constant(_I1, 1)] * LANES)
+            e = builder.call(gather, [builder.inttoptr(address, vptr), ir.Constant(_I32, 8), every,
+                                      ir.Constant(v64, ir.Undefined)])  # fmt: skip
+            low_at = builder.gep(l_arrays[k].data, [builder.mul(at, s["raw"])])
+            low_word = builder.load(builder.bitcast(low_at, _I64.as_pointer()), align=1)
+            low = builder.and_(builder.lshr(_vector(builder, low_word, _I64), s["shifts"]),
+                               s["low_mask"])  # fmt: skip
+            codes = builder.trunc(builder.or_(builder.lshr(e, _const(32)), low), vout)
+            out_at = builder.gep(o_arrays[k].data, [builder.mul(at, ir.Constant(_I64, LANES))])
+            builder.store(codes, builder.bitcast(out_at, vout.as_pointer()), align=1)
+            freq = builder.and_(e, _const(0xFFFF))
+            bias = builder.and_(builder.lshr(e, _const(16)), _const(0xFFFF))
+            x = builder.add(builder.mul(freq, builder.lshr(x, s["prec"])), bias)
+            under = builder.icmp_unsigned("<", x, _const(1 << 31))
+            word_at = builder.gep(w_arrays[k].data, [pos])
+            word = builder.call(expand, [word_at, under, ir.Constant(v32, None)])
+            refilled = builder.or_(builder.shl(x, _const(32)), builder.zext(word, v64))
+            s["x_phi"].add_incoming(builder.select(under, refilled, x), body)
+            read = builder.zext(builder.call(ctpop, [builder.bitcast(under, _I8)]), _I64)
+            s["pos_phi"].add_incoming(builder.add(pos, read), body)
+        r.add_incoming(builder.add(r, ir.Constant(_I64, 1)), body)
+        builder.branch(head)
+        builder.position_at_end(done)
+        for k, s in enumerate(slots):
+            builder.store(s["x_phi"], builder.gep(state_ptr, [ir.Constant(_I64, k)]), align=8)
+            builder.store(s["pos_phi"], builder.gep(pos_a.data, [ir.Constant(_I64, k)]))
+        return r
+
+    return sig, codegen
+
+
+@_jit
+def rounds(words, tables, lows, outs, states, pos, base, params, limit):
+    """``_rounds`` (see there), callable from Python with tuples of ``K`` arrays."""
+    return _rounds(words, tables, lows, outs, states, pos, base, params, limit)  # type: ignore[call-arg]
+
+
+@_jit
+def finish(words, table, out, packed, raw_bits, states, pos, start, precision, low_from):
+    """Decode the codes of a chunk from ``start`` (a multiple of 8: the rounds done) with the
+    8 ``states`` and the next word ``pos``, then OR in the low bits of the codes from
+    ``low_from`` (a multiple of 8); True if the chunk ends as it must (every state back at
+    ``L``, every word read)."""
+    mask = np.uint64((1 << precision) - 1)
+    prec = np.uint64(precision)
+    last = words.size - 1
+    f16 = np.uint64(0xFFFF)
+    for i in range(start, out.size):
+        x = states[i % LANES]
+        e = table[x & mask]
+        out[i] = e >> _32
+        x = (e & f16) * (x >> prec) + ((e >> np.uint64(16)) & f16)
+        if x < _L:
+            x = x << _32 | np.uint64(words[min(pos, last)])
+            pos += 1
+        states[i % LANES] = x
+    if raw_bits and low_from < out.size:
+        or_low(out[low_from:], packed[(low_from // LANES) * raw_bits :], raw_bits)
+    return _ended(states, pos, words.size)
