@@ -13,8 +13,6 @@ them at its end (``8 * LANES`` bytes).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -22,6 +20,14 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcore.coding.parallel import run_all, threads_for
+from quantcore.coding.rans_chunks import (  # noqa: F401  (the stream's names)
+    LANES,
+    LOW,
+    Chunk,
+    Coded,
+    _words,
+    first_states,
+)
 from quantcore.coding.symbols import (
     MAGIC,
     CodeArray,
@@ -36,8 +42,6 @@ from quantcore.errors import InvalidPackageError, InvalidSpecError
 
 VERSION = 2
 CHUNK_SYMBOLS = 1 << 21
-LANES = 8  # rans_kernels.LANES, here so that the layout is known without compiling
-LOW = 1 << 31  # the states' lower bound, rans_kernels.LOW
 MAX_PRECISION = 24
 FAST_PRECISION = 16  # up to which the decoder looks a slot's symbol up directly
 PRECISION_TOLERANCE = 3e-5
@@ -203,32 +207,6 @@ def _encoder_rows(
     return rows
 
 
-@dataclass(frozen=True)
-class Coded:
-    """What the vector decoder (``quantcore.coding.rans_batch``) needs of a v2 chunk: its
-    words and low bits, the stream's table (``f | (slot - c) << 16 | value << 32`` for each
-    slot), precision and raw bits, and the chunk's index (for errors)."""
-
-    words: memoryview
-    low: memoryview
-    table: npt.NDArray[np.uint64]
-    precision: int
-    raw_bits: int
-    index: int
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A part of a stream decodable on its own: codes ``[start, start + size)``, written by
-    ``fill`` into an array of ``size`` codes of the stream's dtype; ``coded`` where
-    ``rans_batch.fill_chunks`` may decode it with others."""
-
-    start: int
-    size: int
-    fill: Callable[[CodeArray], None]
-    coded: Coded | None = None
-
-
 def decode(fields: tuple[Any, ...], body: memoryview, threads: int | None) -> CodeArray:
     """The codes of a v2 stream whose header and CRC ``symbols.open_stream`` has checked."""
     dtype, chunks = plan(fields, body)
@@ -329,16 +307,6 @@ def _decoder_tables(
     return np.uint64(coarse), bucket, cum, high
 
 
-def _words(data: memoryview) -> npt.NDArray[np.uint32]:
-    """The words of a chunk as an aligned read-only array (copied only if the stream's bytes
-    are not aligned)."""
-    words = np.frombuffer(data, dtype="<u4")
-    if not words.flags.aligned:
-        words = words.copy()
-    words.flags.writeable = False  # one kernel signature, whatever the caller's buffer
-    return words
-
-
 def _decode_chunk(
     words: npt.NDArray[np.uint32],
     tables: tuple[Any, ...],
@@ -358,12 +326,3 @@ def _decode_chunk(
             f"entropy stream chunk {index} is corrupt: its words do not decode to {out.size} "
             "symbols"
         )
-
-
-def first_states(words: npt.NDArray[np.uint32], index: int) -> npt.NDArray[np.uint64]:
-    """A chunk's 8 states (its first 16 words), checked to lie in ``[L, L * 2**32)``."""
-    states = words[: 2 * LANES].astype(np.uint64)
-    states = states[0::2] | states[1::2] << np.uint64(32)
-    if not ((states >= LOW) & (states < LOW << 32)).all():
-        raise InvalidPackageError(f"entropy stream chunk {index} is corrupt: bad states")
-    return states

@@ -13,11 +13,11 @@ from types import ModuleType
 import numpy as np
 import numpy.typing as npt
 
-from quantcore.coding import rans
+from quantcore.coding import rans_chunks
 from quantcore.coding.symbols import CodeArray
 from quantcore.errors import InvalidPackageError
 
-LANES = rans.LANES
+LANES = rans_chunks.LANES
 _ZERO_LOW = np.zeros(8, dtype=np.uint8)  # the low bits of a chunk that has none
 _ZERO_LOW.flags.writeable = False
 _kernels: ModuleType | None = None
@@ -39,7 +39,7 @@ def vector_kernels() -> ModuleType | None:
 class _Slot:
     """A chunk being decoded: its arrays and where it is."""
 
-    coded: rans.Coded
+    coded: rans_chunks.Coded
     out: CodeArray
     words: npt.NDArray[np.uint32]
     packed: npt.NDArray[np.uint8]  # the chunk's low bits
@@ -61,11 +61,11 @@ class _Slot:
         return self.left() > 0 and self.pos <= self.words.size - LANES
 
 
-def fill_chunks(jobs: Sequence[tuple[rans.Chunk, CodeArray]]) -> None:
+def fill_chunks(jobs: Sequence[tuple[rans_chunks.Chunk, CodeArray]]) -> None:
     """Decode each chunk into its array (of the chunk's size and the stream's dtype, C
     contiguous); raises ``InvalidPackageError`` for a corrupt chunk, as ``Chunk.fill``."""
     kernels = vector_kernels()
-    queues: dict[np.dtype, deque[tuple[rans.Coded, CodeArray]]] = {}
+    queues: dict[np.dtype, deque[tuple[rans_chunks.Coded, CodeArray]]] = {}
     for chunk, out in jobs:
         if kernels is not None and chunk.coded is not None and out.flags.c_contiguous:
             queues.setdefault(out.dtype, deque()).append((chunk.coded, out))
@@ -76,7 +76,7 @@ def fill_chunks(jobs: Sequence[tuple[rans.Chunk, CodeArray]]) -> None:
         _run(kernels, queue)
 
 
-def _run(kernels: ModuleType, queue: deque[tuple[rans.Coded, CodeArray]]) -> None:
+def _run(kernels: ModuleType, queue: deque[tuple[rans_chunks.Coded, CodeArray]]) -> None:
     active: list[_Slot] = []
     while queue or active:
         while len(active) < kernels.GROUP and queue:
@@ -113,9 +113,9 @@ def _run(kernels: ModuleType, queue: deque[tuple[rans.Coded, CodeArray]]) -> Non
         active = going
 
 
-def _start(coded: rans.Coded, out: CodeArray) -> _Slot:
-    words = rans._words(coded.words)
-    states = rans.first_states(words, coded.index)
+def _start(coded: rans_chunks.Coded, out: CodeArray) -> _Slot:
+    words = rans_chunks._words(coded.words)
+    states = rans_chunks.first_states(words, coded.index)
     packed = np.frombuffer(coded.low, dtype=np.uint8) if coded.raw_bits else _ZERO_LOW
     packed.flags.writeable = False
     raw = coded.raw_bits if coded.raw_bits <= 8 else 0  # 8 codes' low bits in one word
