@@ -28,6 +28,7 @@ import hashlib
 import shutil
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,7 @@ from quantcore.spec import Calibration, QuantSpec
 if TYPE_CHECKING:
     from quantcore.evaluate.dataset import EvalSet
     from quantcore.evaluate.fidelity import FidelityCheck
+    from quantcore.evaluate.float_side import FloatSide
     from quantcore.evaluate.scores import AccuracyReport
     from quantcore.jobs.calibrate import Calibrated
 
@@ -82,9 +84,34 @@ def model_block(path: Path, model: Model) -> dict[str, Any]:
     }
 
 
+def _checks_synthetic(model: Model, evalset: EvalSet | None, n_params: int,
+                      limits: JobLimits) -> bool:  # fmt: skip
+    """Whether ``_fidelity`` will run the models on synthetic inputs."""
+    return (
+        isinstance(model, OnnxModel) and evalset is None
+        and n_params <= limits.fidelity_max_params
+    )  # fmt: skip
+
+
+def _float_side_later(path: Path, batch_size: int) -> Future[FloatSide]:
+    """The float model's side of the fidelity check (``quantcore.evaluate.float_side``), on a
+    thread of its own that also imports onnxruntime, so that it overlaps the quantization."""
+
+    def work() -> FloatSide:
+        from quantcore.evaluate.float_side import prepare
+
+        return prepare(path, batch_size=batch_size)
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="fidelity")
+    future = pool.submit(work)
+    pool.shutdown(wait=False)  # its one thread ends with the task
+    return future
+
+
 def _fidelity(
     job: JobInput, quantized: Path, qmodel: QuantizedModel, limits: JobLimits,
     evalset: EvalSet | None, scores: AccuracyReport | None, n_params: int,
+    float_side: Future[FloatSide] | None,
 ) -> FidelityCheck:
     """The report's ``fidelity`` block and warnings (``quantcore.evaluate.fidelity``); a
     model over ``limits.fidelity_max_params`` without an evaluation set gets the check
@@ -108,7 +135,7 @@ def _fidelity(
     return check_fidelity(
         job.model_path, quantized, qmodel.weights, threshold_db=limits.fidelity_min_sqnr_db,
         budget_s=limits.fidelity_budget_s, evalset=evalset, scores=scores,
-        batch_size=limits.eval_batch_size,
+        batch_size=limits.eval_batch_size, float_side=float_side,
     )  # fmt: skip
 
 
@@ -134,6 +161,9 @@ def run_quantize(
     original_bytes = job.model_path.stat().st_size + _external_bytes(model)
     load_s = time.perf_counter() - started
     advance(Stage.LOADING, 0.05)
+    float_side = None
+    if _checks_synthetic(model, evalset, model_info["n_params"], limits):
+        float_side = _float_side_later(job.model_path, limits.eval_batch_size)
 
     calibrated: Calibrated | None = None
     if spec.calibration is not Calibration.NONE:  # loads onnxruntime: only when asked for
@@ -146,7 +176,8 @@ def run_quantize(
         spool = CodeSpool(Path(tempfile.mkdtemp(prefix=".spool-", dir=out_dir)), model.format)
     try:
         return _quantize(job, out_dir, progress, limits, model, spool, evalset, calibrated,
-                         started, load_s, model_info, original_bytes, spec)  # fmt: skip
+                         started, load_s, model_info, original_bytes, spec,
+                         float_side)  # fmt: skip
     finally:
         if spool is not None:
             spool.close()
@@ -157,7 +188,7 @@ def _quantize(
     job: JobInput, out_dir: Path, progress: ProgressCallback | None, limits: JobLimits,
     model: Model, spool: CodeSpool | None, evalset: EvalSet | None, calibrated: Calibrated | None,
     started: float, load_s: float, model_info: dict[str, Any], original_bytes: int,
-    spec: QuantSpec,
+    spec: QuantSpec, float_side: Future[FloatSide] | None,
 ) -> JobOutput:
     advance = span(progress, 0.0, 1.0)
     quantizing = stage_span(progress, Stage.QUANTIZING, 0.05, 0.70)
@@ -205,7 +236,7 @@ def _quantize(
         evaluate_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     fidelity = _fidelity(job, artifacts.model_path, qmodel, limits, evalset, scores,
-                         model_info["n_params"])  # fmt: skip
+                         model_info["n_params"], float_side)  # fmt: skip
     fidelity_s = time.perf_counter() - t0
     advance(Stage.EVALUATING, 0.97)
 
