@@ -28,9 +28,10 @@ import hashlib
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from quantcore.compress.pipeline import (
     Model,
@@ -62,6 +63,9 @@ if TYPE_CHECKING:
     from quantcore.jobs.calibrate import Calibrated
 
 
+T = TypeVar("T")
+
+
 def _sha256(path: Path) -> str:
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
@@ -73,11 +77,11 @@ def _external_bytes(model: Model) -> int:
     return sum(tensor_nbytes(s.tensor) for s in model.sources.values() if is_external(s.tensor))
 
 
-def model_block(path: Path, model: Model) -> dict[str, Any]:
-    """The report's ``model`` object."""
+def model_block(path: Path, model: Model, sha256: str | None = None) -> dict[str, Any]:
+    """The report's ``model`` object (``sha256``: the file's, when already known)."""
     return {
         "format": model.format.value,
-        "sha256": _sha256(path),
+        "sha256": _sha256(path) if sha256 is None else sha256,
         "size_bytes": path.stat().st_size,
         "n_tensors": len(model.tensors),
         "n_params": sum(t.size for t in model.tensors),
@@ -93,6 +97,14 @@ def _checks_synthetic(model: Model, evalset: EvalSet | None, n_params: int,
     )  # fmt: skip
 
 
+def _later(work: Callable[[], T]) -> Future[T]:
+    """``work`` on a thread of its own (its one task: the thread ends with it)."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="job")
+    future = pool.submit(work)
+    pool.shutdown(wait=False)
+    return future
+
+
 def _float_side_later(path: Path, batch_size: int) -> Future[FloatSide]:
     """The float model's side of the fidelity check (``quantcore.evaluate.float_side``), on a
     thread of its own that also imports onnxruntime, so that it overlaps the quantization."""
@@ -102,10 +114,7 @@ def _float_side_later(path: Path, batch_size: int) -> Future[FloatSide]:
 
         return prepare(path, batch_size=batch_size)
 
-    pool = ThreadPoolExecutor(1, thread_name_prefix="fidelity")
-    future = pool.submit(work)
-    pool.shutdown(wait=False)  # its one thread ends with the task
-    return future
+    return _later(work)
 
 
 def _fidelity(
@@ -146,6 +155,8 @@ def run_quantize(
     started = time.perf_counter()
     advance(Stage.LOADING, 0.0)
     spec = QuantSpec.from_dict(job.spec)
+    # The file's hash (the report's, and the GIL released) runs while the model is read.
+    digest = _later(lambda: _sha256(job.model_path))
     model = load_model(job.model_path)
     evalset = None
     if job.dataset_path is not None:
@@ -157,7 +168,7 @@ def run_quantize(
         from quantcore.evaluate import check_dataset
 
         evalset = check_dataset(model.proto, job.dataset_path)
-    model_info = model_block(job.model_path, model)
+    model_info = model_block(job.model_path, model, sha256="")  # the digest when it is done
     original_bytes = job.model_path.stat().st_size + _external_bytes(model)
     load_s = time.perf_counter() - started
     advance(Stage.LOADING, 0.05)
@@ -177,7 +188,7 @@ def run_quantize(
     try:
         return _quantize(job, out_dir, progress, limits, model, spool, evalset, calibrated,
                          started, load_s, model_info, original_bytes, spec,
-                         float_side)  # fmt: skip
+                         float_side, digest)  # fmt: skip
     finally:
         if spool is not None:
             spool.close()
@@ -188,7 +199,7 @@ def _quantize(
     job: JobInput, out_dir: Path, progress: ProgressCallback | None, limits: JobLimits,
     model: Model, spool: CodeSpool | None, evalset: EvalSet | None, calibrated: Calibrated | None,
     started: float, load_s: float, model_info: dict[str, Any], original_bytes: int,
-    spec: QuantSpec, float_side: Future[FloatSide] | None,
+    spec: QuantSpec, float_side: Future[FloatSide] | None, digest: Future[str],
 ) -> JobOutput:
     advance = span(progress, 0.0, 1.0)
     quantizing = stage_span(progress, Stage.QUANTIZING, 0.05, 0.70)
@@ -241,6 +252,7 @@ def _quantize(
     advance(Stage.EVALUATING, 0.97)
 
     t0 = time.perf_counter()
+    model_info["sha256"] = digest.result()
     report = build_report(
         model=model_info,
         spec=spec.to_dict(),
