@@ -25,10 +25,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from quantcore.quantizers import blas_probe
 from quantcore.quantizers.breakpoints import BUCKETS
-
-blas_probe.load()  # before any kernel is called or loaded (see blas_probe)
 
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 # Helpers called per weight are inlined by numba itself: a call that passes arrays would
