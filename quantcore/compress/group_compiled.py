@@ -119,8 +119,10 @@ def compiled_blocks(
     amax = np.maximum(hi, -lo)
     amax_all = float(amax.max()) if amax.size else 0.0
     check_range(name, spec, amax_all)
-    grid = _grid(spec, zero_point and spec.method is Method.UNIFORM,
-                 _padded_sample(w3, count, size, amax_all))  # fmt: skip
+    uniform = spec.method is Method.UNIFORM
+    # Only a codebook family's design reads the sample: the uniform grids skip drawing it.
+    sample = np.empty(0, np.float32) if uniform else _padded_sample(w3, count, size, amax_all)
+    grid = _grid(spec, zero_point and uniform, sample)
     family_args: tuple[object, ...] = _NO_FAMILY
     mode, levels = (ZERO_POINT if grid.zero_point else SYMMETRIC), np.zeros(1, np.float32)
     if grid.design is not None:

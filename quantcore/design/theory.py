@@ -65,9 +65,22 @@ def _series_coefficients() -> tuple[FloatArray, FloatArray]:
 _PHI, _SINHC = _series_coefficients()
 
 
+def _horner(coefficients: FloatArray, v: FloatArray) -> FloatArray:
+    """``np.polyval(coefficients, v)`` for an array ``v``: the same products and sums in the
+    same order, updated in place rather than in a new array per term."""
+    y = np.zeros_like(v)
+    for c in coefficients:
+        y *= v
+        y += c
+    return y
+
+
 def _rho_over_u2(u: FloatArray) -> FloatArray:
     """ρ(u)/u², with ρ(u) = u² + 2 - 2u·coth(u); equals 1/3 at u = 0 and tends to 1."""
     small = u <= _SERIES_LIMIT
+    if np.ndim(u) and small.all():  # the usual case (fine steps): the closed form is unused
+        v = np.square(u)
+        return _horner(_PHI, v) / _horner(_SINHC, v)
     v = np.square(np.where(small, u, 0.0))
     series = np.polyval(_PHI, v) / np.polyval(_SINHC, v)
     big = np.where(small, 3.0, u)
@@ -115,7 +128,8 @@ def _deadzone_family(
 
         zero_cell = var * gammainc(3.0, dead)
     granular = (
-        np.square(h) * _rho_over_u2(u) * np.exp(-dead) * -np.expm1(-2.0 * u * count)
+        np.square(h) * _rho_over_u2(u) * (np.exp(-dead) if ratio > 0 else 1.0)  # exp(0) = 1
+        * -np.expm1(-2.0 * u * count)
     )
     overload = np.exp(-top) * (var + _SQRT2 * sigma * h + np.square(h))
     return np.asarray(zero_cell + granular + overload, dtype=np.float64)

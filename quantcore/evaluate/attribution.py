@@ -9,17 +9,23 @@ costs more). One onnxruntime session serves every run: the measured weights beco
 inputs, fed float or dequantized.
 
 Cost: one forward pass per layer on one batch of the fidelity inputs, in an order set by a
-proxy (the weight's relative quantization error ‖W−Ŵ‖²/‖W‖², largest first) so that the
+proxy (the weight's relative quantization error ‖W−Ŵ‖²/‖W‖², largest first: the layer row's
+weight SQNR, lowest first, which measured it as the layer was quantized) so that the
 likeliest culprits come first; the runs stop at the deadline, and the result says how many of
-how many layers were measured. Weights held in external data files are read into memory for
-the session (the float model once); memory is about one float copy of the measured weights.
+how many layers were measured. Two runs go at a time (``RUN_THREADS``, one without a thread
+cap), each layer taken in that order, so the layers measured and their scores are those of one
+run after another. Weights held in external data files are read into memory for the session
+(the float model once); memory is about one float copy of the measured weights.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +38,9 @@ from quantcore.evaluate.runner import session
 from quantcore.evaluate.scores import sqnr_db
 from quantcore.formats.onnx_reader import walk_graphs
 
+# Runs of the one session at a time: onnxruntime runs them in parallel (a session may be run
+# from several threads), and one small batch keeps its own thread pool only partly busy.
+RUN_THREADS = 2
 METHOD = (
     "each layer quantized alone (the others float) on one batch of the fidelity inputs; "
     "output SQNR against the float model, lowest first"
@@ -102,21 +111,61 @@ def _as_inputs(
     return proto, values
 
 
-def _pooled(reference: Sequence[np.ndarray], test: Sequence[np.ndarray]) -> float:
-    signal = noise = 0.0
-    for a, b in zip(reference, test, strict=True):
-        f = a.astype(np.float64).ravel()
-        d = f - b.astype(np.float64).ravel()
-        signal += float(f @ f)
-        noise += float(d @ d) if np.all(np.isfinite(d)) else math.inf
-    return sqnr_db(signal, noise)
+@dataclass(frozen=True)
+class _Reference:
+    """The float run's outputs in float64 and their energy, computed once for every layer."""
+
+    outputs: tuple[np.ndarray, ...]
+    signal: float
+
+    @classmethod
+    def of(cls, outputs: Sequence[np.ndarray]) -> _Reference:
+        flat = tuple(a.astype(np.float64).ravel() for a in outputs)
+        signal = 0.0
+        for f in flat:
+            signal += float(f @ f)
+        return cls(outputs=flat, signal=signal)
+
+    def sqnr_db(self, test: Sequence[np.ndarray]) -> float:
+        """Pooled output SQNR of ``test`` against the float outputs (non-finite: no signal
+        left, ``-inf``)."""
+        noise = 0.0
+        for f, b in zip(self.outputs, test, strict=True):
+            d = np.subtract(f, b.ravel(), dtype=np.float64)
+            part = float(d @ d)  # inf or nan where d is not finite, or where it overflows
+            noise += part if math.isfinite(part) else math.inf
+        return sqnr_db(self.signal, noise)
 
 
-def _proxy(weight: CodedWeight, original: np.ndarray) -> float:
-    w = original.astype(np.float64).ravel()
-    d = w - weight.dequantized().astype(np.float64).ravel()
-    energy = float(w @ w)
-    return float(d @ d) / energy if energy > 0 else 0.0
+def _order_key(weight: CodedWeight) -> float:
+    """The layer's weight SQNR (lowest first: the largest relative error); a layer without a
+    finite one (nothing lost, or nothing to lose) goes last."""
+    value = weight.layer.get("sqnr_db")
+    return float(value) if isinstance(value, float | int) and math.isfinite(value) else math.inf
+
+
+def _in_order(
+    order: Sequence[str], measure: Callable[[str], LayerCost], deadline: float, workers: int
+) -> list[LayerCost]:
+    """``measure`` of the names in ``order``, on ``workers`` threads that each take the next
+    name until the deadline: what is measured is always the first names of ``order``, in its
+    order, as one thread measuring them in turn would have them."""
+    results: list[LayerCost | None] = [None] * len(order)
+    taken = itertools.count()
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:  # the deadline is checked as a name is taken, as in a plain loop
+                i = next(taken) if time.perf_counter() < deadline else len(order)
+            if i >= len(order):
+                return
+            results[i] = measure(order[i])
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for done in [pool.submit(work) for _ in range(max(1, workers))]:
+            done.result()
+    return [c for c in results if c is not None]
 
 
 def layer_costs(
@@ -137,18 +186,17 @@ def layer_costs(
     sess = session(proto.SerializeToString(), threads=threads)
     outputs = [o.name for o in sess.get_outputs() if o.type == "tensor(float)"]
     base = {**feeds, **floats}
-    reference = sess.run(outputs, base)
-    order = sorted(floats, key=lambda n: -_proxy(coded[n], floats[n]))
-    costs = []
-    for name in order:
-        if time.perf_counter() >= deadline:
-            break
-        quantized = coded[name].dequantized().astype(floats[name].dtype).reshape(
-            floats[name].shape
-        )
-        test = sess.run(outputs, {**base, name: quantized})
-        costs.append(LayerCost(name=name, output_sqnr_db=_pooled(reference, test)))
-    costs.sort(key=lambda c: c.output_sqnr_db)
+    reference = _Reference.of(sess.run(outputs, base))
+    order = sorted(floats, key=lambda n: _order_key(coded[n]))
+
+    def measure(name: str) -> LayerCost:
+        quantized = coded[name].dequantized().astype(floats[name].dtype)
+        test = sess.run(outputs, {**base, name: quantized.reshape(floats[name].shape)})
+        return LayerCost(name=name, output_sqnr_db=reference.sqnr_db(test))
+
+    workers = RUN_THREADS if threads is None else 1
+    found = _in_order(order, measure, deadline, workers)
+    costs = sorted(found, key=lambda c: c.output_sqnr_db)
     return Attribution(
         costs=tuple(costs), measured=len(costs), total=len(coded),
         seconds=time.perf_counter() - start,

@@ -11,7 +11,9 @@
   outputs that look like class scores (``class_outputs``; null when none does);
 - ``threshold_db``: the limit under which the job warns, and ``layers`` (null unless it
   warned): the layers that cost most, measured one by one (``attribution.py``);
-- ``seconds``: time spent on the check beyond the evaluation a dataset already needed;
+- ``seconds``: time the job spent on the check beyond the evaluation a dataset already needed
+  (on synthetic inputs, the float model's side runs while the model is quantized, see
+  ``float_side.py``, and only the wait for it counts);
 - ``in_sample`` (only when calibration ran): true, the set's samples also calibrated the
   quantization, so the scores are in-sample.
 
@@ -25,22 +27,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from quantcore.compress.pipeline import CodedWeight
 from quantcore.evaluate.attribution import layer_costs
 from quantcore.evaluate.dataset import EvalSet
-from quantcore.evaluate.runner import _pad, evaluate, session
+from quantcore.evaluate.float_side import FloatSide, prepare
+from quantcore.evaluate.runner import _pad, evaluate
 from quantcore.evaluate.scores import AccuracyReport
-from quantcore.evaluate.synthetic import SyntheticSet, synthetic_set
+from quantcore.evaluate.synthetic import SyntheticSet
 
-# Sizes tried in turn for symbolic image axes until the float model accepts the inputs.
-SPATIAL_TRIES = (64, 32, 48, 96, 224)
 TOP_LAYERS = 5
 ATTRIBUTION_BATCH = 8
 
@@ -59,24 +60,6 @@ def unavailable(reason: str, threshold_db: float) -> FidelityCheck:
                "seconds": 0.0, "reason": reason},
         warnings=(),
     )  # fmt: skip
-
-
-def _synthetic(float_model: Path, threads: int | None) -> SyntheticSet | str:
-    """A synthetic set the float model runs on, or why none was found."""
-    proto = onnx.load(str(float_model), load_external_data=False)
-    sess = session(float_model, threads=threads)
-    outputs = [o.name for o in sess.get_outputs()]
-    error = ""
-    for spatial in SPATIAL_TRIES:
-        candidate = synthetic_set(proto, spatial=spatial)
-        feeds, _ = next(iter(candidate.batches(candidate.batch)))
-        try:
-            sess.run(outputs, feeds)
-        except Exception as exc:  # onnxruntime's Fail/InvalidArgument/RuntimeException
-            error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
-            continue
-        return candidate
-    return f"the model rejected inputs synthesised from its graph: {error}"
 
 
 def first_batch(evalset: EvalSet | SyntheticSet) -> dict[str, np.ndarray]:
@@ -101,9 +84,12 @@ def check_fidelity(
     scores: AccuracyReport | None = None,
     batch_size: int = 256,
     threads: int | None = None,
+    float_side: Future[FloatSide] | None = None,
 ) -> FidelityCheck:
     """The fidelity block and warnings (module docstring). With ``evalset``, ``scores`` is
-    the evaluation already made on it (its numbers are reused)."""
+    the evaluation already made on it (its numbers are reused). ``float_side``: the float
+    model's side of a synthetic check, prepared while the model was quantized
+    (``float_side.prepare``; made here when not given)."""
     start = time.perf_counter()
     deadline = start + budget_s
     inputs: EvalSet | SyntheticSet
@@ -111,13 +97,14 @@ def check_fidelity(
         inputs, label = evalset, "dataset"
         block = scores.fidelity(label)
     else:
-        found = _synthetic(float_model, threads)
-        if isinstance(found, str):
-            return unavailable(found, threshold_db)
-        inputs, label = found, "synthetic"
-        scores = evaluate(float_model, quantized_model, found, batch_size=batch_size,
-                          threads=threads)  # fmt: skip
-        block = {**scores.fidelity(label), "input_shapes": found.describe()}
+        side = (float_side.result() if float_side is not None
+                else prepare(float_model, batch_size=batch_size, threads=threads))  # fmt: skip
+        if side.inputs is None:
+            return unavailable(side.reason, threshold_db)
+        inputs, label = side.inputs, "synthetic"
+        scores = evaluate(float_model, quantized_model, inputs, batch_size=batch_size,
+                          threads=threads, reference=side.reference)  # fmt: skip
+        block = {**scores.fidelity(label), "input_shapes": inputs.describe()}
     block.update(threshold_db=threshold_db, layers=None)
     warnings: list[str] = []
     sqnr = block["output_sqnr_db"]

@@ -32,6 +32,11 @@ def session(model: bytes | Path, *, threads: int | None = None) -> ort.Inference
     intra- and inter-op thread pools (None: onnxruntime's default, one per core)."""
     source = model if isinstance(model, bytes) else str(model)
     options = ort.SessionOptions()
+    # Idle pool threads sleep instead of spinning: on a shared or busy machine (the job's own
+    # quantizer threads, a second run at a time) spinning burns a quarter more CPU for the
+    # same runs. How work is split among the threads, and so every output, is unchanged.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = threads
@@ -41,15 +46,19 @@ def session(model: bytes | Path, *, threads: int | None = None) -> ort.Inference
         raise InvalidModelError(f"onnxruntime cannot load the model: {exc}") from None
 
 
-def _output_roles(model: bytes | Path) -> tuple[str | None, tuple[str, ...]]:
+def output_roles(proto: onnx.ModelProto) -> tuple[str | None, tuple[str, ...]]:
     """The scores output (top-k, agreement) and the outputs that look like class scores."""
+    found = scores_output(proto)
+    return (found[0] if found else None), class_outputs(proto)
+
+
+def _output_roles(model: bytes | Path) -> tuple[str | None, tuple[str, ...]]:
     proto = (
         onnx.load_from_string(model)
         if isinstance(model, bytes)
         else onnx.load(str(model), load_external_data=False)
     )
-    found = scores_output(proto)
-    return (found[0] if found else None), class_outputs(proto)
+    return output_roles(proto)
 
 
 @dataclass(kw_only=True)
@@ -64,6 +73,7 @@ class ReferenceCache:
 
     max_bytes: int = 256 * 1024 * 1024
     step: int | None = None
+    outputs: tuple[str, ...] = ()  # the names the float model was run for, in order
     scores: str | None = None
     classes: tuple[str, ...] = ()
     batches: list[dict[str, np.ndarray]] = field(default_factory=list)
@@ -71,8 +81,9 @@ class ReferenceCache:
     overflow: bool = False
     nbytes: int = 0
 
-    def usable(self, step: int) -> bool:
-        return self.complete and not self.overflow and self.step == step
+    def usable(self, step: int, outputs: list[str] | None = None) -> bool:
+        fits = outputs is None or tuple(outputs) == self.outputs
+        return self.complete and not self.overflow and self.step == step and fits
 
     def start(self, step: int) -> None:
         """Begin filling for ``step`` (an earlier, interrupted filling is dropped)."""
@@ -110,11 +121,11 @@ def evaluate(
         raise InvalidDatasetError(f"{batch_size=} must be at least 1")
     fixed = evalset.fixed_batch
     step = fixed if fixed is not None else batch_size
-    cached = reference is not None and reference.usable(step)
     quant = session(quantized_model, threads=threads)
-    ref = None if cached else session(float_model, threads=threads)
     outputs = [o.name for o in quant.get_outputs()]
     float_outputs = [o.name for o in quant.get_outputs() if o.type == "tensor(float)"]
+    cached = reference is not None and reference.usable(step, outputs)
+    ref = None if cached else session(float_model, threads=threads)
     if reference is not None and cached:
         scores, classes = reference.scores, reference.classes
     else:
@@ -122,6 +133,7 @@ def evaluate(
         if reference is not None:
             reference.start(step)
             reference.scores, reference.classes = scores, classes
+            reference.outputs = tuple(outputs)
     classes = tuple(c for c in classes if c in float_outputs)
     tally = Tally(class_outputs=classes)
     for k, (feeds, labels) in enumerate(evalset.batches(step)):
@@ -132,10 +144,10 @@ def evaluate(
             a = reference.batches[k]
         else:
             assert ref is not None  # created whenever the cache is not used
-            a = {o: v[:n] for o, v in zip(outputs, _run(ref, outputs, feeds), strict=True)}
+            a = _outputs(ref, outputs, feeds, n)
             if reference is not None:
                 reference.keep(a)
-        b = {o: v[:n] for o, v in zip(outputs, _run(quant, outputs, feeds), strict=True)}
+        b = _outputs(quant, outputs, feeds, n)
         if scores is not None:
             if labels is not None:
                 _check_label_range(labels, a[scores].shape[1])
@@ -150,6 +162,33 @@ def evaluate(
     if reference is not None and not cached:
         reference.complete = not reference.overflow
     return tally.report()
+
+
+def keep_reference(
+    reference: ReferenceCache, sess: ort.InferenceSession,
+    roles: tuple[str | None, tuple[str, ...]], evalset: EvalSet | SyntheticSet, batch_size: int,
+) -> None:  # fmt: skip
+    """Fill ``reference`` with the outputs of the float model's session ``sess`` (``roles``:
+    ``output_roles`` of its graph) over ``evalset``, as ``evaluate`` fills it."""
+    fixed = evalset.fixed_batch
+    step = fixed if fixed is not None else batch_size
+    outputs = [o.name for o in sess.get_outputs()]
+    reference.start(step)
+    reference.scores, reference.classes = roles
+    reference.outputs = tuple(outputs)
+    for feeds, _ in evalset.batches(step):
+        n = next(iter(feeds.values())).shape[0]
+        if fixed is not None and n < fixed:
+            feeds = {key: _pad(v, fixed) for key, v in feeds.items()}
+        reference.keep(_outputs(sess, outputs, feeds, n))
+    reference.complete = not reference.overflow
+
+
+def _outputs(
+    sess: ort.InferenceSession, outputs: list[str], feeds: dict[str, np.ndarray], n: int
+) -> dict[str, np.ndarray]:
+    """The outputs of one batch, without the rows that padded it to ``n``."""
+    return {o: v[:n] for o, v in zip(outputs, _run(sess, outputs, feeds), strict=True)}
 
 
 def _run(sess: ort.InferenceSession, outputs: list[str], feeds: dict[str, np.ndarray]) -> list:

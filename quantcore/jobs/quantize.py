@@ -28,8 +28,10 @@ import hashlib
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from quantcore.compress.pipeline import (
     Model,
@@ -57,8 +59,12 @@ from quantcore.spec import Calibration, QuantSpec
 if TYPE_CHECKING:
     from quantcore.evaluate.dataset import EvalSet
     from quantcore.evaluate.fidelity import FidelityCheck
+    from quantcore.evaluate.float_side import FloatSide
     from quantcore.evaluate.scores import AccuracyReport
     from quantcore.jobs.calibrated import Calibrated
+
+
+T = TypeVar("T")
 
 
 def _sha256(path: Path) -> str:
@@ -72,20 +78,50 @@ def _external_bytes(model: Model) -> int:
     return sum(tensor_nbytes(s.tensor) for s in model.sources.values() if is_external(s.tensor))
 
 
-def model_block(path: Path, model: Model) -> dict[str, Any]:
-    """The report's ``model`` object."""
+def model_block(path: Path, model: Model, sha256: str | None = None) -> dict[str, Any]:
+    """The report's ``model`` object (``sha256``: the file's, when already known)."""
     return {
         "format": model.format.value,
-        "sha256": _sha256(path),
+        "sha256": _sha256(path) if sha256 is None else sha256,
         "size_bytes": path.stat().st_size,
         "n_tensors": len(model.tensors),
         "n_params": sum(t.size for t in model.tensors),
     }
 
 
+def _checks_synthetic(model: Model, evalset: EvalSet | None, n_params: int,
+                      limits: JobLimits) -> bool:  # fmt: skip
+    """Whether ``_fidelity`` will run the models on synthetic inputs."""
+    return (
+        isinstance(model, OnnxModel) and evalset is None
+        and n_params <= limits.fidelity_max_params
+    )  # fmt: skip
+
+
+def _later(work: Callable[[], T]) -> Future[T]:
+    """``work`` on a thread of its own (its one task: the thread ends with it)."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="job")
+    future = pool.submit(work)
+    pool.shutdown(wait=False)
+    return future
+
+
+def _float_side_later(path: Path, batch_size: int) -> Future[FloatSide]:
+    """The float model's side of the fidelity check (``quantcore.evaluate.float_side``), on a
+    thread of its own that also imports onnxruntime, so that it overlaps the quantization."""
+
+    def work() -> FloatSide:
+        from quantcore.evaluate.float_side import prepare
+
+        return prepare(path, batch_size=batch_size)
+
+    return _later(work)
+
+
 def _fidelity(
     job: JobInput, quantized: Path, qmodel: QuantizedModel, limits: JobLimits,
     evalset: EvalSet | None, scores: AccuracyReport | None, n_params: int,
+    float_side: Future[FloatSide] | None,
 ) -> FidelityCheck:
     """The report's ``fidelity`` block and warnings (``quantcore.evaluate.fidelity``); a
     model over ``limits.fidelity_max_params`` without an evaluation set gets the check
@@ -109,7 +145,7 @@ def _fidelity(
     return check_fidelity(
         job.model_path, quantized, qmodel.weights, threshold_db=limits.fidelity_min_sqnr_db,
         budget_s=limits.fidelity_budget_s, evalset=evalset, scores=scores,
-        batch_size=limits.eval_batch_size,
+        batch_size=limits.eval_batch_size, float_side=float_side,
     )  # fmt: skip
 
 
@@ -120,6 +156,8 @@ def run_quantize(
     started = time.perf_counter()
     advance(Stage.LOADING, 0.0)
     spec = QuantSpec.from_dict(job.spec)
+    # The file's hash (the report's, and the GIL released) runs while the model is read.
+    digest = _later(lambda: _sha256(job.model_path))
     model = load_model(job.model_path)
     evalset = None
     if job.dataset_path is not None:
@@ -131,10 +169,13 @@ def run_quantize(
         from quantcore.evaluate import check_dataset
 
         evalset = check_dataset(model.proto, job.dataset_path)
-    model_info = model_block(job.model_path, model)
+    model_info = model_block(job.model_path, model, sha256="")  # the digest when it is done
     original_bytes = job.model_path.stat().st_size + _external_bytes(model)
     load_s = time.perf_counter() - started
     advance(Stage.LOADING, 0.05)
+    float_side = None
+    if _checks_synthetic(model, evalset, model_info["n_params"], limits):
+        float_side = _float_side_later(job.model_path, limits.eval_batch_size)
 
     spec, auto_why = resolve_calibration(
         spec, has_graph=isinstance(model, OnnxModel), parameters=model_info["n_params"],
@@ -155,7 +196,8 @@ def run_quantize(
         spool = CodeSpool(Path(tempfile.mkdtemp(prefix=".spool-", dir=out_dir)), model.format)
     try:
         return _quantize(job, out_dir, progress, limits, model, spool, evalset, calibrated,
-                         started, load_s, model_info, original_bytes, spec)  # fmt: skip
+                         started, load_s, model_info, original_bytes, spec,
+                         float_side, digest)  # fmt: skip
     finally:
         if spool is not None:
             spool.close()
@@ -166,7 +208,7 @@ def _quantize(
     job: JobInput, out_dir: Path, progress: ProgressCallback | None, limits: JobLimits,
     model: Model, spool: CodeSpool | None, evalset: EvalSet | None, calibrated: Calibrated | None,
     started: float, load_s: float, model_info: dict[str, Any], original_bytes: int,
-    spec: QuantSpec,
+    spec: QuantSpec, float_side: Future[FloatSide] | None, digest: Future[str],
 ) -> JobOutput:
     advance = span(progress, 0.0, 1.0)
     quantizing = stage_span(progress, Stage.QUANTIZING, 0.05, 0.70)
@@ -214,11 +256,12 @@ def _quantize(
         evaluate_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     fidelity = _fidelity(job, artifacts.model_path, qmodel, limits, evalset, scores,
-                         model_info["n_params"])  # fmt: skip
+                         model_info["n_params"], float_side)  # fmt: skip
     fidelity_s = time.perf_counter() - t0
     advance(Stage.EVALUATING, 0.97)
 
     t0 = time.perf_counter()
+    model_info["sha256"] = digest.result()
     report = build_report(
         model=model_info,
         spec=spec.to_dict(),

@@ -17,6 +17,7 @@ onnxruntime computes from ``model.onnx`` are bit for bit the ones ``decode`` com
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,16 +80,33 @@ class BlockDecoder:
 Decoder = AffineDecoder | CodebookDecoder | BlockDecoder
 
 
+def _per_block(values: np.ndarray, blocks: np.ndarray, size: int, operation: np.ufunc) -> None:
+    """``values`` (P, L, Q) ``operation``-ed in place with ``blocks`` (P, ceil(L/size), Q),
+    each block's value broadcast over its ``size`` positions (no expanded copy)."""
+    length = values.shape[1]
+    full = length // size
+    if full:
+        head = values[:, : full * size].reshape(values.shape[0], full, size, values.shape[2])
+        operation(head, blocks[:, :full, None], out=head)
+    if full * size < length:
+        tail = values[:, full * size :]
+        operation(tail, blocks[:, full : full + 1], out=tail)
+
+
 def _decode_blocks(codes: IntArray, decoder: BlockDecoder) -> FloatArray:
-    viewed = codes.reshape(decoder.view)
-    index, axis = decoder.block_index(), decoder.axis
+    view, axis = decoder.view, decoder.axis
+    shape3 = (math.prod(view[:axis]), view[axis], math.prod(view[axis + 1 :]))
+    viewed = codes.reshape(shape3)
+    blocks3 = (shape3[0], decoder.scale.shape[axis], shape3[2])
     if decoder.levels is None:
         values = viewed.astype(np.float32)
         if decoder.zero_point is not None:
-            values -= np.take(decoder.zero_point.astype(np.float32), index, axis=axis)
+            zero = decoder.zero_point.astype(np.float32).reshape(blocks3)
+            _per_block(values, zero, decoder.block_size, np.subtract)
     else:
         values = np.asarray(decoder.levels, np.float32)[viewed]
-    values *= np.take(decoder.scale.astype(np.float32), index, axis=axis)
+    scale = decoder.scale.astype(np.float32).reshape(blocks3)
+    _per_block(values, scale, decoder.block_size, np.multiply)
     return values.reshape(codes.shape)
 
 

@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 from quantcore import JobInput, JobKind, run_job
+from quantcore.compress.group_numpy import _grid
 from quantcore.compress.layerwise import quantize_tensors
 from quantcore.compress.results import TensorRequest
 from quantcore.quantizers.codes import BlockDecoder, decode
@@ -121,3 +122,12 @@ def test_the_runnable_model_shrinks_with_its_bits(tmp_path, opset: int) -> None:
         containers = {row["container"] for row in out.report["layers"]}
         assert containers == ({"uint8"} if bits == 8 else {"uint4"})
     assert sizes[4] < 0.6 * sizes[8]
+
+
+@pytest.mark.parametrize("zero_point", [True, False])
+@pytest.mark.parametrize("bits", [3, 4, 8])
+def test_a_uniform_grid_reads_no_sample(bits: int, zero_point: bool) -> None:
+    # The compiled path draws no sample of the weights for the uniform grids.
+    spec = QuantizerSpec(method=Method.UNIFORM, bits=bits)
+    drawn = np.random.default_rng(bits).laplace(size=4096).astype(np.float32)
+    assert _grid(spec, zero_point, np.empty(0, np.float32)) == _grid(spec, zero_point, drawn)

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.integrate import quad
 
+from quantcore.design import theory
 from quantcore.design.theory import (
     JAYANT_TABLE_MAX_BITS,
     MAX_LEVELS,
@@ -349,3 +350,17 @@ def test_closed_forms_predict_the_service_quantizers(
         # The quantile grid stops at ln(n)/sqrt(2) ≈ 10.3: at 8 bits the overload share of
         # the (small) error is large enough for that missing tail to show.
         assert measured == pytest.approx(theory_db(xmax), abs=0.01 if spec.bits < 8 else 0.05)
+
+
+@pytest.mark.parametrize("levels", [4, 16, 256])
+def test_a_curve_of_fine_steps_is_its_points_bit_for_bit(levels: int) -> None:
+    # Arrays whose steps are all fine take the series alone (in place); a single value takes
+    # the general path: the same numbers.
+    xmax = np.random.default_rng(levels).uniform(0.0, 8.0, 64)
+    for curve in (theory.laplacian_uniform_distortion, theory.laplacian_midtread_distortion):
+        together = np.asarray(curve(xmax, levels, 1.0))
+        alone = np.array([curve(float(x), levels, 1.0) for x in xmax])
+        assert together.view(np.uint64).tolist() == alone.view(np.uint64).tolist()
+    u = np.linspace(0.0, 2.0, 101)
+    spelled = np.polyval(theory._PHI, u * u) / np.polyval(theory._SINHC, u * u)
+    assert np.array_equal(theory._rho_over_u2(u), spelled)

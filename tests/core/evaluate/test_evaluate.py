@@ -17,9 +17,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantcore.errors import InvalidDatasetError, InvalidModelError
 from quantcore.evaluate import check_dataset, evaluate, evaluate_job
-from quantcore.evaluate.runner import ReferenceCache
+from quantcore.evaluate.runner import ReferenceCache, session
 from quantcore.evaluate.scores import topk_hits
-from tests.models import mlp
+from quantcore.evaluate.synthetic import synthetic_set
+from tests.models import cnn, mlp
 
 N_SAMPLES = 203
 
@@ -306,3 +307,16 @@ def test_topk_hits_grow_with_k_and_reach_every_sample(scores, data):
     hits = [topk_hits(scores, labels, k) for k in range(1, scores.shape[1] + 1)]
     assert hits == sorted(hits) and hits[-1] == scores.shape[0]
     assert hits[0] >= int(np.count_nonzero(scores.argmax(1) == labels))
+
+
+def test_sessions_do_not_spin_and_give_the_default_sessions_outputs(tmp_path) -> None:
+    model = cnn()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    ours = session(path)
+    options = ours.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds, _ = next(iter(synthetic_set(model).batches(4)))
+    for a, b in zip(ours.run(None, feeds), plain.run(None, feeds), strict=True):
+        assert a.shape == b.shape and np.array_equal(a, b) and np.abs(a).max() > 0

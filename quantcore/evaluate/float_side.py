@@ -1,0 +1,62 @@
+"""The float model's side of the fidelity check on synthetic inputs, which needs nothing of the
+quantization: inputs the float model accepts, and its outputs on them.
+
+A quantize job runs ``prepare`` on a thread of its own as soon as the model is read, so that
+the float model's session, the search for inputs and its runs overlap the quantization
+(onnxruntime releases the GIL while it builds a session and while it runs); the check then
+builds and runs the quantized model only. Called directly, ``prepare`` does the same work in
+line. The float model gets one session, not one for the search and one for the evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+
+from quantcore.evaluate.runner import ReferenceCache, keep_reference, output_roles, session
+from quantcore.evaluate.synthetic import SyntheticSet, synthetic_set
+
+# Sizes tried in turn for symbolic image axes until the float model accepts the inputs.
+SPATIAL_TRIES = (64, 32, 48, 96, 224)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FloatSide:
+    """Synthetic inputs and the float model's outputs on them (``reference``, as an
+    evaluation would have filled it); ``inputs`` None: none was found, ``reason`` says why."""
+
+    inputs: SyntheticSet | None
+    reason: str
+    reference: ReferenceCache
+
+
+def _search(proto: onnx.ModelProto, sess: ort.InferenceSession) -> SyntheticSet | str:
+    """A synthetic set the float model runs on, or why none was found."""
+    outputs = [o.name for o in sess.get_outputs()]
+    error = ""
+    for spatial in SPATIAL_TRIES:
+        candidate = synthetic_set(proto, spatial=spatial)
+        feeds, _ = next(iter(candidate.batches(candidate.batch)))
+        try:
+            sess.run(outputs, feeds)
+        except Exception as exc:  # onnxruntime's Fail/InvalidArgument/RuntimeException
+            error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
+            continue
+        return candidate
+    return f"the model rejected inputs synthesised from its graph: {error}"
+
+
+def prepare(float_model: Path, *, batch_size: int, threads: int | None = None) -> FloatSide:
+    """Find synthetic inputs for ``float_model`` and keep its outputs on them, for an
+    evaluation at ``batch_size`` (``quantcore.evaluate.runner.evaluate``'s ``reference``)."""
+    proto = onnx.load(str(float_model), load_external_data=False)
+    sess = session(float_model, threads=threads)
+    found = _search(proto, sess)
+    reference = ReferenceCache()
+    if isinstance(found, str):
+        return FloatSide(inputs=None, reason=found, reference=reference)
+    keep_reference(reference, sess, output_roles(proto), found, batch_size)
+    return FloatSide(inputs=found, reason="", reference=reference)

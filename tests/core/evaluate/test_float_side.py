@@ -1,0 +1,50 @@
+"""The float model's side of the synthetic fidelity check, prepared apart from the evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from quantcore import JobInput, JobKind, run_job
+from quantcore.evaluate.float_side import prepare
+from quantcore.evaluate.runner import evaluate
+from tests import models
+
+
+def _quantized(tmp_path: Path, model: onnx.ModelProto) -> tuple[Path, Path]:
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    job = JobInput(kind=JobKind.QUANTIZE, model_path=path, spec={"bits": 4})
+    run_job(job, tmp_path / "out")
+    return path, tmp_path / "out" / "model.onnx"
+
+
+def test_prepared_outputs_give_the_evaluation_of_both_models(tmp_path) -> None:
+    path, quantized = _quantized(tmp_path, models.cnn())
+    side = prepare(path, batch_size=256)
+    assert side.inputs is not None and side.reason == ""
+    cache = side.reference
+    assert cache.complete and cache.outputs and len(cache.batches) == side.inputs.count
+    fresh = evaluate(path, quantized, side.inputs, batch_size=256)
+    reused = evaluate(path, quantized, side.inputs, batch_size=256, reference=cache)
+    assert reused.to_dict() == fresh.to_dict()
+    assert fresh.to_dict()["output_sqnr_db"] < 60  # 4 bits moved the outputs: a real comparison
+
+
+def test_outputs_kept_for_other_names_are_not_used(tmp_path) -> None:
+    path, _ = _quantized(tmp_path, models.mlp((16, 32, 10)))
+    cache = prepare(path, batch_size=256).reference
+    step = cache.step
+    assert step is not None and cache.usable(step, list(cache.outputs))
+    assert not cache.usable(step, ["another"]) and not cache.usable(step + 1)
+
+
+def test_a_model_that_rejects_synthetic_inputs_has_no_float_side(tmp_path) -> None:
+    model = models.mlp((16, 10))
+    model.graph.input[0].type.tensor_type.shape.dim[1].ClearField("dim_value")
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "features"
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    side = prepare(path, batch_size=256)
+    assert side.inputs is None and "rejected" in side.reason and not side.reference.complete
