@@ -122,7 +122,8 @@ def _mse_rows(errors_at: ErrorsAt, tops: np.ndarray) -> np.ndarray:
     found = np.zeros(tops.size)
     if rows.size == 0:
         return found
-    grids = np.stack([np.geomspace(tops[r] * _MSE_LOW, tops[r], _MSE_GRID) for r in rows])
+    # One geomspace for all rows: elementwise, so each row is its own call's grid, bit for bit.
+    grids = np.geomspace(tops[rows] * _MSE_LOW, tops[rows], _MSE_GRID, axis=1)
     errors = _measured(errors_at, grids.reshape(-1), np.repeat(rows, _MSE_GRID))
     errors = errors.reshape(rows.size, _MSE_GRID)
     best = np.argmin(errors, axis=1)
