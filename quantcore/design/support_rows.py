@@ -5,10 +5,12 @@ The rules are those of ``quantcore.design.support``, with the same results row b
 - ``percentile``: every row's two order statistics from one ``np.partition`` along the rows,
   then NumPy's linear interpolation, vectorised;
 - ``mse``: each row's 40-point grid measured in one batch, then each row's bounded Brent
-  refinement (SciPy's ``minimize_scalar(method="bounded")``, step for step, as a generator per
-  row) run in lockstep: every round measures the next point of every row still searching in
-  one batch. ``errors_at(xmax, rows)`` measures a batch (``quantcore.quantizers.measure``),
-  so the search costs a few passes over the sample instead of ~55 calls per row;
+  refinement (SciPy's ``minimize_scalar(method="bounded")``, step for step) run in lockstep:
+  every round measures the next point of every row still searching in one batch, and the
+  steps between two rounds run compiled for all rows (``quantcore.design.brent_rows``; a
+  generator per row, ``_bounded_brent``, is the reference). ``errors_at(xmax, rows)``
+  measures a batch (``quantcore.quantizers.measure``), so the search costs a few passes over
+  the sample instead of ~55 calls per row;
 - the extreme-based rules from each row's min and max, the data-free ones once.
 """
 
@@ -39,6 +41,8 @@ _GOLDEN = 0.5 * (3.0 - math.sqrt(5.0))
 
 
 Search = Generator[float, float, tuple[float, float]]
+# False: the Brent steps run as one generator per row (the reference of the compiled ones).
+COMPILED_BRENT = True
 
 
 def _bounded_brent(a: float, b: float, xatol: float) -> Search:
@@ -122,7 +126,8 @@ def _mse_rows(errors_at: ErrorsAt, tops: np.ndarray) -> np.ndarray:
     found = np.zeros(tops.size)
     if rows.size == 0:
         return found
-    grids = np.stack([np.geomspace(tops[r] * _MSE_LOW, tops[r], _MSE_GRID) for r in rows])
+    # One geomspace for all rows: elementwise, so each row is its own call's grid, bit for bit.
+    grids = np.geomspace(tops[rows] * _MSE_LOW, tops[rows], _MSE_GRID, axis=1)
     errors = _measured(errors_at, grids.reshape(-1), np.repeat(rows, _MSE_GRID))
     errors = errors.reshape(rows.size, _MSE_GRID)
     best = np.argmin(errors, axis=1)
@@ -130,8 +135,38 @@ def _mse_rows(errors_at: ErrorsAt, tops: np.ndarray) -> np.ndarray:
     best_x, best_e = grids[at, best], errors[at, best]
     lower = grids[at, np.maximum(best - 1, 0)]
     upper = grids[at, np.minimum(best + 1, _MSE_GRID - 1)]
-    searches = [_bounded_brent(float(lower[i]), float(upper[i]), _MSE_RTOL * float(best_x[i]))
+    xatol = _MSE_RTOL * best_x
+    if COMPILED_BRENT:
+        x, fx = _compiled_searches(errors_at, rows, lower, upper, xatol)
+    else:
+        x, fx = _generator_searches(errors_at, rows, lower, upper, xatol)
+    better = fx < best_e
+    best_x[better] = x[better]
+    found[rows] = best_x
+    return found
+
+
+def _compiled_searches(
+    errors_at: ErrorsAt, rows: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+    xatol: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's Brent search in lockstep, its steps compiled (``BrentRows``)."""
+    from quantcore.design.brent_rows import BrentRows  # numba loads with the first search
+
+    searches = BrentRows(lower, upper, xatol)
+    while (which := searches.pending()).size:
+        searches.give(which, _measured(errors_at, searches.points(which), rows[which]))
+    return searches.best()
+
+
+def _generator_searches(
+    errors_at: ErrorsAt, rows: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+    xatol: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same searches driven as one ``_bounded_brent`` generator per row (the reference)."""
+    searches = [_bounded_brent(float(lower[i]), float(upper[i]), float(xatol[i]))
                 for i in range(rows.size)]  # fmt: skip
+    x, fx = np.zeros(rows.size), np.zeros(rows.size)
     pending = {i: next(s) for i, s in enumerate(searches)}
     while pending:
         order = list(pending)
@@ -141,11 +176,8 @@ def _mse_rows(errors_at: ErrorsAt, tops: np.ndarray) -> np.ndarray:
                 pending[i] = searches[i].send(float(value))
             except StopIteration as done:
                 del pending[i]
-                x, fx = done.value
-                if fx < best_e[i]:
-                    best_x[i] = x
-    found[rows] = best_x
-    return found
+                x[i], fx[i] = done.value
+    return x, fx
 
 
 def _abs_percentile_rows(rows: np.ndarray, q: float) -> np.ndarray:

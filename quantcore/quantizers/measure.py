@@ -3,7 +3,8 @@
 ``SampleErrors(spec, rows)`` answers, for one threshold per row, what ``quantize(row, spec,
 xmax)`` followed by ``mean((row - ŵ)²)`` gives, bit for bit: the compiled kernel
 (``quantcore.quantizers.kernels.sample_errors``) writes each row's errors, and their sum of
-squares is ``np.dot`` of them, as in the one-row measurement. No per-call design, decoder or
+squares is ``np.dot`` of them, as in the one-row measurement (``np.vecdot`` over a batch of
+rows: the same BLAS dot per row, called from C). No per-call design, decoder or
 tensor is built, so a search over every channel of a tensor costs a few passes over its
 sample rather than dozens of ``quantize`` calls per channel.
 """
@@ -19,7 +20,9 @@ from quantcore.quantizers.kernel_args import kernel_args
 from quantcore.quantizers.kernels import sample_errors
 from quantcore.spec import Method, QuantizerSpec
 
-_BATCH = 1 << 20
+# Errors of at most _BATCH weights at a time (float64: 2 MiB), so the kernel's output is
+# still in cache when the dot reads it back.
+_BATCH = 1 << 18
 
 
 class SampleErrors:
@@ -48,8 +51,6 @@ class SampleErrors:
             gain = np.where(step > 0, 1.0 / np.where(step > 0, step, 1.0), 0.0)
         offset = 0.0 + self.design.half * step if self.design.levels is None else 0.0 * step
         n = self.rows.shape[1]
-        # Errors of at most _BATCH weights at a time: a whole grid of every channel would
-        # hold 40 float64 copies of the sample.
         batch = max(1, _BATCH // max(n, 1))
         err = np.empty((min(batch, pick_arr.size), n), np.float64)
         codes = np.empty(n, self.design.dtype)
@@ -63,5 +64,5 @@ class SampleErrors:
                 self.rows, pick_arr[part], gain32[part], step32[part], offset32[part],
                 *self.family, codes, rows,
             )  # fmt: skip
-            out[part] = [float(np.dot(e, e)) / n for e in rows]
+            out[part] = np.vecdot(rows, rows) / n
         return out
