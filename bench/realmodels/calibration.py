@@ -85,14 +85,14 @@ def synthetic_npz(model: Path, path: Path) -> None:
 
 def run_option(
     entry: ModelEntry, model: Path, bits: int, option: str, sets: dict[str, Path | str],
-    ref: fidelity.Outputs, work: Path,
+    ref: fidelity.Outputs, work: Path, score_seed: int = 0,
 ) -> dict[str, Any]:
     calibration, _, source = option.partition("@")
     source = source or "dataset"
     row: dict[str, Any] = {"model": entry.name, "bits": bits, "option": option}
     dataset = sets[source] if calibration != "none" else sets.get("dataset")
     if isinstance(dataset, str):
-        if calibration != "none":
+        if calibration not in ("none", "flat"):  # flat needs no dataset
             return {**row, "skipped": dataset}
         dataset = None
     out = work / f"{entry.name}-{bits}-{option.replace('@', '-')}"
@@ -101,7 +101,7 @@ def run_option(
     job = JobInput(kind=JobKind.QUANTIZE, model_path=model, spec=spec, dataset_path=dataset)
     report = run_job(job, out, limits=LIMITS).report
     total, cpu = time.perf_counter() - start, time.process_time() - cpu
-    scored = fidelity.compare(entry, ref, out / "model.onnx", entry.feeds(0))
+    scored = fidelity.compare(entry, ref, out / "model.onnx", entry.feeds(score_seed))
     calib = report.get("calibration") or {}
     return {
         **row,
@@ -117,7 +117,8 @@ def run_option(
 
 
 def measure(
-    names: Sequence[str], bits: Sequence[int], options: Sequence[str], out: Path | None
+    names: Sequence[str], bits: Sequence[int], options: Sequence[str], out: Path | None,
+    score_seed: int = 0,
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,11 +134,11 @@ def measure(
                 sets["synthetic"] = work / f"{name}-synthetic.npz"
             except Exception as exc:  # a graph the synthesiser cannot feed
                 sets["synthetic"] = f"no synthetic set: {exc}"
-            ref = fidelity.run(fidelity.session(model), entry, entry.feeds(0))
+            ref = fidelity.run(fidelity.session(model), entry, entry.feeds(score_seed))
             for b in bits:
                 for option in options:
                     try:
-                        row = run_option(entry, model, b, option, sets, ref, work)
+                        row = run_option(entry, model, b, option, sets, ref, work, score_seed)
                     except Exception as exc:  # one failing job must not end the run
                         row = {"model": name, "bits": b, "option": option,
                                "error": f"{type(exc).__name__}: {exc}"[:300]}  # fmt: skip
@@ -175,9 +176,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--bits", default=",".join(map(str, DEFAULT_BITS)))
     parser.add_argument("--options", default=",".join(OPTIONS))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--score-seed", type=int, default=0,
+                        help="score on feeds(N); the dataset options calibrate on feeds(1)")
     args = parser.parse_args(argv)
     rows = measure(args.models.split(","), [int(b) for b in args.bits.split(",")],
-                   args.options.split(","), args.out)  # fmt: skip
+                   args.options.split(","), args.out, args.score_seed)  # fmt: skip
     print(table(rows))
 
 
