@@ -206,6 +206,28 @@ class PortalSession(Base):
     team_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PendingUpload(Base):
+    """A presigned upload: the caller PUTs the file to ``storage_key`` (S3), then completes
+    it; ``model_id`` is set once it is a model. The row (and any object left under its key)
+    goes at ``complete_by`` (``service.api.presigned``)."""
+
+    __tablename__ = "pending_uploads"
+    __table_args__ = (Index("ix_pending_uploads_complete_by", "complete_by"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(300))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the PUT URL's expiry
+    complete_by: Mapped[datetime] = mapped_column(UTCDateTime)
+    model_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
 class Lease(Base):
     """A named lease: one process at a time holds it until ``expires_at`` (the reaper's)."""
 

@@ -98,3 +98,19 @@ class ArtifactRecord(_Record):
     sha256: str
     media_type: str
     storage_key: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingUploadRecord(_Record):
+    """A presigned upload (``pending_uploads`` table); ``model_id`` once it is completed."""
+
+    id: str
+    team_id: str
+    filename: str
+    size_bytes: int
+    sha256: str
+    storage_key: str
+    created_at: datetime
+    expires_at: datetime
+    complete_by: datetime
+    model_id: str | None
