@@ -43,6 +43,8 @@ from service.settings import Settings, get_settings
 from service.store.db import Database
 from service.store.jobs import JobsRepo
 from service.store.keys import KeysRepo
+from service.store.pending import PendingUploadsRepo
+from service.store.presign import make_presigner
 from service.store.removal import RemovalRepo
 from service.store.sessions import SessionsRepo
 from service.store.stats import StatsRepo
@@ -119,7 +121,8 @@ def build_context(settings: Settings, *, migrate: bool = True) -> AppContext:
                                     failures_per_minute=settings.auth_failures_per_minute),
         limiter=make_rate_limiter(settings), metrics=Metrics(StatsRepo(db), settings),
         spool_dir=spool_dir, webhooks=WebhooksRepo(db), removal=RemovalRepo(db),
-        sessions=sessions, readiness=readiness,
+        sessions=sessions, readiness=readiness, pending=PendingUploadsRepo(db),
+        presigner=make_presigner(settings, storage),
     )
 
 

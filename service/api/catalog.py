@@ -74,15 +74,19 @@ async def _register(
     find: Callable[[str], Record | None],
     inspect: Callable[[Path], Info],
     add: Callable[[Info, str], Record],
+    place: Callable[[str], None] | None = None,
 ) -> Record:
     """The record of ``upload``: ``find(sha256)``'s, or ``add(inspect(file), storage key)``'s
-    once the file is stored."""
+    once the file is stored (by ``place(key)`` if given: the bytes are in storage already)."""
     existing = await run_in_threadpool(find, upload.sha256)
     if existing is not None:
         return existing
     info = await run_in_threadpool(inspect, upload.path)
     key = blob_key(upload.sha256, upload.suffix)
-    await run_in_threadpool(_store, ctx, key, upload)
+    if place is None:
+        await run_in_threadpool(_store, ctx, key, upload)
+    else:
+        await run_in_threadpool(place, key)
     return await run_in_threadpool(add, info, key)
 
 
@@ -125,10 +129,11 @@ def _inspect_with_data(
 
 async def register_model(
     ctx: AppContext, principal: Principal, upload: SpooledFile,
-    external: SpooledFile | None = None,
+    external: SpooledFile | None = None, *, place: Callable[[str], None] | None = None,
 ) -> ModelRecord:
     """The team's model for this upload (and its external data file): found by sha256, or
-    inspected, stored, created."""
+    inspected, stored, created. ``place(key)`` stores a file that is in storage already (a
+    presigned upload's object) instead of the spool file; not with ``external``."""
     fmt = check_model_file(upload.filename)
     if external is not None and fmt != "onnx":
         raise UnprocessableError(f"external_data goes with an .onnx model, not {fmt}")
@@ -161,7 +166,7 @@ async def register_model(
         return info
 
     if external is None:
-        return await _register(ctx, upload, find=find, inspect=inspect, add=add)
+        return await _register(ctx, upload, find=find, inspect=inspect, add=add, place=place)
     existing = await run_in_threadpool(find, sha256)
     if existing is not None:
         return existing

@@ -22,6 +22,8 @@ from service.errors import NotFoundError
 from service.settings import Settings
 from service.store.db import Database
 from service.store.jobs import JobsRepo
+from service.store.pending import PendingUploadsRepo
+from service.store.presign import Presigner
 from service.store.records import DatasetRecord, JobRecord, ModelRecord
 from service.store.removal import RemovalRepo
 from service.store.sessions import SessionsRepo
@@ -47,6 +49,8 @@ class AppContext:
     removal: RemovalRepo
     sessions: SessionsRepo
     readiness: Readiness
+    pending: PendingUploadsRepo
+    presigner: Presigner | None  # None: local storage, no presigned uploads
 
 
 async def get_ctx(request: Request) -> AppContext:

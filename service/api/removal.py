@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 from service.api.deps import AppContext
+from service.api.presigned import purge_pending
 from service.errors import ServiceError
 from service.store.artifacts import external_key
 from service.store.models import utcnow
@@ -53,9 +54,10 @@ def remove_dataset(ctx: AppContext, dataset_id: str, *, team_id: str) -> None:
 
 def sweep_retention(ctx: AppContext) -> dict[str, int]:
     """Delete what is older than ``retention_days`` (nothing when it is 0); also ends
-    expired portal sessions. Returns how many of each kind went."""
+    expired portal sessions and forgets presigned uploads not completed in time (with their
+    objects). Returns how many of each kind went."""
     removed = {"job": 0, "model": 0, "dataset": 0,
-               "session": ctx.sessions.purge_expired()}
+               "session": ctx.sessions.purge_expired(), "pending_upload": purge_pending(ctx)}
     days = ctx.settings.retention_days
     if days <= 0:
         return removed

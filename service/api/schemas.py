@@ -46,6 +46,37 @@ class ModelPublic(BaseModel):
     created_at: datetime
 
 
+class UploadCreate(BaseModel):
+    """A presigned upload: the file the caller is about to PUT to S3."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: Annotated[str, StringConstraints(min_length=1, max_length=1000)] = Field(
+        description="The file's name; its suffix names the format (.onnx, .safetensors, "
+        ".npz), as with POST /v1/models.")
+    size_bytes: int = Field(ge=1, description="The file's exact size in bytes.")
+    sha256: Annotated[str, StringConstraints(pattern="^[0-9a-fA-F]{64}$")] = Field(
+        description="The file's SHA-256, in hex.")
+
+
+class UploadPublic(BaseModel):
+    """Where and how to PUT the file, and until when."""
+
+    id: str
+    url: str = Field(description="The presigned URL to PUT the file's bytes to.")
+    method: Literal["PUT"] = "PUT"
+    headers: dict[str, str] = Field(
+        description="Headers to send with the PUT, exactly as given: the URL's signature "
+        "covers them (Content-Length, x-amz-checksum-sha256).")
+    filename: str
+    size_bytes: int
+    sha256: str
+    expires_at: datetime = Field(description="The URL is refused by the store after this.")
+    complete_by: datetime = Field(
+        description="POST /v1/models/uploads/{id}/complete before this; after it the upload "
+        "is unknown (404) and its object deleted.")
+
+
 class DatasetPublic(BaseModel):
     id: str
     sha256: str

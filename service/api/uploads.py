@@ -58,10 +58,11 @@ class MultipartForm:
 
     def cleanup(self) -> None:
         for spooled in self.files.values():
-            _remove_spool(spooled.path)
+            remove_spool(spooled.path)
 
 
-def _remove_spool(path: Path) -> None:
+def remove_spool(path: Path) -> None:
+    """Remove a spool file and its folder."""
     path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         path.parent.rmdir()
@@ -83,6 +84,18 @@ def sweep_stale_spools(spool_dir: Path, *, older_than_s: float = 86400.0) -> int
                 shutil.rmtree(folder)
                 removed += 1
     return removed
+
+
+def spool_path(spool_dir: Path, filename: str) -> Path:
+    """A new spool file for an upload named ``filename``, in a folder of its own.
+
+    The file keeps the caller's file name (its suffix lower-cased), so that the core's
+    messages about it name the file the caller sent.
+    """
+    safe = _SAFE_NAME.sub("_", filename)[-150:].lstrip(".") or "upload"
+    with writing("the upload spool"):
+        folder = Path(tempfile.mkdtemp(dir=spool_dir, prefix="upload-"))
+    return folder / (Path(safe).stem + Path(filename).suffix.lower())
 
 
 def content_type(request: Request) -> str:
@@ -173,13 +186,8 @@ class _Collector:
         self._filename = Path(filename.decode("utf-8", "replace").replace("\\", "/")).name
         if self.check_file is not None:  # refuse a wrong format before reading the file
             self.check_file(self._name, self._filename)
-        # The spool file keeps the caller's file name (in a folder of its own), so that the
-        # core's messages about it name the file the caller sent.
-        safe = _SAFE_NAME.sub("_", self._filename)[-150:].lstrip(".") or "upload"
-        suffix = Path(self._filename).suffix.lower()
+        self._path = spool_path(self.spool_dir, self._filename)
         with writing("the upload spool"):
-            folder = Path(tempfile.mkdtemp(dir=self.spool_dir, prefix="upload-"))
-            self._path = folder / (Path(safe).stem + suffix)
             self._file = open(self._path, "wb")  # noqa: SIM115 - closed in on_part_end / abort
         self._digest = hashlib.sha256()
 
@@ -220,7 +228,7 @@ class _Collector:
             with writing("the upload spool"):
                 file.close()  # flushes the last buffered bytes
         except BaseException:
-            _remove_spool(self._path)
+            remove_spool(self._path)
             raise
         self.form.files[self._name] = SpooledFile(
             field=self._name, filename=self._filename, suffix=self._path.suffix,
@@ -231,7 +239,7 @@ class _Collector:
         if self._file is not None:
             self._file.close()
             if self._path is not None:
-                _remove_spool(self._path)
+                remove_spool(self._path)
 
 
 async def read_multipart(

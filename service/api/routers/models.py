@@ -1,4 +1,5 @@
-"""``/v1/models``: upload a model (streamed, hashed, inspected, deduplicated) and read it."""
+"""``/v1/models``: upload a model (streamed, hashed, inspected, deduplicated, or presigned:
+PUT straight to S3 and then completed) and read it."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from fastapi import APIRouter, Request, status
 
 from service.api.catalog import check_model_file, register_model
 from service.api.deps import CtxDep, ModelDep, PrincipalDep
+from service.api.presigned import complete_upload, start_upload
 from service.api.routers.common import errors, model_public, upload_body
-from service.api.schemas import ModelPublic
+from service.api.schemas import ModelPublic, UploadCreate, UploadPublic
 from service.api.uploads import read_multipart
 from service.errors import UnprocessableError
 
@@ -52,6 +54,37 @@ async def upload_model(request: Request, ctx: CtxDep, principal: PrincipalDep) -
         return model_public(await register_model(ctx, principal, upload, external))
     finally:
         form.cleanup()
+
+
+@router.post(
+    "/uploads",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UploadPublic,
+    responses=errors(400, 401, 409, 413, 415, 422, 429),
+    summary="Start a presigned upload (S3 storage)",
+)
+def start_presigned_upload(body: UploadCreate, ctx: CtxDep,
+                           principal: PrincipalDep) -> UploadPublic:
+    """Announce a model file by name, size and SHA-256; the answer is a URL to PUT it to
+    (straight to S3, with the headers given), then complete the upload. 409
+    `presigned_uploads_unavailable` when the service keeps its files locally."""
+    return start_upload(ctx, principal, body)
+
+
+@router.post(
+    "/uploads/{upload_id}/complete",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ModelPublic,
+    responses=errors(401, 404, 409, 413, 422, 429, 507),
+    summary="Complete a presigned upload",
+)
+async def complete_presigned_upload(upload_id: str, ctx: CtxDep,
+                                    principal: PrincipalDep) -> ModelPublic:
+    """Check the PUT file against its announced size and SHA-256 and inspect it: the model,
+    as `POST /v1/models` would have made it (completing again gives the same model). 409
+    `upload_not_received` before the PUT; 422 `upload_mismatch` for another file; a file
+    that fails inspection gets the upload's error, and the upload is gone."""
+    return model_public(await complete_upload(ctx, principal, upload_id))
 
 
 @router.get("/{model_id}", response_model=ModelPublic, responses=errors(401, 404, 429),

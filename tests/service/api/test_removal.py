@@ -140,5 +140,6 @@ def test_retention_off_removes_nothing(client: TestClient, tmp_path: Path) -> No
     with ctx.db.session() as session:
         session.execute(update(Job).values(finished_at=utcnow() - timedelta(days=3650)))
         session.commit()
-    assert sweep_retention(ctx) == {"job": 0, "model": 0, "dataset": 0, "session": 0}
+    assert sweep_retention(ctx) == {"job": 0, "model": 0, "dataset": 0, "session": 0,
+                                  "pending_upload": 0}
     assert client.get(f"/v1/jobs/{job['id']}").status_code == 200
