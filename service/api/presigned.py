@@ -70,8 +70,11 @@ def start_upload(ctx: AppContext, principal: Principal, body: UploadCreate) -> U
     check_model_file(filename)
     limit = min(ctx.settings.max_upload_bytes, MAX_PUT_BYTES)
     if body.size_bytes > limit:
-        why = "" if limit == ctx.settings.max_upload_bytes else \
-            " (a presigned upload is one PUT, which S3 takes up to 5 GiB)"
+        why = (
+            ""
+            if limit == ctx.settings.max_upload_bytes
+            else " (a presigned upload is one PUT, which S3 takes up to 5 GiB)"
+        )
         raise PayloadTooLargeError(
             f"the upload is {body.size_bytes} bytes; the limit is {limit} bytes{why}",
             details={"limit_bytes": limit},
@@ -79,14 +82,28 @@ def start_upload(ctx: AppContext, principal: Principal, body: UploadCreate) -> U
     upload_id = new_id()
     key = check_key(f"uploads/{upload_id}{Path(filename).suffix.lower()}")
     sha256 = body.sha256.lower()
-    row = ctx.pending.add(upload_id=upload_id, team_id=principal.team_id,
-                          filename=filename[:300], size_bytes=body.size_bytes, sha256=sha256,
-                          storage_key=key, ttl_s=ctx.settings.presigned_upload_ttl_s)
-    put = presigner.put_url(key, size_bytes=body.size_bytes, sha256=sha256,
-                            ttl_s=ctx.settings.presigned_upload_ttl_s)
-    return UploadPublic(id=row.id, url=put.url, headers=put.headers, filename=row.filename,
-                        size_bytes=row.size_bytes, sha256=row.sha256,
-                        expires_at=row.expires_at, complete_by=row.complete_by)
+    row = ctx.pending.add(
+        upload_id=upload_id,
+        team_id=principal.team_id,
+        filename=filename[:300],
+        size_bytes=body.size_bytes,
+        sha256=sha256,
+        storage_key=key,
+        ttl_s=ctx.settings.presigned_upload_ttl_s,
+    )
+    put = presigner.put_url(
+        key, size_bytes=body.size_bytes, sha256=sha256, ttl_s=ctx.settings.presigned_upload_ttl_s
+    )
+    return UploadPublic(
+        id=row.id,
+        url=put.url,
+        headers=put.headers,
+        filename=row.filename,
+        size_bytes=row.size_bytes,
+        sha256=row.sha256,
+        expires_at=row.expires_at,
+        complete_by=row.complete_by,
+    )
 
 
 def _mismatch(presigner: Presigner, row: PendingUploadRecord, what: str) -> UnprocessableError:
@@ -94,8 +111,8 @@ def _mismatch(presigner: Presigner, row: PendingUploadRecord, what: str) -> Unpr
     return UnprocessableError(
         f"the file PUT to upload {row.id!r} {what}; it was deleted: PUT the announced file "
         "again (while the URL lasts) or start a new upload",
-        code="upload_mismatch", details={"upload_id": row.id, "size_bytes": row.size_bytes,
-                                         "sha256": row.sha256},
+        code="upload_mismatch",
+        details={"upload_id": row.id, "size_bytes": row.size_bytes, "sha256": row.sha256},
     )
 
 
@@ -105,8 +122,9 @@ def _check_head(presigner: Presigner, row: PendingUploadRecord) -> bool:
     if head is None:
         return False
     if head.size_bytes != row.size_bytes:
-        raise _mismatch(presigner, row, f"is {head.size_bytes} bytes, not the {row.size_bytes} "
-                        "announced")
+        raise _mismatch(
+            presigner, row, f"is {head.size_bytes} bytes, not the {row.size_bytes} announced"
+        )
     if head.sha256 is not None and head.sha256 != row.sha256:
         raise _mismatch(presigner, row, f"has SHA-256 {head.sha256}, not the one announced")
     return True
@@ -128,13 +146,20 @@ def _spool(ctx: AppContext, presigner: Presigner, row: PendingUploadRecord) -> S
         if size != row.size_bytes:
             raise _mismatch(presigner, row, f"is not {row.size_bytes} bytes long")
         if digest.hexdigest() != row.sha256:
-            raise _mismatch(presigner, row, f"has SHA-256 {digest.hexdigest()}, not the one "
-                            "announced")
+            raise _mismatch(
+                presigner, row, f"has SHA-256 {digest.hexdigest()}, not the one announced"
+            )
     except BaseException:
         remove_spool(path)
         raise
-    return SpooledFile(field="file", filename=row.filename, suffix=path.suffix, path=path,
-                       size_bytes=size, sha256=row.sha256)
+    return SpooledFile(
+        field="file",
+        filename=row.filename,
+        suffix=path.suffix,
+        path=path,
+        size_bytes=size,
+        sha256=row.sha256,
+    )
 
 
 def _finish(ctx: AppContext, row: PendingUploadRecord, model: ModelRecord) -> ModelRecord:
@@ -151,8 +176,10 @@ async def complete_upload(ctx: AppContext, principal: Principal, upload_id: str)
     team_id = principal.team_id
     row = await run_in_threadpool(ctx.pending.get, upload_id, team_id=team_id)
     if row is None:
-        raise NotFoundError(f"upload {upload_id!r} not found (unknown, or its time to "
-                            "complete has passed)", details={"upload_id": upload_id})
+        raise NotFoundError(
+            f"upload {upload_id!r} not found (unknown, or its time to complete has passed)",
+            details={"upload_id": upload_id},
+        )
     if row.model_id is not None:  # completed before: the same answer
         model = await run_in_threadpool(ctx.uploads.model, row.model_id, team_id=team_id)
         return found("model", row.model_id, model)
@@ -163,7 +190,8 @@ async def complete_upload(ctx: AppContext, principal: Principal, upload_id: str)
             return await complete_upload(ctx, principal, upload_id)
         raise ConflictError(
             f"nothing has been PUT to upload {upload_id!r} yet: PUT the file to its URL "
-            "(with its headers), then complete it", code="upload_not_received",
+            "(with its headers), then complete it",
+            code="upload_not_received",
             details={"upload_id": upload_id},
         )
     existing = await run_in_threadpool(ctx.uploads.model_by_sha256, row.sha256, team_id=team_id)

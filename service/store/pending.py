@@ -21,15 +21,31 @@ class PendingUploadsRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def add(self, *, upload_id: str, team_id: str, filename: str, size_bytes: int,
-            sha256: str, storage_key: str, ttl_s: float) -> PendingUploadRecord:
+    def add(
+        self,
+        *,
+        upload_id: str,
+        team_id: str,
+        filename: str,
+        size_bytes: int,
+        sha256: str,
+        storage_key: str,
+        ttl_s: float,
+    ) -> PendingUploadRecord:
         """A new pending upload whose URL lasts ``ttl_s``; it may be completed for as long
         again after that (a PUT begun just before the URL's expiry may take a while)."""
         now = utcnow()
-        row = PendingUpload(id=upload_id, team_id=team_id, filename=filename,
-                            size_bytes=size_bytes, sha256=sha256, storage_key=storage_key,
-                            created_at=now, expires_at=now + timedelta(seconds=ttl_s),
-                            complete_by=now + timedelta(seconds=2 * ttl_s))
+        row = PendingUpload(
+            id=upload_id,
+            team_id=team_id,
+            filename=filename,
+            size_bytes=size_bytes,
+            sha256=sha256,
+            storage_key=storage_key,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl_s),
+            complete_by=now + timedelta(seconds=2 * ttl_s),
+        )
         with self.db.session() as session:
             session.add(row)
             session.commit()
@@ -38,15 +54,20 @@ class PendingUploadsRepo:
     def get(self, upload_id: str, *, team_id: str) -> PendingUploadRecord | None:
         """The team's pending upload, while it may still be completed."""
         with self.db.session() as session:
-            row = session.scalar(select(PendingUpload).where(
-                PendingUpload.id == upload_id, PendingUpload.team_id == team_id,
-                PendingUpload.complete_by > utcnow()))
+            row = session.scalar(
+                select(PendingUpload).where(
+                    PendingUpload.id == upload_id,
+                    PendingUpload.team_id == team_id,
+                    PendingUpload.complete_by > utcnow(),
+                )
+            )
             return None if row is None else PendingUploadRecord.of(row)
 
     def complete(self, upload_id: str, model_id: str) -> None:
         with self.db.session() as session:
-            session.execute(update(PendingUpload).where(PendingUpload.id == upload_id)
-                            .values(model_id=model_id))
+            session.execute(
+                update(PendingUpload).where(PendingUpload.id == upload_id).values(model_id=model_id)
+            )
             session.commit()
 
     def remove(self, upload_id: str) -> None:
@@ -57,7 +78,10 @@ class PendingUploadsRepo:
     def overdue(self, *, limit: int) -> list[PendingUploadRecord]:
         """Uploads whose time to complete has passed (completed or not), oldest first."""
         with self.db.session() as session:
-            rows = session.scalars(select(PendingUpload)
-                                   .where(PendingUpload.complete_by <= utcnow())
-                                   .order_by(PendingUpload.complete_by).limit(limit))
+            rows = session.scalars(
+                select(PendingUpload)
+                .where(PendingUpload.complete_by <= utcnow())
+                .order_by(PendingUpload.complete_by)
+                .limit(limit)
+            )
             return [PendingUploadRecord.of(row) for row in rows]

@@ -42,14 +42,16 @@ class Presigner:
     the object's ``HEAD`` and copy go through the storage's own client.
     """
 
-    def __init__(self, storage: S3Storage, *, region: str,
-                 public_endpoint_url: str | None = None) -> None:
+    def __init__(
+        self, storage: S3Storage, *, region: str, public_endpoint_url: str | None = None
+    ) -> None:
         import boto3
         from botocore.config import Config
 
         self.storage = storage
         self.signer = boto3.client(
-            "s3", endpoint_url=public_endpoint_url or storage.client.meta.endpoint_url,
+            "s3",
+            endpoint_url=public_endpoint_url or storage.client.meta.endpoint_url,
             region_name=region,
             config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
         )
@@ -59,12 +61,18 @@ class Presigner:
         checksum = checksum_header(sha256)
         url = self.signer.generate_presigned_url(
             "put_object",
-            Params={"Bucket": self.storage.bucket, "Key": check_key(key),
-                    "ContentLength": size_bytes, "ChecksumSHA256": checksum},
-            ExpiresIn=max(1, int(ttl_s)), HttpMethod="PUT",
+            Params={
+                "Bucket": self.storage.bucket,
+                "Key": check_key(key),
+                "ContentLength": size_bytes,
+                "ChecksumSHA256": checksum,
+            },
+            ExpiresIn=max(1, int(ttl_s)),
+            HttpMethod="PUT",
         )
-        return PresignedPut(url=url, headers={"Content-Length": str(size_bytes),
-                                              "x-amz-checksum-sha256": checksum})
+        return PresignedPut(
+            url=url, headers={"Content-Length": str(size_bytes), "x-amz-checksum-sha256": checksum}
+        )
 
     def head(self, key: str) -> ObjectHead | None:
         """The object's size and SHA-256 checksum (if S3 keeps one); None if there is none."""
@@ -72,8 +80,9 @@ class Presigner:
 
         bucket = self.storage.bucket
         try:
-            answer = self.storage.client.head_object(Bucket=bucket, Key=check_key(key),
-                                                     ChecksumMode="ENABLED")
+            answer = self.storage.client.head_object(
+                Bucket=bucket, Key=check_key(key), ChecksumMode="ENABLED"
+            )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
                 return None
@@ -92,16 +101,19 @@ class Presigner:
 
         bucket = self.storage.bucket
         try:
-            self.storage.client.copy({"Bucket": bucket, "Key": check_key(source)}, bucket,
-                                     check_key(target))
+            self.storage.client.copy(
+                {"Bucket": bucket, "Key": check_key(source)}, bucket, check_key(target)
+            )
         except (BotoCoreError, ClientError) as exc:
-            raise StorageError(f"cannot copy {source!r} to {target!r} in {bucket!r}: "
-                               f"{exc}") from exc
+            raise StorageError(
+                f"cannot copy {source!r} to {target!r} in {bucket!r}: {exc}"
+            ) from exc
 
 
 def make_presigner(settings: Settings, storage: Storage) -> Presigner | None:
     """The presigner of an S3 storage; None for a local one (no presigned uploads)."""
     if not isinstance(storage, S3Storage):
         return None
-    return Presigner(storage, region=settings.s3_region,
-                     public_endpoint_url=settings.s3_public_endpoint_url)
+    return Presigner(
+        storage, region=settings.s3_region, public_endpoint_url=settings.s3_public_endpoint_url
+    )

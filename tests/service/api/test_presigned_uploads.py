@@ -32,8 +32,9 @@ TTL_S = 600
 
 
 @pytest.fixture
-def s3_client(make_settings: SettingsFactory, postgres_url: str,
-              s3_endpoint: str) -> Iterator[TestClient]:
+def s3_client(
+    make_settings: SettingsFactory, postgres_url: str, s3_endpoint: str
+) -> Iterator[TestClient]:
     settings = make_settings(database_url=postgres_url, storage="s3", s3_endpoint_url=s3_endpoint,
                              s3_bucket=f"qs-{uuid.uuid4().hex[:8]}", auth_enabled=True,
                              presigned_upload_ttl_s=TTL_S)  # fmt: skip
@@ -47,29 +48,38 @@ def team(client: TestClient) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def announce(client: TestClient, headers: dict[str, str], data: bytes,
-             name: str = "m.onnx", **overrides: Any) -> httpx.Response:
-    body = {"filename": name, "size_bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(), **overrides}
+def announce(
+    client: TestClient, headers: dict[str, str], data: bytes, name: str = "m.onnx", **overrides: Any
+) -> httpx.Response:
+    body = {
+        "filename": name,
+        "size_bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        **overrides,
+    }
     return client.post("/v1/models/uploads", json=body, headers=headers)  # type: ignore[return-value]
 
 
-def start(client: TestClient, headers: dict[str, str], data: bytes,
-          name: str = "m.onnx") -> dict[str, Any]:
+def start(
+    client: TestClient, headers: dict[str, str], data: bytes, name: str = "m.onnx"
+) -> dict[str, Any]:
     r = announce(client, headers, data, name)
     assert r.status_code == 201, r.text
     return dict(r.json())
 
 
 def put(upload: dict[str, Any], data: bytes, headers: dict[str, str] | None = None) -> None:
-    r = httpx.put(upload["url"], content=data,
-                  headers=upload["headers"] if headers is None else headers)
+    r = httpx.put(
+        upload["url"], content=data, headers=upload["headers"] if headers is None else headers
+    )
     assert r.status_code == 200, r.text
 
 
 def complete(client: TestClient, headers: dict[str, str], upload_id: str) -> httpx.Response:
-    return client.post(f"/v1/models/uploads/{upload_id}/complete",  # type: ignore[return-value]
-                       headers=headers)
+    return client.post(
+        f"/v1/models/uploads/{upload_id}/complete",  # type: ignore[return-value]
+        headers=headers,
+    )
 
 
 def pending_ids(client: TestClient) -> set[str]:
@@ -94,7 +104,10 @@ def test_a_presigned_upload_is_the_model_a_streamed_upload_makes(s3_client: Test
     assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
     assert query["X-Amz-Expires"] == [str(TTL_S)]
     assert set(query["X-Amz-SignedHeaders"][0].split(";")) == {
-        "content-length", "host", "x-amz-checksum-sha256"}
+        "content-length",
+        "host",
+        "x-amz-checksum-sha256",
+    }
     assert upload["headers"]["Content-Length"] == str(len(data))
     put(upload, data)
     r = complete(s3_client, a, upload["id"])
@@ -103,15 +116,29 @@ def test_a_presigned_upload_is_the_model_a_streamed_upload_makes(s3_client: Test
     assert s3_client.get(f"/v1/models/{model['id']}", headers=a).json() == model
     streamed = upload_model(s3_client, data, headers=b)  # the same file, through the API
     drop = {"id", "created_at"}
-    assert {k: v for k, v in model.items() if k not in drop} == \
-        {k: v for k, v in streamed.items() if k not in drop}
+    assert {k: v for k, v in model.items() if k not in drop} == {
+        k: v for k, v in streamed.items() if k not in drop
+    }
     with ctx_of(s3_client.app).db.session() as session:  # type: ignore[arg-type]
-        rows = {row.id: row for row in session.scalars(
-            select(Model).where(Model.id.in_([model["id"], streamed["id"]])))}
-        columns = ("sha256", "size_bytes", "format", "filename", "n_tensors", "n_params",
-                   "tensors", "storage_key")
-        assert [getattr(rows[model["id"]], c) for c in columns] == \
-            [getattr(rows[streamed["id"]], c) for c in columns]
+        rows = {
+            row.id: row
+            for row in session.scalars(
+                select(Model).where(Model.id.in_([model["id"], streamed["id"]]))
+            )
+        }
+        columns = (
+            "sha256",
+            "size_bytes",
+            "format",
+            "filename",
+            "n_tensors",
+            "n_params",
+            "tensors",
+            "storage_key",
+        )
+        assert [getattr(rows[model["id"]], c) for c in columns] == [
+            getattr(rows[streamed["id"]], c) for c in columns
+        ]
     storage = ctx_of(s3_client.app).storage  # type: ignore[arg-type]
     assert b"".join(storage.iter_bytes(f"blobs/{model['sha256']}.onnx")) == data
     assert keys(s3_client, "uploads/") == []  # the PUT object is gone once copied
@@ -134,8 +161,7 @@ def test_announcements_that_cannot_be_uploaded_are_refused(s3_client: TestClient
     assert r.json()["error"]["details"] == {"limit_bytes": 4 << 20}
     r = announce(s3_client, a, data, name="m.pt")
     assert r.status_code == 415 and "m.pt" in r.json()["error"]["message"]
-    for wrong in ({"sha256": "ab" * 31}, {"sha256": "zz" * 32}, {"size_bytes": 0},
-                  {"extra": 1}):
+    for wrong in ({"sha256": "ab" * 31}, {"sha256": "zz" * 32}, {"size_bytes": 0}, {"extra": 1}):
         assert announce(s3_client, a, data, **wrong).status_code == 422, wrong
     r = announce(s3_client, a, data, name="bad\x00.onnx")
     assert r.status_code == 400
@@ -161,8 +187,11 @@ def test_lying_callers_get_clear_answers(s3_client: TestClient) -> None:
     assert "SHA-256" in r.json()["error"]["message"]
     assert keys(s3_client, "uploads/") == []
     # a longer file, without the signed Content-Length header
-    put(upload, data + b"tail", headers={"x-amz-checksum-sha256":
-                                         upload["headers"]["x-amz-checksum-sha256"]})
+    put(
+        upload,
+        data + b"tail",
+        headers={"x-amz-checksum-sha256": upload["headers"]["x-amz-checksum-sha256"]},
+    )
     r = complete(s3_client, a, upload["id"])
     assert r.status_code == 422 and r.json()["error"]["code"] == "upload_mismatch"
     assert f"is {len(data) + 4} bytes" in r.json()["error"]["message"]
@@ -175,8 +204,9 @@ def test_lying_callers_get_clear_answers(s3_client: TestClient) -> None:
     assert s3_client.get(f"/v1/models/{r.json()['id']}", headers=b).status_code == 404
 
 
-@pytest.mark.parametrize("name, data", [("broken.onnx", b"this is not an onnx model"),
-                                        ("claims.npz", claiming_npz())])
+@pytest.mark.parametrize(
+    "name, data", [("broken.onnx", b"this is not an onnx model"), ("claims.npz", claiming_npz())]
+)
 def test_a_file_that_fails_inspection_gets_the_streamed_error(
     s3_client: TestClient, name: str, data: bytes
 ) -> None:
@@ -202,14 +232,17 @@ def test_uploads_not_completed_in_time_are_forgotten(s3_client: TestClient) -> N
     assert complete(s3_client, a, done["id"]).status_code == 201
     past = utcnow() - timedelta(seconds=1)
     with ctx.db.session() as session:
-        session.execute(update(PendingUpload)
-                        .where(PendingUpload.id.in_([stale["id"], done["id"]]))
-                        .values(expires_at=past, complete_by=past))
+        session.execute(
+            update(PendingUpload)
+            .where(PendingUpload.id.in_([stale["id"], done["id"]]))
+            .values(expires_at=past, complete_by=past)
+        )
         session.commit()
     r = complete(s3_client, a, stale["id"])  # past its time: unknown
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     assert sorted(keys(s3_client, "uploads/")) == sorted(
-        [f"uploads/{stale['id']}.onnx", f"uploads/{fresh['id']}.onnx"])
+        [f"uploads/{stale['id']}.onnx", f"uploads/{fresh['id']}.onnx"]
+    )
     assert sweep_retention(ctx)["pending_upload"] == 2  # runs with retention_days=0 too
     assert keys(s3_client, "uploads/") == [f"uploads/{fresh['id']}.onnx"]
     assert {stale["id"], fresh["id"], done["id"]} & pending_ids(s3_client) == {fresh["id"]}
