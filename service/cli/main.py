@@ -15,9 +15,11 @@ Client side (``--url``, default ``$QUANTSERVE_URL`` or the settings' host and po
 - ``submit MODEL [--dataset D] [--spec JSON|FILE] [--kind K] [--name N] [--label K=V ...]
   [--callback-url URL] [--wait]``: MODEL and D are files to upload or ids of uploads; the job
   is printed as JSON; ``--wait`` follows the job's event stream with a progress bar on stderr
-  and exits 1 unless the job succeeds.
+  and exits 1 unless the job succeeds; ``--presigned`` PUTs a model file straight to the
+  service's S3 store rather than through the API.
 - ``status JOB``, ``fetch JOB [--out DIR]`` (every artifact, sha256 checked),
-  ``batch FILE.jsonl`` (one job per line, one JSON line out per job; exit 1 if any failed).
+  ``batch FILE.jsonl [--presigned]`` (one job per line, one JSON line out per job; exit 1 if
+  any failed).
 
 Local, no server: ``quantize MODEL --spec ... --out DIR`` (the worker's ``run_job``: same
 artifacts and ``report.json``) and ``unpack PACKAGE.qpack [--out FILE]`` (the model file
@@ -69,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--url", help="the API's base URL (default $QUANTSERVE_URL)")
         p.add_argument("--api-key", help="API key (default $QUANTSERVE_API_KEY)")
 
+    def presigned_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--presigned", action="store_true",
+                       help="upload model files straight to the service's S3 store (a "
+                       "presigned PUT) instead of through the API")
+
     p = sub.add_parser("serve", help="the API and one worker, on the settings' defaults")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
@@ -104,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--callback-url", help="a URL told of the job's end (a signed webhook)")
     p.add_argument("--wait", action="store_true", help="wait for the job, with a progress bar")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    presigned_option(p)
     client_options(p)
     p.set_defaults(func=cmd_submit)
 
@@ -121,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("batch", help="submit one job per line of a JSONL file")
     p.add_argument("file")
     p.add_argument("--wait", action="store_true", help="then wait for every job")
+    presigned_option(p)
     client_options(p)
     p.set_defaults(func=cmd_batch)
 

@@ -23,8 +23,9 @@ def make_client(args: argparse.Namespace) -> Client:
 class _Uploads:
     """Uploads of one CLI run, so a file named on several batch lines is sent once."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, presigned: bool = False) -> None:
         self.client = client
+        self.presigned = presigned  # models go straight to the service's S3 store
         self.ids: dict[tuple[str, Path], str] = {}
 
     def resolve(self, what: str, ref: str) -> str:
@@ -34,7 +35,13 @@ class _Uploads:
             return ref
         key = (what, path.resolve())
         if key not in self.ids:
-            upload = self.client.upload_model if what == "model" else self.client.upload_dataset
+            upload = self.client.upload_dataset
+            if what == "model":
+                upload = (
+                    self.client.upload_model_presigned
+                    if self.presigned
+                    else self.client.upload_model
+                )
             self.ids[key] = str(upload(path)["id"])
         return self.ids[key]
 
@@ -95,7 +102,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         "callback_url": args.callback_url,
     }
     with make_client(args) as client:
-        job = _submit_one(_Uploads(client), entry)
+        job = _submit_one(_Uploads(client, presigned=args.presigned), entry)
         if args.wait:
             job = _wait(client, job["id"], quiet=args.quiet)
         print_json(job)
@@ -133,7 +140,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     failures = 0
     submitted: list[tuple[int, str]] = []
     with make_client(args) as client, open(args.file, encoding="utf-8") as lines:
-        uploads = _Uploads(client)
+        uploads = _Uploads(client, presigned=args.presigned)
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
