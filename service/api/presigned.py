@@ -9,12 +9,13 @@
    that checked nothing is caught here) and registered exactly like a streamed upload
    (``catalog.register_model``: the same inspection, rows and errors), except that the blob
    is copied inside the bucket rather than written again. A file that fails inspection is
-   refused with the streamed path's error and its object and row are deleted; a file of
-   another size or hash is refused (422 ``upload_mismatch``) and its object deleted, so the
-   right file may still be PUT while the URL lasts.
+   refused with the streamed path's error, its object deleted and the upload unknown from
+   then on; a file of another size or hash is refused (422 ``upload_mismatch``) and its
+   object deleted, so that the right file may still be PUT while the URL lasts.
 
 Rows past ``complete_by`` are unknown to callers and purged by the retention sweep
-(``purge_pending``), objects with them.
+(``purge_pending``), objects with them; completed and refused rows stay until then, so that
+a file PUT again with a URL still valid is deleted too.
 """
 
 from __future__ import annotations
@@ -216,7 +217,7 @@ async def complete_upload(ctx: AppContext, principal: Principal, upload_id: str)
 
 
 def _discard(ctx: AppContext, row: PendingUploadRecord) -> None:
-    ctx.pending.remove(row.id)
+    ctx.pending.refuse(row.id)  # the row stays for the purge: the URL may be used again
     ctx.storage.delete(row.storage_key)
 
 

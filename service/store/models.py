@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -226,6 +227,9 @@ class PendingUpload(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the PUT URL's expiry
     complete_by: Mapped[datetime] = mapped_column(UTCDateTime)
     model_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Refused at completion (failed inspection): unknown to callers from then on, but kept
+    # until complete_by so that the purge deletes a file PUT again while the URL lasts.
+    refused: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Lease(Base):

@@ -1,9 +1,11 @@
 """Presigned uploads waiting to be completed: one row each, scoped to its team.
 
 A row is made when a caller asks for an upload URL and read when it completes the upload;
-``complete`` records the model it became, so completing again answers the same model. Rows
-whose ``complete_by`` has passed are unknown to callers (404) and purged by the retention
-sweep with the objects under their keys (``service.api.presigned.purge_pending``).
+``complete`` records the model it became, so completing again answers the same model, and
+``refuse`` marks a file that failed. Rows whose ``complete_by`` has passed (and refused
+ones) are unknown to callers (404); the retention sweep purges them at ``complete_by`` with
+the objects under their keys (``service.api.presigned.purge_pending``): a URL still valid
+after a completion or a refusal may have been used again.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class PendingUploadsRepo:
                     PendingUpload.id == upload_id,
                     PendingUpload.team_id == team_id,
                     PendingUpload.complete_by > utcnow(),
+                    PendingUpload.refused.is_(False),
                 )
             )
             return None if row is None else PendingUploadRecord.of(row)
@@ -67,6 +70,14 @@ class PendingUploadsRepo:
         with self.db.session() as session:
             session.execute(
                 update(PendingUpload).where(PendingUpload.id == upload_id).values(model_id=model_id)
+            )
+            session.commit()
+
+    def refuse(self, upload_id: str) -> None:
+        """The upload failed: callers no longer find it; the purge still removes its file."""
+        with self.db.session() as session:
+            session.execute(
+                update(PendingUpload).where(PendingUpload.id == upload_id).values(refused=True)
             )
             session.commit()
 

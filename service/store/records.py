@@ -114,3 +114,4 @@ class PendingUploadRecord(_Record):
     expires_at: datetime
     complete_by: datetime
     model_id: str | None
+    refused: bool

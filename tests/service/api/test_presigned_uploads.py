@@ -220,6 +220,17 @@ def test_a_file_that_fails_inspection_gets_the_streamed_error(
     assert r.json()["error"] == streamed.json()["error"]
     assert keys(s3_client, "uploads/") == [] and keys(s3_client, "blobs/") == []
     assert complete(s3_client, a, upload["id"]).status_code == 404  # the upload is gone
+    # ... but the purge still deletes a file PUT again while the URL lasts
+    put(upload, data)
+    past = utcnow() - timedelta(seconds=1)
+    ctx = ctx_of(s3_client.app)  # type: ignore[arg-type]
+    with ctx.db.session() as session:
+        session.execute(
+            update(PendingUpload).where(PendingUpload.id == upload["id"]).values(complete_by=past)
+        )
+        session.commit()
+    assert sweep_retention(ctx)["pending_upload"] == 1
+    assert keys(s3_client, "uploads/") == [] and upload["id"] not in pending_ids(s3_client)
 
 
 def test_uploads_not_completed_in_time_are_forgotten(s3_client: TestClient) -> None:

@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(), nullable=False),
         sa.Column("complete_by", sa.DateTime(), nullable=False),
         sa.Column("model_id", sa.String(64), nullable=True),
+        sa.Column("refused", sa.Boolean(), nullable=False, server_default=sa.false()),
     )
     op.create_index("ix_pending_uploads_complete_by", "pending_uploads", ["complete_by"])
 
