@@ -63,7 +63,8 @@ def capture(
     method nobody asked for that cannot run says so in the block, not in ``warnings``."""
     found = _capture(model, model_path, spec, evalset, limits)
     if found is not None and auto is not None:
-        found.block["auto"] = auto
+        reason = found.block.get("reason")
+        found.block["auto"] = auto if not reason else f"{auto}; not run: {reason}"
         found.warnings.clear()
     return found
 

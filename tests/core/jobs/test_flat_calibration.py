@@ -153,5 +153,6 @@ def test_the_default_says_nothing_when_flat_inputs_cannot_run(tmp_path) -> None:
     report, _ = _job(tmp_path, _reflect_padded(), {"bits": 8}, "auto")
     block = report["calibration"]
     assert block["method"] == "flat" and block["layers"] == 0
-    assert "could not run on flat inputs" in block["reason"] and block["auto"]
+    assert "could not run on flat inputs" in block["reason"]
+    assert block["auto"].startswith("auto: data-free GPTQ") and "; not run: " in block["auto"]
     assert not any("calibration" in w for w in report["warnings"]), report["warnings"]
