@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from quantcore.compress import gptq as gptq_module
-from quantcore.compress import groups
+from quantcore.compress import groups as groups_module
 from quantcore.compress.gptq import gptq_groups, output_error, output_shift
 from quantcore.compress.groups import block_view, quantize_groups
 from quantcore.compress.hessian import Accumulator, Geometry
@@ -166,20 +166,19 @@ def test_a_mean_error_the_halves_disagree_on_is_left_alone() -> None:
 
 
 @pytest.mark.parametrize("across", [True, False])
+@pytest.mark.parametrize("groups", [1, 3])
 def test_the_compiled_column_loop_gives_the_numpy_loops_bits(
-    across: bool, monkeypatch: pytest.MonkeyPatch
+    across: bool, groups: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    k, n = 96, 40
-    x = _correlated(1500, k, mean=3.0)
-    w = (RNG.laplace(size=(k, n)) * 0.05).astype(np.float32)
-    acc = Accumulator(geometry=Geometry(op="MatMul", rows=n, k=k))
-    acc.add(x)
-    u = gptq_module._factor(acc.stats.hessian, acc.stats.count, 0.01)
+    k, per = 100, 24  # a ragged last block: 100 = 3 x 32 + 4
+    x = np.stack([_correlated(800, k, mean=3.0) for _ in range(groups)])
+    hessian = np.matmul(x.transpose(0, 2, 1), x).astype(np.float64)
+    u = gptq_module._factor(hessian, 800, 0.01)
     assert u is not None
-    rows = acc.stats.geometry.rows_of(w).astype(np.float64)
+    rows = RNG.laplace(size=(groups, per, k)) * 0.05
     spec = QuantSpec.from_dict({"bits": 4}).quantizer
     compiled = gptq_module._round_rows(rows, u, spec, True, 32, across=across)
-    monkeypatch.setattr(groups, "USE_KERNELS", False)
+    monkeypatch.setattr(groups_module, "USE_KERNELS", False)
     reference = gptq_module._round_rows(rows, u, spec, True, 32, across=across)
     assert compiled.codes.dtype == reference.codes.dtype
     assert compiled.codes.tobytes() == reference.codes.tobytes()
