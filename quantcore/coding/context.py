@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import zstandard
 
-from quantcore.coding import rans
+from quantcore.coding import rans, rans_chunks
 from quantcore.coding.parallel import run_all
 from quantcore.coding.symbols import (
     MAGIC,
@@ -263,7 +263,7 @@ def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans
 
         def fill(part: CodeArray, index: int = index, words: memoryview = words,
                  low: memoryview = low) -> None:  # fmt: skip
-            array = rans._words(words)
+            array = rans_chunks._words(words)
             ok = kernels().decode_chunk(array, precision, classes, *tables, part)
             if not ok:
                 raise InvalidPackageError(

@@ -20,14 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcore.coding.parallel import run_all, threads_for
-from quantcore.coding.rans_chunks import (  # noqa: F401  (the stream's names)
-    LANES,
-    LOW,
-    Chunk,
-    Coded,
-    _words,
-    first_states,
-)
+from quantcore.coding.rans_chunks import LANES, Chunk, Coded, _words, first_states
 from quantcore.coding.symbols import (
     MAGIC,
     CodeArray,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quantcore.coding import rans, rans_batch
+from quantcore.coding import rans, rans_batch, rans_chunks
 from quantcore.coding.entropy import decode_plan, encode_codes
 from quantcore.errors import InvalidPackageError
 from tests.core.coding.test_entropy import laplacian_codes
@@ -105,7 +105,7 @@ def test_corrupt_words_are_refused_or_decode_in_bounds(monkeypatch: pytest.Monke
                 words[at] ^= 1 << int(rng.integers(8))
             if rng.random() < 0.3:  # truncated: the loop must stop before the end
                 words = words[: len(words) - 4 * int(rng.integers(1, 40))]
-            coded = rans.Coded(memoryview(bytes(words)), *_rest(c.coded))
+            coded = rans_chunks.Coded(memoryview(bytes(words)), *_rest(c.coded))
             guard = np.full(c.size + 64, 0xAB, dtype=dtype)
             jobs.append((rans.Chunk(c.start, c.size, c.fill, coded), guard[32 : 32 + c.size]))
         try:
@@ -119,5 +119,5 @@ def test_corrupt_words_are_refused_or_decode_in_bounds(monkeypatch: pytest.Monke
     assert refused > 50
 
 
-def _rest(coded: rans.Coded) -> tuple[memoryview, np.ndarray, int, int, int]:
+def _rest(coded: rans_chunks.Coded) -> tuple[memoryview, np.ndarray, int, int, int]:
     return coded.low, coded.table, coded.precision, coded.raw_bits, coded.index
