@@ -38,20 +38,11 @@ from quantcore.evaluate.dataset import EvalSet
 from quantcore.formats.bias import shift_outputs
 from quantcore.formats.onnx_reader import OnnxModel
 from quantcore.formats.onnx_writer import WrittenModel
-from quantcore.jobs.calibrated import Calibrated
+from quantcore.jobs.calibrated import Calibrated, not_run
 from quantcore.limits import JobLimits
 from quantcore.spec import Calibration, QuantSpec
 
 MAX_SKIPPED_ROWS = 50
-
-
-def _not_run(method: Calibration, reason: str) -> Calibrated:
-    block: dict[str, Any] = {
-        "method": method.value, "inputs": None, "samples": 0, "layers": 0, "of": 0,
-        "seconds": 0.0, "bias": [], "skipped": [], "reason": reason,
-    }  # fmt: skip
-    return Calibrated(method=Calibration.NONE, block=block,
-                      warnings=[f"calibration {method.value!r} was not run: {reason}"])
 
 
 def capture(
@@ -76,9 +67,9 @@ def _capture(
     if method is Calibration.NONE:
         return None
     if not isinstance(model, OnnxModel):
-        return _not_run(method, f"{model_path.name} holds weights only: no graph to run")
+        return not_run(method, f"{model_path.name} holds weights only: no graph to run")
     if evalset is None and method is not Calibration.FLAT:
-        return _not_run(method, "no evaluation set was given to calibrate on (inputs made up "
+        return not_run(method, "no evaluation set was given to calibrate on (inputs made up "
                         "from the graph mislead it: see the calibration block's reason)")
     selected = select_tensors(model, spec).quantize
     weights: dict[str, tuple[str, tuple[int, ...]]] = {}
@@ -95,7 +86,7 @@ def _capture(
 
         flat = capture_flat(model, model_path, weights, spec, limits)
         if isinstance(flat, str):
-            return _not_run(method, flat)
+            return not_run(method, flat)
         found = flat
     else:
         assert evalset is not None  # checked above

@@ -25,10 +25,21 @@ class Calibrated:
         return self.stats if self.method in (Calibration.GPTQ, Calibration.FLAT) else None
 
 
-def not_chosen(why: str) -> Calibrated:
-    """The block of a job whose ``calibration="auto"`` resolved to plain rounding."""
+def not_run(method: Calibration, reason: str) -> Calibrated:
+    """A calibration that did not run: ``method``'s empty block with the ``reason``, which
+    ``warnings`` repeats (the caller asked for it)."""
     block: dict[str, Any] = {
-        "method": Calibration.NONE.value, "inputs": None, "samples": 0, "layers": 0, "of": 0,
-        "seconds": 0.0, "bias": [], "skipped": [], "reason": why, "auto": why,
+        "method": method.value, "inputs": None, "samples": 0, "layers": 0, "of": 0,
+        "seconds": 0.0, "bias": [], "skipped": [], "reason": reason,
     }  # fmt: skip
-    return Calibrated(method=Calibration.NONE, block=block)
+    return Calibrated(method=Calibration.NONE, block=block,
+                      warnings=[f"calibration {method.value!r} was not run: {reason}"])
+
+
+def not_chosen(why: str) -> Calibrated:
+    """The block of a job whose ``calibration="auto"`` resolved to plain rounding (nobody
+    asked for a calibration: no warning)."""
+    found = not_run(Calibration.NONE, why)
+    found.block["auto"] = why
+    found.warnings.clear()
+    return found
