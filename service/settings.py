@@ -57,15 +57,20 @@ class Settings(BaseSettings):
     s3_region: str = Field(default="us-east-1", description="Region for storage=s3.")
     s3_public_endpoint_url: str | None = Field(
         default=None,
-        description="Endpoint that callers reach the store at, for presigned upload URLs "
-        "(storage=s3), when it differs from s3_endpoint_url (a store on an internal network "
-        "behind a public name); unset, the URLs use s3_endpoint_url.",
+        description="Endpoint that callers reach the store at, for presigned upload and "
+        "download URLs (storage=s3), when it differs from s3_endpoint_url (a store on an "
+        "internal network behind a public name); unset, the URLs use s3_endpoint_url.",
     )
     presigned_upload_ttl_s: float = Field(
         default=3600.0, gt=0, le=604800,
         description="Seconds a presigned upload URL (POST /v1/models/uploads) is valid; the "
         "upload may be completed for as long again after that, then it is forgotten and its "
         "object deleted.",
+    )
+    presigned_download_ttl_s: float = Field(
+        default=900.0, gt=0, le=604800,
+        description="Seconds a presigned artifact download URL (GET "
+        "/v1/jobs/{id}/artifacts/{name}/url) is valid.",
     )
     max_upload_bytes: int = Field(
         default=4 * GIB, gt=0, description="Largest accepted upload in bytes; larger gives 413."

@@ -216,6 +216,19 @@ class ArtifactPublic(BaseModel):
     media_type: str
 
 
+class ArtifactLinkPublic(BaseModel):
+    """A presigned URL that downloads one artifact straight from the S3 store."""
+
+    name: str
+    url: str = Field(description="GET it, without the API key: the signature authorises it. "
+                     "The store answers the file as an attachment and supports Range.")
+    method: Literal["GET"] = "GET"
+    size_bytes: int
+    sha256: str = Field(description="Check the downloaded bytes against it.")
+    media_type: str
+    expires_at: datetime = Field(description="The store refuses the URL after this.")
+
+
 class ParameterPublic(BaseModel):
     """One spec field: its type, the values or range it accepts and its default."""
 

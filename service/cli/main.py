@@ -17,7 +17,8 @@ Client side (``--url``, default ``$QUANTSERVE_URL`` or the settings' host and po
   is printed as JSON; ``--wait`` follows the job's event stream with a progress bar on stderr
   and exits 1 unless the job succeeds; ``--presigned`` PUTs a model file straight to the
   service's S3 store rather than through the API.
-- ``status JOB``, ``fetch JOB [--out DIR]`` (every artifact, sha256 checked),
+- ``status JOB``, ``fetch JOB [--out DIR] [--presigned]`` (every artifact, sha256 checked;
+  ``--presigned``: straight from the S3 store by URLs the API signs),
   ``batch FILE.jsonl [--presigned]`` (one job per line, one JSON line out per job; exit 1 if
   any failed).
 
@@ -123,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch", help="download a job's artifacts, checking their sha256")
     p.add_argument("job")
     p.add_argument("--out", help="folder (default: the job id)")
+    p.add_argument("--presigned", action="store_true",
+                   help="download straight from the service's S3 store (presigned GET URLs "
+                   "the API signs) instead of through the API")
     client_options(p)
     p.set_defaults(func=cmd_fetch)
 

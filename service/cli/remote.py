@@ -124,7 +124,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     with make_client(args) as client:
         for artifact in client.artifacts(args.job):
-            fetched = client.download(args.job, artifact, out_dir)
+            fetched = client.download(args.job, artifact, out_dir, presigned=args.presigned)
             print_json(
                 {
                     "name": fetched.name,

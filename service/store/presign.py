@@ -1,4 +1,5 @@
-"""S3's side of presigned uploads: a signed ``PUT`` URL, the object's ``HEAD``, a copy.
+"""S3's side of presigned transfers: a signed ``PUT`` URL, the object's ``HEAD``, a copy, and
+a signed ``GET`` URL for downloads.
 
 The URL signs ``Content-Length`` and ``x-amz-checksum-sha256`` as headers the caller must
 send with the values given here, so S3 refuses a body of another size (the signature no
@@ -35,7 +36,7 @@ def checksum_header(sha256_hex: str) -> str:
 
 
 class Presigner:
-    """Presigned uploads into an ``S3Storage``'s bucket.
+    """Presigned uploads into an ``S3Storage``'s bucket, and downloads from it.
 
     URLs are signed with SigV4 (the only signature that covers headers), by a client for
     ``public_endpoint_url`` when callers reach the store at another address than the API;
@@ -74,6 +75,21 @@ class Presigner:
             url=url, headers={"Content-Length": str(size_bytes), "x-amz-checksum-sha256": checksum}
         )
 
+    def get_url(self, key: str, *, filename: str, media_type: str, ttl_s: float) -> str:
+        """A ``GET`` URL of the object at ``key``, valid ``ttl_s`` seconds, answered by S3 as
+        an attachment named ``filename`` (as the API's own download is)."""
+        return str(self.signer.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self.storage.bucket,
+                "Key": check_key(key),
+                "ResponseContentDisposition": f'attachment; filename="{filename}"',
+                "ResponseContentType": media_type,
+            },
+            ExpiresIn=max(1, int(ttl_s)),
+            HttpMethod="GET",
+        ))
+
     def head(self, key: str) -> ObjectHead | None:
         """The object's size and SHA-256 checksum (if S3 keeps one); None if there is none."""
         from botocore.exceptions import BotoCoreError, ClientError
@@ -111,7 +127,7 @@ class Presigner:
 
 
 def make_presigner(settings: Settings, storage: Storage) -> Presigner | None:
-    """The presigner of an S3 storage; None for a local one (no presigned uploads)."""
+    """The presigner of an S3 storage; None for a local one (no presigned transfers)."""
     if not isinstance(storage, S3Storage):
         return None
     return Presigner(

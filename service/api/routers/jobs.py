@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from quantcore import JobKind, validate_job
+from service.api.artifact_links import artifact_link
 from service.api.catalog import (
     check_dataset_file,
     check_model_file,
@@ -30,6 +31,7 @@ from service.api.report_schemas import JobReport
 from service.api.routers.common import errors, job_public
 from service.api.schemas import (
     LABEL_KEY_PATTERN,
+    ArtifactLinkPublic,
     ArtifactPublic,
     JobBatchCreate,
     JobBatchPublic,
@@ -362,6 +364,13 @@ def download_artifact(
              summary="An artifact's headers (size, ETag)")
 def head_artifact(name: str, job: JobDep, ctx: CtxDep, request: Request) -> Response:
     return artifact_response(ctx.storage, _artifact(ctx, job, name), request.headers, head=True)
+
+
+@router.get("/{job_id}/artifacts/{name}/url", response_model=ArtifactLinkPublic,
+            responses=errors(401, 404, 409, 429),
+            summary="A presigned URL that downloads an artifact straight from S3")
+def artifact_url(name: str, job: JobDep, ctx: CtxDep) -> ArtifactLinkPublic:
+    return artifact_link(ctx, _artifact(ctx, job, name))
 
 
 def _artifact(ctx: CtxDep, job: JobRecord, name: str) -> ArtifactRecord:

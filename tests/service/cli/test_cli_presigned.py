@@ -80,3 +80,36 @@ def test_submit_presigned_to_a_local_store_says_why_not(
     )
     assert submitted.returncode == 1
     assert "409 presigned_uploads_unavailable" in submitted.stderr
+
+
+def test_fetch_presigned_takes_the_artifacts_from_the_bucket(
+    service_factory: Callable[[dict[str, str]], Service], s3_endpoint: str, tmp_path: Path
+) -> None:
+    env = {
+        **embedded_env(tmp_path),
+        **S3_CREDENTIALS,
+        "QUANTSERVE_STORAGE": "s3",
+        "QUANTSERVE_S3_ENDPOINT_URL": s3_endpoint,
+        "QUANTSERVE_S3_BUCKET": f"qs-{uuid.uuid4().hex[:8]}",
+    }
+    service = service_factory(env)
+    service.start_api(with_worker=True)
+    run = {**env, "QUANTSERVE_URL": service.url}
+    model = save_model(models.mlp(seed=44), tmp_path / "mlp.onnx")
+    submitted = quantserve("submit", str(model), "--spec", '{"bits": 4}', "--wait", env=run)
+    assert submitted.returncode == 0, submitted.stderr + service.logs()
+    job = json.loads(submitted.stdout)["id"]
+
+    fetched = quantserve("fetch", job, "--presigned", "--out", str(tmp_path / "direct"), env=run)
+    assert fetched.returncode == 0, fetched.stderr
+    direct = {json.loads(line)["name"]: json.loads(line) for line in fetched.stdout.splitlines()}
+    assert {"model.onnx", "model.qpack", "report.json"} <= set(direct)
+    for item in direct.values():
+        assert hashlib.sha256(Path(item["path"]).read_bytes()).hexdigest() == item["sha256"]
+    assert f'/v1/jobs/{job}/artifacts/model.onnx/url"' in service.logs()
+    assert f'/v1/jobs/{job}/artifacts/model.onnx"' not in service.logs()  # not through the API
+
+    plain = quantserve("fetch", job, "--out", str(tmp_path / "plain"), env=run)
+    assert plain.returncode == 0, plain.stderr
+    for name in direct:
+        assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes()
