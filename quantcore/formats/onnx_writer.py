@@ -277,11 +277,24 @@ def _converted(model: OnnxModel, quantized: Mapping[str, CodedTensor]) -> OnnxMo
             placeholder = Replacement(nodes=[node], initializers=[], code=None)
         plans[source.graph_path].append((source, placeholder))
     stripped = _copy_model(model, plans)
-    converted = OnnxModel(model.path, version_converter.convert_version(stripped, INT4_OPSET))
+    proto = version_converter.convert_version(stripped, INT4_OPSET)
+    _drop_inferred_shapes(proto, model.proto)
+    converted = OnnxModel(model.path, proto)
     missing = set(quantized) - set(converted.sources)
     if missing:
         raise ValueError(f"tensors renamed by the conversion: {sorted(missing)[:3]}")
     return converted
+
+
+def _drop_inferred_shapes(converted: onnx.ModelProto, source: onnx.ModelProto) -> None:
+    """Remove the ``value_info`` the converter's shape inference added (measured: 4-9% of a
+    4-bit model's bytes on small real models); the source's own entries stay."""
+    kept = {v.name for g, _ in walk_graphs(source.graph, "graph") for v in g.value_info}
+    for graph, _ in walk_graphs(converted.graph, "graph"):
+        own = [v for v in graph.value_info if v.name in kept]
+        if len(own) != len(graph.value_info):
+            del graph.value_info[:]
+            graph.value_info.extend(own)
 
 
 def _rewrite(
