@@ -1,0 +1,99 @@
+"""The default spec on real models shipped in PyPI wheels (``bench/realmodels``), run in
+onnxruntime on realistic inputs against the float model: the targets a user of the service
+relies on (output SQNR and argmax agreement at 8 bits, coverage, 4-bit containers, the
+package restoring the runnable model)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+import pytest
+
+from bench.realmodels import fidelity
+from bench.realmodels.catalog import CATALOG, get
+from tests.realmodels.conftest import Quantize
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+NAMES = [e.name for e in CATALOG]
+CLASSIFIERS = [e.name for e in CATALOG if e.argmax_outputs]
+MIN_OUTPUT_SQNR_DB = 30.0  # at 8 bits, on every model
+MIN_AGREEMENT = 0.995  # at 8 bits, pooled over the input sets below
+AGREEMENT_SEEDS = (0, 1, 2, 3)
+MIN_COVERAGE = 0.95  # share of the float weight matrices' parameters quantized
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_default_at_8_bits_keeps_the_models_output(quantized: Quantize, name: str) -> None:
+    done = quantized(name, 8)
+    assert done.fidelity.sqnr_db >= MIN_OUTPUT_SQNR_DB, (name, done.fidelity)
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_the_default_at_8_bits_keeps_the_argmax(
+    quantized: Quantize, real_model: Callable[[str], Path], name: str
+) -> None:
+    """Agreement over several input sets: one set of a recognizer has ~200 decisions, where
+    one flip is 0.5%."""
+    done, entry = quantized(name, 8), get(name)
+    float_session, test_session = fidelity.session(done.source), fidelity.session(done.model)
+    same = total = 0
+    for seed in AGREEMENT_SEEDS:
+        feeds = entry.feeds(seed)
+        ref = fidelity.run(float_session, entry, feeds)
+        got = fidelity.run(test_session, entry, feeds)
+        agreement = fidelity.argmax_agreement(entry, ref, got)
+        positions = sum(int(math.prod(step[o].shape[:-1])) for step in ref
+                        for o in entry.argmax_outputs)  # fmt: skip
+        assert agreement is not None
+        same += round(agreement * positions)
+        total += positions
+    assert same / total >= MIN_AGREEMENT, (name, same, total)
+
+
+def _weight_matrix_params(path: Path) -> int:
+    """Float parameters of every stored tensor of two or more dimensions (biases and
+    normalisation parameters are vectors)."""
+    model = onnx.load(str(path))
+    return sum(math.prod(t.dims) for t in fidelity._tensors(model)
+               if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_weights_are_quantized_through_layout_ops(quantized: Quantize, name: str) -> None:
+    done = quantized(name, 8)
+    share = done.report["summary"]["quantized_params"] / _weight_matrix_params(done.source)
+    assert share >= MIN_COVERAGE, (name, share, done.report["skipped"][:5])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_4_bit_codes_are_stored_in_4_bit_containers_and_run(quantized: Quantize,
+                                                            name: str) -> None:
+    done = quantized(name, 4)
+    containers = {row["container"] for row in done.report["layers"]}
+    assert containers <= {"uint4", "int4"}, (name, containers)
+    eight = quantized(name, 8)
+    # Codes of half the width: the quantized part of the file about halves (the scales and
+    # the decode graph do not).
+    rest = done.report["summary"]["original_bytes"] - 4 * done.report["summary"]["quantized_params"]
+    four_bytes = fidelity.runnable_bytes(done.model) - rest
+    eight_bytes = fidelity.runnable_bytes(eight.model) - rest
+    assert four_bytes < 0.65 * eight_bytes, (name, four_bytes, eight_bytes)
+    assert math.isfinite(done.fidelity.sqnr_db) and done.fidelity.sqnr_db > 0, done.fidelity
+
+
+@pytest.mark.parametrize("name", ["ocr-rec", "minilm-l3"])
+def test_the_package_restores_the_runnable_model(quantized: Quantize, name: str,
+                                                tmp_path: Path) -> None:
+    done = quantized(name, 4)
+    restored = tmp_path / "restored.onnx"
+    cli = Path(sys.executable).with_name("quantserve")
+    command = [str(cli), "unpack", str(done.out_dir / "model.qpack"), "--out", str(restored)]
+    unpacked = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert unpacked.returncode == 0, unpacked.stderr
+    assert restored.read_bytes() == done.model.read_bytes()
