@@ -95,10 +95,12 @@ def test_urls_name_the_stores_public_endpoint(
 ) -> None:
     public = "http://store.example.test:9000"
     settings = make_settings(database_url=postgres_url, storage="s3", s3_endpoint_url=s3_endpoint,
-                             s3_bucket=f"qs-{uuid.uuid4().hex[:8]}",
+                             s3_bucket=f"qs-{uuid.uuid4().hex[:8]}", auth_enabled=True,
                              s3_public_endpoint_url=public)  # fmt: skip
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        job = _finished(client, {}, tmp_path)
+        # A team of its own: the database is shared, and the same model bytes uploaded by
+        # the same team are one model, whose blob would be in another test's bucket.
+        job = _finished(client, team(client), tmp_path)
         link = client.get(f"/v1/jobs/{job}/artifacts/report.json/url").json()
     assert link["url"].startswith(f"{public}/"), link
     assert link["media_type"] == "application/json"
