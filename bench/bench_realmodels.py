@@ -79,10 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="comma-separated catalog names (default: all)")
     parser.add_argument("--bits", default="8,6,4,3")
+    parser.add_argument("--cli-source", help="run the CLI from this copy of the code (see "
+                        "bench.realmodels.baseline), e.g. a git archive of the commit measured")
     args = parser.parse_args(argv)
     forwarded = ["--out", str(RESULTS), "--bits", args.bits, "--budget-s", "3000"]
     if args.models:
         forwarded += ["--models", args.models]
+    if args.cli_source:
+        forwarded += ["--cli-source", args.cli_source]
     code = baseline.main(forwarded)
     rows = json.loads(RESULTS.read_text())["rows"]
     FIGURE.parent.mkdir(parents=True, exist_ok=True)
