@@ -179,9 +179,11 @@ async def register_model(
 
 
 async def register_dataset(
-    ctx: AppContext, principal: Principal, upload: SpooledFile
+    ctx: AppContext, principal: Principal, upload: SpooledFile, *,
+    place: Callable[[str], None] | None = None,
 ) -> DatasetRecord:
-    """The team's dataset for this upload: found by sha256, or inspected, stored, created."""
+    """The team's dataset for this upload: found by sha256, or inspected, stored, created.
+    ``place(key)`` stores a file that is in storage already (``register_model``'s)."""
     check_dataset_file(upload.filename)
     team_id = principal.team_id
 
@@ -197,4 +199,4 @@ async def register_dataset(
         )
 
     inspect = partial(inspect_dataset, limits=ctx.settings.input_limits())
-    return await _register(ctx, upload, find=find, inspect=inspect, add=add)
+    return await _register(ctx, upload, find=find, inspect=inspect, add=add, place=place)

@@ -1,4 +1,6 @@
-"""Presigned uploads: the caller PUTs a model straight to S3, then the API makes it a model.
+"""Presigned uploads: the caller PUTs a model (or an evaluation set) straight to S3, then the
+API makes it a model (or a dataset); ``kind`` says which, and an upload of one kind is unknown
+to the other's routes.
 
 1. ``start_upload``: the announced size is checked against ``max_upload_bytes``, a pending
    row is recorded and a presigned ``PUT`` URL for ``uploads/<id><suffix>`` is answered; its
@@ -7,7 +9,8 @@
 3. ``complete_upload``: the object's ``HEAD`` must show the announced size (and SHA-256,
    where S3 keeps it); the object is then streamed into a spool file while hashed (a store
    that checked nothing is caught here) and registered exactly like a streamed upload
-   (``catalog.register_model``: the same inspection, rows and errors), except that the blob
+   (``catalog.register_model`` or ``register_dataset``: the same inspection, rows and
+   errors), except that the blob
    is copied inside the bucket rather than written again. A file that fails inspection is
    refused with the streamed path's error, its object deleted and the upload unknown from
    then on; a file of another size or hash is refused (422 ``upload_mismatch``) and its
@@ -28,7 +31,12 @@ from starlette.concurrency import run_in_threadpool
 
 from quantcore import QuantError
 from service.api.auth import Principal
-from service.api.catalog import check_model_file, register_model
+from service.api.catalog import (
+    check_dataset_file,
+    check_model_file,
+    register_dataset,
+    register_model,
+)
 from service.api.deps import AppContext, found
 from service.api.schemas import UploadCreate, UploadPublic
 from service.api.uploads import SpooledFile, remove_spool, spool_path
@@ -42,12 +50,14 @@ from service.errors import (
 )
 from service.store.models import new_id
 from service.store.presign import MAX_PUT_BYTES, Presigner
-from service.store.records import ModelRecord, PendingUploadRecord
+from service.store.records import DatasetRecord, ModelRecord, PendingUploadRecord
 from service.store.storage import StorageError, check_key, writing
 
 log = logging.getLogger("quantserve.presigned")
 
 PURGE_BATCH = 200
+KINDS = ("model", "dataset")
+Registered = ModelRecord | DatasetRecord
 
 
 def _presigner(ctx: AppContext) -> Presigner:
@@ -60,15 +70,17 @@ def _presigner(ctx: AppContext) -> Presigner:
     return ctx.presigner
 
 
-def start_upload(ctx: AppContext, principal: Principal, body: UploadCreate) -> UploadPublic:
-    """A pending upload and the presigned URL to PUT its file to."""
+def start_upload(
+    ctx: AppContext, principal: Principal, body: UploadCreate, kind: str = "model"
+) -> UploadPublic:
+    """A pending upload of a ``kind`` of file and the presigned URL to PUT it to."""
     presigner = _presigner(ctx)
     if "\x00" in body.filename:
         raise BadRequestError("the file name holds a NUL character")
     filename = Path(body.filename.replace("\\", "/")).name
     if not filename:
         raise UnprocessableError(f"filename {body.filename!r} names no file")
-    check_model_file(filename)
+    (check_model_file if kind == "model" else check_dataset_file)(filename)
     limit = min(ctx.settings.max_upload_bytes, MAX_PUT_BYTES)
     if body.size_bytes > limit:
         why = (
@@ -91,6 +103,7 @@ def start_upload(ctx: AppContext, principal: Principal, body: UploadCreate) -> U
         sha256=sha256,
         storage_key=key,
         ttl_s=ctx.settings.presigned_upload_ttl_s,
+        kind=kind,
     )
     put = presigner.put_url(
         key, size_bytes=body.size_bytes, sha256=sha256, ttl_s=ctx.settings.presigned_upload_ttl_s
@@ -163,40 +176,72 @@ def _spool(ctx: AppContext, presigner: Presigner, row: PendingUploadRecord) -> S
     )
 
 
-def _finish(ctx: AppContext, row: PendingUploadRecord, model: ModelRecord) -> ModelRecord:
-    ctx.pending.complete(row.id, model.id)
+def _finish(ctx: AppContext, row: PendingUploadRecord, result: Registered) -> Registered:
+    ctx.pending.complete(row, result.id)
     try:
         ctx.storage.delete(row.storage_key)
     except StorageError as exc:  # the purge of the row deletes it later
         log.warning("upload object %s left in storage: %s", row.storage_key, exc)
+    return result
+
+
+def _existing(ctx: AppContext, kind: str, sha256: str, team_id: str) -> Registered | None:
+    """The team's model (or dataset) of these bytes, if it has one."""
+    if kind == "model":
+        return ctx.uploads.model_by_sha256(sha256, team_id=team_id)
+    return ctx.uploads.dataset_by_sha256(sha256, team_id=team_id)
+
+
+def _by_id(ctx: AppContext, kind: str, result_id: str, team_id: str) -> Registered:
+    if kind == "model":
+        return found("model", result_id, ctx.uploads.model(result_id, team_id=team_id))
+    return found("dataset", result_id, ctx.uploads.dataset(result_id, team_id=team_id))
+
+
+async def complete_model_upload(
+    ctx: AppContext, principal: Principal, upload_id: str
+) -> ModelRecord:
+    model = await complete_upload(ctx, principal, upload_id, "model")
+    assert isinstance(model, ModelRecord)
     return model
 
 
-async def complete_upload(ctx: AppContext, principal: Principal, upload_id: str) -> ModelRecord:
-    """The model of a PUT file: checked, inspected, stored and recorded as if streamed."""
+async def complete_dataset_upload(
+    ctx: AppContext, principal: Principal, upload_id: str
+) -> DatasetRecord:
+    dataset = await complete_upload(ctx, principal, upload_id, "dataset")
+    assert isinstance(dataset, DatasetRecord)
+    return dataset
+
+
+async def complete_upload(
+    ctx: AppContext, principal: Principal, upload_id: str, kind: str
+) -> Registered:
+    """The model (or dataset) of a PUT file: checked, inspected, stored and recorded as if
+    streamed."""
     team_id = principal.team_id
-    row = await run_in_threadpool(ctx.pending.get, upload_id, team_id=team_id)
+    row = await run_in_threadpool(ctx.pending.get, upload_id, team_id=team_id, kind=kind)
     if row is None:
         raise NotFoundError(
-            f"upload {upload_id!r} not found (unknown, or its time to complete has passed)",
+            f"{kind} upload {upload_id!r} not found (unknown, or its time to complete has "
+            "passed)",
             details={"upload_id": upload_id},
         )
-    if row.model_id is not None:  # completed before: the same answer
-        model = await run_in_threadpool(ctx.uploads.model, row.model_id, team_id=team_id)
-        return found("model", row.model_id, model)
+    if row.result_id is not None:  # completed before: the same answer
+        return await run_in_threadpool(_by_id, ctx, kind, row.result_id, team_id)
     presigner = _presigner(ctx)
     if not await run_in_threadpool(_check_head, presigner, row):
-        again = await run_in_threadpool(ctx.pending.get, upload_id, team_id=team_id)
-        if again is not None and again.model_id is not None:  # a concurrent complete won
-            return await complete_upload(ctx, principal, upload_id)
+        again = await run_in_threadpool(ctx.pending.get, upload_id, team_id=team_id, kind=kind)
+        if again is not None and again.result_id is not None:  # a concurrent complete won
+            return await complete_upload(ctx, principal, upload_id, kind)
         raise ConflictError(
             f"nothing has been PUT to upload {upload_id!r} yet: PUT the file to its URL "
             "(with its headers), then complete it",
             code="upload_not_received",
             details={"upload_id": upload_id},
         )
-    existing = await run_in_threadpool(ctx.uploads.model_by_sha256, row.sha256, team_id=team_id)
-    if existing is not None:  # the same bytes give the same model, unread
+    existing = await run_in_threadpool(_existing, ctx, kind, row.sha256, team_id)
+    if existing is not None:  # the same bytes give the same model (or dataset), unread
         return await run_in_threadpool(_finish, ctx, row, existing)
     upload = await run_in_threadpool(_spool, ctx, presigner, row)
 
@@ -205,7 +250,11 @@ async def complete_upload(ctx: AppContext, principal: Principal, upload_id: str)
             presigner.copy(row.storage_key, key)
 
     try:
-        model = await register_model(ctx, principal, upload, place=place)
+        result: Registered
+        if kind == "model":
+            result = await register_model(ctx, principal, upload, place=place)
+        else:
+            result = await register_dataset(ctx, principal, upload, place=place)
     except (QuantError, ServiceError) as exc:
         if isinstance(exc, ServiceError) and exc.status_code >= 500:
             raise  # a dependency failed: the upload may be completed again later
@@ -213,7 +262,7 @@ async def complete_upload(ctx: AppContext, principal: Principal, upload_id: str)
         raise
     finally:
         remove_spool(upload.path)
-    return await run_in_threadpool(_finish, ctx, row, model)
+    return await run_in_threadpool(_finish, ctx, row, result)
 
 
 def _discard(ctx: AppContext, row: PendingUploadRecord) -> None:

@@ -91,15 +91,21 @@ class Client:
         return self._upload("/v1/models", file)
 
     def upload_model_presigned(self, file: Path) -> dict[str, Any]:
-        """Upload a model straight to the service's S3 store: announce its size and sha256,
-        PUT it to the presigned URL, then complete the upload (docs/api.md)."""
+        return self._upload_presigned("/v1/models/uploads", file)
+
+    def upload_dataset_presigned(self, file: Path) -> dict[str, Any]:
+        return self._upload_presigned("/v1/datasets/uploads", file)
+
+    def _upload_presigned(self, uploads: str, file: Path) -> dict[str, Any]:
+        """Upload a file straight to the service's S3 store: announce its size and sha256 at
+        ``uploads``, PUT it to the presigned URL, then complete the upload (docs/api.md)."""
         digest = hashlib.sha256()
         with open(file, "rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
         body = {"filename": file.name, "size_bytes": file.stat().st_size,
                 "sha256": digest.hexdigest()}
-        upload = self._request("POST", "/v1/models/uploads", json=body).json()
+        upload = self._request("POST", uploads, json=body).json()
         try:
             with open(file, "rb") as f:  # not self.http: the API key is not the store's
                 put = httpx.put(upload["url"], content=f, headers=upload["headers"],
@@ -109,7 +115,7 @@ class Client:
         if not put.is_success:
             raise ApiError(put.status_code, "upload_refused",
                            f"the store refused the file: {put.text[:500]}")
-        return dict(self._request("POST", f"/v1/models/uploads/{upload['id']}/complete").json())
+        return dict(self._request("POST", f"{uploads}/{upload['id']}/complete").json())
 
     def upload_dataset(self, file: Path) -> dict[str, Any]:
         return self._upload("/v1/datasets", file)

@@ -15,8 +15,8 @@ Client side (``--url``, default ``$QUANTSERVE_URL`` or the settings' host and po
 - ``submit MODEL [--dataset D] [--spec JSON|FILE] [--kind K] [--name N] [--label K=V ...]
   [--callback-url URL] [--wait]``: MODEL and D are files to upload or ids of uploads; the job
   is printed as JSON; ``--wait`` follows the job's event stream with a progress bar on stderr
-  and exits 1 unless the job succeeds; ``--presigned`` PUTs a model file straight to the
-  service's S3 store rather than through the API.
+  and exits 1 unless the job succeeds; ``--presigned`` PUTs model and dataset files straight
+  to the service's S3 store rather than through the API.
 - ``status JOB``, ``fetch JOB [--out DIR] [--presigned]`` (every artifact, sha256 checked;
   ``--presigned``: straight from the S3 store by URLs the API signs),
   ``batch FILE.jsonl [--presigned]`` (one job per line, one JSON line out per job; exit 1 if
@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def presigned_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--presigned", action="store_true",
-                       help="upload model files straight to the service's S3 store (a "
-                       "presigned PUT) instead of through the API")
+                       help="upload model and dataset files straight to the service's S3 "
+                       "store (presigned PUTs) instead of through the API")
 
     p = sub.add_parser("serve", help="the API and one worker, on the settings' defaults")
     p.add_argument("--host")

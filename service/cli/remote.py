@@ -25,7 +25,7 @@ class _Uploads:
 
     def __init__(self, client: Client, *, presigned: bool = False) -> None:
         self.client = client
-        self.presigned = presigned  # models go straight to the service's S3 store
+        self.presigned = presigned  # files go straight to the service's S3 store
         self.ids: dict[tuple[str, Path], str] = {}
 
     def resolve(self, what: str, ref: str) -> str:
@@ -35,13 +35,11 @@ class _Uploads:
             return ref
         key = (what, path.resolve())
         if key not in self.ids:
-            upload = self.client.upload_dataset
+            c = self.client
             if what == "model":
-                upload = (
-                    self.client.upload_model_presigned
-                    if self.presigned
-                    else self.client.upload_model
-                )
+                upload = c.upload_model_presigned if self.presigned else c.upload_model
+            else:
+                upload = c.upload_dataset_presigned if self.presigned else c.upload_dataset
             self.ids[key] = str(upload(path)["id"])
         return self.ids[key]
 

@@ -211,8 +211,8 @@ class PortalSession(Base):
 
 class PendingUpload(Base):
     """A presigned upload: the caller PUTs the file to ``storage_key`` (S3), then completes
-    it; ``model_id`` is set once it is a model. The row (and any object left under its key)
-    goes at ``complete_by`` (``service.api.presigned``)."""
+    it; ``model_id`` (or ``dataset_id``, by ``kind``) is set once it is one. The row (and any
+    object left under its key) goes at ``complete_by`` (``service.api.presigned``)."""
 
     __tablename__ = "pending_uploads"
     __table_args__ = (Index("ix_pending_uploads_complete_by", "complete_by"),)
@@ -227,6 +227,8 @@ class PendingUpload(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the PUT URL's expiry
     complete_by: Mapped[datetime] = mapped_column(UTCDateTime)
     model_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16), default="model", server_default="model")
+    dataset_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Refused at completion (failed inspection): unknown to callers from then on, but kept
     # until complete_by so that the purge deletes a file PUT again while the URL lasts.
     refused: Mapped[bool] = mapped_column(Boolean, default=False)

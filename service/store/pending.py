@@ -1,7 +1,8 @@
 """Presigned uploads waiting to be completed: one row each, scoped to its team.
 
 A row is made when a caller asks for an upload URL and read when it completes the upload;
-``complete`` records the model it became, so completing again answers the same model, and
+``complete`` records the model (or dataset, by the row's ``kind``) it became, so completing
+again answers the same one, and
 ``refuse`` marks a file that failed. Rows whose ``complete_by`` has passed (and refused
 ones) are unknown to callers (404); the retention sweep purges them at ``complete_by`` with
 the objects under their keys (``service.api.presigned.purge_pending``): a URL still valid
@@ -33,6 +34,7 @@ class PendingUploadsRepo:
         sha256: str,
         storage_key: str,
         ttl_s: float,
+        kind: str = "model",
     ) -> PendingUploadRecord:
         """A new pending upload whose URL lasts ``ttl_s``; it may be completed for as long
         again after that (a PUT begun just before the URL's expiry may take a while)."""
@@ -44,6 +46,7 @@ class PendingUploadsRepo:
             size_bytes=size_bytes,
             sha256=sha256,
             storage_key=storage_key,
+            kind=kind,
             created_at=now,
             expires_at=now + timedelta(seconds=ttl_s),
             complete_by=now + timedelta(seconds=2 * ttl_s),
@@ -53,23 +56,29 @@ class PendingUploadsRepo:
             session.commit()
             return PendingUploadRecord.of(row)
 
-    def get(self, upload_id: str, *, team_id: str) -> PendingUploadRecord | None:
-        """The team's pending upload, while it may still be completed."""
+    def get(
+        self, upload_id: str, *, team_id: str, kind: str = "model"
+    ) -> PendingUploadRecord | None:
+        """The team's pending upload of ``kind``, while it may still be completed."""
         with self.db.session() as session:
             row = session.scalar(
                 select(PendingUpload).where(
                     PendingUpload.id == upload_id,
                     PendingUpload.team_id == team_id,
+                    PendingUpload.kind == kind,
                     PendingUpload.complete_by > utcnow(),
                     PendingUpload.refused.is_(False),
                 )
             )
             return None if row is None else PendingUploadRecord.of(row)
 
-    def complete(self, upload_id: str, model_id: str) -> None:
+    def complete(self, row: PendingUploadRecord, result_id: str) -> None:
+        """Record the model or dataset (by the row's kind) the upload became."""
+        column = "model_id" if row.kind == "model" else "dataset_id"
         with self.db.session() as session:
             session.execute(
-                update(PendingUpload).where(PendingUpload.id == upload_id).values(model_id=model_id)
+                update(PendingUpload).where(PendingUpload.id == row.id).values(
+                    {column: result_id})
             )
             session.commit()
 

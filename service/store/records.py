@@ -102,7 +102,8 @@ class ArtifactRecord(_Record):
 
 @dataclass(frozen=True, kw_only=True)
 class PendingUploadRecord(_Record):
-    """A presigned upload (``pending_uploads`` table); ``model_id`` once it is completed."""
+    """A presigned upload (``pending_uploads`` table) of a ``kind`` (``model`` or
+    ``dataset``); ``model_id`` or ``dataset_id`` once it is completed."""
 
     id: str
     team_id: str
@@ -115,3 +116,10 @@ class PendingUploadRecord(_Record):
     complete_by: datetime
     model_id: str | None
     refused: bool
+    kind: str
+    dataset_id: str | None
+
+    @property
+    def result_id(self) -> str | None:
+        """The model or dataset the upload became (None until completed)."""
+        return self.model_id if self.kind == "model" else self.dataset_id

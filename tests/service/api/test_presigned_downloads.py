@@ -5,32 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
+from tests.service.api.conftest import DOWNLOAD_TTL_S
 from tests.service.api.test_presigned_uploads import team
 from tests.service.conftest import SettingsFactory
 from tests.service.helpers import finish_job, submit, upload_model
-
-TTL_S = 120
-
-
-@pytest.fixture
-def s3_client(
-    make_settings: SettingsFactory, postgres_url: str, s3_endpoint: str
-) -> Iterator[TestClient]:
-    settings = make_settings(database_url=postgres_url, storage="s3", s3_endpoint_url=s3_endpoint,
-                             s3_bucket=f"qs-{uuid.uuid4().hex[:8]}", auth_enabled=True,
-                             presigned_download_ttl_s=TTL_S)  # fmt: skip
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
 
 
 def _finished(client: TestClient, headers: dict[str, str], tmp_path: Path) -> str:
@@ -54,9 +40,9 @@ def test_the_url_downloads_the_artifact_from_the_store(
     assert link["size_bytes"] == len(served.content)
     assert link["sha256"] == hashlib.sha256(served.content).hexdigest()
     expires = datetime.fromisoformat(link["expires_at"])
-    assert 0 < (expires - before).total_seconds() <= TTL_S + 5
+    assert 0 < (expires - before).total_seconds() <= DOWNLOAD_TTL_S + 5
     query = parse_qs(urlsplit(link["url"]).query)
-    assert query["X-Amz-Expires"] == [str(TTL_S)]
+    assert query["X-Amz-Expires"] == [str(DOWNLOAD_TTL_S)]
     assert "attachment" in query["response-content-disposition"][0]
     # Fetched with no API key: the signature is the authorisation.
     got = httpx.get(link["url"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -19,27 +18,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from service.api.app import create_app
 from service.api.removal import sweep_retention
 from service.store.keys import KeysRepo
 from service.store.models import Model, PendingUpload, utcnow
 from service.store.storage import S3Storage
 from tests.bad_files import claiming_npz
-from tests.service.conftest import SettingsFactory
+from tests.service.api.conftest import UPLOAD_TTL_S
 from tests.service.helpers import ctx_of, mlp_bytes, upload_model
-
-TTL_S = 600
-
-
-@pytest.fixture
-def s3_client(
-    make_settings: SettingsFactory, postgres_url: str, s3_endpoint: str
-) -> Iterator[TestClient]:
-    settings = make_settings(database_url=postgres_url, storage="s3", s3_endpoint_url=s3_endpoint,
-                             s3_bucket=f"qs-{uuid.uuid4().hex[:8]}", auth_enabled=True,
-                             presigned_upload_ttl_s=TTL_S)  # fmt: skip
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
 
 
 def team(client: TestClient) -> dict[str, str]:
@@ -102,7 +87,7 @@ def test_a_presigned_upload_is_the_model_a_streamed_upload_makes(s3_client: Test
     query = parse_qs(urlsplit(upload["url"]).query)
     # SigV4, and the signature covers the size and the checksum: S3 refuses other bytes
     assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
-    assert query["X-Amz-Expires"] == [str(TTL_S)]
+    assert query["X-Amz-Expires"] == [str(UPLOAD_TTL_S)]
     assert set(query["X-Amz-SignedHeaders"][0].split(";")) == {
         "content-length",
         "host",

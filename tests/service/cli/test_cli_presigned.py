@@ -11,6 +11,7 @@ from pathlib import Path
 
 import boto3
 import httpx
+import numpy as np
 import pytest
 
 from tests import models
@@ -82,7 +83,7 @@ def test_submit_presigned_to_a_local_store_says_why_not(
     assert "409 presigned_uploads_unavailable" in submitted.stderr
 
 
-def test_fetch_presigned_takes_the_artifacts_from_the_bucket(
+def test_a_dataset_and_the_artifacts_go_through_the_bucket(
     service_factory: Callable[[dict[str, str]], Service], s3_endpoint: str, tmp_path: Path
 ) -> None:
     env = {
@@ -96,9 +97,19 @@ def test_fetch_presigned_takes_the_artifacts_from_the_bucket(
     service.start_api(with_worker=True)
     run = {**env, "QUANTSERVE_URL": service.url}
     model = save_model(models.mlp(seed=44), tmp_path / "mlp.onnx")
-    submitted = quantserve("submit", str(model), "--spec", '{"bits": 4}', "--wait", env=run)
+    dataset = tmp_path / "eval.npz"
+    rng = np.random.default_rng(3)
+    np.savez(dataset, x=rng.standard_normal((16, 16)).astype(np.float32),
+             labels=rng.integers(0, 4, 16))
+    submitted = quantserve("submit", str(model), "--dataset", str(dataset), "--presigned",
+                           "--spec", '{"bits": 4}', "--wait", env=run)  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr + service.logs()
-    job = json.loads(submitted.stdout)["id"]
+    done = json.loads(submitted.stdout)
+    job = done["id"]
+    assert '"path": "/v1/datasets/uploads/' in service.logs()  # the dataset went to S3 too
+    assert '"path": "/v1/datasets",' not in service.logs()
+    report = httpx.get(f"{service.url}/v1/jobs/{job}/report").json()
+    assert report["accuracy"]["samples"] == 16, report["accuracy"]
 
     fetched = quantserve("fetch", job, "--presigned", "--out", str(tmp_path / "direct"), env=run)
     assert fetched.returncode == 0, fetched.stderr
