@@ -67,6 +67,13 @@ def test_a_bad_layer_is_named_in_the_warning(tmp_path) -> None:
     assert costs["costliest"][0]["name"] == "fc2.weight"
     (warning,) = report["warnings"]
     assert "under 45 dB" in warning and warning.index("fc2.weight") < warning.index("fc0")
+    assert "give an evaluation set" in warning  # synthetic inputs may misstate it
+    x = np.random.default_rng(1).normal(size=(24, 16)).astype(np.float32)
+    np.savez(tmp_path / "set.npz", x=x)
+    measured = _job(tmp_path, model, spec, tmp_path / "set.npz",
+                    limits=JobLimits(fidelity_min_sqnr_db=45.0))  # fmt: skip
+    (on_data,) = [w for w in measured["warnings"] if "output SQNR" in w]
+    assert "on dataset inputs" in on_data and "give an evaluation set" not in on_data
 
 
 def test_weights_only_inputs_have_no_fidelity(tmp_path) -> None:
