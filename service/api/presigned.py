@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
@@ -52,35 +55,64 @@ from service.store.models import new_id
 from service.store.presign import MAX_PUT_BYTES, Presigner
 from service.store.records import DatasetRecord, ModelRecord, PendingUploadRecord
 from service.store.storage import StorageError, check_key, writing
+from service.store.uploads import UploadsRepo
 
 log = logging.getLogger("quantserve.presigned")
 
 PURGE_BATCH = 200
-KINDS = ("model", "dataset")
-Registered = ModelRecord | DatasetRecord
+R = TypeVar("R", ModelRecord, DatasetRecord)
 
 
-def _presigner(ctx: AppContext) -> Presigner:
+@dataclass(frozen=True, kw_only=True)
+class UploadKind(Generic[R]):
+    """What a presigned upload becomes: its pending rows' ``kind``, the streamed route it
+    stands in for, and the catalog's check, lookups and registration of that kind."""
+
+    name: str
+    streamed_route: str
+    check_file: Callable[[str], object]  # raises 415 for a name of another kind
+    by_sha256: Callable[[UploadsRepo, str, str], R | None]  # (repo, sha256, team_id)
+    by_id: Callable[[UploadsRepo, str, str], R | None]  # (repo, id, team_id)
+    register: Callable[[AppContext, Principal, SpooledFile, Callable[[str], None]], Awaitable[R]]
+
+
+MODEL_UPLOADS = UploadKind[ModelRecord](
+    name="model", streamed_route="POST /v1/models", check_file=check_model_file,
+    by_sha256=lambda repo, sha256, team: repo.model_by_sha256(sha256, team_id=team),
+    by_id=lambda repo, model_id, team: repo.model(model_id, team_id=team),
+    register=lambda ctx, principal, upload, place: register_model(ctx, principal, upload,
+                                                                  place=place),
+)
+DATASET_UPLOADS = UploadKind[DatasetRecord](
+    name="dataset", streamed_route="POST /v1/datasets", check_file=check_dataset_file,
+    by_sha256=lambda repo, sha256, team: repo.dataset_by_sha256(sha256, team_id=team),
+    by_id=lambda repo, dataset_id, team: repo.dataset(dataset_id, team_id=team),
+    register=lambda ctx, principal, upload, place: register_dataset(ctx, principal, upload,
+                                                                    place=place),
+)
+
+
+def _presigner(ctx: AppContext, kind: UploadKind[Any]) -> Presigner:
     if ctx.presigner is None:
         raise ConflictError(
             "presigned uploads need S3 storage (storage=s3); this service keeps its files in "
-            "a local folder: send the file to POST /v1/models instead",
+            f"a local folder: send the file to {kind.streamed_route} instead",
             code="presigned_uploads_unavailable",
         )
     return ctx.presigner
 
 
 def start_upload(
-    ctx: AppContext, principal: Principal, body: UploadCreate, kind: str = "model"
+    ctx: AppContext, principal: Principal, body: UploadCreate, kind: UploadKind[Any]
 ) -> UploadPublic:
     """A pending upload of a ``kind`` of file and the presigned URL to PUT it to."""
-    presigner = _presigner(ctx)
+    presigner = _presigner(ctx, kind)
     if "\x00" in body.filename:
         raise BadRequestError("the file name holds a NUL character")
     filename = Path(body.filename.replace("\\", "/")).name
     if not filename:
         raise UnprocessableError(f"filename {body.filename!r} names no file")
-    (check_model_file if kind == "model" else check_dataset_file)(filename)
+    kind.check_file(filename)
     limit = min(ctx.settings.max_upload_bytes, MAX_PUT_BYTES)
     if body.size_bytes > limit:
         why = (
@@ -103,7 +135,7 @@ def start_upload(
         sha256=sha256,
         storage_key=key,
         ttl_s=ctx.settings.presigned_upload_ttl_s,
-        kind=kind,
+        kind=kind.name,
     )
     put = presigner.put_url(
         key, size_bytes=body.size_bytes, sha256=sha256, ttl_s=ctx.settings.presigned_upload_ttl_s
@@ -176,7 +208,7 @@ def _spool(ctx: AppContext, presigner: Presigner, row: PendingUploadRecord) -> S
     )
 
 
-def _finish(ctx: AppContext, row: PendingUploadRecord, result: Registered) -> Registered:
+def _finish(ctx: AppContext, row: PendingUploadRecord, result: R) -> R:
     ctx.pending.complete(row, result.id)
     try:
         ctx.storage.delete(row.storage_key)
@@ -185,53 +217,26 @@ def _finish(ctx: AppContext, row: PendingUploadRecord, result: Registered) -> Re
     return result
 
 
-def _existing(ctx: AppContext, kind: str, sha256: str, team_id: str) -> Registered | None:
-    """The team's model (or dataset) of these bytes, if it has one."""
-    if kind == "model":
-        return ctx.uploads.model_by_sha256(sha256, team_id=team_id)
-    return ctx.uploads.dataset_by_sha256(sha256, team_id=team_id)
-
-
-def _by_id(ctx: AppContext, kind: str, result_id: str, team_id: str) -> Registered:
-    if kind == "model":
-        return found("model", result_id, ctx.uploads.model(result_id, team_id=team_id))
-    return found("dataset", result_id, ctx.uploads.dataset(result_id, team_id=team_id))
-
-
-async def complete_model_upload(
-    ctx: AppContext, principal: Principal, upload_id: str
-) -> ModelRecord:
-    model = await complete_upload(ctx, principal, upload_id, "model")
-    assert isinstance(model, ModelRecord)
-    return model
-
-
-async def complete_dataset_upload(
-    ctx: AppContext, principal: Principal, upload_id: str
-) -> DatasetRecord:
-    dataset = await complete_upload(ctx, principal, upload_id, "dataset")
-    assert isinstance(dataset, DatasetRecord)
-    return dataset
-
-
 async def complete_upload(
-    ctx: AppContext, principal: Principal, upload_id: str, kind: str
-) -> Registered:
+    ctx: AppContext, principal: Principal, upload_id: str, kind: UploadKind[R]
+) -> R:
     """The model (or dataset) of a PUT file: checked, inspected, stored and recorded as if
     streamed."""
     team_id = principal.team_id
-    row = await run_in_threadpool(ctx.pending.get, upload_id, team_id=team_id, kind=kind)
+    row = await run_in_threadpool(ctx.pending.get, upload_id, team_id=team_id, kind=kind.name)
     if row is None:
         raise NotFoundError(
-            f"{kind} upload {upload_id!r} not found (unknown, or its time to complete has "
+            f"{kind.name} upload {upload_id!r} not found (unknown, or its time to complete has "
             "passed)",
             details={"upload_id": upload_id},
         )
     if row.result_id is not None:  # completed before: the same answer
-        return await run_in_threadpool(_by_id, ctx, kind, row.result_id, team_id)
-    presigner = _presigner(ctx)
+        done = await run_in_threadpool(kind.by_id, ctx.uploads, row.result_id, team_id)
+        return found(kind.name, row.result_id, done)
+    presigner = _presigner(ctx, kind)
     if not await run_in_threadpool(_check_head, presigner, row):
-        again = await run_in_threadpool(ctx.pending.get, upload_id, team_id=team_id, kind=kind)
+        again = await run_in_threadpool(ctx.pending.get, upload_id, team_id=team_id,
+                                        kind=kind.name)
         if again is not None and again.result_id is not None:  # a concurrent complete won
             return await complete_upload(ctx, principal, upload_id, kind)
         raise ConflictError(
@@ -240,7 +245,7 @@ async def complete_upload(
             code="upload_not_received",
             details={"upload_id": upload_id},
         )
-    existing = await run_in_threadpool(_existing, ctx, kind, row.sha256, team_id)
+    existing = await run_in_threadpool(kind.by_sha256, ctx.uploads, row.sha256, team_id)
     if existing is not None:  # the same bytes give the same model (or dataset), unread
         return await run_in_threadpool(_finish, ctx, row, existing)
     upload = await run_in_threadpool(_spool, ctx, presigner, row)
@@ -250,11 +255,7 @@ async def complete_upload(
             presigner.copy(row.storage_key, key)
 
     try:
-        result: Registered
-        if kind == "model":
-            result = await register_model(ctx, principal, upload, place=place)
-        else:
-            result = await register_dataset(ctx, principal, upload, place=place)
+        result = await kind.register(ctx, principal, upload, place)
     except (QuantError, ServiceError) as exc:
         if isinstance(exc, ServiceError) and exc.status_code >= 500:
             raise  # a dependency failed: the upload may be completed again later

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, status
 
 from service.api.catalog import check_dataset_file, register_dataset
 from service.api.deps import CtxDep, DatasetDep, PrincipalDep
-from service.api.presigned import complete_dataset_upload, start_upload
+from service.api.presigned import DATASET_UPLOADS, complete_upload, start_upload
 from service.api.routers.common import dataset_public, errors, upload_body
 from service.api.schemas import DatasetPublic, UploadCreate, UploadPublic
 from service.api.uploads import single_upload
@@ -46,7 +46,7 @@ def start_presigned_upload(body: UploadCreate, ctx: CtxDep,
     """Announce an .npz file by name, size and SHA-256; the answer is a URL to PUT it to
     (straight to S3, with the headers given), then complete the upload, as for models. 409
     `presigned_uploads_unavailable` when the service keeps its files locally."""
-    return start_upload(ctx, principal, body, "dataset")
+    return start_upload(ctx, principal, body, DATASET_UPLOADS)
 
 
 @router.post(
@@ -61,7 +61,7 @@ async def complete_presigned_upload(upload_id: str, ctx: CtxDep,
     """Check the PUT file against its announced size and SHA-256 and inspect it: the
     dataset, as `POST /v1/datasets` would have made it (completing again gives the same
     one). Errors as for a model's presigned upload."""
-    return dataset_public(await complete_dataset_upload(ctx, principal, upload_id))
+    return dataset_public(await complete_upload(ctx, principal, upload_id, DATASET_UPLOADS))
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=errors(401, 404, 429),

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, status
 
 from service.api.catalog import check_model_file, register_model
 from service.api.deps import CtxDep, ModelDep, PrincipalDep
-from service.api.presigned import complete_model_upload, start_upload
+from service.api.presigned import MODEL_UPLOADS, complete_upload, start_upload
 from service.api.routers.common import errors, model_public, upload_body
 from service.api.schemas import ModelPublic, UploadCreate, UploadPublic
 from service.api.uploads import read_multipart
@@ -68,7 +68,7 @@ def start_presigned_upload(body: UploadCreate, ctx: CtxDep,
     """Announce a model file by name, size and SHA-256; the answer is a URL to PUT it to
     (straight to S3, with the headers given), then complete the upload. 409
     `presigned_uploads_unavailable` when the service keeps its files locally."""
-    return start_upload(ctx, principal, body, "model")
+    return start_upload(ctx, principal, body, MODEL_UPLOADS)
 
 
 @router.post(
@@ -84,7 +84,7 @@ async def complete_presigned_upload(upload_id: str, ctx: CtxDep,
     as `POST /v1/models` would have made it (completing again gives the same model). 409
     `upload_not_received` before the PUT; 422 `upload_mismatch` for another file; a file
     that fails inspection gets the upload's error, and the upload is gone."""
-    return model_public(await complete_model_upload(ctx, principal, upload_id))
+    return model_public(await complete_upload(ctx, principal, upload_id, MODEL_UPLOADS))
 
 
 @router.get("/{model_id}", response_model=ModelPublic, responses=errors(401, 404, 429),

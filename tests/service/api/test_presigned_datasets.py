@@ -96,4 +96,5 @@ def test_a_local_store_has_no_presigned_datasets(client: TestClient) -> None:
     r = announce_dataset(client, {}, dataset_bytes())
     assert r.status_code == 409, r.text
     assert r.json()["error"]["code"] == "presigned_uploads_unavailable"
+    assert "POST /v1/datasets instead" in r.json()["error"]["message"]
 
