@@ -10,8 +10,6 @@ no such URL (409 ``presigned_downloads_unavailable``): the API's own download se
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from service.api.deps import AppContext
 from service.api.schemas import ArtifactLinkPublic
 from service.errors import ConflictError
@@ -26,12 +24,10 @@ def artifact_link(ctx: AppContext, artifact: ArtifactRecord) -> ArtifactLinkPubl
             f"in a local folder: GET /v1/jobs/{{id}}/artifacts/{artifact.name} serves them",
             code="presigned_downloads_unavailable",
         )
-    ttl_s = ctx.settings.presigned_download_ttl_s
-    issued = datetime.now(UTC)
-    url = ctx.presigner.get_url(artifact.storage_key, filename=artifact.name,
-                                media_type=artifact.media_type, ttl_s=ttl_s)
+    link = ctx.presigner.get_url(artifact.storage_key, filename=artifact.name,
+                                 media_type=artifact.media_type,
+                                 ttl_s=ctx.settings.presigned_download_ttl_s)
     return ArtifactLinkPublic(
-        name=artifact.name, url=url, size_bytes=artifact.size_bytes, sha256=artifact.sha256,
-        media_type=artifact.media_type,
-        expires_at=issued + timedelta(seconds=max(1, int(ttl_s))),
+        name=artifact.name, url=link.url, size_bytes=artifact.size_bytes,
+        sha256=artifact.sha256, media_type=artifact.media_type, expires_at=link.expires_at,
     )

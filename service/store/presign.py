@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from service.settings import Settings
 from service.store.storage import S3Storage, Storage, StorageError, check_key
@@ -22,6 +23,12 @@ MAX_PUT_BYTES = 5 << 30
 class PresignedPut:
     url: str
     headers: dict[str, str]  # to be sent as they are: the signature covers them
+
+
+@dataclass(frozen=True, kw_only=True)
+class PresignedGet:
+    url: str
+    expires_at: datetime  # S3 refuses the URL after this
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,10 +82,13 @@ class Presigner:
             url=url, headers={"Content-Length": str(size_bytes), "x-amz-checksum-sha256": checksum}
         )
 
-    def get_url(self, key: str, *, filename: str, media_type: str, ttl_s: float) -> str:
-        """A ``GET`` URL of the object at ``key``, valid ``ttl_s`` seconds, answered by S3 as
-        an attachment named ``filename`` (as the API's own download is)."""
-        return str(self.signer.generate_presigned_url(
+    def get_url(self, key: str, *, filename: str, media_type: str, ttl_s: float) -> PresignedGet:
+        """A ``GET`` URL of the object at ``key``, valid ``ttl_s`` seconds (whole, at least
+        one), answered by S3 as an attachment named ``filename`` (as the API's own download
+        is)."""
+        seconds = max(1, int(ttl_s))
+        issued = datetime.now(UTC)
+        url = self.signer.generate_presigned_url(
             "get_object",
             Params={
                 "Bucket": self.storage.bucket,
@@ -86,9 +96,10 @@ class Presigner:
                 "ResponseContentDisposition": f'attachment; filename="{filename}"',
                 "ResponseContentType": media_type,
             },
-            ExpiresIn=max(1, int(ttl_s)),
+            ExpiresIn=seconds,
             HttpMethod="GET",
-        ))
+        )
+        return PresignedGet(url=str(url), expires_at=issued + timedelta(seconds=seconds))
 
     def head(self, key: str) -> ObjectHead | None:
         """The object's size and SHA-256 checksum (if S3 keeps one); None if there is none."""
