@@ -12,26 +12,26 @@ import httpx
 from fastapi.testclient import TestClient
 
 from tests.bad_files import claiming_npz
-from tests.service.api.test_presigned_uploads import keys, put, start, team
+from tests.service.api.test_presigned_uploads import (
+    DATASETS,
+    MODELS,
+    announce,
+    complete,
+    keys,
+    put,
+    start,
+    team,
+)
 from tests.service.helpers import dataset_bytes, mlp_bytes
 
 
-def announce_dataset(client: TestClient, headers: dict[str, str], data: bytes,
-                     name: str = "eval.npz") -> httpx.Response:
-    body = {"filename": name, "size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    return client.post("/v1/datasets/uploads", json=body, headers=headers)  # type: ignore[return-value]
-
-
 def start_dataset(client: TestClient, headers: dict[str, str], data: bytes) -> dict[str, Any]:
-    r = announce_dataset(client, headers, data)
-    assert r.status_code == 201, r.text
-    return dict(r.json())
+    return start(client, headers, data, "eval.npz", uploads=DATASETS)
 
 
 def complete_dataset(client: TestClient, headers: dict[str, str],
                      upload_id: str) -> httpx.Response:
-    return client.post(f"/v1/datasets/uploads/{upload_id}/complete",  # type: ignore[return-value]
-                       headers=headers)
+    return complete(client, headers, upload_id, uploads=DATASETS)
 
 
 def test_a_presigned_dataset_is_the_one_a_streamed_upload_makes(s3_client: TestClient) -> None:
@@ -68,11 +68,11 @@ def test_uploads_of_one_kind_are_unknown_to_the_others_routes(s3_client: TestCli
     data = dataset_bytes(n=5)
     dataset_upload = start_dataset(s3_client, a, data)
     put(dataset_upload, data)
-    r = s3_client.post(f"/v1/models/uploads/{dataset_upload['id']}/complete", headers=a)
+    r = complete(s3_client, a, dataset_upload["id"], uploads=MODELS)
     assert r.status_code == 404, r.text
     # Each completes on its own route.
     assert complete_dataset(s3_client, a, dataset_upload["id"]).status_code == 201
-    r = s3_client.post(f"/v1/models/uploads/{model_upload['id']}/complete", headers=a)
+    r = complete(s3_client, a, model_upload["id"], uploads=MODELS)
     assert r.status_code == 201, r.text
 
 
@@ -80,7 +80,7 @@ def test_a_dataset_upload_names_an_npz_and_a_lying_file_is_refused(
     s3_client: TestClient,
 ) -> None:
     a = team(s3_client)
-    r = announce_dataset(s3_client, a, b"x" * 10, name="eval.onnx")
+    r = announce(s3_client, a, b"x" * 10, "eval.onnx", uploads=DATASETS)
     assert r.status_code == 415, r.text
     # An archive claiming a huge array: the streamed path's inspection error, the object gone.
     bad = claiming_npz()
@@ -93,7 +93,7 @@ def test_a_dataset_upload_names_an_npz_and_a_lying_file_is_refused(
 
 
 def test_a_local_store_has_no_presigned_datasets(client: TestClient) -> None:
-    r = announce_dataset(client, {}, dataset_bytes())
+    r = announce(client, {}, dataset_bytes(), "eval.npz", uploads=DATASETS)
     assert r.status_code == 409, r.text
     assert r.json()["error"]["code"] == "presigned_uploads_unavailable"
     assert "POST /v1/datasets instead" in r.json()["error"]["message"]

@@ -33,8 +33,12 @@ def team(client: TestClient) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+MODELS, DATASETS = "/v1/models/uploads", "/v1/datasets/uploads"
+
+
 def announce(
-    client: TestClient, headers: dict[str, str], data: bytes, name: str = "m.onnx", **overrides: Any
+    client: TestClient, headers: dict[str, str], data: bytes, name: str = "m.onnx", *,
+    uploads: str = MODELS, **overrides: Any,
 ) -> httpx.Response:
     body = {
         "filename": name,
@@ -42,13 +46,14 @@ def announce(
         "sha256": hashlib.sha256(data).hexdigest(),
         **overrides,
     }
-    return client.post("/v1/models/uploads", json=body, headers=headers)  # type: ignore[return-value]
+    return client.post(uploads, json=body, headers=headers)  # type: ignore[return-value]
 
 
 def start(
-    client: TestClient, headers: dict[str, str], data: bytes, name: str = "m.onnx"
+    client: TestClient, headers: dict[str, str], data: bytes, name: str = "m.onnx", *,
+    uploads: str = MODELS,
 ) -> dict[str, Any]:
-    r = announce(client, headers, data, name)
+    r = announce(client, headers, data, name, uploads=uploads)
     assert r.status_code == 201, r.text
     return dict(r.json())
 
@@ -60,9 +65,11 @@ def put(upload: dict[str, Any], data: bytes, headers: dict[str, str] | None = No
     assert r.status_code == 200, r.text
 
 
-def complete(client: TestClient, headers: dict[str, str], upload_id: str) -> httpx.Response:
+def complete(
+    client: TestClient, headers: dict[str, str], upload_id: str, *, uploads: str = MODELS
+) -> httpx.Response:
     return client.post(
-        f"/v1/models/uploads/{upload_id}/complete",  # type: ignore[return-value]
+        f"{uploads}/{upload_id}/complete",  # type: ignore[return-value]
         headers=headers,
     )
 
