@@ -42,16 +42,14 @@ TINY_CODES = 1 << 13
 MAX_CODES, MAX_BITS = 1 << 16, 3.0
 LARGE_CODES, LARGE_BITS = 1 << 22, 2.0
 WIDE, CONSTANT = 1, 2
-_kernels: ModuleType | None = None
 
 
 def kernels() -> ModuleType:
-    global _kernels
-    if _kernels is None:
-        from quantcore.coding import adaptive_kernels
+    """The compiled kernels, imported (and numba with them) on first use; Python keeps
+    the module once imported."""
+    from quantcore.coding import adaptive_kernels
 
-        _kernels = adaptive_kernels
-    return _kernels
+    return adaptive_kernels
 
 
 def _varint(value: int) -> bytes:

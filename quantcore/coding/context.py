@@ -46,16 +46,14 @@ LANES = 8
 MAX_PRECISION = 16  # the decoder's slot tables: (K, 2**precision)
 PRECISION_TOLERANCE = 2e-4  # a smaller precision is taken if it costs no more than this
 MIN_PRECISION = 8
-_kernels: ModuleType | None = None
 
 
 def kernels() -> ModuleType:
-    global _kernels
-    if _kernels is None:
-        from quantcore.coding import context_kernels
+    """The compiled kernels, imported (and numba with them) on first use; Python keeps
+    the module once imported."""
+    from quantcore.coding import context_kernels
 
-        _kernels = context_kernels
-    return _kernels
+    return context_kernels
 
 
 def encode(

@@ -39,7 +39,6 @@ MAX_PRECISION = 24
 FAST_PRECISION = 16  # up to which the decoder looks a slot's symbol up directly
 PRECISION_TOLERANCE = 3e-5
 WIDE_GAIN = 1e-4
-_kernels: ModuleType | None = None
 
 
 def packed_size(count: int, raw_bits: int) -> int:
@@ -48,13 +47,11 @@ def packed_size(count: int, raw_bits: int) -> int:
 
 
 def kernels() -> ModuleType:
-    """The compiled kernels, imported (and numba with them) on first use."""
-    global _kernels
-    if _kernels is None:
-        from quantcore.coding import rans_kernels
+    """The compiled kernels, imported (and numba with them) on first use; Python keeps
+    the module once imported."""
+    from quantcore.coding import rans_kernels
 
-        _kernels = rans_kernels
-    return _kernels
+    return rans_kernels
 
 
 def compile_kernels() -> None:
