@@ -73,7 +73,8 @@ IMPORT_CASES = {
     "numpy+onnx": "import numpy, onnx",
     "quantize path": (
         "import sys, service.cli.main, service.cli.local, quantcore.jobs.quantize\n"
-        "assert 'onnxruntime' not in sys.modules, 'the quantize path loaded onnxruntime'"
+        "assert 'onnxruntime' not in sys.modules, 'the quantize path loaded onnxruntime'\n"
+        "assert 'numba' not in sys.modules, 'the quantize path loaded numba'"
     ),
 }
 
@@ -95,12 +96,18 @@ def command(case: str, model: Path, out: Path) -> list[str]:
     return [sys.executable, "-c", PEER_SCRIPTS[case], str(model), str(out)]
 
 
+# The processes run as an installed package runs: with its modules' bytecode cached. A shell
+# that sets PYTHONDONTWRITEBYTECODE would have every process compile every module again (about
+# 0.13 s of ours, more of the peers'); the first, untimed run of each command writes the cache.
+_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run_timed(argv: list[str]) -> tuple[float, int, float]:
     """Wall seconds, peak RSS (KiB) and CPU seconds (user + system) of one process, reaped
     with ``os.wait4``. On a loaded machine the CPU time is the steadier of the two."""
     start = time.perf_counter()
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=_ENV)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -142,12 +149,14 @@ def bench_model(name: str, path: Path, cases: list[str], repeat: int, work: Path
     cpus: dict[str, list[float]] = {c: [] for c in cases}
     timings: dict[str, list[dict[str, float]]] = {c: [] for c in cases if c.startswith("ours")}
     fidelity: dict[str, Any] = {}
-    for _ in range(repeat):
+    for warm_up in (True, *([False] * repeat)):
         for case in cases:
             out = work / "out" / case
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             seconds, peak, cpu = run_timed(command(case, path, out))
+            if warm_up:
+                continue
             times[case].append(seconds)
             cpus[case].append(cpu)
             peaks[case].append(peak)
@@ -183,9 +192,11 @@ def bench_model(name: str, path: Path, cases: list[str], repeat: int, work: Path
 def bench_imports(repeat: int) -> dict[str, Any]:
     times: dict[str, list[float]] = {k: [] for k in IMPORT_CASES}
     cpus: dict[str, list[float]] = {k: [] for k in IMPORT_CASES}
-    for _ in range(repeat):
+    for warm_up in (True, *([False] * repeat)):
         for name, code in IMPORT_CASES.items():
             seconds, _, used = run_timed([sys.executable, "-c", code])
+            if warm_up:
+                continue
             times[name].append(seconds)
             cpus[name].append(used)
     medians = {k: statistics.median(v) for k, v in times.items()}

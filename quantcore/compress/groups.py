@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 
-from quantcore.compress.group_compiled import compiled_blocks
 from quantcore.compress.group_numpy import (  # noqa: F401  (_blocks, _grid: GPTQ's requantizer)
     CLIP_RATIOS,
     FLOAT16_MAX,
@@ -52,7 +51,6 @@ from quantcore.compress.group_numpy import (  # noqa: F401  (_blocks, _grid: GPT
 from quantcore.compress.normalize import tensor_moments
 from quantcore.design import theory
 from quantcore.quantizers.codes import BlockDecoder, QuantizedTensor, decode
-from quantcore.quantizers.kernels import add_counts
 from quantcore.quantizers.stats import (
     CountArray,
     code_counts,
@@ -92,6 +90,8 @@ def _counts(codes: np.ndarray) -> np.ndarray:
     """``code_counts`` of the codes; the compiled count when the kernels are on (same bins)."""
     if not USE_KERNELS:
         return code_counts(codes)
+    from quantcore.quantizers.kernels import add_counts  # numba loads on first use
+
     counts = np.zeros(256 if codes.dtype.itemsize == 1 else 1 << 16, np.int64)
     add_counts(codes.reshape(-1), counts, counts.size - 1)
     return counts
@@ -109,6 +109,8 @@ def quantize_groups(
     pad = count * block_size - length
     found = None
     if USE_KERNELS:
+        from quantcore.compress.group_compiled import compiled_blocks  # loads numba
+
         found = compiled_blocks(name, w, spec, axis, block_size, zero_point)
     if found is None:
         found = numpy_blocks(name, w, spec, axis, block_size, zero_point)

@@ -24,7 +24,6 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcore.errors import InvalidTensorError
-from quantcore.quantizers.kernels import sort_small_range
 from quantcore.quantizers.stats import Moments, chunk_moments
 
 FloatArray = npt.NDArray[np.float64]
@@ -197,6 +196,8 @@ def normalized_sample(
     if limit > 0 and flat.size <= limit:
         picked = np.asarray(flat, np.float64)
     else:
+        from quantcore.quantizers.kernels import sort_small_range  # numba loads on first use
+
         rng = np.random.default_rng(seed)
         drawn = rng.integers(0, flat.size, size=limit)
         # The same sorted indices as np.sort, in two linear passes instead of a sort.

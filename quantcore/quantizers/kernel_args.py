@@ -13,8 +13,11 @@ import numpy as np
 from quantcore.quantizers.base import Design
 from quantcore.quantizers.breakpoints import code_table
 from quantcore.quantizers.deadzone import DeadzoneDesign
-from quantcore.quantizers.kernels import DEADZONE_INDEX, MIDRISE, SIGNED_DEADZONE, TABLE
 from quantcore.quantizers.uniform import MidriseDesign, MidtreadDesign
+
+# The encoder families of the kernels (here, not in the kernels' module: numba loads with the
+# first quantization, not with this one).
+MIDRISE, SIGNED_DEADZONE, DEADZONE_INDEX, TABLE = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)

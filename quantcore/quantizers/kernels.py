@@ -26,13 +26,12 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from quantcore.quantizers.breakpoints import BUCKETS
+from quantcore.quantizers.kernel_args import DEADZONE_INDEX, MIDRISE, TABLE
 
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 # Helpers called per weight are inlined by numba itself: a call that passes arrays would
 # count references on every weight.
 _inline = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", inline="always")
-
-MIDRISE, SIGNED_DEADZONE, DEADZONE_INDEX, TABLE = 0, 1, 2, 3
 
 
 @intrinsic

@@ -17,7 +17,6 @@ import numpy.typing as npt
 from quantcore.quantizers.base import Design
 from quantcore.quantizers.families import design as design_for
 from quantcore.quantizers.kernel_args import kernel_args
-from quantcore.quantizers.kernels import sample_errors
 from quantcore.spec import Method, QuantizerSpec
 
 # Errors of at most _BATCH weights at a time (float64: 2 MiB), so the kernel's output is
@@ -57,6 +56,8 @@ class SampleErrors:
         gain32, step32 = gain.astype(np.float32), step.astype(np.float32)
         offset32 = np.broadcast_to(np.asarray(offset, np.float64), step.shape).astype(np.float32)
         out = np.empty(pick_arr.size)
+        from quantcore.quantizers.kernels import sample_errors  # numba loads on first use
+
         for lo in range(0, pick_arr.size, batch):
             part = slice(lo, lo + batch)
             rows = err[: pick_arr[part].size]

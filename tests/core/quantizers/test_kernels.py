@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from quantcore.compress import groups
+from quantcore.compress.group_compiled import compiled_blocks
 from quantcore.compress.groups import block_view, quantize_groups
 from quantcore.compress.layerwise import quantize_tensors
 from quantcore.compress.results import TensorRequest
@@ -140,7 +141,7 @@ def test_group_path_is_taken() -> None:
     for spec in GROUP_SPECS:
         spec = spec.resolved()
         w = heavy((8, 64))
-        found = groups.compiled_blocks("w", w, spec, 1, 32, True)
+        found = compiled_blocks("w", w, spec, 1, 32, True)
         assert found is not None and found.dequantized is not None
 
 
