@@ -137,10 +137,11 @@ def _decode_nodes(
     if isinstance(decoder, BlockDecoder):
         affine = decoder.levels is None and decoder.zero_point is None
     elem = storage_type(coded.code_min, coded.code_max, signed=affine, opset=opset)
-    code_name = names.fresh(f"{value}_codes")
-    # Short names for the subgraph's values, unnamed nodes: on a small model the decode
-    # subgraphs' names would otherwise weigh as much as its codes.
+    # Short names for the subgraph's initializers and values (``qd_N.codes``, ``qd_N.scale``,
+    # ``qd_N.3``), unnamed nodes: on a small model, names derived from the tensor's would weigh
+    # a tenth of its codes. The last node's output keeps the tensor's own name.
     prefix = names.fresh("qd")
+    code_name = names.fresh(f"{prefix}.codes")
     inits: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []
     step = itertools.count()
@@ -153,27 +154,27 @@ def _decode_nodes(
         nodes.append(helper.make_node(op, inputs, [result], **attrs))
         return result
 
-    def index_const(array: np.ndarray) -> str:
-        """An int32 constant, shared by every subgraph of this graph that needs the same."""
-        values = np.ascontiguousarray(array, np.int32)
-        key = (source.graph_path, values.tobytes() + str(values.shape).encode())
+    def shared_const(tag: str, values: np.ndarray) -> str:
+        """An integer constant, shared by every subgraph of this graph that needs the same."""
+        key = (source.graph_path, values.tobytes() + str((values.dtype, values.shape)).encode())
         if key not in names.shared:
-            names.shared[key] = names.fresh(f"{prefix}.index")
+            names.shared[key] = names.fresh(f"{prefix}.{tag}")
             inits.append(numpy_helper.from_array(values, names.shared[key]))
         return names.shared[key]
 
+    def index_const(array: np.ndarray) -> str:
+        return shared_const("index", np.ascontiguousarray(array, np.int32))
+
+    def shape_const(shape: tuple[int, ...]) -> str:
+        return shared_const("shape", np.asarray(shape, np.int64))
+
     def const(tag: str, array: np.ndarray) -> str:
-        name = names.fresh(f"{value}_{tag}")
+        name = names.fresh(f"{prefix}.{tag}")
         inits.append(numpy_helper.from_array(np.ascontiguousarray(array, np.float32), name))
         return name
 
-    def shape_const(tag: str, shape: tuple[int, ...]) -> str:
-        name = names.fresh(f"{value}_{tag}")
-        inits.append(numpy_helper.from_array(np.asarray(shape, np.int64), name))
-        return name
-
     def raw_const(tag: str, array: np.ndarray, elem_type: int) -> str:
-        name = names.fresh(f"{value}_{tag}")
+        name = names.fresh(f"{prefix}.{tag}")
         tensor = onnx.TensorProto(name=name, data_type=elem_type, dims=array.shape)
         tensor.raw_data = code_raw_data(array, elem_type)
         inits.append(tensor)
@@ -203,7 +204,7 @@ def _decode_nodes(
         current = node("Mul", [current, node("Gather", [scale32, index],
                                              axis=decoder.axis)])  # fmt: skip
         if decoder.view != tuple(coded.codes.shape):
-            current = node("Reshape", [current, shape_const("shape", coded.codes.shape)])
+            current = node("Reshape", [current, shape_const(coded.codes.shape)])
     elif isinstance(decoder, CodebookDecoder):
         index = node("Cast", [code_name], to=TensorProto.INT32)
         current = node("Gather", [const("levels", decoder.levels), index], axis=0)
