@@ -36,6 +36,8 @@ from quantcore.spec_names import (
 from quantcore.target import TARGET_FIELDS, RateTarget, target_dict, target_fields
 
 ERROR_FEEDBACK = (Granularity.GROUP, Granularity.AUTO)  # granularities GPTQ runs at
+# The calibrations that round by GPTQ (the others: none, bias).
+GPTQ_CALIBRATIONS = frozenset({Calibration.GPTQ, Calibration.FLAT, Calibration.SYNTHETIC})
 MIN_BITS = 1
 MAX_BITS = 16
 MAX_MU = 2.0**24
@@ -313,7 +315,7 @@ class QuantSpec:
 
 def _calibration(value: Any, granularity: Granularity) -> Calibration:
     chosen = enum_value(Calibration, "calibration", value)
-    if chosen in (Calibration.GPTQ, Calibration.FLAT) and granularity not in ERROR_FEEDBACK:
+    if chosen in GPTQ_CALIBRATIONS and granularity not in ERROR_FEEDBACK:
         raise InvalidSpecError(f"calibration={chosen.value!r} needs granularity 'group' or "
                                f"'auto' (got {granularity.value!r}): GPTQ runs along its blocks")
     return chosen

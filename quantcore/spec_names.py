@@ -42,10 +42,12 @@ class Rounding(StrEnum):
 
 class Calibration(StrEnum):
     """Data-aware quantization (``quantcore.jobs.calibrate``): none, bias, GPTQ, flat GPTQ,
-    or ``auto`` (the default), which the job resolves to one of them."""
+    GPTQ on synthetic inputs, or ``auto`` (the default), which the job resolves to one of
+    them."""
 
     AUTO = "auto"
     NONE = "none"
     BIAS = "bias"
     GPTQ = "gptq"
     FLAT = "flat"
+    SYNTHETIC = "synthetic"

@@ -92,7 +92,7 @@ def target_fields(data: dict[str, Any], granularity: str | None) -> dict[str, An
             )
         if method != "uniform":
             raise InvalidSpecError(f"target needs method 'uniform', got {method!r}")
-        if data.get("calibration", "none") in ("gptq", "flat"):
+        if data.get("calibration", "none") in ("gptq", "flat", "synthetic"):
             raise InvalidSpecError(
                 f"target cannot be combined with calibration={data['calibration']!r}")
         values["target"] = target

@@ -92,7 +92,7 @@ def run_option(
     row: dict[str, Any] = {"model": entry.name, "bits": bits, "option": option}
     dataset = sets[source] if calibration != "none" else sets.get("dataset")
     if isinstance(dataset, str):
-        if calibration not in ("none", "flat"):  # flat needs no dataset
+        if calibration not in ("none", "flat", "synthetic"):  # data-free: no dataset needed
             return {**row, "skipped": dataset}
         dataset = None
     out = work / f"{entry.name}-{bits}-{option.replace('@', '-')}"

@@ -42,8 +42,7 @@ class FlatSet:
 
     @property
     def has_float_input(self) -> bool:
-        return any(i.limit is None and not i.ones and i.dtype.kind == "f"
-                   for i in self.base.inputs)  # fmt: skip
+        return self.base.has_float_input
 
     def batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], None]]:
         del batch_size  # batches of the synthetic set's own size

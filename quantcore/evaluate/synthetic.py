@@ -71,6 +71,12 @@ class SyntheticSet:
         for _ in range(self.count):
             yield {i.name: _values(i, rng) for i in self.inputs}, None
 
+    @property
+    def has_float_input(self) -> bool:
+        """Whether an input takes float values (not token ids, indices read through a cast,
+        or a mask)."""
+        return any(i.limit is None and not i.ones and i.dtype.kind == "f" for i in self.inputs)
+
     def describe(self) -> dict[str, list[int]]:
         """Input name -> the shape of one batch."""
         return {i.name: list(i.shape) for i in self.inputs}

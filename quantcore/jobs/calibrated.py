@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quantcore.compress.hessian import LayerStats
-from quantcore.spec import Calibration
+from quantcore.spec import GPTQ_CALIBRATIONS, Calibration
 
 
 @dataclass(kw_only=True)
@@ -22,7 +22,7 @@ class Calibrated:
 
     @property
     def gptq_stats(self) -> dict[str, LayerStats] | None:
-        return self.stats if self.method in (Calibration.GPTQ, Calibration.FLAT) else None
+        return self.stats if self.method in GPTQ_CALIBRATIONS else None
 
 
 def not_run(method: Calibration, reason: str) -> Calibrated:

@@ -44,6 +44,7 @@ from quantcore.compress.pipeline import (
 )
 from quantcore.compress.stream import CodeSpool, build_skeleton, quantize_streamed, write_streamed
 from quantcore.errors import InvalidDatasetError
+from quantcore.evaluate.synthetic import synthetic_set
 from quantcore.formats.external import is_external
 from quantcore.formats.onnx_reader import OnnxModel, tensor_nbytes
 from quantcore.jobs.auto_calibration import resolve_calibration
@@ -96,6 +97,14 @@ def _checks_synthetic(model: Model, evalset: EvalSet | None, n_params: int,
         isinstance(model, OnnxModel) and evalset is None
         and n_params <= limits.fidelity_max_params
     )  # fmt: skip
+
+
+def _token_inputs(model: OnnxModel) -> bool:
+    """Whether the graph's inputs are all token ids or masks (``calibration`` auto)."""
+    try:
+        return not synthetic_set(model.proto).has_float_input
+    except Exception:  # an input type synthetic_set cannot read: not a token model
+        return False
 
 
 def _later(work: Callable[[], T]) -> Future[T]:
@@ -179,7 +188,7 @@ def run_quantize(
 
     spec, auto_why = resolve_calibration(
         spec, has_graph=isinstance(model, OnnxModel), parameters=model_info["n_params"],
-        limits=limits,
+        limits=limits, token_inputs=isinstance(model, OnnxModel) and _token_inputs(model),
     )
     calibrated: Calibrated | None = None
     if spec.calibration is not Calibration.NONE:  # loads onnxruntime: only when asked for

@@ -11,9 +11,11 @@ from quantcore.spec import Calibration, QuantSpec
 LIMITS = JobLimits()
 
 
-def _resolve(spec: dict, *, has_graph: bool = True, parameters: int = 10**6):
+def _resolve(spec: dict, *, has_graph: bool = True, parameters: int = 10**6,
+             token_inputs: bool = False):  # fmt: skip
     return resolve_calibration(QuantSpec.from_dict(spec), has_graph=has_graph,
-                               parameters=parameters, limits=LIMITS)  # fmt: skip
+                               parameters=parameters, limits=LIMITS,
+                               token_inputs=token_inputs)  # fmt: skip
 
 
 @pytest.mark.parametrize("granularity", ["auto", "group"])
@@ -24,6 +26,14 @@ def test_blocks_of_uniform_codes_from_7_bits_get_flat(granularity: str) -> None:
     assert spec.calibration is Calibration.NONE and why is not None and "below 7 bits" in why
 
 
+@pytest.mark.parametrize("granularity", ["auto", "group"])
+def test_token_models_below_7_bits_get_synthetic(granularity: str) -> None:
+    spec, why = _resolve({"bits": 4, "granularity": granularity}, token_inputs=True)
+    assert spec.calibration is Calibration.SYNTHETIC and why is not None and "token" in why
+    spec, why = _resolve({"bits": FLAT_MIN_BITS, "granularity": granularity}, token_inputs=True)
+    assert spec.calibration is Calibration.NONE and why is not None and "token ids" in why
+
+
 @pytest.mark.parametrize(
     ("spec", "kw", "fragment"),
     [
@@ -32,6 +42,10 @@ def test_blocks_of_uniform_codes_from_7_bits_get_flat(granularity: str) -> None:
         ({"target": {"weight_sqnr_db": 30}}, {}, "rate target or rdoq"),
         ({"bits": 8, "method": "mulaw"}, {}, "mulaw codes"),
         ({"bits": 8}, {"parameters": LIMITS.fidelity_max_params + 1}, "parameters are over"),
+        ({"bits": 4}, {"token_inputs": True, "has_graph": False}, "weights only"),
+        ({"bits": 4, "method": "mulaw"}, {"token_inputs": True}, "mulaw codes"),
+        ({"bits": 4}, {"token_inputs": True, "parameters": LIMITS.fidelity_max_params + 1},
+         "parameters are over"),
     ],
 )
 def test_everything_else_rounds_plainly(spec: dict, kw: dict, fragment: str) -> None:
@@ -41,6 +55,6 @@ def test_everything_else_rounds_plainly(spec: dict, kw: dict, fragment: str) -> 
 
 
 def test_a_chosen_calibration_is_kept() -> None:
-    for value in ("none", "bias", "gptq", "flat"):
+    for value in ("none", "bias", "gptq", "flat", "synthetic"):
         spec, why = _resolve({"bits": 8, "calibration": value})
         assert spec.calibration.value == value and why is None
