@@ -10,16 +10,16 @@ where it mattered: at 6 bits 2.6 dB on a YOLO detector and 3.3 dB on a CNN-LSTM 
 bits 2.0 dB on the detector and 6 dB on an OCR classifier; those are rounded plainly.
 
 A model whose inputs are all token ids (or masks: no float input) has nothing to hold flat;
-below 7 bits it gets ``synthetic``: GPTQ on inputs made up from the graph, whose token ids
+up to 4 bits it gets ``synthetic``: GPTQ on inputs made up from the graph, whose token ids
 look up the model's own embedding rows, so that its layers see inputs of about the real
 statistics (float noise in place of an image or audio does not: calibrated on it, the Conv
 models lost, README "Calibration on the real models"). Measured on the two such models of
 bench/realmodels, output SQNR pooled over four sets of real inputs (64 samples), plain
 rounding -> ``synthetic`` (RTN int4 block-32 for reference): a byte-level file classifier at 3
-bits 24.0 -> 26.7 dB (RTN 24.8), at 4 bits 31.3 -> 34.2 (RTN 34.3; 34.1-35.6 over four
-seeds of the synthetic inputs), at 6 bits 46.6 -> 46.1; a MiniLM sentence encoder 9.1 ->
-9.9 (RTN 9.1), 15.1 -> 15.6 (RTN 15.2), 27.1 -> 27.8. At 8 bits the classifier lost 5.5 dB
-(55.6 -> 50.1): token models are rounded plainly there.
+bits 24.0 -> 26.7 dB (RTN 24.8), at 4 bits 31.3 -> 34.2 (RTN 34.3; 34.1-35.6 over four seeds
+of the synthetic inputs); a MiniLM sentence encoder 9.1 -> 9.9 (RTN 9.1), 15.1 -> 15.6 (RTN
+15.2). Above 4 bits the classifier gained nothing (5 bits 44.1 -> 43.8, 6 bits 46.6 -> 46.1,
+8 bits 55.6 -> 50.1) while the encoder gained 0.2-0.7 dB: token models round plainly there.
 
 Everything else resolves to ``none``: a weights-only upload (no graph to run), a
 granularity without blocks, a rate ``target`` or ``rdoq`` (their own rounding), codebook
@@ -36,8 +36,10 @@ import dataclasses
 from quantcore.limits import JobLimits
 from quantcore.spec import ERROR_FEEDBACK, Calibration, Method, QuantSpec
 
-# The lowest base bit width that gets flat-input GPTQ (see above).
+# The lowest base bit width that gets flat-input GPTQ, the highest that gets GPTQ on synthetic
+# token inputs (see above).
 FLAT_MIN_BITS = 7
+SYNTHETIC_MAX_BITS = 4
 
 
 def resolve_calibration(
@@ -75,9 +77,10 @@ def _why_not(
     if base.bits < FLAT_MIN_BITS and not token_inputs:
         return (f"auto: rounded plainly below {FLAT_MIN_BITS} bits (flat-input GPTQ lost "
                 "there on most real models)")  # fmt: skip
-    if base.bits >= FLAT_MIN_BITS and token_inputs:
-        return (f"auto: rounded plainly from {FLAT_MIN_BITS} bits (the inputs are token ids: "
-                "nothing to hold flat, and GPTQ on synthetic tokens lost there)")  # fmt: skip
+    if base.bits > SYNTHETIC_MAX_BITS and token_inputs:
+        return (f"auto: rounded plainly above {SYNTHETIC_MAX_BITS} bits (the inputs are token "
+                "ids: nothing to hold flat, and GPTQ on synthetic tokens gained nothing "
+                "there)")  # fmt: skip
     if parameters > limits.fidelity_max_params:
         return (f"auto: {parameters:,} parameters are over the {limits.fidelity_max_params:,} "
                 "that are run in onnxruntime without a dataset")  # fmt: skip

@@ -71,7 +71,7 @@ _TEXT = {
     "rdoq": "Choose each uniform code for distortion plus rate (an adaptive dead zone): with "
     "a target, or with granularity layer, channel or model.",
     "calibration": "auto (default): for a graph's uniform codes in blocks, flat at 7 bits and "
-    "more when the model has a float input, synthetic below 7 bits when its inputs are token "
+    "more when the model has a float input, synthetic up to 4 bits when its inputs are token "
     "ids, none otherwise (the report's calibration.auto says why). With an evaluation set: "
     "bias (shift each Conv/MatMul/Gemm output by the mean its quantization error adds) or gptq "
     "(GPTQ error feedback, then bias); none without. flat: data-free GPTQ against the layer "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from quantcore.jobs.auto_calibration import FLAT_MIN_BITS, resolve_calibration
+from quantcore.jobs.auto_calibration import FLAT_MIN_BITS, SYNTHETIC_MAX_BITS, resolve_calibration
 from quantcore.limits import JobLimits
 from quantcore.spec import Calibration, QuantSpec
 
@@ -27,11 +27,13 @@ def test_blocks_of_uniform_codes_from_7_bits_get_flat(granularity: str) -> None:
 
 
 @pytest.mark.parametrize("granularity", ["auto", "group"])
-def test_token_models_below_7_bits_get_synthetic(granularity: str) -> None:
-    spec, why = _resolve({"bits": 4, "granularity": granularity}, token_inputs=True)
+def test_token_models_up_to_4_bits_get_synthetic(granularity: str) -> None:
+    spec, why = _resolve({"bits": SYNTHETIC_MAX_BITS, "granularity": granularity},
+                         token_inputs=True)  # fmt: skip
     assert spec.calibration is Calibration.SYNTHETIC and why is not None and "token" in why
-    spec, why = _resolve({"bits": FLAT_MIN_BITS, "granularity": granularity}, token_inputs=True)
-    assert spec.calibration is Calibration.NONE and why is not None and "token ids" in why
+    for bits in (SYNTHETIC_MAX_BITS + 1, FLAT_MIN_BITS):
+        spec, why = _resolve({"bits": bits, "granularity": granularity}, token_inputs=True)
+        assert spec.calibration is Calibration.NONE and why is not None and "token ids" in why
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,9 @@ def test_choices_are_the_enums(described: dict[str, Any]) -> None:
     assert by_name["method"]["choices"] == [m.value for m in Method]
     assert "jayant" in by_name["support"]["choices"]
     assert by_name["granularity"]["choices"] == ["model", "layer", "channel", "group", "auto"]
-    assert by_name["calibration"]["choices"] == ["auto", "none", "bias", "gptq", "flat", "synthetic"]
+    assert by_name["calibration"]["choices"] == [
+        "auto", "none", "bias", "gptq", "flat", "synthetic"
+    ]
     assert by_name["calibration"]["default"] == "auto"
     assert by_name["bits"]["default"] == 8 and by_name["bits"]["type"] == "integer"
 
