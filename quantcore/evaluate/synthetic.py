@@ -20,6 +20,7 @@ function moved from the float one's, not how well it does its job.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,7 @@ class SyntheticSet:
 
     inputs: tuple[SyntheticInput, ...]
     batch: int
+    free_batch: bool = False  # no input fixes the batch axis's size
     count: int = BATCHES
     seed: int = SEED
     labels: None = None
@@ -70,6 +72,17 @@ class SyntheticSet:
         rng = np.random.default_rng(self.seed)
         for _ in range(self.count):
             yield {i.name: _values(i, rng) for i in self.inputs}, None
+
+    def rebatched(self, batch: int, count: int) -> SyntheticSet:
+        """The same inputs in ``count`` batches of ``batch`` samples (``batch`` is ignored
+        where an input fixes the batch axis's size)."""
+        if not self.free_batch:
+            return dataclasses.replace(self, count=count)
+        inputs = tuple(
+            dataclasses.replace(i, shape=(batch, *i.shape[1:])) if i.batched else i
+            for i in self.inputs
+        )
+        return dataclasses.replace(self, inputs=inputs, batch=batch, count=count)
 
     @property
     def has_float_input(self) -> bool:
@@ -176,4 +189,4 @@ def synthetic_set(model: onnx.ModelProto, *, spatial: int = SPATIAL) -> Syntheti
             name=value.name, dtype=dtype, shape=tuple(shape), batched=batched, limit=limit,
             ones="mask" in value.name.lower() and dtype.kind in "iuf",
         ))  # fmt: skip
-    return SyntheticSet(inputs=tuple(inputs), batch=batch)
+    return SyntheticSet(inputs=tuple(inputs), batch=batch, free_batch=not fixed_batches)

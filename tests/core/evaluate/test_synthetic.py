@@ -77,3 +77,18 @@ def test_a_fixed_batch_is_kept() -> None:
 def test_class_outputs_are_softmaxes_and_the_declared_scores() -> None:
     assert class_outputs(_token_model()) == ("scores",)  # pooled (batch, 8) is no softmax...
     assert class_outputs(mlp()) == ("y",)  # ...but a rank-2 output of declared width is
+
+
+def test_rebatching_resizes_a_free_batch_axis_only() -> None:
+    found = synthetic_set(_token_model()).rebatched(16, 4)
+    assert found.describe() == {"ids": [16, LENGTH], "mask": [16, LENGTH]}
+    assert found.samples == 64 and len(list(found.batches(1))) == 4
+    model = mlp()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    fixed = synthetic_set(model).rebatched(16, 64)
+    assert fixed.describe() == {"x": [1, 16]} and fixed.samples == 64
+
+
+def test_token_ids_and_masks_are_not_float_inputs() -> None:
+    assert not synthetic_set(_token_model()).has_float_input
+    assert synthetic_set(cnn()).has_float_input

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from quantcore.jobs.auto_calibration import FLAT_MIN_BITS, SYNTHETIC_MAX_BITS, resolve_calibration
+from quantcore.jobs.auto_calibration import (
+    FLAT_MIN_BITS,
+    SYNTHETIC_MAX_BITS,
+    SYNTHETIC_MAX_PARAMS,
+    resolve_calibration,
+)
 from quantcore.limits import JobLimits
 from quantcore.spec import Calibration, QuantSpec
 
@@ -46,8 +51,8 @@ def test_token_models_up_to_4_bits_get_synthetic(granularity: str) -> None:
         ({"bits": 8}, {"parameters": LIMITS.fidelity_max_params + 1}, "parameters are over"),
         ({"bits": 4}, {"token_inputs": True, "has_graph": False}, "weights only"),
         ({"bits": 4, "method": "mulaw"}, {"token_inputs": True}, "mulaw codes"),
-        ({"bits": 4}, {"token_inputs": True, "parameters": LIMITS.fidelity_max_params + 1},
-         "parameters are over"),
+        ({"bits": 4}, {"token_inputs": True, "parameters": SYNTHETIC_MAX_PARAMS + 1},
+         "calibrated on synthetic token inputs by default"),
     ],
 )
 def test_everything_else_rounds_plainly(spec: dict, kw: dict, fragment: str) -> None:
