@@ -16,11 +16,11 @@ statistics (float noise in place of an image or audio does not: calibrated on it
 models lost, README "Calibration on the real models"). Measured on the two such models of
 bench/realmodels, output SQNR pooled over four sets of real inputs (64 samples), plain
 rounding -> ``synthetic`` (RTN int4 block-32 for reference): a byte-level file classifier at 3
-bits 24.0 -> 26.7 dB (RTN 24.8), at 4 bits 31.3 -> 34.2 (RTN 34.3; 34.1-35.6 over four seeds
+bits 24.0 -> 24.8 dB (RTN 24.8), at 4 bits 31.3 -> 38.2 (RTN 34.3; 34.1-38.2 over five draws
 of the synthetic inputs); a MiniLM sentence encoder 9.1 -> 9.9 (RTN 9.1), 15.1 -> 15.6 (RTN
 15.2). Above 4 bits the classifier gained nothing (5 bits 44.1 -> 43.8, 6 bits 46.6 -> 46.1,
 8 bits 55.6 -> 50.1) while the encoder gained 0.2-0.7 dB: token models round plainly there.
-GPTQ on full Hessians costs: the classifier's 4-bit job +1.6 s, the encoder's (17 M
+GPTQ on full Hessians costs: the classifier's 4-bit job 0.8 -> 3.1 s, the encoder's (17 M
 parameters) 1.5 -> 5.3 s, a generated 54 M-parameter transformer's 9.3 -> 42.6 s; over
 ``SYNTHETIC_MAX_PARAMS`` the default rounds plainly (``synthetic`` can still be asked for).
 

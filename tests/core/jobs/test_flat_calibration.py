@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from quantcore import JobInput, JobKind, run_job
 from quantcore.compress.hessian import Accumulator, Geometry
-from quantcore.limits import JobLimits
 from tests.core.formats.onnx_helpers import run
+from tests.core.jobs.calibration_helpers import quantize_job, sqnr_db
 
 RNG = np.random.default_rng(11)
 CHANNELS = 16
@@ -42,18 +39,6 @@ def _dominated_conv() -> onnx.ModelProto:
     return model
 
 
-def _job(tmp_path: Path, model: onnx.ModelProto, spec: dict, name: str) -> tuple[dict, Path]:
-    path = tmp_path / "model.onnx"
-    onnx.save(model, str(path))
-    job = JobInput(kind=JobKind.QUANTIZE, model_path=path, spec=spec)
-    out = run_job(job, tmp_path / name, limits=JobLimits())
-    return out.report, tmp_path / name / "model.onnx"
-
-
-def _sqnr_db(reference: np.ndarray, got: np.ndarray) -> float:
-    return float(10 * np.log10(np.sum(reference**2) / np.sum((got - reference) ** 2)))
-
-
 def test_flat_gptq_beats_plain_rounding_where_a_channel_dominates(tmp_path) -> None:
     model = _dominated_conv()
     x = RNG.standard_normal((32, CHANNELS, 12, 12)).astype(np.float32)  # real inputs
@@ -62,9 +47,9 @@ def test_flat_gptq_beats_plain_rounding_where_a_channel_dominates(tmp_path) -> N
     reports = {}
     for calibration in ("none", "flat"):
         spec = {"bits": 8, "calibration": calibration, "include": ["^w$"]}
-        reports[calibration], written = _job(tmp_path, model, spec, calibration)
+        reports[calibration], written = quantize_job(tmp_path, model, spec, calibration)
         (got,) = run(onnx.load(written), {"x": x})
-        sqnr[calibration] = _sqnr_db(reference, got)
+        sqnr[calibration] = sqnr_db(reference, got)
     assert sqnr["flat"] > sqnr["none"] + 5.0, sqnr  # measured: 45.7 -> 55.6 dB
     block = reports["flat"]["calibration"]
     assert block["method"] == "flat" and block["inputs"] == "flat"
@@ -97,8 +82,8 @@ def _reflect_padded() -> onnx.ModelProto:
 
 def test_a_model_that_cannot_run_on_flat_inputs_is_rounded_plainly(tmp_path) -> None:
     model = _reflect_padded()
-    _, plain_path = _job(tmp_path, model, {"bits": 8}, "none")
-    report, path = _job(tmp_path, model, {"bits": 8, "calibration": "flat"}, "flat")
+    _, plain_path = quantize_job(tmp_path, model, {"bits": 8}, "none")
+    report, path = quantize_job(tmp_path, model, {"bits": 8, "calibration": "flat"}, "flat")
     (warning,) = [w for w in report["warnings"] if "calibration 'flat' was not run" in w]
     assert "could not run on flat inputs" in warning and "Pad" in warning, warning
     assert report["calibration"]["layers"] == 0 and report["calibration"]["inputs"] is None
@@ -131,18 +116,18 @@ def test_the_default_calibrates_on_flat_inputs_from_7_bits(tmp_path) -> None:
     model = _dominated_conv()
     x = RNG.standard_normal((32, CHANNELS, 12, 12)).astype(np.float32)
     (reference,) = run(model, {"x": x})
-    report, written = _job(tmp_path, model, {"bits": 8, "include": ["^w$"]}, "auto8")
+    report, written = quantize_job(tmp_path, model, {"bits": 8, "include": ["^w$"]}, "auto8")
     block = report["calibration"]
     assert block["method"] == "flat" and block["layers"] == 1, block
     assert block["auto"].startswith("auto: data-free GPTQ on flat inputs at 8 bits"), block
     assert report["spec"]["calibration"] == "flat"  # the spec as applied
-    _, plain = _job(tmp_path, model, {"bits": 8, "include": ["^w$"], "calibration": "none"},
+    _, plain = quantize_job(tmp_path, model, {"bits": 8, "include": ["^w$"], "calibration": "none"},
                     "none8")  # fmt: skip
     (got,) = run(onnx.load(written), {"x": x})
     (plain_got,) = run(onnx.load(plain), {"x": x})
-    assert _sqnr_db(reference, got) > _sqnr_db(reference, plain_got) + 5.0
+    assert sqnr_db(reference, got) > sqnr_db(reference, plain_got) + 5.0
     # Below 7 bits the default rounds plainly and says why.
-    report, _ = _job(tmp_path, model, {"bits": 4, "include": ["^w$"]}, "auto4")
+    report, _ = quantize_job(tmp_path, model, {"bits": 4, "include": ["^w$"]}, "auto4")
     block = report["calibration"]
     assert block["method"] == "none" and block["layers"] == 0
     assert "below 7 bits" in block["auto"] and block["reason"] == block["auto"]
@@ -150,7 +135,7 @@ def test_the_default_calibrates_on_flat_inputs_from_7_bits(tmp_path) -> None:
 
 
 def test_the_default_says_nothing_when_flat_inputs_cannot_run(tmp_path) -> None:
-    report, _ = _job(tmp_path, _reflect_padded(), {"bits": 8}, "auto")
+    report, _ = quantize_job(tmp_path, _reflect_padded(), {"bits": 8}, "auto")
     block = report["calibration"]
     assert block["method"] == "flat" and block["layers"] == 0
     assert "could not run on flat inputs" in block["reason"]

@@ -3,15 +3,12 @@ default picks up to 4 bits for a model whose inputs are token ids."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from quantcore import JobInput, JobKind, run_job
-from quantcore.limits import JobLimits
 from tests.core.formats.onnx_helpers import run
+from tests.core.jobs.calibration_helpers import quantize_job, sqnr_db
 
 RNG = np.random.default_rng(5)
 VOCAB, DIM, HIDDEN = 500, 64, 48
@@ -44,27 +41,15 @@ def _token_model() -> onnx.ModelProto:
     return model
 
 
-def _job(tmp_path: Path, model: onnx.ModelProto, spec: dict, name: str) -> tuple[dict, Path]:
-    path = tmp_path / "model.onnx"
-    onnx.save(model, str(path))
-    job = JobInput(kind=JobKind.QUANTIZE, model_path=path, spec=spec)
-    out = run_job(job, tmp_path / name, limits=JobLimits())
-    return out.report, tmp_path / name / "model.onnx"
-
-
-def _sqnr_db(reference: np.ndarray, got: np.ndarray) -> float:
-    return float(10 * np.log10(np.sum(reference**2) / np.sum((got - reference) ** 2)))
-
-
 def test_the_default_calibrates_a_token_model_on_synthetic_tokens(tmp_path) -> None:
     model = _token_model()
     ids = RNG.integers(0, VOCAB, size=(64, 16))  # "real" inputs: not the synthetic seeds'
     (reference,) = run(model, {"ids": ids})
     sqnr, reports = {}, {}
     for name, spec in (("auto", {"bits": 4}), ("none", {"bits": 4, "calibration": "none"})):
-        reports[name], written = _job(tmp_path, model, spec, name)
+        reports[name], written = quantize_job(tmp_path, model, spec, name)
         (got,) = run(onnx.load(written), {"ids": ids})
-        sqnr[name] = _sqnr_db(reference, got)
+        sqnr[name] = sqnr_db(reference, got)
     block = reports["auto"]["calibration"]
     assert block["method"] == "synthetic" and block["inputs"] == "synthetic", block
     assert block["auto"].startswith("auto: GPTQ on synthetic token inputs at 4 bits"), block
@@ -75,7 +60,7 @@ def test_the_default_calibrates_a_token_model_on_synthetic_tokens(tmp_path) -> N
 
 
 def test_a_token_model_is_rounded_plainly_above_4_bits(tmp_path) -> None:
-    report, _ = _job(tmp_path, _token_model(), {"bits": 5}, "auto5")
+    report, _ = quantize_job(tmp_path, _token_model(), {"bits": 5}, "auto5")
     block = report["calibration"]
     assert block["method"] == "none" and "token ids" in block["auto"], block
 
@@ -89,6 +74,6 @@ def test_a_float_input_model_is_not_calibrated_on_synthetic_inputs_by_default(tm
                               [w])  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    report, _ = _job(tmp_path, model, {"bits": 4}, "auto4")
+    report, _ = quantize_job(tmp_path, model, {"bits": 4}, "auto4")
     block = report["calibration"]
     assert block["method"] == "none" and "below 7 bits" in block["auto"], block
