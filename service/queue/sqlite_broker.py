@@ -40,8 +40,10 @@ from queue import Empty
 from typing import Any
 
 from kombu.transport import sqlalchemy
+from kombu.transport.sqlalchemy.models import metadata as kombu_metadata
 from kombu.utils.json import dumps, loads
 from sqlalchemy import Engine, Insert, event, insert, text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from service.liveness import dead, me
 
@@ -76,12 +78,21 @@ class Channel(sqlalchemy.Channel):
     _last_restore = 0.0
 
     def _engine_from_config(self) -> Engine:
+        """The engine, with kombu's tables and the lease table created in one write
+        transaction: kombu's own ``create_all`` (after this) looks for each table, then
+        creates it, so an API and a worker opening a new file at once could both try, and
+        the second's first publish failed with "table kombu_queue already exists"."""
         engine: Engine = super()._engine_from_config()
-        if engine.dialect.name == "sqlite":
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:
             event.listen(engine, "connect", _sqlite_pragmas)
-        with engine.begin() as conn:
+        with engine.connect() as conn:
+            if sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")  # the other processes wait
+            kombu_metadata.create_all(conn)
             for ddl in _LEASE_DDL:
                 conn.execute(text(ddl))
+            conn.commit()
         return engine
 
     @cached_property
@@ -165,6 +176,19 @@ class Channel(sqlalchemy.Channel):
             if self._release(conn, "delivery_tag = :key", str(message.delivery_tag)):
                 return
         super()._restore(message)
+
+    def _get_or_create(self, queue: str) -> Any:
+        """The queue's row. kombu's looks it up, then inserts it: two processes declaring a
+        queue on a new file at once both inserted, and the second's publish failed on the
+        name's UNIQUE constraint. Here the insert is one ``INSERT OR IGNORE`` first."""
+        engine, _ = self._open()
+        if engine.dialect.name != "sqlite":
+            return super()._get_or_create(queue)
+        table = self.queue_cls.__table__
+        with write_lock(self.connection.client.hostname), engine.begin() as conn:
+            conn.execute(sqlite_insert(table).values(name=queue).on_conflict_do_nothing())
+        self.session.rollback()  # a fresh read: the row may be another process's
+        return self.session.query(self.queue_cls).filter(self.queue_cls.name == queue).one()
 
     def _queue_id(self, queue: str) -> int:
         key = (self.connection.client.hostname, queue)
