@@ -3,6 +3,7 @@ wait that follows it (polling when it cannot)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -99,7 +100,10 @@ def test_the_stream_follows_a_job_to_its_end(app: FastAPI, tmp_path: Path) -> No
     progress = [j["progress"] for j in seen if j["status"] == "running" and j["stage"]]
     assert progress == sorted(progress)
     assert seen[-1]["progress"] == 1.0 and seen[-1]["id"] == job["id"]
-    assert len(seen) == len({(j["status"], j["stage"], j["progress"]) for j in seen})
+    # An event when the state changes, never the same state twice in a row (a state may come
+    # back: the worker here hands the job back before finishing it, as a redelivery would).
+    states = [(j["status"], j["stage"], j["progress"]) for j in seen]
+    assert all(a != b for a, b in itertools.pairwise(states)), states
 
 
 def test_a_final_job_gives_one_event_and_unknown_ids_404(app: FastAPI, tmp_path: Path) -> None:
