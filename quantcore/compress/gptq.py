@@ -191,7 +191,7 @@ def _choose_damp(
     held_count = stats.count - stats.half_count
     best, best_error = None, output_error(stats, plain_rows - rows, held, held_count)
     plain_error = best_error
-    for damp in DAMPS:
+    for damp in stats.damps or DAMPS:
         u = _factor(stats.half, stats.half_count, damp)
         if u is None:
             continue

@@ -93,6 +93,8 @@ class LayerStats:
     # Captured on flat inputs (``quantcore.evaluate.flat``), not on samples: GPTQ takes one
     # damping and any number of rows (there is no sample noise to fit or hold out).
     flat: bool = False
+    # The dampings GPTQ chooses among on the held-out half (None: ``gptq.DAMPS``).
+    damps: tuple[float, ...] | None = None
     block: int = 0  # > 0: only ``hessian``'s diagonal blocks of this size are summed
 
     def halves_mean(self) -> tuple[np.ndarray, np.ndarray] | None:

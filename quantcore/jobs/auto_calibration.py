@@ -20,9 +20,10 @@ bits 24.0 -> 24.8 dB (RTN 24.8), at 4 bits 31.3 -> 38.2 (RTN 34.3; 34.1-38.2 ove
 of the synthetic inputs); a MiniLM sentence encoder 9.1 -> 9.9 (RTN 9.1), 15.1 -> 15.6 (RTN
 15.2). Above 4 bits the classifier gained nothing (5 bits 44.1 -> 43.8, 6 bits 46.6 -> 46.1,
 8 bits 55.6 -> 50.1) while the encoder gained 0.2-0.7 dB: token models round plainly there.
-GPTQ on full Hessians costs: the classifier's 4-bit job 0.8 -> 3.1 s, the encoder's (17 M
-parameters) 1.5 -> 5.3 s, a generated 54 M-parameter transformer's 9.3 -> 42.6 s; over
-``SYNTHETIC_MAX_PARAMS`` the default rounds plainly (``synthetic`` can still be asked for).
+GPTQ on full Hessians costs: the classifier's 4-bit job 0.3 -> 2.8 s, the encoder's (17 M
+parameters) 2.4 -> 5.3 s, a generated 54 M-parameter transformer's 9.3 -> 42.6 s (with three
+dampings); over ``SYNTHETIC_MAX_PARAMS`` the default rounds plainly (``synthetic`` can still
+be asked for).
 
 Everything else resolves to ``none``: a weights-only upload (no graph to run), a
 granularity without blocks, a rate ``target`` or ``rdoq`` (their own rounding), codebook
