@@ -27,6 +27,7 @@ from quantcore.checks import (
 )
 from quantcore.errors import InvalidSpecError
 from quantcore.spec_names import (
+    GPTQ_CALIBRATIONS,
     Calibration,
     Granularity,
     Method,
@@ -36,8 +37,6 @@ from quantcore.spec_names import (
 from quantcore.target import TARGET_FIELDS, RateTarget, target_dict, target_fields
 
 ERROR_FEEDBACK = (Granularity.GROUP, Granularity.AUTO)  # granularities GPTQ runs at
-# The calibrations that round by GPTQ (the others: none, bias).
-GPTQ_CALIBRATIONS = frozenset({Calibration.GPTQ, Calibration.FLAT, Calibration.SYNTHETIC})
 MIN_BITS = 1
 MAX_BITS = 16
 MAX_MU = 2.0**24

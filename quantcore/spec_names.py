@@ -51,3 +51,9 @@ class Calibration(StrEnum):
     GPTQ = "gptq"
     FLAT = "flat"
     SYNTHETIC = "synthetic"
+
+
+# The calibrations that round by GPTQ (the others: none, bias), and those that read no
+# evaluation set (their inputs are made up from the graph).
+GPTQ_CALIBRATIONS = frozenset({Calibration.GPTQ, Calibration.FLAT, Calibration.SYNTHETIC})
+DATA_FREE_CALIBRATIONS = frozenset({Calibration.FLAT, Calibration.SYNTHETIC})

@@ -19,6 +19,7 @@ from typing import Any
 
 from quantcore.checks import boolean, finite_number
 from quantcore.errors import InvalidSpecError
+from quantcore.spec_names import GPTQ_CALIBRATIONS
 
 TARGET_FIELDS = frozenset({"target", "rdoq"})
 # Accepted ranges: below 1 dB or 0.05 bits nothing is left of the weights; past 96 dB or 15
@@ -92,7 +93,7 @@ def target_fields(data: dict[str, Any], granularity: str | None) -> dict[str, An
             )
         if method != "uniform":
             raise InvalidSpecError(f"target needs method 'uniform', got {method!r}")
-        if data.get("calibration", "none") in ("gptq", "flat", "synthetic"):
+        if data.get("calibration", "none") in {c.value for c in GPTQ_CALIBRATIONS}:
             raise InvalidSpecError(
                 f"target cannot be combined with calibration={data['calibration']!r}")
         values["target"] = target

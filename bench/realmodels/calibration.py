@@ -38,6 +38,7 @@ from bench.realmodels import fidelity
 from bench.realmodels.catalog import CATALOG, ModelEntry, get
 from quantcore import JobInput, JobKind, JobLimits, run_job
 from quantcore.evaluate.synthetic import synthetic_set
+from quantcore.spec_names import DATA_FREE_CALIBRATIONS
 
 MODELS = Path.home() / ".cache" / "quantserve" / "models"
 DEFAULT_BITS = (8, 4, 3)
@@ -92,7 +93,7 @@ def run_option(
     row: dict[str, Any] = {"model": entry.name, "bits": bits, "option": option}
     dataset = sets[source] if calibration != "none" else sets.get("dataset")
     if isinstance(dataset, str):
-        if calibration not in ("none", "flat", "synthetic"):  # data-free: no dataset needed
+        if calibration != "none" and calibration not in DATA_FREE_CALIBRATIONS:
             return {**row, "skipped": dataset}
         dataset = None
     out = work / f"{entry.name}-{bits}-{option.replace('@', '-')}"

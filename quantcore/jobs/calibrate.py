@@ -49,15 +49,16 @@ from quantcore.formats.onnx_writer import WrittenModel
 from quantcore.jobs.calibrated import Calibrated, not_run
 from quantcore.limits import JobLimits
 from quantcore.spec import Calibration, QuantSpec
+from quantcore.spec_names import DATA_FREE_CALIBRATIONS
 
 MAX_SKIPPED_ROWS = 50
-DATA_FREE = frozenset({Calibration.FLAT, Calibration.SYNTHETIC})  # an evaluation set is not read
 # ``synthetic``'s inputs: not the fidelity check's seed (``synthetic.SEED``), and 64 samples:
 # with 12, a byte-level classifier's output SQNR moved by up to 10 dB from one seed to the
-# next; with 64, within 34-38 dB (plain rounding: 31.3). A free batch axis takes them in 4
+# next; with 64, within 34-38 dB (plain rounding: 31.3). A free batch axis takes them in
 # batches of 16 (the capture's time is mostly per batch: half of it at batches of 4).
 SYNTHETIC_SEED = 1
 SYNTHETIC_SAMPLES = 64
+SYNTHETIC_BATCH = 16
 # One damping, still checked against plain rounding on the held-out half: choosing among
 # ``gptq.DAMPS`` on synthetic samples gave the same output SQNR (magika 38.2 dB at 4 bits
 # either way, minilm 15.55 against 15.52) for twice GPTQ's time.
@@ -66,9 +67,8 @@ SYNTHETIC_DAMPS = (0.1,)
 
 def synthetic_inputs(model: OnnxModel) -> SyntheticSet:
     found = dataclasses.replace(synthetic_set(model.proto), seed=SYNTHETIC_SEED)
-    if found.free_batch:
-        return found.rebatched(SYNTHETIC_SAMPLES // 4, 4)
-    return found.rebatched(found.batch, -(-SYNTHETIC_SAMPLES // (found.fixed_batch or 1)))
+    batch = SYNTHETIC_BATCH if found.free_batch else (found.fixed_batch or 1)
+    return found.rebatched(batch, -(-SYNTHETIC_SAMPLES // batch))
 
 
 def capture(
@@ -94,7 +94,7 @@ def _capture(
         return None
     if not isinstance(model, OnnxModel):
         return not_run(method, f"{model_path.name} holds weights only: no graph to run")
-    if evalset is None and method not in DATA_FREE:
+    if evalset is None and method not in DATA_FREE_CALIBRATIONS:
         return not_run(method, "no evaluation set was given to calibrate on (inputs made up "
                         "from the graph mislead it: see the calibration block's reason)")
     selected = select_tensors(model, spec).quantize
@@ -115,21 +115,20 @@ def _capture(
             return not_run(method, flat)
         found = flat
     else:
-        inputs: EvalSet | SyntheticSet | None = evalset
-        if method is Calibration.SYNTHETIC:  # data-free too
-            inputs = synthetic_inputs(model)
+        synthetic = method is Calibration.SYNTHETIC  # data-free too
+        inputs = synthetic_inputs(model) if synthetic else evalset
         assert inputs is not None  # checked above
         found = capture_stats(
             model_path, weights, inputs, max_samples=limits.calibration_samples,
             max_k=limits.calibration_max_k, hessian=method is not Calibration.BIAS,
         )  # fmt: skip
-        if method is Calibration.SYNTHETIC:
+        if synthetic:
             for stats in found.stats.values():
                 stats.damps = SYNTHETIC_DAMPS
     skipped.update(found.notes)
     block = {
         "method": method.value, "samples": found.samples,
-        "inputs": method.value if method in DATA_FREE else "dataset",
+        "inputs": method.value if method in DATA_FREE_CALIBRATIONS else "dataset",
         "layers": len(found.stats), "of": len(selected),
         "seconds": round(time.perf_counter() - start, 3), "bias": [],
         "skipped": [{"name": n, "reason": r} for n, r in list(skipped.items())[:MAX_SKIPPED_ROWS]],
@@ -143,7 +142,8 @@ def correct_bias(calibrated: Calibrated, qmodel: QuantizedModel, written: Writte
     model = qmodel.source
     # Made-up inputs' mean is not the real inputs' (measured: a byte-level classifier lost 1.2
     # dB at 4 bits with the shift on synthetic inputs).
-    if not calibrated.stats or calibrated.method in DATA_FREE or not isinstance(model, OnnxModel):
+    made_up = calibrated.method in DATA_FREE_CALIBRATIONS
+    if not calibrated.stats or made_up or not isinstance(model, OnnxModel):
         return
     coded = qmodel.coded
     shifts: dict[str, np.ndarray] = {}

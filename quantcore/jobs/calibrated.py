@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quantcore.compress.hessian import LayerStats
-from quantcore.spec import GPTQ_CALIBRATIONS, Calibration
+from quantcore.spec_names import GPTQ_CALIBRATIONS, Calibration
 
 
 @dataclass(kw_only=True)
