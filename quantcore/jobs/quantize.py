@@ -188,7 +188,8 @@ def run_quantize(
 
     spec, auto_why = resolve_calibration(
         spec, has_graph=isinstance(model, OnnxModel), parameters=model_info["n_params"],
-        limits=limits, token_inputs=isinstance(model, OnnxModel) and _token_inputs(model),
+        limits=limits, token_inputs=(spec.calibration is Calibration.AUTO
+                                     and isinstance(model, OnnxModel) and _token_inputs(model)),
     )
     calibrated: Calibrated | None = None
     if spec.calibration is not Calibration.NONE:  # loads onnxruntime: only when asked for
