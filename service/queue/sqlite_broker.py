@@ -180,15 +180,19 @@ class Channel(sqlalchemy.Channel):
     def _get_or_create(self, queue: str) -> Any:
         """The queue's row. kombu's looks it up, then inserts it: two processes declaring a
         queue on a new file at once both inserted, and the second's publish failed on the
-        name's UNIQUE constraint. Here the insert is one ``INSERT OR IGNORE`` first."""
+        name's UNIQUE constraint. Here a missing row is inserted by ``INSERT OR IGNORE``."""
         engine, _ = self._open()
         if engine.dialect.name != "sqlite":
             return super()._get_or_create(queue)
+        rows = self.session.query(self.queue_cls).filter(self.queue_cls.name == queue)
+        found = rows.first()
+        if found is not None:
+            return found
         table = self.queue_cls.__table__
         with write_lock(self.connection.client.hostname), engine.begin() as conn:
             conn.execute(sqlite_insert(table).values(name=queue).on_conflict_do_nothing())
         self.session.rollback()  # a fresh read: the row may be another process's
-        return self.session.query(self.queue_cls).filter(self.queue_cls.name == queue).one()
+        return rows.one()
 
     def _queue_id(self, queue: str) -> int:
         key = (self.connection.client.hostname, queue)
