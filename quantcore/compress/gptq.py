@@ -37,8 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from quantcore.compress import groups as groups_module
-from quantcore.compress.group_numpy import _Grid
-from quantcore.compress.groups import GroupOutcome, _blocks, _grid
+from quantcore.compress.group_numpy import _Grid, block_grid
+from quantcore.compress.groups import GroupOutcome, _grid
 from quantcore.compress.hessian import LayerStats
 from quantcore.quantizers.base import code_dtype
 from quantcore.quantizers.codes import BlockDecoder, QuantizedTensor, decode
@@ -129,7 +129,7 @@ def _round_rows(
     for b in range(nblocks):
         lo, hi = b * block_size, min((b + 1) * block_size, k)
         current = w[:, :, lo:hi].astype(np.float32).reshape(groups * per, 1, hi - lo)
-        _, s16, z, *_ = _blocks(current, 2, spec, grid)
+        s16, z = block_grid(current, 2, spec, grid)
         scale[:, :, b] = s16.reshape(groups, per)
         s = s16.astype(np.float32).reshape(groups, per).astype(np.float64)
         inv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)

@@ -14,6 +14,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+# Rows per tile: a tile of the block (``TILE_ROWS`` x 128 float64, 256 kB) stays in the
+# core's cache while its columns are rounded and pushed into each other; the whole block
+# (8210 rows on a real classifier: 8 MB) went through memory once per column.
+TILE_ROWS = 256
+
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 def round_block(
@@ -25,36 +30,39 @@ def round_block(
     ``u[g, j, j]`` goes to ``errors[g, r, j - lo]`` and into ``w``'s later columns of the
     block through row ``j`` of ``u``.
 
-    The block is copied column-major (a column's rows side by side), so each update runs
-    along the rows, which the compiler vectorises: 2.9x the row-by-row loop on a 512 x 2304
-    layer. Every weight still sees the same operations in the same order."""
+    The block is copied column-major a tile of rows at a time (a column's rows side by
+    side), so each update runs along the rows, which the compiler vectorises, within the
+    cache. Rows are independent: every weight still sees the same operations in the same
+    order."""
     groups, rows, _ = w.shape
     n = hi - lo
-    block = np.empty((n, rows))
-    err = np.empty(rows)
+    block = np.empty((n, TILE_ROWS))
+    err = np.empty(TILE_ROWS)
     for g in range(groups):
-        for t in range(n):
-            for r in range(rows):
-                block[t, r] = w[g, r, lo + t]
-        for c in range(n):
-            j = lo + c
-            column = block[c]
-            pivot = u[g, j, j]
-            for r in range(rows):
-                z = offset[g, r]
-                q = np.rint(column[r] * inv[g, r]) + z
-                if q < code_min:
-                    q = code_min
-                elif q > code_max:
-                    q = code_max
-                codes[g, r, j] = q
-                err[r] = (column[r] - (q - z) * scale[g, r]) / pivot
-                errors[g, r, c] = err[r]
-            for t in range(c + 1, n):
-                factor = u[g, j, lo + t]
-                later = block[t]
-                for r in range(rows):
-                    later[r] -= err[r] * factor
-        for t in range(n):
-            for r in range(rows):
-                w[g, r, lo + t] = block[t, r]
+        for first in range(0, rows, TILE_ROWS):
+            m = min(TILE_ROWS, rows - first)
+            for r in range(m):
+                for t in range(n):
+                    block[t, r] = w[g, first + r, lo + t]
+            for c in range(n):
+                j = lo + c
+                column = block[c]
+                pivot = u[g, j, j]
+                for r in range(m):
+                    z = offset[g, first + r]
+                    q = np.rint(column[r] * inv[g, first + r]) + z
+                    if q < code_min:
+                        q = code_min
+                    elif q > code_max:
+                        q = code_max
+                    codes[g, first + r, j] = q
+                    err[r] = (column[r] - (q - z) * scale[g, first + r]) / pivot
+                    errors[g, first + r, c] = err[r]
+                for t in range(c + 1, n):
+                    factor = u[g, j, lo + t]
+                    later = block[t]
+                    for r in range(m):
+                        later[r] -= err[r] * factor
+            for r in range(m):
+                for t in range(n):
+                    w[g, first + r, lo + t] = block[t, r]

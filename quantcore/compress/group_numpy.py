@@ -132,6 +132,27 @@ def _try(
     return codes, scale, zp_codes, error
 
 
+def block_grid(
+    x: np.ndarray, red: int, spec: QuantizerSpec, grid: _Grid
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The float16 scales and zero points ``_blocks`` gives the blocks of ``x``, without its
+    codes: keeping block sums moves codes, never a block's grid (GPTQ's requantizer rounds
+    the codes itself)."""
+    hi = np.maximum(x.max(axis=red, keepdims=True), 0.0)
+    lo = np.minimum(x.min(axis=red, keepdims=True), 0.0)
+    amax = np.maximum(hi, -lo)
+    candidates = _candidates(spec, x, red, amax)
+    if len(candidates) > 1:
+        _, scale, zp, _, _, _ = _blocks(x, red, spec, grid)
+        return scale, zp
+    ratio = candidates[0]
+    scale, _, inv = block_scale(grid, ratio, lo, hi, amax)
+    if not grid.zero_point:
+        return scale, None
+    zp = np.clip(np.rint(-lo * ratio * inv), 0, grid.code_max)
+    return scale, zp.astype(code_dtype(0, grid.code_max))
+
+
 def _keep_sums(
     x: np.ndarray, red: int, grid: _Grid, codes: np.ndarray, scale: np.ndarray,
     zp: np.ndarray | None,

@@ -167,10 +167,11 @@ def test_a_mean_error_the_halves_disagree_on_is_left_alone() -> None:
 
 @pytest.mark.parametrize("across", [True, False])
 @pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("per", [24, 600])  # one tile of rows; three, the last ragged
 def test_the_compiled_column_loop_gives_the_numpy_loops_bits(
-    across: bool, groups: int, monkeypatch: pytest.MonkeyPatch
+    across: bool, groups: int, per: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    k, per = 100, 24  # a ragged last block: 100 = 3 x 32 + 4
+    k = 100  # a ragged last block: 100 = 3 x 32 + 4
     x = np.stack([_correlated(800, k, mean=3.0) for _ in range(groups)])
     hessian = np.matmul(x.transpose(0, 2, 1), x).astype(np.float64)
     u = gptq_module._factor(hessian, 800, 0.01)

@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from quantcore import JobInput, JobKind, run_job
-from quantcore.compress.group_numpy import _grid
+from quantcore.compress.group_numpy import _blocks, _grid, block_grid
 from quantcore.compress.layerwise import quantize_tensors
 from quantcore.compress.results import TensorRequest
 from quantcore.quantizers.codes import BlockDecoder, decode
@@ -131,3 +131,25 @@ def test_a_uniform_grid_reads_no_sample(bits: int, zero_point: bool) -> None:
     spec = QuantizerSpec(method=Method.UNIFORM, bits=bits)
     drawn = np.random.default_rng(bits).laplace(size=4096).astype(np.float32)
     assert _grid(spec, zero_point, np.empty(0, np.float32)) == _grid(spec, zero_point, drawn)
+
+
+@pytest.mark.parametrize("zero_point", [True, False])
+@pytest.mark.parametrize(
+    "support", [Support.MAX_ABS, Support.JAYANT, Support.MSE, Support.PERCENTILE]
+)
+def test_block_grid_gives_the_block_quantizers_scales(support: Support, zero_point: bool) -> None:
+    """GPTQ's requantizer takes each block's grid from ``block_grid``: the scales and zero
+    points ``_blocks`` gives, without its codes."""
+    rng = np.random.default_rng(3)
+    x = (rng.laplace(0.0, 0.05, (40, 1, 32)) * rng.uniform(0.1, 3, (40, 1, 1))).astype(np.float32)
+    x[0] = 0.0  # a block of zeros has scale 0
+    x[1] = np.abs(x[1])  # a block of positive weights only
+    value = 99.0 if support is Support.PERCENTILE else None
+    spec = QuantizerSpec(bits=4, support=support, support_value=value).resolved()
+    grid = _grid(spec, zero_point, np.zeros(1, np.float32))
+    scale, zp = block_grid(x, 2, spec, grid)
+    _, want_scale, want_zp, *_ = _blocks(x, 2, spec, grid)
+    assert scale.tobytes() == want_scale.tobytes()
+    assert (zp is None) == (want_zp is None)
+    if zp is not None and want_zp is not None:
+        assert zp.dtype == want_zp.dtype and zp.tobytes() == want_zp.tobytes()
