@@ -18,7 +18,7 @@ at shutdown). A pass, every ``reaper_interval_s``:
   which the claim drops.
 
 Pool processes get the memory limit (``worker_memory_limit_mb``, as RLIMIT_AS) when they
-start.
+start, and the allocator settings of ``quantcore.allocator`` from the worker before its pool.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 
 from celery import signals
 
+from quantcore.allocator import keep_freed_memory
 from service.errors import BrokerUnavailableError, DatabaseUnavailableError
 from service.liveness import me
 from service.queue.enqueue import enqueue_job
@@ -158,6 +159,12 @@ def _start_reaper(**_: Any) -> None:
 def _stop_reaper(**_: Any) -> None:
     if _reaper is not None:
         _reaper.stop()
+
+
+@signals.worker_init.connect
+def _tune_allocator(**_: Any) -> None:
+    # Before the pool starts: prefork's children inherit it (see quantcore.allocator).
+    keep_freed_memory()
 
 
 @signals.worker_process_init.connect

@@ -50,6 +50,7 @@ from celery import Task, shared_task
 from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 
 from quantcore import JobInput, JobKind, QuantError, Stage, external_locations, run_job
+from quantcore.allocator import release_freed_memory
 from service.errors import DatabaseUnavailableError
 from service.liveness import me
 from service.logging import job_context
@@ -235,7 +236,10 @@ def execute_job(job_id: str, ctx: WorkerContext) -> Outcome:
     back) and ``MemoryError`` after recording a job that ran out of memory.
     """
     with job_context(job_id):
-        return _execute(job_id, ctx)
+        try:
+            return _execute(job_id, ctx)
+        finally:
+            release_freed_memory()  # an idle worker does not keep its last job's peak
 
 
 def _claim(job_id: str, ctx: WorkerContext, retry: Retrier) -> ClaimedJob | None:

@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.monotonic()
+    if argv is None and args.command in EXIT_AT_ONCE:
+        from quantcore.allocator import keep_freed_memory
+
+        keep_freed_memory()  # the process is the job's (see quantcore.allocator)
     try:
         code = int(args.func(args))
     except ApiError as exc:
