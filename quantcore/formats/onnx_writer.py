@@ -111,6 +111,12 @@ class _Names:
 
         # Constants shared by the decode subgraphs of one graph: (graph path, key) -> name.
         self.shared: dict[tuple[str, bytes], str] = {}
+        self._prefixes = itertools.count(1)
+
+    def prefix(self) -> str:
+        """``q1``, ``q2``, ...: each decode subgraph's own (its names still go through
+        ``fresh``)."""
+        return f"q{next(self._prefixes)}"
 
     def fresh(self, base: str) -> str:
         for i in itertools.count():
@@ -137,10 +143,10 @@ def _decode_nodes(
     if isinstance(decoder, BlockDecoder):
         affine = decoder.levels is None and decoder.zero_point is None
     elem = storage_type(coded.code_min, coded.code_max, signed=affine, opset=opset)
-    # Short names for the subgraph's initializers and values (``qd_N.codes``, ``qd_N.scale``,
-    # ``qd_N.3``), unnamed nodes: on a small model, names derived from the tensor's would weigh
-    # a tenth of its codes. The last node's output keeps the tensor's own name.
-    prefix = names.fresh("qd")
+    # Short names for the subgraph's initializers and values (``qN.codes``, ``qN.scale``,
+    # ``qN.zp``, ``qN.3``), unnamed nodes: on a small model, names derived from the tensor's
+    # would weigh a tenth of its codes. The last node's output keeps the tensor's own name.
+    prefix = names.prefix()
     code_name = names.fresh(f"{prefix}.codes")
     inits: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []
@@ -182,28 +188,42 @@ def _decode_nodes(
 
     per_channel = axis is not None and scale.ndim > 0
     if isinstance(decoder, BlockDecoder):
-        # The code initializer holds the codes in the decoder's view (same bytes).
-        codes = codes.reshape(decoder.view)
-        scale16 = raw_const("scale", np.asarray(decoder.scale, np.float16), TensorProto.FLOAT16)
-        scale32 = node("Cast", [scale16], to=TensorProto.FLOAT)
-        # Each block's scale (and zero point) gathered out to its weights: constants only,
+        # Where the blocks tile their axis, the codes are stored with the axis split in two
+        # (blocks, block_size) and the scales with a 1 in its place, so that Sub and Mul
+        # broadcast each block's numbers over its weights: no index, no Gather. A ragged
+        # last block gathers them by a block index instead. Constants only either way,
         # which onnxruntime folds at load. Not DequantizeLinear with block_size: onnxruntime
         # fuses that with a following MatMul into MatMulNBits, which by default computes with
         # int8 activations (about 1% output error here) instead of these weights.
-        index = index_const(decoder.block_index())
+        view, b_axis, size = decoder.view, decoder.axis, decoder.block_size
+        length = view[b_axis]
+        tiled = length <= size or length % size == 0  # one block (a depthwise 3x3), or whole ones
+        per_block = np.shape(decoder.scale)
+        codes = codes.reshape(view)  # the same bytes
+        if length > size and tiled:
+            blocks = length // size
+            codes = codes.reshape(*view[:b_axis], blocks, size, *view[b_axis + 1 :])
+            per_block = (*view[:b_axis], blocks, 1, *view[b_axis + 1 :])
+
+        def expand(value: str) -> str:
+            if tiled:
+                return value
+            return node("Gather", [value, index_const(decoder.block_index())], axis=b_axis)
+
+        scale16 = np.asarray(decoder.scale, np.float16).reshape(per_block)
+        scale32 = node("Cast", [raw_const("scale", scale16, TensorProto.FLOAT16)],
+                       to=TensorProto.FLOAT)  # fmt: skip
         if decoder.levels is None:
             current = node("Cast", [code_name], to=TensorProto.FLOAT)
         else:
             cast = node("Cast", [code_name], to=TensorProto.INT32)
             current = node("Gather", [const("levels", decoder.levels), cast], axis=0)
         if decoder.zero_point is not None:  # stored like the codes, cast like them
-            stored = raw_const("zero_point", decoder.zero_point, elem)
-            zero = node("Gather", [node("Cast", [stored], to=TensorProto.FLOAT), index],
-                        axis=decoder.axis)  # fmt: skip
+            stored = raw_const("zp", decoder.zero_point.reshape(per_block), elem)
+            zero = expand(node("Cast", [stored], to=TensorProto.FLOAT))
             current = node("Sub", [current, zero])
-        current = node("Mul", [current, node("Gather", [scale32, index],
-                                             axis=decoder.axis)])  # fmt: skip
-        if decoder.view != tuple(coded.codes.shape):
+        current = node("Mul", [current, expand(scale32)])
+        if codes.shape != tuple(coded.codes.shape):
             current = node("Reshape", [current, shape_const(coded.codes.shape)])
     elif isinstance(decoder, CodebookDecoder):
         index = node("Cast", [code_name], to=TensorProto.INT32)

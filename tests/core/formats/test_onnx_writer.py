@@ -9,10 +9,13 @@ import onnx
 import pytest
 from onnx import TensorProto
 
+from quantcore.compress.layerwise import quantize_tensors
+from quantcore.compress.results import TensorRequest
 from quantcore.formats.containers import storage_type
 from quantcore.formats.onnx_reader import OnnxModel, load_onnx
 from quantcore.formats.onnx_writer import rewrite, save_onnx
 from quantcore.quantizers.codes import QuantizedTensor
+from quantcore.spec import Granularity, QuantizerSpec, Support
 from tests import models
 from tests.core.formats.onnx_helpers import affine, codebook, exposing, run, with_weights
 
@@ -239,3 +242,27 @@ def test_storage_type_is_narrowest():
     assert storage_type(-8, 7, signed=True, opset=20) == TensorProto.INT8
     assert storage_type(-32769, 0, signed=True, opset=21) == TensorProto.INT32
     assert storage_type(0, 65535, signed=False, opset=17) == TensorProto.UINT16
+
+
+@pytest.mark.parametrize("zero_point", [True, False])
+@pytest.mark.parametrize("size", [8, 16, 32])
+def test_block_scales_broadcast_where_blocks_tile_their_axis(tmp_path, size, zero_point):
+    """Granularity group: where the blocks tile the reduction axis (or one block holds it),
+    the codes are stored with the axis split in two and the scales broadcast over them (no
+    index, no Gather); a ragged last block gathers them. Either way bit for bit ``decode``.
+    conv0 sums 27 inputs, conv1 72, the head 16."""
+    source = _load(models.cnn(opset=21), tmp_path)
+    spec = QuantizerSpec(bits=4, support=Support.MAX_ABS).resolved()
+    requests = [TensorRequest(name=t.name, weights=source.array(t.name), quantizer=spec,
+                              channel_axis=t.channel_axis, block_axis=t.block_axis,
+                              block_trailing=t.block_trailing)
+                for t in source.tensors if t.role == "weight"]  # fmt: skip
+    results = quantize_tensors(requests, Granularity.GROUP, group_size=size,
+                               zero_point=zero_point)  # fmt: skip
+    quantized = {r.name: r.quantized for r in results}
+    written = _check(source, quantized, {"x": RNG.normal(size=(2, 3, 12, 12)).astype(np.float32)})
+    ragged = sum(k > size and k % size != 0 for k in (27, 72, 16))
+    gathers = [n for n in written.graph.node if n.op_type == "Gather"]
+    assert len(gathers) == ragged * (2 if zero_point else 1)
+    index = [i for i in written.graph.initializer if ".index" in i.name]
+    assert len(index) == ragged
