@@ -10,6 +10,7 @@ line. The float model gets one session, not one for the search and one for the e
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,11 @@ import onnxruntime as ort
 from quantcore.evaluate.runner import ReferenceCache, keep_reference, output_roles, session
 from quantcore.evaluate.synthetic import SyntheticSet, synthetic_set
 
-# Sizes tried in turn for symbolic image axes until the float model accepts the inputs.
+# Sizes tried in turn for symbolic image axes until the float model accepts the inputs;
+# then sequence lengths (an audio model's window: silero-vad takes 256 or 512 samples), with
+# unnamed free axes first given the batch's size (a recurrent state), then not.
 SPATIAL_TRIES = (64, 32, 48, 96, 224)
+LENGTH_TRIES = (32, 64, 128, 256, 512, 1024)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,8 +41,7 @@ def _search(proto: onnx.ModelProto, sess: ort.InferenceSession) -> SyntheticSet 
     """A synthetic set the float model runs on, or why none was found."""
     outputs = [o.name for o in sess.get_outputs()]
     error = ""
-    for spatial in SPATIAL_TRIES:
-        candidate = synthetic_set(proto, spatial=spatial)
+    for candidate in _candidates(proto):
         feeds, _ = next(iter(candidate.batches(candidate.batch)))
         try:
             sess.run(outputs, feeds)
@@ -47,6 +50,21 @@ def _search(proto: onnx.ModelProto, sess: ort.InferenceSession) -> SyntheticSet 
             continue
         return candidate
     return f"the model rejected inputs synthesised from its graph: {error}"
+
+
+def _candidates(proto: onnx.ModelProto) -> Iterator[SyntheticSet]:
+    """The synthetic sets to try, in order, each shape of inputs once."""
+    tried: set[tuple[tuple[int, ...], ...]] = set()
+    tries = [{"spatial": spatial} for spatial in SPATIAL_TRIES] + [
+        {"length": length, "anonymous_batch": anonymous}
+        for anonymous in (True, False) for length in LENGTH_TRIES
+    ]  # fmt: skip
+    for options in tries:
+        candidate = synthetic_set(proto, **options)  # type: ignore[arg-type]
+        shapes = tuple(i.shape for i in candidate.inputs)
+        if shapes not in tried:
+            tried.add(shapes)
+            yield candidate
 
 
 def prepare(float_model: Path, *, batch_size: int, threads: int | None = None) -> FloatSide:

@@ -141,10 +141,15 @@ def _lookup_limit(model: onnx.ModelProto, name: str) -> int | None:
     return None
 
 
-def synthetic_set(model: onnx.ModelProto, *, spatial: int = SPATIAL) -> SyntheticSet:
-    """Inputs for ``model`` as the module docstring describes; ``spatial`` replaces the
-    default size of symbolic image axes (a caller retries with another when the model
-    rejects the first)."""
+def synthetic_set(
+    model: onnx.ModelProto, *, spatial: int = SPATIAL, length: int = LENGTH,
+    anonymous_batch: bool = False,
+) -> SyntheticSet:
+    """Inputs for ``model`` as the module docstring describes. A caller whose model rejects
+    them retries with others: ``spatial`` replaces the default size of symbolic image axes,
+    ``length`` that of the other free axes, and ``anonymous_batch`` gives the first unnamed
+    free axis of an input whose first axis is fixed the batch's size (a recurrent state
+    ``(layers, batch, hidden)``)."""
     initializers = {t.name for t in model.graph.initializer}
     known = _value_dims(model)
     batch_symbols: set[str] = set()
@@ -166,6 +171,8 @@ def synthetic_set(model: onnx.ModelProto, *, spatial: int = SPATIAL) -> Syntheti
         dims = list(tensor.shape.dim)
         shape: list[int] = []
         batched = False
+        fixed_first = bool(dims) and dims[0].HasField("dim_value") and dims[0].dim_value > 0
+        inner_batch = False
         for axis, dim in enumerate(dims):
             if dim.HasField("dim_value") and dim.dim_value > 0:
                 shape.append(dim.dim_value)
@@ -177,8 +184,11 @@ def synthetic_set(model: onnx.ModelProto, *, spatial: int = SPATIAL) -> Syntheti
                 shape.append(known[dim.dim_param])
             elif len(dims) == 4 and axis >= 2:
                 shape.append(spatial)
+            elif anonymous_batch and not dim.dim_param and fixed_first and not inner_batch:
+                shape.append(batch)
+                inner_batch = True  # only the first such axis
             else:
-                shape.append(LENGTH)
+                shape.append(length)
         limit = None
         if dtype.kind in "iu":
             limit = _lookup_limit(model, value.name) or LIMIT

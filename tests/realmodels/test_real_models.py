@@ -32,6 +32,15 @@ def test_the_default_at_8_bits_keeps_the_models_output(quantized: Quantize, name
     assert done.fidelity.sqnr_db >= MIN_OUTPUT_SQNR_DB, (name, done.fidelity)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_every_report_checks_fidelity(quantized: Quantize, name: str) -> None:
+    """Without an evaluation set the check runs on inputs made from the graph; every model
+    of the catalog accepts some (silero-vad: one 128-sample window and its state's batch)."""
+    check = quantized(name, 8).report["fidelity"]
+    assert check["inputs"] == "synthetic", check
+    assert math.isfinite(check["output_sqnr_db"]), check
+
+
 @pytest.mark.parametrize("name", CLASSIFIERS)
 def test_the_default_at_8_bits_keeps_the_argmax(quantized: Quantize, name: str) -> None:
     """Agreement pooled over several input sets: one set of a recognizer has ~200 decisions,

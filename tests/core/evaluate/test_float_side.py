@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from quantcore import JobInput, JobKind, run_job
@@ -48,3 +49,41 @@ def test_a_model_that_rejects_synthetic_inputs_has_no_float_side(tmp_path) -> No
     onnx.save(model, str(path))
     side = prepare(path, batch_size=256)
     assert side.inputs is None and "rejected" in side.reason and not side.reference.complete
+
+
+def _windowed_model_with_state() -> onnx.ModelProto:
+    """A voice-activity-like model: ``audio`` (batch, samples) must hold one window of 128
+    samples, ``state`` (2, batch, 8) has an unnamed batch axis that must match; a MatMul
+    weight (4, 8) to quantize."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Reshape", ["audio", "window"], ["frames"]),  # needs samples == 128
+        helper.make_node("ReduceMean", ["frames", "last"], ["energy"], keepdims=0),
+        helper.make_node("MatMul", ["energy", "weight"], ["hidden"]),
+        helper.make_node("Add", ["state", "hidden"], ["next_state"]),  # needs its batch axis
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([0, 4, 32], np.int64), "window"),
+        numpy_helper.from_array(np.array([2], np.int64), "last"),
+        numpy_helper.from_array(rng.laplace(size=(4, 8)).astype(np.float32), "weight"),
+    ]
+    audio = helper.make_tensor_value_info("audio", TensorProto.FLOAT, [None, None])
+    state = helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, None, 8])
+    out = helper.make_tensor_value_info("next_state", TensorProto.FLOAT, [2, None, 8])
+    graph = helper.make_graph(nodes, "vad", [audio, state], [out], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_a_window_length_and_a_state_batch_axis_are_searched_for(tmp_path) -> None:
+    path = tmp_path / "model.onnx"
+    onnx.save(_windowed_model_with_state(), str(path))
+    side = prepare(path, batch_size=256)
+    assert side.inputs is not None, side.reason
+    assert {i.name: i.shape for i in side.inputs.inputs} == {"audio": (2, 128),
+                                                             "state": (2, 2, 8)}
+    report = run_job(JobInput(kind=JobKind.QUANTIZE, model_path=path, spec={"bits": 8}),
+                     tmp_path / "out").report  # fmt: skip
+    assert report["fidelity"]["inputs"] == "synthetic"
+    assert report["fidelity"]["output_sqnr_db"] > 25
