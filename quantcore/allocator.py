@@ -5,8 +5,8 @@ copies for GPTQ, its codes, its decoded weights, onnxruntime's feeds). glibc ser
 above its mmap threshold (at most 32 MB, and anything above a thread arena's 64 MB heaps)
 with a fresh mapping that it unmaps on free, so each such array is faulted in again page by
 page: a 13.5M-parameter model's 8-bit CLI job took 1.4 GB of page faults, 1.4 s of system
-time in 3.3 s. With one arena, a mmap threshold of 1 GB and no trimming while it runs, freed
-pages are reused: the same job 2.35 s, 0.45 s of system time, peak RSS +10%
+time in 3.3 s. With one arena, a mmap threshold of 256 MB and no trimming while it runs,
+freed pages are reused: the same job 2.35 s, 0.45 s of system time, peak RSS +10%
 (``bench/bench_cli.py``).
 
 ``keep_freed_memory`` must run before the process starts its threads (an arena already
@@ -25,7 +25,9 @@ import sys
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
-MMAP_THRESHOLD = 1 << 30  # arrays below it come from the heap and are reused after free
+# Arrays below it come from the heap and are reused after free; larger ones (a huge model's
+# tensors) still get a mapping of their own, returned at once, so that they fragment nothing.
+MMAP_THRESHOLD = 256 << 20
 _OPERATOR_SETTINGS = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
                       "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")  # fmt: skip
 
