@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 # Rows summed per layer over the whole calibration set: at least ROWS_PER_INPUT·K (GPTQ
 # needs a few rows per input), else as many as ROW_FLOPS of XᵀX allow, within
@@ -154,7 +155,11 @@ def _patch_sums(x: np.ndarray, g: Geometry) -> tuple[np.ndarray, int]:
 
 
 def _patches(x: np.ndarray, g: Geometry, rng: np.random.Generator, limit: int) -> np.ndarray:
-    """Sampled im2col rows of a Conv input ``x`` (N, C, *spatial), shape (P, C·prod(kernel))."""
+    """Sampled im2col rows of a Conv input ``x`` (N, C, *spatial), shape (P, C·prod(kernel)).
+
+    Read through a strided view of every window (no copy), indexed by the sampled positions
+    only: indexing the padded input by four broadcast (P, C, kh·kw) index arrays took 4.4x
+    as long, most of a real OCR model's capture."""
     xp, (kh, kw, sh, sw, dh, dw), oh, ow = _window(x, g)
     n, c = xp.shape[:2]
     total = n * oh * ow
@@ -163,10 +168,9 @@ def _patches(x: np.ndarray, g: Geometry, rng: np.random.Generator, limit: int) -
     pick = np.arange(total) if total <= limit else rng.choice(total, size=limit, replace=False)
     b, rest = np.divmod(pick, oh * ow)
     oy, ox = np.divmod(rest, ow)
-    ky, kx = np.meshgrid(np.arange(kh) * dh, np.arange(kw) * dw, indexing="ij")
-    iy = oy[:, None] * sh + ky.reshape(1, -1)
-    ix = ox[:, None] * sw + kx.reshape(1, -1)
-    cols = xp[b[:, None, None], np.arange(c)[None, :, None], iy[:, None, :], ix[:, None, :]]
+    windows = sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, oh, ow, kh, kw)
+    cols = windows[b, :, oy, ox]  # (P, C, kh, kw): the sampled axes go first
     return cols.reshape(len(pick), c * kh * kw).astype(np.float32, copy=False)
 
 

@@ -9,6 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantcore.compress import gptq as gptq_module
 from quantcore.compress import groups as groups_module
+from quantcore.compress import hessian as hessian_module
 from quantcore.compress.gptq import gptq_groups, output_error, output_shift
 from quantcore.compress.groups import block_view, quantize_groups
 from quantcore.compress.hessian import Accumulator, Geometry
@@ -107,6 +108,41 @@ def test_im2col_rows_reproduce_the_convolution(channels: int, group: int, attrs:
     per_channel = np.einsum("grk,gk->gr", geometry.rows_of(w).astype(np.float64),
                             acc.stats.mean).reshape(-1)  # fmt: skip
     np.testing.assert_allclose(per_channel, y.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("channels", "group", "attrs"),
+    [
+        (6, 1, {"strides": [2, 1], "pads": [1, 0, 1, 2], "dilations": [1, 2]}),
+        (8, 8, {"pads": [1, 1, 1, 1]}),  # depthwise
+        (8, 2, {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    ],
+)
+def test_sampled_im2col_rows_are_the_convolutions_inputs(
+    channels: int, group: int, attrs: dict
+) -> None:
+    """Each row the Hessian sums, times the kernel, is onnxruntime's output at that row's
+    position (all positions taken, in order; and a sample of them is a subset)."""
+    x = RNG.standard_normal((2, channels, 9, 11)).astype(np.float32)
+    out_c = 4 if group == 1 else channels
+    w = RNG.standard_normal((out_c, channels // group, 3, 3)).astype(np.float32)
+    y = _conv_outputs(x, w, group=group, **attrs)  # (N, O, oh, ow)
+    geometry = Geometry(
+        op="Conv", rows=out_c, k=channels // group * 9, groups=group, kernel=(3, 3),
+        strides=tuple(attrs.get("strides", (1, 1))), pads=tuple(attrs.get("pads", (0,) * 4)),
+        dilations=tuple(attrs.get("dilations", (1, 1))),
+        auto_pad=str(attrs.get("auto_pad", "NOTSET")),
+    )  # fmt: skip
+    rows = hessian_module._patches(x, geometry, np.random.default_rng(0), 10**6)
+    per = out_c // group
+    got = np.concatenate([rows[:, i * geometry.k:(i + 1) * geometry.k]
+                          @ w[i * per:(i + 1) * per].reshape(per, -1).T
+                          for i in range(group)], axis=1)  # fmt: skip
+    want = y.transpose(0, 2, 3, 1).reshape(-1, out_c)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    sampled = hessian_module._patches(x, geometry, np.random.default_rng(0), 7)
+    assert sampled.shape == (7, rows.shape[1])
+    assert all((rows == r).all(axis=1).any() for r in sampled)
 
 
 def test_gptq_on_a_depthwise_conv_keeps_its_groups_apart() -> None:
