@@ -32,7 +32,7 @@ from typing import Any
 
 from celery import signals
 
-from quantcore.allocator import keep_freed_memory
+from quantcore import keep_freed_memory
 from service.errors import BrokerUnavailableError, DatabaseUnavailableError
 from service.liveness import me
 from service.queue.enqueue import enqueue_job

@@ -49,8 +49,15 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 
-from quantcore import JobInput, JobKind, QuantError, Stage, external_locations, run_job
-from quantcore.allocator import release_freed_memory
+from quantcore import (
+    JobInput,
+    JobKind,
+    QuantError,
+    Stage,
+    external_locations,
+    release_freed_memory,
+    run_job,
+)
 from service.errors import DatabaseUnavailableError
 from service.liveness import me
 from service.logging import job_context

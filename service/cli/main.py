@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.monotonic()
     if argv is None and args.command in EXIT_AT_ONCE:
-        from quantcore.allocator import keep_freed_memory
+        from quantcore import keep_freed_memory
 
         keep_freed_memory()  # the process is the job's (see quantcore.allocator)
     try:

@@ -17,8 +17,8 @@ EXPORTED = [
     "ProgressCallback", "QuantError", "QuantSpec", "QuantizerSpec", "RANGES", "Rounding",
     "Stage", "Support", "TensorInfo", "UnsafeExternalDataError", "UnsupportedModelError",
     "__version__", "check_dataset_fits", "external_locations", "inspect_dataset",
-    "inspect_model", "json_depth", "package_format", "run_job", "unpack", "unpack_file",
-    "validate_job",
+    "inspect_model", "json_depth", "keep_freed_memory", "package_format",
+    "release_freed_memory", "run_job", "unpack", "unpack_file", "validate_job",
 ]  # fmt: skip
 
 
