@@ -15,7 +15,7 @@ from quantcore.formats.containers import storage_type
 from quantcore.formats.onnx_reader import OnnxModel, load_onnx
 from quantcore.formats.onnx_writer import rewrite, save_onnx
 from quantcore.quantizers.codes import QuantizedTensor
-from quantcore.spec import Granularity, QuantizerSpec, Support
+from quantcore.spec import Granularity, Method, QuantizerSpec, Support
 from tests import models
 from tests.core.formats.onnx_helpers import affine, codebook, exposing, run, with_weights
 
@@ -244,15 +244,16 @@ def test_storage_type_is_narrowest():
     assert storage_type(0, 65535, signed=False, opset=17) == TensorProto.UINT16
 
 
-@pytest.mark.parametrize("zero_point", [True, False])
+@pytest.mark.parametrize(("method", "zero_point"),
+                         [(Method.UNIFORM, True), (Method.UNIFORM, False), (Method.MULAW, False)])
 @pytest.mark.parametrize("size", [8, 16, 32])
-def test_block_scales_broadcast_where_blocks_tile_their_axis(tmp_path, size, zero_point):
+def test_block_scales_broadcast_where_blocks_tile_their_axis(tmp_path, size, method, zero_point):
     """Granularity group: where the blocks tile the reduction axis (or one block holds it),
     the codes are stored with the axis split in two and the scales broadcast over them (no
     index, no Gather); a ragged last block gathers them. Either way bit for bit ``decode``.
     conv0 sums 27 inputs, conv1 72, the head 16."""
     source = _load(models.cnn(opset=21), tmp_path)
-    spec = QuantizerSpec(bits=4, support=Support.MAX_ABS).resolved()
+    spec = QuantizerSpec(method=method, bits=4, support=Support.MAX_ABS).resolved()
     requests = [TensorRequest(name=t.name, weights=source.array(t.name), quantizer=spec,
                               channel_axis=t.channel_axis, block_axis=t.block_axis,
                               block_trailing=t.block_trailing)
@@ -262,7 +263,9 @@ def test_block_scales_broadcast_where_blocks_tile_their_axis(tmp_path, size, zer
     quantized = {r.name: r.quantized for r in results}
     written = _check(source, quantized, {"x": RNG.normal(size=(2, 3, 12, 12)).astype(np.float32)})
     ragged = sum(k > size and k % size != 0 for k in (27, 72, 16))
-    gathers = [n for n in written.graph.node if n.op_type == "Gather"]
+    codebook = [n for n in written.graph.node if n.op_type == "Gather" and "levels" in n.input[0]]
+    gathers = [n for n in written.graph.node if n.op_type == "Gather" and n not in codebook]
     assert len(gathers) == ragged * (2 if zero_point else 1)
+    assert len(codebook) == (3 if method is Method.MULAW else 0)
     index = [i for i in written.graph.initializer if ".index" in i.name]
     assert len(index) == ragged
