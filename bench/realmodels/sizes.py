@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import math
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
 
+from bench.realmodels import fidelity
 from bench.realmodels.catalog import CATALOG
 from bench.realmodels.fetch import fetch
 from quantcore import JobInput, JobKind, run_job
@@ -30,22 +31,11 @@ ITEM_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 TARGET = 0.03
 
 
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            for sub in attr.graphs:
-                yield from _graphs(sub)
-
-
 def _block_count(model: Path) -> int:
     """Float16 block scales in the written model (the decode subgraphs' ``*.scale``)."""
-    proto = onnx.load(str(model))
     half = onnx.TensorProto.FLOAT16
-    return sum(math.prod(i.dims) for g in _graphs(proto.graph) for i in g.initializer
-               if i.name.endswith(".scale") and i.data_type == half)  # fmt: skip
+    return sum(math.prod(t.dims) for t in fidelity._tensors(onnx.load(str(model)))
+               if t.name.endswith(".scale") and t.data_type == half)  # fmt: skip
 
 
 def measure(source: Path, bits: int) -> tuple[int, float]:

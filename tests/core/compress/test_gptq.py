@@ -81,7 +81,7 @@ def _conv_outputs(x: np.ndarray, w: np.ndarray, **attrs: object) -> np.ndarray:
     return sess.run(None, {"x": x})[0]  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize(
+CONV_CASES = pytest.mark.parametrize(
     ("channels", "group", "attrs"),
     [
         (6, 1, {"strides": [2, 1], "pads": [1, 0, 1, 2], "dilations": [1, 2]}),
@@ -89,19 +89,29 @@ def _conv_outputs(x: np.ndarray, w: np.ndarray, **attrs: object) -> np.ndarray:
         (8, 2, {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
     ],
 )
-def test_im2col_rows_reproduce_the_convolution(channels: int, group: int, attrs: dict) -> None:
-    """Σ over patches of ``w·patch`` equals onnxruntime's Conv output summed: the patches are
-    the Conv's own inputs, in the kernel's order, padding included."""
-    x = RNG.standard_normal((2, channels, 9, 11)).astype(np.float32)
+
+
+def _conv_case(
+    rng: np.random.Generator, channels: int, group: int, attrs: dict
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Geometry]:
+    """An input, a 3x3 kernel, onnxruntime's Conv output (N, O, oh, ow) and the geometry."""
+    x = rng.standard_normal((2, channels, 9, 11)).astype(np.float32)
     out_c = 4 if group == 1 else channels
-    w = RNG.standard_normal((out_c, channels // group, 3, 3)).astype(np.float32)
-    y = _conv_outputs(x, w, group=group, **attrs)
+    w = rng.standard_normal((out_c, channels // group, 3, 3)).astype(np.float32)
     geometry = Geometry(
         op="Conv", rows=out_c, k=channels // group * 9, groups=group, kernel=(3, 3),
         strides=tuple(attrs.get("strides", (1, 1))), pads=tuple(attrs.get("pads", (0,) * 4)),
         dilations=tuple(attrs.get("dilations", (1, 1))),
         auto_pad=str(attrs.get("auto_pad", "NOTSET")),
     )  # fmt: skip
+    return x, w, _conv_outputs(x, w, group=group, **attrs), geometry
+
+
+@CONV_CASES
+def test_im2col_rows_reproduce_the_convolution(channels: int, group: int, attrs: dict) -> None:
+    """Σ over patches of ``w·patch`` equals onnxruntime's Conv output summed: the patches are
+    the Conv's own inputs, in the kernel's order, padding included."""
+    x, w, y, geometry = _conv_case(RNG, channels, group, attrs)
     acc = Accumulator(geometry=geometry, max_rows=10**6)
     acc.add(x)
     assert acc.stats.count == y.shape[0] * y.shape[2] * y.shape[3]
@@ -110,30 +120,15 @@ def test_im2col_rows_reproduce_the_convolution(channels: int, group: int, attrs:
     np.testing.assert_allclose(per_channel, y.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    ("channels", "group", "attrs"),
-    [
-        (6, 1, {"strides": [2, 1], "pads": [1, 0, 1, 2], "dilations": [1, 2]}),
-        (8, 8, {"pads": [1, 1, 1, 1]}),  # depthwise
-        (8, 2, {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
-    ],
-)
+@CONV_CASES
 def test_sampled_im2col_rows_are_the_convolutions_inputs(
     channels: int, group: int, attrs: dict
 ) -> None:
     """Each row the Hessian sums, times the kernel, is onnxruntime's output at that row's
     position (all positions taken, in order; and a sample of them is a subset)."""
     rng = np.random.default_rng(group)  # not the module's: later tests draw from that
-    x = rng.standard_normal((2, channels, 9, 11)).astype(np.float32)
-    out_c = 4 if group == 1 else channels
-    w = rng.standard_normal((out_c, channels // group, 3, 3)).astype(np.float32)
-    y = _conv_outputs(x, w, group=group, **attrs)  # (N, O, oh, ow)
-    geometry = Geometry(
-        op="Conv", rows=out_c, k=channels // group * 9, groups=group, kernel=(3, 3),
-        strides=tuple(attrs.get("strides", (1, 1))), pads=tuple(attrs.get("pads", (0,) * 4)),
-        dilations=tuple(attrs.get("dilations", (1, 1))),
-        auto_pad=str(attrs.get("auto_pad", "NOTSET")),
-    )  # fmt: skip
+    x, w, y, geometry = _conv_case(rng, channels, group, attrs)
+    out_c = w.shape[0]
     rows = hessian_module._patches(x, geometry, np.random.default_rng(0), 10**6)
     per = out_c // group
     got = np.concatenate([rows[:, i * geometry.k:(i + 1) * geometry.k]
