@@ -218,3 +218,17 @@ def test_the_compiled_column_loop_gives_the_numpy_loops_bits(
     assert compiled.scale.tobytes() == reference.scale.tobytes()
     assert compiled.zero_point is not None and reference.zero_point is not None
     assert compiled.zero_point.tobytes() == reference.zero_point.tobytes()
+
+
+@pytest.mark.parametrize("k", [40, gptq_module.LAPACK_MIN_K + 8])  # plain route; LAPACK's
+def test_the_factor_of_the_inverse_hessian_is_upper_and_exact(k: int) -> None:
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((2, 4 * k, k)) * rng.uniform(0.1, 10.0, k)  # 2 groups
+    h = np.matmul(x.transpose(0, 2, 1), x) / (4 * k)
+    u = gptq_module._upper_factor_of_inverse(h)
+    assert np.array_equal(u, np.triu(u)) and (np.diagonal(u, axis1=1, axis2=2) > 0).all()
+    identity = np.matmul(np.matmul(u.transpose(0, 2, 1), u), h)  # UᵀU·H = I
+    np.testing.assert_allclose(identity, np.broadcast_to(np.eye(k), h.shape), atol=1e-8)
+    h[1, 0, 0] = -1.0  # not positive definite
+    with pytest.raises(np.linalg.LinAlgError):
+        gptq_module._upper_factor_of_inverse(h)
