@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -32,6 +33,9 @@ _OPERATOR_SETTINGS = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM
                       "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")  # fmt: skip
 
 
+# Looked up once a process: find_library runs ldconfig (3 ms), and a worker releases memory
+# after every job.
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None

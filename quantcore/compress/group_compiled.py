@@ -25,6 +25,7 @@ from quantcore.compress.group_numpy import (
     _grid,
     _threshold_ratio,
     block_scale,
+    block_zero_point,
     check_range,
 )
 from quantcore.quantizers.base import code_dtype
@@ -92,7 +93,7 @@ def _candidate_arrays(
         scale, s, inv = block_scale(grid, ratio, lo, hi, amax)
         zp = np.zeros_like(s)
         if grid.zero_point:
-            zp = np.clip(np.rint(-lo * ratio * inv), 0, grid.code_max).astype(np.float32)
+            zp = block_zero_point(grid, ratio, lo, inv).astype(np.float32)
         scales16.append(scale)
         scales.append(s)
         invs.append(inv)

@@ -107,6 +107,21 @@ def block_scale(
     return scale, s, np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
 
 
+def block_zero_point(
+    grid: _Grid, ratio: np.ndarray | float, lo: np.ndarray, inv: np.ndarray
+) -> np.ndarray:
+    """Each block's zero point at clip ``ratio`` (float, the code that stands for 0); the
+    compiled path takes the same numbers from here."""
+    return np.clip(np.rint(-lo * ratio * inv), 0, grid.code_max)
+
+
+def _ranges(x: np.ndarray, red: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each block's ``max(max x, 0)``, ``min(min x, 0)`` and the larger magnitude."""
+    hi = np.maximum(x.max(axis=red, keepdims=True), 0.0)
+    lo = np.minimum(x.min(axis=red, keepdims=True), 0.0)
+    return hi, lo, np.maximum(hi, -lo)
+
+
 def _try(
     x: np.ndarray, red: int, grid: _Grid, ratio: np.ndarray | float, lo: np.ndarray,
     hi: np.ndarray, amax: np.ndarray,
@@ -122,7 +137,7 @@ def _try(
     else:
         q = np.rint(x * inv)
         if grid.zero_point:
-            zp = np.clip(np.rint(-lo * ratio * inv), 0, grid.code_max)
+            zp = block_zero_point(grid, ratio, lo, inv)
             q += zp
         np.clip(q, grid.code_min, grid.code_max, out=q)
         codes = q.astype(code_dtype(grid.code_min, grid.code_max))
@@ -138,9 +153,7 @@ def block_grid(
     """The float16 scales and zero points ``_blocks`` gives the blocks of ``x``, without its
     codes: keeping block sums moves codes, never a block's grid (GPTQ's requantizer rounds
     the codes itself)."""
-    hi = np.maximum(x.max(axis=red, keepdims=True), 0.0)
-    lo = np.minimum(x.min(axis=red, keepdims=True), 0.0)
-    amax = np.maximum(hi, -lo)
+    hi, lo, amax = _ranges(x, red)
     candidates = _candidates(spec, x, red, amax)
     if len(candidates) > 1:
         _, scale, zp, _, _, _ = _blocks(x, red, spec, grid)
@@ -149,8 +162,7 @@ def block_grid(
     scale, _, inv = block_scale(grid, ratio, lo, hi, amax)
     if not grid.zero_point:
         return scale, None
-    zp = np.clip(np.rint(-lo * ratio * inv), 0, grid.code_max)
-    return scale, zp.astype(code_dtype(0, grid.code_max))
+    return scale, block_zero_point(grid, ratio, lo, inv).astype(code_dtype(0, grid.code_max))
 
 
 def _keep_sums(
@@ -188,9 +200,7 @@ def _blocks(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float, int, np.ndarray]:
     """Quantize a slab of blocks: codes, scales, zero points, noise, weights inside, and the
     clip thresholds (weights' units) of its blocks."""
-    hi = np.maximum(x.max(axis=red, keepdims=True), 0.0)
-    lo = np.minimum(x.min(axis=red, keepdims=True), 0.0)
-    amax = np.maximum(hi, -lo)
+    hi, lo, amax = _ranges(x, red)
     best: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray] | None = None
     best_ratio = np.ones_like(amax)
     for ratio in _candidates(spec, x, red, amax):

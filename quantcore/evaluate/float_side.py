@@ -18,7 +18,7 @@ import onnx
 import onnxruntime as ort
 
 from quantcore.evaluate.runner import ReferenceCache, keep_reference, output_roles, session
-from quantcore.evaluate.synthetic import SyntheticSet, synthetic_set
+from quantcore.evaluate.synthetic import LENGTH, SPATIAL, SyntheticSet, synthetic_set
 
 # Sizes tried in turn for symbolic image axes until the float model accepts the inputs;
 # then sequence lengths (an audio model's window: silero-vad takes 256 or 512 samples), with
@@ -55,12 +55,11 @@ def _search(proto: onnx.ModelProto, sess: ort.InferenceSession) -> SyntheticSet 
 def _candidates(proto: onnx.ModelProto) -> Iterator[SyntheticSet]:
     """The synthetic sets to try, in order, each shape of inputs once."""
     tried: set[tuple[tuple[int, ...], ...]] = set()
-    tries = [{"spatial": spatial} for spatial in SPATIAL_TRIES] + [
-        {"length": length, "anonymous_batch": anonymous}
-        for anonymous in (True, False) for length in LENGTH_TRIES
-    ]  # fmt: skip
-    for options in tries:
-        candidate = synthetic_set(proto, **options)  # type: ignore[arg-type]
+    tries = [(spatial, LENGTH, False) for spatial in SPATIAL_TRIES] + [
+        (SPATIAL, length, anonymous) for anonymous in (True, False) for length in LENGTH_TRIES
+    ]
+    for spatial, length, anonymous in tries:
+        candidate = synthetic_set(proto, spatial=spatial, length=length, anonymous_batch=anonymous)
         shapes = tuple(i.shape for i in candidate.inputs)
         if shapes not in tried:
             tried.add(shapes)
