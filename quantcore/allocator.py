@@ -6,7 +6,7 @@ above its mmap threshold (at most 32 MB, and anything above a thread arena's 64 
 with a fresh mapping that it unmaps on free, so each such array is faulted in again page by
 page: a 13.5M-parameter model's 8-bit CLI job took 1.4 GB of page faults, 1.4 s of system
 time in 3.3 s. With one arena, a mmap threshold of 256 MB and no trimming while it runs,
-freed pages are reused: the same job 2.35 s, 0.45 s of system time, peak RSS +10%
+freed pages are reused: the same job 2.2-2.3 s, 0.4-0.5 s of system time, peak RSS +3-10%
 (``bench/bench_cli.py``).
 
 ``keep_freed_memory`` must run before the process starts its threads (an arena already
