@@ -320,3 +320,22 @@ def test_sessions_do_not_spin_and_give_the_default_sessions_outputs(tmp_path) ->
     feeds, _ = next(iter(synthetic_set(model).batches(4)))
     for a, b in zip(ours.run(None, feeds), plain.run(None, feeds), strict=True):
         assert a.shape == b.shape and np.array_equal(a, b) and np.abs(a).max() > 0
+
+
+def test_sessions_keep_onnxruntime_warnings_out_of_the_output(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A model that declares an output batch of 1 but computes 8 makes onnxruntime warn at
+    every run; the job's sessions log errors only, so the CLI's terminal stays clean."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feed = {"x": np.ones((8, 4), np.float32)}
+    ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, feed
+    )
+    assert "VerifyOutputSizes" in capfd.readouterr().err  # onnxruntime's default warns
+    session(model.SerializeToString()).run(None, feed)
+    assert "VerifyOutputSizes" not in capfd.readouterr().err
