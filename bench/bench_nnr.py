@@ -14,7 +14,9 @@ Methods (``--methods``):
   (midrise levels, the measured-MSE support of each layer, order-0 coded);
 - ``target``: ``{"target": {"weight_sqnr_db": S}}`` at the SQNR S that ``layer-mse`` reached at
   each B (rate–distortion allocation, ``quantcore.compress.allocate``);
-- ``target-rdoq``: the same with ``"rdoq": true``.
+- ``target-rdoq``: the same with ``"rdoq": true``;
+- ``target-trellis``: the same with ``"rdoq": "trellis"`` (trellis-coded quantization,
+  ``quantcore.compress.trellis``, coded by stream v5).
 
 ``python -m bench.bench_nnr [--models a,b] [--bits 2,3,4,5,6,8] [--methods ...]``; writes
 ``bench/results/bench_nnr.json`` and ``docs/figures/nnr.svg``. The first run builds nncodec from
@@ -40,7 +42,7 @@ from bench.realmodels.catalog import get
 
 DEFAULT_MODELS = "ocr-rec,ocr-det,nudenet,magika,orientation"
 DEFAULT_BITS = "2,3,4,5,6,8"
-DEFAULT_METHODS = "layer-mse,target,target-rdoq"
+DEFAULT_METHODS = "layer-mse,target,target-rdoq,target-trellis"
 
 
 def _specs(
@@ -49,7 +51,9 @@ def _specs(
     if method == "layer-mse":
         return [(f"{b} bits", {"bits": b, "granularity": "layer", "support": "mse"})
                 for b in bits]
-    rdoq = {"rdoq": True} if method == "target-rdoq" else {}
+    choices: dict[str, dict[str, Any]] = {"target-rdoq": {"rdoq": True},
+                                          "target-trellis": {"rdoq": "trellis"}}
+    rdoq = choices.get(method, {})
     return [(f"{anchors[b]:.1f} dB", {"target": {"weight_sqnr_db": round(anchors[b], 2)}, **rdoq})
             for b in bits if b in anchors and math.isfinite(anchors[b])]
 

@@ -240,6 +240,7 @@ class QuantSpec:
     calibration: Calibration = Calibration.AUTO
     target: RateTarget | None = None  # quantcore.target: a goal instead of bits
     rdoq: bool = False
+    trellis: bool = False  # rdoq="trellis": trellis-coded quantization (with a target)
 
     KNOWN_FIELDS = frozenset(
         {*QUANTIZER_FIELDS, "granularity", "include", "exclude", "min_elements", "overrides",
@@ -307,7 +308,7 @@ class QuantSpec:
             entropy_coding=self.entropy_coding,
             group_size=self.group_size,
             zero_point=self.zero_point,
-            calibration=self.calibration.value, **target_dict(self.target, self.rdoq),
+            calibration=self.calibration.value, **target_dict(self.target, self.rdoq, self.trellis),
         )
         return out
 

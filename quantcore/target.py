@@ -6,7 +6,9 @@
 bits per quantized weight (their order-0 entropy, which the package's coder reaches within
 0.1%). ``quantcore.compress.allocate`` meets it with one step size shared by every tensor (the
 pooled-MSE optimum) and uniform midtread codes; ``"rdoq": true`` picks each code to minimise
-distortion plus λ·rate (``quantcore.compress.rdoq``), in target mode or with ``bits``.
+distortion plus λ·rate (``quantcore.compress.rdoq``), in target mode or with ``bits``;
+``"rdoq": "trellis"`` (with a target only) picks the whole path of codes that way, by
+trellis-coded quantization (``quantcore.compress.trellis``).
 
 Validation lives here, apart from ``quantcore.spec``, so that the two change separately; the
 spec calls ``target_fields`` and ``target_dict``.
@@ -17,11 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from quantcore.checks import boolean, finite_number
+from quantcore.checks import finite_number
 from quantcore.errors import InvalidSpecError
 from quantcore.spec_names import GPTQ_CALIBRATIONS
 
 TARGET_FIELDS = frozenset({"target", "rdoq"})
+TRELLIS = "trellis"  # the value of ``rdoq`` that asks for trellis-coded quantization
 # Accepted ranges: below 1 dB or 0.05 bits nothing is left of the weights; past 96 dB or 15
 # bits the codes would need more than the 16 bits a container holds.
 SQNR_RANGE = (1.0, 96.0)
@@ -75,8 +78,17 @@ def target_fields(data: dict[str, Any], granularity: str | None) -> dict[str, An
     model), since a dead zone moves codes that a block's zero point or a codebook would
     reinterpret."""
     values: dict[str, Any] = {}
-    if "rdoq" in data:
-        values["rdoq"] = boolean("rdoq", data["rdoq"])
+    if data.get("rdoq") == TRELLIS:
+        values["rdoq"] = values["trellis"] = True
+        if data.get("target") is None:
+            raise InvalidSpecError(
+                'rdoq="trellis" needs a target (its step is chosen for the goal: '
+                '{"target": {"weight_sqnr_db": X}}); with bits, use rdoq=true'
+            )
+    elif "rdoq" in data:
+        if not isinstance(data["rdoq"], bool):
+            raise InvalidSpecError(f"rdoq={data['rdoq']!r} must be true, false or 'trellis'")
+        values["rdoq"] = data["rdoq"]
     method = data.get("method", "uniform")
     if data.get("target") is not None:
         target = parse_target(data["target"])
@@ -108,11 +120,11 @@ def target_fields(data: dict[str, Any], granularity: str | None) -> dict[str, An
     return values
 
 
-def target_dict(target: RateTarget | None, rdoq: bool) -> dict[str, Any]:
+def target_dict(target: RateTarget | None, rdoq: bool, trellis: bool = False) -> dict[str, Any]:
     """What ``QuantSpec.to_dict`` adds: nothing for a spec without either (reports unchanged)."""
     out: dict[str, Any] = {}
     if target is not None:
         out["target"] = target.to_dict()
     if rdoq:
-        out["rdoq"] = True
+        out["rdoq"] = TRELLIS if trellis else True
     return out

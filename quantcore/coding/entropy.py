@@ -32,6 +32,10 @@ decodes fast enough: small inputs, or large ones at low rate) has its own short 
 table: one binary range coder with adaptive contexts, the codes binarised around the most
 frequent one.
 
+Version 5 (``quantcore.coding.trellis_coder``, written where it is the smallest, for codes
+whose levels lie on a trellis path: TCQ's) codes each symbol under the table of its trellis
+state's quantizer; the caller passes ``code_min`` so that the levels are known.
+
 Version 2 (written by default; ``quantcore.coding.rans``): chunks of 2M symbols, each coded by
 8 interleaved 64-bit rANS states with 32-bit renormalisation, compiled with numba and run on
 parallel threads; a chunk's words start with the 8 final states (two words each, low first).
@@ -54,7 +58,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from quantcore.coding import adaptive, context, rans
+from quantcore.coding import adaptive, context, rans, trellis_coder
 from quantcore.coding.parallel import run_all
 from quantcore.coding.symbols import (
     MAGIC,
@@ -81,7 +85,7 @@ __all__ = [
 ]
 
 VERSION = rans.VERSION  # the order-0 stream, written where contexts do not pay
-VERSIONS = (1, 2, 3, 4)  # decoded
+VERSIONS = (1, 2, 3, 4, 5)  # decoded
 
 
 def empirical_entropy_bits(codes: npt.ArrayLike) -> float:
@@ -100,6 +104,7 @@ def encode_codes(
     counts: npt.ArrayLike | None = None,
     version: int | None = None,
     threads: int | None = None,
+    code_min: int | None = None,
 ) -> bytes:
     """Entropy-code non-negative integer ``codes`` (< 2**16, any shape, read in C order).
 
@@ -119,6 +124,11 @@ def encode_codes(
     nothing to model; 4 is only for at most ``adaptive.MAX_CODES`` codes); 1 is the older
     single-threaded coder. Versions 2 and 3 code their
     chunks on ``threads`` threads (default: the cores; the bytes do not depend on it).
+
+    ``code_min``: the signed level that code 0 stands for. Given it, codes whose levels lie
+    on a trellis path (``quantcore.compress.trellis``) are also coded as version 5, each
+    under its trellis state's table, and that stream is returned where it is the smallest
+    (``version=5`` forces it, and needs ``code_min``).
     """
     if version is not None and version not in VERSIONS:
         raise InvalidSpecError(f"entropy stream {version=} is not one of {VERSIONS}")
@@ -133,6 +143,13 @@ def encode_codes(
         from quantcore.coding import entropy_v1
 
         return entropy_v1.encode(flat, histogram)
+    if version == 5:
+        forced5 = None if code_min is None else trellis_coder.encode(flat, code_min, threads)
+        if forced5 is None:
+            raise InvalidSpecError(
+                "entropy stream version 5 needs code_min and codes on a trellis path"
+            )
+        return forced5
     small = flat.size <= adaptive.MAX_CODES
     if version == 4:
         if not small:
@@ -151,7 +168,11 @@ def encode_codes(
     if version is None and adaptive.fast_enough(flat.size, len(stream)):
         tableless = adaptive.encode(flat, histogram, limit=len(stream))
         if tableless is not None and len(tableless) < len(stream):
-            return tableless
+            stream = tableless
+    if version is None and code_min is not None:
+        dependent = trellis_coder.encode(flat, code_min, threads)
+        if dependent is not None and len(dependent) < len(stream):
+            return dependent
     return stream
 
 
@@ -187,8 +208,9 @@ def decode_codes(
         from quantcore.coding import entropy_v1
 
         return entropy_v1.decode(fields, body)
-    if fields[1] == 3:
-        dtype, chunks = context.plan(fields, body)
+    if fields[1] in (3, trellis_coder.VERSION):
+        plan = context.plan if fields[1] == 3 else trellis_coder.plan
+        dtype, chunks = plan(fields, body)
         out = np.empty(fields[5], dtype=dtype)
         run_all(lambda c: c.fill(out[c.start : c.start + c.size]), chunks, threads)
         return out
@@ -213,6 +235,8 @@ def decode_plan(
         return rans.plan(fields, body)
     if fields[1] == 3:
         return context.plan(fields, body)
+    if fields[1] == trellis_coder.VERSION:
+        return trellis_coder.plan(fields, body)
 
     def whole(part: CodeArray) -> None:  # v1: one coder for each 4M codes, decoded together
         from quantcore.coding import entropy_v1
@@ -236,3 +260,4 @@ def compile_kernels() -> None:
     rans.compile_kernels()
     context.compile_kernels()
     adaptive.compile_kernels()
+    trellis_coder.compile_kernels()

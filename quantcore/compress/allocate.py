@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from quantcore.compress.rdoq import RDOQ_MU, rdoq_codes
+from quantcore.compress.trellis import measure_sample as trellis_measure
 from quantcore.design.theory import laplacian_midtread_distortion
 from quantcore.spec import MAX_BITS, Method, QuantizerSpec, Rounding, Support
 from quantcore.target import RateTarget
@@ -91,15 +92,19 @@ def _entropy(codes: np.ndarray) -> float:
     return max(0.0, float(-np.dot(p, np.log2(p))))
 
 
-def measure(sample: TensorSample, step: float, rdoq: bool) -> Measured:
-    """Noise and code bits of ``sample`` at ``step`` (scaled to the whole tensor)."""
+def measure(sample: TensorSample, step: float, rdoq: bool, trellis: bool = False) -> Measured:
+    """Noise and code bits of ``sample`` at ``step`` (scaled to the whole tensor); with
+    ``trellis``, of TCQ levels on the grid of ``step`` (bits: given the quantizer)."""
     top = (1 << (tensor_bits(sample.max_abs, step) - 1)) - 1
+    scale = sample.count / sample.values.size
+    if trellis:
+        noise, bits = trellis_measure(sample.values, step, top)
+        return Measured(noise=noise * scale, bits=bits * scale)
     t = sample.values / step
     codes = np.clip(_round(t), -top, top)
     if rdoq:
         codes = rdoq_codes(t, codes, 0.0, -top, top, RDOQ_MU)
     error = sample.values - codes * step
-    scale = sample.count / sample.values.size
     return Measured(noise=float(np.dot(error, error)) * scale,
                     bits=_entropy(codes) * sample.count)
 
@@ -135,10 +140,12 @@ class Allocation:
     predicted_bits_per_weight: float
     model_step: float  # the Laplacian closed form's step (the search's seed)
     notes: tuple[str, ...] = field(default=())
+    trellis: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "target": self.target.to_dict(), "rdoq": self.rdoq, "step": self.step,
+            "target": self.target.to_dict(), "rdoq": self.rdoq, "trellis": self.trellis,
+            "step": self.step,
             "model_step": self.model_step,
             "predicted": {"weight_sqnr_db": self.predicted_sqnr_db,
                           "bits_per_weight": self.predicted_bits_per_weight},
@@ -191,7 +198,7 @@ def _quantizer(sample: TensorSample, step: float) -> QuantizerSpec:
 
 
 def allocate(
-    samples: Mapping[str, TensorSample], target: RateTarget, *, rdoq: bool
+    samples: Mapping[str, TensorSample], target: RateTarget, *, rdoq: bool, trellis: bool = False
 ) -> Allocation:
     """The largest common step meeting ``target`` (see the module docstring)."""
     signal = sum(s.mean_square * s.count for s in samples.values())
@@ -200,10 +207,10 @@ def allocate(
         quantizers = {name: _quantizer(s, 1.0) for name, s in samples.items()}
         return Allocation(step=1.0, rdoq=rdoq, target=target, quantizers=quantizers,
                           predicted_sqnr_db=math.inf, predicted_bits_per_weight=0.0,
-                          model_step=1.0, notes=("every weight is zero",))
+                          model_step=1.0, notes=("every weight is zero",), trellis=trellis)
 
     def judge(step: float) -> tuple[float, float]:
-        parts = [measure(s, step, rdoq) for s in samples.values()]
+        parts = [measure(s, step, rdoq, trellis) for s in samples.values()]
         noise = sum(p.noise for p in parts)
         sqnr = math.inf if noise == 0 else 10 * math.log10(signal / noise)
         return sqnr, sum(p.bits for p in parts) / total
@@ -230,4 +237,4 @@ def allocate(
     notes = (f"{len(clipped)} tensor(s) clipped at {MAX_BITS} bits",) if clipped else ()
     return Allocation(step=step, rdoq=rdoq, target=target, quantizers=quantizers,
                       predicted_sqnr_db=sqnr, predicted_bits_per_weight=bpw,
-                      model_step=seed, notes=notes)
+                      model_step=seed, notes=notes, trellis=trellis)

@@ -37,6 +37,7 @@ from quantcore.compress.hessian import LayerStats
 from quantcore.compress.layerwise import quantize_tensors
 from quantcore.compress.rdoq import rdoq_result
 from quantcore.compress.results import TensorRequest
+from quantcore.compress.trellis import trellis_result
 from quantcore.design.fits import fit_distributions
 from quantcore.formats.container import build_container
 from quantcore.formats.containers import container_name
@@ -154,7 +155,9 @@ def _quantize_batch(
     results = quantize_tensors(
         requests, spec.granularity, group_size=spec.group_size, zero_point=spec.zero_point
     )
-    if spec.rdoq:
+    if spec.trellis:
+        results = [trellis_result(r, q.weights) for r, q in zip(results, requests, strict=True)]
+    elif spec.rdoq:
         results = [rdoq_result(r, q.weights) for r, q in zip(results, requests, strict=True)]
     requests.clear()
     parts = [
@@ -271,7 +274,7 @@ def _allocate(model: Model, spec: QuantSpec, names: tuple[str, ...]) -> Allocati
     share = min(1.0, SAMPLE_LIMIT / max(sum(sizes[n] for n in names), 1))
     samples = {n: sample_tensor(model.array(n), share, i) for i, n in enumerate(names)}
     assert spec.target is not None
-    return allocate(samples, spec.target, rdoq=spec.rdoq)
+    return allocate(samples, spec.target, rdoq=spec.rdoq, trellis=spec.trellis)
 
 
 def _fit(pooled: np.ndarray) -> dict[str, Any] | None:

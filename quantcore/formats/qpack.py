@@ -128,7 +128,7 @@ def encode_body(
     if counts is not None:  # bin s of the shifted codes holds code_min + s
         span = int(coded.code_max) - int(coded.code_min)
         counts = np.roll(counts, -int(coded.code_min))[: span + 1]
-    return encode_codes(shifted, counts=counts)
+    return encode_codes(shifted, counts=counts, code_min=int(coded.code_min))
 
 
 def pack(

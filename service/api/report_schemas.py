@@ -76,8 +76,10 @@ class AppliedSpec(_Open):
         default=None, description="Present when given: {weight_sqnr_db} or {bits_per_weight}, "
         "the goal that replaced bits (the report's `allocation` shows how it was met)."
     )
-    rdoq: bool | None = Field(default=None, description="Present (true) when codes were "
-                              "chosen for distortion plus rate.")
+    rdoq: bool | Literal["trellis"] | None = Field(
+        default=None, description="Present when codes were chosen for distortion plus rate: "
+        "true (each code), \"trellis\" (the whole path, trellis-coded quantization)."
+    )
 
 
 class ReportSummary(_Open):
@@ -245,6 +247,8 @@ class ReportAllocation(_Open):
 
     target: dict[str, float] = Field(description="The goal, as given.")
     rdoq: bool = Field(description="Whether codes were chosen for distortion plus rate.")
+    trellis: bool = Field(default=False, description="Whether by trellis-coded quantization "
+                          "(codes on the grid of step, indices coded under their quantizer).")
     step: float = Field(description="The common step size the search chose.")
     model_step: float = Field(description="The Laplacian closed form's step that seeded it.")
     predicted: dict[str, float | None] = Field(

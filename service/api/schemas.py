@@ -97,7 +97,8 @@ SPEC_DESCRIPTION = """The job's spec; its shape depends on `kind`. Unknown field
 answers with the spec as applied, every default filled in. `target` replaces `bits`: \
 `{"weight_sqnr_db": X}` or `{"bits_per_weight": R}`, met with one step size shared by every \
 tensor (the report's `allocation` shows it); `rdoq: true` chooses each code for distortion \
-plus rate.
+plus rate, `rdoq: "trellis"` (with a target) the whole path of codes, by trellis-coded \
+quantization.
 
 **sweep**: a base quantize spec and a grid of values; the job measures one point per combination:
 

@@ -28,7 +28,9 @@ from quantcore.target import APPLIED_DEFAULTS, RateTarget
         ({"target": {"weight_sqnr_db": 30}, "calibration": "flat"}, "calibration='flat'"),
         ({"rdoq": True}, "rdoq needs granularity 'layer', 'channel' or 'model'"),
         ({"rdoq": True, "granularity": "layer", "method": "log"}, "rdoq needs method 'uniform'"),
-        ({"rdoq": "yes"}, "rdoq='yes' must be true or false"),
+        ({"rdoq": "yes"}, "rdoq='yes' must be true, false or 'trellis'"),
+        ({"rdoq": "trellis"}, 'rdoq="trellis" needs a target'),
+        ({"rdoq": "trellis", "bits": 4, "granularity": "layer"}, 'rdoq="trellis" needs a target'),
     ],
 )
 def test_bad_targets_are_named(spec: dict, fragment: str) -> None:
@@ -55,3 +57,12 @@ def test_specs_without_target_list_neither_field() -> None:
     applied = QuantSpec.from_dict({"bits": 4}).to_dict()
     assert "target" not in applied and "rdoq" not in applied
     assert QuantSpec.from_dict({"bits": 4, "granularity": "layer", "rdoq": True}).rdoq
+
+
+def test_trellis_spec_round_trips() -> None:
+    spec = QuantSpec.from_dict({"target": {"weight_sqnr_db": 30}, "rdoq": "trellis"})
+    assert spec.rdoq and spec.trellis and spec.granularity is Granularity.LAYER
+    applied = spec.to_dict()
+    assert applied["rdoq"] == "trellis" and "trellis" not in applied
+    assert QuantSpec.from_dict(applied) == spec
+    assert not QuantSpec.from_dict({"target": {"weight_sqnr_db": 30}, "rdoq": True}).trellis

@@ -69,7 +69,10 @@ _TEXT = {
     "distortion at R bits of codes per weight; one step size shared by every tensor "
     "(granularity layer, uniform midtread codes).",
     "rdoq": "Choose each uniform code for distortion plus rate (an adaptive dead zone): with "
-    "a target, or with granularity layer, channel or model.",
+    "a target, or with granularity layer, channel or model. \"trellis\" instead of true (with "
+    "a target only): trellis-coded quantization, the whole path of codes chosen that way "
+    "(about 1.5-3% smaller packages at the same weight SQNR; model.onnx's codes take one "
+    "bit more).",
     "calibration": "auto (default): for a graph's uniform codes in blocks, flat at 7 bits and "
     "more when the model has a float input, synthetic up to 4 bits when its inputs are token "
     "ids, none otherwise (the report's calibration.auto says why). With an evaluation set: "
@@ -130,7 +133,7 @@ def describe() -> QuantizersPublic:
         parameters.append(_parameter(f.name, quantizer_hints[f.name], f.default))
     spec_hints = typing.get_type_hints(QuantSpec)
     for f in dataclasses.fields(QuantSpec):
-        if f.name == "quantizer":
+        if f.name not in QuantSpec.KNOWN_FIELDS:  # the quantizer's own, and derived fields
             continue
         default = f.default if f.default is not dataclasses.MISSING else ()
         parameters.append(_parameter(f.name, spec_hints[f.name], default))

@@ -76,6 +76,30 @@ def test_rate_target_and_rdoq(tmp_path: Path) -> None:
     _check_written(model, tmp_path / "m.onnx", out)
 
 
+def test_trellis_target_is_met_decodes_exactly_and_codes_smaller(tmp_path: Path) -> None:
+    """``"rdoq": "trellis"``: the SQNR target holds on the whole tensors, the written model
+    decodes to the measured values, the package's streams are v5 and smaller than scalar
+    RDOQ's at the same target."""
+    path = tmp_path / "m.onnx"
+    onnx.save(models.mlp((64, 512, 256, 10), seed=9), path)
+    target = {"target": {"weight_sqnr_db": 26}}
+    out = _job(path, tmp_path / "tcq", {**target, "rdoq": "trellis"})
+    scalar = _job(path, tmp_path / "rdoq", {**target, "rdoq": True})
+    block = out.report["allocation"]
+    assert block["trellis"] is True and block["achieved"]["met"] is True
+    assert out.report["spec"]["rdoq"] == "trellis"
+    assert all(any("trellis: TCQ levels" in n for n in layer["notes"])
+               for layer in out.report["layers"])  # fmt: skip
+    _check_written(onnx.load(path), path, out)
+    package = out.artifacts[1].read_bytes()
+    from quantcore.formats.qpack_common import read_header
+
+    header, start = read_header(package)
+    versions = {package[start + t["offset"] + 4] for t in header["tensors"]}
+    assert versions == {5}
+    assert len(package) < 0.985 * scalar.artifacts[1].stat().st_size
+
+
 def test_common_step_beats_equal_bits_at_the_same_sqnr(tmp_path: Path) -> None:
     _spread_mlp(tmp_path / "m.onnx")
     layer = {"bits": 5, "granularity": "layer", "support": "mse"}

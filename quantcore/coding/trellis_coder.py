@@ -1,0 +1,258 @@
+"""Stream ``QENT`` version 5: the codes of a trellis-quantized tensor, each under the frequency
+table of its trellis state's quantizer (``quantcore.compress.trellis``).
+
+TCQ levels ``m`` lie on a step-1 grid, but in a given trellis state only every other one can
+occur (``Q0``: even levels; ``Q1``: odd levels and zero), and which state a code is in follows
+from the codes before it. An order-0 model of ``m`` pays for that parity; coding each code
+under its state's table does not: it spends the entropy of the index given the quantizer,
+which is what makes TCQ pay. Within a quantizer, the model is also chosen by the magnitude
+class of the two indices before it (v3's contexts, ``K`` = 8 classes) where that saves more
+than its tables cost; else ``K`` = 1. Codes that are not on a trellis path (any other
+tensor's) get no v5 stream: ``encode`` returns None at the first code off the path, usually
+within a few.
+
+Layout: the v2 header (``symbols.HEADER``) with version 5, ``raw_bits`` 0 and the tables'
+precision; the table is a zstd frame of ``code_min`` (int32: the level of code 0), ``K``
+(uint16), the symbols as uint16 deltas (byte planes) and ``2K`` rows of uint32 frequencies
+over them (byte planes; the row of context ``quantizer · K + class``, each summing to
+``2**precision`` or all zero); then the chunks' word counts (uint32 each), each chunk's
+``LANES`` first trellis states (a byte each), and each chunk's words (the ``LANES`` final
+rANS states first).
+"""
+
+from __future__ import annotations
+
+import struct
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import zstandard
+
+from quantcore.coding import rans, rans_chunks
+from quantcore.coding.context import LANES, _choose_precision, _rows, class_table
+from quantcore.coding.parallel import run_all
+from quantcore.coding.symbols import MAGIC, CodeArray, chunk_sizes, seal
+from quantcore.errors import InvalidPackageError
+
+VERSION = 5
+QUANTIZERS = 2
+CLASSES = 8  # magnitude classes of the two indices before a code (as v3's)
+MAX_CLASSES = 9  # magnitudes are capped at 255: sums reach class 9
+CHUNK_SYMBOLS = rans.CHUNK_SYMBOLS
+MAX_PRECISION = 16
+_TABLE_HEAD = struct.Struct("<iH")
+TRANSITIONS = ((0, 2), (2, 0), (1, 3), (3, 1))
+
+
+def kernels() -> ModuleType:
+    from quantcore.coding import trellis_kernels
+
+    return trellis_kernels
+
+
+def _lane_starts(n: int) -> list[int]:
+    q, r = n // LANES, n % LANES
+    return [lane * q + min(lane, r) for lane in range(LANES)]
+
+
+def encode(flat: CodeArray, code_min: int, threads: int | None) -> bytes | None:
+    """The v5 stream of ``flat`` (codes ``c`` standing for levels ``c + code_min``), or None
+    when the levels are not on a trellis path or hold fewer than two distinct codes."""
+    if flat.size == 0:
+        return None
+    states = np.empty(flat.size, np.uint8)
+    if kernels().states_of(flat, int(code_min), states) != flat.size:
+        return None
+    columns = 1 << (8 * flat.itemsize)
+    counts = np.zeros((QUANTIZERS * CLASSES, columns), np.int64)
+    kernels().count_contexts(flat, states, int(code_min), class_table(CLASSES), CHUNK_SYMBOLS,
+                             counts)  # fmt: skip
+    symbols = np.flatnonzero(counts.sum(axis=0))
+    if symbols.size < 2:
+        return None
+    by_class = np.ascontiguousarray(counts[:, symbols])
+    by_quantizer = by_class.reshape(QUANTIZERS, CLASSES, -1).sum(axis=1)
+    # The classes' tables are worth their bytes on large tensors only: the cheaper model wins.
+    options = [_model(flat.size, int(code_min), symbols, c, k)
+               for c, k in ((by_quantizer, 1), (by_class, CLASSES))]  # fmt: skip
+    _, k_classes, precision, freqs, table = min(options, key=lambda o: o[0])
+    width = 8 * flat.itemsize
+    rows = np.stack([_rows(symbols, freqs[c], precision, width) for c in range(freqs.shape[0])])
+    classes = class_table(k_classes)
+
+    def one(start: int) -> tuple[bytes, memoryview]:
+        part = flat[start : start + CHUNK_SYMBOLS]
+        part_states = states[start : start + CHUNK_SYMBOLS]
+        words = np.empty(part.size + 2 * LANES, dtype=np.uint32)
+        begin = kernels().encode_chunk(part, part_states, int(code_min), classes, rows, words)
+        if begin < 0:
+            raise AssertionError("a code without a frequency in its own counts")
+        firsts = bytes(int(part_states[i]) if i < part.size else 0  # an empty lane: 0
+                       for i in _lane_starts(part.size))  # fmt: skip
+        return firsts, memoryview(words[begin:].astype("<u4", copy=False).tobytes())
+
+    pieces = run_all(one, range(0, flat.size, CHUNK_SYMBOLS), threads)
+    lengths = np.array([len(words) // 4 for _, words in pieces], dtype="<u4")
+    fields = (MAGIC, VERSION, width, 0, precision, flat.size, symbols.size, CHUNK_SYMBOLS)
+    body: list[bytes | memoryview] = [table, lengths.tobytes()]
+    body += [firsts for firsts, _ in pieces]
+    body += [words for _, words in pieces]
+    return seal((*fields, len(table), len(pieces)), body)
+
+
+def _model(
+    count: int, code_min: int, symbols: npt.NDArray[np.intp], counts: npt.NDArray[np.int64],
+    k_classes: int,
+) -> tuple[float, int, int, npt.NDArray[np.int64], bytes]:
+    """(bytes, K, precision, frequencies, table) of the model with ``counts`` per context."""
+    contexts = counts.shape[0]
+    cap = max(8, (count // (4 * contexts)).bit_length() - 1)  # the decoder builds the tables
+    precision, freqs, bits = _choose_precision(counts, 0, min(cap, MAX_PRECISION))
+    table = _encode_table(code_min, k_classes, symbols, freqs)
+    return bits / 8 + len(table), k_classes, precision, freqs, table
+
+
+def _encode_table(
+    code_min: int, k_classes: int, symbols: npt.NDArray[np.intp], freqs: np.ndarray
+) -> bytes:
+    deltas = symbols.astype("<u2")
+    deltas[1:] -= deltas[:-1].copy()
+    planes = [
+        _TABLE_HEAD.pack(code_min, k_classes),
+        deltas.view(np.uint8).reshape(-1, 2).T.tobytes(),
+        np.ascontiguousarray(freqs, dtype="<u4").ravel().view(np.uint8).reshape(-1, 4).T.tobytes(),
+    ]
+    return zstandard.ZstdCompressor(level=3).compress(b"".join(planes))
+
+
+def _decode_table(
+    table: memoryview, n_symbols: int, width: int, precision: int
+) -> tuple[int, int, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``code_min``, K, the symbols and the rows of frequencies (one a context), checked."""
+    if not 2 <= n_symbols <= 1 << width or not 1 <= precision <= MAX_PRECISION:
+        raise InvalidPackageError(f"entropy stream v5 has {n_symbols=}, {precision=}")
+    most = _TABLE_HEAD.size + (2 + 4 * QUANTIZERS * MAX_CLASSES) * n_symbols
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(table, max_output_size=most)
+    except zstandard.ZstdError as exc:
+        raise InvalidPackageError(f"entropy stream trellis table is corrupt: {exc}") from None
+    if len(raw) < _TABLE_HEAD.size:
+        raise InvalidPackageError("entropy stream trellis table is truncated")
+    code_min, k_classes = _TABLE_HEAD.unpack_from(raw)
+    if not 1 <= k_classes <= MAX_CLASSES:
+        raise InvalidPackageError(f"entropy stream trellis table has {k_classes} classes")
+    contexts = QUANTIZERS * k_classes
+    if len(raw) != _TABLE_HEAD.size + (2 + 4 * contexts) * n_symbols:
+        raise InvalidPackageError("entropy stream trellis table has the wrong length")
+    planes = np.frombuffer(raw, dtype=np.uint8, offset=_TABLE_HEAD.size)
+    deltas = np.ascontiguousarray(planes[: 2 * n_symbols].reshape(2, -1).T).view("<u2")
+    symbols = np.cumsum(deltas.ravel().astype(np.int64))
+    values = np.ascontiguousarray(planes[2 * n_symbols :].reshape(4, -1).T).view("<u4")
+    freqs = values.ravel().astype(np.int64).reshape(contexts, n_symbols)
+    sums = freqs.sum(axis=1)
+    if (np.diff(symbols) <= 0).any() or symbols[-1] >= 1 << width or not (
+        (sums == 0) | (sums == 1 << precision)
+    ).all():
+        raise InvalidPackageError("entropy stream trellis table is not a valid model")
+    return int(code_min), int(k_classes), symbols, freqs
+
+
+def _indices(levels: npt.NDArray[np.int64], quantizer: int) -> npt.NDArray[np.int64]:
+    """Each level's index in ``quantizer`` (a level off it gets a wrong one: it has no
+    frequency there, so the decoder never reads it)."""
+    if quantizer == 0:
+        return levels // 2
+    return np.where(levels > 0, (levels + 1) // 2, np.where(levels < 0, (levels - 1) // 2, 0))
+
+
+def _decoder_tables(
+    code_min: int, k_classes: int, symbols: npt.NDArray[np.int64],
+    freqs: npt.NDArray[np.int64], precision: int, dtype: np.dtype,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per context and slot: ``f | (slot - cum) << 16``, the code, its index's parity and
+    magnitude (capped at 255)."""
+    contexts, total = freqs.shape[0], 1 << precision
+    entry = np.zeros((contexts, total), dtype=np.uint32)
+    value = np.zeros((contexts, total), dtype=dtype)
+    parity = np.zeros((contexts, total), dtype=np.uint8)
+    dist = np.zeros((contexts, total), dtype=np.uint8)
+    slots = np.arange(total, dtype=np.int64)
+    for c in range(contexts):
+        if not freqs[c].any():
+            continue
+        k = _indices(symbols + code_min, c // k_classes)
+        symbol_of = np.repeat(np.arange(symbols.size), freqs[c])
+        cum = np.concatenate([[0], np.cumsum(freqs[c])[:-1]])
+        entry[c] = freqs[c][symbol_of] | (slots - cum[symbol_of]) << 16
+        value[c] = symbols[symbol_of].astype(dtype)
+        parity[c] = (k & 1)[symbol_of]
+        dist[c] = np.minimum(np.abs(k), 255)[symbol_of]
+    return entry, value, parity, dist
+
+
+def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans.Chunk]]:
+    """The dtype of a checked v5 stream's codes and its chunks (as ``rans.plan``)."""
+    _, _, width, raw_bits, precision, count, n_symbols, chunk, table_len, n_chunks, _ = fields
+    if raw_bits:
+        raise InvalidPackageError(f"entropy stream v5 has {raw_bits=}, expected 0")
+    dtype = np.dtype(np.uint8 if width == 8 else np.uint16)
+    code_min, k_classes, symbols, freqs = _decode_table(
+        body[:table_len], n_symbols, width, precision
+    )
+    sizes = chunk_sizes(count, chunk, n_chunks, True, len(body) - table_len)
+    offset = table_len + 4 * n_chunks
+    lengths = np.frombuffer(body[table_len:offset], dtype="<u4").astype(np.int64)
+    firsts = body[offset : offset + LANES * n_chunks]
+    offset += LANES * n_chunks
+    expected = offset + 4 * int(lengths.sum())
+    if expected != len(body) or (lengths < 2 * LANES).any():
+        raise InvalidPackageError(
+            f"entropy stream body is {len(body)} bytes, its chunk table says {expected}"
+        )
+    tables = _decoder_tables(code_min, k_classes, symbols, freqs, precision, dtype)
+    classes = class_table(k_classes)
+    chunks = []
+    for index, (words_n, n) in enumerate(zip(lengths.tolist(), sizes, strict=True)):
+        words = body[offset : offset + 4 * words_n]
+        offset += 4 * words_n
+        starts = np.frombuffer(firsts[LANES * index : LANES * (index + 1)], dtype=np.uint8)
+
+        def fill(part: CodeArray, index: int = index, words: memoryview = words,
+                 starts: np.ndarray = starts) -> None:  # fmt: skip
+            array = rans_chunks._words(words)
+            if not kernels().decode_chunk(array, precision, starts, classes, *tables, part):
+                raise InvalidPackageError(
+                    f"entropy stream chunk {index} is corrupt: its words do not decode to "
+                    f"{part.size} symbols"
+                )
+
+        chunks.append(rans.Chunk(index * chunk, n, fill))
+    return dtype, chunks
+
+
+def path_levels(indices: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """The levels of a sequence of indices ``k`` on the trellis path from state 0 (each
+    index in the quantizer of the state the ones before it lead to)."""
+    levels = []
+    state = 0
+    for k in np.asarray(indices, np.int64).tolist():
+        levels.append(2 * k if state < 2 else 2 * k - (k > 0) + (k < 0))
+        state = TRANSITIONS[state][k & 1]
+    return np.array(levels, np.int64)
+
+
+def compile_kernels() -> None:
+    """Compile (or load) the v5 kernels for 8- and 16-bit codes."""
+    from quantcore.coding.symbols import open_stream
+
+    levels = path_levels([0, 1, 1, 0, -1, 0, 2, -2, 1, 0] * 4)
+    for dtype in (np.uint8, np.uint16):
+        codes: CodeArray = (levels + 3).astype(dtype)
+        stream = encode(codes, -3, 1)
+        assert stream is not None
+        fields, body = open_stream(stream, (VERSION,))
+        _, chunks = plan(fields, body)
+        for c in chunks:
+            c.fill(np.empty(c.size, dtype=dtype))

@@ -1,0 +1,169 @@
+"""Compiled loops of stream ``QENT`` v5 (``quantcore.coding.trellis_coder``): rANS whose model
+of each code is chosen by its trellis state's quantizer and its neighbours' magnitudes.
+
+Lanes and chunks as in v3 (``context_kernels``): ``LANES`` contiguous segments of a chunk,
+each with its own rANS state and its own trellis state, which starts at the value the
+stream stores for it (the state the whole tensor's path is in there). A code's context is
+``quantizer · K + class(|k1| + |k2|)``: its state's quantizer (``state >> 1``) and, as in
+v3, the magnitude class of the indices of the lane's two codes before it (``K`` classes, 1:
+the quantizer alone). After a code the state moves by the parity of its index, and the
+magnitudes shift by its own: both read from tables per context and slot.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from quantcore.coding.context_kernels import LANES, _put, _segment
+from quantcore.coding.rans_kernels import _L, _MASK32, _32
+
+TRANSITIONS = np.array([[0, 2], [2, 0], [1, 3], [3, 1]], np.int64)
+_jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+
+
+@njit(inline="always")
+def _index(m, q1):
+    """The index of level ``m`` in quantizer ``q1``, or -(1 << 40) when it is not one."""
+    if q1 == 0:
+        return m // 2 if m % 2 == 0 else -(np.int64(1) << 40)
+    if m == 0:
+        return np.int64(0)
+    if m % 2 == 0:
+        return -(np.int64(1) << 40)
+    return (m + 1) // 2 if m > 0 else (m - 1) // 2
+
+
+@_jit
+def states_of(codes, code_min, states):
+    """The trellis state before each code (``states``, uint8) on the path from state 0,
+    the level of code ``c`` being ``c + code_min``; returns the number of codes on the path
+    (``codes.size`` when every level belongs to its state's quantizer)."""
+    state = 0
+    for i in range(codes.size):
+        states[i] = state
+        k = _index(np.int64(codes[i]) + code_min, 1 if state >= 2 else 0)
+        if k == -(np.int64(1) << 40):
+            return i
+        state = TRANSITIONS[state, k & 1]
+    return codes.size
+
+
+@_jit
+def contexts(codes, states, code_min, classes, out):
+    """The context of every code of a chunk (``out``, uint8): its state's quantizer times
+    the number of classes, plus the class of ``|k1| + |k2|``, the magnitudes of the indices
+    of the lane's two codes before it (0 at the lane's start)."""
+    n = codes.size
+    top = classes.size - 1
+    k_classes = classes[top] + 1
+    for lane in range(LANES):
+        start, length = _segment(n, lane)
+        d1 = 0
+        d2 = 0
+        for t in range(length):
+            i = start + t
+            q1 = states[i] >> 1
+            out[i] = q1 * k_classes + classes[min(d1 + d2, top)]
+            k = _index(np.int64(codes[i]) + code_min, q1)
+            d2 = d1
+            d1 = min(abs(k), 255)
+
+
+@_jit
+def count_contexts(codes, states, code_min, classes, chunk, counts):
+    """``counts[context, code]`` += 1 for every code, contexts taken over chunks of
+    ``chunk`` codes."""
+    ctx = np.empty(min(chunk, codes.size), dtype=np.uint8)
+    for begin in range(0, codes.size, chunk):
+        part = codes[begin : begin + chunk]
+        contexts(part, states[begin : begin + chunk], code_min, classes, ctx[: part.size])
+        for i in range(part.size):
+            counts[ctx[i], part[i]] += 1
+
+
+@_jit
+def encode_chunk(codes, states, code_min, classes, table, words):
+    """Code a chunk into the end of ``words`` (room for ``codes.size + 2 * LANES``) in the
+    reverse of the decode order, each code under ``table[its context]`` (rows as
+    ``rans_kernels``'s). Returns where the words start, or -1 if a code has no frequency in
+    its context."""
+    n = codes.size
+    ctx = np.empty(n, dtype=np.uint8)
+    contexts(codes, states, code_min, classes, ctx)
+    rans_states = np.full(LANES, _L, dtype=np.uint64)
+    pos = words.size
+    q, r = n // LANES, n % LANES
+    bad = False
+    for lane in range(r - 1, -1, -1):  # the tail: step q of the first r lanes
+        i = _segment(n, lane)[0] + q
+        rans_states[lane], pos, absent = _put(rans_states[lane], codes[i], 0, ctx[i], table,
+                                              words, pos)  # fmt: skip
+        bad |= absent
+    for t in range(q - 1, -1, -1):
+        for lane in range(LANES - 1, -1, -1):
+            i = _segment(n, lane)[0] + t
+            rans_states[lane], pos, absent = _put(rans_states[lane], codes[i], 0, ctx[i],
+                                                  table, words, pos)  # fmt: skip
+            bad |= absent
+    if bad:
+        return -1
+    for lane in range(LANES - 1, -1, -1):
+        pos -= 2
+        words[pos] = np.uint32(rans_states[lane] & _MASK32)
+        words[pos + 1] = np.uint32(rans_states[lane] >> _32)
+    return pos
+
+
+@njit(inline="always")
+def _take(lane, i, xs, ts, d1, d2, classes, k_classes, words, pos, last, mask, prec, entry,
+          value, parity, dist, out):  # fmt: skip
+    x = xs[lane]
+    c = (ts[lane] >> 1) * k_classes + classes[min(d1[lane] + d2[lane], classes.size - 1)]
+    slot = x & mask
+    e = np.uint64(entry[c, slot])
+    out[i] = value[c, slot]
+    ts[lane] = TRANSITIONS[ts[lane], parity[c, slot]]
+    d2[lane] = d1[lane]
+    d1[lane] = dist[c, slot]
+    x = (e & np.uint64(0xFFFF)) * (x >> prec) + (e >> np.uint64(16))
+    word = np.uint64(words[min(pos, last)])
+    low = x < _L
+    xs[lane] = (x << _32 | word) if low else x
+    return pos + np.int64(low)
+
+
+@_jit
+def decode_chunk(words, precision, starts, classes, entry, value, parity, dist, out):
+    """Decode ``out.size`` codes; per context and slot, ``entry`` is ``f | (slot - cum) <<
+    16``, ``value`` the code, ``parity`` its index's parity (0 or 1) and ``dist`` the index's
+    magnitude (capped at 255); ``starts`` holds each lane's first trellis state and
+    ``classes`` the class of each magnitude sum (as ``contexts``). Returns True if the
+    stream ended as it must."""
+    n = out.size
+    mask = np.uint64((1 << precision) - 1)
+    prec = np.uint64(precision)
+    last = words.size - 1
+    k_classes = classes[classes.size - 1] + 1
+    xs = np.empty(LANES, dtype=np.uint64)
+    ts = np.empty(LANES, dtype=np.int64)
+    d1 = np.zeros(LANES, dtype=np.int64)
+    d2 = np.zeros(LANES, dtype=np.int64)
+    begin = np.empty(LANES, dtype=np.int64)
+    for lane in range(LANES):
+        xs[lane] = np.uint64(words[2 * lane]) | np.uint64(words[2 * lane + 1]) << _32
+        ts[lane] = starts[lane] & 3
+        begin[lane] = _segment(n, lane)[0]
+    pos = 2 * LANES
+    q, r = n // LANES, n % LANES
+    for step in range(q):
+        for lane in range(LANES):
+            pos = _take(lane, begin[lane] + step, xs, ts, d1, d2, classes, k_classes, words,
+                        pos, last, mask, prec, entry, value, parity, dist, out)  # fmt: skip
+    for lane in range(r):
+        pos = _take(lane, begin[lane] + q, xs, ts, d1, d2, classes, k_classes, words, pos,
+                    last, mask, prec, entry, value, parity, dist, out)  # fmt: skip
+    ok = pos == words.size
+    for lane in range(LANES):
+        ok &= xs[lane] == _L
+    return ok

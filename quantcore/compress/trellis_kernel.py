@@ -1,0 +1,132 @@
+"""The Viterbi search of trellis-coded quantization, compiled (``quantcore.compress.trellis``).
+
+Two scalar quantizers on the integer grid: ``Q0`` has the even levels ``m = 2k``, ``Q1`` the
+odd ones and zero, ``m = 2k - sgn(k)``. A 4-state machine driven by the parity of each index
+``k`` picks the quantizer of the next weight (states 0 and 1 use ``Q0``, 2 and 3 ``Q1``;
+``TRANSITIONS`` is VVC's and DeepCABAC's). Each quantizer alone has a step of 2, but the path
+through the states reaches every integer, so the search finds levels almost as close as a
+step-1 quantizer's with indices of a step-2 quantizer's size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+TRANSITIONS = np.array([[0, 2], [2, 0], [1, 3], [3, 1]], np.int64)
+STATES = 4
+_INF = 1e300
+_jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+
+
+@njit(inline="always")
+def level(k, q1):
+    """The integer level of index ``k`` in quantizer ``q1`` (0: Q0, 1: Q1)."""
+    if q1 == 0:
+        return 2 * k
+    return 2 * k - (1 if k > 0 else (-1 if k < 0 else 0))
+
+
+@njit(inline="always")
+def index(m, q1):
+    """The index of level ``m`` in quantizer ``q1``, or a value past ``1 << 40`` when ``m``
+    is not one of its levels."""
+    if q1 == 0:
+        return m // 2 if m % 2 == 0 else np.int64(1) << 41
+    if m == 0:
+        return np.int64(0)
+    if m % 2 == 0:
+        return np.int64(1) << 41
+    return (m + 1) // 2 if m > 0 else (m - 1) // 2
+
+
+@_jit
+def viterbi_block(w, inv, start, lam, bits, offset, m_max, levels, back_k, back_s):
+    """Levels (integers, into ``levels``) of ``w · inv`` (in units of the step) minimising the
+    squared error plus ``lam`` times the bits of each index (``bits[q, k + offset]``), the
+    path starting in state ``start`` and ending in the cheapest state, which is returned.
+    ``|level| <= m_max``. ``back_k``/``back_s``: (len(x), 4) scratch."""
+    n = w.size
+    cost = np.full(STATES, _INF)
+    cost[start] = 0.0
+    new = np.empty(STATES)
+    width = bits.shape[1]
+    for i in range(n):
+        for t in range(STATES):
+            new[t] = _INF
+        xi = np.float64(w[i]) * inv
+        for s in range(STATES):
+            base_cost = cost[s]
+            if base_cost >= _INF:
+                continue
+            q1 = 1 if s >= 2 else 0
+            if q1 == 0:
+                first = np.int64(np.floor(xi / 2.0)) - 1
+            else:
+                first = np.int64(np.floor((xi + 1.0) / 2.0)) - 1
+            # Four indices around x, and zero (the cheapest index, often worth its error).
+            for j in range(5):
+                k = first + j if j < 4 else np.int64(0)
+                if j < 4 and k == 0:
+                    continue  # zero is candidate 4
+                m = level(k, q1)
+                if m > m_max or m < -m_max:
+                    continue
+                col = k + offset
+                if col < 0 or col >= width:
+                    continue
+                d = xi - m
+                c = base_cost + d * d + lam * bits[q1, col]
+                t = TRANSITIONS[s, k & 1]
+                if c < new[t]:
+                    new[t] = c
+                    back_k[i, t] = k
+                    back_s[i, t] = s
+        for t in range(STATES):
+            cost[t] = new[t]
+    end = 0
+    for t in range(1, STATES):
+        if cost[t] < cost[end]:
+            end = t
+    s = end
+    for i in range(n - 1, -1, -1):
+        k = back_k[i, s]
+        prev = back_s[i, s]
+        levels[i] = level(k, 1 if prev >= 2 else 0)
+        s = prev
+    return end
+
+
+@_jit
+def quantize_path(w, inv, lam, bits, offset, m_max, block, levels, counts):
+    """``viterbi_block`` over ``w`` a ``block`` at a time, each block starting in the state
+    the previous one ended in (one continuous path); ``counts[q, k + offset]`` gets each
+    index's count in its quantizer. Returns the state after the last weight."""
+    n = w.size
+    back_k = np.empty((min(block, n), STATES), np.int64)
+    back_s = np.empty((min(block, n), STATES), np.int8)
+    state = 0
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        viterbi_block(w[lo:hi], inv, state, lam, bits, offset, m_max, levels[lo:hi],
+                      back_k[: hi - lo], back_s[: hi - lo])  # fmt: skip
+        for i in range(lo, hi):
+            q1 = 1 if state >= 2 else 0
+            k = index(levels[i], q1)
+            counts[q1, k + offset] += 1
+            state = TRANSITIONS[state, k & 1]
+    return state
+
+
+@_jit
+def walk(levels, states):
+    """The state before each level (``states``), from state 0; returns how many levels are
+    on the path (``levels.size`` when all are: a level off its state's quantizer stops it)."""
+    state = 0
+    for i in range(levels.size):
+        states[i] = state
+        k = index(np.int64(levels[i]), 1 if state >= 2 else 0)
+        if k > np.int64(1) << 40:
+            return i
+        state = TRANSITIONS[state, k & 1]
+    return levels.size

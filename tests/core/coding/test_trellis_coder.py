@@ -1,0 +1,120 @@
+"""Stream v5: trellis-quantized codes under their state's table, decoded to the same codes."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from quantcore.coding import trellis_coder
+from quantcore.coding.entropy import decode_codes, encode_codes
+from quantcore.coding.symbols import CRC_AT, HEADER
+from quantcore.compress.trellis import trellis_levels
+from quantcore.errors import InvalidPackageError, InvalidSpecError
+
+
+def _tcq_codes(n: int, seed: int, step: float = 0.2) -> tuple[np.ndarray, int]:
+    """Shifted codes of TCQ levels of a Laplacian, and their ``code_min``."""
+    w = np.random.default_rng(seed).laplace(size=n).astype(np.float32)
+    m_max = 120
+    levels = trellis_levels(w, step, m_max).levels
+    return (levels + m_max).astype(np.uint8), -m_max
+
+
+def _version(stream: bytes) -> int:
+    return stream[4]
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 1000, 65_537])
+def test_round_trip_of_trellis_levels(n: int) -> None:
+    codes, code_min = _tcq_codes(n, seed=n)
+    stream = encode_codes(codes, code_min=code_min, version=5) if n > 1 else None
+    if stream is None:  # one code: one symbol, nothing to model
+        assert trellis_coder.encode(codes, code_min, 1) is None
+        return
+    assert _version(stream) == 5
+    np.testing.assert_array_equal(decode_codes(stream, count=n), codes)
+
+
+def test_chunks_start_their_lanes_in_the_path_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several chunks: each lane of each chunk starts in the state the whole path is in."""
+    monkeypatch.setattr(trellis_coder, "CHUNK_SYMBOLS", 1000)
+    codes, code_min = _tcq_codes(10_007, seed=4)
+    stream = trellis_coder.encode(codes, code_min, 2)
+    assert stream is not None
+    fields = HEADER.unpack_from(stream)
+    assert fields[7] == 1000 and fields[9] == 11  # chunk size, chunks
+    np.testing.assert_array_equal(decode_codes(stream), codes)
+
+
+def test_sixteen_bit_codes_and_magnitude_classes() -> None:
+    """Wide codes; and weights whose magnitudes come in runs, where the classes pay (K = 8)."""
+    rng = np.random.default_rng(7)
+    scale = np.repeat(rng.choice([0.05, 3.0], size=400), 500)
+    w = (rng.laplace(size=scale.size) * scale).astype(np.float32)
+    m_max = 2000
+    levels = trellis_levels(w, 0.01, m_max).levels
+    codes = (levels + m_max).astype(np.uint16)
+    stream = trellis_coder.encode(codes, -m_max, 1)
+    assert stream is not None
+    np.testing.assert_array_equal(decode_codes(stream), codes)
+    fields = HEADER.unpack_from(stream)
+    assert fields[2] == 16
+    table = trellis_coder._decode_table(memoryview(stream)[HEADER.size :][: fields[8]],
+                                        fields[6], 16, fields[4])  # fmt: skip
+    assert table[1] == trellis_coder.CLASSES
+
+
+def test_v5_is_chosen_for_trellis_codes_and_pays() -> None:
+    codes, code_min = _tcq_codes(200_000, seed=1)
+    plain = encode_codes(codes)
+    chosen = encode_codes(codes, code_min=code_min)
+    assert _version(chosen) == 5 and _version(plain) != 5
+    # Coding the levels without their state pays for their parity, about a bit a code.
+    assert len(chosen) < 0.85 * len(plain)
+    np.testing.assert_array_equal(decode_codes(chosen), codes)
+
+
+def test_codes_off_a_trellis_path_keep_their_stream() -> None:
+    codes = np.random.default_rng(2).integers(0, 16, size=50_000).astype(np.uint8)
+    assert trellis_coder.encode(codes, -8, 1) is None
+    assert encode_codes(codes, code_min=-8) == encode_codes(codes)
+    with pytest.raises(InvalidSpecError, match="version 5 needs code_min"):
+        encode_codes(codes, version=5, code_min=-8)
+    with pytest.raises(InvalidSpecError, match="version 5 needs code_min"):
+        encode_codes(codes, version=5)
+
+
+def test_path_levels_are_what_the_walk_accepts() -> None:
+    indices = np.random.default_rng(3).integers(-5, 6, size=500)
+    levels = trellis_coder.path_levels(indices)
+    codes = (levels + 12).astype(np.uint8)
+    states = np.empty(codes.size, np.uint8)
+    assert trellis_coder.kernels().states_of(codes, -12, states) == codes.size
+    odd_in_q0 = codes.copy()
+    odd_in_q0[0] = 12 + 1  # level 1 in state 0 (Q0 holds even levels only)
+    assert trellis_coder.kernels().states_of(odd_in_q0, -12, states) == 0
+
+
+def _resealed(stream: bytes, body: bytes) -> bytes:
+    """``stream``'s header over ``body``, with the CRC-32 made right again."""
+    head = stream[:CRC_AT]
+    crc = zlib.crc32(body, zlib.crc32(head))
+    return head + crc.to_bytes(4, "little") + body
+
+
+def test_corrupt_streams_are_refused_by_name() -> None:
+    codes, code_min = _tcq_codes(5000, seed=5)
+    stream = trellis_coder.encode(codes, code_min, 1)
+    assert stream is not None
+    flipped = bytearray(stream)
+    flipped[-3] ^= 0x40
+    with pytest.raises(InvalidPackageError, match="CRC-32"):
+        decode_codes(bytes(flipped))
+    body = bytearray(stream[HEADER.size :])
+    body[-5] ^= 0x40  # a word of the last chunk, CRC made right: the decoder itself notices
+    with pytest.raises(InvalidPackageError, match="chunk 0 is corrupt"):
+        decode_codes(_resealed(stream, bytes(body)))
+    with pytest.raises(InvalidPackageError, match="chunk table says"):
+        decode_codes(_resealed(stream, stream[HEADER.size : -4]))
