@@ -22,7 +22,6 @@ is the tensor's codes and a block's back pointers.
 from __future__ import annotations
 
 import dataclasses
-import math
 from types import ModuleType
 
 import numpy as np
@@ -129,6 +128,3 @@ def measure_sample(values: np.ndarray, step: float, m_max: int) -> tuple[float, 
     error = values - path.levels * step
     return float(np.dot(error, error)), conditional_bits(path.counts)
 
-
-def top_level(max_abs: float, step: float) -> int:
-    return math.floor(max_abs / step + 0.5) if step > 0 else 0

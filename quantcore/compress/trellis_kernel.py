@@ -13,7 +13,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-TRANSITIONS = np.array([[0, 2], [2, 0], [1, 3], [3, 1]], np.int64)
+# The state machine and index of a level are the package coder's (one definition for both).
+from quantcore.coding.trellis_kernels import TRANSITIONS
+from quantcore.coding.trellis_kernels import _index as index
+
 STATES = 4
 _INF = 1e300
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
@@ -25,19 +28,6 @@ def level(k, q1):
     if q1 == 0:
         return 2 * k
     return 2 * k - (1 if k > 0 else (-1 if k < 0 else 0))
-
-
-@njit(inline="always")
-def index(m, q1):
-    """The index of level ``m`` in quantizer ``q1``, or a value past ``1 << 40`` when ``m``
-    is not one of its levels."""
-    if q1 == 0:
-        return m // 2 if m % 2 == 0 else np.int64(1) << 41
-    if m == 0:
-        return np.int64(0)
-    if m % 2 == 0:
-        return np.int64(1) << 41
-    return (m + 1) // 2 if m > 0 else (m - 1) // 2
 
 
 @_jit
@@ -116,17 +106,3 @@ def quantize_path(w, inv, lam, bits, offset, m_max, block, levels, counts):
             counts[q1, k + offset] += 1
             state = TRANSITIONS[state, k & 1]
     return state
-
-
-@_jit
-def walk(levels, states):
-    """The state before each level (``states``), from state 0; returns how many levels are
-    on the path (``levels.size`` when all are: a level off its state's quantizer stops it)."""
-    state = 0
-    for i in range(levels.size):
-        states[i] = state
-        k = index(np.int64(levels[i]), 1 if state >= 2 else 0)
-        if k > np.int64(1) << 40:
-            return i
-        state = TRANSITIONS[state, k & 1]
-    return levels.size
