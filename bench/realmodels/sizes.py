@@ -3,7 +3,7 @@
 For each catalog model it runs a quantize job with ``{"bits": B}`` (4 by default) and
 compares ``model.onnx``'s size with a bound: the codes packed at their width
 (``ceil(params · bits / 8)`` per tensor), a float16 scale and a 4-bit zero point per block
-(the blocks counted from the written model's ``*.scale`` initializers, in every subgraph),
+(the blocks counted from the written model's ``*.s`` initializers, in every subgraph),
 and the untouched rest (the source file less the float bytes of the quantized tensors).
 Issue 11's target: ``model.onnx`` within 3% of that bound. What is over it is the decode
 subgraphs (nodes, initializer headers, shared shapes and block indices) and the opset
@@ -32,10 +32,10 @@ TARGET = 0.03
 
 
 def _block_count(model: Path) -> int:
-    """Float16 block scales in the written model (the decode subgraphs' ``*.scale``)."""
+    """Float16 block scales in the written model (the decode subgraphs' ``*.s``)."""
     half = onnx.TensorProto.FLOAT16
     return sum(math.prod(t.dims) for t in fidelity._tensors(onnx.load(str(model)))
-               if t.name.endswith(".scale") and t.data_type == half)  # fmt: skip
+               if t.name.endswith(".s") and t.data_type == half)  # fmt: skip
 
 
 def measure(source: Path, bits: int) -> tuple[int, float]:

@@ -166,7 +166,7 @@ def test_sklearn_mlp_with_evaluation(tmp_path):
     written = onnx.load(out.artifacts[0])
     # opset 21: 4-bit codes are stored as int4.
     # The default: groups with a zero point, unsigned codes.
-    assert {i.data_type for i in written.graph.initializer if i.name.endswith(".codes")} == {
+    assert {i.data_type for i in written.graph.initializer if i.name.endswith(".c")} == {
         TensorProto.UINT4
     }
 

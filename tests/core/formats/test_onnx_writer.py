@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.inliner
 import pytest
 from onnx import TensorProto
 
@@ -59,7 +60,12 @@ def _check(
 
 
 def _code_types(proto: onnx.ModelProto) -> dict[str, int]:
-    return {i.name: i.data_type for i in proto.graph.initializer if i.name.endswith(".codes")}
+    return {i.name: i.data_type for i in proto.graph.initializer if i.name.endswith(".c")}
+
+
+def _ops(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The main graph's nodes with the decode functions' calls inlined."""
+    return list(onnx.inliner.inline_local_functions(proto).graph.node)
 
 
 X16 = {"x": RNG.normal(size=(5, 16)).astype(np.float32)}
@@ -82,7 +88,7 @@ def test_affine_per_tensor_storage_and_exactness(tmp_path, opset, bits, expected
     written = _check(source, quantized, X16)
     assert set(_code_types(written).values()) == {expected}
     assert not {n for n in weights} & {i.name for i in written.graph.initializer}
-    ops = {n.op_type for n in written.graph.node}
+    ops = {n.op_type for n in _ops(written)}
     assert "DequantizeLinear" in ops
     assert ("Cast" in ops) == (expected == TensorProto.INT16 and opset < 21)
 
@@ -96,7 +102,7 @@ def test_affine_per_channel_every_opset(tmp_path, opset):
         if t.name.endswith("weight")
     }
     written = _check(source, quantized, X16)
-    ops = {n.op_type for n in written.graph.node}
+    ops = {n.op_type for n in _ops(written)}
     # Per-axis DequantizeLinear exists from opset 13; before, Cast -> Mul -> Add.
     assert ("DequantizeLinear" in ops) == (opset >= 13)
 
@@ -112,7 +118,7 @@ def test_codebook_gather(tmp_path, opset, bits, expected):
     }
     written = _check(source, quantized, X16)
     assert set(_code_types(written).values()) == {expected}
-    assert "Gather" in {n.op_type for n in written.graph.node}
+    assert "Gather" in {n.op_type for n in _ops(written)}
 
 
 def test_cnn_per_channel_conv(tmp_path):
@@ -146,9 +152,10 @@ def test_if_branches_are_quantized_in_place(tmp_path):
         np.testing.assert_allclose(run(written, feeds)[0], run(reference, feeds)[0], rtol=1e-5)
     branches = {a.name: a.g for a in written.graph.node[-1].attribute}
     then_inits = {i.name for i in branches["then_branch"].initializer}
-    assert "then.weight" not in then_inits and any(n.endswith(".codes") for n in then_inits)
-    else_ops = [n.op_type for n in branches["else_branch"].node]
-    assert "DequantizeLinear" in else_ops
+    assert "then.weight" not in then_inits and any(n.endswith(".c") for n in then_inits)
+    assert next(n.op_type for n in branches["else_branch"].node) == "d1"  # a decode call
+    inlined = {a.name: a.g for a in _ops(written)[-1].attribute}
+    assert "DequantizeLinear" in [n.op_type for n in inlined["else_branch"].node]
 
 
 @pytest.mark.parametrize("elem", [TensorProto.FLOAT16, TensorProto.DOUBLE])
@@ -159,7 +166,7 @@ def test_float16_and_float64_weights_cast_back(tmp_path, elem):
     }
     dtype = np.float16 if elem == TensorProto.FLOAT16 else np.float64
     written = _check(source, quantized, {"x": X16["x"].astype(dtype)})
-    assert written.graph.node[0].op_type == "DequantizeLinear"
+    assert _ops(written)[0].op_type == "DequantizeLinear"
 
 
 @pytest.mark.parametrize("opset", [11, 13, 17])
@@ -263,9 +270,11 @@ def test_block_scales_broadcast_where_blocks_tile_their_axis(tmp_path, size, met
     quantized = {r.name: r.quantized for r in results}
     written = _check(source, quantized, {"x": RNG.normal(size=(2, 3, 12, 12)).astype(np.float32)})
     ragged = sum(k > size and k % size != 0 for k in (27, 72, 16))
-    codebook = [n for n in written.graph.node if n.op_type == "Gather" and "levels" in n.input[0]]
-    gathers = [n for n in written.graph.node if n.op_type == "Gather" and n not in codebook]
+    nodes = _ops(written)
+    codebook = [n for n in nodes if n.op_type == "Gather" and n.input[0].endswith(".l")]
+    gathers = [n for n in nodes if n.op_type == "Gather" and n not in codebook]
     assert len(gathers) == ragged * (2 if zero_point else 1)
     assert len(codebook) == (3 if method is Method.MULAW else 0)
-    index = [i for i in written.graph.initializer if ".index" in i.name]
-    assert len(index) == ragged
+    # A ragged tensor's block index is computed (Range / size), not stored.
+    assert sum(n.op_type == "Range" for n in nodes) == ragged
+    assert not any(i.dims and i.data_type == TensorProto.INT32 for i in written.graph.initializer)
