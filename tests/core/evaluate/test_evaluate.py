@@ -339,3 +339,24 @@ def test_sessions_keep_onnxruntime_warnings_out_of_the_output(
     assert "VerifyOutputSizes" in capfd.readouterr().err  # onnxruntime's default warns
     session(model.SerializeToString()).run(None, feed)
     assert "VerifyOutputSizes" not in capfd.readouterr().err
+
+
+def test_a_failed_run_is_raised_not_logged(capfd: pytest.CaptureFixture[str]) -> None:
+    """A run that fails (here a Reshape to 6 values of an input of 8) raises with its
+    message; onnxruntime's default also logs it, the job's sessions do not (the synthetic
+    inputs' shape probing meets such failures on purpose)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [2, 3])
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "g", [x],
+                              [y], [shape])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feed = {"x": np.ones(8, np.float32)}
+    default = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match="Reshape"):
+        default.run(None, feed)
+    assert "[E:onnxruntime" in capfd.readouterr().err
+    with pytest.raises(Exception, match="Reshape"):
+        session(model.SerializeToString()).run(None, feed)
+    assert "onnxruntime" not in capfd.readouterr().err
