@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from quantcore.formats.qpack import unpack
 from service.store.db import Database
 from service.store.jobs import JobsRepo
 from service.store.models import Job
@@ -33,6 +34,7 @@ from tests.workers.services import Service, wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 SPEC = {"method": "uniform", "bits": 6, "granularity": "layer", "support": "jayant"}
+TRELLIS = {"target": {"weight_sqnr_db": 30}, "rdoq": "trellis"}
 
 
 def _round_trip(service: Service, tmp_path: Path) -> None:
@@ -73,6 +75,20 @@ def _round_trip(service: Service, tmp_path: Path) -> None:
         assert {"model.onnx", "model.qpack", "report.json"} <= set(files)
         assert json.loads(files["report.json"].read_text())["summary"] == report["summary"]
         x = np.random.default_rng(0).standard_normal((16, 64)).astype(np.float32)
+        check_quantized_model(original, files["model.onnx"], x, max_rel=0.1)
+
+        # A rate-distortion target with trellis-coded quantization: met, its package's v5
+        # streams unpack to the runnable model byte for byte.
+        response = submit(client, model["id"], TRELLIS)
+        assert response.status_code == 202, response.text
+        done = wait_final(client, response.json()["id"], 60, service.logs)
+        assert done["status"] == "succeeded", (done, service.logs())
+        report = client.get(f"/v1/jobs/{done['id']}/report").json()
+        assert report["spec"]["rdoq"] == "trellis"
+        assert report["allocation"]["trellis"] is True
+        assert report["allocation"]["achieved"]["met"] is True
+        files = fetch_artifacts(client, done["id"], tmp_path / "trellis")
+        assert unpack(files["model.qpack"].read_bytes())[1] == files["model.onnx"].read_bytes()
         check_quantized_model(original, files["model.onnx"], x, max_rel=0.1)
 
 
