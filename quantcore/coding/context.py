@@ -211,28 +211,44 @@ def _decode_table(
     if not 2 <= n_symbols <= 1 << width or not 1 <= precision <= MAX_PRECISION:
         raise InvalidPackageError(f"entropy stream v3 has {n_symbols=}, {precision=}")
     most = _TABLE_HEAD.size + (2 + 4 * 9) * n_symbols
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(table, max_output_size=most)
-    except zstandard.ZstdError as exc:
-        raise InvalidPackageError(f"entropy stream context table is corrupt: {exc}") from None
-    if len(raw) < _TABLE_HEAD.size:
-        raise InvalidPackageError("entropy stream context table is truncated")
+    raw = inflate_table(table, most, _TABLE_HEAD.size, "context")
     k, mode_index = _TABLE_HEAD.unpack_from(raw)
     if not 1 <= k <= 9 or mode_index >= n_symbols:  # distances are capped at 255
         raise InvalidPackageError(f"entropy stream context table has {k=}, {mode_index=}")
-    if len(raw) != _TABLE_HEAD.size + (2 + 4 * k) * n_symbols:
-        raise InvalidPackageError("entropy stream context table has the wrong length")
-    planes = np.frombuffer(raw, dtype=np.uint8, offset=_TABLE_HEAD.size)
+    symbols, freqs = table_rows(raw, _TABLE_HEAD.size, n_symbols, k, width, precision, "context")
+    return k, symbols, mode_index, freqs
+
+
+def inflate_table(table: memoryview, most: int, head: int, name: str) -> bytes:
+    """A stream's zstd table frame, inflated: at most ``most`` bytes, at least ``head``."""
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(table, max_output_size=most)
+    except zstandard.ZstdError as exc:
+        raise InvalidPackageError(f"entropy stream {name} table is corrupt: {exc}") from None
+    if len(raw) < head:
+        raise InvalidPackageError(f"entropy stream {name} table is truncated")
+    return raw
+
+
+def table_rows(
+    raw: bytes, offset: int, n_symbols: int, rows: int, width: int, precision: int, name: str
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The symbols (uint16 deltas) and ``rows`` rows of uint32 frequencies (byte planes) after
+    ``offset`` in a table, checked: the length, increasing symbols under ``2**width``, each
+    row summing to ``2**precision`` or all zero (a context never met)."""
+    if len(raw) != offset + (2 + 4 * rows) * n_symbols:
+        raise InvalidPackageError(f"entropy stream {name} table has the wrong length")
+    planes = np.frombuffer(raw, dtype=np.uint8, offset=offset)
     deltas = np.ascontiguousarray(planes[: 2 * n_symbols].reshape(2, -1).T).view("<u2")
     symbols = np.cumsum(deltas.ravel().astype(np.int64))
     values = np.ascontiguousarray(planes[2 * n_symbols :].reshape(4, -1).T).view("<u4")
-    freqs = values.ravel().astype(np.int64).reshape(k, n_symbols)
+    freqs = values.ravel().astype(np.int64).reshape(rows, n_symbols)
     sums = freqs.sum(axis=1)
     if (np.diff(symbols) <= 0).any() or symbols[-1] >= 1 << width or not (
         (sums == 0) | (sums == 1 << precision)
     ).all():
-        raise InvalidPackageError("entropy stream context table is not a valid model")
-    return k, symbols, mode_index, freqs
+        raise InvalidPackageError(f"entropy stream {name} table is not a valid model")
+    return symbols, freqs
 
 
 def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans.Chunk]]:

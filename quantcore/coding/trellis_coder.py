@@ -31,7 +31,14 @@ import numpy.typing as npt
 import zstandard
 
 from quantcore.coding import rans, rans_chunks
-from quantcore.coding.context import LANES, _choose_precision, _rows, class_table
+from quantcore.coding.context import (
+    LANES,
+    _choose_precision,
+    _rows,
+    class_table,
+    inflate_table,
+    table_rows,
+)
 from quantcore.coding.parallel import run_all
 from quantcore.coding.symbols import MAGIC, CodeArray, chunk_sizes, seal
 from quantcore.errors import InvalidPackageError
@@ -134,28 +141,12 @@ def _decode_table(
     if not 2 <= n_symbols <= 1 << width or not 1 <= precision <= MAX_PRECISION:
         raise InvalidPackageError(f"entropy stream v5 has {n_symbols=}, {precision=}")
     most = _TABLE_HEAD.size + (2 + 4 * QUANTIZERS * MAX_CLASSES) * n_symbols
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(table, max_output_size=most)
-    except zstandard.ZstdError as exc:
-        raise InvalidPackageError(f"entropy stream trellis table is corrupt: {exc}") from None
-    if len(raw) < _TABLE_HEAD.size:
-        raise InvalidPackageError("entropy stream trellis table is truncated")
+    raw = inflate_table(table, most, _TABLE_HEAD.size, "trellis")
     code_min, k_classes = _TABLE_HEAD.unpack_from(raw)
     if not 1 <= k_classes <= MAX_CLASSES:
         raise InvalidPackageError(f"entropy stream trellis table has {k_classes} classes")
-    contexts = QUANTIZERS * k_classes
-    if len(raw) != _TABLE_HEAD.size + (2 + 4 * contexts) * n_symbols:
-        raise InvalidPackageError("entropy stream trellis table has the wrong length")
-    planes = np.frombuffer(raw, dtype=np.uint8, offset=_TABLE_HEAD.size)
-    deltas = np.ascontiguousarray(planes[: 2 * n_symbols].reshape(2, -1).T).view("<u2")
-    symbols = np.cumsum(deltas.ravel().astype(np.int64))
-    values = np.ascontiguousarray(planes[2 * n_symbols :].reshape(4, -1).T).view("<u4")
-    freqs = values.ravel().astype(np.int64).reshape(contexts, n_symbols)
-    sums = freqs.sum(axis=1)
-    if (np.diff(symbols) <= 0).any() or symbols[-1] >= 1 << width or not (
-        (sums == 0) | (sums == 1 << precision)
-    ).all():
-        raise InvalidPackageError("entropy stream trellis table is not a valid model")
+    symbols, freqs = table_rows(raw, _TABLE_HEAD.size, n_symbols, QUANTIZERS * k_classes, width,
+                                precision, "trellis")  # fmt: skip
     return int(code_min), int(k_classes), symbols, freqs
 
 
