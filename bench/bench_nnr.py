@@ -16,7 +16,8 @@ Methods (``--methods``):
   each B (rate–distortion allocation, ``quantcore.compress.allocate``);
 - ``target-rdoq``: the same with ``"rdoq": true``;
 - ``target-trellis``: the same with ``"rdoq": "trellis"`` (trellis-coded quantization,
-  ``quantcore.compress.trellis``, coded by stream v5).
+  ``quantcore.compress.trellis``, coded by stream v5);
+- ``target-auto``: the same with ``"rdoq": "auto"`` (the smaller of the two, measured per job).
 
 ``python -m bench.bench_nnr [--models a,b] [--bits 2,3,4,5,6,8] [--methods ...]``; writes
 ``bench/results/bench_nnr.json`` and ``docs/figures/nnr.svg``. The first run builds nncodec from
@@ -42,7 +43,7 @@ from bench.realmodels.catalog import get
 
 DEFAULT_MODELS = "ocr-rec,ocr-det,nudenet,magika,orientation"
 DEFAULT_BITS = "2,3,4,5,6,8"
-DEFAULT_METHODS = "layer-mse,target,target-rdoq,target-trellis"
+DEFAULT_METHODS = "layer-mse,target,target-rdoq,target-trellis,target-auto"
 
 
 def _specs(
@@ -52,7 +53,8 @@ def _specs(
         return [(f"{b} bits", {"bits": b, "granularity": "layer", "support": "mse"})
                 for b in bits]
     choices: dict[str, dict[str, Any]] = {"target-rdoq": {"rdoq": True},
-                                          "target-trellis": {"rdoq": "trellis"}}
+                                          "target-trellis": {"rdoq": "trellis"},
+                                          "target-auto": {"rdoq": "auto"}}
     rdoq = choices.get(method, {})
     return [(f"{anchors[b]:.1f} dB", {"target": {"weight_sqnr_db": round(anchors[b], 2)}, **rdoq})
             for b in bits if b in anchors and math.isfinite(anchors[b])]

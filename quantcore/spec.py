@@ -241,6 +241,7 @@ class QuantSpec:
     target: RateTarget | None = None  # quantcore.target: a goal instead of bits
     rdoq: bool = False
     trellis: bool = False  # rdoq="trellis": trellis-coded quantization (with a target)
+    rdoq_auto: bool = False  # rdoq="auto": trellis or scalar, whichever codes smaller
 
     KNOWN_FIELDS = frozenset(
         {*QUANTIZER_FIELDS, "granularity", "include", "exclude", "min_elements", "overrides",
@@ -308,7 +309,8 @@ class QuantSpec:
             entropy_coding=self.entropy_coding,
             group_size=self.group_size,
             zero_point=self.zero_point,
-            calibration=self.calibration.value, **target_dict(self.target, self.rdoq, self.trellis),
+            calibration=self.calibration.value,
+            **target_dict(self.target, self.rdoq, self.trellis, self.rdoq_auto),
         )
         return out
 

@@ -8,7 +8,9 @@ bits per quantized weight (their order-0 entropy, which the package's coder reac
 pooled-MSE optimum) and uniform midtread codes; ``"rdoq": true`` picks each code to minimise
 distortion plus λ·rate (``quantcore.compress.rdoq``), in target mode or with ``bits``;
 ``"rdoq": "trellis"`` (with a target only) picks the whole path of codes that way, by
-trellis-coded quantization (``quantcore.compress.trellis``).
+trellis-coded quantization (``quantcore.compress.trellis``); ``"rdoq": "auto"`` (with a target
+only) measures both and keeps whichever codes the model smaller
+(``quantcore.compress.rdoq_choice``).
 
 Validation lives here, apart from ``quantcore.spec``, so that the two change separately; the
 spec calls ``target_fields`` and ``target_dict``.
@@ -25,6 +27,7 @@ from quantcore.spec_names import GPTQ_CALIBRATIONS
 
 TARGET_FIELDS = frozenset({"target", "rdoq"})
 TRELLIS = "trellis"  # the value of ``rdoq`` that asks for trellis-coded quantization
+AUTO = "auto"  # the value of ``rdoq`` that asks for the smaller of trellis and scalar RDOQ
 # Accepted ranges: below 1 dB or 0.05 bits nothing is left of the weights; past 96 dB or 15
 # bits the codes would need more than the 16 bits a container holds.
 SQNR_RANGE = (1.0, 96.0)
@@ -78,17 +81,19 @@ def target_fields(data: dict[str, Any], granularity: str | None) -> dict[str, An
     model), since a dead zone moves codes that a block's zero point or a codebook would
     reinterpret."""
     values: dict[str, Any] = {}
-    if data.get("rdoq") == TRELLIS:
-        values["rdoq"] = values["trellis"] = True
+    choice = data.get("rdoq")
+    if choice in (TRELLIS, AUTO):
+        values.update(rdoq=True, trellis=choice == TRELLIS, rdoq_auto=choice == AUTO)
         if data.get("target") is None:
             raise InvalidSpecError(
-                'rdoq="trellis" needs a target (its step is chosen for the goal: '
+                f'rdoq="{choice}" needs a target (its step is chosen for the goal: '
                 '{"target": {"weight_sqnr_db": X}}); with bits, use rdoq=true'
             )
     elif "rdoq" in data:
-        if not isinstance(data["rdoq"], bool):
-            raise InvalidSpecError(f"rdoq={data['rdoq']!r} must be true, false or 'trellis'")
-        values["rdoq"] = data["rdoq"]
+        if not isinstance(choice, bool):
+            raise InvalidSpecError(
+                f"rdoq={choice!r} must be true, false, 'trellis' or 'auto'")
+        values["rdoq"] = choice
     method = data.get("method", "uniform")
     if data.get("target") is not None:
         target = parse_target(data["target"])
@@ -120,11 +125,13 @@ def target_fields(data: dict[str, Any], granularity: str | None) -> dict[str, An
     return values
 
 
-def target_dict(target: RateTarget | None, rdoq: bool, trellis: bool = False) -> dict[str, Any]:
+def target_dict(
+    target: RateTarget | None, rdoq: bool, trellis: bool = False, auto: bool = False
+) -> dict[str, Any]:
     """What ``QuantSpec.to_dict`` adds: nothing for a spec without either (reports unchanged)."""
     out: dict[str, Any] = {}
     if target is not None:
         out["target"] = target.to_dict()
     if rdoq:
-        out["rdoq"] = TRELLIS if trellis else True
+        out["rdoq"] = AUTO if auto else TRELLIS if trellis else True
     return out

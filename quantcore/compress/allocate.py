@@ -20,7 +20,7 @@ tensors achieved.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 from quantcore.compress.rdoq import RDOQ_MU, rdoq_codes
 from quantcore.compress.trellis import measure_sample as trellis_measure
 from quantcore.design.theory import laplacian_midtread_distortion
+from quantcore.formats.load import Model
 from quantcore.spec import MAX_BITS, Method, QuantizerSpec, Rounding, Support
 from quantcore.target import RateTarget
 
@@ -141,6 +142,7 @@ class Allocation:
     model_step: float  # the Laplacian closed form's step (the search's seed)
     notes: tuple[str, ...] = field(default=())
     trellis: bool = False
+    choice: dict[str, Any] | None = None  # rdoq="auto": what each mode coded (rdoq_choice)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -150,6 +152,7 @@ class Allocation:
             "predicted": {"weight_sqnr_db": self.predicted_sqnr_db,
                           "bits_per_weight": self.predicted_bits_per_weight},
             "notes": list(self.notes),
+            **({"rdoq_choice": self.choice} if self.choice is not None else {}),
         }  # fmt: skip
 
 
@@ -195,6 +198,14 @@ def _quantizer(sample: TensorSample, step: float) -> QuantizerSpec:
     xmax = step * ((1 << bits) - 1) / 2 / rms if rms > 0 else 1.0
     return QuantizerSpec(method=Method.UNIFORM, bits=bits, rounding=Rounding.MIDTREAD,
                          support=Support.VALUE, support_value=min(xmax, 1e6), normalize=False)
+
+
+def model_samples(model: Model, names: Sequence[str]) -> dict[str, TensorSample]:
+    """A sample of each tensor ``names`` of ``model`` (``SAMPLE_LIMIT`` weights in all), the
+    tensors read one at a time."""
+    sizes = {t.name: t.size for t in model.tensors}
+    share = min(1.0, SAMPLE_LIMIT / max(sum(sizes[n] for n in names), 1))
+    return {n: sample_tensor(model.array(n), share, i) for i, n in enumerate(names)}
 
 
 def allocate(

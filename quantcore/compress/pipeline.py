@@ -23,7 +23,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +31,16 @@ from typing import Any
 
 import numpy as np
 
-from quantcore.compress.allocate import SAMPLE_LIMIT, Allocation, allocate, sample_tensor
+from quantcore.compress.allocate import Allocation, TensorSample, allocate, model_samples
 from quantcore.compress.auto_plan import AutoChoice, model_plan
 from quantcore.compress.hessian import LayerStats
 from quantcore.compress.layerwise import quantize_tensors
 from quantcore.compress.rdoq import rdoq_result
+from quantcore.compress.rdoq_choice import Measure
+from quantcore.compress.rdoq_choice import choose as choose_rdoq
 from quantcore.compress.results import TensorRequest
 from quantcore.compress.trellis import trellis_result
-from quantcore.design.fits import fit_distributions
+from quantcore.design.fits import fit_pooled
 from quantcore.formats.container import build_container
 from quantcore.formats.containers import container_name
 from quantcore.formats.load import Model, load_model
@@ -215,7 +217,18 @@ def quantize_model(
         batches = [list(selection.quantize)]  # one quantizer sees every weight
     else:
         batches = [[n] for n in selection.quantize]
-    allocation = _allocate(model, spec, selection.quantize) if spec.target else None
+    allocation = None
+    if spec.target:
+        samples_of = model_samples(model, selection.quantize)
+        if spec.rdoq_auto:
+            measure = _probe(model, spec, plan, stats, samples_of)
+            allocation = choose_rdoq(selection.quantize, sizes, measure)
+        else:
+            allocation = allocate(samples_of, spec.target, rdoq=spec.rdoq, trellis=spec.trellis)
+        del samples_of
+    # What the tensors are quantized with: "auto" becomes the mode it chose.
+    applied = spec if allocation is None else dataclasses.replace(
+        spec, trellis=allocation.trellis, rdoq_auto=False)  # fmt: skip
     samples: list[np.ndarray] = []
     coded: list[CodedWeight] = []
     done = 0
@@ -238,13 +251,13 @@ def quantize_model(
         for index, names in enumerate(batches):
             # Reading stays on this thread: protobuf messages are not shared between threads.
             requests = [_request(model, n, spec, stats or {}, plan, allocation) for n in names]
-            pending.append((names, pool.submit(_quantize_batch, requests, spec, share, index)))
+            pending.append((names, pool.submit(_quantize_batch, requests, applied, share, index)))
             del requests
             while len(pending) > max(1, workers):
                 collect()
         while pending:
             collect()
-    distribution = _fit(np.concatenate(samples)) if samples else None
+    distribution = fit_pooled(np.concatenate(samples)) if samples else None
     for weight in coded:  # why auto gave each tensor its blocks (the layer row's "choice")
         if weight.name in plan:
             weight.layer["choice"] = plan[weight.name].reason
@@ -268,20 +281,22 @@ def _one_blas_thread(workers: int) -> contextlib.AbstractContextManager[Any]:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _allocate(model: Model, spec: QuantSpec, names: tuple[str, ...]) -> Allocation:
-    """``allocate`` on every selected tensor, read one at a time (a sample of each)."""
-    sizes = {t.name: t.size for t in model.tensors}
-    share = min(1.0, SAMPLE_LIMIT / max(sum(sizes[n] for n in names), 1))
-    samples = {n: sample_tensor(model.array(n), share, i) for i, n in enumerate(names)}
-    assert spec.target is not None
-    return allocate(samples, spec.target, rdoq=spec.rdoq, trellis=spec.trellis)
+def _probe(
+    model: Model, spec: QuantSpec, plan: Mapping[str, AutoChoice],
+    stats: Mapping[str, LayerStats] | None, samples: Mapping[str, TensorSample],
+) -> Measure:
+    """``rdoq_choice``'s measure: a mode's allocation, and the package sections of the probe
+    tensors quantized and coded with it, as the job would."""
 
+    def measure(trellis: bool, probe: Sequence[str]) -> tuple[Allocation, int]:
+        assert spec.target is not None
+        mode = dataclasses.replace(spec, trellis=trellis, rdoq_auto=False)
+        allocation = allocate(samples, spec.target, rdoq=True, trellis=trellis)
+        requests = (_request(model, n, mode, stats or {}, plan, allocation) for n in probe)
+        coded = (_quantize_batch([r], mode, 0.0, i)[0] for i, r in enumerate(requests))
+        return allocation, sum(len(w.body) for batch in coded for w in batch)
 
-def _fit(pooled: np.ndarray) -> dict[str, Any] | None:
-    pooled = pooled[np.isfinite(pooled)]
-    if pooled.size < 2 or pooled.min() == pooled.max():
-        return None  # constant weights have no shape to fit
-    return fit_distributions(pooled).to_dict()
+    return measure
 
 
 def build_onnx(qmodel: QuantizedModel, *, inline_codes: bool = True) -> WrittenModel:

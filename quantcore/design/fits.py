@@ -99,6 +99,15 @@ class FitReport:
         return tuple(f.name for f in ordered)
 
 
+def fit_pooled(pooled: np.ndarray) -> dict[str, Any] | None:
+    """The report's ``distribution``: the fits to the finite ``pooled`` weights, None when
+    they are constant (no shape to fit)."""
+    pooled = pooled[np.isfinite(pooled)]
+    if pooled.size < 2 or pooled.min() == pooled.max():
+        return None
+    return fit_distributions(pooled).to_dict()
+
+
 def fit_distributions(
     weights: npt.ArrayLike, *, bins: int = 256, sample: int = 200_000, seed: int = 0
 ) -> FitReport:

@@ -76,9 +76,10 @@ class AppliedSpec(_Open):
         default=None, description="Present when given: {weight_sqnr_db} or {bits_per_weight}, "
         "the goal that replaced bits (the report's `allocation` shows how it was met)."
     )
-    rdoq: bool | Literal["trellis"] | None = Field(
+    rdoq: bool | Literal["trellis", "auto"] | None = Field(
         default=None, description="Present when codes were chosen for distortion plus rate: "
-        "true (each code), \"trellis\" (the whole path, trellis-coded quantization)."
+        "true (each code), \"trellis\" (the whole path, trellis-coded quantization), "
+        "\"auto\" (the smaller of the two; the allocation says which)."
     )
 
 
@@ -242,6 +243,16 @@ class AllocationLayer(_Open):
     params: int = Field(description="Its weights.")
 
 
+class RdoqChoice(_Open):
+    """rdoq "auto": the probe tensors quantized and coded both ways at the target."""
+
+    chosen: Literal["trellis", "scalar"] = Field(description="The mode applied (fewer bytes).")
+    probe_tensors: int = Field(description="Whole tensors measured.")
+    probe_weights: int = Field(description="Their weights.")
+    trellis_bytes: int = Field(description="Their package sections with trellis-coded codes.")
+    scalar_bytes: int = Field(description="Their package sections with scalar RDOQ codes.")
+
+
 class ReportAllocation(_Open):
     """How a spec's `target` was met: one step size shared by every tensor."""
 
@@ -258,7 +269,11 @@ class ReportAllocation(_Open):
         description="weight_sqnr_db and bits_per_weight of the whole tensors, met (whether "
         "the target holds), package_bits_per_weight (model.qpack's bytes × 8 / weights)."
     )
-    notes: list[str] = Field(description="Tensors clipped at 16 bits, if any.")
+    notes: list[str] = Field(description="Tensors clipped at 16 bits, if any; rdoq auto's "
+                             "choice in words.")
+    rdoq_choice: RdoqChoice | None = Field(
+        default=None, description="rdoq \"auto\" only: what each mode coded the probe in."
+    )
     layers: list[AllocationLayer] = Field(description="Per tensor: step, bits, rate, SQNR.")
 
 

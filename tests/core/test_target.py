@@ -28,7 +28,8 @@ from quantcore.target import APPLIED_DEFAULTS, RateTarget
         ({"target": {"weight_sqnr_db": 30}, "calibration": "flat"}, "calibration='flat'"),
         ({"rdoq": True}, "rdoq needs granularity 'layer', 'channel' or 'model'"),
         ({"rdoq": True, "granularity": "layer", "method": "log"}, "rdoq needs method 'uniform'"),
-        ({"rdoq": "yes"}, "rdoq='yes' must be true, false or 'trellis'"),
+        ({"rdoq": "yes"}, "rdoq='yes' must be true, false, 'trellis' or 'auto'"),
+        ({"rdoq": "auto"}, 'rdoq="auto" needs a target'),
         ({"rdoq": "trellis"}, 'rdoq="trellis" needs a target'),
         ({"rdoq": "trellis", "bits": 4, "granularity": "layer"}, 'rdoq="trellis" needs a target'),
     ],
@@ -66,3 +67,11 @@ def test_trellis_spec_round_trips() -> None:
     assert applied["rdoq"] == "trellis" and "trellis" not in applied
     assert QuantSpec.from_dict(applied) == spec
     assert not QuantSpec.from_dict({"target": {"weight_sqnr_db": 30}, "rdoq": True}).trellis
+
+
+def test_auto_spec_round_trips() -> None:
+    spec = QuantSpec.from_dict({"target": {"bits_per_weight": 3}, "rdoq": "auto"})
+    assert spec.rdoq and spec.rdoq_auto and not spec.trellis
+    applied = spec.to_dict()
+    assert applied["rdoq"] == "auto" and "rdoq_auto" not in applied
+    assert QuantSpec.from_dict(applied) == spec

@@ -71,8 +71,9 @@ _TEXT = {
     "rdoq": "Choose each uniform code for distortion plus rate (an adaptive dead zone): with "
     "a target, or with granularity layer, channel or model. \"trellis\" instead of true (with "
     "a target only): trellis-coded quantization, the whole path of codes chosen that way "
-    "(about 1.5-3% smaller packages at the same weight SQNR; model.onnx's codes take one "
-    "bit more).",
+    "(about 1.5-3% smaller packages at the same weight SQNR where codes take 2 bits or more, "
+    "larger below; model.onnx's codes take one bit more). \"auto\" (with a target only): "
+    "both measured, the smaller applied (allocation.rdoq_choice).",
     "calibration": "auto (default): for a graph's uniform codes in blocks, flat at 7 bits and "
     "more when the model has a float input, synthetic up to 4 bits when its inputs are token "
     "ids, none otherwise (the report's calibration.auto says why). With an evaluation set: "

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 
 from quantcore import JobInput, JobKind, JobOutput, run_job
 from quantcore.compress.allocate import TensorSample, allocate, sample_tensor
 from quantcore.compress.layerwise import quantize_tensors
-from quantcore.compress.pipeline import package_size, quantize_model
+from quantcore.compress.pipeline import QuantizedModel, package_size, quantize_model
 from quantcore.compress.rdoq import RDOQ_MU, rdoq_result
+from quantcore.compress.rdoq_choice import probe_names
 from quantcore.compress.results import TensorRequest, TensorResult
 from quantcore.formats.load import load_model
 from quantcore.formats.qpack import unpack
@@ -164,3 +166,36 @@ def test_all_zero_weights_are_coded_exactly() -> None:
     for target in (RateTarget(weight_sqnr_db=30.0), RateTarget(bits_per_weight=2.0)):
         plan = allocate(samples, target, rdoq=True)
         assert plan.predicted_bits_per_weight == 0.0 and plan.notes == ("every weight is zero",)
+
+
+@pytest.mark.parametrize(("sqnr", "chosen"), [(4, "scalar"), (26, "trellis")])
+def test_rdoq_auto_keeps_the_smaller_of_trellis_and_scalar(
+    tmp_path: Path, sqnr: float, chosen: str
+) -> None:
+    """``"rdoq": "auto"`` codes the model both ways (here every tensor: under the probe's
+    size) and keeps the smaller; at a low rate that is scalar RDOQ, at 26 dB TCQ."""
+    path = tmp_path / "m.onnx"
+    onnx.save(models.mlp((64, 512, 256, 10), seed=9), path)
+
+    def run(rdoq: object) -> tuple[QuantizedModel, int]:
+        spec = QuantSpec.from_dict({"target": {"weight_sqnr_db": sqnr}, "rdoq": rdoq})
+        qmodel = quantize_model(load_model(path), spec)
+        return qmodel, sum(len(w.body) for w in qmodel.weights)
+
+    auto, auto_bytes = run("auto")
+    (_, scalar_bytes), (_, trellis_bytes) = run(True), run("trellis")
+    assert auto_bytes == min(scalar_bytes, trellis_bytes)
+    assert auto.allocation is not None and auto.allocation.choice == {
+        "chosen": chosen, "probe_tensors": 3, "probe_weights": 64 * 512 + 512 * 256 + 256 * 10,
+        "trellis_bytes": trellis_bytes, "scalar_bytes": scalar_bytes,
+    }  # fmt: skip
+    assert auto.allocation.trellis is (chosen == "trellis") and auto.allocation.rdoq
+    assert any(n.startswith(f'rdoq "auto": {chosen} RDOQ') for n in auto.allocation.notes)
+    assert auto.spec.to_dict()["rdoq"] == "auto"
+
+
+def test_the_probe_is_whole_tensors_spread_over_the_model() -> None:
+    sizes = {f"t{i}": 300_000 for i in range(20)}  # 6M weights: every 6th tensor
+    assert probe_names(list(sizes), sizes) == ["t3", "t9", "t15"]
+    small = {"a": 10, "b": 20}
+    assert probe_names(list(small), small) == ["a", "b"]

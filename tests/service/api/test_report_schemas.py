@@ -131,11 +131,14 @@ def test_a_weights_only_quantize_report_without_a_dataset(document, registry, we
     _check(document, registry, "QuantizeReport", report)
 
 
-def test_a_target_report_with_its_allocation(document, registry, weights_only, tmp_path):
-    spec = {"target": {"weight_sqnr_db": 25}, "rdoq": True}
+@pytest.mark.parametrize("rdoq", [True, "auto"])
+def test_a_target_report_with_its_allocation(document, registry, weights_only, tmp_path, rdoq):
+    spec = {"target": {"weight_sqnr_db": 25}, "rdoq": rdoq}
     report = _run(JobKind.QUANTIZE, weights_only, spec, tmp_path)
     assert report["allocation"]["achieved"]["met"] is True
     assert report["spec"]["target"] == {"weight_sqnr_db": 25.0}
+    assert report["spec"]["rdoq"] == rdoq
+    assert ("rdoq_choice" in report["allocation"]) == (rdoq == "auto")
     _check(document, registry, "QuantizeReport", report)
 
 
