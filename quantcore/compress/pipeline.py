@@ -23,7 +23,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from quantcore.compress.allocate import Allocation, TensorSample, allocate, model_samples
+from quantcore.compress.allocate import Allocation, allocate, model_samples
 from quantcore.compress.auto_plan import AutoChoice, model_plan
 from quantcore.compress.hessian import LayerStats
 from quantcore.compress.layerwise import quantize_tensors
 from quantcore.compress.rdoq import rdoq_result
-from quantcore.compress.rdoq_choice import Measure
 from quantcore.compress.rdoq_choice import choose as choose_rdoq
 from quantcore.compress.results import TensorRequest
 from quantcore.compress.trellis import trellis_result
@@ -218,14 +217,23 @@ def quantize_model(
     else:
         batches = [[n] for n in selection.quantize]
     allocation = None
-    if spec.target:
-        samples_of = model_samples(model, selection.quantize)
-        if spec.rdoq_auto:
-            measure = _probe(model, spec, plan, stats, samples_of)
-            allocation = choose_rdoq(selection.quantize, sizes, measure)
-        else:
+    coded_already: dict[str, tuple[list[CodedWeight], list[np.ndarray]]] = {}
+    # On the BLAS threads the tensors below get, so that sums (and steps) come out the same.
+    with _one_blas_thread(workers):
+        if spec.target and spec.rdoq_auto:
+            position = {name: i for i, name in enumerate(selection.quantize)}
+
+            def code(mode: QuantSpec, plan_of: Allocation, name: str) -> tuple[Any, int]:
+                request = _request(model, name, mode, stats or {}, plan, plan_of)
+                done = _quantize_batch([request], mode, share, position[name])
+                return done, sum(len(w.body) for w in done[0])
+
+            samples_of = model_samples(model, selection.quantize)
+            allocation, coded_already = choose_rdoq(spec, selection.quantize, sizes, samples_of,
+                                                    code)  # fmt: skip
+        elif spec.target:
+            samples_of = model_samples(model, selection.quantize)
             allocation = allocate(samples_of, spec.target, rdoq=spec.rdoq, trellis=spec.trellis)
-        del samples_of
     # What the tensors are quantized with: "auto" becomes the mode it chose.
     applied = spec if allocation is None else dataclasses.replace(
         spec, trellis=allocation.trellis, rdoq_auto=False)  # fmt: skip
@@ -249,6 +257,11 @@ def quantize_model(
                 progress(done / total)
 
         for index, names in enumerate(batches):
+            if names[0] in coded_already:  # rdoq "auto" probed it in the mode it applies
+                ready: Future[Any] = Future()
+                ready.set_result(coded_already.pop(names[0]))
+                pending.append((names, ready))
+                continue
             # Reading stays on this thread: protobuf messages are not shared between threads.
             requests = [_request(model, n, spec, stats or {}, plan, allocation) for n in names]
             pending.append((names, pool.submit(_quantize_batch, requests, applied, share, index)))
@@ -279,24 +292,6 @@ def _one_blas_thread(workers: int) -> contextlib.AbstractContextManager[Any]:
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
-
-
-def _probe(
-    model: Model, spec: QuantSpec, plan: Mapping[str, AutoChoice],
-    stats: Mapping[str, LayerStats] | None, samples: Mapping[str, TensorSample],
-) -> Measure:
-    """``rdoq_choice``'s measure: a mode's allocation, and the package sections of the probe
-    tensors quantized and coded with it, as the job would."""
-
-    def measure(trellis: bool, probe: Sequence[str]) -> tuple[Allocation, int]:
-        assert spec.target is not None
-        mode = dataclasses.replace(spec, trellis=trellis, rdoq_auto=False)
-        allocation = allocate(samples, spec.target, rdoq=True, trellis=trellis)
-        requests = (_request(model, n, mode, stats or {}, plan, allocation) for n in probe)
-        coded = (_quantize_batch([r], mode, 0.0, i)[0] for i, r in enumerate(requests))
-        return allocation, sum(len(w.body) for batch in coded for w in batch)
-
-    return measure
 
 
 def build_onnx(qmodel: QuantizedModel, *, inline_codes: bool = True) -> WrittenModel:

@@ -183,8 +183,12 @@ def test_rdoq_auto_keeps_the_smaller_of_trellis_and_scalar(
         return qmodel, sum(len(w.body) for w in qmodel.weights)
 
     auto, auto_bytes = run("auto")
-    (_, scalar_bytes), (_, trellis_bytes) = run(True), run("trellis")
+    (scalar, scalar_bytes), (trellis, trellis_bytes) = run(True), run("trellis")
     assert auto_bytes == min(scalar_bytes, trellis_bytes)
+    same = trellis if chosen == "trellis" else scalar  # the probe's tensors, kept as coded
+    assert all(np.array_equal(a.codes, b.codes) and a.body == b.body and a.layer == b.layer
+               for a, b in zip(auto.weights, same.weights, strict=True))  # fmt: skip
+    assert auto.distribution == same.distribution
     assert auto.allocation is not None and auto.allocation.choice == {
         "chosen": chosen, "probe_tensors": 3, "probe_weights": 64 * 512 + 512 * 256 + 256 * 10,
         "trellis_bytes": trellis_bytes, "scalar_bytes": scalar_bytes,
@@ -194,8 +198,11 @@ def test_rdoq_auto_keeps_the_smaller_of_trellis_and_scalar(
     assert auto.spec.to_dict()["rdoq"] == "auto"
 
 
-def test_the_probe_is_whole_tensors_spread_over_the_model() -> None:
-    sizes = {f"t{i}": 300_000 for i in range(20)}  # 6M weights: every 6th tensor
-    assert probe_names(list(sizes), sizes) == ["t3", "t9", "t15"]
-    small = {"a": 10, "b": 20}
-    assert probe_names(list(small), small) == ["a", "b"]
+def test_the_probe_is_whole_tensors_spread_over_the_weights() -> None:
+    """Past 4M weights the probe is the tensors holding 32 evenly spaced weights: the large
+    ones always, and every part of the model."""
+    sizes = {"embed": 3_000_000, **{f"t{i}": 50_000 for i in range(60)}, "head": 1_000_000}
+    probe = probe_names(list(sizes), sizes)
+    assert probe[0] == "embed" and probe[-1] == "head"
+    assert 12 <= len(probe) - 2 <= 15  # 3M of 7M weights in 60 tensors: 3/7 of 32 marks
+    assert probe_names(list(sizes)[1:40], sizes) == list(sizes)[1:40]  # under 4M: all
