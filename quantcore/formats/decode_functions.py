@@ -22,6 +22,7 @@ import onnx
 from onnx import helper
 
 DOMAIN = "quantserve"  # the functions' domain; another name if the model already uses it
+FUNCTIONS_IR_VERSION = 8  # ModelProto.functions came with IR version 8 (onnx 1.10)
 # The writer's initializer tags (``q7.s``) and the parameter names they become.
 ROLES = {"c": "codes", "s": "scale", "z": "zero_point", "l": "levels", "o": "offset",
          "shape": "shape", "n": "n"}  # fmt: skip
@@ -70,11 +71,13 @@ class DecodeFunctions:
         return [helper.make_node(function.name, inputs, [output], domain=self.domain)]
 
     def add_to(self, model: onnx.ModelProto) -> None:
-        """Store the functions in ``model`` and import their domain (if any was called)."""
+        """Store the functions in ``model`` and import their domain (if any was called); an
+        older model's IR version is raised to the first that has local functions."""
         if not self._bodies:
             return
         model.functions.extend(self._bodies.values())
         model.opset_import.append(helper.make_opsetid(self.domain, 1))
+        model.ir_version = max(model.ir_version, FUNCTIONS_IR_VERSION)
 
 
 def _parameters(inputs: list[str]) -> list[str]:

@@ -15,13 +15,13 @@ from onnx import helper
 
 from quantcore.compress.layerwise import quantize_tensors
 from quantcore.compress.results import TensorRequest
-from quantcore.formats.decode_functions import DOMAIN, DecodeFunctions
+from quantcore.formats.decode_functions import DOMAIN, FUNCTIONS_IR_VERSION, DecodeFunctions
 from quantcore.formats.decode_graph import _one_block_shape
 from quantcore.formats.onnx_reader import load_onnx
 from quantcore.formats.onnx_writer import rewrite
 from quantcore.spec import Granularity, QuantizerSpec, Support
 from tests import models
-from tests.core.formats.onnx_helpers import run
+from tests.core.formats.onnx_helpers import affine, run
 
 X = np.random.default_rng(3).normal(size=(2, 3, 12, 12)).astype(np.float32)
 
@@ -100,3 +100,19 @@ def test_a_model_that_uses_the_domain_gets_another(tmp_path):
 )
 def test_one_block_shape(shape, view, axis, expected):
     assert _one_block_shape(shape, view, axis) == expected
+
+
+@pytest.mark.parametrize("ir_version", [4, 7])
+def test_an_older_model_gets_the_ir_version_of_local_functions(tmp_path, ir_version):
+    model = models.mlp(opset=11)
+    model.ir_version = ir_version
+    onnx.save(model, tmp_path / "m.onnx")
+    source = load_onnx(tmp_path / "m.onnx")
+    quantized = {t.name: affine(source.array(t.name), 5, axis=t.channel_axis)
+                 for t in source.tensors if t.name.endswith("weight")}  # fmt: skip
+    written = rewrite(source, quantized).proto
+    assert written.functions and written.ir_version == FUNCTIONS_IR_VERSION
+    onnx.checker.check_model(written, full_check=True)
+    x = np.random.default_rng(5).normal(size=(3, 16)).astype(np.float32)
+    inlined = onnx.inliner.inline_local_functions(written)
+    np.testing.assert_array_equal(run(written, {"x": x})[0], run(inlined, {"x": x})[0])
