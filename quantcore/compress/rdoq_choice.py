@@ -29,6 +29,7 @@ from quantcore.spec import QuantSpec
 
 PROBE_WEIGHTS = 4_000_000
 QUANTILES = 32  # past PROBE_WEIGHTS: the tensors holding these evenly spaced weights
+MOST_PROBE_WEIGHTS = 32_000_000  # fewer marks past it (a single tensor may hold more)
 
 T = TypeVar("T")
 # (the mode's spec, its allocation, a tensor's name) -> the tensor quantized and coded as the
@@ -60,11 +61,21 @@ class RdoqChoice:
 def probe_names(names: Sequence[str], sizes: Mapping[str, int]) -> list[str]:
     """Every tensor up to ``PROBE_WEIGHTS`` weights in all; past it the tensors that hold
     ``QUANTILES`` evenly spaced weights of the model (so the large tensors, which hold most
-    of the bytes, are in, and every depth is represented)."""
+    of the bytes, are in, and every depth is represented), fewer marks while those hold more
+    than ``MOST_PROBE_WEIGHTS`` (both modes' codes of the probe are held at once)."""
     total = sum(sizes[n] for n in names)
     if total <= PROBE_WEIGHTS:
         return list(names)
-    marks = [(k + 0.5) * total / QUANTILES for k in range(QUANTILES)]
+    marks = QUANTILES
+    while True:
+        chosen = _holding(names, sizes, [(k + 0.5) * total / marks for k in range(marks)])
+        if marks == 1 or sum(sizes[n] for n in chosen) <= MOST_PROBE_WEIGHTS:
+            return chosen
+        marks //= 2
+
+
+def _holding(names: Sequence[str], sizes: Mapping[str, int], marks: list[float]) -> list[str]:
+    """The tensors (in order) whose weights, counted through the model, include a mark."""
     chosen, start = [], 0
     for name in names:
         end = start + sizes[name]

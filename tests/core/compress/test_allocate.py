@@ -206,3 +206,7 @@ def test_the_probe_is_whole_tensors_spread_over_the_weights() -> None:
     assert probe[0] == "embed" and probe[-1] == "head"
     assert 12 <= len(probe) - 2 <= 15  # 3M of 7M weights in 60 tensors: 3/7 of 32 marks
     assert probe_names(list(sizes)[1:40], sizes) == list(sizes)[1:40]  # under 4M: all
+    # A large model: fewer marks until the probe holds at most 32M weights.
+    big = {f"b{i}": 5_000_000 for i in range(100)}
+    probe = probe_names(list(big), big)
+    assert sum(big[n] for n in probe) <= 32_000_000 and len(probe) == 4
