@@ -166,11 +166,13 @@ def decode_nodes(
     if isinstance(decoder, BlockDecoder):
         # Where the blocks tile their axis, the codes are stored with the axis split in two
         # (blocks, block_size) and the scales with a 1 in its place, so that Sub and Mul
-        # broadcast each block's numbers over its weights: no index, no Gather. A ragged
-        # last block gathers them by a block index instead. Constants only either way,
-        # which onnxruntime folds at load. Not DequantizeLinear with block_size: onnxruntime
-        # fuses that with a following MatMul into MatMulNBits, which by default computes with
-        # int8 activations (about 1% output error here) instead of these weights.
+        # broadcast each block's numbers over its weights: no index, no Gather; where one
+        # block holds the whole axis, in the weight's own shape (no Reshape back). A ragged
+        # last block gathers them by a block index the graph computes. Constants only
+        # either way, which onnxruntime folds at load. Not DequantizeLinear with block_size:
+        # onnxruntime fuses that with a following MatMul into MatMulNBits, which by default
+        # computes with int8 activations (about 1% output error here) instead of these
+        # weights.
         view, b_axis, size = decoder.view, decoder.axis, decoder.block_size
         length = view[b_axis]
         tiled = length <= size or length % size == 0  # one block (a depthwise 3x3), or whole ones
