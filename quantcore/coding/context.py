@@ -251,6 +251,18 @@ def table_rows(
     return symbols, freqs
 
 
+def word_counts(body: memoryview, start: int, n_chunks: int, other: int) -> npt.NDArray[np.int64]:
+    """The chunks' word counts (uint32 each, from ``start``), checked: every chunk holds its
+    lanes' final states, and they with ``other`` bytes besides fill the body exactly."""
+    lengths = np.frombuffer(body[start : start + 4 * n_chunks], dtype="<u4").astype(np.int64)
+    expected = start + 4 * n_chunks + 4 * int(lengths.sum()) + other
+    if expected != len(body) or (lengths < 2 * LANES).any():
+        raise InvalidPackageError(
+            f"entropy stream body is {len(body)} bytes, its chunk table says {expected}"
+        )
+    return lengths
+
+
 def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans.Chunk]]:
     """The dtype of a checked v3 stream's codes and its chunks (as ``rans.plan``)."""
     _, _, width, raw_bits, precision, count, n_symbols, chunk, table_len, n_chunks, _ = fields
@@ -259,13 +271,9 @@ def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans
         body[:table_len], n_symbols, width - raw_bits, precision
     )
     sizes = chunk_sizes(count, chunk, n_chunks, True, len(body) - table_len)
+    low_bytes = sum(rans.packed_size(n, raw_bits) for n in sizes)
+    lengths = word_counts(body, table_len, n_chunks, low_bytes)
     offset = table_len + 4 * n_chunks
-    lengths = np.frombuffer(body[table_len:offset], dtype="<u4").astype(np.int64)
-    expected = offset + 4 * int(lengths.sum()) + sum(rans.packed_size(n, raw_bits) for n in sizes)
-    if expected != len(body) or (lengths < 2 * LANES).any():
-        raise InvalidPackageError(
-            f"entropy stream body is {len(body)} bytes, its chunk table says {expected}"
-        )
     tables = _decoder_tables(symbols, mode_index, freqs, precision, raw_bits, dtype)
     classes = class_table(k)
     chunks = []

@@ -38,6 +38,7 @@ from quantcore.coding.context import (
     class_table,
     inflate_table,
     table_rows,
+    word_counts,
 )
 from quantcore.coding.parallel import run_all
 from quantcore.coding.symbols import MAGIC, CodeArray, chunk_sizes, seal
@@ -193,15 +194,10 @@ def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans
         body[:table_len], n_symbols, width, precision
     )
     sizes = chunk_sizes(count, chunk, n_chunks, True, len(body) - table_len)
+    lengths = word_counts(body, table_len, n_chunks, LANES * n_chunks)  # + the first states
     offset = table_len + 4 * n_chunks
-    lengths = np.frombuffer(body[table_len:offset], dtype="<u4").astype(np.int64)
     firsts = body[offset : offset + LANES * n_chunks]
     offset += LANES * n_chunks
-    expected = offset + 4 * int(lengths.sum())
-    if expected != len(body) or (lengths < 2 * LANES).any():
-        raise InvalidPackageError(
-            f"entropy stream body is {len(body)} bytes, its chunk table says {expected}"
-        )
     tables = _decoder_tables(code_min, k_classes, symbols, freqs, precision, dtype)
     classes = class_table(k_classes)
     chunks = []
