@@ -220,6 +220,7 @@ def quantize_model(
     coded_already: dict[str, tuple[list[CodedWeight], list[np.ndarray]]] = {}
     # On the BLAS threads the tensors below get, so that sums (and steps) come out the same.
     with _one_blas_thread(workers):
+        samples_of = model_samples(model, selection.quantize) if spec.target else {}
         if spec.target and spec.rdoq_auto:
             position = {name: i for i, name in enumerate(selection.quantize)}
 
@@ -228,12 +229,11 @@ def quantize_model(
                 done = _quantize_batch([request], mode, share, position[name])
                 return done, sum(len(w.body) for w in done[0])
 
-            samples_of = model_samples(model, selection.quantize)
             allocation, coded_already = choose_rdoq(spec, selection.quantize, sizes, samples_of,
                                                     code)  # fmt: skip
         elif spec.target:
-            samples_of = model_samples(model, selection.quantize)
             allocation = allocate(samples_of, spec.target, rdoq=spec.rdoq, trellis=spec.trellis)
+        del samples_of
     # What the tensors are quantized with: "auto" becomes the mode it chose.
     applied = spec if allocation is None else dataclasses.replace(
         spec, trellis=allocation.trellis, rdoq_auto=False)  # fmt: skip

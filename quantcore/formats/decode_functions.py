@@ -83,8 +83,7 @@ class DecodeFunctions:
 def _parameters(inputs: list[str]) -> list[str]:
     """The function's parameter names: each input's role (``q7.s`` -> ``scale``), numbered
     where a role repeats (``n0``, ``n1``: Range's and Div's integers)."""
-    roles = [ROLES.get(name.partition(".")[2].rpartition("_")[0] or name.partition(".")[2],
-                       "x") for name in inputs]  # fmt: skip
+    roles = [ROLES.get(_tag(name), "x") for name in inputs]
     counts = Counter(roles)
     seen: Counter[str] = Counter()
     names = []
@@ -92,6 +91,14 @@ def _parameters(inputs: list[str]) -> list[str]:
         names.append(role if counts[role] == 1 else f"{role}{seen[role]}")
         seen[role] += 1
     return names
+
+
+def _tag(name: str) -> str:
+    """The writer's tag of an initializer name: ``q7.s`` -> ``s``, ``q7.n_2`` -> ``n`` (the
+    ``_2`` is ``Names.fresh``'s, for a name the model already had)."""
+    tag = name.partition(".")[2]
+    base, _, number = tag.rpartition("_")
+    return base if base and number.isdigit() else tag
 
 
 def _candidates() -> Iterator[str]:
