@@ -14,7 +14,8 @@ and they use only the names below (``tests/core/test_public_face.py`` lists them
   ``unpack_file`` and ``package_format``, and ``external_locations`` (the external data files
   an ONNX model names).
 - Processes: ``keep_freed_memory`` and ``release_freed_memory``, the C allocator's settings
-  for a process that runs jobs (``quantcore.allocator``).
+  for a process that runs jobs (``quantcore.allocator``), and ``idle_blas_threads``, its
+  BLAS threads' (``quantcore.blas_threads``).
 
 Names are loaded on first use, so ``import quantcore`` stays cheap: a caller that only
 validates a spec never imports onnx, onnxruntime or SciPy.
@@ -40,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("JobLimits", "InputLimits"), "quantcore.limits"),
     "json_depth": "quantcore.checks",
     **dict.fromkeys(("keep_freed_memory", "release_freed_memory"), "quantcore.allocator"),
+    "idle_blas_threads": "quantcore.blas_threads",
     **dict.fromkeys(("Stage", "ProgressCallback"), "quantcore.progress"),
     **dict.fromkeys(
         (
@@ -79,6 +81,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from quantcore.allocator import keep_freed_memory, release_freed_memory
+    from quantcore.blas_threads import idle_blas_threads
     from quantcore.checks import json_depth
     from quantcore.errors import (
         InputTooLargeError,

@@ -158,9 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.monotonic()
     if argv is None and args.command in EXIT_AT_ONCE:
-        from quantcore import keep_freed_memory
+        from quantcore import idle_blas_threads, keep_freed_memory
 
-        keep_freed_memory()  # the process is the job's (see quantcore.allocator)
+        # The process is the job's (see quantcore.allocator and quantcore.blas_threads).
+        keep_freed_memory()
+        idle_blas_threads()
     try:
         code = int(args.func(args))
     except ApiError as exc:

@@ -42,6 +42,9 @@ def _worker_argv(settings: Settings, args: argparse.Namespace) -> list[str]:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from quantcore import idle_blas_threads
+
+    idle_blas_threads()  # before the pool's children import numpy (quantcore.blas_threads)
     from service.logging import configure_logging
     from service.store.db import Database
 

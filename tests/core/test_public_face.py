@@ -16,7 +16,8 @@ EXPORTED = [
     "JobLimits", "JobOutput", "MODEL_SUFFIXES", "Method", "ModelInfo", "NoWeightsError",
     "ProgressCallback", "QuantError", "QuantSpec", "QuantizerSpec", "RANGES", "Rounding",
     "Stage", "Support", "TensorInfo", "UnsafeExternalDataError", "UnsupportedModelError",
-    "__version__", "check_dataset_fits", "external_locations", "inspect_dataset",
+    "__version__", "check_dataset_fits", "external_locations", "idle_blas_threads",
+    "inspect_dataset",
     "inspect_model", "json_depth", "keep_freed_memory", "package_format",
     "release_freed_memory", "run_job", "unpack", "unpack_file", "validate_job",
 ]  # fmt: skip

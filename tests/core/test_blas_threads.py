@@ -1,0 +1,45 @@
+"""``quantcore.blas_threads``: OpenBLAS's threads stop spinning soon after a call."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+# A dot product long enough for OpenBLAS to run it on its threads, then a sleep: whatever
+# CPU time the process spends asleep is the idle threads spinning.
+_PROBE = """
+import json, sys, time
+from quantcore.blas_threads import idle_blas_threads
+changed = idle_blas_threads() if sys.argv[1] == "idle" else False
+import numpy as np
+a = np.random.default_rng(0).random(4_000_000)
+a @ a
+start = time.process_time()
+time.sleep(0.3)
+print(json.dumps({"changed": changed, "idle_cpu_s": time.process_time() - start}))
+"""
+
+
+def _probe(mode: str, **env: str) -> dict[str, object]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
+    done = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True,
+                          check=True, env={**clean, **env})  # fmt: skip
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenBLAS runs on one thread here")
+def test_idle_blas_threads_stop_spinning_after_a_call() -> None:
+    plain = _probe("plain")
+    idle = _probe("idle")
+    assert plain["idle_cpu_s"] > 0.03  # OpenBLAS's default: about 0.1 s of spinning
+    assert idle["changed"] is True
+    assert idle["idle_cpu_s"] < 0.02
+
+
+def test_the_operators_own_timeout_is_left_alone() -> None:
+    kept = _probe("idle", OPENBLAS_THREAD_TIMEOUT="28")
+    assert kept["changed"] is False
