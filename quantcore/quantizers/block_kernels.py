@@ -177,14 +177,26 @@ def _codebook_values(xb, size, s, inv, tb, cb, levels, vb, sq, kind, limit, rati
 
 @_jit
 def _kth_largest(score, size, k, top):
-    """The ``k``-th largest of ``score[:size]`` counting repeats (``1 ≤ k ≤ size``): the ``k``
-    largest kept in ``top`` (``size`` long) by insertion; most scores fall below them and
-    cost one comparison."""
+    """The ``k``-th largest of ``score[:size]`` counting repeats (``1 ≤ k ≤ size``)."""
+    # Scores of codes with room are residuals, at most about half a step: a threshold that
+    # about k + 2 of them pass if they are spread evenly, lowered until k pass; only those
+    # are ranked (by insertion into ``top``). -inf (no room) passes none.
+    threshold = np.float32(0.5) - np.float32(k + 2) / np.float32(size)
+    while True:
+        passed = 0
+        for i in range(size):
+            passed += np.int64(score[i] > threshold)
+        if passed >= k:
+            break
+        if threshold == -np.inf:
+            return threshold
+        lowered = threshold - np.float32(1.0)
+        threshold = np.float32(-np.inf) if threshold < np.float32(-1.0) else lowered
     for j in range(k):
         top[j] = -np.inf
     for i in range(size):
         v = score[i]
-        if v > top[k - 1]:
+        if v > threshold and v > top[k - 1]:
             j = k - 1
             while j > 0 and top[j - 1] < v:
                 top[j] = top[j - 1]
