@@ -185,7 +185,7 @@ def _kth_largest(score, size, k, top):
     while True:
         passed = 0
         for i in range(size):
-            passed += np.int64(score[i] > threshold)
+            passed += score[i] > threshold
         if passed >= k:
             break
         if threshold == -np.inf:
