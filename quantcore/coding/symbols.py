@@ -113,9 +113,11 @@ def seal(fields: tuple[object, ...], body: Sequence[bytes | memoryview]) -> byte
     return b"".join([header, struct.pack("<I", crc), *body])
 
 
-def open_stream(data: bytes | bytearray | memoryview, versions: tuple[int, ...]) -> tuple:
+def open_stream(
+    data: bytes | bytearray | memoryview, versions: tuple[int, ...], *, check_crc: bool = True
+) -> tuple:
     """The header fields of a stream (the CRC last) and its body, after checking its length,
-    magic, version and CRC-32."""
+    magic, version and (unless ``check_crc`` is False) CRC-32."""
     view = memoryview(data).cast("B")
     if len(view) < HEADER.size:
         raise InvalidPackageError(
@@ -130,7 +132,7 @@ def open_stream(data: bytes | bytearray | memoryview, versions: tuple[int, ...])
             f"entropy stream {version=} is not supported (only {', '.join(map(str, versions))})"
         )
     body = view[HEADER.size :]
-    if zlib.crc32(body, zlib.crc32(view[:CRC_AT])) != fields[-1]:
+    if check_crc and zlib.crc32(body, zlib.crc32(view[:CRC_AT])) != fields[-1]:
         raise InvalidPackageError(
             f"entropy stream corrupt or truncated: CRC-32 mismatch over {len(view)} bytes"
         )
