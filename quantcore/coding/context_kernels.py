@@ -16,7 +16,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from quantcore.coding.rans_kernels import _L, _MASK32, BIAS, CMPL, RCP, XMAX, _32, _mulhi
+from quantcore.coding.rans_kernels import (
+    _L,
+    _MASK32,
+    BIAS,
+    CMPL,
+    RCP,
+    XMAX,
+    _32,
+    _mulhi,
+    flush_states,
+)
 
 LANES = 8
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
@@ -109,11 +119,7 @@ def encode_chunk(codes, raw_bits, mode, classes, table, words, packed):
     states[4], states[5], states[6], states[7] = x4, x5, x6, x7
     if bad:
         return -1
-    for lane in range(LANES - 1, -1, -1):
-        pos -= 2
-        words[pos] = np.uint32(states[lane] & _MASK32)
-        words[pos + 1] = np.uint32(states[lane] >> _32)
-    return pos
+    return flush_states(states, words, pos)
 
 
 @njit(inline="always")

@@ -73,6 +73,17 @@ def _put(x, code, raw_bits, table, words, pos):
     return x + table[row, BIAS] + q * (cmpl & _MASK32), pos, x_max == 0
 
 
+@njit(inline="always")
+def flush_states(states, words, pos):
+    """Write the ``LANES`` final states just below ``pos`` (two words each, lane 0 first,
+    where the decoder reads them); returns where they start."""
+    for lane in range(LANES - 1, -1, -1):
+        pos -= 2
+        words[pos] = np.uint32(states[lane] & _MASK32)
+        words[pos + 1] = np.uint32(states[lane] >> _32)
+    return pos
+
+
 @_jit
 def encode_chunk(codes, raw_bits, table, words, packed):
     """Code ``codes`` (uint8 or uint16) into the end of ``words`` (room for ``codes.size +
@@ -107,10 +118,7 @@ def encode_chunk(codes, raw_bits, table, words, packed):
         return -1
     states[0], states[1], states[2], states[3] = x0, x1, x2, x3
     states[4], states[5], states[6], states[7] = x4, x5, x6, x7
-    for lane in range(LANES - 1, -1, -1):
-        pos -= 2
-        words[pos] = np.uint32(states[lane] & _MASK32)
-        words[pos + 1] = np.uint32(states[lane] >> _32)
+    pos = flush_states(states, words, pos)
     if raw_bits:
         pack_low(codes, raw_bits, packed)
     return pos

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from quantcore.coding.context_kernels import LANES, _put, _segment
-from quantcore.coding.rans_kernels import _L, _MASK32, _32
+from quantcore.coding.rans_kernels import _L, _32, flush_states
 
 TRANSITIONS = np.array([[0, 2], [2, 0], [1, 3], [3, 1]], np.int64)
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
@@ -108,11 +108,7 @@ def encode_chunk(codes, states, code_min, classes, table, words):
             bad |= absent
     if bad:
         return -1
-    for lane in range(LANES - 1, -1, -1):
-        pos -= 2
-        words[pos] = np.uint32(rans_states[lane] & _MASK32)
-        words[pos + 1] = np.uint32(rans_states[lane] >> _32)
-    return pos
+    return flush_states(rans_states, words, pos)
 
 
 @njit(inline="always")
