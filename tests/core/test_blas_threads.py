@@ -43,3 +43,15 @@ def test_idle_blas_threads_stop_spinning_after_a_call() -> None:
 def test_the_operators_own_timeout_is_left_alone() -> None:
     kept = _probe("idle", OPENBLAS_THREAD_TIMEOUT="28")
     assert kept["changed"] is False
+
+
+def test_the_worker_command_sets_it_before_numpy_loads() -> None:
+    # OpenBLAS reads the setting once, when NumPy first loads it; the worker's pool children
+    # are forked from the process that ran ``cmd_worker`` and inherit what it loaded.
+    probe = (
+        "import sys; import service.cli.main, service.cli.server; "
+        "from quantcore import idle_blas_threads; print('numpy' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    assert done.stdout.strip() == "False"
