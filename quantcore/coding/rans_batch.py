@@ -1,10 +1,12 @@
 """Decoding many chunks at once: the v2 chunks of any streams through the vector decoder
 (``quantcore.coding.rans_simd``), ``GROUP`` of them advancing together, each replaced by
 the next as it ends; any other chunk (v3, v1, wide tables, or no AVX-512) by its own
-``fill``. The codes are the same either way."""
+``fill``. The codes are the same either way. ``fill_nibbles`` stores 4-bit codes two per
+byte, as the vector decoder goes (elsewhere through a per-thread buffer)."""
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +42,9 @@ class _Slot:
     """A chunk being decoded: its arrays and where it is."""
 
     coded: rans_chunks.Coded
-    out: CodeArray
+    out: CodeArray  # the codes, or their nibbles (``fill_nibbles``)
+    count: int  # codes
+    add: int  # added to each nibble
     words: npt.NDArray[np.uint32]
     packed: npt.NDArray[np.uint8]  # the chunk's low bits
     raw: int  # the low bits the loop ORs in: all of them up to 8, else none (added after)
@@ -52,7 +56,7 @@ class _Slot:
     def left(self) -> int:
         """Rounds the vector loop may still do: whole rounds whose 8 bytes of low bits (read
         at once) are inside the chunk's."""
-        rounds = self.out.size // LANES
+        rounds = self.count // LANES
         if self.raw:
             rounds = min(rounds, (self.low.size - 8) // self.raw + 1)
         return max(0, rounds - self.base)
@@ -61,22 +65,62 @@ class _Slot:
         return self.left() > 0 and self.pos <= self.words.size - LANES
 
 
+_Queued = tuple[rans_chunks.Coded, CodeArray, int, int]  # coded, out, count, add
+
+
 def fill_chunks(jobs: Sequence[tuple[rans_chunks.Chunk, CodeArray]]) -> None:
     """Decode each chunk into its array (of the chunk's size and the stream's dtype, C
     contiguous); raises ``InvalidPackageError`` for a corrupt chunk, as ``Chunk.fill``."""
     kernels = vector_kernels()
-    queues: dict[np.dtype, deque[tuple[rans_chunks.Coded, CodeArray]]] = {}
+    queues: dict[np.dtype, deque[_Queued]] = {}
     for chunk, out in jobs:
         if kernels is not None and chunk.coded is not None and out.flags.c_contiguous:
-            queues.setdefault(out.dtype, deque()).append((chunk.coded, out))
+            queues.setdefault(out.dtype, deque()).append((chunk.coded, out, chunk.size, 0))
         else:
             chunk.fill(out)
     for queue in queues.values():
         assert kernels is not None  # queued only then
-        _run(kernels, queue)
+        _run(kernels, queue, False)
 
 
-def _run(kernels: ModuleType, queue: deque[tuple[rans_chunks.Coded, CodeArray]]) -> None:
+def fill_nibbles(jobs: Sequence[tuple[rans_chunks.Chunk, npt.NDArray[np.uint8], int]]) -> None:
+    """Decode each chunk of 8-bit codes (``c``) into its array of ``ceil(size / 2)`` bytes
+    as 4-bit values ``c + add``, two per byte, low nibble first (ONNX's INT4 and UINT4
+    ``raw_data``: a chunk starting at an even code of its tensor fills whole bytes)."""
+    kernels = vector_kernels()
+    queue: deque[_Queued] = deque()
+    for chunk, out, add in jobs:
+        if kernels is not None and chunk.coded is not None and out.flags.c_contiguous:
+            queue.append((chunk.coded, out, chunk.size, add & 0xF))
+        else:
+            codes = _buffer(chunk.size)
+            chunk.fill(codes)
+            rans_kernels().pack_nibbles(codes, add & 0xF, out)
+    if queue:
+        assert kernels is not None
+        _run(kernels, queue, True)
+
+
+_scratch = threading.local()
+
+
+def _buffer(n: int) -> npt.NDArray[np.uint8]:
+    """This thread's array of ``n`` codes, reused from chunk to chunk."""
+    held = getattr(_scratch, "codes", None)
+    if held is None or held.size < n:
+        held = np.empty(max(n, 1 << 21), dtype=np.uint8)
+        _scratch.codes = held
+    return held[:n]
+
+
+def rans_kernels() -> ModuleType:
+    from quantcore.coding import rans_kernels as compiled
+
+    return compiled
+
+
+def _run(kernels: ModuleType, queue: deque[_Queued], nibbles: bool) -> None:
+    rounds = kernels.rounds_nibbles if nibbles else kernels.rounds
     active: list[_Slot] = []
     while queue or active:
         while len(active) < kernels.GROUP and queue:
@@ -84,14 +128,14 @@ def _run(kernels: ModuleType, queue: deque[tuple[rans_chunks.Coded, CodeArray]])
             if slot.ready():
                 active.append(slot)
             else:
-                _finish(kernels, slot)
+                _finish(kernels, slot, nibbles)
         if not active:
             continue
         states = np.concatenate([s.states for s in active])
         pos = np.array([s.pos for s in active], dtype=np.int64)
         base = np.array([s.base for s in active], dtype=np.int64)
-        params = np.array([(s.coded.precision, s.raw) for s in active], np.int64)
-        done = kernels.rounds(
+        params = np.array([(s.coded.precision, s.raw, s.add) for s in active], np.int64)
+        done = rounds(
             tuple(s.words for s in active),
             tuple(s.coded.table for s in active),
             tuple(s.low for s in active),
@@ -109,25 +153,31 @@ def _run(kernels: ModuleType, queue: deque[tuple[rans_chunks.Coded, CodeArray]])
             if s.ready():
                 going.append(s)
             else:
-                _finish(kernels, s)
+                _finish(kernels, s, nibbles)
         active = going
 
 
-def _start(coded: rans_chunks.Coded, out: CodeArray) -> _Slot:
+def _start(coded: rans_chunks.Coded, out: CodeArray, count: int, add: int) -> _Slot:
     words = rans_chunks._words(coded.words)
     states = rans_chunks.first_states(words, coded.index)
     packed = np.frombuffer(coded.low, dtype=np.uint8) if coded.raw_bits else _ZERO_LOW
     packed.flags.writeable = False
     raw = coded.raw_bits if coded.raw_bits <= 8 else 0  # 8 codes' low bits in one word
-    return _Slot(coded, out, words, packed, raw, packed if raw else _ZERO_LOW, states)
+    return _Slot(coded, out, count, add, words, packed, raw, packed if raw else _ZERO_LOW,
+                 states)  # fmt: skip
 
 
-def _finish(kernels: ModuleType, s: _Slot) -> None:
+def _finish(kernels: ModuleType, s: _Slot, nibbles: bool) -> None:
     c = s.coded
     start = s.base * LANES
-    low_from = start if s.raw else 0  # the loop ORed in the low bits before ``start``
-    ok = kernels.finish(s.words, c.table, s.out, s.packed, c.raw_bits, s.states, s.pos, start,
-                        c.precision, low_from)  # fmt: skip
+    if nibbles:  # 4-bit codes: their low bits (if any) are few, ORed in by the loop
+        assert s.raw == c.raw_bits
+        ok = kernels.finish_nibbles(s.words, c.table, s.out, s.packed, c.raw_bits, s.states,
+                                    s.pos, start, c.precision, s.count, s.add)  # fmt: skip
+    else:
+        low_from = start if s.raw else 0  # the loop ORed in the low bits before ``start``
+        ok = kernels.finish(s.words, c.table, s.out, s.packed, c.raw_bits, s.states, s.pos,
+                            start, c.precision, low_from)  # fmt: skip
     if not ok:
         raise InvalidPackageError(
             f"entropy stream chunk {c.index} is corrupt: its words do not decode to "
@@ -146,11 +196,16 @@ def compile_vector_kernels() -> None:
     table = np.zeros(2, dtype=np.uint64)
     for dtype in (np.uint8, np.uint16):
         out = np.zeros(0, dtype=dtype)
-        for k in range(1, kernels.GROUP + 1):
-            counts = np.zeros(k, dtype=np.int64)
-            states = np.zeros(k * LANES, dtype=np.uint64)
-            params = np.ones(2 * k, dtype=np.int64)
-            kernels.rounds((words,) * k, (table,) * k, (_ZERO_LOW,) * k, (out,) * k, states,
-                           counts, counts.copy(), params, 0)  # fmt: skip
+        variants = (kernels.rounds, kernels.rounds_nibbles) if dtype == np.uint8 else (
+            kernels.rounds,)  # fmt: skip
+        for rounds in variants:
+            for k in range(1, kernels.GROUP + 1):
+                counts = np.zeros(k, dtype=np.int64)
+                states = np.zeros(k * LANES, dtype=np.uint64)
+                params = np.ones(kernels.PARAMS * k, dtype=np.int64)
+                rounds((words,) * k, (table,) * k, (_ZERO_LOW,) * k, (out,) * k, states,
+                       counts, counts.copy(), params, 0)  # fmt: skip
         states = np.zeros(LANES, dtype=np.uint64)
         kernels.finish(words, table, out, _ZERO_LOW, 0, states, 0, 0, 1, 0)
+        if dtype == np.uint8:
+            kernels.finish_nibbles(words, table, out, _ZERO_LOW, 0, states, 0, 0, 1, 0, 0)

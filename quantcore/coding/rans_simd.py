@@ -15,8 +15,10 @@ the CPU has it, and the caller keeps the scalar kernels otherwise. The loop stop
 chunk as soon as one has fewer than 8 words or 8 bytes of low bits left, or ``limit``
 rounds are done, so it never reads past a chunk's words or low bits, nor writes past its
 full rounds; ``finish`` decodes what is left of a chunk with the scalar step (clamped word
-reads, as ``rans_kernels``) and checks its end. Tables are ``f | (slot - c) << 16 | value
-<< 32`` (uint64) for precisions up to 16.
+reads, as ``rans_kernels``) and checks its end. ``rounds_nibbles`` and ``finish_nibbles``
+store each round's 8 codes, plus a constant, as 4 bytes of two 4-bit values (ONNX's INT4 and
+UINT4 ``raw_data``), so that a 4-bit tensor is decoded straight into its place. Tables are
+``f | (slot - c) << 16 | value << 32`` (uint64) for precisions up to 16.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from quantcore.coding.rans_kernels import _L, LANES, _32, _ended, or_low
+from quantcore.coding.rans_kernels import _L, LANES, _32, _ended, or_low, pack_nibbles
 
 GROUP = 4  # chunks advanced together: 4 chains hide the latency of one on a Zen 4 core
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
@@ -56,15 +58,33 @@ def _vector(builder: ir.IRBuilder, scalar: ir.Value, ty: ir.Type) -> ir.Value:
 
 def _const(value: int | list[int], ty: ir.Type = _I64) -> ir.Constant:
     values = value if isinstance(value, list) else [value] * LANES
-    return ir.Constant(ir.VectorType(ty, LANES), [ir.Constant(ty, v) for v in values])
+    return ir.Constant(ir.VectorType(ty, len(values)), [ir.Constant(ty, v) for v in values])
 
 
-@intrinsic
-def _rounds(typingctx, words, tables, lows, outs, states, pos, base, params, limit):
+def _half(value: int) -> ir.Constant:
+    """``value`` in each of 4 bytes (a round's nibble pairs)."""
+    return ir.Constant(ir.VectorType(_I8, LANES // 2), [ir.Constant(_I8, value)] * (LANES // 2))
+
+
+PARAMS = 3  # per chunk: precision, raw bits, what is added to a nibble
+
+
+def _make_rounds(nibbles: bool) -> object:
+    """The round loop's intrinsic, storing codes (``nibbles`` False) or nibbles."""
+
+    @intrinsic
+    def rounds_intrinsic(typingctx, words, tables, lows, outs, states, pos, base, params, limit):
+        return _rounds_codegen(nibbles, words, tables, lows, outs, states, pos, base, params,
+                               limit)  # fmt: skip
+
+    return rounds_intrinsic
+
+
+def _rounds_codegen(nibbles, words, tables, lows, outs, states, pos, base, params, limit):
     """Up to ``limit`` rounds of each of the ``K`` chunks (tuples of their words, tables, low
     bits and outputs); ``states`` (8 per chunk), ``pos`` (the next word) are updated in place,
-    ``base`` (the rounds done before) read, ``params`` = precision, raw bits per chunk.
-    Returns the rounds done."""
+    ``base`` (the rounds done before) read, ``params`` = ``PARAMS`` per chunk. Returns the
+    rounds done."""
     k_count = words.count
     sig = types.int64(words, tables, lows, outs, states, pos, base, params, limit)
     out_type = ir.IntType(outs.dtype.dtype.bitwidth)
@@ -98,8 +118,10 @@ def _rounds(typingctx, words, tables, lows, outs, states, pos, base, params, lim
             return builder.load(builder.gep(a.data, [ir.Constant(_I64, i)]))
 
         slots = []
+        v8 = ir.VectorType(_I8, LANES)
         for k in range(k_count):
-            precision, raw_bits = load(param_a, 2 * k), load(param_a, 2 * k + 1)
+            precision, raw_bits = load(param_a, PARAMS * k), load(param_a, PARAMS * k + 1)
+            add = _vector(builder, builder.trunc(load(param_a, PARAMS * k + 2), _I8), _I8)
             prec_v = _vector(builder, precision, _I64)
             raw_v = _vector(builder, raw_bits, _I64)
             slots.append({
@@ -113,6 +135,7 @@ def _rounds(typingctx, words, tables, lows, outs, states, pos, base, params, lim
                 "table": _vector(builder, builder.ptrtoint(t_arrays[k].data, _I64), _I64),
                 "shifts": builder.mul(raw_v, _const(list(range(LANES)))),
                 "low_mask": builder.sub(builder.shl(_const(1), raw_v), _const(1)),
+                "add": add,
             })  # fmt: skip
         start = builder.block
         head = builder.append_basic_block("rans.head")
@@ -143,8 +166,16 @@ def _rounds(typingctx, words, tables, lows, outs, states, pos, base, params, lim
             low = builder.and_(builder.lshr(_vector(builder, low_word, _I64), s["shifts"]),
                                s["low_mask"])  # fmt: skip
             codes = builder.trunc(builder.or_(builder.lshr(e, _const(32)), low), vout)
-            out_at = builder.gep(o_arrays[k].data, [builder.mul(at, ir.Constant(_I64, LANES))])
-            builder.store(codes, builder.bitcast(out_at, vout.as_pointer()), align=1)
+            if nibbles:  # 8 codes (uint8) + add, low nibble first: 4 bytes
+                values = builder.and_(builder.add(codes, s["add"]), _const(0xF, _I8))
+                low_half = builder.shuffle_vector(values, ir.Constant(v8, ir.Undefined),
+                                                  _const([0, 2, 4, 6], _I32))  # fmt: skip
+                high_half = builder.shuffle_vector(values, ir.Constant(v8, ir.Undefined),
+                                                   _const([1, 3, 5, 7], _I32))  # fmt: skip
+                codes = builder.or_(low_half, builder.shl(high_half, _half(4)))
+            width = LANES // 2 if nibbles else LANES
+            out_at = builder.gep(o_arrays[k].data, [builder.mul(at, ir.Constant(_I64, width))])
+            builder.store(codes, builder.bitcast(out_at, codes.type.as_pointer()), align=1)
             freq = builder.and_(e, _const(0xFFFF))
             bias = builder.and_(builder.lshr(e, _const(16)), _const(0xFFFF))
             x = builder.add(builder.mul(freq, builder.lshr(x, s["prec"])), bias)
@@ -166,10 +197,20 @@ def _rounds(typingctx, words, tables, lows, outs, states, pos, base, params, lim
     return sig, codegen
 
 
+_rounds = _make_rounds(False)
+_rounds_nibbles = _make_rounds(True)
+
+
 @_jit
 def rounds(words, tables, lows, outs, states, pos, base, params, limit):
-    """``_rounds`` (see there), callable from Python with tuples of ``K`` arrays."""
-    return _rounds(words, tables, lows, outs, states, pos, base, params, limit)  # type: ignore[call-arg]
+    """``_rounds_codegen`` (see there), callable from Python with tuples of ``K`` arrays."""
+    return _rounds(words, tables, lows, outs, states, pos, base, params, limit)  # type: ignore[operator]
+
+
+@_jit
+def rounds_nibbles(words, tables, lows, outs, states, pos, base, params, limit):
+    """``rounds`` storing each round's codes as 4 bytes of nibbles."""
+    return _rounds_nibbles(words, tables, lows, outs, states, pos, base, params, limit)  # type: ignore[operator]
 
 
 @_jit
@@ -194,3 +235,15 @@ def finish(words, table, out, packed, raw_bits, states, pos, start, precision, l
     if raw_bits and low_from < out.size:
         or_low(out[low_from:], packed[(low_from // LANES) * raw_bits :], raw_bits)
     return _ended(states, pos, words.size)
+
+
+@_jit
+def finish_nibbles(words, table, out, packed, raw_bits, states, pos, start, precision, count,
+                   add):  # fmt: skip
+    """``finish`` for a chunk of ``count`` codes stored as nibbles (``rounds_nibbles``) in
+    ``out`` (``ceil(count / 2)`` bytes): the codes from ``start`` (the rounds done, their low
+    bits not yet ORed in) are decoded, then packed with ``add``."""
+    codes = np.empty(count, dtype=np.uint8)
+    ok = finish(words, table, codes, packed, raw_bits, states, pos, start, precision, start)
+    pack_nibbles(codes[start:], add, out[start // 2 :])
+    return ok

@@ -6,7 +6,7 @@ declares against the package's length and against each other before anything is 
 the caller then gives an output buffer of ``size`` bytes (and the output file, which each
 piece is written to once checked) and ``fill`` decodes every chunk of every tensor straight
 into its place on a pool of threads, ``BATCH_CHUNKS`` chunks a task (decoded together by
-``rans_batch``; 4-bit tensors through small per-thread buffers, packed two per byte),
+``rans_batch``; 4-bit tensors straight into their nibbles, two codes a byte),
 copies the skeleton into the gaps, and hashes each 16 MiB piece as soon as all its bytes are
 there, so that hashing overlaps decoding. Any piece whose SHA-256 differs, or any check that
 fails, raises ``InvalidPackageError``.
@@ -179,19 +179,6 @@ class _Pool:
             self.executor.shutdown(wait=True)
 
 
-_scratch = threading.local()
-
-
-def _buffer(dtype: np.dtype, n: int, k: int = 0) -> np.ndarray:
-    """This thread's ``k``-th array of ``n`` codes, reused from chunk to chunk."""
-    key = f"b{dtype.str}{k}"
-    held = getattr(_scratch, key, None)
-    if held is None or held.size < n:
-        held = np.empty(max(n, 1 << 21), dtype=dtype)
-        setattr(_scratch, key, held)
-    return held[:n]
-
-
 def fill(
     view: memoryview,
     layout: Layout,
@@ -262,22 +249,24 @@ def _submit_tensor(
 
 
 def _batch_task(jobs: list[_Job], pieces: _Pieces) -> None:
-    """Decode the chunks (4-bit ones into this thread's buffers), then store each."""
-    targets = []
-    for k, (chunk, _, region, nibbles) in enumerate(jobs):
-        if nibbles:
-            targets.append(_buffer(np.dtype(np.uint8), chunk.size, k))
-        else:
-            targets.append(region[chunk.start : chunk.start + chunk.size])
-    rans_batch.fill_chunks([(job[0], target) for job, target in zip(jobs, targets, strict=True)])
-    for (chunk, p, region, nibbles), codes in zip(jobs, targets, strict=True):
-        if nibbles:
+    """Decode the chunks (4-bit ones straight into nibbles), then report each stored."""
+    codes, nibbles = [], []
+    for chunk, p, region, packed in jobs:
+        if packed:
             begin, end = chunk.start // 2, (chunk.start + chunk.size + 1) // 2
-            rans.pack_nibbles(codes, p.code_min, region[begin:end])
+            nibbles.append((chunk, region[begin:end], p.code_min))
+        else:
+            codes.append((chunk, region[chunk.start : chunk.start + chunk.size]))
+    rans_batch.fill_chunks(codes)
+    rans_batch.fill_nibbles(nibbles)
+    for chunk, p, region, packed in jobs:
+        if packed:
+            begin, end = chunk.start // 2, (chunk.start + chunk.size + 1) // 2
         else:
             begin, end = chunk.start, chunk.start + chunk.size
             if p.code_min & 0xFF:
-                np.add(codes, np.uint8(p.code_min & 0xFF), out=codes)  # wraps, as it must
+                target = region[begin:end]
+                np.add(target, np.uint8(p.code_min & 0xFF), out=target)  # wraps, as it must
         pieces.done(p.at + begin, p.at + end)
 
 

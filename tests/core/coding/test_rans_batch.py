@@ -10,6 +10,7 @@ import pytest
 from quantcore.coding import rans, rans_batch, rans_chunks
 from quantcore.coding.entropy import decode_plan, encode_codes
 from quantcore.errors import InvalidPackageError
+from tests.core.coding.test_context import correlated_codes
 from tests.core.coding.test_entropy import laplacian_codes
 
 needs_vector = pytest.mark.skipif(
@@ -121,3 +122,43 @@ def test_corrupt_words_are_refused_or_decode_in_bounds(monkeypatch: pytest.Monke
 
 def _rest(coded: rans_chunks.Coded) -> tuple[memoryview, np.ndarray, int, int, int]:
     return coded.low, coded.table, coded.precision, coded.raw_bits, coded.index
+
+
+def _nibble_streams(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, np.ndarray]]:
+    """4-bit codes in chunks of 1000 (an odd tail too): order-0 (v2, some with raw low bits)
+    and context-coded (v3, decoded by its own ``fill``)."""
+    monkeypatch.setattr(rans, "CHUNK_SYMBOLS", 1000)
+    rng = np.random.default_rng(11)
+    cases = [
+        (laplacian_codes(9_001, 4, seed=12), 2),
+        # a uniform low bit: stored raw beside the words, ORed in by the loop
+        ((laplacian_codes(7_003, 3, seed=14) * 2 + rng.integers(0, 2, 7_003)).astype(np.uint8), 2),
+        (rng.integers(0, 16, 3_001).astype(np.uint8), 2),  # all raw: each chunk its own fill
+        (rng.integers(0, 3, 5).astype(np.uint8), 2),  # fewer codes than a round
+        (correlated_codes(20_001, 4, seed=13), 3),
+    ]
+    return [(encode_codes(c, version=v), c) for c, v in cases]
+
+
+@pytest.mark.parametrize("vector", [True, False])
+def test_nibbles_are_the_codes_packed_two_a_byte(
+    vector: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not vector:
+        monkeypatch.setattr(rans_batch, "_usable", False)
+        monkeypatch.setattr(rans_batch, "_kernels", None)
+    elif rans_batch.vector_kernels() is None:
+        pytest.skip("no AVX-512: the scalar kernels decode")
+    jobs, expected = [], []
+    for k, (data, codes) in enumerate(_nibble_streams(monkeypatch)):
+        add = (-8, 0, 5, 3, -1)[k]
+        packed = np.full((codes.size + 1) // 2 + 8, 0xAB, dtype=np.uint8)  # a guard after
+        for c in decode_plan(data)[1]:
+            jobs.append((c, packed[c.start // 2 : (c.start + c.size + 1) // 2], add))
+        reference = np.zeros((codes.size + 1) // 2, dtype=np.uint8)
+        rans.pack_nibbles(codes, add, reference)
+        expected.append((packed, reference))
+    rans_batch.fill_nibbles(jobs)
+    for packed, reference in expected:
+        np.testing.assert_array_equal(packed[: reference.size], reference)
+        assert (packed[reference.size :] == 0xAB).all()
