@@ -87,6 +87,8 @@ def fill_nibbles(jobs: Sequence[tuple[rans_chunks.Chunk, npt.NDArray[np.uint8], 
     """Decode each chunk of 8-bit codes (``c``) into its array of ``ceil(size / 2)`` bytes
     as 4-bit values ``c + add``, two per byte, low nibble first (ONNX's INT4 and UINT4
     ``raw_data``: a chunk starting at an even code of its tensor fills whole bytes)."""
+    from quantcore.coding import rans  # not at module level: rans imports this module
+
     kernels = vector_kernels()
     queue: deque[_Queued] = deque()
     for chunk, out, add in jobs:
@@ -95,7 +97,7 @@ def fill_nibbles(jobs: Sequence[tuple[rans_chunks.Chunk, npt.NDArray[np.uint8], 
         else:
             codes = _buffer(chunk.size)
             chunk.fill(codes)
-            rans_kernels().pack_nibbles(codes, add & 0xF, out)
+            rans.pack_nibbles(codes, add, out)
     if queue:
         assert kernels is not None
         _run(kernels, queue, True)
@@ -111,12 +113,6 @@ def _buffer(n: int) -> npt.NDArray[np.uint8]:
         held = np.empty(max(n, 1 << 21), dtype=np.uint8)
         _scratch.codes = held
     return held[:n]
-
-
-def rans_kernels() -> ModuleType:
-    from quantcore.coding import rans_kernels as compiled
-
-    return compiled
 
 
 def _run(kernels: ModuleType, queue: deque[_Queued], nibbles: bool) -> None:

@@ -250,23 +250,20 @@ def _submit_tensor(
 
 def _batch_task(jobs: list[_Job], pieces: _Pieces) -> None:
     """Decode the chunks (4-bit ones straight into nibbles), then report each stored."""
-    codes, nibbles = [], []
+    codes, nibbles, stored = [], [], []
     for chunk, p, region, packed in jobs:
         if packed:
             begin, end = chunk.start // 2, (chunk.start + chunk.size + 1) // 2
             nibbles.append((chunk, region[begin:end], p.code_min))
         else:
-            codes.append((chunk, region[chunk.start : chunk.start + chunk.size]))
+            begin, end = chunk.start, chunk.start + chunk.size
+            codes.append((chunk, region[begin:end]))
+        stored.append((p, region[begin:end], begin, end, packed))
     rans_batch.fill_chunks(codes)
     rans_batch.fill_nibbles(nibbles)
-    for chunk, p, region, packed in jobs:
-        if packed:
-            begin, end = chunk.start // 2, (chunk.start + chunk.size + 1) // 2
-        else:
-            begin, end = chunk.start, chunk.start + chunk.size
-            if p.code_min & 0xFF:
-                target = region[begin:end]
-                np.add(target, np.uint8(p.code_min & 0xFF), out=target)  # wraps, as it must
+    for p, target, begin, end, packed in stored:
+        if not packed and p.code_min & 0xFF:
+            np.add(target, np.uint8(p.code_min & 0xFF), out=target)  # wraps, as it must
         pieces.done(p.at + begin, p.at + end)
 
 
