@@ -87,7 +87,7 @@ def fill_nibbles(jobs: Sequence[tuple[rans_chunks.Chunk, npt.NDArray[np.uint8], 
     """Decode each chunk of 8-bit codes (``c``) into its array of ``ceil(size / 2)`` bytes
     as 4-bit values ``c + add``, two per byte, low nibble first (ONNX's INT4 and UINT4
     ``raw_data``: a chunk starting at an even code of its tensor fills whole bytes)."""
-    from quantcore.coding import rans  # not at module level: rans imports this module
+    from quantcore.coding import rans_kernels  # compiled: imported (numba too) on first use
 
     kernels = vector_kernels()
     queue: deque[_Queued] = deque()
@@ -97,7 +97,7 @@ def fill_nibbles(jobs: Sequence[tuple[rans_chunks.Chunk, npt.NDArray[np.uint8], 
         else:
             codes = _buffer(chunk.size)
             chunk.fill(codes)
-            rans.pack_nibbles(codes, add, out)
+            rans_kernels.pack_nibbles(codes, add & 0xF, out)
     if queue:
         assert kernels is not None
         _run(kernels, queue, True)
