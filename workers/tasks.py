@@ -267,18 +267,31 @@ def _fail(ctx: WorkerContext, retry: Retrier, job_id: str, attempt: int, code: s
         raise GiveBack(str(exc)) from exc
 
 
-def _stopped(exc: BaseException) -> bool:
-    """Whether ``exc`` comes of the process being stopped: a SystemExit (or an interrupt)
-    raised inside an import or a C extension comes out as another error, with it as the
-    cause; the job is not at fault and runs again after the restart."""
+def _caused_by(exc: BaseException, kinds: type | tuple[type, ...]) -> bool:
+    """Whether ``exc`` or an exception it was raised from or while handling (10 links up) is
+    one of ``kinds``."""
     seen: BaseException | None = exc
     for _ in range(10):
         if seen is None:
             return False
-        if isinstance(seen, SystemExit | KeyboardInterrupt):
+        if isinstance(seen, kinds):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _stopped(exc: BaseException) -> bool:
+    """Whether ``exc`` comes of the process being stopped: a SystemExit (or an interrupt)
+    raised inside an import or a C extension comes out as another error, with it as the
+    cause; the job is not at fault and runs again after the restart."""
+    return _caused_by(exc, (SystemExit, KeyboardInterrupt))
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` comes of the soft time limit: Celery raises it wherever the job is,
+    and code that turns any failure into its own error (a parser refusing bad bytes as an
+    invalid model) may have caught it first."""
+    return _caused_by(exc, SoftTimeLimitExceeded)
 
 
 def _execute(job_id: str, ctx: WorkerContext) -> Outcome:
@@ -299,12 +312,20 @@ def _execute(job_id: str, ctx: WorkerContext) -> Outcome:
         _fail(ctx, retry, job_id, attempt, code, message)
         return Outcome.FAILED
 
+    def timed_out() -> Outcome:
+        limit = ctx.settings.job_soft_time_limit_s
+        log.warning("job %s timed out after %.1f s", job_id, limit, extra=extra)
+        return fail("timeout", f"the job ran past its time limit of {limit:g} s "
+                    "(QUANTSERVE_JOB_SOFT_TIME_LIMIT_S)")
+
     try:
         outcome = _run_claimed(job, ctx, retry)
     except JobStopped as exc:
         log.info("job %s stopped: %s", job_id, exc, extra=extra)
         return Outcome.CANCELLED
     except QuantError as exc:
+        if _timed_out(exc):
+            return timed_out()
         log.info("job %s failed: %s: %s", job_id, exc.code, exc.message, extra=extra)
         return fail(exc.code, exc.message)
     except DependencyDown as exc:
@@ -319,10 +340,7 @@ def _execute(job_id: str, ctx: WorkerContext) -> Outcome:
             return fail("resource_limit", f"the storage is full: {exc}")
         return fail("storage_error", f"the job's files could not be moved: {exc}")
     except SoftTimeLimitExceeded:
-        limit = ctx.settings.job_soft_time_limit_s
-        log.warning("job %s timed out after %.1f s", job_id, limit, extra=extra)
-        return fail("timeout", f"the job ran past its time limit of {limit:g} s "
-                    "(QUANTSERVE_JOB_SOFT_TIME_LIMIT_S)")
+        return timed_out()
     except MemoryError:
         log.warning("job %s ran out of memory", job_id, extra=extra)
         fail("resource_limit", "the job ran out of memory (QUANTSERVE_WORKER_MEMORY_LIMIT_MB "
@@ -340,6 +358,8 @@ def _execute(job_id: str, ctx: WorkerContext) -> Outcome:
             raise
         if is_outage(exc):  # an outage outside the retried calls: hand the message back
             raise GiveBack(f"a dependency did not answer: {exc}") from exc
+        if _timed_out(exc):
+            return timed_out()
         fail("internal_error",
              f"the worker failed unexpectedly: {type(exc).__name__}: {exc}")
         raise

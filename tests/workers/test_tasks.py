@@ -217,3 +217,23 @@ def test_an_error_caused_by_the_process_stopping_is_not_the_jobs() -> None:
     except ImportError as exc:
         assert _stopped(exc)
     assert not _stopped(ValueError("a bug"))
+
+
+def test_the_soft_time_limit_inside_the_parser_is_a_timeout(
+    client: TestClient, ctx: WorkerContext, model_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Celery raises the soft limit wherever the job is; in the ONNX parse, whose broad except
+    # turns any failure into "not a readable ONNX model", it must still read as a timeout.
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from quantcore.formats import onnx_reader
+
+    def interrupted(path: Path) -> None:
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(onnx_reader, "_parse", interrupted)
+    job_id = _submit(client, model_id)
+    assert execute_job(job_id, ctx) is Outcome.FAILED
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["error"]["code"] == "timeout", job["error"]
+    assert "QUANTSERVE_JOB_SOFT_TIME_LIMIT_S" in job["error"]["message"]
