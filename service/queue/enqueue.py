@@ -7,9 +7,11 @@ connections and never answers) raises ``BrokerUnavailableError`` (the API's 503)
 minutes of retries while the caller waits. And once a publish has failed, the next ones
 fail at once for ``broker_timeout_s`` (a circuit breaker): under load, requests must not
 pile up in the thread pool each waiting out the broker's timeout. At most
-``PUBLISHERS`` publishes wait on the broker at once; one more waits at most ``SLOT_WAIT_S``
-for its turn, then fails. A healthy broker answers a publish in about a millisecond, so all
-slots busy for that long means it is not answering; had the others waited out the broker's
+``PUBLISHERS`` publishes wait on the broker at once; one more waits for its turn while
+publishes keep finishing, and fails once none has finished for ``SLOT_WAIT_S`` (or after
+``broker_timeout_s`` in all). A healthy broker finishes a publish in milliseconds (the
+embedded SQLite one in up to ~0.3 s under a burst of 50, its writes taking turns), so no
+slot freed for that long means it is not answering; had the waiters waited out the broker's
 timeout too, they would all fail in the same instant, and the burst of answers held up every
 other request of the process (``/healthz`` p99 170 ms under 50 clients with Redis frozen),
 where failing each in turn spreads them out.
@@ -36,7 +38,7 @@ _apps: dict[tuple[str, float, float, float], Celery] = {}
 _apps_lock = threading.Lock()
 
 PUBLISHERS = 8  # publishes in flight at once per process (below kombu's pool of 10)
-SLOT_WAIT_S = 0.25  # a publish's wait for a free slot (a healthy publish takes ~1 ms)
+SLOT_WAIT_S = 0.5  # longest a waiting publish sees no publish in flight finish
 
 
 class _Breaker:
@@ -45,6 +47,23 @@ class _Breaker:
     def __init__(self) -> None:
         self.open_until = 0.0
         self.slots = threading.BoundedSemaphore(PUBLISHERS)
+        self.finished = 0  # publishes that gave their slot back: a waiter's sign of progress
+
+    def take_slot(self, settings: Settings) -> bool:
+        """Wait for a free slot while publishes in flight keep finishing; False once none
+        has finished for ``SLOT_WAIT_S``, or after ``broker_timeout_s``."""
+        deadline = time.monotonic() + settings.broker_timeout_s
+        stall = min(SLOT_WAIT_S, settings.broker_timeout_s)
+        while True:
+            seen = self.finished
+            if self.slots.acquire(timeout=max(0.0, min(stall, deadline - time.monotonic()))):
+                return True
+            if self.finished == seen or time.monotonic() >= deadline:
+                return False
+
+    def give_slot(self) -> None:
+        self.finished += 1  # a lost increment under a race only shortens one wait
+        self.slots.release()
 
     def check(self, settings: Settings) -> None:
         if time.monotonic() < self.open_until:
@@ -95,7 +114,7 @@ def enqueue_job(job_id: str, settings: Settings, *, task_id: str | None = None) 
     app = producer_app(settings)
     breaker = _breaker(settings)
     breaker.check(settings)
-    if not breaker.slots.acquire(timeout=min(SLOT_WAIT_S, settings.broker_timeout_s)):
+    if not breaker.take_slot(settings):
         raise _unavailable(settings, "too many publishes are waiting for it")
     try:
         breaker.check(settings)
@@ -105,7 +124,7 @@ def enqueue_job(job_id: str, settings: Settings, *, task_id: str | None = None) 
         breaker.trip(settings)
         raise _unavailable(settings, exc) from exc
     finally:
-        breaker.slots.release()
+        breaker.give_slot()
     return str(result.id)
 
 

@@ -1,10 +1,13 @@
 """A publish that finds every slot taken (the broker is not answering the ones in flight)
 fails after a short wait, not after the broker's timeout: those waiting would otherwise all
-fail in the same instant and their answers arrive as one burst."""
+fail in the same instant and their answers arrive as one burst. While publishes keep
+finishing, those waiting get their turn."""
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -30,3 +33,29 @@ def test_a_publish_without_a_free_slot_fails_before_the_broker_timeout() -> None
     finally:
         for _ in range(taken):
             breaker.slots.release()
+
+
+def test_publishes_waiting_behind_a_slow_broker_get_their_turn() -> None:
+    """Every slot busy but publishes finishing (a healthy broker slowed by a burst, such as the
+    embedded SQLite one): those waiting keep waiting, well past ``SLOT_WAIT_S`` in all."""
+    settings = Settings(_env_file=None,  # type: ignore[call-arg]
+                        broker_url=f"redis://127.0.0.1:{free_port()}/8", broker_timeout_s=30.0)
+    breaker = enqueue._Breaker()
+    while breaker.slots.acquire(blocking=False):  # the publishes in flight
+        pass
+    interval = enqueue.SLOT_WAIT_S / 2.5
+    waiters = enqueue.PUBLISHERS
+
+    def finish_one_by_one() -> None:
+        for _ in range(waiters):
+            time.sleep(interval)
+            breaker.give_slot()
+
+    releaser = threading.Thread(target=finish_one_by_one)
+    started = time.monotonic()
+    releaser.start()
+    with ThreadPoolExecutor(waiters) as pool:
+        took = list(pool.map(lambda _: breaker.take_slot(settings), range(waiters)))
+    releaser.join()
+    assert took == [True] * waiters
+    assert time.monotonic() - started > 2 * enqueue.SLOT_WAIT_S
