@@ -18,9 +18,14 @@ RUN pip install . && pip uninstall -y quantserve
 COPY quantcore quantcore
 COPY service service
 COPY workers workers
+# The numba kernels compiled into the image: a worker's first jobs load them instead of
+# compiling them (about 50 s of CPU). Built for this build host's CPU; on another CPU numba
+# compiles again on first use, into the same (writable) folder.
+ENV NUMBA_CACHE_DIR=/app/numba-cache
 RUN pip install --no-deps . \
+    && quantserve warm \
     && useradd --create-home --uid 10001 quantserve \
-    && mkdir -p /app/var && chown quantserve /app/var
+    && mkdir -p /app/var && chown -R quantserve /app/var /app/numba-cache
 
 USER quantserve
 EXPOSE 8000

@@ -13,6 +13,8 @@ and they use only the names below (``tests/core/test_public_face.py`` lists them
 - Files: ``MODEL_SUFFIXES`` / ``FORMAT_SUFFIX``, the package's ``unpack``,
   ``unpack_file`` and ``package_format``, and ``external_locations`` (the external data files
   an ONNX model names).
+- Kernels: ``warm_kernels``, which compiles (or loads) the compiled kernels that jobs and
+  unpacks use, ahead of the first job (``quantcore.jobs.warm``).
 - Processes: ``keep_freed_memory`` and ``release_freed_memory``, the C allocator's settings
   for a process that runs jobs (``quantcore.allocator``), and ``idle_blas_threads``, its
   BLAS threads' (``quantcore.blas_threads``).
@@ -42,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "json_depth": "quantcore.checks",
     **dict.fromkeys(("keep_freed_memory", "release_freed_memory"), "quantcore.allocator"),
     "idle_blas_threads": "quantcore.blas_threads",
+    "warm_kernels": "quantcore.jobs.warm",
     **dict.fromkeys(("Stage", "ProgressCallback"), "quantcore.progress"),
     **dict.fromkeys(
         (

@@ -24,7 +24,9 @@ Client side (``--url``, default ``$QUANTSERVE_URL`` or the settings' host and po
 
 Local, no server: ``quantize MODEL --spec ... --out DIR`` (the worker's ``run_job``: same
 artifacts and ``report.json``) and ``unpack PACKAGE.qpack [--out FILE]`` (the model file
-the package restores, named after the package with its format's suffix by default).
+the package restores, named after the package with its format's suffix by default);
+``warm`` compiles (or loads) the numba kernels that jobs use, ahead of the first job (the
+Docker image runs it at build time, into ``NUMBA_CACHE_DIR``).
 
 Exit codes: 0 success, 1 a job or request failed, 2 bad arguments or input.
 """
@@ -62,6 +64,7 @@ cmd_revoke_key = _command("server", "cmd_revoke_key")
 cmd_submit, cmd_status = _command("remote", "cmd_submit"), _command("remote", "cmd_status")
 cmd_fetch, cmd_batch = _command("remote", "cmd_fetch"), _command("remote", "cmd_batch")
 cmd_quantize, cmd_unpack = _command("local", "cmd_quantize"), _command("local", "cmd_unpack")
+cmd_warm = _command("local", "cmd_warm")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output file (default: PACKAGE with the suffix of the "
                    "package's format: .onnx, .safetensors or .npz)")
     p.set_defaults(func=cmd_unpack)
+
+    p = sub.add_parser("warm", help="compile the kernels that jobs use, ahead of the first job")
+    p.set_defaults(func=cmd_warm)
     return parser
 
 
@@ -184,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # (freeing every object one by one, joining pools), which took 0.5-2.5 s of a quantize
 # job's process. Their files are closed by then; only a process started as the command
 # (argv None) ends this way, never a caller of main().
-EXIT_AT_ONCE = frozenset({"quantize", "unpack"})
+EXIT_AT_ONCE = frozenset({"quantize", "unpack", "warm"})
 
 
 def _exit_now(code: int) -> None:
