@@ -183,8 +183,10 @@ def _get_raw(st, data):
 
 @_jit
 def decode(data, mode, top, out):
-    """Decode ``out.size`` codes from ``data``; False if one falls outside ``[0, top]`` or the
-    decoder reads more than a few bytes past the end (a corrupt stream)."""
+    """Decode ``out.size`` codes from ``data``; False if one falls outside ``[0, top]`` (a
+    corrupt stream). Past the end it reads zeros, however many: the encoder trimmed them,
+    and a long run of near-certain flags (a tensor that is all the mode after a few other
+    codes) ends its output with many. The stream's CRC-32 is what detects a cut payload."""
     fast = np.full(CONTEXTS, ONE >> 1, dtype=np.int64)
     slow = np.full(CONTEXTS, ONE >> 1, dtype=np.int64)
     st = np.zeros(3, dtype=np.int64)
@@ -224,4 +226,4 @@ def decode(data, mode, top, out):
         while (m >> length) > 0:
             length += 1
         prev_mag = min(length, NEAR - 1)
-    return st[2] <= data.size + 8
+    return True

@@ -25,6 +25,9 @@ CASES = {
     "extremes of 16 bits": np.array([0, 65535, 0, 0, 65535, 1] * 100, dtype=np.uint16),
     "3-bit laplacian": laplacian_codes(65_536, 3, seed=1),
     "12-bit laplacian": laplacian_codes(40_001, 12, seed=2),
+    # A few codes, then the mode for good: the coder's last bytes are many zeros, trimmed.
+    "one code then the mode": np.array([6] + [5] * 1_000, dtype=np.uint8),
+    "a sparse head then the mode": np.array([3, 9, 5, 0] * 4 + [5] * 60_000, dtype=np.uint16),
 }
 
 
