@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import mmap
 import os
 from collections.abc import Mapping
@@ -55,7 +56,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from quantcore.coding.entropy import encode_codes
+from quantcore.coding.entropy import decode_codes, encode_codes
 from quantcore.coding.packing import pack_bits
 from quantcore.errors import InvalidPackageError
 from quantcore.formats import qpack_restore
@@ -81,6 +82,8 @@ from quantcore.formats.qpack_common import (
 from quantcore.formats.qpack_proto import restore_proto, skeleton, tensor_entry
 from quantcore.formats.qpack_writer import PackageWriter
 from quantcore.formats.weights_io import write_npz, write_safetensors
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MAGIC",
@@ -128,7 +131,25 @@ def encode_body(
     if counts is not None:  # bin s of the shifted codes holds code_min + s
         span = int(coded.code_max) - int(coded.code_min)
         counts = np.roll(counts, -int(coded.code_min))[: span + 1]
-    return encode_codes(shifted, counts=counts, code_min=int(coded.code_min))
+    body = encode_codes(shifted, counts=counts, code_min=int(coded.code_min))
+    if not _restores(body, shifted):
+        # A stream its own decoder refuses would make the package unrestorable: version 2,
+        # the plainest, takes its place (a few percent larger at most).
+        log.warning("the entropy stream (version %d) of %d codes did not decode to them; "
+                    "written as version 2", body[4], shifted.size)
+        body = encode_codes(shifted, counts=counts, version=2)
+        if not _restores(body, shifted):
+            raise RuntimeError(f"entropy stream of {shifted.size} codes does not decode to them")
+    return body
+
+
+def _restores(body: bytes, shifted: np.ndarray) -> bool:
+    """Whether ``body`` decodes to ``shifted`` (checked before it is written: decoding costs
+    a fraction of the coding)."""
+    try:
+        return bool(np.array_equal(decode_codes(body, count=shifted.size), shifted.reshape(-1)))
+    except InvalidPackageError:
+        return False
 
 
 def pack(
