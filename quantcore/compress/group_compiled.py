@@ -37,7 +37,7 @@ from quantcore.quantizers.block_kernels import (
     block_stats,
     gather_blocks,
 )
-from quantcore.quantizers.kernel_args import kernel_args
+from quantcore.quantizers.kernel_args import kernel_args, read_only
 from quantcore.spec import Method, QuantizerSpec, Support
 
 # Blocks per kernel call: the candidates' per-block arrays of one call stay small.
@@ -111,7 +111,7 @@ def compiled_blocks(
     length = view[axis]
     count = -(-length // size)
     p_len, q_len = math.prod(view[:axis]), math.prod(view[axis + 1 :])
-    w3 = w.reshape(p_len, length, q_len)
+    w3 = read_only(w.reshape(p_len, length, q_len))
     n_blocks = p_len * count * q_len
     hi = np.empty(n_blocks, np.float32)
     lo = np.empty(n_blocks, np.float32)

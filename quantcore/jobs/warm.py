@@ -6,9 +6,12 @@ machine's first job pays for them: about 20 s of compilation at 8 bits and 15 s 
 bits on a 2-core machine, where a warm job takes 2-3 s. A container whose cache is not in
 its image pays that on every start, in its first jobs. ``warm_kernels`` runs the default
 jobs on a small generated model (convolutions, a Gemm, a MatMul and an LSTM: per-channel,
-per-group and recurrent layers) at 8, 4 and 3 bits and with a target (trellis-coded
-quantization and the context coders), then unpacks each package: the jobs reach the same
-kernels, with the same argument types, as a real model's. The Docker image runs it at build
+per-group and recurrent layers) at 8, 4 and 3 bits and with two targets (trellis-coded
+quantization and the context coders, on 8- and 16-bit codes), and a 4-bit job on a model of
+token ids (GPTQ on synthetic tokens), then unpacks each package: the jobs reach the same
+kernels, with the same argument types, as a real model's. The package's coders are also
+compiled for every stream version and code width directly (which of them a job's tensors
+take depends on their codes). The Docker image runs it at build
 time (``quantserve warm``) into ``NUMBA_CACHE_DIR``.
 """
 
@@ -28,6 +31,7 @@ WARM_SPECS: tuple[dict[str, Any], ...] = (
     {"bits": 4},
     {"bits": 3},
     {"target": {"weight_sqnr_db": 24.0}, "rdoq": "auto"},
+    {"target": {"weight_sqnr_db": 48.0}, "rdoq": "auto"},  # codes wider than 8 bits
 )
 # A model of token ids is calibrated on synthetic tokens at 4 bits and under (GPTQ).
 TOKEN_SPECS: tuple[dict[str, Any], ...] = ({"bits": 4},)
@@ -43,12 +47,12 @@ class WarmRun:
 def warm_kernels(work_dir: Path | None = None) -> list[WarmRun]:
     """Run ``WARM_SPECS`` on the generated model and unpack each package (files under
     ``work_dir``, a temporary folder by default, removed afterwards)."""
-    from quantcore.coding import rans_batch  # numba loads here
+    from quantcore.coding import entropy
     from quantcore.formats.qpack import unpack_file
     from quantcore.jobs.base import JobInput, JobKind
     from quantcore.jobs.run import run_job
 
-    rans_batch.compile_vector_kernels()  # the decoder's vector loop, where the CPU has one
+    entropy.compile_kernels()  # every stream version's coders, for 8- and 16-bit codes
     with tempfile.TemporaryDirectory(prefix="quantserve-warm-", dir=work_dir) as tmp:
         root = Path(tmp)
         (root / "image.onnx").write_bytes(warm_model())

@@ -50,3 +50,12 @@ def kernel_args(design: Design, dtype: np.dtype) -> KernelArgs | None:
     edge = np.float32(design.support_edge)
     return KernelArgs((kind, limit, ratio, max_index, edge, signbit, edges, table, lut,
                        np.ascontiguousarray(levels, np.float32), mask))  # fmt: skip
+
+
+def read_only(weights: np.ndarray) -> np.ndarray:
+    """A read-only view of ``weights``, as the kernels that only read them take them: numba
+    compiles a kernel once per mutability of each array argument, and weights arrive both
+    ways (read-only from a mapped file, writable from a conversion)."""
+    view = weights.view()
+    view.flags.writeable = False
+    return view

@@ -145,6 +145,7 @@ class _Kernel:
         deq: np.ndarray, p: _Affine,
     ) -> None:
         """The same chunk in one compiled pass; the noise is still ``np.dot`` of the errors."""
+        from quantcore.quantizers.kernel_args import read_only
         from quantcore.quantizers.kernels import stream_chunk
 
         rows = 1 if w.ndim == 1 else w.shape[0]
@@ -155,7 +156,8 @@ class _Kernel:
 
         shape2 = (rows, w.size // max(rows, 1))
         self.inside += int(stream_chunk(  # type: ignore[call-arg]
-            w.reshape(shape2), per_row(p.gain, self.compute), per_row(p.shift, self.compute),
+            read_only(w.reshape(shape2)), per_row(p.gain, self.compute),
+            per_row(p.shift, self.compute),
             per_row(p.scale, np.dtype(np.float32)), per_row(p.offset, np.dtype(np.float32)),
             *args.values, codes.reshape(shape2), deq.reshape(shape2), err.reshape(shape2),
             self.counts,
