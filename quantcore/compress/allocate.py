@@ -156,17 +156,21 @@ class Allocation:
         }  # fmt: skip
 
 
-def _boundary(g: Callable[[float], float], x0: float, slope: float) -> float:
+def _boundary(g: Callable[[float], float], x0: float, slope: float, x_min: float) -> float:
     """The largest (SQNR goal) or smallest (rate goal) x with ``g(x) >= 0``, to ``X_TOL``:
     a bracket grown from ``x0`` along the expected ``slope``, then Illinois regula falsi
-    (a handful of measurements, each a pass over the weights)."""
-    a, fa = x0, g(x0)
+    (a handful of measurements, each a pass over the weights). The bracket stops at
+    ``x_min``, and that is the answer when the sign has not changed by then."""
+    a = max(x0, x_min)
+    fa = g(a)
     width = max(abs(fa / slope), 0.05)
     for _ in range(40):
-        b = a - math.copysign(width, fa / slope) if fa != 0 else a + 0.05
+        b = max(a - math.copysign(width, fa / slope) if fa != 0 else a + 0.05, x_min)
         fb = g(b)
         if (fa >= 0) != (fb >= 0):
             break
+        if b == x_min:
+            return x_min
         a, fa, width = b, fb, width * 2
     else:
         return a if fa >= 0 else b
@@ -241,11 +245,19 @@ def allocate(
         seed = 2 * math.e * rms / math.sqrt(2) / 2**goal
         g = lambda x: goal - judge(math.exp(x))[1]  # noqa: E731
         slope = 1.0 / math.log(2)
-    step = math.exp(_boundary(g, math.log(seed), slope))
+    # Below this step the widest tensor's codes would need more than MAX_BITS: its tails
+    # clip, and the error grows again as the step shrinks (no target is met down there).
+    floor = max(s.max_abs for s in samples.values()) / ((1 << (MAX_BITS - 1)) - 1)
+    step = math.exp(_boundary(g, math.log(seed), slope, math.log(floor)))
     sqnr, bpw = judge(step)
     quantizers = {name: _quantizer(s, step) for name, s in samples.items()}
-    clipped = [n for n, s in samples.items() if s.max_abs / step + 0.5 > (1 << (MAX_BITS - 1))]
-    notes = (f"{len(clipped)} tensor(s) clipped at {MAX_BITS} bits",) if clipped else ()
+    notes: tuple[str, ...] = ()
+    if target.weight_sqnr_db is not None and sqnr < target.weight_sqnr_db:
+        notes = (f"weight_sqnr_db={target.weight_sqnr_db:g} is out of reach: {sqnr:.1f} dB at "
+                 f"the finest common step whose codes fit in {MAX_BITS} bits",)
+    elif target.bits_per_weight is not None and bpw < target.bits_per_weight - 0.05:
+        notes = (f"bits_per_weight={target.bits_per_weight:g} is more than the codes take at "
+                 f"the finest common step whose codes fit in {MAX_BITS} bits: {bpw:.2f}",)
     return Allocation(step=step, rdoq=rdoq, target=target, quantizers=quantizers,
                       predicted_sqnr_db=sqnr, predicted_bits_per_weight=bpw,
                       model_step=seed, notes=notes, trellis=trellis)

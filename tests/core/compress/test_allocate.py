@@ -210,3 +210,23 @@ def test_the_probe_is_whole_tensors_spread_over_the_weights() -> None:
     big = {f"b{i}": 5_000_000 for i in range(100)}
     probe = probe_names(list(big), big)
     assert sum(big[n] for n in probe) <= 32_000_000 and len(probe) == 4
+
+
+def test_a_target_beyond_the_widest_tensors_16_bits_stops_at_its_finest_step() -> None:
+    # One weight 5000x the others' scale: under max/32767 its codes would need more than 16
+    # bits, it would clip and the error would grow again (the search ran on to a step of 0).
+    rng = np.random.default_rng(2)
+    wide = rng.laplace(0, 0.01, 50_000)
+    wide[7] = 50.0
+    samples = {"wide": sample_tensor(wide, 1.0, 0),
+               "narrow": sample_tensor(rng.laplace(0, 0.01, 50_000), 1.0, 1)}  # fmt: skip
+    for trellis in (False, True):
+        plan = allocate(samples, RateTarget(weight_sqnr_db=90.0), rdoq=True, trellis=trellis)
+        assert plan.step == pytest.approx(50.0 / 32767)
+        assert plan.quantizers["wide"].bits == 16
+        assert plan.predicted_sqnr_db < 90.0
+        assert len(plan.notes) == 1 and "out of reach" in plan.notes[0]
+    reachable = allocate(samples, RateTarget(weight_sqnr_db=40.0), rdoq=True)
+    assert reachable.notes == () and reachable.predicted_sqnr_db >= 40.0
+    rate = allocate(samples, RateTarget(bits_per_weight=20.0), rdoq=False)
+    assert rate.step == pytest.approx(50.0 / 32767) and "is more than" in rate.notes[0]
