@@ -9,9 +9,9 @@ jobs on a small generated model (convolutions, a Gemm, a MatMul and an LSTM: per
 per-group and recurrent layers) at 8, 4 and 3 bits and with two targets (trellis-coded
 quantization and the context coders, on 8- and 16-bit codes), and a 4-bit job on a model of
 token ids (GPTQ on synthetic tokens), then unpacks each package: the jobs reach the same
-kernels, with the same argument types, as a real model's. The package's coders are also
-compiled for every stream version and code width directly (which of them a job's tensors
-take depends on their codes). The Docker image runs it at build
+kernels, with the same argument types, as a real model's (60 s here, 65 signatures). The
+package's coders are also compiled for every stream version and code width directly (which
+of them a job's tensors take depends on their codes). The Docker image runs it at build
 time (``quantserve warm``) into ``NUMBA_CACHE_DIR``.
 """
 
@@ -39,14 +39,15 @@ TOKEN_SPECS: tuple[dict[str, Any], ...] = ({"bits": 4},)
 
 @dataclass(frozen=True, kw_only=True)
 class WarmRun:
-    model: str  # the generated model's file name
+    model: str  # the generated model's file name: image.onnx or tokens.onnx
     spec: dict[str, Any]
     seconds: float  # the job and the unpack of its package
 
 
 def warm_kernels(work_dir: Path | None = None) -> list[WarmRun]:
-    """Run ``WARM_SPECS`` on the generated model and unpack each package (files under
-    ``work_dir``, a temporary folder by default, removed afterwards)."""
+    """Compile the coders, run ``WARM_SPECS`` on ``warm_model`` and ``TOKEN_SPECS`` on
+    ``token_model``, and unpack each package (files under ``work_dir``, a temporary folder
+    by default, removed afterwards)."""
     from quantcore.coding import entropy
     from quantcore.formats.qpack import unpack_file
     from quantcore.jobs.base import JobInput, JobKind
