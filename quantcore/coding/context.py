@@ -316,7 +316,7 @@ def _decoder_tables(
     raw_bits: int,
     dtype: np.dtype,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per context and slot: ``f | (slot - cum) << 16``, the shifted value, the distance."""
+    """Per context and slot: ``(f - 1) | (slot - cum) << 16``, the shifted value, the distance."""
     k, total = freqs.shape[0], 1 << precision
     entry = np.zeros((k, total), dtype=np.uint32)
     value = np.zeros((k, total), dtype=dtype)
@@ -328,7 +328,8 @@ def _decoder_tables(
             continue
         symbol_of = np.repeat(np.arange(symbols.size), freqs[c])
         cum = np.concatenate([[0], np.cumsum(freqs[c])[:-1]])
-        entry[c] = freqs[c][symbol_of] | (slots - cum[symbol_of]) << 16
+        # f - 1: a context of one symbol has f = 2**16 at precision 16, past 16 bits.
+        entry[c] = (freqs[c][symbol_of] - 1) | (slots - cum[symbol_of]) << 16
         value[c] = (symbols[symbol_of] << raw_bits).astype(dtype)
         dist[c] = distance[symbol_of]
     return entry, value, dist

@@ -132,7 +132,7 @@ def _take(lane, i, states, d1, d2, classes, words, pos, last, mask, prec, entry,
     out[i] = value[c, slot]
     d2[lane] = d1[lane]
     d1[lane] = dist[c, slot]
-    x = (e & np.uint64(0xFFFF)) * (x >> prec) + (e >> np.uint64(16))
+    x = ((e & np.uint64(0xFFFF)) + np.uint64(1)) * (x >> prec) + (e >> np.uint64(16))
     word = np.uint64(words[min(pos, last)])
     low = x < _L
     states[lane] = (x << _32 | word) if low else x
@@ -142,7 +142,7 @@ def _take(lane, i, states, d1, d2, classes, words, pos, last, mask, prec, entry,
 @_jit
 def decode_chunk(words, precision, classes, entry, value, dist, out):
     """Decode ``out.size`` high parts (shifted) with, for each context ``c`` and slot,
-    ``entry[c, slot] = f | (slot - cum) << 16``, ``value[c, slot]`` the high part shifted
+    ``entry[c, slot] = (f - 1) | (slot - cum) << 16``, ``value[c, slot]`` the high part shifted
     left by the raw bits and ``dist[c, slot]`` its distance from the mode (capped);
     ``classes[s]`` is the class of a distance sum ``s`` (the last for any larger). The low
     bits are added by the caller. Returns True if the stream ended as it must."""

@@ -163,7 +163,7 @@ def _decoder_tables(
     code_min: int, k_classes: int, symbols: npt.NDArray[np.int64],
     freqs: npt.NDArray[np.int64], precision: int, dtype: np.dtype,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per context and slot: ``f | (slot - cum) << 16``, the code, its index's parity and
+    """Per context and slot: ``(f - 1) | (slot - cum) << 16``, the code, its index's parity and
     magnitude (capped at 255)."""
     contexts, total = freqs.shape[0], 1 << precision
     entry = np.zeros((contexts, total), dtype=np.uint32)
@@ -177,7 +177,8 @@ def _decoder_tables(
         k = _indices(symbols + code_min, c // k_classes)
         symbol_of = np.repeat(np.arange(symbols.size), freqs[c])
         cum = np.concatenate([[0], np.cumsum(freqs[c])[:-1]])
-        entry[c] = freqs[c][symbol_of] | (slots - cum[symbol_of]) << 16
+        # f - 1: a context of one symbol has f = 2**16 at precision 16, past 16 bits.
+        entry[c] = (freqs[c][symbol_of] - 1) | (slots - cum[symbol_of]) << 16
         value[c] = symbols[symbol_of].astype(dtype)
         parity[c] = (k & 1)[symbol_of]
         dist[c] = np.minimum(np.abs(k), 255)[symbol_of]

@@ -122,7 +122,7 @@ def _take(lane, i, xs, ts, d1, d2, classes, k_classes, words, pos, last, mask, p
     ts[lane] = TRANSITIONS[ts[lane], parity[c, slot]]
     d2[lane] = d1[lane]
     d1[lane] = dist[c, slot]
-    x = (e & np.uint64(0xFFFF)) * (x >> prec) + (e >> np.uint64(16))
+    x = ((e & np.uint64(0xFFFF)) + np.uint64(1)) * (x >> prec) + (e >> np.uint64(16))
     word = np.uint64(words[min(pos, last)])
     low = x < _L
     xs[lane] = (x << _32 | word) if low else x
@@ -131,7 +131,7 @@ def _take(lane, i, xs, ts, d1, d2, classes, k_classes, words, pos, last, mask, p
 
 @_jit
 def decode_chunk(words, precision, starts, classes, entry, value, parity, dist, out):
-    """Decode ``out.size`` codes; per context and slot, ``entry`` is ``f | (slot - cum) <<
+    """Decode ``out.size`` codes; per context and slot, ``entry`` is ``(f - 1) | (slot - cum) <<
     16``, ``value`` the code, ``parity`` its index's parity (0 or 1) and ``dist`` the index's
     magnitude (capped at 255); ``starts`` holds each lane's first trellis state and
     ``classes`` the class of each magnitude sum (as ``contexts``). Returns True if the
