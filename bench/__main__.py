@@ -26,6 +26,7 @@ ALL = (
     "bench_cli",
     "bench_scaleout",
     "bench_large",
+    "bench_roundtrip",
 )
 
 
