@@ -134,7 +134,8 @@ def encode_body(
     body = encode_codes(shifted, counts=counts, code_min=int(coded.code_min))
     if not _restores(body, shifted):
         # A stream its own decoder refuses would make the package unrestorable: version 2,
-        # the plainest, takes its place (a few percent larger at most).
+        # the plainest, takes its place (larger than the stream it replaces, which was
+        # chosen as the smallest).
         log.warning("the entropy stream (version %d) of %d codes did not decode to them; "
                     "written as version 2", body[4], shifted.size)
         body = encode_codes(shifted, counts=counts, version=2)

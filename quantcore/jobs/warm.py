@@ -78,9 +78,7 @@ def warm_model(seed: int = 0) -> bytes:
     rng = np.random.default_rng(seed)
 
     def laplace(name: str, *shape: int) -> onnx.TensorProto:
-        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
-        w = rng.laplace(0.0, 1.0 / np.sqrt(fan_in), size=shape).astype(np.float32)
-        return numpy_helper.from_array(w, name)
+        return _laplace(rng, name, shape)
 
     hidden, features, steps = 32, 16, 12
     inits = [
@@ -121,14 +119,13 @@ def warm_model(seed: int = 0) -> bytes:
 def token_model(seed: int = 1) -> bytes:
     """A small encoder of token ids: an embedding table, a 1-D convolution over the tokens,
     then two MatMul layers."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     rng = np.random.default_rng(seed)
     vocab, width, tokens = 1000, 128, 16
-    inits = [numpy_helper.from_array(
-        rng.laplace(0.0, 1.0 / np.sqrt(np.prod(shape[1:])), size=shape).astype(np.float32),
-        name) for name, shape in (("embed", (vocab, width)), ("conv", (64, width, 3)),
-                                  ("up", (64, 256)), ("down", (256, width)))]  # fmt: skip
+    inits = [_laplace(rng, name, shape)
+             for name, shape in (("embed", (vocab, width)), ("conv", (64, width, 3)),
+                                 ("up", (64, 256)), ("down", (256, width)))]  # fmt: skip
     nodes = [
         helper.make_node("Gather", ["embed", "input_ids"], ["x"]),
         helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
@@ -145,6 +142,16 @@ def token_model(seed: int = 1) -> bytes:
         inits,
     )  # fmt: skip
     return _serialized(graph)
+
+
+def _laplace(rng: np.random.Generator, name: str, shape: tuple[int, ...]) -> Any:
+    """A Laplacian float32 initializer of scale 1/sqrt(fan-in) (the first axis is the outputs;
+    a vector is its own fan-in)."""
+    from onnx import numpy_helper
+
+    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
+    w = rng.laplace(0.0, 1.0 / np.sqrt(fan_in), size=shape).astype(np.float32)
+    return numpy_helper.from_array(w, name)
 
 
 def _serialized(graph: Any) -> bytes:
