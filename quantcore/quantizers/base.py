@@ -31,6 +31,19 @@ from quantcore.spec import Method
 FloatArray = npt.NDArray[np.float32]
 
 
+def gain_of(step: npt.ArrayLike, dtype: npt.DTypeLike) -> np.ndarray:
+    """``1/step`` in ``dtype`` (float64 values), 0 where ``step`` is 0 or below ``1/max(dtype)``.
+
+    A channel of denormal weights has a step whose reciprocal overflows float32: an infinite
+    gain would send its zeros to NaN and the rest to the outermost levels. With gain 0 it maps
+    to ``t = 0`` like a constant one, and decodes within its own (denormal) magnitude.
+    """
+    steps = np.asarray(step, np.float64)
+    floor = 1.0 / float(np.finfo(dtype).max)
+    keep = steps > floor
+    return np.where(keep, 1.0 / np.where(keep, steps, 1.0), 0.0)
+
+
 def code_dtype(lo: int, hi: int) -> np.dtype:
     """The smallest 8- or 16-bit integer type holding every code in ``[lo, hi]``."""
     for dtype in (np.int8, np.uint8, np.int16, np.uint16):

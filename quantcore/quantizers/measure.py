@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from quantcore.quantizers.base import Design
+from quantcore.quantizers.base import Design, gain_of
 from quantcore.quantizers.families import design as design_for
 from quantcore.quantizers.kernel_args import kernel_args
 from quantcore.spec import Method, QuantizerSpec
@@ -46,8 +46,7 @@ class SampleErrors:
         """The MSE of rows ``pick`` at thresholds ``xmax`` (one each)."""
         pick_arr = np.asarray(pick, np.int64).reshape(-1)
         step = np.asarray(xmax, np.float64).reshape(-1) / self.design.support_edge
-        with np.errstate(divide="ignore"):
-            gain = np.where(step > 0, 1.0 / np.where(step > 0, step, 1.0), 0.0)
+        gain = gain_of(step, np.float32)
         offset = 0.0 + self.design.half * step if self.design.levels is None else 0.0 * step
         n = self.rows.shape[1]
         batch = max(1, _BATCH // max(n, 1))

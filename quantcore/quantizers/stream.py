@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcore.errors import InvalidSpecError
-from quantcore.quantizers.base import Design
+from quantcore.quantizers.base import Design, gain_of
 from quantcore.quantizers.codes import (
     AffineDecoder,
     CodebookDecoder,
@@ -101,8 +101,7 @@ class _Affine:
     def of(
         cls, decoder: StreamDecoder, step: np.ndarray, centre: np.ndarray, dtype: np.dtype
     ) -> _Affine:
-        with np.errstate(divide="ignore"):
-            gain = np.where(step > 0, 1.0 / np.where(step > 0, step, 1.0), 0.0)
+        gain = gain_of(step, dtype)
         return cls(
             gain=gain.astype(dtype), shift=(-centre * gain).astype(dtype),
             scale=np.asarray(decoder.scale, np.float32),

@@ -8,6 +8,7 @@ bit patterns), scales, zero points, counts and every report figure exactly.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -82,6 +83,31 @@ def test_large_channels_take_the_chunked_path(monkeypatch: pytest.MonkeyPatch) -
     fast, ref = both(monkeypatch, stream, lambda: quantize_tensors([req], Granularity.CHANNEL)[0])
     assert np.array_equal(fast.quantized.codes, ref.quantized.codes)
     assert fast.report == ref.report
+
+
+@pytest.mark.parametrize("spec", [QuantizerSpec(bits=8), QuantizerSpec(bits=4, support=Support.MSE),
+                                  QuantizerSpec(method=Method.MULAW, bits=4),
+                                  QuantizerSpec(method=Method.FLOAT)],
+                         ids=lambda s: f"{s.method.value}{s.bits}-{s.support}")  # fmt: skip
+def test_a_channel_of_denormal_weights_decodes_near_its_values(
+    monkeypatch: pytest.MonkeyPatch, spec: QuantizerSpec
+) -> None:
+    # Its step is under 1/max(float32): the reciprocal used to overflow to inf, which sent its
+    # zeros to NaN and every other weight to an outermost level.
+    w = heavy((6, 300), seed=5)
+    w[4] = np.random.default_rng(1).laplace(size=300).astype(np.float32) * np.float32(1e-41)
+    w[4, ::7] = 0.0
+    req = TensorRequest(name="w", weights=w, quantizer=spec, channel_axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast, ref = both(
+            monkeypatch, stream, lambda: quantize_tensors([req], Granularity.CHANNEL)[0]
+        )
+    assert np.array_equal(fast.quantized.codes, ref.quantized.codes)
+    restored = fast.quantized.dequantized
+    assert np.isfinite(restored).all()
+    assert np.abs(restored[4] - w[4]).max() <= 2 * np.abs(w[4]).max()
+    assert np.array_equal(restored[0], ref.quantized.dequantized[0])
 
 
 GROUP_SPECS = [
