@@ -97,13 +97,14 @@ def sqnr_db(signal_power: float, noise_power: float) -> float:
 
     ``noise_power == 0`` (the quantized weights equal the weights) gives ``math.inf``; a zero
     signal with noise gives ``-math.inf``; both zero (an all-zero tensor reproduced) is
-    ``math.inf`` as well, since nothing was lost.
+    ``math.inf`` as well, since nothing was lost. Infinite noise gives ``-math.inf``.
     """
     if noise_power <= 0.0:
         return math.inf
-    if signal_power <= 0.0:
+    ratio = signal_power / noise_power
+    if not ratio > 0.0:  # no signal, or infinite noise (errors that overflow even float64)
         return -math.inf
-    return 10.0 * math.log10(signal_power / noise_power)
+    return 10.0 * math.log10(ratio)
 
 
 def levels_used(counts: CountArray) -> int:

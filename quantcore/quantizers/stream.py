@@ -88,6 +88,17 @@ def decoder_for(
     return CodebookDecoder(levels=design.levels, scale=scale, offset=_as_float32(centre), axis=axis)
 
 
+def _sum_squares(err: np.ndarray) -> float:
+    """``Σ err²``: float32 errors' dot product, redone in float64 where it overflows (errors
+    past ~1.8e19, from weights that large; float32 squares would make the noise inf)."""
+    with np.errstate(over="ignore"):
+        total = float(np.dot(err, err))
+    if math.isfinite(total):
+        return total
+    wide = err.astype(np.float64)
+    return float(np.dot(wide, wide))
+
+
 @dataclass(frozen=True, kw_only=True)
 class _Affine:
     """``t = w·gain + shift`` and ``ŵ = value·scale + offset``: scalars or one per channel."""
@@ -161,8 +172,7 @@ class _Kernel:
             *args.values, codes.reshape(shape2), deq.reshape(shape2), err.reshape(shape2),
             self.counts,
         ))  # fmt: skip
-        flat = err.reshape(-1)
-        self.noise += float(np.dot(flat, flat))
+        self.noise += _sum_squares(err.reshape(-1))
 
     @staticmethod
     def _view(buf: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -194,7 +204,7 @@ class _Kernel:
             deq *= p.scale
         deq += p.offset
         err = np.subtract(w, deq, out=t).reshape(-1)
-        self.noise += float(np.dot(err, err))
+        self.noise += _sum_squares(err)
         self.counts += code_counts(codes)
 
     def run(self, src: np.ndarray, codes: np.ndarray, deq: np.ndarray, p: _Affine) -> None:

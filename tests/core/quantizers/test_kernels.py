@@ -8,6 +8,7 @@ bit patterns), scales, zero points, counts and every report figure exactly.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 
 import numpy as np
@@ -108,6 +109,20 @@ def test_a_channel_of_denormal_weights_decodes_near_its_values(
     assert np.isfinite(restored).all()
     assert np.abs(restored[4] - w[4]).max() <= 2 * np.abs(w[4]).max()
     assert np.array_equal(restored[0], ref.quantized.dequantized[0])
+
+
+@pytest.mark.parametrize("granularity", [Granularity.LAYER, Granularity.CHANNEL])
+def test_an_outlier_whose_squared_error_overflows_float32_keeps_a_finite_sqnr(
+    monkeypatch: pytest.MonkeyPatch, granularity: Granularity
+) -> None:
+    # A corrupt upload held one weight of 4.5e20: float32 squares of its row's errors made
+    # the noise inf and the SQNR a math domain error that failed the job.
+    w = heavy((16, 214), seed=2)
+    w[5, 7] = np.float32(4.5e20)
+    req = TensorRequest(name="w", weights=w, quantizer=QuantizerSpec(bits=8), channel_axis=0)
+    fast, ref = both(monkeypatch, stream, lambda: quantize_tensors([req], granularity)[0])
+    assert math.isfinite(fast.report.sqnr_db)
+    assert fast.report == ref.report
 
 
 GROUP_SPECS = [

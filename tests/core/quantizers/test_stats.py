@@ -58,6 +58,8 @@ def test_sqnr() -> None:
     assert sqnr_db(1.0, 0.0) == math.inf
     assert sqnr_db(0.0, 0.0) == math.inf
     assert sqnr_db(0.0, 1.0) == -math.inf
+    assert sqnr_db(1.0, math.inf) == -math.inf
+    assert sqnr_db(math.inf, math.inf) == -math.inf
 
 
 def test_entropy_and_levels_from_counts() -> None:
