@@ -17,10 +17,13 @@
 - ``in_sample`` (only when calibration ran): true, the set's samples also calibrated the
   quantization, so the scores are in-sample.
 
-``warnings`` (the report's list) gets one line when ``output_sqnr_db`` is under the threshold,
-naming the costliest layers. The check's own runs (synthetic inputs, per-layer runs) stop
-adding measurements once ``budget_s`` has passed; a synthetic evaluation is a few batches of
-``synthetic.BATCH`` samples, so it is short whatever the model.
+``warnings`` (the report's list) gets one line when ``output_sqnr_db`` is under the threshold
+or the quantized model's outputs are NaN or infinite where the float model's are not (the
+block's SQNR is then null), naming the costliest layers; and one when the float model's own
+outputs are not finite, so nothing could be measured. The check's own runs (synthetic
+inputs, per-layer runs) stop adding measurements once ``budget_s`` has passed; a synthetic
+evaluation is a few batches of ``synthetic.BATCH`` samples, so it is short whatever the
+model.
 """
 
 from __future__ import annotations
@@ -115,8 +118,15 @@ def check_fidelity(
         block = {**scores.fidelity(label), "input_shapes": inputs.describe()}
     block.update(threshold_db=threshold_db, layers=None)
     warnings: list[str] = []
-    sqnr = block["output_sqnr_db"]
-    if sqnr is not None and sqnr < threshold_db:
+    # The raw pooled value: the block's is null when it is not finite, and -inf (outputs
+    # that are NaN or infinite where the float model's are not) must warn most of all.
+    sqnr = scores.pooled_sqnr_db
+    if scores.float_nonfinite:
+        warnings.append(
+            f"the float model's own outputs hold {scores.float_nonfinite} NaN or infinite "
+            f"values on {label} inputs, so how far quantization moved them cannot be measured"
+        )
+    elif sqnr < threshold_db:
         costs = layer_costs(float_model, weights, first_batch(inputs), deadline=deadline,
                             threads=threads)  # fmt: skip
         block["layers"] = costs.block(TOP_LAYERS)
@@ -124,9 +134,12 @@ def check_fidelity(
                           for c in costs.costs[:TOP_LAYERS])  # fmt: skip
         partial = "" if costs.measured == costs.total else (
             f"; {costs.measured} of {costs.total} layers measured within the time budget")
+        what = f"output SQNR {sqnr:.1f} dB on {label} inputs is under {threshold_db:g} dB"
+        if scores.quantized_nonfinite:
+            what = (f"the quantized model's outputs hold {scores.quantized_nonfinite} NaN or "
+                    f"infinite values on {label} inputs where the float model's are finite")
         warnings.append(
-            f"output SQNR {sqnr:.1f} dB on {label} inputs is under {threshold_db:g} dB; the "
-            f"layers that cost most (each quantized alone): {named or 'none measured'}"
+            f"{what}; the layers that cost most (each quantized alone): {named or 'none measured'}"
             f"{partial}. Leaving them in float (spec 'exclude') or giving them more bits "
             f"(spec 'overrides') helps most.{SYNTHETIC_CAVEAT if label == 'synthetic' else ''}"
         )

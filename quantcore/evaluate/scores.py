@@ -8,8 +8,9 @@
   labels.
 - output SQNR, per float output: ``10·log10(Σ f² / Σ (f − q)²)`` over every element of every
   sample (f the float model's output, q the quantized one's), summed in float64. Identical
-  outputs give ``+inf`` (null in JSON); an all-zero float output with some error gives
-  ``-inf`` (null in JSON as well).
+  outputs give ``+inf`` (null in JSON); an all-zero float output with some error, or
+  quantized outputs that are NaN or infinite where the float ones are finite, give ``-inf``
+  (null in JSON as well); float outputs that are not finite give NaN (null).
 
 Every tally is exact integer counting or float64 sums, so the result does not depend on the
 batch size.
@@ -60,6 +61,11 @@ class AccuracyReport:
     pooled_sqnr_db: float = math.nan
     class_agreement: float | None = None
     class_outputs: tuple[str, ...] = ()
+    # Output values that are NaN or infinite: the float model's own (then nothing can be
+    # measured), and the quantized model's where the float one's are finite (a broken model:
+    # its noise counts as infinite, its SQNR -inf).
+    float_nonfinite: int = 0
+    quantized_nonfinite: int = 0
 
     def fidelity(self, inputs: str) -> dict[str, Any]:
         """The report's ``fidelity`` block for these scores; ``inputs`` says where the inputs
@@ -96,9 +102,12 @@ def sqnr_db(signal: float, noise: float) -> float:
     """``10·log10(signal / noise)`` with the degenerate cases of the module docstring."""
     if noise == 0.0:
         return math.inf
-    if signal == 0.0:
+    ratio = signal / noise
+    if math.isnan(ratio):  # the float outputs themselves are not finite
+        return math.nan
+    if ratio <= 0.0:  # no signal, or infinite noise (outputs that are not finite)
         return -math.inf
-    return 10.0 * math.log10(signal / noise)
+    return 10.0 * math.log10(ratio)
 
 
 def top1(scores: np.ndarray) -> np.ndarray:
@@ -134,6 +143,8 @@ class Tally:
     class_outputs: tuple[str, ...] = ()
     class_same: int = 0
     class_total: int = 0
+    float_nonfinite: int = 0
+    quantized_nonfinite: int = 0
 
     def add_classes(self, fp32: np.ndarray, quantized: np.ndarray) -> None:
         """Count the positions whose argmax over the last axis is the same for both models."""
@@ -158,11 +169,18 @@ class Tally:
             self.quant_top5 += topk_hits(quantized, labels, TOP5)
 
     def add_output(self, name: str, fp32: np.ndarray, quantized: np.ndarray) -> None:
-        """Accumulate one batch of a float output for its SQNR (sums in float64)."""
+        """Accumulate one batch of a float output for its SQNR (sums in float64); a noise sum
+        that is not finite (NaN or inf outputs, or overflow) counts as infinite."""
         f = fp32.astype(np.float64, copy=False).ravel()
-        d = f - quantized.astype(np.float64, copy=False).ravel()
+        q = quantized.astype(np.float64, copy=False).ravel()
+        finite = np.isfinite(f)
+        self.float_nonfinite += int(f.size - np.count_nonzero(finite))
+        self.quantized_nonfinite += int(np.count_nonzero(finite & ~np.isfinite(q)))
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = f - q
+            noise = float(d @ d)
         self.signal[name] = self.signal.get(name, 0.0) + float(f @ f)
-        self.noise[name] = self.noise.get(name, 0.0) + float(d @ d)
+        self.noise[name] = self.noise.get(name, 0.0) + (noise if math.isfinite(noise) else math.inf)
 
     def report(self) -> AccuracyReport:
         n = max(self.samples, 1)
@@ -186,4 +204,6 @@ class Tally:
             pooled_sqnr_db=pooled if self.signal else math.nan,
             class_agreement=classes,
             class_outputs=self.class_outputs,
+            float_nonfinite=self.float_nonfinite,
+            quantized_nonfinite=self.quantized_nonfinite,
         )

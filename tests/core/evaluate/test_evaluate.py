@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from quantcore.errors import InvalidDatasetError, InvalidModelError
 from quantcore.evaluate import check_dataset, evaluate, evaluate_job
 from quantcore.evaluate.runner import ReferenceCache, session
-from quantcore.evaluate.scores import topk_hits
+from quantcore.evaluate.scores import Tally, topk_hits
 from quantcore.evaluate.synthetic import synthetic_set
 from tests.models import cnn, mlp
 
@@ -360,3 +360,16 @@ def test_a_failed_run_is_raised_not_logged(capfd: pytest.CaptureFixture[str]) ->
     with pytest.raises(Exception, match="Reshape"):
         session(model.SerializeToString()).run(None, feed)
     assert "onnxruntime" not in capfd.readouterr().err
+
+
+def test_outputs_that_are_not_finite_are_counted_and_never_raise():
+    tally = Tally()
+    f = np.ones((2, 3), np.float32)
+    tally.add_output("y", f, np.array([[1, np.nan, 1], [np.inf, 1, 1]], np.float32))
+    broken = tally.report()
+    assert broken.quantized_nonfinite == 2 and broken.float_nonfinite == 0
+    assert broken.pooled_sqnr_db == -math.inf and broken.output_sqnr_db == -math.inf
+    tally = Tally()
+    tally.add_output("y", np.array([[np.inf, 1.0]], np.float32), np.ones((1, 2), np.float32))
+    unmeasurable = tally.report()
+    assert unmeasurable.float_nonfinite == 1 and math.isnan(unmeasurable.pooled_sqnr_db)

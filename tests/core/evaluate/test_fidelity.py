@@ -76,6 +76,48 @@ def test_a_bad_layer_is_named_in_the_warning(tmp_path) -> None:
     assert "on dataset inputs" in on_data and "give an evaluation set" not in on_data
 
 
+def _reciprocal_model(column: np.ndarray) -> onnx.ModelProto:
+    """``y = 1 / (x @ W)``: ``W``'s first column large, its second ``column``. At 4 bits on
+    one scale for the tensor, a column of small weights rounds to zeros and its outputs to
+    inf; a column of zeros makes the float model's outputs inf already."""
+    weights = np.stack([np.linspace(500.0, 1000.0, 16), column], axis=1).astype(np.float32)
+    nodes = [onnx.helper.make_node("MatMul", ["x", "w"], ["h"]),
+             onnx.helper.make_node("Reciprocal", ["h"], ["y"])]  # fmt: skip
+    graph = onnx.helper.make_graph(
+        nodes, "reciprocal",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 16])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 2])],
+        [onnx.numpy_helper.from_array(weights, "w")],
+    )  # fmt: skip
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+# One scale for the tensor, a zero level at 0: the small column rounds to exact zeros.
+SMALL_LAYER = {"bits": 4, "granularity": "layer", "rounding": "midtread", "normalize": False,
+               "min_elements": 1, "calibration": "none"}  # fmt: skip
+
+
+def test_outputs_that_quantization_makes_infinite_warn(tmp_path) -> None:
+    # Such a job used to fail ("math domain error": log10 of signal / inf) or, with NaN
+    # outputs, pass without a warning (a NaN SQNR is null in JSON and is under nothing).
+    column = np.linspace(0.01, 0.02, 16)
+    report = _job(tmp_path, _reciprocal_model(column), SMALL_LAYER)
+    block = report["fidelity"]
+    assert block["inputs"] == "synthetic" and block["output_sqnr_db"] is None
+    (warning,) = report["warnings"]
+    assert "the quantized model's outputs hold" in warning and "NaN or infinite" in warning
+    assert block["layers"]["costliest"][0] == {"name": "w", "output_sqnr_db": None}
+
+
+def test_a_float_model_whose_outputs_are_infinite_says_so(tmp_path) -> None:
+    report = _job(tmp_path, _reciprocal_model(np.zeros(16)), SMALL_LAYER)
+    assert report["fidelity"]["output_sqnr_db"] is None
+    (warning,) = report["warnings"]
+    assert "the float model's own outputs hold" in warning and "cannot be measured" in warning
+
+
 def test_weights_only_inputs_have_no_fidelity(tmp_path) -> None:
     path = tmp_path / "weights.npz"
     write_npz(path, [("w", np.random.default_rng(0).laplace(size=(64, 32)).astype(np.float32))])
