@@ -95,7 +95,8 @@ class EvalSet:
     def batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
         """Yield ``(feeds, labels)`` blocks of at most ``batch_size`` samples, in order.
 
-        Feeds are cast to the inputs' dtypes; labels are int64 (or None without labels).
+        Feeds are cast to the inputs' dtypes (an integer array to another integer type only
+        where its values fit); labels are int64 (or None without labels).
         """
         if batch_size < 1:
             raise InvalidDatasetError(f"{batch_size=} must be at least 1")
@@ -112,13 +113,27 @@ class EvalSet:
             for start in range(0, self.samples, batch_size):
                 n = min(batch_size, self.samples - start)
                 feeds = {
-                    spec.name: reader.read(n).astype(spec.dtype, copy=False)
+                    spec.name: _cast(reader.read(n), spec)
                     for spec, reader in zip(self.inputs, readers, strict=True)
                 }
                 labels = None
                 if label_reader is not None:
                     labels = label_reader.read(n).astype(np.int64, copy=False)
                 yield feeds, labels
+
+
+def _cast(block: np.ndarray, spec: ModelInput) -> np.ndarray:
+    """``block`` in the input's dtype; integers that the model's integer type cannot hold
+    are refused (a cast would wrap them silently)."""
+    if block.dtype != spec.dtype and spec.dtype.kind in "iu" and block.size:
+        lo, hi = int(block.min()), int(block.max())
+        limits = np.iinfo(spec.dtype)
+        if lo < limits.min or hi > limits.max:
+            raise InvalidDatasetError(
+                f"input {spec.name!r}: values {lo} to {hi} ({block.dtype}) do not fit the "
+                f"model's {spec.dtype} ({limits.min} to {limits.max})"
+            )
+    return block.astype(spec.dtype, copy=False)
 
 
 class _RowReader:
@@ -283,7 +298,11 @@ def _check_shapes(inputs: tuple[ModelInput, ...], arrays: tuple[ArrayHeader, ...
     samples: int | None = None
     for spec, header in zip(inputs, arrays, strict=True):
         where = f"input {spec.name!r} (array {header.member[:-4]!r})"
-        ok = header.dtype.kind == "f" if spec.dtype.kind == "f" else header.dtype == spec.dtype
+        # Floats cast to the model's float type; integers to its integer type where they fit
+        # (checked as the values are read: numpy's default int64 for an int32 input, say).
+        integers = header.dtype.kind in "iu" and spec.dtype.kind in "iu"
+        ok = header.dtype.kind == "f" if spec.dtype.kind == "f" else (
+            integers or header.dtype == spec.dtype)
         if not ok:
             raise InvalidDatasetError(
                 f"{where}: dtype {header.dtype} does not fit the model's {spec.dtype}"
@@ -330,7 +349,8 @@ def _check_labels_header(labels: ArrayHeader, samples: int) -> None:
 
 
 def _scan_values(evalset: EvalSet) -> None:
-    """Reject NaN/infinity in float inputs and labels outside [0, classes)."""
+    """Reject NaN/infinity in float inputs, labels outside [0, classes) and integers that
+    the model's integer inputs cannot hold (``_cast``, as the batches are read)."""
     bad = dict.fromkeys((i.name for i in evalset.inputs), 0)
     low = high = None
     for feeds, labels in evalset.batches(_SCAN_BATCH):

@@ -151,3 +151,31 @@ def test_a_negative_batch_size_in_the_graph_is_symbolic(tmp_path, model):
     evalset = check_dataset(minus, _npz(tmp_path, x=_x(20)))
     assert evalset.fixed_batch is None
     assert sum(f["x"].shape[0] for f, _ in evalset.batches(8)) == 20
+
+
+def _token_model() -> onnx.ModelProto:
+    """int32 token ids (N, 6) -> mean of their embeddings (N, 4): magika's kind of input."""
+    table = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["e"]),
+         helper.make_node("ReduceMean", ["e"], ["y"], axes=[1], keepdims=0)],
+        "tokens",
+        [helper.make_tensor_value_info("ids", TensorProto.INT32, ["N", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [onnx.numpy_helper.from_array(table, "table")],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_integers_of_another_width_are_cast_where_they_fit(tmp_path):
+    ids = np.random.default_rng(1).integers(0, 300, size=(9, 6))  # numpy's default: int64
+    evalset = check_dataset(_token_model(), _npz(tmp_path, ids=ids))
+    (feeds, _), *_ = list(evalset.batches(64))
+    assert feeds["ids"].dtype == np.int32
+    np.testing.assert_array_equal(feeds["ids"], ids)
+    ids[7, 2] = 1 << 40  # would wrap to 0 in int32
+    with pytest.raises(InvalidDatasetError, match=r"input 'ids': values \d+ to 1099511627776 "
+                       r"\(int64\) do not fit the model's int32"):  # fmt: skip
+        check_dataset(_token_model(), _npz(tmp_path, ids=ids))
+    with pytest.raises(InvalidDatasetError, match="dtype float64 does not fit the model's int32"):
+        check_dataset(_token_model(), _npz(tmp_path, ids=ids.astype(np.float64)))
