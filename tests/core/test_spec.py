@@ -96,6 +96,25 @@ def test_blocks_keep_their_whole_range_unless_a_support_is_named(granularity: st
     assert named.quantizer.support is Support.MSE
 
 
+@pytest.mark.parametrize("granularity", ["group", "auto"])
+def test_uniform_blocks_up_to_three_bits_take_the_least_error_clip(granularity: str) -> None:
+    def support(data: dict[str, object], name: str = "x") -> Support | None:
+        spec = QuantSpec.from_dict({"granularity": granularity, **data})
+        assert QuantSpec.from_dict(spec.to_dict()) == spec  # the applied spec says the same
+        return spec.quantizer_for(name).support
+
+    assert support({"bits": 3}) is support({"bits": 2}) is Support.MSE
+    assert support({"bits": 4}) is support({"bits": 3, "method": "mulaw"}) is Support.MAX_ABS
+    assert support({"bits": 3, "support": "max_abs"}) is Support.MAX_ABS
+    # Overrides follow the rule for their own bits, unless the caller named a support.
+    assert support({"bits": 8, "overrides": [{"match": "x", "bits": 3}]}) is Support.MSE
+    assert support({"bits": 3, "overrides": [{"match": "x", "bits": 8}]}) is Support.MAX_ABS
+    named = {"bits": 8, "support": "max_abs", "overrides": [{"match": "x", "bits": 3}]}
+    assert support(named) is Support.MAX_ABS
+    assert QuantSpec.from_dict({"bits": 3, "granularity": "channel"}).quantizer.support is (
+        Support.JAYANT)
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [(48, "power of two"), (8, "between 16 and 1024"), (2048, "between 16 and 1024"),

@@ -53,7 +53,8 @@ _TEXT = {
     "mantissa_bits": "Mantissa bits of the minifloat.",
     "granularity": "One quantizer per model, per tensor (layer), per output channel, or per "
     "group of group_size weights along the weight's reduction axis; auto (the default) takes "
-    "groups of 128 at 7 bits and more, 32 below, each keeping its whole range.",
+    "groups of 128 at 7 bits and more, 32 below, each keeping its whole range (up to 3 bits, "
+    "uniform: each group's clip of least squared error, support mse).",
     "group_size": "Weights per group (a power of two) for granularity 'group'.",
     "zero_point": "Group granularity, uniform method: an integer zero point per group "
     "(asymmetric) rather than a grid symmetric about zero.",

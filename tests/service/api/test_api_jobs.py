@@ -43,7 +43,7 @@ def test_submit_json_gives_202_location_and_the_applied_spec(client: TestClient)
     job = r.json()
     assert r.headers["Location"] == f"/v1/jobs/{job['id']}"
     assert job["status"] == "queued" and job["kind"] == "quantize" and job["progress"] == 0.0
-    assert job["spec"]["bits"] == 3 and job["spec"]["support"] == "max_abs"  # auto: whole range
+    assert job["spec"]["bits"] == 3 and job["spec"]["support"] == "mse"  # auto, up to 3 bits
     assert job["error"] is None and job["summary"] is None
     assert client.get(f"/v1/jobs/{job['id']}").json() == job
     with ctx_of(app_of(client)).db.session() as session:
