@@ -95,6 +95,18 @@ def lying_npz(n: int = 10_000) -> bytes:
     return bytes(buf)
 
 
+def corrupt_deflate_npz(name: str = "x") -> bytes:
+    """A deflated archive of one float32 array (960 bytes) whose deflate stream is broken
+    where it starts: zlib raises its own error, not a zip one, reading the .npy header."""
+    array = (np.arange(240) % 7).astype(np.float32).reshape(15, 16)
+    buf = bytearray(npz({f"{name}.npy": npy(array)}))
+    local = buf.find(b"PK\x03\x04")
+    name_len, extra_len = struct.unpack_from("<2H", buf, local + 26)
+    start = local + 30 + name_len + extra_len
+    buf[start : start + 8] = b"\xff" * 8  # the first block's type: 3, which does not exist
+    return bytes(buf)
+
+
 def safetensors(header: dict[str, Any] | bytes, data: bytes = b"") -> bytes:
     text = header if isinstance(header, bytes) else json.dumps(header).encode()
     return struct.pack("<Q", len(text)) + text + data

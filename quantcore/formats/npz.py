@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import struct
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,12 @@ class NpzMember:
     nbytes: int  # shape times item size
 
 
+# What reading a zip member can raise on a corrupt archive: zlib.error (a bad deflate stream)
+# is none of the others and used to escape as an internal error.
+ARCHIVE_ERRORS: tuple[type[Exception], ...] = (zipfile.BadZipFile, OSError, EOFError, zlib.error)
+# ... and numpy's .npy header parser, a ValueError.
+READ_ERRORS: tuple[type[Exception], ...] = (ValueError, *ARCHIVE_ERRORS)
+
 def read_npy_header(
     stream: IO[bytes], label: str, error: type[QuantError]
 ) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
@@ -73,7 +80,7 @@ def read_npy_header(
         if version == (1, 0):
             return np.lib.format.read_array_header_1_0(stream)
         return np.lib.format.read_array_header_2_0(stream)
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+    except READ_ERRORS as exc:
         raise error(f"{label} is not a readable .npy array: {exc}") from None
 
 
@@ -152,7 +159,7 @@ def _member(
         with archive.open(info) as stream:
             shape, fortran, dtype = read_npy_header(stream, where, error)
             header_bytes = stream.tell()
-    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+    except (NotImplementedError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
         raise error(f"{where} cannot be read: {exc}") from None
     if dtype.hasobject:
         raise error(f"{where} holds Python objects ({dtype}); only numeric arrays are accepted")
@@ -195,7 +202,7 @@ def _verify_inflation(
                     if total > limits.max_inflated_bytes:
                         _too_large(f"{label} inflates to more than", total,
                                    limits.max_inflated_bytes, "max_inflated_bytes")
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except ARCHIVE_ERRORS as exc:
             raise error(f"{where} cannot be inflated: {exc}") from None
         if counted != info.file_size:
             raise error(f"{where} inflates to {counted} bytes, not the {info.file_size} its "
@@ -221,7 +228,7 @@ def scan_npz(
         _too_many(label, entries, cd_size, limits)
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except READ_ERRORS as exc:
         raise error(f"{label} is not an .npz archive (a zip of .npy arrays): {exc}") from None
     with archive:
         infos = archive.infolist()

@@ -27,7 +27,7 @@ import numpy as np
 
 from quantcore.errors import InvalidModelError
 from quantcore.formats.model import ModelFormat, WeightTensor
-from quantcore.formats.npz import scan_npz
+from quantcore.formats.npz import READ_ERRORS, scan_npz
 from quantcore.formats.roles import Role
 from quantcore.formats.safetensors_header import SAFETENSORS_DTYPES, read_header
 from quantcore.limits import InputLimits
@@ -114,7 +114,7 @@ def read_npz(path: Path, limits: InputLimits | None = None) -> WeightsModel:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {m.name: archive[m.name] for m in members}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    except READ_ERRORS as exc:
         raise InvalidModelError(f"{path.name} is not a readable .npz archive: {exc}") from None
     return WeightsModel(path, ModelFormat.NPZ, arrays)
 

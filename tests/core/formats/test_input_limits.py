@@ -88,6 +88,9 @@ MODEL_CASES = [
         InvalidModelError, "cannot be inflated: Bad CRC-32", dataclasses.replace(
             SMALL, max_array_bytes=10_000, max_inflated_bytes=20_000)),
     Bad("npz not a zip", ".npz", lambda: b"PK nothing", InvalidModelError, "not an .npz"),
+    # zlib's own error, which used to escape as an internal one.
+    Bad("npz deflate stream broken", ".npz", bf.corrupt_deflate_npz, InvalidModelError,
+        "Error -3 while decompressing data"),
     # safetensors
     Bad("st tensor at max_array_bytes", ".safetensors",
         lambda: bf.safetensors({"w": bf.f32_entry([250], 0, 1000)}, bytes(1000)), None),
@@ -242,6 +245,9 @@ def test_datasets_get_the_same_checks_with_their_own_error(tmp_path: Path) -> No
         inspect_dataset(path)  # no limits: the sizes still have to add up
     path.write_bytes(bf.lying_npz())
     with pytest.raises(InvalidDatasetError, match="cannot be inflated: Bad CRC-32"):
+        inspect_dataset(path)
+    path.write_bytes(bf.corrupt_deflate_npz())
+    with pytest.raises(InvalidDatasetError, match="Error -3 while decompressing data"):
         inspect_dataset(path)
 
 

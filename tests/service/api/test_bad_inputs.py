@@ -167,6 +167,8 @@ CASES = [
                                       "c.npy": _u8(10_001 - 8192 - 3 * HEADER)}))),
     Case(name="npz: member inflating past its zip header", status=422, code="invalid_model",
          message="Bad CRC-32", call=_model("g.npz", bf.lying_npz(2000))),
+    Case(name="npz: deflate stream broken", status=422, code="invalid_model",
+         message="Error -3 while decompressing", call=_model("i.npz", bf.corrupt_deflate_npz())),
     Case(name="npz: bzip2 member", status=422, code="invalid_model",
          message="compressed with bzip2",
          call=_model("h.npz", bf.npz({"w.npy": _u8(8)}, method=zipfile.ZIP_BZIP2))),
@@ -245,6 +247,8 @@ CASES = [
          call=_dataset(bf.claiming_npz())),
     Case(name="dataset: member inflating past its zip header", status=422,
          code="invalid_dataset", message="Bad CRC-32", call=_dataset(bf.lying_npz(2000))),
+    Case(name="dataset: deflate stream broken", status=422, code="invalid_dataset",
+         message="Error -3 while decompressing", call=_dataset(bf.corrupt_deflate_npz())),
     # --- numbers in specs
     *[Case(name=f"json: {field} {value}", status=400, code="bad_request",
            message=f"{value.lstrip('-')}",
