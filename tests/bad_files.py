@@ -95,15 +95,26 @@ def lying_npz(n: int = 10_000) -> bytes:
     return bytes(buf)
 
 
-def corrupt_deflate_npz(name: str = "x") -> bytes:
-    """A deflated archive of one float32 array (960 bytes) whose deflate stream is broken
-    where it starts: zlib raises its own error, not a zip one, reading the .npy header."""
-    array = (np.arange(240) % 7).astype(np.float32).reshape(15, 16)
-    buf = bytearray(npz({f"{name}.npy": npy(array)}))
+def corrupt_deflate_npz(name: str = "x", rows: int = 15, valid_rows: int | None = None) -> bytes:
+    """A deflated archive of one float32 array (``rows`` × 16) whose deflate stream breaks,
+    with a block of a type that does not exist, where it starts (``valid_rows`` None: in the
+    .npy header) or after ``valid_rows`` rows: zlib raises its own error, not a zip one, when
+    the reader gets there (zipfile inflates 4 KiB of the stream at a time)."""
+    array = np.random.default_rng(0).normal(size=(rows, 16)).astype(np.float32)
+    raw = npy(array)
+    buf = bytearray(npz({f"{name}.npy": raw}))
     local = buf.find(b"PK\x03\x04")
+    (size,) = struct.unpack_from("<L", buf, local + 18)
     name_len, extra_len = struct.unpack_from("<2H", buf, local + 26)
     start = local + 30 + name_len + extra_len
-    buf[start : start + 8] = b"\xff" * 8  # the first block's type: 3, which does not exist
+    prefix = b""
+    if valid_rows is not None:
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+        good = raw[: len(raw) - array.nbytes + valid_rows * array[0].nbytes]
+        prefix = compressor.compress(good) + compressor.flush(zlib.Z_FULL_FLUSH)
+    broken = prefix + b"\xff"  # final block, type 3
+    assert len(broken) <= size  # the archive's sizes and directory stay as they are
+    buf[start : start + len(broken)] = broken
     return bytes(buf)
 
 

@@ -35,7 +35,7 @@ import onnx
 from onnx import helper
 
 from quantcore.errors import InvalidDatasetError, InvalidModelError
-from quantcore.formats.npz import read_npy_header, scan_npz
+from quantcore.formats.npz import ARCHIVE_ERRORS, READ_ERRORS, read_npy_header, scan_npz
 from quantcore.limits import InputLimits
 
 
@@ -153,7 +153,11 @@ class _RowReader:
         if self._header.fortran_order:
             # Rows of a Fortran-ordered array are scattered on disk: load it whole.
             with stream:
-                self._whole = np.lib.format.read_array(stream, allow_pickle=False)
+                try:
+                    self._whole = np.lib.format.read_array(stream, allow_pickle=False)
+                except READ_ERRORS as exc:
+                    raise InvalidDatasetError(
+                        f"array {self._header.member!r} cannot be read: {exc}") from None
         else:
             read_npy_header(stream, repr(self._header.member), InvalidDatasetError)
             self._stream = stream
@@ -168,7 +172,11 @@ class _RowReader:
             block = self._whole[self._pos : self._pos + n]
         else:
             assert self._stream is not None  # set in __enter__
-            data = self._stream.read(n * self._row_bytes)
+            try:
+                data = self._stream.read(n * self._row_bytes)
+            except ARCHIVE_ERRORS as exc:  # a set not inflated once when it was checked
+                raise InvalidDatasetError(
+                    f"array {self._header.member!r} cannot be inflated: {exc}") from None
             if len(data) != n * self._row_bytes:
                 got = self._pos + len(data) // max(self._row_bytes, 1)
                 raise InvalidDatasetError(

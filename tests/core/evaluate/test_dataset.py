@@ -12,6 +12,7 @@ from onnx import TensorProto, helper
 
 from quantcore.errors import InvalidDatasetError
 from quantcore.evaluate import check_dataset, inspect_dataset
+from tests import bad_files as bf
 from tests.models import mlp
 
 
@@ -179,3 +180,12 @@ def test_integers_of_another_width_are_cast_where_they_fit(tmp_path):
         check_dataset(_token_model(), _npz(tmp_path, ids=ids))
     with pytest.raises(InvalidDatasetError, match="dtype float64 does not fit the model's int32"):
         check_dataset(_token_model(), _npz(tmp_path, ids=ids.astype(np.float64)))
+
+
+def test_a_deflate_stream_that_breaks_mid_array_is_an_invalid_dataset(tmp_path):
+    # check_dataset (the CLI's path) reads the rows without inflating the archive first.
+    model = mlp((16, 8))
+    path = tmp_path / "set.npz"
+    path.write_bytes(bf.corrupt_deflate_npz(rows=2000, valid_rows=1000))
+    with pytest.raises(InvalidDatasetError, match=r"'x\.npy' cannot be inflated: Error -3"):
+        check_dataset(model, path)
