@@ -28,6 +28,7 @@ model.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -130,7 +131,7 @@ def check_fidelity(
         costs = layer_costs(float_model, weights, first_batch(inputs), deadline=deadline,
                             threads=threads)  # fmt: skip
         block["layers"] = costs.block(TOP_LAYERS)
-        named = ", ".join(f"{c.name} ({c.output_sqnr_db:.1f} dB alone)"
+        named = ", ".join(f"{c.name} ({_alone(c.output_sqnr_db)})"
                           for c in costs.costs[:TOP_LAYERS])  # fmt: skip
         partial = "" if costs.measured == costs.total else (
             f"; {costs.measured} of {costs.total} layers measured within the time budget")
@@ -145,3 +146,8 @@ def check_fidelity(
         )
     block["seconds"] = round(time.perf_counter() - start, 3)
     return FidelityCheck(block=block, warnings=tuple(warnings))
+
+
+def _alone(sqnr_db: float) -> str:
+    """A layer's score in the warning: -inf is outputs that are NaN or infinite (or lost)."""
+    return f"{sqnr_db:.1f} dB alone" if sqnr_db > -math.inf else "outputs not finite alone"

@@ -109,6 +109,7 @@ def test_outputs_that_quantization_makes_infinite_warn(tmp_path) -> None:
     (warning,) = report["warnings"]
     assert "the quantized model's outputs hold" in warning and "NaN or infinite" in warning
     assert block["layers"]["costliest"][0] == {"name": "w", "output_sqnr_db": None}
+    assert "w (outputs not finite alone)" in warning
 
 
 def test_a_float_model_whose_outputs_are_infinite_says_so(tmp_path) -> None:
