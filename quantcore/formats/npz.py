@@ -71,6 +71,7 @@ ARCHIVE_ERRORS: tuple[type[Exception], ...] = (zipfile.BadZipFile, OSError, EOFE
 # ... and numpy's .npy header parser, a ValueError.
 READ_ERRORS: tuple[type[Exception], ...] = (ValueError, *ARCHIVE_ERRORS)
 
+
 def read_npy_header(
     stream: IO[bytes], label: str, error: type[QuantError]
 ) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
