@@ -24,11 +24,11 @@ def _resolve(spec: dict, *, has_graph: bool = True, parameters: int = 10**6,
 
 
 @pytest.mark.parametrize("granularity", ["auto", "group"])
-def test_blocks_of_uniform_codes_from_7_bits_get_flat(granularity: str) -> None:
+def test_blocks_of_uniform_codes_from_6_bits_get_flat(granularity: str) -> None:
     spec, why = _resolve({"bits": FLAT_MIN_BITS, "granularity": granularity})
     assert spec.calibration is Calibration.FLAT and why is not None and "flat inputs" in why
     spec, why = _resolve({"bits": FLAT_MIN_BITS - 1, "granularity": granularity})
-    assert spec.calibration is Calibration.NONE and why is not None and "below 7 bits" in why
+    assert spec.calibration is Calibration.NONE and why is not None and "below 6 bits" in why
 
 
 @pytest.mark.parametrize("granularity", ["auto", "group"])

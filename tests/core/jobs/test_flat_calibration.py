@@ -112,7 +112,7 @@ def test_block_diagonal_capture_sums_the_full_hessians_diagonal_blocks() -> None
     assert Accumulator(geometry=geometry, block=geometry.k).stats.block == 0
 
 
-def test_the_default_calibrates_on_flat_inputs_from_7_bits(tmp_path) -> None:
+def test_the_default_calibrates_on_flat_inputs_from_6_bits(tmp_path) -> None:
     model = _dominated_conv()
     x = RNG.standard_normal((32, CHANNELS, 12, 12)).astype(np.float32)
     (reference,) = run(model, {"x": x})
@@ -126,11 +126,11 @@ def test_the_default_calibrates_on_flat_inputs_from_7_bits(tmp_path) -> None:
     (got,) = run(onnx.load(written), {"x": x})
     (plain_got,) = run(onnx.load(plain), {"x": x})
     assert sqnr_db(reference, got) > sqnr_db(reference, plain_got) + 5.0
-    # Below 7 bits the default rounds plainly and says why.
+    # Below 6 bits the default rounds plainly and says why.
     report, _ = quantize_job(tmp_path, model, {"bits": 4, "include": ["^w$"]}, "auto4")
     block = report["calibration"]
     assert block["method"] == "none" and block["layers"] == 0
-    assert "below 7 bits" in block["auto"] and block["reason"] == block["auto"]
+    assert "below 6 bits" in block["auto"] and block["reason"] == block["auto"]
     assert not any("calibration" in w for w in report["warnings"])
 
 

@@ -76,4 +76,4 @@ def test_a_float_input_model_is_not_calibrated_on_synthetic_inputs_by_default(tm
     model.ir_version = 8
     report, _ = quantize_job(tmp_path, model, {"bits": 4}, "auto4")
     block = report["calibration"]
-    assert block["method"] == "none" and "below 7 bits" in block["auto"], block
+    assert block["method"] == "none" and "below 6 bits" in block["auto"], block
