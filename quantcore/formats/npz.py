@@ -70,6 +70,8 @@ class NpzMember:
 ARCHIVE_ERRORS: tuple[type[Exception], ...] = (zipfile.BadZipFile, OSError, EOFError, zlib.error)
 # ... and numpy's .npy header parser, a ValueError.
 READ_ERRORS: tuple[type[Exception], ...] = (ValueError, *ARCHIVE_ERRORS)
+# ... and opening a member compressed with a method this zipfile lacks.
+OPEN_ERRORS: tuple[type[Exception], ...] = (NotImplementedError, *ARCHIVE_ERRORS)
 
 
 def read_npy_header(
@@ -160,7 +162,7 @@ def _member(
         with archive.open(info) as stream:
             shape, fortran, dtype = read_npy_header(stream, where, error)
             header_bytes = stream.tell()
-    except (NotImplementedError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+    except OPEN_ERRORS as exc:
         raise error(f"{where} cannot be read: {exc}") from None
     if dtype.hasobject:
         raise error(f"{where} holds Python objects ({dtype}); only numeric arrays are accepted")
