@@ -173,13 +173,15 @@ class Tally:
         that is not finite (NaN or inf outputs, or overflow) counts as infinite."""
         f = fp32.astype(np.float64, copy=False).ravel()
         q = quantized.astype(np.float64, copy=False).ravel()
-        finite = np.isfinite(f)
-        self.float_nonfinite += int(f.size - np.count_nonzero(finite))
-        self.quantized_nonfinite += int(np.count_nonzero(finite & ~np.isfinite(q)))
         with np.errstate(invalid="ignore", over="ignore"):
             d = f - q
             noise = float(d @ d)
-        self.signal[name] = self.signal.get(name, 0.0) + float(f @ f)
+        signal = float(f @ f)
+        if not (math.isfinite(signal) and math.isfinite(noise)):  # else every value is finite
+            finite = np.isfinite(f)
+            self.float_nonfinite += int(f.size - np.count_nonzero(finite))
+            self.quantized_nonfinite += int(np.count_nonzero(finite & ~np.isfinite(q)))
+        self.signal[name] = self.signal.get(name, 0.0) + signal
         self.noise[name] = self.noise.get(name, 0.0) + (noise if math.isfinite(noise) else math.inf)
 
     def report(self) -> AccuracyReport:
