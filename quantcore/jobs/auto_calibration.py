@@ -8,11 +8,11 @@ thousand times their neighbours', went from 20.6 to 34.2 dB (argmax agreement 98
 99.7%), the others moved by −3.1 to +3.9 dB and all stayed above 30 dB. At 6 bits, on the
 same two input sets: +2.1 dB on average, the recognizer +8.1/+2.5 (16.3 → 24.4 and 15.7 →
 18.2 dB; plain, the lowest of the six on either set), an OCR classifier +11.3/+2.6, an
-orientation CNN +2.1/+10.9, a YOLO detector −2.9/−2.3 (38.4 → 35.5, 39.1 → 36.9) and a CNN-
-LSTM reader −3.4/−3.5 (28.6 → 25.2, 25.6 → 22.2, its argmax agreement 1.0 → 0.985 and 0.974 →
-0.979): the models it costs stay well above the ones it lifts. At 5 bits it lost up to 12 dB
-on the orientation CNN, at 4 bits 2.0 dB on the detector and 6 dB on the classifier; those
-are rounded plainly.
+orientation CNN +2.1/+10.9, a YOLO detector −2.9/−2.3 (38.4 → 35.5, 39.1 → 36.9) and a
+CNN-LSTM reader −3.4/−3.5 (28.6 → 25.2, 25.6 → 22.2, its argmax agreement 1.0 → 0.985 and
+0.974 → 0.979): the models it costs stay well above the ones it lifts. At 5 bits it lost up
+to 12 dB on the orientation CNN, at 4 bits 2.0 dB on the detector and 6 dB on the classifier;
+those are rounded plainly.
 
 A model whose inputs are all token ids (or masks: no float input) has nothing to hold flat;
 up to 4 bits it gets ``synthetic``: GPTQ on inputs made up from the graph, whose token ids
