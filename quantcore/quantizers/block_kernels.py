@@ -53,6 +53,12 @@ def _pairwise_leaf(a, lo, n):
     return res
 
 
+@_inline
+def _sum(a, lo, n):
+    """``pairwise``, its single leaf inlined where the run has at most 128 values."""
+    return _pairwise_leaf(a, lo, n) if n <= 128 else pairwise(a, lo, n)
+
+
 @_jit
 def pairwise(a, lo, n):
     """NumPy's pairwise sum of ``a[lo:lo+n]`` (same dtype, same order, same roundings):
@@ -99,18 +105,40 @@ def pairwise(a, lo, n):
 def _gather(w3, block, size, count, xb):
     """Block ``block`` into ``xb`` (zeros past the axis' end); returns its (p, first l, q)."""
     q_len = w3.shape[2]
-    length = w3.shape[1]
-    q = block % q_len
-    pj = block // q_len
-    j = pj % count
-    p = pj // count
+    pj, q = divmod(block, q_len)
+    p, j = divmod(pj, count)
     first = j * size
+    _gather_at(w3, p, first, q, size, xb)
+    return p, first, q
+
+
+@_inline
+def _gather_at(w3, p, first, q, size, xb):
+    """The block at ``(p, first, q)`` into ``xb``, zeros past the axis' end: a contiguous
+    copy where blocks run along the last axis (``Q = 1``)."""
+    length = w3.shape[1]
     valid = min(size, length - first)
-    for i in range(valid):
-        xb[i] = w3[p, first + i, q]
+    if w3.shape[2] == 1:
+        xb[:valid] = w3[p, first : first + valid, 0]
+    else:
+        for i in range(valid):
+            xb[i] = w3[p, first + i, q]
     for i in range(valid, size):
         xb[i] = np.float32(0.0)
-    return p, first, q
+    return valid
+
+
+@_inline
+def _next_block(p, j, q, count, q_len):
+    """The position of the block after ``(p, j, q)`` in block order."""
+    q += 1
+    if q == q_len:
+        q = 0
+        j += 1
+        if j == count:
+            j = 0
+            p += 1
+    return p, j, q
 
 
 @_jit
@@ -125,8 +153,10 @@ def block_stats(w3, size, count, hi, lo, sumsq):
     """Per block: ``max(max w, 0)``, ``min(min w, 0)`` (float32) and ``Σ w²`` (float64)."""
     xb = np.empty(size, np.float32)
     sq = np.empty(size, np.float64)
+    p, j, q = 0, 0, 0
     for b in range(hi.size):
-        _gather(w3, b, size, count, xb)
+        _gather_at(w3, p, j * size, q, size, xb)
+        p, j, q = _next_block(p, j, q, count, w3.shape[2])
         top = np.float32(0.0)
         bottom = np.float32(0.0)
         for i in range(size):
@@ -135,10 +165,10 @@ def block_stats(w3, size, count, hi, lo, sumsq):
             bottom = min(bottom, v)
             sq[i] = np.float64(v) * np.float64(v)
         hi[b], lo[b] = top, bottom
-        sumsq[b] = pairwise(sq, 0, size)
+        sumsq[b] = _sum(sq, 0, size)
 
 
-@_jit
+@_inline
 def _uniform_values(xb, size, s, inv, zp, mode, cmin, cmax, qb, sq, error, rb):
     """``qb`` = clipped ``rint(x/s) (+ zp)``; with ``error``, returns the Σ of squared errors
     of its values, else fills ``rb`` with the residuals ``x/s (+ zp) - q`` that keeping the
@@ -158,10 +188,10 @@ def _uniform_values(xb, size, s, inv, zp, mode, cmin, cmax, qb, sq, error, rb):
             sq[i] = d * d
         else:
             rb[i] = xb[i] * inv + off - v
-    return pairwise(sq, 0, size) if error else 0.0
+    return _sum(sq, 0, size) if error else 0.0
 
 
-@_jit
+@_inline
 def _codebook_values(xb, size, s, inv, tb, cb, levels, vb, sq, kind, limit, ratio,
                      max_index, signbit, edges, table, lut):
     for i in range(size):
@@ -172,15 +202,30 @@ def _codebook_values(xb, size, s, inv, tb, cb, levels, vb, sq, kind, limit, rati
         vb[i] = value
         d = np.float64(value - xb[i])
         sq[i] = d * d
-    return pairwise(sq, 0, size)
+    return _sum(sq, 0, size)
+
+
+# Passing scores ranked against each other (m² comparisons) up to this many, else sorted in.
+_RANK_ALL = 16
 
 
 @_jit
 def _kth_largest(score, size, k, top):
     """The ``k``-th largest of ``score[:size]`` counting repeats (``1 ≤ k ≤ size``)."""
+    return _kth(score, size, k, top)
+
+
+@_inline
+def _kth(score, size, k, top):
+    lowest = np.float32(-np.inf)
+    if k == 1:  # the usual case: the largest, one pass without branches
+        edge = lowest
+        for i in range(size):
+            edge = max(edge, score[i])
+        return edge
     # Scores of codes with room are residuals, at most about half a step: a threshold that
     # about k + 2 of them pass if they are spread evenly, lowered until k pass; only those
-    # are ranked (by insertion into ``top``). -inf (no room) passes none.
+    # are ranked. -inf (no room) passes none.
     threshold = np.float32(0.5) - np.float32(k + 2) / np.float32(size)
     while True:
         passed = 0
@@ -192,36 +237,50 @@ def _kth_largest(score, size, k, top):
             return threshold
         lowered = threshold - np.float32(1.0)
         threshold = np.float32(-np.inf) if threshold < np.float32(-1.0) else lowered
+    m = 0
+    for i in range(size):  # the passing scores to the front of ``top``, without branches
+        top[m] = score[i]
+        m += score[i] > threshold
+    if m <= _RANK_ALL:
+        # The k-th largest counting repeats: the least score that fewer than k others exceed.
+        edge = np.float32(np.inf)
+        for a in range(m):
+            greater = 0
+            for b in range(m):
+                greater += top[b] > top[a]
+            edge = min(edge, top[a]) if greater < k else edge
+        return edge
+    ranked = top[size:]  # the k largest so far, in order, after the passing scores
     for j in range(k):
-        top[j] = -np.inf
-    for i in range(size):
-        v = score[i]
-        if v > threshold and v > top[k - 1]:
+        ranked[j] = lowest
+    for i in range(m):
+        v = top[i]
+        if v > ranked[k - 1]:
             j = k - 1
-            while j > 0 and top[j - 1] < v:
-                top[j] = top[j - 1]
+            while j > 0 and ranked[j - 1] < v:
+                ranked[j] = ranked[j - 1]
                 j -= 1
-            top[j] = v
-    return top[k - 1]
+            ranked[j] = v
+    return ranked[k - 1]
 
 
-@_jit
+@_inline
 def _keep_sums(size, cmin, cmax, qb, rb, score, top):
     """Step the fewest codes of the block one step so that its sum is kept within half a
     step: the reference's ``_keep_sums`` (ranks by residual ``rb``, ties all move, -inf: no
     room)."""
-    short = np.rint(pairwise(rb, 0, size))
+    short = np.rint(_sum(rb, 0, size))
     if short == 0:
         return
-    up = short > 0
     need = min(int(abs(short)), size)
-    bound = np.float32(cmax) if up else np.float32(cmin)
-    sign = np.float32(1.0) if up else np.float32(-1.0)
+    # Up: codes below cmax, ranked by residual; down: codes above cmin, by minus the
+    # residual. Both as one comparison of the signed values, so no branch per direction.
+    sign = np.float32(1.0) if short > 0 else np.float32(-1.0)
+    bound = (np.float32(cmax) if short > 0 else np.float32(cmin)) * sign
     lowest = np.float32(-np.inf)
     for i in range(size):
-        room = qb[i] < bound if up else qb[i] > bound
-        score[i] = rb[i] * sign if room else lowest
-    edge = _kth_largest(score, size, need, top)
+        score[i] = rb[i] * sign if qb[i] * sign < bound else lowest
+    edge = _kth(score, size, need, top)
     zero = np.float32(0.0)
     for i in range(size):
         # A code with room has a finite score; ties with the edge all move, as in NumPy.
@@ -245,11 +304,14 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
     score = np.empty(size, np.float32)
     sq = np.empty(size, np.float64)
     cb = np.empty(size, codes.dtype)
-    top = np.empty(size, np.float32)
-    length = w3.shape[1]
+    top = np.empty(2 * size, np.float32)
+    q_len = w3.shape[2]
+    pj, q = divmod(first, q_len)
+    p, j = divmod(pj, count)
     for k in range(n):
         b = first + k
-        p, start, q = _gather(w3, b, size, count, xb)
+        start = j * size
+        valid = _gather_at(w3, p, start, q, size, xb)
         chosen = 0
         if candidates > 1:
             least = 0.0
@@ -279,7 +341,7 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
                 vb[i] = value
                 d = np.float64(value - xb[i])
                 sq[i] = d * d
-            e = pairwise(sq, 0, size)
+            e = _sum(sq, 0, size)
         r = ratios[chosen, k]
         if mode == ZERO_POINT:
             clip_lo, clip_hi = lo[b] * r, hi[b] * r
@@ -289,9 +351,14 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
         within = 0
         for i in range(size):
             within += (xb[i] >= clip_lo) & (xb[i] <= clip_hi)
-        for i in range(min(size, length - start)):
-            codes[p, start + i, q] = cb[i]
-            deq[p, start + i, q] = vb[i]
+        if q_len == 1:
+            codes[p, start : start + valid, 0] = cb[:valid]
+            deq[p, start : start + valid, 0] = vb[:valid]
+        else:
+            for i in range(valid):
+                codes[p, start + i, q] = cb[i]
+                deq[p, start + i, q] = vb[i]
+        p, j, q = _next_block(p, j, q, count, q_len)
         error[k] = e
         inside[k] = within
         best[k] = chosen
