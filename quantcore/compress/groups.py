@@ -63,6 +63,8 @@ from quantcore.spec import QuantizerSpec
 MIN_BLOCK = 16
 # False: the NumPy path (the reference the compiled kernels are tested against) for every tensor.
 USE_KERNELS = True
+# Blocks whose closed-form distortion is evaluated together (``_theory_db``).
+THEORY_SLICE = 1 << 15
 
 
 def block_view(shape: tuple[int, ...], axis: int, span_trailing: bool) -> tuple[int, ...]:
@@ -153,11 +155,15 @@ def _theory_db(
         return None
     sigma = rms[keep].astype(np.float64)
     xmax = clips[keep].astype(np.float64) / sigma
-    if grid.zero_point:
-        dist = theory.laplacian_uniform_distortion(xmax, spec.levels, 1.0)
-    else:
-        dist = theory.laplacian_midtread_distortion(xmax, spec.levels, 1.0)
-    noise = float(np.dot(sigma * sigma, np.asarray(dist, np.float64)))
+    distortion = (theory.laplacian_uniform_distortion if grid.zero_point
+                  else theory.laplacian_midtread_distortion)  # fmt: skip
+    # Element by element, so a slice at a time gives the same values: the formula's dozen
+    # temporaries then stay in the cache (half the time of one pass over 500K blocks).
+    dist = np.empty_like(xmax)
+    for lo in range(0, xmax.size, THEORY_SLICE):
+        part = slice(lo, lo + THEORY_SLICE)
+        dist[part] = distortion(xmax[part], spec.levels, 1.0)
+    noise = float(np.dot(sigma * sigma, dist))
     return sqnr_db(float(np.dot(sigma, sigma)), noise)
 
 
