@@ -148,6 +148,33 @@ def gather_blocks(w3, size, count, first, out):
         _gather(w3, first + k, size, count, out[k])
 
 
+@_inline
+def _extremes(a, n, start):
+    """``(max, min)`` of ``start`` and ``a[:n]``, each ``start`` when no value passes it
+    (so a zero is +0 as the serial loop from +0 gives). Eight independent chains where ``n``
+    is a multiple of 8: one chain is a serial dependency of the max's latency per value."""
+    if n % 8:
+        top, bottom = start, start
+        for i in range(n):
+            top = max(top, a[i])
+            bottom = min(bottom, a[i])
+        return top, bottom
+    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = start
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = start
+    for i in range(0, n, 8):
+        t0, b0 = max(t0, a[i]), min(b0, a[i])
+        t1, b1 = max(t1, a[i + 1]), min(b1, a[i + 1])
+        t2, b2 = max(t2, a[i + 2]), min(b2, a[i + 2])
+        t3, b3 = max(t3, a[i + 3]), min(b3, a[i + 3])
+        t4, b4 = max(t4, a[i + 4]), min(b4, a[i + 4])
+        t5, b5 = max(t5, a[i + 5]), min(b5, a[i + 5])
+        t6, b6 = max(t6, a[i + 6]), min(b6, a[i + 6])
+        t7, b7 = max(t7, a[i + 7]), min(b7, a[i + 7])
+    top = max(max(max(t0, t1), max(t2, t3)), max(max(t4, t5), max(t6, t7)))
+    bottom = min(min(min(b0, b1), min(b2, b3)), min(min(b4, b5), min(b6, b7)))
+    return top, bottom
+
+
 @_jit
 def block_stats(w3, size, count, hi, lo, sumsq):
     """Per block: ``max(max w, 0)``, ``min(min w, 0)`` (float32) and ``Σ w²`` (float64)."""
@@ -157,14 +184,9 @@ def block_stats(w3, size, count, hi, lo, sumsq):
     for b in range(hi.size):
         _gather_at(w3, p, j * size, q, size, xb)
         p, j, q = _next_block(p, j, q, count, w3.shape[2])
-        top = np.float32(0.0)
-        bottom = np.float32(0.0)
         for i in range(size):
-            v = xb[i]
-            top = max(top, v)
-            bottom = min(bottom, v)
-            sq[i] = np.float64(v) * np.float64(v)
-        hi[b], lo[b] = top, bottom
+            sq[i] = np.float64(xb[i]) * np.float64(xb[i])
+        hi[b], lo[b] = _extremes(xb, size, np.float32(0.0))
         sumsq[b] = _sum(sq, 0, size)
 
 
@@ -219,10 +241,7 @@ def _kth_largest(score, size, k, top):
 def _kth(score, size, k, top):
     lowest = np.float32(-np.inf)
     if k == 1:  # the usual case: the largest, one pass without branches
-        edge = lowest
-        for i in range(size):
-            edge = max(edge, score[i])
-        return edge
+        return _extremes(score, size, lowest)[0]
     # Scores of codes with room are residuals, at most about half a step: a threshold that
     # about k + 2 of them pass if they are spread evenly, lowered until k pass; only those
     # are ranked. -inf (no room) passes none.
