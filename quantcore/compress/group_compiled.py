@@ -27,6 +27,7 @@ from quantcore.compress.group_numpy import (
     block_scale,
     block_zero_point,
     check_range,
+    reach_of,
 )
 from quantcore.quantizers.base import code_dtype
 from quantcore.quantizers.block_kernels import (
@@ -175,6 +176,7 @@ def compiled_blocks(
         grid=grid, codes=codes.reshape(view), scale=scale.reshape(scale_shape),
         zp=None if zp is None else zp.reshape(scale_shape), clips=clips.reshape(scale_shape),
         rms=np.sqrt(rms_sq).reshape(scale_shape),
+        reach=reach_of(lo, hi, amax, grid.zero_point).reshape(scale_shape),
         noise=_noise(error.reshape(scale_shape), view, axis, size),
         inside=int(inside.sum()), dequantized=deq.reshape(view),
     )  # fmt: skip

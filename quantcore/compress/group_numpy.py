@@ -122,6 +122,13 @@ def _ranges(x: np.ndarray, red: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return hi, lo, np.maximum(hi, -lo)
 
 
+def reach_of(lo: np.ndarray, hi: np.ndarray, amax: np.ndarray, zero_point: bool) -> np.ndarray:
+    """How far each block's weights reach from the centre of its grid's symmetric model: half
+    its span with a zero point (the grid spans ``[lo, hi]``), else its largest magnitude. A
+    clip at ratio 1 is exactly this."""
+    return (hi - lo) / 2.0 if zero_point else amax
+
+
 def _try(
     x: np.ndarray, red: int, grid: _Grid, ratio: np.ndarray | float, lo: np.ndarray,
     hi: np.ndarray, amax: np.ndarray,
@@ -156,7 +163,7 @@ def block_grid(
     hi, lo, amax = _ranges(x, red)
     candidates = _candidates(spec, x, red, amax)
     if len(candidates) > 1:
-        _, scale, zp, _, _, _ = _blocks(x, red, spec, grid)
+        _, scale, zp, _, _, _, _ = _blocks(x, red, spec, grid)
         return scale, zp
     ratio = candidates[0]
     scale, _, inv = block_scale(grid, ratio, lo, hi, amax)
@@ -197,9 +204,9 @@ def _keep_sums(
 
 def _blocks(
     x: np.ndarray, red: int, spec: QuantizerSpec, grid: _Grid
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float, int, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float, int, np.ndarray, np.ndarray]:
     """Quantize a slab of blocks: codes, scales, zero points, noise, weights inside, and the
-    clip thresholds (weights' units) of its blocks."""
+    clip thresholds and reaches (``reach_of``; weights' units) of its blocks."""
     hi, lo, amax = _ranges(x, red)
     best: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray] | None = None
     best_ratio = np.ones_like(amax)
@@ -229,7 +236,8 @@ def _blocks(
     inside = int(np.count_nonzero((x >= clip_lo) & (x <= clip_hi)))
     # The threshold a symmetric quantizer of the same step would have: half the range.
     clip = (clip_hi - clip_lo) / 2.0
-    return codes, scale, zp, float(error.sum()), inside, clip
+    return codes, scale, zp, float(error.sum()), inside, clip, reach_of(lo, hi, amax,
+                                                                       grid.zero_point)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,6 +252,7 @@ class Blocks:
     zp: np.ndarray | None
     clips: np.ndarray
     rms: np.ndarray
+    reach: np.ndarray  # float32: half the block's range, zero point or not (reach_of)
     noise: float
     inside: int
     dequantized: np.ndarray | None
@@ -279,14 +288,15 @@ def numpy_blocks(
     scale = np.empty(scale_shape, np.float16)
     zp = np.empty(scale_shape, code_dtype(0, grid.code_max)) if grid.zero_point else None
     clips = np.empty(scale_shape, np.float32)
+    reach = np.empty(scale_shape, np.float32)
     rms = np.empty(scale_shape, np.float64)
     rows = max(1, CHUNK // max(1, work[0].size)) if work.shape[0] else 1
     noise, inside = 0.0, 0
     for start in range(0, work.shape[0], rows):
         part = slice(start, start + rows)
         x = np.ascontiguousarray(work[part])
-        c, s, z, n, i, clip = _blocks(x, -1, spec, grid)
-        codes[part], clips[part], scale[part] = c, clip[..., 0], s[..., 0]
+        c, s, z, n, i, clip, r = _blocks(x, -1, spec, grid)
+        codes[part], clips[part], scale[part], reach[part] = c, clip[..., 0], s[..., 0], r[..., 0]
         if zp is not None and z is not None:
             zp[part] = z[..., 0]
         rms[part] = np.sqrt(np.mean(np.square(x, dtype=np.float64), axis=-1))
@@ -299,4 +309,4 @@ def numpy_blocks(
         codes_view = codes_view[tuple(slice(0, length) if a == axis else slice(None)
                                       for a in range(len(view)))]  # fmt: skip
     return Blocks(grid=grid, codes=codes_view, scale=scale, zp=zp, clips=clips, rms=rms,
-                   noise=noise, inside=inside, dequantized=None)  # fmt: skip
+                   reach=reach, noise=noise, inside=inside, dequantized=None)  # fmt: skip

@@ -139,15 +139,18 @@ def quantize_groups(
         quantized=quantized, counts=_counts(flat_codes), noise=noise, inside=inside,
         xmax=float(np.mean(np.divide(clips, rms, out=np.zeros_like(rms), where=rms > 0))),
         xmax_abs=float(clips.max()) if clips.size else 0.0,
-        theory_db=_theory_db(spec, grid, clips, rms, block_size),
+        theory_db=_theory_db(spec, grid, clips, rms, found.reach, block_size),
     )  # fmt: skip
 
 
 def _theory_db(
-    spec: QuantizerSpec, grid: _Grid, clips: np.ndarray, rms: np.ndarray, block_size: int
+    spec: QuantizerSpec, grid: _Grid, clips: np.ndarray, rms: np.ndarray, reach: np.ndarray,
+    block_size: int,
 ) -> float | None:
     """Σ signal / Σ noise over blocks, each a Laplacian of its own RMS through its uniform
-    quantizer (midtread, symmetric; midrise over the whole range, asymmetric)."""
+    quantizer (midtread, symmetric; midrise over the whole range, asymmetric), given its own
+    extremes (``theory.given_extremes``): its largest magnitude, or with a zero point both
+    ends of its span, at ``reach`` from the grid's centre."""
     if grid.design is not None:
         return None
     keep = (rms > 0) & (clips > 0)
@@ -155,14 +158,21 @@ def _theory_db(
         return None
     sigma = rms[keep].astype(np.float64)
     xmax = clips[keep].astype(np.float64) / sigma
-    distortion = (theory.laplacian_uniform_distortion if grid.zero_point
-                  else theory.laplacian_midtread_distortion)  # fmt: skip
+    within = reach[keep].astype(np.float64) / sigma
+    levels = spec.levels
+    if grid.zero_point:
+        distortion, steps = theory.laplacian_uniform_distortion, levels
+    else:
+        distortion, steps = theory.laplacian_midtread_distortion, levels - 1
     # Element by element, so a slice at a time gives the same values: the formula's dozen
     # temporaries then stay in the cache (half the time of one pass over 500K blocks).
     dist = np.empty_like(xmax)
     for lo in range(0, xmax.size, THEORY_SLICE):
         part = slice(lo, lo + THEORY_SLICE)
-        dist[part] = distortion(xmax[part], spec.levels, 1.0)
+        x = xmax[part]
+        whole = np.asarray(distortion(x, levels, 1.0), np.float64)
+        dist[part] = theory.given_extremes(whole, x, 2.0 * x / steps, within[part], block_size,
+                                           2 if grid.zero_point else 1)  # fmt: skip
     noise = float(np.dot(sigma * sigma, dist))
     return sqnr_db(float(np.dot(sigma, sigma)), noise)
 

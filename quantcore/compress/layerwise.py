@@ -41,14 +41,12 @@ from quantcore.compress.normalize import (
     tensor_moments,
 )
 from quantcore.compress.results import LayerReport, TensorRequest, TensorResult
-from quantcore.design import theory
+from quantcore.compress.theory_sqnr import group_theory_db
 from quantcore.design.support import SupportChoice, choose_support
 from quantcore.errors import InvalidSpecError
 from quantcore.quantizers import Design, design, quantize
-from quantcore.quantizers.deadzone import DeadzoneDesign
 from quantcore.quantizers.stats import Moments, code_entropy_bits, levels_used, sqnr_db
 from quantcore.quantizers.stream import StreamResult, encode_tensor
-from quantcore.quantizers.uniform import MidriseDesign, MidtreadDesign
 from quantcore.spec import (
     DEFAULT_GROUP_SIZE,
     DEFAULT_SUPPORT,
@@ -139,31 +137,6 @@ def _channel_plan(
     return _Plan(design=chosen, norm=norm, xmax=xmax, notes=notes + chosen.notes)
 
 
-def _theory_db(
-    spec: QuantizerSpec, plan: _Plan, sigma: np.ndarray, weight: np.ndarray
-) -> float | None:
-    """Closed-form SQNR for a Laplacian of std ``sigma`` (normalised units), per group."""
-    d = plan.design
-    xmax = np.broadcast_to(np.asarray(plan.xmax, np.float64), sigma.shape)
-    keep = (sigma > 0) & (xmax > 0)
-    if not keep.any():
-        return None
-    xmax, sigma, weight = xmax[keep], sigma[keep], weight[keep]
-    if isinstance(d, MidriseDesign):
-        dist = theory.laplacian_uniform_distortion(xmax, spec.levels, sigma)
-    elif isinstance(d, MidtreadDesign):
-        dist = theory.laplacian_midtread_distortion(xmax, spec.levels, sigma)
-    elif isinstance(d, DeadzoneDesign):
-        dist = theory.laplacian_deadzone_distortion(
-            xmax / d.support_edge, max_index=d.max_index, ratio=d.ratio, sigma=sigma
-        )
-    else:
-        return None
-    signal = float(np.dot(weight, sigma * sigma))
-    noise = float(np.dot(weight, np.asarray(dist, np.float64)))
-    return sqnr_db(signal, noise)
-
-
 def _report(
     req: TensorRequest, moments: Moments, plan: _Plan, out: StreamResult,
     theory_db: float | None,
@@ -219,7 +192,7 @@ def _run_group(
         out = _encode(req, plan, None)
         scale = float(norm.scale)
         sigma = np.array([m.std / scale if scale > 0 else 0.0])
-        theory_db = _theory_db(spec, plan, sigma, np.ones(1))
+        theory_db = group_theory_db(spec, plan.design, plan.xmax, sigma, np.ones(1), m.count)
         notes = plan.notes + _dtype_notes(req)
         if scale == 0.0:
             notes += ("constant weights: every weight decodes to their common value",)
@@ -242,7 +215,7 @@ def _run_channels(req: TensorRequest, axis: int) -> TensorResult:
     scale = np.asarray(norm.scale)
     std = np.sqrt(cm.m2 / cm.count)
     sigma = np.where(scale > 0, std / np.where(scale > 0, scale, 1.0), 0.0)
-    theory_db = _theory_db(spec, plan, sigma, scale * scale)
+    theory_db = group_theory_db(spec, plan.design, plan.xmax, sigma, scale * scale, cm.count)
     report = dataclasses.replace(
         _report(req, cm.total(), plan, out, theory_db), granularity=Granularity.CHANNEL.value
     )

@@ -39,8 +39,10 @@ class LayerReport:
     ``entropy_bits`` their empirical entropy per weight, ``sqnr_db`` is
     ``10·log10(mean(w²)/mean((w-ŵ)²))`` (``inf`` when exact), ``sqnr_theory_db`` the closed-form
     Laplacian SQNR of the designed quantizer at the tensor's own variance in normalised units
-    (1 for ``layer``; the variance mismatch of seed 000 for ``model``), or None where no closed
-    form applies (mu-law, exponential, minifloat, constant tensors).
+    (1 for ``layer``; the variance mismatch of seed 000 for ``model``), per channel or block at
+    its own, and given the group's extremes where its grid spans them
+    (``theory.given_extremes``), or None where no closed form applies (mu-law, exponential,
+    minifloat, constant tensors).
 
     Per channel: ``xmax`` is the mean of the channels' thresholds, ``xmax_abs`` the largest
     channel's threshold in weight units, the theory SQNR is ``Σ signal / Σ noise`` over the

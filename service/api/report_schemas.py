@@ -142,8 +142,10 @@ class ReportLayer(_Open):
         description="10·log10(mean(w²) / mean((w − ŵ)²)), dB; null when exact."
     )
     sqnr_theory_db: float | None = Field(
-        description="Closed-form SQNR for a Laplacian of the layer's variance, dB; null where "
-        "no closed form applies."
+        description="Closed-form SQNR for a Laplacian of the layer's variance (per channel or "
+        "block, each at its own), dB; a grid spanning its group's largest weight (support "
+        "max_abs, every block) is taken given that weight, as nothing beyond it overloads; "
+        "null where no closed form applies."
     )
     granularity: str = Field(
         description="What this tensor got: model, layer, channel or group (auto picks group)."

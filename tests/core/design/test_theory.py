@@ -66,8 +66,11 @@ def _laplace(sigma: float) -> Callable[[float], float]:
     return lambda x: 0.5 * a * math.exp(-a * abs(x))
 
 
-def _integrated(step: float, max_index: int, ratio: float, sigma: float) -> float:
-    """MSE of the seed 004 table 4 quantizer by adaptive quadrature, cell by cell (x ≥ 0)."""
+def _integrated(
+    step: float, max_index: int, ratio: float, sigma: float, reach: float = math.inf
+) -> float:
+    """MSE of the seed 004 table 4 quantizer by adaptive quadrature, cell by cell (x ≥ 0);
+    with ``reach``, over the source restricted to ``|x| ≤ reach`` (beyond the top edge)."""
     p = _laplace(sigma)
     total = 0.0
     if ratio > 0:
@@ -77,7 +80,9 @@ def _integrated(step: float, max_index: int, ratio: float, sigma: float) -> floa
         level = (k + ratio - 0.5) * step
         total += quad(lambda x, y=level: (x - y) ** 2 * p(x), lo, hi)[0]
     top, level = (max_index + ratio) * step, (max_index + ratio - 0.5) * step
-    total += quad(lambda x: (x - level) ** 2 * p(x), top, math.inf)[0]
+    total += quad(lambda x: (x - level) ** 2 * p(x), top, reach)[0]
+    if math.isfinite(reach):
+        total /= 2.0 * quad(p, 0.0, reach)[0]
     return 2.0 * total
 
 
@@ -92,6 +97,43 @@ def test_midrise_and_midtread_agree_with_numerical_integration(levels: int, sigm
     assert laplacian_midtread_distortion(xmax, levels, sigma) == pytest.approx(
         midtread, rel=1e-9
     )
+
+
+@pytest.mark.parametrize("levels", [4, 16, 256])
+@pytest.mark.parametrize("beyond", [0.0, 0.4, 2.5, 30.0])
+def test_within_reach_is_the_restricted_source_integrated(levels: int, beyond: float) -> None:
+    """A block's weights stop at their largest: the Laplacian restricted to ``|x| ≤ reach``,
+    from a quantizer spanning exactly that range (``beyond`` 0) to one clipped well inside."""
+    xmax = 2.4 if levels == 4 else 3.3
+    reach = xmax + beyond
+    for distortion, step, max_index, ratio in (
+        (laplacian_uniform_distortion, 2 * xmax / levels, levels // 2, 0.0),
+        (laplacian_midtread_distortion, 2 * xmax / (levels - 1), levels // 2 - 1, 0.5),
+    ):
+        found = theory.within_reach(np.asarray(distortion(xmax, levels)), np.asarray(xmax),
+                                    np.asarray(step), np.asarray(reach))  # fmt: skip
+        expected = _integrated(step, max_index, ratio, 1.0, reach)
+        assert float(found) == pytest.approx(expected, rel=1e-7), (distortion, levels, beyond)
+    # Far beyond every weight the restriction no longer matters.
+    far = theory.within_reach(np.asarray(laplacian_uniform_distortion(xmax, levels)),
+                              np.asarray(xmax), np.asarray(2 * xmax / levels), np.asarray(60.0))
+    assert float(far) == pytest.approx(laplacian_uniform_distortion(xmax, levels), rel=1e-12)
+
+
+def test_given_extremes_weighs_the_extremes_and_the_rest() -> None:
+    """A group of one extreme weight at the grid's edge: half a step of error; a large group:
+    the restricted source alone; a clipped extreme pays its overload."""
+    xmax, levels = 3.0, 16
+    step = np.asarray(2 * xmax / levels)
+    whole = np.asarray(laplacian_uniform_distortion(xmax, levels))
+    x, reach = np.asarray(xmax), np.asarray(xmax)
+    assert float(theory.given_extremes(whole, x, step, reach, 1)) == pytest.approx(
+        (step / 2) ** 2, rel=1e-12)  # fmt: skip
+    inner = float(theory.within_reach(whole, x, step, reach))
+    assert float(theory.given_extremes(whole, x, step, reach, 10**9)) == pytest.approx(
+        inner, rel=1e-8)  # fmt: skip
+    clipped = float(theory.given_extremes(whole, x, step, np.asarray(5.0), 2, extremes=2))
+    assert clipped == pytest.approx((5.0 - xmax + step / 2) ** 2, rel=1e-12)
 
 
 @pytest.mark.parametrize("ratio", [0.1, 0.25, 0.4, 0.7, 1.0])
