@@ -252,7 +252,7 @@ class Blocks:
     zp: np.ndarray | None
     clips: np.ndarray
     rms: np.ndarray
-    reach: np.ndarray  # float32: half the block's range, zero point or not (reach_of)
+    reach: np.ndarray  # float32: each block's largest magnitude, or half its span (reach_of)
     noise: float
     inside: int
     dequantized: np.ndarray | None

@@ -49,7 +49,7 @@ from quantcore.compress.group_numpy import (  # noqa: F401  (_blocks, _grid: GPT
     numpy_blocks,
 )
 from quantcore.compress.normalize import tensor_moments
-from quantcore.design import theory
+from quantcore.design.extremes import uniform_given_extremes
 from quantcore.quantizers.codes import BlockDecoder, QuantizedTensor, decode
 from quantcore.quantizers.stats import (
     CountArray,
@@ -149,7 +149,7 @@ def _theory_db(
 ) -> float | None:
     """Σ signal / Σ noise over blocks, each a Laplacian of its own RMS through its uniform
     quantizer (midtread, symmetric; midrise over the whole range, asymmetric), given its own
-    extremes (``theory.given_extremes``): its largest magnitude, or with a zero point both
+    extremes (``quantcore.design.extremes``): its largest magnitude, or with a zero point both
     ends of its span, at ``reach`` from the grid's centre."""
     if grid.design is not None:
         return None
@@ -159,20 +159,15 @@ def _theory_db(
     sigma = rms[keep].astype(np.float64)
     xmax = clips[keep].astype(np.float64) / sigma
     within = reach[keep].astype(np.float64) / sigma
-    levels = spec.levels
-    if grid.zero_point:
-        distortion, steps = theory.laplacian_uniform_distortion, levels
-    else:
-        distortion, steps = theory.laplacian_midtread_distortion, levels - 1
     # Element by element, so a slice at a time gives the same values: the formula's dozen
     # temporaries then stay in the cache (half the time of one pass over 500K blocks).
     dist = np.empty_like(xmax)
     for lo in range(0, xmax.size, THEORY_SLICE):
         part = slice(lo, lo + THEORY_SLICE)
-        x = xmax[part]
-        whole = np.asarray(distortion(x, levels, 1.0), np.float64)
-        dist[part] = theory.given_extremes(whole, x, 2.0 * x / steps, within[part], block_size,
-                                           2 if grid.zero_point else 1)  # fmt: skip
+        dist[part] = uniform_given_extremes(
+            xmax[part], spec.levels, within[part], block_size, midtread=not grid.zero_point,
+            extremes=2 if grid.zero_point else 1,
+        )  # fmt: skip
     noise = float(np.dot(sigma * sigma, dist))
     return sqnr_db(float(np.dot(sigma, sigma)), noise)
 

@@ -41,7 +41,7 @@ class LayerReport:
     Laplacian SQNR of the designed quantizer at the tensor's own variance in normalised units
     (1 for ``layer``; the variance mismatch of seed 000 for ``model``), per channel or block at
     its own, and given the group's extremes where its grid spans them
-    (``theory.given_extremes``), or None where no closed form applies (mu-law, exponential,
+    (``quantcore.design.extremes``), or None where no closed form applies (mu-law, exponential,
     minifloat, constant tensors).
 
     Per channel: ``xmax`` is the mean of the channels' thresholds, ``xmax_abs`` the largest

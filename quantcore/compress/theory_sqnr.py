@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from quantcore.design import theory
+from quantcore.design.extremes import uniform_given_extremes
 from quantcore.quantizers import Design
 from quantcore.quantizers.deadzone import DeadzoneDesign
 from quantcore.quantizers.stats import sqnr_db
@@ -27,18 +28,18 @@ def group_theory_db(
         return None
     xmax, sigma, weight = xmax[keep], sigma[keep], weight[keep]
     if isinstance(d, MidriseDesign | MidtreadDesign):
-        midrise = isinstance(d, MidriseDesign)
-        family = (theory.laplacian_uniform_distortion if midrise
-                  else theory.laplacian_midtread_distortion)  # fmt: skip
+        midtread = isinstance(d, MidtreadDesign)
         x = xmax / sigma  # in units of each group's own std
-        whole = np.asarray(family(x, spec.levels, 1.0), np.float64)
-        step = 2.0 * x / (spec.levels if midrise else spec.levels - 1)
         # A grid spanning its group's largest weight (support max_abs) overloads none: the
         # paper's D charges it the Laplacian's tail all the same (3.4 dB too low for channels
         # of 4096 at 8 bits), so those groups are taken given their largest weight. A
         # threshold rule keeps the paper's D, whose tail the clipped weights are samples of.
-        spans = spec.support is Support.MAX_ABS
-        found = theory.given_extremes(whole, x, step, x, count) if spans else whole
+        if spec.support is Support.MAX_ABS:
+            found = uniform_given_extremes(x, spec.levels, x, count, midtread=midtread)
+        elif midtread:
+            found = np.asarray(theory.laplacian_midtread_distortion(x, spec.levels), np.float64)
+        else:
+            found = np.asarray(theory.laplacian_uniform_distortion(x, spec.levels), np.float64)
         dist = found * sigma * sigma
     elif isinstance(d, DeadzoneDesign):
         dist = np.asarray(theory.laplacian_deadzone_distortion(

@@ -172,39 +172,6 @@ def laplacian_midtread_distortion(
     return _result(_deadzone_family(2.0 * x / (n - 1), n // 2 - 1, 0.5, s))
 
 
-def within_reach(
-    distortion: FloatArray, xmax: FloatArray, step: FloatArray, reach: FloatArray
-) -> FloatArray:
-    """``distortion``, the D on the unit-variance Laplacian of a quantizer with support
-    ``xmax``, step ``step`` and outermost level ``xmax - step/2`` (midrise and midtread), when
-    the source is that Laplacian restricted to ``|x| ≤ reach`` (``reach ≥ xmax``).
-
-    The overload integral stops at ``reach``: beyond it the term above leaves
-    ``exp(-a·reach)·(g² + sqrt(2)·g + 1)``, ``g = reach - xmax + step/2`` the distance from the
-    outermost level, and the whole is divided by the mass kept, ``1 - exp(-a·reach)``."""
-    g = reach - xmax + 0.5 * step
-    beyond = np.exp(-_SQRT2 * reach) * (np.square(g) + _SQRT2 * g + 1.0)
-    return np.asarray((distortion - beyond) / -np.expm1(-_SQRT2 * reach), dtype=np.float64)
-
-
-def given_extremes(
-    distortion: FloatArray, xmax: FloatArray, step: FloatArray, reach: FloatArray,
-    count: int, extremes: int = 1,
-) -> FloatArray:
-    """Mean D over a group of ``count`` weights whose ``extremes`` farthest lie at ``reach``
-    (its largest magnitude, or the two ends of its span about the grid's centre; ``reach ≥
-    xmax``), the others drawn from the Laplacian restricted to ``|x| ≤ reach``
-    (``within_reach``); an extreme weight is ``reach - xmax + step/2`` from the outermost
-    level. Given its own extremes, a group has no weight beyond them: a block of a few dozen
-    quantized over its own range overloads nothing, where the unrestricted D charges it the
-    Laplacian's whole tail (20 dB too low at 8 bits in blocks of 128); a clipped group's
-    extremes still pay their overload."""
-    extremes = min(extremes, count)
-    inner = within_reach(distortion, xmax, step, reach)
-    edge = np.square(reach - xmax + 0.5 * step)
-    return np.asarray(((count - extremes) * inner + extremes * edge) / count, dtype=np.float64)
-
-
 def laplacian_deadzone_distortion(
     step: ArrayLike, *, max_index: int, ratio: float, sigma: ArrayLike = 1.0
 ) -> float | FloatArray:

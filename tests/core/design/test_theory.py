@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from scipy.integrate import quad
 
 from quantcore.design import theory
+from quantcore.design.extremes import given_extremes, within_reach
 from quantcore.design.theory import (
     JAYANT_TABLE_MAX_BITS,
     MAX_LEVELS,
@@ -110,12 +111,12 @@ def test_within_reach_is_the_restricted_source_integrated(levels: int, beyond: f
         (laplacian_uniform_distortion, 2 * xmax / levels, levels // 2, 0.0),
         (laplacian_midtread_distortion, 2 * xmax / (levels - 1), levels // 2 - 1, 0.5),
     ):
-        found = theory.within_reach(np.asarray(distortion(xmax, levels)), np.asarray(xmax),
+        found = within_reach(np.asarray(distortion(xmax, levels)), np.asarray(xmax),
                                     np.asarray(step), np.asarray(reach))  # fmt: skip
         expected = _integrated(step, max_index, ratio, 1.0, reach)
         assert float(found) == pytest.approx(expected, rel=1e-7), (distortion, levels, beyond)
     # Far beyond every weight the restriction no longer matters.
-    far = theory.within_reach(np.asarray(laplacian_uniform_distortion(xmax, levels)),
+    far = within_reach(np.asarray(laplacian_uniform_distortion(xmax, levels)),
                               np.asarray(xmax), np.asarray(2 * xmax / levels), np.asarray(60.0))
     assert float(far) == pytest.approx(laplacian_uniform_distortion(xmax, levels), rel=1e-12)
 
@@ -127,12 +128,12 @@ def test_given_extremes_weighs_the_extremes_and_the_rest() -> None:
     step = np.asarray(2 * xmax / levels)
     whole = np.asarray(laplacian_uniform_distortion(xmax, levels))
     x, reach = np.asarray(xmax), np.asarray(xmax)
-    assert float(theory.given_extremes(whole, x, step, reach, 1)) == pytest.approx(
+    assert float(given_extremes(whole, x, step, reach, 1)) == pytest.approx(
         (step / 2) ** 2, rel=1e-12)  # fmt: skip
-    inner = float(theory.within_reach(whole, x, step, reach))
-    assert float(theory.given_extremes(whole, x, step, reach, 10**9)) == pytest.approx(
+    inner = float(within_reach(whole, x, step, reach))
+    assert float(given_extremes(whole, x, step, reach, 10**9)) == pytest.approx(
         inner, rel=1e-8)  # fmt: skip
-    clipped = float(theory.given_extremes(whole, x, step, np.asarray(5.0), 2, extremes=2))
+    clipped = float(given_extremes(whole, x, step, np.asarray(5.0), 2, extremes=2))
     assert clipped == pytest.approx((5.0 - xmax + step / 2) ** 2, rel=1e-12)
 
 
