@@ -34,7 +34,8 @@ frequent one.
 
 Version 5 (``quantcore.coding.trellis_coder``, written where it is the smallest, for codes
 whose levels lie on a trellis path: TCQ's) codes each symbol under the table of its trellis
-state's quantizer; the caller passes ``code_min`` so that the levels are known.
+state's quantizer; the caller passes ``code_min`` so that the levels are known. Version 6
+(the same module) is version 5 over codes mirrored after a negative one, where it is smaller.
 
 Version 2 (written by default; ``quantcore.coding.rans``): chunks of 2M symbols, each coded by
 8 interleaved 64-bit rANS states with 32-bit renormalisation, compiled with numba and run on
@@ -85,7 +86,7 @@ __all__ = [
 ]
 
 VERSION = rans.VERSION  # the order-0 stream, written where contexts do not pay
-VERSIONS = (1, 2, 3, 4, 5)  # decoded
+VERSIONS = (1, 2, 3, 4, 5, 6)  # decoded
 
 
 def empirical_entropy_bits(codes: npt.ArrayLike) -> float:
@@ -127,8 +128,9 @@ def encode_codes(
 
     ``code_min``: the signed level that code 0 stands for. Given it, codes whose levels lie
     on a trellis path (``quantcore.compress.trellis``) are also coded as version 5, each
-    under its trellis state's table, and that stream is returned where it is the smallest
-    (``version=5`` forces it, and needs ``code_min``).
+    under its trellis state's table (version 5, or 6 over mirrored codes), and that stream is
+    returned where it is the smallest (``version=5`` or ``6`` forces the smaller of the two,
+    and needs ``code_min``).
     """
     if version is not None and version not in VERSIONS:
         raise InvalidSpecError(f"entropy stream {version=} is not one of {VERSIONS}")
@@ -143,7 +145,7 @@ def encode_codes(
         from quantcore.coding import entropy_v1
 
         return entropy_v1.encode(flat, histogram)
-    if version == 5:
+    if version in trellis_coder.VERSIONS:
         forced5 = None if code_min is None else trellis_coder.encode(flat, code_min, threads)
         if forced5 is None:
             raise InvalidSpecError(
@@ -208,7 +210,7 @@ def decode_codes(
         from quantcore.coding import entropy_v1
 
         return entropy_v1.decode(fields, body)
-    if fields[1] in (3, trellis_coder.VERSION):
+    if fields[1] == 3 or fields[1] in trellis_coder.VERSIONS:
         plan = context.plan if fields[1] == 3 else trellis_coder.plan
         dtype, chunks = plan(fields, body)
         out = np.empty(fields[5], dtype=dtype)
@@ -239,7 +241,7 @@ def decode_plan(
         return rans.plan(fields, body)
     if fields[1] == 3:
         return context.plan(fields, body)
-    if fields[1] == trellis_coder.VERSION:
+    if fields[1] in trellis_coder.VERSIONS:
         return trellis_coder.plan(fields, body)
 
     def whole(part: CodeArray) -> None:  # v1: one coder for each 4M codes, decoded together

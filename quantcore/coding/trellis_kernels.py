@@ -1,5 +1,6 @@
-"""Compiled loops of stream ``QENT`` v5 (``quantcore.coding.trellis_coder``): rANS whose model
-of each code is chosen by its trellis state's quantizer and its neighbours' magnitudes.
+"""Compiled loops of streams ``QENT`` v5 and v6 (``quantcore.coding.trellis_coder``): rANS whose
+model of each code is chosen by its trellis state's quantizer and its neighbours' magnitudes
+(v6 codes a mirror of some codes: ``mirror``).
 
 Lanes and chunks as in v3 (``context_kernels``): ``LANES`` contiguous segments of a chunk,
 each with its own rANS state and its own trellis state, which starts at the value the
@@ -47,6 +48,26 @@ def states_of(codes, code_min, states):
             return i
         state = TRANSITIONS[state, k & 1]
     return codes.size
+
+
+@_jit
+def mirror(codes, code_min, back, out):
+    """Stream v6's codes: in each lane of a chunk, a code that follows a negative index (the
+    lane's last non-zero one) is mirrored, ``c -> -c - 2 * code_min`` (level ``m -> -m``,
+    which keeps its index's parity and magnitude). ``back`` False: ``codes`` are the levels'
+    own codes and ``out`` gets the stream's; True: the other way (``out`` may be ``codes``)."""
+    n = codes.size
+    for lane in range(LANES):
+        start, length = _segment(n, lane)
+        negative = False
+        for t in range(length):
+            i = start + t
+            c = np.int64(codes[i])
+            w = -c - 2 * code_min if negative else c
+            out[i] = w
+            level = (w if back else c) + code_min
+            if level != 0:
+                negative = level < 0
 
 
 @_jit

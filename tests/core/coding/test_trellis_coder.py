@@ -1,4 +1,5 @@
-"""Stream v5: trellis-quantized codes under their state's table, decoded to the same codes."""
+"""Streams v5 and v6: trellis-quantized codes under their state's table (v6: mirrored after a
+negative index), decoded to the same codes."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def test_round_trip_of_trellis_levels(n: int) -> None:
     if stream is None:  # one code: one symbol, nothing to model
         assert trellis_coder.encode(codes, code_min, 1) is None
         return
-    assert _version(stream) == 5
+    assert _version(stream) in trellis_coder.VERSIONS
     np.testing.assert_array_equal(decode_codes(stream, count=n), codes)
 
 
@@ -70,10 +71,54 @@ def test_v5_is_chosen_for_trellis_codes_and_pays() -> None:
     codes, code_min = _tcq_codes(200_000, seed=1)
     plain = encode_codes(codes)
     chosen = encode_codes(codes, code_min=code_min)
-    assert _version(chosen) == 5 and _version(plain) != 5
+    assert _version(chosen) in trellis_coder.VERSIONS and _version(plain) not in (5, 6)
     # Coding the levels without their state pays for their parity, about a bit a code.
     assert len(chosen) < 0.85 * len(plain)
     np.testing.assert_array_equal(decode_codes(chosen), codes)
+
+
+def _runs_of_signs(n: int, seed: int, run: int = 9) -> tuple[np.ndarray, int]:
+    """TCQ codes of weights whose signs come in runs (as neighbouring weights' do)."""
+    rng = np.random.default_rng(seed)
+    signs = np.repeat(rng.choice([-1.0, 1.0], size=-(-n // run)), run)[:n]
+    w = (np.abs(rng.laplace(size=n)) * signs).astype(np.float32)
+    m_max = 120
+    return (trellis_levels(w, 0.2, m_max).levels + m_max).astype(np.uint8), -m_max
+
+
+def test_codes_mirrored_after_a_negative_index_pay_where_signs_go_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    codes, code_min = _runs_of_signs(40_000, seed=6)
+    monkeypatch.setattr(trellis_coder, "CHUNK_SYMBOLS", 10_000)  # lanes of several chunks
+    mirrored = trellis_coder.encode(codes, code_min, 2)
+    assert mirrored is not None and _version(mirrored) == trellis_coder.MIRRORED_VERSION
+    np.testing.assert_array_equal(decode_codes(mirrored), codes)
+    monkeypatch.setattr(trellis_coder, "_mirrored", lambda flat, code_min: None)
+    plain = trellis_coder.encode(codes, code_min, 2)
+    assert plain is not None and _version(plain) == trellis_coder.VERSION
+    np.testing.assert_array_equal(decode_codes(plain), codes)  # v5 still decodes
+    assert len(mirrored) < 0.9 * len(plain)  # runs of nine: the sign is nearly known
+
+
+def test_the_mirror_turns_levels_after_a_negative_index_and_back() -> None:
+    lane = np.array([0, -2, 0, 3, 4, -1, -4, 0, 2], np.int64)
+    codes = np.zeros(8 * lane.size, np.uint8) + 5  # 8 lanes of 9: the first is ``lane``
+    codes[: lane.size] = lane + 5
+    out = np.empty_like(codes)
+    trellis_coder.kernels().mirror(codes, -5, False, out)
+    # a level after a negative one (the last non-zero before it) is turned
+    np.testing.assert_array_equal(out[: lane.size].astype(np.int64) - 5,
+                                  [0, -2, 0, -3, 4, -1, 4, 0, -2])  # fmt: skip
+    assert (out[lane.size :] == 5).all()
+    trellis_coder.kernels().mirror(out, -5, True, out)
+    np.testing.assert_array_equal(out, codes)
+
+
+def test_codes_whose_mirror_leaves_their_width_keep_v5() -> None:
+    codes, _ = _runs_of_signs(5000, seed=7)
+    assert trellis_coder._mirrored(codes, -10) is None  # levels up to +245: -245 < code_min
+    assert trellis_coder._mirrored(codes, -120) is not None
 
 
 def test_codes_off_a_trellis_path_keep_their_stream() -> None:
