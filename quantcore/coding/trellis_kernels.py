@@ -59,15 +59,14 @@ def mirror(codes, code_min, back, out):
     n = codes.size
     for lane in range(LANES):
         start, length = _segment(n, lane)
-        negative = False
+        negative = np.int64(0)  # 0 or 1, without branches: signs are a coin toss to a predictor
         for t in range(length):
             i = start + t
             c = np.int64(codes[i])
-            w = -c - 2 * code_min if negative else c
+            w = c + negative * (-2 * c - 2 * code_min)
             out[i] = w
             level = (w if back else c) + code_min
-            if level != 0:
-                negative = level < 0
+            negative = np.int64(level < 0) | (np.int64(level == 0) & negative)
 
 
 @_jit
