@@ -49,6 +49,9 @@ from service.liveness import dead, me
 
 # Seconds between two looks of a polling consumer for messages leased to dead processes.
 RESTORE_INTERVAL_S = 1.0
+# Seconds SQLite waits for another process's write lock before "database is locked": its own
+# default (5 s) ran out for processes opening a new file at once on a loaded 2-core machine.
+BUSY_TIMEOUT_S = 15
 _LEASE_DDL = (
     "CREATE TABLE IF NOT EXISTS quantserve_lease (message_id INTEGER PRIMARY KEY, "
     "owner VARCHAR(200) NOT NULL, delivery_tag VARCHAR(64))",
@@ -78,10 +81,16 @@ class Channel(sqlalchemy.Channel):
     _last_restore = 0.0
 
     def _engine_from_config(self) -> Engine:
-        """The engine, with kombu's tables and the lease table created in one write
+        """The engine (SQLite waiting up to ``BUSY_TIMEOUT_S`` for a lock, unless the caller
+        said otherwise), with kombu's tables and the lease table created in one write
         transaction: kombu's own ``create_all`` (after this) looks for each table, then
         creates it, so an API and a worker opening a new file at once could both try, and
         the second's first publish failed with "table kombu_queue already exists"."""
+        client = self.connection.client
+        if str(client.hostname).startswith("sqlite"):  # any caller's, not only the app's
+            client.transport_options.setdefault("connect_args", {}).setdefault(
+                "timeout", BUSY_TIMEOUT_S
+            )
         engine: Engine = super()._engine_from_config()
         sqlite = engine.dialect.name == "sqlite"
         if sqlite:
