@@ -151,13 +151,21 @@ def _round_rows(
     spans = _row_spans(per, groups * k)
     parts = run_all(lambda span: _round_span(w[:, span[0] : span[1]], u, spec, zero_point,
                                              block_size, across), spans)  # fmt: skip
-    codes, scale, zp = (np.concatenate(arrays, axis=1) if len(arrays) > 1 else arrays[0]
-                        for arrays in zip(*parts, strict=True))  # fmt: skip
+    codes, scale, zp = (_joined(arrays) for arrays in zip(*parts, strict=True))
+    assert codes is not None and scale is not None
     rows, nblocks = groups * per, scale.shape[2]
     return _Coded(
         codes=codes.reshape(rows, k), scale=scale.reshape(rows, nblocks),
         zero_point=None if zp is None else zp.reshape(rows, nblocks),
     )  # fmt: skip
+
+
+def _joined(arrays: tuple[np.ndarray | None, ...]) -> np.ndarray | None:
+    """The spans' arrays along the rows (None for a grid without zero points)."""
+    present = [a for a in arrays if a is not None]  # all, or none
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else np.concatenate(present, axis=1)
 
 
 def _row_spans(rows: int, weights_per_row: int) -> list[tuple[int, int]]:

@@ -220,9 +220,10 @@ def test_the_compiled_column_loop_gives_the_numpy_loops_bits(
     assert compiled.zero_point.tobytes() == reference.zero_point.tobytes()
 
 
+@pytest.mark.parametrize("zero_point", [True, False])
 @pytest.mark.parametrize("across", [True, False])
 def test_rows_rounded_in_spans_on_several_cores_give_the_same_bits(
-    across: bool, monkeypatch: pytest.MonkeyPatch
+    across: bool, zero_point: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     k, groups, per = 100, 2, 301
     x = np.stack([_correlated(800, k, mean=3.0) for _ in range(groups)])
@@ -230,15 +231,18 @@ def test_rows_rounded_in_spans_on_several_cores_give_the_same_bits(
     assert u is not None
     rows = RNG.laplace(size=(groups, per, k)) * 0.05
     spec = QuantSpec.from_dict({"bits": 4}).quantizer
-    whole = gptq_module._round_rows(rows, u, spec, True, 32, across=across)
+    whole = gptq_module._round_rows(rows, u, spec, zero_point, 32, across=across)
     monkeypatch.setattr(gptq_module, "cores", lambda: 3)
     monkeypatch.setattr(gptq_module, "SPAN_WEIGHTS", 1000)
     assert gptq_module._row_spans(per, groups * k) == [(0, 101), (101, 202), (202, 301)]
-    split = gptq_module._round_rows(rows, u, spec, True, 32, across=across)
+    split = gptq_module._round_rows(rows, u, spec, zero_point, 32, across=across)
     assert split.codes.tobytes() == whole.codes.tobytes()
     assert split.scale.tobytes() == whole.scale.tobytes()
-    assert split.zero_point is not None and whole.zero_point is not None
-    assert split.zero_point.tobytes() == whole.zero_point.tobytes()
+    if zero_point:
+        assert split.zero_point is not None and whole.zero_point is not None
+        assert split.zero_point.tobytes() == whole.zero_point.tobytes()
+    else:  # a symmetric grid: no zero points in any span
+        assert split.zero_point is None and whole.zero_point is None
 
 
 def test_a_small_layer_is_rounded_in_one_span(monkeypatch: pytest.MonkeyPatch) -> None:
