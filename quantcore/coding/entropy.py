@@ -36,6 +36,7 @@ Version 5 (``quantcore.coding.trellis_coder``, written where it is the smallest,
 whose levels lie on a trellis path: TCQ's) codes each symbol under the table of its trellis
 state's quantizer; the caller passes ``code_min`` so that the levels are known. Version 6
 (the same module) is version 5 over codes mirrored after a negative one, where it is smaller.
+Versions 7 and 8 are versions 5 and 6 on an 8-state trellis (the one TCQ's search follows).
 
 Version 2 (written by default; ``quantcore.coding.rans``): chunks of 2M symbols, each coded by
 8 interleaved 64-bit rANS states with 32-bit renormalisation, compiled with numba and run on
@@ -86,7 +87,7 @@ __all__ = [
 ]
 
 VERSION = rans.VERSION  # the order-0 stream, written where contexts do not pay
-VERSIONS = (1, 2, 3, 4, 5, 6)  # decoded
+VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)  # decoded
 
 
 def empirical_entropy_bits(codes: npt.ArrayLike) -> float:
@@ -127,10 +128,10 @@ def encode_codes(
     chunks on ``threads`` threads (default: the cores; the bytes do not depend on it).
 
     ``code_min``: the signed level that code 0 stands for. Given it, codes whose levels lie
-    on a trellis path (``quantcore.compress.trellis``) are also coded as version 5, each
-    under its trellis state's table (version 5, or 6 over mirrored codes), and that stream is
-    returned where it is the smallest (``version=5`` or ``6`` forces the smaller of the two,
-    and needs ``code_min``).
+    on a trellis path (``quantcore.compress.trellis``) are also coded each under its trellis
+    state's table (version 7, or 8 over mirrored codes, on the 8-state path; 5 or 6 on the
+    4-state one), and that stream is returned where it is the smallest (any of ``version=5``
+    to ``8`` forces the smallest of them, and needs ``code_min``).
     """
     if version is not None and version not in VERSIONS:
         raise InvalidSpecError(f"entropy stream {version=} is not one of {VERSIONS}")
@@ -149,7 +150,7 @@ def encode_codes(
         forced5 = None if code_min is None else trellis_coder.encode(flat, code_min, threads)
         if forced5 is None:
             raise InvalidSpecError(
-                "entropy stream version 5 needs code_min and codes on a trellis path"
+                f"entropy stream version {version} needs code_min and codes on a trellis path"
             )
         return forced5
     small = flat.size <= adaptive.MAX_CODES

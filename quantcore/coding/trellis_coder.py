@@ -1,4 +1,4 @@
-"""Streams ``QENT`` versions 5 and 6: the codes of a trellis-quantized tensor, each under the
+"""Streams ``QENT`` versions 5 to 8: the codes of a trellis-quantized tensor, each under the
 frequency table of its trellis state's quantizer (``quantcore.compress.trellis``).
 
 TCQ levels ``m`` lie on a step-1 grid, but in a given trellis state only every other one can
@@ -21,7 +21,12 @@ smaller (with ``K`` = 1 or 8 each): measured on the trellis codes of nudenet at 
 SQNR, 1.2% off the conditional entropy of v5's contexts; where a tensor's signs lean one way
 (ocr-rec's), v5 stays.
 
-Layout (both versions): the v2 header (``symbols.HEADER``) with version 5 or 6, ``raw_bits``
+Versions 7 and 8 are versions 5 and 6 on DeepCABAC's 8-state machine
+(``trellis_kernels.EIGHT_STATES``), which ``quantcore.compress.trellis`` follows: the same
+two quantizers and contexts, other states. ``encode`` finds which machine's path the codes are
+on (5 and 6 are still written for codes on the 4-state one).
+
+Layout (every version): the v2 header (``symbols.HEADER``) with the version, ``raw_bits``
 0 and the tables' precision; the table is a zstd frame of ``code_min`` (int32: the level of
 code 0), ``K`` (uint16), the symbols as uint16 deltas (byte planes) and ``2K`` rows of uint32
 frequencies over them (byte planes; the row of context ``quantizer · K + class``, each summing to
@@ -57,14 +62,16 @@ from quantcore.errors import InvalidPackageError
 
 VERSION = 5
 MIRRORED_VERSION = 6  # v5's model over codes mirrored after a negative index
-VERSIONS = (VERSION, MIRRORED_VERSION)
+EIGHT_STATE_VERSION = 7  # v5 on the 8-state machine
+EIGHT_STATE_MIRRORED_VERSION = 8  # v6 on the 8-state machine
+VERSIONS = (VERSION, MIRRORED_VERSION, EIGHT_STATE_VERSION, EIGHT_STATE_MIRRORED_VERSION)
+MIRRORED = (MIRRORED_VERSION, EIGHT_STATE_MIRRORED_VERSION)
 QUANTIZERS = 2
 CLASSES = 8  # magnitude classes of the two indices before a code (as v3's)
 MAX_CLASSES = 9  # magnitudes are capped at 255: sums reach class 9
 CHUNK_SYMBOLS = rans.CHUNK_SYMBOLS
 MAX_PRECISION = 16
 _TABLE_HEAD = struct.Struct("<iH")
-TRANSITIONS = ((0, 2), (2, 0), (1, 3), (3, 1))
 
 
 def kernels() -> ModuleType:
@@ -73,29 +80,48 @@ def kernels() -> ModuleType:
     return trellis_kernels
 
 
+def machine(version: int) -> tuple[np.ndarray, np.ndarray]:
+    """The state machine of a stream version: its transitions and each state's quantizer."""
+    k = kernels()
+    return k.FOUR_STATES if version in (VERSION, MIRRORED_VERSION) else k.EIGHT_STATES
+
+
 def _lane_starts(n: int) -> list[int]:
     q, r = n // LANES, n % LANES
     return [lane * q + min(lane, r) for lane in range(LANES)]
 
 
+def _path(flat: CodeArray, code_min: int) -> tuple[int, int, np.ndarray] | None:
+    """The plain and mirrored versions of the machine whose path ``flat`` is on (the 8-state
+    one first) and the state before each code, or None where it is on neither."""
+    for plain, turned in ((EIGHT_STATE_VERSION, EIGHT_STATE_MIRRORED_VERSION),
+                          (VERSION, MIRRORED_VERSION)):  # fmt: skip
+        states = np.empty(flat.size, np.uint8)
+        if kernels().states_of(flat, code_min, *machine(plain), states) == flat.size:
+            return plain, turned, states
+    return None
+
+
 def encode(flat: CodeArray, code_min: int, threads: int | None) -> bytes | None:
-    """The smallest of the v5 and v6 streams of ``flat`` (codes ``c`` standing for levels
-    ``c + code_min``), or None when the levels are not on a trellis path or hold fewer than
+    """The smallest of the streams of ``flat`` (codes ``c`` standing for levels
+    ``c + code_min``) on the machine whose path it is on (v7 or v8 on the 8-state one, v5 or
+    v6 on the 4-state one), or None when the levels are on neither path or hold fewer than
     two distinct codes."""
-    if flat.size == 0:
+    code_min = int(code_min)
+    path = _path(flat, code_min) if flat.size else None
+    if path is None:
         return None
-    states = np.empty(flat.size, np.uint8)
-    if kernels().states_of(flat, int(code_min), states) != flat.size:
-        return None
-    options = _models(flat, states, int(code_min), VERSION)
+    plain, turned, states = path
+    options = _models(flat, states, code_min, plain)
     if not options:
         return None
-    mirrored = _mirrored(flat, int(code_min))
+    mirrored = _mirrored(flat, code_min)
     if mirrored is not None:
-        options += _models(mirrored, states, int(code_min), MIRRORED_VERSION)
+        options += _models(mirrored, states, code_min, turned)
     best = min(options, key=lambda o: o.size)
-    codes = flat if best.version == VERSION else mirrored
+    codes = mirrored if best.version in MIRRORED else flat
     assert codes is not None
+    quantizers = machine(best.version)[1]
     width = 8 * flat.itemsize
     rows = np.stack([_rows(best.symbols, best.freqs[c], best.precision, width)
                      for c in range(best.freqs.shape[0])])  # fmt: skip
@@ -105,7 +131,8 @@ def encode(flat: CodeArray, code_min: int, threads: int | None) -> bytes | None:
         part = codes[start : start + CHUNK_SYMBOLS]
         part_states = states[start : start + CHUNK_SYMBOLS]
         words = np.empty(part.size + 2 * LANES, dtype=np.uint32)
-        begin = kernels().encode_chunk(part, part_states, int(code_min), classes, rows, words)
+        begin = kernels().encode_chunk(part, part_states, code_min, classes, quantizers, rows,
+                                       words)  # fmt: skip
         if begin < 0:
             raise AssertionError("a code without a frequency in its own counts")
         firsts = bytes(int(part_states[i]) if i < part.size else 0  # an empty lane: 0
@@ -137,8 +164,8 @@ def _models(codes: CodeArray, states: np.ndarray, code_min: int, version: int) -
     """The models of ``codes`` with ``K`` = 1 and 8, or none for fewer than two symbols."""
     columns = 1 << (8 * codes.itemsize)
     counts = np.zeros((QUANTIZERS * CLASSES, columns), np.int64)
-    kernels().count_contexts(codes, states, code_min, class_table(CLASSES), CHUNK_SYMBOLS,
-                             counts)  # fmt: skip
+    kernels().count_contexts(codes, states, code_min, class_table(CLASSES), machine(version)[1],
+                             CHUNK_SYMBOLS, counts)  # fmt: skip
     symbols = np.flatnonzero(counts.sum(axis=0))
     if symbols.size < 2:
         return []
@@ -150,7 +177,7 @@ def _models(codes: CodeArray, states: np.ndarray, code_min: int, version: int) -
 
 
 def _mirrored(flat: CodeArray, code_min: int) -> CodeArray | None:
-    """v6's codes of ``flat`` (``trellis_kernels.mirror``), or None where a mirrored code
+    """v6's and v8's codes of ``flat`` (``trellis_kernels.mirror``), or None where a mirrored code
     would leave the codes' width."""
     if -int(flat.max()) - 2 * code_min < 0 or -int(flat.min()) - 2 * code_min >= 1 << (
         8 * flat.itemsize
@@ -240,7 +267,7 @@ def _decoder_tables(
 
 
 def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans.Chunk]]:
-    """The dtype of a checked v5 or v6 stream's codes and its chunks (as ``rans.plan``)."""
+    """The dtype of a checked v5 to v8 stream's codes and its chunks (as ``rans.plan``)."""
     _, version, width, raw_bits, precision, count, n_symbols, chunk, table_len, n_chunks, _ = (
         fields
     )
@@ -257,6 +284,7 @@ def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans
     offset += LANES * n_chunks
     tables = _decoder_tables(code_min, k_classes, symbols, freqs, precision, dtype)
     classes = class_table(k_classes)
+    transitions, quantizers = machine(version)
     chunks = []
     for index, (words_n, n) in enumerate(zip(lengths.tolist(), sizes, strict=True)):
         words = body[offset : offset + 4 * words_n]
@@ -266,31 +294,36 @@ def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans
         def fill(part: CodeArray, index: int = index, words: memoryview = words,
                  starts: np.ndarray = starts) -> None:  # fmt: skip
             array = rans_chunks._words(words)
-            if not kernels().decode_chunk(array, precision, starts, classes, *tables, part):
+            if not kernels().decode_chunk(array, precision, starts, classes, transitions,
+                                          quantizers, *tables, part):  # fmt: skip
                 raise InvalidPackageError(
                     f"entropy stream chunk {index} is corrupt: its words do not decode to "
                     f"{part.size} symbols"
                 )
-            if version == MIRRORED_VERSION:
+            if version in MIRRORED:
                 kernels().mirror(part, code_min, True, part)
 
         chunks.append(rans.Chunk(index * chunk, n, fill))
     return dtype, chunks
 
 
-def path_levels(indices: npt.ArrayLike) -> npt.NDArray[np.int64]:
-    """The levels of a sequence of indices ``k`` on the trellis path from state 0 (each
-    index in the quantizer of the state the ones before it lead to)."""
+def path_levels(
+    indices: npt.ArrayLike, version: int = EIGHT_STATE_VERSION
+) -> npt.NDArray[np.int64]:
+    """The levels of a sequence of indices ``k`` on the path from state 0 of ``version``'s
+    machine (each index in the quantizer of the state the ones before it lead to)."""
+    transitions, quantizers = (a.tolist() for a in machine(version))
     levels = []
     state = 0
     for k in np.asarray(indices, np.int64).tolist():
-        levels.append(2 * k if state < 2 else 2 * k - (k > 0) + (k < 0))
-        state = TRANSITIONS[state][k & 1]
+        levels.append(2 * k if quantizers[state] == 0 else 2 * k - (k > 0) + (k < 0))
+        state = transitions[state][k & 1]
     return np.array(levels, np.int64)
 
 
 def compile_kernels() -> None:
-    """Compile (or load) the v5 and v6 kernels for 8- and 16-bit codes."""
+    """Compile (or load) the kernels of v5 to v8 for 8- and 16-bit codes (one machine's
+    codes compile them all: the machines are arguments)."""
     from quantcore.coding.symbols import open_stream
 
     levels = path_levels([0, 1, 1, 0, -1, 0, 2, -2, 1, 0] * 4)

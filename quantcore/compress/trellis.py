@@ -2,14 +2,17 @@
 
 Scalar RDOQ (``quantcore.compress.rdoq``) moves single codes toward zero. TCQ, the dependent
 quantization of MPEG NNR's DeepCABAC and of VVC, goes further: two quantizers of step ``2Δ``,
-offset by ``Δ`` from each other, are switched weight by weight by a 4-state machine on the
-parity of each index (``quantcore.compress.trellis_kernel``), and a Viterbi search picks the
+offset by ``Δ`` from each other, are switched weight by weight by a state machine on the
+parity of each index (DeepCABAC's 8 states, ``MACHINE``; ``quantcore.compress.trellis_kernel``),
+and a Viterbi search picks the
 whole path of levels that minimises ``Σ (w - ŵ)² + λ · bits``. The levels sit on the grid of
 step ``Δ`` (what ``model.onnx`` stores: uniform codes ``m`` with scale ``Δ``), the indices
-``k`` have the spread of a step-``2Δ`` quantizer's, and the package's stream v5
-(``quantcore.coding.trellis``) codes ``k`` under the table of its state's quantizer. At
-equal weight SQNR that took 2.4-3.5% off the entropy of our scalar RDOQ codes on five real
-models (``bench.nnr.tcq_probe``).
+``k`` have the spread of a step-``2Δ`` quantizer's, and the package's streams v7 and v8
+(``quantcore.coding.trellis_coder``) code ``k`` under the table of its state's quantizer. At
+equal weight SQNR, VVC's 4 states took 2.4-3.5% off the entropy of our scalar RDOQ codes on
+five real models (``bench.nnr.tcq_probe``); 8 states reach 0.10-0.16 dB more at the same rate
+(nudenet, 15-40 dB: 1.6% of the rate at 1.6 bits a weight, 0.3% at 5.3), for twice the
+search's time.
 
 ``bits`` is each index's cost in its quantizer (``-log2`` of its frequency), estimated from
 the tensor's own path: the search runs ``PASSES`` times, each with the counts of the last
@@ -33,6 +36,7 @@ from quantcore.quantizers.stats import code_counts, levels_used, sqnr_db
 LAMBDA = 0.12
 PASSES = 3
 BLOCK = 1 << 16
+MACHINE_VERSION = 7  # the package stream whose state machine the search follows (8 states)
 
 
 def _kernel() -> ModuleType:
@@ -68,9 +72,15 @@ class Path:
     offset: int
 
 
-def trellis_levels(weights: np.ndarray, step: float, m_max: int) -> Path:
-    """The TCQ levels of ``weights`` on the grid of ``step`` (``|level| <= m_max``)."""
+def trellis_levels(
+    weights: np.ndarray, step: float, m_max: int, machine_version: int = MACHINE_VERSION
+) -> Path:
+    """The TCQ levels of ``weights`` on the grid of ``step`` (``|level| <= m_max``), on the
+    path of the state machine of stream ``machine_version`` (5: VVC's 4 states; 7: 8)."""
+    from quantcore.coding import trellis_coder  # its kernels: numba, as ours
+
     kernel = _kernel()
+    transitions, quantizers = trellis_coder.machine(machine_version)
     flat = np.ascontiguousarray(weights, np.float32).reshape(-1)
     offset = m_max // 2 + 2
     bits = np.zeros((2, 2 * offset + 1))
@@ -79,7 +89,8 @@ def trellis_levels(weights: np.ndarray, step: float, m_max: int) -> Path:
     inv = 1.0 / step if step > 0 else 0.0
     for _ in range(PASSES):
         counts[:] = 0
-        kernel.quantize_path(flat, inv, LAMBDA, bits, offset, m_max, BLOCK, levels, counts)
+        kernel.quantize_path(flat, inv, LAMBDA, bits, offset, m_max, transitions, quantizers,
+                             BLOCK, levels, counts)  # fmt: skip
         bits = _bits(counts)
     return Path(levels=levels, counts=counts, offset=offset)
 
@@ -87,7 +98,7 @@ def trellis_levels(weights: np.ndarray, step: float, m_max: int) -> Path:
 def trellis_result(result: TensorResult, weights: np.ndarray) -> TensorResult:
     """``result`` (uniform midtread codes on one scale, offset 0) with its codes replaced by
     TCQ levels on the same grid and range, and its row's measured fields recomputed
-    (``entropy_bits``: the indices' entropy given their quantizer, what stream v5 reaches)."""
+    (``entropy_bits``: the indices' entropy given their quantizer, what stream v7 reaches)."""
     quantized = result.quantized
     decoder = quantized.decoder
     scale = np.asarray(getattr(decoder, "scale", 0.0), np.float64)

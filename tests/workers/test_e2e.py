@@ -77,7 +77,7 @@ def _round_trip(service: Service, tmp_path: Path) -> None:
         x = np.random.default_rng(0).standard_normal((16, 64)).astype(np.float32)
         check_quantized_model(original, files["model.onnx"], x, max_rel=0.1)
 
-        # A rate-distortion target with trellis-coded quantization: met, its package's v5
+        # A rate-distortion target with trellis-coded quantization: met, its package's v7 or v8
         # streams unpack to the runnable model byte for byte.
         response = submit(client, model["id"], TRELLIS)
         assert response.status_code == 202, response.text

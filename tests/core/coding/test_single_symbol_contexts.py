@@ -7,6 +7,7 @@ that precision round-trips through its new layout."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from quantcore.coding import context, rans, trellis_coder
 from quantcore.coding.entropy import decode_codes
@@ -33,10 +34,11 @@ def test_a_peaked_v3_stream_with_a_one_symbol_context_round_trips() -> None:
     np.testing.assert_array_equal(decode_codes(stream, count=COUNT), codes)
 
 
-def test_a_low_rate_v5_stream_round_trips() -> None:
+@pytest.mark.parametrize("machine", [5, 7])  # 4 and 8 trellis states
+def test_a_low_rate_trellis_stream_round_trips(machine: int) -> None:
     w = np.random.default_rng(1).laplace(size=COUNT).astype(np.float32)
-    levels = trellis_levels(w, 4.0, 120).levels
+    levels = trellis_levels(w, 4.0, 120, machine).levels
     codes = (levels + 120).astype(np.uint8)
     stream = trellis_coder.encode(codes, -120, 1)
-    assert stream is not None and stream[4] == 5
+    assert stream is not None and stream[4] == machine
     np.testing.assert_array_equal(decode_codes(stream, count=COUNT), codes)

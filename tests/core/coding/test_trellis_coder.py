@@ -1,5 +1,5 @@
-"""Streams v5 and v6: trellis-quantized codes under their state's table (v6: mirrored after a
-negative index), decoded to the same codes."""
+"""Streams v5 to v8: trellis-quantized codes under their state's table (v6, v8: mirrored after
+a negative index; v7, v8: on the 8-state machine), decoded to the same codes."""
 
 from __future__ import annotations
 
@@ -14,12 +14,16 @@ from quantcore.coding.symbols import CRC_AT, HEADER
 from quantcore.compress.trellis import trellis_levels
 from quantcore.errors import InvalidPackageError, InvalidSpecError
 
+# A machine's plain and mirrored versions, by its plain one (5: 4 states, 7: 8 states).
+VERSIONS_OF = {5: (5, 6), 7: (7, 8)}
 
-def _tcq_codes(n: int, seed: int, step: float = 0.2) -> tuple[np.ndarray, int]:
-    """Shifted codes of TCQ levels of a Laplacian, and their ``code_min``."""
+
+def _tcq_codes(n: int, seed: int, step: float = 0.2, machine: int = 7) -> tuple[np.ndarray, int]:
+    """Shifted codes of TCQ levels of a Laplacian on ``machine``'s path (the stream version
+    whose state machine it is), and their ``code_min``."""
     w = np.random.default_rng(seed).laplace(size=n).astype(np.float32)
     m_max = 120
-    levels = trellis_levels(w, step, m_max).levels
+    levels = trellis_levels(w, step, m_max, machine).levels
     return (levels + m_max).astype(np.uint8), -m_max
 
 
@@ -27,13 +31,16 @@ def _version(stream: bytes) -> int:
     return stream[4]
 
 
+@pytest.mark.parametrize("machine", [5, 7])
 @pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 1000, 65_537])
-def test_round_trip_of_trellis_levels(n: int) -> None:
-    codes, code_min = _tcq_codes(n, seed=n)
+def test_round_trip_of_trellis_levels(n: int, machine: int) -> None:
+    codes, code_min = _tcq_codes(n, seed=n, machine=machine)
     stream = encode_codes(codes, code_min=code_min, version=5) if n > 1 else None
     if stream is None:  # one code: one symbol, nothing to model
         assert trellis_coder.encode(codes, code_min, 1) is None
         return
+    if n > 9:  # a few codes may lie on both machines' paths; these do not
+        assert _version(stream) in VERSIONS_OF[machine]
     assert _version(stream) in trellis_coder.VERSIONS
     np.testing.assert_array_equal(decode_codes(stream, count=n), codes)
 
@@ -71,32 +78,34 @@ def test_v5_is_chosen_for_trellis_codes_and_pays() -> None:
     codes, code_min = _tcq_codes(200_000, seed=1)
     plain = encode_codes(codes)
     chosen = encode_codes(codes, code_min=code_min)
-    assert _version(chosen) in trellis_coder.VERSIONS and _version(plain) not in (5, 6)
+    assert _version(chosen) in VERSIONS_OF[7] and _version(plain) not in trellis_coder.VERSIONS
     # Coding the levels without their state pays for their parity, about a bit a code.
     assert len(chosen) < 0.85 * len(plain)
     np.testing.assert_array_equal(decode_codes(chosen), codes)
 
 
-def _runs_of_signs(n: int, seed: int, run: int = 9) -> tuple[np.ndarray, int]:
+def _runs_of_signs(n: int, seed: int, run: int = 9, machine: int = 7) -> tuple[np.ndarray, int]:
     """TCQ codes of weights whose signs come in runs (as neighbouring weights' do)."""
     rng = np.random.default_rng(seed)
     signs = np.repeat(rng.choice([-1.0, 1.0], size=-(-n // run)), run)[:n]
     w = (np.abs(rng.laplace(size=n)) * signs).astype(np.float32)
     m_max = 120
-    return (trellis_levels(w, 0.2, m_max).levels + m_max).astype(np.uint8), -m_max
+    levels = trellis_levels(w, 0.2, m_max, machine).levels
+    return (levels + m_max).astype(np.uint8), -m_max
 
 
+@pytest.mark.parametrize("machine", [5, 7])
 def test_codes_mirrored_after_a_negative_index_pay_where_signs_go_together(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, machine: int
 ) -> None:
-    codes, code_min = _runs_of_signs(40_000, seed=6)
+    codes, code_min = _runs_of_signs(40_000, seed=6, machine=machine)
     monkeypatch.setattr(trellis_coder, "CHUNK_SYMBOLS", 10_000)  # lanes of several chunks
     mirrored = trellis_coder.encode(codes, code_min, 2)
-    assert mirrored is not None and _version(mirrored) == trellis_coder.MIRRORED_VERSION
+    assert mirrored is not None and _version(mirrored) == VERSIONS_OF[machine][1]
     np.testing.assert_array_equal(decode_codes(mirrored), codes)
     monkeypatch.setattr(trellis_coder, "_mirrored", lambda flat, code_min: None)
     plain = trellis_coder.encode(codes, code_min, 2)
-    assert plain is not None and _version(plain) == trellis_coder.VERSION
+    assert plain is not None and _version(plain) == machine
     np.testing.assert_array_equal(decode_codes(plain), codes)  # v5 still decodes
     assert len(mirrored) < 0.9 * len(plain)  # runs of nine: the sign is nearly known
 
@@ -131,15 +140,19 @@ def test_codes_off_a_trellis_path_keep_their_stream() -> None:
         encode_codes(codes, version=5)
 
 
-def test_path_levels_are_what_the_walk_accepts() -> None:
+@pytest.mark.parametrize("machine", [5, 7])
+def test_path_levels_are_what_the_walk_accepts(machine: int) -> None:
     indices = np.random.default_rng(3).integers(-5, 6, size=500)
-    levels = trellis_coder.path_levels(indices)
+    levels = trellis_coder.path_levels(indices, machine)
     codes = (levels + 12).astype(np.uint8)
     states = np.empty(codes.size, np.uint8)
-    assert trellis_coder.kernels().states_of(codes, -12, states) == codes.size
+    walk = trellis_coder.machine(machine)
+    assert trellis_coder.kernels().states_of(codes, -12, *walk, states) == codes.size
+    other = trellis_coder.machine(12 - machine)  # the other machine's path: off it soon
+    assert trellis_coder.kernels().states_of(codes, -12, *other, states) < 20
     odd_in_q0 = codes.copy()
     odd_in_q0[0] = 12 + 1  # level 1 in state 0 (Q0 holds even levels only)
-    assert trellis_coder.kernels().states_of(odd_in_q0, -12, states) == 0
+    assert trellis_coder.kernels().states_of(odd_in_q0, -12, *walk, states) == 0
 
 
 def _resealed(stream: bytes, body: bytes) -> bytes:

@@ -30,9 +30,10 @@ def _stream(kind: str) -> tuple[bytes, np.ndarray]:
         return encode_codes(codes, version=3), codes
     rng = np.random.default_rng(4)
     w = rng.laplace(size=5 * CHUNK + 17).astype(np.float32)
-    if kind == "v6":  # signs in runs of 9: the mirrored codes of v6 are the smaller stream
+    if kind in ("v6", "v8"):  # signs in runs of 9: the mirrored codes are the smaller stream
         w = np.abs(w) * np.repeat(rng.choice([-1.0, 1.0], size=w.size // 9 + 1), 9)[: w.size]
-    codes = (trellis_levels(w, 0.2, 120).levels + 120).astype(np.uint8)
+    machine = 5 if kind in ("v5", "v6") else 7  # 4 states, or 8
+    codes = (trellis_levels(w, 0.2, 120, machine).levels + 120).astype(np.uint8)
     return encode_codes(codes, version=5, code_min=-120), codes
 
 
@@ -45,7 +46,7 @@ def _restore(data: bytes, count: int) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("kind", ["v2", "v2-raw", "v3", "v5", "v6"])
+@pytest.mark.parametrize("kind", ["v2", "v2-raw", "v3", "v5", "v6", "v7", "v8"])
 def test_flipped_bytes_without_the_crc_are_refused_or_decode_to_the_count(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

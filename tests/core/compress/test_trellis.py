@@ -30,7 +30,8 @@ def test_without_rate_the_search_finds_the_closest_path() -> None:
     bits = np.zeros((2, 21))
     levels = np.zeros(w.size, np.int32)
     counts = np.zeros((2, 21), np.int64)
-    kernel.quantize_path(w, 1.0, 0.0, bits, 10, 8, 1 << 16, levels, counts)
+    machine = trellis_coder.machine(trellis.MACHINE_VERSION)
+    kernel.quantize_path(w, 1.0, 0.0, bits, 10, 8, *machine, 1 << 16, levels, counts)
     best = min(
         (float(np.sum((w - trellis_coder.path_levels(ks)) ** 2)), ks)
         for ks in itertools.product(range(-3, 4), repeat=w.size)
@@ -45,7 +46,8 @@ def test_levels_are_on_a_path_and_within_range() -> None:
     assert np.abs(path.levels).max() <= 63
     codes = (path.levels + 63).astype(np.uint8)
     states = np.empty(codes.size, np.uint8)
-    assert trellis_coder.kernels().states_of(codes, -63, states) == codes.size
+    machine = trellis_coder.machine(trellis.MACHINE_VERSION)
+    assert trellis_coder.kernels().states_of(codes, -63, *machine, states) == codes.size
     assert path.counts.sum() == w.size
 
 
@@ -71,3 +73,16 @@ def test_fewer_bits_than_scalar_rdoq_at_the_same_sqnr() -> None:
     sqnr_scalar, bits_scalar = scalar(lo)
     assert abs(sqnr_scalar - sqnr_tcq) < 0.01
     assert bits_tcq < 0.985 * bits_scalar
+
+
+def test_eight_states_reach_closer_levels_than_four_at_the_same_rate() -> None:
+    """DeepCABAC's 8-state machine against VVC's 4 at the same step and λ, on a Laplacian:
+    a higher SQNR for about the same bits (the search's granular gain grows with states)."""
+    w = np.random.default_rng(13).laplace(size=300_000)
+    step = 0.1
+    four = trellis.trellis_levels(w, step, 1000, machine_version=5)
+    eight = trellis.trellis_levels(w, step, 1000, machine_version=7)
+    gain_db = _sqnr(w, eight.levels * step) - _sqnr(w, four.levels * step)
+    bits_four, bits_eight = (trellis.conditional_bits(p.counts) for p in (four, eight))
+    assert gain_db > 0.05
+    assert bits_eight < 1.005 * bits_four
