@@ -17,9 +17,9 @@ same states and contexts), and the decoder mirrors it back. Neighbouring weights
 together (MPEG NNR's DeepCABAC gives its significance and sign flags the sign of the weight
 before as context), so after a negative index the mirror is most often positive, and the
 tables, as many as v5's, see a skewed sign. ``encode`` writes whichever of v5 and v6 is
-smaller (with ``K`` = 1 or 8 each): measured on the trellis codes of nudenet at 30 dB weight
-SQNR, 1.2% off the conditional entropy of v5's contexts; where a tensor's signs lean one way
-(ocr-rec's), v5 stays.
+smaller (with ``K`` = 1 or 8 each; v6 by at least ``MIRROR_MIN_GAIN``): measured on the
+trellis codes of nudenet at 30 dB weight SQNR, 1.2% off the conditional entropy of v5's
+contexts; where a tensor's signs lean one way (ocr-rec's), v5 stays.
 
 Versions 7 and 8 are versions 5 and 6 on DeepCABAC's 8-state machine
 (``trellis_kernels.EIGHT_STATES``), which ``quantcore.compress.trellis`` follows: the same
@@ -66,6 +66,9 @@ EIGHT_STATE_VERSION = 7  # v5 on the 8-state machine
 EIGHT_STATE_MIRRORED_VERSION = 8  # v6 on the 8-state machine
 VERSIONS = (VERSION, MIRRORED_VERSION, EIGHT_STATE_VERSION, EIGHT_STATE_MIRRORED_VERSION)
 MIRRORED = (MIRRORED_VERSION, EIGHT_STATE_MIRRORED_VERSION)
+# Turning codes back is a second pass over them (~20% of a trellis stream's decoding time):
+# mirrored streams are written where they save at least this share.
+MIRROR_MIN_GAIN = 2e-3
 QUANTIZERS = 2
 CLASSES = 8  # magnitude classes of the two indices before a code (as v3's)
 MAX_CLASSES = 9  # magnitudes are capped at 255: sums reach class 9
@@ -118,7 +121,7 @@ def encode(flat: CodeArray, code_min: int, threads: int | None) -> bytes | None:
     mirrored = _mirrored(flat, code_min)
     if mirrored is not None:
         options += _models(mirrored, states, code_min, turned)
-    best = min(options, key=lambda o: o.size)
+    best = min(options, key=lambda o: o.size * (1 + MIRROR_MIN_GAIN * (o.version in MIRRORED)))
     codes = mirrored if best.version in MIRRORED else flat
     assert codes is not None
     quantizers = machine(best.version)[1]

@@ -110,6 +110,16 @@ def test_codes_mirrored_after_a_negative_index_pay_where_signs_go_together(
     assert len(mirrored) < 0.9 * len(plain)  # runs of nine: the sign is nearly known
 
 
+def test_codes_whose_signs_go_their_own_way_are_not_mirrored() -> None:
+    """A Laplacian's signs are independent: the mirror saves next to nothing, and the stream
+    that decodes in one pass is kept."""
+    codes, code_min = _tcq_codes(100_000, seed=8)
+    stream = trellis_coder.encode(codes, code_min, 1)
+    assert stream is not None and _version(stream) == trellis_coder.EIGHT_STATE_VERSION
+    mirrored = trellis_coder._mirrored(codes, code_min)
+    assert mirrored is not None  # it could have been: it was not worth its decoding pass
+
+
 def test_the_mirror_turns_levels_after_a_negative_index_and_back() -> None:
     lane = np.array([0, -2, 0, 3, 4, -1, -4, 0, 2], np.int64)
     codes = np.zeros(8 * lane.size, np.uint8) + 5  # 8 lanes of 9: the first is ``lane``
