@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from quantcore.coding.trellis_kernels import _index
+
 CLASSES = 16  # magnitude classes: bit_length(|d|) - 1, 0..15
 NEAR = 5  # the previous magnitude's bit length, capped: the class flags' second index
 # Context offsets: zero flag (3), sign (3), class flags (CLASSES × NEAR), the first
@@ -90,17 +92,68 @@ def _put_raw(st, out, bit):
         _shift_low(st, out)
 
 
+@njit(inline="always")
+def _put_code(st, out, fast, slow, bank, d, nz, prev_sign, prev_mag):
+    """Code ``d`` (a code's distance from the mode, or a trellis index) under the contexts of
+    ``bank`` (an offset: one set of contexts a trellis quantizer)."""
+    _put_bit(st, out, fast, slow, bank + SIG + nz, d != 0)
+    m = abs(d)
+    if d != 0:
+        _put_bit(st, out, fast, slow, bank + SIGN + prev_sign, d < 0)
+        n = 0
+        while (m >> (n + 1)) > 0:
+            n += 1
+        for j in range(n):
+            _put_bit(st, out, fast, slow, bank + CLS + NEAR * j + prev_mag, 1)
+        if n < CLASSES - 1:
+            _put_bit(st, out, fast, slow, bank + CLS + NEAR * n + prev_mag, 0)
+        if n >= 1:
+            first = (m >> (n - 1)) & 1
+            _put_bit(st, out, fast, slow, bank + MAN1 + n, first)
+            if n >= 2:
+                _put_bit(st, out, fast, slow, bank + MAN2 + 2 * n + first, (m >> (n - 2)) & 1)
+                for j in range(n - 3, -1, -1):
+                    _put_raw(st, out, (m >> j) & 1)
+
+
+@njit(inline="always")
+def _sign_and_length(d):
+    """The sign context (0: zero, 1: positive, 2: negative) and the capped bit length of
+    ``|d|`` that the next code's contexts take."""
+    m = abs(d)
+    length = 0
+    while (m >> length) > 0:
+        length += 1
+    return (0 if d == 0 else (1 if d > 0 else 2)), min(length, NEAR - 1)
+
+
+@njit(inline="always")
+def _start_encoder(banks):
+    fast = np.full(banks * CONTEXTS, ONE >> 1, dtype=np.int64)
+    slow = np.full(banks * CONTEXTS, ONE >> 1, dtype=np.int64)
+    st = np.zeros(5, dtype=np.int64)
+    st[1] = MASK32
+    st[3] = 1
+    return fast, slow, st
+
+
+@njit(inline="always")
+def _finish_encoder(st, out):
+    for _ in range(5):
+        _shift_low(st, out)
+    end = st[4]
+    while end > 1 and out[end - 1] == 0:
+        end -= 1
+    return end
+
+
 @_jit
 def encode(codes, mode, out):
     """Code ``codes`` into ``out``; returns the number of bytes written (the first, LZMA's
     leading zero, is dropped by the caller; trailing zeros are trimmed: the decoder reads
     zeros past the end), or -1 once fewer than ``SLACK`` bytes are left (``72 * codes.size
     + SLACK`` bytes are always enough)."""
-    fast = np.full(CONTEXTS, ONE >> 1, dtype=np.int64)
-    slow = np.full(CONTEXTS, ONE >> 1, dtype=np.int64)
-    st = np.zeros(5, dtype=np.int64)
-    st[1] = MASK32
-    st[3] = 1
+    fast, slow, st = _start_encoder(1)
     nz1 = 0
     nz2 = 0
     prev_sign = 0
@@ -109,37 +162,37 @@ def encode(codes, mode, out):
         if st[4] + SLACK > out.size:
             return -1
         d = np.int64(codes[i]) - mode
-        _put_bit(st, out, fast, slow, SIG + nz1 + nz2, d != 0)
-        m = abs(d)
-        if d != 0:
-            _put_bit(st, out, fast, slow, SIGN + prev_sign, d < 0)
-            n = 0
-            while (m >> (n + 1)) > 0:
-                n += 1
-            for j in range(n):
-                _put_bit(st, out, fast, slow, CLS + NEAR * j + prev_mag, 1)
-            if n < CLASSES - 1:
-                _put_bit(st, out, fast, slow, CLS + NEAR * n + prev_mag, 0)
-            if n >= 1:
-                first = (m >> (n - 1)) & 1
-                _put_bit(st, out, fast, slow, MAN1 + n, first)
-                if n >= 2:
-                    _put_bit(st, out, fast, slow, MAN2 + 2 * n + first, (m >> (n - 2)) & 1)
-                    for j in range(n - 3, -1, -1):
-                        _put_raw(st, out, (m >> j) & 1)
+        _put_code(st, out, fast, slow, 0, d, nz1 + nz2, prev_sign, prev_mag)
         nz2 = nz1
         nz1 = 1 if d != 0 else 0
-        prev_sign = 0 if d == 0 else (1 if d > 0 else 2)
-        length = 0
-        while (m >> length) > 0:
-            length += 1
-        prev_mag = min(length, NEAR - 1)
-    for _ in range(5):
-        _shift_low(st, out)
-    end = st[4]
-    while end > 1 and out[end - 1] == 0:
-        end -= 1
-    return end
+        prev_sign, prev_mag = _sign_and_length(d)
+    return _finish_encoder(st, out)
+
+
+@_jit
+def encode_trellis(codes, code_min, transitions, quantizers, out):
+    """Stream v9's payload: ``encode`` of the trellis indices of the levels ``codes +
+    code_min`` on the machine's path, each under its state's quantizer's bank of contexts.
+    Returns as ``encode``, or -2 at a level off the path."""
+    fast, slow, st = _start_encoder(2)
+    nz1 = 0
+    nz2 = 0
+    prev_sign = 0
+    prev_mag = 0
+    state = 0
+    for i in range(codes.size):
+        if st[4] + SLACK > out.size:
+            return -1
+        q1 = quantizers[state]
+        k = _index(np.int64(codes[i]) + code_min, q1)
+        if k == -(np.int64(1) << 40):
+            return -2
+        _put_code(st, out, fast, slow, q1 * CONTEXTS, k, nz1 + nz2, prev_sign, prev_mag)
+        state = transitions[state, k & 1]
+        nz2 = nz1
+        nz1 = 1 if k != 0 else 0
+        prev_sign, prev_mag = _sign_and_length(k)
+    return _finish_encoder(st, out)
 
 
 @njit(inline="always")
@@ -181,49 +234,81 @@ def _get_raw(st, data):
     return bit
 
 
+@njit(inline="always")
+def _get_code(st, data, fast, slow, bank, nz, prev_sign, prev_mag):
+    """The value ``_put_code`` coded."""
+    m = 0
+    negative = 0
+    if _get_bit(st, data, fast, slow, bank + SIG + nz):
+        negative = _get_bit(st, data, fast, slow, bank + SIGN + prev_sign)
+        n = 0
+        while n < CLASSES - 1 and _get_bit(st, data, fast, slow, bank + CLS + NEAR * n + prev_mag):
+            n += 1
+        m = 1
+        if n >= 1:
+            first = _get_bit(st, data, fast, slow, bank + MAN1 + n)
+            m = 2 | first
+            if n >= 2:
+                m = (m << 1) | _get_bit(st, data, fast, slow, bank + MAN2 + 2 * n + first)
+                for _ in range(n - 2):
+                    m = (m << 1) | _get_raw(st, data)
+    return -m if negative else m
+
+
+@njit(inline="always")
+def _start_decoder(data, banks):
+    fast = np.full(banks * CONTEXTS, ONE >> 1, dtype=np.int64)
+    slow = np.full(banks * CONTEXTS, ONE >> 1, dtype=np.int64)
+    st = np.zeros(3, dtype=np.int64)
+    st[1] = MASK32
+    for j in range(4):
+        st[0] = (st[0] << 8) | _byte(data, j)
+    st[2] = 4
+    return fast, slow, st
+
+
 @_jit
 def decode(data, mode, top, out):
     """Decode ``out.size`` codes from ``data``; False if one falls outside ``[0, top]`` (a
     corrupt stream). Past the end it reads zeros, however many: the encoder trimmed them,
     and a long run of near-certain flags (a tensor that is all the mode after a few other
     codes) ends its output with many. The stream's CRC-32 is what detects a cut payload."""
-    fast = np.full(CONTEXTS, ONE >> 1, dtype=np.int64)
-    slow = np.full(CONTEXTS, ONE >> 1, dtype=np.int64)
-    st = np.zeros(3, dtype=np.int64)
-    st[1] = MASK32
-    for j in range(4):
-        st[0] = (st[0] << 8) | _byte(data, j)
-    st[2] = 4
+    fast, slow, st = _start_decoder(data, 1)
     nz1 = 0
     nz2 = 0
     prev_sign = 0
     prev_mag = 0
     for i in range(out.size):
-        m = 0
-        negative = 0
-        if _get_bit(st, data, fast, slow, SIG + nz1 + nz2):
-            negative = _get_bit(st, data, fast, slow, SIGN + prev_sign)
-            n = 0
-            while n < CLASSES - 1 and _get_bit(st, data, fast, slow, CLS + NEAR * n + prev_mag):
-                n += 1
-            m = 1
-            if n >= 1:
-                first = _get_bit(st, data, fast, slow, MAN1 + n)
-                m = 2 | first
-                if n >= 2:
-                    m = (m << 1) | _get_bit(st, data, fast, slow, MAN2 + 2 * n + first)
-                    for _ in range(n - 2):
-                        m = (m << 1) | _get_raw(st, data)
-        d = -m if negative else m
+        d = _get_code(st, data, fast, slow, 0, nz1 + nz2, prev_sign, prev_mag)
         value = mode + d
         if value < 0 or value > top:
             return False
         out[i] = value
         nz2 = nz1
-        nz1 = 1 if m else 0
-        prev_sign = 0 if m == 0 else (2 if negative else 1)
-        length = 0
-        while (m >> length) > 0:
-            length += 1
-        prev_mag = min(length, NEAR - 1)
+        nz1 = 1 if d else 0
+        prev_sign, prev_mag = _sign_and_length(d)
+    return True
+
+
+@_jit
+def decode_trellis(data, code_min, top, transitions, quantizers, out):
+    """Decode ``out.size`` codes of ``encode_trellis``; False as ``decode``."""
+    fast, slow, st = _start_decoder(data, 2)
+    nz1 = 0
+    nz2 = 0
+    prev_sign = 0
+    prev_mag = 0
+    state = 0
+    for i in range(out.size):
+        q1 = quantizers[state]
+        k = _get_code(st, data, fast, slow, q1 * CONTEXTS, nz1 + nz2, prev_sign, prev_mag)
+        level = 2 * k if q1 == 0 else 2 * k - (1 if k > 0 else (-1 if k < 0 else 0))
+        value = level - code_min
+        if value < 0 or value > top:
+            return False
+        out[i] = value
+        state = transitions[state, k & 1]
+        nz2 = nz1
+        nz1 = 1 if k else 0
+        prev_sign, prev_mag = _sign_and_length(k)
     return True

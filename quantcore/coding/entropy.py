@@ -37,6 +37,8 @@ whose levels lie on a trellis path: TCQ's) codes each symbol under the table of 
 state's quantizer; the caller passes ``code_min`` so that the levels are known. Version 6
 (the same module) is version 5 over codes mirrored after a negative one, where it is smaller.
 Versions 7 and 8 are versions 5 and 6 on an 8-state trellis (the one TCQ's search follows).
+Version 9 (``quantcore.coding.adaptive``) is version 4's layout and coder over the indices of
+codes on that 8-state path, for small tensors whose tables weigh too much.
 
 Version 2 (written by default; ``quantcore.coding.rans``): chunks of 2M symbols, each coded by
 8 interleaved 64-bit rANS states with 32-bit renormalisation, compiled with numba and run on
@@ -87,7 +89,7 @@ __all__ = [
 ]
 
 VERSION = rans.VERSION  # the order-0 stream, written where contexts do not pay
-VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)  # decoded
+VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)  # decoded
 
 
 def empirical_entropy_bits(codes: npt.ArrayLike) -> float:
@@ -131,7 +133,9 @@ def encode_codes(
     on a trellis path (``quantcore.compress.trellis``) are also coded each under its trellis
     state's table (version 7, or 8 over mirrored codes, on the 8-state path; 5 or 6 on the
     4-state one), and that stream is returned where it is the smallest (any of ``version=5``
-    to ``8`` forces the smallest of them, and needs ``code_min``).
+    to ``8`` forces the smallest of them, and needs ``code_min``); where
+    ``adaptive.fast_enough`` allows, so is version 9, their trellis indices under adaptive
+    binary contexts and no table (``version=9`` forces it).
     """
     if version is not None and version not in VERSIONS:
         raise InvalidSpecError(f"entropy stream {version=} is not one of {VERSIONS}")
@@ -153,6 +157,13 @@ def encode_codes(
                 f"entropy stream version {version} needs code_min and codes on a trellis path"
             )
         return forced5
+    if version == adaptive.TRELLIS_VERSION:
+        forced9 = None if code_min is None else adaptive.encode_trellis(flat, code_min)
+        if forced9 is None:
+            raise InvalidSpecError(
+                "entropy stream version 9 needs code_min and codes on the 8-state trellis path"
+            )
+        return forced9
     small = flat.size <= adaptive.MAX_CODES
     if version == 4:
         if not small:
@@ -175,7 +186,11 @@ def encode_codes(
     if version is None and code_min is not None:
         dependent = trellis_coder.encode(flat, code_min, threads)
         if dependent is not None and len(dependent) < len(stream):
-            return dependent
+            stream = dependent
+        if dependent is not None and adaptive.fast_enough(flat.size, len(stream)):
+            tableless = adaptive.encode_trellis(flat, code_min, limit=len(stream))
+            if tableless is not None and len(tableless) < len(stream):
+                stream = tableless
     return stream
 
 
@@ -198,7 +213,7 @@ def decode_codes(
     are checked before decoding, and every chunk must consume exactly its words).
     """
     version, view = _version(data)
-    if version == adaptive.VERSION:
+    if version in (adaptive.VERSION, adaptive.TRELLIS_VERSION):
         dtype, chunks = _plan_v4(view, count)
         out = np.empty(sum(c.size for c in chunks), dtype=dtype)
         for c in chunks:
@@ -233,7 +248,7 @@ def decode_plan(
     the codes decode to (a package's piece hashes): their header and tables are checked all
     the same, and their decoders refuse words that do not end as a stream must."""
     version, view = _version(data)
-    if version == adaptive.VERSION:
+    if version in (adaptive.VERSION, adaptive.TRELLIS_VERSION):
         return _plan_v4(view, count)
     fields, body = open_stream(data, VERSIONS, check_crc=check_crc or version == 1)
     if count is not None and fields[5] != count:

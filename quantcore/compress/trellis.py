@@ -21,9 +21,10 @@ distortion-rate curve, 2·ln 2·D with D about a quarter of Δ² for TCQ, is nea
 against the 0.12 used before (bits given the quantizer and classes at equal weight SQNR,
 8 states, the 12 largest tensors): −1.8 to −4.3% at 10.5 dB on ocr-rec, orientation and
 magika, −1.6% at 14.5 dB on nudenet, −0.4 to −1.8% at 17.5 dB, −0.1 to −0.4% from 22 dB;
-0.6 was worse than 0.4 at 10.5 dB, and within 0.1% of it above 22 dB. The path runs through the whole tensor in C order, a ``BLOCK`` of
-weights at a time (each block continues from the state the last one ended in), so memory
-is the tensor's codes and a block's back pointers.
+0.6 was worse than 0.4 at 10.5 dB, and within 0.1% of it above 22 dB. The path runs
+through the whole tensor in C order, a ``BLOCK`` of weights at a time (each block continues
+from the state the last one ended in), so memory is the tensor's codes and a block's back
+pointers.
 """
 
 from __future__ import annotations

@@ -1,0 +1,83 @@
+"""Stream version 9: trellis indices under adaptive binary contexts and no table, for small
+trellis-quantized tensors. Round trips, chosen where it is the smaller and decodes fast,
+refused off the 8-state path, corrupt streams refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from quantcore.coding import adaptive, trellis_coder
+from quantcore.coding.entropy import decode_codes, decode_plan, encode_codes
+from quantcore.compress.trellis import trellis_levels
+from quantcore.errors import InvalidPackageError, InvalidSpecError
+
+
+def _tcq(n: int, step: float, m_max: int, dtype: type, machine: int = 7) -> np.ndarray:
+    w = np.random.default_rng(n).laplace(size=n).astype(np.float32)
+    return (trellis_levels(w, step, m_max, machine).levels + m_max).astype(dtype)
+
+
+@pytest.mark.parametrize(("n", "step", "m_max", "dtype"), [
+    (1, 0.2, 120, np.uint8), (2, 0.2, 120, np.uint8), (9, 0.05, 120, np.uint8),
+    (1000, 0.2, 120, np.uint8), (60_000, 0.5, 120, np.uint8), (20_000, 0.003, 3000, np.uint16),
+])  # fmt: skip
+def test_round_trip(n: int, step: float, m_max: int, dtype: type) -> None:
+    codes = _tcq(n, step, m_max, dtype)
+    data = encode_codes(codes, code_min=-m_max, version=9)
+    assert data[4] == adaptive.TRELLIS_VERSION
+    back = decode_codes(data, count=n)
+    assert back.dtype == dtype
+    np.testing.assert_array_equal(back, codes)
+    stream_dtype, chunks = decode_plan(data)
+    out = np.empty(n, dtype=stream_dtype)
+    for chunk in chunks:
+        chunk.fill(out[chunk.start : chunk.start + chunk.size])
+    np.testing.assert_array_equal(out, codes)
+
+
+def test_small_tensors_take_it_by_the_tables_it_does_not_have() -> None:
+    codes = _tcq(4000, 0.2, 120, np.uint8)
+    chosen = encode_codes(codes, code_min=-120)
+    tabled = trellis_coder.encode(codes, -120, 1)
+    assert chosen[4] == adaptive.TRELLIS_VERSION and tabled is not None
+    assert len(chosen) < 0.97 * len(tabled)
+    # Coded as levels (v4), the codes pay for the parity the trellis state knows.
+    assert len(chosen) < 0.85 * len(encode_codes(codes, version=4))
+
+
+def test_large_tensors_at_high_rates_keep_the_fast_streams() -> None:
+    codes = _tcq(100_000, 0.05, 120, np.uint8)  # about 5 bits a code: v9 would decode slowly
+    chosen = encode_codes(codes, code_min=-120)
+    assert chosen[4] in trellis_coder.VERSIONS
+    assert not adaptive.fast_enough(codes.size, len(chosen))
+
+
+def test_codes_off_the_eight_state_path_are_refused() -> None:
+    four_state = _tcq(5000, 0.2, 120, np.uint8, machine=5)
+    assert adaptive.encode_trellis(four_state, -120) is None
+    assert encode_codes(four_state, code_min=-120)[4] != adaptive.TRELLIS_VERSION
+    with pytest.raises(InvalidSpecError, match="version 9 needs code_min"):
+        encode_codes(four_state, code_min=-120, version=9)
+    with pytest.raises(InvalidSpecError, match="version 9 needs code_min"):
+        encode_codes(_tcq(5000, 0.2, 120, np.uint8), version=9)
+    assert adaptive.encode_trellis(_tcq(50, 0.2, 120, np.uint8), 5) is None  # 0 is no code
+
+
+def test_corrupt_streams_are_refused() -> None:
+    codes = _tcq(5000, 0.2, 120, np.uint8)
+    data = encode_codes(codes, code_min=-120, version=9)
+    with pytest.raises(InvalidPackageError, match="expected 4999"):
+        decode_codes(data, count=4999)
+    for at in (6, 9, len(data) // 2, len(data) - 1):
+        bad = bytearray(data)
+        bad[at] ^= 0x10
+        with pytest.raises(InvalidPackageError):
+            decode_codes(bytes(bad))
+    constant_flag = bytearray(data)
+    constant_flag[5] |= 2  # v4's "every code is the mode": not a v9 flag
+    with pytest.raises(InvalidPackageError, match="v9 header"):
+        decode_codes(bytes(constant_flag))
+    for cut in (5, 8, len(data) - 1):
+        with pytest.raises(InvalidPackageError):
+            decode_codes(data[:cut])
