@@ -11,8 +11,8 @@ step ``Δ`` (what ``model.onnx`` stores: uniform codes ``m`` with scale ``Δ``),
 (``quantcore.coding.trellis_coder``) code ``k`` under the table of its state's quantizer. At
 equal weight SQNR, VVC's 4 states took 2.4-3.5% off the entropy of our scalar RDOQ codes on
 five real models (``bench.nnr.tcq_probe``); 8 states reach 0.10-0.16 dB more at the same rate
-(nudenet, 15-40 dB: 1.6% of the rate at 1.6 bits a weight, 0.3% at 5.3), for twice the
-search's time.
+(nudenet, 15-40 dB: 1.6% of the rate at 1.6 bits a weight, 0.3% at 5.3), for 1.5 times
+the search's time.
 
 ``bits`` is each index's cost in its quantizer (``-log2`` of its frequency), estimated from
 the tensor's own path: the search runs ``PASSES`` times, each with the counts of the last
