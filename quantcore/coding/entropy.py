@@ -38,7 +38,7 @@ state's quantizer; the caller passes ``code_min`` so that the levels are known. 
 (the same module) is version 5 over codes mirrored after a negative one, where it is smaller.
 Versions 7 and 8 are versions 5 and 6 on an 8-state trellis (the one TCQ's search follows).
 Version 9 (``quantcore.coding.adaptive``) is version 4's layout and coder over the indices of
-codes on that 8-state path, for small tensors whose tables weigh too much.
+codes on that 8-state path, for tiny tensors whose tables weigh too much.
 
 Version 2 (written by default; ``quantcore.coding.rans``): chunks of 2M symbols, each coded by
 8 interleaved 64-bit rANS states with 32-bit renormalisation, compiled with numba and run on
@@ -133,8 +133,8 @@ def encode_codes(
     on a trellis path (``quantcore.compress.trellis``) are also coded each under its trellis
     state's table (version 7, or 8 over mirrored codes, on the 8-state path; 5 or 6 on the
     4-state one), and that stream is returned where it is the smallest (any of ``version=5``
-    to ``8`` forces the smallest of them, and needs ``code_min``); where
-    ``adaptive.fast_enough`` allows, so is version 9, their trellis indices under adaptive
+    to ``8`` forces the smallest of them, and needs ``code_min``); for tiny tensors
+    (``adaptive.trellis_fast_enough``), so is version 9, their trellis indices under adaptive
     binary contexts and no table (``version=9`` forces it).
     """
     if version is not None and version not in VERSIONS:
@@ -187,7 +187,7 @@ def encode_codes(
         dependent = trellis_coder.encode(flat, code_min, threads)
         if dependent is not None and len(dependent) < len(stream):
             stream = dependent
-        if dependent is not None and adaptive.fast_enough(flat.size, len(stream)):
+        if dependent is not None and adaptive.trellis_fast_enough(flat.size):
             tableless = adaptive.encode_trellis(flat, code_min, limit=len(stream))
             if tableless is not None and len(tableless) < len(stream):
                 stream = tableless
