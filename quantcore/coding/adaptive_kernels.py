@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from quantcore.coding.trellis_kernels import _index
+from quantcore.coding.trellis_kernels import _index, _level
 
 CLASSES = 16  # magnitude classes: bit_length(|d|) - 1, 0..15
 NEAR = 5  # the previous magnitude's bit length, capped: the class flags' second index
@@ -94,8 +94,9 @@ def _put_raw(st, out, bit):
 
 @njit(inline="always")
 def _put_code(st, out, fast, slow, bank, d, nz, prev_sign, prev_mag):
-    """Code ``d`` (a code's distance from the mode, or a trellis index) under the contexts of
-    ``bank`` (an offset: one set of contexts a trellis quantizer)."""
+    """Code trellis index ``d`` under the contexts of ``bank`` (an offset: one set of contexts
+    a trellis quantizer), as ``encode`` codes a distance from the mode. ``encode`` keeps its
+    loop written out: through this helper it ran 1.45 times slower (same bytes)."""
     _put_bit(st, out, fast, slow, bank + SIG + nz, d != 0)
     m = abs(d)
     if d != 0:
@@ -349,8 +350,7 @@ def decode_trellis(data, code_min, top, transitions, quantizers, out):
                     for _ in range(n - 2):
                         m = (m << 1) | _get_raw(st, data)
         k = -m if negative else m
-        level = 2 * k if q1 == 0 else 2 * k - (1 if k > 0 else (-1 if k < 0 else 0))
-        value = level - code_min
+        value = _level(k, q1) - code_min
         if value < 0 or value > top:
             return False
         out[i] = value

@@ -37,6 +37,15 @@ _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 
 
 @njit(inline="always")
+def _level(k, q1):
+    """The integer level of index ``k`` in quantizer ``q1`` (0: Q0, 1: Q1): ``_index``'s
+    inverse."""
+    if q1 == 0:
+        return 2 * k
+    return 2 * k - (1 if k > 0 else (-1 if k < 0 else 0))
+
+
+@njit(inline="always")
 def _index(m, q1):
     """The index of level ``m`` in quantizer ``q1``, or -(1 << 40) when it is not one."""
     if q1 == 0:

@@ -14,19 +14,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-# The index of a level is the package coder's (one definition for both).
+# A level's index and an index's level are the package coder's (one definition for both).
 from quantcore.coding.trellis_kernels import _index as index
+from quantcore.coding.trellis_kernels import _level as level
 
 _INF = 1e300
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
-
-
-@njit(inline="always")
-def level(k, q1):
-    """The integer level of index ``k`` in quantizer ``q1`` (0: Q0, 1: Q1)."""
-    if q1 == 0:
-        return 2 * k
-    return 2 * k - (1 if k > 0 else (-1 if k < 0 else 0))
 
 
 @_jit
