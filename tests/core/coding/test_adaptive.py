@@ -84,11 +84,9 @@ def test_large_inputs_get_it_only_under_the_bits_limit() -> None:
     np.testing.assert_array_equal(decode_codes(data, count=sparse.size), sparse)
 
 
-def test_corrupt_streams_are_refused() -> None:
-    codes = laplacian_codes(5_000, 6, seed=9)
-    data = encode_codes(codes, version=4)
-    with pytest.raises(InvalidPackageError, match="expected 4999"):
-        decode_codes(data, count=4_999)
+def assert_flips_and_cuts_refused(data: bytes) -> None:
+    """A v4-layout stream (v4, v9) with a flipped byte in its header, count or payload, or
+    cut short, is refused."""
     for at in (6, 9, len(data) // 2, len(data) - 1):
         bad = bytearray(data)
         bad[at] ^= 0x10
@@ -97,6 +95,14 @@ def test_corrupt_streams_are_refused() -> None:
     for cut in (5, 8, len(data) - 1):
         with pytest.raises(InvalidPackageError):
             decode_codes(data[:cut])
+
+
+def test_corrupt_streams_are_refused() -> None:
+    codes = laplacian_codes(5_000, 6, seed=9)
+    data = encode_codes(codes, version=4)
+    with pytest.raises(InvalidPackageError, match="expected 4999"):
+        decode_codes(data, count=4_999)
+    assert_flips_and_cuts_refused(data)
 
 
 def test_a_quantized_model_with_small_tensors_unpacks_byte_for_byte(tmp_path: Path) -> None:
