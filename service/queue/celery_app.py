@@ -60,8 +60,9 @@ def broker_options(settings: Settings, *, producer: bool = False) -> dict[str, A
         return {
             "broker_url": url.split("+", 1)[1],
             "broker_transport": EMBEDDED_TRANSPORT,
-            # SQLite waits this long for a writer's lock instead of failing at once.
-            "broker_transport_options": {"connect_args": {"timeout": 15}, **retries},
+            # How long SQLite waits for a writer's lock is the transport's own default
+            # (``sqlite_broker.BUSY_TIMEOUT_S``), for every caller.
+            "broker_transport_options": retries,
         }
     visibility = visibility_timeout_s(settings)
     return {

@@ -9,6 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from kombu import Connection
+
+from service.queue.sqlite_broker import BUSY_TIMEOUT_S
 from tests.workers.services import ROOT
 
 OPENERS = 8
@@ -42,3 +45,15 @@ def test_processes_opening_a_new_broker_file_at_once_all_publish(tmp_path: Path)
     done = subprocess.run([sys.executable, "-c", with_kombu], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, check=True)  # fmt: skip
     assert done.stdout.strip().splitlines()[-1] == str(OPENERS)
+
+
+def test_every_connection_waits_for_the_write_lock_unless_told_otherwise(tmp_path: Path) -> None:
+    """The busy timeout is the transport's default for any caller (the app sets none), and a
+    caller's own is kept."""
+    url = f"sqlite:///{tmp_path / 'broker.db'}"
+    for options, expected in (({}, BUSY_TIMEOUT_S), ({"connect_args": {"timeout": 3}}, 3)):
+        with Connection(url, transport=TRANSPORT, transport_options=options) as conn:
+            queue = conn.SimpleQueue("jobs")
+            queue.put({"n": 1})
+            queue.close()
+            assert conn.transport_options["connect_args"]["timeout"] == expected
