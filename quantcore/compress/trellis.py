@@ -3,9 +3,9 @@
 Scalar RDOQ (``quantcore.compress.rdoq``) moves single codes toward zero. TCQ, the dependent
 quantization of MPEG NNR's DeepCABAC and of VVC, goes further: two quantizers of step ``2Δ``,
 offset by ``Δ`` from each other, are switched weight by weight by a state machine on the
-parity of each index (DeepCABAC's 8 states, ``MACHINE``; ``quantcore.compress.trellis_kernel``),
-and a Viterbi search picks the
-whole path of levels that minimises ``Σ (w - ŵ)² + λ · bits``. The levels sit on the grid of
+parity of each index (DeepCABAC's 8 states, the machine of stream ``MACHINE_VERSION``;
+``quantcore.compress.trellis_kernel``), and a Viterbi search picks the whole path of levels
+that minimises ``Σ (w - ŵ)² + λ · bits``. The levels sit on the grid of
 step ``Δ`` (what ``model.onnx`` stores: uniform codes ``m`` with scale ``Δ``), the indices
 ``k`` have the spread of a step-``2Δ`` quantizer's, and the package's streams v7 and v8
 (``quantcore.coding.trellis_coder``) code ``k`` under the table of its state's quantizer. At
