@@ -46,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 import zstandard
 
-from quantcore.coding import rans, rans_chunks
+from quantcore.coding import compact_table, rans, rans_chunks
 from quantcore.coding.context import (
     LANES,
     _choose_precision,
@@ -64,8 +64,12 @@ VERSION = 5
 MIRRORED_VERSION = 6  # v5's model over codes mirrored after a negative index
 EIGHT_STATE_VERSION = 7  # v5 on the 8-state machine
 EIGHT_STATE_MIRRORED_VERSION = 8  # v6 on the 8-state machine
-VERSIONS = (VERSION, MIRRORED_VERSION, EIGHT_STATE_VERSION, EIGHT_STATE_MIRRORED_VERSION)
-MIRRORED = (MIRRORED_VERSION, EIGHT_STATE_MIRRORED_VERSION)
+COMPACT_VERSION = 10  # v7 with a compact table (quantcore.coding.compact_table)
+COMPACT_MIRRORED_VERSION = 11  # v8 with a compact table
+VERSIONS = (VERSION, MIRRORED_VERSION, EIGHT_STATE_VERSION, EIGHT_STATE_MIRRORED_VERSION,
+            COMPACT_VERSION, COMPACT_MIRRORED_VERSION)  # fmt: skip
+MIRRORED = (MIRRORED_VERSION, EIGHT_STATE_MIRRORED_VERSION, COMPACT_MIRRORED_VERSION)
+COMPACT = (COMPACT_VERSION, COMPACT_MIRRORED_VERSION)
 # Turning codes back is a second pass over them (~20% of a trellis stream's decoding time):
 # mirrored streams are written where they save at least this share.
 MIRROR_MIN_GAIN = 2e-3
@@ -94,24 +98,30 @@ def _lane_starts(n: int) -> list[int]:
     return [lane * q + min(lane, r) for lane in range(LANES)]
 
 
-def _path(flat: CodeArray, code_min: int) -> tuple[int, int, np.ndarray] | None:
+def _path(
+    flat: CodeArray, code_min: int, compact: bool
+) -> tuple[int, int, np.ndarray] | None:
     """The plain and mirrored versions of the machine whose path ``flat`` is on (the 8-state
-    one first) and the state before each code, or None where it is on neither."""
-    for plain, turned in ((EIGHT_STATE_VERSION, EIGHT_STATE_MIRRORED_VERSION),
-                          (VERSION, MIRRORED_VERSION)):  # fmt: skip
+    one first: v10 and v11 if ``compact``, else v7 and v8) and the state before each code, or
+    None where it is on neither."""
+    eight = (COMPACT_VERSION, COMPACT_MIRRORED_VERSION) if compact else (
+        EIGHT_STATE_VERSION, EIGHT_STATE_MIRRORED_VERSION)  # fmt: skip
+    for plain, turned in (eight, (VERSION, MIRRORED_VERSION)):
         states = np.empty(flat.size, np.uint8)
         if kernels().states_of(flat, code_min, *machine(plain), states) == flat.size:
             return plain, turned, states
     return None
 
 
-def encode(flat: CodeArray, code_min: int, threads: int | None) -> bytes | None:
+def encode(
+    flat: CodeArray, code_min: int, threads: int | None, compact: bool = True
+) -> bytes | None:
     """The smallest of the streams of ``flat`` (codes ``c`` standing for levels
-    ``c + code_min``) on the machine whose path it is on (v7 or v8 on the 8-state one, v5 or
-    v6 on the 4-state one), or None when the levels are on neither path or hold fewer than
-    two distinct codes."""
+    ``c + code_min``) on the machine whose path it is on (v10 or v11 on the 8-state one, v7
+    or v8 if not ``compact``; v5 or v6 on the 4-state one), or None when the levels are on
+    neither path or hold fewer than two distinct codes."""
     code_min = int(code_min)
-    path = _path(flat, code_min) if flat.size else None
+    path = _path(flat, code_min, compact) if flat.size else None
     if path is None:
         return None
     plain, turned, states = path
@@ -201,7 +211,22 @@ def _model(
     contexts = counts.shape[0]
     cap = max(8, (count // (4 * contexts)).bit_length() - 1)  # the decoder builds the tables
     precision, freqs, bits = _choose_precision(counts, 0, min(cap, MAX_PRECISION))
+    if version in COMPACT:
+        return min((_compact_model(code_min, symbols, counts, k_classes, version, precision, s)
+                    for s in compact_table.STEPS), key=lambda m: m.size)  # fmt: skip
     table = _encode_table(code_min, k_classes, symbols, freqs)
+    return _Model(size=bits / 8 + len(table), version=version, k_classes=k_classes,
+                  precision=precision, symbols=symbols, freqs=freqs, table=table)  # fmt: skip
+
+
+def _compact_model(
+    code_min: int, symbols: npt.NDArray[np.intp], counts: npt.NDArray[np.int64],
+    k_classes: int, version: int, precision: int, steps: int,
+) -> _Model:
+    """The model with ``counts`` per context on a compact table of ``steps`` values an
+    octave."""
+    freqs, entries, bits = compact_table.quantized(counts, precision, steps)
+    table = compact_table.encode(code_min, k_classes, steps, symbols, entries)
     return _Model(size=bits / 8 + len(table), version=version, k_classes=k_classes,
                   precision=precision, symbols=symbols, freqs=freqs, table=table)  # fmt: skip
 
@@ -277,9 +302,16 @@ def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans
     if raw_bits:
         raise InvalidPackageError(f"entropy stream v{version} has {raw_bits=}, expected 0")
     dtype = np.dtype(np.uint8 if width == 8 else np.uint16)
-    code_min, k_classes, symbols, freqs = _decode_table(
-        body[:table_len], n_symbols, width, precision
-    )
+    if version in COMPACT:
+        if not 2 <= n_symbols <= 1 << width or not 1 <= precision <= MAX_PRECISION:
+            raise InvalidPackageError(f"entropy stream v{version} has {n_symbols=}, {precision=}")
+        code_min, k_classes, symbols, freqs = compact_table.decode(
+            body[:table_len], n_symbols, width, precision, MAX_CLASSES
+        )
+    else:
+        code_min, k_classes, symbols, freqs = _decode_table(
+            body[:table_len], n_symbols, width, precision
+        )
     sizes = chunk_sizes(count, chunk, n_chunks, True, len(body) - table_len)
     lengths = word_counts(body, table_len, n_chunks, LANES * n_chunks)  # + the first states
     offset = table_len + 4 * n_chunks

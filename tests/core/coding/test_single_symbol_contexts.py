@@ -2,7 +2,7 @@
 that holds one symbol has frequency 2**16, one past what the decoders' 16-bit field held,
 and such v3 streams did not decode (captcha-ocr's and minilm-l3's largest tensors at a
 target of 0.5 bits a weight). v5's decoder had the same field; a low-rate v5 stream at
-that precision round-trips through its new layout."""
+that precision round-trips through its new layout (and v7's and v10's, on 8 states)."""
 
 from __future__ import annotations
 
@@ -35,12 +35,14 @@ def test_a_peaked_v3_stream_with_a_one_symbol_context_round_trips() -> None:
     np.testing.assert_array_equal(decode_codes(stream, count=COUNT), codes)
 
 
-@pytest.mark.parametrize("machine", [5, 7])  # 4 and 8 trellis states
-def test_a_low_rate_trellis_stream_round_trips(machine: int) -> None:
+# 4 trellis states; 8 with zstd tables (v7, v8) and compact ones (v10, v11).
+@pytest.mark.parametrize(("machine", "compact", "plain"), [(5, True, 5), (7, False, 7),
+                                                           (7, True, 10)])  # fmt: skip
+def test_a_low_rate_trellis_stream_round_trips(machine: int, compact: bool, plain: int) -> None:
     w = np.random.default_rng(1).laplace(size=COUNT).astype(np.float32)
     levels = trellis_levels(w, 3.5, 120, machine).levels  # a few hundred non-zero codes
     codes = (levels + 120).astype(np.uint8)
-    stream = trellis_coder.encode(codes, -120, 1)
-    assert stream is not None and stream[4] in (machine, machine + 1)  # plain or mirrored
+    stream = trellis_coder.encode(codes, -120, 1, compact)
+    assert stream is not None and stream[4] in (plain, plain + 1)  # plain or mirrored
     assert HEADER.unpack_from(stream)[4] == 16  # the tables' precision
     np.testing.assert_array_equal(decode_codes(stream, count=COUNT), codes)

@@ -8,14 +8,15 @@ import zlib
 import numpy as np
 import pytest
 
-from quantcore.coding import trellis_coder
+from quantcore.coding import compact_table, trellis_coder
 from quantcore.coding.entropy import decode_codes, encode_codes
 from quantcore.coding.symbols import CRC_AT, HEADER
 from quantcore.compress.trellis import trellis_levels
 from quantcore.errors import InvalidPackageError, InvalidSpecError
 
-# A machine's plain and mirrored versions, by its plain one (5: 4 states, 7: 8 states).
-VERSIONS_OF = {5: (5, 6), 7: (7, 8)}
+# A machine's plain and mirrored versions as written, by its plain one (5: 4 states, 7: 8
+# states, written with compact tables).
+VERSIONS_OF = {5: (5, 6), 7: (10, 11)}
 
 
 def _tcq_codes(n: int, seed: int, step: float = 0.2, machine: int = 7) -> tuple[np.ndarray, int]:
@@ -69,8 +70,8 @@ def test_sixteen_bit_codes_and_magnitude_classes() -> None:
     np.testing.assert_array_equal(decode_codes(stream), codes)
     fields = HEADER.unpack_from(stream)
     assert fields[2] == 16
-    table = trellis_coder._decode_table(memoryview(stream)[HEADER.size :][: fields[8]],
-                                        fields[6], 16, fields[4])  # fmt: skip
+    table = compact_table.decode(memoryview(stream)[HEADER.size :][: fields[8]], fields[6], 16,
+                                 fields[4], trellis_coder.MAX_CLASSES)  # fmt: skip
     assert table[1] == trellis_coder.CLASSES
 
 
@@ -105,7 +106,7 @@ def test_codes_mirrored_after_a_negative_index_pay_where_signs_go_together(
     np.testing.assert_array_equal(decode_codes(mirrored), codes)
     monkeypatch.setattr(trellis_coder, "_mirrored", lambda flat, code_min: None)
     plain = trellis_coder.encode(codes, code_min, 2)
-    assert plain is not None and _version(plain) == machine
+    assert plain is not None and _version(plain) == VERSIONS_OF[machine][0]
     np.testing.assert_array_equal(decode_codes(plain), codes)  # v5 still decodes
     assert len(mirrored) < 0.9 * len(plain)  # runs of nine: the sign is nearly known
 
@@ -115,7 +116,7 @@ def test_codes_whose_signs_go_their_own_way_are_not_mirrored() -> None:
     that decodes in one pass is kept."""
     codes, code_min = _tcq_codes(100_000, seed=8)
     stream = trellis_coder.encode(codes, code_min, 1)
-    assert stream is not None and _version(stream) == trellis_coder.EIGHT_STATE_VERSION
+    assert stream is not None and _version(stream) == trellis_coder.COMPACT_VERSION
     mirrored = trellis_coder._mirrored(codes, code_min)
     assert mirrored is not None  # it could have been: it was not worth its decoding pass
 
