@@ -6,7 +6,9 @@ SQNR on the model's realistic inputs: the reference is swept over its QP (1.5 dB
 rate–distortion curve interpolated at our points (``bench.nnr.measure``). Both sides count
 everything shipped: our package (codes, scales, the zstd skeleton of the rest), the reference's
 bitstream plus the same zstd of the model's untouched rest. Ratio = ours / reference (below 1:
-ours smaller).
+ours smaller). Each point also has its decoding speed in weights per CPU second: ours the
+package's code sections decoded on one thread (best of 3), the reference's
+``nnc.decompress`` of its bitstream at the QP nearest in weight SQNR.
 
 Methods (``--methods``):
 
@@ -61,14 +63,21 @@ def _specs(
 
 
 def _row(
-    model: str, method: str, p: Point, ref: list[Point], extra: dict[str, Any]
+    model: str, method: str, p: Point, ref: list[Point], extra: dict[str, Any], params: int
 ) -> dict[str, Any]:
     at_w = bytes_at(ref, p.weight_sqnr_db, "weight_sqnr_db")
     at_o = bytes_at(ref, p.output_sqnr_db, "output_sqnr_db")
+    # Decoding speed, weights per CPU second: ours, and the reference's at its QP nearest
+    # in weight SQNR.
+    near = min(ref, key=lambda r: abs(r.weight_sqnr_db - p.weight_sqnr_db))
+    ours = params / p.decode_s / 1e6 if p.decode_s else None
+    theirs = params / near.decode_s / 1e6 if near.decode_s else None
     return {
         "model": model, "method": method, **asdict(p),
         "ref_bytes_at_weight_sqnr": at_w, "ratio_weight": p.bytes / at_w if at_w else None,
         "ref_bytes_at_output_sqnr": at_o, "ratio_output": p.bytes / at_o if at_o else None,
+        "decode_mwps": ours, "ref_decode_mwps": theirs,
+        "decode_speedup": ours / theirs if ours and theirs else None,
         **extra,
     }
 
@@ -84,7 +93,7 @@ def _reused(rows: list[dict[str, Any]], name: str, method: str, bits: list[int]
     found = [r for r in rows if r["model"] == name and r["method"] == method]
     if method == "layer-mse":
         found = [r for r in found if int(r["label"].split()[0]) in bits]
-    return [(r["label"], Point(**{k: r[k] for k in fields}),
+    return [(r["label"], Point(**{k: r[k] for k in fields if k in r}),
              {"allocation": r.get("allocation"), "reused": True}) for r in found]
 
 
@@ -133,10 +142,11 @@ def run_model(
     took = time.perf_counter() - start
     print(f"  reference: {len(ref)} QPs ({qps[0]}..{qps[-1]}) in {took:.0f} s")
     print(f"  {'method':<12} {'point':>9} {'bytes':>10} {'b/w':>6} {'w SQNR':>7} {'out SQNR':>8} "
-          f"{'ref@w':>10} {'ratio':>6} {'ref@out':>10} {'ratio':>6}")
+          f"{'ref@w':>10} {'ratio':>6} {'ref@out':>10} {'ratio':>6} {'dec M/s':>7} "
+          f"{'ref M/s':>7}")
     for method, pts in points.items():
         for _, p, extra in pts:
-            row = _row(name, method, p, ref, extra)
+            row = _row(name, method, p, ref, extra, subject.params)
             rows.append(row)
             bpw = 8 * p.bytes / subject.params
             print(f"  {method:<12} {p.label:>9} {p.bytes:>10,} {bpw:>6.3f} "
@@ -144,7 +154,9 @@ def run_model(
                   f"{_fmt(row['ref_bytes_at_weight_sqnr'], ',.0f'):>10} "
                   f"{_fmt(row['ratio_weight'], '.3f'):>6} "
                   f"{_fmt(row['ref_bytes_at_output_sqnr'], ',.0f'):>10} "
-                  f"{_fmt(row['ratio_output'], '.3f'):>6}", flush=True)
+                  f"{_fmt(row['ratio_output'], '.3f'):>6} "
+                  f"{_fmt(row['decode_mwps'], '.1f'):>7} "
+                  f"{_fmt(row['ref_decode_mwps'], '.1f'):>7}", flush=True)
     for r in rows:
         r["params"] = subject.params
         r["reference_rest_bytes"] = subject.rest_bytes
@@ -157,9 +169,10 @@ def rescore(source: Path, name: str) -> int:
     fields = {f.name for f in dataclasses.fields(Point)}
     rows = []
     for row in data["rows"]:
-        ref = [Point(**{k: p[k] for k in fields}) for p in data["reference"][row["model"]]]
-        point = Point(**{k: row[k] for k in fields})
-        rescored = _row(row["model"], row["method"], point, ref, {})
+        ref = [Point(**{k: p[k] for k in fields if k in p})
+               for p in data["reference"][row["model"]]]
+        point = Point(**{k: row[k] for k in fields if k in row})
+        rescored = _row(row["model"], row["method"], point, ref, {}, int(row["params"]))
         rows.append({**row, **rescored})
         ratios = (_fmt(rescored["ratio_weight"], ".3f"), _fmt(rescored["ratio_output"], ".3f"))
         print(f"{row['model']:<12} {row['method']:<12} {row['label']:>9} "

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,14 @@ from bench.nnr import reference
 from bench.realmodels import fidelity
 from bench.realmodels.catalog import ModelEntry
 from bench.realmodels.fetch import fetch, sha256_of
-from quantcore.compress.pipeline import build_onnx, quantize_model, select_tensors, write_artifacts
+from quantcore.coding.entropy import decode_codes
+from quantcore.compress.pipeline import (
+    CodedWeight,
+    build_onnx,
+    quantize_model,
+    select_tensors,
+    write_artifacts,
+)
 from quantcore.formats.load import load_model
 from quantcore.formats.onnx_reader import OnnxModel
 from quantcore.formats.qpack import read_header
@@ -49,6 +58,21 @@ class Point:
     weight_sqnr_db: float
     output_sqnr_db: float
     seconds: float
+    # CPU seconds of decoding the quantized weights' codes on one core (ours: every tensor's
+    # section of model.qpack, best of 3; the reference: nnc.decompress of its bitstream).
+    decode_s: float | None = None
+
+
+def codes_decode_s(weights: Sequence[CodedWeight], repeats: int = 3) -> float:
+    """CPU seconds of decoding every tensor's code section on one thread, best of
+    ``repeats`` (the first run of a process also loads the compiled decoders)."""
+    best = math.inf
+    for _ in range(repeats):
+        start = time.process_time()
+        for w in weights:
+            decode_codes(w.body, count=int(np.size(w.codes)), threads=1)
+        best = min(best, time.process_time() - start)
+    return best
 
 
 def pooled_sqnr_db(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
@@ -105,8 +129,6 @@ class Subject:
 
     def ours(self, label: str, spec: dict[str, Any]) -> tuple[Point, dict[str, Any]]:
         """Our quantize path on ``spec``; also returns the layer rows of the report."""
-        import time
-
         start = time.perf_counter()
         model = load_model(self.path)
         qmodel = quantize_model(model, QuantSpec.from_dict(spec))
@@ -119,7 +141,8 @@ class Subject:
             header, start = read_header((Path(tmp) / "model.qpack").read_bytes())
         pairs = [(self.tensors[w.name], w.dequantized()) for w in qmodel.weights]
         point = Point(label=label, bytes=size, weight_sqnr_db=pooled_sqnr_db(pairs),
-                      output_sqnr_db=out_sqnr, seconds=seconds)
+                      output_sqnr_db=out_sqnr, seconds=seconds,
+                      decode_s=codes_decode_s(qmodel.weights))
         # Where the package's bytes go: prefix and JSON header, zstd skeleton, code sections.
         skeleton = int(header["skeleton"]["length"])
         extra = {"layers": [w.layer for w in qmodel.weights],
@@ -136,7 +159,7 @@ class Subject:
         """DeepCABAC at each QP (cached by model and QP)."""
         cache_file = self._qp_cache()
         cached: dict[str, Any] = json.loads(cache_file.read_text()) if cache_file.exists() else {}
-        missing = [q for q in qps if str(q) not in cached]
+        missing = [q for q in qps if cached.get(str(q), {}).get("decode_s") is None]
         if missing:
             with tempfile.TemporaryDirectory(prefix="nnr-ref-") as tmp:
                 work = Path(tmp)
@@ -145,7 +168,7 @@ class Subject:
                     point = Point(label=f"qp {rp.qp}", bytes=rp.bytes + self.rest_bytes,
                                   weight_sqnr_db=pooled_sqnr_db(pairs),
                                   output_sqnr_db=self.substituted_sqnr(rp.decoded, work),
-                                  seconds=rp.encode_s)
+                                  seconds=rp.encode_s, decode_s=rp.decode_cpu_s)
                     cached[str(rp.qp)] = {**asdict(point), "bitstream_bytes": rp.bytes}
             cache_file.write_text(json.dumps(cached, indent=1))
         return [Point(**{k: v for k, v in cached[str(q)].items() if k != "bitstream_bytes"})

@@ -70,6 +70,7 @@ class ReferencePoint:
     qp: int
     bytes: int
     encode_s: float
+    decode_cpu_s: float
     decoded: dict[str, np.ndarray]
 
 
@@ -98,7 +99,9 @@ def encode_sweep(
             decoded = {n: data[f"t{i}"].reshape(shaped[f"t{i}"].shape)
                        for i, n in enumerate(names)}
         points.append(ReferencePoint(qp=int(row["qp"]), bytes=int(row["bytes"]),
-                                     encode_s=float(row["encode_s"]), decoded=decoded))
+                                     encode_s=float(row["encode_s"]),
+                                     decode_cpu_s=float(row["decode_cpu_s"]),
+                                     decoded=decoded))
     return points
 
 

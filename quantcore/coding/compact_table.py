@@ -8,8 +8,8 @@ one of a few values per octave (``STEPS``: ``floor(2^(16 + q/s)) >> 16``, distin
 ``2**precision``), its index coded as the difference from the row's entry before; each row
 lists only the symbols its quantizer can hold (TCQ's ``Q0``: even levels; ``Q1``: odd
 levels and zero), and the row's first largest entry takes what is left of ``2**precision``,
-so every row sums to it exactly. Rounding a frequency to ``2^(1/2s)`` costs
-about ``(ln 2 / 2s)^2 / 3`` nats a code; the encoder takes whichever of ``STEPS`` makes the
+so every row sums to it exactly. Rounding a frequency within a factor ``2^(1/2s)`` costs
+about ``(ln 2 / 2s)^2 / 6`` nats a code; the encoder takes whichever of ``STEPS`` makes the
 stream smallest, tables included. The values are computed with integers only, so the
 encoder and decoder agree on every machine.
 
@@ -32,7 +32,8 @@ from quantcore.coding import adaptive
 from quantcore.coding.symbols import CodeArray
 from quantcore.errors import InvalidPackageError
 
-STEPS = (4, 8, 16, 32)  # values per octave the encoder chooses among
+STEPS = (2, 4, 8, 16, 32)  # values per octave the encoder chooses among
+MAX_STEPS = 64  # what the decoder accepts (any s is well defined)
 _HEAD = struct.Struct("<iBBBH")
 _MANTISSA_BITS = 16
 
@@ -144,8 +145,8 @@ def decode(
     if len(table) < _HEAD.size:
         raise InvalidPackageError("entropy stream trellis table is truncated")
     code_min, k_classes, steps, value_width, mode = _HEAD.unpack_from(table)
-    if (not 1 <= k_classes <= max_classes or steps not in STEPS or value_width not in (8, 16)
-            or mode >= 1 << value_width):  # fmt: skip
+    if (not 1 <= k_classes <= max_classes or not 1 <= steps <= MAX_STEPS
+            or value_width not in (8, 16) or mode >= 1 << value_width):  # fmt: skip
         raise InvalidPackageError(
             f"entropy stream trellis table has {k_classes=}, {steps=}, {value_width=}, {mode=}"
         )

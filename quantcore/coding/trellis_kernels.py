@@ -58,6 +58,28 @@ def _index(m, q1):
 
 
 @_jit
+def decoder_tables(freqs, symbols, code_min, k_classes, entry, value, parity, dist):
+    """Fill the decoder's tables (``trellis_coder._decoder_tables``): per context and slot,
+    ``(f - 1) | (slot - cum) << 16``, the code, its index's parity and magnitude (capped at
+    255). Each row of ``freqs`` sums to the tables' width or is all zero (checked before)."""
+    for c in range(freqs.shape[0]):
+        q1 = c // k_classes
+        slot = 0
+        for s in range(symbols.size):
+            f = freqs[c, s]
+            if f == 0:
+                continue
+            m = symbols[s] + code_min
+            k = m // 2 if q1 == 0 else (m + 1) // 2 if m > 0 else (m - 1) // 2 if m < 0 else 0
+            for j in range(f):
+                entry[c, slot] = (f - 1) | (j << 16)
+                value[c, slot] = symbols[s]
+                parity[c, slot] = k & 1
+                dist[c, slot] = min(abs(k), 255)
+                slot += 1
+
+
+@_jit
 def states_of(codes, code_min, transitions, quantizers, states):
     """The trellis state before each code (``states``, uint8) on the machine's path from
     state 0, the level of code ``c`` being ``c + code_min``; returns the number of codes on

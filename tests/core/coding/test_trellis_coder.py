@@ -187,3 +187,48 @@ def test_corrupt_streams_are_refused_by_name() -> None:
         decode_codes(_resealed(stream, bytes(body)))
     with pytest.raises(InvalidPackageError, match="chunk table says"):
         decode_codes(_resealed(stream, stream[HEADER.size : -4]))
+
+
+def _numpy_decoder_tables(
+    code_min: int, k_classes: int, symbols: np.ndarray, freqs: np.ndarray, precision: int,
+    dtype: np.dtype,
+) -> tuple[np.ndarray, ...]:
+    """The decoder's tables as NumPy built them before they were compiled (the reference)."""
+    contexts, total = freqs.shape[0], 1 << precision
+    entry = np.zeros((contexts, total), dtype=np.uint32)
+    value = np.zeros((contexts, total), dtype=dtype)
+    parity = np.zeros((contexts, total), dtype=np.uint8)
+    dist = np.zeros((contexts, total), dtype=np.uint8)
+    slots = np.arange(total, dtype=np.int64)
+    for c in range(contexts):
+        if not freqs[c].any():
+            continue
+        levels = symbols + code_min
+        k = levels // 2 if c // k_classes == 0 else np.where(
+            levels > 0, (levels + 1) // 2, np.where(levels < 0, (levels - 1) // 2, 0))
+        symbol_of = np.repeat(np.arange(symbols.size), freqs[c])
+        cum = np.concatenate([[0], np.cumsum(freqs[c])[:-1]])
+        entry[c] = (freqs[c][symbol_of] - 1) | (slots - cum[symbol_of]) << 16
+        value[c] = symbols[symbol_of].astype(dtype)
+        parity[c] = (k & 1)[symbol_of]
+        dist[c] = np.minimum(np.abs(k), 255)[symbol_of]
+    return entry, value, parity, dist
+
+
+@pytest.mark.parametrize(("dtype", "code_min"), [(np.uint8, -120), (np.uint16, -2000)])
+def test_compiled_decoder_tables_equal_numpys(dtype: type, code_min: int) -> None:
+    """Every context's slots, one symbol's context at precision 16 included."""
+    rng = np.random.default_rng(3)
+    symbols = np.sort(rng.choice(-2 * code_min + 1, 40, replace=False)).astype(np.int64)
+    precision = 16
+    freqs = np.zeros((16, symbols.size), np.int64)
+    for row in range(14):
+        present = rng.random(symbols.size) < 0.6
+        weights = rng.integers(1, 1000, symbols.size) * present
+        freqs[row] = np.floor(weights / weights.sum() * (1 << precision)).astype(np.int64)
+        freqs[row, np.argmax(weights)] += (1 << precision) - freqs[row].sum()
+    freqs[15, 7] = 1 << precision  # one symbol; row 14 never met
+    ours = trellis_coder._decoder_tables(code_min, 8, symbols, freqs, precision, np.dtype(dtype))
+    reference = _numpy_decoder_tables(code_min, 8, symbols, freqs, precision, np.dtype(dtype))
+    for built, expected in zip(ours, reference, strict=True):
+        np.testing.assert_array_equal(built, expected)
