@@ -13,8 +13,10 @@ about ``(ln 2 / 2s)^2 / 6`` nats a code; the encoder takes whichever of ``STEPS`
 stream smallest, tables included. The values are computed with integers only, so the
 encoder and decoder agree on every machine.
 
-Layout: ``code_min`` (int32), ``K`` (uint8), ``s`` (uint8), the coded values' width (uint8:
-8 or 16), the mode of the coded values (uint16), then v4's range coder bytes of the values:
+Layout: ``code_min`` (int32), ``K`` (uint8), ``s`` (uint8), flags (uint8: bit 0 the coded
+values are 16-bit, bit 1 level 0 is one of the symbols, so that the decoder knows how many
+values there are: each symbol is on one quantizer's rows, level 0 on both), the mode of the
+coded values (uint16), then v4's range coder bytes of the values:
 the first symbol, each next symbol's distance from the one before minus 1, then each row's
 entries (``0`` absent, else the value's index plus 1) as zigzagged differences from the entry
 before in the row (``0`` before the first).
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from types import ModuleType
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +38,14 @@ from quantcore.errors import InvalidPackageError
 STEPS = (2, 4, 8, 16, 32)  # values per octave the encoder chooses among
 MAX_STEPS = 64  # what the decoder accepts (any s is well defined)
 _HEAD = struct.Struct("<iBBBH")
+_WIDE, _ZERO = 1, 2  # flags: the values are 16-bit; level 0 is one of the symbols
 _MANTISSA_BITS = 16
+
+
+def _kernels() -> ModuleType:
+    from quantcore.coding import trellis_kernels
+
+    return trellis_kernels
 
 
 def _root(value: int, n: int) -> int:
@@ -135,7 +145,8 @@ def encode(
     codes: CodeArray = values.astype(np.uint16) if wide else values.astype(np.uint8)
     mode = int(np.argmax(np.bincount(codes)))
     payload = adaptive.encode_values(codes, mode)
-    return _HEAD.pack(code_min, k_classes, steps, 16 if wide else 8, mode) + payload
+    flags = (_WIDE if wide else 0) | (_ZERO if -code_min in symbols else 0)
+    return _HEAD.pack(code_min, k_classes, steps, flags, mode) + payload
 
 
 def decode(
@@ -144,46 +155,24 @@ def decode(
     """``code_min``, K, the symbols and the rows of frequencies of a table, checked."""
     if len(table) < _HEAD.size:
         raise InvalidPackageError("entropy stream trellis table is truncated")
-    code_min, k_classes, steps, value_width, mode = _HEAD.unpack_from(table)
+    code_min, k_classes, steps, flags, mode = _HEAD.unpack_from(table)
     if (not 1 <= k_classes <= max_classes or not 1 <= steps <= MAX_STEPS
-            or value_width not in (8, 16) or mode >= 1 << value_width):  # fmt: skip
+            or flags & ~(_WIDE | _ZERO) or mode >= 1 << (16 if flags & _WIDE else 8)):  # fmt: skip
         raise InvalidPackageError(
-            f"entropy stream trellis table has {k_classes=}, {steps=}, {value_width=}, {mode=}"
+            f"entropy stream trellis table has {k_classes=}, {steps=}, {flags=}, {mode=}"
         )
-    dtype = np.dtype(np.uint8 if value_width == 8 else np.uint16)
-    # The symbols say how many entries the rows list: they are decoded first, then all the
-    # values again (a table is a few hundred values: microseconds).
-    head = adaptive.decode_values(table[_HEAD.size :], mode, n_symbols, dtype)
-    if head is None:
-        raise InvalidPackageError("entropy stream trellis table's symbols do not decode")
-    symbols = np.cumsum(head.astype(np.int64) + np.r_[0, np.ones(n_symbols - 1, np.int64)])
-    if symbols[-1] >= 1 << width:
-        raise InvalidPackageError("entropy stream trellis table's symbols pass the codes' width")
-    sides = allowed(symbols, code_min)
-    rows = len(sides) * k_classes
-    listed = k_classes * sum(int(side.sum()) for side in sides)
-    every = adaptive.decode_values(table[_HEAD.size :], mode, n_symbols + listed, dtype)
+    dtype = np.dtype(np.uint16 if flags & _WIDE else np.uint8)
+    # Every symbol is on one quantizer's rows, level 0 on both: that says how many values.
+    count = n_symbols + k_classes * (n_symbols + (1 if flags & _ZERO else 0))
+    every = adaptive.decode_values(table[_HEAD.size :], mode, count, dtype)
     if every is None:
-        raise InvalidPackageError("entropy stream trellis table's rows do not decode")
-    values = frequency_values(steps, precision)
-    freqs = np.zeros((rows, n_symbols), np.int64)
-    at = n_symbols
-    for quantizer, side in enumerate(sides):  # its K rows at once: tables decode per tensor
-        width_q = int(side.sum())
-        zig = every[at : at + k_classes * width_q].astype(np.int64).reshape(k_classes, width_q)
-        at += k_classes * width_q
-        entries = np.cumsum(np.where(zig % 2 == 0, zig // 2, -(zig + 1) // 2), axis=1)
-        if entries.size and (entries.min() < 0 or entries.max() > values.size):
-            raise InvalidPackageError("entropy stream trellis table has a corrupt row")
-        row_freqs = np.where(entries > 0, values[np.maximum(entries - 1, 0)], 0)
-        if not width_q:
-            continue
-        rest = np.argmax(entries, axis=1)
-        picked = np.arange(k_classes)
-        left = (1 << precision) - row_freqs.sum(axis=1) + row_freqs[picked, rest]
-        met = entries.any(axis=1)  # a context never met is a row of zeros
-        if (left[met] < 1).any():
-            raise InvalidPackageError("entropy stream trellis table has a corrupt row")
-        row_freqs[picked[met], rest[met]] = left[met]
-        freqs[quantizer * k_classes : (quantizer + 1) * k_classes, side] = row_freqs
+        raise InvalidPackageError("entropy stream trellis table's values do not decode")
+    symbols = np.cumsum(every[:n_symbols].astype(np.int64) + 1) - 1
+    if symbols[-1] >= 1 << width or bool(flags & _ZERO) != (-code_min in symbols):
+        raise InvalidPackageError("entropy stream trellis table's symbols are corrupt")
+    sides = np.array(allowed(symbols, code_min))
+    freqs = np.zeros((len(sides) * k_classes, n_symbols), np.int64)
+    if not _kernels().compact_rows(every[n_symbols:], sides, k_classes,
+                                   frequency_values(steps, precision), precision, freqs):
+        raise InvalidPackageError("entropy stream trellis table has a corrupt row")
     return int(code_min), int(k_classes), symbols, freqs

@@ -58,6 +58,42 @@ def _index(m, q1):
 
 
 @_jit
+def compact_rows(zigs, sides, k_classes, values, precision, freqs):
+    """Fill ``freqs`` (contexts × symbols, zeros) from a compact table's rows
+    (``quantcore.coding.compact_table``): ``zigs`` the zigzagged differences of each row's
+    entries in context order, row ``r`` listing the symbols where ``sides[r // k_classes]``.
+    False where an entry falls outside ``values`` or a row leaves its largest entry nothing."""
+    total = np.int64(1) << precision
+    at = 0
+    for row in range(freqs.shape[0]):
+        side = sides[row // k_classes]
+        entry = np.int64(0)
+        best = np.int64(0)
+        best_at = -1
+        used = np.int64(0)
+        for s in range(freqs.shape[1]):
+            if not side[s]:
+                continue
+            z = np.int64(zigs[at])
+            at += 1
+            entry += (z >> 1) if z % 2 == 0 else -((z + 1) >> 1)
+            if entry < 0 or entry > values.size:
+                return False
+            if entry > 0:
+                freqs[row, s] = values[entry - 1]
+                used += values[entry - 1]
+                if entry > best:
+                    best = entry
+                    best_at = s
+        if best_at >= 0:
+            left = total - used + freqs[row, best_at]
+            if left < 1:
+                return False
+            freqs[row, best_at] = left
+    return True
+
+
+@_jit
 def decoder_tables(freqs, symbols, code_min, k_classes, entry, value, parity, dist):
     """Fill the decoder's tables (``trellis_coder._decoder_tables``): per context and slot,
     ``(f - 1) | (slot - cum) << 16``, the code, its index's parity and magnitude (capped at

@@ -86,18 +86,22 @@ def test_corrupt_tables_are_refused() -> None:
     with pytest.raises(InvalidPackageError, match="corrupt row"):
         compact_table.decode(memoryview(_table([top + 1, 1, 1])), 5, 8, 8, 9)
     good = bytearray(_table([3, 9, 2]))
-    for field, value in ((5, 0), (4, 10), (6, 12)):  # steps 0, K 10, coded width 12
+    for field, value in ((5, 0), (4, 10), (6, 4)):  # steps 0, K 10, an unknown flag
         bad = bytearray(good)
         bad[field] = value
         with pytest.raises(InvalidPackageError, match="trellis table has"):
             compact_table.decode(memoryview(bytes(bad)), 5, 8, 8, 9)
     with pytest.raises(InvalidPackageError, match="truncated"):
         compact_table.decode(memoryview(bytes(good[:8])), 5, 8, 8, 9)
+    zero_flag_off = bytearray(good)
+    zero_flag_off[6] &= ~2  # level 0 is a symbol: the flag says it is not
+    with pytest.raises(InvalidPackageError, match="symbols are corrupt"):
+        compact_table.decode(memoryview(bytes(zero_flag_off)), 5, 8, 8, 9)
     # Symbols past the codes' width: 300 to 304 for 8-bit codes.
     rows = np.zeros((2, 5), np.int64)
     rows[0, [0, 2, 4]] = (3, 9, 2)
     past = compact_table.encode(-300, 1, 4, np.arange(300, 305), rows)
-    with pytest.raises(InvalidPackageError, match="pass the codes' width"):
+    with pytest.raises(InvalidPackageError, match="symbols are corrupt"):
         compact_table.decode(memoryview(past), 5, 8, 8, 9)
 
 
