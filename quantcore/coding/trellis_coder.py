@@ -262,21 +262,19 @@ def _decode_table(
 
 def _decoder_tables(
     code_min: int, k_classes: int, symbols: npt.NDArray[np.int64],
-    freqs: npt.NDArray[np.int64], precision: int, dtype: np.dtype,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per context and slot: ``(f - 1) | (slot - cum) << 16``, the code, its index's parity and
-    magnitude (capped at 255); ``f - 1``: a context of one symbol has ``f = 2**16`` at
-    precision 16, past 16 bits. Compiled: building them with NumPy, context by context, was
-    a third of a small tensor's decoding time."""
-    contexts, total = freqs.shape[0], 1 << precision
-    entry = np.zeros((contexts, total), dtype=np.uint32)
-    value = np.zeros((contexts, total), dtype=dtype)
-    parity = np.zeros((contexts, total), dtype=np.uint8)
-    dist = np.zeros((contexts, total), dtype=np.uint8)
+    freqs: npt.NDArray[np.int64], precision: int,
+) -> np.ndarray:
+    """Per context and slot, one word (``trellis_kernels.decoder_tables``): ``f - 1`` (a
+    context of one symbol has ``f = 2**16`` at precision 16, past 16 bits), ``slot - cum``,
+    the code, its index's parity and magnitude (capped at 255). One word, one load a code:
+    four tables (8 bytes a slot too) cost four cache misses where the tables pass the cache
+    (16 contexts at precision 16: 8 MB), 1.1-1.5x the decoding time. Compiled: building them
+    with NumPy, context by context, was a third of a small tensor's decoding time."""
+    table = np.zeros((freqs.shape[0], 1 << precision), dtype=np.uint64)
     kernels().decoder_tables(np.ascontiguousarray(freqs, np.int64),
                              np.ascontiguousarray(symbols, np.int64), code_min, k_classes,
-                             entry, value, parity, dist)  # fmt: skip
-    return entry, value, parity, dist
+                             table)  # fmt: skip
+    return table
 
 
 def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans.Chunk]]:
@@ -302,7 +300,7 @@ def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans
     offset = table_len + 4 * n_chunks
     firsts = body[offset : offset + LANES * n_chunks]
     offset += LANES * n_chunks
-    tables = _decoder_tables(code_min, k_classes, symbols, freqs, precision, dtype)
+    table = _decoder_tables(code_min, k_classes, symbols, freqs, precision)
     classes = class_table(k_classes)
     transitions, quantizers = machine(version)
     chunks = []
@@ -315,7 +313,7 @@ def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans
                  starts: np.ndarray = starts) -> None:  # fmt: skip
             array = rans_chunks._words(words)
             if not kernels().decode_chunk(array, precision, starts, classes, transitions,
-                                          quantizers, *tables, part):  # fmt: skip
+                                          quantizers, table, part):  # fmt: skip
                 raise InvalidPackageError(
                     f"entropy stream chunk {index} is corrupt: its words do not decode to "
                     f"{part.size} symbols"

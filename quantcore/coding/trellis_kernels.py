@@ -94,10 +94,11 @@ def compact_rows(zigs, sides, k_classes, values, precision, freqs):
 
 
 @_jit
-def decoder_tables(freqs, symbols, code_min, k_classes, entry, value, parity, dist):
-    """Fill the decoder's tables (``trellis_coder._decoder_tables``): per context and slot,
-    ``(f - 1) | (slot - cum) << 16``, the code, its index's parity and magnitude (capped at
-    255). Each row of ``freqs`` sums to the tables' width or is all zero (checked before)."""
+def decoder_tables(freqs, symbols, code_min, k_classes, table):
+    """Fill the decoder's table (``trellis_coder._decoder_tables``): per context and slot, one
+    word of ``f - 1`` (bits 0-15), ``slot - cum`` (16-31), the code (32-47), its index's
+    parity (48) and magnitude capped at 255 (56-63). Each row of ``freqs`` sums to the
+    table's width or is all zero (checked before)."""
     for c in range(freqs.shape[0]):
         q1 = c // k_classes
         slot = 0
@@ -107,11 +108,11 @@ def decoder_tables(freqs, symbols, code_min, k_classes, entry, value, parity, di
                 continue
             m = symbols[s] + code_min
             k = m // 2 if q1 == 0 else (m + 1) // 2 if m > 0 else (m - 1) // 2 if m < 0 else 0
+            fixed = (np.uint64(f - 1) | np.uint64(symbols[s]) << np.uint64(32)
+                     | np.uint64(k & 1) << np.uint64(48)
+                     | np.uint64(min(abs(k), 255)) << np.uint64(56))  # fmt: skip
             for j in range(f):
-                entry[c, slot] = (f - 1) | (j << 16)
-                value[c, slot] = symbols[s]
-                parity[c, slot] = k & 1
-                dist[c, slot] = min(abs(k), 255)
+                table[c, slot] = fixed | np.uint64(j) << np.uint64(16)
                 slot += 1
 
 
@@ -214,16 +215,16 @@ def encode_chunk(codes, states, code_min, classes, quantizers, table, words):
 
 @njit(inline="always")
 def _take(lane, i, xs, ts, d1, d2, classes, k_classes, transitions, quantizers, words, pos, last,
-          mask, prec, entry, value, parity, dist, out):  # fmt: skip
+          mask, prec, table, out):  # fmt: skip
     x = xs[lane]
     c = quantizers[ts[lane]] * k_classes + classes[min(d1[lane] + d2[lane], classes.size - 1)]
-    slot = x & mask
-    e = np.uint64(entry[c, slot])
-    out[i] = value[c, slot]
-    ts[lane] = transitions[ts[lane], parity[c, slot]]
+    e = table[c, x & mask]  # one load: the slot's four fields in a word
+    out[i] = (e >> np.uint64(32)) & np.uint64(0xFFFF)
+    ts[lane] = transitions[ts[lane], (e >> np.uint64(48)) & np.uint64(1)]
     d2[lane] = d1[lane]
-    d1[lane] = dist[c, slot]
-    x = ((e & np.uint64(0xFFFF)) + np.uint64(1)) * (x >> prec) + (e >> np.uint64(16))
+    d1[lane] = e >> np.uint64(56)
+    x = ((e & np.uint64(0xFFFF)) + np.uint64(1)) * (x >> prec) + (
+        (e >> np.uint64(16)) & np.uint64(0xFFFF))
     word = np.uint64(words[min(pos, last)])
     low = x < _L
     xs[lane] = (x << _32 | word) if low else x
@@ -231,12 +232,11 @@ def _take(lane, i, xs, ts, d1, d2, classes, k_classes, transitions, quantizers, 
 
 
 @_jit
-def decode_chunk(words, precision, starts, classes, transitions, quantizers, entry, value, parity,
-                 dist, out):  # fmt: skip
+def decode_chunk(words, precision, starts, classes, transitions, quantizers, table, out):
     """Decode ``out.size`` codes of the machine ``transitions``, ``quantizers`` (a power of two
-    states); per context and slot, ``entry`` is ``(f - 1) | (slot - cum) <<
-    16``, ``value`` the code, ``parity`` its index's parity (0 or 1) and ``dist`` the index's
-    magnitude (capped at 255); ``starts`` holds each lane's first trellis state and
+    states); ``table`` holds a word per context and slot (``decoder_tables``'s: the slot's
+    frequency, offset, code, index parity and magnitude); ``starts`` holds each lane's first
+    trellis state and
     ``classes`` the class of each magnitude sum (as ``contexts``). Returns True if the
     stream ended as it must."""
     n = out.size
@@ -258,12 +258,10 @@ def decode_chunk(words, precision, starts, classes, transitions, quantizers, ent
     for step in range(q):
         for lane in range(LANES):
             pos = _take(lane, begin[lane] + step, xs, ts, d1, d2, classes, k_classes,
-                        transitions, quantizers, words, pos, last, mask, prec, entry, value,
-                        parity, dist, out)  # fmt: skip
+                        transitions, quantizers, words, pos, last, mask, prec, table, out)
     for lane in range(r):
         pos = _take(lane, begin[lane] + q, xs, ts, d1, d2, classes, k_classes, transitions,
-                    quantizers, words, pos, last, mask, prec, entry, value, parity, dist,
-                    out)  # fmt: skip
+                    quantizers, words, pos, last, mask, prec, table, out)
     ok = pos == words.size
     for lane in range(LANES):
         ok &= xs[lane] == _L

@@ -193,7 +193,8 @@ def _numpy_decoder_tables(
     code_min: int, k_classes: int, symbols: np.ndarray, freqs: np.ndarray, precision: int,
     dtype: np.dtype,
 ) -> tuple[np.ndarray, ...]:
-    """The decoder's tables as NumPy built them before they were compiled (the reference)."""
+    """The decoder's tables as NumPy built them before they were compiled and packed in one
+    word a slot (the reference)."""
     contexts, total = freqs.shape[0], 1 << precision
     entry = np.zeros((contexts, total), dtype=np.uint32)
     value = np.zeros((contexts, total), dtype=dtype)
@@ -228,7 +229,9 @@ def test_compiled_decoder_tables_equal_numpys(dtype: type, code_min: int) -> Non
         freqs[row] = np.floor(weights / weights.sum() * (1 << precision)).astype(np.int64)
         freqs[row, np.argmax(weights)] += (1 << precision) - freqs[row].sum()
     freqs[15, 7] = 1 << precision  # one symbol; row 14 never met
-    ours = trellis_coder._decoder_tables(code_min, 8, symbols, freqs, precision, np.dtype(dtype))
+    table = trellis_coder._decoder_tables(code_min, 8, symbols, freqs, precision)
+    fields = (table & 0xFFFF | (table >> 16 & 0xFFFF) << 16, table >> 32 & 0xFFFF,
+              table >> 48 & 1, table >> 56)  # fmt: skip
     reference = _numpy_decoder_tables(code_min, 8, symbols, freqs, precision, np.dtype(dtype))
-    for built, expected in zip(ours, reference, strict=True):
+    for built, expected in zip(fields, reference, strict=True):
         np.testing.assert_array_equal(built, expected)
