@@ -128,23 +128,6 @@ def encode(
     return head + struct.pack("<I", crc) + payload
 
 
-def encode_values(values: CodeArray, mode: int) -> bytes:
-    """The range coder's bytes of ``values`` (at least one), binarised around ``mode`` as
-    v4's codes, with no header: for a caller that stores the count and mode itself (the
-    compact tables of ``quantcore.coding.compact_table``)."""
-    out = np.zeros(72 * values.size + kernels().SLACK, np.uint8)
-    end = kernels().encode(values, mode, out)
-    return out[1:end].tobytes()  # LZMA's first byte is always zero
-
-
-def decode_values(payload: memoryview, mode: int, count: int, dtype: np.dtype) -> CodeArray | None:
-    """``count`` values of ``encode_values``'s ``payload``, or None if one falls outside the
-    width of ``dtype`` (a corrupt payload)."""
-    out = np.empty(count, dtype)
-    data = np.frombuffer(payload, dtype=np.uint8)
-    return out if kernels().decode(data, mode, np.iinfo(dtype).max, out) else None
-
-
 def _machine() -> tuple[np.ndarray, np.ndarray]:
     from quantcore.coding import trellis_coder
 

@@ -31,7 +31,6 @@ from types import ModuleType
 import numpy as np
 import numpy.typing as npt
 
-from quantcore.coding import adaptive
 from quantcore.coding.symbols import CodeArray
 from quantcore.errors import InvalidPackageError
 
@@ -46,6 +45,30 @@ def _kernels() -> ModuleType:
     from quantcore.coding import trellis_kernels
 
     return trellis_kernels
+
+
+def _adaptive_kernels() -> ModuleType:
+    from quantcore.coding import adaptive_kernels
+
+    return adaptive_kernels
+
+
+def _encode_values(values: CodeArray, mode: int) -> bytes:
+    """The range coder's bytes of ``values`` (at least one), binarised around ``mode`` as
+    v4's codes (``quantcore.coding.adaptive``), with no header: the table stores the mode,
+    and the count follows from the symbols."""
+    kernels = _adaptive_kernels()
+    out = np.zeros(72 * values.size + kernels.SLACK, np.uint8)
+    end = kernels.encode(values, mode, out)
+    return out[1:end].tobytes()  # LZMA's first byte is always zero
+
+
+def _decode_values(payload: memoryview, mode: int, count: int, dtype: np.dtype) -> CodeArray | None:
+    """``count`` values of ``_encode_values``'s ``payload``, or None if one falls outside the
+    width of ``dtype`` (a corrupt payload)."""
+    out = np.empty(count, dtype)
+    data = np.frombuffer(payload, dtype=np.uint8)
+    return out if _adaptive_kernels().decode(data, mode, np.iinfo(dtype).max, out) else None
 
 
 def _root(value: int, n: int) -> int:
@@ -144,7 +167,7 @@ def encode(
     wide = int(values.max()) > 0xFF
     codes: CodeArray = values.astype(np.uint16) if wide else values.astype(np.uint8)
     mode = int(np.argmax(np.bincount(codes)))
-    payload = adaptive.encode_values(codes, mode)
+    payload = _encode_values(codes, mode)
     flags = (_WIDE if wide else 0) | (_ZERO if -code_min in symbols else 0)
     return _HEAD.pack(code_min, k_classes, steps, flags, mode) + payload
 
@@ -164,7 +187,7 @@ def decode(
     dtype = np.dtype(np.uint16 if flags & _WIDE else np.uint8)
     # Every symbol is on one quantizer's rows, level 0 on both: that says how many values.
     count = n_symbols + k_classes * (n_symbols + (1 if flags & _ZERO else 0))
-    every = adaptive.decode_values(table[_HEAD.size :], mode, count, dtype)
+    every = _decode_values(table[_HEAD.size :], mode, count, dtype)
     if every is None:
         raise InvalidPackageError("entropy stream trellis table's values do not decode")
     symbols = np.cumsum(every[:n_symbols].astype(np.int64) + 1) - 1

@@ -1,5 +1,5 @@
-"""Streams ``QENT`` versions 5 to 8: the codes of a trellis-quantized tensor, each under the
-frequency table of its trellis state's quantizer (``quantcore.compress.trellis``).
+"""Streams ``QENT`` versions 5 to 8, 10 and 11: the codes of a trellis-quantized tensor, each
+under the frequency table of its trellis state's quantizer (``quantcore.compress.trellis``).
 
 TCQ levels ``m`` lie on a step-1 grid, but in a given trellis state only every other one can
 occur (``Q0``: even levels; ``Q1``: odd levels and zero), and which state a code is in follows
@@ -24,7 +24,8 @@ contexts; where a tensor's signs lean one way (ocr-rec's), v5 stays.
 Versions 7 and 8 are versions 5 and 6 on DeepCABAC's 8-state machine
 (``trellis_kernels.EIGHT_STATES``), which ``quantcore.compress.trellis`` follows: the same
 two quantizers and contexts, other states. ``encode`` finds which machine's path the codes are
-on (5 and 6 are still written for codes on the 4-state one).
+on (5 and 6 are still written for codes on the 4-state one). Versions 10 and 11, written in
+place of 7 and 8, are those with compact tables (``quantcore.coding.compact_table``).
 
 Layout (every version): the v2 header (``symbols.HEADER``) with the version, ``raw_bits``
 0 and the tables' precision; the table is a zstd frame of ``code_min`` (int32: the level of
@@ -278,7 +279,8 @@ def _decoder_tables(
 
 
 def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans.Chunk]]:
-    """The dtype of a checked v5 to v8 stream's codes and its chunks (as ``rans.plan``)."""
+    """The dtype of a checked v5 to v8, v10 or v11 stream's codes and its chunks (as
+    ``rans.plan``)."""
     _, version, width, raw_bits, precision, count, n_symbols, chunk, table_len, n_chunks, _ = (
         fields
     )
@@ -340,7 +342,7 @@ def path_levels(
 
 
 def compile_kernels() -> None:
-    """Compile (or load) the kernels of v5 to v8 for 8- and 16-bit codes (one machine's
+    """Compile (or load) the kernels of v5 to v11 for 8- and 16-bit codes (one machine's
     codes compile them all: the machines are arguments)."""
     from quantcore.coding.symbols import open_stream
 
@@ -354,3 +356,6 @@ def compile_kernels() -> None:
         for c in chunks:
             c.fill(np.empty(c.size, dtype=dtype))
         kernels().mirror(codes, -3, True, np.empty_like(codes))  # v6's decoding, in any case
+    # A compact table's values are 16-bit where a symbol gap or an entry passes 255.
+    kernels().compact_rows(np.zeros(2, np.uint16), np.ones((2, 1), np.bool_), 1,
+                           compact_table.frequency_values(2, 8), 8, np.zeros((2, 1), np.int64))
