@@ -248,9 +248,8 @@ def _encode_table(
 def _decode_table(
     table: memoryview, n_symbols: int, width: int, precision: int
 ) -> tuple[int, int, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """``code_min``, K, the symbols and the rows of frequencies (one a context), checked."""
-    if not 2 <= n_symbols <= 1 << width or not 1 <= precision <= MAX_PRECISION:
-        raise InvalidPackageError(f"entropy stream trellis table has {n_symbols=}, {precision=}")
+    """``code_min``, K, the symbols and the rows of frequencies (one a context), checked
+    (the symbol count and precision already are, by ``plan``)."""
     most = _TABLE_HEAD.size + (2 + 4 * QUANTIZERS * MAX_CLASSES) * n_symbols
     raw = inflate_table(table, most, _TABLE_HEAD.size, "trellis")
     code_min, k_classes = _TABLE_HEAD.unpack_from(raw)
@@ -287,9 +286,9 @@ def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans
     if raw_bits:
         raise InvalidPackageError(f"entropy stream v{version} has {raw_bits=}, expected 0")
     dtype = np.dtype(np.uint8 if width == 8 else np.uint16)
+    if not 2 <= n_symbols <= 1 << width or not 1 <= precision <= MAX_PRECISION:
+        raise InvalidPackageError(f"entropy stream trellis table has {n_symbols=}, {precision=}")
     if version in COMPACT:
-        if not 2 <= n_symbols <= 1 << width or not 1 <= precision <= MAX_PRECISION:
-            raise InvalidPackageError(f"entropy stream v{version} has {n_symbols=}, {precision=}")
         code_min, k_classes, symbols, freqs = compact_table.decode(
             body[:table_len], n_symbols, width, precision, MAX_CLASSES
         )
