@@ -27,10 +27,10 @@ Version 3 (``quantcore.coding.context``, written where it pays: see ``encode_cod
 each symbol under one of 8 frequency tables chosen by the magnitude class of the two symbols
 before it (its context); otherwise as version 2.
 
-Version 4 (``quantcore.coding.adaptive``, written where it is smaller than version 2 or 3 and
-decodes fast enough: small inputs, or large ones at low rate) has its own short header and no
-table: one binary range coder with adaptive contexts, the codes binarised around the most
-frequent one.
+Version 4 (``quantcore.coding.adaptive``, written where it decodes fast enough, small inputs
+or large ones at low rate, and is smaller than the table-coded stream by enough to pay for
+its slower decoding: ``adaptive.pays``) has its own short header and no table: one binary
+range coder with adaptive contexts, the codes binarised around the most frequent one.
 
 Version 5 (``quantcore.coding.trellis_coder``, written where it is the smallest, for codes
 whose levels lie on a trellis path: TCQ's) codes each symbol under the table of its trellis
@@ -125,7 +125,8 @@ def encode_codes(
 
     ``version``: None (the default) writes the context-modelled version 3 where it saves at
     least ``context.MIN_GAIN`` over version 2, and version 2 elsewhere, unless the input
-    is one that ``adaptive.fast_enough`` allows and version 4 is smaller; 2, 3 or 4 force that
+    is one that ``adaptive.fast_enough`` allows and version 4 is smaller by enough
+    (``adaptive.pays``); 2, 3 or 4 force that
     version (3 falls back to 2 for fewer than two distinct high parts, where there is
     nothing to model; 4 is only for at most ``adaptive.MAX_CODES`` codes); 1 is the older
     single-threaded coder. Versions 2 and 3 code their
@@ -138,7 +139,7 @@ def encode_codes(
     to ``8``, 10 or 11 forces the smallest of them, and needs ``code_min``; 7 or 8 the
     8-state streams with the zstd tables of older packages); for tiny tensors
     (``adaptive.trellis_fast_enough``), so is version 9, their trellis indices under adaptive
-    binary contexts and no table (``version=9`` forces it).
+    binary contexts and no table, where it pays as version 4 must (``version=9`` forces it).
     """
     if version is not None and version not in VERSIONS:
         raise InvalidSpecError(f"entropy stream {version=} is not one of {VERSIONS}")
@@ -185,18 +186,25 @@ def encode_codes(
         stream = context.encode(flat, histogram, threads, force=version == 3)
     if stream is None:
         stream = rans.encode(flat, histogram, threads)
-    if version is None and adaptive.fast_enough(flat.size, len(stream)):
-        tableless = adaptive.encode(flat, histogram, limit=len(stream))
-        if tableless is not None and len(tableless) < len(stream):
-            stream = tableless
-    if version is None and code_min is not None:
+    if version is not None:
+        return stream
+    if code_min is not None:
         dependent = trellis_coder.encode(flat, code_min, threads)
         if dependent is not None and len(dependent) < len(stream):
             stream = dependent
-        if dependent is not None and adaptive.trellis_fast_enough(flat.size):
-            tableless = adaptive.encode_trellis(flat, code_min, limit=len(stream))
-            if tableless is not None and len(tableless) < len(stream):
-                stream = tableless
+    # A tableless stream only where it saves enough for its slower decoding (adaptive.pays).
+    table_bytes = len(stream)
+    most = adaptive.most_bytes(table_bytes, flat.size)
+    tableless = []
+    if adaptive.fast_enough(flat.size, table_bytes):
+        tableless.append(adaptive.encode(flat, histogram, limit=most))
+    if code_min is not None and adaptive.trellis_fast_enough(flat.size):
+        tableless.append(adaptive.encode_trellis(flat, code_min, limit=most))
+    for candidate in tableless:
+        if candidate is not None and adaptive.pays(len(candidate), table_bytes, flat.size) and (
+            len(candidate) < len(stream)
+        ):
+            stream = candidate
     return stream
 
 

@@ -50,11 +50,20 @@ def test_a_constant_input_is_the_header_alone() -> None:
     assert len(encode_codes(np.full(65_536, 7, dtype=np.uint8))) <= 16
 
 
-def test_small_inputs_get_the_smaller_stream_where_it_decodes_fast() -> None:
-    for codes in (laplacian_codes(2_000, 8, seed=5), laplacian_codes(60_000, 3, seed=6)):
+def test_small_inputs_get_v4_where_it_saves_enough_for_its_decoding() -> None:
+    """v4 replaces the table-coded stream only where it saves ``b`` percent of it at ``b``
+    bits a code: at 6.5 bits, a tiny tensor's 4.6% is not enough; at 2.3 bits, 9.0% is."""
+    for codes, wanted in ((laplacian_codes(2_000, 8, seed=5), False),
+                          (laplacian_codes(3_000, 3, seed=7), True)):  # fmt: skip
         chosen = encode_codes(codes)
-        others = [encode_codes(codes, version=v) for v in (2, 3, 4)]
-        assert len(chosen) == min(map(len, others))
+        tabled = min((encode_codes(codes, version=v) for v in (2, 3)), key=len)
+        tableless = encode_codes(codes, version=4)
+        assert len(tableless) < len(tabled)
+        assert adaptive.pays(len(tableless), len(tabled), codes.size) is wanted
+        assert chosen == (tableless if wanted else tabled)
+    # The saving asked grows with the rate: 1% a bit a code.
+    assert adaptive.pays(990, 1000, 8000) and not adaptive.pays(991, 1000, 8000)
+    assert adaptive.pays(9200, 10000, 10000) and not adaptive.pays(9201, 10000, 10000)
     # Over TINY_CODES at more than MAX_BITS a code: v2/v3 even where v4 would be smaller.
     wide = laplacian_codes(60_000, 8, seed=6)
     assert encode_codes(wide)[4] in (2, 3)
