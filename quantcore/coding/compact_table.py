@@ -1,4 +1,4 @@
-"""The frequency tables of trellis streams v10 and v11: frequencies on a log scale, coded with
+"""The frequency tables of trellis streams v10 to v13: frequencies on a log scale, coded with
 v4's adaptive binary coder.
 
 A v7/v8 table stores each context's frequencies as uint32 byte planes in a zstd frame: on

@@ -36,9 +36,10 @@ Version 5 (``quantcore.coding.trellis_coder``, written where it is the smallest,
 whose levels lie on a trellis path: TCQ's) codes each symbol under the table of its trellis
 state's quantizer; the caller passes ``code_min`` so that the levels are known. Version 6
 (the same module) is version 5 over codes mirrored after a negative one, where it is smaller.
-Versions 7 and 8 are versions 5 and 6 on an 8-state trellis (the one TCQ's search follows);
-versions 10 and 11, written in their place, are 7 and 8 with compact tables
-(``quantcore.coding.compact_table``: frequencies on a log scale, adaptively coded).
+Versions 7 and 8 are versions 5 and 6 on an 8-state trellis (the one TCQ's search follows on
+tiny tensors); versions 10 and 11, written in their place, are 7 and 8 with compact tables
+(``quantcore.coding.compact_table``: frequencies on a log scale, adaptively coded); versions
+12 and 13 are 10 and 11 on a 32-state trellis (the one it follows on the others).
 Version 9 (``quantcore.coding.adaptive``) is version 4's layout and coder over the indices of
 codes on that 8-state path, for tiny tensors whose tables weigh too much.
 
@@ -91,7 +92,7 @@ __all__ = [
 ]
 
 VERSION = rans.VERSION  # the order-0 stream, written where contexts do not pay
-VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)  # decoded
+VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)  # decoded
 
 
 def empirical_entropy_bits(codes: npt.ArrayLike) -> float:
@@ -134,9 +135,10 @@ def encode_codes(
 
     ``code_min``: the signed level that code 0 stands for. Given it, codes whose levels lie
     on a trellis path (``quantcore.compress.trellis``) are also coded each under its trellis
-    state's table (version 10, or 11 over mirrored codes, on the 8-state path; 5 or 6 on the
-    4-state one), and that stream is returned where it is the smallest (any of ``version=5``
-    to ``8``, 10 or 11 forces the smallest of them, and needs ``code_min``; 7 or 8 the
+    state's table (version 12, or 13 over mirrored codes, on the 32-state path; 10 or 11 on
+    the 8-state one; 5 or 6 on the 4-state one), and that stream is returned where it is the
+    smallest (any of ``version=5`` to ``8`` or 10 to 13 forces the smallest of them, and
+    needs ``code_min``; 7 or 8 the
     8-state streams with the zstd tables of older packages); for tiny tensors
     (``adaptive.trellis_fast_enough``), so is version 9, their trellis indices under adaptive
     binary contexts and no table, where it pays as version 4 must (``version=9`` forces it).

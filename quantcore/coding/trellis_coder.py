@@ -1,4 +1,4 @@
-"""Streams ``QENT`` versions 5 to 8, 10 and 11: the codes of a trellis-quantized tensor, each
+"""Streams ``QENT`` versions 5 to 8 and 10 to 13: the codes of a trellis-quantized tensor, each
 under the frequency table of its trellis state's quantizer (``quantcore.compress.trellis``).
 
 TCQ levels ``m`` lie on a step-1 grid, but in a given trellis state only every other one can
@@ -26,6 +26,8 @@ Versions 7 and 8 are versions 5 and 6 on DeepCABAC's 8-state machine
 two quantizers and contexts, other states. ``encode`` finds which machine's path the codes are
 on (5 and 6 are still written for codes on the 4-state one). Versions 10 and 11, written in
 place of 7 and 8, are those with compact tables (``quantcore.coding.compact_table``).
+Versions 12 and 13 are 10 and 11 on a 32-state machine (``trellis_kernels.THIRTY_TWO_STATES``),
+whose paths reach levels about 0.14 dB closer at the same rate.
 
 Layout (every version): the v2 header (``symbols.HEADER``) with the version, ``raw_bits``
 0 and the tables' precision; the table is a zstd frame of ``code_min`` (int32: the level of
@@ -67,10 +69,14 @@ EIGHT_STATE_VERSION = 7  # v5 on the 8-state machine
 EIGHT_STATE_MIRRORED_VERSION = 8  # v6 on the 8-state machine
 COMPACT_VERSION = 10  # v7 with a compact table (quantcore.coding.compact_table)
 COMPACT_MIRRORED_VERSION = 11  # v8 with a compact table
+WIDE_VERSION = 12  # v10 on the 32-state machine
+WIDE_MIRRORED_VERSION = 13  # v11 on the 32-state machine
 VERSIONS = (VERSION, MIRRORED_VERSION, EIGHT_STATE_VERSION, EIGHT_STATE_MIRRORED_VERSION,
-            COMPACT_VERSION, COMPACT_MIRRORED_VERSION)  # fmt: skip
-MIRRORED = (MIRRORED_VERSION, EIGHT_STATE_MIRRORED_VERSION, COMPACT_MIRRORED_VERSION)
-COMPACT = (COMPACT_VERSION, COMPACT_MIRRORED_VERSION)
+            COMPACT_VERSION, COMPACT_MIRRORED_VERSION, WIDE_VERSION,
+            WIDE_MIRRORED_VERSION)  # fmt: skip
+MIRRORED = (MIRRORED_VERSION, EIGHT_STATE_MIRRORED_VERSION, COMPACT_MIRRORED_VERSION,
+            WIDE_MIRRORED_VERSION)  # fmt: skip
+COMPACT = (COMPACT_VERSION, COMPACT_MIRRORED_VERSION, WIDE_VERSION, WIDE_MIRRORED_VERSION)
 # Turning codes back is a second pass over them (~20% of a trellis stream's decoding time):
 # mirrored streams are written where they save at least this share.
 MIRROR_MIN_GAIN = 2e-3
@@ -91,7 +97,10 @@ def kernels() -> ModuleType:
 def machine(version: int) -> tuple[np.ndarray, np.ndarray]:
     """The state machine of a stream version: its transitions and each state's quantizer."""
     k = kernels()
-    return k.FOUR_STATES if version in (VERSION, MIRRORED_VERSION) else k.EIGHT_STATES
+    if version in (VERSION, MIRRORED_VERSION):
+        return k.FOUR_STATES
+    return k.THIRTY_TWO_STATES if version in (WIDE_VERSION, WIDE_MIRRORED_VERSION) else (
+        k.EIGHT_STATES)  # fmt: skip
 
 
 def _lane_starts(n: int) -> list[int]:
@@ -102,12 +111,16 @@ def _lane_starts(n: int) -> list[int]:
 def _path(
     flat: CodeArray, code_min: int, compact: bool
 ) -> tuple[int, int, np.ndarray] | None:
-    """The plain and mirrored versions of the machine whose path ``flat`` is on (the 8-state
-    one first: v10 and v11 if ``compact``, else v7 and v8) and the state before each code, or
-    None where it is on neither."""
+    """The plain and mirrored versions of the machine whose path ``flat`` is on (the 32-state
+    one first, v12 and v13, if ``compact``; the 8-state one, v10 and v11 if ``compact``, else
+    v7 and v8; the 4-state one) and the state before each code, or None where it is on
+    none."""
     eight = (COMPACT_VERSION, COMPACT_MIRRORED_VERSION) if compact else (
         EIGHT_STATE_VERSION, EIGHT_STATE_MIRRORED_VERSION)  # fmt: skip
-    for plain, turned in (eight, (VERSION, MIRRORED_VERSION)):
+    machines = [eight, (VERSION, MIRRORED_VERSION)]
+    if compact:
+        machines.insert(0, (WIDE_VERSION, WIDE_MIRRORED_VERSION))
+    for plain, turned in machines:
         states = np.empty(flat.size, np.uint8)
         if kernels().states_of(flat, code_min, *machine(plain), states) == flat.size:
             return plain, turned, states
@@ -118,9 +131,10 @@ def encode(
     flat: CodeArray, code_min: int, threads: int | None, compact: bool = True
 ) -> bytes | None:
     """The smallest of the streams of ``flat`` (codes ``c`` standing for levels
-    ``c + code_min``) on the machine whose path it is on (v10 or v11 on the 8-state one, v7
-    or v8 if not ``compact``; v5 or v6 on the 4-state one), or None when the levels are on
-    neither path or hold fewer than two distinct codes."""
+    ``c + code_min``) on the machine whose path it is on (v12 or v13 on the 32-state one, if
+    ``compact``; v10 or v11 on the 8-state one, v7 or v8 if not ``compact``; v5 or v6 on the
+    4-state one), or None when the levels are on no path or hold fewer than two distinct
+    codes."""
     code_min = int(code_min)
     path = _path(flat, code_min, compact) if flat.size else None
     if path is None:
@@ -278,7 +292,7 @@ def _decoder_tables(
 
 
 def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans.Chunk]]:
-    """The dtype of a checked v5 to v8, v10 or v11 stream's codes and its chunks (as
+    """The dtype of a checked v5 to v8 or v10 to v13 stream's codes and its chunks (as
     ``rans.plan``)."""
     _, version, width, raw_bits, precision, count, n_symbols, chunk, table_len, n_chunks, _ = (
         fields
@@ -341,7 +355,7 @@ def path_levels(
 
 
 def compile_kernels() -> None:
-    """Compile (or load) the kernels of v5 to v11 for 8- and 16-bit codes (one machine's
+    """Compile (or load) the kernels of v5 to v13 for 8- and 16-bit codes (one machine's
     codes compile them all: the machines are arguments)."""
     from quantcore.coding.symbols import open_stream
 

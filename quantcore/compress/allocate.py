@@ -99,7 +99,7 @@ def measure(sample: TensorSample, step: float, rdoq: bool, trellis: bool = False
     top = (1 << (tensor_bits(sample.max_abs, step) - 1)) - 1
     scale = sample.count / sample.values.size
     if trellis:
-        noise, bits = trellis_measure(sample.values, step, top)
+        noise, bits = trellis_measure(sample.values, step, top, sample.count)
         return Measured(noise=noise * scale, bits=bits * scale)
     t = sample.values / step
     codes = np.clip(_round(t), -top, top)

@@ -3,8 +3,9 @@
 Scalar RDOQ (``quantcore.compress.rdoq``) moves single codes toward zero. TCQ, the dependent
 quantization of MPEG NNR's DeepCABAC and of VVC, goes further: two quantizers of step ``2Δ``,
 offset by ``Δ`` from each other, are switched weight by weight by a state machine on the
-parity of each index (DeepCABAC's 8 states, the machine of stream ``MACHINE_VERSION``;
-``quantcore.compress.trellis_kernel``), and a Viterbi search picks the whole path of levels
+parity of each index (32 states, the machine of stream ``MACHINE_VERSION``; DeepCABAC's 8,
+``SMALL_MACHINE_VERSION``'s, on tiny tensors; ``quantcore.compress.trellis_kernel``), and a
+Viterbi search picks the whole path of levels
 that minimises ``Σ (w - ŵ)² + λ · bits``. The levels sit on the grid of
 step ``Δ`` (what ``model.onnx`` stores: uniform codes ``m`` with scale ``Δ``), the indices
 ``k`` have the spread of a step-``2Δ`` quantizer's, and the package's streams v7 and v8
@@ -12,7 +13,10 @@ step ``Δ`` (what ``model.onnx`` stores: uniform codes ``m`` with scale ``Δ``),
 equal weight SQNR, VVC's 4 states took 2.4-3.5% off the entropy of our scalar RDOQ codes on
 five real models (``bench.nnr.tcq_probe``); 8 states reach 0.10-0.16 dB more at the same rate
 (nudenet, 15-40 dB: 1.6% of the rate at 1.6 bits a weight, 0.3% at 5.3), for 1.5 times
-the search's time.
+the search's time; 32 states another 0.14-0.17 dB (nudenet and ocr-det at 2.3-6.7 bits a
+weight: 0.35-1.25% of the rate), for 2-4 times the 8-state search's time. Tensors of at most
+``adaptive.TINY_CODES`` weights keep 8 states: their packages' tableless stream (v9) is
+defined on that machine, and saves them more than the wider machine would.
 
 ``bits`` is each index's cost in its quantizer (``-log2`` of its frequency), estimated from
 the tensor's own path: the search runs ``PASSES`` times, each with the counts of the last
@@ -41,7 +45,16 @@ from quantcore.quantizers.stats import code_counts, levels_used, sqnr_db
 LAMBDA = 0.4
 PASSES = 3
 BLOCK = 1 << 16
-MACHINE_VERSION = 7  # the package stream whose state machine the search follows (8 states)
+MACHINE_VERSION = 12  # the package stream whose state machine the search follows (32 states)
+SMALL_MACHINE_VERSION = 7  # ... on tiny tensors (8 states)
+
+
+def machine_for(count: int) -> int:
+    """The stream version whose machine the search follows on a tensor of ``count``
+    weights."""
+    from quantcore.coding import adaptive
+
+    return SMALL_MACHINE_VERSION if count <= adaptive.TINY_CODES else MACHINE_VERSION
 
 
 def _kernel() -> ModuleType:
@@ -78,15 +91,21 @@ class Path:
 
 
 def trellis_levels(
-    weights: np.ndarray, step: float, m_max: int, machine_version: int = MACHINE_VERSION
+    weights: np.ndarray, step: float, m_max: int, machine_version: int | None = None
 ) -> Path:
     """The TCQ levels of ``weights`` on the grid of ``step`` (``|level| <= m_max``), on the
-    path of the state machine of stream ``machine_version`` (5: VVC's 4 states; 7: 8)."""
+    path of the state machine of stream ``machine_version`` (5: VVC's 4 states; 7: 8; 12:
+    32; by default ``machine_for`` the tensor's size)."""
     from quantcore.coding import trellis_coder  # its kernels: numba, as ours
 
     kernel = _kernel()
-    transitions, quantizers = trellis_coder.machine(machine_version)
     flat = np.ascontiguousarray(weights, np.float32).reshape(-1)
+    if machine_version is None:
+        machine_version = machine_for(flat.size)
+    transitions, quantizers = trellis_coder.machine(machine_version)
+    if quantizers.size > 64 or (np.bincount(transitions.ravel()) != 2).any():
+        raise ValueError(f"stream v{machine_version}'s machine is not one the search follows: "
+                         "at most 64 states, each with two edges in")  # fmt: skip
     offset = m_max // 2 + 2
     bits = np.zeros((2, 2 * offset + 1))
     levels = np.zeros(flat.size, np.int32)
@@ -138,9 +157,13 @@ def trellis_result(result: TensorResult, weights: np.ndarray) -> TensorResult:
     )  # fmt: skip
 
 
-def measure_sample(values: np.ndarray, step: float, m_max: int) -> tuple[float, float]:
-    """Σ squared error and Σ bits (given the quantizer) of TCQ on ``values`` (float64)."""
-    path = trellis_levels(values, step, m_max)
+def measure_sample(
+    values: np.ndarray, step: float, m_max: int, count: int | None = None
+) -> tuple[float, float]:
+    """Σ squared error and Σ bits (given the quantizer) of TCQ on ``values`` (float64), a
+    sample of a tensor of ``count`` weights (by default, the whole of it): on its machine."""
+    path = trellis_levels(values, step, m_max, machine_for(values.size if count is None
+                                                           else count))  # fmt: skip
     error = values - path.levels * step
     return float(np.dot(error, error)), conditional_bits(path.counts)
 

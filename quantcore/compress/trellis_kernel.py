@@ -22,62 +22,99 @@ _INF = 1e300
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 
 
+@njit(inline="always")
+def _cheapest(xi, q1, lam, bits, offset, m_max, best_cost, best_k):
+    """Quantizer ``q1``'s cheapest index of each parity for ``xi`` (squared error plus ``lam``
+    times its bits) into ``best_cost[2 q1 + parity]`` and ``best_k`` (cost ``_INF`` where no
+    index of a parity is allowed)."""
+    best_cost[2 * q1] = _INF
+    best_cost[2 * q1 + 1] = _INF
+    if q1 == 0:
+        first = np.int64(np.floor(xi / 2.0)) - 1
+    else:
+        first = np.int64(np.floor((xi + 1.0) / 2.0)) - 1
+    # Four indices around x, and zero (the cheapest index, often worth its error).
+    for j in range(5):
+        k = first + j if j < 4 else np.int64(0)
+        if j < 4 and k == 0:
+            continue  # zero is candidate 4
+        m = level(k, q1)
+        if m > m_max or m < -m_max:
+            continue
+        col = k + offset
+        if col < 0 or col >= bits.shape[1]:
+            continue
+        d = xi - m
+        c = d * d + lam * bits[q1, col]
+        slot = 2 * q1 + (k & 1)
+        if c < best_cost[slot]:
+            best_cost[slot] = c
+            best_k[slot] = k
+
+
 @_jit
-def viterbi_block(w, inv, start, lam, bits, offset, m_max, transitions, quantizers, levels, back_k,
-                  back_s):  # fmt: skip
+def viterbi_block(w, inv, start, lam, bits, offset, m_max, transitions, quantizers, levels,
+                  back):  # fmt: skip
     """Levels (integers, into ``levels``) of ``w · inv`` (in units of the step) minimising the
     squared error plus ``lam`` times the bits of each index (``bits[q, k + offset]``), the
     path starting in state ``start`` and ending in the cheapest state, which is returned.
-    ``|level| <= m_max``. ``back_k``/``back_s``: (len(x), states) scratch."""
+    ``|level| <= m_max``. ``back``: (len(x),) uint64 scratch. The machine has at most 64
+    states, each with two edges in (``trellis.trellis_levels`` checks)."""
     n = w.size
     states = transitions.shape[0]
     cost = np.full(states, _INF)
     cost[start] = 0.0
     new = np.empty(states)
-    width = bits.shape[1]
-    for i in range(n):
-        for t in range(states):
-            new[t] = _INF
-        xi = np.float64(w[i]) * inv
-        for s in range(states):
-            base_cost = cost[s]
-            if base_cost >= _INF:
-                continue
-            q1 = quantizers[s]
-            if q1 == 0:
-                first = np.int64(np.floor(xi / 2.0)) - 1
+    # A candidate's error and rate depend on its quantizer, not on the state, and a state's
+    # two edges are its index's parities: each quantizer's cheapest index of each parity is
+    # found once a weight, and a state weighs its two edges in. Which of the two won is one
+    # bit a state (``back``); the backtrack finds the index again, as the search found it.
+    best_cost = np.empty(4)  # [2 · quantizer + parity]
+    best_k = np.zeros(4, np.int64)
+    # Each state's two edges in, the lower state first (it wins a tie, as it would pushed):
+    # the state each comes from and its slot in best_cost.
+    from0 = np.empty(states, np.int64)
+    from1 = np.empty(states, np.int64)
+    edge0 = np.empty(states, np.int64)
+    edge1 = np.empty(states, np.int64)
+    edges = np.zeros(states, np.int64)
+    for s in range(states):
+        for parity in range(2):
+            t = transitions[s, parity]
+            if edges[t] == 0:
+                from0[t] = s
+                edge0[t] = 2 * quantizers[s] + parity
             else:
-                first = np.int64(np.floor((xi + 1.0) / 2.0)) - 1
-            # Four indices around x, and zero (the cheapest index, often worth its error).
-            for j in range(5):
-                k = first + j if j < 4 else np.int64(0)
-                if j < 4 and k == 0:
-                    continue  # zero is candidate 4
-                m = level(k, q1)
-                if m > m_max or m < -m_max:
-                    continue
-                col = k + offset
-                if col < 0 or col >= width:
-                    continue
-                d = xi - m
-                c = base_cost + d * d + lam * bits[q1, col]
-                t = transitions[s, k & 1]
-                if c < new[t]:
-                    new[t] = c
-                    back_k[i, t] = k
-                    back_s[i, t] = s
+                from1[t] = s
+                edge1[t] = 2 * quantizers[s] + parity
+            edges[t] += 1
+    for i in range(n):
+        xi = np.float64(w[i]) * inv
+        _cheapest(xi, 0, lam, bits, offset, m_max, best_cost, best_k)
+        _cheapest(xi, 1, lam, bits, offset, m_max, best_cost, best_k)
+        # The cheaper of each state's two edges in, without a branch (a coin toss to the
+        # predictor).
+        chosen = np.uint64(0)
         for t in range(states):
-            cost[t] = new[t]
+            c0 = cost[from0[t]] + best_cost[edge0[t]]
+            c1 = cost[from1[t]] + best_cost[edge1[t]]
+            second = c1 < c0
+            new[t] = c1 if second else c0
+            chosen |= np.uint64(second) << np.uint64(t)
+        back[i] = chosen
+        cost, new = new, cost
     end = 0
     for t in range(1, states):
         if cost[t] < cost[end]:
             end = t
-    s = end
+    t = end
     for i in range(n - 1, -1, -1):
-        k = back_k[i, s]
-        prev = back_s[i, s]
-        levels[i] = level(k, quantizers[prev])
-        s = prev
+        second = (back[i] >> np.uint64(t)) & np.uint64(1)
+        edge = edge1[t] if second else edge0[t]
+        q1 = edge >> 1
+        _cheapest(np.float64(w[i]) * inv, q1, lam, bits, offset, m_max, best_cost, best_k)
+        levels[i] = level(best_k[edge], q1)
+        t = from1[t] if second else from0[t]
     return end
 
 
@@ -88,14 +125,12 @@ def quantize_path(w, inv, lam, bits, offset, m_max, transitions, quantizers, blo
     the previous one ended in (one continuous path); ``counts[q, k + offset]`` gets each
     index's count in its quantizer. Returns the state after the last weight."""
     n = w.size
-    states = transitions.shape[0]
-    back_k = np.empty((min(block, n), states), np.int64)
-    back_s = np.empty((min(block, n), states), np.int8)
+    back = np.empty(min(block, n), np.uint64)
     state = 0
     for lo in range(0, n, block):
         hi = min(n, lo + block)
         viterbi_block(w[lo:hi], inv, state, lam, bits, offset, m_max, transitions, quantizers,
-                      levels[lo:hi], back_k[: hi - lo], back_s[: hi - lo])  # fmt: skip
+                      levels[lo:hi], back[: hi - lo])  # fmt: skip
         for i in range(lo, hi):
             q1 = quantizers[state]
             k = index(levels[i], q1)

@@ -109,7 +109,7 @@ def test_compact_streams_are_smaller_than_v7_and_decode() -> None:
     rng = np.random.default_rng(5)
     scale = np.repeat(rng.choice([0.3, 2.0], size=100), 500)  # magnitudes in runs: K = 8 pays
     w = (rng.laplace(size=scale.size) * scale).astype(np.float32)
-    codes = (trellis_levels(w, 0.1, 120).levels + 120).astype(np.uint8)
+    codes = (trellis_levels(w, 0.1, 120, 7).levels + 120).astype(np.uint8)  # 8 states: v7's
     compact = trellis_coder.encode(codes, -120, 1)
     zstd = trellis_coder.encode(codes, -120, 1, compact=False)
     assert compact is not None and zstd is not None

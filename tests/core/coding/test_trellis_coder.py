@@ -1,5 +1,6 @@
-"""Streams v5 to v8: trellis-quantized codes under their state's table (v6, v8: mirrored after
-a negative index; v7, v8: on the 8-state machine), decoded to the same codes."""
+"""Streams v5 to v8 and v10 to v13: trellis-quantized codes under their state's table (v6, v8,
+v11, v13: mirrored after a negative index; v7, v8, v10, v11: on the 8-state machine; v12, v13:
+on the 32-state one), decoded to the same codes."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from quantcore.compress.trellis import trellis_levels
 from quantcore.errors import InvalidPackageError, InvalidSpecError
 
 # A machine's plain and mirrored versions as written, by its plain one (5: 4 states, 7: 8
-# states, written with compact tables).
-VERSIONS_OF = {5: (5, 6), 7: (10, 11)}
+# states, written with compact tables; 12: 32 states).
+VERSIONS_OF = {5: (5, 6), 7: (10, 11), 12: (12, 13)}
 
 
 def _tcq_codes(n: int, seed: int, step: float = 0.2, machine: int = 7) -> tuple[np.ndarray, int]:
@@ -32,7 +33,7 @@ def _version(stream: bytes) -> int:
     return stream[4]
 
 
-@pytest.mark.parametrize("machine", [5, 7])
+@pytest.mark.parametrize("machine", [5, 7, 12])
 @pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 1000, 65_537])
 def test_round_trip_of_trellis_levels(n: int, machine: int) -> None:
     codes, code_min = _tcq_codes(n, seed=n, machine=machine)
@@ -95,7 +96,7 @@ def _runs_of_signs(n: int, seed: int, run: int = 9, machine: int = 7) -> tuple[n
     return (levels + m_max).astype(np.uint8), -m_max
 
 
-@pytest.mark.parametrize("machine", [5, 7])
+@pytest.mark.parametrize("machine", [5, 7, 12])
 def test_codes_mirrored_after_a_negative_index_pay_where_signs_go_together(
     monkeypatch: pytest.MonkeyPatch, machine: int
 ) -> None:
@@ -151,7 +152,7 @@ def test_codes_off_a_trellis_path_keep_their_stream() -> None:
         encode_codes(codes, version=5)
 
 
-@pytest.mark.parametrize("machine", [5, 7])
+@pytest.mark.parametrize("machine", [5, 7, 12])
 def test_path_levels_are_what_the_walk_accepts(machine: int) -> None:
     indices = np.random.default_rng(3).integers(-5, 6, size=500)
     levels = trellis_coder.path_levels(indices, machine)
@@ -235,3 +236,79 @@ def test_compiled_decoder_tables_equal_numpys(dtype: type, code_min: int) -> Non
     reference = _numpy_decoder_tables(code_min, 8, symbols, freqs, precision, np.dtype(dtype))
     for built, expected in zip(fields, reference, strict=True):
         np.testing.assert_array_equal(built, expected)
+
+
+def _machine_of_code(h0: int, h1: int, nu: int) -> tuple[np.ndarray, np.ndarray]:
+    """The smallest state machine of the trellis code of parity-check polynomials ``h0``,
+    ``h1`` (degree ``nu``): each next quantizer ``z0`` the parity check
+    ``z0[n] = Σ_j h0_j z0[n-j] + h1_j z1[n-j]`` over the last ``nu`` quantizers and index
+    parities ``z1``, states merged where they behave alike, numbered breadth-first from 0."""
+    tap = lambda h, j: (h >> j) & 1  # noqa: E731
+    start: tuple[tuple[int, int], ...] = ((0, 0),) * nu
+    quantizer, nxt, order = {}, {}, [start]
+    for history in order:  # a history: the last nu (quantizer, parity) pairs, newest first
+        z0 = 0
+        for j, (q, p) in enumerate(history, 1):
+            z0 ^= (tap(h0, j) & q) ^ (tap(h1, j) & p)
+        quantizer[history] = z0
+        for parity in (0, 1):
+            after = ((z0, parity), *history[:-1])
+            nxt[history, parity] = after
+            if after not in quantizer and after not in order:
+                order.append(after)
+    block = dict(quantizer)  # Moore minimisation: split blocks by where their edges go
+    while True:
+        signature = {h: (block[h], block[nxt[h, 0]], block[nxt[h, 1]]) for h in order}
+        ids: dict[tuple[int, int, int], int] = {}
+        split = {h: ids.setdefault(signature[h], len(ids)) for h in order}
+        if len(set(split.values())) == len(set(block.values())):
+            break
+        block = split
+    number, first = {block[start]: 0}, [start]
+    for history in first:
+        for parity in (0, 1):
+            b = block[nxt[history, parity]]
+            if b not in number:
+                number[b] = len(number)
+                first.append(nxt[history, parity])
+    transitions = np.zeros((len(number), 2), np.int64)
+    quantizers = np.zeros(len(number), np.int64)
+    for history in first:
+        quantizers[number[block[history]]] = quantizer[history]
+        for parity in (0, 1):
+            transitions[number[block[history]], parity] = number[block[nxt[history, parity]]]
+    return transitions, quantizers
+
+
+@pytest.mark.parametrize(("version", "h0", "h1", "nu"), [
+    (5, 0o5, 0o2, 2), (7, 0o17, 0o04, 3), (12, 0o57, 0o22, 5),
+])  # fmt: skip
+def test_the_machines_are_the_trellis_codes_they_are_said_to_be(
+    version: int, h0: int, h1: int, nu: int
+) -> None:
+    """Up to the numbering of their states (the 32-state one is numbered as built)."""
+    transitions, quantizers = _machine_of_code(h0, h1, nu)
+    assert quantizers.size == 1 << nu
+    expected = _breadth_first(*trellis_coder.machine(version))
+    np.testing.assert_array_equal(transitions, expected[0])
+    np.testing.assert_array_equal(quantizers, expected[1])
+    if version == 12:
+        np.testing.assert_array_equal(transitions, trellis_coder.machine(version)[0])
+
+
+def _breadth_first(
+    transitions: np.ndarray, quantizers: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The machine with its states numbered breadth-first from state 0 (parity 0 first)."""
+    number, order = {0: 0}, [0]
+    for state in order:
+        for parity in (0, 1):
+            after = int(transitions[state, parity])
+            if after not in number:
+                number[after] = len(number)
+                order.append(after)
+    renumbered = np.zeros_like(transitions)
+    for state in order:
+        for parity in (0, 1):
+            renumbered[number[state], parity] = number[int(transitions[state, parity])]
+    return renumbered, quantizers[order]
