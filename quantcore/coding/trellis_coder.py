@@ -99,8 +99,9 @@ def machine(version: int) -> tuple[np.ndarray, np.ndarray]:
     k = kernels()
     if version in (VERSION, MIRRORED_VERSION):
         return k.FOUR_STATES
-    return k.THIRTY_TWO_STATES if version in (WIDE_VERSION, WIDE_MIRRORED_VERSION) else (
-        k.EIGHT_STATES)  # fmt: skip
+    if version in (WIDE_VERSION, WIDE_MIRRORED_VERSION):
+        return k.THIRTY_TWO_STATES
+    return k.EIGHT_STATES
 
 
 def _lane_starts(n: int) -> list[int]:
@@ -117,10 +118,8 @@ def _path(
     none."""
     eight = (COMPACT_VERSION, COMPACT_MIRRORED_VERSION) if compact else (
         EIGHT_STATE_VERSION, EIGHT_STATE_MIRRORED_VERSION)  # fmt: skip
-    machines = [eight, (VERSION, MIRRORED_VERSION)]
-    if compact:
-        machines.insert(0, (WIDE_VERSION, WIDE_MIRRORED_VERSION))
-    for plain, turned in machines:
+    wide = [(WIDE_VERSION, WIDE_MIRRORED_VERSION)] if compact else []
+    for plain, turned in [*wide, eight, (VERSION, MIRRORED_VERSION)]:
         states = np.empty(flat.size, np.uint8)
         if kernels().states_of(flat, code_min, *machine(plain), states) == flat.size:
             return plain, turned, states
