@@ -1,8 +1,9 @@
 """Decoding many chunks at once: the v2 chunks of any streams through the vector decoder
 (``quantcore.coding.rans_simd``), ``GROUP`` of them advancing together, each replaced by
-the next as it ends; any other chunk (v3, v1, wide tables, or no AVX-512) by its own
-``fill``. The codes are the same either way. ``fill_nibbles`` stores 4-bit codes two per
-byte, as the vector decoder goes (elsewhere through a per-thread buffer)."""
+the next as it ends; the trellis streams' chunks together through ``trellis_batch``; any
+other chunk (v3, v1, wide tables, or no AVX-512) by its own ``fill``. The codes are the
+same either way. ``fill_nibbles`` stores 4-bit codes two per byte, as the vector decoder
+goes (elsewhere through a per-thread buffer)."""
 
 from __future__ import annotations
 
@@ -73,11 +74,18 @@ def fill_chunks(jobs: Sequence[tuple[rans_chunks.Chunk, CodeArray]]) -> None:
     contiguous); raises ``InvalidPackageError`` for a corrupt chunk, as ``Chunk.fill``."""
     kernels = vector_kernels()
     queues: dict[np.dtype, deque[_Queued]] = {}
+    trellis = []
     for chunk, out in jobs:
         if kernels is not None and chunk.coded is not None and out.flags.c_contiguous:
             queues.setdefault(out.dtype, deque()).append((chunk.coded, out, chunk.size, 0))
+        elif chunk.trellis is not None:
+            trellis.append((chunk.trellis, out))
         else:
             chunk.fill(out)
+    if trellis:
+        from quantcore.coding import trellis_batch
+
+        trellis_batch.decode(trellis)
     for queue in queues.values():
         assert kernels is not None  # queued only then
         _run(kernels, queue, False)
@@ -91,12 +99,21 @@ def fill_nibbles(jobs: Sequence[tuple[rans_chunks.Chunk, npt.NDArray[np.uint8], 
 
     kernels = vector_kernels()
     queue: deque[_Queued] = deque()
+    trellis = []
     for chunk, out, add in jobs:
         if kernels is not None and chunk.coded is not None and out.flags.c_contiguous:
             queue.append((chunk.coded, out, chunk.size, add & 0xF))
+        elif chunk.trellis is not None:  # decoded together, then packed
+            trellis.append((chunk, out, add, np.empty(chunk.size, dtype=np.uint8)))
         else:
             codes = _buffer(chunk.size)
             chunk.fill(codes)
+            rans_kernels.pack_nibbles(codes, add & 0xF, out)
+    if trellis:
+        from quantcore.coding import trellis_batch
+
+        trellis_batch.decode([(c.trellis, codes) for c, _, _, codes in trellis if c.trellis])
+        for _, out, add, codes in trellis:
             rans_kernels.pack_nibbles(codes, add & 0xF, out)
     if queue:
         assert kernels is not None

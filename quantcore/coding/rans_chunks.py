@@ -1,5 +1,6 @@
 """The pieces of a QENT v2 stream's chunk that both of its decoders read: the chunk's words,
-its first states and what the vector decoder needs of it.
+its first states and what the vector decoder needs of it; and what a trellis stream's chunk
+holds for ``quantcore.coding.trellis_batch``.
 
 ``quantcore.coding.rans`` (the stream, the scalar kernels) and ``quantcore.coding.rans_batch``
 (the vector decoder, several chunks at once) both import them from here, so that neither
@@ -36,15 +37,36 @@ class Coded:
 
 
 @dataclass(frozen=True)
+class TrellisCoded:
+    """What decoding a trellis chunk needs: its words, its lanes' first trellis states, the
+    stream's decoder table (``trellis_coder._decoder_tables``), precision, magnitude classes
+    (``context.class_table``) and machine (``nexts``: ``trellis_coder._next_states``), the
+    ``code_min`` of a mirrored stream (else None) and the chunk's index (for errors)."""
+
+    words: npt.NDArray[np.uint32]
+    starts: npt.NDArray[np.uint8]
+    table: npt.NDArray[np.uint64]
+    precision: int
+    classes: npt.NDArray[np.int64]
+    transitions: npt.NDArray[np.int64]
+    quantizers: npt.NDArray[np.int64]
+    nexts: npt.NDArray[np.int32]
+    mirror_min: int | None
+    index: int
+
+
+@dataclass(frozen=True)
 class Chunk:
     """A part of a stream decodable on its own: codes ``[start, start + size)``, written by
     ``fill`` into an array of ``size`` codes of the stream's dtype; ``coded`` where
-    ``rans_batch.fill_chunks`` may decode it with others."""
+    ``rans_batch.fill_chunks`` may decode it with others (``trellis`` for a chunk of a
+    trellis stream)."""
 
     start: int
     size: int
     fill: Callable[[CodeArray], None]
     coded: Coded | None = None
+    trellis: TrellisCoded | None = None
 
 
 def _words(data: memoryview) -> npt.NDArray[np.uint32]:

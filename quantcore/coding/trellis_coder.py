@@ -49,7 +49,7 @@ import numpy as np
 import numpy.typing as npt
 import zstandard
 
-from quantcore.coding import compact_table, rans, rans_chunks
+from quantcore.coding import compact_table, rans, rans_chunks, trellis_batch
 from quantcore.coding.context import (
     LANES,
     _choose_precision,
@@ -102,6 +102,17 @@ def machine(version: int) -> tuple[np.ndarray, np.ndarray]:
     if version in (WIDE_VERSION, WIDE_MIRRORED_VERSION):
         return k.THIRTY_TWO_STATES
     return k.EIGHT_STATES
+
+
+def _next_states(version: int, k_classes: int) -> np.ndarray:
+    """The vector loop's (``trellis_simd``) table of ``version``'s machine, for a stream of
+    ``k_classes`` magnitude classes: at ``32 * parity + state``, the next state and its
+    quantizer times the classes (bits 8 and up: the first context of its table rows)."""
+    transitions, quantizers = machine(version)
+    nexts = np.zeros((2, 32), dtype=np.int32)
+    following = transitions.T
+    nexts[:, : following.shape[1]] = following | (quantizers[following] * k_classes) << 8
+    return nexts.ravel()
 
 
 def _lane_starts(n: int) -> list[int]:
@@ -317,25 +328,21 @@ def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans
     table = _decoder_tables(code_min, k_classes, symbols, freqs, precision)
     classes = class_table(k_classes)
     transitions, quantizers = machine(version)
+    nexts = _next_states(version, k_classes)
     chunks = []
     for index, (words_n, n) in enumerate(zip(lengths.tolist(), sizes, strict=True)):
         words = body[offset : offset + 4 * words_n]
         offset += 4 * words_n
         starts = np.frombuffer(firsts[LANES * index : LANES * (index + 1)], dtype=np.uint8)
+        coded = rans_chunks.TrellisCoded(
+            rans_chunks._words(words), starts, table, precision, classes, transitions,
+            quantizers, nexts, code_min if version in MIRRORED else None, index,
+        )  # fmt: skip
 
-        def fill(part: CodeArray, index: int = index, words: memoryview = words,
-                 starts: np.ndarray = starts) -> None:  # fmt: skip
-            array = rans_chunks._words(words)
-            if not kernels().decode_chunk(array, precision, starts, classes, transitions,
-                                          quantizers, table, part):  # fmt: skip
-                raise InvalidPackageError(
-                    f"entropy stream chunk {index} is corrupt: its words do not decode to "
-                    f"{part.size} symbols"
-                )
-            if version in MIRRORED:
-                kernels().mirror(part, code_min, True, part)
+        def fill(part: CodeArray, coded: rans_chunks.TrellisCoded = coded) -> None:
+            trellis_batch.decode([(coded, part)])
 
-        chunks.append(rans.Chunk(index * chunk, n, fill))
+        chunks.append(rans.Chunk(index * chunk, n, fill, trellis=coded))
     return dtype, chunks
 
 
@@ -367,7 +374,12 @@ def compile_kernels() -> None:
         _, chunks = plan(fields, body)
         for c in chunks:
             c.fill(np.empty(c.size, dtype=dtype))
+            t = c.trellis
+            assert t is not None  # the scalar kernel, where the vector loop decoded
+            kernels().decode_chunk(t.words, t.precision, t.starts, t.classes, t.transitions,
+                                   t.quantizers, t.table, np.empty(c.size, dtype=dtype))
         kernels().mirror(codes, -3, True, np.empty_like(codes))  # v6's decoding, in any case
+    trellis_batch.compile_vector_kernels()
     # A compact table's values are 16-bit where a symbol gap or an entry passes 255.
     kernels().compact_rows(np.zeros(2, np.uint16), np.ones((2, 1), np.bool_), 1,
                            compact_table.frequency_values(2, 8), 8, np.zeros((2, 1), np.int64))

@@ -47,6 +47,9 @@ THIRTY_TWO_STATES = (
               [13, 12], [15, 14], [9, 8], [11, 10], [5, 4], [7, 6], [1, 0], [3, 2]], np.int64),
     np.array([0, 1, 1, 0, 0, 1, 1, 0, 1, 0, 0, 1, 1, 0, 0, 1] * 2, np.int64),
 )
+# Per lane in ``first_lanes``: rANS state, trellis state, quantizer, |k1|, |k2|, and whether
+# the lane's last non-zero index was negative (a mirrored stream's).
+FIELDS = 6
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 
 
@@ -154,14 +157,31 @@ def mirror(codes, code_min, back, out):
     n = codes.size
     for lane in range(LANES):
         start, length = _segment(n, lane)
-        negative = np.int64(0)  # 0 or 1, without branches: signs are a coin toss to a predictor
-        for t in range(length):
-            i = start + t
-            c = np.int64(codes[i])
-            w = c + negative * (-2 * c - 2 * code_min)
-            out[i] = w
-            level = (w if back else c) + code_min
-            negative = np.int64(level < 0) | (np.int64(level == 0) & negative)
+        _mirror_lane(codes, code_min, back, out, start, start + length, np.int64(0))
+
+
+@_jit
+def mirror_from(codes, code_min, step, lanes):
+    """``mirror`` back, in place, of each lane's codes from its code ``step`` on, the lane
+    following a negative index or not as ``lanes`` (``first_lanes``'s last row) says: where
+    the vector loop, which mirrors as it decodes, left the chunk."""
+    n = codes.size
+    for lane in range(LANES):
+        start, length = _segment(n, lane)
+        if step < length:
+            _mirror_lane(codes, code_min, True, codes, start + step, start + length,
+                         np.int64(lanes[(FIELDS - 1) * LANES + lane]))  # fmt: skip
+
+
+@njit(inline="always")
+def _mirror_lane(codes, code_min, back, out, begin, end, negative):
+    # ``negative`` 0 or 1, without branches: signs are a coin toss to a predictor
+    for i in range(begin, end):
+        c = np.int64(codes[i])
+        w = c + negative * (-2 * c - 2 * code_min)
+        out[i] = w
+        level = (w if back else c) + code_min
+        negative = np.int64(level < 0) | (np.int64(level == 0) & negative)
 
 
 @_jit
@@ -246,32 +266,55 @@ def _take(lane, i, xs, ts, d1, d2, classes, k_classes, transitions, quantizers, 
 
 
 @_jit
+def first_lanes(words, starts, transitions, quantizers, k_classes, lanes):
+    """Each lane's state before its first code into ``lanes`` (``FIELDS`` rows of ``LANES``:
+    rANS state, trellis state, its quantizer times ``k_classes``, the two magnitudes before
+    and the sign before, zero); the chunk's words hold at least the ``LANES`` final states
+    (checked by the caller)."""
+    for lane in range(LANES):
+        t = starts[lane] & (transitions.shape[0] - 1)
+        lanes[lane] = np.uint64(words[2 * lane]) | np.uint64(words[2 * lane + 1]) << _32
+        lanes[LANES + lane] = t
+        lanes[2 * LANES + lane] = quantizers[t] * k_classes
+        for f in range(3, FIELDS):
+            lanes[f * LANES + lane] = 0
+
+
+@_jit
 def decode_chunk(words, precision, starts, classes, transitions, quantizers, table, out):
     """Decode ``out.size`` codes of the machine ``transitions``, ``quantizers`` (a power of two
     states); ``table`` holds a word per context and slot (``decoder_tables``'s: the slot's
     frequency, offset, code, index parity and magnitude); ``starts`` holds each lane's first
-    trellis state and
-    ``classes`` the class of each magnitude sum (as ``contexts``). Returns True if the
-    stream ended as it must."""
+    trellis state and ``classes`` the class of each magnitude sum (as ``contexts``). Returns
+    True if the stream ended as it must."""
+    lanes = np.empty(FIELDS * LANES, dtype=np.uint64)
+    first_lanes(words, starts, transitions, quantizers, 1, lanes)
+    return decode_rest(words, precision, classes, transitions, quantizers, table, out, lanes,
+                       2 * LANES, 0)  # fmt: skip
+
+
+@_jit
+def decode_rest(words, precision, classes, transitions, quantizers, table, out, lanes, pos,
+                step):  # fmt: skip
+    """``decode_chunk`` from each lane's code ``step`` on, the lanes as ``lanes`` holds them
+    (``first_lanes``) and the next word at ``pos``: where the vector loop
+    (``trellis_simd``) left the chunk."""
     n = out.size
     mask = np.uint64((1 << precision) - 1)
     prec = np.uint64(precision)
     last = words.size - 1
     k_classes = classes[classes.size - 1] + 1
-    xs = np.empty(LANES, dtype=np.uint64)
-    ts = np.empty(LANES, dtype=np.int64)
-    d1 = np.zeros(LANES, dtype=np.int64)
-    d2 = np.zeros(LANES, dtype=np.int64)
+    xs = lanes[:LANES].copy()
+    ts = lanes[LANES : 2 * LANES].astype(np.int64)
+    d1 = lanes[3 * LANES : 4 * LANES].astype(np.int64)
+    d2 = lanes[4 * LANES : 5 * LANES].astype(np.int64)
     begin = np.empty(LANES, dtype=np.int64)
     for lane in range(LANES):
-        xs[lane] = np.uint64(words[2 * lane]) | np.uint64(words[2 * lane + 1]) << _32
-        ts[lane] = starts[lane] & (transitions.shape[0] - 1)
         begin[lane] = _segment(n, lane)[0]
-    pos = 2 * LANES
     q, r = n // LANES, n % LANES
-    for step in range(q):
+    for at in range(step, q):
         for lane in range(LANES):
-            pos = _take(lane, begin[lane] + step, xs, ts, d1, d2, classes, k_classes,
+            pos = _take(lane, begin[lane] + at, xs, ts, d1, d2, classes, k_classes,
                         transitions, quantizers, words, pos, last, mask, prec, table, out)
     for lane in range(r):
         pos = _take(lane, begin[lane] + q, xs, ts, d1, d2, classes, k_classes, transitions,

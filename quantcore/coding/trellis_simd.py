@@ -1,0 +1,217 @@
+"""The decoder of streams ``QENT`` v5 to v8 and v10 to v13 on vectors: a chunk's 8 lanes in
+one 512-bit register, several chunks advanced together.
+
+A lane's step (``trellis_kernels._take``) is a chain of dependent loads: the context of a
+code needs the trellis state and the magnitudes the codes before it left, its table entry
+needs the context, and the next state needs the entry's parity. Scalar, the 8 lanes take
+turns on one core, 30 cycles or so a code. Here a round decodes the 8 lanes' next codes at
+once: the class of each lane's magnitude sum (its bit length, capped at ``K - 1``: exactly
+``context.class_table``), one gather of the 8 table entries, the codes scattered to their
+lanes' segments, one gather of the next states (``nexts``: each state and parity's next
+state and its quantizer), the rANS update, and the words of the states that fell below
+``L`` loaded in lane order (``llvm.masked.expandload``: the order the scalar decoder reads
+them in). ``K`` chunks (up to ``GROUP``) take turns in one loop so that ``K`` chains are in
+flight. The stream format is unchanged.
+
+LLVM lowers this to AVX-512; ``rans_simd.available`` says whether the CPU has it. The loop
+stops for every chunk as soon as one has fewer than 8 words left or ``limit`` rounds are
+done; ``trellis_kernels.decode_rest`` finishes a chunk from where the loop left it
+(``trellis_batch`` drives both).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from quantcore.coding.rans_kernels import LANES
+from quantcore.coding.rans_simd import _const, _vector
+from quantcore.coding.trellis_kernels import FIELDS
+
+GROUP = 2  # chunks advanced together: with 4, their registers spill and it is no faster
+# Per chunk: precision, the magnitude classes' cap, code_min, whether the stream is mirrored,
+# each lane's first code.
+PARAMS = 4 + LANES
+STATES = 32  # the most states a machine may have: its next states fill two registers a parity
+_I1, _I8, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+_jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+
+
+@intrinsic
+def _rounds(typingctx, words, tables, nexts, outs, lanes, pos, base, params, limit):
+    return _rounds_codegen(words, tables, nexts, outs, lanes, pos, base, params, limit)
+
+
+def _rounds_codegen(words, tables, nexts, outs, lanes, pos, base, params, limit):
+    """Up to ``limit`` rounds of each of the ``K`` chunks (tuples of their words, decoder
+    tables, next-state tables and outputs); ``lanes`` (``FIELDS`` × 8 per chunk) and ``pos``
+    (the next word) are updated in place, ``base`` (the rounds done before) read, ``params``
+    = ``PARAMS`` per chunk. Returns the rounds done."""
+    k_count = words.count
+    sig = types.int64(words, tables, nexts, outs, lanes, pos, base, params, limit)
+    out_type = ir.IntType(outs.dtype.dtype.bitwidth)
+    out_bytes = outs.dtype.dtype.bitwidth // 8
+
+    def codegen(context, builder, signature, args):
+        def array(i: int, value: ir.Value, member: bool = False) -> cgutils.Structure:
+            ty = signature.args[i].dtype if member else signature.args[i]
+            return context.make_array(ty)(context, builder, value)
+
+        def each(i: int) -> list[cgutils.Structure]:
+            return [array(i, builder.extract_value(args[i], k), True) for k in range(k_count)]
+
+        w_arrays, t_arrays, n_arrays, o_arrays = each(0), each(1), each(2), each(3)
+        lanes_a, pos_a, base_a, param_a = (array(i, args[i]) for i in (4, 5, 6, 7))
+        limit_v = args[8]
+        module = builder.module
+        v64, v32 = ir.VectorType(_I64, LANES), ir.VectorType(_I32, LANES)
+        vbool, vout = ir.VectorType(_I1, LANES), ir.VectorType(out_type, LANES)
+        ptr = t_arrays[0].data.type
+        vptr = ir.VectorType(ptr, LANES)
+        gather = cgutils.get_or_insert_function(
+            module, ir.FunctionType(v64, [vptr, _I32, vbool, v64]), "llvm.masked.gather.v8i64.v8p0"
+        )
+        scatter = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [vout, vptr, _I32, vbool]),
+            f"llvm.masked.scatter.v8i{out_type.width}.v8p0",
+        )  # fmt: skip
+        expand = cgutils.get_or_insert_function(
+            module, ir.FunctionType(v32, [w_arrays[0].data.type, vbool, v32]),
+            "llvm.masked.expandload.v8i32",
+        )  # fmt: skip
+        ctlz = cgutils.get_or_insert_function(module, ir.FunctionType(v64, [v64, _I1]),
+                                              "llvm.ctlz.v8i64")  # fmt: skip
+        ctpop = cgutils.get_or_insert_function(module, ir.FunctionType(_I8, [_I8]), "llvm.ctpop.i8")
+        v16 = ir.VectorType(_I32, 16)
+        permute = cgutils.get_or_insert_function(
+            module, ir.FunctionType(v16, [v16, v16, v16]), "llvm.x86.avx512.vpermi2var.d.512"
+        )  # two registers of 16 entries, looked up by each lane's index (vpermi2d)
+        lane_ptr = builder.bitcast(lanes_a.data, v64.as_pointer())
+        every = ir.Constant(vbool, [ir.Constant(_I1, 1)] * LANES)
+
+        def load(a: cgutils.Structure, i: int) -> ir.Value:
+            return builder.load(builder.gep(a.data, [ir.Constant(_I64, i)]))
+
+        def address(a: cgutils.Structure) -> ir.Value:
+            return _vector(builder, builder.ptrtoint(a.data, _I64), _I64)
+
+        slots = []
+        for k in range(k_count):
+            at = PARAMS * k
+            precision = load(param_a, at)
+            firsts = [load(param_a, at + 4 + lane) for lane in range(LANES)]
+            first_v = ir.Constant(v64, ir.Undefined)
+            for lane, value in enumerate(firsts):
+                first_v = builder.insert_element(first_v, value, ir.Constant(_I32, lane))
+            prec_v = _vector(builder, precision, _I64)
+            fields = [builder.load(builder.gep(lane_ptr, [ir.Constant(_I64, FIELDS * k + f)]),
+                                   align=8) for f in range(FIELDS)]  # fmt: skip
+            slots.append({
+                "fields": fields,
+                "pos": load(pos_a, k),
+                "last": builder.sub(builder.extract_value(w_arrays[k].shape, 0), _I64(LANES)),
+                "base": load(base_a, k),
+                "prec": prec_v,
+                "mask": builder.sub(builder.shl(_const(1), prec_v), _const(1)),
+                "cap": _vector(builder, load(param_a, at + 1), _I64),
+                "code_min": _vector(builder, load(param_a, at + 2), _I64),
+                "mirrored": _vector(builder, load(param_a, at + 3), _I64),
+                "table": address(t_arrays[k]),
+                "nexts": [builder.load(builder.gep(builder.bitcast(n_arrays[k].data,
+                                                                   v16.as_pointer()),
+                                                   [ir.Constant(_I64, i)]), align=4)
+                          for i in range(4)],
+                "out": builder.add(address(o_arrays[k]),
+                                   builder.mul(first_v, _const(out_bytes))),
+            })  # fmt: skip
+        start = builder.block
+        head = builder.append_basic_block("trellis.head")
+        body = builder.append_basic_block("trellis.body")
+        done = builder.append_basic_block("trellis.done")
+        builder.branch(head)
+        builder.position_at_end(head)
+        r = builder.phi(_I64)
+        r.add_incoming(ir.Constant(_I64, 0), start)
+        for s in slots:
+            s["phis"] = [builder.phi(v64) for _ in range(FIELDS)]
+            for phi, value in zip(s["phis"], s["fields"], strict=True):
+                phi.add_incoming(value, start)
+            s["pos_phi"] = builder.phi(_I64)
+            s["pos_phi"].add_incoming(s["pos"], start)
+        more = builder.icmp_signed("<", r, limit_v)
+        for s in slots:  # 8 words left: the expanding load stays inside the chunk
+            more = builder.and_(more, builder.icmp_signed("<=", s["pos_phi"], s["last"]))
+        builder.cbranch(more, body, done)
+        builder.position_at_end(body)
+        for k, s in enumerate(slots):
+            x, t, q, d1, d2, negative = s["phis"]
+            pos = s["pos_phi"]
+            bits = builder.sub(_const(64), builder.call(ctlz, [builder.add(d1, d2),
+                                                               ir.Constant(_I1, 0)]))  # fmt: skip
+            cls = builder.select(builder.icmp_unsigned("<", bits, s["cap"]), bits, s["cap"])
+            row = builder.add(q, cls)  # q: the quantizer times the classes
+            slot = builder.or_(builder.shl(row, s["prec"]), builder.and_(x, s["mask"]))
+            where = builder.add(s["table"], builder.shl(slot, _const(3)))
+            e = builder.call(gather, [builder.inttoptr(where, vptr), ir.Constant(_I32, 8), every,
+                                      ir.Constant(v64, ir.Undefined)])  # fmt: skip
+            at = builder.add(s["base"], r)  # each lane's code in its segment
+            out_at = builder.add(s["out"], _vector(builder, builder.mul(at, _I64(out_bytes)),
+                                                   _I64))  # fmt: skip
+            # A mirrored stream's code after a negative index is its level's mirror (as
+            # trellis_kernels.mirror): turned back here, the lane's sign carried along.
+            coded = builder.and_(builder.lshr(e, _const(32)), _const(0xFFFF))
+            turned = builder.sub(builder.sub(_const(0), coded),
+                                 builder.add(s["code_min"], s["code_min"]))  # fmt: skip
+            code = builder.select(builder.trunc(negative, vbool), turned, coded)
+            level = builder.add(code, s["code_min"])
+            below = builder.zext(builder.icmp_signed("<", level, _const(0)), v64)
+            zero = builder.zext(builder.icmp_signed("==", level, _const(0)), v64)
+            negative = builder.and_(builder.or_(below, builder.and_(zero, negative)),
+                                    s["mirrored"])  # fmt: skip
+            codes = builder.trunc(code, vout)
+            builder.call(scatter, [codes, builder.inttoptr(out_at, vptr),
+                                   ir.Constant(_I32, out_bytes), every])  # fmt: skip
+            parity = builder.and_(builder.lshr(e, _const(48)), _const(1))
+            index = builder.shuffle_vector(builder.trunc(t, v32), ir.Constant(v32, ir.Undefined),
+                                           _const(list(range(LANES)) * 2, _I32))  # fmt: skip
+            low, high = (builder.call(permute, [a, index, b]) for a, b in
+                         (s["nexts"][:2], s["nexts"][2:]))  # fmt: skip
+            first8 = _const(list(range(LANES)), _I32)
+            low8, high8 = (builder.shuffle_vector(v, ir.Constant(v16, ir.Undefined), first8)
+                           for v in (low, high))  # fmt: skip
+            odd = builder.icmp_unsigned("!=", parity, _const(0))
+            n = builder.zext(builder.select(odd, high8, low8), v64)
+            freq = builder.add(builder.and_(e, _const(0xFFFF)), _const(1))
+            bias = builder.and_(builder.lshr(e, _const(16)), _const(0xFFFF))
+            x = builder.add(builder.mul(freq, builder.lshr(x, s["prec"])), bias)
+            under = builder.icmp_unsigned("<", x, _const(1 << 31))
+            word_ptr = builder.gep(w_arrays[k].data, [pos])
+            word = builder.call(expand, [word_ptr, under, ir.Constant(v32, None)])
+            refilled = builder.or_(builder.shl(x, _const(32)), builder.zext(word, v64))
+            new = [builder.select(under, refilled, x),
+                   builder.and_(n, _const(0xFF)), builder.lshr(n, _const(8)),
+                   builder.lshr(e, _const(56)), d1, negative]  # fmt: skip
+            for phi, value in zip(s["phis"], new, strict=True):
+                phi.add_incoming(value, body)
+            read = builder.zext(builder.call(ctpop, [builder.bitcast(under, _I8)]), _I64)
+            s["pos_phi"].add_incoming(builder.add(pos, read), body)
+        r.add_incoming(builder.add(r, ir.Constant(_I64, 1)), body)
+        builder.branch(head)
+        builder.position_at_end(done)
+        for k, s in enumerate(slots):
+            for f, phi in enumerate(s["phis"]):
+                builder.store(phi, builder.gep(lane_ptr, [ir.Constant(_I64, FIELDS * k + f)]),
+                              align=8)  # fmt: skip
+            builder.store(s["pos_phi"], builder.gep(pos_a.data, [ir.Constant(_I64, k)]))
+        return r
+
+    return sig, codegen
+
+
+@_jit
+def rounds(words, tables, nexts, outs, lanes, pos, base, params, limit):
+    """``_rounds_codegen`` (see there), callable from Python with tuples of ``K`` arrays."""
+    return _rounds(words, tables, nexts, outs, lanes, pos, base, params, limit)  # type: ignore[call-arg]
+

@@ -1,0 +1,161 @@
+"""The vector decoder of the trellis streams (``trellis_batch``, ``trellis_simd``): the codes
+of the scalar kernel whatever the chunks grouped together, the same answer on corrupt words,
+and 4-bit codes packed two a byte."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from quantcore.coding import rans_batch, rans_chunks, trellis_batch, trellis_coder
+from quantcore.coding.entropy import decode_plan
+from quantcore.compress.trellis import trellis_levels
+from quantcore.errors import InvalidPackageError
+
+needs_vector = pytest.mark.skipif(
+    trellis_batch.vector_kernels() is None, reason="no AVX-512: the scalar kernels decode"
+)
+
+
+def _levels(n: int, seed: int, step: float, machine: int, runs: bool = False,
+            signs: bool = False) -> np.ndarray:  # fmt: skip
+    rng = np.random.default_rng(seed)
+    w = rng.laplace(size=n)
+    if runs:  # magnitudes in runs: the classes pay (K = 8)
+        w *= np.repeat(rng.choice([0.05, 3.0], size=n // 500 + 1), 500)[:n]
+    if signs:  # signs in runs, as neighbouring weights': the mirrored version pays
+        w = np.abs(w) * np.repeat(rng.choice([-1.0, 1.0], size=n // 9 + 1), 9)[:n]
+    return trellis_levels(w.astype(np.float32), step, 2000, machine).levels
+
+
+def _streams(monkeypatch: pytest.MonkeyPatch, chunk: int) -> list[tuple[bytes, np.ndarray]]:
+    """Streams of every machine, plain and mirrored, one and eight magnitude classes, 8- and
+    16-bit codes, precisions from a few bits to 16, chunks from a few codes to many rounds."""
+    monkeypatch.setattr(trellis_coder, "CHUNK_SYMBOLS", chunk)
+    cases = [
+        (50_001, 1, 0.2, 12, False, np.uint8),
+        (40_000, 2, 0.05, 12, True, np.uint8),
+        (30_007, 3, 0.5, 7, False, np.uint8),
+        (40_000, 4, 0.2, 5, False, np.uint8),
+        (25_003, 5, 0.004, 12, True, np.uint16),
+        (13, 6, 0.2, 12, False, np.uint8),  # fewer codes than two rounds
+        (9_000, 7, 1.5, 7, False, np.uint8),  # few symbols: low precision
+    ]
+    streams = []
+    for n, seed, step, machine, runs, dtype in cases:
+        for signs in (False, True):
+            levels = _levels(n, seed, step, machine, runs, signs)
+            code_min = int(levels.min())
+            codes = (levels - code_min).astype(dtype)
+            stream = trellis_coder.encode(codes, code_min, 1)
+            if stream is not None:
+                streams.append((stream, codes))
+    assert {s[4] for s, _ in streams} >= {5, 6, 10, 11, 12, 13}
+    return streams
+
+
+def _scalar(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trellis_batch, "vector_kernels", lambda: None)
+
+
+@needs_vector
+@pytest.mark.parametrize("chunk", [1000, 4099, 1 << 21])
+def test_grouped_chunks_decode_as_the_scalar_kernel(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs, expected = [], []
+    for data, codes in _streams(monkeypatch, chunk):
+        dtype, chunks = decode_plan(data)
+        whole = np.zeros(codes.size, dtype=dtype)
+        jobs += [(c, whole[c.start : c.start + c.size]) for c in chunks]
+        assert all(c.trellis is not None for c in chunks)
+        expected.append((whole, codes))
+    rans_batch.fill_chunks(jobs)  # every stream's chunks in one run: groups mix tables
+    for whole, codes in expected:
+        np.testing.assert_array_equal(whole, codes)
+
+
+def test_each_chunk_alone_decodes_its_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through its own ``fill``, with the vector loop and without it."""
+    for vector in (True, False):
+        if not vector:
+            _scalar(monkeypatch)
+        for data, codes in _streams(monkeypatch, 4099):
+            dtype, chunks = decode_plan(data)
+            for c in chunks:
+                out = np.zeros(c.size, dtype=dtype)
+                c.fill(out)
+                np.testing.assert_array_equal(out, codes[c.start : c.start + c.size])
+
+
+def _corrupt(coded: rans_chunks.TrellisCoded, rng: np.random.Generator) -> rans_chunks.TrellisCoded:
+    words = coded.words.copy()
+    for at in rng.integers(0, words.size, rng.integers(1, 4)):
+        words[at] ^= np.uint32(1 << int(rng.integers(32)))
+    if rng.random() < 0.3:  # truncated: the loop must stop before the end
+        words = words[: max(16, words.size - int(rng.integers(1, 40)))]
+    words.flags.writeable = False
+    return dataclasses.replace(coded, words=words)
+
+
+def _decode_guarded(jobs: list[tuple[rans_chunks.TrellisCoded, int, np.dtype]]) -> list[object]:
+    """Each chunk decoded alone into the middle of a guarded array: its codes, or the error."""
+    results: list[object] = []
+    for coded, size, dtype in jobs:
+        guard = np.full(size + 64, 0xAB, dtype=dtype)
+        try:
+            trellis_batch.decode([(coded, guard[32 : 32 + size])])
+            results.append(guard[32 : 32 + size].copy())
+        except InvalidPackageError as error:
+            results.append(str(error))
+        assert (guard[:32] == 0xAB).all() and (guard[-32:] == 0xAB).all()
+    return results
+
+
+@needs_vector
+def test_corrupt_words_give_the_scalar_kernels_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Words changed after the CRC: the vector loop reads the words the scalar step reads, in
+    its order, so it refuses the same chunks and decodes the others to the same codes, never
+    reading or writing outside."""
+    rng = np.random.default_rng(9)
+    jobs = []
+    for data, _ in _streams(monkeypatch, 3000)[:6]:
+        dtype, chunks = decode_plan(data)
+        for c in chunks:
+            assert c.trellis is not None
+            jobs += [(_corrupt(c.trellis, rng), c.size, dtype) for _ in range(4)]
+    vector = _decode_guarded(jobs)
+    _scalar(monkeypatch)
+    scalar = _decode_guarded(jobs)
+    refused = 0
+    for a, b in zip(vector, scalar, strict=True):
+        if isinstance(a, str):
+            assert a == b
+            refused += 1
+        else:
+            np.testing.assert_array_equal(a, b)
+    assert refused > len(jobs) // 2
+
+
+@pytest.mark.parametrize("vector", [True, False])
+def test_four_bit_trellis_codes_are_packed_two_a_byte(
+    vector: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not vector:
+        _scalar(monkeypatch)
+    monkeypatch.setattr(trellis_coder, "CHUNK_SYMBOLS", 1000)
+    levels = _levels(9_001, 8, 2.0, 12)
+    code_min = int(levels.min())
+    codes = (levels - code_min).astype(np.uint8)
+    assert codes.max() < 16
+    stream = trellis_coder.encode(codes, code_min, 1)
+    assert stream is not None
+    _, chunks = decode_plan(stream)
+    packed = np.zeros((codes.size + 1) // 2, dtype=np.uint8)
+    rans_batch.fill_nibbles([(c, packed[c.start // 2 : (c.start + c.size + 1) // 2], 3)
+                             for c in chunks])  # fmt: skip
+    nibbles = np.empty(packed.size * 2, dtype=np.uint8)
+    nibbles[0::2], nibbles[1::2] = packed & 0xF, packed >> 4
+    np.testing.assert_array_equal(nibbles[: codes.size], (codes + 3) & 0xF)
