@@ -379,6 +379,7 @@ def compile_kernels() -> None:
             kernels().decode_chunk(t.words, t.precision, t.starts, t.classes, t.transitions,
                                    t.quantizers, t.table, np.empty(c.size, dtype=dtype))
         kernels().mirror(codes, -3, True, np.empty_like(codes))  # v6's decoding, in any case
+        kernels().mirror_from(codes.copy(), -3, 0, np.zeros(kernels().FIELDS * LANES, np.uint64))
     trellis_batch.compile_vector_kernels()
     # A compact table's values are 16-bit where a symbol gap or an entry passes 255.
     kernels().compact_rows(np.zeros(2, np.uint16), np.ones((2, 1), np.bool_), 1,
