@@ -66,7 +66,6 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcore.coding import adaptive, context, rans, trellis_coder
-from quantcore.coding.parallel import run_all
 from quantcore.coding.symbols import (
     MAGIC,
     RAW_BITS_TOLERANCE,
@@ -246,7 +245,7 @@ def decode_codes(
         plan = context.plan if fields[1] == 3 else trellis_coder.plan
         dtype, chunks = plan(fields, body)
         out = np.empty(fields[5], dtype=dtype)
-        run_all(lambda c: c.fill(out[c.start : c.start + c.size]), chunks, threads)
+        rans.fill_all(chunks, out, threads)  # a thread's trellis chunks decoded together
         return out
     return rans.decode(fields, body, threads)
 

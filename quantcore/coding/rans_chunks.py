@@ -40,7 +40,7 @@ class Coded:
 class TrellisCoded:
     """What decoding a trellis chunk needs: its words, its lanes' first trellis states, the
     stream's decoder table (``trellis_coder._decoder_tables``), precision, magnitude classes
-    (``context.class_table``) and machine (``nexts``: ``trellis_coder._next_states``), the
+    (``context.class_table``) and machine (``nexts``: ``trellis_batch.next_states``), the
     ``code_min`` of a mirrored stream (else None) and the chunk's index (for errors)."""
 
     words: npt.NDArray[np.uint32]

@@ -35,6 +35,17 @@ def _kernels() -> ModuleType:
 _usable: bool | None = None
 
 
+def next_states(transitions: npt.NDArray[np.int64], quantizers: npt.NDArray[np.int64],
+                k_classes: int) -> npt.NDArray[np.int32]:  # fmt: skip
+    """The vector loop's table of a machine (at most 32 states) for a stream of ``k_classes``
+    magnitude classes: at ``32 * parity + state``, the next state and its quantizer times the
+    classes (bits 8 and up: the first context of its table rows)."""
+    nexts = np.zeros((2, 32), dtype=np.int32)
+    following = transitions.T
+    nexts[:, : following.shape[1]] = following | (quantizers[following] * k_classes) << 8
+    return nexts.ravel()
+
+
 def vector_kernels() -> ModuleType | None:
     """``trellis_simd``, imported on first use, where the CPU has the AVX-512 its loop needs
     (``rans_simd.available``); else None."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from quantcore.coding import rans_batch, rans_chunks, trellis_batch, trellis_coder
-from quantcore.coding.entropy import decode_plan
+from quantcore.coding.entropy import decode_codes, decode_plan
 from quantcore.compress.trellis import trellis_levels
 from quantcore.errors import InvalidPackageError
 
@@ -36,7 +36,7 @@ def _streams(monkeypatch: pytest.MonkeyPatch, chunk: int) -> list[tuple[bytes, n
     monkeypatch.setattr(trellis_coder, "CHUNK_SYMBOLS", chunk)
     cases = [
         (50_001, 1, 0.2, 12, False, np.uint8),
-        (40_000, 2, 0.05, 12, True, np.uint8),
+        (40_000, 2, 0.3, 12, True, np.uint8),
         (30_007, 3, 0.5, 7, False, np.uint8),
         (40_000, 4, 0.2, 5, False, np.uint8),
         (25_003, 5, 0.004, 12, True, np.uint16),
@@ -49,9 +49,10 @@ def _streams(monkeypatch: pytest.MonkeyPatch, chunk: int) -> list[tuple[bytes, n
             levels = _levels(n, seed, step, machine, runs, signs)
             code_min = int(levels.min())
             codes = (levels - code_min).astype(dtype)
+            assert int(levels.max()) - code_min < 1 << (8 * np.dtype(dtype).itemsize)
             stream = trellis_coder.encode(codes, code_min, 1)
-            if stream is not None:
-                streams.append((stream, codes))
+            assert stream is not None
+            streams.append((stream, codes))
     assert {s[4] for s, _ in streams} >= {5, 6, 10, 11, 12, 13}
     return streams
 
@@ -159,3 +160,36 @@ def test_four_bit_trellis_codes_are_packed_two_a_byte(
     nibbles = np.empty(packed.size * 2, dtype=np.uint8)
     nibbles[0::2], nibbles[1::2] = packed & 0xF, packed >> 4
     np.testing.assert_array_equal(nibbles[: codes.size], (codes + 3) & 0xF)
+
+
+@pytest.mark.parametrize("count", [1 << 17, 147_456, 3 * (1 << 17) + 5, (1 << 22) - 8, 5 << 20])
+def test_large_streams_have_chunks_to_pair_whose_lanes_do_not_alias(count: int) -> None:
+    chunk = trellis_coder.chunk_size(count)
+    assert chunk % 8 == 0 and chunk <= trellis_coder.CHUNK_SYMBOLS
+    assert (chunk // 8 // 64) % 2 == 1  # lane segments not a multiple of 4096 codes apart
+    assert -(-count // chunk) >= 2
+    assert trellis_coder.chunk_size(trellis_coder.PAIRED_CODES - 1) == trellis_coder.CHUNK_SYMBOLS
+
+
+@pytest.mark.parametrize("signs", [False, True])
+def test_a_large_stream_decodes_its_two_chunks_together(
+    signs: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tensor of ``PAIRED_CODES`` codes or more: two chunks (the mirrored version's mirror
+    and model follow them), the same codes whether the pair is decoded together, chunk by
+    chunk, on two threads or by the scalar kernel."""
+    levels = _levels(trellis_coder.PAIRED_CODES + 4099, 21, 0.2, 12, signs=signs)
+    code_min = int(levels.min())
+    codes = (levels - code_min).astype(np.uint8)
+    stream = trellis_coder.encode(codes, code_min, 2)
+    assert stream is not None and stream[4] == (13 if signs else 12)
+    dtype, chunks = decode_plan(stream)
+    assert len(chunks) == 2 and chunks[0].size == trellis_coder.chunk_size(codes.size)
+    for threads in (1, 2):
+        np.testing.assert_array_equal(decode_codes(stream, threads=threads), codes)
+    for c in chunks:
+        out = np.zeros(c.size, dtype=dtype)
+        c.fill(out)
+        np.testing.assert_array_equal(out, codes[c.start : c.start + c.size])
+    _scalar(monkeypatch)
+    np.testing.assert_array_equal(decode_codes(stream, threads=1), codes)
