@@ -7,7 +7,7 @@ rate–distortion curve interpolated at our points (``bench.nnr.measure``). Both
 everything shipped: our package (codes, scales, the zstd skeleton of the rest), the reference's
 bitstream plus the same zstd of the model's untouched rest. Ratio = ours / reference (below 1:
 ours smaller). Each point also has its decoding speed in weights per CPU second: ours the
-package's code sections decoded on one thread (best of 3), the reference's
+package's code sections decoded on one thread (best of 9), the reference's
 ``nnc.decompress`` of its bitstream at the QP nearest in weight SQNR.
 
 Methods (``--methods``):

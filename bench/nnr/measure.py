@@ -59,11 +59,11 @@ class Point:
     output_sqnr_db: float
     seconds: float
     # CPU seconds of decoding the quantized weights' codes on one core (ours: every tensor's
-    # section of model.qpack, best of 3; the reference: nnc.decompress of its bitstream).
+    # section of model.qpack, best of 9; the reference: nnc.decompress of its bitstream).
     decode_s: float | None = None
 
 
-def codes_decode_s(weights: Sequence[CodedWeight], repeats: int = 3) -> float:
+def codes_decode_s(weights: Sequence[CodedWeight], repeats: int = 9) -> float:
     """CPU seconds of decoding every tensor's code section on this thread, best of
     ``repeats`` (the first run of a process also loads the compiled decoders). The thread's
     own time: the process's would count the BLAS threads still spinning after the job."""
