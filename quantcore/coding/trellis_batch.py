@@ -6,9 +6,10 @@ the same either way.
 
 One chunk's 8 lanes are one chain of dependent steps (a code's context, its table entry,
 the rANS update and the words it reads), so one chunk alone leaves the core waiting: on a
-Zen 4 core, one chunk of a tensor whose table stays in the second-level cache decodes at
-300-350 M codes a second and two together at 500-650; the real models' large trellis
-tensors (tables of 0.25-1 MB) at 210-330 alone and 330-420 in pairs.
+Zen 4 core, a chunk of the real models' large trellis tensors (tables of 0.25-1 MB) decodes at
+270-380 M codes a second alone and 1.4-1.8 times that beside the other chunk of its tensor
+(``trellis_coder.chunk_size``); beside another tensor's, whose table competes for the
+second-level cache, only 5-10% faster.
 """
 
 from __future__ import annotations
