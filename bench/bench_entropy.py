@@ -47,9 +47,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +56,15 @@ import numpy as np
 import zstandard
 
 from bench import entropy_context
-from bench.common import Column, laplacian, peak_bytes, print_table, timed, write_results
+from bench.common import (
+    Column,
+    laplacian,
+    peak_bytes,
+    print_table,
+    scalar_decoder,
+    timed,
+    write_results,
+)
 from quantcore.coding import rans_batch
 from quantcore.coding.entropy import (
     compile_kernels,
@@ -111,18 +117,6 @@ def laplacian_codes(n: int, bits: int, seed: int = 0) -> np.ndarray:
     codes += levels // 2
     np.clip(codes, 0, levels - 1, out=codes)
     return codes.astype(np.uint8 if bits <= 8 else np.uint16)
-
-
-@contextmanager
-def scalar_decoder() -> Iterator[None]:
-    """Within: v2 streams decode chunk by chunk with the scalar kernel, as before the grouped
-    vector decoder (streams planned within, that is)."""
-    saved = rans_batch._usable, rans_batch._kernels
-    rans_batch._usable, rans_batch._kernels = False, None
-    try:
-        yield
-    finally:
-        rans_batch._usable, rans_batch._kernels = saved
 
 
 def zstd(data: bytes, level: int) -> bytes:

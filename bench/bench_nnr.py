@@ -8,7 +8,9 @@ everything shipped: our package (codes, scales, the zstd skeleton of the rest), 
 bitstream plus the same zstd of the model's untouched rest. Ratio = ours / reference (below 1:
 ours smaller). Each point also has its decoding speed in weights per CPU second: ours the
 package's code sections decoded on one thread (best of 9), the reference's
-``nnc.decompress`` of its bitstream at the QP nearest in weight SQNR.
+``nnc.decompress`` of its bitstream at the QP nearest in weight SQNR; and, as a baseline of
+our own in the same runs, the package decoded by the scalar kernels alone (``scalar``: no
+vector decoder, as on a CPU without AVX-512).
 
 Methods (``--methods``):
 
@@ -71,6 +73,7 @@ def _row(
     # in weight SQNR.
     near = min(ref, key=lambda r: abs(r.weight_sqnr_db - p.weight_sqnr_db))
     ours = params / p.decode_s / 1e6 if p.decode_s else None
+    scalar = params / p.decode_scalar_s / 1e6 if p.decode_scalar_s else None
     theirs = params / near.decode_s / 1e6 if near.decode_s else None
     return {
         "model": model, "method": method, **asdict(p),
@@ -78,6 +81,7 @@ def _row(
         "ref_bytes_at_output_sqnr": at_o, "ratio_output": p.bytes / at_o if at_o else None,
         "decode_mwps": ours, "ref_decode_mwps": theirs,
         "decode_speedup": ours / theirs if ours and theirs else None,
+        "decode_scalar_mwps": scalar, "vector_speedup": ours / scalar if ours and scalar else None,
         **extra,
     }
 
@@ -143,7 +147,7 @@ def run_model(
     print(f"  reference: {len(ref)} QPs ({qps[0]}..{qps[-1]}) in {took:.0f} s")
     print(f"  {'method':<12} {'point':>9} {'bytes':>10} {'b/w':>6} {'w SQNR':>7} {'out SQNR':>8} "
           f"{'ref@w':>10} {'ratio':>6} {'ref@out':>10} {'ratio':>6} {'dec M/s':>7} "
-          f"{'ref M/s':>7}")
+          f"{'scalar':>7} {'ref M/s':>7}")
     for method, pts in points.items():
         for _, p, extra in pts:
             row = _row(name, method, p, ref, extra, subject.params)
@@ -156,6 +160,7 @@ def run_model(
                   f"{_fmt(row['ref_bytes_at_output_sqnr'], ',.0f'):>10} "
                   f"{_fmt(row['ratio_output'], '.3f'):>6} "
                   f"{_fmt(row['decode_mwps'], '.1f'):>7} "
+                  f"{_fmt(row['decode_scalar_mwps'], '.1f'):>7} "
                   f"{_fmt(row['ref_decode_mwps'], '.1f'):>7}", flush=True)
     for r in rows:
         r["params"] = subject.params

@@ -8,7 +8,8 @@ import math
 import socket
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
@@ -94,3 +95,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def scalar_decoder() -> Iterator[None]:
+    """Within: streams planned within decode chunk by chunk with the scalar kernels, as before
+    the vector decoders (v2's ``rans_batch``, the trellis streams' ``trellis_batch``)."""
+    from quantcore.coding import rans_batch, trellis_batch
+
+    saved = rans_batch._usable, rans_batch._kernels, trellis_batch._usable
+    rans_batch._usable, rans_batch._kernels, trellis_batch._usable = False, None, False
+    try:
+        yield
+    finally:
+        rans_batch._usable, rans_batch._kernels, trellis_batch._usable = saved

@@ -15,6 +15,7 @@ Pooled weight SQNR: ``10 log10(Σ w² / Σ (w - ŵ)²)`` over every quantized te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tempfile
@@ -29,6 +30,7 @@ import onnx
 import zstandard
 from onnx import numpy_helper
 
+from bench.common import scalar_decoder
 from bench.nnr import reference
 from bench.realmodels import fidelity
 from bench.realmodels.catalog import ModelEntry
@@ -61,19 +63,25 @@ class Point:
     # CPU seconds of decoding the quantized weights' codes on one core (ours: every tensor's
     # section of model.qpack, best of 9; the reference: nnc.decompress of its bitstream).
     decode_s: float | None = None
+    # Ours by the scalar kernels alone (no vector decoder), in the same runs.
+    decode_scalar_s: float | None = None
 
 
-def codes_decode_s(weights: Sequence[CodedWeight], repeats: int = 9) -> float:
+def codes_decode_s(weights: Sequence[CodedWeight], repeats: int = 9) -> tuple[float, float]:
     """CPU seconds of decoding every tensor's code section on this thread, best of
-    ``repeats`` (the first run of a process also loads the compiled decoders). The thread's
-    own time: the process's would count the BLAS threads still spinning after the job."""
-    best = math.inf
+    ``repeats``: as shipped, and by the scalar kernels alone (``scalar_decoder``), in
+    alternate runs (the first run of a process also loads the compiled decoders). The
+    thread's own time: the process's would count the BLAS threads still spinning after the
+    job."""
+    best = [math.inf, math.inf]
     for _ in range(repeats):
-        start = time.thread_time()
-        for w in weights:
-            decode_codes(w.body, count=int(np.size(w.codes)), threads=1)
-        best = min(best, time.thread_time() - start)
-    return best
+        for k in (0, 1):
+            with scalar_decoder() if k else contextlib.nullcontext():
+                start = time.thread_time()
+                for w in weights:
+                    decode_codes(w.body, count=int(np.size(w.codes)), threads=1)
+                best[k] = min(best[k], time.thread_time() - start)
+    return best[0], best[1]
 
 
 def pooled_sqnr_db(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
@@ -141,9 +149,10 @@ class Subject:
             size = arts.sizes["model.qpack"]
             header, start = read_header((Path(tmp) / "model.qpack").read_bytes())
         pairs = [(self.tensors[w.name], w.dequantized()) for w in qmodel.weights]
+        decode_s, decode_scalar_s = codes_decode_s(qmodel.weights)
         point = Point(label=label, bytes=size, weight_sqnr_db=pooled_sqnr_db(pairs),
-                      output_sqnr_db=out_sqnr, seconds=seconds,
-                      decode_s=codes_decode_s(qmodel.weights))
+                      output_sqnr_db=out_sqnr, seconds=seconds, decode_s=decode_s,
+                      decode_scalar_s=decode_scalar_s)
         # Where the package's bytes go: prefix and JSON header, zstd skeleton, code sections.
         skeleton = int(header["skeleton"]["length"])
         extra = {"layers": [w.layer for w in qmodel.weights],
