@@ -77,8 +77,9 @@ VERSIONS = (VERSION, MIRRORED_VERSION, EIGHT_STATE_VERSION, EIGHT_STATE_MIRRORED
 MIRRORED = (MIRRORED_VERSION, EIGHT_STATE_MIRRORED_VERSION, COMPACT_MIRRORED_VERSION,
             WIDE_MIRRORED_VERSION)  # fmt: skip
 COMPACT = (COMPACT_VERSION, COMPACT_MIRRORED_VERSION, WIDE_VERSION, WIDE_MIRRORED_VERSION)
-# Turning codes back is a second pass over them (~20% of a trellis stream's decoding time):
-# mirrored streams are written where they save at least this share.
+# Turning codes back is a second pass over them for the scalar decoder (~20% of a trellis
+# stream's decoding time; the vector loop turns them as it goes): mirrored streams are written
+# where they save at least this share.
 MIRROR_MIN_GAIN = 2e-3
 QUANTIZERS = 2
 CLASSES = 8  # magnitude classes of the two indices before a code (as v3's)
