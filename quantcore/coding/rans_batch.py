@@ -104,7 +104,7 @@ def fill_nibbles(jobs: Sequence[tuple[rans_chunks.Chunk, npt.NDArray[np.uint8], 
         if kernels is not None and chunk.coded is not None and out.flags.c_contiguous:
             queue.append((chunk.coded, out, chunk.size, add & 0xF))
         elif chunk.trellis is not None:  # decoded together, then packed
-            trellis.append((chunk, out, add, np.empty(chunk.size, dtype=np.uint8)))
+            trellis.append((chunk.trellis, out, add, np.empty(chunk.size, dtype=np.uint8)))
         else:
             codes = _buffer(chunk.size)
             chunk.fill(codes)
@@ -112,7 +112,7 @@ def fill_nibbles(jobs: Sequence[tuple[rans_chunks.Chunk, npt.NDArray[np.uint8], 
     if trellis:
         from quantcore.coding import trellis_batch
 
-        trellis_batch.decode([(c.trellis, codes) for c, _, _, codes in trellis if c.trellis])
+        trellis_batch.decode([(coded, codes) for coded, _, _, codes in trellis])
         for _, out, add, codes in trellis:
             rans_kernels.pack_nibbles(codes, add & 0xF, out)
     if queue:

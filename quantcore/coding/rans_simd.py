@@ -66,6 +66,50 @@ def _half(value: int) -> ir.Constant:
     return ir.Constant(ir.VectorType(_I8, LANES // 2), [ir.Constant(_I8, value)] * (LANES // 2))
 
 
+def arguments(context, builder, signature, args) -> tuple[list[list[cgutils.Structure]],
+                                                         list[cgutils.Structure]]:  # fmt: skip
+    """A round loop's arguments as array structures: its first four (tuples of ``K`` arrays,
+    one list each) and the next four (arrays)."""
+
+    def array(i: int, value: ir.Value, member: bool = False) -> cgutils.Structure:
+        ty = signature.args[i].dtype if member else signature.args[i]
+        return context.make_array(ty)(context, builder, value)
+
+    count = signature.args[0].count
+    tuples = [[array(i, builder.extract_value(args[i], k), True) for k in range(count)]
+              for i in range(4)]  # fmt: skip
+    return tuples, [array(i, args[i]) for i in range(4, 8)]
+
+
+def declare(module: ir.Module, table: ir.Type, words: ir.Type) -> tuple[ir.Function, ...]:
+    """The intrinsics every round loop calls: a gather of 8 table words (``table`` the type of
+    a pointer into the table), the expanding load of 32-bit words (``words`` the type of a
+    pointer into them) and an 8-bit population count."""
+    v64, v32 = ir.VectorType(_I64, LANES), ir.VectorType(_I32, LANES)
+    vbool, vptr = ir.VectorType(_I1, LANES), ir.VectorType(table, LANES)
+    gather = cgutils.get_or_insert_function(
+        module, ir.FunctionType(v64, [vptr, _I32, vbool, v64]), "llvm.masked.gather.v8i64.v8p0"
+    )
+    expand = cgutils.get_or_insert_function(
+        module, ir.FunctionType(v32, [words, vbool, v32]), "llvm.masked.expandload.v8i32"
+    )
+    ctpop = cgutils.get_or_insert_function(module, ir.FunctionType(_I8, [_I8]), "llvm.ctpop.i8")
+    return gather, expand, ctpop
+
+
+def renormalised(builder: ir.IRBuilder, expand: ir.Function, ctpop: ir.Function, x: ir.Value,
+                 words: ir.Value, pos: ir.Value) -> tuple[ir.Value, ir.Value]:  # fmt: skip
+    """The 8 states ``x`` after renormalisation and the next word: each state below ``L``
+    takes the next word (``words[pos]`` on, in lane order, as the scalar decoder reads them)
+    as its low half."""
+    v64, v32 = ir.VectorType(_I64, LANES), ir.VectorType(_I32, LANES)
+    under = builder.icmp_unsigned("<", x, _const(int(_L)))
+    word = builder.call(expand, [builder.gep(words, [pos]), under, ir.Constant(v32, None)])
+    refilled = builder.or_(builder.shl(x, _const(32)), builder.zext(word, v64))
+    read = builder.zext(builder.call(ctpop, [builder.bitcast(under, _I8)]), _I64)
+    return builder.select(under, refilled, x), builder.add(pos, read)
+
+
 PARAMS = 3  # per chunk: precision, raw bits, what is added to a nibble
 
 
@@ -90,28 +134,14 @@ def _rounds_codegen(nibbles, words, tables, lows, outs, states, pos, base, param
     out_type = ir.IntType(outs.dtype.dtype.bitwidth)
 
     def codegen(context, builder, signature, args):
-        def array(i: int, value: ir.Value, member: bool = False) -> cgutils.Structure:
-            ty = signature.args[i].dtype if member else signature.args[i]
-            return context.make_array(ty)(context, builder, value)
-
-        def each(i: int) -> list[cgutils.Structure]:
-            return [array(i, builder.extract_value(args[i], k), True) for k in range(k_count)]
-
-        w_arrays, t_arrays, l_arrays, o_arrays = each(0), each(1), each(2), each(3)
-        state_a, pos_a, base_a, param_a = (array(i, args[i]) for i in (4, 5, 6, 7))
+        (w_arrays, t_arrays, l_arrays, o_arrays), (state_a, pos_a, base_a, param_a) = arguments(
+            context, builder, signature, args)  # fmt: skip
         limit_v = args[8]
-        module = builder.module
-        v64, v32 = ir.VectorType(_I64, LANES), ir.VectorType(_I32, LANES)
+        v64 = ir.VectorType(_I64, LANES)
         vbool, vout = ir.VectorType(_I1, LANES), ir.VectorType(out_type, LANES)
         vptr = ir.VectorType(t_arrays[0].data.type, LANES)
-        gather = cgutils.get_or_insert_function(
-            module, ir.FunctionType(v64, [vptr, _I32, vbool, v64]), "llvm.masked.gather.v8i64.v8p0"
-        )
-        expand = cgutils.get_or_insert_function(
-            module, ir.FunctionType(v32, [w_arrays[0].data.type, vbool, v32]),
-            "llvm.masked.expandload.v8i32",
-        )  # fmt: skip
-        ctpop = cgutils.get_or_insert_function(module, ir.FunctionType(_I8, [_I8]), "llvm.ctpop.i8")
+        gather, expand, ctpop = declare(builder.module, t_arrays[0].data.type,
+                                        w_arrays[0].data.type)  # fmt: skip
         state_ptr = builder.bitcast(state_a.data, v64.as_pointer())
 
         def load(a: cgutils.Structure, i: int) -> ir.Value:
@@ -179,13 +209,9 @@ def _rounds_codegen(nibbles, words, tables, lows, outs, states, pos, base, param
             freq = builder.and_(e, _const(0xFFFF))
             bias = builder.and_(builder.lshr(e, _const(16)), _const(0xFFFF))
             x = builder.add(builder.mul(freq, builder.lshr(x, s["prec"])), bias)
-            under = builder.icmp_unsigned("<", x, _const(1 << 31))
-            word_at = builder.gep(w_arrays[k].data, [pos])
-            word = builder.call(expand, [word_at, under, ir.Constant(v32, None)])
-            refilled = builder.or_(builder.shl(x, _const(32)), builder.zext(word, v64))
-            s["x_phi"].add_incoming(builder.select(under, refilled, x), body)
-            read = builder.zext(builder.call(ctpop, [builder.bitcast(under, _I8)]), _I64)
-            s["pos_phi"].add_incoming(builder.add(pos, read), body)
+            x, pos = renormalised(builder, expand, ctpop, x, w_arrays[k].data, pos)
+            s["x_phi"].add_incoming(x, body)
+            s["pos_phi"].add_incoming(pos, body)
         r.add_incoming(builder.add(r, ir.Constant(_I64, 1)), body)
         builder.branch(head)
         builder.position_at_end(done)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
@@ -34,14 +34,15 @@ def _kernels() -> ModuleType:
 
 
 _usable: bool | None = None
+STATES = 32  # the most states a machine may have: its next states fill two registers a parity
 
 
 def next_states(transitions: npt.NDArray[np.int64], quantizers: npt.NDArray[np.int64],
                 k_classes: int) -> npt.NDArray[np.int32]:  # fmt: skip
-    """The vector loop's table of a machine (at most 32 states) for a stream of ``k_classes``
-    magnitude classes: at ``32 * parity + state``, the next state and its quantizer times the
-    classes (bits 8 and up: the first context of its table rows)."""
-    nexts = np.zeros((2, 32), dtype=np.int32)
+    """The vector loop's table of a machine (at most ``STATES`` states) for a stream of
+    ``k_classes`` magnitude classes: at ``STATES * parity + state``, the next state and its
+    quantizer times the classes (bits 8 and up: the first context of its table rows)."""
+    nexts = np.zeros((2, STATES), dtype=np.int32)
     following = transitions.T
     nexts[:, : following.shape[1]] = following | (quantizers[following] * k_classes) << 8
     return nexts.ravel()
@@ -73,13 +74,9 @@ class _Slot:
     params: npt.NDArray[np.int64]
     pos: int = 2 * LANES
     base: int = 0
-    rounds: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.rounds = self.out.size // LANES
 
     def left(self) -> int:
-        return self.rounds - self.base
+        return self.out.size // LANES - self.base
 
     def ready(self) -> bool:
         return self.left() > 0 and self.pos <= self.coded.words.size - LANES
@@ -94,10 +91,10 @@ def decode(jobs: Sequence[tuple[TrellisCoded, CodeArray]]) -> None:
         if vector is not None and out.flags.c_contiguous:
             queues.setdefault(out.dtype, deque()).append((coded, out))
         else:
-            c = coded
-            ok = _kernels().decode_chunk(c.words, c.precision, c.starts, c.classes,
-                                         c.transitions, c.quantizers, c.table, out)  # fmt: skip
-            _done(c, out, ok, None, 0)
+            ok = _kernels().decode_chunk(coded.words, coded.precision, coded.starts,
+                                         coded.classes, coded.transitions, coded.quantizers,
+                                         coded.table, out)  # fmt: skip
+            _done(coded, out, ok, None, 0)
     for queue in queues.values():
         assert vector is not None
         _run(vector, queue)
@@ -187,7 +184,7 @@ def compile_vector_kernels() -> None:
     words = np.zeros(2 * LANES, dtype=np.uint32)
     words.flags.writeable = False
     table = np.zeros((2, 2), dtype=np.uint64)
-    nexts = np.zeros(2 * vector.STATES, dtype=np.int32)
+    nexts = np.zeros(2 * STATES, dtype=np.int32)
     for dtype in (np.uint8, np.uint16):
         out = np.zeros(0, dtype=dtype)
         for k in range(1, vector.GROUP + 1):

@@ -7,11 +7,12 @@ needs the context, and the next state needs the entry's parity. Scalar, the 8 la
 turns on one core, 30 cycles or so a code. Here a round decodes the 8 lanes' next codes at
 once: the class of each lane's magnitude sum (its bit length, capped at ``K - 1``: exactly
 ``context.class_table``), one gather of the 8 table entries, the codes scattered to their
-lanes' segments, one gather of the next states (``nexts``: each state and parity's next
-state and its quantizer), the rANS update, and the words of the states that fell below
-``L`` loaded in lane order (``llvm.masked.expandload``: the order the scalar decoder reads
-them in). ``K`` chunks (up to ``GROUP``) take turns in one loop so that ``K`` chains are in
-flight. The stream format is unchanged.
+lanes' segments (a mirrored stream's turned back on the way), the next states and their
+quantizers from two register permutations of ``nexts`` (``trellis_batch.next_states``),
+the rANS update, and the words of the states that fell below ``L`` loaded in lane order
+(``rans_simd.renormalised``: the order the scalar decoder reads them in). ``K`` chunks (up
+to ``GROUP``) take turns in one loop so that ``K`` chains are in flight. The stream format
+is unchanged.
 
 LLVM lowers this to AVX-512; ``rans_simd.available`` says whether the CPU has it. The loop
 stops for every chunk as soon as one has fewer than 8 words left or ``limit`` rounds are
@@ -27,15 +28,14 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from quantcore.coding.rans_kernels import LANES
-from quantcore.coding.rans_simd import _const, _vector
+from quantcore.coding.rans_simd import _const, _vector, arguments, declare, renormalised
 from quantcore.coding.trellis_kernels import FIELDS
 
 GROUP = 2  # chunks advanced together: with 4, their registers spill and it is no faster
 # Per chunk: precision, the magnitude classes' cap, code_min, whether the stream is mirrored,
 # each lane's first code.
 PARAMS = 4 + LANES
-STATES = 32  # the most states a machine may have: its next states fill two registers a parity
-_I1, _I8, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+_I1, _I32, _I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 
 
@@ -55,35 +55,20 @@ def _rounds_codegen(words, tables, nexts, outs, lanes, pos, base, params, limit)
     out_bytes = outs.dtype.dtype.bitwidth // 8
 
     def codegen(context, builder, signature, args):
-        def array(i: int, value: ir.Value, member: bool = False) -> cgutils.Structure:
-            ty = signature.args[i].dtype if member else signature.args[i]
-            return context.make_array(ty)(context, builder, value)
-
-        def each(i: int) -> list[cgutils.Structure]:
-            return [array(i, builder.extract_value(args[i], k), True) for k in range(k_count)]
-
-        w_arrays, t_arrays, n_arrays, o_arrays = each(0), each(1), each(2), each(3)
-        lanes_a, pos_a, base_a, param_a = (array(i, args[i]) for i in (4, 5, 6, 7))
+        (w_arrays, t_arrays, n_arrays, o_arrays), (lanes_a, pos_a, base_a, param_a) = arguments(
+            context, builder, signature, args)  # fmt: skip
         limit_v = args[8]
         module = builder.module
         v64, v32 = ir.VectorType(_I64, LANES), ir.VectorType(_I32, LANES)
         vbool, vout = ir.VectorType(_I1, LANES), ir.VectorType(out_type, LANES)
-        ptr = t_arrays[0].data.type
-        vptr = ir.VectorType(ptr, LANES)
-        gather = cgutils.get_or_insert_function(
-            module, ir.FunctionType(v64, [vptr, _I32, vbool, v64]), "llvm.masked.gather.v8i64.v8p0"
-        )
+        vptr = ir.VectorType(t_arrays[0].data.type, LANES)
+        gather, expand, ctpop = declare(module, t_arrays[0].data.type, w_arrays[0].data.type)
         scatter = cgutils.get_or_insert_function(
             module, ir.FunctionType(ir.VoidType(), [vout, vptr, _I32, vbool]),
             f"llvm.masked.scatter.v8i{out_type.width}.v8p0",
         )  # fmt: skip
-        expand = cgutils.get_or_insert_function(
-            module, ir.FunctionType(v32, [w_arrays[0].data.type, vbool, v32]),
-            "llvm.masked.expandload.v8i32",
-        )  # fmt: skip
         ctlz = cgutils.get_or_insert_function(module, ir.FunctionType(v64, [v64, _I1]),
                                               "llvm.ctlz.v8i64")  # fmt: skip
-        ctpop = cgutils.get_or_insert_function(module, ir.FunctionType(_I8, [_I8]), "llvm.ctpop.i8")
         v16 = ir.VectorType(_I32, 16)
         permute = cgutils.get_or_insert_function(
             module, ir.FunctionType(v16, [v16, v16, v16]), "llvm.x86.avx512.vpermi2var.d.512"
@@ -186,17 +171,12 @@ def _rounds_codegen(words, tables, nexts, outs, lanes, pos, base, params, limit)
             freq = builder.add(builder.and_(e, _const(0xFFFF)), _const(1))
             bias = builder.and_(builder.lshr(e, _const(16)), _const(0xFFFF))
             x = builder.add(builder.mul(freq, builder.lshr(x, s["prec"])), bias)
-            under = builder.icmp_unsigned("<", x, _const(1 << 31))
-            word_ptr = builder.gep(w_arrays[k].data, [pos])
-            word = builder.call(expand, [word_ptr, under, ir.Constant(v32, None)])
-            refilled = builder.or_(builder.shl(x, _const(32)), builder.zext(word, v64))
-            new = [builder.select(under, refilled, x),
-                   builder.and_(n, _const(0xFF)), builder.lshr(n, _const(8)),
+            x, pos = renormalised(builder, expand, ctpop, x, w_arrays[k].data, pos)
+            new = [x, builder.and_(n, _const(0xFF)), builder.lshr(n, _const(8)),
                    builder.lshr(e, _const(56)), d1, negative]  # fmt: skip
             for phi, value in zip(s["phis"], new, strict=True):
                 phi.add_incoming(value, body)
-            read = builder.zext(builder.call(ctpop, [builder.bitcast(under, _I8)]), _I64)
-            s["pos_phi"].add_incoming(builder.add(pos, read), body)
+            s["pos_phi"].add_incoming(pos, body)
         r.add_incoming(builder.add(r, ir.Constant(_I64, 1)), body)
         builder.branch(head)
         builder.position_at_end(done)
