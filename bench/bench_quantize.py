@@ -47,7 +47,7 @@ from onnx import TensorProto  # noqa: E402
 from onnxruntime.quantization.quant_utils import quantize_data  # noqa: E402
 
 from bench.common import Column, laplacian, print_table, timed, write_results  # noqa: E402
-from quantcore.compress import groups  # noqa: E402
+from quantcore.compress import groups, normalize  # noqa: E402
 from quantcore.compress.layerwise import quantize_tensors  # noqa: E402
 from quantcore.compress.results import TensorRequest  # noqa: E402
 from quantcore.quantizers import stream  # noqa: E402
@@ -96,11 +96,11 @@ def _ours(w: np.ndarray, spec: QuantizerSpec, gran: Granularity, size: int) -> C
 
 def _reference(fn: Callable[[], Any]) -> Callable[[], Any]:
     def run() -> Any:
-        stream.USE_KERNELS = groups.USE_KERNELS = False
+        stream.USE_KERNELS = groups.USE_KERNELS = normalize.USE_KERNELS = False
         try:
             return fn()
         finally:
-            stream.USE_KERNELS = groups.USE_KERNELS = True
+            stream.USE_KERNELS = groups.USE_KERNELS = normalize.USE_KERNELS = True
     return run
 
 

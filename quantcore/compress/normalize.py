@@ -16,7 +16,9 @@ the float32 range raise ``InvalidTensorError`` naming the tensor and the number 
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import ml_dtypes
@@ -32,6 +34,9 @@ FLOAT_DTYPES = frozenset(
     np.dtype(t) for t in (np.float16, np.float32, np.float64, ml_dtypes.bfloat16)
 )
 _F32_MAX = float(np.finfo(np.float32).max)
+# The per-channel moments run compiled (``moment_kernels``); False runs the NumPy reference.
+USE_KERNELS = True
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,15 +152,18 @@ def channel_moments(name: str, weights: np.ndarray, axis: int) -> ChannelMoments
             m = tensor_moments(name, view[c])
             mean[c], m2[c], lo_v[c], hi_v[c] = m.mean, m.m2, m.minimum, m.maximum
         return ChannelMoments(count=per, mean=mean, m2=m2, minimum=lo_v, maximum=hi_v)
+    kernel = _row_moments_kernel() if weights.dtype in _KERNEL_DTYPES else None
     block = max(1, CHUNK // per)
     for lo in range(0, channels, block):
         hi = min(lo + block, channels)
-        rows = np.asarray(view[lo:hi].reshape(hi - lo, per), np.float64)
-        lo_v[lo:hi] = rows.min(axis=1)
-        hi_v[lo:hi] = rows.max(axis=1)
-        mean[lo:hi] = rows.mean(axis=1)
-        dev = rows - mean[lo:hi, None]
-        m2[lo:hi] = np.einsum("ij,ij->i", dev, dev)
+        rows = view[lo:hi].reshape(hi - lo, per)
+        # Rows strided in memory (a channel axis other than the first) are summed by NumPy
+        # in another order: the kernel takes contiguous rows only.
+        if kernel is not None and rows.flags.c_contiguous:
+            chunk = np.getbufsize() if hi - lo == 1 else 0  # einsum's pieces of a lone row
+            kernel(rows, mean[lo:hi], m2[lo:hi], lo_v[lo:hi], hi_v[lo:hi], chunk)
+        else:
+            _numpy_row_moments(rows, mean[lo:hi], m2[lo:hi], lo_v[lo:hi], hi_v[lo:hi])
     constant = lo_v == hi_v
     mean[constant] = lo_v[constant]
     m2[constant] = 0.0
@@ -164,6 +172,42 @@ def channel_moments(name: str, weights: np.ndarray, axis: int) -> ChannelMoments
     ) > _F32_MAX:
         _raise_bad(name, weights)
     return ChannelMoments(count=per, mean=mean, m2=m2, minimum=lo_v, maximum=hi_v)
+
+
+def _numpy_row_moments(
+    rows: np.ndarray, mean: FloatArray, m2: FloatArray, lo: FloatArray, hi: FloatArray
+) -> None:
+    """The reference: each row's extremes, mean and Σ squared deviations, in float64."""
+    wide = np.asarray(rows, np.float64)
+    lo[:] = wide.min(axis=1)
+    hi[:] = wide.max(axis=1)
+    mean[:] = wide.mean(axis=1)
+    dev = wide - mean[:, None]
+    m2[:] = np.einsum("ij,ij->i", dev, dev)
+
+
+def _row_moments_kernel() -> Callable[..., None] | None:
+    """The compiled ``_numpy_row_moments`` where ``USE_KERNELS`` and it agrees bit for bit
+    with this process's NumPy (``moment_kernels``); None otherwise."""
+    return _checked_kernel() if USE_KERNELS else None
+
+
+@functools.cache
+def _checked_kernel() -> Callable[..., None] | None:
+    from quantcore.compress import moment_kernels
+
+    row_moments: Callable[..., None] = moment_kernels.row_moments
+    rng = np.random.default_rng(7)
+    for dtype in _KERNEL_DTYPES:
+        for count, per in ((3, 5), (2, 8), (3, 131), (2, 1000), (2, 9001), (1, 20_001)):
+            rows = (rng.laplace(size=(count, per)) * rng.uniform(1e-3, 1e3)).astype(dtype)
+            ours = [np.empty(count) for _ in range(4)]
+            reference = [np.empty(count) for _ in range(4)]
+            row_moments(rows, *ours, np.getbufsize() if count == 1 else 0)
+            _numpy_row_moments(rows, *reference)
+            if not all(np.array_equal(a, b) for a, b in zip(ours, reference, strict=True)):
+                return None
+    return row_moments
 
 
 def normalization(moments: Moments, *, normalize: bool) -> Normalization:
