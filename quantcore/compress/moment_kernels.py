@@ -182,3 +182,30 @@ def row_moments(rows, mean, m2, minimum, maximum, chunk):
             m2[first + q] = squares[q]
             minimum[first + q] = np.nan if nan else lows[q]
             maximum[first + q] = np.nan if nan else highs[q]
+
+
+@_jit
+def strided_row_moments(rows, mean, m2, minimum, maximum):
+    """``row_moments`` of rows laid out across memory (each row's values a row length
+    apart, the rows side by side: a channel axis other than the first). NumPy widens such a
+    block in the same layout and sums each row in sequence, from zero, one value a step,
+    its square added after the multiply; so does this, all rows at each step."""
+    count, n = rows.shape
+    sums = np.zeros(count, np.float64)
+    for i in range(count):
+        minimum[i] = maximum[i] = np.float64(rows[i, 0])
+    for j in range(n):
+        for i in range(count):
+            x = np.float64(rows[i, j])
+            sums[i] = sums[i] + x
+            minimum[i] = min(minimum[i], x)
+            maximum[i] = max(maximum[i], x)
+    for i in range(count):
+        mean[i] = sums[i] / n
+        m2[i] = 0.0
+        if mean[i] != mean[i]:  # NaN, or +Inf and -Inf together
+            minimum[i] = maximum[i] = np.nan
+    for j in range(n):
+        for i in range(count):
+            d = np.float64(rows[i, j]) - mean[i]
+            m2[i] = d * d + m2[i]

@@ -157,13 +157,14 @@ def channel_moments(name: str, weights: np.ndarray, axis: int) -> ChannelMoments
     for lo in range(0, channels, block):
         hi = min(lo + block, channels)
         rows = view[lo:hi].reshape(hi - lo, per)
-        # Rows strided in memory (a channel axis other than the first) are summed by NumPy
-        # in another order: the kernel takes contiguous rows only.
+        out = (mean[lo:hi], m2[lo:hi], lo_v[lo:hi], hi_v[lo:hi])
         if kernel is not None and rows.flags.c_contiguous:
             chunk = np.getbufsize() if hi - lo == 1 else 0  # einsum's pieces of a lone row
-            kernel(rows, mean[lo:hi], m2[lo:hi], lo_v[lo:hi], hi_v[lo:hi], chunk)
+            kernel.contiguous(rows, *out, chunk)
+        elif kernel is not None and _side_by_side(rows):
+            kernel.strided(rows, *out)
         else:
-            _numpy_row_moments(rows, mean[lo:hi], m2[lo:hi], lo_v[lo:hi], hi_v[lo:hi])
+            _numpy_row_moments(rows, *out)
     constant = lo_v == hi_v
     mean[constant] = lo_v[constant]
     m2[constant] = 0.0
@@ -186,28 +187,50 @@ def _numpy_row_moments(
     m2[:] = np.einsum("ij,ij->i", dev, dev)
 
 
-def _row_moments_kernel() -> Callable[..., None] | None:
-    """The compiled ``_numpy_row_moments`` where ``USE_KERNELS`` and it agrees bit for bit
-    with this process's NumPy (``moment_kernels``); None otherwise."""
+@dataclass(frozen=True)
+class _RowKernels:
+    """The compiled ``_numpy_row_moments``: rows contiguous, and rows side by side."""
+
+    contiguous: Callable[..., None]
+    strided: Callable[..., None]
+
+
+def _side_by_side(rows: np.ndarray) -> bool:
+    """Whether NumPy widens ``rows`` to a column-major block (each row's values a row length
+    apart), which it sums row by row in sequence."""
+    return bool(rows.shape[0] > 1 and rows.shape[1] > 1
+                and abs(rows.strides[0]) < abs(rows.strides[1]))  # fmt: skip
+
+
+def _row_moments_kernel() -> _RowKernels | None:
+    """The compiled row moments where ``USE_KERNELS`` and they agree bit for bit with this
+    process's NumPy (``moment_kernels``); None otherwise."""
     return _checked_kernel() if USE_KERNELS else None
 
 
 @functools.cache
-def _checked_kernel() -> Callable[..., None] | None:
+def _checked_kernel() -> _RowKernels | None:
     from quantcore.compress import moment_kernels
 
-    row_moments: Callable[..., None] = moment_kernels.row_moments
+    kernels = _RowKernels(moment_kernels.row_moments, moment_kernels.strided_row_moments)
     rng = np.random.default_rng(7)
     for dtype in _KERNEL_DTYPES:
         for count, per in ((3, 5), (2, 8), (3, 131), (2, 1000), (2, 9001), (1, 20_001)):
-            rows = (rng.laplace(size=(count, per)) * rng.uniform(1e-3, 1e3)).astype(dtype)
-            ours = [np.empty(count) for _ in range(4)]
-            reference = [np.empty(count) for _ in range(4)]
-            row_moments(rows, *ours, np.getbufsize() if count == 1 else 0)
-            _numpy_row_moments(rows, *reference)
-            if not all(np.array_equal(a, b) for a, b in zip(ours, reference, strict=True)):
-                return None
-    return row_moments
+            scale = rng.uniform(1e-3, 1e3)
+            for rows in (
+                (rng.laplace(size=(count, per)) * scale).astype(dtype),
+                (rng.laplace(size=(per, count + 1)) * scale).astype(dtype).T,
+            ):
+                ours = [np.empty(rows.shape[0]) for _ in range(4)]
+                reference = [np.empty(rows.shape[0]) for _ in range(4)]
+                if rows.flags.c_contiguous:
+                    kernels.contiguous(rows, *ours, np.getbufsize() if count == 1 else 0)
+                else:
+                    kernels.strided(rows, *ours)
+                _numpy_row_moments(rows, *reference)
+                if not all(np.array_equal(a, b) for a, b in zip(ours, reference, strict=True)):
+                    return None
+    return kernels
 
 
 def normalization(moments: Moments, *, normalize: bool) -> Normalization:

@@ -35,7 +35,10 @@ def assert_same(ours: ChannelMoments, reference: ChannelMoments) -> None:
 def test_the_kernel_is_taken_on_this_machine() -> None:
     """It agrees with this NumPy, so channel jobs run it (a NumPy that sums in another order
     would fail here, and jobs would keep the reference)."""
-    assert normalize._checked_kernel() is moment_kernels.row_moments
+    kernels = normalize._checked_kernel()
+    assert kernels is not None
+    assert kernels.contiguous is moment_kernels.row_moments
+    assert kernels.strided is moment_kernels.strided_row_moments
 
 
 LENGTHS = [1, 2, 3, 7, 8, 9, 15, 16, 17, 127, 128, 129, 135, 255, 256, 257, 1000, 1031, 4096,
@@ -68,12 +71,37 @@ def test_a_row_of_the_chunk_length(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_channel_axes_that_are_not_contiguous(monkeypatch: pytest.MonkeyPatch, axis: int) -> None:
-    """Strided rows keep NumPy's path (it sums them in another order); contiguous ones,
-    whatever the axis, take the kernel."""
+    """Rows side by side in memory (NumPy sums them in sequence) and rows in other layouts
+    (NumPy's path) give NumPy's figures."""
     w = np.random.default_rng(axis).laplace(size=(6, 300, 5)).astype(np.float32)
     assert_same(*both(monkeypatch, w, axis))
     assert_same(*both(monkeypatch, np.asfortranarray(w), axis))
     assert_same(*both(monkeypatch, np.ascontiguousarray(np.moveaxis(w, axis, 0)), 0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_output_channels_take_the_strided_kernel(
+    monkeypatch: pytest.MonkeyPatch, dtype: type
+) -> None:
+    """A MatMul weight (K, N) per output channel (axis 1): the rows are columns, in blocks
+    of whole channels (the last one short), each through the strided kernel."""
+    rng = np.random.default_rng(9)
+    k = 300
+    n = 2 * (CHUNK // k) + 5
+    w = (rng.standard_t(3, size=(k, n)) * rng.uniform(0.01, 10, size=n)).astype(dtype)
+    kernels = normalize._checked_kernel()
+    assert kernels is not None
+    calls = []
+
+    def counted(rows, *out):  # type: ignore[no-untyped-def]
+        calls.append(rows.shape)
+        kernels.strided(rows, *out)
+
+    monkeypatch.setattr(normalize, "_checked_kernel",
+                        lambda: normalize._RowKernels(kernels.contiguous, counted))  # fmt: skip
+    ours, reference = both(monkeypatch, w, 1)
+    assert_same(ours, reference)
+    assert calls == [(CHUNK // k, k), (CHUNK // k, k), (5, k)]
 
 
 def test_constant_and_zero_rows(monkeypatch: pytest.MonkeyPatch) -> None:
