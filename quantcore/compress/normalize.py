@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcore.errors import InvalidTensorError
+from quantcore.quantizers.kernel_args import read_only
 from quantcore.quantizers.stats import Moments, chunk_moments
 
 FloatArray = npt.NDArray[np.float64]
@@ -160,9 +161,9 @@ def channel_moments(name: str, weights: np.ndarray, axis: int) -> ChannelMoments
         out = (mean[lo:hi], m2[lo:hi], lo_v[lo:hi], hi_v[lo:hi])
         if kernel is not None and rows.flags.c_contiguous:
             chunk = np.getbufsize() if hi - lo == 1 else 0  # einsum's pieces of a lone row
-            kernel.contiguous(rows, *out, chunk)
+            kernel.contiguous(read_only(rows), *out, chunk)
         elif kernel is not None and _side_by_side(rows):
-            kernel.strided(rows, *out)
+            kernel.strided(read_only(rows), *out)
         else:
             _numpy_row_moments(rows, *out)
     constant = lo_v == hi_v
@@ -217,16 +218,20 @@ def _checked_kernel() -> _RowKernels | None:
     for dtype in _KERNEL_DTYPES:
         for count, per in ((3, 5), (2, 8), (3, 131), (2, 1000), (2, 9001), (1, 20_001)):
             scale = rng.uniform(1e-3, 1e3)
+            side_by_side = (rng.laplace(size=(per, count + 2)) * scale).astype(dtype).T
+            # Contiguous rows; rows side by side, a whole block and a part of one (numba
+            # compiles for each layout: all are compiled here, by ``quantserve warm``).
             for rows in (
                 (rng.laplace(size=(count, per)) * scale).astype(dtype),
-                (rng.laplace(size=(per, count + 1)) * scale).astype(dtype).T,
+                side_by_side,
+                side_by_side[: count + 1],
             ):
                 ours = [np.empty(rows.shape[0]) for _ in range(4)]
                 reference = [np.empty(rows.shape[0]) for _ in range(4)]
                 if rows.flags.c_contiguous:
-                    kernels.contiguous(rows, *ours, np.getbufsize() if count == 1 else 0)
+                    kernels.contiguous(read_only(rows), *ours, np.getbufsize() if count == 1 else 0)
                 else:
-                    kernels.strided(rows, *ours)
+                    kernels.strided(read_only(rows), *ours)
                 _numpy_row_moments(rows, *reference)
                 if not all(np.array_equal(a, b) for a, b in zip(ours, reference, strict=True)):
                     return None
