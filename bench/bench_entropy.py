@@ -364,7 +364,8 @@ def unpack_rows(
     in layout 2 as the writer before it made it) against zstd -d, wall and CPU seconds."""
     import onnx
 
-    from quantcore.compress.pipeline import build_onnx, load_model, quantize_model, write_artifacts
+    from quantcore.compress.artifacts import write_artifacts
+    from quantcore.compress.pipeline import build_onnx, load_model, quantize_model
     from quantcore.spec import QuantSpec
     from tests.models import large
 

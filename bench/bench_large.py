@@ -126,11 +126,11 @@ def run_peer(kind: str, model: Path, out: Path) -> None:
         onnx.save(compressed, str(out / "model.onnx"), save_as_external_data=True,
                   location="model.onnx.data")  # fmt: skip
     elif kind == "inmemory":  # the pipeline's in-memory writers, as jobs used them before
+        from quantcore.compress.artifacts import write_artifacts
         from quantcore.compress.pipeline import (
             build_onnx,
             load_model,
             quantize_model,
-            write_artifacts,
         )
         from quantcore.spec import QuantSpec
 

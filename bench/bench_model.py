@@ -46,11 +46,11 @@ def child(case: str, model: Path, out: Path) -> dict[str, Any]:
         start = time.perf_counter()
         quantize_dynamic(str(model), str(out / "model.onnx"), weight_type=QuantType.QInt8)
     else:
+        from quantcore.compress.artifacts import write_artifacts
         from quantcore.compress.pipeline import (
             build_onnx,
             load_model,
             quantize_model,
-            write_artifacts,
         )
         from quantcore.spec import QuantSpec
 

@@ -36,12 +36,12 @@ from bench.realmodels import fidelity
 from bench.realmodels.catalog import ModelEntry
 from bench.realmodels.fetch import fetch, sha256_of
 from quantcore.coding.entropy import decode_codes
+from quantcore.compress.artifacts import write_artifacts
 from quantcore.compress.pipeline import (
     CodedWeight,
     build_onnx,
     quantize_model,
     select_tensors,
-    write_artifacts,
 )
 from quantcore.formats.load import load_model
 from quantcore.formats.onnx_reader import OnnxModel

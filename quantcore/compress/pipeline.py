@@ -1,9 +1,9 @@
 """The quantize pipeline in composable steps, shared by quantize jobs, sweeps and searches.
 
-``load_model`` → ``quantize_model`` → ``build_onnx`` → ``package`` / ``write_artifacts``, then
-``quantcore.report.build.build_report``. A sweep loads once, then calls ``quantize_model`` and
-``package_size`` per point without writing files; ``quantcore.jobs.quantize`` chains them all
-for a quantize job.
+``load_model`` → ``quantize_model`` → ``build_onnx`` → ``package`` (files:
+``quantcore.compress.artifacts``), then ``quantcore.report.build.build_report``. A sweep
+loads once, then calls ``quantize_model`` and ``package_size`` per point without writing
+files; ``quantcore.jobs.quantize`` chains them all for a quantize job.
 
 Memory: a loaded model keeps its float data where it was (the parsed ONNX, or memory-mapped
 weights files). ``quantize_model`` quantizes ``layer`` and ``channel`` tensors one at a time
@@ -23,10 +23,9 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,22 +42,18 @@ from quantcore.design.fits import fit_pooled
 from quantcore.formats.container import build_container
 from quantcore.formats.containers import container_name
 from quantcore.formats.load import Model, load_model
-from quantcore.formats.model import ModelFormat
 from quantcore.formats.onnx_writer import (
     WrittenModel,
     rewrite,
-    save_onnx,
-    serialize_inline,
 )
 from quantcore.formats.qpack import Package, encode_body, pack
 from quantcore.formats.roles import Selection, Skipped, select_weights
-from quantcore.formats.weights_io import WeightsModel, write_npz, write_safetensors
+from quantcore.formats.weights_io import WeightsModel
 from quantcore.quantizers import blas_probe
 from quantcore.quantizers.codes import Decoder, FloatArray, IntArray, decode
 from quantcore.spec import Granularity, QuantSpec
 
 __all__ = [
-    "Artifacts",
     "CodedWeight",
     "Model",
     "QuantizedModel",
@@ -68,7 +63,6 @@ __all__ = [
     "package_size",
     "quantize_model",
     "select_tensors",
-    "write_artifacts",
 ]
 
 Fraction = Callable[[float], None]
@@ -333,63 +327,3 @@ def package(
 def package_size(qmodel: QuantizedModel) -> int:
     """Bytes of ``model.qpack`` for ``qmodel``, computed without writing anything."""
     return len(package(qmodel).data)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Artifacts:
-    paths: tuple[Path, ...]
-    sizes: dict[str, int]
-    model_path: Path  # model.onnx, model.safetensors or model.npz
-    write_s: float
-
-
-def write_artifacts(
-    qmodel: QuantizedModel, out_dir: Path, written: WrittenModel | None = None
-) -> Artifacts:
-    """Write the quantized model (same format as the input) and ``model.qpack``.
-
-    ``written`` is ``build_onnx(qmodel)`` when the caller built it already (a job builds it,
-    then closes the source model to free its floats before writing).
-    """
-    start = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = written or build_onnx(qmodel)
-    source = qmodel.source
-    if isinstance(source, WeightsModel):
-        model_path = out_dir / f"model.{source.format.value}"
-        _write_weights(qmodel, source, model_path)
-        paths: tuple[Path, ...] = (model_path,)
-        onnx_bytes: bytes | None = None
-    else:
-        model_path = out_dir / "model.onnx"
-        onnx_bytes = serialize_inline(written.proto)
-    # Packed before saving: saving with external data moves the tensors out of the proto.
-    data = package(qmodel, written, onnx_bytes).data
-    if not isinstance(source, WeightsModel):
-        paths = save_onnx(written.proto, model_path, onnx_bytes)
-    qpack_path = out_dir / "model.qpack"
-    qpack_path.write_bytes(data)
-    paths = (*paths, qpack_path)
-    return Artifacts(
-        paths=paths,
-        sizes={p.name: p.stat().st_size for p in paths},
-        model_path=model_path,
-        write_s=time.perf_counter() - start,
-    )
-
-
-def _write_weights(qmodel: QuantizedModel, source: WeightsModel, path: Path) -> None:
-    coded = qmodel.coded
-
-    def arrays() -> Iterator[tuple[str, np.ndarray]]:
-        for tensor in source.tensors:
-            original = source.array(tensor.name)
-            if tensor.name in coded:
-                yield tensor.name, coded[tensor.name].dequantized().astype(original.dtype)
-            else:
-                yield tensor.name, original
-
-    if source.format is ModelFormat.SAFETENSORS:
-        write_safetensors(path, arrays(), source.metadata)
-    else:
-        write_npz(path, arrays())

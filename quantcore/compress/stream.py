@@ -16,7 +16,10 @@ and finishes the package: its skeleton is cut from the ``model.onnx`` just writt
 where the writer recorded each code tensor's place. Both are byte for byte what
 ``pipeline.write_artifacts`` writes for the same model. A model written with external data
 has its package finished first (from the proto, which saving changes), so the disk holds the
-codes as the spool's codes file, the package and ``model.onnx.data``, each once.
+codes as the spool's codes file, the package and ``model.onnx.data``, each once. A weights
+file (``.safetensors``, ``.npz``) streams too: its package is cut from its container graph
+(``quantcore.formats.container``), written to the spool for that and removed, and the output
+file gets its arrays one at a time, each quantized one dequantized from its mapped codes.
 
 Memory, whatever the model's size: the tensors being quantized (``pipeline.WORKERS`` and one
 read ahead, each with its temporaries), the skeleton (graph, scales and float tensors, no
@@ -35,8 +38,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from quantcore.compress.artifacts import Artifacts, write_weights
 from quantcore.compress.pipeline import (
-    Artifacts,
     CodedWeight,
     Fraction,
     QuantizedModel,
@@ -46,7 +49,6 @@ from quantcore.compress.pipeline import (
 from quantcore.formats.containers import code_raw_data
 from quantcore.formats.load import Model
 from quantcore.formats.model import ModelFormat
-from quantcore.formats.onnx_reader import OnnxModel
 from quantcore.formats.onnx_stream import (
     CodeData,
     code_nbytes,
@@ -55,10 +57,12 @@ from quantcore.formats.onnx_stream import (
 )
 from quantcore.formats.onnx_writer import WrittenModel
 from quantcore.formats.qpack_stream import StreamedPackage
+from quantcore.formats.weights_io import WeightsModel
 from quantcore.spec import QuantSpec
 
 CODES_FILE = "codes.bin"
 PACKAGE_FILE = "model.qpack"
+CONTAINER_FILE = "container.onnx"  # a weights file's graph, written only to cut its package
 ALIGN = 64  # each tensor's codes start on a multiple of this in the codes file
 
 
@@ -159,11 +163,11 @@ def build_skeleton(qmodel: QuantizedModel) -> WrittenModel:
 def write_streamed(
     qmodel: QuantizedModel, spool: CodeSpool, out_dir: Path, written: WrittenModel
 ) -> Artifacts:
-    """Write ``model.onnx`` and ``model.qpack`` of an ONNX ``qmodel`` from ``spool``;
+    """Write the quantized model and ``model.qpack`` of ``qmodel`` from ``spool``;
     ``written`` is ``build_skeleton(qmodel)`` (the source may be closed by now). The
-    skeleton's own large tensors move out of ``written.proto`` past 2 GB."""
-    if not isinstance(qmodel.source, OnnxModel):
-        raise TypeError("write_streamed writes ONNX models; weights files use write_artifacts")
+    skeleton's own large tensors move out of ``written.proto`` past 2 GB. A weights file's
+    package is cut from its container graph, written to the spool with its codes and removed
+    once the package is done; the file itself gets its arrays one at a time."""
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     codes: dict[str, CodeData] = {}
@@ -173,17 +177,26 @@ def write_streamed(
             nbytes=code_nbytes(int(weight.codes.size), storage.elem_type),
             make=_maker(spool, weight, storage.elem_type),
         )
+    source = qmodel.source
+    weights_file = isinstance(source, WeightsModel)
     model_path = out_dir / "model.onnx"
+    onnx_path = spool.folder / CONTAINER_FILE if weights_file else model_path
     package = spool.package
     package.describe(written, [(w.name, w) for w in qmodel.weights], qmodel.spec.entropy_coding)
     if needs_external_data(written.proto, codes):  # the package first: saving changes the proto
         package.finish_proto(written)
-        saved = save_onnx_streamed(written.proto, model_path, codes)
+        paths = () if weights_file else save_onnx_streamed(written.proto, onnx_path, codes).paths
     else:
-        saved = save_onnx_streamed(written.proto, model_path, codes)
-        package.finish(model_path, saved.regions)
+        saved = save_onnx_streamed(written.proto, onnx_path, codes)
+        package.finish(onnx_path, saved.regions)
+        paths = saved.paths
+    if isinstance(source, WeightsModel):
+        onnx_path.unlink(missing_ok=True)
+        model_path = out_dir / f"model.{source.format.value}"
+        write_weights(qmodel, source, model_path, done=spool.release)
+        paths = (model_path,)
     package_path = package.path.replace(out_dir / PACKAGE_FILE)
-    paths = (*saved.paths, package_path)
+    paths = (*paths, package_path)
     return Artifacts(
         paths=paths,
         sizes={p.name: p.stat().st_size for p in paths},

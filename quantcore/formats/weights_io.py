@@ -16,10 +16,11 @@ arrays, same bytes).
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,25 +124,47 @@ def write_safetensors(
     path: Path, arrays: Iterable[tuple[str, np.ndarray]], metadata: dict[str, str] | None = None
 ) -> None:
     """Write ``arrays`` in the given order; the header is padded to 8 bytes with spaces."""
-    items = [(name, np.ascontiguousarray(_little(a))) for name, a in arrays]
+    items = list(arrays)
+    layout = [(name, array.dtype, tuple(array.shape)) for name, array in items]
+    write_safetensors_streamed(path, layout, (array for _, array in items), metadata)
+
+
+def write_safetensors_streamed(
+    path: Path,
+    layout: Sequence[tuple[str, np.dtype, tuple[int, ...]]],
+    arrays: Iterable[np.ndarray],
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """``write_safetensors`` of arrays made one at a time: the header from ``layout`` (name,
+    dtype and shape of each, in order), then each array of ``arrays`` as it comes, so that
+    only one is held (the same bytes as ``write_safetensors``)."""
     header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = metadata
     offset = 0
-    for name, array in items:
+    for name, dtype, shape in layout:
+        nbytes = math.prod(shape) * dtype.itemsize
         header[name] = {
-            "dtype": _CODE_OF[array.dtype],
-            "shape": list(array.shape),
-            "data_offsets": [offset, offset + array.nbytes],
+            "dtype": _CODE_OF[_little_dtype(dtype)],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + nbytes],
         }
-        offset += array.nbytes
+        offset += nbytes
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     with path.open("wb") as handle:
         handle.write(struct.pack("<Q", len(text)))
         handle.write(text)
-        for _, array in items:
-            handle.write(array.tobytes())
+        for (name, dtype, shape), array in zip(layout, arrays, strict=True):
+            data = np.ascontiguousarray(_little(array))
+            if data.dtype != _little_dtype(dtype) or tuple(data.shape) != tuple(shape):
+                raise ValueError(f"{name}: {data.dtype}{data.shape} where the header has "
+                                 f"{dtype}{tuple(shape)}")  # fmt: skip
+            handle.write(data.reshape(-1).view(np.uint8).data)
+
+
+def _little_dtype(dtype: np.dtype) -> np.dtype:
+    return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
 
 
 def _little(array: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from quantcore.compress import pipeline
+from quantcore.compress import artifacts, pipeline
 from quantcore.errors import InvalidDatasetError
 from quantcore.explore.grid import parse_sweep
 from quantcore.explore.search import parse_search, search
@@ -128,7 +128,7 @@ def run_search_job(
         progress(Stage.WRITING, 0.9)
     chosen = result.chosen_step
     qmodel = pipeline.quantize_model(measure.model, chosen.measurement.spec)
-    artifacts = pipeline.write_artifacts(qmodel, out_dir)
+    written_files = artifacts.write_artifacts(qmodel, out_dir)
     path = []
     for i, step in enumerate(result.steps):
         row = step.measurement.row(step.values)
@@ -148,7 +148,7 @@ def run_search_job(
         skipped=[s.to_dict() for s in qmodel.skipped],
         distribution=qmodel.distribution,
         accuracy=accuracy.to_dict() if accuracy else None,
-        artifacts=artifacts.sizes,
+        artifacts=written_files.sizes,
         original_bytes=measure.original_bytes,
         timings={},
     )
@@ -171,4 +171,4 @@ def run_search_job(
     paths = write_report_files(
         out_dir, body, model_histograms(qmodel), started=loaded.started
     )
-    return JobOutput(report=body, artifacts=(*artifacts.paths, *paths))
+    return JobOutput(report=body, artifacts=(*written_files.paths, *paths))

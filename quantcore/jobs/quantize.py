@@ -17,7 +17,7 @@ a dataset). With spec ``calibration`` other than ``none``, the dataset's inputs 
 flat inputs, no dataset needed) calibrate the quantization first (``quantcore.jobs.calibrate``)
 and the report has ``calibration``.
 
-An ONNX model is quantized by ``quantcore.compress.stream``: as each tensor is done, its codes
+A model is quantized by ``quantcore.compress.stream``: as each tensor is done, its codes
 go to a spool folder inside ``out_dir`` (removed at the end) and its section to the package
 being written, so the job's memory does not grow with the model.
 """
@@ -36,11 +36,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from quantcore.compress.pipeline import (
     Model,
     QuantizedModel,
-    build_onnx,
     load_model,
-    quantize_model,
     runnable_block,
-    write_artifacts,
 )
 from quantcore.compress.stream import CodeSpool, build_skeleton, quantize_streamed, write_streamed
 from quantcore.errors import InvalidDatasetError
@@ -200,50 +197,41 @@ def run_quantize(
         from quantcore.jobs.calibrated import not_chosen
 
         calibrated = not_chosen(auto_why)
-    spool = None
-    if isinstance(model, OnnxModel):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        spool = CodeSpool(Path(tempfile.mkdtemp(prefix=".spool-", dir=out_dir)), model.format)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spool = CodeSpool(Path(tempfile.mkdtemp(prefix=".spool-", dir=out_dir)), model.format)
     try:
         return _quantize(job, out_dir, progress, limits, model, spool, evalset, calibrated,
                          started, load_s, model_info, original_bytes, spec,
                          float_side, digest)  # fmt: skip
     finally:
-        if spool is not None:
-            spool.close()
-            shutil.rmtree(spool.folder, ignore_errors=True)
+        spool.close()
+        shutil.rmtree(spool.folder, ignore_errors=True)
 
 
 def _quantize(
     job: JobInput, out_dir: Path, progress: ProgressCallback | None, limits: JobLimits,
-    model: Model, spool: CodeSpool | None, evalset: EvalSet | None, calibrated: Calibrated | None,
+    model: Model, spool: CodeSpool, evalset: EvalSet | None, calibrated: Calibrated | None,
     started: float, load_s: float, model_info: dict[str, Any], original_bytes: int,
     spec: QuantSpec, float_side: Future[FloatSide] | None, digest: Future[str],
 ) -> JobOutput:
     advance = span(progress, 0.0, 1.0)
     quantizing = stage_span(progress, Stage.QUANTIZING, 0.05, 0.70)
     gptq = calibrated.gptq_stats if calibrated is not None else None
-    if spool is not None:
-        qmodel = quantize_streamed(model, spec, spool, quantizing, stats=gptq)
-    else:
-        qmodel = quantize_model(model, spec, progress=quantizing, stats=gptq)
+    qmodel = quantize_streamed(model, spec, spool, quantizing, stats=gptq)
     # The figures need the original weights; once the quantized model is built, the source's
     # floats are freed so that writing does not hold the model twice.
     t0 = time.perf_counter()
-    histograms = model_histograms(qmodel, None if spool is None else spool.release)
+    histograms = model_histograms(qmodel, spool.release)
     report_s = time.perf_counter() - t0
     advance(Stage.WRITING, 0.70)
-    written = build_onnx(qmodel) if spool is None else build_skeleton(qmodel)
+    written = build_skeleton(qmodel)
     if calibrated is not None:
         from quantcore.jobs.calibrate import correct_bias
 
         correct_bias(calibrated, qmodel, written)
     runnable = runnable_block(written)
     model.close()
-    if spool is not None:
-        artifacts = write_streamed(qmodel, spool, out_dir, written)
-    else:
-        artifacts = write_artifacts(qmodel, out_dir, written)
+    artifacts = write_streamed(qmodel, spool, out_dir, written)
     del written
     advance(Stage.WRITING, 0.80)
 

@@ -117,7 +117,8 @@ def test_corrupt_streams_are_refused() -> None:
 def test_a_quantized_model_with_small_tensors_unpacks_byte_for_byte(tmp_path: Path) -> None:
     import onnx
 
-    from quantcore.compress.pipeline import build_onnx, quantize_model, write_artifacts
+    from quantcore.compress.artifacts import write_artifacts
+    from quantcore.compress.pipeline import build_onnx, quantize_model
     from quantcore.formats.load import load_model
     from quantcore.formats.qpack import read_header, unpack_file
     from quantcore.spec import QuantSpec

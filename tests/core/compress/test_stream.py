@@ -17,7 +17,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from quantcore.compress.pipeline import load_model, quantize_model, write_artifacts
+from quantcore.compress.artifacts import write_artifacts
+from quantcore.compress.pipeline import load_model, quantize_model
 from quantcore.compress.stream import CodeSpool, build_skeleton, quantize_streamed, write_streamed
 from quantcore.formats.qpack import unpack_file
 from quantcore.spec import QuantSpec
