@@ -179,6 +179,54 @@ def _digests(out: Path) -> dict[str, str]:
     return digests
 
 
+def safetensors_copy(model: Path, out: Path) -> Path:
+    """The ONNX model's weights and biases in a ``.safetensors`` file, written one tensor at a
+    time from its mapped external data."""
+    from quantcore.formats.load import load_model
+    from quantcore.formats.weights_io import write_safetensors_streamed
+
+    source = load_model(model)
+    try:
+        layout = [(t.name, np.dtype(t.dtype), t.shape) for t in source.tensors]
+        write_safetensors_streamed(out, layout, (source.array(t.name) for t in source.tensors))
+    finally:
+        source.close()
+    return out
+
+
+def _safetensors_rows(
+    folder: Path, model: Path, model_gb: float, budget: float, *, inmemory: bool
+) -> list[Row]:
+    """The same weights as a ``.safetensors`` file: the CLI (streaming) and, with
+    ``inmemory``, the in-memory writers, whose files are compared with the CLI's."""
+    weights = safetensors_copy(model, folder / "weights.safetensors")
+    rows = []
+    digests = {}
+    runs = [("cli", "quantserve quantize (CLI), .safetensors",
+             ["-m", "service.cli", "quantize", str(weights), "--out", "{out}", "--quiet"])]
+    if inmemory:
+        runs.append(("inmemory", "in-memory writers, .safetensors",
+                     ["-m", "bench.bench_large", "--peer", "inmemory", str(weights), "{out}"]))
+    for kind, method, args in runs:  # fmt: skip
+        out = folder / f"st-{kind}"
+        wall, rss, _ = run_child(_py(*(a.format(out=out) for a in args)))
+        digests[kind] = _digests(out)
+        note = "+".join(sorted(digests[kind]))
+        if kind == "inmemory":
+            same = digests["inmemory"] == digests["cli"]
+            note += f"; {'the same bytes as' if same else 'differ from'} the CLI's"
+        rows.append(Row(model_gb=round(model_gb, 2), method=method, wall_s=round(wall, 1),
+                        peak_rss_mb=round(rss / 1e6), budget_mb=round(budget),
+                        output_mb=round(_size(out)), note=note))  # fmt: skip
+        print(f"  {method}: {wall:.1f} s, peak RSS {rss / 1e6:.0f} MB", flush=True)
+        if kind == "inmemory":
+            shutil.rmtree(folder / "st-cli")
+            shutil.rmtree(out)
+    shutil.rmtree(folder / "st-cli", ignore_errors=True)
+    weights.unlink()
+    return rows
+
+
 def bench_size(
     folder: Path, total_gb: float, *, peers: tuple[str, ...], worker: bool
 ) -> list[Row]:
@@ -220,6 +268,7 @@ def bench_size(
     print(f"  onnxruntime on {files}: {wall:.1f} s, peak RSS {rss / 1e6:.0f} MB, "
           f"output SQNR {sqnr:.1f} dB")  # fmt: skip
     shutil.rmtree(out)
+    rows += _safetensors_rows(folder, model, model_gb, budget, inmemory="inmemory" in peers)
     if worker:
         from bench.large_worker import run_worker_job
 
