@@ -6,8 +6,8 @@ channels on axis 0 (PyTorch's layout); one-dimensional arrays are normalisation 
 when the name says so (``norm``, ``bn``, ``ln``, ``running_``), else biases.
 
 safetensors is parsed directly (8-byte little-endian header length, JSON header, data) so
-that every dtype, bfloat16 included, is read, and arrays are memory-mapped, never copied
-whole. Both readers check every size a file declares before memory is taken
+that every dtype, bfloat16 included, is read, and arrays are memory-mapped (each when it is
+asked for), never copied whole. Both readers check every size a file declares before memory is taken
 (``safetensors_header``, ``npz``), against ``InputLimits`` when given. Writing keeps the
 input's order of tensors and its ``__metadata__``; both writers are deterministic (same
 arrays, same bytes).
@@ -20,7 +20,7 @@ import math
 import re
 import struct
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,11 @@ from quantcore.errors import InvalidModelError
 from quantcore.formats.model import ModelFormat, WeightTensor
 from quantcore.formats.npz import READ_ERRORS, scan_npz
 from quantcore.formats.roles import Role
-from quantcore.formats.safetensors_header import SAFETENSORS_DTYPES, read_header
+from quantcore.formats.safetensors_header import (
+    SAFETENSORS_DTYPES,
+    SafetensorsHeader,
+    read_header,
+)
 from quantcore.limits import InputLimits
 
 _CODE_OF = {dtype: code for code, dtype in SAFETENSORS_DTYPES.items()}
@@ -53,7 +57,7 @@ class WeightsModel:
         self,
         path: Path,
         fmt: ModelFormat,
-        arrays: dict[str, np.ndarray],
+        arrays: Mapping[str, np.ndarray],
         metadata: dict[str, str] | None = None,
     ) -> None:
         self.path = path
@@ -93,18 +97,33 @@ def read_safetensors(path: Path, limits: InputLimits | None = None) -> WeightsMo
     (``quantcore.formats.safetensors_header``). Raises ``InvalidModelError`` naming what is
     wrong, ``InputTooLargeError`` past ``limits``."""
     header = read_header(path, limits)
-    data = None
-    if header.data_bytes > 0:
-        data = np.memmap(path, dtype=np.uint8, mode="r", offset=header.data_offset)
-    arrays: dict[str, np.ndarray] = {}
-    for entry in header.tensors:
-        if data is None or entry.end == entry.begin:
-            arrays[entry.name] = np.zeros(entry.shape, entry.dtype)
-        else:
-            arrays[entry.name] = data[entry.begin : entry.end].view(entry.dtype).reshape(
-                entry.shape
-            )
-    return WeightsModel(path, ModelFormat.SAFETENSORS, arrays, header.metadata)
+    return WeightsModel(path, ModelFormat.SAFETENSORS, _MappedTensors(path, header),
+                        header.metadata)  # fmt: skip
+
+
+class _MappedTensors(Mapping[str, np.ndarray]):
+    """A safetensors file's arrays, each mapped from the file when asked for and unmapped
+    when the caller drops it: the pages a job reads leave the process with each tensor
+    instead of piling up to the file's size."""
+
+    def __init__(self, path: Path, header: SafetensorsHeader) -> None:
+        self._path = path
+        self._offset = header.data_offset
+        self._entries = {entry.name: entry for entry in header.tensors}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        entry = self._entries[name]
+        if entry.end == entry.begin:
+            return np.zeros(entry.shape, entry.dtype)
+        start, length = self._offset + entry.begin, entry.end - entry.begin
+        mapped = np.memmap(self._path, dtype=np.uint8, mode="r", offset=start, shape=(length,))
+        return mapped.view(np.ndarray).view(entry.dtype).reshape(entry.shape)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def read_npz(path: Path, limits: InputLimits | None = None) -> WeightsModel:

@@ -132,3 +132,30 @@ def test_the_streamed_writer_refuses_an_array_unlike_its_header(tmp_path):
     with pytest.raises(ValueError, match=r"a: float16\(2, 3\) where the header has float32"):
         write_safetensors_streamed(tmp_path / "x.safetensors", layout,
                                    [np.zeros((2, 3), np.float16)])  # fmt: skip
+
+
+def _file_rss() -> int:
+    """The process's resident pages mapped from files (bytes; Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+def test_a_safetensors_file_is_mapped_one_array_at_a_time(tmp_path):
+    """Each array is mapped when asked for and unmapped when dropped: reading every array
+    of a 64 MB file leaves no more than one array's pages in the process."""
+    from quantcore.formats.weights_io import read_safetensors
+
+    rng = np.random.default_rng(4)
+    arrays = {f"w{i}": rng.standard_normal((1024, 1024)).astype(np.float32) for i in range(16)}
+    path = tmp_path / "w.safetensors"
+    write_safetensors(path, arrays.items())
+    del arrays
+    model = read_safetensors(path)
+    before = _file_rss()
+    total = 0.0
+    for tensor in model.tensors:
+        total += float(model.array(tensor.name).sum())  # every page read
+    assert np.isfinite(total)
+    assert _file_rss() - before < 8 << 20
