@@ -4,6 +4,9 @@
 in a temporary folder and quantizes it with the default spec:
 
 - ``quantserve quantize`` (the CLI, one process);
+- the same weights and biases as a ``.safetensors`` file (written from the mapped external
+  data), through the CLI and, with the ``inmemory`` peer, the in-memory writers, whose files
+  are compared with the CLI's;
 - a worker job: ``workers.tasks.execute_job`` in its own process, the model uploaded first
   through the API's streaming upload path into local storage (``--no-worker`` skips it);
 - the baselines on the same file: the pipeline's in-memory writers (``quantize_model``,
