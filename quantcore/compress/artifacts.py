@@ -26,6 +26,12 @@ class Artifacts:
     model_path: Path  # model.onnx, model.safetensors or model.npz
     write_s: float
 
+    @classmethod
+    def written(cls, paths: tuple[Path, ...], model_path: Path, start: float) -> Artifacts:
+        """The files at ``paths``, written since ``start`` (``time.perf_counter``)."""
+        return cls(paths=paths, sizes={p.name: p.stat().st_size for p in paths},
+                   model_path=model_path, write_s=time.perf_counter() - start)  # fmt: skip
+
 
 def write_artifacts(
     qmodel: QuantizedModel, out_dir: Path, written: WrittenModel | None = None
@@ -53,13 +59,7 @@ def write_artifacts(
         paths = save_onnx(written.proto, model_path, onnx_bytes)
     qpack_path = out_dir / "model.qpack"
     qpack_path.write_bytes(data)
-    paths = (*paths, qpack_path)
-    return Artifacts(
-        paths=paths,
-        sizes={p.name: p.stat().st_size for p in paths},
-        model_path=model_path,
-        write_s=time.perf_counter() - start,
-    )
+    return Artifacts.written((*paths, qpack_path), model_path, start)
 
 
 def write_weights(

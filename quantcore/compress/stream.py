@@ -196,13 +196,7 @@ def write_streamed(
         write_weights(qmodel, source, model_path, done=spool.release)
         paths = (model_path,)
     package_path = package.path.replace(out_dir / PACKAGE_FILE)
-    paths = (*paths, package_path)
-    return Artifacts(
-        paths=paths,
-        sizes={p.name: p.stat().st_size for p in paths},
-        model_path=model_path,
-        write_s=time.perf_counter() - start,
-    )
+    return Artifacts.written((*paths, package_path), model_path, start)
 
 
 def _maker(spool: CodeSpool, weight: CodedWeight, elem_type: int) -> Any:

@@ -19,10 +19,11 @@ from onnx import TensorProto, helper
 
 from quantcore.compress.artifacts import write_artifacts
 from quantcore.compress.pipeline import load_model, quantize_model
-from quantcore.compress.stream import CodeSpool, build_skeleton, quantize_streamed, write_streamed
 from quantcore.formats.qpack import unpack_file
 from quantcore.spec import QuantSpec
 from tests import models
+from tests.core.compress.streaming import same_files
+from tests.core.compress.streaming import streamed as stream_through
 from tests.core.formats.onnx_helpers import run
 
 
@@ -64,12 +65,7 @@ def _both(path: Path, spec: dict, tmp: Path) -> tuple[Path, Path, list, list]:
     qspec = QuantSpec.from_dict(spec)
     memory = quantize_model(load_model(path), qspec)
     write_artifacts(memory, tmp / "a")
-    model = load_model(path)
-    spool = CodeSpool(tmp / "spool", model.format)
-    streamed = quantize_streamed(model, qspec, spool)
-    written = build_skeleton(streamed)
-    model.close()
-    write_streamed(streamed, spool, tmp / "b", written)
+    streamed = stream_through(path, qspec, tmp / "spool", tmp / "b")
     for weight in streamed.weights:  # the codes are the spool file's, mapped, not held
         assert isinstance(weight.codes.base, np.ndarray) and not weight.codes.flags.writeable
         assert weight.body == b""
@@ -84,20 +80,12 @@ def _both(path: Path, spec: dict, tmp: Path) -> tuple[Path, Path, list, list]:
     ]
 
 
-def _same_files(a: Path, b: Path) -> list[str]:
-    names = sorted(p.name for p in a.iterdir())
-    assert names == sorted(p.name for p in b.iterdir())
-    for name in names:
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    return names
-
-
 @pytest.mark.parametrize("spec", [{}, {"bits": 4}, {"bits": 3, "granularity": "channel"},
                                   {"bits": 6, "entropy_coding": False}])  # fmt: skip
 def test_external_data_model_streams_to_the_same_artifacts(tmp_path, spec):
     path = external_mlp(tmp_path / "in")
     a, b, rows_a, rows_b = _both(path, spec, tmp_path)
-    assert _same_files(a, b) == ["model.onnx", "model.qpack"]
+    assert same_files(a, b) == ["model.onnx", "model.qpack"]
     assert rows_a == rows_b
     x = np.random.default_rng(0).standard_normal((3, 256)).astype(np.float32)
     assert np.isfinite(run(onnx.load(b / "model.onnx"), {"x": x})[0]).all()
@@ -109,14 +97,14 @@ def test_subgraphs_and_constant_nodes_stream_to_the_same_bytes(tmp_path, build):
     path = tmp_path / "m.onnx"
     onnx.save(build(), path)
     a, b, _, _ = _both(path, {"bits": 4}, tmp_path)
-    _same_files(a, b)
+    same_files(a, b)
 
 
 def test_past_the_inline_limit_the_same_external_files(tmp_path, monkeypatch):
     monkeypatch.setattr("quantcore.formats.onnx_writer.MAX_INLINE_BYTES", 64 << 10)
     path = external_mlp(tmp_path / "in")
     a, b, _, _ = _both(path, {"bits": 8}, tmp_path)
-    assert _same_files(a, b) == ["model.onnx", "model.onnx.data", "model.qpack"]
+    assert same_files(a, b) == ["model.onnx", "model.onnx.data", "model.qpack"]
     restored = tmp_path / "restored" / "model.onnx"
     restored.parent.mkdir()
     unpack_file(b / "model.qpack", restored)

@@ -13,7 +13,6 @@ import pytest
 
 from quantcore.compress.artifacts import write_artifacts, write_weights
 from quantcore.compress.pipeline import load_model, quantize_model
-from quantcore.compress.stream import CodeSpool, build_skeleton, quantize_streamed, write_streamed
 from quantcore.formats.qpack import unpack_file
 from quantcore.formats.weights_io import (
     write_npz,
@@ -21,6 +20,7 @@ from quantcore.formats.weights_io import (
     write_safetensors_streamed,
 )
 from quantcore.spec import QuantSpec
+from tests.core.compress.streaming import same_files, streamed
 
 
 def weights_file(folder: Path, suffix: str, *, rows: int = 96) -> Path:
@@ -51,23 +51,9 @@ def weights_file(folder: Path, suffix: str, *, rows: int = 96) -> Path:
 def _both(path: Path, spec: dict, tmp: Path) -> tuple[Path, Path]:
     qspec = QuantSpec.from_dict(spec)
     write_artifacts(quantize_model(load_model(path), qspec), tmp / "a")
-    model = load_model(path)
-    spool = CodeSpool(tmp / "spool", model.format)
-    streamed = quantize_streamed(model, qspec, spool)
-    written = build_skeleton(streamed)
-    model.close()
-    write_streamed(streamed, spool, tmp / "b", written)
-    spool.close()
+    streamed(path, qspec, tmp / "spool", tmp / "b")
     assert sorted(p.name for p in (tmp / "spool").iterdir()) == ["codes.bin"]  # container gone
     return tmp / "a", tmp / "b"
-
-
-def _same_files(a: Path, b: Path) -> list[str]:
-    names = sorted(p.name for p in a.iterdir())
-    assert names == sorted(p.name for p in b.iterdir())
-    for name in names:
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    return names
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
@@ -76,7 +62,7 @@ def _same_files(a: Path, b: Path) -> list[str]:
 def test_weights_files_stream_to_the_same_artifacts(tmp_path, suffix, spec):
     path = weights_file(tmp_path / "in", suffix)
     a, b = _both(path, spec, tmp_path)
-    assert _same_files(a, b) == sorted([f"model{suffix}", "model.qpack"])
+    assert same_files(a, b) == sorted([f"model{suffix}", "model.qpack"])
     restored = tmp_path / f"restored{suffix}"
     unpack_file(b / "model.qpack", restored)
     assert restored.read_bytes() == (b / f"model{suffix}").read_bytes()
@@ -88,7 +74,7 @@ def test_past_the_inline_limit_the_same_package(tmp_path, monkeypatch):
     monkeypatch.setattr("quantcore.formats.onnx_writer.MAX_INLINE_BYTES", 4 << 10)
     path = weights_file(tmp_path / "in", ".safetensors", rows=512)
     a, b = _both(path, {"bits": 8}, tmp_path)
-    assert _same_files(a, b) == ["model.qpack", "model.safetensors"]
+    assert same_files(a, b) == ["model.qpack", "model.safetensors"]
 
 
 def test_a_weights_job_leaves_no_spool(tmp_path):
