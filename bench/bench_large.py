@@ -222,10 +222,8 @@ def _safetensors_rows(
                         peak_rss_mb=round(rss / 1e6), budget_mb=round(budget),
                         output_mb=round(_size(out)), note=note))  # fmt: skip
         print(f"  {method}: {wall:.1f} s, peak RSS {rss / 1e6:.0f} MB", flush=True)
-        if kind == "inmemory":
-            shutil.rmtree(folder / "st-cli")
-            shutil.rmtree(out)
-    shutil.rmtree(folder / "st-cli", ignore_errors=True)
+    for kind, _, _ in runs:
+        shutil.rmtree(folder / f"st-{kind}")
     weights.unlink()
     return rows
 

@@ -159,12 +159,7 @@ def channel_moments(name: str, weights: np.ndarray, axis: int) -> ChannelMoments
         hi = min(lo + block, channels)
         rows = view[lo:hi].reshape(hi - lo, per)
         out = (mean[lo:hi], m2[lo:hi], lo_v[lo:hi], hi_v[lo:hi])
-        if kernel is not None and rows.flags.c_contiguous:
-            chunk = np.getbufsize() if hi - lo == 1 else 0  # einsum's pieces of a lone row
-            kernel.contiguous(read_only(rows), *out, chunk)
-        elif kernel is not None and _side_by_side(rows):
-            kernel.strided(read_only(rows), *out)
-        else:
+        if kernel is None or not kernel.run(rows, out):
             _numpy_row_moments(rows, *out)
     constant = lo_v == hi_v
     mean[constant] = lo_v[constant]
@@ -194,6 +189,18 @@ class _RowKernels:
 
     contiguous: Callable[..., None]
     strided: Callable[..., None]
+
+    def run(self, rows: np.ndarray, out: tuple[FloatArray, ...]) -> bool:
+        """``_numpy_row_moments(rows, *out)`` compiled, where the layout of ``rows`` is one
+        the kernels sum as NumPy does; False (nothing done) for any other layout."""
+        if rows.flags.c_contiguous:
+            chunk = np.getbufsize() if rows.shape[0] == 1 else 0  # einsum's pieces of a lone row
+            self.contiguous(read_only(rows), *out, chunk)
+        elif _side_by_side(rows):
+            self.strided(read_only(rows), *out)
+        else:
+            return False
+        return True
 
 
 def _side_by_side(rows: np.ndarray) -> bool:
@@ -226,12 +233,10 @@ def _checked_kernel() -> _RowKernels | None:
                 side_by_side,
                 side_by_side[: count + 1],
             ):
-                ours = [np.empty(rows.shape[0]) for _ in range(4)]
+                ours = tuple(np.empty(rows.shape[0]) for _ in range(4))
                 reference = [np.empty(rows.shape[0]) for _ in range(4)]
-                if rows.flags.c_contiguous:
-                    kernels.contiguous(read_only(rows), *ours, np.getbufsize() if count == 1 else 0)
-                else:
-                    kernels.strided(read_only(rows), *ours)
+                if not kernels.run(rows, ours):
+                    return None
                 _numpy_row_moments(rows, *reference)
                 if not all(np.array_equal(a, b) for a, b in zip(ours, reference, strict=True)):
                     return None

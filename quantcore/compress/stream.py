@@ -179,7 +179,7 @@ def write_streamed(
         )
     source = qmodel.source
     weights_file = isinstance(source, WeightsModel)
-    model_path = out_dir / "model.onnx"
+    model_path = out_dir / f"model.{source.format.value}"  # model.onnx, .safetensors, .npz
     onnx_path = spool.folder / CONTAINER_FILE if weights_file else model_path
     package = spool.package
     package.describe(written, [(w.name, w) for w in qmodel.weights], qmodel.spec.entropy_coding)
@@ -190,9 +190,8 @@ def write_streamed(
         saved = save_onnx_streamed(written.proto, onnx_path, codes)
         package.finish(onnx_path, saved.regions)
         paths = saved.paths
-    if isinstance(source, WeightsModel):
+    if isinstance(source, WeightsModel):  # (``weights_file``, narrowed for the type checker)
         onnx_path.unlink(missing_ok=True)
-        model_path = out_dir / f"model.{source.format.value}"
         write_weights(qmodel, source, model_path, done=spool.release)
         paths = (model_path,)
     package_path = package.path.replace(out_dir / PACKAGE_FILE)
