@@ -42,6 +42,10 @@ tiny tensors); versions 10 and 11, written in their place, are 7 and 8 with comp
 12 and 13 are 10 and 11 on a 32-state trellis (the one it follows on the others).
 Version 9 (``quantcore.coding.adaptive``) is version 4's layout and coder over the indices of
 codes on that 8-state path, for tiny tensors whose tables weigh too much.
+Version 14 (``quantcore.coding.sparse``, written where at most a sixteenth of the codes differ
+from the most frequent one and it is within 1% of the smallest other stream) codes only
+those codes, each as its gap and its distance from the mode, under version 4's coder: the
+decoder fills the rest, so its time goes with them, not with the tensor.
 
 Version 2 (written by default; ``quantcore.coding.rans``): chunks of 2M symbols, each coded by
 8 interleaved 64-bit rANS states with 32-bit renormalisation, compiled with numba and run on
@@ -62,10 +66,12 @@ the table, plus a few bytes a chunk (v2: 68 a chunk of 2M); see ``bench.bench_en
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
-from quantcore.coding import adaptive, context, rans, trellis_coder
+from quantcore.coding import adaptive, context, rans, sparse, trellis_coder
 from quantcore.coding.symbols import (
     MAGIC,
     RAW_BITS_TOLERANCE,
@@ -91,7 +97,7 @@ __all__ = [
 ]
 
 VERSION = rans.VERSION  # the order-0 stream, written where contexts do not pay
-VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)  # decoded
+VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)  # decoded
 
 
 def empirical_entropy_bits(codes: npt.ArrayLike) -> float:
@@ -141,6 +147,11 @@ def encode_codes(
     8-state streams with the zstd tables of older packages); for tiny tensors
     (``adaptive.trellis_fast_enough``), so is version 9, their trellis indices under adaptive
     binary contexts and no table, where it pays as version 4 must (``version=9`` forces it).
+
+    Whatever the stream chosen, version 14 (``quantcore.coding.sparse``) replaces it where
+    ``sparse.worth_trying`` (no more than ``sparse.MAX_SHARE`` of the codes other than the
+    mode) and ``sparse.accept`` (at most ``sparse.SLACK_SHARE`` larger); ``version=14``
+    forces it for such codes.
     """
     if version is not None and version not in VERSIONS:
         raise InvalidSpecError(f"entropy stream {version=} is not one of {VERSIONS}")
@@ -172,6 +183,15 @@ def encode_codes(
                 "entropy stream version 9 needs code_min and codes on the 8-state trellis path"
             )
         return forced9
+    if version == sparse.VERSION:
+        if not sparse.worth_trying(flat.size, histogram):
+            raise InvalidSpecError(
+                f"entropy stream version 14 needs at most {sparse.MAX_SHARE:.2%} of the codes "
+                "other than the most frequent one, and at least one"
+            )
+        forced14 = sparse.encode(flat, histogram)
+        assert forced14 is not None
+        return forced14
     small = flat.size <= adaptive.MAX_CODES
     if version == 4:
         if not small:
@@ -206,6 +226,11 @@ def encode_codes(
             len(candidate) < len(stream)
         ):
             stream = candidate
+    if sparse.worth_trying(flat.size, histogram):
+        slack = math.floor(len(stream) * sparse.SLACK_SHARE)
+        places = sparse.encode(flat, histogram, limit=len(stream) + slack)
+        if places is not None and sparse.accept(len(places), len(stream)):
+            stream = places
     return stream
 
 
@@ -228,8 +253,8 @@ def decode_codes(
     are checked before decoding, and every chunk must consume exactly its words).
     """
     version, view = _version(data)
-    if version in (adaptive.VERSION, adaptive.TRELLIS_VERSION):
-        dtype, chunks = _plan_v4(view, count)
+    if version in _ONE_CHUNK:
+        dtype, chunks = _plan_one(view, count)
         out = np.empty(sum(c.size for c in chunks), dtype=dtype)
         for c in chunks:
             c.fill(out)
@@ -263,8 +288,8 @@ def decode_plan(
     the codes decode to (a package's piece hashes): their header and tables are checked all
     the same, and their decoders refuse words that do not end as a stream must."""
     version, view = _version(data)
-    if version in (adaptive.VERSION, adaptive.TRELLIS_VERSION):
-        return _plan_v4(view, count)
+    if version in _ONE_CHUNK:
+        return _plan_one(view, count)
     fields, body = open_stream(data, VERSIONS, check_crc=check_crc or version == 1)
     if count is not None and fields[5] != count:
         raise InvalidPackageError(f"entropy stream holds {fields[5]} codes, expected {count}")
@@ -284,8 +309,13 @@ def decode_plan(
     return dtype, [rans.Chunk(0, fields[5], whole)] if fields[5] else []
 
 
-def _plan_v4(view: memoryview, count: int | None) -> tuple[np.dtype, list[rans.Chunk]]:
-    dtype, chunks = adaptive.plan(view)
+# Streams of one range-coded chunk and a header of their own: versions 4, 9 and 14.
+_ONE_CHUNK = {adaptive.VERSION: adaptive.plan, adaptive.TRELLIS_VERSION: adaptive.plan,
+              sparse.VERSION: sparse.plan}  # fmt: skip
+
+
+def _plan_one(view: memoryview, count: int | None) -> tuple[np.dtype, list[rans.Chunk]]:
+    dtype, chunks = _ONE_CHUNK[view[4]](view)
     held = sum(c.size for c in chunks)
     if count is not None and held != count:
         raise InvalidPackageError(f"entropy stream holds {held} codes, expected {count}")
@@ -293,8 +323,9 @@ def _plan_v4(view: memoryview, count: int | None) -> tuple[np.dtype, list[rans.C
 
 
 def compile_kernels() -> None:
-    """Compile (or load from numba's disk cache) the kernels of streams v2, v3 and v4."""
+    """Compile (or load from numba's disk cache) the kernels of every stream written."""
     rans.compile_kernels()
     context.compile_kernels()
     adaptive.compile_kernels()
+    sparse.compile_kernels()
     trellis_coder.compile_kernels()

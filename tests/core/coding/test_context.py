@@ -41,9 +41,9 @@ def test_forced_v3_round_trips_around_the_lanes(count: int, monkeypatch) -> None
 @pytest.mark.parametrize("bits", [2, 3, 8, 12])
 def test_correlated_codes_get_v3_and_a_smaller_stream(bits: int) -> None:
     codes = correlated_codes(400_000, bits)
-    chosen = encode_codes(codes)  # v4 where it decodes fast enough and is smaller still
+    chosen = encode_codes(codes)  # v4 or v14 where they decode fast enough and are smaller
     data = encode_codes(codes, version=3)
-    assert data[4] == 3 and chosen[4] in (3, 4) and len(chosen) <= len(data)
+    assert data[4] == 3 and chosen[4] in (3, 4, 14) and len(chosen) <= len(data)
     assert len(data) < (1 - context.MIN_GAIN) * len(encode_codes(codes, version=2))
     np.testing.assert_array_equal(decode_codes(data), codes)
     dtype, chunks = decode_plan(data, count=codes.size)
