@@ -190,10 +190,11 @@ def decode(
     every = _decode_values(table[_HEAD.size :], mode, count, dtype)
     if every is None:
         raise InvalidPackageError("entropy stream trellis table's values do not decode")
-    symbols = np.cumsum(every[:n_symbols].astype(np.int64) + 1) - 1
+    symbols = np.empty(n_symbols, np.int64)
+    sides = np.empty((2, n_symbols), np.bool_)  # allowed(symbols, code_min), compiled
+    _kernels().compact_symbols(every, code_min, symbols, sides)
     if symbols[-1] >= 1 << width or bool(flags & _ZERO) != (-code_min in symbols):
         raise InvalidPackageError("entropy stream trellis table's symbols are corrupt")
-    sides = np.array(allowed(symbols, code_min))
     freqs = np.zeros((len(sides) * k_classes, n_symbols), np.int64)
     if not _kernels().compact_rows(every[n_symbols:], sides, k_classes,
                                    frequency_values(steps, precision), precision, freqs):

@@ -71,7 +71,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from quantcore.coding import adaptive, context, rans, sparse, trellis_coder
+from quantcore.coding import adaptive, context, rans, sparse, trellis_coder, trellis_plan
 from quantcore.coding.symbols import (
     MAGIC,
     RAW_BITS_TOLERANCE,
@@ -267,7 +267,7 @@ def decode_codes(
 
         return entropy_v1.decode(fields, body)
     if fields[1] == 3 or fields[1] in trellis_coder.VERSIONS:
-        plan = context.plan if fields[1] == 3 else trellis_coder.plan
+        plan = context.plan if fields[1] == 3 else trellis_plan.plan
         dtype, chunks = plan(fields, body)
         out = np.empty(fields[5], dtype=dtype)
         rans.fill_all(chunks, out, threads)  # a thread's trellis chunks decoded together
@@ -298,7 +298,7 @@ def decode_plan(
     if fields[1] == 3:
         return context.plan(fields, body)
     if fields[1] in trellis_coder.VERSIONS:
-        return trellis_coder.plan(fields, body)
+        return trellis_plan.plan(fields, body)
 
     def whole(part: CodeArray) -> None:  # v1: one coder for each 4M codes, decoded together
         from quantcore.coding import entropy_v1
@@ -328,4 +328,4 @@ def compile_kernels() -> None:
     context.compile_kernels()
     adaptive.compile_kernels()
     sparse.compile_kernels()
-    trellis_coder.compile_kernels()
+    trellis_plan.compile_kernels()

@@ -39,7 +39,7 @@ class Coded:
 @dataclass(frozen=True)
 class TrellisCoded:
     """What decoding a trellis chunk needs: its words, its lanes' first trellis states, the
-    stream's decoder table (``trellis_coder._decoder_tables``), precision, magnitude classes
+    stream's decoder table (``trellis_plan.decoder_tables``), precision, magnitude classes
     (``context.class_table``) and machine (``nexts``: ``trellis_batch.next_states``), the
     ``code_min`` of a mirrored stream (else None) and the chunk's index (for errors)."""
 

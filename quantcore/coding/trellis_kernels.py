@@ -75,6 +75,20 @@ def _index(m, q1):
 
 
 @_jit
+def compact_symbols(gaps, code_min, symbols, sides):
+    """A compact table's symbols from their ``gaps`` (each minus 1, the first absolute) and
+    which quantizer's rows list each (``compact_table.allowed``: ``sides[0]`` even levels,
+    ``sides[1]`` odd levels and level 0); in one call, where NumPy took five."""
+    at = np.int64(-1)
+    for s in range(symbols.size):
+        at += np.int64(gaps[s]) + 1
+        symbols[s] = at
+        level = at + code_min
+        sides[0, s] = level % 2 == 0
+        sides[1, s] = level % 2 != 0 or level == 0
+
+
+@_jit
 def compact_rows(zigs, sides, k_classes, values, precision, freqs):
     """Fill ``freqs`` (contexts × symbols, zeros) from a compact table's rows
     (``quantcore.coding.compact_table``): ``zigs`` the zigzagged differences of each row's
@@ -112,7 +126,7 @@ def compact_rows(zigs, sides, k_classes, values, precision, freqs):
 
 @_jit
 def decoder_tables(freqs, symbols, code_min, k_classes, table):
-    """Fill the decoder's table (``trellis_coder._decoder_tables``): per context and slot, one
+    """Fill the decoder's table (``trellis_plan.decoder_tables``): per context and slot, one
     word of ``f - 1`` (bits 0-15), ``slot - cum`` (16-31), the code (32-47), its index's
     parity (48) and magnitude capped at 255 (56-63). Each row of ``freqs`` sums to the
     table's width or is all zero (checked before)."""

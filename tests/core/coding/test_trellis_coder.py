@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
-from quantcore.coding import compact_table, trellis_coder
+from quantcore.coding import compact_table, trellis_coder, trellis_plan
 from quantcore.coding.entropy import decode_codes, encode_codes
 from quantcore.coding.symbols import CRC_AT, HEADER
 from quantcore.compress.trellis import trellis_levels
@@ -230,7 +230,7 @@ def test_compiled_decoder_tables_equal_numpys(dtype: type, code_min: int) -> Non
         freqs[row] = np.floor(weights / weights.sum() * (1 << precision)).astype(np.int64)
         freqs[row, np.argmax(weights)] += (1 << precision) - freqs[row].sum()
     freqs[15, 7] = 1 << precision  # one symbol; row 14 never met
-    table = trellis_coder._decoder_tables(code_min, 8, symbols, freqs, precision)
+    table = trellis_plan.decoder_tables(code_min, 8, symbols, freqs, precision)
     fields = (table & 0xFFFF | (table >> 16 & 0xFFFF) << 16, table >> 32 & 0xFFFF,
               table >> 48 & 1, table >> 56)  # fmt: skip
     reference = _numpy_decoder_tables(code_min, 8, symbols, freqs, precision, np.dtype(dtype))
