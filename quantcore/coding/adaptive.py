@@ -82,13 +82,39 @@ def _read_varint(view: memoryview, at: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if at >= len(view) or shift > 35:
-            raise InvalidPackageError("entropy stream v4 header is truncated")
+            raise InvalidPackageError(f"entropy stream v{view[4]} header is truncated")
         byte = view[at]
         value |= (byte & 0x7F) << shift
         at += 1
         shift += 7
         if not byte & 0x80:
             return value, at
+
+
+def seal(head: bytes, payload: bytes) -> bytes:
+    """A tableless stream (v4, v9, v14): ``head`` (magic, version, flags, varints), the CRC-32
+    of it and of ``payload``, then ``payload``."""
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return head + struct.pack("<I", crc) + payload
+
+
+def open_sealed(view: memoryview, varints: int) -> tuple[list[int], memoryview]:
+    """The ``varints`` fields after a ``seal``ed stream's flags byte, and its payload, once
+    the CRC-32 matches."""
+    fields = []
+    at = 6
+    for _ in range(varints):
+        value, at = _read_varint(view, at)
+        fields.append(value)
+    if at + 4 > len(view):
+        raise InvalidPackageError(f"entropy stream v{view[4]} header is truncated")
+    (crc,) = struct.unpack_from("<I", view, at)
+    payload = view[at + 4 :]
+    if zlib.crc32(payload, zlib.crc32(view[:at])) != crc:
+        raise InvalidPackageError(
+            f"entropy stream corrupt or truncated: CRC-32 mismatch over {len(view)} bytes"
+        )
+    return fields, payload
 
 
 def fast_enough(count: int, stream_bytes: int) -> bool:
@@ -145,9 +171,7 @@ def encode(
             return None
         payload = out[1:end].tobytes()  # LZMA's first byte is always zero
     flags = (WIDE if wide else 0) | (CONSTANT if constant else 0)
-    head = MAGIC + bytes([VERSION, flags]) + _varint(flat.size) + _varint(mode)
-    crc = zlib.crc32(payload, zlib.crc32(head))
-    return head + struct.pack("<I", crc) + payload
+    return seal(MAGIC + bytes([VERSION, flags]) + _varint(flat.size) + _varint(mode), payload)
 
 
 def _machine() -> tuple[np.ndarray, np.ndarray]:
@@ -171,9 +195,7 @@ def encode_trellis(flat: CodeArray, code_min: int, limit: int | None = None) -> 
         return None
     payload = out[1:end].tobytes()  # LZMA's first byte is always zero
     head = MAGIC + bytes([TRELLIS_VERSION, WIDE if wide else 0])
-    head += _varint(flat.size) + _varint(-code_min)
-    crc = zlib.crc32(payload, zlib.crc32(head))
-    return head + struct.pack("<I", crc) + payload
+    return seal(head + _varint(flat.size) + _varint(-code_min), payload)
 
 
 def plan(view: memoryview) -> tuple[np.dtype, list[rans.Chunk]]:
@@ -184,16 +206,7 @@ def plan(view: memoryview) -> tuple[np.dtype, list[rans.Chunk]]:
     if len(view) < 6 + 2 + 4 or view[5] & ~allowed:
         raise InvalidPackageError(f"entropy stream {name} header is truncated or corrupt")
     flags = view[5]
-    count, at = _read_varint(view, 6)
-    mode, at = _read_varint(view, at)
-    if at + 4 > len(view):
-        raise InvalidPackageError(f"entropy stream {name} header is truncated")
-    (crc,) = struct.unpack_from("<I", view, at)
-    payload = view[at + 4 :]
-    if zlib.crc32(payload, zlib.crc32(view[:at])) != crc:
-        raise InvalidPackageError(
-            f"entropy stream corrupt or truncated: CRC-32 mismatch over {len(view)} bytes"
-        )
+    (count, mode), payload = open_sealed(view, 2)
     width = 16 if flags & WIDE else 8
     dtype = np.dtype(np.uint16 if flags & WIDE else np.uint8)
     # v4 writes a constant input as its header alone; v9 may too, its range coder's zeros

@@ -66,8 +66,6 @@ the table, plus a few bytes a chunk (v2: 68 a chunk of 2M); see ``bench.bench_en
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import numpy.typing as npt
 
@@ -227,8 +225,7 @@ def encode_codes(
         ):
             stream = candidate
     if sparse.worth_trying(flat.size, histogram):
-        slack = math.floor(len(stream) * sparse.SLACK_SHARE)
-        places = sparse.encode(flat, histogram, limit=len(stream) + slack)
+        places = sparse.encode(flat, histogram, limit=sparse.most_bytes(len(stream)))
         if places is not None and sparse.accept(len(places), len(stream)):
             stream = places
     return stream

@@ -23,15 +23,14 @@ Layout (integers little-endian; varints are LEB128)::
 
 from __future__ import annotations
 
-import struct
-import zlib
+import math
 from types import ModuleType
 
 import numpy as np
 import numpy.typing as npt
 
 from quantcore.coding import rans
-from quantcore.coding.adaptive import WIDE, _read_varint, _varint
+from quantcore.coding.adaptive import WIDE, _varint, open_sealed, seal
 from quantcore.coding.symbols import MAGIC, CodeArray
 from quantcore.errors import InvalidPackageError
 
@@ -56,9 +55,14 @@ def worth_trying(count: int, counts: npt.NDArray[np.int64]) -> bool:
     return 0 < others <= count * MAX_SHARE
 
 
+def most_bytes(other_bytes: int) -> int:
+    """The most bytes a v14 stream may take in place of one of ``other_bytes``."""
+    return math.floor(other_bytes * (1 + SLACK_SHARE))
+
+
 def accept(sparse_bytes: int, other_bytes: int) -> bool:
     """Whether v14's ``sparse_bytes`` may replace a stream of ``other_bytes``."""
-    return sparse_bytes <= other_bytes * (1 + SLACK_SHARE)
+    return sparse_bytes <= most_bytes(other_bytes)
 
 
 def encode(
@@ -79,26 +83,14 @@ def encode(
         return None
     payload = out[1:end].tobytes()  # LZMA's first byte is always zero
     head = MAGIC + bytes([VERSION, WIDE if flat.dtype.itemsize == 2 else 0])
-    head += _varint(flat.size) + _varint(mode) + _varint(others)
-    crc = zlib.crc32(payload, zlib.crc32(head))
-    return head + struct.pack("<I", crc) + payload
+    return seal(head + _varint(flat.size) + _varint(mode) + _varint(others), payload)
 
 
 def plan(view: memoryview) -> tuple[np.dtype, list[rans.Chunk]]:
     """The dtype and the one chunk of a v14 stream, after checking its header and CRC."""
     if len(view) < 6 + 3 + 4 or view[5] & ~WIDE:
         raise InvalidPackageError("entropy stream v14 header is truncated or corrupt")
-    count, at = _read_varint(view, 6)
-    mode, at = _read_varint(view, at)
-    others, at = _read_varint(view, at)
-    if at + 4 > len(view):
-        raise InvalidPackageError("entropy stream v14 header is truncated")
-    (crc,) = struct.unpack_from("<I", view, at)
-    payload = view[at + 4 :]
-    if zlib.crc32(payload, zlib.crc32(view[:at])) != crc:
-        raise InvalidPackageError(
-            f"entropy stream corrupt or truncated: CRC-32 mismatch over {len(view)} bytes"
-        )
+    (count, mode, others), payload = open_sealed(view, 3)
     width = 16 if view[5] & WIDE else 8
     dtype = np.dtype(np.uint16 if view[5] & WIDE else np.uint8)
     if count > MAX_CODES or mode >= 1 << width or not 0 < others <= count:

@@ -27,6 +27,7 @@ from quantcore.coding.adaptive_kernels import (
     _put_bit,
     _put_raw,
     _raw,
+    _sign_and_length,
 )
 
 GAP_CLASSES = 32  # bit_length(g + 1) - 1 for a gap below 2^32
@@ -48,9 +49,10 @@ _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 
 @njit(inline="always")
 def _put_class_and_mantissa(st, out, fast, slow, m, cls, near, man1, man2, classes):
-    """``m >= 1`` as its class ``n = bit_length(m) - 1`` in unary under ``cls + near_count *
-    j + near`` (the caller folds the row width into ``cls``/``near``), then the two bits
-    below the leading one under ``man1 + n`` and ``man2 + 2n + first``, the rest plain."""
+    """``m >= 1`` as its class ``n = bit_length(m) - 1`` in unary (flag ``j`` under context
+    ``cls[0] + cls[1] * j + near``: ``cls`` is a row block's first context and row width),
+    then the two bits below the leading one under ``man1 + n`` and ``man2 + 2n + first``, the
+    rest plain. Returns ``n``."""
     n = 0
     while (m >> (n + 1)) > 0:
         n += 1
@@ -91,14 +93,6 @@ def _get_class_and_mantissa(code, rng, pos, data, fast, slow, cls, near, man1, m
     return code, rng, pos, m, n
 
 
-@njit(inline="always")
-def _capped_length(m):
-    length = 0
-    while (m >> length) > 0:
-        length += 1
-    return min(length, NEAR - 1)
-
-
 @_jit
 def encode(codes, mode, out):
     """Code the non-mode codes of ``codes`` into ``out``; returns the bytes written (the
@@ -128,8 +122,7 @@ def encode(codes, mode, out):
         _put_bit(st, out, fast, slow, SIGN + prev_sign, d < 0)
         m = abs(d)
         _put_class_and_mantissa(st, out, fast, slow, m, rows, prev_mag, MAN1, MAN2, CLASSES)
-        prev_sign = 2 if d < 0 else 1
-        prev_mag = _capped_length(m)
+        prev_sign, prev_mag = _sign_and_length(d)
     return _finish_encoder(st, out)
 
 
@@ -162,10 +155,10 @@ def decode(data, mode, top, others, out):
         code, rng, pos, negative = _bit(code, rng, pos, data, fast, slow, SIGN + prev_sign)
         code, rng, pos, m, _ = _get_class_and_mantissa(
             code, rng, pos, data, fast, slow, rows, prev_mag, MAN1, MAN2, CLASSES)
-        value = mode - m if negative else mode + m
+        d = -m if negative else m
+        value = mode + d
         if value < 0 or value > top:
             return False
         out[at] = value
-        prev_sign = 2 if negative else 1
-        prev_mag = _capped_length(m)
+        prev_sign, prev_mag = _sign_and_length(d)
     return True
