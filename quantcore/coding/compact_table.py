@@ -47,6 +47,12 @@ def _kernels() -> ModuleType:
     return trellis_kernels
 
 
+def _table_kernels() -> ModuleType:
+    from quantcore.coding import compact_kernels
+
+    return compact_kernels
+
+
 def _adaptive_kernels() -> ModuleType:
     from quantcore.coding import adaptive_kernels
 
@@ -61,14 +67,6 @@ def _encode_values(values: CodeArray, mode: int) -> bytes:
     out = np.zeros(72 * values.size + kernels.SLACK, np.uint8)
     end = kernels.encode(values, mode, out)
     return out[1:end].tobytes()  # LZMA's first byte is always zero
-
-
-def _decode_values(payload: memoryview, mode: int, count: int, dtype: np.dtype) -> CodeArray | None:
-    """``count`` values of ``_encode_values``'s ``payload``, or None if one falls outside the
-    width of ``dtype`` (a corrupt payload)."""
-    out = np.empty(count, dtype)
-    data = np.frombuffer(payload, dtype=np.uint8)
-    return out if _adaptive_kernels().decode(data, mode, np.iinfo(dtype).max, out) else None
 
 
 def _root(value: int, n: int) -> int:
@@ -184,19 +182,21 @@ def decode(
         raise InvalidPackageError(
             f"entropy stream trellis table has {k_classes=}, {steps=}, {flags=}, {mode=}"
         )
-    dtype = np.dtype(np.uint16 if flags & _WIDE else np.uint8)
     # Every symbol is on one quantizer's rows, level 0 on both: that says how many values.
     count = n_symbols + k_classes * (n_symbols + (1 if flags & _ZERO else 0))
-    every = _decode_values(table[_HEAD.size :], mode, count, dtype)
-    if every is None:
-        raise InvalidPackageError("entropy stream trellis table's values do not decode")
     symbols = np.empty(n_symbols, np.int64)
-    sides = np.empty((2, n_symbols), np.bool_)  # allowed(symbols, code_min), compiled
-    _kernels().compact_symbols(every, code_min, symbols, sides)
-    if symbols[-1] >= 1 << width or bool(flags & _ZERO) != (-code_min in symbols):
+    freqs = np.zeros((2 * k_classes, n_symbols), np.int64)
+    payload = np.frombuffer(table[_HEAD.size :], dtype=np.uint8)
+    kernels = _table_kernels()
+    status = kernels.decode_table(
+        payload, mode, 0xFFFF if flags & _WIDE else 0xFF, count, code_min,
+        bool(flags & _ZERO), (1 << width) - 1, k_classes, frequency_values(steps, precision),
+        precision, symbols, freqs,
+    )  # fmt: skip
+    if status == kernels.VALUES_CORRUPT:
+        raise InvalidPackageError("entropy stream trellis table's values do not decode")
+    if status == kernels.SYMBOLS_CORRUPT:
         raise InvalidPackageError("entropy stream trellis table's symbols are corrupt")
-    freqs = np.zeros((len(sides) * k_classes, n_symbols), np.int64)
-    if not _kernels().compact_rows(every[n_symbols:], sides, k_classes,
-                                   frequency_values(steps, precision), precision, freqs):
+    if status:
         raise InvalidPackageError("entropy stream trellis table has a corrupt row")
     return int(code_min), int(k_classes), symbols, freqs

@@ -252,12 +252,14 @@ def table_rows(
     return symbols, freqs
 
 
-def word_counts(body: memoryview, start: int, n_chunks: int, other: int) -> npt.NDArray[np.int64]:
+def word_counts(body: memoryview, start: int, n_chunks: int, other: int) -> list[int]:
     """The chunks' word counts (uint32 each, from ``start``), checked: every chunk holds its
-    lanes' final states, and they with ``other`` bytes besides fill the body exactly."""
-    lengths = np.frombuffer(body[start : start + 4 * n_chunks], dtype="<u4").astype(np.int64)
-    expected = start + 4 * n_chunks + 4 * int(lengths.sum()) + other
-    if expected != len(body) or (lengths < 2 * LANES).any():
+    lanes' final states, and they with ``other`` bytes besides fill the body exactly (the
+    caller's ``chunk_sizes`` has checked that the table fits). A list: NumPy's calls were a
+    tenth of a small tensor's set-up."""
+    lengths = list(struct.unpack_from(f"<{n_chunks}I", body, start))
+    expected = start + 4 * n_chunks + 4 * sum(lengths) + other
+    if expected != len(body) or (lengths and min(lengths) < 2 * LANES):
         raise InvalidPackageError(
             f"entropy stream body is {len(body)} bytes, its chunk table says {expected}"
         )
@@ -278,7 +280,7 @@ def plan(fields: tuple[Any, ...], body: memoryview) -> tuple[np.dtype, list[rans
     tables = _decoder_tables(symbols, mode_index, freqs, precision, raw_bits, dtype)
     classes = class_table(k)
     chunks = []
-    for index, (words_n, n) in enumerate(zip(lengths.tolist(), sizes, strict=True)):
+    for index, (words_n, n) in enumerate(zip(lengths, sizes, strict=True)):
         words = body[offset : offset + 4 * words_n]
         offset += 4 * words_n
         low = body[offset : offset + rans.packed_size(n, raw_bits)]

@@ -69,7 +69,15 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from quantcore.coding import adaptive, context, rans, sparse, trellis_coder, trellis_plan
+from quantcore.coding import (
+    adaptive,
+    context,
+    rans,
+    sparse,
+    trellis_batch,
+    trellis_coder,
+    trellis_plan,
+)
 from quantcore.coding.symbols import (
     MAGIC,
     RAW_BITS_TOLERANCE,
@@ -267,7 +275,10 @@ def decode_codes(
         plan = context.plan if fields[1] == 3 else trellis_plan.plan
         dtype, chunks = plan(fields, body)
         out = np.empty(fields[5], dtype=dtype)
-        rans.fill_all(chunks, out, threads)  # a thread's trellis chunks decoded together
+        if len(chunks) == 1 and chunks[0].trellis is not None:  # most tensors: straight there
+            trellis_batch.decode([(chunks[0].trellis, out)])
+        else:
+            rans.fill_all(chunks, out, threads)  # a thread's trellis chunks decoded together
         return out
     return rans.decode(fields, body, threads)
 

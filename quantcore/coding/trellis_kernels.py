@@ -129,7 +129,7 @@ def decoder_tables(freqs, symbols, code_min, k_classes, table):
     """Fill the decoder's table (``trellis_plan.decoder_tables``): per context and slot, one
     word of ``f - 1`` (bits 0-15), ``slot - cum`` (16-31), the code (32-47), its index's
     parity (48) and magnitude capped at 255 (56-63). Each row of ``freqs`` sums to the
-    table's width or is all zero (checked before)."""
+    table's width or is all zero (checked before); every slot is written."""
     for c in range(freqs.shape[0]):
         q1 = c // k_classes
         slot = 0
@@ -145,6 +145,8 @@ def decoder_tables(freqs, symbols, code_min, k_classes, table):
             for j in range(f):
                 table[c, slot] = fixed | np.uint64(j) << np.uint64(16)
                 slot += 1
+        for j in range(slot, table.shape[1]):  # a row of no symbol (``table`` is not zeroed)
+            table[c, j] = 0
 
 
 @_jit
