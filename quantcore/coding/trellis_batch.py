@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -141,17 +142,14 @@ def _run(vector: ModuleType, queue: deque[tuple[TrellisCoded, CodeArray]]) -> No
 
 
 def _alone(vector: ModuleType, coded: TrellisCoded, out: CodeArray) -> None:
-    """``_run`` of one chunk, without its bookkeeping for several (a tenth of a small
-    tensor's decoding time)."""
-    slot = _start(coded, out)
-    if slot.ready():
-        pos = np.array([slot.pos], dtype=np.int64)
-        done = vector.rounds((coded.words,), (coded.table,), (coded.nexts,), (out,),
-                             slot.lanes, pos, np.zeros(1, np.int64), slot.params,
-                             slot.left())  # fmt: skip
-        # The loop stops only where fewer than a round's words are left, or at the end.
-        slot.pos, slot.base = int(pos[0]), int(done)
-    _finish(slot)
+    """One chunk through ``trellis_simd.decode_alone``: the vector loop and the scalar step
+    in one compiled call, without ``_run``'s bookkeeping for several chunks."""
+    mirrored = coded.mirror_min is not None
+    ok = vector.decode_alone(coded.words, coded.starts, coded.table, coded.nexts,
+                             coded.classes, coded.transitions, coded.quantizers,
+                             coded.precision, mirrored, coded.mirror_min or 0, out)  # fmt: skip
+    if not ok:
+        _corrupt(coded, out)
 
 
 def _start(coded: TrellisCoded, out: CodeArray) -> _Slot:
@@ -180,16 +178,20 @@ def _done(c: TrellisCoded, out: CodeArray, ok: bool, lanes: npt.NDArray[np.uint6
     ``step`` on (the vector loop turned those before, and says in ``lanes`` where each
     lane's sign stands)."""
     if not ok:
-        raise InvalidPackageError(
-            f"entropy stream chunk {c.index} is corrupt: its words do not decode to "
-            f"{out.size} symbols"
-        )
+        _corrupt(c, out)
     if c.mirror_min is None:
         return
     if lanes is None:
         _kernels().mirror(out, c.mirror_min, True, out)
     else:
         _kernels().mirror_from(out, c.mirror_min, step, lanes)
+
+
+def _corrupt(c: TrellisCoded, out: CodeArray) -> NoReturn:
+    raise InvalidPackageError(
+        f"entropy stream chunk {c.index} is corrupt: its words do not decode to "
+        f"{out.size} symbols"
+    )
 
 
 def compile_vector_kernels() -> None:

@@ -22,6 +22,7 @@ done; ``trellis_kernels.decode_rest`` finishes a chunk from where the loop left 
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
@@ -29,7 +30,7 @@ from numba.extending import intrinsic
 
 from quantcore.coding.rans_kernels import LANES
 from quantcore.coding.rans_simd import _const, _vector, arguments, declare, renormalised
-from quantcore.coding.trellis_kernels import FIELDS
+from quantcore.coding.trellis_kernels import FIELDS, decode_rest, first_lanes, mirror_from
 
 GROUP = 2  # chunks advanced together: with 4, their registers spill and it is no faster
 # Per chunk: precision, the magnitude classes' cap, code_min, whether the stream is mirrored,
@@ -195,3 +196,35 @@ def rounds(words, tables, nexts, outs, lanes, pos, base, params, limit):
     """``_rounds_codegen`` (see there), callable from Python with tuples of ``K`` arrays."""
     return _rounds(words, tables, nexts, outs, lanes, pos, base, params, limit)  # type: ignore[call-arg]
 
+
+
+@_jit
+def decode_alone(words, starts, table, nexts, classes, transitions, quantizers, precision,
+                 mirrored, mirror_min, out):  # fmt: skip
+    """One chunk from its first code to its last: ``trellis_kernels.first_lanes``, the
+    rounds, ``decode_rest`` and, if ``mirrored``, the codes turned back (``mirror_min`` the
+    stream's ``code_min``), in one call: driven from Python, as several chunks are, their
+    calls and bookkeeping took a third of a small tensor's time. Returns True if the chunk
+    ended as it must."""
+    k_classes = classes[classes.size - 1] + 1
+    lanes = np.empty(FIELDS * LANES, dtype=np.uint64)
+    first_lanes(words, starts, transitions, quantizers, k_classes, lanes)
+    n = out.size
+    q, r = n // LANES, n % LANES
+    params = np.empty(PARAMS, dtype=np.int64)
+    params[0] = precision
+    params[1] = k_classes - 1
+    params[2] = mirror_min if mirrored else 0
+    params[3] = mirrored
+    for lane in range(LANES):
+        params[4 + lane] = lane * q + min(lane, r)
+    pos = np.full(1, 2 * LANES, dtype=np.int64)
+    done = 0
+    if q > 0 and pos[0] <= words.size - LANES:
+        done = _rounds((words,), (table,), (nexts,), (out,), lanes, pos, np.zeros(1, np.int64),
+                       params, q)  # type: ignore[call-arg]
+    ok = decode_rest(words, precision, classes, transitions, quantizers, table, out, lanes,
+                     pos[0], done)  # fmt: skip
+    if ok and mirrored:
+        mirror_from(out, mirror_min, done, lanes)
+    return ok
