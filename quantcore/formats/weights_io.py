@@ -7,7 +7,8 @@ when the name says so (``norm``, ``bn``, ``ln``, ``running_``), else biases.
 
 safetensors is parsed directly (8-byte little-endian header length, JSON header, data) so
 that every dtype, bfloat16 included, is read, and arrays are memory-mapped (each when it is
-asked for), never copied whole. Both readers check every size a file declares before memory is taken
+asked for), never copied whole; an ``.npz``'s stored members are mapped the same way
+(``npz_arrays``). Both readers check every size a file declares before memory is taken
 (``safetensors_header``, ``npz``), against ``InputLimits`` when given. Writing keeps the
 input's order of tensors and its ``__metadata__``; both writers are deterministic (same
 arrays, same bytes).
@@ -28,7 +29,8 @@ import numpy as np
 
 from quantcore.errors import InvalidModelError
 from quantcore.formats.model import ModelFormat, WeightTensor
-from quantcore.formats.npz import READ_ERRORS, scan_npz
+from quantcore.formats.npz import scan_npz
+from quantcore.formats.npz_arrays import NpzArrays
 from quantcore.formats.roles import Role
 from quantcore.formats.safetensors_header import (
     SAFETENSORS_DTYPES,
@@ -65,14 +67,13 @@ class WeightsModel:
         self.arrays = arrays
         self.metadata = metadata or {}
         tensors = []
-        for name, array in arrays.items():
-            shape = tuple(int(d) for d in array.shape)
+        for name, shape, dtype in _layout(arrays):
             role, axis = guess_role(name, shape)
             tensors.append(
                 WeightTensor(
                     name=name,
                     shape=shape,
-                    dtype=array.dtype.name,
+                    dtype=dtype.name,
                     role=role,
                     channel_axis=axis,
                     # (out, in, ...) as frameworks store them: blocks along the input axis
@@ -88,8 +89,17 @@ class WeightsModel:
         return self.arrays[name]
 
     def close(self) -> None:
-        """Nothing to free: safetensors arrays are memory-mapped, and the arrays are needed
-        again to write the output file."""
+        """Nothing to free: arrays are read (safetensors and stored ``.npz`` members mapped)
+        when asked for, and dropped by the caller."""
+
+
+def _layout(arrays: Mapping[str, np.ndarray]) -> list[tuple[str, tuple[int, ...], np.dtype]]:
+    """Each array's name, shape and dtype: from a lazy mapping's headers where it has them
+    (``layout()``: reading a deflated ``.npz`` member to learn its shape inflates it)."""
+    layout = getattr(arrays, "layout", None)
+    if layout is not None:
+        return list(layout())
+    return [(name, tuple(int(d) for d in a.shape), a.dtype) for name, a in arrays.items()]
 
 
 def read_safetensors(path: Path, limits: InputLimits | None = None) -> WeightsModel:
@@ -122,21 +132,19 @@ class _MappedTensors(Mapping[str, np.ndarray]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
 
+    def layout(self) -> Iterator[tuple[str, tuple[int, ...], np.dtype]]:
+        return ((e.name, tuple(e.shape), e.dtype) for e in self._entries.values())
+
     def __len__(self) -> int:
         return len(self._entries)
 
 
 def read_npz(path: Path, limits: InputLimits | None = None) -> WeightsModel:
-    """Read every array of an ``.npz`` (no pickles) once its headers are checked
-    (``quantcore.formats.npz``); raises ``InvalidModelError``, ``InputTooLargeError`` past
-    ``limits``."""
+    """The arrays of an ``.npz`` (no pickles) once its headers are checked
+    (``quantcore.formats.npz``), each read when asked for (``npz_arrays``: stored members
+    memory-mapped); raises ``InvalidModelError``, ``InputTooLargeError`` past ``limits``."""
     members = scan_npz(path, limits, error=InvalidModelError)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {m.name: archive[m.name] for m in members}
-    except READ_ERRORS as exc:
-        raise InvalidModelError(f"{path.name} is not a readable .npz archive: {exc}") from None
-    return WeightsModel(path, ModelFormat.NPZ, arrays)
+    return WeightsModel(path, ModelFormat.NPZ, NpzArrays(path, members))
 
 
 def write_safetensors(
