@@ -4,9 +4,10 @@
 in a temporary folder and quantizes it with the default spec:
 
 - ``quantserve quantize`` (the CLI, one process);
-- the same weights and biases as a ``.safetensors`` file (written from the mapped external
-  data), through the CLI and, with the ``inmemory`` peer, the in-memory writers, whose files
-  are compared with the CLI's;
+- the same weights and biases as a ``.safetensors`` file and as an ``.npz`` (members stored,
+  as ``np.savez`` writes them), each written from the mapped external data, through the CLI
+  and, with the ``inmemory`` peer, the in-memory writers, whose files are compared with the
+  CLI's;
 - a worker job: ``workers.tasks.execute_job`` in its own process, the model uploaded first
   through the API's streaming upload path into local storage (``--no-worker`` skips it);
 - the baselines on the same file: the pipeline's in-memory writers (``quantize_model``,
@@ -182,36 +183,41 @@ def _digests(out: Path) -> dict[str, str]:
     return digests
 
 
-def safetensors_copy(model: Path, out: Path) -> Path:
-    """The ONNX model's weights and biases in a ``.safetensors`` file, written one tensor at a
-    time from its mapped external data."""
+def weights_copy(model: Path, out: Path) -> Path:
+    """The ONNX model's weights and biases in a ``.safetensors`` or ``.npz`` file (by
+    ``out``'s suffix; the archive's members stored, as ``np.savez`` writes them), written one
+    tensor at a time from its mapped external data."""
     from quantcore.formats.load import load_model
-    from quantcore.formats.weights_io import write_safetensors_streamed
+    from quantcore.formats.weights_io import write_npz, write_safetensors_streamed
 
     source = load_model(model)
     try:
-        layout = [(t.name, np.dtype(t.dtype), t.shape) for t in source.tensors]
-        write_safetensors_streamed(out, layout, (source.array(t.name) for t in source.tensors))
+        if out.suffix == ".npz":
+            write_npz(out, ((t.name, source.array(t.name)) for t in source.tensors))
+        else:
+            layout = [(t.name, np.dtype(t.dtype), t.shape) for t in source.tensors]
+            write_safetensors_streamed(out, layout,
+                                       (source.array(t.name) for t in source.tensors))  # fmt: skip
     finally:
         source.close()
     return out
 
 
-def _safetensors_rows(
-    folder: Path, model: Path, model_gb: float, budget: float, *, inmemory: bool
+def _weights_rows(
+    folder: Path, model: Path, model_gb: float, budget: float, suffix: str, *, inmemory: bool
 ) -> list[Row]:
-    """The same weights as a ``.safetensors`` file: the CLI (streaming) and, with
-    ``inmemory``, the in-memory writers, whose files are compared with the CLI's."""
-    weights = safetensors_copy(model, folder / "weights.safetensors")
+    """The same weights as a ``.safetensors`` or ``.npz`` file: the CLI (streaming) and,
+    with ``inmemory``, the in-memory writers, whose files are compared with the CLI's."""
+    weights = weights_copy(model, folder / f"weights{suffix}")
     rows = []
     digests = {}
-    runs = [("cli", "quantserve quantize (CLI), .safetensors",
+    runs = [("cli", f"quantserve quantize (CLI), {suffix}",
              ["-m", "service.cli", "quantize", str(weights), "--out", "{out}", "--quiet"])]
     if inmemory:
-        runs.append(("inmemory", "in-memory writers, .safetensors",
+        runs.append(("inmemory", f"in-memory writers, {suffix}",
                      ["-m", "bench.bench_large", "--peer", "inmemory", str(weights), "{out}"]))
     for kind, method, args in runs:  # fmt: skip
-        out = folder / f"st-{kind}"
+        out = folder / f"weights-{kind}"
         wall, rss, _ = run_child(_py(*(a.format(out=out) for a in args)))
         digests[kind] = _digests(out)
         note = "+".join(sorted(digests[kind]))
@@ -223,7 +229,7 @@ def _safetensors_rows(
                         output_mb=round(_size(out)), note=note))  # fmt: skip
         print(f"  {method}: {wall:.1f} s, peak RSS {rss / 1e6:.0f} MB", flush=True)
     for kind, _, _ in runs:
-        shutil.rmtree(folder / f"st-{kind}")
+        shutil.rmtree(folder / f"weights-{kind}")
     weights.unlink()
     return rows
 
@@ -269,7 +275,9 @@ def bench_size(
     print(f"  onnxruntime on {files}: {wall:.1f} s, peak RSS {rss / 1e6:.0f} MB, "
           f"output SQNR {sqnr:.1f} dB")  # fmt: skip
     shutil.rmtree(out)
-    rows += _safetensors_rows(folder, model, model_gb, budget, inmemory="inmemory" in peers)
+    for suffix in (".safetensors", ".npz"):
+        rows += _weights_rows(folder, model, model_gb, budget, suffix,
+                              inmemory="inmemory" in peers)  # fmt: skip
     if worker:
         from bench.large_worker import run_worker_job
 
