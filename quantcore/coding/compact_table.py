@@ -41,12 +41,6 @@ _WIDE, _ZERO = 1, 2  # flags: the values are 16-bit; level 0 is one of the symbo
 _MANTISSA_BITS = 16
 
 
-def _kernels() -> ModuleType:
-    from quantcore.coding import trellis_kernels
-
-    return trellis_kernels
-
-
 def _table_kernels() -> ModuleType:
     from quantcore.coding import compact_kernels
 

@@ -197,7 +197,6 @@ def rounds(words, tables, nexts, outs, lanes, pos, base, params, limit):
     return _rounds(words, tables, nexts, outs, lanes, pos, base, params, limit)  # type: ignore[call-arg]
 
 
-
 @_jit
 def decode_alone(words, starts, table, nexts, classes, transitions, quantizers, precision,
                  mirrored, mirror_min, out):  # fmt: skip
