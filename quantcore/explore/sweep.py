@@ -1,9 +1,11 @@
 """``sweep`` jobs: one model quantized at every point of a grid, one report row per point.
 
 The spec and how its grid expands: ``quantcore.explore.grid``. The model is loaded once; each
-point is quantized and packed in memory (nothing written), and, with a dataset, the quantized
-model is evaluated against the float one. Only the current point's quantized model is held,
-so memory does not grow with the number of points.
+point is quantized and written as a quantize job streams it (``quantcore.compress.stream``:
+codes spooled to disk, ``model.onnx`` and ``model.qpack`` written a tensor at a time) into a
+temporary folder removed after the point, and, with a dataset, the written model is evaluated
+against the float one. A point holds what a quantize job holds, whatever the model's size,
+and memory does not grow with the number of points.
 
 A row (``SweepRow.to_dict``)::
 
@@ -20,21 +22,24 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import onnx
-
 from quantcore.compress import pipeline
+from quantcore.compress.stream import (
+    PACKAGE_FILE,
+    CodeSpool,
+    build_skeleton,
+    quantize_streamed,
+    write_streamed,
+)
 from quantcore.errors import InvalidDatasetError
 from quantcore.evaluate import AccuracyReport, EvalSet, check_dataset, evaluate
 from quantcore.evaluate.runner import ReferenceCache
 from quantcore.explore.grid import SweepSpec
 from quantcore.formats.onnx_reader import OnnxModel
-from quantcore.formats.onnx_writer import MAX_INLINE_BYTES, save_onnx, serialize
 from quantcore.progress import Stage
 from quantcore.report import build as report
 from quantcore.spec import QuantSpec
@@ -87,33 +92,46 @@ class Measurer:
     evalset: EvalSet | None
     batch_size: int
     original_bytes: int
+    # Where each point's files are written while it is measured (None: the system's
+    # temporary folder); a job passes its own folder, which has room for its outputs.
+    work_dir: Path | None = None
     # The float model's outputs, computed at the first point and reused by the next ones.
     reference: ReferenceCache = field(default_factory=ReferenceCache)
 
     def __call__(self, spec: QuantSpec, progress: Fraction | None = None) -> Measurement:
-        qmodel = pipeline.quantize_model(self.model, spec)
-        written = pipeline.build_onnx(qmodel)
-        size = len(pipeline.package(qmodel, written).data)
-        layers = [w.layer for w in qmodel.weights]
-        summary = report.json_safe(
-            report.summary(
-                layers,
-                skipped=len(qmodel.skipped),
-                original_bytes=self.original_bytes,
-                artifacts={"model.qpack": size},
-            )
-        )
-        accuracy = None
-        if self.evalset is not None:
-            with _runnable(written.proto) as quantized:
+        # As a quantize job writes it (codes spooled to disk, model and package written a
+        # tensor at a time), in a folder that lives for this point only.
+        with tempfile.TemporaryDirectory(prefix=".point-", dir=self.work_dir) as folder:
+            spool = CodeSpool(Path(folder) / "spool", self.model.format)
+            try:
+                qmodel = quantize_streamed(self.model, spec, spool)
+                written = build_skeleton(qmodel)
+                written_files = write_streamed(qmodel, spool, Path(folder) / "out", written)
+            finally:
+                spool.close()
+            del written
+            size = written_files.sizes[PACKAGE_FILE]
+            accuracy = None
+            if self.evalset is not None:
                 accuracy = evaluate(
                     self.model_path,
-                    quantized,
+                    written_files.model_path,
                     self.evalset,
                     batch_size=self.batch_size,
                     progress=progress,
                     reference=self.reference,
                 )
+            layers = [w.layer for w in qmodel.weights]
+            skipped = len(qmodel.skipped)
+            del qmodel  # its codes are views of the spool's file, removed with the folder
+        summary = report.json_safe(
+            report.summary(
+                layers,
+                skipped=skipped,
+                original_bytes=self.original_bytes,
+                artifacts={"model.qpack": size},
+            )
+        )
         return Measurement(
             spec=spec,
             summary=summary,
@@ -127,19 +145,6 @@ class Measurer:
         )
 
 
-@contextmanager
-def _runnable(proto: onnx.ModelProto) -> Iterator[bytes | Path]:
-    """The quantized model as onnxruntime takes it: bytes, or past protobuf's 2 GB limit a
-    file with external data in a temporary folder (removed afterwards)."""
-    if proto.ByteSize() < MAX_INLINE_BYTES:
-        yield serialize(proto)
-        return
-    with tempfile.TemporaryDirectory(prefix="quantserve-eval-") as folder:
-        path = Path(folder) / "model.onnx"
-        save_onnx(proto, path)
-        yield path
-
-
 def _mean_xmax(layers: Sequence[dict[str, Any]]) -> float | None:
     pairs = [(layer["xmax"], layer["params"]) for layer in layers if layer.get("xmax") is not None]
     total = sum(p for _, p in pairs)
@@ -149,9 +154,12 @@ def _mean_xmax(layers: Sequence[dict[str, Any]]) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def measurer(model_path: Path, dataset_path: Path | None, batch_size: int) -> Measurer:
+def measurer(
+    model_path: Path, dataset_path: Path | None, batch_size: int, work_dir: Path | None = None
+) -> Measurer:
     """Load the model once for many measurements, and check the dataset (if any) against it
-    before any work; a dataset needs an ONNX model (weights-only files have no graph)."""
+    before any work; a dataset needs an ONNX model (weights-only files have no graph). Each
+    point's files go to a temporary folder in ``work_dir``."""
     model = pipeline.load_model(model_path)
     evalset = None
     if dataset_path is not None:
@@ -167,6 +175,7 @@ def measurer(model_path: Path, dataset_path: Path | None, batch_size: int) -> Me
         evalset=evalset,
         batch_size=batch_size,
         original_bytes=model_path.stat().st_size,
+        work_dir=work_dir,
     )
 
 

@@ -74,15 +74,18 @@ def _load(
     parse: Callable[[Any, JobLimits], SpecT],
     *,
     needs_dataset: bool,
+    out_dir: Path,
 ) -> _Loaded[SpecT]:
-    """Validate the spec (before any work), then load the model and the evaluation set."""
+    """Validate the spec (before any work), then load the model and the evaluation set; each
+    point is written in a temporary folder in ``out_dir`` while it is measured."""
     started = time.perf_counter()
     spec = parse(job.spec, limits)
     if progress is not None:
         progress(Stage.LOADING, 0.0)
     if needs_dataset and job.dataset_path is None:
         raise InvalidDatasetError(SEARCH_NEEDS_DATASET)
-    measure = measurer(job.model_path, job.dataset_path, limits.eval_batch_size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    measure = measurer(job.model_path, job.dataset_path, limits.eval_batch_size, out_dir)
     return _Loaded(
         spec=spec, measure=measure, started=started, load_s=time.perf_counter() - started
     )
@@ -94,7 +97,7 @@ def run_sweep_job(
     progress: ProgressCallback | None = None,
     limits: JobLimits = JobLimits(),  # noqa: B008 (frozen, used read-only)
 ) -> JobOutput:
-    loaded = _load(job, limits, progress, parse_sweep, needs_dataset=False)
+    loaded = _load(job, limits, progress, parse_sweep, needs_dataset=False, out_dir=out_dir)
     t0 = time.perf_counter()
     rows = run_sweep(loaded.spec, loaded.measure, span(progress, 0.05, 0.95))
     sweep_s = time.perf_counter() - t0
@@ -119,7 +122,7 @@ def run_search_job(
     progress: ProgressCallback | None = None,
     limits: JobLimits = JobLimits(),  # noqa: B008 (frozen, used read-only)
 ) -> JobOutput:
-    loaded = _load(job, limits, progress, parse_search, needs_dataset=True)
+    loaded = _load(job, limits, progress, parse_search, needs_dataset=True, out_dir=out_dir)
     spec, measure = loaded.spec, loaded.measure
     t0 = time.perf_counter()
     result = search(spec, measure, limits, stage_span(progress, Stage.EVALUATING, 0.05, 0.9))

@@ -219,3 +219,27 @@ def test_a_grid_over_methods_and_granularities(files, tmp_path):
         by[("deadzone", "layer")]["entropy_bits_per_weight"]
         < by[("uniform", "layer")]["entropy_bits_per_weight"]
     )
+
+
+def test_a_point_is_what_a_quantize_job_of_its_spec_writes(files, tmp_path):
+    """Each point is written as a quantize job streams it, in a folder of its own that goes
+    with the point: its package is the job's model.qpack byte for byte (its size in the row),
+    its accuracy the job's, and the sweep's folder keeps only its reports."""
+    model_path, dataset_path = files
+    spec = {"bits": 4, "granularity": "channel"}
+    seen: set[str] = set()  # what the point's folder holds while the model is evaluated
+
+    def watch(stage: Stage, _: float) -> None:
+        if stage is Stage.EVALUATING:
+            seen.update(p.name for p in (tmp_path / "out").glob(".point-*/out/*"))
+
+    swept = _sweep(files, tmp_path, {"base": spec, "grid": {"bits": [4]}}, progress=watch)
+    assert seen == {"model.onnx", "model.qpack"}
+    row = swept.report["rows"][0]
+    job = JobInput(kind=JobKind.QUANTIZE, model_path=model_path, spec=spec,
+                   dataset_path=dataset_path)  # fmt: skip
+    quantized = run_job(job, tmp_path / "quantize", None, LIMITS)
+    assert row["package_bytes"] == (tmp_path / "quantize" / "model.qpack").stat().st_size
+    assert row["accuracy"]["agreement"] == quantized.report["accuracy"]["agreement"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html",
+                                                                   "report.json"]
