@@ -8,6 +8,8 @@ in a temporary folder and quantizes it with the default spec:
   as ``np.savez`` writes them), each written from the mapped external data, through the CLI
   and, with the ``inmemory`` peer, the in-memory writers, whose files are compared with the
   CLI's;
+- a sweep job (``run_job``, the default spec at 8 and 4 bits), each point written as the CLI
+  writes its job;
 - a worker job: ``workers.tasks.execute_job`` in its own process, the model uploaded first
   through the API's streaming upload path into local storage (``--no-worker`` skips it);
 - the baselines on the same file: the pipeline's in-memory writers (``quantize_model``,
@@ -129,6 +131,10 @@ def run_peer(kind: str, model: Path, out: Path) -> None:
         )
         onnx.save(compressed, str(out / "model.onnx"), save_as_external_data=True,
                   location="model.onnx.data")  # fmt: skip
+    elif kind == "sweep":  # ours: a sweep job, each point written as a quantize job streams
+        from quantcore import JobInput, JobKind, run_job
+
+        run_job(JobInput(kind=JobKind.SWEEP, model_path=model, spec=SWEEP_SPEC), out)
     elif kind == "inmemory":  # the pipeline's in-memory writers, as jobs used them before
         from quantcore.compress.artifacts import write_artifacts
         from quantcore.compress.pipeline import (
@@ -172,6 +178,7 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
 
 
 PEERS = ("inmemory", "nncf", "ort")
+SWEEP_SPEC = {"base": {}, "grid": {"bits": [8, 4]}}  # the default spec at two widths
 
 
 def _digests(out: Path) -> dict[str, str]:
@@ -274,6 +281,14 @@ def bench_size(
                     output_mb=0, note=f"{files}; output SQNR {sqnr:.1f} dB vs float"))  # fmt: skip
     print(f"  onnxruntime on {files}: {wall:.1f} s, peak RSS {rss / 1e6:.0f} MB, "
           f"output SQNR {sqnr:.1f} dB")  # fmt: skip
+    shutil.rmtree(out)
+    out = folder / "sweep"
+    wall, rss, _ = run_child(_py("-m", "bench.bench_large", "--peer", "sweep", str(model),
+                                 str(out)))  # fmt: skip
+    points = json.loads((out / "report.json").read_text())["rows"]
+    sizes = ", ".join(f"{p['package_bytes'] / 1e6:.0f}" for p in points)
+    record("sweep job (run_job), 8 and 4 bits", wall, rss, out,
+           f"{len(points)} points, packages {sizes} MB")  # fmt: skip
     shutil.rmtree(out)
     for suffix in (".safetensors", ".npz"):
         rows += _weights_rows(folder, model, model_gb, budget, suffix,
