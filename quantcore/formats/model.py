@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -54,6 +56,15 @@ class WeightTensor:
         return Candidate(
             name=self.name, dtype=self.dtype, size=self.size, role=self.role, used_by=self.used_by
         )
+
+
+class LazyArrays(Mapping[str, np.ndarray]):
+    """A weights file's arrays, each read when asked for (and dropped by the caller), and
+    what each is from the file's headers alone."""
+
+    @abstractmethod
+    def layout(self) -> Iterator[tuple[str, tuple[int, ...], np.dtype]]:
+        """Each array's name, shape and dtype, in file order, without reading it."""
 
 
 class LoadedModel(Protocol):

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import struct
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Literal
 
 import numpy as np
 
 from quantcore.errors import InvalidModelError
+from quantcore.formats.model import LazyArrays
 from quantcore.formats.npz import CHUNK_BYTES, READ_ERRORS, NpzMember, read_npy_header
 
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 
 
-class NpzArrays(Mapping[str, np.ndarray]):
+class NpzArrays(LazyArrays):
     """The arrays of the archive at ``path`` (its checked ``members``), read one at a time."""
 
     def __init__(self, path: Path, members: Sequence[NpzMember]) -> None:
@@ -62,7 +63,6 @@ class NpzArrays(Mapping[str, np.ndarray]):
         return iter(self._members)
 
     def layout(self) -> Iterator[tuple[str, tuple[int, ...], np.dtype]]:
-        """Each array's name, shape and dtype, from the checked headers (nothing read)."""
         return ((m.name, m.shape, m.dtype) for m in self._members.values())
 
     def __len__(self) -> int:

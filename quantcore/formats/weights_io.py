@@ -21,14 +21,14 @@ import math
 import re
 import struct
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from quantcore.errors import InvalidModelError
-from quantcore.formats.model import ModelFormat, WeightTensor
+from quantcore.formats.model import LazyArrays, ModelFormat, WeightTensor
 from quantcore.formats.npz import scan_npz
 from quantcore.formats.npz_arrays import NpzArrays
 from quantcore.formats.roles import Role
@@ -59,7 +59,7 @@ class WeightsModel:
         self,
         path: Path,
         fmt: ModelFormat,
-        arrays: Mapping[str, np.ndarray],
+        arrays: LazyArrays,
         metadata: dict[str, str] | None = None,
     ) -> None:
         self.path = path
@@ -67,7 +67,7 @@ class WeightsModel:
         self.arrays = arrays
         self.metadata = metadata or {}
         tensors = []
-        for name, shape, dtype in _layout(arrays):
+        for name, shape, dtype in arrays.layout():
             role, axis = guess_role(name, shape)
             tensors.append(
                 WeightTensor(
@@ -93,15 +93,6 @@ class WeightsModel:
         when asked for, and dropped by the caller."""
 
 
-def _layout(arrays: Mapping[str, np.ndarray]) -> list[tuple[str, tuple[int, ...], np.dtype]]:
-    """Each array's name, shape and dtype: from a lazy mapping's headers where it has them
-    (``layout()``: reading a deflated ``.npz`` member to learn its shape inflates it)."""
-    layout = getattr(arrays, "layout", None)
-    if layout is not None:
-        return list(layout())
-    return [(name, tuple(int(d) for d in a.shape), a.dtype) for name, a in arrays.items()]
-
-
 def read_safetensors(path: Path, limits: InputLimits | None = None) -> WeightsModel:
     """Parse a safetensors file; its header is checked whole before any tensor is mapped
     (``quantcore.formats.safetensors_header``). Raises ``InvalidModelError`` naming what is
@@ -111,7 +102,7 @@ def read_safetensors(path: Path, limits: InputLimits | None = None) -> WeightsMo
                         header.metadata)  # fmt: skip
 
 
-class _MappedTensors(Mapping[str, np.ndarray]):
+class _MappedTensors(LazyArrays):
     """A safetensors file's arrays, each mapped from the file when asked for and unmapped
     when the caller drops it: the pages a job reads leave the process with each tensor
     instead of piling up to the file's size."""
