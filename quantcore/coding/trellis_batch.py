@@ -108,7 +108,7 @@ def _run(vector: ModuleType, queue: deque[tuple[TrellisCoded, CodeArray]]) -> No
     active: list[_Slot] = []
     while queue or active:
         while len(active) < vector.GROUP and queue:
-            slot = _start(*queue.popleft())
+            slot = _start(vector, *queue.popleft())
             if slot.ready():
                 active.append(slot)
             else:
@@ -152,17 +152,13 @@ def _alone(vector: ModuleType, coded: TrellisCoded, out: CodeArray) -> None:
         _corrupt(coded, out)
 
 
-def _start(coded: TrellisCoded, out: CodeArray) -> _Slot:
-    kernels = _kernels()
-    k_classes = int(coded.classes[-1]) + 1
-    lanes = np.empty(kernels.FIELDS * LANES, dtype=np.uint64)
-    kernels.first_lanes(coded.words, coded.starts, coded.transitions, coded.quantizers,
-                        k_classes, lanes)  # fmt: skip
-    q, r = divmod(out.size, LANES)
-    params = [coded.precision, k_classes - 1, coded.mirror_min or 0,
-              coded.mirror_min is not None]  # fmt: skip
-    params += [lane * q + min(lane, r) for lane in range(LANES)]
-    return _Slot(coded, out, lanes, np.array(params, np.int64))
+def _start(vector: ModuleType, coded: TrellisCoded, out: CodeArray) -> _Slot:
+    lanes = np.empty(vector.FIELDS * LANES, dtype=np.uint64)
+    params = np.empty(vector.PARAMS, dtype=np.int64)
+    vector.start_chunk(coded.words, coded.starts, coded.classes, coded.transitions,
+                       coded.quantizers, coded.precision, coded.mirror_min is not None,
+                       coded.mirror_min or 0, out.size, lanes, params)  # fmt: skip
+    return _Slot(coded, out, lanes, params)
 
 
 def _finish(s: _Slot) -> None:
@@ -195,8 +191,8 @@ def _corrupt(c: TrellisCoded, out: CodeArray) -> NoReturn:
 
 
 def compile_vector_kernels() -> None:
-    """Compile (or load) the vector loop for 1 to ``GROUP`` chunks of 8- and 16-bit codes,
-    where it is used; no rounds are run."""
+    """Compile (or load) the vector loop for 1 to ``GROUP`` chunks of 8- and 16-bit codes
+    and its chunks' start, where it is used; no rounds are run."""
     vector = vector_kernels()
     if vector is None:
         return
@@ -204,6 +200,14 @@ def compile_vector_kernels() -> None:
     words.flags.writeable = False
     table = np.zeros((2, 2), dtype=np.uint64)
     nexts = np.zeros(2 * STATES, dtype=np.int32)
+    # Each chunk's start, as ``_run`` takes it (its streams' words and first states are
+    # read-only views of their bytes).
+    starts = np.zeros(LANES, dtype=np.uint8)
+    starts.flags.writeable = False
+    transitions, quantizers = _kernels().EIGHT_STATES
+    vector.start_chunk(words, starts, np.zeros(1, np.int64), transitions, quantizers, 8, False,
+                       0, 0, np.empty(vector.FIELDS * LANES, np.uint64),
+                       np.empty(vector.PARAMS, np.int64))  # fmt: skip
     for dtype in (np.uint8, np.uint16):
         out = np.zeros(0, dtype=dtype)
         for k in range(1, vector.GROUP + 1):

@@ -198,6 +198,22 @@ def rounds(words, tables, nexts, outs, lanes, pos, base, params, limit):
 
 
 @_jit
+def start_chunk(words, starts, classes, transitions, quantizers, precision, mirrored,
+                mirror_min, n, lanes, params):  # fmt: skip
+    """A chunk of ``n`` codes before its first round: each lane's state in ``lanes``
+    (``trellis_kernels.first_lanes``) and the chunk's ``PARAMS`` in ``params``."""
+    k_classes = classes[classes.size - 1] + 1
+    first_lanes(words, starts, transitions, quantizers, k_classes, lanes)
+    q, r = n // LANES, n % LANES
+    params[0] = precision
+    params[1] = k_classes - 1
+    params[2] = mirror_min if mirrored else 0
+    params[3] = mirrored
+    for lane in range(LANES):
+        params[4 + lane] = lane * q + min(lane, r)
+
+
+@_jit
 def decode_alone(words, starts, table, nexts, classes, transitions, quantizers, precision,
                  mirrored, mirror_min, out):  # fmt: skip
     """One chunk from its first code to its last: ``trellis_kernels.first_lanes``, the
@@ -205,18 +221,11 @@ def decode_alone(words, starts, table, nexts, classes, transitions, quantizers, 
     stream's ``code_min``), in one call: driven from Python, as several chunks are, their
     calls and bookkeeping took a third of a small tensor's time. Returns True if the chunk
     ended as it must."""
-    k_classes = classes[classes.size - 1] + 1
     lanes = np.empty(FIELDS * LANES, dtype=np.uint64)
-    first_lanes(words, starts, transitions, quantizers, k_classes, lanes)
-    n = out.size
-    q, r = n // LANES, n % LANES
     params = np.empty(PARAMS, dtype=np.int64)
-    params[0] = precision
-    params[1] = k_classes - 1
-    params[2] = mirror_min if mirrored else 0
-    params[3] = mirrored
-    for lane in range(LANES):
-        params[4 + lane] = lane * q + min(lane, r)
+    start_chunk(words, starts, classes, transitions, quantizers, precision, mirrored,
+                mirror_min, out.size, lanes, params)  # fmt: skip
+    q = out.size // LANES
     pos = np.full(1, 2 * LANES, dtype=np.int64)
     done = 0
     if q > 0 and pos[0] <= words.size - LANES:
