@@ -198,6 +198,22 @@ def write_streamed(
     return Artifacts.written((*paths, package_path), model_path, start)
 
 
+def quantize_written(
+    model: Model, spec: QuantSpec, out_dir: Path, spool_dir: Path
+) -> tuple[QuantizedModel, Artifacts]:
+    """``spec`` applied to ``model`` and written to ``out_dir`` as a quantize job streams it
+    (without the job's calibration, histograms and report), its codes spooled in
+    ``spool_dir``: the quantized model (its codes views of the spool's file, which the caller
+    removes with ``spool_dir`` once done with them) and the files written."""
+    spool = CodeSpool(spool_dir, model.format)
+    try:
+        qmodel = quantize_streamed(model, spec, spool)
+        written = write_streamed(qmodel, spool, out_dir, build_skeleton(qmodel))
+    finally:
+        spool.close()
+    return qmodel, written
+
+
 def _maker(spool: CodeSpool, weight: CodedWeight, elem_type: int) -> Any:
     def make() -> bytes:
         data = code_raw_data(weight.codes, elem_type)

@@ -28,13 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from quantcore.compress import pipeline
-from quantcore.compress.stream import (
-    PACKAGE_FILE,
-    CodeSpool,
-    build_skeleton,
-    quantize_streamed,
-    write_streamed,
-)
+from quantcore.compress.stream import PACKAGE_FILE, quantize_written
 from quantcore.errors import InvalidDatasetError
 from quantcore.evaluate import AccuracyReport, EvalSet, check_dataset, evaluate
 from quantcore.evaluate.runner import ReferenceCache
@@ -102,14 +96,8 @@ class Measurer:
         # As a quantize job writes it (codes spooled to disk, model and package written a
         # tensor at a time), in a folder that lives for this point only.
         with tempfile.TemporaryDirectory(prefix=".point-", dir=self.work_dir) as folder:
-            spool = CodeSpool(Path(folder) / "spool", self.model.format)
-            try:
-                qmodel = quantize_streamed(self.model, spec, spool)
-                written = build_skeleton(qmodel)
-                written_files = write_streamed(qmodel, spool, Path(folder) / "out", written)
-            finally:
-                spool.close()
-            del written
+            qmodel, written_files = quantize_written(self.model, spec, Path(folder) / "out",
+                                                     Path(folder) / "spool")  # fmt: skip
             size = written_files.sizes[PACKAGE_FILE]
             accuracy = None
             if self.evalset is not None:

@@ -20,16 +20,18 @@ configuration's quantized model and ``model.qpack``, as a quantize job would.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from quantcore.compress import artifacts, pipeline
+from quantcore.compress.stream import quantize_written
 from quantcore.errors import InvalidDatasetError
 from quantcore.explore.grid import parse_sweep
-from quantcore.explore.search import parse_search, search
+from quantcore.explore.search import SearchResult, SearchSpec, parse_search, search
 from quantcore.explore.sweep import Measurer, measurer, run_sweep
 from quantcore.jobs.base import JobInput, JobOutput
 from quantcore.jobs.quantize import model_block
@@ -129,9 +131,23 @@ def run_search_job(
     search_s = time.perf_counter() - t0
     if progress is not None:
         progress(Stage.WRITING, 0.9)
+    spool_dir = Path(tempfile.mkdtemp(prefix=".spool-", dir=out_dir))
+    try:
+        return _search_output(job, loaded, result, search_s, out_dir, spool_dir)
+    finally:
+        shutil.rmtree(spool_dir, ignore_errors=True)
+
+
+def _search_output(
+    job: JobInput, loaded: _Loaded[SearchSpec], result: SearchResult, search_s: float,
+    out_dir: Path, spool_dir: Path,
+) -> JobOutput:
+    """The chosen configuration written as a quantize job streams it (its codes spooled in
+    ``spool_dir`` until the histograms are drawn), and the search's report."""
+    spec, measure = loaded.spec, loaded.measure
     chosen = result.chosen_step
-    qmodel = pipeline.quantize_model(measure.model, chosen.measurement.spec)
-    written_files = artifacts.write_artifacts(qmodel, out_dir)
+    qmodel, written_files = quantize_written(measure.model, chosen.measurement.spec, out_dir,
+                                             spool_dir)  # fmt: skip
     path = []
     for i, step in enumerate(result.steps):
         row = step.measurement.row(step.values)

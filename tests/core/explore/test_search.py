@@ -68,6 +68,10 @@ def test_search_finds_the_smallest_package_within_the_budget(digits, tmp_path):
     # The artifacts are the chosen configuration: run model.onnx independently.
     names = {p.name for p in out.artifacts}
     assert {"model.onnx", "model.qpack", "report.json", "report.html"} <= names
+    # Written as a quantize job writes it, its spool gone: the folder holds the artifacts, and
+    # the package's size is the one the chosen step measured.
+    assert {p.name for p in tmp_path.iterdir()} == names
+    assert (tmp_path / "model.qpack").stat().st_size == chosen["package_bytes"]
     again = evaluate(
         digits.model_path,
         tmp_path / "model.onnx",
