@@ -92,7 +92,7 @@ def _read_varint(view: memoryview, at: int) -> tuple[int, int]:
 
 
 def seal(head: bytes, payload: bytes) -> bytes:
-    """A tableless stream (v4, v9, v14): ``head`` (magic, version, flags, varints), the CRC-32
+    """A tableless stream (v4, v9, v14, v15): ``head`` (magic, version, flags, varints), the CRC-32
     of it and of ``payload``, then ``payload``."""
     crc = zlib.crc32(payload, zlib.crc32(head))
     return head + struct.pack("<I", crc) + payload

@@ -45,7 +45,11 @@ codes on that 8-state path, for tiny tensors whose tables weigh too much.
 Version 14 (``quantcore.coding.sparse``, written where at most a sixteenth of the codes differ
 from the most frequent one and it is within 1% of the smallest other stream) codes only
 those codes, each as its gap and its distance from the mode, under version 4's coder: the
-decoder fills the rest, so its time goes with them, not with the tensor.
+decoder fills the rest, so its time goes with them, not with the tensor. Version 15 (the
+same module) is version 14 for trellis codes whose most frequent level is 0: each code of
+another level as its place, counted in places of its state's quantizer, and its trellis
+index; written where it is smaller than the stream chosen otherwise and sparse enough to
+decode faster (``sparse.trellis_worth_trying``).
 
 Version 2 (written by default; ``quantcore.coding.rans``): chunks of 2M symbols, each coded by
 8 interleaved 64-bit rANS states with 32-bit renormalisation, compiled with numba and run on
@@ -103,7 +107,7 @@ __all__ = [
 ]
 
 VERSION = rans.VERSION  # the order-0 stream, written where contexts do not pay
-VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)  # decoded
+VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)  # decoded
 
 
 def empirical_entropy_bits(codes: npt.ArrayLike) -> float:
@@ -157,7 +161,9 @@ def encode_codes(
     Whatever the stream chosen, version 14 (``quantcore.coding.sparse``) replaces it where
     ``sparse.worth_trying`` (no more than ``sparse.MAX_SHARE`` of the codes other than the
     mode) and ``sparse.accept`` (at most ``sparse.SLACK_SHARE`` larger); ``version=14``
-    forces it for such codes.
+    forces it for such codes. Given ``code_min``, version 15 then replaces the stream where
+    ``sparse.trellis_worth_trying`` and it is smaller; ``version=15`` forces it for codes on
+    the 8- or 32-state path with at most ``sparse.MAX_SHARE`` of them not level 0.
     """
     if version is not None and version not in VERSIONS:
         raise InvalidSpecError(f"entropy stream {version=} is not one of {VERSIONS}")
@@ -189,6 +195,18 @@ def encode_codes(
                 "entropy stream version 9 needs code_min and codes on the 8-state trellis path"
             )
         return forced9
+    if version == sparse.TRELLIS_VERSION:
+        if code_min is None or not sparse.worth_trying(flat.size, histogram):
+            raise InvalidSpecError(
+                f"entropy stream version 15 needs code_min and at most {sparse.MAX_SHARE:.2%} "
+                "of the codes other than level 0, and at least one"
+            )
+        forced15 = sparse.encode_trellis(flat, code_min)
+        if forced15 is None:
+            raise InvalidSpecError(
+                "entropy stream version 15 needs codes on the 8- or 32-state trellis path"
+            )
+        return forced15
     if version == sparse.VERSION:
         if not sparse.worth_trying(flat.size, histogram):
             raise InvalidSpecError(
@@ -236,6 +254,11 @@ def encode_codes(
         places = sparse.encode(flat, histogram, limit=sparse.most_bytes(len(stream)))
         if places is not None and sparse.accept(len(places), len(stream)):
             stream = places
+    if code_min is not None and sparse.trellis_worth_trying(flat.size, histogram, code_min,
+                                                            replacing=stream[4]):  # fmt: skip
+        on_path = sparse.encode_trellis(flat, code_min, limit=len(stream) - 1)
+        if on_path is not None and len(on_path) < len(stream):
+            stream = on_path
     return stream
 
 
@@ -317,9 +340,9 @@ def decode_plan(
     return dtype, [rans.Chunk(0, fields[5], whole)] if fields[5] else []
 
 
-# Streams of one range-coded chunk and a header of their own: versions 4, 9 and 14.
+# Streams of one range-coded chunk and a header of their own: versions 4, 9, 14 and 15.
 _ONE_CHUNK = {adaptive.VERSION: adaptive.plan, adaptive.TRELLIS_VERSION: adaptive.plan,
-              sparse.VERSION: sparse.plan}  # fmt: skip
+              sparse.VERSION: sparse.plan, sparse.TRELLIS_VERSION: sparse.plan}  # fmt: skip
 
 
 def _plan_one(view: memoryview, count: int | None) -> tuple[np.dtype, list[rans.Chunk]]:

@@ -160,8 +160,8 @@ def test_wrong_magic_and_version_are_refused() -> None:
     data = encode_codes(np.array([1, 2, 3]), version=2)
     with pytest.raises(InvalidPackageError, match="not an entropy stream"):
         decode_codes(b"XXXX" + data[4:])
-    with pytest.raises(InvalidPackageError, match="version=15"):
-        decode_codes(data[:4] + b"\x0f" + data[5:])
+    with pytest.raises(InvalidPackageError, match="version=16"):
+        decode_codes(data[:4] + b"\x10" + data[5:])
 
 
 def test_corrupt_header_field_is_refused() -> None:
