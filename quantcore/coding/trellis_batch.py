@@ -87,9 +87,13 @@ def decode(jobs: Sequence[tuple[TrellisCoded, CodeArray]]) -> None:
     """Decode each chunk into its array (of the chunk's size, C contiguous); raises
     ``InvalidPackageError`` naming the first chunk whose words do not decode to its codes."""
     vector = vector_kernels()
-    if len(jobs) == 1 and vector is not None and jobs[0][1].flags.c_contiguous:
-        _alone(vector, *jobs[0])
-        return
+    if vector is not None and all(out.flags.c_contiguous for _, out in jobs):
+        if len(jobs) == 1:
+            _alone(vector, *jobs[0])
+            return
+        if len(jobs) == 2 and jobs[0][0].table is jobs[1][0].table:  # a paired tensor's
+            _pair(vector, jobs)
+            return
     queues: dict[np.dtype, deque[tuple[TrellisCoded, CodeArray]]] = {}
     for coded, out in jobs:
         if vector is not None and out.flags.c_contiguous:
@@ -150,6 +154,17 @@ def _alone(vector: ModuleType, coded: TrellisCoded, out: CodeArray) -> None:
                              coded.precision, mirrored, coded.mirror_min or 0, out)  # fmt: skip
     if not ok:
         _corrupt(coded, out)
+
+
+def _pair(vector: ModuleType, jobs: Sequence[tuple[TrellisCoded, CodeArray]]) -> None:
+    """The two chunks of one stream through ``trellis_simd.decode_pair``: advanced together
+    and finished in one compiled call."""
+    (a, out_a), (b, out_b) = jobs
+    failed = vector.decode_pair(a.words, a.starts, out_a, b.words, b.starts, out_b, a.table,
+                                a.nexts, a.classes, a.transitions, a.quantizers, a.precision,
+                                a.mirror_min is not None, a.mirror_min or 0)  # fmt: skip
+    if failed:
+        _corrupt(*jobs[failed - 1])
 
 
 def _start(vector: ModuleType, coded: TrellisCoded, out: CodeArray) -> _Slot:

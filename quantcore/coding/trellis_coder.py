@@ -81,10 +81,18 @@ CLASSES = 8  # magnitude classes of the two indices before a code (as v3's)
 MAX_CLASSES = 9  # magnitudes are capped at 255: sums reach class 9
 CHUNK_SYMBOLS = rans.CHUNK_SYMBOLS
 # From this many codes a stream has two chunks at least, which the vector decoder
-# (``trellis_batch``) advances together under the one table: 1.4-1.8x one chunk's speed on
-# the real models' large tensors, for 76 bytes (a chunk's final states, first states and
-# length) a tensor, 0.02-0.19% of the real models' packages' code bytes.
+# (``trellis_batch``, ``trellis_simd.decode_pair``) advances together under the one table:
+# 1.4-1.8x one chunk's speed on the real models' large tensors, for 60-76 bytes (a chunk's
+# final states, first states and length) a tensor, 0.02-0.19% of the real models'
+# packages' code bytes.
 PAIRED_CODES = 1 << 17
+# From this many codes, a stream of at most ``PAIRED_BITS`` bits a code is paired too: at low
+# rates the reference decoder is at its fastest against ours, and the pair's bytes weigh
+# least against the margin. nudenet's tensors of 24,576-36,864 codes at 7 dB: 70-100 µs
+# alone, 24-29% less paired, for 56-72 bytes (2-8% of their bytes at that rate, 0.9% of the
+# package); of 9,216-20,736 codes: 0-10% less, or slower.
+LOW_RATE_PAIRED_CODES = 24_576
+PAIRED_BITS = 2.0
 MAX_PRECISION = 16
 _TABLE_HEAD = struct.Struct("<iH")
 
@@ -105,13 +113,14 @@ def machine(version: int) -> tuple[np.ndarray, np.ndarray]:
     return k.EIGHT_STATES
 
 
-def chunk_size(count: int) -> int:
+def chunk_size(count: int, low_rate: bool = False) -> int:
     """The codes a chunk of a stream of ``count`` codes: ``CHUNK_SYMBOLS``, or from
-    ``PAIRED_CODES`` on about half of them, at most ``CHUNK_SYMBOLS``: ``8q`` codes with
-    ``q // 64`` odd. The decoder writes a round's codes to the 8 lane segments at once, ``q``
-    bytes apart; segments a multiple of 4096 bytes apart (8192 codes) fall in one set of the
-    first-level cache, and a pair of such chunks decoded slower than one chunk at a time."""
-    if count < PAIRED_CODES:
+    ``PAIRED_CODES`` on (``LOW_RATE_PAIRED_CODES`` if ``low_rate``) about half of them, at
+    most ``CHUNK_SYMBOLS``: ``8q`` codes with ``q // 64`` odd. The decoder writes a round's
+    codes to the 8 lane segments at once, ``q`` bytes apart; segments a multiple of 4096
+    bytes apart (8192 codes) fall in one set of the first-level cache, and a pair of such
+    chunks decoded slower than one chunk at a time."""
+    if count < (LOW_RATE_PAIRED_CODES if low_rate else PAIRED_CODES):
         return CHUNK_SYMBOLS
     most = CHUNK_SYMBOLS // LANES
     q = min(-(-count // (2 * LANES)), most)
@@ -154,23 +163,23 @@ def encode(
     path = _path(flat, code_min, compact) if flat.size else None
     if path is None:
         return None
-    plain, turned, states = path
-    options = _models(flat, states, code_min, plain)
-    if not options:
+    chunk = chunk_size(flat.size)
+    chosen = _best(flat, code_min, path, chunk)
+    if chosen is None:
         return None
-    mirrored = _mirrored(flat, code_min)
-    if mirrored is not None:
-        options += _models(mirrored, states, code_min, turned)
-    best = min(options, key=lambda o: o.size * (1 + MIRROR_MIN_GAIN * (o.version in MIRRORED)))
-    codes = mirrored if best.version in MIRRORED else flat
-    assert codes is not None
+    if chunk != chunk_size(flat.size, low_rate=True) and (
+        8 * chosen[0].size <= PAIRED_BITS * flat.size
+    ):  # the lanes, so the contexts, follow the chunks: modelled again
+        chunk = chunk_size(flat.size, low_rate=True)
+        chosen = _best(flat, code_min, path, chunk)
+        assert chosen is not None  # the same codes: two symbols at least
+    best, codes = chosen
+    states = path[2]
     quantizers = machine(best.version)[1]
     width = 8 * flat.itemsize
     rows = np.stack([_rows(best.symbols, best.freqs[c], best.precision, width)
                      for c in range(best.freqs.shape[0])])  # fmt: skip
     classes = class_table(best.k_classes)
-
-    chunk = chunk_size(flat.size)
 
     def one(start: int) -> tuple[bytes, memoryview]:
         part = codes[start : start + chunk]
@@ -194,6 +203,25 @@ def encode(
     return seal((*fields, len(best.table), len(pieces)), body)
 
 
+def _best(
+    flat: CodeArray, code_min: int, path: tuple[int, int, np.ndarray], chunk: int
+) -> tuple[_Model, CodeArray] | None:
+    """The smallest model of ``flat`` in chunks of ``chunk`` codes, plain or mirrored (by
+    at least ``MIRROR_MIN_GAIN``), and the codes it models; None for fewer than two
+    symbols."""
+    plain, turned, states = path
+    options = _models(flat, states, code_min, plain, chunk)
+    if not options:
+        return None
+    mirrored = _mirrored(flat, code_min, chunk)
+    if mirrored is not None:
+        options += _models(mirrored, states, code_min, turned, chunk)
+    best = min(options, key=lambda o: o.size * (1 + MIRROR_MIN_GAIN * (o.version in MIRRORED)))
+    codes = mirrored if best.version in MIRRORED else flat
+    assert codes is not None
+    return best, codes
+
+
 @dataclasses.dataclass(frozen=True)
 class _Model:
     size: float  # the stream's bytes, tables included (its chunks' few bytes aside)
@@ -205,12 +233,14 @@ class _Model:
     table: bytes
 
 
-def _models(codes: CodeArray, states: np.ndarray, code_min: int, version: int) -> list[_Model]:
+def _models(
+    codes: CodeArray, states: np.ndarray, code_min: int, version: int, chunk: int
+) -> list[_Model]:
     """The models of ``codes`` with ``K`` = 1 and 8, or none for fewer than two symbols."""
     columns = 1 << (8 * codes.itemsize)
     counts = np.zeros((QUANTIZERS * CLASSES, columns), np.int64)
     kernels().count_contexts(codes, states, code_min, class_table(CLASSES), machine(version)[1],
-                             chunk_size(codes.size), counts)  # fmt: skip
+                             chunk, counts)  # fmt: skip
     symbols = np.flatnonzero(counts.sum(axis=0))
     if symbols.size < 2:
         return []
@@ -221,7 +251,7 @@ def _models(codes: CodeArray, states: np.ndarray, code_min: int, version: int) -
             for c, k in ((by_quantizer, 1), (by_class, CLASSES))]  # fmt: skip
 
 
-def _mirrored(flat: CodeArray, code_min: int) -> CodeArray | None:
+def _mirrored(flat: CodeArray, code_min: int, chunk: int) -> CodeArray | None:
     """v6's and v8's codes of ``flat`` (``trellis_kernels.mirror``), or None where a mirrored code
     would leave the codes' width."""
     if -int(flat.max()) - 2 * code_min < 0 or -int(flat.min()) - 2 * code_min >= 1 << (
@@ -229,7 +259,6 @@ def _mirrored(flat: CodeArray, code_min: int) -> CodeArray | None:
     ):
         return None
     out = np.empty_like(flat)
-    chunk = chunk_size(flat.size)
     for start in range(0, flat.size, chunk):  # lanes are a chunk's
         part = slice(start, start + chunk)
         kernels().mirror(flat[part], code_min, False, out[part])

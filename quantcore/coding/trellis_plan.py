@@ -19,6 +19,7 @@ from quantcore.coding.trellis_coder import (
     MAX_CLASSES,
     MAX_PRECISION,
     MIRRORED,
+    PAIRED_CODES,
     QUANTIZERS,
     VERSIONS,
     encode,
@@ -120,7 +121,8 @@ def compile_kernels() -> None:
     codes compile them all: the machines are arguments)."""
     from quantcore.coding.symbols import open_stream
 
-    levels = path_levels([0, 1, 1, 0, -1, 0, 2, -2, 1, 0] * 4)
+    indices = [0, 1, 1, 0, -1, 0, 2, -2, 1, 0] * 4
+    levels = path_levels(indices)
     for dtype in (np.uint8, np.uint16):
         codes: CodeArray = (levels + 3).astype(dtype)
         stream = encode(codes, -3, 1)
@@ -133,6 +135,14 @@ def compile_kernels() -> None:
             assert t is not None  # the scalar kernel, where the vector loop decoded
             kernels().decode_chunk(t.words, t.precision, t.starts, t.classes, t.transitions,
                                    t.quantizers, t.table, np.empty(c.size, dtype=dtype))
+        # A stream of two chunks, which the vector loop decodes as a pair in one call.
+        paired: CodeArray = (path_levels(np.resize(indices, PAIRED_CODES)) + 3).astype(dtype)
+        stream = encode(paired, -3, 1)
+        assert stream is not None
+        fields, body = open_stream(stream, VERSIONS)
+        _, chunks = plan(fields, body)
+        trellis_batch.decode([(c.trellis, np.empty(c.size, dtype=dtype)) for c in chunks
+                              if c.trellis is not None])  # fmt: skip
         kernels().mirror(codes, -3, True, np.empty_like(codes))  # v6's decoding, in any case
         kernels().mirror_from(codes.copy(), -3, 0, np.zeros(kernels().FIELDS * LANES, np.uint64))
     trellis_batch.compile_vector_kernels()

@@ -236,3 +236,58 @@ def decode_alone(words, starts, table, nexts, classes, transitions, quantizers, 
     if ok and mirrored:
         mirror_from(out, mirror_min, done, lanes)
     return ok
+
+
+@njit(inline="always")
+def _finish_chunk(words, table, nexts, classes, transitions, quantizers, precision, mirrored,
+                  mirror_min, out, lanes, params, pos, done):  # fmt: skip
+    """The rounds of a chunk left after ``done`` of them beside another chunk (alone now),
+    then ``decode_rest`` and the turning back of a mirrored stream's codes, as
+    ``decode_alone`` ends. Returns True if the chunk ended as it must."""
+    q = out.size // LANES
+    if done < q and pos[0] <= words.size - LANES:
+        done += _rounds((words,), (table,), (nexts,), (out,), lanes, pos,
+                        np.full(1, done, dtype=np.int64), params, q - done)  # type: ignore[call-arg]
+    ok = decode_rest(words, precision, classes, transitions, quantizers, table, out, lanes,
+                     pos[0], done)  # fmt: skip
+    if ok and mirrored:
+        mirror_from(out, mirror_min, done, lanes)
+    return ok
+
+
+@_jit
+def decode_pair(words_a, starts_a, out_a, words_b, starts_b, out_b, table, nexts, classes,
+                transitions, quantizers, precision, mirrored, mirror_min):  # fmt: skip
+    """The two chunks of a stream (one table) in one call: their rounds together while both
+    have codes and words left (two chains in flight: 1.4-1.8 times one chunk's speed), then
+    each finished alone (``_finish_chunk``). Driven from Python (``trellis_batch._run``), the
+    calls and bookkeeping took about 20 µs a tensor. Returns 0 if both ended as they must,
+    else 1 + the index of the first that did not."""
+    lanes_a = np.empty(FIELDS * LANES, dtype=np.uint64)
+    lanes_b = np.empty(FIELDS * LANES, dtype=np.uint64)
+    params_a = np.empty(PARAMS, dtype=np.int64)
+    params_b = np.empty(PARAMS, dtype=np.int64)
+    start_chunk(words_a, starts_a, classes, transitions, quantizers, precision, mirrored,
+                mirror_min, out_a.size, lanes_a, params_a)  # fmt: skip
+    start_chunk(words_b, starts_b, classes, transitions, quantizers, precision, mirrored,
+                mirror_min, out_b.size, lanes_b, params_b)  # fmt: skip
+    pos_a = np.full(1, 2 * LANES, dtype=np.int64)
+    pos_b = np.full(1, 2 * LANES, dtype=np.int64)
+    together = min(out_a.size, out_b.size) // LANES
+    done = 0
+    if together > 0 and min(words_a.size, words_b.size) >= 3 * LANES:  # 8 words past the states
+        lanes = np.concatenate((lanes_a, lanes_b))
+        pos = np.full(2, 2 * LANES, dtype=np.int64)
+        done = _rounds((words_a, words_b), (table, table), (nexts, nexts), (out_a, out_b),
+                       lanes, pos, np.zeros(2, dtype=np.int64),
+                       np.concatenate((params_a, params_b)), together)  # type: ignore[call-arg]
+        lanes_a[:] = lanes[: FIELDS * LANES]
+        lanes_b[:] = lanes[FIELDS * LANES :]
+        pos_a[0], pos_b[0] = pos[0], pos[1]
+    if not _finish_chunk(words_a, table, nexts, classes, transitions, quantizers, precision,
+                         mirrored, mirror_min, out_a, lanes_a, params_a, pos_a, done):
+        return 1
+    if not _finish_chunk(words_b, table, nexts, classes, transitions, quantizers, precision,
+                         mirrored, mirror_min, out_b, lanes_b, params_b, pos_b, done):
+        return 2
+    return 0

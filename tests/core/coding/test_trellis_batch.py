@@ -5,6 +5,7 @@ and 4-bit codes packed two a byte."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -140,6 +141,56 @@ def test_corrupt_words_give_the_scalar_kernels_answer(monkeypatch: pytest.Monkey
     assert refused > len(jobs) // 2
 
 
+def _decode_pair_guarded(pair: list[tuple[rans_chunks.TrellisCoded, int]], dtype: np.dtype,
+                         ) -> object:  # fmt: skip
+    """Two chunks of a stream decoded as a pair into guarded arrays: their codes, or the
+    error."""
+    guards = [np.full(size + 64, 0xAB, dtype=dtype) for _, size in pair]
+    try:
+        trellis_batch.decode([(coded, g[32 : 32 + size]) for (coded, size), g in
+                              zip(pair, guards, strict=True)])  # fmt: skip
+        result: object = [g[32:-32].copy() for g in guards]
+    except InvalidPackageError as error:
+        result = str(error)
+    assert all((g[:32] == 0xAB).all() and (g[-32:] == 0xAB).all() for g in guards)
+    return result
+
+
+@needs_vector
+def test_a_streams_two_chunks_decode_together_as_each_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two chunks of one stream (``trellis_simd.decode_pair``), of unequal sizes, whole or
+    with words changed after the CRC: the codes of each chunk alone by the scalar kernel,
+    or the error of the first of the two that it refuses."""
+    rng = np.random.default_rng(10)
+    cases = []
+    for data, _ in _streams(monkeypatch, 3000):
+        dtype, chunks = decode_plan(data)
+        for a, b in itertools.pairwise(chunks):
+            assert a.trellis is not None and b.trellis is not None
+            pair = [(a.trellis, a.size), (b.trellis, b.size)]
+            cases.append((pair, dtype))
+            for _ in range(2):
+                cases.append(([(_corrupt(c, rng) if rng.random() < 0.6 else c, n)
+                               for c, n in pair], dtype))  # fmt: skip
+    assert any(a[1] != b[1] for pair, _ in cases for a, b in [pair])  # a shorter last chunk
+    together = [_decode_pair_guarded(pair, dtype) for pair, dtype in cases]
+    _scalar(monkeypatch)
+    refused = 0
+    for (pair, dtype), got in zip(cases, together, strict=True):
+        alone = _decode_guarded([(coded, size, dtype) for coded, size in pair])
+        failed = [r for r in alone if isinstance(r, str)]
+        if failed:
+            assert got == failed[0]
+            refused += 1
+        else:
+            assert isinstance(got, list)
+            for x, y in zip(got, alone, strict=True):
+                np.testing.assert_array_equal(x, y)
+    assert 0 < refused < len(cases)
+
+
 @pytest.mark.parametrize("vector", [True, False])
 def test_four_bit_trellis_codes_are_packed_two_a_byte(
     vector: bool, monkeypatch: pytest.MonkeyPatch
@@ -162,13 +213,44 @@ def test_four_bit_trellis_codes_are_packed_two_a_byte(
     np.testing.assert_array_equal(nibbles[: codes.size], (codes + 3) & 0xF)
 
 
-@pytest.mark.parametrize("count", [1 << 17, 147_456, 3 * (1 << 17) + 5, (1 << 22) - 8, 5 << 20])
-def test_large_streams_have_chunks_to_pair_whose_lanes_do_not_alias(count: int) -> None:
-    chunk = trellis_coder.chunk_size(count)
+@pytest.mark.parametrize(("count", "low_rate"), [
+    (24_576, True), (36_864, True), (1 << 17, False), (147_456, False),
+    (3 * (1 << 17) + 5, False), ((1 << 22) - 8, False), (5 << 20, False),
+])  # fmt: skip
+def test_large_streams_have_chunks_to_pair_whose_lanes_do_not_alias(
+    count: int, low_rate: bool
+) -> None:
+    chunk = trellis_coder.chunk_size(count, low_rate)
     assert chunk % 8 == 0 and chunk <= trellis_coder.CHUNK_SYMBOLS
     assert (chunk // 8 // 64) % 2 == 1  # lane segments not a multiple of 4096 codes apart
     assert -(-count // chunk) >= 2
     assert trellis_coder.chunk_size(trellis_coder.PAIRED_CODES - 1) == trellis_coder.CHUNK_SYMBOLS
+    low = trellis_coder.LOW_RATE_PAIRED_CODES
+    assert trellis_coder.chunk_size(low - 1, True) == trellis_coder.CHUNK_SYMBOLS
+
+
+@pytest.mark.parametrize("signs", [False, True])
+def test_low_rate_streams_are_paired_from_fewer_codes(signs: bool) -> None:
+    """Under ``PAIRED_CODES`` codes, a stream of at most ``PAIRED_BITS`` bits a code is
+    written in two chunks (decoded as a pair: the same codes on every path), one of more
+    bits in one."""
+    n = trellis_coder.LOW_RATE_PAIRED_CODES + 12_288
+    for step, paired in ((1.5, True), (0.1, False)):
+        levels = _levels(n, 22, step, 12, signs=signs)
+        code_min = int(levels.min())
+        codes = (levels - code_min).astype(np.uint8)
+        stream = trellis_coder.encode(codes, code_min, 1)
+        assert stream is not None
+        low_rate = 8 * len(stream) <= trellis_coder.PAIRED_BITS * n
+        assert low_rate == paired
+        dtype, chunks = decode_plan(stream)
+        assert len(chunks) == (2 if paired else 1)
+        for threads in (1, 2):
+            np.testing.assert_array_equal(decode_codes(stream, threads=threads), codes)
+        for c in chunks:
+            out = np.zeros(c.size, dtype=dtype)
+            c.fill(out)
+            np.testing.assert_array_equal(out, codes[c.start : c.start + c.size])
 
 
 @pytest.mark.parametrize("signs", [False, True])

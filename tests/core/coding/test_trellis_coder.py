@@ -105,7 +105,7 @@ def test_codes_mirrored_after_a_negative_index_pay_where_signs_go_together(
     mirrored = trellis_coder.encode(codes, code_min, 2)
     assert mirrored is not None and _version(mirrored) == VERSIONS_OF[machine][1]
     np.testing.assert_array_equal(decode_codes(mirrored), codes)
-    monkeypatch.setattr(trellis_coder, "_mirrored", lambda flat, code_min: None)
+    monkeypatch.setattr(trellis_coder, "_mirrored", lambda flat, code_min, chunk: None)
     plain = trellis_coder.encode(codes, code_min, 2)
     assert plain is not None and _version(plain) == VERSIONS_OF[machine][0]
     np.testing.assert_array_equal(decode_codes(plain), codes)  # v5 still decodes
@@ -118,7 +118,7 @@ def test_codes_whose_signs_go_their_own_way_are_not_mirrored() -> None:
     codes, code_min = _tcq_codes(100_000, seed=8)
     stream = trellis_coder.encode(codes, code_min, 1)
     assert stream is not None and _version(stream) == trellis_coder.COMPACT_VERSION
-    mirrored = trellis_coder._mirrored(codes, code_min)
+    mirrored = trellis_coder._mirrored(codes, code_min, trellis_coder.chunk_size(codes.size))
     assert mirrored is not None  # it could have been: it was not worth its decoding pass
 
 
@@ -138,8 +138,9 @@ def test_the_mirror_turns_levels_after_a_negative_index_and_back() -> None:
 
 def test_codes_whose_mirror_leaves_their_width_keep_v5() -> None:
     codes, _ = _runs_of_signs(5000, seed=7)
-    assert trellis_coder._mirrored(codes, -10) is None  # levels up to +245: -245 < code_min
-    assert trellis_coder._mirrored(codes, -120) is not None
+    # levels up to +245: -245 < code_min
+    assert trellis_coder._mirrored(codes, -10, codes.size) is None
+    assert trellis_coder._mirrored(codes, -120, codes.size) is not None
 
 
 def test_codes_off_a_trellis_path_keep_their_stream() -> None:
