@@ -33,6 +33,7 @@ tensors only (``trellis_fast_enough``).
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 import zlib
@@ -174,6 +175,18 @@ def encode(
     return seal(MAGIC + bytes([VERSION, flags]) + _varint(flat.size) + _varint(mode), payload)
 
 
+@functools.cache
+def _steps() -> tuple[npt.NDArray[np.int64], int]:
+    """v9's decoder table of the 8-state machine (``adaptive_kernels.decode_trellis``): per
+    state and index parity, the next state and its quantizer's bank of contexts; and state
+    0's bank."""
+    transitions, quantizers = _machine()
+    following = transitions.ravel()  # at 2 * state + parity
+    contexts = kernels().CONTEXTS
+    steps = (following << 16) | quantizers[following] * contexts
+    return steps.astype(np.int64), int(quantizers[0]) * contexts
+
+
 def _machine() -> tuple[np.ndarray, np.ndarray]:
     from quantcore.coding import trellis_coder
 
@@ -223,7 +236,7 @@ def plan(view: memoryview) -> tuple[np.dtype, list[rans.Chunk]]:
         if flags & CONSTANT:
             part[:] = mode
         elif trellis:
-            ok = kernels().decode_trellis(data, -mode, top, *_machine(), part)
+            ok = kernels().decode_trellis(data, -mode, top, *_steps(), part)
         else:
             ok = kernels().decode(data, mode, top, part)
         if not flags & CONSTANT and not ok:
