@@ -86,13 +86,17 @@ CHUNK_SYMBOLS = rans.CHUNK_SYMBOLS
 # final states, first states and length) a tensor, 0.02-0.19% of the real models'
 # packages' code bytes.
 PAIRED_CODES = 1 << 17
-# From this many codes, a stream of at most ``PAIRED_BITS`` bits a code is paired too: at low
-# rates the reference decoder is at its fastest against ours, and the pair's bytes weigh
-# least against the margin. nudenet's tensors of 24,576-36,864 codes at 7 dB: 70-100 µs
-# alone, 24-29% less paired, for 56-72 bytes (2-8% of their bytes at that rate, 0.9% of the
-# package); of 9,216-20,736 codes: 0-10% less, or slower.
+# From this many codes, a stream of at most ``PAIRED_BITS`` bits a code and at least
+# ``PAIRED_MIN_BYTES`` is paired too: at low rates the reference decoder is at its fastest
+# against ours, and the pair's bytes weigh least against the margin. nudenet's tensors of
+# 24,576-36,864 codes at 7 dB: 70-100 µs alone, 24-29% less paired, for 56-72 bytes each; of
+# 9,216-20,736 codes: 0-10% less, or slower. Streams under PAIRED_MIN_BYTES are not paired:
+# their pair would add more than about 2% (ocr-det at 6.1 dB, where the trellis and the
+# dead-zone packages were 95 bytes apart, took the dead-zone one, whose v4 streams decode a
+# flag at a time, 1.7 times slower).
 LOW_RATE_PAIRED_CODES = 24_576
 PAIRED_BITS = 2.0
+PAIRED_MIN_BYTES = 4096
 MAX_PRECISION = 16
 _TABLE_HEAD = struct.Struct("<iH")
 
@@ -168,7 +172,7 @@ def encode(
     if chosen is None:
         return None
     if chunk != chunk_size(flat.size, low_rate=True) and (
-        8 * chosen[0].size <= PAIRED_BITS * flat.size
+        PAIRED_MIN_BYTES <= chosen[0].size <= PAIRED_BITS * flat.size / 8
     ):  # the lanes, so the contexts, follow the chunks: modelled again
         chunk = chunk_size(flat.size, low_rate=True)
         chosen = _best(flat, code_min, path, chunk)

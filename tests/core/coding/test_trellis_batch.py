@@ -231,18 +231,19 @@ def test_large_streams_have_chunks_to_pair_whose_lanes_do_not_alias(
 
 @pytest.mark.parametrize("signs", [False, True])
 def test_low_rate_streams_are_paired_from_fewer_codes(signs: bool) -> None:
-    """Under ``PAIRED_CODES`` codes, a stream of at most ``PAIRED_BITS`` bits a code is
-    written in two chunks (decoded as a pair: the same codes on every path), one of more
-    bits in one."""
+    """Under ``PAIRED_CODES`` codes, a stream of at most ``PAIRED_BITS`` bits a code (and at
+    least ``PAIRED_MIN_BYTES``) is written in two chunks (decoded as a pair: the same codes on
+    every path), one of more bits, or fewer bytes, in one."""
     n = trellis_coder.LOW_RATE_PAIRED_CODES + 12_288
-    for step, paired in ((1.5, True), (0.1, False)):
+    for step, paired in ((1.5, True), (0.1, False), (2.0, False)):
         levels = _levels(n, 22, step, 12, signs=signs)
         code_min = int(levels.min())
         codes = (levels - code_min).astype(np.uint8)
         stream = trellis_coder.encode(codes, code_min, 1)
         assert stream is not None
+        large_enough = len(stream) >= trellis_coder.PAIRED_MIN_BYTES
         low_rate = 8 * len(stream) <= trellis_coder.PAIRED_BITS * n
-        assert low_rate == paired
+        assert (large_enough and low_rate) == paired
         dtype, chunks = decode_plan(stream)
         assert len(chunks) == (2 if paired else 1)
         for threads in (1, 2):
