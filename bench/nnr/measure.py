@@ -62,7 +62,7 @@ class Point:
     seconds: float
     # CPU seconds of decoding the quantized weights' codes on one core (ours: every tensor's
     # section of model.qpack, best of 21, as a virtual machine's speed moves by 10-30% from
-    # one minute to the next; the reference: nnc.decompress of its bitstream).
+    # one minute to the next; the reference: nnc.decompress of its bitstream, best of 5).
     decode_s: float | None = None
     # Ours by the scalar kernels alone (no vector decoder), in the same runs.
     decode_scalar_s: float | None = None
