@@ -30,11 +30,13 @@ STABLE_AFTER_S = 60.0
 
 
 def stop_process_group(process: subprocess.Popen[bytes], grace_s: float) -> None:
-    """SIGTERM (Celery's warm shutdown: the running job may finish), then SIGKILL of the
-    whole group after ``grace_s``."""
+    """SIGTERM to the main process (Celery's warm shutdown: its pool processes finish their
+    jobs), then SIGKILL of the whole group after ``grace_s``. Not SIGTERM to the group: a
+    pool process that gets it dies mid-job, and one that dies holding the pool's queue lock
+    leaves the main process waiting on that lock for ever (its shutdown never ends)."""
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+            os.kill(process.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(grace_s)
     with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -201,7 +201,10 @@ class Proc:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
 
-    def stop(self, grace_s: float = 10.0) -> None:
+    def stop(self, grace_s: float = 20.0) -> None:
+        # Longer than serve's own grace for its worker (QUANTSERVE_WORKER_STOP_GRACE_S, 10 s):
+        # killed first, serve could not kill a worker whose shutdown hangs, and the worker
+        # outlived the test.
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
