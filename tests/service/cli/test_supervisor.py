@@ -13,6 +13,7 @@ from service.cli.supervisor import stop_process_group
 
 # A main process and a child in its group, standing for a Celery worker and a pool process:
 # each writes the signal it got to a file; the main one exits on SIGTERM, the child does not.
+# The child's pid is written whole (replaced into place) before the test reads it.
 _GROUP = """
 import os, signal, sys, time
 folder = sys.argv[1]
@@ -24,7 +25,8 @@ def mark(name):
     return handler
 if os.fork() == 0:
     signal.signal(signal.SIGTERM, mark("child"))
-    open(os.path.join(folder, "child.pid"), "w").write(str(os.getpid()))
+    open(os.path.join(folder, "child.tmp"), "w").write(str(os.getpid()))
+    os.replace(os.path.join(folder, "child.tmp"), os.path.join(folder, "child.pid"))
     while True:
         time.sleep(0.05)
 signal.signal(signal.SIGTERM, mark("main"))
