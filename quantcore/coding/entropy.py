@@ -300,9 +300,6 @@ def decode_codes(
         out = np.empty(fields[5], dtype=dtype)
         if len(chunks) == 1 and chunks[0].trellis is not None:  # most tensors: straight there
             trellis_batch.decode([(chunks[0].trellis, out)])
-        elif fields[1] != 3 and threads == 1 and len(chunks) == 2:  # a paired tensor's
-            pair = [(c.trellis, out[c.start : c.start + c.size]) for c in chunks]
-            trellis_batch.decode([(t, part) for t, part in pair if t is not None])
         else:
             rans.fill_all(chunks, out, threads)  # a thread's trellis chunks decoded together
         return out

@@ -213,6 +213,23 @@ def start_chunk(words, starts, classes, transitions, quantizers, precision, mirr
         params[4 + lane] = lane * q + min(lane, r)
 
 
+@njit(inline="always")
+def _finish_chunk(words, table, nexts, classes, transitions, quantizers, precision, mirrored,
+                  mirror_min, out, lanes, params, pos, done):  # fmt: skip
+    """A started chunk's rounds after the ``done`` it had beside another chunk (none for a
+    chunk alone), its word at ``pos[0]``, then ``decode_rest`` and the turning back of a
+    mirrored stream's codes. Returns True if the chunk ended as it must."""
+    q = out.size // LANES
+    if done < q and pos[0] <= words.size - LANES:
+        done += _rounds((words,), (table,), (nexts,), (out,), lanes, pos,
+                        np.full(1, done, dtype=np.int64), params, q - done)  # type: ignore[call-arg]
+    ok = decode_rest(words, precision, classes, transitions, quantizers, table, out, lanes,
+                     pos[0], done)  # fmt: skip
+    if ok and mirrored:
+        mirror_from(out, mirror_min, done, lanes)
+    return ok
+
+
 @_jit
 def decode_alone(words, starts, table, nexts, classes, transitions, quantizers, precision,
                  mirrored, mirror_min, out):  # fmt: skip
@@ -225,34 +242,9 @@ def decode_alone(words, starts, table, nexts, classes, transitions, quantizers, 
     params = np.empty(PARAMS, dtype=np.int64)
     start_chunk(words, starts, classes, transitions, quantizers, precision, mirrored,
                 mirror_min, out.size, lanes, params)  # fmt: skip
-    q = out.size // LANES
-    pos = np.full(1, 2 * LANES, dtype=np.int64)
-    done = 0
-    if q > 0 and pos[0] <= words.size - LANES:
-        done = _rounds((words,), (table,), (nexts,), (out,), lanes, pos, np.zeros(1, np.int64),
-                       params, q)  # type: ignore[call-arg]
-    ok = decode_rest(words, precision, classes, transitions, quantizers, table, out, lanes,
-                     pos[0], done)  # fmt: skip
-    if ok and mirrored:
-        mirror_from(out, mirror_min, done, lanes)
-    return ok
-
-
-@njit(inline="always")
-def _finish_chunk(words, table, nexts, classes, transitions, quantizers, precision, mirrored,
-                  mirror_min, out, lanes, params, pos, done):  # fmt: skip
-    """The rounds of a chunk left after ``done`` of them beside another chunk (alone now),
-    then ``decode_rest`` and the turning back of a mirrored stream's codes, as
-    ``decode_alone`` ends. Returns True if the chunk ended as it must."""
-    q = out.size // LANES
-    if done < q and pos[0] <= words.size - LANES:
-        done += _rounds((words,), (table,), (nexts,), (out,), lanes, pos,
-                        np.full(1, done, dtype=np.int64), params, q - done)  # type: ignore[call-arg]
-    ok = decode_rest(words, precision, classes, transitions, quantizers, table, out, lanes,
-                     pos[0], done)  # fmt: skip
-    if ok and mirrored:
-        mirror_from(out, mirror_min, done, lanes)
-    return ok
+    return _finish_chunk(words, table, nexts, classes, transitions, quantizers, precision,
+                         mirrored, mirror_min, out, lanes, params,
+                         np.full(1, 2 * LANES, dtype=np.int64), 0)  # fmt: skip
 
 
 @_jit

@@ -103,7 +103,9 @@ def test_corrupt_streams_are_refused() -> None:
         decode_codes(bytes(stream))
 
 
-def test_a_quantized_model_at_low_rate_unpacks_byte_for_byte(tmp_path: Path) -> None:
+def unpacked_stream_versions(tmp_path: Path, spec: dict[str, object]) -> set[int]:
+    """The stream versions of the package of ``tests.models.cnn`` quantized by ``spec``,
+    once its unpacking has restored ``model.onnx`` byte for byte."""
     import onnx
 
     from quantcore.compress.artifacts import write_artifacts
@@ -114,12 +116,15 @@ def test_a_quantized_model_at_low_rate_unpacks_byte_for_byte(tmp_path: Path) -> 
     from tests import models
 
     onnx.save(models.cnn(), tmp_path / "in.onnx")
-    spec = {"target": {"weight_sqnr_db": 2.0}, "rdoq": "auto"}
     qmodel = quantize_model(load_model(tmp_path / "in.onnx"), QuantSpec.from_dict(spec))
     arts = write_artifacts(qmodel, tmp_path, build_onnx(qmodel))
     data = (tmp_path / "model.qpack").read_bytes()
     header, start = read_header(data)
-    versions = {data[start + t["offset"] + 4] for t in header["tensors"]}
-    assert 14 in versions
     unpack_file(tmp_path / "model.qpack", tmp_path / "back.onnx")
     assert (tmp_path / "back.onnx").read_bytes() == arts.model_path.read_bytes()
+    return {data[start + t["offset"] + 4] for t in header["tensors"]}
+
+
+def test_a_quantized_model_at_low_rate_unpacks_byte_for_byte(tmp_path: Path) -> None:
+    spec = {"target": {"weight_sqnr_db": 2.0}, "rdoq": "auto"}
+    assert 14 in unpacked_stream_versions(tmp_path, spec)

@@ -19,6 +19,7 @@ from quantcore.coding.trellis_coder import path_levels
 from quantcore.compress.trellis import trellis_levels
 from quantcore.errors import InvalidPackageError, InvalidSpecError
 from tests.core.coding.test_adaptive import assert_flips_and_cuts_refused
+from tests.core.coding.test_sparse import unpacked_stream_versions
 
 EIGHT, THIRTY_TWO = trellis_coder.EIGHT_STATE_VERSION, trellis_coder.WIDE_VERSION
 
@@ -136,22 +137,5 @@ def test_corrupt_streams_are_refused() -> None:
 
 
 def test_a_trellis_quantized_model_at_low_rate_unpacks_byte_for_byte(tmp_path: Path) -> None:
-    import onnx
-
-    from quantcore.compress.artifacts import write_artifacts
-    from quantcore.compress.pipeline import build_onnx, quantize_model
-    from quantcore.formats.load import load_model
-    from quantcore.formats.qpack import read_header, unpack_file
-    from quantcore.spec import QuantSpec
-    from tests import models
-
-    onnx.save(models.cnn(), tmp_path / "in.onnx")
     spec = {"target": {"weight_sqnr_db": 2.0}, "rdoq": "trellis"}
-    qmodel = quantize_model(load_model(tmp_path / "in.onnx"), QuantSpec.from_dict(spec))
-    arts = write_artifacts(qmodel, tmp_path, build_onnx(qmodel))
-    data = (tmp_path / "model.qpack").read_bytes()
-    header, start = read_header(data)
-    versions = {data[start + t["offset"] + 4] for t in header["tensors"]}
-    assert sparse.TRELLIS_VERSION in versions
-    unpack_file(tmp_path / "model.qpack", tmp_path / "back.onnx")
-    assert (tmp_path / "back.onnx").read_bytes() == arts.model_path.read_bytes()
+    assert sparse.TRELLIS_VERSION in unpacked_stream_versions(tmp_path, spec)

@@ -229,6 +229,18 @@ def test_large_streams_have_chunks_to_pair_whose_lanes_do_not_alias(
     assert trellis_coder.chunk_size(low - 1, True) == trellis_coder.CHUNK_SYMBOLS
 
 
+def _decodes_whole_and_by_chunk(stream: bytes, codes: np.ndarray) -> None:
+    """``stream`` decodes to ``codes`` on one thread (its chunks together), on two, and each
+    chunk alone through its ``fill``."""
+    for threads in (1, 2):
+        np.testing.assert_array_equal(decode_codes(stream, threads=threads), codes)
+    dtype, chunks = decode_plan(stream)
+    for c in chunks:
+        out = np.zeros(c.size, dtype=dtype)
+        c.fill(out)
+        np.testing.assert_array_equal(out, codes[c.start : c.start + c.size])
+
+
 @pytest.mark.parametrize("signs", [False, True])
 def test_low_rate_streams_are_paired_from_fewer_codes(signs: bool) -> None:
     """Under ``PAIRED_CODES`` codes, a stream of at most ``PAIRED_BITS`` bits a code (and at
@@ -244,14 +256,9 @@ def test_low_rate_streams_are_paired_from_fewer_codes(signs: bool) -> None:
         large_enough = len(stream) >= trellis_coder.PAIRED_MIN_BYTES
         low_rate = 8 * len(stream) <= trellis_coder.PAIRED_BITS * n
         assert (large_enough and low_rate) == paired
-        dtype, chunks = decode_plan(stream)
+        _, chunks = decode_plan(stream)
         assert len(chunks) == (2 if paired else 1)
-        for threads in (1, 2):
-            np.testing.assert_array_equal(decode_codes(stream, threads=threads), codes)
-        for c in chunks:
-            out = np.zeros(c.size, dtype=dtype)
-            c.fill(out)
-            np.testing.assert_array_equal(out, codes[c.start : c.start + c.size])
+        _decodes_whole_and_by_chunk(stream, codes)
 
 
 @pytest.mark.parametrize("signs", [False, True])
@@ -266,13 +273,8 @@ def test_a_large_stream_decodes_its_two_chunks_together(
     codes = (levels - code_min).astype(np.uint8)
     stream = trellis_coder.encode(codes, code_min, 2)
     assert stream is not None and stream[4] == (13 if signs else 12)
-    dtype, chunks = decode_plan(stream)
+    _, chunks = decode_plan(stream)
     assert len(chunks) == 2 and chunks[0].size == trellis_coder.chunk_size(codes.size)
-    for threads in (1, 2):
-        np.testing.assert_array_equal(decode_codes(stream, threads=threads), codes)
-    for c in chunks:
-        out = np.zeros(c.size, dtype=dtype)
-        c.fill(out)
-        np.testing.assert_array_equal(out, codes[c.start : c.start + c.size])
+    _decodes_whole_and_by_chunk(stream, codes)
     _scalar(monkeypatch)
     np.testing.assert_array_equal(decode_codes(stream, threads=1), codes)
