@@ -71,6 +71,7 @@ from service.store.storage import Storage, StorageError, make_storage
 from workers import forks
 from workers.heartbeat import Heartbeat
 from workers.resilience import DependencyDown, Retrier, is_no_space, is_outage
+from workers.restart import restart_after_hard_kill
 from workers.temp import TMP_PREFIX, job_folder, remove_job_folders
 
 log = logging.getLogger("quantserve.worker")
@@ -393,11 +394,14 @@ class JobTask(Task):
             message = f"the worker failed unexpectedly: {type(exc).__name__}: {exc}"
         # On a thread: billiard kills the pool process only once this hook returns, and the
         # write may wait on the database meanwhile.
-        threading.Thread(target=_record_failure, args=(job_id, code, message),
+        hard_kill = task_id if isinstance(exc, TimeLimitExceeded) else None
+        threading.Thread(target=_record_failure, args=(job_id, code, message, hard_kill),
                          name=f"fail-{job_id[:8]}", daemon=True).start()
 
 
-def _record_failure(job_id: str, code: str, message: str) -> None:
+def _record_failure(job_id: str, code: str, message: str, hard_kill: str | None) -> None:
+    """Mark the job failed and remove its folders; after a hard kill (``hard_kill`` is the
+    killed task's id), restart the worker (``workers.restart``)."""
     with forks.guard():
         try:
             worker_context(get_settings()).repo.fail(job_id, code, message)
@@ -405,6 +409,8 @@ def _record_failure(job_id: str, code: str, message: str) -> None:
             log.warning("job %s: failure not recorded: %s", job_id, exc.reason)
     time.sleep(1.0)  # the killed pool process is gone by now
     remove_job_folders(job_id)
+    if hard_kill is not None:
+        restart_after_hard_kill(hard_kill, get_settings().job_time_limit_s)
 
 
 @shared_task(base=JobTask, name=TASK_NAME, bind=True)

@@ -52,9 +52,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     Database.from_settings(settings).migrate()
     from service.queue.celery_app import app
+    from workers.restart import EXIT_RESTART, restart_requested
 
     app.worker_main(_worker_argv(settings, args))
-    return EXIT_OK
+    # A worker that shut down to restart says so (the supervisor restarts it either way).
+    return EXIT_RESTART if restart_requested() else EXIT_OK
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
