@@ -255,7 +255,7 @@ def encode_codes(
         if places is not None and sparse.accept(len(places), len(stream)):
             stream = places
     if code_min is not None and sparse.trellis_worth_trying(flat.size, histogram, code_min,
-                                                            replacing=stream[4]):  # fmt: skip
+                                                            replacing=stream):  # fmt: skip
         on_path = sparse.encode_trellis(flat, code_min, limit=len(stream) - 1)
         if on_path is not None and len(on_path) < len(stream):
             stream = on_path

@@ -42,19 +42,25 @@ from types import ModuleType
 import numpy as np
 import numpy.typing as npt
 
-from quantcore.coding import rans
+from quantcore.coding import rans, trellis_coder
 from quantcore.coding.adaptive import WIDE, _varint, open_sealed, seal
-from quantcore.coding.symbols import MAGIC, CodeArray
+from quantcore.coding.symbols import HEADER, MAGIC, CodeArray
 from quantcore.errors import InvalidPackageError
 
 VERSION = 14
 TRELLIS_VERSION = 15  # v14 over trellis indices, the state's quantizer known at each code
 THIRTY_TWO = 2  # v15's flag: the codes are on the 32-state machine's path (else 8-state)
 MAX_SHARE = 1 / 16  # of codes other than the mode, past which v2-v13 decode as fast
-# Of levels other than 0, past which a table-coded trellis stream (v12, v13: about 2 ns a
-# code with AVX-512, whatever the rate) may decode faster than v15 (about 80 ns a code of
-# another level): at 2.1-2.2% of them, nudenet's v12 and v13 tensors decoded 6-12% faster.
-TRELLIS_MAX_SHARE = 1 / 64
+# Of levels other than 0, past which a table-coded trellis stream (v5-v13) decodes faster
+# than v15 (60-95 ns a code of another level, with AVX-512): one of two chunks or more
+# decodes 2.4-2.9 ns a code (a pair's 16 lanes in flight), a stream of one chunk 3.2-4.8 ns
+# (its 8 lanes). On ocr-det, ocr-rec and nudenet at 7-13 dB, v15 decoded 1.2-2.5 times
+# faster at 2-4% of such codes, and a paired v12 1.5 times faster at 5.8% (nudenet's
+# model.9); a one-chunk stream, as fast as v15 at 5.4-5.8%, is replaced up to MAX_SHARE.
+TRELLIS_MAX_SHARE = 1 / 24
+# The same in place of an order-0 or context stream (v2, v3: about 1 ns a code, 4 chunks at
+# once), written where trellis codes code smaller that way.
+TABLE_MAX_SHARE = 1 / 64
 RANGE_CODED = (4, 9, VERSION, TRELLIS_VERSION)  # versions decoded a flag at a time
 SLACK_SHARE = 0.01  # of the smallest other stream's bytes, that v14 may add
 MAX_CODES = 1 << 31  # a header claiming more is corrupt
@@ -76,17 +82,25 @@ def worth_trying(count: int, counts: npt.NDArray[np.int64]) -> bool:
 
 
 def trellis_worth_trying(
-    count: int, counts: npt.NDArray[np.int64], code_min: int, replacing: int
+    count: int, counts: npt.NDArray[np.int64], code_min: int, replacing: bytes
 ) -> bool:
     """Whether ``count`` trellis codes of bincount ``counts``, code ``-code_min`` standing
-    for level 0, are sparse enough for v15 to decode faster than the stream of version
-    ``replacing``: a range-coded one (v4, v9, v14: a flag at a time) up to ``MAX_SHARE`` of
-    codes of other levels, a table-coded one up to ``TRELLIS_MAX_SHARE``."""
+    for level 0, are sparse enough for v15 to decode faster than the stream ``replacing``:
+    a range-coded one (v4, v9, v14: a flag at a time) or a trellis stream of one chunk up to
+    ``MAX_SHARE`` of codes of other levels, a trellis stream of more chunks up to
+    ``TRELLIS_MAX_SHARE``, another up to ``TABLE_MAX_SHARE``."""
     zero = -code_min
     if not count or count > MAX_CODES or not 0 <= zero < counts.size:
         return False
     others = count - int(counts[zero])
-    share = MAX_SHARE if replacing in RANGE_CODED else TRELLIS_MAX_SHARE
+    version = replacing[4]
+    if version in RANGE_CODED:
+        share = MAX_SHARE
+    elif version in trellis_coder.VERSIONS:
+        chunks = HEADER.unpack_from(replacing)[9]
+        share = MAX_SHARE if chunks <= 1 else TRELLIS_MAX_SHARE
+    else:
+        share = TABLE_MAX_SHARE
     return 0 < others <= count * share
 
 

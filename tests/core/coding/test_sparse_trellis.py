@@ -24,6 +24,10 @@ from tests.core.coding.test_sparse import unpacked_stream_versions
 EIGHT, THIRTY_TWO = trellis_coder.EIGHT_STATE_VERSION, trellis_coder.WIDE_VERSION
 
 
+def _chunks(stream: bytes) -> int:
+    return int(struct.unpack_from("<I", stream, 28)[0])  # the header's chunk count
+
+
 def _tcq(n: int, step: float, m_max: int, dtype: type, machine: int, seed: int = 0,
          ) -> np.ndarray:  # fmt: skip
     """Codes (level + m_max) of a Laplacian quantized by TCQ at a coarse ``step``: mostly
@@ -89,20 +93,27 @@ def test_run_tables_follow_the_machine(flag: int) -> None:
 
 
 def test_written_where_smaller_and_faster() -> None:
-    codes = _tcq(300_000, 2.6, 120, np.uint8, THIRTY_TWO, seed=5)
-    counts = np.bincount(codes)
-    assert 0 < codes.size - counts[120] <= codes.size * sparse.TRELLIS_MAX_SHARE
-    chosen = encode_codes(codes, code_min=-120)
-    table = encode_codes(codes, code_min=-120, version=12)
-    assert chosen[4] == sparse.TRELLIS_VERSION
-    assert len(chosen) < len(table)
-    np.testing.assert_array_equal(decode_codes(chosen, count=codes.size), codes)
-    # Denser than TRELLIS_MAX_SHARE: a table-coded stream decodes faster, and stays.
-    dense = _tcq(100_000, 2.4, 120, np.uint8, THIRTY_TWO, seed=6)
-    share = 1 - np.bincount(dense)[120] / dense.size
-    assert sparse.TRELLIS_MAX_SHARE < share <= sparse.MAX_SHARE
-    assert encode_codes(dense, code_min=-120)[4] != sparse.TRELLIS_VERSION
-    assert sparse.trellis_worth_trying(dense.size, np.bincount(dense), -120, replacing=9)
+    # 2.5% of codes not level 0: in place of a table-coded stream of one chunk or of two.
+    for n in (60_000, 300_000):
+        codes = _tcq(n, 2.4, 120, np.uint8, THIRTY_TWO, seed=6)
+        counts = np.bincount(codes)
+        assert 1 / 64 < 1 - counts[120] / codes.size <= sparse.TRELLIS_MAX_SHARE
+        chosen = encode_codes(codes, code_min=-120)
+        table = encode_codes(codes, code_min=-120, version=12)
+        assert _chunks(table) == (1 if n < trellis_coder.PAIRED_CODES else 2)
+        assert chosen[4] == sparse.TRELLIS_VERSION
+        assert len(chosen) < len(table)
+        np.testing.assert_array_equal(decode_codes(chosen, count=codes.size), codes)
+    # Denser than TRELLIS_MAX_SHARE: tried in place of a one-chunk stream (8 lanes decode
+    # slower than a pair's 16) or a range-coded one, not in place of two chunks.
+    for n, alone in ((60_000, True), (300_000, False)):
+        dense = _tcq(n, 2.25, 120, np.uint8, THIRTY_TWO, seed=6)
+        counts = np.bincount(dense)
+        assert sparse.TRELLIS_MAX_SHARE < 1 - counts[120] / dense.size <= sparse.MAX_SHARE
+        table = encode_codes(dense, code_min=-120, version=12)
+        assert sparse.trellis_worth_trying(dense.size, counts, -120, table) == alone
+        range_coded = encode_codes(dense, version=sparse.VERSION)
+        assert sparse.trellis_worth_trying(dense.size, counts, -120, range_coded)
     # Without code_min, off the paths, or nothing but level 0: refused when forced.
     with pytest.raises(InvalidSpecError, match="version 15"):
         encode_codes(codes, version=15)
