@@ -1,6 +1,7 @@
 """Time limits and cancel with a real worker: a job past its soft limit fails ``timeout``, one
-past its hard limit (the pool process killed) too, and a cancelled running job stops, with no
-artifacts. ``quantserve serve`` stops its worker when it is interrupted."""
+past its hard limit (the pool process killed) too and its worker restarts (under ``serve``, or
+exits for its orchestrator), and a cancelled running job stops, with no artifacts.
+``quantserve serve`` stops its worker when it is interrupted."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests import models
 from tests.workers.conftest import embedded_env
 from tests.workers.flow import save_model, submit_ok, upload_model, wait_final, wait_until
 from tests.workers.services import Service, wait_for
+from workers.restart import EXIT_RESTART
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -92,6 +94,31 @@ def test_a_job_past_its_time_limit_fails_with_timeout(
             nxt = submit_ok(client, model_id, {"bits": bits})
             final = wait_final(client, nxt["id"], 90, service.logs)
             assert final["status"] in ("succeeded", "failed"), service.logs()
+
+
+def test_a_worker_exits_to_restart_after_a_hard_kill(
+    redis_service: Callable[..., Service], tmp_path: Path, big_model: Path
+) -> None:
+    """A worker of its own (no `serve` above it), on Redis: after the hard kill it exits
+    with ``EXIT_RESTART`` for its orchestrator, and a new worker takes the job queued
+    behind."""
+    service = redis_service({"QUANTSERVE_JOB_SOFT_TIME_LIMIT_S": "2",
+                             "QUANTSERVE_JOB_TIME_LIMIT_S": "4"})  # fmt: skip
+    worker = service.start_worker()
+    with service.client() as client:
+        job = submit_ok(client, upload_model(client, big_model)["id"], SPEC)
+        wait_until(client, job["id"], lambda j: j["status"] == "running", timeout_s=60)
+        small = save_model(models.mlp((8, 8, 4)), tmp_path / "small.onnx")
+        queued = submit_ok(client, upload_model(client, small)["id"], {"bits": 4})
+        with job_store_locked(tmp_path / "quantserve.db"):
+            wait_for(lambda: "Hard time limit" in service.logs(), 30, "the hard limit")
+            time.sleep(1.0)  # as above: the kill lands before the lock goes
+        assert worker.process.wait(60) == EXIT_RESTART, service.logs()
+        done = wait_final(client, job["id"], 30, service.logs)
+        assert done["error"]["code"] == "timeout"
+        service.start_worker("successor")
+        final = wait_final(client, queued["id"], 90, service.logs)
+        assert final["status"] in ("succeeded", "failed"), service.logs()
 
 
 def test_cancelling_a_running_job_stops_it(
