@@ -35,9 +35,9 @@ from quantcore.quantizers.block_kernels import (
     SYMMETRIC,
     ZERO_POINT,
     block_quantize,
-    block_stats,
     gather_blocks,
 )
+from quantcore.quantizers.block_stats_kernels import block_stats
 from quantcore.quantizers.kernel_args import kernel_args, read_only
 from quantcore.spec import Method, QuantizerSpec, Support
 
