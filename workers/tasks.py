@@ -382,7 +382,9 @@ class JobTask(Task):
         job_id = args[0] if args else kwargs.get("job_id")
         if not isinstance(job_id, str) or isinstance(exc, (SystemExit, MemoryError)):
             return  # RecycleChild and MemoryError: the job is final already
+        hard_kill = None  # the killed task's id, after a hard time limit
         if isinstance(exc, TimeLimitExceeded):
+            hard_kill = task_id
             limit = get_settings().job_time_limit_s
             code = "timeout"
             message = (
@@ -394,7 +396,6 @@ class JobTask(Task):
             message = f"the worker failed unexpectedly: {type(exc).__name__}: {exc}"
         # On a thread: billiard kills the pool process only once this hook returns, and the
         # write may wait on the database meanwhile.
-        hard_kill = task_id if isinstance(exc, TimeLimitExceeded) else None
         threading.Thread(target=_record_failure, args=(job_id, code, message, hard_kill),
                          name=f"fail-{job_id[:8]}", daemon=True).start()
 

@@ -4,12 +4,15 @@ sum of squares, bit for bit the NumPy path's, before the blocks are quantized.""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from quantcore.quantizers.block_kernels import _extremes, _gather_at, _next_block, _sum
-
-_jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
-_inline = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", inline="always")
+from quantcore.quantizers.block_kernels import (
+    _extremes,
+    _gather_at,
+    _inline,
+    _jit,
+    _next_block,
+    _sum,
+)
 
 
 @_jit

@@ -15,6 +15,7 @@ import pytest
 
 from quantcore.coding import sparse, trellis_coder
 from quantcore.coding.entropy import decode_codes, decode_plan, encode_codes
+from quantcore.coding.symbols import HEADER
 from quantcore.coding.trellis_coder import path_levels
 from quantcore.compress.trellis import trellis_levels
 from quantcore.errors import InvalidPackageError, InvalidSpecError
@@ -25,7 +26,7 @@ EIGHT, THIRTY_TWO = trellis_coder.EIGHT_STATE_VERSION, trellis_coder.WIDE_VERSIO
 
 
 def _chunks(stream: bytes) -> int:
-    return int(struct.unpack_from("<I", stream, 28)[0])  # the header's chunk count
+    return int(HEADER.unpack_from(stream)[9])  # the header's chunk count
 
 
 def _tcq(n: int, step: float, m_max: int, dtype: type, machine: int, seed: int = 0,
