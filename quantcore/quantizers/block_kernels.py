@@ -114,15 +114,13 @@ def _gather(w3, block, size, count, xb):
 
 @_inline
 def _gather_at(w3, p, first, q, size, xb):
-    """The block at ``(p, first, q)`` into ``xb``, zeros past the axis' end: a contiguous
-    copy where blocks run along the last axis (``Q = 1``)."""
+    """The block at ``(p, first, q)`` into ``xb``, zeros past the axis' end. A loop, not a
+    slice: each slice of a block is a view whose reference count is taken and dropped
+    (two atomic operations), which at 32 weights cost more than the copy."""
     length = w3.shape[1]
     valid = min(size, length - first)
-    if w3.shape[2] == 1:
-        xb[:valid] = w3[p, first : first + valid, 0]
-    else:
-        for i in range(valid):
-            xb[i] = w3[p, first + i, q]
+    for i in range(valid):
+        xb[i] = w3[p, first + i, q]
     for i in range(valid, size):
         xb[i] = np.float32(0.0)
     return valid
@@ -203,7 +201,8 @@ def _codebook_values(xb, size, s, inv, tb, cb, levels, vb, sq, kind, limit, rati
                      max_index, signbit, edges, table, lut):
     for i in range(size):
         tb[i] = xb[i] * inv
-    encode_values(tb[:size], cb[:size], kind, limit, ratio, max_index, signbit, edges, table, lut)
+    # The buffers hold one block: passed whole, not as slices (see ``_gather_at``).
+    encode_values(tb, cb, kind, limit, ratio, max_index, signbit, edges, table, lut)
     for i in range(size):
         value = levels[cb[i]] * s
         vb[i] = value
@@ -230,7 +229,8 @@ def _kth(score, size, k, top):
     # Scores of codes with room are residuals, at most about half a step: a threshold that
     # about k + 2 of them pass if they are spread evenly, lowered until k pass; only those
     # are ranked. -inf (no room) passes none.
-    threshold = np.float32(0.5) - np.float32(k + 2) / np.float32(size)
+    margin = np.float32(k + 2) / np.float32(size)
+    threshold = np.float32(0.5) - margin
     while True:
         passed = 0
         for i in range(size):
@@ -239,7 +239,10 @@ def _kth(score, size, k, top):
             break
         if threshold == -np.inf:
             return threshold
-        lowered = threshold - np.float32(1.0)
+        # Twice the margin, so twice the scores expected to pass: lowered by a whole step,
+        # every score with room passed and blocks of 128 were then ranked by insertion.
+        margin += margin
+        lowered = np.float32(0.5) - margin
         threshold = np.float32(-np.inf) if threshold < np.float32(-1.0) else lowered
     m = 0
     for i in range(size):  # the passing scores to the front of ``top``, without branches
@@ -355,13 +358,9 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
         within = 0
         for i in range(size):
             within += (xb[i] >= clip_lo) & (xb[i] <= clip_hi)
-        if q_len == 1:
-            codes[p, start : start + valid, 0] = cb[:valid]
-            deq[p, start : start + valid, 0] = vb[:valid]
-        else:
-            for i in range(valid):
-                codes[p, start + i, q] = cb[i]
-                deq[p, start + i, q] = vb[i]
+        for i in range(valid):  # a loop, as in ``_gather_at``
+            codes[p, start + i, q] = cb[i]
+            deq[p, start + i, q] = vb[i]
         p, j, q = _next_block(p, j, q, count, q_len)
         error[k] = e
         inside[k] = within
