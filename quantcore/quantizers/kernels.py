@@ -124,6 +124,12 @@ def add_counts(codes, counts, mask):
     """``counts[code & mask] += 1`` for each code (1-D); four tables break the dependency
     between neighbours that share a code."""
     part = np.zeros((4, counts.size), np.int64)
+    _count_into(codes, part, mask)
+    _merge_counts(part, counts)
+
+
+@_inline
+def _count_into(codes, part, mask):
     n = codes.size
     quads = n - n % 4
     for i in range(0, quads, 4):
@@ -133,6 +139,10 @@ def add_counts(codes, counts, mask):
         part[3, codes[i + 3] & mask] += 1
     for i in range(quads, n):
         part[0, codes[i] & mask] += 1
+
+
+@_inline
+def _merge_counts(part, counts):
     for k in range(counts.size):
         counts[k] += part[0, k] + part[1, k] + part[2, k] + part[3, k]
 
@@ -146,6 +156,9 @@ def stream_chunk(w, gain, shift, scale, offset, kind, limit, ratio, max_index, e
     rows, per = w.shape
     affine = levels.size == 0
     inside = 0
+    # One set of partial counts for the chunk: per row, its allocation and merge cost 6% of
+    # an 8-bit channel job (4096 rows of 4096).
+    part = np.zeros((4, counts.size), np.int64)
     for r in range(rows):
         g, s, sc, off = gain[r], shift[r], scale[r], offset[r]
         t = err[r]
@@ -164,7 +177,8 @@ def stream_chunk(w, gain, shift, scale, offset, kind, limit, ratio, max_index, e
                 v = levels[codes[r, i]] * sc + off
                 deq[r, i] = v
                 t[i] = w[r, i] - v
-        add_counts(codes[r], counts, mask)
+        _count_into(codes[r], part, mask)
+    _merge_counts(part, counts)
     return inside
 
 
