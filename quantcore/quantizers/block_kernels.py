@@ -239,8 +239,8 @@ def _kth(score, size, k, top):
             break
         if threshold == -np.inf:
             return threshold
-        # Twice the margin, so twice the scores expected to pass: lowered by a whole step,
-        # every score with room passed and blocks of 128 were then ranked by insertion.
+        # Twice the margin, so about twice the scores pass: lowered by a whole step instead,
+        # every score with room passed, and a block of 128 was then ranked by insertion.
         margin += margin
         lowered = np.float32(0.5) - margin
         threshold = np.float32(-np.inf) if threshold < np.float32(-1.0) else lowered
