@@ -304,13 +304,14 @@ def channel_sample(
     take = min(per, max(limit // max(channels, 1), 16)) if limit else 0
     if take < per:
         index = np.sort(np.random.default_rng(seed).choice(per, size=take, replace=False))
-        picked = np.empty((channels, take + 2), np.float64)
         if view.flags.c_contiguous:  # rows in place: np.take, 1.7x a fancy index's speed
-            np.copyto(picked[:, :take], np.take(view.reshape(channels, per), index, axis=1))
+            rows = np.take(view.reshape(channels, per), index, axis=1)
         else:  # index the strided view directly: no copy of the whole tensor
             where = np.unravel_index(index, view.shape[1:])
             at: tuple[slice | np.ndarray, ...] = (slice(None), *where)
-            picked[:, :take] = view[at].reshape(channels, take)
+            rows = view[at].reshape(channels, take)
+        picked = np.empty((channels, take + 2), np.float64)
+        picked[:, :take] = rows
         picked[:, take] = moments.minimum
         picked[:, take + 1] = moments.maximum
     else:
