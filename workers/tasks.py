@@ -11,7 +11,8 @@ the row final and saying why:
 - a ``QuantError`` → failed with the core's code and message; a storage refusal (an upload
   gone) → failed ``storage_error``; a full disk, ``MemoryError`` or the memory limit →
   failed ``resource_limit`` (and the pool process is replaced);
-- the soft time limit → failed ``timeout``; the hard limit (the pool process is killed) →
+- the soft time limit → failed ``timeout`` (raised outside database calls, see
+  ``workers.soft_limit``); the hard limit (the pool process is killed) →
   failed ``timeout`` from ``JobTask.on_failure``, which runs in the worker's main process;
 - a cancel → the next progress call (or heartbeat) sees the row is no longer running and
   stops the job;
@@ -68,7 +69,7 @@ from service.store.db import Database
 from service.store.heartbeats import HeartbeatsRepo
 from service.store.jobs import ClaimedJob, JobsRepo
 from service.store.storage import Storage, StorageError, make_storage
-from workers import forks
+from workers import forks, soft_limit
 from workers.heartbeat import Heartbeat
 from workers.resilience import DependencyDown, Retrier, is_no_space, is_outage
 from workers.restart import restart_after_hard_kill
@@ -115,7 +116,7 @@ class WorkerContext:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerContext:
-        db = Database.from_settings(settings)
+        db = Database.from_settings(settings, guard=soft_limit.held)
         return cls(settings=settings, repo=JobsRepo(db), beats=HeartbeatsRepo(db),
                    storage=make_storage(settings))
 
@@ -142,8 +143,9 @@ class ProgressWriter:
     Writes are throttled to one per ``interval_s`` within a stage; a new stage and the end
     of a stage (fraction 1) are always written. Raises ``JobStopped`` when the row is no
     longer running or no longer ``attempt``'s (or the heartbeat found so), which unwinds
-    ``run_job`` at its next progress call. A write the database does not answer is skipped:
-    progress is not worth stopping the job for.
+    ``run_job`` at its next progress call, and ``SoftTimeLimitExceeded`` when the job's soft
+    time limit passed but its exception was dropped (``workers.soft_limit``). A write the
+    database does not answer is skipped: progress is not worth stopping the job for.
     """
 
     def __init__(
@@ -172,6 +174,7 @@ class ProgressWriter:
     def __call__(self, stage: Stage, fraction: float) -> None:
         if self.stopped is not None and self.stopped.is_set():
             raise self._stop()
+        soft_limit.raise_if_reached()
         now = self.clock()
         due = stage != self.stage or fraction >= 1.0 or now - self.last_write >= self.interval_s
         if not due:
@@ -298,6 +301,7 @@ def _timed_out(exc: BaseException) -> bool:
 def _execute(job_id: str, ctx: WorkerContext) -> Outcome:
     extra: dict[str, Any] = {}
     retry = Retrier(ctx.settings.dependency_retry_s)
+    soft_limit.start_job()
     job = _claim(job_id, ctx, retry)
     if job is None:
         log.info("job %s has nothing to run (final already, running elsewhere, or unknown)",

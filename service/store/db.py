@@ -12,6 +12,8 @@ no-op on other databases. The submission path takes it around its insert.
 Every session and connection handed out turns the driver's ``OperationalError`` (the database
 is down, unreachable or locked past its timeout) into the service's
 ``DatabaseUnavailableError``, so that no caller above the store needs to know SQLAlchemy.
+Each is also opened inside ``Database.guard``, a context its owner may set: a worker holds
+back its job's time limit there (``workers.soft_limit``), so that no call is left half-done.
 
 ``Database.migrate()`` runs the Alembic migrations to the newest revision; the API, the worker
 and the CLI call it at start-up. On PostgreSQL an advisory lock keeps replicas that start
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -100,8 +102,10 @@ class Database:
     def __init__(
         self, url: str, *, connect_timeout_s: float | None = None,
         statement_timeout_s: float | None = None,
+        guard: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
         self.url = url
+        self.guard = guard
         self.engine = make_engine(url, connect_timeout_s=connect_timeout_s,
                                   statement_timeout_s=statement_timeout_s)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
@@ -110,21 +114,24 @@ class Database:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Database:
+    def from_settings(
+        cls, settings: Settings,
+        guard: Callable[[], AbstractContextManager[object]] = nullcontext,
+    ) -> Database:
         """The database of ``settings``, with its time limits."""
         return cls(settings.database_url, connect_timeout_s=settings.db_connect_timeout_s,
-                   statement_timeout_s=settings.db_statement_timeout_s)
+                   statement_timeout_s=settings.db_statement_timeout_s, guard=guard)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session that is closed on exit; callers commit explicitly."""
-        with _answering(), self.sessionmaker() as session:
+        with self.guard(), _answering(), self.sessionmaker() as session:
             yield session
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         """A Core connection that is closed on exit; callers commit explicitly."""
-        with _answering(), self.engine.connect() as connection:
+        with self.guard(), _answering(), self.engine.connect() as connection:
             yield connection
 
     def migrate(self) -> None:
