@@ -161,8 +161,14 @@ class _Kernel:
         rows = 1 if w.ndim == 1 else w.shape[0]
 
         def per_row(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-            return np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype).reshape(-1),
-                                                        (rows,)))  # fmt: skip
+            # One value a row, read only: the caller's array where it already is that
+            # (broadcast_to and a copy cost 5% of a layer job's 64 chunks).
+            flat = np.asarray(values, dtype).reshape(-1)
+            if flat.size == rows:
+                return np.ascontiguousarray(flat)
+            if flat.size == 1:
+                return np.full(rows, flat[0], dtype)
+            return np.ascontiguousarray(np.broadcast_to(flat, (rows,)))  # raises: no fit
 
         shape2 = (rows, w.size // max(rows, 1))
         self.inside += int(stream_chunk(  # type: ignore[call-arg]
