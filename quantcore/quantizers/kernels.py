@@ -26,7 +26,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from quantcore.quantizers.breakpoints import BUCKETS
-from quantcore.quantizers.kernel_args import DEADZONE_INDEX, MIDRISE, TABLE
+from quantcore.quantizers.kernel_args import DEADZONE_INDEX, MIDRISE, SIGNED_DEADZONE, TABLE
 
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 # Helpers called per weight are inlined by numba itself: a call that passes arrays would
@@ -150,6 +150,48 @@ def _merge_counts(part, counts):
         counts[k] += part[0, k] + part[1, k] + part[2, k] + part[3, k]
 
 
+@_inline
+def _lowest_code(kind, limit, max_index):
+    """The lowest code of the family's encoder, and whether its codes span at most 16
+    values (one nibble tells them apart): midrise ``[-limit-1, limit]``, midtread
+    ``[-max_index, max_index]``, dead-zone index ``[0, 2·max_index]``; a table: never said."""
+    if kind == MIDRISE:
+        return -int(limit) - 1, int(limit) <= 7
+    if kind == SIGNED_DEADZONE:
+        return -max_index, max_index <= 7
+    if kind == DEADZONE_INDEX:
+        return 0, max_index <= 7
+    return 0, False
+
+
+@_inline
+def _count_pairs(codes, pairs, single):
+    """Codes of at most 16 values counted two at a time, by their pair of nibbles: half the
+    increments of ``_count_into``, the part of a 4-bit chunk's time it took (0.6 of 1.7 ns a
+    weight on a Zen 3)."""
+    n = codes.size
+    octets = n - n % 8
+    for i in range(0, octets, 8):
+        pairs[0, (codes[i] & 15) | (codes[i + 1] & 15) << 4] += 1
+        pairs[1, (codes[i + 2] & 15) | (codes[i + 3] & 15) << 4] += 1
+        pairs[2, (codes[i + 4] & 15) | (codes[i + 5] & 15) << 4] += 1
+        pairs[3, (codes[i + 6] & 15) | (codes[i + 7] & 15) << 4] += 1
+    for i in range(octets, n):
+        single[codes[i] & 15] += 1
+
+
+@_inline
+def _merge_pairs(pairs, single, lowest, mask, counts):
+    """``_count_pairs``' tables into ``counts``: nibble ``v`` is the code in
+    ``[lowest, lowest + 15]`` whose low 4 bits are ``v``."""
+    for k in range(256):
+        both = pairs[0, k] + pairs[1, k] + pairs[2, k] + pairs[3, k]
+        single[k & 15] += both
+        single[k >> 4] += both
+    for v in range(16):
+        counts[(lowest + ((v - lowest) & 15)) & mask] += single[v]
+
+
 @_jit
 def stream_chunk(w, gain, shift, scale, offset, kind, limit, ratio, max_index, edge,
                  signbit, edges, table, lut, levels, mask, codes, deq, err, counts):
@@ -161,7 +203,9 @@ def stream_chunk(w, gain, shift, scale, offset, kind, limit, ratio, max_index, e
     inside = 0
     # One set of partial counts for the chunk: allocated and merged per row, they cost 5-7% of
     # a uniform chunk's time at rows of 4096.
-    part = np.zeros((4, counts.size), np.int64)
+    lowest, nibbles = _lowest_code(kind, limit, max_index)
+    part = np.zeros((4, 256 if nibbles else counts.size), np.int64)
+    single = np.zeros(16, np.int64)
     for r in range(rows):
         g, s, sc, off = gain[r], shift[r], scale[r], offset[r]
         t = err[r]
@@ -180,8 +224,14 @@ def stream_chunk(w, gain, shift, scale, offset, kind, limit, ratio, max_index, e
                 v = levels[codes[r, i]] * sc + off
                 deq[r, i] = v
                 t[i] = w[r, i] - v
-        _count_into(codes[r], part, mask)
-    _merge_counts(part, counts)
+        if nibbles:
+            _count_pairs(codes[r], part, single)
+        else:
+            _count_into(codes[r], part, mask)
+    if nibbles:
+        _merge_pairs(part, single, lowest, mask, counts)
+    else:
+        _merge_counts(part, counts)
     return inside
 
 

@@ -77,6 +77,28 @@ def test_layer_and_channel_paths_match_numpy(
     assert fast.report == ref.report
 
 
+# Codes of at most 16 values are counted two at a time (``kernels._count_pairs``): each family
+# whose codes span 16 values or fewer, rows of a length no multiple of the 8 codes a step
+# takes, and one of 17 values (5-bit dead-zone index) counted one at a time.
+@pytest.mark.parametrize("spec", [
+    QuantizerSpec(bits=2), QuantizerSpec(bits=4), QuantizerSpec(bits=5),
+    QuantizerSpec(bits=4, rounding=Rounding.MIDTREAD),
+    QuantizerSpec(method=Method.DEADZONE, bits=4, deadzone_ratio=0.3),
+    QuantizerSpec(method=Method.DEADZONE, bits=4, deadzone_ratio=0.0),
+    QuantizerSpec(method=Method.DEADZONE, bits=5, deadzone_ratio=0.3),
+], ids=lambda s: f"{s.method.value}{s.bits}-{s.rounding}-{s.deadzone_ratio}")  # fmt: skip
+@pytest.mark.parametrize("granularity", [Granularity.LAYER, Granularity.CHANNEL])
+def test_counts_of_narrow_codes_match_numpy(
+    monkeypatch: pytest.MonkeyPatch, spec: QuantizerSpec, granularity: Granularity
+) -> None:
+    w = heavy((9, 203), seed=3)
+    req = TensorRequest(name="w", weights=w, quantizer=spec, channel_axis=0)
+    fast, ref = both(monkeypatch, stream, lambda: quantize_tensors([req], granularity)[0])
+    assert np.array_equal(fast.quantized.codes, ref.quantized.codes)
+    assert np.array_equal(fast.counts, ref.counts)
+    assert int(np.count_nonzero(ref.counts)) > 2
+
+
 def test_large_channels_take_the_chunked_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stream, "CHUNK", 1 << 10)  # channels longer than a chunk
     w = heavy((6, 5000), seed=3)
