@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from billiard.pool import soft_timeout_sighandler
 from celery.exceptions import SoftTimeLimitExceeded
 
 __all__ = ["held", "raise_if_reached", "start_job"]
@@ -51,10 +52,10 @@ def start_job() -> None:
     """Forget the previous job's limit and, on a pool process's main thread (where billiard
     put its own handler), take over the limit's signal."""
     _state.reached = _state.pending = False
-    if SIGNAL is None or not _on_main_thread():
-        return
-    current = signal.getsignal(SIGNAL)
-    if current not in (signal.SIG_DFL, signal.SIG_IGN, None, _on_soft_limit):
+    # Only billiard's handler: elsewhere (a solo pool) SIGUSR1 is Celery's traceback dump.
+    if SIGNAL is not None and _on_main_thread() and (
+        signal.getsignal(SIGNAL) is soft_timeout_sighandler
+    ):
         signal.signal(SIGNAL, _on_soft_limit)
 
 

@@ -96,6 +96,20 @@ def test_a_limit_dropped_by_a_finalizer_is_raised_at_the_next_progress_report(
         report(Stage.QUANTIZING, 0.5)
 
 
+def test_another_handler_of_the_signal_is_left_alone() -> None:
+    """A solo pool's worker, where SIGUSR1 is Celery's traceback dump: not a time limit."""
+
+    def dump(_signum: int, _frame: object) -> None:
+        pass
+
+    before = signal.signal(signal.SIGUSR1, dump)
+    try:
+        soft_limit.start_job()
+        assert signal.getsignal(signal.SIGUSR1) is dump
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+
+
 def test_a_new_job_forgets_the_last_ones_limit(limit_signal: None) -> None:
     with pytest.raises(SoftTimeLimitExceeded):
         send_limit()
