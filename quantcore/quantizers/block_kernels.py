@@ -341,10 +341,11 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
             _keep_sums(size, cmin, cmax, qb, rb, score, top)
             off = zp if mode == ZERO_POINT else np.float32(0.0)
             for i in range(size):
-                c = int(qb[i])
-                cb[i] = c
+                # int32: vectorised where int64 is not (see kernels._midrise).
+                code = np.int32(qb[i])
+                cb[i] = code
                 # From the stored code, as ``decode`` computes it (a code 0 is +0, never -0).
-                value = (np.float32(c) - off) * s
+                value = (np.float32(code) - off) * s
                 vb[i] = value
                 d = np.float64(value - xb[i])
                 sq[i] = d * d
