@@ -261,17 +261,10 @@ def sample_errors(rows, pick, gain, scale, offset, kind, limit, ratio, max_index
 
 @_inline
 def _midrise_errors(x, g, sc, off, limit, out):
-    """The affine midrise case of ``sample_errors`` in one loop the compiler vectorises:
-    the clamped ``t`` fits an int32 (``limit`` is the largest code), whose truncation equals
-    the int64 one of ``_midrise``, and the code's float32 value is the stored code's."""
+    """The affine midrise case of ``sample_errors`` in one loop the compiler vectorises
+    (``_midrise`` truncates through int32); the code's float32 value is the stored code's."""
     for i in range(x.size):
-        t = x[i] * g + np.float32(-0.0)
-        negative = t < 0
-        if t > limit:
-            t = limit
-        elif t < -limit:
-            t = -limit
-        code = np.int32(t) - np.int32(1 if negative else 0)
+        code = _midrise(x[i] * g + np.float32(-0.0), limit)
         out[i] = np.float64(x[i] - (np.float32(code) * sc + off))
 
 
