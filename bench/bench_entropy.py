@@ -7,7 +7,7 @@ at R bits with the support sqrt(2)*ln(2**R) (the ``hui`` rule of API.md). For ea
 - ``encode_codes`` / ``decode_codes``, v2 and v1: bits per weight against the entropy, M codes/s
   on 1 and 2 threads: v2 codes one stream's chunks in parallel, v1 two streams (the two halves)
   on two threads, what coding two tensors at once gives (constriction holds the GIL); v2
-  decodes with the grouped vector decoder where the CPU has AVX-512 (``rans_batch``), and
+  decodes with the grouped vector decoder where the CPU has AVX2 or AVX-512 (``rans_batch``), and
   its previous scalar kernel is timed in the same run (``v2_scalar_decode_per_cpu_s``);
 - baselines in the same run: ``pack_bits`` at R bits, and zstd (one thread) at levels 3 and
   19 on the packed codes; level 19 (about 5 MB/s) on the first

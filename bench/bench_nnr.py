@@ -10,7 +10,7 @@ ours smaller). Each point also has its decoding speed in weights per CPU second:
 package's code sections decoded on one thread (best of 9), the reference's
 ``nnc.decompress`` of its bitstream at the QP nearest in weight SQNR; and, as a baseline of
 our own in the same runs, the package decoded by the scalar kernels alone (``scalar``: no
-vector decoder, as on a CPU without AVX-512).
+vector decoder, as on a CPU without AVX2).
 
 Methods (``--methods``):
 

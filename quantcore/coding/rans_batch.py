@@ -1,9 +1,10 @@
 """Decoding many chunks at once: the v2 chunks of any streams through the vector decoder
-(``quantcore.coding.rans_simd``), ``GROUP`` of them advancing together, each replaced by
-the next as it ends; the trellis streams' chunks together through ``trellis_batch``; any
-other chunk (v3, v1, wide tables, or no AVX-512) by its own ``fill``. The codes are the
-same either way. ``fill_nibbles`` stores 4-bit codes two per byte, as the vector decoder
-goes (elsewhere through a per-thread buffer)."""
+(``quantcore.coding.rans_simd``, or ``rans_avx2`` on a CPU with AVX2 but no AVX-512),
+``GROUP`` of them advancing together, each replaced by the next as it ends; the trellis
+streams' chunks together through ``trellis_batch``; any other chunk (v3, v1, wide tables, or
+no AVX2) by its own ``fill``. The codes are the same either way. ``fill_nibbles`` stores
+4-bit codes two per byte, as the vector decoder goes (elsewhere through a per-thread
+buffer)."""
 
 from __future__ import annotations
 
@@ -28,13 +29,14 @@ _usable: bool | None = None
 
 
 def vector_kernels() -> ModuleType | None:
-    """``rans_simd``, imported on first use, or None where its loop would not pay."""
+    """The vector loop for this CPU, imported on first use: ``rans_simd`` with AVX-512,
+    ``rans_avx2`` with AVX2 alone, else None (the scalar kernels)."""
     global _kernels, _usable
     if _usable is None:
-        from quantcore.coding import rans_simd
+        from quantcore.coding import rans_avx2, rans_simd
 
-        _usable = rans_simd.available()
-        _kernels = rans_simd if _usable else None
+        _kernels = next((k for k in (rans_simd, rans_avx2) if k.available()), None)
+        _usable = _kernels is not None
     return _kernels
 
 

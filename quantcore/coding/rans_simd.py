@@ -11,14 +11,16 @@ stores the 8 codes with their raw low bits ORed in (up to 8 bits a code: one 64-
 round; more are ORed in after). The stream format is v2's unchanged.
 
 LLVM lowers this to AVX-512 (gathers, ``vpmullq``, ``vpexpandd``); ``available`` says whether
-the CPU has it, and the caller keeps the scalar kernels otherwise. The loop stops for every
-chunk as soon as one has fewer than 8 words or 8 bytes of low bits left, or ``limit``
-rounds are done, so it never reads past a chunk's words or low bits, nor writes past its
-full rounds; ``finish`` decodes what is left of a chunk with the scalar step (clamped word
-reads, as ``rans_kernels``) and checks its end. ``rounds_nibbles`` and ``finish_nibbles``
-store each round's 8 codes, plus a constant, as 4 bytes of two 4-bit values (ONNX's INT4 and
-UINT4 ``raw_data``), so that a 4-bit tensor is decoded straight into its place. Tables are
-``f | (slot - c) << 16 | value << 32`` (uint64) for precisions up to 16.
+the CPU has it. On a CPU with AVX2 alone, ``rans_avx2`` runs the same loop with the states
+refilled by a permutation (``refilled``); elsewhere the caller keeps the scalar kernels. The
+loop stops for every chunk as soon as one has fewer than 8 words or 8 bytes of low bits
+left, or ``limit`` rounds are done, so it never reads past a chunk's words or low bits, nor
+writes past its full rounds; ``finish`` decodes what is left of a chunk with the scalar step
+(clamped word reads, as ``rans_kernels``) and checks its end. ``rounds_nibbles`` and
+``finish_nibbles`` store each round's 8 codes, plus a constant, as 4 bytes of two 4-bit
+values (ONNX's INT4 and UINT4 ``raw_data``), so that a 4-bit tensor is decoded straight into
+its place. Tables are ``f | (slot - c) << 16 | value << 32`` (uint64) for precisions up to
+16.
 """
 
 from __future__ import annotations
@@ -36,15 +38,25 @@ _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 _I1, _I8, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 
 
-def available() -> bool:
-    """Whether numba compiles for this machine's CPU and it has the AVX-512 the loop needs
-    (elsewhere LLVM would emulate the gathers and expanding loads, slower than scalar)."""
+def compiled_features() -> dict[str, bool]:
+    """The CPU features numba compiles for: the host's, or those ``NUMBA_CPU_FEATURES`` names
+    (``+avx2,-avx512f,...``); none where ``NUMBA_CPU_NAME`` names another CPU without them (a
+    cache for other machines may not use the host's instructions)."""
     import llvmlite.binding as llvm
     from numba.core import config
 
+    named = getattr(config, "CPU_FEATURES", None)
+    if named:
+        return {f[1:]: f[0] == "+" for f in str(named).split(",") if f[:1] in "+-" and f[1:]}
     if getattr(config, "CPU_NAME", None) not in (None, "host"):
-        return False
-    features = llvm.get_host_cpu_features()
+        return {}
+    return dict(llvm.get_host_cpu_features())
+
+
+def available() -> bool:
+    """Whether the CPU numba compiles for has the AVX-512 the loop needs (elsewhere LLVM
+    would emulate the gathers and expanding loads, slower than scalar)."""
+    features = compiled_features()
     return all(features.get(f, False) for f in ("avx512f", "avx512dq", "avx512vl"))
 
 
@@ -110,21 +122,60 @@ def renormalised(builder: ir.IRBuilder, expand: ir.Function, ctpop: ir.Function,
     return builder.select(under, refilled, x), builder.add(pos, read)
 
 
+def refill_table(module: ir.Module) -> ir.GlobalVariable:
+    """For each mask of the states below ``L`` (bit ``i``: lane ``i``), the index among the
+    next 8 words of the word each such lane takes: the number of such lanes before it. AVX2
+    has no expanding load; a permutation by this row is the same (``refilled``)."""
+    name = "quantserve.rans.refill"
+    if name in module.globals:
+        return module.globals[name]
+    rows = [bin(m & ((1 << i) - 1)).count("1") for m in range(256) for i in range(LANES)]
+    ty = ir.ArrayType(_I8, len(rows))
+    table = ir.GlobalVariable(module, ty, name)
+    table.initializer = ir.Constant(ty, rows)
+    table.global_constant = True
+    table.linkage = "internal"
+    return table
+
+
+def refilled(builder: ir.IRBuilder, ctpop: ir.Function, x: ir.Value, words: ir.Value,
+             pos: ir.Value) -> tuple[ir.Value, ir.Value]:  # fmt: skip
+    """``renormalised`` without the expanding load: the next 8 words (the round loop stops
+    while 8 are left) permuted by ``refill_table``'s row (``vpermd``)."""
+    v64, v32 = ir.VectorType(_I64, LANES), ir.VectorType(_I32, LANES)
+    permute = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(v32, [v32, v32]), "llvm.x86.avx2.permd"
+    )
+    under = builder.icmp_unsigned("<", x, _const(int(_L)))
+    mask = builder.bitcast(under, _I8)
+    row = builder.gep(refill_table(builder.module), [ir.Constant(_I32, 0),
+                      builder.mul(builder.zext(mask, _I32), ir.Constant(_I32, LANES))])  # fmt: skip
+    index = builder.zext(builder.load(builder.bitcast(row, ir.VectorType(_I8, LANES).as_pointer()),
+                                      align=1), v32)  # fmt: skip
+    next_words = builder.load(builder.bitcast(builder.gep(words, [pos]), v32.as_pointer()), align=4)
+    word = builder.call(permute, [next_words, index])
+    refilled_x = builder.or_(builder.shl(x, _const(32)), builder.zext(word, v64))
+    read = builder.zext(builder.call(ctpop, [mask]), _I64)
+    return builder.select(under, refilled_x, x), builder.add(pos, read)
+
+
 PARAMS = 3  # per chunk: precision, raw bits, what is added to a nibble
 
 
-def _make_rounds(nibbles: bool) -> object:
-    """The round loop's intrinsic, storing codes (``nibbles`` False) or nibbles."""
+def make_rounds(nibbles: bool, permuted: bool = False) -> object:
+    """The round loop's intrinsic, storing codes (``nibbles`` False) or nibbles; with
+    ``permuted``, refilling the states by ``refilled`` (AVX2) instead of an expanding load."""
 
     @intrinsic
     def rounds_intrinsic(typingctx, words, tables, lows, outs, states, pos, base, params, limit):
-        return _rounds_codegen(nibbles, words, tables, lows, outs, states, pos, base, params,
-                               limit)  # fmt: skip
+        return _rounds_codegen(nibbles, permuted, words, tables, lows, outs, states, pos, base,
+                               params, limit)  # fmt: skip
 
     return rounds_intrinsic
 
 
-def _rounds_codegen(nibbles, words, tables, lows, outs, states, pos, base, params, limit):
+def _rounds_codegen(nibbles, permuted, words, tables, lows, outs, states, pos, base, params,
+                    limit):  # fmt: skip
     """Up to ``limit`` rounds of each of the ``K`` chunks (tuples of their words, tables, low
     bits and outputs); ``states`` (8 per chunk), ``pos`` (the next word) are updated in place,
     ``base`` (the rounds done before) read, ``params`` = ``PARAMS`` per chunk. Returns the
@@ -209,7 +260,10 @@ def _rounds_codegen(nibbles, words, tables, lows, outs, states, pos, base, param
             freq = builder.and_(e, _const(0xFFFF))
             bias = builder.and_(builder.lshr(e, _const(16)), _const(0xFFFF))
             x = builder.add(builder.mul(freq, builder.lshr(x, s["prec"])), bias)
-            x, pos = renormalised(builder, expand, ctpop, x, w_arrays[k].data, pos)
+            if permuted:
+                x, pos = refilled(builder, ctpop, x, w_arrays[k].data, pos)
+            else:
+                x, pos = renormalised(builder, expand, ctpop, x, w_arrays[k].data, pos)
             s["x_phi"].add_incoming(x, body)
             s["pos_phi"].add_incoming(pos, body)
         r.add_incoming(builder.add(r, ir.Constant(_I64, 1)), body)
@@ -223,8 +277,8 @@ def _rounds_codegen(nibbles, words, tables, lows, outs, states, pos, base, param
     return sig, codegen
 
 
-_rounds = _make_rounds(False)
-_rounds_nibbles = _make_rounds(True)
+_rounds = make_rounds(False)
+_rounds_nibbles = make_rounds(True)
 
 
 @_jit

@@ -1,21 +1,31 @@
-"""The vector decoder of stream v2 (``rans_batch``, ``rans_simd``): the codes of the scalar
-kernel whatever the chunks grouped together, and corrupt chunks refused without reading
-out of bounds."""
+"""The vector decoders of stream v2 (``rans_batch``; ``rans_simd`` with AVX-512, ``rans_avx2``
+with AVX2): the codes of the scalar kernel whatever the chunks grouped together, and corrupt
+chunks refused without reading out of bounds. Each test runs with every loop this CPU can
+run (an AVX-512 CPU runs both)."""
 
 from __future__ import annotations
+
+from types import ModuleType
 
 import numpy as np
 import pytest
 
-from quantcore.coding import rans, rans_batch, rans_chunks
+from quantcore.coding import rans, rans_avx2, rans_batch, rans_chunks, rans_simd
 from quantcore.coding.entropy import decode_plan, encode_codes
 from quantcore.errors import InvalidPackageError
 from tests.core.coding.test_context import correlated_codes
 from tests.core.coding.test_entropy import laplacian_codes
 
-needs_vector = pytest.mark.skipif(
-    rans_batch.vector_kernels() is None, reason="no AVX-512: the scalar kernels decode"
-)
+
+@pytest.fixture(params=[rans_simd, rans_avx2], ids=["avx512", "avx2"])
+def vector(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """``rans_batch`` decoding with one vector loop (skipped where the CPU cannot run it)."""
+    kernels = request.param
+    if not kernels.available():
+        pytest.skip(f"{kernels.__name__}: this CPU lacks its instructions")
+    monkeypatch.setattr(rans_batch, "_kernels", kernels)
+    monkeypatch.setattr(rans_batch, "_usable", True)
+    return kernels
 
 
 def _streams(monkeypatch: pytest.MonkeyPatch, chunk: int) -> list[tuple[bytes, np.ndarray]]:
@@ -36,7 +46,7 @@ def _streams(monkeypatch: pytest.MonkeyPatch, chunk: int) -> list[tuple[bytes, n
     return [(encode_codes(c, version=2), c) for c in cases]
 
 
-@needs_vector
+@pytest.mark.usefixtures("vector")
 @pytest.mark.parametrize("chunk", [1000, 4096, 65_536])
 def test_grouped_chunks_decode_as_the_scalar_kernel(
     chunk: int, monkeypatch: pytest.MonkeyPatch
@@ -58,11 +68,10 @@ def test_grouped_chunks_decode_as_the_scalar_kernel(
     assert vector >= len(jobs) // 2  # most chunks went through the vector loop
 
 
-@needs_vector
-def test_the_groups_compile_once_for_each_size() -> None:
+def test_the_groups_compile_once_for_each_size(vector: ModuleType) -> None:
     rans.compile_kernels()
     kernels = rans_batch.vector_kernels()
-    assert kernels is not None
+    assert kernels is vector
     before = len(kernels.rounds.signatures)
     assert before >= 2 * kernels.GROUP  # 1 to GROUP chunks, 8- and 16-bit codes
     data = encode_codes(laplacian_codes(9_000_001, 4, seed=4), version=2)  # 5 chunks
@@ -87,7 +96,7 @@ def test_without_the_vector_loop_each_chunk_fills_itself(
     np.testing.assert_array_equal(out, codes)
 
 
-@needs_vector
+@pytest.mark.usefixtures("vector")
 def test_corrupt_words_are_refused_or_decode_in_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Words changed after the CRC (a stream's words handed over as they are): every chunk
     either fails its end check or decodes to its size; nothing is read or written outside."""
@@ -140,15 +149,18 @@ def _nibble_streams(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, np.nda
     return [(encode_codes(c, version=v), c) for c, v in cases]
 
 
-@pytest.mark.parametrize("vector", [True, False])
-def test_nibbles_are_the_codes_packed_two_a_byte(
-    vector: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if not vector:
-        monkeypatch.setattr(rans_batch, "_usable", False)
-        monkeypatch.setattr(rans_batch, "_kernels", None)
-    elif rans_batch.vector_kernels() is None:
-        pytest.skip("no AVX-512: the scalar kernels decode")
+@pytest.mark.usefixtures("vector")
+def test_nibbles_are_the_codes_packed_two_a_byte(monkeypatch: pytest.MonkeyPatch) -> None:
+    _check_nibbles(monkeypatch)
+
+
+def test_nibbles_without_a_vector_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rans_batch, "_usable", False)
+    monkeypatch.setattr(rans_batch, "_kernels", None)
+    _check_nibbles(monkeypatch)
+
+
+def _check_nibbles(monkeypatch: pytest.MonkeyPatch) -> None:
     jobs, expected = [], []
     for k, (data, codes) in enumerate(_nibble_streams(monkeypatch)):
         add = (-8, 0, 5, 3, -1)[k]
@@ -162,3 +174,19 @@ def test_nibbles_are_the_codes_packed_two_a_byte(
     for packed, reference in expected:
         np.testing.assert_array_equal(packed[: reference.size], reference)
         assert (packed[reference.size :] == 0xAB).all()
+
+
+def test_the_loop_follows_the_features_numba_compiles_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache built for another CPU (``NUMBA_CPU_NAME``) gets no vector loop unless its
+    features are named; named features choose the loop (an AVX2 machine on any host)."""
+    from numba.core import config
+
+    monkeypatch.setattr(config, "CPU_NAME", "znver3", raising=False)
+    monkeypatch.setattr(config, "CPU_FEATURES", None, raising=False)
+    assert not rans_simd.available() and not rans_avx2.available()
+    monkeypatch.setattr(config, "CPU_FEATURES", "+sse4.2,+avx2,-avx512f,-avx512dq")
+    assert not rans_simd.available() and rans_avx2.available()
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx2,+avx512f,+avx512dq,+avx512vl")
+    assert rans_simd.available()
+    monkeypatch.setattr(config, "CPU_FEATURES", "+sse4.2,-avx2")
+    assert not rans_avx2.available()

@@ -262,7 +262,7 @@ def test_batches_of_chunks_across_tensors_restore_exactly(tmp_path, bits, monkey
     (tmp_path / "m.qpack").write_bytes(
         pack(written, coded, fmt=ModelFormat.ONNX, bodies=bodies).data
     )
-    for vector in (True, False):  # where the CPU has AVX-512; then the scalar kernels
+    for vector in (True, False):  # where the CPU has AVX2 or AVX-512; then the scalar kernels
         if not vector:
             monkeypatch.setattr(rans_batch, "_usable", False)
             monkeypatch.setattr(rans_batch, "_kernels", None)
