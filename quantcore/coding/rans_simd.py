@@ -122,34 +122,41 @@ def renormalised(builder: ir.IRBuilder, expand: ir.Function, ctpop: ir.Function,
     return builder.select(under, refilled, x), builder.add(pos, read)
 
 
-def refill_table(module: ir.Module) -> ir.GlobalVariable:
-    """For each mask of the states below ``L`` (bit ``i``: lane ``i``), the index among the
-    next 8 words of the word each such lane takes: the number of such lanes before it. AVX2
-    has no expanding load; a permutation by this row is the same (``refilled``)."""
+# For each mask of the states below ``L`` (bit ``i``: lane ``i``), the index among the next 8
+# words of the word each such lane takes: the number of such lanes before it. AVX2 has no
+# expanding load; a permutation by this row is the same (``refilled``).
+REFILL_ROWS = np.array([bin(m & ((1 << i) - 1)).count("1") for m in range(256)
+                        for i in range(LANES)], dtype=np.uint8)  # fmt: skip
+REFILL_ROWS.flags.writeable = False
+
+
+def refill_table(module: ir.Module) -> ir.Value:
+    """``REFILL_ROWS`` as a constant of ``module``: a pointer to its first byte."""
     name = "quantserve.rans.refill"
     if name in module.globals:
-        return module.globals[name]
-    rows = [bin(m & ((1 << i) - 1)).count("1") for m in range(256) for i in range(LANES)]
-    ty = ir.ArrayType(_I8, len(rows))
-    table = ir.GlobalVariable(module, ty, name)
-    table.initializer = ir.Constant(ty, rows)
-    table.global_constant = True
-    table.linkage = "internal"
-    return table
+        table = module.globals[name]
+    else:
+        ty = ir.ArrayType(_I8, REFILL_ROWS.size)
+        table = ir.GlobalVariable(module, ty, name)
+        table.initializer = ir.Constant(ty, [int(v) for v in REFILL_ROWS])
+        table.global_constant = True
+        table.linkage = "internal"
+    return table.bitcast(_I8.as_pointer())
 
 
 def refilled(builder: ir.IRBuilder, ctpop: ir.Function, x: ir.Value, words: ir.Value,
-             pos: ir.Value) -> tuple[ir.Value, ir.Value]:  # fmt: skip
-    """``renormalised`` without the expanding load: the next 8 words (the round loop stops
-    while 8 are left) permuted by ``refill_table``'s row (``vpermd``)."""
+             pos: ir.Value, rows: ir.Value | None = None) -> tuple[ir.Value, ir.Value]:  # fmt: skip
+    """``renormalised`` without the expanding load: the next 8 words (the round loops stop
+    while 8 are left) permuted by the row of ``REFILL_ROWS`` (``rows``, a pointer to it, or
+    the module's constant) for the lanes below ``L`` (``vpermd``)."""
     v64, v32 = ir.VectorType(_I64, LANES), ir.VectorType(_I32, LANES)
     permute = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(v32, [v32, v32]), "llvm.x86.avx2.permd"
     )
     under = builder.icmp_unsigned("<", x, _const(int(_L)))
     mask = builder.bitcast(under, _I8)
-    row = builder.gep(refill_table(builder.module), [ir.Constant(_I32, 0),
-                      builder.mul(builder.zext(mask, _I32), ir.Constant(_I32, LANES))])  # fmt: skip
+    rows = refill_table(builder.module) if rows is None else rows
+    row = builder.gep(rows, [builder.mul(builder.zext(mask, _I64), ir.Constant(_I64, LANES))])
     index = builder.zext(builder.load(builder.bitcast(row, ir.VectorType(_I8, LANES).as_pointer()),
                                       align=1), v32)  # fmt: skip
     next_words = builder.load(builder.bitcast(builder.gep(words, [pos]), v32.as_pointer()), align=4)

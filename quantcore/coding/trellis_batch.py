@@ -1,7 +1,7 @@
 """Decoding many trellis chunks at once (streams v5 to v8 and v10 to v13,
 ``quantcore.coding.trellis_coder``): through the vector loop (``trellis_simd``), ``GROUP``
 chunks of any streams advancing together, each replaced by the next as it ends, then each
-finished by the scalar step; without AVX-512, each by the scalar kernel alone. The codes are
+finished by the scalar step; without AVX2, each by the scalar kernel alone. The codes are
 the same either way.
 
 One chunk's 8 lanes are one chain of dependent steps (a code's context, its table entry,
@@ -35,6 +35,9 @@ def _kernels() -> ModuleType:
 
 
 _usable: bool | None = None
+# The vector loop's refill: None on AVX-512 (expanding loads, next states permuted in
+# registers), ``rans_simd.REFILL_ROWS`` on AVX2 alone (``trellis_simd._rounds_codegen``).
+_refill: npt.NDArray[np.uint8] | None = None
 STATES = 32  # the most states a machine may have: its next states fill two registers a parity
 
 
@@ -50,13 +53,15 @@ def next_states(transitions: npt.NDArray[np.int64], quantizers: npt.NDArray[np.i
 
 
 def vector_kernels() -> ModuleType | None:
-    """``trellis_simd``, imported on first use, where the CPU has the AVX-512 its loop needs
-    (``rans_simd.available``); else None."""
-    global _usable
+    """``trellis_simd``, imported on first use, where the CPU has AVX-512 or AVX2
+    (``rans_simd.available``, ``rans_avx2.available``; ``_refill`` says which); else None."""
+    global _usable, _refill
     if _usable is None:
-        from quantcore.coding import rans_simd
+        from quantcore.coding import rans_avx2, rans_simd
 
-        _usable = rans_simd.available()
+        wide = rans_simd.available()
+        _refill = None if wide else rans_simd.REFILL_ROWS
+        _usable = wide or rans_avx2.available()
     if not _usable:
         return None
     from quantcore.coding import trellis_simd
@@ -132,6 +137,7 @@ def _run(vector: ModuleType, queue: deque[tuple[TrellisCoded, CodeArray]]) -> No
             base,
             np.concatenate([s.params for s in active]),
             min(s.left() for s in active),
+            _refill,
         )
         going = []
         size = lanes.size // len(active)
@@ -151,7 +157,8 @@ def _alone(vector: ModuleType, coded: TrellisCoded, out: CodeArray) -> None:
     mirrored = coded.mirror_min is not None
     ok = vector.decode_alone(coded.words, coded.starts, coded.table, coded.nexts,
                              coded.classes, coded.transitions, coded.quantizers,
-                             coded.precision, mirrored, coded.mirror_min or 0, out)  # fmt: skip
+                             coded.precision, mirrored, coded.mirror_min or 0, out,
+                             _refill)  # fmt: skip
     if not ok:
         _corrupt(coded, out)
 
@@ -162,7 +169,8 @@ def _pair(vector: ModuleType, jobs: Sequence[tuple[TrellisCoded, CodeArray]]) ->
     (a, out_a), (b, out_b) = jobs
     failed = vector.decode_pair(a.words, a.starts, out_a, b.words, b.starts, out_b, a.table,
                                 a.nexts, a.classes, a.transitions, a.quantizers, a.precision,
-                                a.mirror_min is not None, a.mirror_min or 0)  # fmt: skip
+                                a.mirror_min is not None, a.mirror_min or 0,
+                                _refill)  # fmt: skip
     if failed:
         _corrupt(*jobs[failed - 1])
 
@@ -230,4 +238,4 @@ def compile_vector_kernels() -> None:
             counts = np.zeros(k, dtype=np.int64)
             params = np.ones(vector.PARAMS * k, dtype=np.int64)
             vector.rounds((words,) * k, (table,) * k, (nexts,) * k, (out,) * k, lanes, counts,
-                          counts.copy(), params, 0)  # fmt: skip
+                          counts.copy(), params, 0, _refill)  # fmt: skip

@@ -14,10 +14,13 @@ the rANS update, and the words of the states that fell below ``L`` loaded in lan
 to ``GROUP``) take turns in one loop so that ``K`` chains are in flight. The stream format
 is unchanged.
 
-LLVM lowers this to AVX-512; ``rans_simd.available`` says whether the CPU has it. The loop
-stops for every chunk as soon as one has fewer than 8 words left or ``limit`` rounds are
-done; ``trellis_kernels.decode_rest`` finishes a chunk from where the loop left it
-(``trellis_batch`` drives both).
+LLVM lowers this to AVX-512; ``rans_simd.available`` says whether the CPU has it. With AVX2
+alone (``rans_avx2.available``), the loop takes ``rans_simd.REFILL_ROWS`` as ``refill``: the
+states are refilled by a permutation (``rans_simd.refilled``) and the next states gathered
+from ``nexts``; LLVM splits its vectors into 256-bit halves and writes the codes one by one.
+The codes are the same. The loop stops for every chunk as soon as one has fewer than 8 words
+left or ``limit`` rounds are done; ``trellis_kernels.decode_rest`` finishes a chunk from where
+the loop left it (``trellis_batch`` drives both).
 """
 
 from __future__ import annotations
@@ -29,7 +32,15 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from quantcore.coding.rans_kernels import LANES
-from quantcore.coding.rans_simd import _const, _vector, arguments, declare, renormalised
+from quantcore.coding.rans_simd import (
+    _const,
+    _vector,
+    arguments,
+    declare,
+    refilled,
+    renormalised,
+)
+from quantcore.coding.trellis_batch import STATES
 from quantcore.coding.trellis_kernels import FIELDS, decode_rest, first_lanes, mirror_from
 
 GROUP = 2  # chunks advanced together: with 4, their registers spill and it is no faster
@@ -41,17 +52,20 @@ _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 
 
 @intrinsic
-def _rounds(typingctx, words, tables, nexts, outs, lanes, pos, base, params, limit):
-    return _rounds_codegen(words, tables, nexts, outs, lanes, pos, base, params, limit)
+def _rounds(typingctx, words, tables, nexts, outs, lanes, pos, base, params, limit, refill):
+    return _rounds_codegen(words, tables, nexts, outs, lanes, pos, base, params, limit, refill)
 
 
-def _rounds_codegen(words, tables, nexts, outs, lanes, pos, base, params, limit):
+def _rounds_codegen(words, tables, nexts, outs, lanes, pos, base, params, limit, refill):
     """Up to ``limit`` rounds of each of the ``K`` chunks (tuples of their words, decoder
     tables, next-state tables and outputs); ``lanes`` (``FIELDS`` × 8 per chunk) and ``pos``
     (the next word) are updated in place, ``base`` (the rounds done before) read, ``params``
-    = ``PARAMS`` per chunk. Returns the rounds done."""
+    = ``PARAMS`` per chunk. Returns the rounds done. ``refill`` None: AVX-512 (the expanding
+    load, the next states from register permutations); ``rans_simd.REFILL_ROWS``: AVX2 (the
+    states refilled by ``rans_simd.refilled``, the next states gathered from ``nexts``)."""
     k_count = words.count
-    sig = types.int64(words, tables, nexts, outs, lanes, pos, base, params, limit)
+    permuted = isinstance(refill, types.Array)
+    sig = types.int64(words, tables, nexts, outs, lanes, pos, base, params, limit, refill)
     out_type = ir.IntType(outs.dtype.dtype.bitwidth)
     out_bytes = outs.dtype.dtype.bitwidth // 8
 
@@ -59,6 +73,8 @@ def _rounds_codegen(words, tables, nexts, outs, lanes, pos, base, params, limit)
         (w_arrays, t_arrays, n_arrays, o_arrays), (lanes_a, pos_a, base_a, param_a) = arguments(
             context, builder, signature, args)  # fmt: skip
         limit_v = args[8]
+        rows = context.make_array(signature.args[9])(context, builder, args[9]).data if (
+            permuted) else None  # fmt: skip
         module = builder.module
         v64, v32 = ir.VectorType(_I64, LANES), ir.VectorType(_I32, LANES)
         vbool, vout = ir.VectorType(_I1, LANES), ir.VectorType(out_type, LANES)
@@ -74,6 +90,11 @@ def _rounds_codegen(words, tables, nexts, outs, lanes, pos, base, params, limit)
         permute = cgutils.get_or_insert_function(
             module, ir.FunctionType(v16, [v16, v16, v16]), "llvm.x86.avx512.vpermi2var.d.512"
         )  # two registers of 16 entries, looked up by each lane's index (vpermi2d)
+        next_ptr = ir.VectorType(n_arrays[0].data.type, LANES)
+        gather32 = cgutils.get_or_insert_function(
+            module, ir.FunctionType(v32, [next_ptr, _I32, vbool, v32]),
+            "llvm.masked.gather.v8i32.v8p0",
+        )  # fmt: skip
         lane_ptr = builder.bitcast(lanes_a.data, v64.as_pointer())
         every = ir.Constant(vbool, [ir.Constant(_I1, 1)] * LANES)
 
@@ -105,10 +126,11 @@ def _rounds_codegen(words, tables, nexts, outs, lanes, pos, base, params, limit)
                 "code_min": _vector(builder, load(param_a, at + 2), _I64),
                 "mirrored": _vector(builder, load(param_a, at + 3), _I64),
                 "table": address(t_arrays[k]),
-                "nexts": [builder.load(builder.gep(builder.bitcast(n_arrays[k].data,
-                                                                   v16.as_pointer()),
-                                                   [ir.Constant(_I64, i)]), align=4)
-                          for i in range(4)],
+                "nexts": None if permuted else [
+                    builder.load(builder.gep(builder.bitcast(n_arrays[k].data, v16.as_pointer()),
+                                             [ir.Constant(_I64, i)]), align=4)
+                    for i in range(4)],
+                "nexts_at": address(n_arrays[k]),
                 "out": builder.add(address(o_arrays[k]),
                                    builder.mul(first_v, _const(out_bytes))),
             })  # fmt: skip
@@ -160,19 +182,30 @@ def _rounds_codegen(words, tables, nexts, outs, lanes, pos, base, params, limit)
             builder.call(scatter, [codes, builder.inttoptr(out_at, vptr),
                                    ir.Constant(_I32, out_bytes), every])  # fmt: skip
             parity = builder.and_(builder.lshr(e, _const(48)), _const(1))
-            index = builder.shuffle_vector(builder.trunc(t, v32), ir.Constant(v32, ir.Undefined),
-                                           _const(list(range(LANES)) * 2, _I32))  # fmt: skip
-            low, high = (builder.call(permute, [a, index, b]) for a, b in
-                         (s["nexts"][:2], s["nexts"][2:]))  # fmt: skip
-            first8 = _const(list(range(LANES)), _I32)
-            low8, high8 = (builder.shuffle_vector(v, ir.Constant(v16, ir.Undefined), first8)
-                           for v in (low, high))  # fmt: skip
-            odd = builder.icmp_unsigned("!=", parity, _const(0))
-            n = builder.zext(builder.select(odd, high8, low8), v64)
+            if permuted:  # nexts[STATES * parity + t], one gather
+                entry = builder.or_(builder.shl(parity, _const(STATES.bit_length() - 1)), t)
+                n = builder.zext(builder.call(gather32, [
+                    builder.inttoptr(builder.add(s["nexts_at"], builder.shl(entry, _const(2))),
+                                     next_ptr),
+                    ir.Constant(_I32, 4), every, ir.Constant(v32, ir.Undefined)]), v64)
+            else:
+                index = builder.shuffle_vector(builder.trunc(t, v32),
+                                               ir.Constant(v32, ir.Undefined),
+                                               _const(list(range(LANES)) * 2, _I32))
+                low, high = (builder.call(permute, [a, index, b]) for a, b in
+                             (s["nexts"][:2], s["nexts"][2:]))
+                first8 = _const(list(range(LANES)), _I32)
+                low8, high8 = (builder.shuffle_vector(v, ir.Constant(v16, ir.Undefined), first8)
+                               for v in (low, high))
+                odd = builder.icmp_unsigned("!=", parity, _const(0))
+                n = builder.zext(builder.select(odd, high8, low8), v64)  # fmt: skip
             freq = builder.add(builder.and_(e, _const(0xFFFF)), _const(1))
             bias = builder.and_(builder.lshr(e, _const(16)), _const(0xFFFF))
             x = builder.add(builder.mul(freq, builder.lshr(x, s["prec"])), bias)
-            x, pos = renormalised(builder, expand, ctpop, x, w_arrays[k].data, pos)
+            if permuted:
+                x, pos = refilled(builder, ctpop, x, w_arrays[k].data, pos, rows)
+            else:
+                x, pos = renormalised(builder, expand, ctpop, x, w_arrays[k].data, pos)
             new = [x, builder.and_(n, _const(0xFF)), builder.lshr(n, _const(8)),
                    builder.lshr(e, _const(56)), d1, negative]  # fmt: skip
             for phi, value in zip(s["phis"], new, strict=True):
@@ -192,9 +225,9 @@ def _rounds_codegen(words, tables, nexts, outs, lanes, pos, base, params, limit)
 
 
 @_jit
-def rounds(words, tables, nexts, outs, lanes, pos, base, params, limit):
+def rounds(words, tables, nexts, outs, lanes, pos, base, params, limit, refill=None):
     """``_rounds_codegen`` (see there), callable from Python with tuples of ``K`` arrays."""
-    return _rounds(words, tables, nexts, outs, lanes, pos, base, params, limit)  # type: ignore[call-arg]
+    return _rounds(words, tables, nexts, outs, lanes, pos, base, params, limit, refill)  # type: ignore[call-arg]
 
 
 @_jit
@@ -215,14 +248,14 @@ def start_chunk(words, starts, classes, transitions, quantizers, precision, mirr
 
 @njit(inline="always")
 def _finish_chunk(words, table, nexts, classes, transitions, quantizers, precision, mirrored,
-                  mirror_min, out, lanes, params, pos, done):  # fmt: skip
+                  mirror_min, out, lanes, params, pos, done, refill):  # fmt: skip
     """A started chunk's rounds after the ``done`` it had beside another chunk (none for a
     chunk alone), its word at ``pos[0]``, then ``decode_rest`` and the turning back of a
     mirrored stream's codes. Returns True if the chunk ended as it must."""
     q = out.size // LANES
     if done < q and pos[0] <= words.size - LANES:
         done += _rounds((words,), (table,), (nexts,), (out,), lanes, pos,
-                        np.full(1, done, dtype=np.int64), params, q - done)  # type: ignore[call-arg]
+                        np.full(1, done, dtype=np.int64), params, q - done, refill)  # type: ignore[call-arg]
     ok = decode_rest(words, precision, classes, transitions, quantizers, table, out, lanes,
                      pos[0], done)  # fmt: skip
     if ok and mirrored:
@@ -232,7 +265,7 @@ def _finish_chunk(words, table, nexts, classes, transitions, quantizers, precisi
 
 @_jit
 def decode_alone(words, starts, table, nexts, classes, transitions, quantizers, precision,
-                 mirrored, mirror_min, out):  # fmt: skip
+                 mirrored, mirror_min, out, refill=None):  # fmt: skip
     """One chunk from its first code to its last: ``trellis_kernels.first_lanes``, the
     rounds, ``decode_rest`` and, if ``mirrored``, the codes turned back (``mirror_min`` the
     stream's ``code_min``), in one call: driven from Python, as several chunks are, their
@@ -244,12 +277,12 @@ def decode_alone(words, starts, table, nexts, classes, transitions, quantizers, 
                 mirror_min, out.size, lanes, params)  # fmt: skip
     return _finish_chunk(words, table, nexts, classes, transitions, quantizers, precision,
                          mirrored, mirror_min, out, lanes, params,
-                         np.full(1, 2 * LANES, dtype=np.int64), 0)  # fmt: skip
+                         np.full(1, 2 * LANES, dtype=np.int64), 0, refill)  # fmt: skip
 
 
 @_jit
 def decode_pair(words_a, starts_a, out_a, words_b, starts_b, out_b, table, nexts, classes,
-                transitions, quantizers, precision, mirrored, mirror_min):  # fmt: skip
+                transitions, quantizers, precision, mirrored, mirror_min, refill=None):  # fmt: skip
     """The two chunks of a stream (one table) in one call: their rounds together while both
     have codes and words left (two chains in flight: 1.4-1.8 times one chunk's speed), then
     each finished alone (``_finish_chunk``). Driven from Python (``trellis_batch._run``), the
@@ -272,14 +305,14 @@ def decode_pair(words_a, starts_a, out_a, words_b, starts_b, out_b, table, nexts
         pos = np.full(2, 2 * LANES, dtype=np.int64)
         done = _rounds((words_a, words_b), (table, table), (nexts, nexts), (out_a, out_b),
                        lanes, pos, np.zeros(2, dtype=np.int64),
-                       np.concatenate((params_a, params_b)), together)  # type: ignore[call-arg]
+                       np.concatenate((params_a, params_b)), together, refill)  # type: ignore[call-arg]
         lanes_a[:] = lanes[: FIELDS * LANES]
         lanes_b[:] = lanes[FIELDS * LANES :]
         pos_a[0], pos_b[0] = pos[0], pos[1]
     if not _finish_chunk(words_a, table, nexts, classes, transitions, quantizers, precision,
-                         mirrored, mirror_min, out_a, lanes_a, params_a, pos_a, done):
+                         mirrored, mirror_min, out_a, lanes_a, params_a, pos_a, done, refill):
         return 1
     if not _finish_chunk(words_b, table, nexts, classes, transitions, quantizers, precision,
-                         mirrored, mirror_min, out_b, lanes_b, params_b, pos_b, done):
+                         mirrored, mirror_min, out_b, lanes_b, params_b, pos_b, done, refill):
         return 2
     return 0

@@ -1,6 +1,7 @@
 """The vector decoder of the trellis streams (``trellis_batch``, ``trellis_simd``): the codes
 of the scalar kernel whatever the chunks grouped together, the same answer on corrupt words,
-and 4-bit codes packed two a byte."""
+and 4-bit codes packed two a byte. The loop's tests run with each of its forms this CPU can
+run (AVX-512's and AVX2's; an AVX-512 CPU runs both)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,28 @@ import itertools
 import numpy as np
 import pytest
 
-from quantcore.coding import rans_batch, rans_chunks, trellis_batch, trellis_coder
+from quantcore.coding import (
+    rans_avx2,
+    rans_batch,
+    rans_chunks,
+    rans_simd,
+    trellis_batch,
+    trellis_coder,
+)
 from quantcore.coding.entropy import decode_codes, decode_plan
 from quantcore.compress.trellis import trellis_levels
 from quantcore.errors import InvalidPackageError
 
-needs_vector = pytest.mark.skipif(
-    trellis_batch.vector_kernels() is None, reason="no AVX-512: the scalar kernels decode"
-)
+
+@pytest.fixture(params=["avx512", "avx2"])
+def vector(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``trellis_batch`` decoding with one form of the vector loop (skipped where the CPU
+    cannot run it)."""
+    wide = request.param == "avx512"
+    if not (rans_simd if wide else rans_avx2).available():
+        pytest.skip(f"this CPU lacks {request.param}")
+    monkeypatch.setattr(trellis_batch, "_usable", True)
+    monkeypatch.setattr(trellis_batch, "_refill", None if wide else rans_simd.REFILL_ROWS)
 
 
 def _levels(n: int, seed: int, step: float, machine: int, runs: bool = False,
@@ -62,7 +77,7 @@ def _scalar(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(trellis_batch, "vector_kernels", lambda: None)
 
 
-@needs_vector
+@pytest.mark.usefixtures("vector")
 @pytest.mark.parametrize("chunk", [1000, 4099, 1 << 21])
 def test_grouped_chunks_decode_as_the_scalar_kernel(
     chunk: int, monkeypatch: pytest.MonkeyPatch
@@ -116,7 +131,7 @@ def _decode_guarded(jobs: list[tuple[rans_chunks.TrellisCoded, int, np.dtype]]) 
     return results
 
 
-@needs_vector
+@pytest.mark.usefixtures("vector")
 def test_corrupt_words_give_the_scalar_kernels_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     """Words changed after the CRC: the vector loop reads the words the scalar step reads, in
     its order, so it refuses the same chunks and decodes the others to the same codes, never
@@ -156,7 +171,7 @@ def _decode_pair_guarded(pair: list[tuple[rans_chunks.TrellisCoded, int]], dtype
     return result
 
 
-@needs_vector
+@pytest.mark.usefixtures("vector")
 def test_a_streams_two_chunks_decode_together_as_each_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
