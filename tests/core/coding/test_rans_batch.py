@@ -190,3 +190,15 @@ def test_the_loop_follows_the_features_numba_compiles_for(monkeypatch: pytest.Mo
     assert rans_simd.available()
     monkeypatch.setattr(config, "CPU_FEATURES", "+sse4.2,-avx2")
     assert not rans_avx2.available()
+
+
+def test_the_benchmarks_smaller_cpu_gets_the_avx2_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bench.cpu_features --off avx512``: this CPU's features as a CPU without AVX-512's."""
+    from numba.core import config
+
+    from bench.cpu_features import features
+
+    if not rans_avx2.available():
+        pytest.skip("this CPU lacks AVX2")
+    monkeypatch.setattr(config, "CPU_FEATURES", features(["avx512"]), raising=False)
+    assert rans_avx2.available() and not rans_simd.available()
