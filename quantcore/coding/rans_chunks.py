@@ -19,6 +19,9 @@ from quantcore.coding.symbols import CodeArray
 from quantcore.errors import InvalidPackageError
 
 LANES = 8  # rans_kernels.LANES, here so that the layout is known without compiling
+# The most states a trellis machine may have: a stream's ``nexts`` holds ``STATES`` entries a
+# parity (``trellis_batch.next_states``), which the vector loop reads (``trellis_simd``).
+STATES = 32
 LOW = 1 << 31  # the states' lower bound, rans_kernels.LOW
 
 

@@ -23,7 +23,7 @@ from typing import NoReturn
 import numpy as np
 import numpy.typing as npt
 
-from quantcore.coding.rans_chunks import LANES, TrellisCoded
+from quantcore.coding.rans_chunks import LANES, STATES, TrellisCoded
 from quantcore.coding.symbols import CodeArray
 from quantcore.errors import InvalidPackageError
 
@@ -38,7 +38,6 @@ _usable: bool | None = None
 # The vector loop's refill: None on AVX-512 (expanding loads, next states permuted in
 # registers), ``rans_simd.REFILL_ROWS`` on AVX2 alone (``trellis_simd._rounds_codegen``).
 _refill: npt.NDArray[np.uint8] | None = None
-STATES = 32  # the most states a machine may have: its next states fill two registers a parity
 
 
 def next_states(transitions: npt.NDArray[np.int64], quantizers: npt.NDArray[np.int64],

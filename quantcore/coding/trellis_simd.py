@@ -31,6 +31,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from quantcore.coding.rans_chunks import STATES
 from quantcore.coding.rans_kernels import LANES
 from quantcore.coding.rans_simd import (
     _const,
@@ -40,7 +41,6 @@ from quantcore.coding.rans_simd import (
     refilled,
     renormalised,
 )
-from quantcore.coding.trellis_batch import STATES
 from quantcore.coding.trellis_kernels import FIELDS, decode_rest, first_lanes, mirror_from
 
 GROUP = 2  # chunks advanced together: with 4, their registers spill and it is no faster
