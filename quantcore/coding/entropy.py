@@ -56,7 +56,7 @@ Version 2 (written by default; ``quantcore.coding.rans``): chunks of 2M symbols,
 parallel threads; a chunk's words start with the 8 final states (two words each, low first).
 Where the CPU has AVX-512, 4 chunks are decoded at once, one vector of 8 states each
 (``quantcore.coding.rans_batch``): the same codes, 2-2.5 times faster per core; with AVX2
-alone, the same loop in 256-bit registers (``rans_avx2``), 1.2-1.7 times.
+alone, the same loop in 256-bit registers (``rans_simd.refill``), 1.2-1.7 times.
 Version 1 (``quantcore.coding.entropy_v1``, still decoded): chunks of 4M symbols, each one ANS
 coder of the ``constriction`` package, whose model the decoder rebuilds from the counts.
 

@@ -1,10 +1,9 @@
 """Decoding many chunks at once: the v2 chunks of any streams through the vector decoder
-(``quantcore.coding.rans_simd``, or ``rans_avx2`` on a CPU with AVX2 but no AVX-512),
-``GROUP`` of them advancing together, each replaced by the next as it ends; the trellis
-streams' chunks together through ``trellis_batch``; any other chunk (v3, v1, wide tables, or
-no AVX2) by its own ``fill``. The codes are the same either way. ``fill_nibbles`` stores
-4-bit codes two per byte, as the vector decoder goes (elsewhere through a per-thread
-buffer)."""
+(``quantcore.coding.rans_simd``, on AVX-512 or, in 256-bit halves, AVX2), ``GROUP`` of them
+advancing together, each replaced by the next as it ends; the trellis streams' chunks
+together through ``trellis_batch``; any other chunk (v3, v1, wide tables, or no AVX2) by its
+own ``fill``. The codes are the same either way. ``fill_nibbles`` stores 4-bit codes two per
+byte, as the vector decoder goes (elsewhere through a per-thread buffer)."""
 
 from __future__ import annotations
 
@@ -26,17 +25,19 @@ _ZERO_LOW = np.zeros(8, dtype=np.uint8)  # the low bits of a chunk that has none
 _ZERO_LOW.flags.writeable = False
 _kernels: ModuleType | None = None
 _usable: bool | None = None
+_refill: npt.NDArray[np.uint8] | None = None  # the loop's form: None on AVX-512 (rans_simd)
 
 
 def vector_kernels() -> ModuleType | None:
-    """The vector loop for this CPU, imported on first use: ``rans_simd`` with AVX-512,
-    ``rans_avx2`` with AVX2 alone, else None (the scalar kernels)."""
-    global _kernels, _usable
+    """``rans_simd``, imported on first use, where its loop runs (AVX-512, or AVX2 with
+    ``_refill``: ``rans_simd.usable``, ``rans_simd.refill``); else None."""
+    global _kernels, _usable, _refill
     if _usable is None:
-        from quantcore.coding import rans_avx2, rans_simd
+        from quantcore.coding import rans_simd
 
-        _kernels = next((k for k in (rans_simd, rans_avx2) if k.available()), None)
-        _usable = _kernels is not None
+        _usable = rans_simd.usable()
+        _kernels = rans_simd if _usable else None
+        _refill = rans_simd.refill()
     return _kernels
 
 
@@ -160,6 +161,7 @@ def _run(kernels: ModuleType, queue: deque[_Queued], nibbles: bool) -> None:
             base,
             params.ravel(),
             min(s.left() for s in active),
+            _refill,
         )
         going = []
         for k, s in enumerate(active):
@@ -219,7 +221,7 @@ def compile_vector_kernels() -> None:
                 states = np.zeros(k * LANES, dtype=np.uint64)
                 params = np.ones(kernels.PARAMS * k, dtype=np.int64)
                 rounds((words,) * k, (table,) * k, (_ZERO_LOW,) * k, (out,) * k, states,
-                       counts, counts.copy(), params, 0)  # fmt: skip
+                       counts, counts.copy(), params, 0, _refill)  # fmt: skip
         states = np.zeros(LANES, dtype=np.uint64)
         kernels.finish(words, table, out, _ZERO_LOW, 0, states, 0, 0, 1, 0)
         if dtype == np.uint8:

@@ -11,8 +11,10 @@ stores the 8 codes with their raw low bits ORed in (up to 8 bits a code: one 64-
 round; more are ORed in after). The stream format is v2's unchanged.
 
 LLVM lowers this to AVX-512 (gathers, ``vpmullq``, ``vpexpandd``); ``available`` says whether
-the CPU has it. On a CPU with AVX2 alone, ``rans_avx2`` runs the same loop with the states
-refilled by a permutation (``refilled``); elsewhere the caller keeps the scalar kernels. The
+the CPU has it. On a CPU with AVX2 alone the same loop runs in 256-bit halves, its states
+refilled by a permutation instead of the expanding load (``refill``, ``refilled``; its
+64-bit multiply of a 16-bit frequency becomes ``vpmuludq``s); elsewhere (``usable``) the
+caller keeps the scalar kernels. The
 loop stops for every chunk as soon as one has fewer than 8 words or 8 bytes of low bits
 left, or ``limit`` rounds are done, so it never reads past a chunk's words or low bits, nor
 writes past its full rounds; ``finish`` decodes what is left of a chunk with the scalar step
@@ -26,6 +28,7 @@ its place. Tables are ``f | (slot - c) << 16 | value << 32`` (uint64) for precis
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
@@ -58,6 +61,17 @@ def available() -> bool:
     would emulate the gathers and expanding loads, slower than scalar)."""
     features = compiled_features()
     return all(features.get(f, False) for f in ("avx512f", "avx512dq", "avx512vl"))
+
+
+def refill() -> npt.NDArray[np.uint8] | None:
+    """The loops' ``refill`` for this CPU: None with AVX-512, ``REFILL_ROWS`` with AVX2 alone
+    (``refilled``: the same loops in 256-bit halves); only where ``usable``."""
+    return None if available() else REFILL_ROWS
+
+
+def usable() -> bool:
+    """Whether the vector loops run here: AVX-512, or AVX2 with ``refill``."""
+    return available() or compiled_features().get("avx2", False)
 
 
 def _vector(builder: ir.IRBuilder, scalar: ir.Value, ty: ir.Type) -> ir.Value:
@@ -130,32 +144,17 @@ REFILL_ROWS = np.array([bin(m & ((1 << i) - 1)).count("1") for m in range(256)
 REFILL_ROWS.flags.writeable = False
 
 
-def refill_table(module: ir.Module) -> ir.Value:
-    """``REFILL_ROWS`` as a constant of ``module``: a pointer to its first byte."""
-    name = "quantserve.rans.refill"
-    if name in module.globals:
-        table = module.globals[name]
-    else:
-        ty = ir.ArrayType(_I8, REFILL_ROWS.size)
-        table = ir.GlobalVariable(module, ty, name)
-        table.initializer = ir.Constant(ty, [int(v) for v in REFILL_ROWS])
-        table.global_constant = True
-        table.linkage = "internal"
-    return table.bitcast(_I8.as_pointer())
-
-
 def refilled(builder: ir.IRBuilder, ctpop: ir.Function, x: ir.Value, words: ir.Value,
-             pos: ir.Value, rows: ir.Value | None = None) -> tuple[ir.Value, ir.Value]:  # fmt: skip
+             pos: ir.Value, rows: ir.Value) -> tuple[ir.Value, ir.Value]:  # fmt: skip
     """``renormalised`` without the expanding load: the next 8 words (the round loops stop
-    while 8 are left) permuted by the row of ``REFILL_ROWS`` (``rows``, a pointer to it, or
-    the module's constant) for the lanes below ``L`` (``vpermd``)."""
+    while 8 are left) permuted by the row of ``REFILL_ROWS`` (``rows`` points to it) for the
+    lanes below ``L`` (``vpermd``)."""
     v64, v32 = ir.VectorType(_I64, LANES), ir.VectorType(_I32, LANES)
     permute = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(v32, [v32, v32]), "llvm.x86.avx2.permd"
     )
     under = builder.icmp_unsigned("<", x, _const(int(_L)))
     mask = builder.bitcast(under, _I8)
-    rows = refill_table(builder.module) if rows is None else rows
     row = builder.gep(rows, [builder.mul(builder.zext(mask, _I64), ir.Constant(_I64, LANES))])
     index = builder.zext(builder.load(builder.bitcast(row, ir.VectorType(_I8, LANES).as_pointer()),
                                       align=1), v32)  # fmt: skip
@@ -169,32 +168,36 @@ def refilled(builder: ir.IRBuilder, ctpop: ir.Function, x: ir.Value, words: ir.V
 PARAMS = 3  # per chunk: precision, raw bits, what is added to a nibble
 
 
-def make_rounds(nibbles: bool, permuted: bool = False) -> object:
-    """The round loop's intrinsic, storing codes (``nibbles`` False) or nibbles; with
-    ``permuted``, refilling the states by ``refilled`` (AVX2) instead of an expanding load."""
+def _make_rounds(nibbles: bool) -> object:
+    """The round loop's intrinsic, storing codes (``nibbles`` False) or nibbles."""
 
     @intrinsic
-    def rounds_intrinsic(typingctx, words, tables, lows, outs, states, pos, base, params, limit):
-        return _rounds_codegen(nibbles, permuted, words, tables, lows, outs, states, pos, base,
-                               params, limit)  # fmt: skip
+    def rounds_intrinsic(typingctx, words, tables, lows, outs, states, pos, base, params, limit,
+                         refill):  # fmt: skip
+        return _rounds_codegen(nibbles, words, tables, lows, outs, states, pos, base, params,
+                               limit, refill)  # fmt: skip
 
     return rounds_intrinsic
 
 
-def _rounds_codegen(nibbles, permuted, words, tables, lows, outs, states, pos, base, params,
-                    limit):  # fmt: skip
+def _rounds_codegen(nibbles, words, tables, lows, outs, states, pos, base, params, limit,
+                    refill):  # fmt: skip
     """Up to ``limit`` rounds of each of the ``K`` chunks (tuples of their words, tables, low
     bits and outputs); ``states`` (8 per chunk), ``pos`` (the next word) are updated in place,
     ``base`` (the rounds done before) read, ``params`` = ``PARAMS`` per chunk. Returns the
-    rounds done."""
+    rounds done. ``refill`` None: the expanding load (AVX-512); ``REFILL_ROWS``: ``refilled``
+    (AVX2). A type, so each form is its own signature (and its own entry of numba's cache)."""
     k_count = words.count
-    sig = types.int64(words, tables, lows, outs, states, pos, base, params, limit)
+    permuted = isinstance(refill, types.Array)
+    sig = types.int64(words, tables, lows, outs, states, pos, base, params, limit, refill)
     out_type = ir.IntType(outs.dtype.dtype.bitwidth)
 
     def codegen(context, builder, signature, args):
         (w_arrays, t_arrays, l_arrays, o_arrays), (state_a, pos_a, base_a, param_a) = arguments(
             context, builder, signature, args)  # fmt: skip
         limit_v = args[8]
+        rows = context.make_array(signature.args[9])(context, builder, args[9]).data if (
+            permuted) else None  # fmt: skip
         v64 = ir.VectorType(_I64, LANES)
         vbool, vout = ir.VectorType(_I1, LANES), ir.VectorType(out_type, LANES)
         vptr = ir.VectorType(t_arrays[0].data.type, LANES)
@@ -268,7 +271,7 @@ def _rounds_codegen(nibbles, permuted, words, tables, lows, outs, states, pos, b
             bias = builder.and_(builder.lshr(e, _const(16)), _const(0xFFFF))
             x = builder.add(builder.mul(freq, builder.lshr(x, s["prec"])), bias)
             if permuted:
-                x, pos = refilled(builder, ctpop, x, w_arrays[k].data, pos)
+                x, pos = refilled(builder, ctpop, x, w_arrays[k].data, pos, rows)
             else:
                 x, pos = renormalised(builder, expand, ctpop, x, w_arrays[k].data, pos)
             s["x_phi"].add_incoming(x, body)
@@ -284,20 +287,21 @@ def _rounds_codegen(nibbles, permuted, words, tables, lows, outs, states, pos, b
     return sig, codegen
 
 
-_rounds = make_rounds(False)
-_rounds_nibbles = make_rounds(True)
+_rounds = _make_rounds(False)
+_rounds_nibbles = _make_rounds(True)
 
 
 @_jit
-def rounds(words, tables, lows, outs, states, pos, base, params, limit):
+def rounds(words, tables, lows, outs, states, pos, base, params, limit, refill=None):
     """``_rounds_codegen`` (see there), callable from Python with tuples of ``K`` arrays."""
-    return _rounds(words, tables, lows, outs, states, pos, base, params, limit)  # type: ignore[operator]
+    return _rounds(words, tables, lows, outs, states, pos, base, params, limit, refill)  # type: ignore[operator]
 
 
 @_jit
-def rounds_nibbles(words, tables, lows, outs, states, pos, base, params, limit):
+def rounds_nibbles(words, tables, lows, outs, states, pos, base, params, limit, refill=None):
     """``rounds`` storing each round's codes as 4 bytes of nibbles."""
-    return _rounds_nibbles(words, tables, lows, outs, states, pos, base, params, limit)  # type: ignore[operator]
+    return _rounds_nibbles(words, tables, lows, outs, states, pos, base, params, limit,
+                           refill)  # type: ignore[operator]
 
 
 @_jit

@@ -53,14 +53,13 @@ def next_states(transitions: npt.NDArray[np.int64], quantizers: npt.NDArray[np.i
 
 def vector_kernels() -> ModuleType | None:
     """``trellis_simd``, imported on first use, where the CPU has AVX-512 or AVX2
-    (``rans_simd.available``, ``rans_avx2.available``; ``_refill`` says which); else None."""
+    (``rans_simd.usable``; ``_refill`` says which form of the loop); else None."""
     global _usable, _refill
     if _usable is None:
-        from quantcore.coding import rans_avx2, rans_simd
+        from quantcore.coding import rans_simd
 
-        wide = rans_simd.available()
-        _refill = None if wide else rans_simd.REFILL_ROWS
-        _usable = wide or rans_avx2.available()
+        _usable = rans_simd.usable()
+        _refill = rans_simd.refill()
     if not _usable:
         return None
     from quantcore.coding import trellis_simd

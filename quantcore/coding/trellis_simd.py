@@ -15,7 +15,7 @@ to ``GROUP``) take turns in one loop so that ``K`` chains are in flight. The str
 is unchanged.
 
 LLVM lowers this to AVX-512; ``rans_simd.available`` says whether the CPU has it. With AVX2
-alone (``rans_avx2.available``), the loop takes ``rans_simd.REFILL_ROWS`` as ``refill``: the
+alone (``rans_simd.usable``), the loop takes ``rans_simd.REFILL_ROWS`` as ``refill``: the
 states are refilled by a permutation (``rans_simd.refilled``) and the next states gathered
 from ``nexts``; LLVM splits its vectors into 256-bit halves and writes the codes one by one.
 The codes are the same. The loop stops for every chunk as soon as one has fewer than 8 words
