@@ -14,15 +14,14 @@ LLVM lowers this to AVX-512 (gathers, ``vpmullq``, ``vpexpandd``); ``available``
 the CPU has it. On a CPU with AVX2 alone the same loop runs in 256-bit halves, its states
 refilled by a permutation instead of the expanding load (``refill``, ``refilled``; its
 64-bit multiply of a 16-bit frequency becomes ``vpmuludq``s); elsewhere (``usable``) the
-caller keeps the scalar kernels. The
-loop stops for every chunk as soon as one has fewer than 8 words or 8 bytes of low bits
-left, or ``limit`` rounds are done, so it never reads past a chunk's words or low bits, nor
-writes past its full rounds; ``finish`` decodes what is left of a chunk with the scalar step
-(clamped word reads, as ``rans_kernels``) and checks its end. ``rounds_nibbles`` and
-``finish_nibbles`` store each round's 8 codes, plus a constant, as 4 bytes of two 4-bit
-values (ONNX's INT4 and UINT4 ``raw_data``), so that a 4-bit tensor is decoded straight into
-its place. Tables are ``f | (slot - c) << 16 | value << 32`` (uint64) for precisions up to
-16.
+caller keeps the scalar kernels. The loop stops for every chunk as soon as one has fewer
+than 8 words or 8 bytes of low bits left, or ``limit`` rounds are done, so it never reads
+past a chunk's words or low bits, nor writes past its full rounds; ``finish`` decodes what
+is left of a chunk with the scalar step (clamped word reads, as ``rans_kernels``) and checks
+its end. ``rounds_nibbles`` and ``finish_nibbles`` store each round's 8 codes, plus a
+constant, as 4 bytes of two 4-bit values (ONNX's INT4 and UINT4 ``raw_data``), so that a
+4-bit tensor is decoded straight into its place. Tables are ``f | (slot - c) << 16 | value
+<< 32`` (uint64) for precisions up to 16.
 """
 
 from __future__ import annotations
