@@ -130,7 +130,7 @@ def _rounds_codegen(words, tables, nexts, outs, lanes, pos, base, params, limit,
                     builder.load(builder.gep(builder.bitcast(n_arrays[k].data, v16.as_pointer()),
                                              [ir.Constant(_I64, i)]), align=4)
                     for i in range(4)],
-                "nexts_at": address(n_arrays[k]),
+                "nexts_at": address(n_arrays[k]) if permuted else None,
                 "out": builder.add(address(o_arrays[k]),
                                    builder.mul(first_v, _const(out_bytes))),
             })  # fmt: skip
@@ -198,7 +198,7 @@ def _rounds_codegen(words, tables, nexts, outs, lanes, pos, base, params, limit,
                 low8, high8 = (builder.shuffle_vector(v, ir.Constant(v16, ir.Undefined), first8)
                                for v in (low, high))
                 odd = builder.icmp_unsigned("!=", parity, _const(0))
-                n = builder.zext(builder.select(odd, high8, low8), v64)  # fmt: skip
+                n = builder.zext(builder.select(odd, high8, low8), v64)
             freq = builder.add(builder.and_(e, _const(0xFFFF)), _const(1))
             bias = builder.and_(builder.lshr(e, _const(16)), _const(0xFFFF))
             x = builder.add(builder.mul(freq, builder.lshr(x, s["prec"])), bias)
