@@ -26,19 +26,26 @@ _ZERO_LOW.flags.writeable = False
 _kernels: ModuleType | None = None
 _usable: bool | None = None
 _refill: npt.NDArray[np.uint8] | None = None  # the loop's form: None on AVX-512 (rans_simd)
+_whole_groups = False  # fewer v2 chunks than a group go to the scalar kernel (rans_simd)
 
 
 def vector_kernels() -> ModuleType | None:
     """``rans_simd``, imported on first use, where its loop runs (AVX-512, or AVX2 with
     ``_refill``: ``rans_simd.usable``, ``rans_simd.refill``); else None."""
-    global _kernels, _usable, _refill
+    global _kernels, _usable, _refill, _whole_groups
     if _usable is None:
         from quantcore.coding import rans_simd
 
         _usable = rans_simd.usable()
         _kernels = rans_simd if _usable else None
         _refill = rans_simd.refill()
+        _whole_groups = rans_simd.whole_groups()
     return _kernels
+
+
+def _too_few(kernels: ModuleType | None, chunks: int) -> bool:
+    """Whether ``chunks`` v2 chunks decode faster by the scalar kernel (``_whole_groups``)."""
+    return kernels is not None and _whole_groups and chunks < kernels.GROUP
 
 
 @dataclass
@@ -76,6 +83,8 @@ def fill_chunks(jobs: Sequence[tuple[rans_chunks.Chunk, CodeArray]]) -> None:
     """Decode each chunk into its array (of the chunk's size and the stream's dtype, C
     contiguous); raises ``InvalidPackageError`` for a corrupt chunk, as ``Chunk.fill``."""
     kernels = vector_kernels()
+    if _too_few(kernels, sum(chunk.coded is not None for chunk, _ in jobs)):
+        kernels = None
     queues: dict[np.dtype, deque[_Queued]] = {}
     trellis = []
     for chunk, out in jobs:
@@ -101,6 +110,8 @@ def fill_nibbles(jobs: Sequence[tuple[rans_chunks.Chunk, npt.NDArray[np.uint8], 
     from quantcore.coding import rans_kernels  # compiled: imported (numba too) on first use
 
     kernels = vector_kernels()
+    if _too_few(kernels, sum(chunk.coded is not None for chunk, _, _ in jobs)):
+        kernels = None
     queue: deque[_Queued] = deque()
     trellis = []
     for chunk, out, add in jobs:

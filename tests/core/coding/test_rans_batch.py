@@ -27,6 +27,7 @@ def vector(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> M
     monkeypatch.setattr(rans_batch, "_kernels", rans_simd)
     monkeypatch.setattr(rans_batch, "_usable", True)
     monkeypatch.setattr(rans_batch, "_refill", None if wide else rans_simd.REFILL_ROWS)
+    monkeypatch.setattr(rans_batch, "_whole_groups", False)  # every chunk count: the loop
     return rans_simd
 
 
@@ -205,3 +206,45 @@ def test_the_benchmarks_smaller_cpu_gets_the_avx2_loop(monkeypatch: pytest.Monke
         pytest.skip("this CPU lacks AVX2")
     monkeypatch.setattr(config, "CPU_FEATURES", features(["avx512"]), raising=False)
     assert rans_simd.usable() and not rans_simd.available()
+
+
+def test_cpus_that_split_avx2_take_the_loop_for_whole_groups(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Zen 1 (256-bit operations in two halves) decodes fewer v2 chunks than a group by the
+    scalar kernel; AVX-512 and other AVX2 CPUs take the loop for any number."""
+    from numba.core import config
+
+    avx2, avx512 = "+sse4.2,+avx2,-avx512f,-avx512dq", "+avx2,+avx512f,+avx512dq,+avx512vl"
+    cases = [("znver1", avx2, True), ("bdver4", avx2, True), ("znver3", avx2, False),
+             ("haswell", avx2, False), ("znver1", avx512, False)]  # fmt: skip
+    for cpu, features, whole in cases:
+        monkeypatch.setattr(config, "CPU_NAME", cpu, raising=False)
+        monkeypatch.setattr(config, "CPU_FEATURES", features, raising=False)
+        assert rans_simd.compiled_cpu() == cpu
+        assert rans_simd.whole_groups() is whole
+
+
+@pytest.mark.usefixtures("vector")
+@pytest.mark.parametrize("streams", [1, 2, 5])
+def test_whole_groups_decode_few_chunks_by_the_scalar_kernel(
+    streams: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``_whole_groups``, a run of fewer chunks than a group never enters the loop (its
+    rounds are not called), a longer run does; the codes are the same either way."""
+    monkeypatch.setattr(rans, "CHUNK_SYMBOLS", 4096)
+    monkeypatch.setattr(rans_batch, "_whole_groups", True)
+    calls = []
+    rounds = rans_simd.rounds
+    monkeypatch.setattr(rans_simd, "rounds", lambda *a: calls.append(1) or rounds(*a))
+    jobs, expected = [], []
+    for seed in range(streams):
+        codes = laplacian_codes(3_000, 4, seed=seed)  # one chunk each
+        dtype, chunks = decode_plan(encode_codes(codes, version=2))
+        out = np.zeros(codes.size, dtype=dtype)
+        jobs += [(c, out[c.start : c.start + c.size]) for c in chunks]
+        expected.append((out, codes))
+    rans_batch.fill_chunks(jobs)
+    for out, codes in expected:
+        np.testing.assert_array_equal(out, codes)
+    assert bool(calls) is (len(jobs) >= rans_simd.GROUP)
