@@ -272,14 +272,20 @@ def _ended(states, pos, size):
 @_jit
 def count_codes(codes, counts):
     """Add the histogram of ``codes`` to ``counts`` (int64, a bin for every possible code),
-    in four partial histograms so that runs of one symbol do not serialise on one bin."""
+    in four partial histograms so that runs of one symbol do not serialise on one bin; eight
+    codes an iteration, two into each (four an iteration: 2.5 ns a code on a Zen 1, as
+    ``quantizers.kernels._count_into`` measured)."""
     parts = np.zeros((4, counts.size), dtype=np.int64)
-    full = codes.size - codes.size % 4
-    for i in range(0, full, 4):
+    full = codes.size - codes.size % 8
+    for i in range(0, full, 8):
         parts[0, codes[i]] += 1
         parts[1, codes[i + 1]] += 1
         parts[2, codes[i + 2]] += 1
         parts[3, codes[i + 3]] += 1
+        parts[0, codes[i + 4]] += 1
+        parts[1, codes[i + 5]] += 1
+        parts[2, codes[i + 6]] += 1
+        parts[3, codes[i + 7]] += 1
     for i in range(full, codes.size):
         parts[0, codes[i]] += 1
     for b in range(counts.size):
