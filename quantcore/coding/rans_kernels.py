@@ -270,29 +270,6 @@ def _ended(states, pos, size):
 
 
 @_jit
-def count_codes(codes, counts):
-    """Add the histogram of ``codes`` to ``counts`` (int64, a bin for every possible code),
-    in four partial histograms so that runs of one symbol do not serialise on one bin; eight
-    codes an iteration, two into each (four an iteration: 2.5 ns a code on a Zen 1, as
-    ``quantizers.kernels._count_into`` measured)."""
-    parts = np.zeros((4, counts.size), dtype=np.int64)
-    full = codes.size - codes.size % 8
-    for i in range(0, full, 8):
-        parts[0, codes[i]] += 1
-        parts[1, codes[i + 1]] += 1
-        parts[2, codes[i + 2]] += 1
-        parts[3, codes[i + 3]] += 1
-        parts[0, codes[i + 4]] += 1
-        parts[1, codes[i + 5]] += 1
-        parts[2, codes[i + 6]] += 1
-        parts[3, codes[i + 7]] += 1
-    for i in range(full, codes.size):
-        parts[0, codes[i]] += 1
-    for b in range(counts.size):
-        counts[b] += parts[0, b] + parts[1, b] + parts[2, b] + parts[3, b]
-
-
-@_jit
 def pack_nibbles(codes, add, out):
     """``out[j]``: the low nibbles of ``codes[2j] + add`` (low) and ``codes[2j + 1] + add``
     (high), as ONNX stores 4-bit tensors; ``out`` has ``ceil(codes.size / 2)`` bytes."""
