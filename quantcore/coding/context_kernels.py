@@ -63,12 +63,19 @@ def count_contexts(codes, raw_bits, mode, classes, chunk, counts):
     for begin in range(0, codes.size, chunk):
         part = codes[begin : begin + chunk]
         contexts(part, raw_bits, mode, classes, ctx[: part.size])
-        octets = part.size - part.size % 8
-        for i in range(0, octets, 8):  # eight an iteration: one took 4.2 ns on a Zen 1, 0.7
-            for j in range(8):
-                counts[ctx[i + j], part[i + j] >> raw_bits] += 1
-        for i in range(octets, part.size):
-            counts[ctx[i], part[i] >> raw_bits] += 1
+        add_context_counts(ctx, part, raw_bits, counts)
+
+
+@njit(inline="always")
+def add_context_counts(ctx, part, shift, counts):
+    """``counts[ctx[i], part[i] >> shift] += 1`` for each code of ``part``, eight an
+    iteration (one an iteration took 4.2 ns a code on a Zen 1, eight 0.7)."""
+    octets = part.size - part.size % 8
+    for i in range(0, octets, 8):
+        for j in range(8):
+            counts[ctx[i + j], part[i + j] >> shift] += 1
+    for i in range(octets, part.size):
+        counts[ctx[i], part[i] >> shift] += 1
 
 
 @njit(inline="always")

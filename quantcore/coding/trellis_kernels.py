@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from quantcore.coding.context_kernels import LANES, _put, _segment
+from quantcore.coding.context_kernels import LANES, _put, _segment, add_context_counts
 from quantcore.coding.rans_kernels import _L, _32, flush_states
 
 FOUR_STATES = (
@@ -230,12 +230,7 @@ def count_contexts(codes, states, code_min, classes, quantizers, chunk, counts):
         part = codes[begin : begin + chunk]
         contexts(part, states[begin : begin + chunk], code_min, classes, quantizers,
                  ctx[: part.size])
-        octets = part.size - part.size % 8
-        for i in range(0, octets, 8):  # eight an iteration: one took 4.2 ns on a Zen 1, 0.7
-            for j in range(8):
-                counts[ctx[i + j], part[i + j]] += 1
-        for i in range(octets, part.size):
-            counts[ctx[i], part[i]] += 1
+        add_context_counts(ctx, part, 0, counts)
 
 
 @_jit
