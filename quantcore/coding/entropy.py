@@ -161,8 +161,9 @@ def encode_codes(
 
     Whatever the stream chosen, version 14 (``quantcore.coding.sparse``) replaces it where
     ``sparse.worth_trying`` (no more than ``sparse.MAX_SHARE`` of the codes other than the
-    mode) and ``sparse.accept`` (at most ``sparse.SLACK_SHARE`` larger); ``version=14``
-    forces it for such codes. Given ``code_min``, version 15 then replaces the stream where
+    mode) and ``sparse.accept`` (at most ``sparse.SLACK_SHARE`` larger; in place of v4 or v9,
+    a byte more for each ``sparse.SPARED_CODES`` codes it spares); ``version=14`` forces it
+    for such codes. Given ``code_min``, version 15 then replaces the stream where
     ``sparse.trellis_worth_trying`` and it is smaller; ``version=15`` forces it for codes on
     the 8- or 32-state path with at most ``sparse.MAX_SHARE`` of them not level 0.
     """
@@ -252,8 +253,10 @@ def encode_codes(
         ):
             stream = candidate
     if sparse.worth_trying(flat.size, histogram):
-        places = sparse.encode(flat, histogram, limit=sparse.most_bytes(len(stream)))
-        if places is not None and sparse.accept(len(places), len(stream)):
+        others = flat.size - int(histogram.max())
+        places = sparse.encode(flat, histogram,
+                               limit=sparse.most_bytes(stream, flat.size, others))
+        if places is not None and sparse.accept(len(places), stream, flat.size, others):
             stream = places
     if code_min is not None and sparse.trellis_worth_trying(flat.size, histogram, code_min,
                                                             replacing=stream):  # fmt: skip

@@ -83,7 +83,28 @@ def test_written_for_sparse_codes_where_it_is_small_enough() -> None:
     with pytest.raises(InvalidSpecError, match="version 14"):
         encode_codes(np.full(100, 3, dtype=np.uint8), version=14)  # nothing but the mode
     # More than SLACK_SHARE larger than the smallest other stream: not written.
-    assert sparse.accept(1010, 1000) and not sparse.accept(1011, 1000)
+    table_coded = encode_codes(codes, version=2).ljust(1000, b"\0")
+    assert sparse.accept(1010, table_coded, codes.size, 600)
+    assert not sparse.accept(1011, table_coded, codes.size, 600)
+
+
+def test_may_be_larger_in_place_of_a_stream_decoded_a_flag_at_a_time() -> None:
+    # v4 decodes every code (4-10 ns each), v14 the codes other than the mode (40-60 ns):
+    # a byte more for each SPARED_CODES codes it spares beyond SPARED_PER_OTHER a code.
+    codes = np.full(65_536, 8, dtype=np.uint8)
+    codes[::80] = 9  # 820 other codes, 1.25%
+    others = int(np.count_nonzero(codes != 8))
+    flagwise = encode_codes(codes, version=4)
+    spared = (codes.size - sparse.SPARED_PER_OTHER * others) // sparse.SPARED_CODES
+    most = int(len(flagwise) * (1 + sparse.SLACK_SHARE)) + spared
+    assert spared > 50
+    assert sparse.accept(most, flagwise, codes.size, others)
+    assert not sparse.accept(most + 1, flagwise, codes.size, others)
+    # Where others are too many to spare anything, the share alone.
+    assert sparse.most_bytes(flagwise, codes.size, codes.size // 16) == most - spared
+    # In place of a table-coded stream (v2: about 1 ns a code), the share alone.
+    table_coded = encode_codes(codes, version=2)
+    assert sparse.most_bytes(table_coded, codes.size, others) == int(len(table_coded) * 1.01)
 
 
 def test_corrupt_streams_are_refused() -> None:
