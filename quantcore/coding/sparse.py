@@ -62,7 +62,8 @@ TRELLIS_MAX_SHARE = 1 / 24
 # The same in place of an order-0 or context stream (v2, v3: about 1 ns a code, 4 chunks at
 # once), written where trellis codes code smaller that way.
 TABLE_MAX_SHARE = 1 / 64
-RANGE_CODED = (4, 9, VERSION, TRELLIS_VERSION)  # versions decoded a flag at a time
+FLAGWISE = (adaptive.VERSION, adaptive.TRELLIS_VERSION)  # v4, v9: every code a flag at a time
+RANGE_CODED = (*FLAGWISE, VERSION, TRELLIS_VERSION)  # versions decoded a flag at a time
 SLACK_SHARE = 0.01  # of the smallest other stream's bytes, that v14 may add
 # In place of a stream decoded a flag at a time (v4: 4-10 ns a code on a Zen 4; v9 more), v14
 # may add a byte more for each SPARED_CODES codes it spares that decoder, 2 µs of decoding a
@@ -73,7 +74,6 @@ SLACK_SHARE = 0.01  # of the smallest other stream's bytes, that v14 may add
 # (131 bytes, 0.28% of the package).
 SPARED_CODES = 512
 SPARED_PER_OTHER = 16
-FLAGWISE = (adaptive.VERSION, adaptive.TRELLIS_VERSION)  # v4, v9: a flag at a time
 MAX_CODES = 1 << 31  # a header claiming more is corrupt
 
 
@@ -115,7 +115,7 @@ def trellis_worth_trying(
     return 0 < others <= count * share
 
 
-def most_bytes(other: bytes, count: int = 0, others: int = 0) -> int:
+def most_bytes(other: bytes, count: int, others: int) -> int:
     """The most bytes a v14 stream of ``count`` codes, ``others`` of them not the mode, may
     take in place of the stream ``other``: ``SLACK_SHARE`` more, and where ``other`` is
     decoded a flag at a time, a byte more for each ``SPARED_CODES`` codes it spares."""
@@ -125,7 +125,7 @@ def most_bytes(other: bytes, count: int = 0, others: int = 0) -> int:
     return most
 
 
-def accept(sparse_bytes: int, other: bytes, count: int = 0, others: int = 0) -> bool:
+def accept(sparse_bytes: int, other: bytes, count: int, others: int) -> bool:
     """Whether v14's ``sparse_bytes`` may replace the stream ``other`` (``most_bytes``)."""
     return sparse_bytes <= most_bytes(other, count, others)
 

@@ -26,7 +26,7 @@ from tests.workers.services import Service
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
-# Hard limit 10 s, so Redis hands an unacknowledged job out again after
+# Hard limit 10 s (SHORT_TIME_LIMITS), so Redis hands an unacknowledged job out again soon.
 # Seconds of quantization, so there is a "middle" to kill in: rate-distortion optimised
 # rounding (``rdoq``) of 12M weights quantizes for about 1.5 s (2026-12-04, a Zen 4); plain
 # rounding took 0.2 s, a window the test's polls missed on a loaded machine.
