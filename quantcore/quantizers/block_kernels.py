@@ -116,11 +116,15 @@ def _gather(w3, block, size, count, xb):
 def _gather_at(w3, p, first, q, size, xb):
     """The block at ``(p, first, q)`` into ``xb``, zeros past the axis' end. A loop, not a
     slice: each slice of a block is a view whose reference count is taken and dropped
-    (two atomic operations), which at 32 weights cost more than the copy."""
+    (two atomic operations), which at 32 weights cost more than the copy. Unsigned indices:
+    with signed ones numba adds a negative-index test to every access, which kept this copy
+    and the codes' copy out scalar, half of ``block_quantize``'s time (4.5 -> 2.9 ns a
+    weight in blocks of 32, 3.4 -> 1.7 in blocks of 128)."""
     length = w3.shape[1]
     valid = min(size, length - first)
+    up, uf, uq = np.uintp(p), np.uintp(first), np.uintp(q)
     for i in range(valid):
-        xb[i] = w3[p, first + i, q]
+        xb[i] = w3[up, uf + np.uintp(i), uq]
     for i in range(valid, size):
         xb[i] = np.float32(0.0)
     return valid
@@ -383,9 +387,10 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
         within = 0
         for i in range(size):
             within += (xb[i] >= clip_lo) & (xb[i] <= clip_hi)
-        for i in range(valid):  # a loop, as in ``_gather_at``
-            codes[p, start + i, q] = cb[i]
-            deq[p, start + i, q] = vb[i]
+        up, us, uq = np.uintp(p), np.uintp(start), np.uintp(q)
+        for i in range(valid):  # a loop with unsigned indices, as in ``_gather_at``
+            codes[up, us + np.uintp(i), uq] = cb[i]
+            deq[up, us + np.uintp(i), uq] = vb[i]
         p, j, q = _next_block(p, j, q, count, q_len)
         error[k] = e
         inside[k] = within
