@@ -23,16 +23,22 @@ _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 
 
 @njit(inline="always")
-def _cheapest(xi, q1, lam, bits, offset, m_max, best_cost, best_k):
+def _first(xi, q1):
+    """The lowest of the four indices around ``xi`` that quantizer ``q1`` tries."""
+    if q1 == 0:
+        return np.int64(np.floor(xi / 2.0)) - 1
+    return np.int64(np.floor((xi + 1.0) / 2.0)) - 1
+
+
+@njit(inline="always")
+def _cheapest(xi, q1, lam, bits, offset, m_max, best_cost, best_j):
     """Quantizer ``q1``'s cheapest index of each parity for ``xi`` (squared error plus ``lam``
-    times its bits) into ``best_cost[2 q1 + parity]`` and ``best_k`` (cost ``_INF`` where no
+    times its bits) into ``best_cost[2 q1 + parity]``, and which candidate it is into
+    ``best_j`` (0-3: ``_first + j``; 4: zero), the first on ties (cost ``_INF`` where no
     index of a parity is allowed)."""
     best_cost[2 * q1] = _INF
     best_cost[2 * q1 + 1] = _INF
-    if q1 == 0:
-        first = np.int64(np.floor(xi / 2.0)) - 1
-    else:
-        first = np.int64(np.floor((xi + 1.0) / 2.0)) - 1
+    first = _first(xi, q1)
     # Four indices around x, and zero (the cheapest index, often worth its error).
     for j in range(5):
         k = first + j if j < 4 else np.int64(0)
@@ -49,17 +55,18 @@ def _cheapest(xi, q1, lam, bits, offset, m_max, best_cost, best_k):
         slot = 2 * q1 + (k & 1)
         if c < best_cost[slot]:
             best_cost[slot] = c
-            best_k[slot] = k
+            best_j[slot] = j
 
 
 @_jit
 def viterbi_block(w, inv, start, lam, bits, offset, m_max, transitions, quantizers, levels,
-                  back):  # fmt: skip
+                  back, picks):  # fmt: skip
     """Levels (integers, into ``levels``) of ``w · inv`` (in units of the step) minimising the
     squared error plus ``lam`` times the bits of each index (``bits[q, k + offset]``), the
     path starting in state ``start`` and ending in the cheapest state, which is returned.
-    ``|level| <= m_max``. ``back``: (len(x),) uint64 scratch. The machine has at most 64
-    states, each with two edges in (``trellis.trellis_levels`` checks)."""
+    ``|level| <= m_max``. ``back``: (len(x),) uint64 and ``picks``: (len(x), 4) uint8
+    scratch. The machine has at most 64 states, each with two edges in
+    (``trellis.trellis_levels`` checks)."""
     n = w.size
     states = transitions.shape[0]
     cost = np.full(states, _INF)
@@ -68,30 +75,34 @@ def viterbi_block(w, inv, start, lam, bits, offset, m_max, transitions, quantize
     # A candidate's error and rate depend on its quantizer, not on the state, and a state's
     # two edges are its index's parities: each quantizer's cheapest index of each parity is
     # found once a weight, and a state weighs its two edges in. Which of the two won is one
-    # bit a state (``back``); the backtrack finds the index again, as the search found it.
+    # bit a state (``back``), and which candidate each slot took (``picks``): the backtrack
+    # rebuilds the index from it (searching again, it took a third of the time).
     best_cost = np.empty(4)  # [2 · quantizer + parity]
-    best_k = np.zeros(4, np.int64)
+    best_j = np.zeros(4, np.int64)
     # Each state's two edges in, the lower state first (it wins a tie, as it would pushed):
-    # the state each comes from and its slot in best_cost.
-    from0 = np.empty(states, np.int64)
-    from1 = np.empty(states, np.int64)
-    edge0 = np.empty(states, np.int64)
-    edge1 = np.empty(states, np.int64)
+    # the state each comes from and its slot in best_cost. Unsigned: numba then skips the
+    # negative-index test of each lookup (12% of the search's time).
+    from0 = np.empty(states, np.uint64)
+    from1 = np.empty(states, np.uint64)
+    edge0 = np.empty(states, np.uint64)
+    edge1 = np.empty(states, np.uint64)
     edges = np.zeros(states, np.int64)
     for s in range(states):
         for parity in range(2):
             t = transitions[s, parity]
             if edges[t] == 0:
-                from0[t] = s
-                edge0[t] = 2 * quantizers[s] + parity
+                from0[t] = np.uint64(s)
+                edge0[t] = np.uint64(2 * quantizers[s] + parity)
             else:
-                from1[t] = s
-                edge1[t] = 2 * quantizers[s] + parity
+                from1[t] = np.uint64(s)
+                edge1[t] = np.uint64(2 * quantizers[s] + parity)
             edges[t] += 1
     for i in range(n):
         xi = np.float64(w[i]) * inv
-        _cheapest(xi, 0, lam, bits, offset, m_max, best_cost, best_k)
-        _cheapest(xi, 1, lam, bits, offset, m_max, best_cost, best_k)
+        _cheapest(xi, 0, lam, bits, offset, m_max, best_cost, best_j)
+        _cheapest(xi, 1, lam, bits, offset, m_max, best_cost, best_j)
+        for slot in range(4):
+            picks[i, slot] = best_j[slot]
         # The cheaper of each state's two edges in, without a branch (a coin toss to the
         # predictor).
         chosen = np.uint64(0)
@@ -110,11 +121,12 @@ def viterbi_block(w, inv, start, lam, bits, offset, m_max, transitions, quantize
     t = end
     for i in range(n - 1, -1, -1):
         second = (back[i] >> np.uint64(t)) & np.uint64(1)
-        edge = edge1[t] if second else edge0[t]
+        edge = np.int64(edge1[t] if second else edge0[t])
         q1 = edge >> 1
-        _cheapest(np.float64(w[i]) * inv, q1, lam, bits, offset, m_max, best_cost, best_k)
-        levels[i] = level(best_k[edge], q1)
-        t = from1[t] if second else from0[t]
+        j = picks[i, edge]
+        k = _first(np.float64(w[i]) * inv, q1) + j if j < 4 else np.int64(0)
+        levels[i] = level(k, q1)
+        t = np.int64(from1[t] if second else from0[t])
     return end
 
 
@@ -126,11 +138,12 @@ def quantize_path(w, inv, lam, bits, offset, m_max, transitions, quantizers, blo
     index's count in its quantizer. Returns the state after the last weight."""
     n = w.size
     back = np.empty(min(block, n), np.uint64)
+    picks = np.empty((min(block, n), 4), np.uint8)
     state = 0
     for lo in range(0, n, block):
         hi = min(n, lo + block)
         viterbi_block(w[lo:hi], inv, state, lam, bits, offset, m_max, transitions, quantizers,
-                      levels[lo:hi], back[: hi - lo])  # fmt: skip
+                      levels[lo:hi], back[: hi - lo], picks[: hi - lo])  # fmt: skip
         for i in range(lo, hi):
             q1 = quantizers[state]
             k = index(levels[i], q1)

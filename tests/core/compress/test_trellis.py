@@ -42,6 +42,90 @@ def test_without_rate_the_search_finds_the_closest_path(version: int) -> None:
     np.testing.assert_array_equal(levels, trellis_coder.path_levels(best[1], version))
 
 
+def _reference_path(
+    x: np.ndarray, lam: float, bits: np.ndarray, offset: int, m_max: int, version: int
+) -> tuple[list[int], int]:
+    """The search in plain Python, as the kernel defines it: per weight and quantizer, the
+    four indices around x and zero (levels within ``m_max``, bits defined), each parity's
+    cheapest (first on ties); per state, the cheaper of its two edges in (the lower state
+    first on ties); the path ending in the cheapest state (the lowest on ties)."""
+    transitions, quantizers = trellis_coder.machine(version)
+    states = len(quantizers)
+    edges_in: list[list[tuple[int, int]]] = [[] for _ in range(states)]
+    for s in range(states):
+        for parity in range(2):
+            edges_in[int(transitions[s, parity])].append((s, parity))
+
+    def level(k: int, q1: int) -> int:
+        return 2 * k if q1 == 0 else 2 * k - (k > 0) + (k < 0)
+
+    def cheapest(xi: float, q1: int) -> dict[int, tuple[float, int]]:
+        first = math.floor(xi / 2.0) - 1 if q1 == 0 else math.floor((xi + 1.0) / 2.0) - 1
+        best: dict[int, tuple[float, int]] = {}
+        for k in [first + j for j in range(4) if first + j != 0] + [0]:
+            m = level(k, q1)
+            if abs(m) > m_max or not 0 <= k + offset < bits.shape[1]:
+                continue
+            cost = (xi - m) * (xi - m) + lam * float(bits[q1, k + offset])
+            if k % 2 not in best or cost < best[k % 2][0]:
+                best[k % 2] = (cost, k)
+        return best
+
+    cost = [0.0 if s == 0 else math.inf for s in range(states)]
+    back: list[list[tuple[int, int]]] = []
+    for xi in x.astype(np.float64):
+        options = [cheapest(float(xi), 0), cheapest(float(xi), 1)]
+        new, step = [], []
+        for t in range(states):
+            tried = []
+            for s, p in edges_in[t]:  # the lower state first: min keeps the first on ties
+                option = options[int(quantizers[s])]
+                if p in option:
+                    tried.append((cost[s] + option[p][0], s, option[p][1]))
+            low = min(tried, key=lambda c: c[0]) if tried else (math.inf, -1, 0)
+            new.append(low[0])
+            step.append((low[1], level(low[2], int(quantizers[low[1]])) if tried else 0))
+        cost = new
+        back.append(step)
+    t = min(range(states), key=lambda s: cost[s])
+    end = t
+    levels = []
+    for step in reversed(back):
+        t, m = step[t]
+        levels.append(m)
+    return levels[::-1], end
+
+
+@pytest.mark.parametrize("version", [5, trellis.SMALL_MACHINE_VERSION, trellis.MACHINE_VERSION])
+def test_the_kernel_finds_the_reference_path(version: int) -> None:
+    """The compiled search against ``_reference_path`` on inputs with outliers beyond the
+    range, tiny ranges, rates from none to heavy and many ties: the same levels and end
+    state."""
+    rng = np.random.default_rng(version)
+    kernel = trellis._kernel()
+    machine = trellis_coder.machine(version)
+    cases = [(0, 0.4, False), (1, 2.0, False), (3, 0.4, False), (7, 0.0, False),
+             (31, 0.4, False), (7, 0.0, True), (7, 0.4, True)]  # fmt: skip
+    for m_max, lam, ties in cases:
+        offset = m_max // 2 + 2
+        if ties:  # weights on half steps, every index at the same rate: costs tie often
+            w = rng.integers(-2 * m_max, 2 * m_max + 1, 200).astype(np.float32) / 2
+            bits = np.ones((2, 2 * offset + 1))
+        else:
+            w = rng.laplace(size=200).astype(np.float32) * np.float32(m_max / 3 + 0.5)
+            w[rng.integers(0, w.size, 4)] *= 50
+            seen = rng.integers(0, 30, (2, 2 * offset + 1)) * (
+                rng.random((2, 2 * offset + 1)) < 0.8)  # fmt: skip
+            bits = trellis._bits(seen)
+        levels = np.zeros(w.size, np.int32)
+        counts = np.zeros(bits.shape, np.int64)
+        end = kernel.quantize_path(w, 1.0, lam, bits, offset, m_max, *machine, w.size, levels,
+                                   counts)  # fmt: skip
+        expected, last = _reference_path(w, lam, bits, offset, m_max, version)
+        np.testing.assert_array_equal(levels, expected)
+        assert end == last  # the state the path ends in
+
+
 @pytest.mark.parametrize(("size", "version"), [
     (300_000, trellis.MACHINE_VERSION), (adaptive.TINY_CODES, trellis.SMALL_MACHINE_VERSION),
 ])  # fmt: skip
