@@ -7,19 +7,98 @@ states or DeepCABAC's 8, passed as ``transitions`` and ``quantizers``). Each qua
 has a step of 2, but the path through the states reaches every integer, so the search finds
 levels almost as close as a step-1 quantizer's with indices of a step-2 quantizer's size;
 more states, closer paths.
+
+A step of the search takes, for every state, the cheaper of its two edges in: the cost of
+the state each comes from plus the cost of the index it takes (one of four: a quantizer's
+cheapest of each parity), the lower state first on ties. Through the machine's tables that
+is four lookups a state, scalar: about a third of the search's time at 32 states. For the
+search's main machine (stream ``MACHINE_VERSION``'s) ``step`` has the tables as constants
+of the code: the 32 costs one vector, each edge's source a constant shuffle of it, each
+edge's index cost a constant shuffle of the four, the choice one compare and one select, its
+32 bits the compare's mask. The same operations (one addition each, an ordered less-than),
+so the same costs and choices; generic vector IR, which LLVM lowers to the CPU's permutes
+(AVX-512, AVX2 or SSE alike). It lives in this file so that numba's cache of the kernels
+that inline it goes stale with it.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from quantcore.coding import trellis_coder
 
 # A level's index and an index's level are the package coder's (one definition for both).
 from quantcore.coding.trellis_kernels import _index as index
 from quantcore.coding.trellis_kernels import _level as level
+from quantcore.compress.trellis import MACHINE_VERSION
 
 _INF = 1e300
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+_I32, _I64, _F64 = ir.IntType(32), ir.IntType(64), ir.DoubleType()
+
+
+def edges_in(version: int) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Each state's two edges in, the lower state first: the state each comes from and its
+    index-cost slot (``2 · quantizer + parity``), as ``viterbi_block`` builds them."""
+    transitions, quantizers = trellis_coder.machine(version)
+    states = len(quantizers)
+    from0, from1, edge0, edge1 = [0] * states, [0] * states, [0] * states, [0] * states
+    seen = [0] * states
+    for s in range(states):
+        for parity in range(2):
+            t = int(transitions[s, parity])
+            slot = 2 * int(quantizers[s]) + parity
+            if seen[t] == 0:
+                from0[t], edge0[t] = s, slot
+            else:
+                from1[t], edge1[t] = s, slot
+            seen[t] += 1
+    return from0, from1, edge0, edge1
+
+
+FROM0, FROM1, EDGE0, EDGE1 = edges_in(MACHINE_VERSION)
+STATES = len(FROM0)
+
+
+def is_for(transitions: np.ndarray, quantizers: np.ndarray) -> bool:
+    """Whether ``step`` is the step of this machine."""
+    ours = trellis_coder.machine(MACHINE_VERSION)
+    return bool(np.array_equal(transitions, ours[0]) and np.array_equal(quantizers, ours[1]))
+
+
+def _shuffle(values: list[int]) -> ir.Constant:
+    return ir.Constant(ir.VectorType(_I32, len(values)), [ir.Constant(_I32, v) for v in values])
+
+
+@intrinsic
+def step(typingctx, cost, new, best_cost):
+    """``new[t]`` = the cheaper of state ``t``'s two edges in, from ``cost`` (the states'
+    costs, ``STATES`` float64) and ``best_cost`` (the four index costs); returns the bits of
+    the states whose second edge won."""
+    sig = types.uint64(cost, new, best_cost)
+
+    def codegen(context, builder, signature, args):
+        costs, news, bests = (context.make_array(t)(context, builder, v)
+                              for t, v in zip(signature.args, args, strict=True))  # fmt: skip
+        vector, four = ir.VectorType(_F64, STATES), ir.VectorType(_F64, 4)
+        c = builder.load(builder.bitcast(costs.data, vector.as_pointer()), align=8)
+        b = builder.load(builder.bitcast(bests.data, four.as_pointer()), align=8)
+        any_c, any_b = ir.Constant(vector, ir.Undefined), ir.Constant(four, ir.Undefined)
+        c0 = builder.fadd(builder.shuffle_vector(c, any_c, _shuffle(FROM0)),
+                          builder.shuffle_vector(b, any_b, _shuffle(EDGE0)))  # fmt: skip
+        c1 = builder.fadd(builder.shuffle_vector(c, any_c, _shuffle(FROM1)),
+                          builder.shuffle_vector(b, any_b, _shuffle(EDGE1)))  # fmt: skip
+        second = builder.fcmp_ordered("<", c1, c0)
+        builder.store(builder.select(second, c1, c0),
+                      builder.bitcast(news.data, vector.as_pointer()), align=8)  # fmt: skip
+        return builder.zext(builder.bitcast(second, ir.IntType(STATES)), _I64)
+
+    return sig, codegen
+
+
 
 
 @njit(inline="always")
@@ -60,13 +139,14 @@ def _cheapest(xi, q1, lam, bits, offset, m_max, best_cost, best_j):
 
 @_jit
 def viterbi_block(w, inv, start, lam, bits, offset, m_max, transitions, quantizers, levels,
-                  back, picks):  # fmt: skip
+                  back, picks, vector):  # fmt: skip
     """Levels (integers, into ``levels``) of ``w · inv`` (in units of the step) minimising the
     squared error plus ``lam`` times the bits of each index (``bits[q, k + offset]``), the
     path starting in state ``start`` and ending in the cheapest state, which is returned.
     ``|level| <= m_max``. ``back``: (len(x),) uint64 and ``picks``: (len(x), 4) uint8
     scratch. The machine has at most 64 states, each with two edges in
-    (``trellis.trellis_levels`` checks)."""
+    (``trellis.trellis_levels`` checks). ``vector``: the machine is the main one
+    (``is_for``), whose ``step`` then runs in place of the scalar loop."""
     n = w.size
     states = transitions.shape[0]
     cost = np.full(states, _INF)
@@ -106,12 +186,15 @@ def viterbi_block(w, inv, start, lam, bits, offset, m_max, transitions, quantize
         # The cheaper of each state's two edges in, without a branch (a coin toss to the
         # predictor).
         chosen = np.uint64(0)
-        for t in range(states):
-            c0 = cost[from0[t]] + best_cost[edge0[t]]
-            c1 = cost[from1[t]] + best_cost[edge1[t]]
-            second = c1 < c0
-            new[t] = c1 if second else c0
-            chosen |= np.uint64(second) << np.uint64(t)
+        if vector:
+            chosen = step(cost, new, best_cost)  # type: ignore[call-arg]
+        else:
+            for t in range(states):
+                c0 = cost[from0[t]] + best_cost[edge0[t]]
+                c1 = cost[from1[t]] + best_cost[edge1[t]]
+                second = c1 < c0
+                new[t] = c1 if second else c0
+                chosen |= np.uint64(second) << np.uint64(t)
         back[i] = chosen
         cost, new = new, cost
     end = 0
@@ -132,10 +215,11 @@ def viterbi_block(w, inv, start, lam, bits, offset, m_max, transitions, quantize
 
 @_jit
 def quantize_path(w, inv, lam, bits, offset, m_max, transitions, quantizers, block, levels,
-                  counts):  # fmt: skip
+                  counts, vector):  # fmt: skip
     """``viterbi_block`` over ``w`` a ``block`` at a time, each block starting in the state
     the previous one ended in (one continuous path); ``counts[q, k + offset]`` gets each
-    index's count in its quantizer. Returns the state after the last weight."""
+    index's count in its quantizer. Returns the state after the last weight. ``vector``: as
+    for ``viterbi_block``."""
     n = w.size
     back = np.empty(min(block, n), np.uint64)
     picks = np.empty((min(block, n), 4), np.uint8)
@@ -143,7 +227,7 @@ def quantize_path(w, inv, lam, bits, offset, m_max, transitions, quantizers, blo
     for lo in range(0, n, block):
         hi = min(n, lo + block)
         viterbi_block(w[lo:hi], inv, state, lam, bits, offset, m_max, transitions, quantizers,
-                      levels[lo:hi], back[: hi - lo], picks[: hi - lo])  # fmt: skip
+                      levels[lo:hi], back[: hi - lo], picks[: hi - lo], vector)  # fmt: skip
         for i in range(lo, hi):
             q1 = quantizers[state]
             k = index(levels[i], q1)

@@ -33,7 +33,8 @@ def test_without_rate_the_search_finds_the_closest_path(version: int) -> None:
     levels = np.zeros(w.size, np.int32)
     counts = np.zeros((2, 21), np.int64)
     machine = trellis_coder.machine(version)
-    kernel.quantize_path(w, 1.0, 0.0, bits, 10, 8, *machine, 1 << 16, levels, counts)
+    kernel.quantize_path(w, 1.0, 0.0, bits, 10, 8, *machine, 1 << 16, levels, counts,
+                         kernel.is_for(*machine))  # fmt: skip
     best = min(
         (float(np.sum((w - trellis_coder.path_levels(ks, version)) ** 2)), ks)
         for ks in itertools.product(range(-3, 4), repeat=w.size)
@@ -96,20 +97,25 @@ def _reference_path(
     return levels[::-1], end
 
 
-@pytest.mark.parametrize("version", [5, trellis.SMALL_MACHINE_VERSION, trellis.MACHINE_VERSION])
-def test_the_kernel_finds_the_reference_path(version: int) -> None:
-    """The compiled search against ``_reference_path`` on inputs with outliers beyond the
-    range, tiny ranges, rates from none to heavy and many ties: the same levels and end
-    state."""
+@pytest.mark.parametrize(("version", "vector"), [
+    (5, False), (trellis.SMALL_MACHINE_VERSION, False), (trellis.MACHINE_VERSION, False),
+    (trellis.MACHINE_VERSION, True),
+])  # fmt: skip
+def test_the_kernel_finds_the_reference_path(version: int, vector: bool) -> None:
+    """The compiled search, with the scalar step and with the vector ``step`` of its machine,
+    against ``_reference_path`` on inputs with outliers beyond the range, tiny ranges, rates
+    from none to heavy and many ties: the same levels and end state."""
     rng = np.random.default_rng(version)
     kernel = trellis._kernel()
     machine = trellis_coder.machine(version)
+    assert kernel.is_for(*machine) == (version == trellis.MACHINE_VERSION)
     cases = [(0, 0.4, False), (1, 2.0, False), (3, 0.4, False), (7, 0.0, False),
-             (31, 0.4, False), (7, 0.0, True), (7, 0.4, True)]  # fmt: skip
+             (31, 0.4, False), (7, 0.0, True), (7, 0.4, True), (3, 0.0, True),
+             (1, 0.0, True)]  # fmt: skip
     for m_max, lam, ties in cases:
         offset = m_max // 2 + 2
-        if ties:  # weights on half steps, every index at the same rate: costs tie often
-            w = rng.integers(-2 * m_max, 2 * m_max + 1, 200).astype(np.float32) / 2
+        if ties:  # weights on quarter steps, every index at the same rate: costs tie often
+            w = rng.integers(-4 * m_max, 4 * m_max + 1, 200).astype(np.float32) / 4
             bits = np.ones((2, 2 * offset + 1))
         else:
             w = rng.laplace(size=200).astype(np.float32) * np.float32(m_max / 3 + 0.5)
@@ -120,7 +126,7 @@ def test_the_kernel_finds_the_reference_path(version: int) -> None:
         levels = np.zeros(w.size, np.int32)
         counts = np.zeros(bits.shape, np.int64)
         end = kernel.quantize_path(w, 1.0, lam, bits, offset, m_max, *machine, w.size, levels,
-                                   counts)  # fmt: skip
+                                   counts, vector)  # fmt: skip
         expected, last = _reference_path(w, lam, bits, offset, m_max, version)
         np.testing.assert_array_equal(levels, expected)
         assert end == last  # the state the path ends in
