@@ -33,11 +33,13 @@ from quantcore.coding import trellis_coder
 # A level's index and an index's level are the package coder's (one definition for both).
 from quantcore.coding.trellis_kernels import _index as index
 from quantcore.coding.trellis_kernels import _level as level
-from quantcore.compress.trellis import MACHINE_VERSION
 
 _INF = 1e300
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 _I32, _I64, _F64 = ir.IntType(32), ir.IntType(64), ir.DoubleType()
+# The machine ``step`` is built for: ``trellis.MACHINE_VERSION``'s (not imported from there,
+# which imports this module; ``is_for`` checks the tables, so a mismatch only costs speed).
+MACHINE_VERSION = 12
 
 
 def edges_in(version: int) -> tuple[list[int], list[int], list[int], list[int]]:

@@ -109,6 +109,7 @@ def test_the_kernel_finds_the_reference_path(version: int, vector: bool) -> None
     kernel = trellis._kernel()
     machine = trellis_coder.machine(version)
     assert kernel.is_for(*machine) == (version == trellis.MACHINE_VERSION)
+    assert kernel.MACHINE_VERSION == trellis.MACHINE_VERSION  # the vector step is the main one's
     cases = [(0, 0.4, False), (1, 2.0, False), (3, 0.4, False), (7, 0.0, False),
              (31, 0.4, False), (7, 0.0, True), (7, 0.4, True), (3, 0.0, True),
              (1, 0.0, True)]  # fmt: skip
