@@ -101,8 +101,6 @@ def step(typingctx, cost, new, best_cost):
     return sig, codegen
 
 
-
-
 @njit(inline="always")
 def _first(xi, q1):
     """The lowest of the four indices around ``xi`` that quantizer ``q1`` tries."""
