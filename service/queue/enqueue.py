@@ -16,11 +16,12 @@ timeout too, they would all fail in the same instant, and the burst of answers h
 other request of the process (``/healthz`` p99 170 ms under 50 clients with Redis frozen),
 where failing each in turn spreads them out.
 
-That rule holds once the process has published: its first publish also connects, declares
-the queue and loads Celery's parts (0.12 s alone; eight at once under a burst took 0.4-1.8 s,
-and the waiters behind them gave up on a healthy broker). So the first publish goes alone
-(the others wait for it, within ``broker_timeout_s``), and until one has gone through, a
-waiter waits out ``broker_timeout_s`` rather than ``SLOT_WAIT_S``.
+That rule holds once the publish path is ready: a process's first publish also connects,
+declares the queue and loads Celery's parts (0.12 s alone; eight at once under a burst took
+0.4-1.8 s, and the waiters behind them gave up on a healthy broker). The readiness probe
+(``check_broker``, at start-up) readies it; until it or a publish has gone through, one
+publish goes at a time (the others wait for it, within ``broker_timeout_s``) and a waiter
+waits out ``broker_timeout_s`` rather than ``SLOT_WAIT_S``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class _Breaker:
         self.open_until = 0.0
         self.slots = threading.BoundedSemaphore(PUBLISHERS)
         self.finished = 0  # publishes that gave their slot back: a waiter's sign of progress
-        self.warm = False  # a publish has gone through: the path is connected and loaded
+        self.warm = False  # the path is connected and loaded (a probe or publish went through)
         self.warming = threading.Lock()  # held by the first publish while it is not
 
     def take_slot(self, settings: Settings) -> bool:
@@ -187,15 +188,30 @@ def broker_errors(app: Celery) -> tuple[type[BaseException], ...]:
 
 
 def check_broker(settings: Settings) -> None:
-    """Open a connection to the broker; raises ``BrokerUnavailableError`` if it fails."""
+    """Open a connection to the broker; raises ``BrokerUnavailableError`` if it fails.
+
+    The first check that succeeds also readies the publish path (the readiness probe runs
+    it at start-up): a process's first publish then takes milliseconds, not 0.1-1.8 s."""
     app = producer_app(settings)
+    breaker = _breaker(settings)
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=0, timeout=settings.broker_timeout_s)
             if settings.broker_is_redis:  # a frozen Redis connects: ask it something
                 conn.default_channel.client.ping()
+        if not breaker.warm:
+            _ready_to_publish(app)
+            breaker.warm = True
     except broker_errors(app) as exc:
         raise _unavailable(settings, exc) from exc
+
+
+def _ready_to_publish(app: Celery) -> None:
+    """What a first ``send_task`` does besides sending: load the (disabled) result backend,
+    open a pooled producer's connection and declare the queue on it."""
+    app.backend  # noqa: B018 (a property that loads the backend)
+    with app.producer_or_acquire() as producer:
+        producer.maybe_declare(app.amqp.queues[QUEUE])
 
 
 def queue_depth(settings: Settings) -> int:

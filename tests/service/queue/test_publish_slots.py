@@ -6,14 +6,17 @@ which connect and load (slow, but not a broker that stopped answering)."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from service.errors import BrokerUnavailableError
 from service.queue import enqueue
+from service.queue.celery_app import QUEUE
 from service.settings import Settings
 from tests.workers.services import free_port
 
@@ -107,3 +110,17 @@ def test_the_first_publish_goes_alone() -> None:
     assert burst() == ["sent"] * 4
     assert most > 1
 
+
+
+def test_the_broker_check_readies_the_publish_path(tmp_path: Path) -> None:
+    """The readiness probe's broker check declares the queue (a first publish's work) and
+    marks the path ready: the slot rule then holds from the first publish."""
+    settings = Settings(_env_file=None,  # type: ignore[call-arg]
+                        broker_url=f"sqla+sqlite:///{tmp_path}/broker.db")
+    breaker = enqueue._breaker(settings)
+    assert not breaker.warm
+    enqueue.check_broker(settings)
+    assert breaker.warm
+    with sqlite3.connect(tmp_path / "broker.db") as db:
+        queues = [name for (name,) in db.execute("SELECT name FROM kombu_queue")]
+    assert queues == [QUEUE]
