@@ -111,11 +111,12 @@ def trellis_levels(
     levels = np.zeros(flat.size, np.int32)
     counts = np.zeros((2, 2 * offset + 1), np.int64)
     inv = 1.0 / step if step > 0 else 0.0
+    edges = kernel.edges_in(transitions, quantizers)
     vector = kernel.is_for(transitions, quantizers)  # its vector step
     for _ in range(PASSES):
         counts[:] = 0
         kernel.quantize_path(flat, inv, LAMBDA, bits, offset, m_max, transitions, quantizers,
-                             BLOCK, levels, counts, vector)  # fmt: skip
+                             edges, BLOCK, levels, counts, vector)  # fmt: skip
         bits = _bits(counts)
     return Path(levels=levels, counts=counts, offset=offset)
 

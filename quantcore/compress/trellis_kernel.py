@@ -42,26 +42,28 @@ _I32, _I64, _F64 = ir.IntType(32), ir.IntType(64), ir.DoubleType()
 MACHINE_VERSION = 12
 
 
-def edges_in(version: int) -> tuple[list[int], list[int], list[int], list[int]]:
-    """Each state's two edges in, the lower state first: the state each comes from and its
-    index-cost slot (``2 · quantizer + parity``), as ``viterbi_block`` builds them."""
-    transitions, quantizers = trellis_coder.machine(version)
+def edges_in(transitions: np.ndarray, quantizers: np.ndarray) -> np.ndarray:
+    """Each state's two edges in, the lower state first (it wins a tie, as it would pushed):
+    rows ``from0, from1`` the state each comes from, rows ``edge0, edge1`` its index-cost
+    slot (``2 · quantizer + parity``); (4, states) uint64, which the search's lookups take
+    without numba's test for a negative index (12% of its time). The one definition of the
+    edges: ``viterbi_block`` reads them, ``step`` has them as constants."""
     states = len(quantizers)
-    from0, from1, edge0, edge1 = [0] * states, [0] * states, [0] * states, [0] * states
+    edges = np.zeros((4, states), np.uint64)
     seen = [0] * states
     for s in range(states):
         for parity in range(2):
             t = int(transitions[s, parity])
-            slot = 2 * int(quantizers[s]) + parity
-            if seen[t] == 0:
-                from0[t], edge0[t] = s, slot
-            else:
-                from1[t], edge1[t] = s, slot
+            second = seen[t] > 0
+            edges[int(second), t] = s
+            edges[2 + int(second), t] = 2 * int(quantizers[s]) + parity
             seen[t] += 1
-    return from0, from1, edge0, edge1
+    return edges
 
 
-FROM0, FROM1, EDGE0, EDGE1 = edges_in(MACHINE_VERSION)
+FROM0, FROM1, EDGE0, EDGE1 = (
+    [int(v) for v in row] for row in edges_in(*trellis_coder.machine(MACHINE_VERSION))
+)
 STATES = len(FROM0)
 
 
@@ -138,17 +140,16 @@ def _cheapest(xi, q1, lam, bits, offset, m_max, best_cost, best_j):
 
 
 @_jit
-def viterbi_block(w, inv, start, lam, bits, offset, m_max, transitions, quantizers, levels,
-                  back, picks, vector):  # fmt: skip
+def viterbi_block(w, inv, start, lam, bits, offset, m_max, edges, levels, back, picks, vector):
     """Levels (integers, into ``levels``) of ``w · inv`` (in units of the step) minimising the
     squared error plus ``lam`` times the bits of each index (``bits[q, k + offset]``), the
     path starting in state ``start`` and ending in the cheapest state, which is returned.
-    ``|level| <= m_max``. ``back``: (len(x),) uint64 and ``picks``: (len(x), 4) uint8
-    scratch. The machine has at most 64 states, each with two edges in
-    (``trellis.trellis_levels`` checks). ``vector``: the machine is the main one
+    ``|level| <= m_max``. ``edges``: the machine's ``edges_in`` (at most 64 states, each with
+    two edges in: ``trellis.trellis_levels`` checks). ``back``: (len(x),) uint64 and
+    ``picks``: (len(x), 4) uint8 scratch. ``vector``: the machine is the main one
     (``is_for``), whose ``step`` then runs in place of the scalar loop."""
     n = w.size
-    states = transitions.shape[0]
+    states = edges.shape[1]
     cost = np.full(states, _INF)
     cost[start] = 0.0
     new = np.empty(states)
@@ -159,24 +160,7 @@ def viterbi_block(w, inv, start, lam, bits, offset, m_max, transitions, quantize
     # rebuilds the index from it (searching again, it took a third of the time).
     best_cost = np.empty(4)  # [2 · quantizer + parity]
     best_j = np.zeros(4, np.int64)
-    # Each state's two edges in, the lower state first (it wins a tie, as it would pushed):
-    # the state each comes from and its slot in best_cost. Unsigned: numba then skips the
-    # negative-index test of each lookup (12% of the search's time).
-    from0 = np.empty(states, np.uint64)
-    from1 = np.empty(states, np.uint64)
-    edge0 = np.empty(states, np.uint64)
-    edge1 = np.empty(states, np.uint64)
-    edges = np.zeros(states, np.int64)
-    for s in range(states):
-        for parity in range(2):
-            t = transitions[s, parity]
-            if edges[t] == 0:
-                from0[t] = np.uint64(s)
-                edge0[t] = np.uint64(2 * quantizers[s] + parity)
-            else:
-                from1[t] = np.uint64(s)
-                edge1[t] = np.uint64(2 * quantizers[s] + parity)
-            edges[t] += 1
+    from0, from1, edge0, edge1 = edges[0], edges[1], edges[2], edges[3]
     for i in range(n):
         xi = np.float64(w[i]) * inv
         _cheapest(xi, 0, lam, bits, offset, m_max, best_cost, best_j)
@@ -201,33 +185,34 @@ def viterbi_block(w, inv, start, lam, bits, offset, m_max, transitions, quantize
     for t in range(1, states):
         if cost[t] < cost[end]:
             end = t
-    t = end
+    state = np.int64(end)
     for i in range(n - 1, -1, -1):
-        second = (back[i] >> np.uint64(t)) & np.uint64(1)
-        edge = np.int64(edge1[t] if second else edge0[t])
+        second = (back[i] >> np.uint64(state)) & np.uint64(1)
+        edge = np.int64(edge1[state] if second else edge0[state])
         q1 = edge >> 1
         j = picks[i, edge]
         k = _first(np.float64(w[i]) * inv, q1) + j if j < 4 else np.int64(0)
         levels[i] = level(k, q1)
-        t = np.int64(from1[t] if second else from0[t])
+        state = np.int64(from1[state] if second else from0[state])
     return end
 
 
 @_jit
-def quantize_path(w, inv, lam, bits, offset, m_max, transitions, quantizers, block, levels,
-                  counts, vector):  # fmt: skip
+def quantize_path(w, inv, lam, bits, offset, m_max, transitions, quantizers, edges, block,
+                  levels, counts, vector):  # fmt: skip
     """``viterbi_block`` over ``w`` a ``block`` at a time, each block starting in the state
     the previous one ended in (one continuous path); ``counts[q, k + offset]`` gets each
-    index's count in its quantizer. Returns the state after the last weight. ``vector``: as
-    for ``viterbi_block``."""
+    index's count in its quantizer. Returns the state after the last weight. ``edges`` and
+    ``vector``: as for ``viterbi_block``, of the machine of ``transitions`` and
+    ``quantizers``."""
     n = w.size
     back = np.empty(min(block, n), np.uint64)
     picks = np.empty((min(block, n), 4), np.uint8)
     state = 0
     for lo in range(0, n, block):
         hi = min(n, lo + block)
-        viterbi_block(w[lo:hi], inv, state, lam, bits, offset, m_max, transitions, quantizers,
-                      levels[lo:hi], back[: hi - lo], picks[: hi - lo], vector)  # fmt: skip
+        viterbi_block(w[lo:hi], inv, state, lam, bits, offset, m_max, edges, levels[lo:hi],
+                      back[: hi - lo], picks[: hi - lo], vector)  # fmt: skip
         for i in range(lo, hi):
             q1 = quantizers[state]
             k = index(levels[i], q1)

@@ -33,8 +33,8 @@ def test_without_rate_the_search_finds_the_closest_path(version: int) -> None:
     levels = np.zeros(w.size, np.int32)
     counts = np.zeros((2, 21), np.int64)
     machine = trellis_coder.machine(version)
-    kernel.quantize_path(w, 1.0, 0.0, bits, 10, 8, *machine, 1 << 16, levels, counts,
-                         kernel.is_for(*machine))  # fmt: skip
+    kernel.quantize_path(w, 1.0, 0.0, bits, 10, 8, *machine, kernel.edges_in(*machine),
+                         1 << 16, levels, counts, kernel.is_for(*machine))  # fmt: skip
     best = min(
         (float(np.sum((w - trellis_coder.path_levels(ks, version)) ** 2)), ks)
         for ks in itertools.product(range(-3, 4), repeat=w.size)
@@ -126,8 +126,9 @@ def test_the_kernel_finds_the_reference_path(version: int, vector: bool) -> None
             bits = trellis._bits(seen)
         levels = np.zeros(w.size, np.int32)
         counts = np.zeros(bits.shape, np.int64)
-        end = kernel.quantize_path(w, 1.0, lam, bits, offset, m_max, *machine, w.size, levels,
-                                   counts, vector)  # fmt: skip
+        end = kernel.quantize_path(w, 1.0, lam, bits, offset, m_max, *machine,
+                                   kernel.edges_in(*machine), w.size, levels, counts,
+                                   vector)  # fmt: skip
         expected, last = _reference_path(w, lam, bits, offset, m_max, version)
         np.testing.assert_array_equal(levels, expected)
         assert end == last  # the state the path ends in
