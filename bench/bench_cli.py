@@ -5,6 +5,11 @@ writing, and for ours the fidelity check and the report), with its peak resident
 
 - ``ours8`` / ``ours4``: ``quantserve quantize MODEL --spec '{"bits": B}' --out DIR``, the
   CLI's job (the worker's ``run_job``), default spec;
+- on the real models, the jobs that size the package by rate and distortion:
+  ``target20`` (``{"target": {"weight_sqnr_db": 20}}``: the allocation across layers, codes
+  rounded to nearest) and ``target20_rdoq`` (the same with ``"rdoq": "auto"``: dead-zone and
+  trellis searches, the smaller package kept); ``target20`` is the latter's baseline, so their
+  ratio is what the searches cost;
 - ``ort_dynamic``: a script that imports ``onnxruntime.quantization`` and calls
   ``quantize_dynamic`` (int8 weights, per tensor): the 8-bit baseline;
 - ``ort_nbits4``: ``MatMulNBitsQuantizer`` 4-bit, blocks of 32, symmetric (the model taken at
@@ -15,7 +20,8 @@ Models: ``captcha-ocr`` (13.5 M, CNN+LSTM) and ``minilm-l3`` (17 M, BERT) from
 ``bench/realmodels``, and transformer-like models of 54 M and 205 M parameters
 (``bench/transformer.py``; 608 M with ``--large``). Cases run interleaved (every case once,
 then again), so a load that comes and goes touches all of them; the table gives medians.
-Targets: ours8 ≤ 0.5× ``ort_dynamic``; ours4 ≤ the fastest 4-bit peer.
+Targets: ours8 ≤ 0.5× ``ort_dynamic``; ours4 ≤ the fastest 4-bit peer. The target jobs report
+their package's bytes beside their times.
 
 Also measured: the import cost of the CLI's quantize path (``service.cli.main`` and
 ``quantcore.jobs.quantize``, what ``quantserve quantize`` loads before it reads the model),
@@ -46,6 +52,13 @@ from bench.common import write_results
 
 QUANTSERVE = Path(sys.executable).with_name("quantserve")
 REAL = ("captcha-ocr", "minilm-l3")
+OUR_SPECS: dict[str, dict[str, Any]] = {
+    "ours8": {"bits": 8},
+    "ours4": {"bits": 4},
+    "target20": {"target": {"weight_sqnr_db": 20}},
+    "target20_rdoq": {"target": {"weight_sqnr_db": 20}, "rdoq": "auto"},
+}
+TARGET_CASES = ("target20", "target20_rdoq")  # on the real models only
 LARGE_PARAMS = 100_000_000
 
 PEER_SCRIPTS = {
@@ -89,8 +102,8 @@ def _peers_available() -> list[str]:
 
 
 def command(case: str, model: Path, out: Path) -> list[str]:
-    if case.startswith("ours"):
-        spec = json.dumps({"bits": int(case.removeprefix("ours"))})
+    if case in OUR_SPECS:
+        spec = json.dumps(OUR_SPECS[case])
         return [str(QUANTSERVE), "quantize", str(model), "--spec", spec, "--out", str(out),
                 "--quiet"]  # fmt: skip
     return [sys.executable, "-c", PEER_SCRIPTS[case], str(model), str(out)]
@@ -147,8 +160,9 @@ def bench_model(name: str, path: Path, cases: list[str], repeat: int, work: Path
     times: dict[str, list[float]] = {c: [] for c in cases}
     peaks: dict[str, list[int]] = {c: [] for c in cases}
     cpus: dict[str, list[float]] = {c: [] for c in cases}
-    timings: dict[str, list[dict[str, float]]] = {c: [] for c in cases if c.startswith("ours")}
+    timings: dict[str, list[dict[str, float]]] = {c: [] for c in cases if c in OUR_SPECS}
     fidelity: dict[str, Any] = {}
+    package: dict[str, int] = {}
     for warm_up in (True, *([False] * repeat)):
         for case in cases:
             out = work / "out" / case
@@ -166,6 +180,7 @@ def bench_model(name: str, path: Path, cases: list[str], repeat: int, work: Path
                 fid = report["fidelity"]
                 fidelity[case] = {k: fid.get(k) for k in ("inputs", "output_sqnr_db",
                                                            "seconds", "reason")}  # fmt: skip
+                package[case] = (out / "model.qpack").stat().st_size
     row: dict[str, Any] = {"model": name, "params": params_of(path),
                            "size_bytes": path.stat().st_size, "cases": {}}  # fmt: skip
     for case in cases:
@@ -180,12 +195,17 @@ def bench_model(name: str, path: Path, cases: list[str], repeat: int, work: Path
             steps["outside_job_s"] = row["cases"][case]["median_s"] - steps["total_s"]
             row["cases"][case]["timings"] = steps
             row["cases"][case]["fidelity"] = fidelity[case]
+            row["cases"][case]["qpack_bytes"] = package[case]
     base = row["cases"].get("ort_dynamic", {}).get("median_s")
     peers4 = [row["cases"][c]["median_s"] for c in ("ort_nbits4", "nncf_int4") if c in row["cases"]]
     if base and "ours8" in row["cases"]:
         row["ours8_vs_ort_dynamic"] = row["cases"]["ours8"]["median_s"] / base
     if peers4 and "ours4" in row["cases"]:
         row["ours4_vs_fastest_peer4"] = row["cases"]["ours4"]["median_s"] / min(peers4)
+    if all(c in row["cases"] for c in TARGET_CASES):
+        plain, searched = (row["cases"][c] for c in TARGET_CASES)
+        row["target20_rdoq_vs_target20"] = searched["median_s"] / plain["median_s"]
+        row["target20_rdoq_bytes_vs_target20"] = searched["qpack_bytes"] / plain["qpack_bytes"]
     return row
 
 
@@ -217,9 +237,12 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
                 steps = " / ".join(f"{t.get(k, 0.0):.2f}" for k in (
                     "load_s", "quantize_s", "fidelity_s", "write_s", "report_s",
                     "outside_job_s"))  # fmt: skip
+                if "qpack_bytes" in c and case in TARGET_CASES:
+                    steps += f"  qpack {c['qpack_bytes']:,} B"
             print(f"{row['model']:<12} {row['params'] / 1e6:6.1f}M {case:<12} "
                   f"{c['median_s']:9.2f} {c['cpu_s']:7.2f} {c['peak_mib']:9.0f}  {steps}")
-        for key in ("ours8_vs_ort_dynamic", "ours4_vs_fastest_peer4"):
+        for key in ("ours8_vs_ort_dynamic", "ours4_vs_fastest_peer4",
+                    "target20_rdoq_vs_target20", "target20_rdoq_bytes_vs_target20"):
             if key in row:
                 print(f"{'':<12} {key}: {row[key]:.2f}")
 
@@ -235,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", help="folder for the generated models (kept between runs)")
     args = parser.parse_args(argv)
     names = [n for n in args.models.split(",") if n] + (["608m"] if args.large else [])
-    cases = ["ours8", "ort_dynamic", "ours4", *_peers_available()]
+    cases = ["ours8", "ort_dynamic", "ours4", *_peers_available(), *TARGET_CASES]
     if args.cases:
         cases = [c for c in cases if c in args.cases.split(",")]
     work = Path(args.work or Path(tempfile.gettempdir()) / "quantserve-bench-cli")
@@ -246,7 +269,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name, path in model_paths(names, work).items():
         repeat = args.repeat_large if params_of(path) > LARGE_PARAMS else args.repeat
-        rows.append(bench_model(name, path, cases, repeat, work))
+        chosen = [c for c in cases if name in REAL or c not in TARGET_CASES]
+        rows.append(bench_model(name, path, chosen, repeat, work))
         print_rows(rows[-1:])
     print_rows(rows)
     write_results("bench_cli", {"imports": imports, "models": rows, "repeat": args.repeat,
