@@ -141,6 +141,7 @@ def enqueue_job(job_id: str, settings: Settings, *, task_id: str | None = None) 
     breaker.check(settings)
     if not breaker.take_slot(settings):
         raise _unavailable(settings, "too many publishes are waiting for it")
+
     def send() -> str:
         return str(app.send_task(TASK_NAME, args=[job_id], queue=QUEUE, retry=False,
                                  task_id=task_id or new_task_id()).id)
