@@ -64,8 +64,9 @@ def test_redis_frozen_then_stopped_loses_no_job_and_keeps_the_api_up(
         for c in clients:
             c.close()
         # At once: a probe that waited on the frozen broker would take seconds (the slowest
-        # seen on a loaded 2-core machine slower than this test's first: 0.108 s).
-        assert max(health) < 0.25, health
+        # seen on a loaded 2-core machine slower than this test's first: 0.108 s; on a Zen 1,
+        # the flood's first moment: 0.29 s).
+        assert max(health) < 0.5, health
         assert ready.status_code == 503 and took < 1.0, (took, ready.text)
         assert ready.json()["error"]["details"]["checks"]["broker"] == "unavailable"
         assert {code for _, code in results} == {503}, results
