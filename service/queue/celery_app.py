@@ -27,6 +27,7 @@ and a process that only publishes never loads the task module.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from celery import Celery
@@ -37,6 +38,7 @@ TASK_NAME = "quantserve.run_job"
 QUEUE = "quantserve.jobs"
 
 EMBEDDED_TRANSPORT = "service.queue.sqlite_broker:Transport"
+REDIS_TRANSPORT = "service.queue.redis_broker:Transport"
 # Seconds a worker's own broker connection waits for an answer (above the 1 s BRPOP).
 WORKER_SOCKET_TIMEOUT_S = 10.0
 
@@ -50,7 +52,9 @@ def broker_options(settings: Settings, *, producer: bool = False) -> dict[str, A
     """Celery ``broker_*`` settings for the configured broker URL.
 
     ``sqla+<SQLAlchemy URL>`` selects the embedded transport (the SQLite file of the default
-    settings); every other URL (``redis://``, ``rediss://``) is passed to kombu as it is.
+    settings); ``redis://`` and ``rediss://`` select kombu's Redis transport as
+    ``service.queue.redis_broker`` mends it (TLS for ``rediss://``, the server's certificate
+    verified); any other URL is passed to kombu as it is.
     A producer (the API) reconnects once, at once, then gives up: a request must not wait
     out a retry schedule; a worker keeps retrying (see ``create_celery``).
     """
@@ -65,8 +69,16 @@ def broker_options(settings: Settings, *, producer: bool = False) -> dict[str, A
             "broker_transport_options": retries,
         }
     visibility = visibility_timeout_s(settings)
+    transport: dict[str, Any] = {}
+    if settings.broker_is_redis:
+        transport["broker_transport"] = REDIS_TRANSPORT
+        if url.startswith("rediss://"):
+            # Named by the URL's scheme, kombu would turn TLS on itself (without verifying
+            # the certificate); a transport named by class needs it said.
+            transport["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     return {
         "broker_url": url,
+        **transport,
         "broker_transport_options": {
             **retries,
             "visibility_timeout": visibility,
