@@ -20,9 +20,9 @@ tensors achieved.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -32,6 +32,16 @@ from quantcore.design.theory import laplacian_midtread_distortion
 from quantcore.formats.load import Model
 from quantcore.spec import MAX_BITS, Method, QuantizerSpec, Rounding, Support
 from quantcore.target import RateTarget
+
+X = TypeVar("X")
+Y = TypeVar("Y")
+
+
+class Mapper(Protocol):
+    """``map`` over one iterable, results in order: the builtin, or a thread pool's ``map``
+    (the measurements release the GIL)."""
+
+    def __call__(self, fn: Callable[[X], Y], items: Iterable[X], /) -> Iterator[Y]: ...
 
 SAMPLE_LIMIT = 1 << 22
 MAX_STEPS = 12  # measurements after the bracket
@@ -213,9 +223,12 @@ def model_samples(model: Model, names: Sequence[str]) -> dict[str, TensorSample]
 
 
 def allocate(
-    samples: Mapping[str, TensorSample], target: RateTarget, *, rdoq: bool, trellis: bool = False
+    samples: Mapping[str, TensorSample], target: RateTarget, *, rdoq: bool, trellis: bool = False,
+    map_samples: Mapper = map,
 ) -> Allocation:
-    """The largest common step meeting ``target`` (see the module docstring)."""
+    """The largest common step meeting ``target`` (see the module docstring); each step tried
+    is measured on the samples through ``map_samples`` (a thread pool's: the trellis search
+    on the samples was most of a trellis job's serial time)."""
     signal = sum(s.mean_square * s.count for s in samples.values())
     total = max(sum(s.count for s in samples.values()), 1)
     if signal <= 0.0:  # every weight is zero: any step codes them exactly, at no rate
@@ -225,7 +238,7 @@ def allocate(
                           model_step=1.0, notes=("every weight is zero",), trellis=trellis)
 
     def judge(step: float) -> tuple[float, float]:
-        parts = [measure(s, step, rdoq, trellis) for s in samples.values()]
+        parts = list(map_samples(lambda s: measure(s, step, rdoq, trellis), samples.values()))
         noise = sum(p.noise for p in parts)
         sqnr = math.inf if noise == 0 else 10 * math.log10(signal / noise)
         return sqnr, sum(p.bits for p in parts) / total

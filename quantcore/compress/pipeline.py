@@ -215,18 +215,21 @@ def quantize_model(
     # On the BLAS threads the tensors below get, so that sums (and steps) come out the same.
     with _one_blas_thread(workers):
         samples_of = model_samples(model, selection.quantize) if spec.target else {}
-        if spec.target and spec.rdoq_auto:
-            position = {name: i for i, name in enumerate(selection.quantize)}
+        # The searches' measurements and the probe's tensors on the job's threads.
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as plan_pool:
+            if spec.target and spec.rdoq_auto:
+                position = {name: i for i, name in enumerate(selection.quantize)}
 
-            def code(mode: QuantSpec, plan_of: Allocation, name: str) -> tuple[Any, int]:
-                request = _request(model, name, mode, stats or {}, plan, plan_of)
-                done = _quantize_batch([request], mode, share, position[name])
-                return done, sum(len(w.body) for w in done[0])
+                def code(mode: QuantSpec, plan_of: Allocation, name: str) -> tuple[Any, int]:
+                    request = _request(model, name, mode, stats or {}, plan, plan_of)
+                    done = _quantize_batch([request], mode, share, position[name])
+                    return done, sum(len(w.body) for w in done[0])
 
-            allocation, coded_already = choose_rdoq(spec, selection.quantize, sizes, samples_of,
-                                                    code)  # fmt: skip
-        elif spec.target:
-            allocation = allocate(samples_of, spec.target, rdoq=spec.rdoq, trellis=spec.trellis)
+                allocation, coded_already = choose_rdoq(
+                    spec, selection.quantize, sizes, samples_of, code, map_tensors=plan_pool.map)
+            elif spec.target:
+                allocation = allocate(samples_of, spec.target, rdoq=spec.rdoq,
+                                      trellis=spec.trellis, map_samples=plan_pool.map)
         del samples_of
     # What the tensors are quantized with: "auto" becomes the mode it chose.
     applied = spec if allocation is None else dataclasses.replace(

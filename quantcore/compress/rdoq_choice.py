@@ -9,8 +9,8 @@ order-0 rate estimates favour TCQ everywhere, so the choice is measured: each mo
 allocation meets the target on its own, then the package sections of whole tensors quantized
 and coded that way are summed, and the smaller total wins.
 
-The probe is every tensor up to ``PROBE_WEIGHTS`` weights: then the choice is exact, and the
-chosen mode's tensors are kept, so the job costs one pass of the other mode more (on five real
+The probe is every tensor up to ``PROBE_WEIGHTS`` weights: then the choice is exact, and a
+chosen trellis keeps its tensors, so the job costs one scalar pass more (on five real
 models of 0.8-3 M weights at 6-35 dB: the smaller mode at all 40 points, in 1.2-1.6x the time
 of ``"trellis"``). Past it, the whole tensors that hold evenly spaced weights of the model (the
 coders' contexts run along a tensor, so a sample of weights would not do; a probe of every
@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from quantcore.compress.allocate import Allocation, TensorSample, allocate
+from quantcore.compress.allocate import Allocation, Mapper, TensorSample, allocate
 from quantcore.spec import QuantSpec
 
 PROBE_WEIGHTS = 4_000_000
@@ -88,22 +88,36 @@ def _holding(names: Sequence[str], sizes: Mapping[str, int], marks: list[float])
 def choose(
     spec: QuantSpec, names: Sequence[str], sizes: Mapping[str, int],
     samples: Mapping[str, TensorSample], code: CodeTensor[T],
+    *, map_tensors: Mapper = map,
 ) -> tuple[Allocation, dict[str, T]]:
     """The allocation of the mode that codes the probe smaller (ties: scalar, the faster),
-    its choice in ``choice`` and ``notes``; and the probe's tensors as that mode coded them,
-    for the job to keep (with every tensor probed, nothing is quantized twice in that mode)."""
+    its choice in ``choice`` and ``notes``; and, if that is the trellis, the probe's tensors as
+    it coded them, for the job to keep (with every tensor probed, none is searched twice).
+
+    ``map_tensors`` runs ``code`` over the probe's tensors and the allocations' measurements
+    over the samples (the job's thread pool's ``map``). Only the
+    trellis mode's tensors are held: a scalar choice quantizes its tensors again in the job,
+    which costs a small share of the trellis search, where holding both modes' tensors until
+    they were compared held two coded copies of the probe (a 13.5 M-weight model's job peaked
+    at twice the memory of the same job without ``"rdoq"``)."""
     assert spec.target is not None
     probe = probe_names(names, sizes)
-    runs = []
+    modes = {}
     for trellis in (False, True):
-        mode = dataclasses.replace(spec, trellis=trellis, rdoq_auto=False)
-        allocation = allocate(samples, spec.target, rdoq=True, trellis=trellis)
-        coded = {name: code(mode, allocation, name) for name in probe}
-        runs.append((allocation, coded, sum(size for _, size in coded.values())))
-    scalar_bytes, trellis_bytes = runs[0][2], runs[1][2]
+        modes[trellis] = (dataclasses.replace(spec, trellis=trellis, rdoq_auto=False),
+                          allocate(samples, spec.target, rdoq=True, trellis=trellis,
+                                   map_samples=map_tensors))
+    scalar_mode, scalar_allocation = modes[False]
+    scalar_bytes = sum(size for _, size in map_tensors(
+        lambda name: code(scalar_mode, scalar_allocation, name), probe))
+    trellis_mode, trellis_allocation = modes[True]
+    coded = dict(zip(probe, map_tensors(
+        lambda name: code(trellis_mode, trellis_allocation, name), probe), strict=True))
+    trellis_bytes = sum(size for _, size in coded.values())
     choice = RdoqChoice(trellis=trellis_bytes < scalar_bytes, probe_tensors=len(probe),
                         probe_weights=sum(sizes[n] for n in probe), trellis_bytes=trellis_bytes,
                         scalar_bytes=scalar_bytes)  # fmt: skip
-    kept, coded, _ = runs[choice.trellis]
+    kept = trellis_allocation if choice.trellis else scalar_allocation
     kept = dataclasses.replace(kept, choice=choice.to_dict(), notes=(*kept.notes, choice.note()))
-    return kept, {name: result for name, (result, _) in coded.items()}
+    return kept, ({name: result for name, (result, _) in coded.items()} if choice.trellis
+                  else {})
