@@ -43,6 +43,7 @@ class Mapper(Protocol):
 
     def __call__(self, fn: Callable[[X], Y], items: Iterable[X], /) -> Iterator[Y]: ...
 
+
 SAMPLE_LIMIT = 1 << 22
 MAX_STEPS = 12  # measurements after the bracket
 X_TOL = 1e-5  # in log Δ: the step to 0.001%
@@ -237,11 +238,15 @@ def allocate(
                           predicted_sqnr_db=math.inf, predicted_bits_per_weight=0.0,
                           model_step=1.0, notes=("every weight is zero",), trellis=trellis)
 
+    judged: dict[float, tuple[float, float]] = {}  # the search ends on a step it measured
+
     def judge(step: float) -> tuple[float, float]:
-        parts = list(map_samples(lambda s: measure(s, step, rdoq, trellis), samples.values()))
-        noise = sum(p.noise for p in parts)
-        sqnr = math.inf if noise == 0 else 10 * math.log10(signal / noise)
-        return sqnr, sum(p.bits for p in parts) / total
+        if step not in judged:
+            parts = list(map_samples(lambda s: measure(s, step, rdoq, trellis), samples.values()))
+            noise = sum(p.noise for p in parts)
+            sqnr = math.inf if noise == 0 else 10 * math.log10(signal / noise)
+            judged[step] = sqnr, sum(p.bits for p in parts) / total
+        return judged[step]
 
     # g(x) >= 0 where Δ = e^x meets the target; g falls as x grows for an SQNR goal (6 dB a
     # doubling at high rate) and rises for a rate goal (one bit a doubling).
