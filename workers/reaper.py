@@ -15,7 +15,14 @@ at shutdown). A pass, every ``reaper_interval_s``:
   again and the row moved back to queued (if its heartbeat did not move meanwhile), so a
   live worker runs it. The publish comes first: a publish that fails leaves the row for the
   next pass, and a publish whose requeue then loses a race is only a duplicate message,
-  which the claim drops.
+  which the claim drops;
+- publishes again the queued jobs that have no message: when the broker holds no job
+  message at all (none waiting, none taken and unacknowledged) while jobs submitted more
+  than ``UNSENT_AFTER_S`` ago are still queued, their messages were lost (an API process
+  that died between the job's insert and its publish, a Redis that restarted without its
+  data or evicted it). Waiting for an empty broker makes it exact, one message lost in a
+  microsecond window aside (a copy the claim drops); under unbroken load such a job waits
+  for the queue's first idle moment.
 
 Pool processes get the memory limit (``worker_memory_limit_mb``, as RLIMIT_AS) when they
 start, and the allocator settings of ``quantcore.allocator`` from the worker before its pool.
@@ -27,7 +34,7 @@ import logging
 import resource
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import signals
@@ -35,7 +42,7 @@ from celery import signals
 from quantcore import keep_freed_memory
 from service.errors import BrokerUnavailableError, DatabaseUnavailableError
 from service.liveness import me
-from service.queue.enqueue import enqueue_job
+from service.queue.enqueue import enqueue_job, messages_held
 from service.settings import Settings, get_settings
 from service.store.db import Database
 from service.store.heartbeats import HeartbeatsRepo, RunningJob
@@ -47,12 +54,16 @@ from workers.temp import sweep_orphaned_folders
 log = logging.getLogger("quantserve.reaper")
 
 LEASE = "reaper"
+# A queued job this old with no message in the broker lost it: its publish followed its
+# insert by at most the broker timeout.
+UNSENT_AFTER_S = 60.0
 
 
 @dataclass
 class PassReport:
     held_lease: bool = False
     requeued: list[str] = field(default_factory=list)
+    republished: list[str] = field(default_factory=list)  # queued, their message lost
     failed: list[str] = field(default_factory=list)
     folders_removed: int = 0
 
@@ -61,8 +72,9 @@ class Reaper:
     """Takes back the jobs of dead workers; ``run_once`` is one pass."""
 
     def __init__(self, settings: Settings, *, owner: str | None = None,
-                 max_attempts: int = MAX_ATTEMPTS) -> None:
+                 max_attempts: int = MAX_ATTEMPTS, unsent_after_s: float = UNSENT_AFTER_S) -> None:
         self.settings = settings
+        self.unsent_after_s = unsent_after_s
         self.beats = HeartbeatsRepo(Database.from_settings(settings))
         self.owner = owner or me()
         self.max_attempts = max_attempts
@@ -113,7 +125,25 @@ class Reaper:
                 continue
             with forks.guard():
                 self._lost(job)
+        with forks.guard():
+            self._republish_unsent(now)
         return self.report
+
+    def _republish_unsent(self, now: datetime) -> None:
+        queued = self.beats.queued_before(now - timedelta(seconds=self.unsent_after_s))
+        if not queued:
+            return
+        try:
+            if messages_held(self.settings):
+                return  # the broker still has job messages: these jobs may be behind them
+            for job in queued:
+                enqueue_job(job.id, self.settings, task_id=job.task_id)
+                log.warning("job %s queued since %s had no message in the broker: published "
+                            "again", job.id, job.created_at)
+                self.report.republished.append(job.id)
+        except BrokerUnavailableError as exc:
+            log.warning("queued jobs not checked against the broker, unavailable: %s",
+                        exc.message)
 
     def _loop(self) -> None:
         while True:

@@ -224,3 +224,14 @@ def queue_depth(settings: Settings) -> int:
             return int(ok.message_count)
     except broker_errors(app) as exc:
         raise _unavailable(settings, exc) from exc
+
+
+def messages_held(settings: Settings) -> int:
+    """Job messages the broker holds: waiting, or taken by a worker and not yet acknowledged
+    (a running job's, until it ends)."""
+    app = producer_app(settings)
+    try:
+        with app.connection_for_read() as conn:
+            return int(conn.default_channel.messages_held(QUEUE))
+    except broker_errors(app) as exc:
+        raise _unavailable(settings, exc) from exc

@@ -35,6 +35,12 @@ class Channel(kombu_redis.Channel):
         params: dict[str, Any] = super()._connparams(asynchronous)
         return params
 
+    def messages_held(self, queue: str) -> int:
+        """The messages of ``queue`` waiting, and every message taken and not yet
+        acknowledged (Redis keeps one index of those for all queues)."""
+        with self.conn_or_acquire() as client:
+            return int(self._size(queue)) + int(client.hlen(self.unacked_key))
+
 
 class Transport(kombu_redis.Transport):
     Channel = Channel

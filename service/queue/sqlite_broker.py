@@ -138,6 +138,15 @@ class Channel(sqlalchemy.Channel):
             conn.commit()
         return payload
 
+    def messages_held(self, queue: str) -> int:
+        """The messages of ``queue`` waiting or taken and not yet acknowledged (an
+        acknowledged message is deleted)."""
+        engine, _ = self._open()
+        queue_id = self._queue_id(queue)
+        with engine.connect() as conn:
+            return int(conn.execute(text(f"SELECT COUNT(*) FROM {self._table} WHERE "
+                                         "queue_id = :q"), {"q": queue_id}).scalar_one())
+
     def restore_dead(self) -> int:
         """Make the messages leased to dead processes visible again, ahead of the others;
         returns how many."""

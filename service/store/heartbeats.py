@@ -36,6 +36,13 @@ class RunningJob:
     heartbeat_owner: str | None
 
 
+@dataclass(frozen=True, kw_only=True)
+class QueuedJob:
+    id: str
+    task_id: str | None
+    created_at: datetime
+
+
 class HeartbeatsRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -66,6 +73,17 @@ class HeartbeatsRepo:
         return [RunningJob(id=r.id, attempts=r.attempts, task_id=r.task_id,
                            started_at=r.started_at, heartbeat_at=r.heartbeat_at,
                            heartbeat_owner=r.heartbeat_owner) for r in rows]
+
+    def queued_before(self, cutoff: datetime, limit: int = 1000) -> list[QueuedJob]:
+        """The queued jobs submitted before ``cutoff``, oldest first."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Job.id, Job.task_id, Job.created_at)
+                .where(Job.status == JobStatus.QUEUED.value, Job.created_at < cutoff)
+                .order_by(Job.created_at)
+                .limit(limit)
+            ).all()
+        return [QueuedJob(id=r.id, task_id=r.task_id, created_at=r.created_at) for r in rows]
 
     def _unchanged(self, job: RunningJob) -> tuple[object, ...]:
         beat = (Job.heartbeat_at.is_(None) if job.heartbeat_at is None
