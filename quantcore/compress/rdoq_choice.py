@@ -62,7 +62,7 @@ def probe_names(names: Sequence[str], sizes: Mapping[str, int]) -> list[str]:
     """Every tensor up to ``PROBE_WEIGHTS`` weights in all; past it the tensors that hold
     ``QUANTILES`` evenly spaced weights of the model (so the large tensors, which hold most
     of the bytes, are in, and every depth is represented), fewer marks while those hold more
-    than ``MOST_PROBE_WEIGHTS`` (both modes' codes of the probe are held at once)."""
+    than ``MOST_PROBE_WEIGHTS`` (the trellis mode's coded probe is held until the job writes it)."""
     total = sum(sizes[n] for n in names)
     if total <= PROBE_WEIGHTS:
         return list(names)
@@ -95,11 +95,10 @@ def choose(
     it coded them, for the job to keep (with every tensor probed, none is searched twice).
 
     ``map_tensors`` runs ``code`` over the probe's tensors and the allocations' measurements
-    over the samples (the job's thread pool's ``map``). Only the
-    trellis mode's tensors are held: a scalar choice quantizes its tensors again in the job,
-    which costs a small share of the trellis search, where holding both modes' tensors until
-    they were compared held two coded copies of the probe (a 13.5 M-weight model's job peaked
-    at twice the memory of the same job without ``"rdoq"``)."""
+    over the samples (the job's thread pool's ``map``). Only the trellis mode's tensors are
+    held: a scalar choice quantizes its tensors again in the job, a small share of the
+    trellis search's time, rather than two coded copies of the probe being held until the
+    modes are compared."""
     assert spec.target is not None
     probe = probe_names(names, sizes)
     modes = {}
