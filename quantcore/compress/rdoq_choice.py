@@ -101,15 +101,16 @@ def choose(
     modes are compared."""
     assert spec.target is not None
     probe = probe_names(names, sizes)
-    modes = {}
-    for trellis in (False, True):
-        modes[trellis] = (dataclasses.replace(spec, trellis=trellis, rdoq_auto=False),
-                          allocate(samples, spec.target, rdoq=True, trellis=trellis,
-                                   map_samples=map_tensors))
-    scalar_mode, scalar_allocation = modes[False]
+    target = spec.target
+
+    def mode(trellis: bool) -> tuple[QuantSpec, Allocation]:
+        return (dataclasses.replace(spec, trellis=trellis, rdoq_auto=False),
+                allocate(samples, target, rdoq=True, trellis=trellis, map_samples=map_tensors))
+
+    scalar_mode, scalar_allocation = mode(False)
     scalar_bytes = sum(size for _, size in map_tensors(
         lambda name: code(scalar_mode, scalar_allocation, name), probe))
-    trellis_mode, trellis_allocation = modes[True]
+    trellis_mode, trellis_allocation = mode(True)
     coded = dict(zip(probe, map_tensors(
         lambda name: code(trellis_mode, trellis_allocation, name), probe), strict=True))
     trellis_bytes = sum(size for _, size in coded.values())
