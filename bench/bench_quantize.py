@@ -6,8 +6,10 @@ computes mean/std (layer, channel), the codes, the dequantized weights (exactly 
 graph decodes them), SQNR, the share within the support, the levels used and the code
 entropy; per group also each block's clip, float16 scale and zero point with block sums kept
 (groups of 32 at 4 bits, 128 at 8 bits: the ``auto`` default's sizes). Cases: uniform at 4 and
-8 bits per layer (Jayant support), channel (Jayant) and group (whole range), and mu-law,
-exponential (log) and E4M3 minifloat per layer and channel (whole range).
+8 bits per layer (Jayant support), channel (Jayant) and group (whole range), the groups both
+along the rows (contiguous) and across them (``across rows``: blocks down the columns, a MatMul
+weight's layout, whose blocks run along its input axis K, the first), and mu-law, exponential
+(log) and E4M3 minifloat per layer and channel (whole range).
 
 Baselines, same run, same tensor:
 
@@ -90,12 +92,15 @@ def _read_f32_write_i8(src, dst):
         dst[i] = np.int8(src[i])
 
 
-def _request(w: np.ndarray, spec: QuantizerSpec) -> TensorRequest:
-    return TensorRequest(name="w", weights=w, quantizer=spec, channel_axis=0, block_axis=1)
+def _request(w: np.ndarray, spec: QuantizerSpec, block_axis: int) -> TensorRequest:
+    return TensorRequest(name="w", weights=w, quantizer=spec, channel_axis=1 - block_axis,
+                         block_axis=block_axis)  # fmt: skip
 
 
-def _ours(w: np.ndarray, spec: QuantizerSpec, gran: Granularity, size: int) -> Callable[[], Any]:
-    req = _request(w, spec)
+def _ours(
+    w: np.ndarray, spec: QuantizerSpec, gran: Granularity, size: int, block_axis: int = 1
+) -> Callable[[], Any]:
+    req = _request(w, spec, block_axis)
     return lambda: quantize_tensors([req], gran, group_size=size, zero_point=True)
 
 
@@ -109,19 +114,22 @@ def _reference(fn: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
-def _cases() -> list[tuple[str, QuantizerSpec, Granularity, int]]:
+def _cases() -> list[tuple[str, QuantizerSpec, Granularity, int, int]]:
+    """(name, spec, granularity, group size, block axis)."""
     cases = []
     for bits, size in ((4, 32), (8, 128)):
         jayant = QuantizerSpec(bits=bits, support=Support.JAYANT)
-        cases += [(f"uniform {bits}b layer", jayant, Granularity.LAYER, size),
-                  (f"uniform {bits}b channel", jayant, Granularity.CHANNEL, size),
-                  (f"uniform {bits}b group {size}", QuantizerSpec(bits=bits,
-                   support=Support.MAX_ABS), Granularity.GROUP, size)]  # fmt: skip
+        whole = QuantizerSpec(bits=bits, support=Support.MAX_ABS)
+        cases += [(f"uniform {bits}b layer", jayant, Granularity.LAYER, size, 1),
+                  (f"uniform {bits}b channel", jayant, Granularity.CHANNEL, size, 1),
+                  (f"uniform {bits}b group {size}", whole, Granularity.GROUP, size, 1),
+                  (f"uniform {bits}b group {size} across rows", whole, Granularity.GROUP,
+                   size, 0)]  # fmt: skip
     for name, spec in (("mu-law 8b", QuantizerSpec(method=Method.MULAW, bits=8)),
                        ("log 4b", QuantizerSpec(method=Method.LOG, bits=4)),
                        ("E4M3 minifloat", QuantizerSpec(method=Method.FLOAT))):  # fmt: skip
-        cases += [(f"{name} layer", spec, Granularity.LAYER, 32),
-                  (f"{name} channel", spec, Granularity.CHANNEL, 32)]
+        cases += [(f"{name} layer", spec, Granularity.LAYER, 32, 1),
+                  (f"{name} channel", spec, Granularity.CHANNEL, 32, 1)]
     return cases
 
 
@@ -148,12 +156,12 @@ def main() -> None:
                         speedup_vs_reference="-" if ref_cpu is None else
                         f"{ref_cpu / (cpu / count):.1f}", sqnr_db=sqnr, note=note))  # fmt: skip
 
-    for case, spec, gran, size in _cases():
-        ours = _ours(w, spec, gran, size)
+    for case, spec, gran, size, axis in _cases():
+        ours = _ours(w, spec, gran, size, axis)
         start = time.perf_counter()
-        _ours(w[:8], spec, gran, size)()  # the first call compiles or loads the kernels
+        _ours(w[:8], spec, gran, size, axis)()  # the first call compiles or loads the kernels
         compile_s[case] = time.perf_counter() - start
-        ref = timed(_reference(_ours(w_ref, spec, gran, size)), args.repeats)
+        ref = timed(_reference(_ours(w_ref, spec, gran, size, axis)), args.repeats)
         ref_cpu = ref.cpu_seconds / w_ref.size
         (result,) = ours()
         add(case, ours, w.size, ref_cpu, f"reference {w_ref.size / ref.cpu_seconds / 1e6:.1f} "

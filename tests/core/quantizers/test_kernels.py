@@ -14,8 +14,9 @@ import warnings
 import numpy as np
 import pytest
 
-from quantcore.compress import groups
+from quantcore.compress import group_compiled, groups
 from quantcore.compress.group_compiled import compiled_blocks
+from quantcore.compress.group_numpy import numpy_blocks
 from quantcore.compress.groups import block_view, quantize_groups
 from quantcore.compress.layerwise import quantize_tensors
 from quantcore.compress.results import TensorRequest
@@ -158,10 +159,12 @@ GROUP_SPECS = [
     QuantizerSpec(method=Method.FLOAT, support=Support.MAX_ABS),
     QuantizerSpec(method=Method.FLOAT, exponent_bits=2, mantissa_bits=1, support=Support.MSE),
 ]  # fmt: skip
-# (shape, block axis, block size): ragged last blocks, blocks across a strided axis, a Conv
-# kernel spanning its window, a block longer than the axis.
-GROUP_SHAPES = [((12, 200), 1, 32), ((150, 12), 0, 32), ((8, 8, 3, 3), 1, 16),
-                ((5, 77), 1, 128), ((6, 256), 1, 128), ((8, 20), 1, 200)]  # fmt: skip
+# (shape, block axis, block size): ragged last blocks, blocks across a strided axis (one
+# partial tile of them; whole and partial tiles, ``block_kernels.TILE``), a Conv kernel
+# spanning its window, a block longer than the axis.
+GROUP_SHAPES = [((12, 200), 1, 32), ((150, 12), 0, 32), ((200, 40), 0, 32),
+                ((8, 8, 3, 3), 1, 16), ((5, 77), 1, 128), ((6, 256), 1, 128),
+                ((8, 20), 1, 200)]  # fmt: skip
 
 
 @pytest.mark.parametrize("spec", GROUP_SPECS,
@@ -197,6 +200,40 @@ def test_group_path_matches_numpy(
         assert np.array_equal(fast.counts, ref.counts)
         same = dataclasses.replace(fast, quantized=ref.quantized, counts=ref.counts)
         assert same == ref  # noise, inside, xmax, xmax_abs, theory: exactly equal
+
+
+@pytest.mark.parametrize("spec", [QuantizerSpec(bits=4), QuantizerSpec(bits=3, support=Support.MSE),
+                                  QuantizerSpec(method=Method.MULAW, bits=4)],
+                         ids=lambda s: f"{s.method.value}{s.bits}-{s.support}")  # fmt: skip
+def test_strided_blocks_split_anywhere_match_numpy(
+    monkeypatch: pytest.MonkeyPatch, spec: QuantizerSpec
+) -> None:
+    """Slabs of 7 blocks across a 40-wide strided axis start and end inside rows and tiles;
+    the results are still the reference's. The second input's magnitudes span 2^-30 to 1,
+    so that a block's sum of squares depends on the order it is added in."""
+    spec = spec.resolved()
+    monkeypatch.setattr(group_compiled, "_SLAB_WEIGHTS", 7 * 32)
+    rng = np.random.default_rng(5)
+    spread = rng.choice([-1.0, 1.0], (200, 40)) * np.exp2(rng.uniform(-30, 0, (200, 40)))
+    for w in (heavy((200, 40), seed=3), spread.astype(np.float32)):
+
+        def run(w: np.ndarray = w) -> groups.GroupOutcome:
+            return quantize_groups("w", w, spec, view=w.shape, axis=0, block_size=32,
+                                   zero_point=True)  # fmt: skip
+
+        fast, ref = both(monkeypatch, groups, run)
+        q, r = fast.quantized, ref.quantized
+        assert np.array_equal(q.codes, r.codes)
+        assert np.array_equal(bits_of(q.dequantized), bits_of(r.dequantized))
+        assert np.array_equal(fast.counts, ref.counts)
+        same = dataclasses.replace(fast, quantized=ref.quantized, counts=ref.counts)
+        assert same == ref
+        # The per-block figures themselves: a last bit of a block's RMS is lost in the means.
+        fast_blocks = compiled_blocks("w", w, spec, 0, 32, True)
+        ref_blocks = numpy_blocks("w", w, spec, 0, 32, True)
+        assert fast_blocks is not None
+        for field in ("clips", "rms", "reach", "scale", "zp"):
+            assert np.array_equal(getattr(fast_blocks, field), getattr(ref_blocks, field)), field
 
 
 def test_group_path_is_taken() -> None:
