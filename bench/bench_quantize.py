@@ -6,10 +6,11 @@ computes mean/std (layer, channel), the codes, the dequantized weights (exactly 
 graph decodes them), SQNR, the share within the support, the levels used and the code
 entropy; per group also each block's clip, float16 scale and zero point with block sums kept
 (groups of 32 at 4 bits, 128 at 8 bits: the ``auto`` default's sizes). Cases: uniform at 4 and
-8 bits per layer (Jayant support), channel (Jayant) and group (whole range), the groups both
-along the rows (contiguous) and across them (``across rows``: blocks down the columns, a MatMul
-weight's layout, whose blocks run along its input axis K, the first), and mu-law, exponential
-(log) and E4M3 minifloat per layer and channel (whole range).
+8 bits per layer (Jayant support), channel (Jayant) and group (whole range), the channels and
+groups both along the rows (contiguous) and across them (``across rows``: channels and blocks
+down the columns, a MatMul weight's layout, whose output channels are its second axis and
+whose blocks run along its input axis K, the first), and mu-law, exponential (log) and E4M3
+minifloat per layer and channel (whole range).
 
 Baselines, same run, same tensor:
 
@@ -122,6 +123,8 @@ def _cases() -> list[tuple[str, QuantizerSpec, Granularity, int, int]]:
         whole = QuantizerSpec(bits=bits, support=Support.MAX_ABS)
         cases += [(f"uniform {bits}b layer", jayant, Granularity.LAYER, size, 1),
                   (f"uniform {bits}b channel", jayant, Granularity.CHANNEL, size, 1),
+                  (f"uniform {bits}b channel across rows", jayant, Granularity.CHANNEL, size,
+                   0),
                   (f"uniform {bits}b group {size}", whole, Granularity.GROUP, size, 1),
                   (f"uniform {bits}b group {size} across rows", whole, Granularity.GROUP,
                    size, 0)]  # fmt: skip

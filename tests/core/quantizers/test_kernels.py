@@ -64,12 +64,16 @@ LAYER_SPECS = [
 
 @pytest.mark.parametrize("spec", LAYER_SPECS, ids=lambda s: f"{s.method.value}{s.bits}")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
-@pytest.mark.parametrize("granularity", [Granularity.LAYER, Granularity.CHANNEL])
+@pytest.mark.parametrize(("granularity", "axis"), [(Granularity.LAYER, 0),
+                                                   (Granularity.CHANNEL, 0),
+                                                   (Granularity.CHANNEL, 1)])  # fmt: skip
 def test_layer_and_channel_paths_match_numpy(
-    monkeypatch: pytest.MonkeyPatch, spec: QuantizerSpec, dtype: type, granularity: Granularity
+    monkeypatch: pytest.MonkeyPatch, spec: QuantizerSpec, dtype: type, granularity: Granularity,
+    axis: int,
 ) -> None:
+    """Channel axis 1: channels across the rows, as a MatMul's (``stream._across``)."""
     w = heavy((24, 200)).astype(dtype)
-    req = TensorRequest(name="w", weights=w, quantizer=spec, channel_axis=0)
+    req = TensorRequest(name="w", weights=w, quantizer=spec, channel_axis=axis)
     fast, ref = both(monkeypatch, stream, lambda: quantize_tensors([req], granularity)[0])
     assert fast.quantized.codes.dtype == ref.quantized.codes.dtype
     assert np.array_equal(fast.quantized.codes, ref.quantized.codes)
