@@ -34,9 +34,9 @@ from quantcore.quantizers.block_kernels import (
     CODEBOOK,
     SYMMETRIC,
     ZERO_POINT,
-    block_quantize,
     gather_blocks,
 )
+from quantcore.quantizers.block_quantize_kernels import block_quantize
 from quantcore.quantizers.block_stats_kernels import block_stats
 from quantcore.quantizers.kernel_args import kernel_args, read_only
 from quantcore.spec import Method, QuantizerSpec, Support

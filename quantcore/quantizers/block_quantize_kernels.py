@@ -1,0 +1,122 @@
+"""The compiled loop of granularity ``group``: each block's candidate of least error, its codes
+with the block sum kept, its values and its error (``quantcore.compress.group_compiled``), from
+the per-block pieces of ``quantcore.quantizers.block_kernels``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from quantcore.quantizers.block_kernels import (
+    CODEBOOK,
+    TILE,
+    ZERO_POINT,
+    _codebook_values,
+    _gather_at,
+    _gather_tile,
+    _jit,
+    _keep_sums,
+    _next_block,
+    _scatter_tile,
+    _sum,
+    _uniform_values,
+)
+
+
+@_jit
+def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, amax, mode,
+                   cmin, cmax, levels, kind, limit, ratio, max_index, signbit, edges, table,
+                   lut, codes, deq, error, inside, best):
+    """Blocks ``first .. first + scales.shape[1]`` of ``w3``: per block the candidate (row of
+    ``scales``/``invs``/``zps``/``ratios``) of least squared error (the first on ties), its
+    codes (uniform: block sums kept) into ``codes`` and values into ``deq`` (both shaped like
+    ``w3``), and per block its squared error, its weights within the clipped range (padding
+    included, as in the reference) and the candidate taken. Blocks along a strided axis are
+    read and written ``TILE`` at a time (``_gather_tile``), each then quantized as alone."""
+    candidates, n = scales.shape
+    q_len = w3.shape[2]
+    xb = np.empty(size, np.float32)
+    qb = np.empty(size, np.float32)
+    vb = np.empty(size, np.float32)
+    rb = np.empty(size, np.float32)
+    score = np.empty(size, np.float32)
+    sq = np.empty(size, np.float64)
+    cb = np.empty(size, codes.dtype)
+    top = np.empty(2 * size, np.float32)
+    tiled = q_len > 1
+    width = TILE if tiled else 1
+    xt = np.empty((width, size), np.float32)
+    ct = np.empty((width, size), codes.dtype)
+    vt = np.empty((width, size), np.float32)
+    pj, q = divmod(first, q_len)
+    p, j = divmod(pj, count)
+    k = 0
+    while k < n:
+        start = j * size
+        tile = min(width, q_len - q, n - k)
+        if tiled:
+            valid = _gather_tile(w3, p, start, q, size, tile, xt)
+        for t in range(tile):
+            if tiled:
+                for i in range(size):
+                    xb[i] = xt[t, i]
+            else:
+                valid = _gather_at(w3, p, start, q, size, xb)
+            b = first + k
+            chosen = 0
+            if candidates > 1:
+                least = 0.0
+                for c in range(candidates):
+                    if mode == CODEBOOK:
+                        e = _codebook_values(xb, size, scales[c, k], invs[c, k], rb, cb, levels,
+                                             vb, sq, kind, limit, ratio, max_index, signbit,
+                                             edges, table, lut)  # fmt: skip
+                    else:
+                        e = _uniform_values(xb, size, scales[c, k], invs[c, k], zps[c, k], mode,
+                                            cmin, cmax, qb, sq, True, rb)  # fmt: skip
+                    if c == 0 or e < least:
+                        chosen, least = c, e
+            s, inv, zp = scales[chosen, k], invs[chosen, k], zps[chosen, k]
+            if mode == CODEBOOK:
+                e = _codebook_values(xb, size, s, inv, rb, cb, levels, vb, sq, kind, limit,
+                                     ratio, max_index, signbit, edges, table, lut)  # fmt: skip
+            else:
+                _uniform_values(xb, size, s, inv, zp, mode, cmin, cmax, qb, sq, False, rb)
+                _keep_sums(size, cmin, cmax, qb, rb, score, top)
+                off = zp if mode == ZERO_POINT else np.float32(0.0)
+                for i in range(size):
+                    # int32: vectorised where int64 is not (see kernels._midrise).
+                    code = np.int32(qb[i])
+                    cb[i] = code
+                    # From the stored code, as ``decode`` computes it (a code 0 is +0, never -0).
+                    value = (np.float32(code) - off) * s
+                    vb[i] = value
+                    d = np.float64(value - xb[i])
+                    sq[i] = d * d
+                e = _sum(sq, 0, size)
+            r = ratios[chosen, k]
+            if mode == ZERO_POINT:
+                clip_lo, clip_hi = lo[b] * r, hi[b] * r
+            else:
+                clip_hi = amax[b] * r
+                clip_lo = -clip_hi
+            within = 0
+            for i in range(size):
+                within += (xb[i] >= clip_lo) & (xb[i] <= clip_hi)
+            if tiled:
+                for i in range(size):
+                    ct[t, i] = cb[i]
+                    vt[t, i] = vb[i]
+            else:
+                up, us, uq = np.uintp(p), np.uintp(start), np.uintp(q)
+                for i in range(valid):  # a loop with unsigned indices, as in ``_gather_at``
+                    codes[up, us + np.uintp(i), uq] = cb[i]
+                    deq[up, us + np.uintp(i), uq] = vb[i]
+            error[k] = e
+            inside[k] = within
+            best[k] = chosen
+            k += 1
+        if tiled:
+            _scatter_tile(ct, vt, p, start, q, valid, tile, codes, deq)
+        for _ in range(tile):
+            p, j, q = _next_block(p, j, q, count, q_len)
