@@ -156,7 +156,7 @@ def channel_moments(name: str, weights: np.ndarray, axis: int) -> ChannelMoments
     kernel = _row_moments_kernel() if weights.dtype in _KERNEL_DTYPES else None
     block = max(1, CHUNK // per)
     first = 0
-    if kernel is not None and block > 1:
+    if kernel is not None and block > 1 and view.ndim == 2:
         first = _side_by_side_at_once(kernel, view, block, (mean, m2, lo_v, hi_v))
     for lo in range(first, channels, block):
         hi = min(lo + block, channels)
@@ -177,18 +177,18 @@ def channel_moments(name: str, weights: np.ndarray, axis: int) -> ChannelMoments
 def _side_by_side_at_once(
     kernel: _RowKernels, view: np.ndarray, block: int, out: tuple[FloatArray, ...]
 ) -> int:
-    """Where the blocks of channels are side by side (a MatMul's output channels), their
-    moments in one call over all of them but a last block of one channel, which NumPy sums
-    another way; returns the channels done (0: none, not that layout). Each channel's sums
-    run in sequence whatever the block's width, so the results are the blocks' own; in
-    blocks of ``CHUNK`` weights, 21 channels of 12207 took 4.3 ns a weight (a short loop
-    across each row, two rows a page)."""
+    """Where the blocks of channels of a 2-D ``view`` are side by side (a MatMul's output
+    channels), their moments in one call over all of them but a last block of one channel,
+    which NumPy sums another way; returns the channels done (0: none, not that layout).
+    Each channel's sums run in sequence whatever the block's width, so the results are the
+    blocks' own; in blocks of ``CHUNK`` weights, 21 channels of 12207 took 4.3 ns a weight
+    (a short loop across each row, two rows a page). 2-D only: a view of more axes may not
+    reshape without a copy of the whole tensor, which the blocks avoid."""
     channels = view.shape[0]
-    rows = view.reshape(channels, -1)
     done = channels - 1 if channels % block == 1 else channels
-    if done < 2 or not _side_by_side(rows):
+    if done < 2 or not _side_by_side(view):
         return 0
-    kernel.strided(read_only(rows[:done]), *(o[:done] for o in out))
+    kernel.strided(read_only(view[:done]), *(o[:done] for o in out))
     return done
 
 

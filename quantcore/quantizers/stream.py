@@ -249,7 +249,7 @@ def _channels(
             kernel.chunk(rows, codes[lo:hi].reshape(rows.shape), deq[lo:hi].reshape(rows.shape),
                          p.rows(lo, hi))  # fmt: skip
             continue
-        if view.ndim == 2 and _across(rows, kernel):
+        if _across(view, rows, kernel):
             # Channels across the rows (a MatMul's output axis), copied to rows and back a
             # row of the weight at a time, into rows padded off a power of two (else each
             # row's next weight maps to the same cache set). Read in place, each channel's
@@ -277,13 +277,14 @@ def _channels(
 _PAD = 16  # elements past each row of a copied block of channels (``_channels``)
 
 
-def _across(rows: np.ndarray, kernel: _Kernel) -> bool:
-    """Whether a block of channels is a 2-D view whose channels are its contiguous axis
-    (``copy_across`` serves it; the compiled path only, and not float16, which numba does
-    not compile)."""
-    return (kernel.compiled is not None and rows.dtype in (np.float32, np.float64)
-            and rows.ndim == 2 and rows.shape[1] > 1 and rows.strides[0] == rows.itemsize
-            and rows.strides[1] > rows.itemsize)  # fmt: skip
+def _across(view: np.ndarray, rows: np.ndarray, kernel: _Kernel) -> bool:
+    """Whether ``rows``, a block of channels of the 2-D ``view``, has its channels on its
+    contiguous axis (``copy_across`` serves it: 2-D, so that the codes' and values' views of
+    the block have its shape; the compiled path only, and not float16, which numba does not
+    compile)."""
+    return (kernel.compiled is not None and view.ndim == 2
+            and rows.dtype in (np.float32, np.float64) and rows.shape[1] > 1
+            and rows.strides[0] == rows.itemsize and rows.strides[1] > rows.itemsize)  # fmt: skip
 
 
 def encode_tensor(
