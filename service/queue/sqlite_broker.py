@@ -46,6 +46,7 @@ from sqlalchemy import Engine, Insert, event, insert, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from service.liveness import dead, me
+from service.sqlite_wal import set_wal
 
 # Seconds between two looks of a polling consumer for messages leased to dead processes.
 RESTORE_INTERVAL_S = 1.0
@@ -65,8 +66,8 @@ _queue_ids: dict[tuple[str, str], int] = {}  # (broker URL, queue name) → komb
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    set_wal(dbapi_conn, BUSY_TIMEOUT_S)
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 

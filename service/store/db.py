@@ -39,15 +39,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.errors import DatabaseUnavailableError
 from service.settings import Settings
+from service.sqlite_wal import set_wal
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK_ID = 0x7175616E74  # any constant shared by all replicas
+# Seconds a SQLite connection waits for another process's write lock.
+SQLITE_BUSY_TIMEOUT_S = 30
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    set_wal(dbapi_conn, SQLITE_BUSY_TIMEOUT_S)
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
@@ -78,7 +81,8 @@ def make_engine(
         database = parsed.database
         if database and database != ":memory:":
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                   "timeout": SQLITE_BUSY_TIMEOUT_S})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     connect_args: dict[str, Any] = {}
