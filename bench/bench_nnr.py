@@ -7,10 +7,11 @@ rate–distortion curve interpolated at our points (``bench.nnr.measure``). Both
 everything shipped: our package (codes, scales, the zstd skeleton of the rest), the reference's
 bitstream plus the same zstd of the model's untouched rest. Ratio = ours / reference (below 1:
 ours smaller). Each point also has its decoding speed in weights per CPU second: ours the
-package's code sections decoded on one thread (best of 9), the reference's
-``nnc.decompress`` of its bitstream at the QP nearest in weight SQNR; and, as a baseline of
-our own in the same runs, the package decoded by the scalar kernels alone (``scalar``: no
-vector decoder, as on a CPU without AVX2).
+package's code sections decoded on one thread, the reference's ``nnc.decompress`` of its
+bitstream at the QP nearest in weight SQNR, timed alternately in the same minutes
+(``bench.nnr.measure.decode_alternately``); and, as a baseline of our own in the same runs,
+the package decoded by the scalar kernels alone (``scalar``: no vector decoder, as on a CPU
+without AVX2).
 
 Methods (``--methods``):
 
@@ -41,8 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import write_results
+from bench.nnr import reference
 from bench.nnr.figure import FIGURE, figure
-from bench.nnr.measure import Point, Subject, bytes_at
+from bench.nnr.measure import Point, Subject, bytes_at, decode_alternately
 from bench.realmodels.catalog import get
 
 DEFAULT_MODELS = "ocr-rec,ocr-det,nudenet,magika,orientation"
@@ -70,11 +72,12 @@ def _row(
     at_w = bytes_at(ref, p.weight_sqnr_db, "weight_sqnr_db")
     at_o = bytes_at(ref, p.output_sqnr_db, "output_sqnr_db")
     # Decoding speed, weights per CPU second: ours, and the reference's at its QP nearest
-    # in weight SQNR.
+    # in weight SQNR: timed in the same runs as ours where the point has those timings.
     near = min(ref, key=lambda r: abs(r.weight_sqnr_db - p.weight_sqnr_db))
+    ref_s = p.ref_decode_s or near.decode_s
     ours = params / p.decode_s / 1e6 if p.decode_s else None
     scalar = params / p.decode_scalar_s / 1e6 if p.decode_scalar_s else None
-    theirs = params / near.decode_s / 1e6 if near.decode_s else None
+    theirs = params / ref_s / 1e6 if ref_s else None
     return {
         "model": model, "method": method, **asdict(p),
         "ref_bytes_at_weight_sqnr": at_w, "ratio_weight": p.bytes / at_w if at_w else None,
@@ -84,6 +87,20 @@ def _row(
         "decode_scalar_mwps": scalar, "vector_speedup": ours / scalar if ours and scalar else None,
         **extra,
     }
+
+
+def _timed(subject: Subject, p: Point, ref: list[Point], extra: dict[str, Any],
+           decoder: reference.Decoder) -> Point:
+    """``p`` with its decoding timed against the reference's nearest QP (a reused row keeps
+    its own timings)."""
+    sections = extra.pop("sections", None)
+    if sections is None:
+        return p
+    near = min(ref, key=lambda r: abs(r.weight_sqnr_db - p.weight_sqnr_db))
+    ours, scalar, theirs = decode_alternately(
+        sections, subject.bitstream(int(near.label.split()[1])), decoder)
+    return dataclasses.replace(p, decode_s=ours, decode_scalar_s=scalar, ref_decode_s=theirs,
+                               ref_decode_label=near.label)
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -145,6 +162,10 @@ def run_model(
         ref = subject.reference(qps)
     took = time.perf_counter() - start
     print(f"  reference: {len(ref)} QPs ({qps[0]}..{qps[-1]}) in {took:.0f} s")
+    with reference.Decoder() as decoder:
+        for method, pts in points.items():
+            points[method] = [(label, _timed(subject, p, ref, extra, decoder), extra)
+                              for label, p, extra in pts]
     print(f"  {'method':<12} {'point':>9} {'bytes':>10} {'b/w':>6} {'w SQNR':>7} {'out SQNR':>8} "
           f"{'ref@w':>10} {'ratio':>6} {'ref@out':>10} {'ratio':>6} {'dec M/s':>7} "
           f"{'scalar':>7} {'ref M/s':>7}")

@@ -8,7 +8,12 @@
   plus the rest of the model (the float model with those tensors emptied, zstd level 3 like
   our skeleton), the pooled SQNR of the decoded tensors, and the output SQNR of the float
   model with the decoded tensors put in their place. QPs cover the requested SQNR range
-  (1.5 dB a QP) and are cached on disk by model and QP, so reruns cost nothing.
+  (1.5 dB a QP) and are cached on disk by model and QP, bitstreams included, so reruns cost
+  nothing.
+- decoding speed: our package's code sections and the reference's bitstream at the QP nearest
+  in weight SQNR, timed alternately in the same minutes (``decode_alternately``): this
+  virtual machine's speed moves by 20-30% from one minute to the next, so timings taken
+  minutes apart carried that into their ratio.
 
 Pooled weight SQNR: ``10 log10(Σ w² / Σ (w - ŵ)²)`` over every quantized tensor.
 """
@@ -16,11 +21,12 @@ Pooled weight SQNR: ``10 log10(Σ w² / Σ (w - ŵ)²)`` over every quantized te
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
+import shutil
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +44,6 @@ from bench.realmodels.fetch import fetch, sha256_of
 from quantcore.coding.entropy import decode_codes
 from quantcore.compress.artifacts import write_artifacts
 from quantcore.compress.pipeline import (
-    CodedWeight,
     build_onnx,
     quantize_model,
     select_tensors,
@@ -61,28 +66,38 @@ class Point:
     output_sqnr_db: float
     seconds: float
     # CPU seconds of decoding the quantized weights' codes on one core (ours: every tensor's
-    # section of model.qpack, best of 21, as a virtual machine's speed moves by 10-30% from
-    # one minute to the next; the reference: nnc.decompress of its bitstream, best of 5).
+    # section of model.qpack; the reference: nnc.decompress of its bitstream), best of the
+    # runs of ``decode_alternately``.
     decode_s: float | None = None
     # Ours by the scalar kernels alone (no vector decoder), in the same runs.
     decode_scalar_s: float | None = None
+    # Ours only: the reference's decoding at its QP nearest in weight SQNR, in the same runs.
+    ref_decode_s: float | None = None
+    ref_decode_label: str | None = None
 
 
-def codes_decode_s(weights: Sequence[CodedWeight], repeats: int = 21) -> tuple[float, float]:
-    """CPU seconds of decoding every tensor's code section on this thread, best of
-    ``repeats``: as shipped, and by the scalar kernels alone (``scalar_decoder``), in
-    alternate runs (the first run of a process also loads the compiled decoders). The
-    thread's own time: the process's would count the BLAS threads still spinning after the
-    job."""
-    best = [math.inf, math.inf]
-    for _ in range(repeats):
-        for k in (0, 1):
+# What decoding a package's code sections takes: each tensor's section and its code count.
+Sections = list[tuple[bytes, int]]
+
+
+def decode_alternately(
+    sections: Sections, bitstream: Path, decoder: reference.Decoder, rounds: int = 11
+) -> tuple[float, float, float]:
+    """CPU seconds of decoding ``sections`` as shipped, by the scalar kernels alone
+    (``scalar_decoder``), and the reference's ``bitstream``: best of ``rounds`` rounds, each
+    decoding ours twice, the scalar way twice and the reference once (ours take tens of
+    milliseconds, the reference a second or more). Ours on this thread's clock: the
+    process's would count the BLAS threads still spinning after a job."""
+    best = [math.inf, math.inf, math.inf]
+    for _ in range(rounds):
+        for k in (0, 0, 1, 1):
             with scalar_decoder() if k else contextlib.nullcontext():
                 start = time.thread_time()
-                for w in weights:
-                    decode_codes(w.body, count=int(np.size(w.codes)), threads=1)
+                for body, count in sections:
+                    decode_codes(body, count=count, threads=1)
                 best[k] = min(best[k], time.thread_time() - start)
-    return best[0], best[1]
+        best[2] = min(best[2], decoder.decode_cpu_s(bitstream))
+    return best[0], best[1], best[2]
 
 
 def pooled_sqnr_db(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
@@ -138,7 +153,8 @@ class Subject:
         return self.output_sqnr(path)
 
     def ours(self, label: str, spec: dict[str, Any]) -> tuple[Point, dict[str, Any]]:
-        """Our quantize path on ``spec``; also returns the layer rows of the report."""
+        """Our quantize path on ``spec``; also returns the layer rows of the report and the
+        package's code sections (``sections``), to time their decoding later."""
         start = time.perf_counter()
         model = load_model(self.path)
         qmodel = quantize_model(model, QuantSpec.from_dict(spec))
@@ -150,13 +166,12 @@ class Subject:
             size = arts.sizes["model.qpack"]
             header, start = read_header((Path(tmp) / "model.qpack").read_bytes())
         pairs = [(self.tensors[w.name], w.dequantized()) for w in qmodel.weights]
-        decode_s, decode_scalar_s = codes_decode_s(qmodel.weights)
         point = Point(label=label, bytes=size, weight_sqnr_db=pooled_sqnr_db(pairs),
-                      output_sqnr_db=out_sqnr, seconds=seconds, decode_s=decode_s,
-                      decode_scalar_s=decode_scalar_s)
+                      output_sqnr_db=out_sqnr, seconds=seconds)
         # Where the package's bytes go: prefix and JSON header, zstd skeleton, code sections.
         skeleton = int(header["skeleton"]["length"])
         extra = {"layers": [w.layer for w in qmodel.weights],
+                 "sections": [(w.body, int(np.size(w.codes))) for w in qmodel.weights],
                  "parts": {"header": start, "skeleton": skeleton,
                            "codes": size - start - skeleton}}
         return point, extra
@@ -166,15 +181,21 @@ class Subject:
         root.mkdir(parents=True, exist_ok=True)
         return root / f"{sha256_of(self.path)[:16]}.json"
 
+    def bitstream(self, qp: int) -> Path:
+        """Where the reference's bitstream at ``qp`` is kept."""
+        return self._qp_cache().with_name(f"{self._qp_cache().stem}-qp{qp}.nnr")
+
     def reference(self, qps: list[int]) -> list[Point]:
-        """DeepCABAC at each QP (cached by model and QP)."""
+        """DeepCABAC at each QP (cached by model and QP, bitstreams included)."""
         cache_file = self._qp_cache()
         cached: dict[str, Any] = json.loads(cache_file.read_text()) if cache_file.exists() else {}
-        missing = [q for q in qps if cached.get(str(q), {}).get("decode_s") is None]
+        missing = [q for q in qps if cached.get(str(q), {}).get("decode_s") is None
+                   or not self.bitstream(q).is_file()]
         if missing:
             with tempfile.TemporaryDirectory(prefix="nnr-ref-") as tmp:
                 work = Path(tmp)
                 for rp in reference.encode_sweep(self.tensors, missing, work / "sweep"):
+                    shutil.move(rp.bitstream, self.bitstream(rp.qp))
                     pairs = [(self.tensors[n], rp.decoded[n]) for n in self.names]
                     point = Point(label=f"qp {rp.qp}", bytes=rp.bytes + self.rest_bytes,
                                   weight_sqnr_db=pooled_sqnr_db(pairs),
@@ -182,8 +203,8 @@ class Subject:
                                   seconds=rp.encode_s, decode_s=rp.decode_cpu_s)
                     cached[str(rp.qp)] = {**asdict(point), "bitstream_bytes": rp.bytes}
             cache_file.write_text(json.dumps(cached, indent=1))
-        return [Point(**{k: v for k, v in cached[str(q)].items() if k != "bitstream_bytes"})
-                for q in qps]
+        fields = {f.name for f in dataclasses.fields(Point)}
+        return [Point(**{k: v for k, v in cached[str(q)].items() if k in fields}) for q in qps]
 
     def qps_for(self, sqnrs: list[float], margin_db: float = 3.0) -> list[int]:
         """Even QPs whose plain-rounding SQNR (Δ = 2^(QP/4), Δ²/12 noise) spans ``sqnrs``."""

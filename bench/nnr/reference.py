@@ -6,7 +6,8 @@ its source distribution with pip (``--no-binary :all:``), builds it (the DeepCAB
 extension, about 3 minutes on 2 cores) into a virtual environment of its own under
 ``$QUANTSERVE_NNR_CACHE`` (default ``~/.cache/quantserve/nncodec``) with only NumPy and
 pybind11 beside it, and reuses that environment afterwards. ``encode_sweep`` runs
-``bench/nnr/driver.py`` in it as a subprocess.
+``bench/nnr/driver.py`` in it as a subprocess; ``Decoder`` keeps one running to time the
+decoding of kept bitstreams on request.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import venv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 
@@ -72,6 +74,7 @@ class ReferencePoint:
     encode_s: float
     decode_cpu_s: float
     decoded: dict[str, np.ndarray]
+    bitstream: Path  # the bitstream, in the sweep's work folder
 
 
 def encode_sweep(
@@ -101,8 +104,37 @@ def encode_sweep(
         points.append(ReferencePoint(qp=int(row["qp"]), bytes=int(row["bytes"]),
                                      encode_s=float(row["encode_s"]),
                                      decode_cpu_s=float(row["decode_cpu_s"]),
-                                     decoded=decoded))
+                                     decoded=decoded, bitstream=work / f"qp{row['qp']}.nnr"))
     return points
+
+
+class Decoder:
+    """The reference's decoder in a process of its own (``driver.py --serve``), timing one
+    ``nnc.decompress`` of a bitstream file per call: the benchmark alternates it with ours."""
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen([str(ensure_venv()), str(DRIVER), "--serve"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def decode_cpu_s(self, bitstream: Path) -> float:
+        """CPU seconds of one decoding of ``bitstream``."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(f"{bitstream}\n")
+        self._proc.stdin.flush()
+        answer = self._proc.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"the reference decoder exited ({self._proc.wait()}) on "
+                               f"{bitstream}")
+        return float(answer)
+
+    def __enter__(self) -> Decoder:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        self._proc.wait(timeout=60)
 
 
 if __name__ == "__main__":
