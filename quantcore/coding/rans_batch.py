@@ -26,26 +26,26 @@ _ZERO_LOW.flags.writeable = False
 _kernels: ModuleType | None = None
 _usable: bool | None = None
 _refill: npt.NDArray[np.uint8] | None = None  # the loop's form: None on AVX-512 (rans_simd)
-_whole_groups = False  # fewer v2 chunks than a group go to the scalar kernel (rans_simd)
+_fewest = 1  # runs of fewer v2 chunks go to the scalar kernel (rans_simd.fewest_chunks)
 
 
 def vector_kernels() -> ModuleType | None:
     """``rans_simd``, imported on first use, where its loop runs (AVX-512, or AVX2 with
     ``_refill``: ``rans_simd.usable``, ``rans_simd.refill``); else None."""
-    global _kernels, _usable, _refill, _whole_groups
+    global _kernels, _usable, _refill, _fewest
     if _usable is None:
         from quantcore.coding import rans_simd
 
         _usable = rans_simd.usable()
         _kernels = rans_simd if _usable else None
         _refill = rans_simd.refill()
-        _whole_groups = rans_simd.whole_groups()
+        _fewest = rans_simd.fewest_chunks()
     return _kernels
 
 
 def _too_few(kernels: ModuleType | None, chunks: int) -> bool:
-    """Whether ``chunks`` v2 chunks decode faster by the scalar kernel (``_whole_groups``)."""
-    return kernels is not None and _whole_groups and chunks < kernels.GROUP
+    """Whether ``chunks`` v2 chunks decode faster by the scalar kernel (``_fewest``)."""
+    return kernels is not None and chunks < _fewest
 
 
 @dataclass

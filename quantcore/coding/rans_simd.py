@@ -72,6 +72,16 @@ def refill() -> npt.NDArray[np.uint8] | None:
 # the v2 loop with fewer chunks than ``GROUP`` decodes slower than the scalar kernel (0.84x
 # from 10K to 1.5M codes on a Zen 1), and a whole group about as fast (1.0-1.4x).
 _SPLIT_AVX2 = frozenset({"znver1", "bdver4"})
+# Intel's AVX-512 cores: on a Rocket Lake (a Xeon's virtual machine) one chunk alone in the
+# v2 loop decoded at 0.57-0.76x the scalar kernel's speed (20K to 2M codes at 3, 4 and 8
+# bits; a single chain of 512-bit operations against the scalar kernel's eight), two at
+# 1.06-1.15x, three at 1.46-1.64x. Only the Rocket Lake was measured; Intel's other AVX-512
+# cores are taken alike (on a Zen 4 one chunk decoded about as fast either way).
+_LONE_CHUNK_SLOW = frozenset({
+    "skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client",
+    "icelake-server", "tigerlake", "rocketlake", "sapphirerapids", "emeraldrapids",
+    "graniterapids", "graniterapids-d",
+})
 
 
 def compiled_cpu() -> str:
@@ -83,10 +93,14 @@ def compiled_cpu() -> str:
     return str(named) if named not in (None, "host") else str(llvm.get_host_cpu_name())
 
 
-def whole_groups() -> bool:
-    """Whether v2 chunks take the vector loop only ``GROUP`` at a time (see ``_SPLIT_AVX2``):
-    on those CPUs without AVX-512."""
-    return not available() and compiled_cpu() in _SPLIT_AVX2
+def fewest_chunks() -> int:
+    """The fewest v2 chunks a run must hold to take the vector loop (fewer go to the scalar
+    kernel): ``GROUP`` on CPUs that split AVX2 (``_SPLIT_AVX2``, without AVX-512), 2 on
+    ``_LONE_CHUNK_SLOW`` with AVX-512, else 1."""
+    cpu = compiled_cpu()
+    if available():
+        return 2 if cpu in _LONE_CHUNK_SLOW else 1
+    return GROUP if cpu in _SPLIT_AVX2 else 1
 
 
 def usable() -> bool:

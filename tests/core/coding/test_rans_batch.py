@@ -27,7 +27,7 @@ def vector(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> M
     monkeypatch.setattr(rans_batch, "_kernels", rans_simd)
     monkeypatch.setattr(rans_batch, "_usable", True)
     monkeypatch.setattr(rans_batch, "_refill", None if wide else rans_simd.REFILL_ROWS)
-    monkeypatch.setattr(rans_batch, "_whole_groups", False)  # every chunk count: the loop
+    monkeypatch.setattr(rans_batch, "_fewest", 1)  # every chunk count: the loop
     return rans_simd
 
 
@@ -208,32 +208,34 @@ def test_the_benchmarks_smaller_cpu_gets_the_avx2_loop(monkeypatch: pytest.Monke
     assert rans_simd.usable() and not rans_simd.available()
 
 
-def test_cpus_that_split_avx2_take_the_loop_for_whole_groups(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_each_cpu_takes_the_loop_from_its_fewest_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """A Zen 1 (256-bit operations in two halves) decodes fewer v2 chunks than a group by the
-    scalar kernel; AVX-512 and other AVX2 CPUs take the loop for any number."""
+    scalar kernel, Intel's AVX-512 cores a chunk alone; other CPUs take the loop for any
+    number, and so do Intel's cores without AVX-512."""
     from numba.core import config
 
     avx2, avx512 = "+sse4.2,+avx2,-avx512f,-avx512dq", "+avx2,+avx512f,+avx512dq,+avx512vl"
-    cases = [("znver1", avx2, True), ("bdver4", avx2, True), ("znver3", avx2, False),
-             ("haswell", avx2, False), ("znver1", avx512, False)]  # fmt: skip
-    for cpu, features, whole in cases:
+    cases = [("znver1", avx2, rans_simd.GROUP), ("bdver4", avx2, rans_simd.GROUP),
+             ("znver3", avx2, 1), ("haswell", avx2, 1), ("znver1", avx512, 1),
+             ("znver4", avx512, 1), ("rocketlake", avx512, 2), ("sapphirerapids", avx512, 2),
+             ("rocketlake", avx2, 1)]  # fmt: skip
+    for cpu, features, fewest in cases:
         monkeypatch.setattr(config, "CPU_NAME", cpu, raising=False)
         monkeypatch.setattr(config, "CPU_FEATURES", features, raising=False)
         assert rans_simd.compiled_cpu() == cpu
-        assert rans_simd.whole_groups() is whole
+        assert rans_simd.fewest_chunks() == fewest, cpu
 
 
 @pytest.mark.usefixtures("vector")
+@pytest.mark.parametrize("fewest", [2, rans_simd.GROUP])
 @pytest.mark.parametrize("streams", [1, 2, 5])
-def test_whole_groups_decode_few_chunks_by_the_scalar_kernel(
-    streams: int, monkeypatch: pytest.MonkeyPatch
+def test_runs_of_too_few_chunks_decode_by_the_scalar_kernel(
+    streams: int, fewest: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With ``_whole_groups``, a run of fewer chunks than a group never enters the loop (its
-    rounds are not called), a longer run does; the codes are the same either way."""
+    """A run of fewer chunks than ``_fewest`` never enters the loop (its rounds are not
+    called), a longer run does; the codes are the same either way."""
     monkeypatch.setattr(rans, "CHUNK_SYMBOLS", 4096)
-    monkeypatch.setattr(rans_batch, "_whole_groups", True)
+    monkeypatch.setattr(rans_batch, "_fewest", fewest)
     calls = []
     rounds = rans_simd.rounds
     monkeypatch.setattr(rans_simd, "rounds", lambda *a: calls.append(1) or rounds(*a))
@@ -247,4 +249,4 @@ def test_whole_groups_decode_few_chunks_by_the_scalar_kernel(
     rans_batch.fill_chunks(jobs)
     for out, codes in expected:
         np.testing.assert_array_equal(out, codes)
-    assert bool(calls) is (len(jobs) >= rans_simd.GROUP)
+    assert bool(calls) is (len(jobs) >= fewest)
