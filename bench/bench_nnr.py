@@ -73,7 +73,7 @@ def _row(
     at_o = bytes_at(ref, p.output_sqnr_db, "output_sqnr_db")
     # Decoding speed, weights per CPU second: ours, and the reference's at its QP nearest
     # in weight SQNR: timed in the same runs as ours where the point has those timings.
-    near = min(ref, key=lambda r: abs(r.weight_sqnr_db - p.weight_sqnr_db))
+    near = _nearest(ref, p)
     ref_s = p.ref_decode_s or near.decode_s
     ours = params / p.decode_s / 1e6 if p.decode_s else None
     scalar = params / p.decode_scalar_s / 1e6 if p.decode_scalar_s else None
@@ -89,6 +89,12 @@ def _row(
     }
 
 
+def _nearest(ref: list[Point], p: Point) -> Point:
+    """The reference's point nearest ``p`` in weight SQNR (whose decoding ``p``'s is set
+    against)."""
+    return min(ref, key=lambda r: abs(r.weight_sqnr_db - p.weight_sqnr_db))
+
+
 def _timed(subject: Subject, p: Point, ref: list[Point], extra: dict[str, Any],
            decoder: reference.Decoder) -> Point:
     """``p`` with its decoding timed against the reference's nearest QP (a reused row keeps
@@ -96,7 +102,7 @@ def _timed(subject: Subject, p: Point, ref: list[Point], extra: dict[str, Any],
     sections = extra.pop("sections", None)
     if sections is None:
         return p
-    near = min(ref, key=lambda r: abs(r.weight_sqnr_db - p.weight_sqnr_db))
+    near = _nearest(ref, p)
     ours, scalar, theirs = decode_alternately(
         sections, subject.bitstream(int(near.label.split()[1])), decoder)
     return dataclasses.replace(p, decode_s=ours, decode_scalar_s=scalar, ref_decode_s=theirs,

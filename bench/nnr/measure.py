@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import shutil
@@ -176,18 +177,21 @@ class Subject:
                            "codes": size - start - skeleton}}
         return point, extra
 
+    @functools.cached_property
     def _qp_cache(self) -> Path:
+        """The points' cache file, named by the model's SHA-256 (hashed once: every QP's
+        bitstream is named after it)."""
         root = reference.cache_dir() / "runs" / self.entry.name
         root.mkdir(parents=True, exist_ok=True)
         return root / f"{sha256_of(self.path)[:16]}.json"
 
     def bitstream(self, qp: int) -> Path:
         """Where the reference's bitstream at ``qp`` is kept."""
-        return self._qp_cache().with_name(f"{self._qp_cache().stem}-qp{qp}.nnr")
+        return self._qp_cache.with_name(f"{self._qp_cache.stem}-qp{qp}.nnr")
 
     def reference(self, qps: list[int]) -> list[Point]:
         """DeepCABAC at each QP (cached by model and QP, bitstreams included)."""
-        cache_file = self._qp_cache()
+        cache_file = self._qp_cache
         cached: dict[str, Any] = json.loads(cache_file.read_text()) if cache_file.exists() else {}
         missing = [q for q in qps if cached.get(str(q), {}).get("decode_s") is None
                    or not self.bitstream(q).is_file()]
