@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,45 +14,51 @@ import pytest
 from service.sqlite_wal import set_wal
 
 
-def _writer_on_new_file(path: Path) -> sqlite3.Connection:
-    """A connection holding the write lock of a new file not yet in WAL mode: eight processes
-    opening a new file at once, each switching it to WAL and creating its tables, had one
-    switch in 25 refused ("database is locked") at such a moment."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("BEGIN IMMEDIATE")
-    conn.execute("CREATE TABLE t (x)")
-    return conn
-
-
-def test_the_plain_switch_is_refused_at_once_despite_a_busy_timeout(tmp_path: Path) -> None:
+@pytest.fixture
+def locked(tmp_path: Path) -> Iterator[tuple[sqlite3.Connection, sqlite3.Connection]]:
+    """A connection holding the write lock of a new file not yet in WAL mode, and another
+    connection to the file (a 5 s busy timeout): eight processes opening a new file at once,
+    each switching it to WAL and creating its tables, had one switch in 25 refused
+    ("database is locked") at such a moment."""
     path = tmp_path / "new.db"
-    writer = _writer_on_new_file(path)
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("CREATE TABLE t (x)")
     other = sqlite3.connect(path, timeout=5, isolation_level=None)
+    yield writer, other
+    if writer.in_transaction:
+        writer.rollback()
+
+
+def test_the_plain_switch_is_refused_at_once_despite_a_busy_timeout(
+    locked: tuple[sqlite3.Connection, sqlite3.Connection],
+) -> None:
+    _, other = locked
     began = time.monotonic()
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         other.execute("PRAGMA journal_mode=WAL")
     assert time.monotonic() - began < 1.0  # SQLite did not wait its 5 s
-    writer.rollback()
 
 
-def test_the_switch_waits_for_the_first_writer_and_finds_wal(tmp_path: Path) -> None:
-    path = tmp_path / "new.db"
-    writer = _writer_on_new_file(path)
-    threading.Timer(0.3, writer.commit).start()
-    other = sqlite3.connect(path, timeout=5, isolation_level=None)
+def test_the_switch_waits_for_the_first_writer_and_finds_wal(
+    locked: tuple[sqlite3.Connection, sqlite3.Connection],
+) -> None:
+    writer, other = locked
+    committer = threading.Timer(0.3, writer.commit)
+    committer.start()
     began = time.monotonic()
     set_wal(other, timeout_s=5)
     assert time.monotonic() - began >= 0.25
     assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert other.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0
+    committer.join()
 
 
-def test_the_switch_gives_up_after_its_timeout(tmp_path: Path) -> None:
-    path = tmp_path / "new.db"
-    writer = _writer_on_new_file(path)
-    other = sqlite3.connect(path, timeout=5, isolation_level=None)
+def test_the_switch_gives_up_after_its_timeout(
+    locked: tuple[sqlite3.Connection, sqlite3.Connection],
+) -> None:
+    _, other = locked
     began = time.monotonic()
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         set_wal(other, timeout_s=0.4)
     assert 0.4 <= time.monotonic() - began < 2.0
-    writer.rollback()
