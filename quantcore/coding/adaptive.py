@@ -53,6 +53,8 @@ TRELLIS_VERSION = 9
 # one thread: 15-75 ms) under 2 bits (55 M codes/s or more). The real models' packages then
 # decode at 60 M codes/s or more on one core (at 35-50 with every small tensor allowed).
 TINY_CODES = 1 << 13
+# The most trellis codes v9 may hold (``trellis_fast_enough``).
+TRELLIS_TINY_CODES = 1 << 11
 MAX_CODES, MAX_BITS = 1 << 16, 3.0
 LARGE_CODES, LARGE_BITS = 1 << 22, 2.0
 # The share of the table-coded stream's bytes a v4 or v9 stream must save, per bit a code
@@ -147,11 +149,14 @@ def most_bytes(table_bytes: int, count: int) -> int:
 
 
 def trellis_fast_enough(count: int) -> bool:
-    """Whether ``count`` trellis codes may be v9: its decoder takes 6-8 M codes a second at
-    2-3 bits a code (v7: 40-100), so only tiny tensors, whose time is nothing, take it. With
-    v4's rule instead (``fast_enough``), ocr-det's 24 dB trellis package decoded at 11 M codes
-    a CPU second against 34 without v9, for 1.1% more off its bytes than this rule's 1.1%."""
-    return count <= TINY_CODES
+    """Whether ``count`` trellis codes may be v9: up to ``TRELLIS_TINY_CODES``, where it
+    decodes no slower than the table-coded stream. v9's decoder takes one flag at a time,
+    10-20 ns a code at 1.5-3 bits a code (a Zen 4, 2026-12-05); a v12/v13 stream about 3 ns
+    a code after a plan of about 20 us (its table and the decoder's slot tables), so they are
+    even near 1,800 codes. On ocr-det's trellis packages at 10.4, 13.4 and 22.1 dB, v9 up to
+    2,048 codes in place of 8,192 decoded them 1.16, 1.20 and 1.24 times as fast for 0.9,
+    0.9 and 0.3% more bytes of codes (up to 1,024: about as fast, 0.1% more bytes)."""
+    return count <= TRELLIS_TINY_CODES
 
 
 def encode(

@@ -15,7 +15,7 @@ five real models (``bench.nnr.tcq_probe``); 8 states reach 0.10-0.16 dB more at 
 (nudenet, 15-40 dB: 1.6% of the rate at 1.6 bits a weight, 0.3% at 5.3), for 1.5 times
 the search's time; 32 states another 0.14-0.17 dB (nudenet and ocr-det at 2.3-6.7 bits a
 weight: 0.35-1.25% of the rate), for 2-4 times the 8-state search's time. Tensors of at most
-``adaptive.TINY_CODES`` weights keep 8 states: their packages' tableless stream (v9) is
+``adaptive.TRELLIS_TINY_CODES`` weights keep 8 states: their packages' tableless stream (v9) is
 defined on that machine, and saves them more than the wider machine would.
 
 ``bits`` is each index's cost in its quantizer (``-log2`` of its frequency), estimated from
@@ -54,7 +54,7 @@ def machine_for(count: int) -> int:
     weights."""
     from quantcore.coding import adaptive
 
-    return SMALL_MACHINE_VERSION if count <= adaptive.TINY_CODES else MACHINE_VERSION
+    return SMALL_MACHINE_VERSION if count <= adaptive.TRELLIS_TINY_CODES else MACHINE_VERSION
 
 
 def _kernel() -> ModuleType:

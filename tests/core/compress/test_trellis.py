@@ -135,7 +135,8 @@ def test_the_kernel_finds_the_reference_path(version: int, vector: bool) -> None
 
 
 @pytest.mark.parametrize(("size", "version"), [
-    (300_000, trellis.MACHINE_VERSION), (adaptive.TINY_CODES, trellis.SMALL_MACHINE_VERSION),
+    (300_000, trellis.MACHINE_VERSION),
+    (adaptive.TRELLIS_TINY_CODES, trellis.SMALL_MACHINE_VERSION),
 ])  # fmt: skip
 def test_levels_are_on_a_path_and_within_range(size: int, version: int) -> None:
     """Tensors take the 32-state machine; tiny ones (v9's) the 8-state one."""
