@@ -1,5 +1,5 @@
 """``"rdoq": "auto"``: trellis-coded quantization or scalar RDOQ, whichever codes the model in
-fewer bytes at the spec's target.
+fewer bytes at the spec's target, scalar only where it saves ``SCALAR_SAVING`` of them.
 
 Measured on five real models at 6–35 dB of weight SQNR: TCQ's codes are 1.5–4% smaller where
 they take about 2 bits a weight or more and 1–7% larger below that (its stream v5's static
@@ -7,7 +7,8 @@ tables weigh on a low rate, where scalar codes get stream v4's adaptive contexts
 crossover moved from 1.2 to 2.9 bits a weight from model to model, and the allocation's
 order-0 rate estimates favour TCQ everywhere, so the choice is measured: each mode's
 allocation meets the target on its own, then the package sections of whole tensors quantized
-and coded that way are summed, and the smaller total wins.
+and coded that way are summed, and the smaller total wins (the trellis where the scalar
+mode saves less than ``SCALAR_SAVING``: the trellis packages decode faster).
 
 The probe is every tensor up to ``PROBE_WEIGHTS`` weights: then the choice is exact, and a
 chosen trellis keeps its tensors, so the job costs one scalar pass more (on five real
@@ -27,6 +28,13 @@ from typing import Any, TypeVar
 from quantcore.compress.allocate import Allocation, Mapper, TensorSample, allocate
 from quantcore.spec import QuantSpec
 
+# The share of the trellis mode's bytes the scalar mode must save to be chosen. Above about
+# half a bit a weight its packages decode 1.9-3.7x slower (their v4 streams decoded a flag at
+# a time; the trellis mode's table-coded streams about 3 ns a code): on five real models at
+# 4-22 dB (a Zen 4, 2026-12-05) the scalar mode was smaller at three points, by 9.9% (ocr-det
+# at 3.9 dB, where it also decodes faster), 5.3% (ocr-rec at 4.8 dB) and 0.9% (ocr-det at
+# 6.1 dB: 3.2 ms of decoding against 2.1).
+SCALAR_SAVING = 0.02
 PROBE_WEIGHTS = 4_000_000
 QUANTILES = 32  # past PROBE_WEIGHTS: the tensors holding these evenly spaced weights
 MOST_PROBE_WEIGHTS = 32_000_000  # fewer marks past it (a single tensor may hold more)
@@ -53,9 +61,17 @@ class RdoqChoice:
     def note(self) -> str:
         chosen, other = ("trellis", "scalar") if self.trellis else ("scalar", "trellis")
         sizes = {"trellis": self.trellis_bytes, "scalar": self.scalar_bytes}
+        why = (f" (scalar saves under {SCALAR_SAVING:.0%}: trellis packages decode faster)"
+               if self.trellis and self.scalar_bytes < self.trellis_bytes else "")
         return (f'rdoq "auto": {chosen} RDOQ, {sizes[chosen]:,} bytes of codes against '
                 f"{sizes[other]:,} for {other} on {self.probe_tensors} tensor(s) of "
-                f"{self.probe_weights:,} weights")  # fmt: skip
+                f"{self.probe_weights:,} weights{why}")  # fmt: skip
+
+
+def trellis_wins(trellis_bytes: int, scalar_bytes: int) -> bool:
+    """Whether the trellis mode is kept: unless the scalar mode saves ``SCALAR_SAVING`` of its
+    bytes (ties: the trellis, the faster to decode)."""
+    return scalar_bytes > (1 - SCALAR_SAVING) * trellis_bytes
 
 
 def probe_names(names: Sequence[str], sizes: Mapping[str, int]) -> list[str]:
@@ -90,7 +106,7 @@ def choose(
     samples: Mapping[str, TensorSample], code: CodeTensor[T],
     *, map_tensors: Mapper = map,
 ) -> tuple[Allocation, dict[str, T]]:
-    """The allocation of the mode that codes the probe smaller (ties: scalar, the faster),
+    """The allocation of the mode that codes the probe smaller (``trellis_wins``),
     its choice in ``choice`` and ``notes``; and, if that is the trellis, the probe's tensors as
     it coded them, for the job to keep (with every tensor probed, none is searched twice).
 
@@ -114,7 +130,7 @@ def choose(
     coded = dict(zip(probe, map_tensors(
         lambda name: code(trellis_mode, trellis_allocation, name), probe), strict=True))
     trellis_bytes = sum(size for _, size in coded.values())
-    choice = RdoqChoice(trellis=trellis_bytes < scalar_bytes, probe_tensors=len(probe),
+    choice = RdoqChoice(trellis=trellis_wins(trellis_bytes, scalar_bytes), probe_tensors=len(probe),
                         probe_weights=sum(sizes[n] for n in probe), trellis_bytes=trellis_bytes,
                         scalar_bytes=scalar_bytes)  # fmt: skip
     kept = trellis_allocation if choice.trellis else scalar_allocation

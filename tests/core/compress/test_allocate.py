@@ -6,6 +6,7 @@ unpack to it byte for byte, and the targets must hold on the whole tensors.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import onnx
 import pytest
 
 from quantcore import JobInput, JobKind, JobOutput, run_job
+from quantcore.compress import rdoq_choice
 from quantcore.compress.allocate import TensorSample, allocate, sample_tensor
 from quantcore.compress.layerwise import quantize_tensors
 from quantcore.compress.pipeline import QuantizedModel, package_size, quantize_model
@@ -174,7 +176,8 @@ def test_rdoq_auto_keeps_the_smaller_of_trellis_and_scalar(
     tmp_path: Path, sqnr: float, chosen: str
 ) -> None:
     """``"rdoq": "auto"`` codes the model both ways (here every tensor: under the probe's
-    size) and keeps the smaller; at a low rate that is scalar RDOQ, at 26 dB TCQ."""
+    size) and keeps the smaller; at a low rate that is scalar RDOQ (by more than
+    ``SCALAR_SAVING``), at 26 dB TCQ."""
     path = tmp_path / "m.onnx"
     onnx.save(models.mlp((64, 512, 256, 10), seed=9), path)
 
@@ -186,6 +189,7 @@ def test_rdoq_auto_keeps_the_smaller_of_trellis_and_scalar(
     auto, auto_bytes = run("auto")
     (scalar, scalar_bytes), (trellis, trellis_bytes) = run(True), run("trellis")
     assert auto_bytes == min(scalar_bytes, trellis_bytes)
+    assert (scalar_bytes < (1 - rdoq_choice.SCALAR_SAVING) * trellis_bytes) is (chosen == "scalar")
     same = trellis if chosen == "trellis" else scalar  # the probe's tensors, kept as coded
     assert all(np.array_equal(a.codes, b.codes) and a.body == b.body and a.layer == b.layer
                for a, b in zip(auto.weights, same.weights, strict=True))  # fmt: skip
@@ -197,6 +201,20 @@ def test_rdoq_auto_keeps_the_smaller_of_trellis_and_scalar(
     assert auto.allocation.trellis is (chosen == "trellis") and auto.allocation.rdoq
     assert any(n.startswith(f'rdoq "auto": {chosen} RDOQ') for n in auto.allocation.notes)
     assert auto.spec.to_dict()["rdoq"] == "auto"
+
+
+def test_scalar_rdoq_must_save_its_share_to_be_chosen() -> None:
+    """Ties and small savings keep the trellis, whose packages decode faster."""
+    saving = rdoq_choice.SCALAR_SAVING
+    assert rdoq_choice.trellis_wins(10_000, 10_000)
+    assert rdoq_choice.trellis_wins(10_000, round(10_000 * (1 - saving / 2)))
+    assert not rdoq_choice.trellis_wins(10_000, round(10_000 * (1 - 2 * saving)))
+    assert not rdoq_choice.trellis_wins(10_000, 9_000)
+    kept = rdoq_choice.RdoqChoice(trellis=True, probe_tensors=2, probe_weights=500,
+                                  trellis_bytes=10_000, scalar_bytes=9_950)  # fmt: skip
+    assert "scalar saves under 2%" in kept.note()
+    smaller = dataclasses.replace(kept, scalar_bytes=10_050)
+    assert "saves under" not in smaller.note()
 
 
 def test_the_probe_is_whole_tensors_spread_over_the_weights() -> None:
