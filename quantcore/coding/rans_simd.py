@@ -72,16 +72,12 @@ def refill() -> npt.NDArray[np.uint8] | None:
 # the v2 loop with fewer chunks than ``GROUP`` decodes slower than the scalar kernel (0.84x
 # from 10K to 1.5M codes on a Zen 1), and a whole group about as fast (1.0-1.4x).
 _SPLIT_AVX2 = frozenset({"znver1", "bdver4"})
-# Intel's AVX-512 cores: on a Rocket Lake (a Xeon's virtual machine) one chunk alone in the
-# v2 loop decoded at 0.57-0.76x the scalar kernel's speed (20K to 2M codes at 3, 4 and 8
-# bits; a single chain of 512-bit operations against the scalar kernel's eight), two at
-# 1.06-1.15x, three at 1.46-1.64x. Only the Rocket Lake was measured; Intel's other AVX-512
-# cores are taken alike (on a Zen 4 one chunk decoded about as fast either way).
-_LONE_CHUNK_SLOW = frozenset({
-    "skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client",
-    "icelake-server", "tigerlake", "rocketlake", "sapphirerapids", "emeraldrapids",
-    "graniterapids", "graniterapids-d",
-})
+# With AVX-512, a v2 chunk alone in the loop is one chain of 512-bit operations against the
+# scalar kernel's eight lanes: on a Rocket Lake (an Intel Xeon's virtual machine, 2026-12-04)
+# it decoded at 0.57-0.76x the scalar kernel's speed (20K to 2M codes at 3, 4 and 8 bits), two
+# chunks at 1.06-1.15x, three at 1.46-1.64x; on a Zen 4 (2026-12-05) 0.74-0.92x, 1.20-1.28x
+# and 1.59-1.74x.
+AVX512_FEWEST = 2
 
 
 def compiled_cpu() -> str:
@@ -95,12 +91,11 @@ def compiled_cpu() -> str:
 
 def fewest_chunks() -> int:
     """The fewest v2 chunks a run must hold to take the vector loop (fewer go to the scalar
-    kernel): ``GROUP`` on CPUs that split AVX2 (``_SPLIT_AVX2``, without AVX-512), 2 on
-    ``_LONE_CHUNK_SLOW`` with AVX-512, else 1."""
-    cpu = compiled_cpu()
+    kernel): ``AVX512_FEWEST`` with AVX-512, ``GROUP`` on CPUs that split AVX2
+    (``_SPLIT_AVX2``), else 1."""
     if available():
-        return 2 if cpu in _LONE_CHUNK_SLOW else 1
-    return GROUP if cpu in _SPLIT_AVX2 else 1
+        return AVX512_FEWEST
+    return GROUP if compiled_cpu() in _SPLIT_AVX2 else 1
 
 
 def usable() -> bool:
