@@ -79,7 +79,8 @@ class AppliedSpec(_Open):
     rdoq: bool | Literal["trellis", "auto"] | None = Field(
         default=None, description="Present when codes were chosen for distortion plus rate: "
         "true (each code), \"trellis\" (the whole path, trellis-coded quantization), "
-        "\"auto\" (the smaller of the two; the allocation says which)."
+        "\"auto\" (the smaller of the two, scalar only where it saves 2%; the allocation "
+        "says which)."
     )
 
 

@@ -98,7 +98,8 @@ answers with the spec as applied, every default filled in. `target` replaces `bi
 `{"weight_sqnr_db": X}` or `{"bits_per_weight": R}`, met with one step size shared by every \
 tensor (the report's `allocation` shows it); `rdoq: true` chooses each code for distortion \
 plus rate, `rdoq: "trellis"` (with a target) the whole path of codes, by trellis-coded \
-quantization, `rdoq: "auto"` (with a target) whichever of the two codes the model smaller.
+quantization, `rdoq: "auto"` (with a target) whichever of the two codes the model smaller \
+(scalar only where it saves 2% or more: the trellis packages decode faster).
 
 **sweep**: a base quantize spec and a grid of values; the job measures one point per combination:
 
