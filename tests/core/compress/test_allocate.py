@@ -189,7 +189,7 @@ def test_rdoq_auto_keeps_the_smaller_of_trellis_and_scalar(
     auto, auto_bytes = run("auto")
     (scalar, scalar_bytes), (trellis, trellis_bytes) = run(True), run("trellis")
     assert auto_bytes == min(scalar_bytes, trellis_bytes)
-    assert (scalar_bytes < (1 - rdoq_choice.SCALAR_SAVING) * trellis_bytes) is (chosen == "scalar")
+    assert rdoq_choice.trellis_wins(trellis_bytes, scalar_bytes) is (chosen == "trellis")
     same = trellis if chosen == "trellis" else scalar  # the probe's tensors, kept as coded
     assert all(np.array_equal(a.codes, b.codes) and a.body == b.body and a.layer == b.layer
                for a, b in zip(auto.weights, same.weights, strict=True))  # fmt: skip
