@@ -28,6 +28,8 @@ def locked(tmp_path: Path) -> Iterator[tuple[sqlite3.Connection, sqlite3.Connect
     yield writer, other
     if writer.in_transaction:
         writer.rollback()
+    other.close()
+    writer.close()
 
 
 def test_the_plain_switch_is_refused_at_once_despite_a_busy_timeout(
