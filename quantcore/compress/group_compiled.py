@@ -36,6 +36,7 @@ from quantcore.quantizers.block_kernels import (
     ZERO_POINT,
     gather_blocks,
 )
+from quantcore.quantizers.block_lane_kernels import block_quantize_lanes, takes_lanes
 from quantcore.quantizers.block_quantize_kernels import block_quantize
 from quantcore.quantizers.block_stats_kernels import block_stats
 from quantcore.quantizers.kernel_args import kernel_args, read_only
@@ -44,6 +45,9 @@ from quantcore.spec import Method, QuantizerSpec, Support
 # Blocks per kernel call: the candidates' per-block arrays of one call stay small.
 _SLAB_WEIGHTS = 1 << 20
 THREADS = 2  # the kernels release the GIL: slabs run on this many threads
+# The uniform grids' blocks of up to 128 a lane each (``block_lane_kernels``); off, block by
+# block (``block_quantize``), which the tests compare them with.
+USE_LANES = True
 # The encoder arguments of the uniform grids, which read no table.
 _NO_FAMILY = (0, np.float32(0.0), np.float32(0.0), 0, False, np.zeros(1, np.float32),
               np.zeros(1, np.int64), np.zeros(1, np.int32))  # fmt: skip
@@ -143,14 +147,21 @@ def compiled_blocks(
     error = np.empty(n_blocks, np.float64)
     inside = np.empty(n_blocks, np.int64)
 
+    lanes = USE_LANES and takes_lanes(mode, size, q_len > 1)
+
     def slab(start: int, stop: int) -> None:
         part = slice(start, stop)
         ratios = _ratios(spec, w3, size, count, part, rms_sq, amax)
         s16, s, inv, zps, rats = _candidate_arrays(grid, ratios, lo[part], hi[part], amax[part])
         best = np.empty(stop - start, np.int32)
-        block_quantize(w3, size, count, start, s, inv, zps, rats, lo, hi, amax, mode,  # type: ignore[call-arg]
-                       grid.code_min, grid.code_max, levels, *family_args, codes, deq,
-                       error[part], inside[part], best)  # fmt: skip
+        if lanes:
+            block_quantize_lanes(w3, size, count, start, s, inv, zps, rats, lo, hi, amax,
+                                 mode, grid.code_min, grid.code_max, codes, deq, error[part],
+                                 inside[part], best)  # fmt: skip
+        else:
+            block_quantize(w3, size, count, start, s, inv, zps, rats, lo, hi, amax, mode,  # type: ignore[call-arg]
+                           grid.code_min, grid.code_max, levels, *family_args, codes, deq,
+                           error[part], inside[part], best)  # fmt: skip
         pick = (best, np.arange(stop - start))
         scale[part] = s16[pick]
         if zp is not None:

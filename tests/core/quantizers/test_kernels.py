@@ -164,9 +164,11 @@ GROUP_SPECS = [
     QuantizerSpec(method=Method.FLOAT, exponent_bits=2, mantissa_bits=1, support=Support.MSE),
 ]  # fmt: skip
 # (shape, block axis, block size): ragged last blocks, blocks across a strided axis (one
-# partial tile of them; whole and partial tiles, ``block_kernels.TILE``), a Conv kernel
-# spanning its window, a block longer than the axis.
+# partial tile of them; whole and partial tiles, ``block_kernels.TILE``; whole and partial
+# tiles of lanes, ``block_lane_kernels.LANES``), a Conv kernel spanning its window, a block
+# longer than the axis.
 GROUP_SHAPES = [((12, 200), 1, 32), ((150, 12), 0, 32), ((200, 40), 0, 32),
+                ((40, 150), 0, 8), ((130, 70), 0, 128),
                 ((8, 8, 3, 3), 1, 16), ((5, 77), 1, 128), ((6, 256), 1, 128),
                 ((8, 20), 1, 200)]  # fmt: skip
 
@@ -238,6 +240,35 @@ def test_strided_blocks_split_anywhere_match_numpy(
         assert fast_blocks is not None
         for field in ("clips", "rms", "reach", "scale", "zp"):
             assert np.array_equal(getattr(fast_blocks, field), getattr(ref_blocks, field)), field
+
+
+@pytest.mark.parametrize("zero_point", [True, False])
+@pytest.mark.parametrize("support", [Support.MAX_ABS, Support.MSE])
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_lanes_match_the_block_by_block_kernel(
+    monkeypatch: pytest.MonkeyPatch, bits: int, support: Support, zero_point: bool
+) -> None:
+    """Tensors too large for the NumPy reference: many whole tiles of lanes, ragged blocks
+    along and across rows, and clipped blocks (``mse``) whose sums are short by many steps
+    (the block-by-block rank)."""
+    spec = QuantizerSpec(bits=bits, support=support).resolved()
+    for shape, axis, size in (((96, 1000), 1, 32), ((1000, 300), 0, 128),
+                              ((600, 130), 0, 16), ((70, 520), 1, 16)):  # fmt: skip
+        w = heavy(shape, seed=size)
+        found = []
+        for lanes in (False, True):
+            monkeypatch.setattr(group_compiled, "USE_LANES", lanes)
+            found.append(compiled_blocks("w", w, spec, axis, size, zero_point))
+        fast, ref = found
+        assert fast is not None and ref is not None
+        for field in ("codes", "dequantized", "scale", "zp", "clips"):
+            a, b = getattr(fast, field), getattr(ref, field)
+            if b is None:
+                assert a is None
+                continue
+            same = a.view(np.uint8) if a.dtype.kind == "f" else a
+            assert np.array_equal(same, b.view(np.uint8) if b.dtype.kind == "f" else b), field
+        assert (fast.noise, fast.inside) == (ref.noise, ref.inside)
 
 
 def test_group_path_is_taken() -> None:
