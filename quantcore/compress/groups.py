@@ -88,14 +88,18 @@ class GroupOutcome:
     theory_db: float | None  # closed-form Laplacian SQNR of the blocks' quantizers
 
 
-def _counts(codes: np.ndarray) -> np.ndarray:
+def _counts(codes: np.ndarray, code_min: int, code_max: int) -> np.ndarray:
     """``code_counts`` of the codes; the compiled count when the kernels are on (same bins)."""
     if not USE_KERNELS:
         return code_counts(codes)
-    from quantcore.quantizers.kernels import add_counts  # numba loads on first use
+    # numba loads on first use
+    from quantcore.quantizers.kernels import add_counts, add_narrow_counts
 
     counts = np.zeros(256 if codes.dtype.itemsize == 1 else 1 << 16, np.int64)
-    add_counts(codes.reshape(-1), counts, counts.size - 1)
+    if code_max - code_min < 16:
+        add_narrow_counts(codes.reshape(-1), counts, code_min, counts.size - 1)
+    else:
+        add_counts(codes.reshape(-1), counts, counts.size - 1)
     return counts
 
 
@@ -136,7 +140,8 @@ def quantize_groups(
         dequantized=dequantized,
     )  # fmt: skip
     return GroupOutcome(
-        quantized=quantized, counts=_counts(flat_codes), noise=noise, inside=inside,
+        quantized=quantized, counts=_counts(flat_codes, grid.code_min, grid.code_max),
+        noise=noise, inside=inside,
         xmax=float(np.mean(np.divide(clips, rms, out=np.zeros_like(rms), where=rms > 0))),
         xmax_abs=float(clips.max()) if clips.size else 0.0,
         theory_db=_theory_db(spec, grid, clips, rms, found.reach, block_size),

@@ -131,6 +131,17 @@ def add_counts(codes, counts, mask):
     _merge_counts(part, counts)
 
 
+@_jit
+def add_narrow_counts(codes, counts, lowest, mask):
+    """``add_counts`` of codes within ``[lowest, lowest + 15]``, two at a time by their pair of
+    nibbles (``_count_pairs``): a handful of 4-bit codes hit the same few counters, each
+    increment waiting for the last (16M codes in groups of 32: 15 -> 5 ms)."""
+    pairs = np.zeros((4, 256), np.int64)
+    single = np.zeros(16, np.int64)
+    _count_pairs(codes, pairs, single)
+    _merge_pairs(pairs, single, lowest, mask, counts)
+
+
 @_inline
 def _count_into(codes, part, mask):
     """Eight codes an iteration, two into each table: four an iteration took 2.8 ns a code
