@@ -128,9 +128,11 @@ def _sampled_rows(
     row = codes.size // codes.shape[0]
     step = max(1, math.ceil(codes.shape[0] * row / limit))
     decoder = coded.decoder
-    if isinstance(decoder, BlockDecoder):  # blocks may span rows: decode whole, then sample
-        rows = coded.dequantized().reshape(codes.shape)[::step]
-        return original.reshape(codes.shape)[::step].reshape(-1), rows.reshape(-1)
+    sampled = original.reshape(codes.shape)[::step].reshape(-1)
+    if isinstance(decoder, BlockDecoder):
+        if decoder.view[0] != codes.shape[0]:  # a view that regroups the rows
+            return sampled, coded.dequantized().reshape(codes.shape)[::step].reshape(-1)
+        return sampled, _decode_block_rows(codes, decoder, step).reshape(-1)
     if decoder.axis == 0 and np.ndim(decoder.scale) > 0:
         decoder = dataclasses.replace(
             decoder,
@@ -140,7 +142,24 @@ def _sampled_rows(
             else decoder.offset,
         )
     quantized = decode(np.ascontiguousarray(codes[::step]), decoder)
-    return original.reshape(codes.shape)[::step].reshape(-1), quantized.reshape(-1)
+    return sampled, quantized.reshape(-1)
+
+
+def _decode_block_rows(codes: np.ndarray, decoder: BlockDecoder, step: int) -> np.ndarray:
+    """Every ``step``-th row (axis 0 of the codes and of the decoder's view) decoded alone,
+    the same values as those rows of the whole decode: each keeps its blocks' scales and zero
+    points, and where blocks run down the rows (axis 0) each row is a block of its own."""
+    rows = np.arange(0, codes.shape[0], step)
+    view = decoder.view
+    part = np.ascontiguousarray(codes.reshape(view)[rows])
+    at = rows // decoder.block_size if decoder.axis == 0 else rows
+    zero_point = decoder.zero_point
+    sub = dataclasses.replace(
+        decoder, view=part.shape, scale=np.asarray(decoder.scale)[at],
+        zero_point=None if zero_point is None else np.asarray(zero_point)[at],
+        block_size=1 if decoder.axis == 0 else decoder.block_size,
+    )  # fmt: skip
+    return decode(part, sub)
 
 
 # Panel sizes in pixels (the page scales a figure down to its width), and each plot area's

@@ -154,17 +154,26 @@ def test_search_page_highlights_the_chosen_step():
     assert _panel_series(figure) == [4]  # budget, within it, over it, the chosen step
 
 
-@pytest.mark.parametrize("granularity", ["layer", "channel"])
-def test_row_sampling_of_a_big_tensor_decodes_exactly_those_rows(tmp_path, granularity):
+@pytest.mark.parametrize(("granularity", "use_matmul", "spec"), [
+    ("layer", False, {}), ("channel", False, {}),
+    # Blocks along the rows (Gemm's (out, in)) and down them (MatMul's (in, out)), a codebook
+    # family's blocks.
+    ("group", False, {}), ("group", True, {}), ("group", True, {"method": "mulaw"}),
+])  # fmt: skip
+def test_row_sampling_of_a_big_tensor_decodes_exactly_those_rows(
+    tmp_path, granularity, use_matmul, spec
+):
     from quantcore.compress.pipeline import load_model, quantize_model
     from quantcore.report.histograms import HIST_SAMPLE, _sampled_rows, model_histograms
     from quantcore.spec import QuantSpec
     from tests.models import mlp
 
     path = tmp_path / "big.onnx"
-    onnx.save(mlp((16, 1200, 1000)), path)  # fc1.weight: 1000 x 1200 = 1.2 M weights
+    # fc1.weight: 1000 x 1200 (Gemm) or 1200 x 1000 (MatMul) = 1.2 M weights
+    onnx.save(mlp((16, 1200, 1000), use_matmul=use_matmul), path)
     qmodel = quantize_model(
-        load_model(path), QuantSpec.from_dict({"bits": 3, "granularity": granularity})
+        load_model(path),
+        QuantSpec.from_dict({"bits": 3, "granularity": granularity, **spec}),
     )
     big = next(w for w in qmodel.weights if w.codes.size > HIST_SAMPLE)
     original, quantized = _sampled_rows(qmodel, big)
