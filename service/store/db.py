@@ -48,9 +48,9 @@ SQLITE_BUSY_TIMEOUT_S = 30
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # The busy timeout is the driver's ``timeout`` (``make_engine``), set as it connects.
     set_wal(dbapi_conn, SQLITE_BUSY_TIMEOUT_S)
     cursor = dbapi_conn.cursor()
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()

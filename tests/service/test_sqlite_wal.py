@@ -64,3 +64,21 @@ def test_the_switch_gives_up_after_its_timeout(
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         set_wal(other, timeout_s=0.4)
     assert 0.4 <= time.monotonic() - began < 2.0
+
+
+def test_an_engine_connection_waits_for_the_lock_and_checks_foreign_keys(tmp_path: Path) -> None:
+    """``make_engine``'s SQLite connections: WAL mode, the busy timeout (the driver's
+    ``timeout``) and foreign keys enforced."""
+    from sqlalchemy import text
+
+    from service.store.db import SQLITE_BUSY_TIMEOUT_S, make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        with engine.connect() as connection:
+            pragma = lambda name: connection.execute(text(f"PRAGMA {name}")).scalar()  # noqa: E731
+            assert pragma("journal_mode") == "wal"
+            assert pragma("busy_timeout") == SQLITE_BUSY_TIMEOUT_S * 1000
+            assert pragma("foreign_keys") == 1
+    finally:
+        engine.dispose()
