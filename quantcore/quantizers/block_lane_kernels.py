@@ -146,8 +146,26 @@ def _params(pick, k, tile, scales, invs, zps, s, inv, zp):
 def _tree(acc, t):
     """NumPy's pairwise leaf of lane ``t``'s eight partial sums (weight ``i`` into ``i % 8``;
     from +0, which changes no sum that is not zero, nor a sum of squares)."""
-    a = acc[t : 8 * LANES : LANES]
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+    low = (acc[t] + acc[LANES + t]) + (acc[2 * LANES + t] + acc[3 * LANES + t])
+    high = (acc[4 * LANES + t] + acc[5 * LANES + t]) + (acc[6 * LANES + t] + acc[7 * LANES + t])
+    return low + high
+
+
+@_inline
+def _rounded_code(xv, inv, zp, zero_point, lo_f, hi_f):
+    """A weight's code before its block sum is kept (float32): ``rint(x/s) (+ zp)``, clipped,
+    as ``block_kernels._uniform_values`` rounds it."""
+    v = np.rint(xv * inv)
+    if zero_point:
+        v = v + zp
+    return min(max(v, lo_f), hi_f)
+
+
+@_inline
+def _score(residual, code, sign, bound):
+    """A code's rank for a step in direction ``sign``: its signed residual, -inf where it has
+    no room (``block_kernels._keep_sums``' score)."""
+    return residual * sign if code * sign < bound else np.float32(-np.inf)
 
 
 @_inline
@@ -160,10 +178,7 @@ def _errors(x, size, zero_point, lo_f, hi_f, s, inv, zp, acc64):
         for t in range(LANES):
             ut = np.uintp(t)
             xv = x[ui + ut]
-            v = np.rint(xv * inv[ut])
-            if zero_point:
-                v = v + zp[ut]
-            v = min(max(v, lo_f), hi_f)
+            v = _rounded_code(xv, inv[ut], zp[ut], zero_point, lo_f, hi_f)
             value = (v - zp[ut]) * s[ut] if zero_point else v * s[ut]
             d = np.float64(value - xv)
             acc64[ur + ut] += d * d
@@ -179,10 +194,7 @@ def _rounded(x, size, zero_point, lo_f, hi_f, inv, zp, qv, res, acc32):
         for t in range(LANES):
             ut = np.uintp(t)
             xv = x[ui + ut]
-            v = np.rint(xv * inv[ut])
-            if zero_point:
-                v = v + zp[ut]
-            v = min(max(v, lo_f), hi_f)
+            v = _rounded_code(xv, inv[ut], zp[ut], zero_point, lo_f, hi_f)
             qv[ui + ut] = v
             off = zp[ut] if zero_point else np.float32(0.0)
             rr = xv * inv[ut] + off - v
@@ -218,7 +230,7 @@ def _ranks(size, deepest, qv, res, sign, bound, need, top, score, ranked, edge):
         for t in range(LANES):
             ut = np.uintp(t)
             sg = sign[ut]
-            v = res[ui + ut] * sg if qv[ui + ut] * sg < bound[ut] else lowest
+            v = _score(res[ui + ut], qv[ui + ut], sg, bound[ut])
             m1, m2, m3, m4 = top[ut], top[l1 + ut], top[l2 + ut], top[l3 + ut]
             if deepest > 1:
                 top[l3 + ut] = max(m4, min(m3, v))
@@ -235,7 +247,7 @@ def _ranks(size, deepest, qv, res, sign, bound, need, top, score, ranked, edge):
             sg = sign[t]
             for i in range(size):
                 u = i * LANES + t
-                score[i] = res[u] * sg if qv[u] * sg < bound[t] else lowest
+                score[i] = _score(res[u], qv[u], sg, bound[t])
             edge[t] = _kth(score, size, wanted, ranked)
 
 
@@ -248,7 +260,7 @@ def _step(size, qv, res, sign, bound, edge):
         for t in range(LANES):
             ut = np.uintp(t)
             sg = sign[ut]
-            v = res[ui + ut] * sg if qv[ui + ut] * sg < bound[ut] else lowest
+            v = _score(res[ui + ut], qv[ui + ut], sg, bound[ut])
             qv[ui + ut] += sg if (v > lowest) & (v >= edge[ut]) else zero
 
 

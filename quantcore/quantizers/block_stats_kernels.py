@@ -13,7 +13,7 @@ from quantcore.quantizers.block_kernels import (
     _next_block,
     _sum,
 )
-from quantcore.quantizers.block_lane_kernels import LANES
+from quantcore.quantizers.block_lane_kernels import LANES, _tree
 
 
 @_jit
@@ -45,8 +45,7 @@ def block_stats(w3, size, count, hi, lo, sumsq):
             _tile_moments(w3, p, j * size, q, size, tile, sums, top, bottom)
             for t in range(tile):
                 hi[b + t], lo[b + t] = top[t], bottom[t]
-                a = sums[t : 8 * LANES : LANES]
-                sumsq[b + t] = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+                sumsq[b + t] = _tree(sums, t)
         else:
             _gather_at(w3, p, j * size, q, size, xb)
             for i in range(size):
