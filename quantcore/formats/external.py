@@ -7,17 +7,31 @@ does not exist as a regular file; ``read_external`` also refuses a range past th
 
 External data is memory-mapped, not read: a tensor costs no memory until its pages are
 touched, and a reader that samples rows of it (the report's histograms) touches only those.
+A model's own large initializers are read the same way, from the model file's mapping
+(``ModelFile``): the reader parses the model without them (``onnx_wire.skeleton``).
 """
 
 from __future__ import annotations
 
+import mmap
 import os
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import onnx
 
 from quantcore.errors import UnsafeExternalDataError
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model file mapped whole: external references whose ``location`` is its ``name`` are
+    read from ``mapped``, without the checks a separate file needs (it is the model itself,
+    already opened)."""
+
+    name: str
+    mapped: mmap.mmap
 
 
 def external_info(tensor: onnx.TensorProto) -> dict[str, str]:
@@ -52,12 +66,29 @@ def resolve_location(base_dir: Path, location: str, tensor_name: str) -> Path:
     return real
 
 
-def read_external(tensor: onnx.TensorProto, base_dir: Path, nbytes: int) -> np.ndarray:
+def read_external(
+    tensor: onnx.TensorProto, base_dir: Path, nbytes: int, model_file: ModelFile | None = None
+) -> np.ndarray:
     """The ``nbytes`` raw bytes of an external tensor as a read-only ``uint8`` array mapped
     from the file (the mapping lives as long as the array or a view of it)."""
     info = external_info(tensor)
-    path = resolve_location(base_dir, info.get("location", ""), tensor.name)
     where = f"external data of tensor {tensor.name!r} in {info.get('location')!r}"
+    if model_file is not None and info.get("location") == model_file.name:
+        offset, length = _checked_range(info, nbytes, len(model_file.mapped), where)
+        if length == 0:
+            return np.zeros(0, np.uint8)
+        return np.frombuffer(model_file.mapped, np.uint8, count=length, offset=offset)
+    path = resolve_location(base_dir, info.get("location", ""), tensor.name)
+    offset, length = _checked_range(info, nbytes, path.stat().st_size, where)
+    if length == 0:
+        return np.zeros(0, np.uint8)  # mmap refuses an empty range
+    mapped = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=(length,))
+    return mapped.view(np.ndarray)  # a plain array (results of NumPy calls are not memmaps)
+
+
+def _checked_range(info: dict[str, str], nbytes: int, size: int, where: str) -> tuple[int, int]:
+    """``(offset, length)`` of the tensor's bytes, checked against its ``nbytes`` and the
+    ``size`` of the file that holds them."""
     try:
         offset = int(info.get("offset", "0"))
         length = int(info.get("length", str(nbytes)))
@@ -67,13 +98,9 @@ def read_external(tensor: onnx.TensorProto, base_dir: Path, nbytes: int) -> np.n
         raise UnsafeExternalDataError(
             f"{where}: {length=} bytes, but the tensor's shape and type need {nbytes}"
         )
-    size = path.stat().st_size
     if offset < 0 or offset + length > size:
         raise UnsafeExternalDataError(
             f"{where}: bytes [{offset}, {offset + length}) lie past the end of the "
             f"{size}-byte file (truncated?)"
         )
-    if length == 0:
-        return np.zeros(0, np.uint8)  # mmap refuses an empty range
-    mapped = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=(length,))
-    return mapped.view(np.ndarray)  # a plain array (results of NumPy calls are not memmaps)
+    return offset, length

@@ -7,17 +7,18 @@ are dropped and their decode subgraphs added, recursing into subgraphs (If, Loop
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from quantcore.formats.containers import code_raw_data
 from quantcore.formats.external import is_external
-from quantcore.formats.onnx_reader import TensorSource, subgraph_path, subgraphs, tensor_array
+from quantcore.formats.onnx_reader import TensorSource, subgraph_path, subgraphs
+
+# The bytes of an external tensor (or one read in place from the model file), as ``raw_data``.
+StoredBytes = Callable[[onnx.TensorProto], np.ndarray]
 
 
 @dataclass
@@ -60,7 +61,7 @@ def rebuild(
     graph: onnx.GraphProto,
     path: str,
     plans: Mapping[str, list[tuple[TensorSource, Replacement]]],
-    base_dir: Path,
+    stored_bytes: StoredBytes,
     out: onnx.GraphProto,
 ) -> None:
     """Fill the empty ``out`` with a copy of ``graph`` with this path's replacements applied,
@@ -78,7 +79,7 @@ def rebuild(
         if init.name in dropped_inits:
             continue
         if is_external(init):
-            out.initializer.append(_inline(init, base_dir))
+            out.initializer.append(_inline(init, stored_bytes(init)))
         else:
             out.initializer.add().CopyFrom(init)
     for _, replacement in plan:
@@ -112,11 +113,17 @@ def rebuild(
             for i, sub in enumerate(subs):
                 target = new_attr.g if one else new_attr.graphs.add()
                 target.SetInParent()  # present even if the subgraph is empty, as copied
-                rebuild(sub, subgraph_path(path, index, node, attr, i), plans, base_dir, target)
+                rebuild(
+                    sub, subgraph_path(path, index, node, attr, i), plans, stored_bytes, target
+                )
 
 
-def _inline(tensor: onnx.TensorProto, base_dir: Path) -> onnx.TensorProto:
-    array = tensor_array(tensor, base_dir)
-    inline = numpy_helper.from_array(np.ascontiguousarray(array), tensor.name)
-    inline.data_type = tensor.data_type
+def _inline(tensor: onnx.TensorProto, stored: np.ndarray) -> onnx.TensorProto:
+    """``tensor`` with its bytes in ``raw_data`` in place of its external reference (every
+    other field kept)."""
+    inline = onnx.TensorProto()
+    inline.CopyFrom(tensor)
+    del inline.external_data[:]
+    inline.ClearField("data_location")
+    inline.raw_data = stored.tobytes()
     return inline

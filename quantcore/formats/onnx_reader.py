@@ -6,7 +6,9 @@ takes its role from its consumers, followed through layout operators
 (``quantcore.formats.onnx_uses``). The graph
 is parsed without its external data; external tensors are read on demand, one at a time, from
 validated paths inside the model's folder (see ``quantcore.formats.external``), so that a
-model is never held twice.
+model is never held twice. The main graph's large initializers are read the same way from the
+model file itself: it is mapped, and parsed without their bytes (``onnx_wire.skeleton``), so
+that reading a model copies none of its weights.
 
 Bad input raises a domain error: ``InvalidModelError`` for a file that is not ONNX or is
 truncated (a value used but never defined), ``UnsupportedModelError`` for an opset or an
@@ -28,10 +30,11 @@ import onnx
 from onnx import helper, numpy_helper
 
 from quantcore.errors import InvalidModelError, UnsupportedModelError
-from quantcore.formats.external import is_external, read_external
+from quantcore.formats.external import ModelFile, external_info, is_external, read_external
 from quantcore.formats.model import ModelFormat, WeightTensor
-from quantcore.formats.onnx_sizes import check_tensor_sizes
+from quantcore.formats.onnx_sizes import check_tensor_sizes, declared_bytes
 from quantcore.formats.onnx_uses import Uses
+from quantcore.formats.onnx_wire import skeleton
 from quantcore.formats.roles import assign
 from quantcore.limits import InputLimits
 
@@ -39,6 +42,9 @@ MIN_OPSET = 7
 # Domains whose operators onnxruntime's CPU provider implements.
 KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 _FOUR_BIT = frozenset({onnx.TensorProto.INT4, onnx.TensorProto.UINT4})
+# Initializers of at least this many bytes are read in place from the mapped model file;
+# smaller ones cost less to parse than to look up.
+MAPPED_MIN_BYTES = 1 << 16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,16 +76,35 @@ class OnnxModel:
 
     format = ModelFormat.ONNX
 
-    def __init__(self, path: Path, proto: onnx.ModelProto) -> None:
+    def __init__(
+        self, path: Path, proto: onnx.ModelProto, model_file: ModelFile | None = None
+    ) -> None:
         self.path = path
         self.proto = proto
+        # The mapped file, where ``proto`` was parsed without its large initializers' bytes.
+        self.model_file = model_file
         self.opset = default_opset(proto)
         self.sources: dict[str, TensorSource] = {}
         self.tensors = tuple(self._find_tensors())
 
     def array(self, name: str) -> np.ndarray:
         """The values of tensor ``name`` in their stored dtype (external data read safely)."""
-        return tensor_array(self.sources[name].tensor, self.path.parent)
+        return self.values(self.sources[name].tensor)
+
+    def values(self, tensor: onnx.TensorProto) -> np.ndarray:
+        """The values of a tensor of this model's graphs."""
+        return tensor_array(tensor, self.path.parent, self.model_file)
+
+    def stored_bytes(self, tensor: onnx.TensorProto) -> np.ndarray:
+        """The bytes of an external tensor (or one read in place), as ``raw_data`` holds them."""
+        return read_external(tensor, self.path.parent, tensor_nbytes(tensor), self.model_file)
+
+    def in_model_file(self, tensor: onnx.TensorProto) -> bool:
+        """Whether ``tensor`` is read in place from the model file (not external data)."""
+        return (
+            self.model_file is not None and is_external(tensor)
+            and external_info(tensor).get("location") == self.model_file.name
+        )  # fmt: skip
 
     def close(self) -> None:
         """Drop the parsed model (and with it every float it holds): protobuf frees a message's
@@ -87,12 +112,10 @@ class OnnxModel:
         read again afterwards."""
         self.proto = onnx.ModelProto()
         self.sources = {}
+        self.model_file = None  # unmapped once no array reads from it
 
     def _find_tensors(self) -> Iterator[WeightTensor]:
-        uses = Uses(
-            (graph for graph, _ in walk_graphs(self.proto.graph, "graph")),
-            lambda tensor: tensor_array(tensor, self.path.parent),
-        )
+        uses = Uses((graph for graph, _ in walk_graphs(self.proto.graph, "graph")), self.values)
         seen: set[str] = set()
         for graph, where in walk_graphs(self.proto.graph, "graph"):
             found: list[tuple[onnx.TensorProto, onnx.NodeProto | None, str]] = [
@@ -161,14 +184,20 @@ def subgraph_path(
     return f"{where}/{index}:{node.name or node.op_type}.{attr.name}{suffix}"
 
 
-def tensor_array(tensor: onnx.TensorProto, base_dir: Path) -> np.ndarray:
-    """A tensor's values; external data is read from a validated path under ``base_dir``."""
+def tensor_array(
+    tensor: onnx.TensorProto, base_dir: Path, model_file: ModelFile | None = None
+) -> np.ndarray:
+    """A tensor's values; external data is read from a validated path under ``base_dir``, or
+    from ``model_file`` where it names the model itself."""
     shape = tuple(int(d) for d in tensor.dims)
     if is_external(tensor):
-        raw = read_external(tensor, base_dir, tensor_nbytes(tensor))
+        raw = read_external(tensor, base_dir, tensor_nbytes(tensor), model_file)
         if tensor.data_type in _FOUR_BIT:
             return _unpack_four_bit(raw, tensor.data_type, shape)
-        return raw.view(np_dtype(tensor.data_type).newbyteorder("<")).reshape(shape)
+        values = raw.view(np_dtype(tensor.data_type).newbyteorder("<")).reshape(shape)
+        # Bytes at an offset that is not a multiple of the item size are copied: compiled
+        # kernels take aligned arrays.
+        return values if values.flags.aligned else values.copy()
     if tensor.HasField("raw_data") and tensor.data_type not in _FOUR_BIT:
         dtype = np_dtype(tensor.data_type).newbyteorder("<")
         return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(shape)
@@ -191,14 +220,44 @@ def load_onnx(path: Path, limits: InputLimits | None = None) -> OnnxModel:
     """Parse ``path`` (external data left on disk) and check that it can be handled, the
     sizes its tensors declare too (``quantcore.formats.onnx_sizes``, against ``limits``)."""
     try:
-        proto = _parse(path)
+        proto, model_file = _parse_in_place(path)
     except Exception as exc:  # protobuf raises several types for bad bytes
         raise InvalidModelError(
             f"{path.name} is not a readable ONNX model (truncated or not ONNX): {exc}"
         ) from None
     check_structure(proto, path.name)
     check_tensor_sizes(proto, path.name, limits)
-    return OnnxModel(path, proto)
+    return OnnxModel(path, proto, model_file)
+
+
+def _parse_in_place(path: Path) -> tuple[onnx.ModelProto, ModelFile | None]:
+    """The model in ``path``, its large initializers left in the mapped file (``ModelFile``)
+    where that can be done; otherwise parsed whole (a file that is not a valid model then
+    raises what a whole parse raises)."""
+    with path.open("rb") as file:
+        if os.fstat(file.fileno()).st_size == 0:
+            return onnx.ModelProto(), None
+        mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        stripped = skeleton(memoryview(mapped), MAPPED_MIN_BYTES, path.name)
+        if stripped is not None:
+            proto = onnx.ModelProto.FromString(stripped[0])
+            if _references_fit(proto, path.name):
+                return proto, ModelFile(path.name, mapped)
+    except Exception:  # the whole parse below says what is wrong
+        pass
+    return onnx.ModelProto.FromString(memoryview(mapped)), None
+
+
+def _references_fit(proto: onnx.ModelProto, name: str) -> bool:
+    """Whether every initializer read in place holds the bytes its dims and type declare: one
+    that does not is parsed whole, so that ``check_tensor_sizes`` says so as for any model."""
+    for tensor in proto.graph.initializer:
+        info = external_info(tensor)
+        if (is_external(tensor) and info.get("location") == name
+                and declared_bytes(tensor) != int(info["length"])):
+            return False
+    return True
 
 
 def _parse(path: Path) -> onnx.ModelProto:

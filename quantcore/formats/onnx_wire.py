@@ -7,8 +7,13 @@ module finds those places: it walks ``ModelProto.graph`` (and every subgraph of 
 ``GRAPH``/``GRAPHS`` attribute, as ``onnx_reader.walk_graphs`` does), steps over every other
 field by its length, and reads each initializer's name and ``raw_data`` position.
 
+``skeleton`` goes the other way, for reading a model: the same bytes with the main graph's
+large ``raw_data`` fields replaced by external-data references to where those bytes already
+are, so that parsing copies none of the weights (they are mapped from the file instead).
+
 Field numbers (onnx.proto): ModelProto.graph 7; GraphProto.node 1, .initializer 5;
-NodeProto.attribute 5; AttributeProto.g 6, .graphs 11; TensorProto.name 8, .raw_data 9.
+NodeProto.attribute 5; AttributeProto.g 6, .graphs 11; TensorProto.name 8, .raw_data 9,
+.external_data 13, .data_location 14; StringStringEntryProto.key 1, .value 2.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ _GRAPH_NODE, _GRAPH_INITIALIZER = 1, 5
 _NODE_ATTRIBUTE = 5
 _ATTR_G, _ATTR_GRAPHS = 6, 11
 _TENSOR_NAME, _TENSOR_RAW_DATA = 8, 9
+_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 13, 14
+_EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 
 
 def _varint(data: memoryview, pos: int, end: int) -> tuple[int, int]:
@@ -39,13 +46,15 @@ def _varint(data: memoryview, pos: int, end: int) -> tuple[int, int]:
     raise InvalidModelError("model.onnx bytes are not a valid protobuf message (a varint)")
 
 
-def _fields(data: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """``(field number, start, end)`` of each length-delimited field of the message in
-    ``[start, end)``; other fields are stepped over."""
+def _spans(data: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """``(field number, wire type, start of its tag, start of its payload, end)`` of each
+    field of the message in ``[start, end)``."""
     pos = start
     while pos < end:
+        field_start = pos
         tag, pos = _varint(data, pos, end)
         kind = tag & 7
+        payload = pos
         if kind == _VARINT:
             _, pos = _varint(data, pos, end)
         elif kind == _FIXED64:
@@ -53,15 +62,23 @@ def _fields(data: memoryview, start: int, end: int) -> Iterator[tuple[int, int, 
         elif kind == _FIXED32:
             pos += 4
         elif kind == _LEN:
-            length, pos = _varint(data, pos, end)
-            if pos + length > end:
-                break
-            yield tag >> 3, pos, pos + length
-            pos += length
+            length, payload = _varint(data, pos, end)
+            pos = payload + length
         else:
             break
+        if pos > end:
+            break
+        yield tag >> 3, kind, field_start, payload, pos
     if pos != end:
         raise InvalidModelError("model.onnx bytes are not a valid protobuf message")
+
+
+def _fields(data: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """``(field number, start, end)`` of each length-delimited field of the message in
+    ``[start, end)``; other fields are stepped over."""
+    for field, kind, _, payload, field_end in _spans(data, start, end):
+        if kind == _LEN:
+            yield field, payload, field_end
 
 
 def _graphs(data: memoryview, start: int, end: int) -> Iterator[tuple[int, int]]:
@@ -108,3 +125,90 @@ def raw_data_regions(
     if missing:
         raise InvalidModelError(f"initializers not found in model.onnx: {sorted(missing)[:5]}")
     return found
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _len_field(field: int, payload: bytes) -> bytes:
+    return _encode_varint(field << 3 | _LEN) + _encode_varint(len(payload)) + payload
+
+
+def _external_reference(location: str, offset: int, length: int) -> bytes:
+    """A tensor's ``external_data`` entries and ``data_location`` naming those bytes."""
+    entries = b"".join(
+        _len_field(_TENSOR_EXTERNAL_DATA,
+                   _len_field(1, key.encode()) + _len_field(2, value.encode("utf-8")))
+        for key, value in (("location", location), ("offset", str(offset)),
+                           ("length", str(length)))
+    )  # fmt: skip
+    return entries + _encode_varint(_TENSOR_DATA_LOCATION << 3 | _VARINT) + bytes([_EXTERNAL])
+
+
+def _tensor_without_data(
+    data: memoryview, start: int, end: int, min_bytes: int, location: str
+) -> list[memoryview | bytes] | None:
+    """The initializer in ``[start, end)`` with its ``raw_data`` replaced by a reference to
+    it, or None to keep it as it is: under ``min_bytes``, or stored in any other way
+    (external already, or ``raw_data`` given twice, which a parse would merge)."""
+    raw: tuple[int, int, int] | None = None
+    for field, _, field_start, payload, field_end in _spans(data, start, end):
+        if field in (_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION):
+            return None
+        if field == _TENSOR_RAW_DATA:
+            if raw is not None:
+                return None
+            raw = (field_start, payload, field_end)
+    if raw is None or raw[2] - raw[1] < min_bytes:
+        return None
+    field_start, payload, field_end = raw
+    reference = _external_reference(location, payload, field_end - payload)
+    return [data[start:field_start], data[field_end:end], reference]
+
+
+def skeleton(
+    model: bytes | bytearray | memoryview, min_bytes: int, location: str
+) -> tuple[bytes, int] | None:
+    """``model`` with the ``raw_data`` of every initializer of its main graph of at least
+    ``min_bytes`` replaced by an external reference (``location``, and the bytes' offset and
+    length in ``model``), and how many were replaced; None if none is. Subgraphs' and
+    ``Constant`` nodes' tensors keep their bytes. Raises ``InvalidModelError`` where the
+    bytes are not a protobuf message."""
+    data = memoryview(model).cast("B")
+    pieces: list[memoryview | bytes] = []
+    copied = replaced = 0
+    for field, _, field_start, graph_start, graph_end in _spans(data, 0, len(data)):
+        if field != _MODEL_GRAPH:
+            continue
+        graph: list[memoryview | bytes] = []
+        graph_copied = graph_start
+        for g_field, _, init_start, payload, init_end in _spans(data, graph_start, graph_end):
+            if g_field != _GRAPH_INITIALIZER:
+                continue
+            tensor = _tensor_without_data(data, payload, init_end, min_bytes, location)
+            if tensor is None:
+                continue
+            graph.append(data[graph_copied:init_start])
+            graph.append(_encode_varint(_GRAPH_INITIALIZER << 3 | _LEN))
+            graph.append(_encode_varint(sum(len(p) for p in tensor)))
+            graph.extend(tensor)
+            graph_copied = init_end
+            replaced += 1
+        if graph_copied == graph_start:
+            continue
+        graph.append(data[graph_copied:graph_end])
+        pieces.append(data[copied:field_start])
+        pieces.append(_encode_varint(_MODEL_GRAPH << 3 | _LEN))
+        pieces.append(_encode_varint(sum(len(p) for p in graph)))
+        pieces.extend(graph)
+        copied = graph_end
+    if not replaced:
+        return None
+    pieces.append(data[copied:])
+    return b"".join(pieces), replaced

@@ -140,7 +140,7 @@ def _copy_model(
         if field.name != "graph":
             copy_field(out, field, value)
     out.graph.SetInParent()
-    rebuild(model.proto.graph, "graph", plans, model.path.parent, out.graph)
+    rebuild(model.proto.graph, "graph", plans, model.stored_bytes, out.graph)
     return out
 
 

@@ -73,7 +73,10 @@ def _sha256(path: Path) -> str:
 def _external_bytes(model: Model) -> int:
     if not isinstance(model, OnnxModel):
         return 0
-    return sum(tensor_nbytes(s.tensor) for s in model.sources.values() if is_external(s.tensor))
+    return sum(
+        tensor_nbytes(s.tensor) for s in model.sources.values()
+        if is_external(s.tensor) and not model.in_model_file(s.tensor)
+    )  # fmt: skip
 
 
 def model_block(path: Path, model: Model, sha256: str | None = None) -> dict[str, Any]:

@@ -10,7 +10,8 @@ Both call exactly these functions, so a job run through the service and one run 
   worker's parser takes back as it is.
 - ``check_dataset_fits``: an evaluation set against a model's inputs, at submission.
 - ``run_job``: the whole job, writing artifacts into a folder and returning the report; its
-  input files are checked against ``JobLimits.inputs`` again before they are read.
+  input files are checked against ``JobLimits.inputs`` again before they are read, and a
+  folder where an artifact would replace one of them is refused.
 """
 
 from __future__ import annotations
@@ -140,6 +141,30 @@ def check_inputs(job: JobInput, limits: InputLimits) -> None:
         read_headers(job.dataset_path, limits)
 
 
+# What a job may write into its folder (the model in any format, its external data, the
+# package and the reports).
+ARTIFACT_NAMES = frozenset({
+    "model.onnx", "model.onnx.data", "model.safetensors", "model.npz", "model.qpack",
+    "report.json", "report.html",
+})  # fmt: skip
+
+
+def check_out_dir(job: JobInput, out_dir: Path) -> None:
+    """Refuse ``out_dir`` if an artifact would be written over one of the job's inputs: the
+    input would be lost, and it is still being read (its weights are mapped from the file)."""
+    from quantcore.errors import QuantError
+
+    if not out_dir.is_dir():
+        return
+    for path in (job.model_path, job.dataset_path):
+        if (path is not None and path.name in ARTIFACT_NAMES and path.exists()
+                and path.parent.samefile(out_dir)):
+            raise QuantError(
+                f"the output folder {str(out_dir)!r} holds the job's input {path.name!r}, "
+                "which the job's artifacts would replace; write them to another folder"
+            )
+
+
 def run_job(
     job: JobInput,
     out_dir: Path,
@@ -152,6 +177,7 @@ def run_job(
     model's tensors are checked by its reader as it is parsed."""
     limits = limits or JobLimits()
     check_inputs(job, limits.inputs)
+    check_out_dir(job, out_dir)
     if job.kind is JobKind.QUANTIZE:
         from quantcore.jobs.quantize import run_quantize
 

@@ -17,6 +17,7 @@ from quantcore import (
     JobInput,
     JobKind,
     JobLimits,
+    QuantError,
     check_dataset_fits,
     run_job,
 )
@@ -86,3 +87,16 @@ def test_run_job_checks_its_inputs_against_the_job_limits_first(tmp_path: Path) 
     at = JobLimits(inputs=InputLimits(max_array_bytes=64 * 64 * 4))
     (tmp_path / "out").mkdir()
     assert run_job(job, tmp_path / "out", limits=at).report["summary"]
+
+
+def test_an_output_folder_where_an_artifact_would_replace_the_input_is_refused(tmp_path):
+    path = tmp_path / "model.onnx"
+    onnx.save(models.mlp((256, 512, 10), seed=0), path)  # its large weights read in place
+    before = path.read_bytes()
+    job = JobInput(kind=JobKind.QUANTIZE, model_path=path, spec={"bits": 4})
+    with pytest.raises(QuantError, match=r"holds the job's input 'model\.onnx'"):
+        run_job(job, tmp_path)
+    assert path.read_bytes() == before
+    report = run_job(job, tmp_path / "out").report  # another folder: the job runs
+    # The weights read in place are not external data: the original is the file alone.
+    assert report["summary"]["original_bytes"] == len(before)
