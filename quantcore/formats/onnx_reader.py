@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from quantcore.errors import InvalidModelError, UnsupportedModelError
@@ -244,8 +245,8 @@ def _parse_in_place(path: Path) -> tuple[onnx.ModelProto, ModelFile | None]:
             proto = onnx.ModelProto.FromString(stripped[0])
             if _references_fit(proto, path.name):
                 return proto, ModelFile(path.name, mapped)
-    except Exception:  # the whole parse below says what is wrong
-        pass
+    except (InvalidModelError, DecodeError, KeyError, ValueError):
+        pass  # the whole parse below says what is wrong (only these: a time limit goes on)
     return onnx.ModelProto.FromString(memoryview(mapped)), None
 
 

@@ -219,19 +219,22 @@ def test_an_error_caused_by_the_process_stopping_is_not_the_jobs() -> None:
     assert not _stopped(ValueError("a bug"))
 
 
+@pytest.mark.parametrize("where", ["skeleton", "_parse_in_place"])
 def test_the_soft_time_limit_inside_the_parser_is_a_timeout(
-    client: TestClient, ctx: WorkerContext, model_id: str, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, ctx: WorkerContext, model_id: str, monkeypatch: pytest.MonkeyPatch,
+    where: str,
 ) -> None:
     # Celery raises the soft limit wherever the job is; in the ONNX parse, whose broad except
-    # turns any failure into "not a readable ONNX model", it must still read as a timeout.
+    # turns any failure into "not a readable ONNX model", and in the reading in place, which
+    # falls back to a whole parse on bad bytes, it must still read as a timeout.
     from celery.exceptions import SoftTimeLimitExceeded
 
     from quantcore.formats import onnx_reader
 
-    def interrupted(path: Path) -> None:
+    def interrupted(*args: object) -> None:
         raise SoftTimeLimitExceeded()
 
-    monkeypatch.setattr(onnx_reader, "_parse", interrupted)
+    monkeypatch.setattr(onnx_reader, where, interrupted)
     job_id = _submit(client, model_id)
     assert execute_job(job_id, ctx) is Outcome.FAILED
     job = client.get(f"/v1/jobs/{job_id}").json()
