@@ -7,7 +7,7 @@ does not exist as a regular file; ``read_external`` also refuses a range past th
 
 External data is memory-mapped, not read: a tensor costs no memory until its pages are
 touched, and a reader that samples rows of it (the report's histograms) touches only those.
-A model's own large initializers are read the same way, from the model file's mapping
+A model's own large initializers are read the same way, from the model file itself
 (``ModelFile``): the reader parses the model without them (``onnx_wire.skeleton``).
 """
 
@@ -17,6 +17,7 @@ import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import BinaryIO
 
 import numpy as np
 import onnx
@@ -26,12 +27,24 @@ from quantcore.errors import UnsafeExternalDataError
 
 @dataclass(frozen=True)
 class ModelFile:
-    """A model file mapped whole: external references whose ``location`` is its ``name`` are
-    read from ``mapped``, without the checks a separate file needs (it is the model itself,
-    already opened)."""
+    """A model file held open: external references whose ``location`` is its ``name`` are
+    read from it, without the checks a separate file needs (it is the model itself, already
+    opened). Each read maps its own range, so that a tensor's pages leave the process with
+    the last array that uses them, as external data's do."""
 
     name: str
-    mapped: mmap.mmap
+    file: BinaryIO
+    size: int
+
+    def read(self, offset: int, length: int) -> np.ndarray:
+        """``length`` bytes at ``offset``, mapped read-only (``length`` > 0, in the file)."""
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        mapped = mmap.mmap(self.file.fileno(), offset + length - start, offset=start,
+                           access=mmap.ACCESS_READ)  # fmt: skip
+        return np.frombuffer(mapped, np.uint8, count=length, offset=offset - start)
+
+    def close(self) -> None:
+        self.file.close()  # arrays already read keep their own mappings
 
 
 def external_info(tensor: onnx.TensorProto) -> dict[str, str]:
@@ -74,10 +87,10 @@ def read_external(
     info = external_info(tensor)
     where = f"external data of tensor {tensor.name!r} in {info.get('location')!r}"
     if model_file is not None and info.get("location") == model_file.name:
-        offset, length = _checked_range(info, nbytes, len(model_file.mapped), where)
+        offset, length = _checked_range(info, nbytes, model_file.size, where)
         if length == 0:
             return np.zeros(0, np.uint8)
-        return np.frombuffer(model_file.mapped, np.uint8, count=length, offset=offset)
+        return model_file.read(offset, length)
     path = resolve_location(base_dir, info.get("location", ""), tensor.name)
     offset, length = _checked_range(info, nbytes, path.stat().st_size, where)
     if length == 0:

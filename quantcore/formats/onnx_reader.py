@@ -7,8 +7,8 @@ takes its role from its consumers, followed through layout operators
 is parsed without its external data; external tensors are read on demand, one at a time, from
 validated paths inside the model's folder (see ``quantcore.formats.external``), so that a
 model is never held twice. The main graph's large initializers are read the same way from the
-model file itself: it is mapped, and parsed without their bytes (``onnx_wire.skeleton``), so
-that reading a model copies none of its weights.
+model file itself: it is parsed without their bytes (``onnx_wire.skeleton``) and each is mapped
+from the file when it is read, so that reading a model copies none of its weights.
 
 Bad input raises a domain error: ``InvalidModelError`` for a file that is not ONNX or is
 truncated (a value used but never defined), ``UnsupportedModelError`` for an opset or an
@@ -43,7 +43,7 @@ MIN_OPSET = 7
 # Domains whose operators onnxruntime's CPU provider implements.
 KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 _FOUR_BIT = frozenset({onnx.TensorProto.INT4, onnx.TensorProto.UINT4})
-# Initializers of at least this many bytes are read in place from the mapped model file;
+# Initializers of at least this many bytes are read in place from the model file;
 # smaller ones cost less to parse than to look up.
 MAPPED_MIN_BYTES = 1 << 16
 
@@ -82,7 +82,7 @@ class OnnxModel:
     ) -> None:
         self.path = path
         self.proto = proto
-        # The mapped file, where ``proto`` was parsed without its large initializers' bytes.
+        # The open file, where ``proto`` was parsed without its large initializers' bytes.
         self.model_file = model_file
         self.opset = default_opset(proto)
         self.sources: dict[str, TensorSource] = {}
@@ -113,7 +113,9 @@ class OnnxModel:
         read again afterwards."""
         self.proto = onnx.ModelProto()
         self.sources = {}
-        self.model_file = None  # unmapped once no array reads from it
+        if self.model_file is not None:
+            self.model_file.close()
+            self.model_file = None
 
     def _find_tensors(self) -> Iterator[WeightTensor]:
         uses = Uses((graph for graph, _ in walk_graphs(self.proto.graph, "graph")), self.values)
@@ -232,22 +234,29 @@ def load_onnx(path: Path, limits: InputLimits | None = None) -> OnnxModel:
 
 
 def _parse_in_place(path: Path) -> tuple[onnx.ModelProto, ModelFile | None]:
-    """The model in ``path``, its large initializers left in the mapped file (``ModelFile``)
-    where that can be done; otherwise parsed whole (a file that is not a valid model then
-    raises what a whole parse raises)."""
-    with path.open("rb") as file:
-        if os.fstat(file.fileno()).st_size == 0:
-            return onnx.ModelProto(), None
-        mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    """The model in ``path``, its large initializers left in the file (``ModelFile``, the
+    file kept open) where that can be done; otherwise parsed whole (a file that is not a
+    valid model then raises what a whole parse raises)."""
+    file = path.open("rb")
     try:
-        stripped = skeleton(memoryview(mapped), MAPPED_MIN_BYTES, path.name)
-        if stripped is not None:
-            proto = onnx.ModelProto.FromString(stripped[0])
-            if _references_fit(proto, path.name):
-                return proto, ModelFile(path.name, mapped)
-    except (InvalidModelError, DecodeError, KeyError, ValueError):
-        pass  # the whole parse below says what is wrong (only these: a time limit goes on)
-    return onnx.ModelProto.FromString(memoryview(mapped)), None
+        size = os.fstat(file.fileno()).st_size
+        if size == 0:
+            file.close()
+            return onnx.ModelProto(), None  # what empty bytes parse to (mmap refuses them)
+        mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            stripped = skeleton(memoryview(mapped), MAPPED_MIN_BYTES, path.name)
+            if stripped is not None:
+                proto = onnx.ModelProto.FromString(stripped[0])
+                if _references_fit(proto, path.name):
+                    return proto, ModelFile(path.name, file, size)
+        except (InvalidModelError, DecodeError, KeyError, ValueError):
+            pass  # the whole parse below says what is wrong (only these: a time limit goes on)
+        file.close()
+        return onnx.ModelProto.FromString(memoryview(mapped)), None
+    except BaseException:
+        file.close()
+        raise
 
 
 def _references_fit(proto: onnx.ModelProto, name: str) -> bool:

@@ -101,7 +101,10 @@ def run_sweep_job(
 ) -> JobOutput:
     loaded = _load(job, limits, progress, parse_sweep, needs_dataset=False, out_dir=out_dir)
     t0 = time.perf_counter()
-    rows = run_sweep(loaded.spec, loaded.measure, span(progress, 0.05, 0.95))
+    try:
+        rows = run_sweep(loaded.spec, loaded.measure, span(progress, 0.05, 0.95))
+    finally:
+        loaded.measure.model.close()  # its file, held open for the points' reads
     sweep_s = time.perf_counter() - t0
     if progress is not None:
         progress(Stage.WRITING, 0.95)
@@ -135,6 +138,7 @@ def run_search_job(
     try:
         return _search_output(job, loaded, result, search_s, out_dir, spool_dir)
     finally:
+        measure.model.close()  # its file, held open for the steps' reads
         shutil.rmtree(spool_dir, ignore_errors=True)
 
 

@@ -207,6 +207,7 @@ def run_quantize(
                          started, load_s, model_info, original_bytes, spec,
                          float_side, digest)  # fmt: skip
     finally:
+        model.close()  # closed already when the job got that far; its file otherwise
         spool.close()
         shutil.rmtree(spool.folder, ignore_errors=True)
 

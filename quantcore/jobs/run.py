@@ -51,6 +51,7 @@ def inspect_model(path: Path, limits: InputLimits | None = None) -> ModelInfo:
     tensors = tuple(
         TensorInfo(name=t.name, shape=t.shape, dtype=t.dtype, params=t.size) for t in model.tensors
     )
+    model.close()
     return ModelInfo(
         format=model.format.value,
         n_tensors=len(tensors),

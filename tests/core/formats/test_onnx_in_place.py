@@ -3,6 +3,8 @@ other byte, and arrays, written models and errors are those of a whole parse."""
 
 from __future__ import annotations
 
+import gc
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from quantcore import JobInput, JobKind, inspect_model, run_job
 from quantcore.compress.pipeline import build_onnx, quantize_model
 from quantcore.errors import InvalidModelError
 from quantcore.formats.external import external_info, is_external
@@ -183,3 +186,28 @@ def test_a_large_tensor_shorter_than_its_dims_is_reported_as_by_a_whole_parse(tm
     path.write_bytes(helper.make_model(graph).SerializeToString())
     with pytest.raises(InvalidModelError, match="holds 65536 bytes of data but dims"):
         load_onnx(path)
+
+
+def test_arrays_read_in_place_outlive_the_closed_model(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(models.mlp((256, 512, 10)), path)
+    model = load_onnx(path)
+    assert model.model_file is not None
+    file = model.model_file.file
+    values = model.array("fc0.weight")
+    expected = _whole(path).array("fc0.weight")
+    model.close()
+    assert file.closed  # no descriptor left open by a closed model
+    assert np.array_equal(values, expected)  # its own mapping, still readable
+
+
+def test_inspecting_and_quantizing_leave_no_file_open(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(models.mlp((256, 512, 10)), path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        inspect_model(path)
+        run_job(JobInput(kind=JobKind.QUANTIZE, model_path=path, spec={"bits": 4}),
+                tmp_path / "out")  # fmt: skip
+        gc.collect()  # an unclosed file warns as it is collected
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
