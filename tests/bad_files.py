@@ -142,6 +142,16 @@ def onnx_with(tensor: TensorProto) -> bytes:
     return model.SerializeToString()
 
 
+def onnx_with_undecodable_operator() -> bytes:
+    """The test MLP with its first node's operator named by bytes that are not UTF-8 (protobuf
+    parses them, and hands them back as bytes)."""
+    model = models.mlp(seed=0)
+    model.graph.node[0].op_type = "Q\u00e9mm"
+    data = model.SerializeToString()
+    assert data.count("Q\u00e9mm".encode()) == 1
+    return data.replace("Q\u00e9mm".encode(), b"Q\xe9mm\xff")
+
+
 def raw_tensor(dims: list[int], raw: bytes, data_type: int = TensorProto.FLOAT) -> TensorProto:
     return TensorProto(name="fc0.weight", data_type=data_type, dims=dims, raw_data=raw)
 

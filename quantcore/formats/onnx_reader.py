@@ -158,7 +158,11 @@ def dtype_name(elem_type: int) -> str:
     except (KeyError, ValueError, TypeError):
         dtype = None
     if dtype is None or dtype.kind == "O":
-        return str(helper.tensor_dtype_to_string(elem_type)).removeprefix("TensorProto.").lower()
+        try:
+            name = str(helper.tensor_dtype_to_string(elem_type))
+        except (KeyError, ValueError):
+            return f"undefined ({elem_type})"  # not a weight: the selection says why
+        return name.removeprefix("TensorProto.").lower()
     return dtype.name
 
 
@@ -315,6 +319,12 @@ def check_structure(model: onnx.ModelProto, label: str) -> None:
     versions = {o.domain or "": int(o.version) for o in model.opset_import}
     for graph, where in walk_graphs(model.graph, "graph"):
         for node in graph.node:
+            if not isinstance(node.op_type, str) or not isinstance(node.domain, str):
+                # protobuf hands back bytes for a string field that is not valid UTF-8
+                raise InvalidModelError(
+                    f"{label}: node {node.name!r} in {where}: its operator's name or domain "
+                    "is not valid UTF-8"
+                )
             _check_operator(node, versions, where)
     _check_defined(model.graph, set(), label, "graph")
 

@@ -2,11 +2,11 @@
 tensor is read.
 
 Every tensor the reader would find (initializers and ``Constant`` values, in subgraphs too)
-is checked: no negative dimension; its bytes (dims multiplied in Python integers, so a product
-past 2**63 cannot wrap) at most ``max_array_bytes`` (``InputTooLargeError``); inline data that
-holds exactly what the dims and type need; external data whose ``offset`` and ``length`` are
-whole numbers >= 0, ``length`` the tensor's bytes (``UnsafeExternalDataError``, as when the
-data is read).
+is checked: an element type ONNX defines; no negative dimension; its bytes (dims multiplied
+in Python integers, so a product past 2**63 cannot wrap) at most ``max_array_bytes``
+(``InputTooLargeError``); inline data that holds exactly what the dims and type need; external
+data whose ``offset`` and ``length`` are whole numbers >= 0, ``length`` the tensor's bytes
+(``UnsafeExternalDataError``, as when the data is read).
 """
 
 from __future__ import annotations
@@ -77,7 +77,16 @@ def _typed_values(tensor: onnx.TensorProto) -> tuple[int, int] | None:
     return len(getattr(tensor, field)), count
 
 
+# Element types this onnx release defines (UNDEFINED is no type).
+_DEFINED_TYPES = frozenset(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+
+
 def check_tensor(tensor: onnx.TensorProto, where: str, label: str, limits: InputLimits) -> None:
+    if tensor.data_type not in _DEFINED_TYPES:
+        raise InvalidModelError(
+            f"{label}: {where} has element type {tensor.data_type}, which ONNX does not define "
+            "(corrupt, or written by a newer ONNX)"
+        )
     dims = [int(d) for d in tensor.dims]
     if any(d < 0 for d in dims):
         raise InvalidModelError(f"{label}: {where} has dims {dims}: a negative dimension")
