@@ -194,7 +194,10 @@ class ProgressWriter:
 
 def _fetch_inputs(job: ClaimedJob, ctx: WorkerContext, folder: Path, retry: Retrier) -> JobInput:
     model_path = folder / f"model{job.model_suffix}"
-    retry.call("download the model", lambda: ctx.storage.download(job.model_key, model_path))
+    # Linked where the storage is a local folder: the job only reads it. Its external data
+    # is copied (onnx refuses hard-linked external data files).
+    retry.call("download the model",
+               lambda: ctx.storage.download(job.model_key, model_path, link=True))
     data_key = external_key(job.model_key)
     if job.model_suffix == ".onnx" and retry.call("look for external data",
                                                   lambda: ctx.storage.exists(data_key)):
@@ -208,7 +211,8 @@ def _fetch_inputs(job: ClaimedJob, ctx: WorkerContext, folder: Path, retry: Retr
     dataset_path = None
     if job.dataset_key is not None:
         dataset_path, key = folder / "dataset.npz", job.dataset_key
-        retry.call("download the dataset", lambda: ctx.storage.download(key, dataset_path))
+        retry.call("download the dataset",
+                   lambda: ctx.storage.download(key, dataset_path, link=True))
     return JobInput(
         kind=JobKind(job.kind), model_path=model_path, spec=job.spec, dataset_path=dataset_path
     )

@@ -129,8 +129,10 @@ class Storage(Protocol):
         """The object's bytes in chunks; ``StorageError`` if it does not exist."""
         ...
 
-    def download(self, key: str, path: Path) -> None:
-        """Copy the object into a local file (written atomically)."""
+    def download(self, key: str, path: Path, *, link: bool = False) -> None:
+        """Copy the object into a local file (written atomically). ``link``: a hard link to a
+        local object may stand in for the copy (for a file that is only read, by readers that
+        accept links: onnx refuses hard-linked external data)."""
         ...
 
     def iter_range(self, key: str, start: int, length: int,
@@ -222,13 +224,22 @@ class LocalStorage:
             raise StorageError(f"no object {key!r} in local storage")
         return _file_range(path, start, length, chunk_bytes)
 
-    def download(self, key: str, path: Path) -> None:
+    def download(self, key: str, path: Path, *, link: bool = False) -> None:
+        """With ``link``, a hard link to the object where ``path`` is on the same file system
+        (no bytes copied: objects are only ever replaced whole, never written in place); a
+        copy otherwise."""
         source = self.path(key)
         if not source.is_file():
             raise StorageError(f"no object {key!r} in local storage")
         tmp = path.with_name(path.name + ".part")
+        tmp.unlink(missing_ok=True)  # left by an attempt that died
         with writing(str(path)):
-            shutil.copyfile(source, tmp)
+            try:
+                if not link:
+                    raise OSError("a copy was asked for")
+                os.link(source, tmp)
+            except OSError:  # or another file system, or one without hard links
+                shutil.copyfile(source, tmp)
             os.replace(tmp, path)
 
     def exists(self, key: str) -> bool:
@@ -347,7 +358,7 @@ class S3Storage:
             raise StorageError(f"no object {key!r} in bucket {self.bucket!r}: {exc}") from exc
         return iter(body.iter_chunks(chunk_bytes))
 
-    def download(self, key: str, path: Path) -> None:
+    def download(self, key: str, path: Path, *, link: bool = False) -> None:
         tmp = path.with_name(path.name + ".part")
         with open(tmp, "wb") as f:
             for chunk in self.iter_bytes(key):

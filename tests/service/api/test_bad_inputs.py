@@ -235,6 +235,11 @@ CASES = [
     Case(name="onnx: data shorter than its dims", status=422, code="invalid_model",
          message="holds 8 bytes of data but dims [32, 16] need 2048",
          call=_model("f.onnx", bf.onnx_with(bf.raw_tensor([32, 16], bytes(8))))),
+    Case(name="onnx: undefined element type", status=422, code="invalid_model",
+         message="has element type 0, which ONNX does not define",
+         call=_model("u.onnx", bf.onnx_with(bf.raw_tensor([32, 16], bytes(2048), data_type=0)))),
+    Case(name="onnx: operator name not UTF-8", status=422, code="invalid_model",
+         message="not valid UTF-8", call=_model("v.onnx", bf.onnx_with_undecodable_operator())),
     Case(name="onnx: external length past the limit", status=413, code="payload_too_large",
          message="max_array_bytes", call=_model("g.onnx", bf.onnx_with(
              bf.external_tensor([2**30, 2**10], length=str(2**42))))),

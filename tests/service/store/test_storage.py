@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import uuid
@@ -113,3 +114,30 @@ def test_adopt_consumes_a_hashed_file(storage: Storage, tmp_path: Path) -> None:
     assert (stored.sha256, stored.size_bytes) == (sha, 3000)
     assert not spool.exists()
     assert b"".join(storage.iter_bytes("blobs/x.onnx")) == b"abc" * 1000
+
+
+def test_local_download_links_the_object_if_asked_and_copies_across_file_systems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = LocalStorage(tmp_path / "store")
+    storage.write("models/m1", [b"weights" * 1000])
+    target = tmp_path / "job" / "model.onnx"
+    target.parent.mkdir()
+    (target.parent / "model.onnx.part").write_bytes(b"left by a worker that died")
+    storage.download("models/m1", target, link=True)
+    assert target.read_bytes() == b"weights" * 1000
+    assert target.stat().st_ino == storage.path("models/m1").stat().st_ino  # nothing copied
+    plain = tmp_path / "job" / "plain.onnx"
+    storage.download("models/m1", plain)  # a copy unless a link is asked for
+    assert plain.stat().st_ino != storage.path("models/m1").stat().st_ino
+    storage.write("models/m1", [b"replaced"])  # replaced whole: the link keeps its bytes
+    assert target.read_bytes() == b"weights" * 1000
+
+    def no_links(*args: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    copied = tmp_path / "job" / "copy.onnx"
+    storage.download("models/m1", copied, link=True)
+    assert copied.read_bytes() == b"replaced"
+    assert copied.stat().st_ino != storage.path("models/m1").stat().st_ino
