@@ -199,8 +199,11 @@ def _fetch_inputs(job: ClaimedJob, ctx: WorkerContext, folder: Path, retry: Retr
     retry.call("download the model",
                lambda: ctx.storage.download(job.model_key, model_path, link=True))
     data_key = external_key(job.model_key)
+    # The upload's hash is the file's own, but for a model with external data (the pair's).
+    known_sha256: str | None = job.model_sha256
     if job.model_suffix == ".onnx" and retry.call("look for external data",
                                                   lambda: ctx.storage.exists(data_key)):
+        known_sha256 = None
         # Placed where the model's tensors say it is (one file, checked at upload); the
         # core then reads it tensor by tensor, memory-mapped.
         data_path = folder / external_locations(model_path)[0]
@@ -214,7 +217,8 @@ def _fetch_inputs(job: ClaimedJob, ctx: WorkerContext, folder: Path, retry: Retr
         retry.call("download the dataset",
                    lambda: ctx.storage.download(key, dataset_path, link=True))
     return JobInput(
-        kind=JobKind(job.kind), model_path=model_path, spec=job.spec, dataset_path=dataset_path
+        kind=JobKind(job.kind), model_path=model_path, spec=job.spec, dataset_path=dataset_path,
+        model_sha256=known_sha256,
     )
 
 

@@ -36,6 +36,9 @@ class JobInput:
     model_path: Path  # keeps the uploaded file's suffix: .onnx, .safetensors or .npz
     spec: dict[str, Any]
     dataset_path: Path | None = None
+    # The model file's SHA-256 (hex) when the caller already knows it (the service, from the
+    # upload it stored): the report takes it instead of hashing the file again.
+    model_sha256: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -111,7 +111,7 @@ def run_sweep_job(
     body = report.json_safe(
         {
             "kind": "sweep",
-            "model": model_block(job.model_path, loaded.measure.model),
+            "model": model_block(job.model_path, loaded.measure.model, job.model_sha256),
             "spec": loaded.spec.to_dict(),
             "rows": rows,
             "timings": {"load_s": loaded.load_s, "sweep_s": sweep_s},
@@ -165,7 +165,7 @@ def _search_output(
     accuracy = chosen.measurement.accuracy
     # The chosen configuration's quantize report, under the search's own fields.
     chosen_report = report.build_report(
-        model=model_block(job.model_path, measure.model),
+        model=model_block(job.model_path, measure.model, job.model_sha256),
         spec=chosen.measurement.spec.to_dict(),
         layers=[w.layer for w in qmodel.weights],
         skipped=[s.to_dict() for s in qmodel.skipped],

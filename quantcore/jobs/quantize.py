@@ -166,7 +166,8 @@ def run_quantize(
     advance(Stage.LOADING, 0.0)
     spec = QuantSpec.from_dict(job.spec)
     # The file's hash (the report's, and the GIL released) runs while the model is read.
-    digest = _later(lambda: _sha256(job.model_path))
+    known = job.model_sha256
+    digest = _later(lambda: _sha256(job.model_path) if known is None else known)
     model = load_model(job.model_path)
     evalset = None
     if job.dataset_path is not None:

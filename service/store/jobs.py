@@ -80,6 +80,7 @@ class ClaimedJob:
     model_id: str
     model_key: str
     model_suffix: str  # ".onnx", ".safetensors" or ".npz": the core reads the format from it
+    model_sha256: str  # the upload's: the file's own, or with external data the pair's
     dataset_id: str | None
     dataset_key: str | None
     attempts: int  # 1 on the first run, more after redeliveries
@@ -250,17 +251,18 @@ class JobsRepo:
             # Read inside the claiming transaction: a racing claim cannot change the attempt
             # number this run is told before it commits.
             row = session.execute(
-                select(Job, Model.storage_key, Model.format, Dataset.storage_key)
+                select(Job, Model.storage_key, Model.format, Model.sha256, Dataset.storage_key)
                 .join(Model, Model.id == Job.model_id)
                 .outerjoin(Dataset, Dataset.id == Job.dataset_id)
                 .where(Job.id == job_id)
             ).one()
             session.commit()
-        job, model_key, model_format, dataset_key = row
+        job, model_key, model_format, model_sha256, dataset_key = row
         return ClaimedJob(
             id=job.id, team_id=job.team_id, kind=job.kind, spec=dict(job.spec),
             model_id=job.model_id, model_key=model_key,
             model_suffix=FORMAT_SUFFIX.get(model_format, f".{model_format}"),
+            model_sha256=model_sha256,
             dataset_id=job.dataset_id, dataset_key=dataset_key, attempts=job.attempts,
             task_id=job.task_id,
         )

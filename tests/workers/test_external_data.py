@@ -53,6 +53,10 @@ def test_model_with_external_data_is_stored_and_quantized_by_a_worker(
     x = np.random.default_rng(0).standard_normal((2, 256)).astype(np.float32)
     assert run(written, {"x": x})[0].shape == (2, 64)
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"
+    report = client.get(f"/v1/jobs/{job_id}/report").json()
+    # The model file's own hash (hashed by the job), not the upload's hash of the pair.
+    assert report["model"]["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert report["model"]["sha256"] != body["sha256"]
 
     assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
     assert client.delete(f"/v1/models/{body['id']}").status_code == 204
