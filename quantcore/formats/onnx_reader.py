@@ -232,9 +232,14 @@ def load_onnx(path: Path, limits: InputLimits | None = None) -> OnnxModel:
         raise InvalidModelError(
             f"{path.name} is not a readable ONNX model (truncated or not ONNX): {exc}"
         ) from None
-    check_structure(proto, path.name)
-    check_tensor_sizes(proto, path.name, limits)
-    return OnnxModel(path, proto, model_file)
+    try:
+        check_structure(proto, path.name)
+        check_tensor_sizes(proto, path.name, limits)
+        return OnnxModel(path, proto, model_file)
+    except BaseException:
+        if model_file is not None:
+            model_file.close()  # refused: nothing will read from it
+        raise
 
 
 def _parse_in_place(path: Path) -> tuple[onnx.ModelProto, ModelFile | None]:

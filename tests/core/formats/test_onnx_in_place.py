@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantcore import JobInput, JobKind, inspect_model, run_job
 from quantcore.compress.pipeline import build_onnx, quantize_model
-from quantcore.errors import InvalidModelError
+from quantcore.errors import InvalidModelError, UnsupportedModelError
 from quantcore.formats.external import external_info, is_external
 from quantcore.formats.onnx_reader import MAPPED_MIN_BYTES, OnnxModel, load_onnx
 from quantcore.formats.onnx_wire import skeleton
@@ -210,4 +210,17 @@ def test_inspecting_and_quantizing_leave_no_file_open(tmp_path):
         run_job(JobInput(kind=JobKind.QUANTIZE, model_path=path, spec={"bits": 4}),
                 tmp_path / "out")  # fmt: skip
         gc.collect()  # an unclosed file warns as it is collected
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_a_refused_model_leaves_no_file_open(tmp_path):
+    model = models.mlp((256, 512, 10))
+    model.graph.node[0].op_type = "NoSuchOperator"
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with pytest.raises(UnsupportedModelError):
+            load_onnx(path)
+        gc.collect()
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
