@@ -195,7 +195,30 @@ class LocalStorage:
         return self._atomic(key, chunks)
 
     def put_file(self, key: str, path: Path) -> StoredObject:
-        return self._atomic(key, file_chunks(path))
+        """A hard link to ``path`` where it is on the storage's file system (no bytes copied:
+        the file is left in place, and a job's artifacts are not written again once stored);
+        a copy otherwise. Either way the object's bytes are on disk before it appears."""
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="l-")
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            tmp.unlink()
+            os.link(path, tmp)
+        except OSError:  # another file system, or one without hard links
+            tmp.unlink(missing_ok=True)
+            return self._atomic(key, file_chunks(path))
+        try:
+            with writing(f"{key!r} in local storage"), open(tmp, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256")
+                os.fsync(f.fileno())
+                size = os.fstat(f.fileno()).st_size
+                os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return StoredObject(key=key, size_bytes=size, sha256=digest.hexdigest())
 
     def adopt(self, key: str, path: Path, *, sha256: str) -> StoredObject:
         target = self.path(key)

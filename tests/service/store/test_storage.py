@@ -141,3 +141,26 @@ def test_local_download_links_the_object_if_asked_and_copies_across_file_systems
     storage.download("models/m1", copied, link=True)
     assert copied.read_bytes() == b"replaced"
     assert copied.stat().st_ino != storage.path("models/m1").stat().st_ino
+
+
+def test_local_put_file_links_the_file_and_copies_across_file_systems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = LocalStorage(tmp_path / "store")
+    source = tmp_path / "job" / "model.qpack"
+    source.parent.mkdir()
+    source.write_bytes(b"package" * 5000)
+    stored = storage.put_file("jobs/j1/artifacts/model.qpack", source)
+    assert stored.sha256 == hashlib.sha256(b"package" * 5000).hexdigest()
+    assert stored.size_bytes == 35000 and source.exists()
+    assert source.stat().st_ino == storage.path(stored.key).stat().st_ino  # nothing copied
+    assert not list(storage.tmp.iterdir())  # no temporary name left behind
+
+    def no_links(*args: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    again = storage.put_file("jobs/j2/artifacts/model.qpack", source)
+    assert again.sha256 == stored.sha256
+    assert source.stat().st_ino != storage.path(again.key).stat().st_ino
+    assert storage.path(again.key).read_bytes() == b"package" * 5000
