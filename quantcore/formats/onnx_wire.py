@@ -183,13 +183,14 @@ def skeleton(
     data = memoryview(model).cast("B")
     pieces: list[memoryview | bytes] = []
     copied = replaced = 0
-    for field, _, field_start, graph_start, graph_end in _spans(data, 0, len(data)):
-        if field != _MODEL_GRAPH:
-            continue
+    for field, kind, field_start, graph_start, graph_end in _spans(data, 0, len(data)):
+        if field != _MODEL_GRAPH or kind != _LEN:
+            continue  # a graph of another wire type: the whole parse says what is wrong
         graph: list[memoryview | bytes] = []
         graph_copied = graph_start
-        for g_field, _, init_start, payload, init_end in _spans(data, graph_start, graph_end):
-            if g_field != _GRAPH_INITIALIZER:
+        for g_field, g_kind, init_start, payload, init_end in _spans(data, graph_start,
+                                                                     graph_end):
+            if g_field != _GRAPH_INITIALIZER or g_kind != _LEN:
                 continue
             tensor = _tensor_without_data(data, payload, init_end, min_bytes, location)
             if tensor is None:

@@ -224,3 +224,16 @@ def test_a_refused_model_leaves_no_file_open(tmp_path):
             load_onnx(path)
         gc.collect()
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_a_graph_field_of_another_wire_type_is_left_to_the_whole_parse(tmp_path):
+    data = _with_large_tensors().SerializeToString()
+    odd = bytes([7 << 3 | 0, 5]) + data  # field 7 (the graph) as a varint first
+    stripped = skeleton(odd, MAPPED_MIN_BYTES, "m.onnx")
+    assert stripped is not None and stripped[0][:2] == odd[:2] and stripped[1] == 2
+    path = tmp_path / "odd.onnx"
+    path.write_bytes(odd)
+    in_place, whole = load_onnx(path), _whole(path)  # protobuf keeps it as an unknown field
+    assert in_place.model_file is not None
+    for name in ("big", "noted"):
+        assert np.array_equal(in_place.array(name), whole.array(name))
