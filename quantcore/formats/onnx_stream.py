@@ -30,6 +30,7 @@ from onnx import helper
 
 from quantcore.formats import onnx_writer
 from quantcore.formats.graph_copy import copy_field
+from quantcore.formats.onnx_wire import encode_varint, length_tag
 from quantcore.formats.onnx_writer import EXTERNAL_SUFFIX
 
 _FOUR_BIT = frozenset({onnx.TensorProto.INT4, onnx.TensorProto.UINT4})
@@ -69,22 +70,6 @@ class SavedOnnx:
     regions: dict[str, tuple[int, int]] | None
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _tag(field_number: int) -> bytes:
-    return _varint(field_number << 3 | 2)  # wire type 2: length-delimited
-
-
 # A piece of the encoding: bytes as they are, or a code tensor's raw_data, by initializer name.
 Piece = bytes | str
 
@@ -116,7 +101,7 @@ class _Splicer:
             if any(f.number > _RAW_DATA_FIELD for f, _ in message.ListFields()):
                 raise ValueError(f"code tensor {message.name!r} has fields after raw_data")
             size = self.codes[message.name].nbytes
-            prefix = head + bytes([_RAW_DATA_FIELD << 3 | 2]) + _varint(size)
+            prefix = head + length_tag(_RAW_DATA_FIELD) + encode_varint(size)
             return [prefix, message.name], len(prefix) + size
         out: list[Piece] = []
         total = 0
@@ -132,13 +117,13 @@ class _Splicer:
             for item in value if _repeated(field) else [value]:
                 if self.holds(item):
                     inner, size = self.pieces(item)
-                    head = _tag(field.number) + _varint(size)
+                    head = length_tag(field.number) + encode_varint(size)
                     out.append(head)
                     out.extend(inner)
                     total += len(head) + size
                 else:
                     data = item.SerializeToString()
-                    head = _tag(field.number) + _varint(len(data))
+                    head = length_tag(field.number) + encode_varint(len(data))
                     out.append(head + data)
                     total += len(head) + len(data)
         return out, total

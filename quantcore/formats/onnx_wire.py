@@ -127,7 +127,8 @@ def raw_data_regions(
     return found
 
 
-def _encode_varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
+    """``value`` (>= 0) as a protobuf varint."""
     out = bytearray()
     while value >= 0x80:
         out.append(value & 0x7F | 0x80)
@@ -136,8 +137,13 @@ def _encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
+def length_tag(field: int) -> bytes:
+    """The tag of length-delimited field ``field``."""
+    return encode_varint(field << 3 | _LEN)
+
+
 def _len_field(field: int, payload: bytes) -> bytes:
-    return _encode_varint(field << 3 | _LEN) + _encode_varint(len(payload)) + payload
+    return length_tag(field) + encode_varint(len(payload)) + payload
 
 
 def _external_reference(location: str, offset: int, length: int) -> bytes:
@@ -148,7 +154,7 @@ def _external_reference(location: str, offset: int, length: int) -> bytes:
         for key, value in (("location", location), ("offset", str(offset)),
                            ("length", str(length)))
     )  # fmt: skip
-    return entries + _encode_varint(_TENSOR_DATA_LOCATION << 3 | _VARINT) + bytes([_EXTERNAL])
+    return entries + encode_varint(_TENSOR_DATA_LOCATION << 3 | _VARINT) + bytes([_EXTERNAL])
 
 
 def _tensor_without_data(
@@ -196,8 +202,8 @@ def skeleton(
             if tensor is None:
                 continue
             graph.append(data[graph_copied:init_start])
-            graph.append(_encode_varint(_GRAPH_INITIALIZER << 3 | _LEN))
-            graph.append(_encode_varint(sum(len(p) for p in tensor)))
+            graph.append(length_tag(_GRAPH_INITIALIZER))
+            graph.append(encode_varint(sum(len(p) for p in tensor)))
             graph.extend(tensor)
             graph_copied = init_end
             replaced += 1
@@ -205,8 +211,8 @@ def skeleton(
             continue
         graph.append(data[graph_copied:graph_end])
         pieces.append(data[copied:field_start])
-        pieces.append(_encode_varint(_MODEL_GRAPH << 3 | _LEN))
-        pieces.append(_encode_varint(sum(len(p) for p in graph)))
+        pieces.append(length_tag(_MODEL_GRAPH))
+        pieces.append(encode_varint(sum(len(p) for p in graph)))
         pieces.extend(graph)
         copied = graph_end
     if not replaced:
