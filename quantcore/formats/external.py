@@ -37,7 +37,9 @@ class ModelFile:
     size: int
 
     def read(self, offset: int, length: int) -> np.ndarray:
-        """``length`` bytes at ``offset``, mapped read-only (``length`` > 0, in the file)."""
+        """``length`` bytes at ``offset`` (in the file), mapped read-only."""
+        if length == 0:
+            return np.zeros(0, np.uint8)  # mmap refuses an empty range
         start = offset - offset % mmap.ALLOCATIONGRANULARITY
         mapped = mmap.mmap(self.file.fileno(), offset + length - start, offset=start,
                            access=mmap.ACCESS_READ)  # fmt: skip
@@ -53,6 +55,11 @@ def external_info(tensor: onnx.TensorProto) -> dict[str, str]:
 
 def is_external(tensor: onnx.TensorProto) -> bool:
     return tensor.data_location == onnx.TensorProto.EXTERNAL
+
+
+def stored_in(tensor: onnx.TensorProto, location: str) -> bool:
+    """Whether ``tensor`` is external data in the file ``location`` names."""
+    return is_external(tensor) and external_info(tensor).get("location") == location
 
 
 def resolve_location(base_dir: Path, location: str, tensor_name: str) -> Path:
@@ -87,10 +94,7 @@ def read_external(
     info = external_info(tensor)
     where = f"external data of tensor {tensor.name!r} in {info.get('location')!r}"
     if model_file is not None and info.get("location") == model_file.name:
-        offset, length = _checked_range(info, nbytes, model_file.size, where)
-        if length == 0:
-            return np.zeros(0, np.uint8)
-        return model_file.read(offset, length)
+        return model_file.read(*_checked_range(info, nbytes, model_file.size, where))
     path = resolve_location(base_dir, info.get("location", ""), tensor.name)
     offset, length = _checked_range(info, nbytes, path.stat().st_size, where)
     if length == 0:

@@ -31,7 +31,13 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from quantcore.errors import InvalidModelError, UnsupportedModelError
-from quantcore.formats.external import ModelFile, external_info, is_external, read_external
+from quantcore.formats.external import (
+    ModelFile,
+    external_info,
+    is_external,
+    read_external,
+    stored_in,
+)
 from quantcore.formats.model import ModelFormat, WeightTensor
 from quantcore.formats.onnx_sizes import check_tensor_sizes, declared_bytes
 from quantcore.formats.onnx_uses import Uses
@@ -102,10 +108,7 @@ class OnnxModel:
 
     def in_model_file(self, tensor: onnx.TensorProto) -> bool:
         """Whether ``tensor`` is read in place from the model file (not external data)."""
-        return (
-            self.model_file is not None and is_external(tensor)
-            and external_info(tensor).get("location") == self.model_file.name
-        )  # fmt: skip
+        return self.model_file is not None and stored_in(tensor, self.model_file.name)
 
     def close(self) -> None:
         """Drop the parsed model (and with it every float it holds): protobuf frees a message's
@@ -271,12 +274,10 @@ def _parse_in_place(path: Path) -> tuple[onnx.ModelProto, ModelFile | None]:
 def _references_fit(proto: onnx.ModelProto, name: str) -> bool:
     """Whether every initializer read in place holds the bytes its dims and type declare: one
     that does not is parsed whole, so that ``check_tensor_sizes`` says so as for any model."""
-    for tensor in proto.graph.initializer:
-        info = external_info(tensor)
-        if (is_external(tensor) and info.get("location") == name
-                and declared_bytes(tensor) != int(info["length"])):
-            return False
-    return True
+    return all(
+        declared_bytes(tensor) == int(external_info(tensor)["length"])
+        for tensor in proto.graph.initializer if stored_in(tensor, name)
+    )
 
 
 def _parse(path: Path) -> onnx.ModelProto:
