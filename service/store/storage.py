@@ -19,6 +19,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -159,6 +160,16 @@ def _file_range(path: Path, start: int, length: int, chunk_bytes: int) -> Iterat
             yield chunk
 
 
+def _linked(source: Path, link: Path) -> bool:
+    """Hard-link ``source`` at ``link``; False where the file system cannot (another file
+    system, or one without hard links)."""
+    try:
+        os.link(source, link)
+    except OSError:
+        return False
+    return True
+
+
 class LocalStorage:
     """A folder; temp files live in ``<root>/.tmp`` so renames stay on one file system."""
 
@@ -200,14 +211,8 @@ class LocalStorage:
         a copy otherwise. Either way the object's bytes are on disk before it appears."""
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="l-")
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            tmp.unlink()
-            os.link(path, tmp)
-        except OSError:  # another file system, or one without hard links
-            tmp.unlink(missing_ok=True)
+        tmp = self.tmp / f"l-{secrets.token_hex(8)}"
+        if not _linked(path, tmp):
             return self._atomic(key, file_chunks(path))
         try:
             with writing(f"{key!r} in local storage"), open(tmp, "rb") as f:
@@ -257,11 +262,7 @@ class LocalStorage:
         tmp = path.with_name(path.name + ".part")
         tmp.unlink(missing_ok=True)  # left by an attempt that died
         with writing(str(path)):
-            try:
-                if not link:
-                    raise OSError("a copy was asked for")
-                os.link(source, tmp)
-            except OSError:  # or another file system, or one without hard links
+            if not (link and _linked(source, tmp)):
                 shutil.copyfile(source, tmp)
             os.replace(tmp, path)
 
