@@ -142,12 +142,17 @@ def check_inputs(job: JobInput, limits: InputLimits) -> None:
         read_headers(job.dataset_path, limits)
 
 
-# What a job may write into its folder (the model in any format, its external data, the
-# package and the reports).
-ARTIFACT_NAMES = frozenset({
-    "model.onnx", "model.onnx.data", "model.safetensors", "model.npz", "model.qpack",
-    "report.json", "report.html",
-})  # fmt: skip
+def artifact_names() -> frozenset[str]:
+    """What a job may write into its folder: the model in any format, its external data, the
+    package and the reports (named where they are written)."""
+    from quantcore.compress.stream import PACKAGE_FILE
+    from quantcore.formats.model import ModelFormat
+    from quantcore.formats.onnx_writer import EXTERNAL_SUFFIX
+    from quantcore.report.files import HTML_NAME, REPORT_NAME
+
+    models = {f"model.{fmt.value}" for fmt in ModelFormat}
+    return frozenset({*models, f"model.onnx{EXTERNAL_SUFFIX}", PACKAGE_FILE, REPORT_NAME,
+                      HTML_NAME})  # fmt: skip
 
 
 def check_out_dir(job: JobInput, out_dir: Path) -> None:
@@ -157,8 +162,9 @@ def check_out_dir(job: JobInput, out_dir: Path) -> None:
 
     if not out_dir.is_dir():
         return
+    names = artifact_names()
     for path in (job.model_path, job.dataset_path):
-        if (path is not None and path.name in ARTIFACT_NAMES and path.exists()
+        if (path is not None and path.name in names and path.exists()
                 and path.parent.samefile(out_dir)):
             raise QuantError(
                 f"the output folder {str(out_dir)!r} holds the job's input {path.name!r}, "
