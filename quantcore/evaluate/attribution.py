@@ -36,7 +36,7 @@ from onnx import helper, numpy_helper
 from quantcore.compress.pipeline import CodedWeight
 from quantcore.evaluate.runner import session
 from quantcore.evaluate.scores import sqnr_db
-from quantcore.formats.onnx_reader import walk_graphs
+from quantcore.formats.onnx_reader import read_graph, walk_graphs
 
 # Runs of the one session at a time: onnxruntime runs them in parallel (a session may be run
 # from several threads), and one small batch keeps its own thread pool only partly busy.
@@ -75,16 +75,17 @@ class Attribution:
 
 
 def _as_inputs(
-    proto: onnx.ModelProto, names: set[str]
+    proto: onnx.ModelProto, names: set[str], folder: Path
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """``proto`` with the tensors ``names`` (initializers or Constant values, at any depth)
-    turned into main-graph inputs, and their float values."""
+    turned into main-graph inputs, and their float values (external data read from
+    ``folder``)."""
     values: dict[str, np.ndarray] = {}
     for graph, _ in walk_graphs(proto.graph, "graph"):
         kept = []
         for init in graph.initializer:
             if init.name in names and init.name not in values:
-                values[init.name] = numpy_helper.to_array(init)
+                values[init.name] = numpy_helper.to_array(init, str(folder))
             else:
                 kept.append(init)
         if len(kept) != len(graph.initializer):
@@ -96,7 +97,7 @@ def _as_inputs(
             if node.op_type == "Constant" and out in names and out not in values:
                 tensor = next((a.t for a in node.attribute if a.name == "value"), None)
                 if tensor is not None:
-                    values[out] = numpy_helper.to_array(tensor)
+                    values[out] = numpy_helper.to_array(tensor, str(folder))
                     continue
             nodes.append(node)
         if len(nodes) != len(graph.node):
@@ -180,10 +181,10 @@ def layer_costs(
     (a ``time.perf_counter()`` value). Weights whose graph name is not unique in the model
     (qualified names of subgraph tensors) are not measured."""
     start = time.perf_counter()
-    proto = onnx.load(str(float_model))
+    proto = read_graph(float_model)  # the other weights stay in the file for onnxruntime
     coded = {w.name: w for w in weights}
-    proto, floats = _as_inputs(proto, set(coded))
-    sess = session(proto.SerializeToString(), threads=threads)
+    proto, floats = _as_inputs(proto, set(coded), float_model.parent)
+    sess = session(proto.SerializeToString(), threads=threads, folder=float_model.parent)
     outputs = [o.name for o in sess.get_outputs() if o.type == "tensor(float)"]
     base = {**feeds, **floats}
     reference = _Reference.of(sess.run(outputs, base))

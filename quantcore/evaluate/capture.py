@@ -30,6 +30,7 @@ from quantcore.evaluate.dataset import EvalSet
 from quantcore.evaluate.flat import FlatSet
 from quantcore.evaluate.runner import _pad, session
 from quantcore.evaluate.synthetic import SyntheticSet
+from quantcore.formats.onnx_reader import read_graph
 
 BATCH = 8
 OPS = frozenset({"Conv", "MatMul", "Gemm"})
@@ -119,7 +120,7 @@ def capture_stats(
     """Statistics of the inputs of ``weights``' layers over at most ``max_samples`` samples
     of ``inputs`` (see the module docstring)."""
     start = time.perf_counter()
-    proto = onnx.load(str(model_path))
+    proto = read_graph(model_path)  # the weights stay in the file for onnxruntime to read
     plans, notes = plan_layers(proto, weights, max_k if hessian else 1 << 62)
     if not plans:  # nothing to capture (onnxruntime would return every output for none)
         return Capture(stats={}, notes=notes, samples=0, seconds=time.perf_counter() - start)
@@ -127,7 +128,7 @@ def capture_stats(
     for value in dict.fromkeys(v for v, _ in plans.values()):
         if value not in present:
             proto.graph.output.append(onnx.ValueInfoProto(name=value))
-    sess = session(proto.SerializeToString(), threads=threads)
+    sess = session(proto.SerializeToString(), threads=threads, folder=model_path.parent)
     del proto
     names = list(dict.fromkeys(v for v, _ in plans.values()))
     fixed = inputs.fixed_batch

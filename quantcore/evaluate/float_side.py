@@ -19,6 +19,7 @@ import onnxruntime as ort
 
 from quantcore.evaluate.runner import ReferenceCache, keep_reference, output_roles, session
 from quantcore.evaluate.synthetic import LENGTH, SPATIAL, SyntheticSet, synthetic_set
+from quantcore.formats.onnx_reader import read_graph
 
 # Sizes tried in turn for symbolic image axes until the float model accepts the inputs;
 # then sequence lengths (an audio model's window: silero-vad takes 256 or 512 samples), with
@@ -69,7 +70,7 @@ def _candidates(proto: onnx.ModelProto) -> Iterator[SyntheticSet]:
 def prepare(float_model: Path, *, batch_size: int, threads: int | None = None) -> FloatSide:
     """Find synthetic inputs for ``float_model`` and keep its outputs on them, for an
     evaluation at ``batch_size`` (``quantcore.evaluate.runner.evaluate``'s ``reference``)."""
-    proto = onnx.load(str(float_model), load_external_data=False)
+    proto = read_graph(float_model)
     sess = session(float_model, threads=threads)
     found = _search(proto, sess)
     reference = ReferenceCache()

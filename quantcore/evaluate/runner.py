@@ -25,18 +25,55 @@ from quantcore.evaluate.dataset import EvalSet, scores_output
 from quantcore.evaluate.outputs import class_outputs
 from quantcore.evaluate.scores import AccuracyReport, Tally
 from quantcore.evaluate.synthetic import SyntheticSet
+from quantcore.formats.external import is_external
+from quantcore.formats.onnx_reader import read_graph
+
+# Where onnxruntime looks for the external data of a model given as bytes.
+EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"
 
 
-def session(model: bytes | Path, *, threads: int | None = None) -> ort.InferenceSession:
+def session(
+    model: bytes | Path, *, threads: int | None = None, folder: Path | None = None
+) -> ort.InferenceSession:
     """A CPU session with onnxruntime's default graph optimisations; ``threads`` caps the
-    intra- and inter-op thread pools (None: onnxruntime's default, one per core)."""
-    source = model if isinstance(model, bytes) else str(model)
+    intra- and inter-op thread pools (None: onnxruntime's default, one per core); ``folder``:
+    where the external data of a model given as bytes lies.
+
+    A model file is given as its graph with the large initializers left in the file
+    (``read_graph``): onnxruntime then reads them from the file itself instead of from a
+    parsed copy of the whole model (the catalog's sessions were built 1.5-3.5x faster)."""
+    if isinstance(model, Path):
+        graph = _graph_in_place(model)
+        if graph is not None:
+            try:
+                return _create(graph.SerializeToString(), threads, model.parent)
+            except InvalidModelError:
+                pass  # the file itself, below, says what is wrong with it
+        return _create(str(model), threads, None)
+    return _create(model, threads, folder)
+
+
+def _graph_in_place(path: Path) -> onnx.ModelProto | None:
+    """``read_graph(path)``, when it left any initializer in the file (None otherwise, and
+    for a file it cannot read: onnxruntime's own load says why)."""
+    try:
+        graph = read_graph(path)
+    except Exception:  # protobuf raises several types for bad bytes
+        return None
+    if any(is_external(t) for t in graph.graph.initializer):
+        return graph
+    return None
+
+
+def _create(source: bytes | str, threads: int | None, folder: Path | None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     # Idle pool threads sleep instead of spinning: on a shared or busy machine (the job's own
     # quantizer threads, a second run at a time) spinning burns a quarter more CPU for the
     # same runs. How work is split among the threads, and so every output, is unchanged.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if folder is not None:
+        options.add_session_config_entry(EXTERNAL_FOLDER, str(folder))
     # Fatal only: onnxruntime warns at every run of a model whose declared output shape (a
     # fixed batch of 1, say) differs from what it computes, and logs a run's error before it
     # raises it; the first says nothing to a user of the job, the second is raised (and the
@@ -59,11 +96,7 @@ def output_roles(proto: onnx.ModelProto) -> tuple[str | None, tuple[str, ...]]:
 
 
 def _output_roles(model: bytes | Path) -> tuple[str | None, tuple[str, ...]]:
-    proto = (
-        onnx.load_from_string(model)
-        if isinstance(model, bytes)
-        else onnx.load(str(model), load_external_data=False)
-    )
+    proto = onnx.load_from_string(model) if isinstance(model, bytes) else read_graph(model)
     return output_roles(proto)
 
 

@@ -271,6 +271,17 @@ def _parse_in_place(path: Path) -> tuple[onnx.ModelProto, ModelFile | None]:
         raise
 
 
+def read_graph(path: Path) -> onnx.ModelProto:
+    """The model in ``path`` with its large initializers left in the file, as external data
+    references to it (``location``: the file's name): what a graph walk or an onnxruntime
+    session needs (``quantcore.evaluate.runner.session`` with the file's folder), without a
+    copy of the weights. Parsed whole where it cannot be read in place."""
+    proto, model_file = _parse_in_place(path)
+    if model_file is not None:
+        model_file.close()  # the references name the file; whoever reads them opens it
+    return proto
+
+
 def _references_fit(proto: onnx.ModelProto, name: str) -> bool:
     """Whether every initializer read in place holds the bytes its dims and type declare: one
     that does not is parsed whole, so that ``check_tensor_sizes`` says so as for any model."""

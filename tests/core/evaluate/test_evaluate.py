@@ -17,10 +17,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantcore.errors import InvalidDatasetError, InvalidModelError
 from quantcore.evaluate import check_dataset, evaluate, evaluate_job
-from quantcore.evaluate.runner import ReferenceCache, session
+from quantcore.evaluate.runner import EXTERNAL_FOLDER, ReferenceCache, session
 from quantcore.evaluate.scores import Tally, topk_hits
 from quantcore.evaluate.synthetic import synthetic_set
-from tests.models import cnn, mlp
+from tests.models import cnn, mlp, save_external
 
 N_SAMPLES = 203
 
@@ -320,6 +320,41 @@ def test_sessions_do_not_spin_and_give_the_default_sessions_outputs(tmp_path) ->
     feeds, _ = next(iter(synthetic_set(model).batches(4)))
     for a, b in zip(ours.run(None, feeds), plain.run(None, feeds), strict=True):
         assert a.shape == b.shape and np.array_equal(a, b) and np.abs(a).max() > 0
+
+
+@pytest.mark.parametrize("external", [False, True], ids=["one file", "external data"])
+def test_a_model_file_runs_with_its_weights_read_from_the_file(tmp_path, external) -> None:
+    """A session of a model file is built from its graph with the large initializers left in
+    the file (``read_graph``), those of a model with external data too: same outputs as
+    onnxruntime's own load of the file."""
+    model = mlp((64, 512, 96, 10), seed=5)  # fc1: 128 KiB, read in place; the rest inline
+    if external:
+        path = save_external(model, tmp_path / "ext")
+    else:
+        path = tmp_path / "m.onnx"
+        onnx.save(model, str(path))
+    ours = session(path)
+    assert ours.get_session_options().get_session_config_entry(EXTERNAL_FOLDER) == str(
+        path.parent
+    )
+    plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds, _ = next(iter(synthetic_set(model).batches(8)))
+    for a, b in zip(ours.run(None, feeds), plain.run(None, feeds), strict=True):
+        assert np.array_equal(a, b) and np.abs(a).max() > 0
+
+
+def test_a_file_whose_weights_do_not_fit_is_refused_as_onnxruntime_refuses_it(tmp_path) -> None:
+    """A weight whose bytes are cut short is not read in place (its bytes do not fit its
+    shape); onnxruntime's own load of the file then says what is wrong."""
+    model = mlp((64, 512, 10), seed=5)
+    init = model.graph.initializer[0]
+    init.raw_data = numpy_helper.to_array(init).tobytes()[:-4]
+    path = tmp_path / "short.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.Fail):
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with pytest.raises(InvalidModelError, match="onnxruntime cannot load the model"):
+        session(path)
 
 
 def test_sessions_keep_onnxruntime_warnings_out_of_the_output(
