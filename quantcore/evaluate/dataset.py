@@ -36,6 +36,7 @@ from onnx import helper
 
 from quantcore.errors import InvalidDatasetError, InvalidModelError
 from quantcore.formats.npz import ARCHIVE_ERRORS, READ_ERRORS, read_npy_header, scan_npz
+from quantcore.formats.onnx_reader import read_graph
 from quantcore.limits import InputLimits
 
 
@@ -254,7 +255,7 @@ def check_dataset(
     """
     if not isinstance(model, onnx.ModelProto):
         try:
-            model = onnx.load(str(model), load_external_data=False)
+            model = read_graph(Path(model))  # the graph: the weights stay in the file
         except Exception as exc:  # onnx raises DecodeError, OSError, ...: all mean unreadable
             raise InvalidModelError(f"model {Path(model).name!r} cannot be read: {exc}") from None
     dataset_path = Path(dataset_path)

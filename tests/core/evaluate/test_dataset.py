@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from quantcore.errors import InvalidDatasetError
+from quantcore.errors import InvalidDatasetError, InvalidModelError
 from quantcore.evaluate import check_dataset, inspect_dataset
 from tests import bad_files as bf
 from tests.models import mlp
@@ -189,3 +189,20 @@ def test_a_deflate_stream_that_breaks_mid_array_is_an_invalid_dataset(tmp_path):
     path.write_bytes(bf.corrupt_deflate_npz(rows=2000, valid_rows=1000))
     with pytest.raises(InvalidDatasetError, match=r"'x\.npy' cannot be inflated: Error -3"):
         check_dataset(model, path)
+
+
+def test_a_model_given_by_path_is_read_as_its_graph_and_a_broken_one_is_named(tmp_path):
+    """``check_dataset`` of a model file reads its graph only (a layer of 128 KiB stays in the
+    file) and checks the set against it as against the parsed model; bytes that are not a
+    model are refused by name."""
+    large = mlp((16, 2048, 10), seed=1)  # fc1: 2048 x 16 float32 = 128 KiB
+    path = tmp_path / "m.onnx"
+    onnx.save(large, str(path))
+    evalset = check_dataset(path, _npz(tmp_path, x=_x()))
+    assert evalset.samples == 20
+    with pytest.raises(InvalidDatasetError, match="x"):
+        check_dataset(path, _npz(tmp_path, "bad.npz", x=_x()[:, :8]))
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\xff" * 64)
+    with pytest.raises(InvalidModelError, match=r"'broken\.onnx' cannot be read"):
+        check_dataset(broken, _npz(tmp_path, x=_x()))

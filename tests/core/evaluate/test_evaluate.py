@@ -322,16 +322,18 @@ def test_sessions_do_not_spin_and_give_the_default_sessions_outputs(tmp_path) ->
         assert a.shape == b.shape and np.array_equal(a, b) and np.abs(a).max() > 0
 
 
-@pytest.mark.parametrize("external", [False, True], ids=["one file", "external data"])
-def test_a_model_file_runs_with_its_weights_read_from_the_file(tmp_path, external) -> None:
+@pytest.mark.parametrize(
+    "layout", ["one file", "external data", "a file name with spaces and accents"]
+)
+def test_a_model_file_runs_with_its_weights_read_from_the_file(tmp_path, layout) -> None:
     """A session of a model file is built from its graph with the large initializers left in
     the file (``read_graph``), those of a model with external data too: same outputs as
     onnxruntime's own load of the file."""
     model = mlp((64, 512, 96, 10), seed=5)  # fc1: 128 KiB, read in place; the rest inline
-    if external:
+    if layout == "external data":
         path = save_external(model, tmp_path / "ext")
     else:
-        path = tmp_path / "m.onnx"
+        path = tmp_path / ("m.onnx" if layout == "one file" else "mon modèle (v2).onnx")
         onnx.save(model, str(path))
     ours = session(path)
     assert ours.get_session_options().get_session_config_entry(EXTERNAL_FOLDER) == str(
