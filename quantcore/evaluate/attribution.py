@@ -14,8 +14,8 @@ weight SQNR, lowest first, which measured it as the layer was quantized) so that
 likeliest culprits come first; the runs stop at the deadline, and the result says how many of
 how many layers were measured. Two runs go at a time (``RUN_THREADS``, one without a thread
 cap), each layer taken in that order, so the layers measured and their scores are those of one
-run after another. Weights held in external data files are read into memory for the session
-(the float model once); memory is about one float copy of the measured weights.
+run after another. The measured weights are read into memory (one float copy of them); the
+others stay in the model's files, read by onnxruntime as it builds the session.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from quantcore.compress.pipeline import CodedWeight
-from quantcore.evaluate.runner import session
+from quantcore.evaluate.runner import graph_session
 from quantcore.evaluate.scores import sqnr_db
-from quantcore.formats.onnx_reader import read_graph, walk_graphs
+from quantcore.formats.onnx_reader import inline_stored, read_graph, walk_graphs
 
 # Runs of the one session at a time: onnxruntime runs them in parallel (a session may be run
 # from several threads), and one small batch keeps its own thread pool only partly busy.
@@ -183,8 +183,11 @@ def layer_costs(
     start = time.perf_counter()
     proto = read_graph(float_model)  # the other weights stay in the file for onnxruntime
     coded = {w.name: w for w in weights}
+    # Read here, not by onnx's loader, which refuses a file with several hard links (a
+    # worker's input, linked from storage) or a symbolic link.
+    inline_stored(proto, float_model, set(coded))
     proto, floats = _as_inputs(proto, set(coded), float_model.parent)
-    sess = session(proto.SerializeToString(), threads=threads, folder=float_model.parent)
+    sess = graph_session(proto, float_model, threads=threads)
     outputs = [o.name for o in sess.get_outputs() if o.type == "tensor(float)"]
     base = {**feeds, **floats}
     reference = _Reference.of(sess.run(outputs, base))

@@ -28,7 +28,7 @@ import onnx
 from quantcore.compress.hessian import Accumulator, Geometry, LayerStats, row_target, within
 from quantcore.evaluate.dataset import EvalSet
 from quantcore.evaluate.flat import FlatSet
-from quantcore.evaluate.runner import _pad, session
+from quantcore.evaluate.runner import _pad, graph_session
 from quantcore.evaluate.synthetic import SyntheticSet
 from quantcore.formats.onnx_reader import read_graph
 
@@ -128,7 +128,7 @@ def capture_stats(
     for value in dict.fromkeys(v for v, _ in plans.values()):
         if value not in present:
             proto.graph.output.append(onnx.ValueInfoProto(name=value))
-    sess = session(proto.SerializeToString(), threads=threads, folder=model_path.parent)
+    sess = graph_session(proto, model_path, threads=threads)
     del proto
     names = list(dict.fromkeys(v for v, _ in plans.values()))
     fixed = inputs.fixed_batch

@@ -26,7 +26,7 @@ from quantcore.evaluate.outputs import class_outputs
 from quantcore.evaluate.scores import AccuracyReport, Tally
 from quantcore.evaluate.synthetic import SyntheticSet
 from quantcore.formats.external import is_external
-from quantcore.formats.onnx_reader import read_graph
+from quantcore.formats.onnx_reader import inline_stored, read_graph
 
 # Where onnxruntime looks for the external data of a model given as bytes.
 EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"
@@ -51,6 +51,21 @@ def session(
                 pass  # the file itself, below, says what is wrong with it
         return _create(str(model), threads, None)
     return _create(model, threads, folder)
+
+
+def graph_session(
+    graph: onnx.ModelProto, path: Path, *, threads: int | None = None
+) -> ort.InferenceSession:
+    """A session of ``graph``, ``read_graph(path)`` as the caller changed it (outputs added,
+    weights made inputs): the weights it left in ``path`` are read from there by onnxruntime,
+    or, should onnxruntime refuse to read that file as external data (as ``onnx`` refuses a
+    file with several hard links, such as a worker's input linked from storage, or a
+    symbolic link), put back into the graph first."""
+    try:
+        return _create(graph.SerializeToString(), threads, path.parent)
+    except InvalidModelError:
+        inline_stored(graph, path)
+        return _create(graph.SerializeToString(), threads, path.parent)
 
 
 def _graph_in_place(path: Path) -> onnx.ModelProto | None:

@@ -16,10 +16,11 @@ from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper, numpy_helper
 
 from quantcore.errors import InvalidDatasetError, InvalidModelError
-from quantcore.evaluate import check_dataset, evaluate, evaluate_job
+from quantcore.evaluate import check_dataset, evaluate, evaluate_job, runner
 from quantcore.evaluate.runner import EXTERNAL_FOLDER, ReferenceCache, session
 from quantcore.evaluate.scores import Tally, topk_hits
 from quantcore.evaluate.synthetic import synthetic_set
+from quantcore.formats.onnx_reader import read_graph
 from tests.models import cnn, mlp, save_external
 
 N_SAMPLES = 203
@@ -339,6 +340,34 @@ def test_a_model_file_runs_with_its_weights_read_from_the_file(tmp_path, layout)
     assert ours.get_session_options().get_session_config_entry(EXTERNAL_FOLDER) == str(
         path.parent
     )
+    plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds, _ = next(iter(synthetic_set(model).batches(8)))
+    for a, b in zip(ours.run(None, feeds), plain.run(None, feeds), strict=True):
+        assert np.array_equal(a, b) and np.abs(a).max() > 0
+
+
+def test_a_graph_whose_file_onnxruntime_refuses_to_read_gets_its_weights_inline(
+    tmp_path, monkeypatch
+) -> None:
+    """Should onnxruntime refuse to read the model file as external data (``onnx`` already
+    refuses a file with several hard links), ``graph_session`` puts the weights the graph left
+    there back into it: the same outputs."""
+    model = mlp((64, 512, 96, 10), seed=5)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    real = runner._create
+    refused = []
+
+    def stricter(source, threads, folder):  # type: ignore[no-untyped-def]
+        graph = onnx.load_from_string(source) if isinstance(source, bytes) else None
+        if graph is not None and any(t.data_location == 1 for t in graph.graph.initializer):
+            refused.append(folder)
+            raise InvalidModelError("onnxruntime cannot load the model: external data refused")
+        return real(source, threads, folder)
+
+    monkeypatch.setattr(runner, "_create", stricter)
+    ours = runner.graph_session(read_graph(path), path)
+    assert refused == [tmp_path]
     plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds, _ = next(iter(synthetic_set(model).batches(8)))
     for a, b in zip(ours.run(None, feeds), plain.run(None, feeds), strict=True):

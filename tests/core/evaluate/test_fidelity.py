@@ -173,3 +173,23 @@ def test_attribution_on_two_threads_measures_what_one_does(tmp_path, monkeypatch
         found[workers] = layer_costs(path, qmodel.weights, feeds, deadline=math.inf)
     assert found[2].costs == found[1].costs and found[2].measured == len(qmodel.weights)
     assert len({c.output_sqnr_db for c in found[2].costs}) > 1  # distinct layers, distinct costs
+
+
+@pytest.mark.parametrize("link", [None, "hard", "symbolic"])
+def test_attribution_reads_large_weights_from_any_model_file(tmp_path, link) -> None:
+    """Layers of 128 KiB, left in the model file when it is read: measured the same from the
+    file itself, a second hard link to it or a symbolic link (which onnxruntime will not read
+    as external data: the session then holds the weights)."""
+    model = models.mlp((64, 512, 96, 10), seed=3)
+    source = tmp_path / "source.onnx"
+    onnx.save(model, str(source))
+    path = source
+    if link is not None:
+        path = tmp_path / "linked.onnx"
+        path.hardlink_to(source) if link == "hard" else path.symlink_to(source)
+    qmodel = quantize_model(load_model(source), QuantSpec.from_dict({"bits": 3}))
+    feeds, _ = next(iter(synthetic_set(model).batches(8)))
+    costs = layer_costs(path, qmodel.weights, feeds, deadline=math.inf)
+    reference = layer_costs(source, qmodel.weights, feeds, deadline=math.inf)
+    assert costs.costs == reference.costs and costs.measured == len(qmodel.weights) == 3
+    assert all(math.isfinite(c.output_sqnr_db) for c in costs.costs)

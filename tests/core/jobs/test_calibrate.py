@@ -147,3 +147,31 @@ def test_layers_it_cannot_handle_are_listed(tmp_path) -> None:
     assert {s["reason"] for s in block["skipped"]} == {
         "inside a subgraph: rounded plainly (no calibration)"
     }
+
+
+@pytest.mark.parametrize("link", ["hard", "symbolic"])
+def test_a_linked_model_file_is_calibrated_as_its_own_copy(tmp_path, link) -> None:
+    """onnxruntime reads no external data from a file with several hard links (a worker's
+    input, linked from storage) or from a symbolic link; the capture's session then takes the
+    weights into its graph: the same calibration, the same codes, as from a plain copy."""
+    model = _single("MatMul", k=256, n=128)  # w: 128 KiB, left in the file when read
+    x = _inputs((256,), 256)
+    (tmp_path / "copy").mkdir()
+    report, written = _job(tmp_path / "copy", model, {"bits": 4, "calibration": "gptq"}, x, "q")
+    folder = tmp_path / link
+    folder.mkdir()
+    source = folder / "original.onnx"
+    onnx.save(model, str(source))
+    path = folder / "model.onnx"
+    if link == "hard":
+        path.hardlink_to(source)
+    else:
+        path.symlink_to(source)
+    np.savez(folder / "set.npz", x=x)
+    job = JobInput(kind=JobKind.QUANTIZE, model_path=path,
+                   spec={"bits": 4, "calibration": "gptq"}, dataset_path=folder / "set.npz")
+    linked = run_job(job, folder / "q", limits=JobLimits(calibration_samples=512)).report
+    timeless = [{k: v for k, v in r["calibration"].items() if k != "seconds"}
+                for r in (linked, report)]  # fmt: skip
+    assert timeless[0] == timeless[1] and linked["calibration"]["layers"] == 1
+    assert (folder / "q" / "model.onnx").read_bytes() == written.read_bytes()
