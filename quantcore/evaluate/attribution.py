@@ -36,7 +36,8 @@ from onnx import helper, numpy_helper
 from quantcore.compress.pipeline import CodedWeight
 from quantcore.evaluate.runner import graph_session
 from quantcore.evaluate.scores import sqnr_db
-from quantcore.formats.onnx_reader import inline_stored, read_graph, walk_graphs
+from quantcore.formats.external import inline_stored
+from quantcore.formats.onnx_reader import read_graph, walk_graphs
 
 # Runs of the one session at a time: onnxruntime runs them in parallel (a session may be run
 # from several threads), and one small batch keeps its own thread pool only partly busy.

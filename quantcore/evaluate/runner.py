@@ -25,8 +25,8 @@ from quantcore.evaluate.dataset import EvalSet, scores_output
 from quantcore.evaluate.outputs import class_outputs
 from quantcore.evaluate.scores import AccuracyReport, Tally
 from quantcore.evaluate.synthetic import SyntheticSet
-from quantcore.formats.external import is_external
-from quantcore.formats.onnx_reader import inline_stored, read_graph
+from quantcore.formats.external import inline_stored, is_external
+from quantcore.formats.onnx_reader import read_graph
 
 # Where onnxruntime looks for the external data of a model given as bytes.
 EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"

@@ -8,7 +8,9 @@ does not exist as a regular file; ``read_external`` also refuses a range past th
 External data is memory-mapped, not read: a tensor costs no memory until its pages are
 touched, and a reader that samples rows of it (the report's histograms) touches only those.
 A model's own large initializers are read the same way, from the model file itself
-(``ModelFile``): the reader parses the model without them (``onnx_wire.skeleton``).
+(``ModelFile``): the reader parses the model without them (``onnx_wire.skeleton``), and
+``inline_stored`` puts their bytes back into such a graph for a reader that will not read the
+model file as external data (``onnx``'s loader refuses a file with several hard links).
 """
 
 from __future__ import annotations
@@ -60,6 +62,23 @@ def is_external(tensor: onnx.TensorProto) -> bool:
 def stored_in(tensor: onnx.TensorProto, location: str) -> bool:
     """Whether ``tensor`` is external data in the file ``location`` names."""
     return is_external(tensor) and external_info(tensor).get("location") == location
+
+
+def inline_stored(graph: onnx.ModelProto, path: Path, names: set[str] | None = None) -> None:
+    """Put back into ``graph`` (``read_graph(path)``, changed or not) the bytes of the
+    initializers it left in ``path`` (of those named ``names``, or all), for a reader that
+    will not read the model file as external data."""
+    with path.open("rb") as file:
+        for tensor in graph.graph.initializer:
+            if stored_in(tensor, path.name) and (names is None or tensor.name in names):
+                info = external_info(tensor)
+                length, offset = int(info["length"]), int(info.get("offset", 0))
+                data = os.pread(file.fileno(), length, offset)
+                if len(data) != length:
+                    raise UnsafeExternalDataError(f"{path.name} was cut short while it was read")
+                tensor.raw_data = data
+                del tensor.external_data[:]
+                tensor.data_location = onnx.TensorProto.DEFAULT
 
 
 def resolve_location(base_dir: Path, location: str, tensor_name: str) -> Path:

@@ -282,23 +282,6 @@ def read_graph(path: Path) -> onnx.ModelProto:
     return proto
 
 
-def inline_stored(graph: onnx.ModelProto, path: Path, names: set[str] | None = None) -> None:
-    """Put back into ``graph`` (``read_graph(path)``, changed or not) the bytes of the
-    initializers it left in ``path`` (of those named ``names``, or all), for a reader that
-    will not read the model file as external data."""
-    with path.open("rb") as file:
-        for tensor in graph.graph.initializer:
-            if stored_in(tensor, path.name) and (names is None or tensor.name in names):
-                info = external_info(tensor)
-                length, offset = int(info["length"]), int(info.get("offset", 0))
-                data = os.pread(file.fileno(), length, offset)
-                if len(data) != length:
-                    raise InvalidModelError(f"{path.name} was cut short while it was read")
-                tensor.raw_data = data
-                del tensor.external_data[:]
-                tensor.data_location = onnx.TensorProto.DEFAULT
-
-
 def _references_fit(proto: onnx.ModelProto, name: str) -> bool:
     """Whether every initializer read in place holds the bytes its dims and type declare: one
     that does not is parsed whole, so that ``check_tensor_sizes`` says so as for any model."""
