@@ -69,16 +69,21 @@ def inline_stored(graph: onnx.ModelProto, path: Path, names: set[str] | None = N
     initializers it left in ``path`` (of those named ``names``, or all), for a reader that
     will not read the model file as external data."""
     with path.open("rb") as file:
+        model_file = ModelFile(path.name, file, os.fstat(file.fileno()).st_size)
         for tensor in graph.graph.initializer:
             if stored_in(tensor, path.name) and (names is None or tensor.name in names):
-                info = external_info(tensor)
-                length, offset = int(info["length"]), int(info.get("offset", 0))
-                data = os.pread(file.fileno(), length, offset)
-                if len(data) != length:
-                    raise UnsafeExternalDataError(f"{path.name} was cut short while it was read")
-                tensor.raw_data = data
-                del tensor.external_data[:]
-                tensor.data_location = onnx.TensorProto.DEFAULT
+                # Its size was checked against its dims when the graph was read in place.
+                length = int(external_info(tensor)["length"])
+                stored = read_external(tensor, path.parent, length, model_file)
+                set_raw_data(tensor, stored.tobytes())
+
+
+def set_raw_data(tensor: onnx.TensorProto, data: bytes) -> None:
+    """``tensor`` holding ``data`` in ``raw_data`` in place of its external reference (every
+    other field kept)."""
+    del tensor.external_data[:]
+    tensor.ClearField("data_location")
+    tensor.raw_data = data
 
 
 def resolve_location(base_dir: Path, location: str, tensor_name: str) -> Path:

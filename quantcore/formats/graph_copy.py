@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from quantcore.formats.containers import code_raw_data
-from quantcore.formats.external import is_external
+from quantcore.formats.external import is_external, set_raw_data
 from quantcore.formats.onnx_reader import TensorSource, subgraph_path, subgraphs
 
 # The bytes of an external tensor (or one read in place from the model file), as ``raw_data``.
@@ -123,7 +123,5 @@ def _inline(tensor: onnx.TensorProto, stored: np.ndarray) -> onnx.TensorProto:
     other field kept)."""
     inline = onnx.TensorProto()
     inline.CopyFrom(tensor)
-    del inline.external_data[:]
-    inline.ClearField("data_location")
-    inline.raw_data = stored.tobytes()
+    set_raw_data(inline, stored.tobytes())
     return inline
