@@ -43,7 +43,6 @@ from quantcore.compress.groups import GroupOutcome, _grid
 from quantcore.compress.hessian import LayerStats
 from quantcore.quantizers.base import code_dtype
 from quantcore.quantizers.codes import BlockDecoder, QuantizedTensor, decode
-from quantcore.quantizers.stats import code_counts
 from quantcore.spec import Method, QuantizerSpec
 
 # Damping of H (times its mean diagonal) tried on the first half of the samples; the one
@@ -366,7 +365,8 @@ def _outcome(
         decoder=decoder, dequantized=dequantized,
     )  # fmt: skip
     return GroupOutcome(
-        quantized=quantized, counts=code_counts(codes), noise=float(error @ error),
+        quantized=quantized, noise=float(error @ error),
+        counts=groups_module._counts(codes, quantized.code_min, quantized.code_max),
         inside=plain.inside, xmax=plain.xmax, xmax_abs=plain.xmax_abs, theory_db=plain.theory_db,
     )  # fmt: skip
 
