@@ -5,8 +5,8 @@
 "as applied" (defaults filled in), which is what reports show. Two levels: ``QuantizerSpec``,
 how one tensor (or channel) is quantized (method, bits, support, ...); ``QuantSpec``, that plus
 what applies to a whole model: granularity, which tensors are quantized (``include``,
-``exclude``, ``min_elements``), per-tensor ``overrides``, entropy coding, and a rate or
-distortion ``target`` in place of bits (validated in ``quantcore.target``).
+``exclude``, ``min_elements``, ``keep_small``), per-tensor ``overrides``, entropy coding, and a
+rate or distortion ``target`` in place of bits (validated in ``quantcore.target``).
 """
 from __future__ import annotations
 
@@ -60,11 +60,13 @@ RANGES: dict[str, FieldRange] = {
     "exponent_bits": FieldRange(minimum=1, maximum=8),
     "mantissa_bits": FieldRange(minimum=0, maximum=10),
     "min_elements": FieldRange(minimum=0, maximum=2**62),
+    "keep_small": FieldRange(minimum=0.0, maximum=0.5),
     "group_size": FieldRange(minimum=16, maximum=1024),
 }
 
 # Group granularity: weights per scale along the reduction axis (a power of two).
 DEFAULT_GROUP_SIZE = 32
+DEFAULT_KEEP_SMALL = 0.01  # the smallest weights' share in float (formats.small_weights)
 # Granularity "auto" (the default): groups of 128 from 7 bits, 32 below, each keeping its whole
 # range (first layers finer: quantcore.compress.auto_plan); chosen on bench/realmodels' outputs.
 AUTO_GROUP_SIZE_HIGH = 128
@@ -243,6 +245,7 @@ class QuantSpec:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     min_elements: int = 0
+    keep_small: float = DEFAULT_KEEP_SMALL
     overrides: tuple[Override, ...] = ()
     entropy_coding: bool = True
     # Granularity "group" only: weights per group, and whether a uniform quantizer gets an
@@ -256,8 +259,8 @@ class QuantSpec:
     rdoq_auto: bool = False  # rdoq="auto": trellis or scalar, whichever codes smaller
 
     KNOWN_FIELDS = frozenset(
-        {*QUANTIZER_FIELDS, "granularity", "include", "exclude", "min_elements", "overrides",
-         "entropy_coding", "group_size", "zero_point", "calibration", *TARGET_FIELDS}
+        {*QUANTIZER_FIELDS, "granularity", "include", "exclude", "min_elements", "keep_small",
+         "overrides", "entropy_coding", "group_size", "zero_point", "calibration", *TARGET_FIELDS}
     )
 
     @classmethod
@@ -290,9 +293,10 @@ class QuantSpec:
         if "exclude" in data:
             values["exclude"] = patterns("exclude", data["exclude"])
         if "min_elements" in data:
-            values["min_elements"] = _ranged_int(
-                "min_elements", "min_elements", data["min_elements"]
-            )
+            values["min_elements"] = _ranged_int("min_elements", "min_elements",
+                                                 data["min_elements"])
+        if "keep_small" in data:
+            values["keep_small"] = _ranged_float("keep_small", "keep_small", data["keep_small"])
         if "entropy_coding" in data:
             values["entropy_coding"] = boolean("entropy_coding", data["entropy_coding"])
         if "group_size" in data:
@@ -321,6 +325,7 @@ class QuantSpec:
             include=list(self.include),
             exclude=list(self.exclude),
             min_elements=self.min_elements,
+            keep_small=self.keep_small,
             overrides=[o.to_dict() for o in self.overrides],
             entropy_coding=self.entropy_coding,
             group_size=self.group_size,

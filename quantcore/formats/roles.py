@@ -26,8 +26,9 @@ after them; MatMul: K; Gemm: by ``transB``; recurrent matrices and embedding tab
 last), along which granularity ``group`` puts its blocks.
 
 The default policy (``select``) quantizes floating-point weights of at least
-``TINY_ELEMENTS`` elements; the spec's ``include``, ``exclude`` and ``min_elements`` change
-that as documented on ``select``. Every tensor left in float gets a reason.
+``TINY_ELEMENTS`` elements, but for the smallest of them (``quantcore.formats.small_weights``,
+the spec's ``keep_small``); the spec's ``include``, ``exclude`` and ``min_elements`` change
+that as documented on ``skip_reason``. Every tensor left in float gets a reason.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from enum import StrEnum
 
 from quantcore.checks import search
 from quantcore.errors import NoWeightsError
+from quantcore.formats.small_weights import kept_small
 from quantcore.spec import QuantSpec
 
 # Tensors below this many elements stay in float by default: the scale and offset of a
@@ -318,11 +320,15 @@ def skip_reason(tensor: Candidate, spec: QuantSpec) -> str | None:
 
 
 def select(tensors: Iterable[Candidate], spec: QuantSpec) -> Selection:
-    """Split ``tensors`` into the names to quantize and the skipped ones with their reasons."""
+    """Split ``tensors`` into the names to quantize and the skipped ones with their reasons
+    (``skip_reason``, then the smallest weights kept in float: ``small_weights``)."""
+    tensors = list(tensors)
+    reasons = {t.name: skip_reason(t, spec) for t in tensors}
+    reasons.update(kept_small([t for t in tensors if reasons[t.name] is None], spec))
     quantize: list[str] = []
     skipped: list[Skipped] = []
     for tensor in tensors:
-        reason = skip_reason(tensor, spec)
+        reason = reasons[tensor.name]
         if reason is None:
             quantize.append(tensor.name)
         else:

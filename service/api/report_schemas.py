@@ -68,6 +68,8 @@ class AppliedSpec(_Open):
                                "(empty: the default policy).")
     exclude: list[str] = Field(description="Tensors matching one of these are not quantized.")
     min_elements: int = Field(description="Smaller tensors are not quantized.")
+    keep_small: float = Field(description="Share of the quantized weights' bytes the smallest "
+                              "weights may add by staying in float (0: none).")
     overrides: list[ReportOverride] = Field(description="Per-tensor quantizer changes.")
     entropy_coding: bool = Field(description="Whether model.qpack's codes are entropy coded.")
     group_size: int = Field(description="Weights per group, for granularity group.")

@@ -92,9 +92,10 @@ SPEC_DESCRIPTION = """The job's spec; its shape depends on `kind`. Unknown field
 
 **quantize**: a quantize spec. Every field is optional: `method`, `bits`, `rounding`, \
 `support`, `support_value`, `normalize`, `deadzone_ratio`, `mu`, `exponent_bits`, \
-`mantissa_bits`, `granularity`, `include`, `exclude`, `min_elements`, `overrides`, \
-`entropy_coding`, `target`, `rdoq` (fields, ranges and defaults: GET /v1/quantizers). The job \
-answers with the spec as applied, every default filled in. `target` replaces `bits`: \
+`mantissa_bits`, `granularity`, `include`, `exclude`, `min_elements`, `keep_small`, \
+`overrides`, `entropy_coding`, `target`, `rdoq` (fields, ranges and defaults: GET \
+/v1/quantizers). The job answers with the spec as applied, every default filled in. `target` \
+replaces `bits`: \
 `{"weight_sqnr_db": X}` or `{"bits_per_weight": R}`, met with one step size shared by every \
 tensor (the report's `allocation` shows it); `rdoq: true` chooses each code for distortion \
 plus rate, `rdoq: "trellis"` (with a target) the whole path of codes, by trellis-coded \

@@ -98,3 +98,19 @@ def test_the_package_restores_the_runnable_model(quantized: Quantize, name: str,
     unpacked = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert unpacked.returncode == 0, unpacked.stderr
     assert restored.read_bytes() == done.model.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["minilm-l3", "nudenet"])
+def test_keeping_the_smallest_weights_in_float_pays(quantized: Quantize, name: str,
+                                                    tmp_path: Path) -> None:
+    """The default keeps the smallest weights in float (``keep_small``): on these models it
+    buys 3-5 dB of output SQNR at 8 bits for under 1% of the runnable bytes."""
+    done = quantized(name, 8)
+    every = methods.quantize_cli(done.source, {"bits": 8, "keep_small": 0}, tmp_path / "every")
+    feeds = done.entry.feeds(0)
+    reference = fidelity.run(fidelity.session(done.source), done.entry, feeds)
+    all_quantized = fidelity.compare(done.entry, reference, every, feeds)
+    assert done.fidelity.sqnr_db >= all_quantized.sqnr_db + 2.0, (done.fidelity, all_quantized)
+    assert done.fidelity.runnable_bytes <= 1.01 * all_quantized.runnable_bytes
+    kept = [s for s in done.report["skipped"] if "small: kept in float" in s["reason"]]
+    assert kept, done.report["skipped"]

@@ -15,7 +15,8 @@ LABELS = {
     "deadzone_ratio": "Dead-zone ratio", "mu": "Mu", "exponent_bits": "Exponent bits",
     "mantissa_bits": "Mantissa bits", "granularity": "Granularity", "group_size": "Group size",
     "zero_point": "Zero point", "include": "Include", "exclude": "Exclude",
-    "min_elements": "Min elements", "overrides": "Overrides (JSON)",
+    "min_elements": "Min elements", "keep_small": "Keep small in float (share)",
+    "overrides": "Overrides (JSON)",
     "entropy_coding": "Entropy coding",
 }
 

@@ -62,6 +62,10 @@ _TEXT = {
                "matching tensor names are quantized (all if empty).",
     "exclude": "RE2 regular expressions, at most 256; matching tensor names are left in float.",
     "min_elements": "Tensors with fewer elements are left in float.",
+    "keep_small": "The smallest weights stay in float, smallest first, while the bytes they "
+    "add stay within this share of the quantized weights' bytes (0: every selected weight is "
+    "quantized; not applied with include, nor to a tensor an override names): they cost a "
+    "model's output far more than their bytes.",
     "overrides": "[{match: RE2 regex, <quantizer fields>}], at most 256: the last match wins "
                  "for a tensor.",
     "entropy_coding": "Entropy-code the package's codes.",
@@ -75,7 +79,7 @@ _TEXT = {
     "(about 1.5-3% smaller packages at the same weight SQNR where codes take 2 bits or more, "
     "larger below; model.onnx's codes take one bit more). \"auto\" (with a target only): "
     "both measured, the smaller applied (allocation.rdoq_choice).",
-    "calibration": "auto (default): for a graph's uniform codes in blocks, flat at 7 bits and "
+    "calibration": "auto (default): for a graph's uniform codes in blocks, flat at 6 bits and "
     "more when the model has a float input, synthetic up to 4 bits when its inputs are token "
     "ids, none otherwise (the report's calibration.auto says why). With an evaluation set: "
     "bias (shift each Conv/MatMul/Gemm output by the mean its quantization error adds) or gptq "
