@@ -15,8 +15,9 @@ without AVX2).
 
 Methods (``--methods``):
 
-- ``layer-mse``: ``{"bits": B, "granularity": "layer", "support": "mse"}``, B in ``--bits``
-  (midrise levels, the measured-MSE support of each layer, order-0 coded);
+- ``layer-mse``: ``{"bits": B, "granularity": "layer", "support": "mse", "keep_small": 0}``, B
+  in ``--bits`` (midrise levels, the measured-MSE support of each layer, order-0 coded; every
+  selected weight, the smallest too, as the reference codes them);
 - ``target``: ``{"target": {"weight_sqnr_db": S}}`` at the SQNR S that ``layer-mse`` reached at
   each B (rate–distortion allocation, ``quantcore.compress.allocate``);
 - ``target-rdoq``: the same with ``"rdoq": true``;
@@ -56,8 +57,8 @@ def _specs(
     method: str, bits: Sequence[int], anchors: dict[int, float]
 ) -> list[tuple[str, dict[str, Any]]]:
     if method == "layer-mse":
-        return [(f"{b} bits", {"bits": b, "granularity": "layer", "support": "mse"})
-                for b in bits]
+        return [(f"{b} bits", {"bits": b, "granularity": "layer", "support": "mse",
+                               "keep_small": 0}) for b in bits]
     choices: dict[str, dict[str, Any]] = {"target-rdoq": {"rdoq": True},
                                           "target-trellis": {"rdoq": "trellis"},
                                           "target-auto": {"rdoq": "auto"}}

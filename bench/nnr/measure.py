@@ -55,6 +55,7 @@ from quantcore.formats.qpack import read_header
 from quantcore.spec import QuantSpec
 
 SKELETON_ZSTD_LEVEL = 3  # as quantcore.formats.qpack
+EVERY_WEIGHT = {"bits": 8, "keep_small": 0}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,7 +120,9 @@ class Subject:
         self.path = fetch(entry.name)
         model = load_model(self.path)
         assert isinstance(model, OnnxModel)
-        self.names = select_tensors(model, QuantSpec.from_dict({"bits": 8})).quantize
+        # Every weight the policy selects, the smallest too (keep_small 0): both coders code
+        # the same tensors, and the reference's cached bitstreams stay those tensors'.
+        self.names = select_tensors(model, QuantSpec.from_dict(EVERY_WEIGHT)).quantize
         self.tensors = {n: np.asarray(model.array(n), np.float32) for n in self.names}
         self.params = sum(t.size for t in self.tensors.values())
         self.feeds = entry.feeds(0)

@@ -191,7 +191,7 @@ def rtn_blocks(model: Path, out_dir: Path, *, bits: int = 4, block: int = 32) ->
     from quantcore.spec import QuantSpec
 
     source = load_model(model)
-    chosen = set(select_tensors(source, QuantSpec.from_dict({})).quantize)
+    chosen = set(select_tensors(source, QuantSpec.from_dict({"bits": bits})).quantize)
     proto = onnx.load(str(model))
     values: dict[str, np.ndarray] = {}
     for t in source.tensors:

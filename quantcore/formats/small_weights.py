@@ -6,8 +6,9 @@ convolution, a detection head's last layers, a first convolution, a transformer'
 embedding (768 weights, added to every token: minilm-l3 at 8 bits 35.4 -> 38.4 dB of output
 SQNR with it in float, for 2 kB). So the default keeps the smallest selected weights in float,
 smallest first, while the bytes they add (their float bytes less their codes) stay within
-``keep_small`` of the codes of every selected weight; a spec that names its tensors
-(``include``) or a tensor's quantizer (``overrides``) has said what it wants, and gets it.
+``keep_small`` of the codes of every selected weight. A spec that names its tensors
+(``include``) or a tensor's quantizer (``overrides``) has said what it wants, and gets it; so
+has one with a rate or distortion ``target``, which every selected weight's step serves.
 The default share, 1% (``spec.DEFAULT_KEEP_SMALL``), was chosen on those models' outputs on two
 input sets: +2.5 dB of output SQNR on average at 8 bits (none down by more than 0.01 dB), +2.1
 at 6 bits, for at most 0.9% more bytes; 2% gained a little more for twice the bytes.
@@ -36,8 +37,8 @@ class Weight(Protocol):
 
 def kept_small(selected: Sequence[Weight], spec: QuantSpec) -> dict[str, str]:
     """The names of ``selected`` (the weights the policy quantizes) that stay in float, with
-    the reason the report gives; none when ``include`` is given or ``keep_small`` is 0."""
-    if spec.keep_small <= 0 or spec.include:
+    the reason the report gives; none with ``include``, a ``target``, or ``keep_small`` 0."""
+    if spec.keep_small <= 0 or spec.include or spec.target is not None:
         return {}
     bits = spec.quantizer.resolved().bits
     budget = spec.keep_small * sum(t.size for t in selected) * bits / 8

@@ -64,8 +64,8 @@ _TEXT = {
     "min_elements": "Tensors with fewer elements are left in float.",
     "keep_small": "The smallest weights stay in float, smallest first, while the bytes they "
     "add stay within this share of the quantized weights' bytes (0: every selected weight is "
-    "quantized; not applied with include, nor to a tensor an override names): they cost a "
-    "model's output far more than their bytes.",
+    "quantized; not applied with include or a target, nor to a tensor an override names): "
+    "they cost a model's output far more than their bytes.",
     "overrides": "[{match: RE2 regex, <quantizer fields>}], at most 256: the last match wins "
                  "for a tensor.",
     "entropy_coding": "Entropy-code the package's codes.",

@@ -94,3 +94,10 @@ def test_a_small_layer_stays_float_in_the_runnable_model(tmp_path) -> None:
 
     every, _ = quantize_job(tmp_path, model, {"bits": 8, "keep_small": 0}, "every")
     assert "conv0.weight" in {row["name"] for row in every["layers"]}
+
+
+def test_a_target_keeps_every_selected_weight() -> None:
+    """A rate or distortion goal is met by every selected weight's step: none is kept out."""
+    tensors = _weights(100_000, 100)
+    for target in ({"weight_sqnr_db": 30}, {"bits_per_weight": 3}):
+        assert kept_small(tensors, QuantSpec.from_dict({"target": target})) == {}
