@@ -55,6 +55,7 @@ from quantcore.formats.qpack import read_header
 from quantcore.spec import QuantSpec
 
 SKELETON_ZSTD_LEVEL = 3  # as quantcore.formats.qpack
+# The tensors both coders code: every weight the policy selects, the smallest too.
 EVERY_WEIGHT = {"bits": 8, "keep_small": 0}
 
 

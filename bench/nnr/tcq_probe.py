@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from numba import njit
 
+from bench.nnr.measure import EVERY_WEIGHT
 from bench.realmodels.fetch import fetch
 from quantcore.compress.pipeline import select_tensors
 from quantcore.compress.rdoq import RDOQ_MU, rdoq_codes
@@ -122,7 +123,7 @@ def scalar(tensors: Sequence[np.ndarray], step: float) -> tuple[float, float]:
 
 def probe(name: str, fractions: Sequence[float]) -> None:
     model = load_model(fetch(name))
-    names = select_tensors(model, QuantSpec.from_dict({"bits": 8, "keep_small": 0})).quantize
+    names = select_tensors(model, QuantSpec.from_dict(EVERY_WEIGHT)).quantize
     tensors = [np.asarray(model.array(n), np.float64).ravel() for n in names]
     rms = math.sqrt(sum(float(w @ w) for w in tensors) / sum(w.size for w in tensors))
     curve = sorted(scalar(tensors, f * rms) for f in np.geomspace(0.005, 1.5, 16))

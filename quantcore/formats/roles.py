@@ -39,14 +39,14 @@ from enum import StrEnum
 
 from quantcore.checks import search
 from quantcore.errors import NoWeightsError
-from quantcore.formats.small_weights import kept_small
+from quantcore.formats.small_weights import FLOAT_BYTES, kept_small
 from quantcore.spec import QuantSpec
 
 # Tensors below this many elements stay in float by default: the scale and offset of a
 # quantizer would cost about as much as the tensor itself.
 TINY_ELEMENTS = 16
 
-FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
+FLOAT_DTYPES = frozenset(FLOAT_BYTES)
 
 
 class Role(StrEnum):

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from quantcore.spec import QuantSpec
 
+# The floating-point dtypes the policy quantizes (``roles.FLOAT_DTYPES``), and their bytes.
 FLOAT_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
@@ -49,9 +50,9 @@ def kept_small(selected: Sequence[Weight], spec: QuantSpec) -> dict[str, str]:
     kept: dict[str, str] = {}
     spent = 0.0
     for tensor in sorted(selected, key=lambda t: (t.size, t.name)):
-        cost = tensor.size * (FLOAT_BYTES.get(tensor.dtype, 4) - bits / 8)
         if any(o.matches(tensor.name) for o in spec.overrides):
             continue  # its quantizer was asked for
+        cost = tensor.size * (FLOAT_BYTES[tensor.dtype] - bits / 8)
         if cost <= 0 or spent + cost > budget:
             break
         kept[tensor.name] = f"{tensor.size} elements, {reason}"
