@@ -439,3 +439,39 @@ def test_outputs_that_are_not_finite_are_counted_and_never_raise():
     tally.add_output("y", np.array([[np.inf, 1.0]], np.float32), np.ones((1, 2), np.float32))
     unmeasurable = tally.report()
     assert unmeasurable.float_nonfinite == 1 and math.isnan(unmeasurable.pooled_sqnr_db)
+
+
+def test_a_quantized_model_run_in_a_few_batches_is_not_optimised_and_scores_the_same(
+    tmp_path, monkeypatch
+) -> None:
+    """Optimising folds a quantized model's decoding into float weights, which costs more than
+    decoding at each of a few runs: up to ``FEW_RUNS`` batches the session is unoptimised,
+    and the scores are those of the optimised session to float rounding."""
+    from quantcore import JobInput, JobKind, run_job
+
+    float_path = tmp_path / "model.onnx"
+    onnx.save(mlp((16, 64, 48, 10), seed=3), str(float_path))
+    job = JobInput(kind=JobKind.QUANTIZE, model_path=float_path, spec={"bits": 4})
+    run_job(job, tmp_path / "out", limits=None)
+    quantized = tmp_path / "out" / "model.onnx"
+    assert any(f.domain != "" for f in onnx.load(str(quantized)).functions)  # decoded in graph
+    x = np.random.default_rng(1).normal(size=(64, 16)).astype(np.float32)
+    np.savez(tmp_path / "set.npz", x=x)
+    evalset = check_dataset(onnx.load(str(float_path)), tmp_path / "set.npz")
+    levels: list[ort.GraphOptimizationLevel] = []
+    made = runner.session
+
+    def watched(model, **kwargs):  # type: ignore[no-untyped-def]
+        sess = made(model, **kwargs)
+        if model == quantized:
+            levels.append(sess.get_session_options().graph_optimization_level)
+        return sess
+
+    monkeypatch.setattr(runner, "session", watched)
+    few = evaluate(float_path, quantized, evalset, batch_size=64 // runner.FEW_RUNS)
+    many = evaluate(float_path, quantized, evalset, batch_size=64 // (runner.FEW_RUNS + 1))
+    assert levels == [ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                      ort.GraphOptimizationLevel.ORT_ENABLE_ALL]  # fmt: skip
+    assert 10 < many.output_sqnr_db < 60
+    assert few.output_sqnr_db == pytest.approx(many.output_sqnr_db, abs=1e-3)
+    assert few.agreement == many.agreement
