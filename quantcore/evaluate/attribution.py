@@ -5,17 +5,20 @@ Weight SQNR is about the same for every layer at a given number of bits, yet a f
 account for most of the output error. So each layer's cost is measured, not guessed: the float
 model is run with that one weight replaced by its dequantized values and every other weight
 float, and the output SQNR of that run against the float model's is the layer's score (lower
-costs more). One onnxruntime session serves every run: the measured weights become graph
-inputs, fed float or dequantized.
+costs more). The measured weights become graph inputs, fed float or dequantized, and the
+graph is cut into stages (``stages.py``) so that a layer's run starts where the layer is first
+used, from the float run's values there, and runs only what follows.
 
-Cost: one forward pass per layer on one batch of the fidelity inputs, in an order set by a
-proxy (the weight's relative quantization error ‖W−Ŵ‖²/‖W‖², largest first: the layer row's
-weight SQNR, lowest first, which measured it as the layer was quantized) so that the
-likeliest culprits come first; the runs stop at the deadline, and the result says how many of
+Cost: one forward pass per layer, less the stages before it, on one batch of the fidelity
+inputs (a chain of blocks: about half a pass a layer), in an order set by a proxy (the
+weight's relative quantization error ‖W−Ŵ‖²/‖W‖², largest first: the layer row's weight
+SQNR, lowest first, which measured it as the layer was quantized) so that the likeliest
+culprits come first; the runs stop at the deadline, and the result says how many of
 how many layers were measured. Two runs go at a time (``RUN_THREADS``, one without a thread
 cap), each layer taken in that order, so the layers measured and their scores are those of one
 run after another. The measured weights are read into memory (one float copy of them); the
-others stay in the model's files, read by onnxruntime as it builds the session.
+others stay in the model's files, read by onnxruntime as it builds the stages' sessions. The
+float run's values where each stage starts are kept (one batch's activations).
 """
 
 from __future__ import annotations
@@ -34,12 +37,12 @@ import onnx
 from onnx import helper, numpy_helper
 
 from quantcore.compress.pipeline import CodedWeight
-from quantcore.evaluate.runner import graph_session
 from quantcore.evaluate.scores import sqnr_db
+from quantcore.evaluate.stages import Stages
 from quantcore.formats.external import inline_stored
 from quantcore.formats.onnx_reader import read_graph, walk_graphs
 
-# Runs of the one session at a time: onnxruntime runs them in parallel (a session may be run
+# Runs at a time: onnxruntime runs them in parallel (a session may be run
 # from several threads), and one small batch keeps its own thread pool only partly busy.
 RUN_THREADS = 2
 METHOD = (
@@ -188,16 +191,17 @@ def layer_costs(
     # worker's input, linked from storage) or a symbolic link.
     inline_stored(proto, float_model, set(coded))
     proto, floats = _as_inputs(proto, set(coded), float_model.parent)
-    sess = graph_session(proto, float_model, threads=threads)
-    outputs = [o.name for o in sess.get_outputs() if o.type == "tensor(float)"]
-    base = {**feeds, **floats}
-    reference = _Reference.of(sess.run(outputs, base))
+    stages = Stages.build(proto, float_model, set(floats), threads, feeds, floats)
+    del proto  # each stage holds the part of it that it runs
+    outputs = [n for n, v in stages.outputs.items() if v.dtype == np.float32]
+    reference = _Reference.of([stages.outputs[n] for n in outputs])
     order = sorted(floats, key=lambda n: _order_key(coded[n]))
 
     def measure(name: str) -> LayerCost:
         quantized = coded[name].dequantized().astype(floats[name].dtype)
-        test = sess.run(outputs, {**base, name: quantized.reshape(floats[name].shape)})
-        return LayerCost(name=name, output_sqnr_db=reference.sqnr_db(test))
+        test = stages.run_from(name, {**floats, name: quantized.reshape(floats[name].shape)})
+        found = [test[n] for n in outputs] if test is not None else reference.outputs
+        return LayerCost(name=name, output_sqnr_db=reference.sqnr_db(found))
 
     workers = RUN_THREADS if threads is None else 1
     found = _in_order(order, measure, deadline, workers)
