@@ -49,7 +49,7 @@ def cuts(proto: onnx.ModelProto, measured: set[str]) -> list[int]:
         return []
     if any(o.name not in made for o in graph.output):
         return []
-    last_use = _last_uses(nodes, graph)
+    last_use = _last_uses(nodes)
     fixed = _fixed(graph, measured)
     first_reader: dict[str, int] = {}
     for i, node in enumerate(nodes):
@@ -87,15 +87,13 @@ def _is_constant(node: onnx.NodeProto) -> bool:
     return node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1
 
 
-def _last_uses(nodes: Sequence[onnx.NodeProto], graph: onnx.GraphProto) -> dict[str, int]:
-    """Each value's last reader (an index into ``nodes``; a model output: past the end)."""
+def _last_uses(nodes: Sequence[onnx.NodeProto]) -> dict[str, int]:
+    """Each value's last reader (an index into ``nodes``)."""
     last: dict[str, int] = {}
     for i, node in enumerate(nodes):
         for name in node.input:
             if name:
                 last[name] = i
-    for output in graph.output:
-        last[output.name] = len(nodes)
     return last
 
 
@@ -103,13 +101,13 @@ def _live(
     nodes: Sequence[onnx.NodeProto], graph: onnx.GraphProto, at: int, fixed: set[str],
     last_use: Mapping[str, int],
 ) -> list[str]:
-    """The activations made before node ``at`` (or fed to the graph) and read from it on;
-    model outputs made before the cut are not carried: they are taken where they are made."""
-    outputs = {o.name for o in graph.output}
-    before = [i.name for i in graph.input if i.name not in fixed]
+    """The activations made before node ``at`` (or fed to the graph) and read from it on; a
+    model output made before the cut and not read after it is not carried: it is taken where
+    it is made."""
+    before = [i.name for i in graph.input]
     before += [out for node in nodes[:at] for out in node.output if out]
     return [name for name in dict.fromkeys(before)
-            if name not in outputs and name not in fixed and last_use.get(name, -1) >= at]
+            if name not in fixed and last_use.get(name, -1) >= at]  # fmt: skip
 
 
 class Stages:
@@ -139,7 +137,7 @@ class Stages:
         fixed = _fixed(graph, measured)
         at = cuts(proto, measured) if proto.ir_version >= 4 else []
         bounds = [0, *at, len(nodes)]
-        last_use = _last_uses(nodes, graph)
+        last_use = _last_uses(nodes)
         values: dict[str, np.ndarray] = dict(feeds)
         stages: list[Stage] = []
         kept: list[dict[str, np.ndarray]] = []

@@ -25,7 +25,7 @@ def _weight(rng: np.random.Generator, name: str, rows: int, cols: int) -> onnx.T
 
 def siblings() -> onnx.ModelProto:
     """x -> W1 -> a; a -> Wq and a -> Wk (siblings), summed -> W3 -> y; and a second output
-    made early (``early``, from ``a``), as multi-head models have."""
+    made early (``early``, from ``a``) that the last stage reads too."""
     rng = np.random.default_rng(4)
     inits = [_weight(rng, n, r, c) for n, r, c in
              (("w1", 16, 32), ("wq", 32, 32), ("wk", 32, 32), ("w3", 32, 10), ("we", 32, 4))]
@@ -37,7 +37,9 @@ def siblings() -> onnx.ModelProto:
         helper.make_node("MatMul", ["a", "wk"], ["k"]),
         helper.make_node("Mul", ["q", "k"], ["qk"]),
         helper.make_node("Add", ["qk", "a"], ["h"]),
-        helper.make_node("MatMul", ["h", "w3"], ["y"]),
+        helper.make_node("MatMul", ["h", "w3"], ["y0"]),
+        helper.make_node("ReduceMean", ["early"], ["scale"], axes=[1], keepdims=1),
+        helper.make_node("Mul", ["y0", "scale"], ["y"]),
     ]  # fmt: skip
     graph = helper.make_graph(
         nodes, "siblings", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
