@@ -8,8 +8,11 @@ stages before it handed on. Each stage is a session of its own over its nodes an
 initializers they read, so the stages together hold the model's weights once.
 
 A cut is placed before the first node that reads a measured weight, where at most
-``MAX_LIVE`` activations cross it. A graph is not cut (one stage, the whole model) when a node
-holds a subgraph (which may read any outer value) or a model output is not made by a node.
+``MAX_LIVE`` activations cross it and that node's inputs are read by no node before it; at
+most ``MAX_STAGES`` stages, spread over the layers. Constant nodes are not activations: a
+stage holds a copy of those it reads. A graph is not cut (one stage, the whole model) when a
+node holds a subgraph (which may read any outer value), a model output is not made by a node,
+or its IR version is under 4 (whose initializers are all graph inputs).
 """
 
 from __future__ import annotations
