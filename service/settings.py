@@ -209,6 +209,11 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", description="Log level of the JSON logs.")
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
+    keep_alive_s: int = Field(
+        default=75, ge=1, description="Seconds the API keeps an idle HTTP connection open. "
+        "Longer than clients' own idle expiry (httpx and uvicorn both 5 s), so that a client "
+        "never sends a request on a connection the server is closing."
+    )
     portal_enabled: bool = Field(
         default=True, description="Serve the team portal at /ui/ (and its assets)."
     )

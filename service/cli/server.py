@@ -114,11 +114,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 port=port,
                 log_level=settings.log_level.lower(),
                 access_log=False,
+                timeout_keep_alive=settings.keep_alive_s,
             )
         else:
             uvicorn.run(
                 create_served_app(settings), host=host, port=port,
                 log_level=settings.log_level.lower(), access_log=False,
+                timeout_keep_alive=settings.keep_alive_s,
             )
     finally:
         if worker is not None:
