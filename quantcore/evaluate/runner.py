@@ -33,7 +33,7 @@ EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"
 # A quantized model evaluated in this many batches or fewer gets an unoptimised session:
 # optimising folds the model's decoding into float weights, which costs onnxruntime far more
 # than decoding at every run (a 53.4M-parameter model: 0.9-1.7 s to build against 0.1 s more
-# a run; captcha-ocr 0.4 s against 0.07), and the synthetic fidelity check runs one batch.
+# a run; captcha-ocr 0.4 s against 0.07), and the synthetic fidelity check runs three batches.
 FEW_RUNS = 4
 
 
