@@ -11,7 +11,6 @@ import pytest
 
 from quantcore import JobInput, JobKind, JobLimits, run_job
 from quantcore.compress.pipeline import load_model, quantize_model
-from quantcore.evaluate import attribution
 from quantcore.evaluate.attribution import layer_costs
 from quantcore.evaluate.synthetic import synthetic_set
 from quantcore.formats.weights_io import write_npz
@@ -162,15 +161,15 @@ def test_attribution_stops_at_the_deadline(tmp_path) -> None:
     assert costs.measured == 0 and costs.total == len(qmodel.weights)
 
 
-def test_attribution_on_two_threads_measures_what_one_does(tmp_path, monkeypatch) -> None:
+def test_attribution_on_two_threads_measures_what_one_does(tmp_path) -> None:
     path = tmp_path / "m.onnx"
     onnx.save(models.cnn(), str(path))
     qmodel = quantize_model(load_model(path), QuantSpec.from_dict({"bits": 3}))
     feeds, _ = next(iter(synthetic_set(models.cnn()).batches(4)))
     found = {}
     for workers in (1, 2):
-        monkeypatch.setattr(attribution, "RUN_THREADS", workers)
-        found[workers] = layer_costs(path, qmodel.weights, feeds, deadline=math.inf)
+        found[workers] = layer_costs(path, qmodel.weights, feeds, deadline=math.inf,
+                                     threads=workers)  # fmt: skip
     assert found[2].costs == found[1].costs and found[2].measured == len(qmodel.weights)
     assert len({c.output_sqnr_db for c in found[2].costs}) > 1  # distinct layers, distinct costs
 
