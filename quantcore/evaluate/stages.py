@@ -60,8 +60,9 @@ def cuts(proto: onnx.ModelProto, measured: set[str]) -> list[int]:
             first_reader.setdefault(name, i)
     starts = sorted(first_reader[n] for n in measured if n in first_reader)
     found = []
-    for at in sorted(set(starts) - {0}):
-        live = _live(nodes, graph, at, fixed, last_use)
+    candidates = sorted(set(starts) - {0})
+    for at, live in zip(candidates, _live(nodes, graph, candidates, fixed, last_use),
+                        strict=True):  # fmt: skip
         # Not between nodes that read the same value (an attention's Q, K and V projections):
         # onnxruntime fuses those.
         ins = [n for n in nodes[at].input if n in live]
@@ -101,16 +102,39 @@ def _last_uses(nodes: Sequence[onnx.NodeProto]) -> dict[str, int]:
 
 
 def _live(
-    nodes: Sequence[onnx.NodeProto], graph: onnx.GraphProto, at: int, fixed: set[str],
-    last_use: Mapping[str, int],
-) -> list[str]:
-    """The activations made before node ``at`` (or fed to the graph) and read from it on; a
-    model output made before the cut and not read after it is not carried: it is taken where
-    it is made."""
-    before = [i.name for i in graph.input]
-    before += [out for node in nodes[:at] for out in node.output if out]
-    return [name for name in dict.fromkeys(before)
-            if name not in fixed and last_use.get(name, -1) >= at]  # fmt: skip
+    nodes: Sequence[onnx.NodeProto], graph: onnx.GraphProto, points: Sequence[int],
+    fixed: set[str], last_use: Mapping[str, int],
+) -> list[list[str]]:
+    """At each index of ``points`` (ascending), the activations made before that node (or fed
+    to the graph) and read from it on, in the order they are made; a model output made before
+    the cut and not read after it is not carried: it is taken where it is made. One pass over
+    the nodes for every point (a pass a point took 0.1 s on the 1,000-node ocr-det)."""
+    alive: dict[str, None] = {}  # in the order made; a dict keeps it as names leave
+    dying: dict[int, list[str]] = {}  # by last reader
+    seen: set[str] = set()
+    done, gone = 0, -1  # nodes whose outputs are in; last readers whose values are dropped
+
+    def made(name: str) -> None:
+        last = last_use.get(name, -1)
+        if name and name not in seen and name not in fixed and last >= gone:
+            alive[name] = None
+            dying.setdefault(last, []).append(name)
+        seen.add(name)
+
+    for name in (i.name for i in graph.input):
+        made(name)
+    found: list[list[str]] = []
+    for at in points:
+        for node in nodes[done:at]:
+            for out in node.output:
+                made(out)
+        done = max(done, at)
+        for last in range(gone, at):
+            for name in dying.pop(last, ()):
+                del alive[name]
+        gone = max(gone, at)
+        found.append(list(alive))
+    return found
 
 
 class Stages:
@@ -141,12 +165,12 @@ class Stages:
         at = cuts(proto, measured) if proto.ir_version >= 4 else []
         bounds = [0, *at, len(nodes)]
         last_use = _last_uses(nodes)
+        live = _live(nodes, graph, at, fixed, last_use)
         values: dict[str, np.ndarray] = dict(feeds)
         stages: list[Stage] = []
         kept: list[dict[str, np.ndarray]] = []
         for j in range(len(bounds) - 1):
-            live = _live(nodes, graph, bounds[j], fixed, last_use) if j else list(feeds)
-            kept.append({name: values[name] for name in live})
+            kept.append({name: values[name] for name in (live[j - 1] if j else feeds)})
             if not at:
                 stage = _whole(proto, path, measured, threads)
             else:
