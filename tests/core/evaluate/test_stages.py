@@ -102,3 +102,21 @@ def test_stages_are_spread_over_the_layers(monkeypatch) -> None:
     spread = stages._spread(found, starts)
     assert spread == [10, 20, 30]
     assert stages._spread([5, 9], starts) == [5, 9]
+
+
+@pytest.mark.parametrize("build", [siblings, models.cnn])
+def test_live_values_at_every_node_are_those_made_before_and_read_after(build) -> None:
+    """One pass gives, at each node, the activations made before it (or fed) and read from it
+    on, in the order made: a value never read (``unread``) nor any fixed one is ever carried."""
+    model = build()
+    model.graph.node.append(helper.make_node("Neg", ["x"], ["unread"]))
+    nodes, graph = list(model.graph.node), model.graph
+    fixed = stages._fixed(graph, {t.name for t in graph.initializer})
+    last_use = stages._last_uses(nodes)
+    points = list(range(len(nodes) + 1))
+    found = stages._live(nodes, graph, points, fixed, last_use)
+    for at, live in zip(points, found, strict=True):
+        made = [i.name for i in graph.input] + [o for n in nodes[:at] for o in n.output]
+        want = [n for n in dict.fromkeys(made) if n not in fixed and last_use.get(n, -1) >= at]
+        assert live == want, at
+    assert any(found) and not any("unread" in live for live in found)
