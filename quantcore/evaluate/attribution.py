@@ -47,7 +47,7 @@ from quantcore.formats.onnx_reader import read_graph, walk_graphs
 # Each stage's session on one thread, and one run a core at a time (a session may be run from
 # several threads): one small batch keeps a session's own thread pool only partly busy, and
 # runs of two threads each on two cores crowd each other (53.4M at 4 bits on a Zen 1, the
-# per-layer runs: two runs of two threads 7.6 s, one run of two 6.1-6.6 s, two of one 6.0 s).
+# per-layer runs, medians of 3: two runs of two threads 7.2 s, one run of two 5.8, two of one 5.7).
 SESSION_THREADS = 1
 METHOD = (
     "each layer quantized alone (the others float) on one batch of the fidelity inputs; "
