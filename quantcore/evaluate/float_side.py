@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 
@@ -38,18 +39,21 @@ class FloatSide:
     reference: ReferenceCache
 
 
-def _search(proto: onnx.ModelProto, sess: ort.InferenceSession) -> SyntheticSet | str:
-    """A synthetic set the float model runs on, or why none was found."""
+def _search(
+    proto: onnx.ModelProto, sess: ort.InferenceSession
+) -> tuple[SyntheticSet, list[np.ndarray]] | str:
+    """A synthetic set the float model runs on and the session's outputs on its first batch
+    (the evaluation's first, which need not be run again), or why none was found."""
     outputs = [o.name for o in sess.get_outputs()]
     error = ""
     for candidate in _candidates(proto):
         feeds, _ = next(iter(candidate.batches(candidate.batch)))
         try:
-            sess.run(outputs, feeds)
+            found = sess.run(outputs, feeds)
         except Exception as exc:  # onnxruntime's Fail/InvalidArgument/RuntimeException
             error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
             continue
-        return candidate
+        return candidate, found
     return f"the model rejected inputs synthesised from its graph: {error}"
 
 
@@ -76,5 +80,6 @@ def prepare(float_model: Path, *, batch_size: int, threads: int | None = None) -
     reference = ReferenceCache()
     if isinstance(found, str):
         return FloatSide(inputs=None, reason=found, reference=reference)
-    keep_reference(reference, sess, output_roles(proto), found, batch_size)
-    return FloatSide(inputs=found, reason="", reference=reference)
+    inputs, first = found
+    keep_reference(reference, sess, output_roles(proto), inputs, batch_size, first=first)
+    return FloatSide(inputs=inputs, reason="", reference=reference)

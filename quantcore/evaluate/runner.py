@@ -232,19 +232,25 @@ def evaluate(
 def keep_reference(
     reference: ReferenceCache, sess: ort.InferenceSession,
     roles: tuple[str | None, tuple[str, ...]], evalset: EvalSet | SyntheticSet, batch_size: int,
+    *, first: list[np.ndarray] | None = None,
 ) -> None:  # fmt: skip
     """Fill ``reference`` with the outputs of the float model's session ``sess`` (``roles``:
-    ``output_roles`` of its graph) over ``evalset``, as ``evaluate`` fills it."""
+    ``output_roles`` of its graph) over ``evalset``, as ``evaluate`` fills it. ``first``:
+    ``sess``'s outputs, all of them, on the set's first batch as it comes (not run again
+    unless that batch must be padded)."""
     fixed = evalset.fixed_batch
     step = fixed if fixed is not None else batch_size
     outputs = [o.name for o in sess.get_outputs()]
     reference.start(step)
     reference.scores, reference.classes = roles
     reference.outputs = tuple(outputs)
-    for feeds, _ in evalset.batches(step):
+    for index, (feeds, _) in enumerate(evalset.batches(step)):
         n = next(iter(feeds.values())).shape[0]
         if fixed is not None and n < fixed:
             feeds = {key: _pad(v, fixed) for key, v in feeds.items()}
+        elif index == 0 and first is not None:
+            reference.keep({o: v[:n] for o, v in zip(outputs, first, strict=True)})
+            continue
         reference.keep(_outputs(sess, outputs, feeds, n))
     reference.complete = not reference.overflow
 

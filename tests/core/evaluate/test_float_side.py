@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 
 from quantcore import JobInput, JobKind, run_job
+from quantcore.evaluate import float_side
 from quantcore.evaluate.float_side import prepare
 from quantcore.evaluate.runner import evaluate
 from tests import models
@@ -31,6 +32,37 @@ def test_prepared_outputs_give_the_evaluation_of_both_models(tmp_path) -> None:
     reused = evaluate(path, quantized, side.inputs, batch_size=256, reference=cache)
     assert reused.to_dict() == fresh.to_dict()
     assert fresh.to_dict()["output_sqnr_db"] < 60  # 4 bits moved the outputs: a real comparison
+
+
+class _CountingSession:
+    """A session that counts its runs."""
+
+    def __init__(self, sess) -> None:  # type: ignore[no-untyped-def]
+        self.sess, self.runs = sess, 0
+
+    def get_outputs(self):  # type: ignore[no-untyped-def]
+        return self.sess.get_outputs()
+
+    def run(self, outputs, feeds):  # type: ignore[no-untyped-def]
+        self.runs += 1
+        return self.sess.run(outputs, feeds)
+
+
+def test_the_search_s_run_is_the_first_batch_s(tmp_path, monkeypatch) -> None:
+    """The run that finds inputs the float model accepts is the reference's first batch: the
+    float model runs once a batch, not once more."""
+    path, _ = _quantized(tmp_path, models.cnn())
+    made: list[_CountingSession] = []
+    original = float_side.session
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        made.append(_CountingSession(original(*args, **kwargs)))
+        return made[-1]
+
+    monkeypatch.setattr(float_side, "session", counting)
+    side = prepare(path, batch_size=256)
+    assert side.inputs is not None and len(made) == 1
+    assert made[0].runs == side.inputs.count == len(side.reference.batches)
 
 
 def test_outputs_kept_for_other_names_are_not_used(tmp_path) -> None:
