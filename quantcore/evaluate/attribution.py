@@ -14,9 +14,9 @@ inputs (a chain of blocks: about half a pass a layer), in an order set by a prox
 weight's relative quantization error ‖W−Ŵ‖²/‖W‖², largest first: the layer row's weight
 SQNR, lowest first, which measured it as the layer was quantized) so that the likeliest
 culprits come first; the runs stop at the deadline, and the result says how many of
-how many layers were measured. A run goes on each core (``threads`` of them when given), each
-on one thread (``SESSION_THREADS``), each layer taken in that order, so the layers measured
-and their scores are those of one run after another. The measured weights are read into
+how many layers were measured. A run goes on each core (of ``threads`` when given), up to
+``MAX_RUNS`` at a time, each layer taken in that order, so the layers measured and their
+scores are those of one run after another. The measured weights are read into
 memory (one float copy of them); the others stay in the model's files, read by onnxruntime as
 it builds the stages' sessions. The float run's values where each stage starts are kept (one
 batch's activations).
@@ -44,11 +44,13 @@ from quantcore.evaluate.stages import Stages
 from quantcore.formats.external import inline_stored
 from quantcore.formats.onnx_reader import read_graph, walk_graphs
 
-# Each stage's session on one thread, and one run a core at a time (a session may be run from
-# several threads): one small batch keeps a session's own thread pool only partly busy, and
-# runs of two threads each on two cores crowd each other (53.4M at 4 bits on a Zen 1, the
-# per-layer runs, medians of 3: two runs of two threads 7.2 s, one run of two 5.8, two of one 5.7).
-SESSION_THREADS = 1
+# One run a core at a time, up to MAX_RUNS, each stage's session on the cores left to each run
+# (a session may be run from several threads): one small batch keeps a session's own thread
+# pool only partly busy, and runs of two threads each on two cores crowd each other (53.4M at
+# 4 bits on a Zen 1, the per-layer runs, medians of 3: two runs of two threads 7.2 s, one run
+# of two 5.8, two of one 5.7). Each run holds a layer's dequantized weights and one batch's
+# activations, hence the cap on a machine of many cores.
+MAX_RUNS = 4
 METHOD = (
     "each layer quantized alone (the others float) on one batch of the fidelity inputs; "
     "output SQNR against the float model, lowest first"
@@ -186,7 +188,7 @@ def layer_costs(
     threads: int | None = None,
 ) -> Attribution:
     """Measure the layers of ``weights`` (module docstring) on ``feeds`` until ``deadline``
-    (a ``time.perf_counter()`` value), ``threads`` runs at a time (the cores when None).
+    (a ``time.perf_counter()`` value), on ``threads`` threads (the cores when None).
     Weights whose graph name is not unique in the model (qualified names of subgraph
     tensors) are not measured."""
     start = time.perf_counter()
@@ -196,7 +198,9 @@ def layer_costs(
     # worker's input, linked from storage) or a symbolic link.
     inline_stored(proto, float_model, set(coded))
     proto, floats = _as_inputs(proto, set(coded), float_model.parent)
-    stages = Stages.build(proto, float_model, set(floats), SESSION_THREADS, feeds, floats)
+    cores = threads_for(threads)
+    runs = min(cores, MAX_RUNS)
+    stages = Stages.build(proto, float_model, set(floats), cores // runs, feeds, floats)
     del proto  # each stage holds the part of it that it runs
     outputs = [n for n, v in stages.outputs.items() if v.dtype == np.float32]
     reference = _Reference.of([stages.outputs[n] for n in outputs])
@@ -208,7 +212,7 @@ def layer_costs(
         found = [test[n] for n in outputs] if test is not None else reference.outputs
         return LayerCost(name=name, output_sqnr_db=reference.sqnr_db(found))
 
-    found = _in_order(order, measure, deadline, threads_for(threads))
+    found = _in_order(order, measure, deadline, runs)
     costs = sorted(found, key=lambda c: c.output_sqnr_db)
     return Attribution(
         costs=tuple(costs), measured=len(costs), total=len(coded),
