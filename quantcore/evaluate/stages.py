@@ -108,7 +108,7 @@ def _live(
     """At each index of ``points`` (ascending), the activations made before that node (or fed
     to the graph) and read from it on, in the order they are made; a model output made before
     the cut and not read after it is not carried: it is taken where it is made. One pass over
-    the nodes for every point (a pass a point took 0.1 s on the 1,000-node ocr-det)."""
+    the nodes for every point (a pass a point took 0.1 s on the 672-node ocr-det)."""
     alive: dict[str, None] = {}  # in the order made; a dict keeps it as names leave
     dying: dict[int, list[str]] = {}  # by last reader
     seen: set[str] = set()
@@ -128,11 +128,10 @@ def _live(
         for node in nodes[done:at]:
             for out in node.output:
                 made(out)
-        done = max(done, at)
         for last in range(gone, at):
             for name in dying.pop(last, ()):
                 del alive[name]
-        gone = max(gone, at)
+        done = gone = at
         found.append(list(alive))
     return found
 
