@@ -100,20 +100,19 @@ def _upper_factor_of_inverse(h: np.ndarray) -> np.ndarray:
     return out
 
 
-def _block_factor(
-    hessian: np.ndarray, count: int, damp: float, block_size: int
-) -> np.ndarray | None:
-    """``_factor`` of each diagonal block of ``H`` (the quantizer's blocks), zero elsewhere:
-    each block's rounding error is spread over its own later columns only, at ``k·B²`` cost
-    instead of ``k³``."""
-    groups, k, _ = hessian.shape
-    u = np.zeros((groups, k, k))
-    for lo in range(0, k, block_size):
-        hi = min(lo + block_size, k)
-        part = _factor(hessian[:, lo:hi, lo:hi], count, damp)
+def _block_factor(stats: LayerStats, damp: float, block_size: int) -> np.ndarray | None:
+    """``_factor`` of each diagonal block of ``H`` (the quantizer's blocks) alone, as
+    (groups, blocks, block_size, block_size), the last block zero past ``k``: each block's
+    rounding error is spread over its own later columns only, at ``k·B²`` cost instead of
+    ``k³`` (and ``k·B`` memory instead of ``k²``)."""
+    g = stats.geometry
+    u = np.zeros((g.groups, -(-g.k // block_size), block_size, block_size))
+    for index, lo in enumerate(range(0, g.k, block_size)):
+        hi = min(lo + block_size, g.k)
+        part = _factor(stats.diagonal(lo, hi), stats.count, damp)
         if part is None:
             return None
-        u[:, lo:hi, lo:hi] = part
+        u[:, index, : hi - lo, : hi - lo] = part
     return u
 
 
@@ -124,7 +123,7 @@ def _block_error(stats: LayerStats, delta_rows: np.ndarray, block_size: int) -> 
     for lo in range(0, stats.geometry.k, block_size):
         hi = lo + block_size
         d = delta_rows[:, :, lo:hi].astype(np.float64)
-        total += float(np.sum(np.matmul(d, stats.hessian[:, lo:hi, lo:hi]) * d))
+        total += float(np.sum(np.matmul(d, stats.diagonal(lo, min(hi, stats.geometry.k))) * d))
     return total / max(stats.count, 1)
 
 
@@ -140,7 +139,8 @@ def _round_rows(
     across: bool = True,
 ) -> _Coded:
     """GPTQ over ``w`` (groups, rows per group, k) with factors ``u`` (groups, k, k);
-    ``across=False``: ``u`` is block-diagonal (``_block_factor``), no update between blocks.
+    ``across=False``: no update between blocks, and ``u`` may be ``_block_factor``'s diagonal
+    blocks alone (``_block_of``).
 
     Each row is rounded on its own (its errors go into its own later columns only), so a
     large layer's rows are split into spans rounded on the cores at once: the same codes,
@@ -202,16 +202,26 @@ def _round_span(
             zp[:, :, b] = z.reshape(groups, per)
             offset = zp[:, :, b].astype(np.float64)
         errors = np.empty((groups, per, hi - lo))
+        factor = _block_of(u, lo, hi, block_size)
         if groups_module.USE_KERNELS:  # numba loads with the first calibrated layer
             from quantcore.compress.gptq_kernel import round_block
 
-            round_block(w, u, inv, s, offset, lo, hi, float(grid.code_min),
+            round_block(w, factor, inv, s, offset, lo, hi, float(grid.code_min),
                         float(grid.code_max), codes, errors)  # fmt: skip
         else:
-            _round_columns(w, u, inv, s, offset, lo, hi, grid, codes, errors)
+            _round_columns(w, factor, inv, s, offset, lo, hi, grid, codes, errors)
         if hi < k and across:
             w[:, :, hi:] -= np.matmul(errors, u[:, lo:hi, hi:])
     return codes, scale, zp
+
+
+def _block_of(u: np.ndarray, lo: int, hi: int, block_size: int) -> np.ndarray:
+    """The factor of columns ``lo:hi`` (a quantizer block), (groups, hi - lo, hi - lo), in
+    one contiguous array: from the whole ``u`` (groups, k, k), or from ``_block_factor``'s
+    (groups, blocks, block_size, block_size)."""
+    n = hi - lo
+    block = u[:, lo // block_size, :n, :n] if u.ndim == 4 else u[:, lo:hi, lo:hi]
+    return np.ascontiguousarray(block)
 
 
 def _round_columns(
@@ -219,13 +229,13 @@ def _round_columns(
     hi: int, grid: _Grid, codes: np.ndarray, errors: np.ndarray,
 ) -> None:
     """The NumPy reference of ``gptq_kernel.round_block`` (same arguments, same bits)."""
-    for j in range(lo, hi):
+    for c, j in enumerate(range(lo, hi)):
         q = np.clip(np.rint(w[:, :, j] * inv) + offset, grid.code_min, grid.code_max)
         codes[:, :, j] = q
         value = (q - offset) * s
-        err = (w[:, :, j] - value) / u[:, j, j][:, None]
-        w[:, :, j + 1 : hi] -= err[:, :, None] * u[:, None, j, j + 1 : hi]
-        errors[:, :, j - lo] = err
+        err = (w[:, :, j] - value) / u[:, c, c][:, None]
+        w[:, :, j + 1 : hi] -= err[:, :, None] * u[:, None, c, c + 1 :]
+        errors[:, :, c] = err
 
 
 def output_error(stats: LayerStats, delta_rows: np.ndarray, hessian: np.ndarray | None = None,
@@ -322,7 +332,7 @@ def _gptq_flat(
     if stats.block % block_size:  # the captured blocks do not hold the quantizer's
         return plain, (f"flat-input gptq: blocks of {block_size} are not within the captured "
                        f"blocks of {stats.block}; rounded plainly")  # fmt: skip
-    u = _block_factor(stats.hessian, stats.count, FLAT_DAMP, block_size)
+    u = _block_factor(stats, FLAT_DAMP, block_size)
     if u is None:
         return plain, "flat-input gptq: the inputs' Hessian is singular; rounded plainly"
     coded = _round_rows(rows, u, spec, zero_point, block_size, across=False)

@@ -26,9 +26,10 @@ def round_block(
     lo: int, hi: int, code_min: float, code_max: float, codes: np.ndarray, errors: np.ndarray,
 ) -> None:  # fmt: skip
     """Columns ``lo:hi`` of ``w`` (groups, rows, k) rounded on each row's grid (``inv``,
-    ``scale``, ``offset``: (groups, rows)) into ``codes``; each column's error over
-    ``u[g, j, j]`` goes to ``errors[g, r, j - lo]`` and into ``w``'s later columns of the
-    block through row ``j`` of ``u``.
+    ``scale``, ``offset``: (groups, rows)) into ``codes``; ``u`` (groups, hi - lo, hi - lo)
+    is the block's factor: column ``j = lo + c``'s error over ``u[g, c, c]`` goes to
+    ``errors[g, r, c]`` and into ``w``'s later columns of the block through row ``c`` of
+    ``u``.
 
     The block is copied column-major a tile of rows at a time (a column's rows side by
     side), so each update runs along the rows, which the compiler vectorises, within the
@@ -47,7 +48,7 @@ def round_block(
             for c in range(n):
                 j = lo + c
                 column = block[c]
-                pivot = u[g, j, j]
+                pivot = u[g, c, c]
                 for r in range(m):
                     z = offset[g, first + r]
                     q = np.rint(column[r] * inv[g, first + r]) + z
@@ -59,7 +60,7 @@ def round_block(
                     err[r] = (column[r] - (q - z) * scale[g, first + r]) / pivot
                     errors[g, first + r, c] = err[r]
                 for t in range(c + 1, n):
-                    factor = u[g, j, lo + t]
+                    factor = u[g, c, t]
                     later = block[t]
                     for r in range(m):
                         later[r] -= err[r] * factor

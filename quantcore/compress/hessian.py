@@ -13,7 +13,9 @@ one per group of ``rows // groups`` output channels, each ``k x k``). ``Accumula
 takes one batch of the layer's input as onnxruntime computed it; rows are sampled (fixed
 seed) to at most ``max_rows`` per batch (the caller spreads ``row_target`` over its
 batches), so the cost is bounded whatever the spatial size, and ``H`` is summed in float64.
-With ``block``, only ``H``'s diagonal blocks are summed (GPTQ on flat inputs reads no others).
+With ``block``, only ``H``'s diagonal blocks are summed and kept (GPTQ on flat inputs reads no
+others): ``groups·k·block`` floats where the whole ``H`` would take ``groups·k²``, which
+nudenet's convolutions of 2304 inputs faulted in as 42 MB a matrix.
 """
 
 from __future__ import annotations
@@ -77,7 +79,9 @@ class Geometry:
 @dataclass(kw_only=True)
 class LayerStats:
     """Sums over the calibration rows: ``hessian`` (groups, k, k) over ``count`` sampled
-    rows, ``total`` (groups, k) over all ``seen`` rows (the mean is exact)."""
+    rows, ``total`` (groups, k) over all ``seen`` rows (the mean is exact). With ``block``,
+    ``hessian`` (and ``half``) hold the diagonal blocks alone, (groups, blocks, block, block),
+    the last block zero past ``k``: read them through ``diagonal``."""
 
     geometry: Geometry
     hessian: np.ndarray
@@ -97,6 +101,16 @@ class LayerStats:
     # The dampings GPTQ chooses among on the held-out half (None: ``gptq.DAMPS``).
     damps: tuple[float, ...] | None = None
     block: int = 0  # > 0: only ``hessian``'s diagonal blocks of this size are summed
+
+    def diagonal(self, lo: int, hi: int) -> np.ndarray:
+        """``H[lo:hi, lo:hi]`` per group, a view; with ``block``, within one summed block."""
+        if not self.block:
+            return self.hessian[:, lo:hi, lo:hi]
+        index, at = divmod(lo, self.block)
+        end = at + hi - lo
+        if end > self.block:
+            raise ValueError(f"columns {lo}:{hi} cross a summed block of {self.block}")
+        return self.hessian[:, index, at:end, at:end]
 
     def halves_mean(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The inputs' mean over each half of the samples (None if one half is empty)."""
@@ -201,11 +215,14 @@ class Accumulator:
 
     def __post_init__(self) -> None:
         g = self.geometry
-        size = (g.groups, g.k, g.k) if self.hessian else (g.groups, 0, 0)
+        block = self.block if 0 < self.block < g.k else 0
+        size: tuple[int, ...] = (g.groups, g.k, g.k) if self.hessian else (g.groups, 0, 0)
+        if block and self.hessian:
+            size = (g.groups, -(-g.k // block), block, block)
         self.stats = LayerStats(
             geometry=g, hessian=np.zeros(size), total=np.zeros((g.groups, g.k)),
             half=np.zeros(size) if self.hessian else None, half_total=np.zeros((g.groups, g.k)),
-            block=self.block if 0 < self.block < g.k else 0,
+            block=block,
         )  # fmt: skip
         self._batches = 0
         self._rng = np.random.default_rng(self.seed)
@@ -260,13 +277,13 @@ class Accumulator:
         """``_add_half``'s sums on the diagonal blocks of ``H`` only (``LayerStats.block``)."""
         g, stats = self.geometry, self.stats
         per_group = rows.reshape(rows.shape[0], g.groups, g.k).transpose(1, 0, 2)
-        for lo in range(0, g.k, stats.block):
-            hi = min(lo + stats.block, g.k)
-            part = per_group[:, :, lo:hi]
+        for index, lo in enumerate(range(0, g.k, stats.block)):
+            n = min(stats.block, g.k - lo)
+            part = per_group[:, :, lo : lo + n]
             product = np.matmul(part.transpose(0, 2, 1), part)
-            stats.hessian[:, lo:hi, lo:hi] += product
+            stats.hessian[:, index, :n, :n] += product
             if first and stats.half is not None:
-                stats.half[:, lo:hi, lo:hi] += product
+                stats.half[:, index, :n, :n] += product
         stats.count += rows.shape[0]
         if first:
             stats.half_count += rows.shape[0]

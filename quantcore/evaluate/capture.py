@@ -11,7 +11,8 @@ reduction axis is wider than ``max_k`` (the ``K x K`` Hessian, float64, would pa
 memory bound).
 
 Memory: a batch's captured inputs of every layer at once (batches of ``BATCH`` samples), the
-Hessians (``8·groups·K²`` bytes each) and one sampled block of rows per layer at a time.
+Hessians (``8·groups·K²`` bytes each; ``8·groups·K·B`` where only blocks of ``B`` are
+summed) and one sampled block of rows per layer at a time.
 """
 
 from __future__ import annotations

@@ -220,6 +220,41 @@ def test_the_compiled_column_loop_gives_the_numpy_loops_bits(
     assert compiled.zero_point.tobytes() == reference.zero_point.tobytes()
 
 
+@pytest.mark.parametrize("kernels", [True, False])
+def test_the_diagonal_blocks_alone_round_as_the_whole_block_diagonal_factor(
+    kernels: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GPTQ on flat inputs keeps ``H``'s and ``U``'s diagonal blocks alone; the codes are
+    those of the whole (groups, k, k) block-diagonal factor, bit for bit."""
+    monkeypatch.setattr(groups_module, "USE_KERNELS", kernels)
+    k, groups = 100, 2  # a ragged last block: 100 = 3 x 32 + 4
+    geometry = Geometry(op="MatMul", rows=groups * 40, k=k, groups=groups)
+    x = np.concatenate([_correlated(600, k, mean=3.0) for _ in range(groups)], axis=1)
+    acc = Accumulator(geometry=geometry, max_rows=10**6, block=64)
+    acc.add(x)
+    u = gptq_module._block_factor(acc.stats, gptq_module.FLAT_DAMP, 32)
+    assert u is not None and u.shape == (groups, 4, 32, 32)
+    whole = np.zeros((groups, k, k))  # the same blocks placed on a whole factor's diagonal
+    for index, lo in enumerate(range(0, k, 32)):
+        n = min(32, k - lo)
+        whole[:, lo : lo + n, lo : lo + n] = u[:, index, :n, :n]
+    rows = RNG.laplace(size=(groups, 40, k)) * 0.05
+    spec = QuantSpec.from_dict({"bits": 4}).quantizer
+    compact = gptq_module._round_rows(rows, u, spec, True, 32, across=False)
+    placed = gptq_module._round_rows(rows, whole, spec, True, 32, across=False)
+    assert compact.codes.tobytes() == placed.codes.tobytes()
+    assert compact.scale.tobytes() == placed.scale.tobytes()
+    # The blocks' output error reads ``H`` through ``LayerStats.diagonal``: the whole ``H``'s.
+    full = Accumulator(geometry=geometry, max_rows=10**6)
+    full.add(x)
+    delta = RNG.standard_normal((groups, 40, k))
+    want = sum(float(np.sum(np.matmul(delta[:, :, lo:hi], full.stats.diagonal(lo, hi))
+                            * delta[:, :, lo:hi]))
+               for lo, hi in ((lo, min(lo + 32, k)) for lo in range(0, k, 32)))  # fmt: skip
+    got = gptq_module._block_error(acc.stats, delta, 32)
+    assert got == pytest.approx(want / full.stats.count, rel=1e-6)
+
+
 @pytest.mark.parametrize("zero_point", [True, False])
 @pytest.mark.parametrize("across", [True, False])
 def test_rows_rounded_in_spans_on_several_cores_give_the_same_bits(

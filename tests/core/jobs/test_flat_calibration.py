@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from quantcore.compress.hessian import Accumulator, Geometry
@@ -102,12 +103,18 @@ def test_block_diagonal_capture_sums_the_full_hessians_diagonal_blocks() -> None
     for acc in (full, blocked):
         acc.add(x)
     assert blocked.stats.block == 32 and blocked.stats.count == full.stats.count
-    mask = np.zeros((geometry.k, geometry.k), bool)
+    # Only the diagonal blocks are kept: 4 of 32 columns, the last 12 wide, zero past k.
+    assert blocked.stats.hessian.shape == (2, 4, 32, 32)
+    last = blocked.stats.hessian[:, -1]
+    assert not last[:, 12:].any() and not last[:, :, 12:].any()
     for lo in range(0, geometry.k, 32):
-        mask[lo : lo + 32, lo : lo + 32] = True
-    np.testing.assert_allclose(blocked.stats.hessian[:, mask], full.stats.hessian[:, mask],
-                               rtol=1e-5)  # fmt: skip
-    assert not blocked.stats.hessian[:, ~mask].any()
+        hi = min(lo + 32, geometry.k)
+        np.testing.assert_allclose(blocked.stats.diagonal(lo, hi), full.stats.diagonal(lo, hi),
+                                   rtol=1e-5)  # fmt: skip
+    inner = blocked.stats.diagonal(40, 48)  # a quantizer's block of 8 inside the second
+    np.testing.assert_array_equal(inner, blocked.stats.hessian[:, 1, 8:16, 8:16])
+    with pytest.raises(ValueError, match="cross a summed block"):
+        blocked.stats.diagonal(24, 40)
     # A block as wide as the layer is the full Hessian.
     assert Accumulator(geometry=geometry, block=geometry.k).stats.block == 0
 
