@@ -20,10 +20,13 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import onnx
 
 from quantcore.compress.hessian import Accumulator, Geometry, LayerStats, row_target, within
@@ -107,6 +110,34 @@ def plan_layers(
     return plans, notes
 
 
+def _runs(
+    sess: Any, names: list[str], batches: Iterator[tuple[dict[str, np.ndarray], Any]], step: int,
+    fixed: int | None, max_samples: int,
+) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """Each batch's samples and ``names``' values, until ``max_samples`` are seen; the next
+    batch runs on a thread of its own while the caller sums this one (onnxruntime and the
+    sums release the GIL), so a capture takes about the longer of the two, not their sum
+    (minilm-l3's: runs 0.28 s, sums 0.52). Two batches' values are held at once."""
+
+    def run(feeds: dict[str, np.ndarray]) -> tuple[int, list[np.ndarray]]:
+        n = next(iter(feeds.values())).shape[0] if feeds else step
+        if fixed is not None and n < fixed:
+            feeds = {k: _pad(v, fixed) for k, v in feeds.items()}
+        return n, sess.run(names, feeds)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture") as pool:
+        pending = next((pool.submit(run, feeds) for feeds, _ in batches), None)
+        samples = 0
+        while pending is not None:
+            n, outputs = pending.result()
+            samples += n
+            pending = None
+            if samples < max_samples:
+                pending = next((pool.submit(run, feeds) for feeds, _ in batches), None)
+            yield n, outputs
+            del outputs
+
+
 def capture_stats(
     model_path: Path,
     weights: Mapping[str, tuple[str, tuple[int, ...]]],
@@ -141,17 +172,12 @@ def capture_stats(
         for n, (_, g) in plans.items()
     }  # fmt: skip
     samples = 0
-    for feeds, _ in inputs.batches(step):
-        n = next(iter(feeds.values())).shape[0] if feeds else step
-        if fixed is not None and n < fixed:
-            feeds = {k: _pad(v, fixed) for k, v in feeds.items()}
-        values = dict(zip(names, sess.run(names, feeds), strict=True))
+    for n, outputs in _runs(sess, names, inputs.batches(step), step, fixed, max_samples):
+        values = dict(zip(names, outputs, strict=True))
         for name, (value, _) in plans.items():
             accumulators[name].add(values[value])
-        del values
+        del values, outputs
         samples += n
-        if samples >= max_samples:
-            break
     return Capture(
         stats={n: a.stats for n, a in accumulators.items()}, notes=notes, samples=samples,
         seconds=time.perf_counter() - start,
