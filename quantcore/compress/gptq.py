@@ -101,10 +101,9 @@ def _upper_factor_of_inverse(h: np.ndarray) -> np.ndarray:
 
 
 def _block_factor(stats: LayerStats, damp: float, block_size: int) -> np.ndarray | None:
-    """``_factor`` of each diagonal block of ``H`` (the quantizer's blocks) alone, as
-    (groups, blocks, block_size, block_size), the last block zero past ``k``: each block's
-    rounding error is spread over its own later columns only, at ``k·B²`` cost instead of
-    ``k³`` (and ``k·B`` memory instead of ``k²``)."""
+    """``_factor`` of each diagonal block of ``H`` (the quantizer's blocks) alone, (groups,
+    blocks, B, B), the last zero past ``k``: each block's error spreads over its own later
+    columns only (``k·B²`` work and ``k·B`` memory, not ``k³`` and ``k²``)."""
     g = stats.geometry
     u = np.zeros((g.groups, -(-g.k // block_size), block_size, block_size))
     for index, lo in enumerate(range(0, g.k, block_size)):
@@ -117,13 +116,11 @@ def _block_factor(stats: LayerStats, damp: float, block_size: int) -> np.ndarray
 
 
 def _block_error(stats: LayerStats, delta_rows: np.ndarray, block_size: int) -> float:
-    """``output_error`` on the diagonal blocks of ``H`` only (what ``_block_factor`` rounds
-    against)."""
-    total = 0.0
-    for lo in range(0, stats.geometry.k, block_size):
-        hi = lo + block_size
-        d = delta_rows[:, :, lo:hi].astype(np.float64)
-        total += float(np.sum(np.matmul(d, stats.diagonal(lo, min(hi, stats.geometry.k))) * d))
+    """``output_error`` on the diagonal blocks of ``H`` only (``_block_factor``'s)."""
+    total, k = 0.0, stats.geometry.k
+    for lo in range(0, k, block_size):
+        d = delta_rows[:, :, lo : lo + block_size].astype(np.float64)
+        total += float(np.sum(np.matmul(d, stats.diagonal(lo, min(lo + block_size, k))) * d))
     return total / max(stats.count, 1)
 
 
@@ -139,8 +136,7 @@ def _round_rows(
     across: bool = True,
 ) -> _Coded:
     """GPTQ over ``w`` (groups, rows per group, k) with factors ``u`` (groups, k, k);
-    ``across=False``: no update between blocks, and ``u`` may be ``_block_factor``'s diagonal
-    blocks alone (``_block_of``).
+    ``across=False``: no update between blocks (``u`` may be ``_block_factor``'s blocks).
 
     Each row is rounded on its own (its errors go into its own later columns only), so a
     large layer's rows are split into spans rounded on the cores at once: the same codes,
@@ -216,9 +212,8 @@ def _round_span(
 
 
 def _block_of(u: np.ndarray, lo: int, hi: int, block_size: int) -> np.ndarray:
-    """The factor of columns ``lo:hi`` (a quantizer block), (groups, hi - lo, hi - lo), in
-    one contiguous array: from the whole ``u`` (groups, k, k), or from ``_block_factor``'s
-    (groups, blocks, block_size, block_size)."""
+    """The factor of columns ``lo:hi`` (a quantizer block) as one contiguous array, from the
+    whole ``u`` (groups, k, k) or from ``_block_factor``'s (groups, blocks, B, B)."""
     n = hi - lo
     block = u[:, lo // block_size, :n, :n] if u.ndim == 4 else u[:, lo:hi, lo:hi]
     return np.ascontiguousarray(block)
