@@ -21,7 +21,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,14 +126,17 @@ def _runs(
         return n, sess.run(names, feeds)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture") as pool:
-        pending = next((pool.submit(run, feeds) for feeds, _ in batches), None)
+
+        def start_next() -> Future[tuple[int, list[np.ndarray]]] | None:
+            batch = next(batches, None)
+            return None if batch is None else pool.submit(run, batch[0])
+
+        pending = start_next()
         samples = 0
         while pending is not None:
             n, outputs = pending.result()
             samples += n
-            pending = None
-            if samples < max_samples:
-                pending = next((pool.submit(run, feeds) for feeds, _ in batches), None)
+            pending = start_next() if samples < max_samples else None
             yield n, outputs
             del outputs
 
