@@ -216,9 +216,13 @@ class Accumulator:
     def __post_init__(self) -> None:
         g = self.geometry
         block = self.block if 0 < self.block < g.k else 0
-        size: tuple[int, ...] = (g.groups, g.k, g.k) if self.hessian else (g.groups, 0, 0)
-        if block and self.hessian:
+        size: tuple[int, ...]
+        if not self.hessian:
+            size = (g.groups, 0, 0)
+        elif block:  # the diagonal blocks alone, the last padded to a whole block
             size = (g.groups, -(-g.k // block), block, block)
+        else:
+            size = (g.groups, g.k, g.k)
         self.stats = LayerStats(
             geometry=g, hessian=np.zeros(size), total=np.zeros((g.groups, g.k)),
             half=np.zeros(size) if self.hessian else None, half_total=np.zeros((g.groups, g.k)),
