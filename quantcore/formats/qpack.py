@@ -6,15 +6,16 @@ the tensors left in float), compressed with zstd; and each code tensor's integer
 shifted to start at zero and entropy-coded (``quantcore.coding.entropy``) or, with
 ``entropy_coding=false``, bit-packed at their code width (``quantcore.coding.packing``).
 Unpacking decodes each tensor straight into its place in ``model.onnx`` (4-bit types two per
-byte, low nibble first, as ONNX stores them) and checks the SHA-256 of every 16 MiB piece.
+byte, low nibble first, as ONNX stores them) and checks the hash of every 16 MiB piece.
 
-Layout, version 3 (written; integers little-endian; ``docs/qpack.md`` has the details)::
+Layout 3, version 4 (written; integers little-endian; ``docs/qpack.md`` has the details;
+version 3 is the same with SHA-256 piece hashes, ``piece_sha256``, and is still read)::
 
-    prefix (16 bytes, struct "<8sHHI"): magic b"QPACK\\r\\n\\x1a", version (3), flags (0), 0
+    prefix (16 bytes, struct "<8sHHI"): magic b"QPACK\\r\\n\\x1a", version (4), flags (0), 0
     sections: each tensor's codes, appended as they come, then the skeleton (zstd)
     header: UTF-8 JSON object
         format:    "onnx" | "safetensors" | "npz"   (what unpacking writes)
-        onnx:      {size, external_data, piece_bytes, piece_sha256: [...]}
+        onnx:      {size, external_data, piece_bytes, piece_xxh3_128: [...]}
         skeleton:  {offset, length, raw_size, codec: "zstd", kind: "cut" | "proto"}
         tensors:   [{name, initializer, elem_type, shape, code_min, code_max,
                      coding: "entropy" | "packed", bits, offset, length, at, raw_length}]

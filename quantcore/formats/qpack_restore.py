@@ -8,13 +8,13 @@ piece is written to once checked) and ``fill`` decodes every chunk of every tens
 into its place on a pool of threads, ``BATCH_CHUNKS`` chunks a task (decoded together by
 ``rans_batch``; 4-bit tensors straight into their nibbles, two codes a byte),
 copies the skeleton into the gaps, and hashes each 16 MiB piece as soon as all its bytes are
-there, so that hashing overlaps decoding. Any piece whose SHA-256 differs, or any check that
-fails, raises ``InvalidPackageError``.
+there, so that hashing overlaps decoding (XXH3-128 from version 4, SHA-256 in version 3:
+``qpack_common.PIECE_HASHES``). Any piece whose hash differs, or any check that fails, raises
+``InvalidPackageError``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Callable
@@ -34,6 +34,7 @@ from quantcore.errors import InvalidPackageError
 from quantcore.formats.containers import code_raw_data
 from quantcore.formats.qpack_common import (
     FOUR_BIT,
+    PIECE_HASHES,
     code_count,
     header_int,
     narrow_codes,
@@ -66,6 +67,7 @@ class Layout:
     tensors: list[Placed]  # in the order of ``at``
     piece_bytes: int
     digests: list[str]
+    hash_hex: Callable[[Any], str]  # the hex digest of a piece, as the digests were made
 
 
 def check(view: memoryview, header: dict[str, Any]) -> Layout:
@@ -105,10 +107,11 @@ def _check(view: memoryview, header: dict[str, Any]) -> Layout:
             f"package header is corrupt: skeleton {raw_size} and codes do not make {size} bytes"
         )
     piece = header_int(info, "piece_bytes", 1 << 40, "onnx")
-    digests = info["piece_sha256"]
+    field, hash_hex = PIECE_HASHES[header["version"]]
+    digests = info[field]
     if piece == 0 or not isinstance(digests, list) or len(digests) != -(-size // piece):
         raise InvalidPackageError("package header is corrupt: the model's piece hashes")
-    return Layout(size, frame, placed, piece, [str(d) for d in digests])
+    return Layout(size, frame, placed, piece, [str(d) for d in digests], hash_hex)
 
 
 class _Pieces:
@@ -118,6 +121,7 @@ class _Pieces:
         self, out: np.ndarray, layout: Layout, submit: Callable[..., None], fd: int | None
     ) -> None:
         self.out, self.piece, self.digests, self.fd = out, layout.piece_bytes, layout.digests, fd
+        self.hash_hex = layout.hash_hex
         self.missing = [min(self.piece, layout.size - s) for s in range(0, layout.size,
                                                                       self.piece)]  # fmt: skip
         self.lock = threading.Lock()
@@ -136,7 +140,7 @@ class _Pieces:
 
     def hash(self, k: int) -> None:
         piece = self.out[k * self.piece : (k + 1) * self.piece]
-        if hashlib.sha256(piece.data).hexdigest() != self.digests[k]:
+        if self.hash_hex(piece.data) != self.digests[k]:
             raise InvalidPackageError(
                 f"restored model's bytes [{k * self.piece}, {k * self.piece + piece.size}) "
                 "differ from the package's hash (corrupt package)"

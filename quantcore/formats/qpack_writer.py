@@ -15,7 +15,6 @@ model past 2 GB (written with external data): its skeleton is the emptied ``Mode
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
@@ -29,6 +28,7 @@ from quantcore.formats.onnx_wire import raw_data_regions
 from quantcore.formats.onnx_writer import WrittenModel
 from quantcore.formats.qpack_common import (
     MAGIC,
+    PIECE_HASHES,
     PREFIX,
     TRAILER,
     TRAILER_MAGIC,
@@ -45,13 +45,15 @@ PIECE_BYTES = 1 << 24  # model.onnx is hashed in pieces of 16 MiB, checked in pa
 def piece_digests(
     model: bytes | memoryview, piece: int, done: Callable[[int, int], None] | None = None
 ) -> list[str]:
-    """The SHA-256 of each ``piece`` bytes of ``model`` (the last may be shorter), computed
-    on the coder's threads; ``done(start, length)`` is called as each piece is hashed."""
+    """The hash (``PIECE_HASHES[VERSION]``) of each ``piece`` bytes of ``model`` (the last may
+    be shorter), computed on the coder's threads; ``done(start, length)`` is called as each
+    piece is hashed."""
     view = memoryview(model).cast("B")
+    hash_hex = PIECE_HASHES[VERSION][1]
 
     def digest(start: int) -> str:
         chunk = view[start : start + piece]
-        text = hashlib.sha256(chunk).hexdigest()
+        text = hash_hex(chunk)
         if done is not None:
             done(start, len(chunk))
         return text
@@ -129,7 +131,7 @@ class PackageWriter:
             "size": len(view),
             "external_data": False,
             "piece_bytes": PIECE_BYTES,
-            "piece_sha256": piece_digests(view, PIECE_BYTES, hashed),
+            PIECE_HASHES[VERSION][0]: piece_digests(view, PIECE_BYTES, hashed),
         }
         return self._close(kept, onnx_info, "cut")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import xxhash
 from onnx import TensorProto
 
 from quantcore.coding.entropy import decode_codes, empirical_entropy_bits, encode_codes
@@ -207,12 +208,19 @@ def test_packages_of_older_layouts_still_unpack(tmp_path, layout, stream):
         unpack(bytes(bad))
 
 
-def test_packages_are_written_as_version_3(tmp_path):
+def test_packages_are_written_as_version_4(tmp_path):
     data = _package(tmp_path)
-    assert struct.unpack_from("<H", data, 8)[0] == 3
+    assert struct.unpack_from("<H", data, 8)[0] == 4
     assert data[-4:] == b"QIDX"
     header, start = read_header(data)
     assert start == 0 and header["skeleton"]["kind"] == "cut"
+    # model.onnx's pieces hashed with XXH3-128 (version 3: SHA-256)
+    model_bytes = unpack(data)[1]
+    piece = header["onnx"]["piece_bytes"]
+    assert header["onnx"]["piece_xxh3_128"] == [
+        xxhash.xxh3_128_hexdigest(model_bytes[at : at + piece])
+        for at in range(0, len(model_bytes), piece)
+    ]
     first = header["tensors"][0]
     # its entropy stream: QENT v2, or v4 where that is smaller (a small tensor)
     assert data[first["offset"] + 4] in (2, 4)

@@ -3,6 +3,7 @@ they come, and headers that lie about sizes refused before anything is allocated
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import struct
@@ -62,7 +63,7 @@ def test_tensors_over_several_chunks_restore_exactly(tmp_path, bits, book, monke
     assert unpack_file(tmp_path / "m.qpack", tmp_path / "out.onnx") == (tmp_path / "out.onnx",)
     assert (tmp_path / "out.onnx").read_bytes() == model_bytes
     header, _ = read_header(data)
-    assert len(header["onnx"]["piece_sha256"]) == -(-len(model_bytes) // (1 << 16))
+    assert len(header["onnx"]["piece_xxh3_128"]) == -(-len(model_bytes) // (1 << 16))
 
 
 def test_raw_data_regions_are_where_the_tensors_bytes_are(tmp_path):
@@ -152,7 +153,7 @@ def _set(path: str, value: Any) -> Any:
         ("tensors.0.offset", 1 << 20, "offset|truncated"),
         ("skeleton.raw_size", 1 << 45, "raw_size"),
         ("skeleton.raw_size", 10, "do not make"),
-        ("onnx.piece_sha256", [], "piece hashes"),
+        ("onnx.piece_xxh3_128", [], "piece hashes"),
         ("onnx.piece_bytes", 0, "piece hashes"),
         ("tensors.0.elem_type", 999, "elem_type"),
         ("tensors.0.coding", "magic", "do not fit"),
@@ -198,6 +199,41 @@ def test_codes_that_decode_but_differ_fail_the_hash_and_leave_no_file(tmp_path):
     with pytest.raises(InvalidPackageError):
         unpack_file(tmp_path / "bad.qpack", out)
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def _as_version_3(data: bytes, model_bytes: bytes, piece: int) -> bytes:
+    """The package as version 3 wrote it: the same sections, its pieces hashed with SHA-256."""
+
+    def sha256_pieces(header: dict[str, Any]) -> None:
+        del header["onnx"]["piece_xxh3_128"]
+        header["onnx"]["piece_sha256"] = [
+            hashlib.sha256(model_bytes[at : at + piece]).hexdigest()
+            for at in range(0, len(model_bytes), piece)
+        ]
+
+    changed = _with_header(data, sha256_pieces)
+    return changed[:8] + struct.pack("<H", 3) + changed[10:]
+
+
+def test_version_3_packages_hashed_with_sha256_still_restore(tmp_path):
+    data, model_bytes = _package(tmp_path)
+    header, _ = read_header(data)
+    piece = header["onnx"]["piece_bytes"]
+    old = _as_version_3(data, model_bytes, piece)
+    assert read_header(old)[0]["version"] == 3
+    assert unpack(old)[1] == model_bytes
+    (tmp_path / "old.qpack").write_bytes(old)
+    unpack_file(tmp_path / "old.qpack", tmp_path / "old.onnx")
+    assert (tmp_path / "old.onnx").read_bytes() == model_bytes
+    # Its SHA-256 still checks the restored bytes: one wrong digest is refused.
+    digests = read_header(old)[0]["onnx"]["piece_sha256"]
+    other = [hashlib.sha256(b"x").hexdigest(), *digests[1:]]
+    wrong = _with_header(old, _set("onnx.piece_sha256", other))
+    with pytest.raises(InvalidPackageError, match="differ from the package's hash"):
+        unpack(wrong[:8] + struct.pack("<H", 3) + wrong[10:])
+    # A version-4 header holding SHA-256 digests names what it lacks.
+    with pytest.raises(InvalidPackageError, match="piece_xxh3_128"):
+        unpack(old[:8] + struct.pack("<H", 4) + old[10:])
 
 
 def test_every_flipped_byte_or_cut_is_refused(tmp_path):
