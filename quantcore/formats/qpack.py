@@ -284,35 +284,36 @@ def _unpack_view(view: memoryview, out: Path) -> tuple[Path, ...]:
 
 
 def _restore_to_file(view: memoryview, header: dict[str, Any], out: Path) -> None:
-    """model.onnx decoded into memory and written piece by piece, each as soon as its hash
-    has matched, to a file beside ``out``, renamed to ``out`` at the end (so a corrupt
-    package leaves no file)."""
+    """model.onnx decoded straight into a file beside ``out`` (a shared mapping of it: no copy
+    from a buffer into the page cache), renamed to ``out`` once every piece's hash has
+    matched (so a corrupt package leaves no file)."""
     layout = qpack_restore.check(view, header)
     partial = out.with_name(out.name + ".partial")
-    buffer = _anonymous(layout.size)
     try:
-        with partial.open("wb") as file:
-            target = np.frombuffer(buffer, dtype=np.uint8)
-            qpack_restore.fill(view, layout, target, UNPACK_THREADS, file.fileno())
-            del target
+        with partial.open("w+b") as file:
+            if layout.size:
+                mapped = _file_mapping(file.fileno(), layout.size)
+                try:
+                    target = np.frombuffer(mapped, dtype=np.uint8)
+                    qpack_restore.fill(view, layout, target, UNPACK_THREADS)
+                    del target
+                finally:
+                    _close(mapped)
+            else:
+                qpack_restore.fill(view, layout, np.empty(0, np.uint8), UNPACK_THREADS)
         partial.replace(out)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    finally:
-        _close(buffer if isinstance(buffer, mmap.mmap) else None)
 
 
-def _anonymous(size: int) -> mmap.mmap | bytearray:
-    """A zeroed buffer of ``size`` bytes, in huge pages where the system allows (fewer page
-    faults for a large model)."""
-    if size == 0:
-        return bytearray()
-    # Private: the kernel gives huge pages to private anonymous memory; a shared mapping is
-    # shmem, which it usually does not (shmem_enabled "never").
-    private = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
-    buffer = mmap.mmap(-1, size, flags=private) if private else mmap.mmap(-1, size)
-    if hasattr(mmap, "MADV_HUGEPAGE"):
-        with contextlib.suppress(OSError):
-            buffer.madvise(mmap.MADV_HUGEPAGE)
-    return buffer
+def _file_mapping(fd: int, size: int) -> mmap.mmap:
+    """A writable shared mapping of the file ``fd``, its ``size`` bytes allocated on disk
+    first: a full disk is an OSError here, where a page fault of the mapping would kill the
+    process (SIGBUS)."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot allocate its {size} bytes on disk: "
+                      f"{exc.strerror}") from None  # fmt: skip
+    return mmap.mmap(fd, size, access=mmap.ACCESS_WRITE)

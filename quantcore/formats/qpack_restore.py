@@ -15,7 +15,6 @@ there, so that hashing overlaps decoding (XXH3-128 from version 4, SHA-256 in ve
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -117,10 +116,8 @@ def _check(view: memoryview, header: dict[str, Any]) -> Layout:
 class _Pieces:
     """Counts the bytes still missing from each piece; hashes a piece once it is whole."""
 
-    def __init__(
-        self, out: np.ndarray, layout: Layout, submit: Callable[..., None], fd: int | None
-    ) -> None:
-        self.out, self.piece, self.digests, self.fd = out, layout.piece_bytes, layout.digests, fd
+    def __init__(self, out: np.ndarray, layout: Layout, submit: Callable[..., None]) -> None:
+        self.out, self.piece, self.digests = out, layout.piece_bytes, layout.digests
         self.hash_hex = layout.hash_hex
         self.missing = [min(self.piece, layout.size - s) for s in range(0, layout.size,
                                                                       self.piece)]  # fmt: skip
@@ -145,10 +142,6 @@ class _Pieces:
                 f"restored model's bytes [{k * self.piece}, {k * self.piece + piece.size}) "
                 "differ from the package's hash (corrupt package)"
             )
-        if self.fd is not None:  # written while it is still in the cache
-            written = 0
-            while written < piece.size:
-                written += os.pwrite(self.fd, piece[written:].data, k * self.piece + written)
 
 
 class _Pool:
@@ -188,12 +181,11 @@ def fill(
     layout: Layout,
     out: np.ndarray,
     threads: int | None = None,
-    fd: int | None = None,
 ) -> None:
-    """Restore model.onnx into ``out`` (``layout.size`` uint8), checking every piece's hash;
-    each piece is also written to the file ``fd`` (at its offset) once checked."""
+    """Restore model.onnx into ``out`` (``layout.size`` uint8: memory, or a mapping of the
+    file), checking every piece's hash."""
     pool = _Pool(UNPACK_THREADS if threads is None else threads)
-    pieces = _Pieces(out, layout, pool.submit, fd)
+    pieces = _Pieces(out, layout, pool.submit)
     batch: list[_Job] = []
     try:
         for placed in layout.tensors:

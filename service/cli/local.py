@@ -15,7 +15,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from service.cli.output import EXIT_OK, EXIT_USAGE, ProgressBar, error, print_json
+from service.cli.output import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ProgressBar,
+    error,
+    print_json,
+)
 from service.cli.specs import load_spec
 
 if TYPE_CHECKING:
@@ -96,6 +103,11 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     except QuantError as exc:
         error(f"{exc.code}: {exc.message}")
         return EXIT_USAGE
+    except FileNotFoundError:
+        raise  # a usage error (main says which path)
+    except OSError as exc:  # the disk full, a file size limit, a folder not writable
+        error(f"cannot write the restored model: {exc.strerror or exc}")
+        return EXIT_FAILED
     print_json({"files": [{"path": str(p), "size_bytes": p.stat().st_size} for p in written]})
     return EXIT_OK
 

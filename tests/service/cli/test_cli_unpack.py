@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import json
+import resource
+import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from quantcore.formats.container import build_container
 from quantcore.formats.model import ModelFormat
+from quantcore.formats.onnx_reader import load_onnx
 from quantcore.formats.onnx_writer import rewrite
 from quantcore.formats.qpack import pack
 from quantcore.formats.weights_io import read_npz, read_safetensors, write_npz, write_safetensors
 from service.cli.local import restored_name
 from service.cli.main import main
+from tests import models
 from tests.core.formats.onnx_helpers import affine
 
 ARRAYS = {
@@ -60,3 +68,64 @@ def test_unpack_of_a_damaged_package_exits_2_naming_the_fault(
     assert main(["unpack", str(package)]) == 2
     assert "not a .qpack package" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.qpack"]  # nothing written
+
+
+def test_unpack_past_a_file_size_limit_exits_1_and_leaves_no_file(tmp_path: Path) -> None:
+    # A write refused (here by a file size limit: EFBIG) is an error that names it, and the
+    # partial file is removed.
+    onnx.save(models.mlp(opset=21), tmp_path / "float.onnx")
+    source = load_onnx(tmp_path / "float.onnx")
+    coded = {t.name: affine(source.array(t.name), 8) for t in source.tensors
+             if t.role == "weight"}  # fmt: skip
+    package = tmp_path / "model.qpack"
+    package.write_bytes(pack(rewrite(source, coded), coded, fmt=ModelFormat.ONNX).data)
+    out = tmp_path / "out" / "model.onnx"
+    out.parent.mkdir()
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+    run = subprocess.run(
+        [sys.executable, "-m", "service.cli.main", "unpack", str(package), "--out", str(out)],
+        capture_output=True, text=True, preexec_fn=limited, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    assert "cannot write the restored model" in run.stderr and "Traceback" not in run.stderr
+    assert list(out.parent.iterdir()) == []
+    run = subprocess.run(
+        [sys.executable, "-m", "service.cli.main", "unpack", str(package), "--out", str(out)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert out.stat().st_size > 1024  # the limit was below the model
+
+
+
+def test_unpack_onto_a_full_disk_exits_1_where_a_mapping_would_die(tmp_path: Path) -> None:
+    # A 64 KiB tmpfs in a mount namespace of the command's own: the file's blocks are
+    # allocated before it is mapped, so ENOSPC is an error (a mapping past the free space
+    # would take SIGBUS in the page fault that found none).
+    if shutil.which("unshare") is None or subprocess.run(
+        ["unshare", "--mount", "true"], capture_output=True, check=False
+    ).returncode:
+        pytest.skip("needs a mount namespace (unshare --mount) to make a small filesystem")
+    onnx.save(models.mlp(sizes=(256, 256, 10), opset=21), tmp_path / "float.onnx")
+    source = load_onnx(tmp_path / "float.onnx")
+    coded = {t.name: affine(source.array(t.name), 8) for t in source.tensors
+             if t.role == "weight"}  # fmt: skip
+    package = tmp_path / "model.qpack"
+    package.write_bytes(pack(rewrite(source, coded), coded, fmt=ModelFormat.ONNX).data)
+    small = tmp_path / "small"
+    small.mkdir()
+    script = (
+        f"mount -t tmpfs -o size=64k tmpfs {small} && "
+        f"{sys.executable} -m service.cli.main unpack {package} --out {small}/model.onnx; "
+        f"code=$?; ls -A {small}; exit $code"
+    )
+    run = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True,
+                         text=True, timeout=120, check=False)  # fmt: skip
+    assert run.returncode == 1, (run.returncode, run.stderr)
+    assert "cannot write the restored model: cannot allocate its" in run.stderr
+    assert "No space left on device" in run.stderr
+    assert run.stdout.strip() == ""  # nothing left on the small disk
