@@ -194,8 +194,9 @@ class ProgressWriter:
 
 def _fetch_inputs(job: ClaimedJob, ctx: WorkerContext, folder: Path, retry: Retrier) -> JobInput:
     model_path = folder / f"model{job.model_suffix}"
-    # Linked where the storage is a local folder: the job only reads it. Its external data
-    # is copied (onnx refuses hard-linked external data files).
+    # Linked where the storage is a local folder: the job only reads it (its external data
+    # too: the core reads that file itself and onnxruntime takes it linked; only onnx's own
+    # loader, which no job uses, refuses a hard-linked data file).
     retry.call("download the model",
                lambda: ctx.storage.download(job.model_key, model_path, link=True))
     data_key = external_key(job.model_key)
@@ -210,7 +211,7 @@ def _fetch_inputs(job: ClaimedJob, ctx: WorkerContext, folder: Path, retry: Retr
         if data_path.resolve().is_relative_to(folder.resolve()):  # else the core refuses it
             data_path.parent.mkdir(parents=True, exist_ok=True)
             retry.call("download the external data",
-                       lambda: ctx.storage.download(data_key, data_path))
+                       lambda: ctx.storage.download(data_key, data_path, link=True))
     dataset_path = None
     if job.dataset_key is not None:
         dataset_path, key = folder / "dataset.npz", job.dataset_key

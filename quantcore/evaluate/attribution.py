@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,14 +36,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from quantcore.coding.parallel import threads_for
 from quantcore.compress.pipeline import CodedWeight
 from quantcore.evaluate.scores import sqnr_db
 from quantcore.evaluate.stages import Stages
-from quantcore.formats.external import inline_stored
-from quantcore.formats.onnx_reader import read_graph, walk_graphs
+from quantcore.formats.external import ModelFile
+from quantcore.formats.onnx_reader import read_graph, tensor_array, walk_graphs
 
 # One run a core at a time, up to MAX_RUNS, each stage's session on the cores left to each run
 # (a session may be run from several threads): one small batch keeps a session's own thread
@@ -85,17 +86,19 @@ class Attribution:
 
 
 def _as_inputs(
-    proto: onnx.ModelProto, names: set[str], folder: Path
+    proto: onnx.ModelProto, names: set[str], folder: Path, model_file: ModelFile
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """``proto`` with the tensors ``names`` (initializers or Constant values, at any depth)
-    turned into main-graph inputs, and their float values (external data read from
-    ``folder``)."""
+    turned into main-graph inputs, and their float values: external data read from
+    ``model_file`` (the model itself, a link or not) or from ``folder`` by ``tensor_array``,
+    not by onnx's loader, which refuses a file with several hard links (a worker's inputs,
+    linked from storage)."""
     values: dict[str, np.ndarray] = {}
     for graph, _ in walk_graphs(proto.graph, "graph"):
         kept = []
         for init in graph.initializer:
             if init.name in names and init.name not in values:
-                values[init.name] = numpy_helper.to_array(init, str(folder))
+                values[init.name] = tensor_array(init, folder, model_file)
             else:
                 kept.append(init)
         if len(kept) != len(graph.initializer):
@@ -107,7 +110,7 @@ def _as_inputs(
             if node.op_type == "Constant" and out in names and out not in values:
                 tensor = next((a.t for a in node.attribute if a.name == "value"), None)
                 if tensor is not None:
-                    values[out] = numpy_helper.to_array(tensor, str(folder))
+                    values[out] = tensor_array(tensor, folder, model_file)
                     continue
             nodes.append(node)
         if len(nodes) != len(graph.node):
@@ -194,10 +197,9 @@ def layer_costs(
     start = time.perf_counter()
     proto = read_graph(float_model)  # the other weights stay in the file for onnxruntime
     coded = {w.name: w for w in weights}
-    # Read here, not by onnx's loader, which refuses a file with several hard links (a
-    # worker's input, linked from storage) or a symbolic link.
-    inline_stored(proto, float_model, set(coded))
-    proto, floats = _as_inputs(proto, set(coded), float_model.parent)
+    with float_model.open("rb") as file:
+        model_file = ModelFile(float_model.name, file, os.fstat(file.fileno()).st_size)
+        proto, floats = _as_inputs(proto, set(coded), float_model.parent, model_file)
     cores = threads_for(threads)
     runs = min(cores, MAX_RUNS)
     stages = Stages.build(proto, float_model, set(floats), cores // runs, feeds, floats)

@@ -6,15 +6,20 @@ from __future__ import annotations
 import hashlib
 import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
+import pytest
 from fastapi.testclient import TestClient
 
+from quantcore import JobInput
+from quantcore import run_job as tasks_run_job
 from service.settings import Settings
 from service.store.artifacts import external_key
 from tests.core.compress.test_stream import external_mlp
 from tests.core.formats.onnx_helpers import run
+from workers import tasks
 from workers.tasks import Outcome, WorkerContext, execute_job
 
 
@@ -28,7 +33,7 @@ def _upload(client: TestClient, model: Path, data: Path | None) -> dict:
 
 
 def test_model_with_external_data_is_stored_and_quantized_by_a_worker(
-    client: TestClient, settings: Settings, tmp_path: Path
+    client: TestClient, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = external_mlp(tmp_path / "in")
     data = tmp_path / "in" / "model.onnx.data"
@@ -46,7 +51,16 @@ def test_model_with_external_data_is_stored_and_quantized_by_a_worker(
     job = client.post("/v1/jobs", json={"model_id": body["id"], "spec": {"bits": 4}})
     assert job.status_code == 202, job.text
     job_id = job.json()["id"]
+    # The job reads the stored data file itself, linked into its folder (nothing copied).
+    inputs: list[int] = []
+
+    def run_job(job_input: JobInput, *args: Any, **kwargs: Any) -> Any:
+        inputs.append(job_input.model_path.with_name("model.onnx.data").stat().st_ino)
+        return tasks_run_job(job_input, *args, **kwargs)
+
+    monkeypatch.setattr(tasks, "run_job", run_job)
     assert execute_job(job_id, WorkerContext.from_settings(settings)) is Outcome.SUCCEEDED
+    assert inputs == [(root / external_key(key)).stat().st_ino]
     got = client.get(f"/v1/jobs/{job_id}/artifacts/model.onnx")
     assert got.status_code == 200
     written = onnx.load_from_string(got.content)
@@ -57,6 +71,8 @@ def test_model_with_external_data_is_stored_and_quantized_by_a_worker(
     # The model file's own hash (hashed by the job), not the upload's hash of the pair.
     assert report["model"]["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
     assert report["model"]["sha256"] != body["sha256"]
+    # onnxruntime read the linked data file for the float model's outputs.
+    assert report["fidelity"]["output_sqnr_db"] > 10
 
     assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
     assert client.delete(f"/v1/models/{body['id']}").status_code == 204
