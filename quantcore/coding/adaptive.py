@@ -36,11 +36,11 @@ from __future__ import annotations
 import functools
 import math
 import struct
-import zlib
 from types import ModuleType
 
 import numpy as np
 import numpy.typing as npt
+from zlib_ng.zlib_ng import crc32  # zlib's CRC-32, with PCLMUL: 28 against 4.5 GB/s
 
 from quantcore.coding import rans
 from quantcore.coding.symbols import MAGIC, CodeArray
@@ -97,7 +97,7 @@ def _read_varint(view: memoryview, at: int) -> tuple[int, int]:
 def seal(head: bytes, payload: bytes) -> bytes:
     """A tableless stream (v4, v9, v14, v15): ``head`` (magic, version, flags, varints), the CRC-32
     of it and of ``payload``, then ``payload``."""
-    crc = zlib.crc32(payload, zlib.crc32(head))
+    crc = crc32(payload, crc32(head))
     return head + struct.pack("<I", crc) + payload
 
 
@@ -113,7 +113,7 @@ def open_sealed(view: memoryview, varints: int) -> tuple[list[int], memoryview]:
         raise InvalidPackageError(f"entropy stream v{view[4]} header is truncated")
     (crc,) = struct.unpack_from("<I", view, at)
     payload = view[at + 4 :]
-    if zlib.crc32(payload, zlib.crc32(view[:at])) != crc:
+    if crc32(payload, crc32(view[:at])) != crc:
         raise InvalidPackageError(
             f"entropy stream corrupt or truncated: CRC-32 mismatch over {len(view)} bytes"
         )
