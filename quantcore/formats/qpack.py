@@ -43,6 +43,7 @@ is allocated.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import logging
@@ -286,34 +287,48 @@ def _unpack_view(view: memoryview, out: Path) -> tuple[Path, ...]:
 def _restore_to_file(view: memoryview, header: dict[str, Any], out: Path) -> None:
     """model.onnx decoded straight into a file beside ``out`` (a shared mapping of it: no copy
     from a buffer into the page cache), renamed to ``out`` once every piece's hash has
-    matched (so a corrupt package leaves no file)."""
+    matched (so a corrupt package leaves no file). Where the file cannot be mapped, it is
+    decoded in memory and written (a model of this layout is under 2 GB)."""
     layout = qpack_restore.check(view, header)
     partial = out.with_name(out.name + ".partial")
     try:
         with partial.open("w+b") as file:
-            if layout.size:
-                mapped = _file_mapping(file.fileno(), layout.size)
+            mapped = _file_mapping(file.fileno(), layout.size)
+            if mapped is None:
+                buffer = bytearray(layout.size)
+                qpack_restore.fill(view, layout, np.frombuffer(buffer, np.uint8), UNPACK_THREADS)
+                file.write(buffer)
+            else:
                 try:
                     target = np.frombuffer(mapped, dtype=np.uint8)
                     qpack_restore.fill(view, layout, target, UNPACK_THREADS)
                     del target
                 finally:
                     _close(mapped)
-            else:
-                qpack_restore.fill(view, layout, np.empty(0, np.uint8), UNPACK_THREADS)
         partial.replace(out)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
 
 
-def _file_mapping(fd: int, size: int) -> mmap.mmap:
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+def _file_mapping(fd: int, size: int) -> mmap.mmap | None:
     """A writable shared mapping of the file ``fd``, its ``size`` bytes allocated on disk
     first: a full disk is an OSError here, where a page fault of the mapping would kill the
-    process (SIGBUS)."""
+    process (SIGBUS). None where the file system allocates or maps no such file (or for an
+    empty model)."""
+    if size == 0:
+        return None
     try:
         os.posix_fallocate(fd, 0, size)
     except OSError as exc:
-        raise OSError(exc.errno, f"cannot allocate its {size} bytes on disk: "
-                      f"{exc.strerror}") from None  # fmt: skip
-    return mmap.mmap(fd, size, access=mmap.ACCESS_WRITE)
+        if exc.errno in _DISK_FULL:
+            raise OSError(exc.errno, f"cannot allocate its {size} bytes on disk: "
+                          f"{exc.strerror}") from None  # fmt: skip
+        return None  # not supported here: written, not mapped
+    try:
+        return mmap.mmap(fd, size, access=mmap.ACCESS_WRITE)
+    except OSError:
+        return None

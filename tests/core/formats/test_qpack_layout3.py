@@ -3,9 +3,11 @@ they come, and headers that lie about sizes refused before anything is allocated
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -324,3 +326,24 @@ def test_a_header_frame_that_inflates_past_the_limit_is_refused(tmp_path):
     bad = data[:begin] + bomb + TRAILER.pack(begin, len(bomb), b"QIDX")
     with pytest.raises(InvalidPackageError, match="inflates past"):
         unpack(bad)
+
+
+def test_where_the_output_cannot_be_allocated_ahead_it_is_written_whole(tmp_path, monkeypatch):
+    # A file system without fallocate (or mmap): decoded in memory, then written; a corrupt
+    # package still leaves no file.
+    data, model_bytes = _package(tmp_path)
+    (tmp_path / "m.qpack").write_bytes(data)
+
+    def unsupported(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    assert unpack_file(tmp_path / "m.qpack", tmp_path / "out.onnx") == (tmp_path / "out.onnx",)
+    assert (tmp_path / "out.onnx").read_bytes() == model_bytes
+    header, _ = read_header(data)
+    bad = bytearray(data)
+    bad[header["tensors"][0]["offset"] + 40] ^= 0x10
+    (tmp_path / "bad.qpack").write_bytes(bytes(bad))
+    with pytest.raises(InvalidPackageError):
+        unpack_file(tmp_path / "bad.qpack", tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists() and not list(tmp_path.glob("*.partial"))
