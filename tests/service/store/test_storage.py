@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from service.store.artifacts import store_artifacts
 from service.store.storage import LocalStorage, S3Storage, Storage, StorageError
 
 
@@ -165,25 +164,3 @@ def test_local_put_file_links_the_file_and_copies_across_file_systems(
     assert again.sha256 == stored.sha256
     assert source.stat().st_ino != storage.path(again.key).stat().st_ino
     assert storage.path(again.key).read_bytes() == b"package" * 5000
-
-
-def test_a_jobs_artifacts_are_stored_at_once_each_with_its_own_hash(
-    storage: Storage, tmp_path: Path
-) -> None:
-    # Stored on parallel threads (two in flight at once on any machine with two cores), the
-    # records in the files' order; the first failure raised, the other files still stored.
-    files = []
-    for k, size in enumerate([9 << 20, 1, 0, 300_000]):
-        path = tmp_path / f"artifact{k}.bin"
-        path.write_bytes(os.urandom(size))
-        files.append(path)
-    records = store_artifacts(storage, "j9", files)
-    assert [r.name for r in records] == [p.name for p in files]
-    for record, path in zip(records, files, strict=True):
-        data = path.read_bytes()
-        assert (record.size_bytes, record.sha256) == (len(data), hashlib.sha256(data).hexdigest())
-        assert b"".join(storage.iter_bytes(record.storage_key)) == data
-    missing = tmp_path / "gone.bin"
-    with pytest.raises(OSError):
-        store_artifacts(storage, "j10", [files[0], missing, files[3]])
-    assert storage.exists("jobs/j10/artifacts/artifact3.bin")
