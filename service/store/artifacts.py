@@ -46,12 +46,12 @@ def artifact_key(job_id: str, name: str) -> str:
 def store_artifacts(
     storage: Storage, job_id: str, paths: Iterable[Path]
 ) -> tuple[ArtifactRecord, ...]:
-    """Upload each file under ``jobs/<job_id>/artifacts/<file name>``, recording its sha256
-    (``Storage.put_files``: in order, the first failure stopping the rest)."""
-    files = list(paths)
-    stored = storage.put_files([(artifact_key(job_id, path.name), path) for path in files])
-    return tuple(
-        ArtifactRecord(name=path.name, size_bytes=obj.size_bytes, sha256=obj.sha256,
-                       media_type=media_type(path.name), storage_key=obj.key)
-        for path, obj in zip(files, stored, strict=True)
-    )
+    """Upload each file under ``jobs/<job_id>/artifacts/<file name>``, recording its sha256."""
+    records = []
+    for path in paths:
+        stored = storage.put_file(artifact_key(job_id, path.name), path)
+        records.append(
+            ArtifactRecord(name=path.name, size_bytes=stored.size_bytes, sha256=stored.sha256,
+                           media_type=media_type(path.name), storage_key=stored.key)
+        )
+    return tuple(records)

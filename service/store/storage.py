@@ -24,8 +24,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -119,11 +118,6 @@ class Storage(Protocol):
         """Store a local file under ``key`` atomically (the file is left in place)."""
         ...
 
-    def put_files(self, items: Sequence[tuple[str, Path]]) -> list[StoredObject]:
-        """``put_file`` of each ``(key, path)``, in order: the first that fails stops the
-        rest (a full disk stores no file after the one that did not fit)."""
-        ...
-
     def adopt(self, key: str, path: Path, *, sha256: str) -> StoredObject:
         """Store a local file already hashed (an upload's spool file), consuming it.
 
@@ -176,14 +170,6 @@ def _linked(source: Path, link: Path) -> bool:
     return True
 
 
-def _sealed(link: Path, key: str) -> tuple[int, str]:
-    """The size and SHA-256 of the file at ``link``, its bytes synced to disk."""
-    with writing(f"{key!r} in local storage"), open(link, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256")
-        os.fsync(f.fileno())
-        return os.fstat(f.fileno()).st_size, digest.hexdigest()
-
-
 class LocalStorage:
     """A folder; temp files live in ``<root>/.tmp`` so renames stay on one file system."""
 
@@ -223,45 +209,21 @@ class LocalStorage:
         """A hard link to ``path`` where it is on the storage's file system (no bytes copied:
         the file is left in place, and a job's artifacts are not written again once stored);
         a copy otherwise. Either way the object's bytes are on disk before it appears."""
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.tmp / f"l-{secrets.token_hex(8)}"
         if not _linked(path, tmp):
             return self._atomic(key, file_chunks(path))
         try:
-            return self._publish(key, tmp, _sealed(tmp, key))
-        finally:
-            tmp.unlink(missing_ok=True)  # gone unless something failed
-
-    def put_files(self, items: Sequence[tuple[str, Path]]) -> list[StoredObject]:
-        """Where every file links into the storage's file system (taking no space), they are
-        hashed and synced on the cores at once (a job's two 0.6 GB artifacts: 1.1 s of
-        SHA-256 one after the other), then appear in order; otherwise one ``put_file`` after
-        the other."""
-        links: list[Path] = []
-        try:
-            for _, path in items:
-                links.append(self.tmp / f"l-{secrets.token_hex(8)}")
-                if not _linked(path, links[-1]):
-                    links.pop()
-                    for link in links:
-                        link.unlink(missing_ok=True)
-                    links.clear()
-                    return [self.put_file(key, path) for key, path in items]
-            with ThreadPoolExecutor(max_workers=max(1, min(len(links), os.cpu_count() or 1))) \
-                    as pool:  # fmt: skip
-                sealed = list(pool.map(_sealed, links, [key for key, _ in items]))
-            return [self._publish(key, link, seal)
-                    for (key, _), link, seal in zip(items, links, sealed, strict=True)]  # fmt: skip
-        finally:
-            for link in links:
-                link.unlink(missing_ok=True)  # those not moved into place
-
-    def _publish(self, key: str, link: Path, seal: tuple[int, str]) -> StoredObject:
-        """Move the synced ``link`` into place as ``key``."""
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with writing(f"{key!r} in local storage"):
-            os.replace(link, target)
-        return StoredObject(key=key, size_bytes=seal[0], sha256=seal[1])
+            with writing(f"{key!r} in local storage"), open(tmp, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256")
+                os.fsync(f.fileno())
+                size = os.fstat(f.fileno()).st_size
+                os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return StoredObject(key=key, size_bytes=size, sha256=digest.hexdigest())
 
     def adopt(self, key: str, path: Path, *, sha256: str) -> StoredObject:
         target = self.path(key)
@@ -392,9 +354,6 @@ class S3Storage:
 
     def put_file(self, key: str, path: Path) -> StoredObject:
         return self.write(key, file_chunks(path))
-
-    def put_files(self, items: Sequence[tuple[str, Path]]) -> list[StoredObject]:
-        return [self.put_file(key, path) for key, path in items]
 
     def adopt(self, key: str, path: Path, *, sha256: str) -> StoredObject:
         stored = self.put_file(key, path)

@@ -5,12 +5,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -167,53 +164,3 @@ def test_local_put_file_links_the_file_and_copies_across_file_systems(
     assert again.sha256 == stored.sha256
     assert source.stat().st_ino != storage.path(again.key).stat().st_ino
     assert storage.path(again.key).read_bytes() == b"package" * 5000
-
-
-def test_put_files_stores_each_in_order_and_stops_at_the_first_failure(
-    storage: Storage, tmp_path: Path
-) -> None:
-    files = []
-    for k, size in enumerate([9 << 20, 1, 0, 300_000]):
-        path = tmp_path / f"artifact{k}.bin"
-        path.write_bytes(os.urandom(size))
-        files.append(path)
-    stored = storage.put_files([(f"jobs/j9/artifacts/{p.name}", p) for p in files])
-    for obj, path in zip(stored, files, strict=True):
-        data = path.read_bytes()
-        assert obj.key == f"jobs/j9/artifacts/{path.name}"
-        assert (obj.size_bytes, obj.sha256) == (len(data), hashlib.sha256(data).hexdigest())
-        assert b"".join(storage.iter_bytes(obj.key)) == data
-    # A file that cannot be stored: the ones before it are, the ones after it are not.
-    items = [(f"jobs/j10/{p.name}", p) for p in (files[0], tmp_path / "gone.bin", files[3])]
-    with pytest.raises(OSError):
-        storage.put_files(items)
-    assert storage.exists("jobs/j10/artifact0.bin") and not storage.exists("jobs/j10/artifact3.bin")
-
-
-def test_local_put_files_links_and_hashes_them_at_once_then_shows_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # On the storage's file system every file is linked (no space taken) and hashed on a
-    # thread of its own; none appears before all are hashed and synced.
-    storage = LocalStorage(tmp_path / "store")
-    files = []
-    for k in range(3):
-        path = tmp_path / "job" / f"f{k}.bin"
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(os.urandom(100_000 * (k + 1)))
-        files.append(path)
-    threads: set[str] = set()
-    shown: list[bool] = []
-    file_digest = hashlib.file_digest
-
-    def digest(f: Any, name: str) -> Any:
-        threads.add(threading.current_thread().name)
-        shown.append(any(storage.exists(f"jobs/j/{p.name}") for p in files))
-        time.sleep(0.05)  # the others start meanwhile
-        return file_digest(f, name)
-
-    monkeypatch.setattr(hashlib, "file_digest", digest)
-    stored = storage.put_files([(f"jobs/j/{p.name}", p) for p in files])
-    assert [storage.path(o.key).stat().st_ino for o in stored] == [p.stat().st_ino for p in files]
-    assert len(threads) > 1 and shown == [False] * 3
-    assert not list(storage.tmp.iterdir())
