@@ -3,8 +3,8 @@
 The skeleton is ``model.onnx`` with each code tensor's ``raw_data`` cut out, and each tensor's
 entry says where its bytes go (``at``, ``raw_length``). ``check`` bounds every size the header
 declares against the package's length and against each other before anything is allocated;
-the caller then gives an output buffer of ``size`` bytes (and the output file, which each
-piece is written to once checked) and ``fill`` decodes every chunk of every tensor straight
+the caller then gives an output of ``size`` bytes (memory, or a shared mapping of the output
+file, ``qpack.unpack_file``'s) and ``fill`` decodes every chunk of every tensor straight
 into its place on a pool of threads, ``BATCH_CHUNKS`` chunks a task (decoded together by
 ``rans_batch``; 4-bit tensors straight into their nibbles, two codes a byte),
 copies the skeleton into the gaps, and hashes each 16 MiB piece as soon as all its bytes are
