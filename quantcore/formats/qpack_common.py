@@ -33,7 +33,7 @@ TRAILER_MAGIC = b"QIDX"
 # quarter of an unpack's CPU time.
 PIECE_HASHES: dict[int, tuple[str, Callable[[Any], str]]] = {
     3: ("piece_sha256", lambda data: hashlib.sha256(data).hexdigest()),
-    4: ("piece_xxh3_128", lambda data: xxhash.xxh3_128_hexdigest(data)),
+    4: ("piece_xxh3_128", xxhash.xxh3_128_hexdigest),
 }
 FOUR_BIT = frozenset({onnx.TensorProto.INT4, onnx.TensorProto.UINT4})
 # A package restores at most this many bytes per byte of its own, or MIN_BOUND: a lying

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -70,15 +71,30 @@ def test_unpack_of_a_damaged_package_exits_2_naming_the_fault(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.qpack"]  # nothing written
 
 
-def test_unpack_past_a_file_size_limit_exits_1_and_leaves_no_file(tmp_path: Path) -> None:
-    # A write refused (here by a file size limit: EFBIG) is an error that names it, and the
-    # partial file is removed.
-    onnx.save(models.mlp(opset=21), tmp_path / "float.onnx")
+def _onnx_package(tmp_path: Path, sizes: tuple[int, ...] | None = None) -> Path:
+    """``model.qpack`` of an MLP's weights (``models.mlp``'s sizes unless given) at 8 bits."""
+    model = models.mlp(opset=21) if sizes is None else models.mlp(sizes=sizes, opset=21)
+    onnx.save(model, tmp_path / "float.onnx")
     source = load_onnx(tmp_path / "float.onnx")
     coded = {t.name: affine(source.array(t.name), 8) for t in source.tensors
              if t.role == "weight"}  # fmt: skip
     package = tmp_path / "model.qpack"
     package.write_bytes(pack(rewrite(source, coded), coded, fmt=ModelFormat.ONNX).data)
+    return package
+
+
+def _unpack(package: Path, out: Path, **options: Any) -> subprocess.CompletedProcess[str]:
+    """``quantserve unpack`` in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli.main", "unpack", str(package), "--out", str(out)],
+        capture_output=True, text=True, timeout=120, check=False, **options,
+    )  # fmt: skip
+
+
+def test_unpack_past_a_file_size_limit_exits_1_and_leaves_no_file(tmp_path: Path) -> None:
+    # A write refused (here by a file size limit: EFBIG) is an error that names it, and the
+    # partial file is removed.
+    package = _onnx_package(tmp_path)
     out = tmp_path / "out" / "model.onnx"
     out.parent.mkdir()
 
@@ -86,20 +102,13 @@ def test_unpack_past_a_file_size_limit_exits_1_and_leaves_no_file(tmp_path: Path
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
         resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
 
-    run = subprocess.run(
-        [sys.executable, "-m", "service.cli.main", "unpack", str(package), "--out", str(out)],
-        capture_output=True, text=True, preexec_fn=limited, timeout=120, check=False,
-    )  # fmt: skip
+    run = _unpack(package, out, preexec_fn=limited)
     assert run.returncode == 1, run.stderr
     assert "cannot write the restored model" in run.stderr and "Traceback" not in run.stderr
     assert list(out.parent.iterdir()) == []
-    run = subprocess.run(
-        [sys.executable, "-m", "service.cli.main", "unpack", str(package), "--out", str(out)],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    run = _unpack(package, out)
     assert run.returncode == 0, run.stderr
     assert out.stat().st_size > 1024  # the limit was below the model
-
 
 
 def test_unpack_onto_a_full_disk_exits_1_where_a_mapping_would_die(tmp_path: Path) -> None:
@@ -110,12 +119,7 @@ def test_unpack_onto_a_full_disk_exits_1_where_a_mapping_would_die(tmp_path: Pat
         ["unshare", "--mount", "true"], capture_output=True, check=False
     ).returncode:
         pytest.skip("needs a mount namespace (unshare --mount) to make a small filesystem")
-    onnx.save(models.mlp(sizes=(256, 256, 10), opset=21), tmp_path / "float.onnx")
-    source = load_onnx(tmp_path / "float.onnx")
-    coded = {t.name: affine(source.array(t.name), 8) for t in source.tensors
-             if t.role == "weight"}  # fmt: skip
-    package = tmp_path / "model.qpack"
-    package.write_bytes(pack(rewrite(source, coded), coded, fmt=ModelFormat.ONNX).data)
+    package = _onnx_package(tmp_path, (256, 256, 10))
     small = tmp_path / "small"
     small.mkdir()
     script = (
