@@ -307,20 +307,3 @@ def sort_small_range(values, bound):
             counts[d] += 1
         src = target
     return out
-
-
-@_jit
-def copy_across(src, dst):
-    """``dst[...] = src`` for 2-D arrays of one shape whose first axis is the one contiguous
-    in memory in one of them (a block of channels of a weight whose channels run across its
-    rows, and its contiguous copy): the first axis innermost, so that the strided side is
-    walked a row at a time. NumPy's copy walks it a column at a time, one page a weight:
-    7.6 ns a weight for a 64 × 4096 block of a 4096 × 4096 matrix."""
-    rows, cols = np.uintp(src.shape[0]), np.uintp(src.shape[1])
-    i = np.uintp(0)
-    while i < cols:  # unsigned indices: no negative-index test on each access
-        c = np.uintp(0)
-        while c < rows:
-            dst[c, i] = src[c, i]
-            c += np.uintp(1)
-        i += np.uintp(1)

@@ -131,6 +131,17 @@ class _Affine:
                        offset=self.offset[c])  # fmt: skip
 
 
+def _per_row(values: np.ndarray, dtype: np.dtype, rows: int) -> np.ndarray:
+    """One value a row, read only: the caller's array where it already is that (broadcast_to
+    and a copy cost 5% of a layer job's 64 chunks)."""
+    flat = np.asarray(values, dtype).reshape(-1)
+    if flat.size == rows:
+        return np.ascontiguousarray(flat)
+    if flat.size == 1:
+        return np.full(rows, flat[0], dtype)
+    return np.ascontiguousarray(np.broadcast_to(flat, (rows,)))  # raises: no fit
+
+
 class _Kernel:
     """Chunk buffers and the running sums of one tensor (mutable, private to a call)."""
 
@@ -159,26 +170,40 @@ class _Kernel:
         from quantcore.quantizers.kernels import stream_chunk
 
         rows = 1 if w.ndim == 1 else w.shape[0]
-
-        def per_row(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-            # One value a row, read only: the caller's array where it already is that
-            # (broadcast_to and a copy cost 5% of a layer job's 64 chunks).
-            flat = np.asarray(values, dtype).reshape(-1)
-            if flat.size == rows:
-                return np.ascontiguousarray(flat)
-            if flat.size == 1:
-                return np.full(rows, flat[0], dtype)
-            return np.ascontiguousarray(np.broadcast_to(flat, (rows,)))  # raises: no fit
-
         shape2 = (rows, w.size // max(rows, 1))
         self.inside += int(stream_chunk(  # type: ignore[call-arg]
-            read_only(w.reshape(shape2)), per_row(p.gain, self.compute),
-            per_row(p.shift, self.compute),
-            per_row(p.scale, np.dtype(np.float32)), per_row(p.offset, np.dtype(np.float32)),
+            read_only(w.reshape(shape2)), _per_row(p.gain, self.compute, rows),
+            _per_row(p.shift, self.compute, rows),
+            _per_row(p.scale, np.dtype(np.float32), rows),
+            _per_row(p.offset, np.dtype(np.float32), rows),
             *args.values, codes.reshape(shape2), deq.reshape(shape2), err.reshape(shape2),
             self.counts,
         ))  # fmt: skip
         self.noise += _sum_squares(err.reshape(-1))
+
+    def across(
+        self, w: np.ndarray, codes: np.ndarray, deq: np.ndarray, lo: int, hi: int, block: int,
+        p: _Affine, err: np.ndarray,
+    ) -> None:
+        """Channels ``lo:hi`` of ``w`` (rows × channels) into ``codes`` and ``deq`` (its
+        shape) in one compiled pass (``_channels_across``), the noise summed a block of
+        ``block`` channels at a time as ``chunk`` sums it; ``err``: scratch."""
+        from quantcore.quantizers.across_kernels import stream_across
+        from quantcore.quantizers.kernel_args import read_only
+
+        assert self.compiled is not None
+        part = p.rows(lo, hi)
+        width, per = hi - lo, w.shape[0]
+        errors = err[: width * per].reshape(width, per)
+        self.inside += int(stream_across(  # type: ignore[call-arg]
+            read_only(w), lo, _per_row(part.gain, self.compute, width),
+            _per_row(part.shift, self.compute, width),
+            _per_row(part.scale, np.dtype(np.float32), width),
+            _per_row(part.offset, np.dtype(np.float32), width),
+            *self.compiled.values, codes, deq, errors, self.counts,
+        ))  # fmt: skip
+        for b in range(0, width, block):
+            self.noise += _sum_squares(errors[b : b + block].reshape(-1))
 
     @staticmethod
     def _view(buf: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -239,6 +264,9 @@ def _channels(
             deq_view[c] = channel_deq.reshape(deq_view[c].shape)
         return
     block = max(1, CHUNK // max(per, 1))
+    if view.ndim == 2 and _across(view[:block], kernel):
+        _channels_across(kernel, weights, codes, deq, block, p)
+        return
     # Channels on the first axis of C-ordered outputs: each block's rows are written in place
     # (copying them from a block buffer was an eighth of a channel job).
     direct = axis == 0 and codes.flags.c_contiguous and deq.flags.c_contiguous
@@ -249,24 +277,6 @@ def _channels(
             kernel.chunk(rows, codes[lo:hi].reshape(rows.shape), deq[lo:hi].reshape(rows.shape),
                          p.rows(lo, hi))  # fmt: skip
             continue
-        if _across(view, rows, kernel):
-            # Channels across the rows (a MatMul's output axis), copied to rows and back a
-            # row of the weight at a time, into rows padded off a power of two (else each
-            # row's next weight maps to the same cache set). Read in place, each channel's
-            # weights sat a row apart, a page each (4096 × 4096 at 8 bits: 14 ns a weight in
-            # the kernel against 1). The same values, so the same results.
-            from quantcore.quantizers.kernels import copy_across
-
-            shape = (rows.shape[0], rows.shape[1] + _PAD)
-            part = slice(0, rows.shape[1])
-            copied = np.empty(shape, rows.dtype)[:, part]
-            block_codes = np.empty(shape, codes.dtype)[:, part]
-            block_deq = np.empty(shape, np.float32)[:, part]
-            copy_across(rows, copied)
-            kernel.chunk(copied, block_codes, block_deq, p.rows(lo, hi))
-            copy_across(block_codes, code_view[lo:hi])
-            copy_across(block_deq, deq_view[lo:hi])
-            continue
         block_codes = np.empty(rows.shape, codes.dtype)
         block_deq = np.empty(rows.shape, np.float32)
         kernel.chunk(rows, block_codes, block_deq, p.rows(lo, hi))
@@ -274,15 +284,35 @@ def _channels(
         deq_view[lo:hi] = block_deq.reshape(deq_view[lo:hi].shape)
 
 
-_PAD = 16  # elements past each row of a copied block of channels (``_channels``)
+# Channels across the rows: blocks of them a kernel call, up to this many channels (a row's
+# run of each is then several cache lines long) and errors of up to this many chunks.
+_ACROSS_WIDTH = 512
+_ACROSS_CHUNKS = 8
 
 
-def _across(view: np.ndarray, rows: np.ndarray, kernel: _Kernel) -> bool:
-    """Whether ``rows``, a block of channels of the 2-D ``view``, has its channels on its
-    contiguous axis (``copy_across`` serves it: 2-D, so that the codes' and values' views of
-    the block have its shape; the compiled path only, and not float16, which numba does not
+def _channels_across(
+    kernel: _Kernel, weights: np.ndarray, codes: np.ndarray, deq: np.ndarray, block: int,
+    p: _Affine,
+) -> None:
+    """Channels across the rows of a 2-D weight (a MatMul's output axis), read and written
+    where they lie (``across_kernels``), several of ``_channels``' blocks a call: the same
+    blocks, so the same sums. Read as ``_channels`` reads a block's rows, each channel's
+    weights sat a row apart, a page each (4096 × 4096 at 8 bits: 14 ns a weight against 1);
+    copied to rows and back, the copies were half the job."""
+    per, channels = weights.shape
+    weights = np.ascontiguousarray(weights)  # the kernel reads it flat (a copy: rarely)
+    group = max(1, min(-(-_ACROSS_WIDTH // block), _ACROSS_CHUNKS * CHUNK // (block * per)))
+    err = np.empty(group * block * per, kernel.compute)
+    for lo in range(0, channels, group * block):
+        hi = min(lo + group * block, channels)
+        kernel.across(weights, codes, deq, lo, hi, block, p, err)
+
+
+def _across(rows: np.ndarray, kernel: _Kernel) -> bool:
+    """Whether ``rows``, the first block of channels of a 2-D weight, has its channels on its
+    contiguous axis (the compiled path only, and not float16, which numba does not
     compile)."""
-    return (kernel.compiled is not None and view.ndim == 2
+    return (kernel.compiled is not None
             and rows.dtype in (np.float32, np.float64) and rows.shape[1] > 1
             and rows.strides[0] == rows.itemsize and rows.strides[1] > rows.itemsize)  # fmt: skip
 

@@ -113,6 +113,25 @@ def test_large_channels_take_the_chunked_path(monkeypatch: pytest.MonkeyPatch) -
     assert fast.report == ref.report
 
 
+@pytest.mark.parametrize("spec", [QuantizerSpec(bits=4), QuantizerSpec(bits=8),
+                                  QuantizerSpec(method=Method.MULAW, bits=8)],
+                         ids=lambda s: f"{s.method.value}{s.bits}")  # fmt: skip
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_channels_across_rows_in_many_blocks_match_numpy(
+    monkeypatch: pytest.MonkeyPatch, spec: QuantizerSpec, dtype: type
+) -> None:
+    """Blocks of 7 channels of 37 rows (a ragged tile of 16 rows), 4 blocks a kernel call and
+    a ragged last call: each block's noise is summed on its own, as the reference sums it."""
+    monkeypatch.setattr(stream, "CHUNK", 37 * 7)
+    w = np.ascontiguousarray(heavy((203, 37), seed=4).T).astype(dtype)
+    req = TensorRequest(name="w", weights=w, quantizer=spec, channel_axis=1)
+    fast, ref = both(monkeypatch, stream, lambda: quantize_tensors([req], Granularity.CHANNEL)[0])
+    assert np.array_equal(fast.quantized.codes, ref.quantized.codes)
+    assert np.array_equal(bits_of(fast.quantized.dequantized), bits_of(ref.quantized.dequantized))
+    assert np.array_equal(fast.counts, ref.counts)
+    assert fast.report == ref.report
+
+
 @pytest.mark.parametrize("spec", [QuantizerSpec(bits=8), QuantizerSpec(bits=4, support=Support.MSE),
                                   QuantizerSpec(method=Method.MULAW, bits=4),
                                   QuantizerSpec(method=Method.FLOAT)],

@@ -1,0 +1,96 @@
+"""Compiled chunk kernel for channels across the rows (a MatMul weight's output axis).
+
+``stream_chunk`` (``kernels``) takes a block of channels as rows; a weight whose channels
+run across its rows had to be copied to that layout and its codes and values copied back,
+three strided passes that took half of such a job. This kernel walks the weight as it lies,
+a row at a time (each row holds one weight of every channel of the block), and writes codes
+and values in place. Per weight it makes the very operations of ``stream_chunk`` with the
+channel's own ``gain/shift/scale/offset``, so codes, values, counts and the share within the
+support are its bits. Only the errors are laid out channel by channel (``err[c, k]``, the
+layout ``stream_chunk`` leaves them in), through a tile of 16 rows written out 64 bytes a
+channel: the caller sums each block's squares with ``np.dot`` in the reference's order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from quantcore.quantizers.kernels import (
+    _count_into,
+    _count_pairs,
+    _jit,
+    _lowest_code,
+    _merge_counts,
+    _merge_pairs,
+    encode_values,
+)
+
+TILE = 16  # rows a tile: 64 bytes of float32 errors a channel, a cache line
+
+
+@_jit
+def stream_across(w, lo, gain, shift, scale, offset, kind, limit, ratio, max_index, edge,
+                  signbit, edges, table, lut, levels, mask, codes, deq, err, counts):
+    """Channels ``lo:lo + gain.size`` of ``w`` (rows × channels, C-ordered: a channel's
+    weights a row apart) into ``codes`` and ``deq`` (C-ordered, the shape of ``w``) and the
+    errors into ``err`` (channels × rows); adds to ``counts``; returns the weights with
+    float32 ``|t| ≤ edge``.
+
+    The arrays are read flat with unsigned indices: indexed in two dimensions, or through a
+    row's slice, the loops did not vectorise (2× the time)."""
+    rows = w.shape[0]
+    stride = np.uintp(w.shape[1])
+    width = np.uintp(gain.size)
+    start = np.uintp(lo)
+    flat_w, flat_codes = w.reshape(-1), codes.reshape(-1)
+    flat_deq, flat_err = deq.reshape(-1), err.reshape(-1)
+    err_stride = np.uintp(err.shape[1])
+    affine = levels.size == 0
+    inside = 0
+    lowest, nibbles = _lowest_code(kind, limit, max_index)
+    part = np.zeros((4, 256 if nibbles else counts.size), np.int64)
+    single = np.zeros(16, np.int64)
+    # A tile of rows at a time: ``t``, its codes and its errors, one encoder call a tile.
+    t = np.empty(TILE * gain.size, err.dtype)
+    tile_codes = np.empty(TILE * gain.size, codes.dtype)
+    tile = np.empty(TILE * gain.size, err.dtype)
+    for k0 in range(0, rows, TILE):
+        span = min(TILE, rows - k0)
+        for j in range(span):
+            at, row = np.uintp(j) * width, np.uintp(k0 + j) * stride + start
+            for i in range(width):
+                v = flat_w[row + i] * gain[i] + shift[i]
+                t[at + i] = v
+                inside += np.float32(abs(v)) <= edge
+        n = span * gain.size
+        encode_values(t[:n], tile_codes[:n], kind, limit, ratio, max_index, signbit, edges,
+                      table, lut)  # fmt: skip
+        for j in range(span):
+            at, row = np.uintp(j) * width, np.uintp(k0 + j) * stride + start
+            if affine:
+                for i in range(width):
+                    c = tile_codes[at + i]
+                    v = np.float32(c) * scale[i] + offset[i]
+                    flat_codes[row + i] = c
+                    flat_deq[row + i] = v
+                    tile[at + i] = flat_w[row + i] - v
+            else:
+                for i in range(width):
+                    c = tile_codes[at + i]
+                    v = levels[c] * scale[i] + offset[i]
+                    flat_codes[row + i] = c
+                    flat_deq[row + i] = v
+                    tile[at + i] = flat_w[row + i] - v
+        if nibbles:
+            _count_pairs(tile_codes[:n], part, single)
+        else:
+            _count_into(tile_codes[:n], part, mask)
+        for i in range(width):  # the tile's errors out a channel at a time
+            out = i * err_stride + np.uintp(k0)
+            for j in range(np.uintp(span)):
+                flat_err[out + j] = tile[j * width + i]
+    if nibbles:
+        _merge_pairs(part, single, lowest, mask, counts)
+    else:
+        _merge_counts(part, counts)
+    return inside
