@@ -117,13 +117,17 @@ def test_large_channels_take_the_chunked_path(monkeypatch: pytest.MonkeyPatch) -
                                   QuantizerSpec(method=Method.MULAW, bits=8)],
                          ids=lambda s: f"{s.method.value}{s.bits}")  # fmt: skip
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("every_other_row", [False, True])
 def test_channels_across_rows_in_many_blocks_match_numpy(
-    monkeypatch: pytest.MonkeyPatch, spec: QuantizerSpec, dtype: type
+    monkeypatch: pytest.MonkeyPatch, spec: QuantizerSpec, dtype: type, every_other_row: bool
 ) -> None:
     """Blocks of 7 channels of 37 rows (a ragged tile of 16 rows), 4 blocks a kernel call and
-    a ragged last call: each block's noise is summed on its own, as the reference sums it."""
+    a ragged last call: each block's noise is summed on its own, as the reference sums it.
+    Rows a view takes every other of are read as well (the kernel reads a C-ordered copy)."""
     monkeypatch.setattr(stream, "CHUNK", 37 * 7)
-    w = np.ascontiguousarray(heavy((203, 37), seed=4).T).astype(dtype)
+    w = np.ascontiguousarray(heavy((203, 74 if every_other_row else 37), seed=4).T, dtype)
+    w = w[::2] if every_other_row else w
+    assert w.flags.c_contiguous != every_other_row
     req = TensorRequest(name="w", weights=w, quantizer=spec, channel_axis=1)
     fast, ref = both(monkeypatch, stream, lambda: quantize_tensors([req], Granularity.CHANNEL)[0])
     assert np.array_equal(fast.quantized.codes, ref.quantized.codes)
