@@ -18,9 +18,9 @@ precise.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from quantcore.coding.trellis_kernels import _index, _level
+from quantcore.jit import njit
 
 CLASSES = 16  # magnitude classes: bit_length(|d|) - 1, 0..15
 NEAR = 5  # the previous magnitude's bit length, capped: the class flags' second index

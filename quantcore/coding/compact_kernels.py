@@ -6,10 +6,10 @@ small trellis tensor's decoding time."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from quantcore.coding.adaptive_kernels import decode as decode_values
 from quantcore.coding.trellis_kernels import compact_rows, compact_symbols
+from quantcore.jit import njit
 
 VALUES_CORRUPT, SYMBOLS_CORRUPT, ROW_CORRUPT = 1, 2, 3
 

@@ -14,7 +14,6 @@ is ``rans_kernels``'s.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from quantcore.coding.rans_kernels import (
     _L,
@@ -27,6 +26,7 @@ from quantcore.coding.rans_kernels import (
     _mulhi,
     flush_states,
 )
+from quantcore.jit import njit
 
 LANES = 8
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")

@@ -14,7 +14,6 @@ length taking the place of the previous code's.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from quantcore.coding.adaptive_kernels import (
     CLASSES,
@@ -30,6 +29,7 @@ from quantcore.coding.adaptive_kernels import (
     _sign_and_length,
 )
 from quantcore.coding.trellis_kernels import _index, _level
+from quantcore.jit import njit
 
 GAP_CLASSES = 32  # bit_length(g + 1) - 1 for a gap below 2^32
 GAP_NEAR = 8  # the previous gap's class, capped: the gap class flags' second index

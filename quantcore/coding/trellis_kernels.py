@@ -20,10 +20,10 @@ its own: both read from tables per context and slot.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from quantcore.coding.context_kernels import LANES, _put, _segment, add_context_counts
 from quantcore.coding.rans_kernels import _L, _32, flush_states
+from quantcore.jit import njit
 
 FOUR_STATES = (
     np.array([[0, 2], [2, 0], [1, 3], [3, 1]], np.int64),

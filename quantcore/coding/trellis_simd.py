@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -42,6 +42,7 @@ from quantcore.coding.rans_simd import (
     renormalised,
 )
 from quantcore.coding.trellis_kernels import FIELDS, decode_rest, first_lanes, mirror_from
+from quantcore.jit import njit
 
 GROUP = 2  # chunks advanced together: with 4, their registers spill and it is no faster
 # Per chunk: precision, the magnitude classes' cap, code_min, whether the stream is mirrored,

@@ -12,7 +12,8 @@ element (no contraction into fused multiply-adds), so codes and errors agree bit
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from quantcore.jit import njit
 
 # Rows per tile: a tile of the block (``TILE_ROWS`` x 128 float64, 256 kB) stays in the
 # core's cache while its columns are rounded and pushed into each other; the whole block

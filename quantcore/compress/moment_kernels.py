@@ -15,8 +15,8 @@ kernel against the reference once a process and keeps the reference where they d
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from quantcore.jit import njit
 from quantcore.quantizers.block_kernels import _pairwise_leaf
 
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic
 
 from quantcore.coding import trellis_coder
@@ -33,6 +33,7 @@ from quantcore.coding import trellis_coder
 # A level's index and an index's level are the package coder's (one definition for both).
 from quantcore.coding.trellis_kernels import _index as index
 from quantcore.coding.trellis_kernels import _level as level
+from quantcore.jit import njit
 
 _INF = 1e300
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")

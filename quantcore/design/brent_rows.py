@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from quantcore.jit import njit
 
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 

@@ -15,8 +15,8 @@ the same precision, so codes, scales, errors and counts agree bit for bit.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from quantcore.jit import njit
 from quantcore.quantizers.kernels import encode_values
 
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")

@@ -22,9 +22,10 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic
 
+from quantcore.jit import njit
 from quantcore.quantizers.breakpoints import BUCKETS
 from quantcore.quantizers.kernel_args import DEADZONE_INDEX, MIDRISE, SIGNED_DEADZONE, TABLE
 

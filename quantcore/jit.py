@@ -1,0 +1,65 @@
+"""numba's ``njit``, with its start-up trimmed: the kernel modules import it from here.
+
+numba sets up its CPU target at a process's first compiled call (or first load from its
+cache). That set-up imports ``numba.np.arraymath``, which checks for a BLAS by importing
+``scipy.linalg.cython_blas``, and so runs the ``scipy.linalg`` package's ``__init__`` (every
+decomposition, ``scipy._lib``'s array API): 0.2 s of a 0.35-0.5 s set-up, in every CLI process
+and every worker, though no kernel here calls a BLAS. So the extension module is loaded here
+under its own name, without its package's ``__init__``: numba's check finds it in
+``sys.modules``, and a kernel that did call a BLAS would get the same function pointers from
+it. Where SciPy is absent, laid out otherwise or already imported, nothing is done.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import sys
+from pathlib import Path
+
+from numba import njit
+
+__all__ = ["njit"]
+
+BLAS_MODULE = "scipy.linalg.cython_blas"
+
+
+def _blas_extension() -> Path | None:
+    """The file of SciPy's ``cython_blas`` extension module, found without importing SciPy."""
+    try:
+        spec = importlib.util.find_spec("scipy")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "linalg"
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = folder / f"cython_blas{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def preload_blas() -> bool:
+    """Load ``scipy.linalg.cython_blas`` alone (module docstring); whether it is loaded now.
+    Runs once, as this module is imported (under its import lock)."""
+    if BLAS_MODULE in sys.modules or "scipy.linalg" in sys.modules:
+        return BLAS_MODULE in sys.modules
+    path = _blas_extension()
+    if path is None:
+        return False
+    loader = importlib.machinery.ExtensionFileLoader(BLAS_MODULE, str(path))
+    spec = importlib.util.spec_from_file_location(BLAS_MODULE, path, loader=loader)
+    if spec is None:
+        return False
+    try:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[BLAS_MODULE] = module
+        loader.exec_module(module)
+    except Exception:
+        sys.modules.pop(BLAS_MODULE, None)
+        return False
+    return True
+
+
+preload_blas()
