@@ -49,7 +49,6 @@ from quantcore.formats.onnx_writer import (
 from quantcore.formats.qpack import Package, encode_body, pack
 from quantcore.formats.roles import Selection, Skipped, select_weights
 from quantcore.formats.weights_io import WeightsModel
-from quantcore.quantizers import blas_probe
 from quantcore.quantizers.codes import Decoder, FloatArray, IntArray, decode
 from quantcore.spec import Granularity, QuantSpec
 
@@ -200,7 +199,6 @@ def quantize_model(
     package section to disk and keeps neither in memory).
     """
     start = time.perf_counter()
-    blas_probe.load()  # before the first kernel is called or loaded (see blas_probe)
     selection = select_tensors(model, spec)
     sizes = {t.name: t.size for t in model.tensors}
     total = max(sum(sizes[n] for n in selection.quantize), 1)
