@@ -94,13 +94,15 @@ class OnnxModel:
         self.sources: dict[str, TensorSource] = {}
         self.tensors = tuple(self._find_tensors())
 
-    def array(self, name: str) -> np.ndarray:
-        """The values of tensor ``name`` in their stored dtype (external data read safely)."""
-        return self.values(self.sources[name].tensor)
+    def array(self, name: str, *, aligned: bool = True) -> np.ndarray:
+        """The values of tensor ``name`` in their stored dtype (external data read safely);
+        ``aligned=False``: where the file holds them off their item size, a view of them
+        there rather than an aligned copy (for a reader that takes a sample)."""
+        return self.values(self.sources[name].tensor, aligned=aligned)
 
-    def values(self, tensor: onnx.TensorProto) -> np.ndarray:
+    def values(self, tensor: onnx.TensorProto, *, aligned: bool = True) -> np.ndarray:
         """The values of a tensor of this model's graphs."""
-        return tensor_array(tensor, self.path.parent, self.model_file)
+        return tensor_array(tensor, self.path.parent, self.model_file, aligned=aligned)
 
     def stored_bytes(self, tensor: onnx.TensorProto) -> np.ndarray:
         """The bytes of an external tensor (or one read in place), as ``raw_data`` holds them."""
@@ -195,10 +197,12 @@ def subgraph_path(
 
 
 def tensor_array(
-    tensor: onnx.TensorProto, base_dir: Path, model_file: ModelFile | None = None
+    tensor: onnx.TensorProto, base_dir: Path, model_file: ModelFile | None = None, *,
+    aligned: bool = True,
 ) -> np.ndarray:
     """A tensor's values; external data is read from a validated path under ``base_dir``, or
-    from ``model_file`` where it names the model itself."""
+    from ``model_file`` where it names the model itself. Bytes that lie off their item size
+    (most of a protobuf's ``raw_data``) are copied unless ``aligned`` is False."""
     shape = tuple(int(d) for d in tensor.dims)
     if is_external(tensor):
         raw = read_external(tensor, base_dir, tensor_nbytes(tensor), model_file)
@@ -207,7 +211,7 @@ def tensor_array(
         values = raw.view(np_dtype(tensor.data_type).newbyteorder("<")).reshape(shape)
         # Bytes at an offset that is not a multiple of the item size are copied: compiled
         # kernels take aligned arrays.
-        return values if values.flags.aligned else values.copy()
+        return values if values.flags.aligned or not aligned else values.copy()
     if tensor.HasField("raw_data") and tensor.data_type not in _FOUR_BIT:
         dtype = np_dtype(tensor.data_type).newbyteorder("<")
         return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(shape)

@@ -85,8 +85,8 @@ class WeightsModel:
             )
         self.tensors = tuple(tensors)
 
-    def array(self, name: str) -> np.ndarray:
-        return self.arrays[name]
+    def array(self, name: str, *, aligned: bool = True) -> np.ndarray:
+        return self.arrays[name]  # as the file's reader maps or reads it (aligned or not)
 
     def close(self) -> None:
         """Nothing to free: arrays are read (safetensors and stored ``.npz`` members mapped)

@@ -122,9 +122,12 @@ def _sampled_rows(
     """(original, dequantized) of every k-th slice along axis 0, flattened: all of a tensor of
     at most ``limit`` weights, else at most ``limit`` weights but never less than one slice."""
     codes = coded.codes
-    original = np.asarray(qmodel.source.array(coded.name))
+    # A view where the file holds the tensor off its item size: only the sample is copied
+    # (aligned: NumPy's arithmetic on unaligned data takes a slower, buffered path).
+    original = np.asarray(qmodel.source.array(coded.name, aligned=False))
     if codes.ndim == 0 or codes.size <= limit:
-        return original.reshape(-1), coded.dequantized().reshape(-1)
+        whole = original if original.flags.aligned else original.copy()
+        return whole.reshape(-1), coded.dequantized().reshape(-1)
     row = codes.size // codes.shape[0]
     step = max(1, math.ceil(codes.shape[0] * row / limit))
     decoder = coded.decoder

@@ -289,3 +289,34 @@ def test_series_beyond_the_palette_stay_distinguishable():
         for p in s.iter(f"{SVG}path")
     }
     assert len(looks) == 12
+
+
+def test_histograms_sample_tensors_stored_off_their_item_size(tmp_path):
+    from quantcore.compress.pipeline import load_model, quantize_model
+    from quantcore.formats.external import external_info
+    from quantcore.report.histograms import HIST_SAMPLE, _sampled_rows, model_histograms
+    from quantcore.spec import QuantSpec
+    from tests.models import mlp
+
+    spec = QuantSpec.from_dict({"bits": 4})
+    panels = []
+    offsets = set()
+    for pad in range(4):  # each character of the producer's name moves the bytes by one
+        model = mlp((16, 1200, 1000), use_matmul=True)
+        model.producer_name = "x" * pad
+        path = tmp_path / f"m{pad}.onnx"
+        onnx.save(model, path)
+        qmodel = quantize_model(load_model(path), spec)
+        tensor = qmodel.source.sources["fc1.weight"].tensor
+        offsets.add(int(external_info(tensor)["offset"]) % 4)
+        big = next(w for w in qmodel.weights if w.codes.size > HIST_SAMPLE)
+        original, _ = _sampled_rows(qmodel, big)
+        step = -(-big.codes.size // HIST_SAMPLE)
+        aligned = qmodel.source.array(big.name)  # the aligned copy the quantizer reads
+        np.testing.assert_array_equal(original, aligned.reshape(big.codes.shape)[::step].ravel())
+        panels.append(model_histograms(qmodel))
+    assert offsets == {0, 1, 2, 3}
+    for other in panels[1:]:  # the same weights, wherever their bytes lie
+        for a, b in zip(panels[0], other, strict=True):
+            np.testing.assert_array_equal(a.weights.counts, b.weights.counts)
+            np.testing.assert_array_equal(a.level_counts, b.level_counts)
