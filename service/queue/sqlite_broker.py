@@ -46,7 +46,7 @@ from sqlalchemy import Engine, Insert, event, insert, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from service.liveness import dead, me
-from service.sqlite_wal import set_wal
+from service.sqlite_wal import make_folder, set_wal
 
 # Seconds between two looks of a polling consumer for messages leased to dead processes.
 RESTORE_INTERVAL_S = 1.0
@@ -92,6 +92,9 @@ class Channel(sqlalchemy.Channel):
             client.transport_options.setdefault("connect_args", {}).setdefault(
                 "timeout", BUSY_TIMEOUT_S
             )
+            # A new broker file's folder (the defaults' ./var is made by the database, which
+            # an operator may have put elsewhere): without it the worker could never connect.
+            make_folder(str(client.hostname))
         engine: Engine = super()._engine_from_config()
         sqlite = engine.dialect.name == "sqlite"
         if sqlite:

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.errors import DatabaseUnavailableError
 from service.settings import Settings
-from service.sqlite_wal import set_wal
+from service.sqlite_wal import make_folder, set_wal
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK_ID = 0x7175616E74  # any constant shared by all replicas
@@ -78,9 +78,7 @@ def make_engine(
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:":
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        make_folder(url)
         engine = create_engine(url, connect_args={"check_same_thread": False,
                                                    "timeout": SQLITE_BUSY_TIMEOUT_S})
         event.listen(engine, "connect", _sqlite_pragmas)

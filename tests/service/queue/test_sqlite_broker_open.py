@@ -57,3 +57,15 @@ def test_every_connection_waits_for_the_write_lock_unless_told_otherwise(tmp_pat
             queue.put({"n": 1})
             queue.close()
             assert conn.transport_options["connect_args"]["timeout"] == expected
+
+
+def test_a_broker_file_in_a_folder_not_made_yet_gets_its_folder(tmp_path: Path) -> None:
+    """The defaults' ``./var`` is made by the job store; with the store elsewhere (or an
+    operator's broker path), the broker must make its own, or no worker ever connects."""
+    broker = tmp_path / "not" / "yet" / "broker.db"
+    with Connection(f"sqlite:///{broker}", transport=TRANSPORT) as conn:
+        queue = conn.SimpleQueue("jobs")
+        queue.put({"n": 1})
+        assert queue.get(timeout=5).payload == {"n": 1}
+        queue.close()
+    assert broker.is_file()
