@@ -24,6 +24,8 @@ def model_format(path: Path) -> ModelFormat:
 def load_model(path: Path, limits: InputLimits | None = None) -> Model:
     """Read the model at ``path`` by its suffix (``.onnx``, ``.safetensors``, ``.npz``); the
     sizes it declares are checked before memory is taken, against ``limits`` when given."""
+    if path.is_dir():
+        raise InvalidModelError(f"{path}: a folder, not a model file")
     fmt = model_format(path)
     if fmt is ModelFormat.ONNX:
         return load_onnx(path, limits)

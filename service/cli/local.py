@@ -21,6 +21,7 @@ from service.cli.output import (
     EXIT_USAGE,
     ProgressBar,
     error,
+    output_folder,
     print_json,
 )
 from service.cli.specs import load_spec
@@ -52,8 +53,7 @@ def job_limits() -> JobLimits:
 def cmd_quantize(args: argparse.Namespace) -> int:
     from quantcore import JobInput, JobKind, QuantError, run_job
 
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(args.out)
     job = JobInput(
         kind=JobKind(args.kind),
         model_path=Path(args.model),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 WIDTH = 30
@@ -19,6 +20,20 @@ def print_json(value: Any) -> None:
 
 def error(message: str) -> None:
     print(f"quantserve: {message}", file=sys.stderr, flush=True)
+
+
+def output_folder(path: str, option: str = "--out") -> Path:
+    """The folder ``path``, made if missing; ``ValueError`` (a usage error) naming ``option``
+    where a file is in the way or the folder cannot be made."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"{option} {path}: a file is there, not a folder") from None
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise ValueError(f"{option} {path}: cannot make the folder: {reason}") from None
+    return folder
 
 
 class ProgressBar:

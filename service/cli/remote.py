@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from service.cli.client import ApiError, Client, load_spec
-from service.cli.output import EXIT_FAILED, EXIT_OK, ProgressBar, error, print_json
+from service.cli.output import (
+    EXIT_FAILED,
+    EXIT_OK,
+    ProgressBar,
+    error,
+    output_folder,
+    print_json,
+)
 from service.settings import get_settings
 
 
@@ -118,8 +125,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    out_dir = Path(args.out or args.job)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(args.out or args.job)
     with make_client(args) as client:
         for artifact in client.artifacts(args.job):
             fetched = client.download(args.job, artifact, out_dir, presigned=args.presigned)

@@ -68,6 +68,25 @@ def test_bad_spec_argument_exits_2_with_a_message(tmp_path: Path) -> None:
     assert "--spec is not valid JSON" in done.stderr
 
 
+def test_an_out_that_is_a_file_or_a_model_that_is_a_folder_exits_2_naming_it(
+    tmp_path: Path,
+) -> None:
+    model = save_model(models.mlp((8, 6, 4)), tmp_path / "m.onnx")
+    taken = tmp_path / "taken"
+    taken.write_text("a file the caller keeps")
+    for out in (taken, taken / "below"):
+        done = quantserve("quantize", str(model), "--spec", "{}", "--out", str(out))
+        assert done.returncode == 2, done.stderr
+        assert f"--out {out}: a file is there, not a folder" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert taken.read_text() == "a file the caller keeps"
+    folder = tmp_path / "model.onnx"  # named like a model
+    folder.mkdir()
+    done = quantserve("quantize", str(folder), "--spec", "{}", "--out", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert f"invalid_model: {folder}: a folder, not a model file" in done.stderr
+
+
 def test_quantize_locally_and_through_the_service_give_the_same_artifacts(
     service_factory: Callable[[dict[str, str]], Service], tmp_path: Path
 ) -> None:
