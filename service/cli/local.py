@@ -99,6 +99,10 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     package = Path(args.package)
     try:
         out = Path(args.out) if args.out else restored_name(package)
+        if out.is_dir():  # as cp does: the restored file goes into the folder
+            out = out / restored_name(package).name
+        else:
+            output_folder(str(out.parent), f"--out {out}: its folder")
         written = unpack_file(package, out)
     except QuantError as exc:
         error(f"{exc.code}: {exc.message}")

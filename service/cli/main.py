@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("unpack", help="restore the model file from a .qpack package")
     p.add_argument("package")
-    p.add_argument("--out", help="output file (default: PACKAGE with the suffix of the "
+    p.add_argument("--out", help="output file, or an existing folder to write it into, "
+                   "its folders made if missing (default: PACKAGE with the suffix of the "
                    "package's format: .onnx, .safetensors or .npz)")
     p.set_defaults(func=cmd_unpack)
 

@@ -133,3 +133,24 @@ def test_unpack_onto_a_full_disk_exits_1_where_a_mapping_would_die(tmp_path: Pat
     assert "cannot write the restored model: cannot allocate its" in run.stderr
     assert "No space left on device" in run.stderr
     assert run.stdout.strip() == ""  # nothing left on the small disk
+
+
+def test_unpack_into_a_folder_or_a_new_path_writes_where_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    package = _onnx_package(tmp_path)
+    assert main(["unpack", str(package), "--out", str(tmp_path / "a")]) == 0  # a new file
+    expected = (tmp_path / "a").read_bytes()
+    folder = tmp_path / "restored"
+    folder.mkdir()
+    nested = tmp_path / "new" / "dir" / "m.onnx"
+    for out, path in ((folder, folder / "model.onnx"), (nested, nested)):
+        capsys.readouterr()
+        assert main(["unpack", str(package), "--out", str(out)]) == 0
+        assert json.loads(capsys.readouterr().out)["files"][0]["path"] == str(path)
+        assert path.read_bytes() == expected
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file the caller keeps")
+    assert main(["unpack", str(package), "--out", str(blocked / "m.onnx")]) == 2
+    assert "a file is there, not a folder" in capsys.readouterr().err
+    assert blocked.read_text() == "a file the caller keeps"
