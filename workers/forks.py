@@ -28,9 +28,6 @@ def _after_fork_in_child() -> None:
     global _guard
     _guard = threading.Lock()
 
-# Set in each pool process (``workers.reaper``): a pool process may exit to be replaced.
-IN_POOL_CHILD = threading.Event()
-
 
 os.register_at_fork(
     before=lambda: _guard.acquire(),
