@@ -190,6 +190,11 @@ class Settings(BaseSettings):
         "(RLIMIT_AS; 0: none). A job that runs out fails with resource_limit and the "
         "process is replaced."
     )
+    worker_warm_up: bool = Field(
+        default=True, description="Each worker pool process runs a small quantization as it "
+        "starts, on a thread of its own, so that its first job finds the kernels and "
+        "libraries loaded (a pool process's first job otherwise loads them: 0.5 s)."
+    )
     worker_stop_grace_s: float = Field(
         default=10.0, ge=0, description="serve: seconds its worker may finish running jobs "
         "when serve stops, before it is killed (a killed job runs again after a restart)."

@@ -441,4 +441,6 @@ def run_job_task(self: Task, job_id: str) -> str:
         return Outcome.FAILED.value
 
 
-import workers.reaper  # noqa: E402, F401 - the worker's signal handlers (reaper, limits)
+# The worker's signal handlers, connected in this order: the reaper and the pool processes'
+# limits, then each pool process's warm-up (run under those limits).
+from workers import reaper, warmup  # noqa: E402, F401

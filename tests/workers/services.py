@@ -226,7 +226,10 @@ class Service:
     """The API and its workers for one set of ``QUANTSERVE_*`` variables."""
 
     def __init__(self, env: Mapping[str, str], folder: Path) -> None:
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        # The pool processes' warm-up is off unless a test turns it on: each of the suite's
+        # many worker starts would spend a CPU second beside the tests' timed windows.
+        self.env = {**os.environ, "QUANTSERVE_WORKER_WARM_UP": "false", **env,
+                    "PYTHONUNBUFFERED": "1"}  # fmt: skip
         self.folder = folder
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
