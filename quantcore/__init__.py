@@ -14,7 +14,8 @@ and they use only the names below (``tests/core/test_public_face.py`` lists them
   ``unpack_file`` and ``package_format``, and ``external_locations`` (the external data files
   an ONNX model names).
 - Kernels: ``warm_kernels``, which compiles (or loads) the compiled kernels that jobs and
-  unpacks use, ahead of the first job (``quantcore.jobs.warm``).
+  unpacks use, ahead of the first job, and ``warm_up_job``, which loads a process's job path
+  with one small job (``quantcore.jobs.warm``).
 - Processes: ``keep_freed_memory`` and ``release_freed_memory``, the C allocator's settings
   for a process that runs jobs (``quantcore.allocator``), and ``idle_blas_threads``, its
   BLAS threads' (``quantcore.blas_threads``).
@@ -44,7 +45,7 @@ _EXPORTS: dict[str, str] = {
     "json_depth": "quantcore.checks",
     **dict.fromkeys(("keep_freed_memory", "release_freed_memory"), "quantcore.allocator"),
     "idle_blas_threads": "quantcore.blas_threads",
-    "warm_kernels": "quantcore.jobs.warm",
+    **dict.fromkeys(("warm_kernels", "warm_up_job"), "quantcore.jobs.warm"),
     **dict.fromkeys(("Stage", "ProgressCallback"), "quantcore.progress"),
     **dict.fromkeys(
         (
@@ -110,6 +111,7 @@ if TYPE_CHECKING:
         run_job,
         validate_job,
     )
+    from quantcore.jobs.warm import warm_kernels, warm_up_job
     from quantcore.limits import InputLimits, JobLimits
     from quantcore.progress import ProgressCallback, Stage
     from quantcore.spec import (

@@ -4,10 +4,11 @@ A new pool process has imported the worker's modules but not the job's: numba's 
 compiled kernels (from their on-disk cache), onnx and onnxruntime are loaded by the first job
 that needs them, which took 1.1 s where the next ones took 0.6 (minilm-l3 at 8 bits, embedded
 shape, a Zen 5). So as it starts (``worker_process_init``, after ``workers.reaper`` has set the
-process's memory limit) each pool process runs the default job on ``quantcore``'s small warm-up
-model, on a daemon thread in a job folder of its own (``workers.temp``: swept if the process
-dies). A job that arrives meanwhile waits only for what it needs (numba compiles or loads one
-kernel at a time, under its lock). Off with ``QUANTSERVE_WORKER_WARM_UP=false``.
+process's memory limit) each pool process runs the default job on the core's small warm-up
+model (``quantcore.warm_up_job``), on a daemon thread, in a job folder of its own
+(``workers.temp``: swept if the process dies). A job that arrives meanwhile waits only for
+what it needs (numba compiles or loads one kernel at a time, under its lock). Off with
+``QUANTSERVE_WORKER_WARM_UP=false``.
 
 Pool processes do not fork, so the thread's locks cannot be copied half-held into a child;
 the worker's main process, which forks them, never runs it.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 from celery import signals
@@ -27,22 +27,15 @@ from workers.temp import job_folder
 
 log = logging.getLogger("quantserve.worker")
 
-WARM_UP_SPEC: dict[str, Any] = {"bits": 8}  # the default job's path: groups, coders, fidelity
 WARM_UP_NAME = "warm-up"  # in the job folder's name, where a job's id would be
 
 
 def warm_up() -> float:
-    """Run the warm-up job; returns its seconds."""
-    from quantcore import JobInput, JobKind, run_job
-    from quantcore.jobs.warm import warm_model
+    """Run the warm-up job (``quantcore.warm_up_job``) in a job folder; returns its seconds."""
+    from quantcore import warm_up_job
 
-    started = time.perf_counter()
     with job_folder(WARM_UP_NAME) as folder:
-        model = folder / "warm.onnx"
-        model.write_bytes(warm_model())
-        run_job(JobInput(kind=JobKind.QUANTIZE, model_path=model, spec=WARM_UP_SPEC),
-                folder / "out")  # fmt: skip
-    return time.perf_counter() - started
+        return warm_up_job(folder)
 
 
 def _run() -> None:

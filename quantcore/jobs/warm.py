@@ -33,6 +33,9 @@ WARM_SPECS: tuple[dict[str, Any], ...] = (
     {"target": {"weight_sqnr_db": 24.0}, "rdoq": "auto"},
     {"target": {"weight_sqnr_db": 48.0}, "rdoq": "auto"},  # codes wider than 8 bits
 )
+# The job ``warm_up_job`` runs: the default one (groups, the package's coders, the fidelity
+# check's onnxruntime session).
+WARM_UP_SPEC: dict[str, Any] = {"bits": 8}
 # A model of token ids is calibrated on synthetic tokens at 4 bits and under (GPTQ).
 TOKEN_SPECS: tuple[dict[str, Any], ...] = ({"bits": 4},)
 
@@ -67,6 +70,22 @@ def warm_kernels(work_dir: Path | None = None) -> list[WarmRun]:
             unpack_file(out / "model.qpack", root / f"restored{k}.onnx")
             runs.append(WarmRun(model=name, spec=spec, seconds=time.perf_counter() - started))
     return runs
+
+
+def warm_up_job(folder: Path) -> float:
+    """Run the default job once on ``warm_model`` in ``folder`` (files left there for the
+    caller to remove); returns its seconds. A process that will run jobs calls it to load
+    the job path (numba's target and the default path's kernels, onnx, onnxruntime) before
+    its first job, which otherwise pays for that loading (a worker's pool processes:
+    ``workers.warmup``)."""
+    from quantcore.jobs.base import JobInput, JobKind
+    from quantcore.jobs.run import run_job
+
+    started = time.perf_counter()
+    model = folder / "warm.onnx"
+    model.write_bytes(warm_model())
+    run_job(JobInput(kind=JobKind.QUANTIZE, model_path=model, spec=WARM_UP_SPEC), folder / "out")
+    return time.perf_counter() - started
 
 
 def warm_model(seed: int = 0) -> bytes:

@@ -20,7 +20,7 @@ EXPORTED = [
     "inspect_dataset",
     "inspect_model", "json_depth", "keep_freed_memory", "package_format",
     "release_freed_memory", "run_job", "unpack", "unpack_file", "validate_job",
-    "warm_kernels",
+    "warm_kernels", "warm_up_job",
 ]  # fmt: skip
 
 
