@@ -36,9 +36,15 @@ class _Uploads:
         self.ids: dict[tuple[str, Path], str] = {}
 
     def resolve(self, what: str, ref: str) -> str:
-        """The id for ``ref``: an existing file is uploaded, anything else is an id."""
+        """The id for ``ref``: an existing file is uploaded; a path that is not a file (a
+        folder, or a name with a folder or a suffix, which the service's ids never have) is a
+        ``ValueError`` naming it; anything else is an id."""
         path = Path(ref)
         if not path.is_file():
+            if path.exists():
+                raise ValueError(f"{what} {ref}: a folder, not a file")
+            if path.suffix or len(path.parts) > 1:
+                raise ValueError(f"{what} {ref}: no such file")
             return ref
         key = (what, path.resolve())
         if key not in self.ids:

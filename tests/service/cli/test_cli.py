@@ -19,7 +19,7 @@ import pytest
 from tests import models
 from tests.workers.conftest import embedded_env
 from tests.workers.flow import save_model
-from tests.workers.services import ROOT, Service
+from tests.workers.services import ROOT, Service, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -85,6 +85,26 @@ def test_an_out_that_is_a_file_or_a_model_that_is_a_folder_exits_2_naming_it(
     done = quantserve("quantize", str(folder), "--spec", "{}", "--out", str(tmp_path / "o"))
     assert done.returncode == 2
     assert f"invalid_model: {folder}: a folder, not a model file" in done.stderr
+
+
+def test_submit_and_batch_name_a_model_path_that_is_not_a_file(tmp_path: Path) -> None:
+    """Said before any request (no service listens at the URL): a folder, or a missing path
+    (it has a suffix or a folder, which ids never have), is not sent as a model id."""
+    folder = tmp_path / "model.onnx"
+    folder.mkdir()
+    missing = tmp_path / "gone.onnx"
+    nowhere = {"QUANTSERVE_URL": f"http://127.0.0.1:{free_port()}"}
+    for ref, said in ((folder, "a folder, not a file"), (missing, "no such file")):
+        done = quantserve("submit", str(ref), "--spec", "{}", env=nowhere)
+        assert done.returncode == 2, done.stderr
+        assert f"model {ref}: {said}" in done.stderr
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(f'{{"model": "{folder}"}}\n{{"model": "{missing}"}}\n')
+    done = quantserve("batch", str(jobs), env=nowhere)
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["error"]["message"] for line in lines] == [
+        f"model {folder}: a folder, not a file", f"model {missing}: no such file"]
+    assert done.returncode == 1
 
 
 def test_quantize_locally_and_through_the_service_give_the_same_artifacts(
