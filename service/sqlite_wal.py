@@ -4,7 +4,6 @@ A SQLite URL may name a file in a folder that does not exist yet (the defaults' 
 an operator's path): SQLite will not make it, and its "unable to open database file" names no
 path, so ``make_folder`` creates it before the first connection.
 
-
 On a new, empty file ``PRAGMA journal_mode=WAL`` is only recorded: the file is switched by the
 connection's first write. A second connection asking for the switch while the first holds its
 write lock in rollback mode is answered "database is locked" at once, without SQLite's busy

@@ -51,4 +51,3 @@ def _run() -> None:
 def _start_warm_up(**_: Any) -> None:
     if get_settings().worker_warm_up:
         threading.Thread(target=_run, name="warm-up", daemon=True).start()
-

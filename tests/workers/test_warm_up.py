@@ -67,4 +67,4 @@ def test_pool_processes_load_the_job_path_before_their_first_job_when_asked(
         job = submit_ok(client, upload_model(client, model)["id"], {"bits": 4})
         done = wait_final(client, job["id"], 120, service.logs)
     assert done["status"] == "succeeded", (done, service.logs())
-    assert ("warm-up failed" in worker.log.read_text()) is False
+    assert "warm-up failed" not in worker.log.read_text()
