@@ -1,14 +1,8 @@
 """numba's ``njit``, with its start-up trimmed: the kernel modules import it from here.
 
-Two trims, both applied as the first kernel module is imported.
-
-Loading a kernel from numba's on-disk cache refreshes the whole CPU target first: it imports
-and installs every typing and lowering registry (``numba.cpython``, ``numba.np``, the typed
-containers...), 0.15-0.2 s and 25-30 MB in every CLI process and worker pool process, though
-a cached kernel is machine code that needs only numba's runtime (NRT) to run. So a cache load
-here initializes the runtime alone (``trim_cache_loads``); a kernel that is not in the cache
-is compiled as before, and compiling refreshes the target itself. Where numba's cache loader
-is not the one this was written against, it is left alone.
+Both changes below apply as the first kernel module is imported: SciPy's BLAS module loaded
+alone, and numba's on-disk cache read without the target's refresh and never fatal
+(``quantcore.jit_cache``).
 
 numba sets up its CPU target at a process's first compiled call (or first load from its
 cache). That set-up imports ``numba.np.arraymath``, which checks for a BLAS by importing
@@ -29,10 +23,10 @@ import importlib.machinery
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Any
 
 from numba import njit
-from numba.core import caching
+
+from quantcore import jit_cache
 
 __all__ = ["njit"]
 
@@ -77,30 +71,5 @@ def preload_blas() -> bool:
     return True
 
 
-# What numba's ``Cache.load_overload`` refers to, in the shape ``trim_cache_loads`` replaces.
-_CACHE_LOAD_NAMES = {"refresh", "_guard_against_spurious_io_errors", "_load_overload"}
-
-
-def _load_with_runtime_only(self: Any, sig: Any, target_context: Any) -> Any:
-    """``Cache.load_overload`` without the target's refresh: only the runtime a cached kernel
-    calls into (its allocator, reference counts) is set up; ``initialize`` runs once."""
-    from numba.core.runtime import rtsys
-
-    rtsys.initialize(target_context)
-    with self._guard_against_spurious_io_errors():
-        return self._load_overload(sig, target_context)
-
-
-def trim_cache_loads() -> bool:
-    """Make numba's cache loads skip the target's refresh (module docstring); whether they do."""
-    load = caching.Cache.load_overload
-    if load is _load_with_runtime_only:
-        return True
-    if set(load.__code__.co_names) != _CACHE_LOAD_NAMES:
-        return False
-    caching.Cache.load_overload = _load_with_runtime_only  # type: ignore[method-assign]
-    return True
-
-
 preload_blas()
-trim_cache_loads()
+jit_cache.install()
