@@ -50,13 +50,16 @@ def _load(self: Any, sig: Any, target_context: Any) -> Any:
 
 
 def _drop_unreadable_index(cache: Any) -> None:
-    """Remove the cache's index if it cannot be read, so that the next save writes a new one
-    (a data file that cannot be read is overwritten by that save)."""
+    """Remove the cache's index if its contents cannot be read, so that the next save writes a
+    new one (a data file that cannot be read is overwritten by that save). An index that cannot
+    be opened now (too many open files, say) is not known to be damaged: it stays."""
     cache_file = getattr(cache, "_cache_file", None)
     if cache_file is None:
         return
     try:
         cache_file._load_index()
+    except OSError:
+        return
     except Exception:
         with contextlib.suppress(OSError, AttributeError):
             os.unlink(cache_file._index_path)
