@@ -12,7 +12,8 @@ or a full disk) raise from every call of its kernel, in every process, until som
 it; and a cache that cannot be written (a full disk, a read-only folder) fails the call that
 compiled the kernel. Here an unreadable entry is logged and compiled again, its index
 dropped if that is what cannot be read, so the save that follows repairs it; a failed save is
-logged, and the kernel, compiled in memory, runs.
+logged, and the kernel, compiled in memory, runs. ``quantserve warm``, whose purpose is the
+cache, still fails when a save did (``check_saved``).
 
 Where numba's ``Cache`` methods are not the ones this was written against, they are left alone.
 """
@@ -27,6 +28,9 @@ from typing import Any
 from numba.core import caching
 
 log = logging.getLogger(__name__)
+
+# The kernels whose compiled code could not be saved in this process, with the error.
+_unsaved: list[tuple[str, str]] = []
 
 # What numba's methods refer to, in the shapes replaced here.
 _LOAD_NAMES = {"refresh", "_guard_against_spurious_io_errors", "_load_overload"}
@@ -73,6 +77,16 @@ def _save(self: Any, sig: Any, data: Any) -> None:
     except Exception as error:
         log.warning("numba's cache of %s could not be written (%s: %s); the kernel runs "
                     "compiled in memory", self._name, type(error).__name__, error)  # fmt: skip
+        _unsaved.append((str(self._name), f"{type(error).__name__}: {error}"))
+
+
+def check_saved() -> None:
+    """Raise ``RuntimeError`` naming the first kernel whose compiled code could not be saved
+    in this process, if any (a step that exists to fill the cache must not pass without it)."""
+    if _unsaved:
+        name, error = _unsaved[0]
+        raise RuntimeError(f"numba's cache could not be written for {len(_unsaved)} kernel(s), "
+                           f"the first {name} ({error})")  # fmt: skip
 
 
 def install() -> bool:

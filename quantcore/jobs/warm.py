@@ -50,7 +50,8 @@ class WarmRun:
 def warm_kernels(work_dir: Path | None = None) -> list[WarmRun]:
     """Compile the coders, run ``WARM_SPECS`` on ``warm_model`` and ``TOKEN_SPECS`` on
     ``token_model``, and unpack each package (files under ``work_dir``, a temporary folder
-    by default, removed afterwards)."""
+    by default, removed afterwards). ``RuntimeError`` where a kernel compiled in this
+    process could not be saved in numba's cache (``jit_cache.check_saved``)."""
     from quantcore.coding import entropy
     from quantcore.formats.qpack import unpack_file
     from quantcore.jobs.base import JobInput, JobKind
@@ -69,6 +70,9 @@ def warm_kernels(work_dir: Path | None = None) -> list[WarmRun]:
             run_job(JobInput(kind=JobKind.QUANTIZE, model_path=root / name, spec=spec), out)
             unpack_file(out / "model.qpack", root / f"restored{k}.onnx")
             runs.append(WarmRun(model=name, spec=spec, seconds=time.perf_counter() - started))
+    from quantcore.jit_cache import check_saved
+
+    check_saved()  # what was compiled is in the cache, or this fails
     return runs
 
 

@@ -118,11 +118,16 @@ def cmd_unpack(args: argparse.Namespace) -> int:
 
 def cmd_warm(args: argparse.Namespace) -> int:
     """Run the warm-up jobs; prints each with its time (the first run on a machine compiles,
-    later ones load the kernels from numba's cache)."""
+    later ones load the kernels from numba's cache). Fails where the cache could not be
+    written: filling it is the command's purpose."""
     from quantcore import warm_kernels
 
     started = time.monotonic()
-    runs = warm_kernels()
+    try:
+        runs = warm_kernels()
+    except RuntimeError as exc:  # a kernel compiled but not saved: the cache is not warm
+        error(str(exc))
+        return EXIT_FAILED
     print_json({
         "jobs": [{"model": r.model, "spec": r.spec, "seconds": round(r.seconds, 2)}
                  for r in runs],

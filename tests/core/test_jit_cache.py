@@ -136,3 +136,16 @@ def test_cache_methods_of_another_shape_are_left_alone(monkeypatch: pytest.Monke
     assert jit_cache.install() is False
     assert caching.Cache.save_overload is other  # neither replaced
     assert caching.Cache.load_overload is caching._Cache.load_overload
+
+
+def test_check_saved_names_the_first_kernel_that_was_not_saved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from quantcore import jit_cache
+
+    monkeypatch.setattr(jit_cache, "_unsaved", [])
+    jit_cache.check_saved()  # nothing failed: passes
+    jit_cache._unsaved.extend([("CPUDispatcher(<function spread>)", "OSError: [Errno 28] No space"),
+                               ("CPUDispatcher(<function other>)", "OSError: read-only")])
+    with pytest.raises(RuntimeError, match=r"for 2 kernel\(s\), the first .*spread.*Errno 28"):
+        jit_cache.check_saved()

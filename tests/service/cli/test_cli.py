@@ -61,6 +61,22 @@ def test_console_script_is_declared_and_resolves() -> None:
     assert callable(getattr(importlib.import_module(module), name))
 
 
+def test_warm_fails_naming_a_kernel_the_cache_could_not_hold(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import quantcore
+    from service.cli.main import main
+    from service.cli.output import EXIT_FAILED
+
+    def unsaved() -> list[object]:
+        raise RuntimeError("numba's cache could not be written for 1 kernel(s), the first "
+                           "CPUDispatcher(<function spread>) (OSError: [Errno 28] No space)")
+
+    monkeypatch.setattr(quantcore, "warm_kernels", unsaved, raising=False)
+    assert main(["warm"]) == EXIT_FAILED
+    assert "cache could not be written" in capsys.readouterr().err
+
+
 def test_bad_spec_argument_exits_2_with_a_message(tmp_path: Path) -> None:
     model = save_model(models.mlp((8, 6, 4)), tmp_path / "m.onnx")
     done = quantserve("quantize", str(model), "--spec", "{bits: 3", "--out", str(tmp_path))
