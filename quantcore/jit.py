@@ -1,20 +1,19 @@
 """numba's ``njit``, with its start-up trimmed: the kernel modules import it from here.
 
-Both changes below apply as the first kernel module is imported: SciPy's BLAS module loaded
-alone, and numba's on-disk cache read without the target's refresh and never fatal
-(``quantcore.jit_cache``).
+Two changes apply as the first kernel module is imported: numba's on-disk cache is read
+without the CPU target's refresh and is never fatal (``quantcore.jit_cache``), and SciPy's
+BLAS module is loaded alone (below).
 
-numba sets up its CPU target at a process's first compiled call (or first load from its
-cache). That set-up imports ``numba.np.arraymath``, which checks for a BLAS by importing
+Wherever numba imports ``numba.np.arraymath`` (its target's set-up, which a compile still
+runs; a cached kernel whose environment names that module), it checks for a BLAS by importing
 ``scipy.linalg.cython_blas``, and so runs the ``scipy.linalg`` package's ``__init__`` (every
-decomposition, ``scipy._lib``'s array API): 0.2 s of a 0.35-0.5 s set-up, in every CLI process
-and every worker, though no kernel here calls a BLAS. So the extension module is loaded here
-under its own name, without its package's ``__init__``: numba's check finds it in
-``sys.modules``, and a kernel that did call a BLAS would get the same function pointers from
-it. This runs as the first kernel module is imported, so every path that runs a kernel (a
-quantization, an unpack, the package's decode check) has it; importing the quantize path loads
-no kernel module and does not pay the extension's 0.01-0.04 s. Where SciPy is absent, laid out
-otherwise or already imported, nothing is done.
+decomposition, ``scipy._lib``'s array API): 0.2 s, in every CLI process and every worker,
+though no kernel here calls a BLAS. So the extension module is loaded here under its own name,
+without its package's ``__init__``: numba's check finds it in ``sys.modules``, and a kernel
+that did call a BLAS would get the same function pointers from it. Every path that runs a
+kernel (a quantization, an unpack, the package's decode check) has it; importing the quantize
+path loads no kernel module and does not pay the extension's 0.005-0.04 s. Where SciPy is
+absent, laid out otherwise or already imported, nothing is done.
 """
 
 from __future__ import annotations
