@@ -4,8 +4,10 @@ Each dependency (database, broker, storage) has a thread that probes it every
 ``readiness_interval_s`` (each probe bounded by that dependency's own timeouts). ``/readyz``
 reads the last results: a dependency is ``ok`` when its last probe passed and no probe has
 been hanging for longer than ``HANG_AFTER_S`` (a frozen server that accepts connections and
-never answers). The answer names dependencies and states only: the causes, which may name
-hosts and ports, go to the log, once per change.
+never answers). Only a ``/readyz`` in the first ``FIRST_RESULTS_WAIT_S`` after the probes
+start waits for their first results, without blocking the event loop. The answer names
+dependencies and states only: the causes, which may name hosts and ports, go to the log, once
+per change.
 
 When ``quantserve serve`` supervises a worker, it names a status file in the environment
 (``WORKER_STATUS_ENV``); the worker then counts as a dependency too: ``ok`` while the
@@ -14,6 +16,7 @@ supervisor says it runs and its process is alive.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -29,6 +32,7 @@ log = logging.getLogger("quantserve.readiness")
 
 HANG_AFTER_S = 3.0  # a probe running longer than this counts as a dependency not answering
 FIRST_RESULTS_WAIT_S = 0.8  # how long a first /readyz waits for the first probes
+_FIRST_RESULTS_POLL_S = 0.02
 WORKER_STATUS_ENV = "QUANTSERVE_WORKER_STATUS_FILE"
 
 OK = "ok"
@@ -51,6 +55,7 @@ class Readiness:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._first = threading.Event()
+        self._started_at = 0.0
 
     def _probe(self, name: str, probe: Callable[[], None]) -> None:
         state = self.states[name]
@@ -77,6 +82,7 @@ class Readiness:
         with self._lock:
             if self._threads:
                 return
+            self._started_at = time.monotonic()
             for name, probe in self.probes.items():
                 thread = threading.Thread(target=self._probe, args=(name, probe), daemon=True,
                                           name=f"readiness-{name}")
@@ -86,10 +92,20 @@ class Readiness:
     def stop(self) -> None:
         self._stop.set()
 
-    def checks(self) -> dict[str, str]:
-        """Each dependency's state from the last probes (starting them if needed)."""
+    async def first_results(self, timeout_s: float = FIRST_RESULTS_WAIT_S) -> None:
+        """Start the probes if needed and wait until each has reported once, or ``timeout_s``
+        has passed since they started (a probe hanging on a frozen dependency delays only the
+        /readyz calls of the process's first moments). It polls rather than blocks: the event
+        loop (and ``/healthz``) keeps serving, and no pool thread is taken, since those may all
+        wait on a frozen dependency."""
         self.start()
-        self._first.wait(FIRST_RESULTS_WAIT_S)
+        deadline = self._started_at + timeout_s
+        while not self._first.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(_FIRST_RESULTS_POLL_S)
+
+    def checks(self) -> dict[str, str]:
+        """Each dependency's state from the last probes; one that has not reported yet is
+        unavailable."""
         now = time.monotonic()
         checks: dict[str, str] = {}
         with self._lock:

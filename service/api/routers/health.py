@@ -28,6 +28,7 @@ async def healthz() -> HealthPublic:
 @router.get("/readyz", response_model=ReadyPublic, responses=errors(503), summary="Readiness")
 async def readyz(ctx: CtxDep) -> ReadyPublic:
     """503 naming each dependency that does not answer."""
+    await ctx.readiness.first_results()
     checks = ctx.readiness.checks()
     failed = [name for name, state in checks.items() if state != "ok"]
     if failed:

@@ -4,13 +4,16 @@ address, /readyz from background probes without hosts or ports, and the revoke-k
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
+from service.api.readiness import FIRST_RESULTS_WAIT_S
 from service.store.keys import KeysRepo
 from tests.service.conftest import SettingsFactory, free_port
 from tests.service.helpers import ctx_of
@@ -54,11 +57,43 @@ def test_readyz_answers_at_once_and_names_no_host(make_settings: SettingsFactory
         for _ in range(3):
             started = time.monotonic()
             r = client.get("/readyz")
-            assert time.monotonic() - started < 1.0
+            # the first waits at most FIRST_RESULTS_WAIT_S for the probes; none waits on them
+            assert time.monotonic() - started < FIRST_RESULTS_WAIT_S + 1.0
             assert r.status_code == 503
             checks = r.json()["error"]["details"]["checks"]
             assert checks["database"] == "unavailable" and checks["storage"] == "unavailable"
             assert "127.0.0.1" not in r.text and str(port) not in r.text
+
+
+def test_readyz_does_not_wait_on_frozen_dependencies(make_settings: SettingsFactory) -> None:
+    """Database and S3 endpoint accept connections and never answer: their probes hang for
+    their timeouts (20 s), while /readyz answers within its first-results wait and /healthz,
+    asked during that wait, at once."""
+    with socket.socket() as frozen:
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(64)  # never accepted: the kernel completes handshakes, nobody answers
+        port = frozen.getsockname()[1]
+        settings = make_settings(
+            database_url=f"postgresql+psycopg://postgres@127.0.0.1:{port}/none",
+            storage="s3", s3_endpoint_url=f"http://127.0.0.1:{port}",
+            db_connect_timeout_s=20.0, storage_timeout_s=20.0)
+        app = create_app(settings, migrate=False)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            with ThreadPoolExecutor(1) as pool:
+                started = time.monotonic()
+                first = pool.submit(client.get, "/readyz")
+                time.sleep(0.1)
+                health = client.get("/healthz")
+                health_s = time.monotonic() - started - 0.1
+                ready = first.result(timeout=30)
+                ready_s = time.monotonic() - started
+            assert health.status_code == 200 and health_s < 0.4, health_s
+            assert ready.status_code == 503 and ready_s < FIRST_RESULTS_WAIT_S + 1.0, ready_s
+            checks = ready.json()["error"]["details"]["checks"]
+            assert checks["database"] == "unavailable" and checks["storage"] == "unavailable"
+            started = time.monotonic()
+            again = client.get("/readyz")
+            assert again.status_code == 503 and time.monotonic() - started < 0.5
 
 
 def test_revoke_key_command(make_settings: SettingsFactory, tmp_path: object) -> None:
