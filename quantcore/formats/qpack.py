@@ -285,10 +285,11 @@ def _unpack_view(view: memoryview, out: Path) -> tuple[Path, ...]:
 
 
 def _restore_to_file(view: memoryview, header: dict[str, Any], out: Path) -> None:
-    """model.onnx decoded straight into a file beside ``out`` (a shared mapping of it: no copy
-    from a buffer into the page cache), renamed to ``out`` once every piece's hash has
-    matched (so a corrupt package leaves no file). Where the file cannot be mapped, it is
-    decoded in memory and written (a model of this layout is under 2 GB)."""
+    """model.onnx decoded into a file beside ``out`` (its code tensors written by pwrite, the
+    rest through a shared mapping of it, which the piece hashes read back), renamed to ``out``
+    once every piece's hash has matched (so a corrupt package leaves no file). Where the file
+    cannot be mapped, it is decoded in memory and written (a model of this layout is under
+    2 GB)."""
     layout = qpack_restore.check(view, header)
     partial = out.with_name(out.name + ".partial")
     try:
@@ -301,7 +302,8 @@ def _restore_to_file(view: memoryview, header: dict[str, Any], out: Path) -> Non
             else:
                 try:
                     target = np.frombuffer(mapped, dtype=np.uint8)
-                    qpack_restore.fill(view, layout, target, UNPACK_THREADS)
+                    qpack_restore.fill(view, layout, target, UNPACK_THREADS,
+                                       fd=file.fileno())
                     del target
                 finally:
                     _close(mapped)
@@ -329,6 +331,11 @@ def _file_mapping(fd: int, size: int) -> mmap.mmap | None:
                           f"{exc.strerror}") from None  # fmt: skip
         return None  # not supported here: written, not mapped
     try:
-        return mmap.mmap(fd, size, access=mmap.ACCESS_WRITE)
+        mapped = mmap.mmap(fd, size, access=mmap.ACCESS_WRITE)
     except OSError:
         return None
+    # The code tensors are written with pwrite (qpack_restore), the mapping only read back for
+    # the piece hashes: readahead would zero pages beyond what is written, to be overwritten.
+    with contextlib.suppress(OSError, AttributeError):
+        mapped.madvise(mmap.MADV_RANDOM)
+    return mapped

@@ -347,3 +347,34 @@ def test_where_the_output_cannot_be_allocated_ahead_it_is_written_whole(tmp_path
     with pytest.raises(InvalidPackageError):
         unpack_file(tmp_path / "bad.qpack", tmp_path / "bad.onnx")
     assert not (tmp_path / "bad.onnx").exists() and not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_codes_are_written_to_the_file_and_short_writes_resumed(tmp_path, bits, monkeypatch):
+    # Into a file, the decoded chunks go out by pwrite (not through the file's mapping); a
+    # write that takes fewer bytes than given is resumed where it stopped.
+    written, coded = _built(tmp_path, models.mlp(sizes=(300, 200, 30), opset=21), bits)
+    (tmp_path / "m.qpack").write_bytes(pack(written, coded, fmt=ModelFormat.ONNX).data)
+    real, calls = os.pwrite, []
+
+    def short(fd: int, data: Any, offset: int) -> int:
+        calls.append(offset)
+        return real(fd, memoryview(data)[:1000], offset)
+
+    monkeypatch.setattr(os, "pwrite", short)
+    unpack_file(tmp_path / "m.qpack", tmp_path / "out.onnx")
+    assert (tmp_path / "out.onnx").read_bytes() == serialize(written.proto)
+    assert len(calls) > 30  # 60,000+ bytes of codes, 1000 a call
+
+
+def test_a_write_that_fails_leaves_no_file(tmp_path, monkeypatch):
+    data, _ = _package(tmp_path)
+    (tmp_path / "m.qpack").write_bytes(data)
+
+    def failing(fd: int, data: Any, offset: int) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "pwrite", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        unpack_file(tmp_path / "m.qpack", tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists() and not list(tmp_path.glob("*.partial"))
