@@ -378,3 +378,21 @@ def test_a_write_that_fails_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="Input/output error"):
         unpack_file(tmp_path / "m.qpack", tmp_path / "out.onnx")
     assert not (tmp_path / "out.onnx").exists() and not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_every_byte_of_the_scratch_buffer_is_written(tmp_path, bits, monkeypatch):
+    # A scratch buffer full of other bytes (as one reused from a previous batch) changes
+    # nothing: each decoder writes every byte of its chunk, the half-filled last byte of an
+    # odd count of 4-bit codes included; with the vector decoders and the scalar ones.
+    monkeypatch.setattr(rans, "CHUNK_SYMBOLS", 3000)
+    monkeypatch.setattr(context, "CHUNK_SYMBOLS", 3000)
+    monkeypatch.setattr(qpack_restore, "_scratch", lambda size: np.full(size, 0xAB, np.uint8))
+    written, coded = _built(tmp_path, models.mlp(sizes=(301, 199, 31), opset=21), bits)
+    (tmp_path / "m.qpack").write_bytes(pack(written, coded, fmt=ModelFormat.ONNX).data)
+    for vector in (True, False):
+        if not vector:
+            monkeypatch.setattr(rans_batch, "_usable", False)
+            monkeypatch.setattr(rans_batch, "_kernels", None)
+        unpack_file(tmp_path / "m.qpack", tmp_path / "out.onnx")
+        assert (tmp_path / "out.onnx").read_bytes() == serialize(written.proto)
