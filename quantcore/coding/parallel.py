@@ -13,6 +13,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -62,3 +65,20 @@ def run_all(fn: Callable[[T], R], items: Sequence[T], threads: int | None = None
         if error is not None:
             raise error
     return [f.result() for f in futures]
+
+
+class ThreadBuffer:
+    """A uint8 array for each thread, grown on demand and kept for the thread's next calls.
+    Each instance is a buffer of its own, so that a caller's scratch and a callee's never
+    overlap."""
+
+    def __init__(self, least: int = 0) -> None:
+        self._local = threading.local()
+        self._least = least
+
+    def get(self, size: int) -> npt.NDArray[np.uint8]:
+        """This thread's first ``size`` bytes (at least ``least`` are held)."""
+        held: npt.NDArray[np.uint8] | None = getattr(self._local, "array", None)
+        if held is None or held.size < size:
+            held = self._local.array = np.empty(max(size, self._least), np.uint8)
+        return held[:size]

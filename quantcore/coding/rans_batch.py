@@ -7,7 +7,6 @@ byte, as the vector decoder goes (elsewhere through a per-thread buffer)."""
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcore.coding import rans_chunks
+from quantcore.coding.parallel import ThreadBuffer
 from quantcore.coding.symbols import CodeArray
 from quantcore.errors import InvalidPackageError
 
@@ -134,16 +134,8 @@ def fill_nibbles(jobs: Sequence[tuple[rans_chunks.Chunk, npt.NDArray[np.uint8], 
         _run(kernels, queue, True)
 
 
-_scratch = threading.local()
-
-
-def _buffer(n: int) -> npt.NDArray[np.uint8]:
-    """This thread's array of ``n`` codes, reused from chunk to chunk."""
-    held = getattr(_scratch, "codes", None)
-    if held is None or held.size < n:
-        held = np.empty(max(n, 1 << 21), dtype=np.uint8)
-        _scratch.codes = held
-    return held[:n]
+# This thread's array of ``n`` codes, reused from chunk to chunk.
+_buffer = ThreadBuffer(least=1 << 21).get
 
 
 def _run(kernels: ModuleType, queue: deque[_Queued], nibbles: bool) -> None:

@@ -30,7 +30,7 @@ import zstandard
 from quantcore.coding import rans, rans_batch
 from quantcore.coding.entropy import decode_plan
 from quantcore.coding.packing import unpack_bits
-from quantcore.coding.parallel import cores
+from quantcore.coding.parallel import ThreadBuffer, cores
 from quantcore.errors import InvalidPackageError
 from quantcore.formats.containers import code_raw_data
 from quantcore.formats.qpack_common import (
@@ -286,15 +286,9 @@ def _span(chunk: rans.Chunk, packed: bool) -> tuple[int, int]:
     return chunk.start, chunk.start + chunk.size
 
 
-_local = threading.local()
-
-
-def _scratch(size: int) -> np.ndarray:
-    """This thread's buffer of at least ``size`` bytes, kept for its next tasks."""
-    buffer: np.ndarray | None = getattr(_local, "buffer", None)
-    if buffer is None or buffer.size < size:
-        buffer = _local.buffer = np.empty(size, np.uint8)
-    return buffer
+# This thread's decoded chunks on their way to the file (not ``rans_batch``'s own buffer,
+# which the scalar nibble decoder fills while writing into this one).
+_scratch = ThreadBuffer().get
 
 
 def _write_at(fd: int, data: np.ndarray, offset: int) -> None:
