@@ -260,8 +260,9 @@ def _batch_task(jobs: list[_Job], pieces: _Pieces, fd: int | None) -> None:
     codes, nibbles, stored = [], [], []
     used = 0
     for (chunk, p, region, packed), (begin, end) in zip(jobs, spans, strict=True):
-        target = region[begin:end]
-        if scratch is not None:
+        if scratch is None:
+            target = region[begin:end]
+        else:
             target = scratch[used : used + end - begin]
             used += end - begin
         if packed:
