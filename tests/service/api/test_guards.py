@@ -54,11 +54,11 @@ def test_readyz_answers_at_once_and_names_no_host(make_settings: SettingsFactory
     app = create_app(make_settings(database_url=dead, storage="s3",
                                    s3_endpoint_url=f"http://127.0.0.1:{port}"), migrate=False)
     with TestClient(app, raise_server_exceptions=False) as client:
-        for _ in range(3):
+        for call in range(3):
             started = time.monotonic()
             r = client.get("/readyz")
-            # the first waits at most FIRST_RESULTS_WAIT_S for the probes; none waits on them
-            assert time.monotonic() - started < FIRST_RESULTS_WAIT_S + 1.0
+            # the first may wait FIRST_RESULTS_WAIT_S for the probes; none waits on them
+            assert time.monotonic() - started < (FIRST_RESULTS_WAIT_S if call == 0 else 0) + 1.0
             assert r.status_code == 503
             checks = r.json()["error"]["details"]["checks"]
             assert checks["database"] == "unavailable" and checks["storage"] == "unavailable"
