@@ -176,6 +176,15 @@ def _quantize_batch(
     return coded, samples
 
 
+def _held_up(pending: deque[tuple[list[str], Future[Any]]], sizes: Mapping[str, int]) -> bool:
+    """Whether the batches behind the oldest pending one hold as many parameters as it
+    does: until then more are submitted, so that a large tensor at the head does not leave
+    the other workers idle, and what waits behind it (results are taken in the model's
+    order) stays smaller than it."""
+    params = [sum(sizes[n] for n in names) for names, _ in pending]
+    return sum(params[1:]) >= params[0]
+
+
 def quantize_model(
     model: Model,
     spec: QuantSpec,
@@ -191,8 +200,9 @@ def quantize_model(
     captures them for ``calibration="gptq"``); at granularity group/auto those tensors are
     rounded by GPTQ (``quantcore.compress.gptq``).
 
-    Tensors are quantized on ``workers`` threads (NumPy releases the GIL), at most ``workers``
-    at a time plus one read ahead (so that no worker waits for a read), in the model's order.
+    Tensors are quantized on ``workers`` threads (NumPy releases the GIL), in the model's
+    order: ``workers`` at a time plus one read ahead (so that no worker waits for a read), and
+    more while those behind the oldest pending one hold fewer parameters than it (``_held_up``).
 
     ``sink`` gets each quantized tensor, in the model's order, as soon as it is done, and
     gives back what to keep of it (``quantcore.compress.stream`` writes the codes and the
@@ -261,7 +271,7 @@ def quantize_model(
             requests = [_request(model, n, spec, stats or {}, plan, allocation) for n in names]
             pending.append((names, pool.submit(_quantize_batch, requests, applied, share, index)))
             del requests
-            while len(pending) > max(1, workers):
+            while len(pending) > max(1, workers) and _held_up(pending, sizes):
                 collect()
         while pending:
             collect()
