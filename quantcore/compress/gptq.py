@@ -116,11 +116,20 @@ def _block_factor(stats: LayerStats, damp: float, block_size: int) -> np.ndarray
 
 
 def _block_error(stats: LayerStats, delta_rows: np.ndarray, block_size: int) -> float:
-    """``output_error`` on the diagonal blocks of ``H`` only (``_block_factor``'s)."""
-    total, k = 0.0, stats.geometry.k
-    for lo in range(0, k, block_size):
+    """``output_error`` on the diagonal blocks of ``H`` only (``_block_factor``'s). A large
+    layer's blocks are measured on the cores at once and their terms summed in order: the
+    same sum, where one thread took 0.1 s of captcha-ocr's 8.4 M-weight layer for each of
+    the two errors ``_gptq_flat`` compares, the other core idle."""
+    k = stats.geometry.k
+
+    def term(lo: int) -> float:
         d = delta_rows[:, :, lo : lo + block_size].astype(np.float64)
-        total += float(np.sum(np.matmul(d, stats.diagonal(lo, min(lo + block_size, k))) * d))
+        return float(np.sum(np.matmul(d, stats.diagonal(lo, min(lo + block_size, k))) * d))
+
+    total = 0.0
+    for value in run_all(term, range(0, k, block_size),
+                         None if delta_rows.size >= SPAN_WEIGHTS else 1):  # fmt: skip
+        total += value
     return total / max(stats.count, 1)
 
 

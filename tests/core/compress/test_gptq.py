@@ -255,6 +255,31 @@ def test_the_diagonal_blocks_alone_round_as_the_whole_block_diagonal_factor(
     assert got == pytest.approx(want / full.stats.count, rel=1e-6)
 
 
+def test_block_error_on_several_cores_is_the_same_sum(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large layer's blocks are measured on the cores at once: the terms are summed in
+    the blocks' order, so the error is the one thread's to the last bit."""
+    k, groups = 100, 2
+    geometry = Geometry(op="MatMul", rows=groups * 40, k=k, groups=groups)
+    x = np.concatenate([_correlated(600, k, mean=3.0) for _ in range(groups)], axis=1)
+    acc = Accumulator(geometry=geometry, max_rows=10**6, block=64)
+    acc.add(x)
+    delta = RNG.standard_normal((groups, 40, k)) * np.geomspace(1e-6, 1e3, k)
+    monkeypatch.setattr(gptq_module, "SPAN_WEIGHTS", 10**12)  # one thread
+    alone = gptq_module._block_error(acc.stats, delta, 32)
+    monkeypatch.setattr(gptq_module, "SPAN_WEIGHTS", 1)
+    calls = []
+    real = gptq_module.run_all
+
+    def counted(fn, items, threads=None):  # type: ignore[no-untyped-def]
+        calls.append((len(items), threads))
+        return real(fn, items, 2 if threads is None else threads)
+
+    monkeypatch.setattr(gptq_module, "run_all", counted)
+    together = gptq_module._block_error(acc.stats, delta, 32)
+    assert calls == [(4, None)]
+    assert together == alone
+
+
 @pytest.mark.parametrize("zero_point", [True, False])
 @pytest.mark.parametrize("across", [True, False])
 def test_rows_rounded_in_spans_on_several_cores_give_the_same_bits(
