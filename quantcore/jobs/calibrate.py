@@ -2,7 +2,7 @@
 
 - ``bias``: the inputs' mean of every Conv/MatMul/Gemm layer whose weight is quantized is
   captured (``quantcore.evaluate.capture``); after quantization each layer's output is
-  shifted by ``-ΔW·E[x]`` per channel (``quantcore.compress.gptq.output_shift``, written by
+  shifted by ``-ΔW·E[x]`` per channel (``quantcore.compress.bias_shift.output_shift``, written by
   ``quantcore.formats.bias``), so the quantized layer's output mean is the float one's on the
   calibration inputs.
 - ``gptq``: the inputs' Hessian ``XᵀX`` is captured too, each such weight is rounded by GPTQ
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from quantcore.compress.gptq import output_shift
+from quantcore.compress.bias_shift import output_shift
 from quantcore.compress.pipeline import QuantizedModel, select_tensors
 from quantcore.evaluate.capture import capture_stats
 from quantcore.evaluate.dataset import EvalSet

@@ -10,7 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 from quantcore.compress import gptq as gptq_module
 from quantcore.compress import groups as groups_module
 from quantcore.compress import hessian as hessian_module
-from quantcore.compress.gptq import gptq_groups, output_error, output_shift
+from quantcore.compress.bias_shift import output_shift
+from quantcore.compress.gptq import gptq_groups, output_error
 from quantcore.compress.groups import block_view, quantize_groups
 from quantcore.compress.hessian import Accumulator, Geometry
 from quantcore.quantizers.codes import decode
