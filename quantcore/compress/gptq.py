@@ -304,7 +304,8 @@ def gptq_groups(
                        "per output are too few; rounded plainly")  # fmt: skip
     original = np.asarray(weights, np.float32)
     rows = g.rows_of(original).astype(np.float64)
-    plain_rows = g.rows_of(plain.quantized.dequantized).astype(np.float64)
+    # Left in float32: each use subtracts the float64 rows, which widens it exactly.
+    plain_rows = g.rows_of(plain.quantized.dequantized)
     damp, why = _choose_damp(stats, rows, plain_rows, spec, zero_point, block_size)
     if damp is None:
         return plain, f"calibration gptq: kept plain rounding ({why})"
@@ -338,8 +339,7 @@ def _gptq_flat(
     coded = _round_rows(rows, u, spec, zero_point, block_size, across=False)
     outcome = _outcome(coded, weights, stats, view=view, axis=axis, block_size=block_size,
                        plain=plain)  # fmt: skip
-    plain_rows = g.rows_of(plain.quantized.dequantized).astype(np.float64)
-    before = _block_error(stats, plain_rows - rows, block_size)
+    before = _block_error(stats, g.rows_of(plain.quantized.dequantized) - rows, block_size)
     after = _block_error(stats, g.rows_of(outcome.quantized.dequantized) - rows, block_size)
     if not after < before:
         return plain, "flat-input gptq: kept plain rounding (no lower error on flat inputs)"
