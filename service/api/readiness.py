@@ -92,14 +92,14 @@ class Readiness:
     def stop(self) -> None:
         self._stop.set()
 
-    async def first_results(self, timeout_s: float = FIRST_RESULTS_WAIT_S) -> None:
+    async def first_results(self, timeout_s: float | None = None) -> None:
         """Start the probes if needed and wait until each has reported once, or ``timeout_s``
-        has passed since they started (a probe hanging on a frozen dependency delays only the
-        /readyz calls of the process's first moments). It polls rather than blocks: the event
-        loop (and ``/healthz``) keeps serving, and no pool thread is taken, since those may all
-        wait on a frozen dependency."""
+        (default ``FIRST_RESULTS_WAIT_S``) has passed since they started (a probe hanging on
+        a frozen dependency delays only the /readyz calls of the process's first moments). It
+        polls rather than blocks: the event loop (and ``/healthz``) keeps serving, and no pool
+        thread is taken, since those may all wait on a frozen dependency."""
         self.start()
-        deadline = self._started_at + timeout_s
+        deadline = self._started_at + (FIRST_RESULTS_WAIT_S if timeout_s is None else timeout_s)
         while not self._first.is_set() and time.monotonic() < deadline:
             await asyncio.sleep(_FIRST_RESULTS_POLL_S)
 
