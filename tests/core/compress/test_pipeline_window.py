@@ -6,6 +6,7 @@ stays smaller than it. Results come out in the model's order either way."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,11 @@ def _model(tmp_path: Path, shapes: list[tuple[int, int]]) -> pipeline.Model:
 
 
 def _spy_batches(monkeypatch: pytest.MonkeyPatch, hold_first: threading.Event,
-                 started: list[int], finished: list[int]) -> None:  # fmt: skip
+                 started: list[int], finished: list[int],
+                 release_after: int | None = None) -> None:  # fmt: skip
     """``_quantize_batch`` recording which batches start and finish; batch 0 waits (at most
-    ``WAIT_S``) until ``hold_first`` is set."""
+    ``WAIT_S``) until ``hold_first`` is set, which happens once ``release_after`` batches
+    have finished (if given)."""
     real = pipeline._quantize_batch
     lock = threading.Lock()
 
@@ -43,6 +46,8 @@ def _spy_batches(monkeypatch: pytest.MonkeyPatch, hold_first: threading.Event,
         done = real(requests, spec, share, seed)
         with lock:
             finished.append(seed)
+            if len(finished) == release_after:
+                hold_first.set()
         return done
 
     monkeypatch.setattr(pipeline, "_quantize_batch", spy)
@@ -54,23 +59,12 @@ def test_small_tensors_go_on_while_a_large_one_is_quantized(tmp_path, monkeypatc
     others_done = threading.Event()
     started: list[int] = []
     finished: list[int] = []
-    _spy_batches(monkeypatch, others_done, started, finished)
-
-    def watch() -> None:  # sets the event once every small tensor is quantized
-        while not others_done.is_set():
-            if len(finished) == len(shapes) - 1:
-                others_done.set()
-            threading.Event().wait(0.005)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    _spy_batches(monkeypatch, others_done, started, finished, release_after=len(shapes) - 1)
     spec = QuantSpec.from_dict({"bits": 4, "granularity": "channel", "calibration": "none"})
     qmodel = pipeline.quantize_model(model, spec, workers=2)
-    was_set = others_done.is_set()
-    others_done.set()
-    watcher.join()
-    assert was_set, f"the small tensors waited behind the large one: finished {finished}"
-    assert sorted(finished[:-1]) == list(range(1, len(shapes))) and finished[-1] == 0
+    # Batch 0 is held until the six small ones are done: it finishes last, not at its timeout.
+    assert sorted(finished[:-1]) == list(range(1, len(shapes))) and finished[-1] == 0, (
+        f"the small tensors waited behind the large one: finished {finished}")
     assert [w.name for w in qmodel.weights] == [f"layer{i}.weight" for i in range(len(shapes))]
     one_at_a_time = pipeline.quantize_model(model, spec, workers=1)
     for got, want in zip(qmodel.weights, one_at_a_time.weights, strict=True):
@@ -87,7 +81,7 @@ def test_tensors_of_one_size_keep_workers_plus_one_in_flight(tmp_path, monkeypat
     seen_while_held: list[list[int]] = []
 
     def look() -> None:  # what was submitted while batch 0 is still held
-        threading.Event().wait(0.5)
+        time.sleep(0.5)
         seen_while_held.append(sorted(started))
         release.set()
 
