@@ -118,14 +118,18 @@ def test_large_channels_take_the_chunked_path(monkeypatch: pytest.MonkeyPatch) -
                          ids=lambda s: f"{s.method.value}{s.bits}")  # fmt: skip
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("every_other_row", [False, True])
+@pytest.mark.parametrize("rows", [37, 300])
 def test_channels_across_rows_in_many_blocks_match_numpy(
-    monkeypatch: pytest.MonkeyPatch, spec: QuantizerSpec, dtype: type, every_other_row: bool
+    monkeypatch: pytest.MonkeyPatch, spec: QuantizerSpec, dtype: type, every_other_row: bool,
+    rows: int,
 ) -> None:
-    """Blocks of 7 channels of 37 rows (a ragged tile of 16 rows), 4 blocks a kernel call and
-    a ragged last call: each block's noise is summed on its own, as the reference sums it.
-    Rows a view takes every other of are read as well (the kernel reads a C-ordered copy)."""
-    monkeypatch.setattr(stream, "CHUNK", 37 * 7)
-    w = np.ascontiguousarray(heavy((203, 74 if every_other_row else 37), seed=4).T, dtype)
+    """Blocks of 7 channels of 37 rows (a ragged tile of 16 rows) or 300 (errors written out
+    after 128 and 256 rows, ``across_kernels.ERR_ROWS``, then a ragged rest), 4 blocks a
+    kernel call and a ragged last call: each block's noise is summed on its own, as the
+    reference sums it. Rows a view takes every other of are read as well (the kernel reads
+    a C-ordered copy)."""
+    monkeypatch.setattr(stream, "CHUNK", rows * 7)
+    w = np.ascontiguousarray(heavy((203, 2 * rows if every_other_row else rows), seed=4).T, dtype)
     w = w[::2] if every_other_row else w
     assert w.flags.c_contiguous != every_other_row
     req = TensorRequest(name="w", weights=w, quantizer=spec, channel_axis=1)
