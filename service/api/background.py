@@ -23,7 +23,9 @@ log = logging.getLogger("quantserve.background")
 
 async def run_background(ctx: AppContext) -> None:
     settings = ctx.settings
-    dispatcher = Dispatcher(ctx.webhooks, settings)
+    # Built off the event loop: its HTTP client's SSL context takes 50-80 ms to load, which
+    # would hold every request the process answers as it starts.
+    dispatcher = await run_in_threadpool(Dispatcher, ctx.webhooks, settings)
     next_sweep = time.monotonic()
     try:
         while True:

@@ -3,6 +3,7 @@ retries with backoff, giving up, and the hosts and addresses that are refused.""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -18,6 +19,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from service.api import webhooks
 from service.api.app import create_app
 from service.api.webhooks import allowance, is_internal
 from tests.service.conftest import SettingsFactory
@@ -201,3 +203,26 @@ def test_address_classes() -> None:
     assert allowance("evil-example.com", patterns) is None
     assert allowance("HOOKS.ci.test.", patterns) == "named"
     assert allowance("other.test", [*patterns, "*"]) == "any"
+
+
+def test_the_dispatcher_is_built_off_the_event_loop(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its HTTP client loads an SSL context (50-80 ms): built on the loop, that held every
+    # request an API process answered as it started.
+    where: list[str] = []
+    build = webhooks.Dispatcher.__init__
+
+    def init(self: webhooks.Dispatcher, *args: Any) -> None:
+        try:
+            asyncio.get_running_loop()
+            where.append("event loop")
+        except RuntimeError:
+            where.append("worker thread")
+        build(self, *args)
+
+    monkeypatch.setattr(webhooks.Dispatcher, "__init__", init)
+    with TestClient(create_app(make_settings(webhook_poll_interval_s=0.05))) as client:
+        _wait(lambda: bool(where))
+        assert client.get("/healthz").status_code == 200
+    assert where == ["worker thread"]
