@@ -1,8 +1,9 @@
 """numba's ``njit``, with its start-up trimmed: the kernel modules import it from here.
 
-Two changes apply as the first kernel module is imported: numba's on-disk cache is read
-without the CPU target's refresh and is never fatal (``quantcore.jit_cache``), and SciPy's
-BLAS module is loaded alone (below).
+Three changes apply as the first kernel module is imported: numba's on-disk cache is read
+without the CPU target's refresh and is never fatal (``quantcore.jit_cache``), its entries
+are keyed on the modules a kernel imports as well as its own (``quantcore.jit_stamp``), and
+SciPy's BLAS module is loaded alone (below).
 
 Wherever numba imports ``numba.np.arraymath`` (its target's set-up, which a compile still
 runs; a cached kernel whose environment names that module), it checks for a BLAS by importing
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from numba import njit
 
-from quantcore import jit_cache
+from quantcore import jit_cache, jit_stamp
 
 __all__ = ["njit"]
 
@@ -72,3 +73,4 @@ def preload_blas() -> bool:
 
 preload_blas()
 jit_cache.install()
+jit_stamp.install()  # before any kernel is decorated: each takes its stamp then
