@@ -114,16 +114,16 @@ def closure_digest(path: Path) -> bytes | None:
 
 
 def _stamp(self: Any) -> Any:
-    """numba's stamp of the kernel's file, with its package imports' digest beside it."""
-    own = _numba_stamp(self)
+    """The digest of the kernel's file and its package imports (which hashes the file's own
+    bytes, as numba's stamp does); numba's stamp for a file outside a package or unreadable."""
     path = getattr(self, "_py_file", None)
-    if not isinstance(path, str) or not path.endswith(".py"):
-        return own
-    try:
-        closure = closure_digest(Path(path).resolve())
-    except (OSError, ValueError):  # unreadable: numba's stamp alone, as before
-        return own
-    return own if closure is None else (own, closure)
+    closure = None
+    if isinstance(path, str) and path.endswith(".py"):
+        try:
+            closure = closure_digest(Path(path).resolve())
+        except (OSError, ValueError):  # unreadable here: numba's stamp, as before
+            closure = None
+    return _numba_stamp(self) if closure is None else closure
 
 
 _MIXIN: Any = getattr(caching, "_SourceFileBackedLocatorMixin", None)

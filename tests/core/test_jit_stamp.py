@@ -80,6 +80,5 @@ def test_the_closure_follows_package_imports_only(tmp_path: Path) -> None:
     init = jit_stamp._imported(root, package / "sub" / "__init__.py",
                                (package / "sub" / "__init__.py").read_text())  # fmt: skip
     assert init == {package / "helpers.py"}
-    before = jit_stamp.closure_digest(package / "sub" / "relative.py")
-    assert before is not None
+    assert jit_stamp.closure_digest(package / "sub" / "relative.py") is not None
     assert jit_stamp.closure_digest(tmp_path / "outside.py") is None
