@@ -4,7 +4,8 @@ For each weight of the main graph that feeds exactly one ``Conv`` (2-D or 1-D), 
 (as its right operand, of rank 2) or ``Gemm`` (as ``B``), the node's data input becomes an
 extra graph output; the float model then runs on the calibration batches and every batch's
 inputs go into that layer's ``Accumulator`` (``quantcore.compress.hessian``: ``H = XᵀX`` and
-``Σx``, rows sampled to ``hessian.row_target`` per layer over the whole set). Weights used
+``Σx``, rows sampled to ``hessian.row_target`` per layer over the whole set; one for all the
+layers that read the same input the same way). Weights used
 otherwise (several consumers, a ``Gather`` table, a recurrent matrix, a 3-D convolution, a
 subgraph's tensor) get a note saying why they are rounded plainly, and so do layers whose
 reduction axis is wider than ``max_k`` (the ``K x K`` Hessian, float64, would pass the
@@ -22,7 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -169,19 +170,39 @@ def capture_stats(
     fixed = inputs.fixed_batch
     step = fixed if fixed is not None else BATCH
     batches = max(1, -(-min(inputs.samples, max_samples) // step))
-    accumulators = {
-        n: Accumulator(geometry=g, hessian=hessian, block=(blocks or {}).get(n, 0),
-                       max_rows=-(-row_target(g.k, hessian) // batches))
-        for n, (_, g) in plans.items()
-    }  # fmt: skip
+    shared = _shared_accumulators(plans, hessian, blocks or {}, batches)
     samples = 0
     for n, outputs in _runs(sess, names, inputs.batches(step), step, fixed, max_samples):
         values = dict(zip(names, outputs, strict=True))
-        for name, (value, _) in plans.items():
-            accumulators[name].add(values[value])
+        for (value, _, _), accumulator in shared.items():
+            accumulator.add(values[value])
         del values, outputs
         samples += n
     return Capture(
-        stats={n: a.stats for n, a in accumulators.items()}, notes=notes, samples=samples,
-        seconds=time.perf_counter() - start,
+        stats={n: replace(shared[_key(n, value, g, blocks or {})].stats, geometry=g)
+               for n, (value, g) in plans.items()},
+        notes=notes, samples=samples, seconds=time.perf_counter() - start,
     )  # fmt: skip
+
+
+def _key(name: str, value: str, g: Geometry, blocks: Mapping[str, int]) -> tuple[Any, ...]:
+    """What a layer's sums depend on: its input, how it reads it (all of its geometry but
+    the output channels) and the blocks it sums."""
+    return value, replace(g, rows=0), blocks.get(name, 0)
+
+
+def _shared_accumulators(
+    plans: Mapping[str, tuple[str, Geometry]], hessian: bool, blocks: Mapping[str, int],
+    batches: int,
+) -> dict[tuple[Any, ...], Accumulator]:
+    """One accumulator per ``_key``: layers reading the same input the same way (a
+    transformer block's Q, K and V projections) sample the same rows with the same seed and
+    sum the same products, so one sum serves them all, bit for bit (minilm-l3: 3 of its 5
+    sums over 384 inputs a block)."""
+    shared: dict[tuple[Any, ...], Accumulator] = {}
+    for n, (value, g) in plans.items():
+        key = _key(n, value, g, blocks)
+        if key not in shared:
+            shared[key] = Accumulator(geometry=g, hessian=hessian, block=key[2],
+                                      max_rows=-(-row_target(g.k, hessian) // batches))
+    return shared

@@ -98,3 +98,25 @@ def test_a_failing_run_is_raised_from_the_capture(tmp_path: Path,
     with pytest.raises(RuntimeError, match="the second batch failed"):
         capture_stats(path, _weights(model), inputs, max_samples=100, max_k=64)
     assert len(calls) == 2  # nothing ran after the failure
+
+
+def test_layers_reading_one_input_share_sums_equal_to_their_own(tmp_path: Path) -> None:
+    """``we``, ``wq`` and ``wk`` read ``a`` (4, 32 and 32 outputs): summed once for the three,
+    each gets the statistics it gets captured alone, under its own geometry."""
+    model = siblings()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    inputs = synthetic_set(model).rebatched(4, 6)
+    weights = _weights(model)
+    together = capture_stats(path, weights, inputs, max_samples=100, max_k=64)
+    for name in ("we", "wq", "wk"):
+        alone = capture_stats(path, {name: weights[name]}, inputs, max_samples=100, max_k=64)
+        got, want = together.stats[name], alone.stats[name]
+        assert got.geometry == want.geometry and got.geometry.rows == weights[name][1][1]
+        assert (got.count, got.seen, got.half_count) == (want.count, want.seen, want.half_count)
+        assert got.count > 0
+        for field in ("hessian", "total", "half", "half_total"):
+            assert getattr(got, field).tobytes() == getattr(want, field).tobytes(), field
+    # The three share their sums; ``w1`` and ``w3`` (other inputs) have their own.
+    assert together.stats["wq"].hessian is together.stats["wk"].hessian
+    assert together.stats["w1"].hessian is not together.stats["wq"].hessian
