@@ -111,15 +111,23 @@ def _block_factor(stats: LayerStats, damp: float, block_size: int) -> np.ndarray
     return u
 
 
-def _block_error(stats: LayerStats, delta_rows: np.ndarray, block_size: int) -> float:
-    """``output_error`` on the diagonal blocks of ``H`` only (``_block_factor``'s). A large
-    layer's blocks are measured on the cores at once and their terms summed in order: the
-    same sum, where one thread took 0.1 s of captcha-ocr's 8.4 M-weight layer for each of
-    the two errors ``_gptq_flat`` compares, the other core idle."""
+def _block_error(
+    stats: LayerStats, delta_rows: np.ndarray, block_size: int, less: np.ndarray | None = None
+) -> float:
+    """``output_error`` on the diagonal blocks of ``H`` only (``_block_factor``'s), of
+    ``delta_rows`` or, with ``less``, of ``delta_rows - less`` (float64). A large layer's
+    blocks are measured on the cores at once and their terms summed in order: the same sum,
+    where one thread took 0.1 s of captcha-ocr's 8.4 M-weight layer for each of the two
+    errors ``_gptq_flat`` compares, the other core idle. Each block's difference is taken
+    there, in float64 as the whole one was, and in its layout: no float64 copy of the layer."""
     k = stats.geometry.k
 
     def term(lo: int) -> float:
-        d = delta_rows[:, :, lo : lo + block_size].astype(np.float64)
+        part = delta_rows[:, :, lo : lo + block_size]
+        if less is None:
+            d = part.astype(np.float64)
+        else:
+            d = np.subtract(part, less[:, :, lo : lo + block_size], dtype=np.float64)
         return float(np.sum(np.matmul(d, stats.diagonal(lo, min(lo + block_size, k))) * d))
 
     total = 0.0
@@ -329,7 +337,9 @@ def _gptq_flat(
     """GPTQ against the flat inputs' ``H``, block by block (``_block_factor``), kept where
     it lowers the error on those blocks of ``H``."""
     g = stats.geometry
-    rows = g.rows_of(np.asarray(weights, np.float32)).astype(np.float64)
+    # float32: each span of ``_round_rows`` and each block of ``_block_error`` widens its own
+    # part (the same float64 values as a widened copy of the whole layer, without it)
+    rows = g.rows_of(np.asarray(weights, np.float32))
     if stats.block % block_size:  # the captured blocks do not hold the quantizer's
         return plain, (f"flat-input gptq: blocks of {block_size} are not within the captured "
                        f"blocks of {stats.block}; rounded plainly")  # fmt: skip
@@ -339,8 +349,8 @@ def _gptq_flat(
     coded = _round_rows(rows, u, spec, zero_point, block_size, across=False)
     outcome = _outcome(coded, weights, stats, view=view, axis=axis, block_size=block_size,
                        plain=plain)  # fmt: skip
-    before = _block_error(stats, g.rows_of(plain.quantized.dequantized) - rows, block_size)
-    after = _block_error(stats, g.rows_of(outcome.quantized.dequantized) - rows, block_size)
+    before = _block_error(stats, g.rows_of(plain.quantized.dequantized), block_size, rows)
+    after = _block_error(stats, g.rows_of(outcome.quantized.dequantized), block_size, rows)
     if not after < before:
         return plain, "flat-input gptq: kept plain rounding (no lower error on flat inputs)"
     gain = 10.0 * np.log10(before / after) if after > 0 else math.inf

@@ -281,6 +281,31 @@ def test_block_error_on_several_cores_is_the_same_sum(monkeypatch: pytest.Monkey
     assert together == alone
 
 
+@pytest.mark.parametrize("op", ["MatMul", "Gemm"])  # the rows a transposed view; a plain one
+@pytest.mark.parametrize("one_thread", [True, False])
+def test_block_error_of_a_difference_taken_per_block_is_the_whole_differences(
+    op: str, one_thread: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``_gptq_flat`` hands ``_block_error`` the float32 values and weights, each block's
+    float64 difference taken where it is measured: the error of the whole layer's float64
+    difference, to the last bit, in either layout of the rows."""
+    k, rows_n = 100, 300
+    trans_b = op == "Gemm"
+    geometry = Geometry(op=op, rows=rows_n, k=k, trans_b=trans_b)
+    acc = Accumulator(geometry=geometry, max_rows=10**6, block=64)
+    acc.add(_correlated(600, k, mean=3.0))
+    shape = (rows_n, k) if trans_b else (k, rows_n)
+    weights = (RNG.laplace(size=shape) * np.geomspace(1e-4, 1e2, shape[1])).astype(np.float32)
+    values = (weights + RNG.standard_normal(shape).astype(np.float32) * 1e-3).astype(np.float32)
+    if one_thread:
+        monkeypatch.setattr(gptq_module, "SPAN_WEIGHTS", 10**12)
+    w_rows, v_rows = geometry.rows_of(weights), geometry.rows_of(values)
+    assert v_rows.flags.c_contiguous == trans_b  # MatMul's rows are a transposed view
+    whole = gptq_module._block_error(acc.stats, v_rows - w_rows.astype(np.float64), 32)
+    per_block = gptq_module._block_error(acc.stats, v_rows, 32, w_rows)
+    assert per_block == whole and whole > 0
+
+
 @pytest.mark.parametrize("zero_point", [True, False])
 @pytest.mark.parametrize("across", [True, False])
 def test_rows_rounded_in_spans_on_several_cores_give_the_same_bits(
