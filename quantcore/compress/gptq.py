@@ -123,11 +123,9 @@ def _block_error(
     k = stats.geometry.k
 
     def term(lo: int) -> float:
-        part = delta_rows[:, :, lo : lo + block_size]
-        if less is None:
-            d = part.astype(np.float64)
-        else:
-            d = np.subtract(part, less[:, :, lo : lo + block_size], dtype=np.float64)
+        d = delta_rows[:, :, lo : lo + block_size].astype(np.float64)
+        if less is not None:
+            d -= less[:, :, lo : lo + block_size]
         return float(np.sum(np.matmul(d, stats.diagonal(lo, min(lo + block_size, k))) * d))
 
     total = 0.0
@@ -379,7 +377,9 @@ def _outcome(
             _scale_shape(view, axis, block_size)),
     )  # fmt: skip
     dequantized = decode(codes, decoder)
-    error = (dequantized.astype(np.float64) - original).ravel()
+    error = dequantized.astype(np.float64)  # one float64 array: the same differences
+    error -= original
+    error = error.ravel()
     quantized = QuantizedTensor(
         codes=codes, code_min=plain.quantized.code_min, code_max=plain.quantized.code_max,
         decoder=decoder, dequantized=dequantized,
