@@ -34,6 +34,7 @@ import numpy as np
 
 from quantcore.coding.parallel import cores, run_all
 from quantcore.compress import groups as groups_module
+from quantcore.compress.gptq_factors import _block_factor, _factor
 from quantcore.compress.group_numpy import _Grid, block_grid
 from quantcore.compress.groups import GroupOutcome, _grid
 from quantcore.compress.hessian import LayerStats
@@ -44,7 +45,6 @@ from quantcore.spec import Method, QuantizerSpec
 # Damping of H (times its mean diagonal) tried on the first half of the samples; the one
 # whose rounding has the lowest output error on the other half is used on all of them.
 DAMPS = (0.01, 0.1, 1.0)
-RETRIES = 3
 # GPTQ fits the rounding to the calibration rows: with fewer rows than this many times the
 # inputs per output (a 1x1 Conv after a global pool sees one row per sample) it fits their
 # noise, and the layer is rounded plainly.
@@ -52,63 +52,7 @@ MIN_ROWS_PER_INPUT = 2
 # Statistics of flat inputs (``LayerStats.flat``) have no sample noise to fit and no held-out
 # samples to choose on: one light damping, measured on the real models of bench/realmodels.
 FLAT_DAMP = 0.01
-LAPACK_MIN_K = 256  # inputs per output from which ``_upper_factor_of_inverse`` uses LAPACK
 SPAN_WEIGHTS = 1 << 20  # ``_round_rows`` splits a layer's rows into spans of at least this
-
-
-def _factor(hessian: np.ndarray, count: int, damp: float) -> np.ndarray | None:
-    """``U`` with ``H⁻¹ = UᵀU`` per group (damped), or None if no damping makes ``H`` PD."""
-    h = hessian.astype(np.float64, copy=True) / max(count, 1)
-    idx = np.arange(h.shape[-1])
-    diag = h[:, idx, idx]
-    dead = diag <= 0
-    h[:, idx, idx] = np.where(dead, 1.0, diag)
-    scale = np.maximum(np.mean(np.where(dead, 0.0, diag), axis=1), 1e-12)
-    for _ in range(RETRIES):
-        damped = h.copy()
-        damped[:, idx, idx] += damp * scale[:, None]
-        try:
-            return _upper_factor_of_inverse(damped)
-        except np.linalg.LinAlgError:
-            damp *= 10.0
-    return None
-
-
-def _upper_factor_of_inverse(h: np.ndarray) -> np.ndarray:
-    """Upper triangular ``U`` with ``h⁻¹ = UᵀU`` per group; ``LinAlgError`` if ``h`` is not
-    positive definite. With ``P`` the reversal of the axes, ``P·h·P = M·Mᵀ`` (``M`` lower,
-    Cholesky) gives ``U = P·M⁻¹·P``: a factorization and a triangular inverse, a third of
-    the work of inverting ``h`` and factoring the inverse (nudenet's GPTQ spent 3.5 of its
-    4.1 CPU-s there). Below ``LAPACK_MIN_K`` the plain route is kept: importing SciPy's
-    LAPACK (0.085 s once a process) would cost more than it saves."""
-    if h.shape[-1] < LAPACK_MIN_K:
-        lower = np.linalg.cholesky(np.linalg.inv(h))
-        return np.ascontiguousarray(lower.transpose(0, 2, 1))
-    from scipy.linalg import lapack  # lazy: only calibrations with wide layers need it
-
-    out = np.empty_like(h)
-    for g in range(h.shape[0]):
-        m = np.linalg.cholesky(h[g, ::-1, ::-1])
-        inverse, info = lapack.dtrtri(m, lower=1)
-        if info != 0:
-            raise np.linalg.LinAlgError(f"singular Cholesky factor (dtrtri info {info})")
-        out[g] = inverse[::-1, ::-1]
-    return out
-
-
-def _block_factor(stats: LayerStats, damp: float, block_size: int) -> np.ndarray | None:
-    """``_factor`` of each diagonal block of ``H`` (the quantizer's blocks) alone, (groups,
-    blocks, B, B), the last zero past ``k``: each block's error spreads over its own later
-    columns only (``k·B²`` work and ``k·B`` memory, not ``k³`` and ``k²``)."""
-    g = stats.geometry
-    u = np.zeros((g.groups, -(-g.k // block_size), block_size, block_size))
-    for index, lo in enumerate(range(0, g.k, block_size)):
-        hi = min(lo + block_size, g.k)
-        part = _factor(stats.diagonal(lo, hi), stats.count, damp)
-        if part is None:
-            return None
-        u[:, index, : hi - lo, : hi - lo] = part
-    return u
 
 
 def _block_error(

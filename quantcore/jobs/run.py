@@ -17,6 +17,7 @@ Both call exactly these functions, so a job run through the service and one run 
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -185,6 +186,26 @@ def run_job(
     limits = limits or JobLimits()
     check_inputs(job, limits.inputs)
     check_out_dir(job, out_dir)
+    with _one_blas_thread():
+        return _run(job, out_dir, progress, limits)
+
+
+def _one_blas_thread() -> AbstractContextManager[object]:
+    """BLAS on one thread for the whole job. OpenBLAS splits a float32 product (the
+    calibration's ``XᵀX``) or a long dot product (the scores' sums) among its threads and
+    adds the parts, so with its default of a thread a core a job's Hessians, held-out
+    errors and scores differed in their last bits from one machine's core count to
+    another's, and GPTQ's choices with them. On one thread they are the same on every
+    machine with the same CPU; the job's own threads (the pipeline's, onnxruntime's, the
+    spans') keep the cores busy."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _run(
+    job: JobInput, out_dir: Path, progress: ProgressCallback | None, limits: JobLimits
+) -> JobOutput:
     if job.kind is JobKind.QUANTIZE:
         from quantcore.jobs.quantize import run_quantize
 

@@ -8,6 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from quantcore.compress import gptq as gptq_module
+from quantcore.compress import gptq_factors
 from quantcore.compress import groups as groups_module
 from quantcore.compress import hessian as hessian_module
 from quantcore.compress.bias_shift import output_shift
@@ -337,15 +338,15 @@ def test_a_small_layer_is_rounded_in_one_span(monkeypatch: pytest.MonkeyPatch) -
     assert len(gptq_module._row_spans(8210, 1024)) == 8
 
 
-@pytest.mark.parametrize("k", [40, gptq_module.LAPACK_MIN_K + 8])  # plain route; LAPACK's
+@pytest.mark.parametrize("k", [40, gptq_factors.LAPACK_MIN_K + 8])  # plain route; LAPACK's
 def test_the_factor_of_the_inverse_hessian_is_upper_and_exact(k: int) -> None:
     rng = np.random.default_rng(k)
     x = rng.standard_normal((2, 4 * k, k)) * rng.uniform(0.1, 10.0, k)  # 2 groups
     h = np.matmul(x.transpose(0, 2, 1), x) / (4 * k)
-    u = gptq_module._upper_factor_of_inverse(h)
+    u = gptq_factors._upper_factor_of_inverse(h)
     assert np.array_equal(u, np.triu(u)) and (np.diagonal(u, axis1=1, axis2=2) > 0).all()
     identity = np.matmul(np.matmul(u.transpose(0, 2, 1), u), h)  # UᵀU·H = I
     np.testing.assert_allclose(identity, np.broadcast_to(np.eye(k), h.shape), atol=1e-8)
     h[1, 0, 0] = -1.0  # not positive definite
     with pytest.raises(np.linalg.LinAlgError):
-        gptq_module._upper_factor_of_inverse(h)
+        gptq_factors._upper_factor_of_inverse(h)
