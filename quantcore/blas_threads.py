@@ -15,7 +15,11 @@ to reach both; child processes inherit it. An operator's own value wins.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 # 2^16 cycles (about 20 µs): calls back to back still find the threads awake.
 THREAD_TIMEOUT = "16"
@@ -27,3 +31,44 @@ def idle_blas_threads() -> bool:
         return False
     os.environ["OPENBLAS_THREAD_TIMEOUT"] = THREAD_TIMEOUT
     return True
+
+
+class _OneThread:
+    """Who holds BLAS on one thread (``one_blas_thread``), and how to give it back."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.holders = 0
+        self.limiter: Any = None
+
+
+_ONE = _OneThread()
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread while any caller is inside. OpenBLAS splits a float32 product, a
+    Cholesky factor or a long dot product among its threads and adds the parts, so a job's
+    results would move with the number of threads, a core each by default
+    (``quantcore.jobs.run``). Counted, not nested: callers on overlapping threads (a pool
+    process's warm-up job and its first job) share the setting, and the BLAS libraries
+    loaded when the first came in get their threads back when the last leaves; a restore
+    at each exit would put them back under the other's calls. Libraries loaded meanwhile
+    (SciPy's) keep their own count: ``gptq_factors.load_lapack``."""
+    from threadpoolctl import threadpool_limits
+
+    with _ONE.lock:
+        # Each caller sets it from its own thread: OpenBLAS 0.3.31 ignored a count set from a
+        # thread other than the one that set it before (a pool's, or a warm-up's).
+        limiter = threadpool_limits(limits=1, user_api="blas")
+        if _ONE.holders == 0:
+            _ONE.limiter = limiter  # the counts to give back: those before the first caller
+        _ONE.holders += 1
+    try:
+        yield
+    finally:
+        with _ONE.lock:
+            _ONE.holders -= 1
+            if _ONE.holders == 0:
+                _ONE.limiter.restore_original_limits()
+                _ONE.limiter = None

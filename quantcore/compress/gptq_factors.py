@@ -2,14 +2,15 @@
 a layer's damped input Hessian ``H`` per group, or for each of its diagonal blocks alone.
 
 Every factor is computed with BLAS on one thread (the job's setting, ``quantcore.jobs.run``,
-and SciPy's LAPACK's own once it loads): a Cholesky factor or a triangular inverse comes out
-in other bits on another number of threads, and the codes GPTQ rounds with them would
+and SciPy's LAPACK's own, ``load_lapack``): a Cholesky factor or a triangular inverse comes
+out in other bits on another number of threads, and the codes GPTQ rounds with them would
 depend on the machine's core count.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -61,16 +62,26 @@ def _upper_factor_of_inverse(h: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def _lapack() -> Any:
-    """SciPy's LAPACK (lazy: only calibrations with wide layers need it), its BLAS on one
-    thread from then on: it loads after the job put the BLAS loaded before it on one thread
-    (``quantcore.jobs.run``), and its triangular inverse, like NumPy's factors, comes out in
-    other bits on another number of threads. Set once and left so: a restore at the end of
-    a call could undo the setting under another thread's call."""
+    """SciPy's LAPACK (lazy: only calibrations with wide layers need it; 0.085 s to import)."""
     from scipy.linalg import lapack
+
+    return lapack
+
+
+def load_lapack(stats: Iterable[LayerStats]) -> bool:
+    """Load SciPy's LAPACK, and put its BLAS on one thread, where GPTQ on ``stats`` will
+    factor with it (a layer of ``LAPACK_MIN_K`` inputs or more, its whole ``H``); whether it
+    did. Called on the job's own thread: SciPy's OpenBLAS loads after the job put the BLAS
+    loaded before it on one thread, its triangular inverse comes out in other bits on
+    another number of threads, and OpenBLAS ignored a count set from the quantizer's
+    threads, where the factors are computed."""
+    if not any(s.geometry.k >= LAPACK_MIN_K and not s.block for s in stats):
+        return False
+    _lapack()
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=1, user_api="blas")
-    return lapack
+    threadpool_limits(limits=1, user_api="blas")  # kept: the job's setting restores NumPy's
+    return True
 
 
 def _block_factor(stats: LayerStats, damp: float, block_size: int) -> np.ndarray | None:

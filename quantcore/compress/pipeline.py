@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from quantcore.blas_threads import one_blas_thread
 from quantcore.compress.allocate import Allocation, allocate, model_samples
 from quantcore.compress.auto_plan import AutoChoice, model_plan
 from quantcore.compress.hessian import LayerStats
@@ -292,11 +293,7 @@ def quantize_model(
 
 def _one_blas_thread(workers: int) -> contextlib.AbstractContextManager[Any]:
     """BLAS on one thread while ``workers`` > 1 threads quantize tensors side by side."""
-    if workers <= 1:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
+    return one_blas_thread() if workers > 1 else contextlib.nullcontext()
 
 
 def build_onnx(qmodel: QuantizedModel, *, inline_codes: bool = True) -> WrittenModel:

@@ -217,6 +217,10 @@ def run_quantize(
         from quantcore.jobs.calibrate import capture
 
         calibrated = capture(model, job.model_path, spec, evalset, limits, auto=auto_why)
+        if calibrated is not None and calibrated.gptq_stats:  # on this thread: load_lapack
+            from quantcore.compress.gptq_factors import load_lapack
+
+            load_lapack(calibrated.gptq_stats.values())
     elif auto_why is not None:
         from quantcore.jobs.calibrated import not_chosen
 

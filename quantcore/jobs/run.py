@@ -17,10 +17,10 @@ Both call exactly these functions, so a job run through the service and one run 
 from __future__ import annotations
 
 import math
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from quantcore.blas_threads import one_blas_thread
 from quantcore.jobs.base import JobInput, JobKind, JobOutput, ModelInfo, TensorInfo
 from quantcore.limits import InputLimits, JobLimits
 from quantcore.progress import ProgressCallback
@@ -186,21 +186,9 @@ def run_job(
     limits = limits or JobLimits()
     check_inputs(job, limits.inputs)
     check_out_dir(job, out_dir)
-    with _one_blas_thread():
+    # The same bits on any machine: BLAS on one thread (the job's own threads use the cores).
+    with one_blas_thread():
         return _run(job, out_dir, progress, limits)
-
-
-def _one_blas_thread() -> AbstractContextManager[object]:
-    """BLAS on one thread for the whole job. OpenBLAS splits a float32 product (the
-    calibration's ``XᵀX``) or a long dot product (the scores' sums) among its threads and
-    adds the parts, so with its default of a thread a core a job's Hessians, held-out
-    errors and scores differed in their last bits from one machine's core count to
-    another's, and GPTQ's choices with them. On one thread they are the same on every
-    machine with the same CPU; the job's own threads (the pipeline's, onnxruntime's, the
-    spans') keep the cores busy."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _run(

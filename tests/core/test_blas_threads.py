@@ -55,3 +55,40 @@ def test_the_worker_command_sets_it_before_numpy_loads() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True)  # fmt: skip
     assert done.stdout.strip() == "False"
+
+
+def _numpy_blas_threads() -> set[int]:
+    import numpy  # noqa: F401  (its OpenBLAS, loaded)
+    from threadpoolctl import threadpool_info
+
+    return {int(p["num_threads"]) for p in threadpool_info() if p["user_api"] == "blas"}
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenBLAS runs on one thread here")
+def test_one_blas_thread_is_held_until_the_last_overlapping_caller_leaves() -> None:
+    """A pool process's warm-up job (on a thread) and its first job overlap: the first to
+    leave must not give BLAS its threads back under the other."""
+    import threading
+
+    from quantcore.blas_threads import one_blas_thread
+
+    before = _numpy_blas_threads()
+    entered, leave_first = threading.Event(), threading.Event()
+    seen: list[set[int]] = []
+
+    def first() -> None:
+        with one_blas_thread():
+            entered.set()
+            leave_first.wait(10)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert entered.wait(10)
+    with one_blas_thread():
+        seen.append(_numpy_blas_threads())
+        leave_first.set()
+        thread.join(10)
+        seen.append(_numpy_blas_threads())  # the first has left; this caller is still in
+    seen.append(_numpy_blas_threads())
+    assert before != {1}  # a thread a core: OpenBLAS's default here
+    assert seen == [{1}, {1}, before]
