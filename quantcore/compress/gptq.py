@@ -37,7 +37,7 @@ from quantcore.compress import groups as groups_module
 from quantcore.compress.gptq_factors import _block_factor, _factor
 from quantcore.compress.group_numpy import _Grid, block_grid
 from quantcore.compress.groups import GroupOutcome, _grid
-from quantcore.compress.hessian import LayerStats
+from quantcore.compress.hessian import MIN_ROWS_PER_INPUT, LayerStats
 from quantcore.quantizers.base import code_dtype
 from quantcore.quantizers.codes import BlockDecoder, QuantizedTensor, decode
 from quantcore.spec import Method, QuantizerSpec
@@ -45,10 +45,6 @@ from quantcore.spec import Method, QuantizerSpec
 # Damping of H (times its mean diagonal) tried on the first half of the samples; the one
 # whose rounding has the lowest output error on the other half is used on all of them.
 DAMPS = (0.01, 0.1, 1.0)
-# GPTQ fits the rounding to the calibration rows: with fewer rows than this many times the
-# inputs per output (a 1x1 Conv after a global pool sees one row per sample) it fits their
-# noise, and the layer is rounded plainly.
-MIN_ROWS_PER_INPUT = 2
 # Statistics of flat inputs (``LayerStats.flat``) have no sample noise to fit and no held-out
 # samples to choose on: one light damping, measured on the real models of bench/realmodels.
 FLAT_DAMP = 0.01

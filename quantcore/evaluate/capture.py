@@ -30,7 +30,14 @@ from typing import Any
 import numpy as np
 import onnx
 
-from quantcore.compress.hessian import Accumulator, Geometry, LayerStats, row_target, within
+from quantcore.compress.hessian import (
+    MIN_ROWS_PER_INPUT,
+    Accumulator,
+    Geometry,
+    LayerStats,
+    row_target,
+    within,
+)
 from quantcore.evaluate.dataset import EvalSet
 from quantcore.evaluate.flat import FlatSet
 from quantcore.evaluate.runner import _pad, graph_session
@@ -170,7 +177,10 @@ def capture_stats(
     fixed = inputs.fixed_batch
     step = fixed if fixed is not None else BATCH
     batches = max(1, -(-min(inputs.samples, max_samples) // step))
-    shared = _shared_accumulators(plans, hessian, blocks or {}, batches)
+    # Flat inputs' GPTQ takes any number of rows (``gptq._gptq_flat``); on samples, fewer
+    # than MIN_ROWS_PER_INPUT a weight's input leave the layer to plain rounding.
+    per_input = 0 if isinstance(inputs, FlatSet) else MIN_ROWS_PER_INPUT
+    shared = _shared_accumulators(plans, hessian, blocks or {}, batches, per_input)
     samples = 0
     for n, outputs in _runs(sess, names, inputs.batches(step), step, fixed, max_samples):
         values = dict(zip(names, outputs, strict=True))
@@ -193,7 +203,7 @@ def _key(name: str, value: str, g: Geometry, blocks: Mapping[str, int]) -> tuple
 
 def _shared_accumulators(
     plans: Mapping[str, tuple[str, Geometry]], hessian: bool, blocks: Mapping[str, int],
-    batches: int,
+    batches: int, per_input: int,
 ) -> dict[tuple[Any, ...], Accumulator]:
     """One accumulator per ``_key``: layers reading the same input the same way (a
     transformer block's Q, K and V projections) sample the same rows with the same seed and
@@ -204,5 +214,6 @@ def _shared_accumulators(
         key = _key(n, value, g, blocks)
         if key not in shared:
             shared[key] = Accumulator(geometry=g, hessian=hessian, block=key[2],
-                                      max_rows=-(-row_target(g.k, hessian) // batches))
+                                      max_rows=-(-row_target(g.k, hessian) // batches),
+                                      needed_rows=per_input * g.k)
     return shared
