@@ -6,7 +6,6 @@ core they moved with the machine's core count."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -16,6 +15,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from quantcore import JobInput, JobKind, run_job
 from quantcore.limits import JobLimits
+from tests.reports import without_timings
 
 
 def _blas_threads() -> set[int]:
@@ -42,16 +42,6 @@ def _model_and_set(folder: Path) -> tuple[Path, Path]:
     return path, dataset
 
 
-def _timeless(value: Any) -> Any:
-    """The report without what the clock gives (seconds, timings)."""
-    if isinstance(value, dict):
-        return {k: _timeless(v) for k, v in value.items()
-                if k not in ("seconds", "timings") and not k.endswith("_s")}  # fmt: skip
-    if isinstance(value, list):
-        return [_timeless(v) for v in value]
-    return value
-
-
 @pytest.mark.parametrize("threads", [2, 4])
 def test_a_calibrated_job_is_the_same_whatever_blas_threads_the_process_has(
     tmp_path: Path, threads: int
@@ -66,7 +56,7 @@ def test_a_calibrated_job_is_the_same_whatever_blas_threads_the_process_has(
             assert _blas_threads() == {count}  # the process's own setting, back after the job
         folder = tmp_path / f"out{count}"
         found[count] = ((folder / "model.onnx").read_bytes(), (folder / "model.qpack").read_bytes(),
-                        _timeless(out.report))  # fmt: skip
+                        without_timings(out.report))  # fmt: skip
     report = found[1][2]
     assert "dB below plain rounding" in report["layers"][0]["notes"][0]  # GPTQ ran
     assert report["accuracy"]["output_sqnr_db"] > 0

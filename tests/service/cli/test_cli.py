@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests import models
+from tests.reports import without_timings
 from tests.workers.conftest import embedded_env
 from tests.workers.flow import save_model
 from tests.workers.services import ROOT, Service, free_port
@@ -39,19 +40,6 @@ def quantserve(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def without_timings(report: dict) -> dict:
-    """The report less what measures time: ``timings`` and the ``seconds`` of its checks."""
-
-    def strip(value: object) -> object:
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != "seconds"}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    return {k: strip(v) for k, v in report.items() if k != "timings"}
 
 
 def test_console_script_is_declared_and_resolves() -> None:
