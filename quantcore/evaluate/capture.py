@@ -180,40 +180,39 @@ def capture_stats(
     # Flat inputs' GPTQ takes any number of rows (``gptq._gptq_flat``); on samples, fewer
     # than MIN_ROWS_PER_INPUT a weight's input leave the layer to plain rounding.
     per_input = 0 if isinstance(inputs, FlatSet) else MIN_ROWS_PER_INPUT
-    shared = _shared_accumulators(plans, hessian, blocks or {}, batches, per_input)
+    accumulators = _shared_accumulators(plans, hessian, blocks or {}, batches, per_input)
+    # Each shared accumulator once, with the input it sums.
+    distinct = {id(a): (plans[n][0], a) for n, a in accumulators.items()}.values()
     samples = 0
     for n, outputs in _runs(sess, names, inputs.batches(step), step, fixed, max_samples):
         values = dict(zip(names, outputs, strict=True))
-        for (value, _, _), accumulator in shared.items():
+        for value, accumulator in distinct:
             accumulator.add(values[value])
         del values, outputs
         samples += n
     return Capture(
-        stats={n: replace(shared[_key(n, value, g, blocks or {})].stats, geometry=g)
-               for n, (value, g) in plans.items()},
+        stats={n: replace(a.stats, geometry=plans[n][1]) for n, a in accumulators.items()},
         notes=notes, samples=samples, seconds=time.perf_counter() - start,
     )  # fmt: skip
-
-
-def _key(name: str, value: str, g: Geometry, blocks: Mapping[str, int]) -> tuple[Any, ...]:
-    """What a layer's sums depend on: its input, how it reads it (all of its geometry but
-    the output channels) and the blocks it sums."""
-    return value, replace(g, rows=0), blocks.get(name, 0)
 
 
 def _shared_accumulators(
     plans: Mapping[str, tuple[str, Geometry]], hessian: bool, blocks: Mapping[str, int],
     batches: int, per_input: int,
-) -> dict[tuple[Any, ...], Accumulator]:
-    """One accumulator per ``_key``: layers reading the same input the same way (a
-    transformer block's Q, K and V projections) sample the same rows with the same seed and
-    sum the same products, so one sum serves them all, bit for bit (minilm-l3: 3 of its 5
-    sums over 384 inputs a block)."""
+) -> dict[str, Accumulator]:
+    """Each weight's accumulator, one for all the layers that read the same input the same
+    way (its geometry but the output channels, and the blocks it sums): a transformer
+    block's Q, K and V projections sample the same rows with the same seed and sum the same
+    products, so one sum serves them all, bit for bit (minilm-l3: 3 of its 5 sums over 384
+    inputs a block)."""
     shared: dict[tuple[Any, ...], Accumulator] = {}
+    found: dict[str, Accumulator] = {}
     for n, (value, g) in plans.items():
-        key = _key(n, value, g, blocks)
+        block = blocks.get(n, 0)
+        key = (value, replace(g, rows=0), block)
         if key not in shared:
-            shared[key] = Accumulator(geometry=g, hessian=hessian, block=key[2],
+            shared[key] = Accumulator(geometry=g, hessian=hessian, block=block,
                                       max_rows=-(-row_target(g.k, hessian) // batches),
                                       needed_rows=per_input * g.k)
-    return shared
+        found[n] = shared[key]
+    return found
