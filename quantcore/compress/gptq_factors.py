@@ -49,7 +49,7 @@ def _upper_factor_of_inverse(h: np.ndarray) -> np.ndarray:
     if h.shape[-1] < LAPACK_MIN_K:
         lower = np.linalg.cholesky(np.linalg.inv(h))
         return np.ascontiguousarray(lower.transpose(0, 2, 1))
-    lapack = _lapack()
+    lapack = lapack_module()
     out = np.empty_like(h)
     for g in range(h.shape[0]):
         m = np.linalg.cholesky(h[g, ::-1, ::-1])
@@ -61,8 +61,11 @@ def _upper_factor_of_inverse(h: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def _lapack() -> Any:
-    """SciPy's LAPACK (lazy: only calibrations with wide layers need it; 0.085 s to import)."""
+def lapack_module() -> Any:
+    """SciPy's LAPACK (lazy: only calibrations with wide layers need it). Importing it costs
+    0.1-0.2 s, half of it NumPy's lazy submodules (``f2py``, ``ma``, ``testing``), which
+    SciPy's array API layer loads by cloning NumPy's namespace: a calibrated job imports it
+    on a thread of its own while its capture runs (``quantcore.jobs.quantize``)."""
     from scipy.linalg import lapack
 
     return lapack
@@ -77,7 +80,7 @@ def load_lapack(stats: Iterable[LayerStats]) -> bool:
     threads, where the factors are computed."""
     if not any(s.geometry.k >= LAPACK_MIN_K and not s.block for s in stats):
         return False
-    _lapack()
+    lapack_module()  # waits for its import, if another thread is at it
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")  # kept: the job's setting restores NumPy's
