@@ -157,7 +157,7 @@ def _run(kernels: ModuleType, queue: deque[_Queued], nibbles: bool) -> None:
         done = rounds(
             tuple(s.words for s in active),
             tuple(s.coded.table for s in active),
-            tuple(s.low for s in active),
+            tuple(s.low for s in active) if any(s.raw for s in active) else None,
             tuple(s.out for s in active),
             states,
             pos,
@@ -223,8 +223,9 @@ def compile_vector_kernels() -> None:
                 counts = np.zeros(k, dtype=np.int64)
                 states = np.zeros(k * LANES, dtype=np.uint64)
                 params = np.ones(kernels.PARAMS * k, dtype=np.int64)
-                rounds((words,) * k, (table,) * k, (_ZERO_LOW,) * k, (out,) * k, states,
-                       counts, counts.copy(), params, 0, _refill)  # fmt: skip
+                for lows in ((_ZERO_LOW,) * k, None):  # None: chunks without low bits
+                    rounds((words,) * k, (table,) * k, lows, (out,) * k, states, counts,
+                           counts.copy(), params, 0, _refill)  # fmt: skip
         states = np.zeros(LANES, dtype=np.uint64)
         kernels.finish(words, table, out, _ZERO_LOW, 0, states, 0, 0, 1, 0)
         if dtype == np.uint8:

@@ -86,6 +86,31 @@ def test_the_groups_compile_once_for_each_size(vector: ModuleType) -> None:
     assert len(kernels.rounds.signatures) == before
 
 
+def test_groups_without_low_bits_take_the_loop_that_reads_none(
+    vector: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group of chunks none of which has raw low bits runs the loop given ``lows`` None;
+    a group with any, the loop that ORs them in: the codes of both are the stream's."""
+    rans.compile_kernels()
+    given: list[bool] = []
+    rounds = vector.rounds
+
+    def recorded(*args: object) -> int:
+        given.append(args[2] is None)
+        return int(rounds(*args))
+
+    monkeypatch.setattr(vector, "rounds", recorded)
+    for bits, none in ((3, True), (8, False)):
+        given.clear()
+        codes = laplacian_codes(200_001, bits, seed=bits)
+        dtype, chunks = decode_plan(encode_codes(codes, version=2))
+        assert all(c.coded is not None and (c.coded.raw_bits == 0) == none for c in chunks)
+        out = np.zeros(codes.size, dtype=dtype)
+        rans_batch.fill_chunks([(c, out[c.start : c.start + c.size]) for c in chunks])
+        np.testing.assert_array_equal(out, codes)
+        assert given and set(given) == {none}
+
+
 def test_without_the_vector_loop_each_chunk_fills_itself(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
