@@ -186,7 +186,8 @@ def run_job(
     limits = limits or JobLimits()
     check_inputs(job, limits.inputs)
     check_out_dir(job, out_dir)
-    # The same bits on any machine: BLAS on one thread (the job's own threads use the cores).
+    # The same bits on any core count: BLAS on one thread (the job's own threads use the
+    # cores). Another CPU kind can still differ: OpenBLAS picks its kernels by CPU.
     with one_blas_thread():
         return _run(job, out_dir, progress, limits)
 
