@@ -10,7 +10,12 @@ depend on the machine's core count.
 from __future__ import annotations
 
 import functools
+import importlib.machinery
+import importlib.util
+import sys
 from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -44,8 +49,8 @@ def _upper_factor_of_inverse(h: np.ndarray) -> np.ndarray:
     positive definite. With ``P`` the reversal of the axes, ``P·h·P = M·Mᵀ`` (``M`` lower,
     Cholesky) gives ``U = P·M⁻¹·P``: a factorization and a triangular inverse, a third of
     the work of inverting ``h`` and factoring the inverse (nudenet's GPTQ spent 3.5 of its
-    4.1 CPU-s there). Below ``LAPACK_MIN_K`` the plain route is kept: importing SciPy's
-    LAPACK (0.085 s once a process) would cost more than it saves."""
+    4.1 CPU-s there). Below ``LAPACK_MIN_K`` the plain route is kept (chosen when importing
+    SciPy's LAPACK cost 0.085 s, and kept since: another route gives other codes)."""
     if h.shape[-1] < LAPACK_MIN_K:
         lower = np.linalg.cholesky(np.linalg.inv(h))
         return np.ascontiguousarray(lower.transpose(0, 2, 1))
@@ -62,13 +67,39 @@ def _upper_factor_of_inverse(h: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def lapack_module() -> Any:
-    """SciPy's LAPACK (lazy: only calibrations with wide layers need it). Importing it costs
-    0.1-0.2 s, half of it NumPy's lazy submodules (``f2py``, ``ma``, ``testing``), which
-    SciPy's array API layer loads by cloning NumPy's namespace: a calibrated job imports it
-    on a thread of its own while its capture runs (``quantcore.jobs.quantize``)."""
-    from scipy.linalg import lapack
+    """SciPy's LAPACK (lazy: only calibrations with wide layers need it): its compiled module
+    ``scipy.linalg._flapack`` loaded alone, 0.01 s, where importing ``scipy.linalg`` took
+    0.15-0.25 s (an AVX2 EPYC), half of it NumPy's ``f2py``, ``ma`` and ``testing``, which
+    SciPy's array API layer imports by cloning NumPy's namespace. The same functions as
+    ``scipy.linalg.lapack``'s (an extension module is initialised once a process); that
+    import where the module cannot be found or loaded alone."""
+    try:
+        return _extension_alone("scipy", "linalg", "_flapack")
+    except Exception:  # another layout of SciPy: its public import
+        from scipy.linalg import lapack
 
-    return lapack
+        return lapack
+
+
+def _extension_alone(package: str, *path: str) -> ModuleType:
+    """The compiled module ``package.path...`` loaded from its file without importing the
+    packages above it."""
+    name = ".".join((package, *path))
+    if name in sys.modules:
+        return sys.modules[name]
+    found = importlib.util.find_spec(package)  # a top-level package: found, not imported
+    if found is None or found.origin is None:
+        raise ImportError(f"no {package}")
+    folder = Path(found.origin).parent.joinpath(*path[:-1])
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        file = folder / (path[-1] + suffix)
+        if file.is_file():
+            spec = importlib.util.spec_from_file_location(name, file)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    raise ImportError(f"no compiled {name} in {folder}")
 
 
 def load_lapack(stats: Iterable[LayerStats]) -> bool:
@@ -80,7 +111,7 @@ def load_lapack(stats: Iterable[LayerStats]) -> bool:
     threads, where the factors are computed."""
     if not any(s.geometry.k >= LAPACK_MIN_K and not s.block for s in stats):
         return False
-    lapack_module()  # waits for its import, if another thread is at it
+    lapack_module()
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")  # kept: the job's setting restores NumPy's

@@ -214,12 +214,12 @@ def run_quantize(
     )
     calibrated: Calibrated | None = None
     if spec.calibration is not Calibration.NONE:  # loads onnxruntime: only when asked for
-        from quantcore.compress.gptq_factors import lapack_module, load_lapack
         from quantcore.jobs.calibrate import capture
 
-        _later(lapack_module)  # its import overlaps the capture, which runs onnxruntime
         calibrated = capture(model, job.model_path, spec, evalset, limits, auto=auto_why)
         if calibrated is not None and calibrated.gptq_stats:  # on this thread: load_lapack
+            from quantcore.compress.gptq_factors import load_lapack
+
             load_lapack(calibrated.gptq_stats.values())
     elif auto_why is not None:
         from quantcore.jobs.calibrated import not_chosen

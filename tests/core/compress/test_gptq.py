@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -350,3 +354,19 @@ def test_the_factor_of_the_inverse_hessian_is_upper_and_exact(k: int) -> None:
     h[1, 0, 0] = -1.0  # not positive definite
     with pytest.raises(np.linalg.LinAlgError):
         gptq_factors._upper_factor_of_inverse(h)
+
+
+def test_lapack_is_loaded_without_importing_scipy_linalg() -> None:
+    """``lapack_module`` loads SciPy's compiled LAPACK alone (the package's import costs 15-25
+    times as long), and its functions are those ``scipy.linalg.lapack`` gives."""
+    code = (
+        "import sys\n"
+        "from quantcore.compress.gptq_factors import lapack_module\n"
+        "module = lapack_module()\n"
+        "alone = 'scipy.linalg' not in sys.modules\n"
+        "from scipy.linalg import lapack\n"
+        "print(alone, module.dtrtri is lapack.dtrtri, module.dpotrf is lapack.dpotrf)\n"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, cwd=Path(__file__).parents[3])  # fmt: skip
+    assert found.stdout.split() == ["True", "True", "True"]
