@@ -83,7 +83,9 @@ def lapack_module() -> Any:
 
 def _extension_alone(package: str, *path: str) -> ModuleType:
     """The compiled module ``package.path...`` loaded from its file without importing the
-    packages above it."""
+    packages above it. Left out of ``sys.modules``: a later import of the package then loads
+    it as usual (the same functions: a compiled module is initialised once a process) and
+    sets it as the package's attribute."""
     name = ".".join((package, *path))
     if name in sys.modules:
         return sys.modules[name]
