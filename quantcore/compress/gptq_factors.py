@@ -83,9 +83,9 @@ def lapack_module() -> Any:
 
 def _extension_alone(package: str, *path: str) -> ModuleType:
     """The compiled module ``package.path...`` loaded from its file without importing the
-    packages above it. Left out of ``sys.modules``: a later import of the package then loads
-    it as usual (the same functions: a compiled module is initialised once a process) and
-    sets it as the package's attribute."""
+    packages above it. Taken out of ``sys.modules`` (where its loading put it): a later
+    import of the package then loads it as usual, the same functions (a compiled module is
+    initialised once a process), and sets it as the package's attribute."""
     name = ".".join((package, *path))
     if name in sys.modules:
         return sys.modules[name]
@@ -100,6 +100,8 @@ def _extension_alone(package: str, *path: str) -> ModuleType:
             assert spec is not None and spec.loader is not None
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
             return module
     raise ImportError(f"no compiled {name} in {folder}")
 

@@ -358,15 +358,18 @@ def test_the_factor_of_the_inverse_hessian_is_upper_and_exact(k: int) -> None:
 
 def test_lapack_is_loaded_without_importing_scipy_linalg() -> None:
     """``lapack_module`` loads SciPy's compiled LAPACK alone (the package's import costs 15-25
-    times as long), and its functions are those ``scipy.linalg.lapack`` gives."""
+    times as long), and its functions are those ``scipy.linalg.lapack`` gives, also when the
+    package is imported after it."""
     code = (
         "import sys\n"
         "from quantcore.compress.gptq_factors import lapack_module\n"
         "module = lapack_module()\n"
         "alone = 'scipy.linalg' not in sys.modules\n"
+        "import scipy.linalg\n"
         "from scipy.linalg import lapack\n"
-        "print(alone, module.dtrtri is lapack.dtrtri, module.dpotrf is lapack.dpotrf)\n"
+        "print(alone, module.dtrtri is lapack.dtrtri, module.dpotrf is lapack.dpotrf,\n"
+        "      scipy.linalg._flapack.dtrtri is module.dtrtri)\n"
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True, cwd=Path(__file__).parents[3])  # fmt: skip
-    assert found.stdout.split() == ["True", "True", "True"]
+    assert found.stdout.split() == ["True"] * 4
