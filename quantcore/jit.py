@@ -19,34 +19,16 @@ absent, laid out otherwise or already imported, nothing is done.
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import sys
-from pathlib import Path
 
 from numba import njit
 
 from quantcore import jit_cache, jit_stamp
+from quantcore.extensions import extension_file, load_alone
 
 __all__ = ["njit"]
 
 BLAS_MODULE = "scipy.linalg.cython_blas"
-
-
-def _blas_extension() -> Path | None:
-    """The file of SciPy's ``cython_blas`` extension module, found without importing SciPy."""
-    try:
-        spec = importlib.util.find_spec("scipy")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / "linalg"
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        path = folder / f"cython_blas{suffix}"
-        if path.is_file():
-            return path
-    return None
 
 
 def preload_blas() -> bool:
@@ -54,19 +36,12 @@ def preload_blas() -> bool:
     Runs once, as this module is imported (under its import lock)."""
     if BLAS_MODULE in sys.modules or "scipy.linalg" in sys.modules:
         return BLAS_MODULE in sys.modules
-    path = _blas_extension()
+    path = extension_file("scipy", "linalg", "cython_blas")
     if path is None:
         return False
-    loader = importlib.machinery.ExtensionFileLoader(BLAS_MODULE, str(path))
-    spec = importlib.util.spec_from_file_location(BLAS_MODULE, path, loader=loader)
-    if spec is None:
-        return False
     try:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[BLAS_MODULE] = module
-        loader.exec_module(module)
+        load_alone(BLAS_MODULE, path, keep=True)
     except Exception:
-        sys.modules.pop(BLAS_MODULE, None)
         return False
     return True
 

@@ -10,17 +10,14 @@ depend on the machine's core count.
 from __future__ import annotations
 
 import functools
-import importlib.machinery
-import importlib.util
 import sys
 from collections.abc import Iterable
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from quantcore.compress.hessian import LayerStats
+from quantcore.extensions import extension_file, load_alone
 
 RETRIES = 3  # dampings tried, each ten times the last, before a Hessian counts as singular
 LAPACK_MIN_K = 256  # inputs per output from which ``_upper_factor_of_inverse`` uses LAPACK
@@ -73,37 +70,18 @@ def lapack_module() -> Any:
     SciPy's array API layer imports by cloning NumPy's namespace. The same functions as
     ``scipy.linalg.lapack``'s (an extension module is initialised once a process); that
     import where the module cannot be found or loaded alone."""
-    try:
-        return _extension_alone("scipy", "linalg", "_flapack")
-    except Exception:  # another layout of SciPy: its public import
-        from scipy.linalg import lapack
-
-        return lapack
-
-
-def _extension_alone(package: str, *path: str) -> ModuleType:
-    """The compiled module ``package.path...`` loaded from its file without importing the
-    packages above it. Taken out of ``sys.modules`` (where its loading put it): a later
-    import of the package then loads it as usual, the same functions (a compiled module is
-    initialised once a process), and sets it as the package's attribute."""
-    name = ".".join((package, *path))
+    name = "scipy.linalg._flapack"
     if name in sys.modules:
         return sys.modules[name]
-    found = importlib.util.find_spec(package)  # a top-level package: found, not imported
-    if found is None or found.origin is None:
-        raise ImportError(f"no {package}")
-    folder = Path(found.origin).parent.joinpath(*path[:-1])
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        file = folder / (path[-1] + suffix)
-        if file.is_file():
-            spec = importlib.util.spec_from_file_location(name, file)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            if sys.modules.get(name) is module:
-                del sys.modules[name]
-            return module
-    raise ImportError(f"no compiled {name} in {folder}")
+    file = extension_file(*name.split("."))
+    try:
+        if file is not None:
+            return load_alone(name, file, keep=False)
+    except Exception:
+        pass
+    from scipy.linalg import lapack  # another layout of SciPy: its public import
+
+    return lapack
 
 
 def load_lapack(stats: Iterable[LayerStats]) -> bool:

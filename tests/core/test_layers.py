@@ -15,7 +15,7 @@ ROOT = Path(quantcore.__file__).parent
 # Lowest first; a module may import from its own layer or any below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("quantcore.errors",),
-    ("quantcore.checks", "quantcore.blas_threads"),
+    ("quantcore.checks", "quantcore.blas_threads", "quantcore.extensions"),
     ("quantcore.spec", "quantcore.spec_names", "quantcore.target", "quantcore.progress",
      "quantcore.limits"),
     ("quantcore.jit", "quantcore.jit_cache", "quantcore.jit_stamp"),
