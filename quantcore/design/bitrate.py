@@ -13,6 +13,7 @@ from enum import StrEnum
 
 import numpy as np
 
+from quantcore.design.brent import bounded_minimum
 from quantcore.design.theory import check_levels, jayant_xmax, laplacian_uniform_sqnr_db
 from quantcore.errors import InvalidSpecError
 
@@ -48,16 +49,14 @@ _GRID = 401
 
 def _worst_case(xmax: float, levels: int, lo: float, hi: float) -> tuple[float, float]:
     """(lowest SQNR dB, its σ) over σ in [lo, hi]: log-spaced grid, then Brent refinement."""
-    from scipy.optimize import minimize_scalar  # lazy: SciPy costs ~1 s to import
     log_s = np.linspace(math.log(lo), math.log(hi), _GRID)
     curve = np.asarray(laplacian_uniform_sqnr_db(xmax, levels, np.exp(log_s)))
     k = int(np.argmin(curve))
     best_log, best = float(log_s[k]), float(curve[k])
     if 0 < k < _GRID - 1:
-        found = minimize_scalar(
+        found = bounded_minimum(
             lambda t: float(laplacian_uniform_sqnr_db(xmax, levels, math.exp(t))),
-            bounds=(float(log_s[k - 1]), float(log_s[k + 1])),
-            method="bounded",
+            (float(log_s[k - 1]), float(log_s[k + 1])),
         )
         if found.fun < best:
             best_log, best = float(found.x), float(found.fun)
@@ -71,16 +70,11 @@ def minimax_xmax(levels: int, sigma_range: tuple[float, float]) -> float:
     threshold below the first scale only adds overload at every σ in the range, one above the
     second only granular noise. For a range holding only σ = 1 it is ``jayant_xmax``.
     """
-    from scipy.optimize import minimize_scalar  # lazy: SciPy costs ~1 s to import
     n = check_levels(levels)
     lo, hi = _sigma_range(sigma_range)
     base = jayant_xmax(n)
-    found = minimize_scalar(
-        lambda x: -_worst_case(x, n, lo, hi)[0],
-        bounds=(0.5 * base * lo, 2.0 * base * hi),
-        method="bounded",
-        options={"xatol": 1e-6 * base},
-    )
+    found = bounded_minimum(lambda x: -_worst_case(x, n, lo, hi)[0],
+                            (0.5 * base * lo, 2.0 * base * hi), xatol=1e-6 * base)  # fmt: skip
     return float(found.x)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from quantcore.design.brent import bounded_minimum
 from quantcore.design.theory import check_levels, hui_xmax, jayant_xmax
 from quantcore.errors import InvalidSpecError, InvalidTensorError
 from quantcore.spec import Support
@@ -175,19 +176,14 @@ def _abs_percentile(weights: npt.NDArray[np.generic], q: float) -> float:
 
 def _mse_search(error_at: ErrorAt, top: float) -> float:
     """argmin of error_at over (0, top]: geometric grid, then Brent between neighbours."""
-    from scipy.optimize import minimize_scalar  # lazy: SciPy costs ~1 s to import
     grid = np.geomspace(top * _MSE_LOW, top, _MSE_GRID)
     errors = [_measured(error_at, float(x)) for x in grid]
     k = int(np.argmin(errors))
     best_x, best_e = float(grid[k]), errors[k]
     lo = float(grid[max(k - 1, 0)])
     hi = float(grid[min(k + 1, _MSE_GRID - 1)])
-    found = minimize_scalar(
-        lambda x: _measured(error_at, float(x)),
-        bounds=(lo, hi),
-        method="bounded",
-        options={"xatol": _MSE_RTOL * best_x},
-    )
+    found = bounded_minimum(lambda x: _measured(error_at, float(x)), (lo, hi),
+                            xatol=_MSE_RTOL * best_x)  # fmt: skip
     if found.fun < best_e:
         best_x = float(found.x)
     return best_x

@@ -42,6 +42,7 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
+from quantcore.design.brent import bounded_minimum
 from quantcore.design.gamma3 import gamma3
 from quantcore.errors import InvalidSpecError
 
@@ -239,14 +240,6 @@ def _jayant_bracket(levels: int) -> tuple[float, float]:
     return 0.5 * hui, 2.0 * hui + 1.0
 
 
-# ``mse_optimal_xmax``'s bounded Brent minimisation for N = 2^b levels, b = 2..16.
-MSE_OPTIMAL_XMAX = {1 << b: x for b, x in enumerate((
-    2.1747853888374853, 2.923732738149719, 3.687962917648452, 4.479816759872379,
-    5.301783202827191, 6.150330952843685, 7.020075301540971, 7.905989325711638,
-    8.804105939590773, 9.711519868386283, 10.62616775782018, 11.5465904423112,
-    12.471743881581922, 13.400863228105644, 14.333373938941849), start=2)}  # fmt: skip
-
-
 @lru_cache(maxsize=64)
 def mse_optimal_xmax(levels: int) -> float:
     """The threshold minimising the midrise MSE for a unit-variance Laplacian, unrounded.
@@ -256,27 +249,14 @@ def mse_optimal_xmax(levels: int) -> float:
     precision the threshold is pinned to about 1e-8 relative (``iterative_xmax``, a root of
     the optimality condition, is sharper). N = 2 has the closed form
     xmax = sqrt(2) (the level E|x| = 1/sqrt(2) sits at xmax/2). Gives 2.174785 for N = 4 and
-    2.923733 for N = 8. Cached per N: called once per layer or channel. For N = 4 to 2^16
-    in powers of two its results are tabulated (``MSE_OPTIMAL_XMAX``, checked against it by
-    the tests): importing SciPy for it cost a job 0.3 s.
+    2.923733 for N = 8. Cached per N: called once per layer or channel.
     """
     n = check_levels(levels)
     if n == 2:
         return _SQRT2
-    return MSE_OPTIMAL_XMAX[n] if n in MSE_OPTIMAL_XMAX else brent_xmax(n)
-
-
-def brent_xmax(n: int) -> float:
-    """``mse_optimal_xmax`` of ``n`` > 2 levels, minimised."""
-    from scipy.optimize import minimize_scalar  # lazy: SciPy costs 0.3 s or more to import
-
     lo, hi = _jayant_bracket(n)
-    found = minimize_scalar(
-        lambda x: math.log(float(laplacian_uniform_distortion(x, n))),
-        bounds=(lo, hi),
-        method="bounded",
-        options={"xatol": 1e-12, "maxiter": 500},
-    )
+    found = bounded_minimum(lambda x: math.log(float(laplacian_uniform_distortion(x, n))),
+                            (lo, hi), xatol=1e-12, maxiter=500)  # fmt: skip
     return float(found.x)
 
 

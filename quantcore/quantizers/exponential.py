@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from quantcore.design.brent import bounded_minimum
 from quantcore.quantizers.base import Design
 from quantcore.spec import Method, QuantizerSpec
 
@@ -101,11 +102,8 @@ def _fit_levels(mass: np.ndarray, first: np.ndarray, count: int) -> _Levels:
         power = np.exp(k * log_q)
         return -float(np.dot(first, power)) / math.sqrt(float(np.dot(mass, power * power)))
 
-    from scipy.optimize import minimize_scalar  # lazy: SciPy costs ~1 s to import
-
     upper = math.log(_MAX_DYNAMIC_RANGE) / max(count - 1, 1)
-    found = minimize_scalar(negative_rho, bounds=(1e-6, upper), method="bounded",
-                            options={"xatol": 1e-10})
+    found = bounded_minimum(negative_rho, (1e-6, upper), xatol=1e-10)
     q = math.exp(float(found.x))
     power = q**k
     a = float(np.dot(first, power) / np.dot(mass, power * power))

@@ -270,26 +270,6 @@ def test_jayant_threshold_is_a_minimum(bits: int) -> None:
         assert laplacian_uniform_distortion(best * factor, levels) > d
 
 
-@pytest.mark.parametrize("bits", range(2, 17))
-def test_the_tabulated_thresholds_are_the_minimisations(bits: int) -> None:
-    # The table spares a job SciPy's import; each entry is what Brent's minimisation finds
-    # (to the 1e-9 that D's flat minimum pins it to, as another CPU's exp may move its last
-    # digits) and the sharper root of the optimality condition agrees to 1e-7.
-    levels = 2**bits
-    table = theory.MSE_OPTIMAL_XMAX[levels]
-    assert mse_optimal_xmax(levels) == table
-    assert table == pytest.approx(theory.brent_xmax(levels), rel=1e-9)
-    assert table == pytest.approx(theory.iterative_xmax(levels).xmax, rel=1e-7)
-
-
-def test_other_level_counts_are_minimised() -> None:
-    assert 6 not in theory.MSE_OPTIMAL_XMAX
-    best = mse_optimal_xmax(6)
-    assert theory.MSE_OPTIMAL_XMAX[4] < best < theory.MSE_OPTIMAL_XMAX[8]
-    d = laplacian_uniform_distortion(best, 6)
-    assert all(laplacian_uniform_distortion(best * f, 6) > d for f in (0.999, 1.001))
-
-
 def test_hui_thresholds() -> None:
     assert round(hui_xmax(8), 4) == 2.9408
     assert round(hui_xmax(4), 4) == 1.9605
