@@ -44,7 +44,9 @@ def load_alone(name: str, file: Path, *, keep: bool) -> ModuleType:
     sys.modules[name] = module
     try:
         loader.exec_module(module)
-    finally:
-        if not keep or sys.modules.get(name) is not module:
-            sys.modules.pop(name, None)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    if not keep:
+        del sys.modules[name]
     return module
