@@ -1,55 +1,45 @@
 """Brent's bounded minimisation of a function of one variable (golden sections and parabolic
-steps), step for step SciPy's ``minimize_scalar(method="bounded")``: the same points
-evaluated in the same order, so the same minimum to the last bit, without SciPy's import
-(0.3 s or more), which the support searches, the bit-rate designs and the exponential
-quantizer otherwise paid on a job's path.
+steps), step for step SciPy's ``minimize_scalar(method="bounded")``: the same points measured
+in the same order, so the same minimum to the last bit, without SciPy's import (0.3 s or
+more), which the support searches, the bit-rate designs and the exponential quantizer
+otherwise paid on a job's path.
+
+``bounded_search`` is the method as a generator (the caller measures each point it yields:
+``support_rows`` drives one a row in lockstep, and ``brent_rows`` compiles its steps);
+``bounded_minimum`` drives it on a function.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import numpy as np
 
-_SQRT_EPS = math.sqrt(2.2e-16)
-_GOLDEN = 0.5 * (3.0 - math.sqrt(5.0))
+MAXFUN = 500  # SciPy's default for the bounded method
+SQRT_EPS = math.sqrt(2.2e-16)
+GOLDEN = 0.5 * (3.0 - math.sqrt(5.0))
+
+Search = Generator[float, float, tuple[float, float]]
 
 
-@dataclass(frozen=True)
-class Minimum:
-    """Where ``bounded_minimum`` stopped: ``x``, ``fun`` there, and whether it converged
-    within its evaluations (``success``; False also for a NaN)."""
-
-    x: float
-    fun: float
-    success: bool
-    evaluations: int
-
-
-def bounded_minimum(
-    func: Callable[[float], float], bounds: tuple[float, float], *, xatol: float = 1e-5,
-    maxiter: int = 500,
-) -> Minimum:
-    """The minimum of ``func`` on ``bounds`` to ``xatol`` (SciPy's defaults)."""
-    a, b = (float(v) for v in bounds)
-    if not (math.isfinite(a) and math.isfinite(b)) or a > b:
-        raise ValueError(f"bounds {bounds} must be finite, the lower first")
-    fulc = a + _GOLDEN * (b - a)
-    nfc = xf = x = fulc
+def bounded_search(a: float, b: float, xatol: float, maxfun: int = MAXFUN) -> Search:
+    """SciPy's ``_minimize_scalar_bounded`` as a generator: yields each point to measure,
+    is sent its value, returns ``(x, f(x))`` of the best point (same arithmetic, same order),
+    stopping after ``maxfun`` measurements."""
+    fulc = a + GOLDEN * (b - a)
+    nfc = xf = fulc
     rat = e = 0.0
-    fx = func(x)
-    evaluations = 1
-    fu = math.inf
+    fx = yield xf
+    num = 1
     ffulc = fnfc = fx
     xm = 0.5 * (a + b)
-    tol1 = _SQRT_EPS * abs(xf) + xatol / 3.0
+    tol1 = SQRT_EPS * abs(xf) + xatol / 3.0
     tol2 = 2.0 * tol1
-    converged = True
     while abs(xf - xm) > (tol2 - 0.5 * (b - a)):
         golden = True
-        if abs(e) > tol1:  # a parabola through the three best points
+        if abs(e) > tol1:
             golden = False
             r = (xf - nfc) * (fx - ffulc)
             q = (xf - fulc) * (fx - fnfc)
@@ -64,15 +54,15 @@ def bounded_minimum(
                 rat = (p + 0.0) / q
                 x = xf + rat
                 if (x - a) < tol2 or (b - x) < tol2:
-                    rat = tol1 * _sign(xm - xf)
+                    rat = tol1 * (float(np.sign(xm - xf)) + ((xm - xf) == 0))
             else:
                 golden = True
         if golden:
             e = (a - xf) if xf >= xm else (b - xf)
-            rat = _GOLDEN * e
-        x = xf + _sign(rat) * max(abs(rat), tol1)
-        fu = func(x)
-        evaluations += 1
+            rat = GOLDEN * e
+        x = xf + (float(np.sign(rat)) + (rat == 0)) * max(abs(rat), tol1)
+        fu = yield x
+        num += 1
         if fu <= fx:
             if x >= xf:
                 a = xf
@@ -89,20 +79,46 @@ def bounded_minimum(
             if fu <= fnfc or nfc == xf:
                 fulc, ffulc = nfc, fnfc
                 nfc, fnfc = x, fu
-            elif fu <= ffulc or fulc == xf or fulc == nfc:  # noqa: SIM109 (``in`` matches NaN)
+            elif fu <= ffulc or fulc in (xf, nfc):
                 fulc, ffulc = x, fu
         xm = 0.5 * (a + b)
-        tol1 = _SQRT_EPS * abs(xf) + xatol / 3.0
+        tol1 = SQRT_EPS * abs(xf) + xatol / 3.0
         tol2 = 2.0 * tol1
-        if evaluations >= maxiter:
-            converged = False
+        if num >= maxfun:
             break
-    if math.isnan(xf) or math.isnan(fx) or math.isnan(fu):
-        converged = False
-    return Minimum(x=xf, fun=fx, success=converged, evaluations=evaluations)
+    return xf, fx
 
 
-def _sign(value: float) -> float:
-    """1 for a positive or zero ``value``, -1 for a negative one (NaN stays NaN), as SciPy's
-    ``np.sign(v) + (v == 0)``."""
-    return float(np.sign(value)) + (value == 0)
+@dataclass(frozen=True)
+class Minimum:
+    """Where ``bounded_minimum`` stopped: ``x``, ``fun`` there, and whether it converged
+    within its evaluations (``success``; False also for a NaN)."""
+
+    x: float
+    fun: float
+    success: bool
+    evaluations: int
+
+
+def bounded_minimum(
+    func: Callable[[float], float], bounds: tuple[float, float], *, xatol: float = 1e-5,
+    maxiter: int = MAXFUN,
+) -> Minimum:
+    """The minimum of ``func`` on ``bounds`` to ``xatol`` (SciPy's defaults)."""
+    a, b = (float(v) for v in bounds)
+    if not (math.isfinite(a) and math.isfinite(b)) or a > b:
+        raise ValueError(f"bounds {bounds} must be finite, the lower first")
+    search = bounded_search(a, b, xatol, maxiter)
+    x, evaluations = next(search), 0
+    while True:
+        fu = func(x)
+        evaluations += 1
+        try:
+            x = search.send(fu)
+        except StopIteration as done:
+            xf, fx = done.value
+            break
+    # The search stops early only once a step past the first has reached ``maxiter``.
+    capped = evaluations > 1 and evaluations >= maxiter
+    nan = math.isnan(xf) or math.isnan(fx) or math.isnan(fu)
+    return Minimum(x=xf, fun=fx, success=not (capped or nan), evaluations=evaluations)

@@ -1,8 +1,8 @@
 """The bounded Brent search of every row at once, compiled (``support_rows``' lockstep).
 
-``_bounded_brent`` in ``quantcore.design.support_rows`` is SciPy's
-``minimize_scalar(method="bounded")`` as a generator per row; driving thousands of them from
-Python costs more than measuring their points. ``BrentRows`` keeps every row's search state in
+``bounded_search`` in ``quantcore.design.brent`` is SciPy's
+``minimize_scalar(method="bounded")`` as a generator; driving thousands of them from Python,
+one a row, costs more than measuring their points. ``BrentRows`` keeps every row's search state in
 arrays and ``_advance`` runs the same steps in the same IEEE arithmetic, row by row, between
 two batched measurements: the points asked for, and the results, are the generator's, bit for
 bit (the tests drive both on the same functions).
@@ -10,17 +10,13 @@ bit (the tests drive both on the same functions).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from quantcore.design.brent import GOLDEN, MAXFUN, SQRT_EPS
 from quantcore.jit import njit
 
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 
-_MAXFUN = 500  # SciPy's default for the bounded method
-_SQRT_EPS = math.sqrt(2.2e-16)
-_GOLDEN = 0.5 * (3.0 - math.sqrt(5.0))
 # Columns of the float state, one row per search.
 A, B, XF, FX, NFC, FNFC, FULC, FFULC, E, RAT, XATOL, X = range(12)
 _WAITING, _FIRST, _DONE = 0, 1, 2
@@ -40,7 +36,7 @@ def _propose(s):
     """The loop's test and next point of one search (``s``: its state); False: it ends."""
     a, b, xf = s[A], s[B], s[XF]
     xm = 0.5 * (a + b)
-    tol1 = _SQRT_EPS * abs(xf) + s[XATOL] / 3.0
+    tol1 = SQRT_EPS * abs(xf) + s[XATOL] / 3.0
     tol2 = 2.0 * tol1
     if not abs(xf - xm) > (tol2 - 0.5 * (b - a)):
         return False
@@ -67,7 +63,7 @@ def _propose(s):
             golden = True
     if golden:
         e = (a - xf) if xf >= xm else (b - xf)
-        rat = _GOLDEN * e
+        rat = GOLDEN * e
     s[RAT], s[E] = rat, e
     s[X] = xf + (_sign(rat) + (1.0 if rat == 0 else 0.0)) * max(abs(rat), tol1)
     return True
@@ -109,7 +105,7 @@ def _advance(state, phase, num, which, values):
         else:
             num[i] += 1
             _take(s, values[k])
-            if num[i] >= _MAXFUN:
+            if num[i] >= MAXFUN:
                 phase[i] = _DONE
                 continue
         phase[i] = _WAITING if _propose(s) else _DONE
@@ -122,7 +118,7 @@ class BrentRows:
         self.state = np.zeros((lower.size, 12))
         s = self.state
         s[:, A], s[:, B], s[:, XATOL] = lower, upper, xatol
-        s[:, XF] = s[:, NFC] = s[:, FULC] = s[:, X] = lower + _GOLDEN * (upper - lower)
+        s[:, XF] = s[:, NFC] = s[:, FULC] = s[:, X] = lower + GOLDEN * (upper - lower)
         self.phase = np.full(lower.size, _FIRST, np.int8)
         self.num = np.zeros(lower.size, np.int64)
 

@@ -8,7 +8,7 @@ The rules are those of ``quantcore.design.support``, with the same results row b
   refinement (SciPy's ``minimize_scalar(method="bounded")``, step for step) run in lockstep:
   every round measures the next point of every row still searching in one batch, and the
   steps between two rounds run compiled for all rows (``quantcore.design.brent_rows``; a
-  generator per row, ``_bounded_brent``, is the reference). ``errors_at(xmax, rows)``
+  generator per row, ``brent.bounded_search``, is the reference). ``errors_at(xmax, rows)``
   measures a batch (``quantcore.quantizers.measure``), so the search costs a few passes over
   the sample instead of ~55 calls per row;
 - the extreme-based rules from each row's min and max, the data-free ones once.
@@ -17,11 +17,12 @@ The rules are those of ``quantcore.design.support``, with the same results row b
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
 
+from quantcore.design.brent import bounded_search
 from quantcore.design.support import (
     _MSE_GRID,
     _MSE_LOW,
@@ -35,78 +36,8 @@ from quantcore.errors import InvalidSpecError, InvalidTensorError
 from quantcore.spec import Support
 
 ErrorsAt = Callable[[npt.NDArray[np.float64], npt.NDArray[np.int64]], npt.NDArray[np.float64]]
-_MAXFUN = 500  # SciPy's default for the bounded method
-_SQRT_EPS = math.sqrt(2.2e-16)
-_GOLDEN = 0.5 * (3.0 - math.sqrt(5.0))
-
-
-Search = Generator[float, float, tuple[float, float]]
 # False: the Brent steps run as one generator per row (the reference of the compiled ones).
 COMPILED_BRENT = True
-
-
-def _bounded_brent(a: float, b: float, xatol: float) -> Search:
-    """SciPy's ``_minimize_scalar_bounded`` as a generator: yields each point to measure,
-    is sent its value, returns ``(x, f(x))`` of the best point (same arithmetic, same order)."""
-    fulc = a + _GOLDEN * (b - a)
-    nfc = xf = fulc
-    rat = e = 0.0
-    fx = yield xf
-    num = 1
-    ffulc = fnfc = fx
-    xm = 0.5 * (a + b)
-    tol1 = _SQRT_EPS * abs(xf) + xatol / 3.0
-    tol2 = 2.0 * tol1
-    while abs(xf - xm) > (tol2 - 0.5 * (b - a)):
-        golden = True
-        if abs(e) > tol1:
-            golden = False
-            r = (xf - nfc) * (fx - ffulc)
-            q = (xf - fulc) * (fx - fnfc)
-            p = (xf - fulc) * q - (xf - nfc) * r
-            q = 2.0 * (q - r)
-            if q > 0.0:
-                p = -p
-            q = abs(q)
-            r = e
-            e = rat
-            if abs(p) < abs(0.5 * q * r) and p > q * (a - xf) and p < q * (b - xf):
-                rat = (p + 0.0) / q
-                x = xf + rat
-                if (x - a) < tol2 or (b - x) < tol2:
-                    rat = tol1 * (float(np.sign(xm - xf)) + ((xm - xf) == 0))
-            else:
-                golden = True
-        if golden:
-            e = (a - xf) if xf >= xm else (b - xf)
-            rat = _GOLDEN * e
-        x = xf + (float(np.sign(rat)) + (rat == 0)) * max(abs(rat), tol1)
-        fu = yield x
-        num += 1
-        if fu <= fx:
-            if x >= xf:
-                a = xf
-            else:
-                b = xf
-            fulc, ffulc = nfc, fnfc
-            nfc, fnfc = xf, fx
-            xf, fx = x, fu
-        else:
-            if x < xf:
-                a = x
-            else:
-                b = x
-            if fu <= fnfc or nfc == xf:
-                fulc, ffulc = nfc, fnfc
-                nfc, fnfc = x, fu
-            elif fu <= ffulc or fulc in (xf, nfc):
-                fulc, ffulc = x, fu
-        xm = 0.5 * (a + b)
-        tol1 = _SQRT_EPS * abs(xf) + xatol / 3.0
-        tol2 = 2.0 * tol1
-        if num >= _MAXFUN:
-            break
-    return xf, fx
 
 
 def _measured(errors_at: ErrorsAt, xmax: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -163,8 +94,8 @@ def _generator_searches(
     errors_at: ErrorsAt, rows: np.ndarray, lower: np.ndarray, upper: np.ndarray,
     xatol: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The same searches driven as one ``_bounded_brent`` generator per row (the reference)."""
-    searches = [_bounded_brent(float(lower[i]), float(upper[i]), float(xatol[i]))
+    """The same searches driven as one ``bounded_search`` generator per row (the reference)."""
+    searches = [bounded_search(float(lower[i]), float(upper[i]), float(xatol[i]))
                 for i in range(rows.size)]  # fmt: skip
     x, fx = np.zeros(rows.size), np.zeros(rows.size)
     pending = {i: next(s) for i, s in enumerate(searches)}

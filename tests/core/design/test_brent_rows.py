@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from quantcore.design import support_rows
+from quantcore.design.brent import bounded_search
 from quantcore.design.brent_rows import BrentRows
-from quantcore.design.support_rows import _bounded_brent
 
 
 def curves(x: np.ndarray, row: np.ndarray) -> np.ndarray:
@@ -33,7 +33,7 @@ def test_points_and_results_equal_the_generators(seed: int) -> None:
     want_points: list[list[float]] = []
     want = []
     for i in range(n):
-        search, asked = _bounded_brent(float(lower[i]), float(upper[i]), float(xatol[i])), []
+        search, asked = bounded_search(float(lower[i]), float(upper[i]), float(xatol[i])), []
         x = next(search)
         try:
             while True:
