@@ -83,7 +83,10 @@ def test_serve_restarts_a_killed_worker_and_its_job_runs_again(
 def test_a_whole_worker_killed_on_one_machine_is_replaced_from_its_heartbeat(
     deployed: Callable[..., Service], moto: MotoProcess, tmp_path: Path
 ) -> None:
-    service = deployed()
+    # The default visibility timeout (60 s), not the suite's 20 s: the dead worker's messages
+    # then come back after the heartbeat has aged out, however slowly the rescuer starts, so
+    # its jobs can only be taken back by the reaper, the path under test.
+    service = deployed({"QUANTSERVE_BROKER_VISIBILITY_TIMEOUT_S": "60"})
     service.start_api()
     service.env["QUANTSERVE_HOST_ID"] = "machine-a"
     doomed = service.start_worker("doomed", concurrency=2)
