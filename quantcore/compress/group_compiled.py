@@ -116,7 +116,8 @@ def compiled_blocks(
     length = view[axis]
     count = -(-length // size)
     p_len, q_len = math.prod(view[:axis]), math.prod(view[axis + 1 :])
-    w3 = read_only(w.reshape(p_len, length, q_len))
+    # C-contiguous, as the lane kernel's flat views need (a copy only of a strided view)
+    w3 = read_only(np.ascontiguousarray(w.reshape(p_len, length, q_len)))
     n_blocks = p_len * count * q_len
     hi = np.empty(n_blocks, np.float32)
     lo = np.empty(n_blocks, np.float32)

@@ -83,6 +83,10 @@ def block_quantize_lanes(w3, size, count, first, scales, invs, zps, ratios, lo, 
     lane_valid = np.zeros(LANES, np.int64)
     zero_point = mode == ZERO_POINT
     lo_f, hi_f = np.float32(cmin), np.float32(cmax)
+    # Flat views (the arrays are C-contiguous): a run of blocks is then indexed at a known
+    # stride of one, which the transposing copies need to be vectorised.
+    flat, flat_codes, flat_deq = w3.reshape(w3.size), codes.reshape(codes.size), \
+        deq.reshape(deq.size)
     pj, q = divmod(first, q_len)
     p, j = divmod(pj, count)
     k = 0
@@ -95,8 +99,14 @@ def block_quantize_lanes(w3, size, count, first, scales, invs, zps, ratios, lo, 
             lane_p[t], lane_start[t] = p, j * size
             lane_valid[t] = min(size, w3.shape[1] - j * size)
             p, j, q = _next_block(p, j, q, count, q_len)
+        # Along the contiguous axis, a whole tile of full blocks in one row (the usual case)
+        # is one run of the flat weight, transposed into the tile without a test per lane.
+        run = q_len == 1 and tile == LANES and lane_p[tile - 1] == lane_p[0] and \
+            lane_valid[tile - 1] == size
         if q_len > 1:
             _gather_columns(w3, lane_p[0], lane_start[0], q0, lane_valid[0], tile, x)
+        elif run:
+            _gather_run(flat, lane_p[0] * w3.shape[1] + lane_start[0], size, x)
         else:
             _gather_blocks(w3, lane_p, lane_start, lane_valid, tile, x)
         chosen[:] = 0
@@ -125,6 +135,9 @@ def block_quantize_lanes(w3, size, count, first, scales, invs, zps, ratios, lo, 
         if q_len > 1:
             _scatter_columns(ct, vt, lane_p[0], lane_start[0], q0, lane_valid[0], tile, codes,
                              deq)
+        elif run:
+            _scatter_run(ct, vt, lane_p[0] * w3.shape[1] + lane_start[0], size, flat_codes,
+                         flat_deq)
         else:
             _scatter_blocks(ct, vt, lane_p, lane_start, lane_valid, tile, codes, deq)
         k += tile
@@ -326,6 +339,30 @@ def _scatter_columns(ct, vt, p, start, q, valid, tile, codes, deq):
         for t in range(tile):
             codes[up, us + np.uintp(i), uq + np.uintp(t)] = ct[ui + np.uintp(t)]
             deq[up, us + np.uintp(i), uq + np.uintp(t)] = vt[ui + np.uintp(t)]
+
+
+@_inline
+def _gather_run(flat, at, size, x):
+    """The ``LANES`` full blocks of ``size`` from ``flat[at]`` on (``Q = 1``, one row), block
+    ``t`` into lane ``t``, without a test per lane."""
+    base, usize = np.uintp(at), np.uintp(size)
+    for i in range(size):
+        ui = np.uintp(i)
+        for t in range(LANES):
+            ut = np.uintp(t)
+            x[ui * _L + ut] = flat[base + ut * usize + ui]
+
+
+@_inline
+def _scatter_run(ct, vt, at, size, flat_codes, flat_deq):
+    """``_gather_run``'s inverse for the codes and values."""
+    base, usize = np.uintp(at), np.uintp(size)
+    for i in range(size):
+        ui = np.uintp(i)
+        for t in range(LANES):
+            ut = np.uintp(t)
+            flat_codes[base + ut * usize + ui] = ct[ui * _L + ut]
+            flat_deq[base + ut * usize + ui] = vt[ui * _L + ut]
 
 
 @_inline

@@ -192,12 +192,12 @@ GROUP_SPECS = [
 ]  # fmt: skip
 # (shape, block axis, block size): ragged last blocks, blocks across a strided axis (one
 # partial tile of them; whole and partial tiles, ``block_kernels.TILE``; whole and partial
-# tiles of lanes, ``block_lane_kernels.LANES``), a Conv kernel spanning its window, a block
-# longer than the axis.
+# tiles of lanes, ``block_lane_kernels.LANES``; rows holding a whole tile of lanes, read as
+# one run), a Conv kernel spanning its window, a block longer than the axis.
 GROUP_SHAPES = [((12, 200), 1, 32), ((150, 12), 0, 32), ((200, 40), 0, 32),
                 ((40, 150), 0, 8), ((130, 70), 0, 128),
                 ((8, 8, 3, 3), 1, 16), ((5, 77), 1, 128), ((6, 256), 1, 128),
-                ((8, 20), 1, 200)]  # fmt: skip
+                ((8, 20), 1, 200), ((3, 2600), 1, 32)]  # fmt: skip
 
 
 @pytest.mark.parametrize("spec", GROUP_SPECS,
@@ -276,11 +276,13 @@ def test_lanes_match_the_block_by_block_kernel(
     monkeypatch: pytest.MonkeyPatch, bits: int, support: Support, zero_point: bool
 ) -> None:
     """Tensors too large for the NumPy reference: many whole tiles of lanes, ragged blocks
-    along and across rows, and clipped blocks (``mse``) whose sums are short by many steps
-    (the block-by-block rank)."""
+    along and across rows, rows holding whole tiles (read and written as one run; with a
+    ragged last block, the row's next tile runs into the next row), and clipped blocks
+    (``mse``) whose sums are short by many steps (the block-by-block rank)."""
     spec = QuantizerSpec(bits=bits, support=support).resolved()
     for shape, axis, size in (((96, 1000), 1, 32), ((1000, 300), 0, 128),
-                              ((600, 130), 0, 16), ((70, 520), 1, 16)):  # fmt: skip
+                              ((600, 130), 0, 16), ((70, 520), 1, 16), ((12, 2600), 1, 32),
+                              ((6, 2048), 1, 16)):  # fmt: skip
         w = heavy(shape, seed=size)
         found = []
         for lanes in (False, True):
