@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
-from quantcore.jit import njit
+from quantcore.jit import intrinsic, njit, types
 
 LANES = 8
 LOW = 1 << 31

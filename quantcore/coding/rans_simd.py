@@ -29,12 +29,9 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from quantcore.coding.rans_kernels import _L, LANES, _32, _ended, or_low, pack_nibbles
-from quantcore.jit import njit
+from quantcore.jit import cgutils, intrinsic, njit, types
 
 GROUP = 4  # chunks advanced together: 4 chains hide the latency of one on a Zen 4 core
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")

@@ -27,9 +27,6 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from quantcore.coding.rans_chunks import STATES
 from quantcore.coding.rans_kernels import LANES
@@ -42,7 +39,7 @@ from quantcore.coding.rans_simd import (
     renormalised,
 )
 from quantcore.coding.trellis_kernels import FIELDS, decode_rest, first_lanes, mirror_from
-from quantcore.jit import njit
+from quantcore.jit import cgutils, intrinsic, njit, types
 
 GROUP = 2  # chunks advanced together: with 4, their registers spill and it is no faster
 # Per chunk: precision, the magnitude classes' cap, code_min, whether the stream is mirrored,

@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
 from quantcore.coding import trellis_coder
 
 # A level's index and an index's level are the package coder's (one definition for both).
 from quantcore.coding.trellis_kernels import _index as index
 from quantcore.coding.trellis_kernels import _level as level
-from quantcore.jit import njit
+from quantcore.jit import intrinsic, njit, types
 
 _INF = 1e300
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")

@@ -22,10 +22,8 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
-from quantcore.jit import njit
+from quantcore.jit import intrinsic, njit, types
 from quantcore.quantizers.breakpoints import BUCKETS
 from quantcore.quantizers.kernel_args import DEADZONE_INDEX, MIDRISE, SIGNED_DEADZONE, TABLE
 

@@ -1,11 +1,17 @@
-"""``quantcore.jit``: numba's target set-up without SciPy's ``linalg`` package, BLAS intact."""
+"""``quantcore.jit``: numba's target set-up without SciPy's ``linalg`` package, BLAS intact;
+numba's import without PyYAML (unless a config file asks for it) and without its scan for
+extensions."""
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # A fresh interpreter each: what a process imports is the point.
 _KERNEL_CALL = """
@@ -64,9 +70,22 @@ print(json.dumps("scipy.linalg" in sys.modules))
 """
 
 
-def _run(code: str, *args: str) -> object:
+# The kernel call, then what numba's import read, and that PyYAML is still there for others.
+_OPTIONAL_READS = _KERNEL_CALL.replace("print(", "kernel = (") + """
+from numba.core import config, entrypoints
+had_yaml = "yaml" in sys.modules
+import yaml
+print(json.dumps({"yaml_at_kernel": had_yaml, "numba_yaml": config._HAVE_YAML,
+                  "config_read": config.DEBUG_CACHE == 1,
+                  "extensions_skipped": entrypoints._already_initialized,
+                  "yaml_later": yaml.safe_load("a: 1") == {"a": 1}}))
+"""
+
+
+def _run(code: str, *args: str, cwd: Path | None = None) -> object:
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          check=True, timeout=600)  # fmt: skip
+                          check=True, timeout=600, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -84,3 +103,33 @@ def test_a_quantization_and_its_unpack_import_no_scipy_linalg(tmp_path: Path) ->
     assert _run(_JOB, str(tmp_path)) is False
     assert _run(_UNPACK, str(tmp_path)) is False
     assert (tmp_path / "restored.onnx").read_bytes() == (tmp_path / "out/model.onnx").read_bytes()
+
+
+def test_numba_loads_without_pyyaml_where_no_config_file_asks_for_it(tmp_path: Path) -> None:
+    found = _run(_OPTIONAL_READS, cwd=tmp_path)
+    assert found == {"yaml_at_kernel": False, "numba_yaml": False, "config_read": False,
+                     "extensions_skipped": True, "yaml_later": True}  # fmt: skip
+
+
+def test_a_numba_config_file_is_still_read(tmp_path: Path) -> None:
+    (tmp_path / ".numba_config.yaml").write_text("debug_cache: 1\n")
+    found = _run(_OPTIONAL_READS, cwd=tmp_path)
+    assert found == {"yaml_at_kernel": True, "numba_yaml": True, "config_read": True,
+                     "extensions_skipped": True, "yaml_later": True}  # fmt: skip
+
+
+def test_only_the_jit_modules_import_numba() -> None:
+    """At module level, every other module takes numba's names from ``quantcore.jit``, so that
+    numba is always first imported there, trimmed (a function may import numba's own: it runs
+    after its module, and so after ``quantcore.jit``)."""
+    allowed = {"jit.py", "jit_cache.py", "jit_stamp.py"}
+    found = []
+    for path in sorted((ROOT / "quantcore").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in tree.body:
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "numba" or n.startswith("numba.") for n in names):
+                found.append(path.relative_to(ROOT).as_posix())
+    assert sorted({f for f in found if Path(f).name not in allowed}) == []
+    assert {Path(f).name for f in found} == allowed
