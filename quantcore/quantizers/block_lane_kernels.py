@@ -103,10 +103,11 @@ def block_quantize_lanes(w3, size, count, first, scales, invs, zps, ratios, lo, 
         # is one run of the flat weight, transposed into the tile without a test per lane.
         run = q_len == 1 and tile == LANES and lane_p[tile - 1] == lane_p[0] and \
             lane_valid[tile - 1] == size
+        at = lane_p[0] * w3.shape[1] + lane_start[0]  # the run's first weight in ``flat``
         if q_len > 1:
             _gather_columns(w3, lane_p[0], lane_start[0], q0, lane_valid[0], tile, x)
         elif run:
-            _gather_run(flat, lane_p[0] * w3.shape[1] + lane_start[0], size, x)
+            _gather_run(flat, at, size, x)
         else:
             _gather_blocks(w3, lane_p, lane_start, lane_valid, tile, x)
         chosen[:] = 0
@@ -136,8 +137,7 @@ def block_quantize_lanes(w3, size, count, first, scales, invs, zps, ratios, lo, 
             _scatter_columns(ct, vt, lane_p[0], lane_start[0], q0, lane_valid[0], tile, codes,
                              deq)
         elif run:
-            _scatter_run(ct, vt, lane_p[0] * w3.shape[1] + lane_start[0], size, flat_codes,
-                         flat_deq)
+            _scatter_run(ct, vt, at, size, flat_codes, flat_deq)
         else:
             _scatter_blocks(ct, vt, lane_p, lane_start, lane_valid, tile, codes, deq)
         k += tile

@@ -30,8 +30,8 @@ def block_stats(w3, size, count, hi, lo, sumsq):
     whole = w3.shape[1] // size if leaf and q_len == 1 else 0
     tiled = leaf and q_len > 1
     xb = np.empty(size, np.float32)
-    # Whole blocks are read as runs of the flat array (a view: a copy only of a weight that is
-    # not C-ordered), each weight of a run into one of eight lanes.
+    # Whole blocks are read as runs of the flat array (a view: ``compiled_blocks`` passes a
+    # C-ordered weight), each weight of a run into one of eight lanes.
     flat = w3.ravel() if whole else np.empty(0, w3.dtype)
     top8 = np.empty(8, np.float32)
     bottom8 = np.empty(8, np.float32)

@@ -82,10 +82,15 @@ print(json.dumps({"yaml_at_kernel": had_yaml, "numba_yaml": config._HAVE_YAML,
 """
 
 
+def _pythonpath() -> str:
+    """The repository first (the child may run in another folder), then what was set."""
+    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def _run(code: str, *args: str, cwd: Path | None = None) -> object:
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           check=True, timeout=600, cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+                          env={**os.environ, "PYTHONPATH": _pythonpath()})  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
