@@ -188,6 +188,7 @@ def evaluate(
     runs = -(-evalset.samples // step)
     quant = session(quantized_model, threads=threads, optimize=runs > FEW_RUNS)
     outputs = [o.name for o in quant.get_outputs()]
+    merged = _merged_run(quant, outputs, evalset) if runs <= FEW_RUNS else None
     float_outputs = [o.name for o in quant.get_outputs() if o.type == "tensor(float)"]
     cached = reference is not None and reference.usable(step, outputs)
     ref = None if cached else session(float_model, threads=threads)
@@ -212,7 +213,7 @@ def evaluate(
             a = _outputs(ref, outputs, feeds, n)
             if reference is not None:
                 reference.keep(a)
-        b = _outputs(quant, outputs, feeds, n)
+        b = merged[k] if merged is not None else _outputs(quant, outputs, feeds, n)
         if scores is not None:
             if labels is not None:
                 _check_label_range(labels, a[scores].shape[1])
@@ -260,6 +261,35 @@ def _outputs(
 ) -> dict[str, np.ndarray]:
     """The outputs of one batch, without the rows that padded it to ``n``."""
     return {o: v[:n] for o, v in zip(outputs, _run(sess, outputs, feeds), strict=True)}
+
+
+def _merged_run(
+    sess: ort.InferenceSession, outputs: list[str], evalset: EvalSet | SyntheticSet
+) -> list[dict[str, np.ndarray]] | None:
+    """Each batch's outputs of a synthetic set from one run of ``sess`` on all its batches
+    stacked, or None where that does not apply (each batch is then run on its own).
+
+    An unoptimised session decodes every weight at each run, most of a run's time on a
+    17M-parameter model (minilm-l3 at 4 bits: 0.05-0.09 s for each batch of 4, 0.06-0.07 s
+    for the 12 stacked). Applies where every input is stacked along its batch axis (a free
+    one: no input fixes its size) and every output comes back with the batches' rows along
+    its first axis (else the batches are run one by one after this run); each batch's rows
+    are what its own run gives, bit for bit on the catalog's models with a free batch (rows
+    are computed independently)."""
+    if not (isinstance(evalset, SyntheticSet) and evalset.free_batch and evalset.count > 1
+            and all(i.batched for i in evalset.inputs)):  # fmt: skip
+        return None
+    batches = [feeds for feeds, _ in evalset.batches(evalset.batch)]
+    stacked = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+    try:
+        values = sess.run(outputs, stacked)
+    except Exception:  # onnxruntime's own errors: the batches, run one by one, say what fails
+        return None
+    rows = evalset.batch
+    if any(v.ndim == 0 or v.shape[0] != rows * len(batches) for v in values):
+        return None
+    return [{o: v[k * rows : (k + 1) * rows] for o, v in zip(outputs, values, strict=True)}
+            for k in range(len(batches))]  # fmt: skip
 
 
 def _run(sess: ort.InferenceSession, outputs: list[str], feeds: dict[str, np.ndarray]) -> list:

@@ -475,3 +475,60 @@ def test_a_quantized_model_run_in_a_few_batches_is_not_optimised_and_scores_the_
     assert 10 < many.output_sqnr_db < 60
     assert few.output_sqnr_db == pytest.approx(many.output_sqnr_db, abs=1e-3)
     assert few.agreement == many.agreement
+
+
+def _counted_runs(monkeypatch: pytest.MonkeyPatch, quantized: bytes) -> list[int]:
+    """The batch sizes of every run of the quantized model's sessions, as they happen."""
+    runs: list[int] = []
+    made = runner.session
+
+    def watched(model, **kwargs):  # type: ignore[no-untyped-def]
+        sess = made(model, **kwargs)
+        if model == quantized:
+            run = sess.run
+
+            def counted(outputs, feeds, *args):  # type: ignore[no-untyped-def]
+                runs.append(next(iter(feeds.values())).shape[0])
+                return run(outputs, feeds, *args)
+
+            sess.run = counted
+        return sess
+
+    monkeypatch.setattr(runner, "session", watched)
+    return runs
+
+
+def _transposed_output(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its output's two axes swapped: the batch on axis 1."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    last = graph.output[0]
+    graph.node.append(helper.make_node("Transpose", [last.name], ["y_t"], perm=[1, 0]))
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("y_t", TensorProto.FLOAT, None))
+    return out
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_synthetic_set_is_run_stacked_once_with_the_scores_of_a_run_per_batch(
+    models, monkeypatch, transposed
+) -> None:
+    """An unoptimised session decodes every weight at each run, so the synthetic set's
+    batches are run as one where each batch's rows can be told apart in the outputs (every
+    output's first axis); the scores are those of a run per batch, bit for bit. An output
+    with the batch on another axis gets a run per batch after the stacked one."""
+    fp, coarse = (_transposed_output(m) for m in models) if transposed else models
+    float_model, quantized = fp.SerializeToString(), coarse.SerializeToString()
+    evalset = synthetic_set(fp)
+    assert evalset.free_batch and evalset.count == 3
+    runs = _counted_runs(monkeypatch, quantized)
+    stacked = evaluate(float_model, quantized, evalset, batch_size=256)
+    stacked_run = [evalset.batch * evalset.count]
+    assert runs == stacked_run + ([evalset.batch] * evalset.count if transposed else [])
+    runs.clear()
+    monkeypatch.setattr(runner, "_merged_run", lambda *args: None)
+    one_by_one = evaluate(float_model, quantized, evalset, batch_size=256)
+    assert runs == [evalset.batch] * evalset.count
+    assert 10 < stacked.output_sqnr_db < 60
+    assert stacked == one_by_one
