@@ -81,3 +81,35 @@ def test_histogram_counts_every_value_and_clamps_outliers() -> None:
     np.testing.assert_allclose(h.edges, [-1, -0.5, 0, 0.5, 1])
     with pytest.raises(InvalidSpecError, match=r"lo=1\.0"):
         Histogram.empty(lo=1.0, hi=1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_many_values_are_counted_by_the_kernel_exactly_as_numpy_counts_them(
+    dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above ``COMPILED_COUNT`` values (numba loaded), the compiled counter: the same counts,
+    with values on the bins' edges, at both ends of the range and far outside it."""
+    import quantcore.quantizers.histogram_kernel as kernel
+    from quantcore.quantizers import stats
+
+    rng = np.random.default_rng(4)
+    values = (rng.laplace(size=stats.COMPILED_COUNT + 7) * 0.05).astype(dtype)
+    lo, hi = float(values.min()), float(values.max())
+    h = Histogram.empty(lo=lo, hi=hi, bins=101)
+    values[:3] = [lo, hi, hi]
+    values[3:104] = h.edges[:101]  # each edge, as the values' dtype rounds it
+    values[104:110] = [-1e3, 1e3, lo - 1e-3, hi + 1e-3, 0.0, -0.0]
+    calls: list[int] = []
+    count = kernel.count_bins
+
+    def counted(flat, *args):  # type: ignore[no-untyped-def]
+        calls.append(flat.size)
+        count(flat, *args)
+
+    monkeypatch.setattr(kernel, "count_bins", counted)
+    compiled = h.add(values.reshape(-1, 5)).add(values[:50])  # the small one: NumPy's way
+    assert calls == [values.size]
+    monkeypatch.setattr(stats, "COMPILED_COUNT", values.size + 1)
+    assert compiled.counts.tolist() == h.add(values).add(values[:50]).counts.tolist()
+    assert calls == [values.size]
+    assert int(compiled.counts.sum()) == values.size + 50
