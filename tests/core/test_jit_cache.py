@@ -149,3 +149,79 @@ def test_check_saved_names_the_first_kernel_that_was_not_saved(
                                ("CPUDispatcher(<function other>)", "OSError: read-only")])
     with pytest.raises(RuntimeError, match=r"for 2 kernel\(s\), the first .*spread.*Errno 28"):
         jit_cache.check_saved()
+
+
+# After a cache hit: whether the library's bitcode was left unparsed, then a kernel compiled
+# in this process that calls the cached one (numba links its library into the new one).
+_LINK = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import kernels
+from quantcore.jit import njit
+kernels.spread(4)
+(library,) = [c.library for c in kernels.spread.overloads.values()]
+unparsed = "_unparsed_bitcode" in library.__dict__
+
+@njit(cache=False)
+def twice(n):
+    out, total = kernels.spread(n)
+    return total * 2.0 + out[1]
+
+found = {"hits": sum(kernels.spread.stats.cache_hits.values()), "unparsed": unparsed,
+         "linked": twice(4), "parsed": "_unparsed_bitcode" not in library.__dict__}
+print(json.dumps(found))
+"""
+
+
+def test_a_cached_kernel_keeps_its_bitcode_unparsed_until_another_links_against_it(
+    tmp_path: Path,
+) -> None:
+    folder = _cached(tmp_path)
+    done = subprocess.run([sys.executable, "-c", _LINK, str(folder)], capture_output=True,
+                          text=True, check=True, timeout=600)  # fmt: skip
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found == {"hits": 1, "unparsed": True, "linked": 6.5, "parsed": True}
+
+
+# Compiled in a fresh cache, so each library still holds its object code: each one's
+# defined names read from the object against those numba reads from its bitcode.
+_SYMBOLS = """
+import json
+import numpy as np
+from llvmlite import binding as llvm
+from quantcore import jit_cache
+from quantcore.compress.gptq_kernel import round_block
+from quantcore.quantizers.histogram_kernel import count_bins
+
+count_bins(np.linspace(0, 1, 9, dtype=np.float32), 0.0, 4.0, np.zeros(4, np.int64))
+w = np.zeros((1, 4, 8))
+round_block(w, np.eye(8)[None], np.ones((1, 4)), np.ones((1, 4)), np.zeros((1, 4)), 0, 8,
+            -8.0, 7.0, np.zeros((1, 4, 8), np.int8), np.zeros((1, 4, 8)))
+compared = []
+for kernel in (count_bins, round_block):
+    for compiled in kernel.overloads.values():
+        _, kind, (obj, bitcode) = compiled.library.serialize_using_object_code()
+        module = llvm.parse_bitcode(bitcode)
+        expected = {g.name for group in (module.functions, module.global_variables)
+                    for g in group if not g.is_declaration}
+        compared.append([kind, len(expected), jit_cache.defined_symbols(obj) == expected])
+print(json.dumps(compared))
+"""
+
+
+def test_an_objects_defined_symbols_are_those_numba_reads_from_its_bitcode(
+    tmp_path: Path,
+) -> None:
+    """The ELF symbol table gives the same names as the library's bitcode, for kernels that
+    allocate and call many inlined helpers; another format gives None."""
+    import os
+
+    from quantcore import jit_cache
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", _SYMBOLS], capture_output=True, text=True,
+                          check=True, timeout=600, env=env)  # fmt: skip
+    compared = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(compared) == 2
+    assert all(kind == "object" and names > 10 and same for kind, names, same in compared)
+    assert jit_cache.defined_symbols(b"\xcf\xfa\xed\xfe not an ELF object") is None
