@@ -160,7 +160,7 @@ def check_saved() -> None:
 
 def install() -> bool:
     """Replace ``Cache.load_overload`` and ``Cache.save_overload`` (module docstring), both or
-    neither; whether they are now this module's."""
+    neither, and with them the libraries' lean loads; whether the two are now this module's."""
     cache = caching.Cache
     replacements = {"load_overload": (_load, _LOAD_NAMES), "save_overload": (_save, _SAVE_NAMES)}
     for name, (ours, names) in replacements.items():
@@ -178,6 +178,8 @@ def _install_lean_loads() -> None:
     docstring), both or neither."""
     unserialize = set(_numba_unserialize.__code__.co_names)
     linking = set(_numba_module_for_linking.__code__.co_names)
-    if unserialize == _UNSERIALIZE_NAMES and linking == _LINKING_NAMES:
+    names = getattr(getattr(codegen, "JitEngine", None), "_load_defined_symbols", None)
+    keeps_names = names is not None and "_defined_symbols" in names.__code__.co_names
+    if unserialize == _UNSERIALIZE_NAMES and linking == _LINKING_NAMES and keeps_names:
         _LIBRARY._unserialize = classmethod(_unserialize)  # type: ignore[method-assign,assignment]
         _LIBRARY._get_module_for_linking = _module_for_linking  # type: ignore[method-assign]

@@ -138,6 +138,27 @@ def test_cache_methods_of_another_shape_are_left_alone(monkeypatch: pytest.Monke
     assert caching.Cache.load_overload is caching._Cache.load_overload
 
 
+def test_library_methods_of_another_shape_keep_numbas_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from numba.core import codegen
+
+    from quantcore import jit, jit_cache  # noqa: F401  (importing jit installs jit_cache)
+
+    library = codegen.CPUCodeLibrary
+    assert library._get_module_for_linking is jit_cache._module_for_linking
+
+    def other(cls: object, codegen: object, state: object) -> None:
+        return None
+
+    monkeypatch.setattr(library, "_unserialize", classmethod(jit_cache._numba_unserialize))
+    monkeypatch.setattr(library, "_get_module_for_linking", jit_cache._numba_module_for_linking)
+    monkeypatch.setattr(jit_cache, "_numba_unserialize", other)
+    jit_cache._install_lean_loads()
+    assert library._get_module_for_linking is jit_cache._numba_module_for_linking  # neither
+    assert library._unserialize.__func__ is not jit_cache._unserialize
+
+
 def test_check_saved_names_the_first_kernel_that_was_not_saved(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
