@@ -125,19 +125,20 @@ def defined_symbols(obj: bytes) -> set[str] | None:
     return names
 
 
-def _unserialize(cls: Any, codegen: Any, state: Any) -> Any:
-    """``CPUCodeLibrary._unserialize`` of a cached object: its defined names from its ELF
-    symbol table, its bitcode kept unparsed for ``_module_for_linking``."""
+def _unserialize(cls: Any, generator: Any, state: Any) -> Any:
+    """``CPUCodeLibrary._unserialize`` of a cached object (``generator``: numba's code
+    generator): its defined names from its ELF symbol table, its bitcode kept unparsed for
+    ``_module_for_linking``."""
     name, kind, data = state
     defined = defined_symbols(data[0]) if kind == "object" else None
     if defined is None:
-        return _numba_unserialize(cls, codegen, state)
-    library = codegen.create_library(name)
+        return _numba_unserialize(cls, generator, state)
+    library = generator.create_library(name)
     library.enable_object_caching()
     library._set_compiled_object(data[0])
     library._unparsed_bitcode = data[1]
     library._finalize_final_module()
-    codegen._engine._defined_symbols |= defined
+    generator._engine._defined_symbols |= defined
     return library
 
 

@@ -185,10 +185,10 @@ def evaluate(
         raise InvalidDatasetError(f"{batch_size=} must be at least 1")
     fixed = evalset.fixed_batch
     step = fixed if fixed is not None else batch_size
-    runs = -(-evalset.samples // step)
-    quant = session(quantized_model, threads=threads, optimize=runs > FEW_RUNS)
+    optimize = -(-evalset.samples // step) > FEW_RUNS
+    quant = session(quantized_model, threads=threads, optimize=optimize)
     outputs = [o.name for o in quant.get_outputs()]
-    merged = _merged_run(quant, outputs, evalset) if runs <= FEW_RUNS else None
+    merged = None if optimize else _merged_run(quant, outputs, evalset)
     float_outputs = [o.name for o in quant.get_outputs() if o.type == "tensor(float)"]
     cached = reference is not None and reference.usable(step, outputs)
     ref = None if cached else session(float_model, threads=threads)
