@@ -185,12 +185,15 @@ def row_moments(rows, mean, m2, minimum, maximum, chunk):
 
 
 @_jit
-def strided_row_moments(rows, mean, m2, minimum, maximum):
-    """``row_moments`` of rows laid out across memory (each row's values a row length
-    apart, the rows side by side: a channel axis other than the first). NumPy widens such a
-    block in the same layout and sums each row in sequence, from zero, one value a step,
-    its square added after the multiply; so does this, all rows at each step."""
-    count, n = rows.shape
+def strided_row_moments(rows, mean, m2, minimum, maximum, count):
+    """``row_moments`` of the first ``count`` rows of ``rows``, laid out across memory (each
+    row's values a row length apart, the rows side by side: a channel axis other than the
+    first). NumPy widens such a block in the same layout and sums each row in sequence, from
+    zero, one value a step, its square added after the multiply; so does this, all rows at
+    each step. ``count`` rather than a slice: a whole transposed weight is Fortran-ordered,
+    a compiled layout whose rows are adjacent, and its loops vectorise; a slice of its rows
+    has strides known only at run time (1.6× the time, 4095 of 4096 channels)."""
+    n = rows.shape[1]
     sums = np.zeros(count, np.float64)
     for i in range(count):
         minimum[i] = maximum[i] = np.float64(rows[i, 0])

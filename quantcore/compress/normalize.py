@@ -188,7 +188,7 @@ def _side_by_side_at_once(
     done = channels - 1 if channels % block == 1 else channels
     if done < 2 or not _side_by_side(view):
         return 0
-    kernel.strided(read_only(view[:done]), *(o[:done] for o in out))
+    kernel.strided(read_only(view), *out, done)
     return done
 
 
@@ -218,7 +218,7 @@ class _RowKernels:
             chunk = np.getbufsize() if rows.shape[0] == 1 else 0  # einsum's pieces of a lone row
             self.contiguous(read_only(rows), *out, chunk)
         elif _side_by_side(rows):
-            self.strided(read_only(rows), *out)
+            self.strided(read_only(rows), *out, rows.shape[0])
         else:
             return False
         return True

@@ -95,9 +95,9 @@ def test_matmul_output_channels_take_the_strided_kernel(
     assert kernels is not None
     calls = []
 
-    def counted(rows, *out):  # type: ignore[no-untyped-def]
-        calls.append(rows.shape)
-        kernels.strided(rows, *out)
+    def counted(rows, *args):  # type: ignore[no-untyped-def]
+        calls.append((args[-1], rows.shape[1]))
+        kernels.strided(rows, *args)
 
     monkeypatch.setattr(normalize, "_checked_kernel",
                         lambda: normalize._RowKernels(kernels.contiguous, counted))  # fmt: skip
