@@ -1,10 +1,11 @@
 """numba's ``njit`` (and the names the kernels' intrinsics use), with its start-up trimmed: the
 kernel modules import them from here, never from numba itself.
 
-Three changes apply as the first kernel module is imported: numba's on-disk cache is read
+Four changes apply as the first kernel module is imported: numba's on-disk cache is read
 without the CPU target's refresh and is never fatal (``quantcore.jit_cache``), its entries
-are keyed on the modules a kernel imports as well as its own (``quantcore.jit_stamp``), and
-SciPy's BLAS module is loaded alone (below).
+are keyed on the modules a kernel imports as well as its own (``quantcore.jit_stamp``), its
+runtime is loaded from a cache of its own rather than compiled in every process
+(``quantcore.jit_runtime``), and SciPy's BLAS module is loaded alone (below).
 
 Wherever numba imports ``numba.np.arraymath`` (its target's set-up, which a compile still
 runs; a cached kernel whose environment names that module), it checks for a BLAS by importing
@@ -58,7 +59,7 @@ from numba import njit, types  # noqa: E402
 from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
-from quantcore import jit_cache, jit_stamp  # noqa: E402
+from quantcore import jit_cache, jit_runtime, jit_stamp  # noqa: E402
 from quantcore.extensions import extension_file, load_alone  # noqa: E402
 
 __all__ = ["cgutils", "intrinsic", "njit", "types"]
@@ -83,4 +84,5 @@ def preload_blas() -> bool:
 
 preload_blas()
 jit_cache.install()
+jit_runtime.install()
 jit_stamp.install()  # before any kernel is decorated: each takes its stamp then

@@ -18,7 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("quantcore.checks", "quantcore.blas_threads", "quantcore.extensions"),
     ("quantcore.spec", "quantcore.spec_names", "quantcore.target", "quantcore.progress",
      "quantcore.limits"),
-    ("quantcore.jit", "quantcore.jit_cache", "quantcore.jit_stamp"),
+    ("quantcore.jit", "quantcore.jit_cache", "quantcore.jit_runtime", "quantcore.jit_stamp"),
     ("quantcore.design", "quantcore.quantizers", "quantcore.coding"),
     ("quantcore.formats",),
     ("quantcore.compress",),
