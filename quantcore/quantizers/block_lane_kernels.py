@@ -29,6 +29,7 @@ from quantcore.quantizers.block_kernels import (
     _kth,
     _next_block,
 )
+from quantcore.quantizers.transpose_kernel import transpose8
 
 # Blocks a tile: each row of it is a few vectors of lanes (fewer lanes left the vector loops'
 # per-row set-up a large part of each step).
@@ -99,10 +100,12 @@ def block_quantize_lanes(w3, size, count, first, scales, invs, zps, ratios, lo, 
             lane_p[t], lane_start[t] = p, j * size
             lane_valid[t] = min(size, w3.shape[1] - j * size)
             p, j, q = _next_block(p, j, q, count, q_len)
-        # Along the contiguous axis, a whole tile of full blocks in one row (the usual case)
-        # is one run of the flat weight, transposed into the tile without a test per lane.
-        run = q_len == 1 and tile == LANES and lane_p[tile - 1] == lane_p[0] and \
-            lane_valid[tile - 1] == size
+        # Along the contiguous axis, a whole tile of full blocks in one row, or in rows that
+        # hold whole blocks only (rows of 768 or 1024 in blocks of 32: a tile spans rows), is
+        # one run of the flat weight, transposed into the tile without a test per lane.
+        run = q_len == 1 and tile == LANES and (
+            w3.shape[1] % size == 0
+            or (lane_p[tile - 1] == lane_p[0] and lane_valid[tile - 1] == size))
         at = lane_p[0] * w3.shape[1] + lane_start[0]  # the run's first weight in ``flat``
         if q_len > 1:
             _gather_columns(w3, lane_p[0], lane_start[0], q0, lane_valid[0], tile, x)
@@ -343,26 +346,23 @@ def _scatter_columns(ct, vt, p, start, q, valid, tile, codes, deq):
 
 @_inline
 def _gather_run(flat, at, size, x):
-    """The ``LANES`` full blocks of ``size`` from ``flat[at]`` on (``Q = 1``, one row), block
-    ``t`` into lane ``t``, without a test per lane."""
+    """The ``LANES`` full blocks of ``size`` (a multiple of 8) from ``flat[at]`` on (``Q = 1``,
+    one row), block ``t`` into lane ``t``, 8 x 8 at a time in vector registers."""
     base, usize = np.uintp(at), np.uintp(size)
-    for i in range(size):
-        ui = np.uintp(i)
-        for t in range(LANES):
-            ut = np.uintp(t)
-            x[ui * _L + ut] = flat[base + ut * usize + ui]
+    for i0 in range(np.uintp(0), usize, np.uintp(8)):
+        for t0 in range(np.uintp(0), _L, np.uintp(8)):
+            transpose8(flat, base + t0 * usize + i0, usize, x, i0 * _L + t0, _L)  # type: ignore[call-arg]
 
 
 @_inline
 def _scatter_run(ct, vt, at, size, flat_codes, flat_deq):
     """``_gather_run``'s inverse for the codes and values."""
     base, usize = np.uintp(at), np.uintp(size)
-    for i in range(size):
-        ui = np.uintp(i)
-        for t in range(LANES):
-            ut = np.uintp(t)
-            flat_codes[base + ut * usize + ui] = ct[ui * _L + ut]
-            flat_deq[base + ut * usize + ui] = vt[ui * _L + ut]
+    for i0 in range(np.uintp(0), usize, np.uintp(8)):
+        for t0 in range(np.uintp(0), _L, np.uintp(8)):
+            out = base + t0 * usize + i0
+            transpose8(ct, i0 * _L + t0, _L, flat_codes, out, usize)  # type: ignore[call-arg]
+            transpose8(vt, i0 * _L + t0, _L, flat_deq, out, usize)
 
 
 @_inline

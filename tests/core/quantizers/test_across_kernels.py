@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from quantcore.jit import njit
-from quantcore.quantizers.across_kernels import _write_errors, transpose8
+from quantcore.quantizers.across_kernels import _write_errors
+from quantcore.quantizers.transpose_kernel import transpose8
 
 
 @njit(cache=False)

@@ -277,12 +277,14 @@ def test_lanes_match_the_block_by_block_kernel(
 ) -> None:
     """Tensors too large for the NumPy reference: many whole tiles of lanes, ragged blocks
     along and across rows, rows holding whole tiles (read and written as one run; with a
-    ragged last block, the row's next tile runs into the next row), and clipped blocks
+    ragged last block, the row's next tile runs into the next row), rows of whole blocks
+    fewer than a tile (one run across rows, then a last part tile), and clipped blocks
     (``mse``) whose sums are short by many steps (the block-by-block rank)."""
     spec = QuantizerSpec(bits=bits, support=support).resolved()
     for shape, axis, size in (((96, 1000), 1, 32), ((1000, 300), 0, 128),
                               ((600, 130), 0, 16), ((70, 520), 1, 16), ((12, 2600), 1, 32),
-                              ((6, 2048), 1, 16)):  # fmt: skip
+                              ((6, 2048), 1, 16), ((201, 96), 1, 32),
+                              ((45, 768), 1, 16)):  # fmt: skip
         w = heavy(shape, seed=size)
         found = []
         for lanes in (False, True):
