@@ -40,10 +40,11 @@ _L = np.uintp(LANES)
 def takes_lanes(mode: int, size: int, strided: bool) -> bool:
     """Whether ``block_quantize_lanes`` serves blocks of ``size`` on grid ``mode``, across a
     strided axis or along the contiguous one. Along it, each block is copied into a lane and
-    back (about 1.7 ns a weight): that pays for blocks of up to 32 only (16 and 32: 5.4 ->
-    3.3 and 3.2 -> 2.7 ns a weight; 128: 1.8 -> 2.6)."""
+    back: that pays for blocks of up to 64 only (16 and 32: 5.4 -> 3.3 and 3.2 -> 2.7 ns a
+    weight, copied an element at a time; with the copies in 8 x 8 transposes, the whole
+    group path at 4096 x 4096 on a Zen 5, 64: 3.27-3.38 -> 2.78-2.85, 128: 2.41 -> 2.52)."""
     return (mode != CODEBOOK and size % 8 == 0 and 8 <= size <= 128
-            and (strided or size <= 32))  # fmt: skip
+            and (strided or size <= 64))  # fmt: skip
 
 
 @_jit

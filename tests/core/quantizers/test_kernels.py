@@ -284,7 +284,7 @@ def test_lanes_match_the_block_by_block_kernel(
     for shape, axis, size in (((96, 1000), 1, 32), ((1000, 300), 0, 128),
                               ((600, 130), 0, 16), ((70, 520), 1, 16), ((12, 2600), 1, 32),
                               ((6, 2048), 1, 16), ((201, 96), 1, 32),
-                              ((45, 768), 1, 16)):  # fmt: skip
+                              ((45, 768), 1, 16), ((30, 1000), 1, 64)):  # fmt: skip
         w = heavy(shape, seed=size)
         found = []
         for lanes in (False, True):
