@@ -34,6 +34,8 @@ from quantcore.quantizers.transpose_kernel import transpose8
 
 TILE = 16  # rows a tile: 64 bytes of float32 errors a channel, a cache line
 ERR_ROWS = 128  # rows of errors gathered before they go out: 512 bytes a channel
+
+
 @_inline
 def _write_errors(tile, flat_err, width, held, err_stride, gathered):
     """Rows ``0:held`` of ``tile`` (``width`` channels a row) into ``flat_err`` at column

@@ -26,6 +26,9 @@ def transpose8(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride):
     """``dst[dst_at + c·dst_stride + r] = src[src_at + r·src_stride + c]`` for ``r, c < 8``
     (1-D arrays of one element type, indices unchecked): eight vector loads, 24 shuffles, eight
     vector stores."""
+    if not (isinstance(src, types.Array) and isinstance(dst, types.Array)
+            and src.dtype == dst.dtype and src.ndim == dst.ndim == 1):  # fmt: skip
+        return None  # a typing error at compile time, not a store of the wrong width
     sig = types.void(src, src_at, src_stride, dst, dst_at, dst_stride)
 
     def codegen(context, builder, signature, args):

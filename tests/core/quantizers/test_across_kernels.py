@@ -45,3 +45,12 @@ def test_gathered_rows_go_out_channel_by_channel(dtype: type, width: int, held: 
     assert np.array_equal(rows[:, gathered : gathered + held],
                           tile[: held * width].reshape(held, width).T)  # fmt: skip
     assert np.isnan(rows[:, :gathered]).all() and np.isnan(rows[:, gathered + held :]).all()
+
+
+def test_arrays_of_two_element_types_do_not_compile() -> None:
+    """The block is stored as a vector of the source's type: a destination of another type
+    is refused when the kernel is typed, not written at the wrong width."""
+    from numba.core.errors import TypingError
+
+    with pytest.raises(TypingError):
+        _transpose(np.zeros(64, np.float32), 0, 8, np.zeros(64, np.float64), 0, 8)
