@@ -144,20 +144,23 @@ def add_narrow_counts(codes, counts, lowest, mask):
 @_inline
 def _count_into(codes, part, mask):
     """Eight codes an iteration, two into each table: four an iteration took 2.8 ns a code
-    on a Zen 1, eight 0.43 (the same increments)."""
+    on a Zen 1, eight 0.43 (the same increments). Each index is the code's two's-complement
+    bits as an unsigned integer under ``mask``: a signed index makes numba check it for a
+    negative one first (8-bit codes on a Zen 5: 0.34 ns a code signed, 0.21 unsigned)."""
     n = codes.size
     octets = n - n % 8
+    um = np.uintp(mask)
     for i in range(0, octets, 8):
-        part[0, codes[i] & mask] += 1
-        part[1, codes[i + 1] & mask] += 1
-        part[2, codes[i + 2] & mask] += 1
-        part[3, codes[i + 3] & mask] += 1
-        part[0, codes[i + 4] & mask] += 1
-        part[1, codes[i + 5] & mask] += 1
-        part[2, codes[i + 6] & mask] += 1
-        part[3, codes[i + 7] & mask] += 1
+        part[0, np.uintp(codes[i]) & um] += 1
+        part[1, np.uintp(codes[i + 1]) & um] += 1
+        part[2, np.uintp(codes[i + 2]) & um] += 1
+        part[3, np.uintp(codes[i + 3]) & um] += 1
+        part[0, np.uintp(codes[i + 4]) & um] += 1
+        part[1, np.uintp(codes[i + 5]) & um] += 1
+        part[2, np.uintp(codes[i + 6]) & um] += 1
+        part[3, np.uintp(codes[i + 7]) & um] += 1
     for i in range(octets, n):
-        part[0, codes[i] & mask] += 1
+        part[0, np.uintp(codes[i]) & um] += 1
 
 
 @_inline
@@ -187,13 +190,14 @@ def _count_pairs(codes, pairs, single):
     weight on a Zen 3)."""
     n = codes.size
     octets = n - n % 8
+    lo, hi = np.uintp(15), np.uintp(4)  # unsigned indices, as ``_count_into``'s
     for i in range(0, octets, 8):
-        pairs[0, (codes[i] & 15) | (codes[i + 1] & 15) << 4] += 1
-        pairs[1, (codes[i + 2] & 15) | (codes[i + 3] & 15) << 4] += 1
-        pairs[2, (codes[i + 4] & 15) | (codes[i + 5] & 15) << 4] += 1
-        pairs[3, (codes[i + 6] & 15) | (codes[i + 7] & 15) << 4] += 1
+        pairs[0, (np.uintp(codes[i]) & lo) | (np.uintp(codes[i + 1]) & lo) << hi] += 1
+        pairs[1, (np.uintp(codes[i + 2]) & lo) | (np.uintp(codes[i + 3]) & lo) << hi] += 1
+        pairs[2, (np.uintp(codes[i + 4]) & lo) | (np.uintp(codes[i + 5]) & lo) << hi] += 1
+        pairs[3, (np.uintp(codes[i + 6]) & lo) | (np.uintp(codes[i + 7]) & lo) << hi] += 1
     for i in range(octets, n):
-        single[codes[i] & 15] += 1
+        single[np.uintp(codes[i]) & lo] += 1
 
 
 @_inline
