@@ -193,11 +193,12 @@ GROUP_SPECS = [
 # (shape, block axis, block size): ragged last blocks, blocks across a strided axis (one
 # partial tile of them; whole and partial tiles, ``block_kernels.TILE``; whole and partial
 # tiles of lanes, ``block_lane_kernels.LANES``; rows holding a whole tile of lanes, read as
-# one run), a Conv kernel spanning its window, a block longer than the axis.
+# one run; rows of whole blocks fewer than a tile, runs across rows), a Conv kernel spanning
+# its window, a block longer than the axis.
 GROUP_SHAPES = [((12, 200), 1, 32), ((150, 12), 0, 32), ((200, 40), 0, 32),
                 ((40, 150), 0, 8), ((130, 70), 0, 128),
                 ((8, 8, 3, 3), 1, 16), ((5, 77), 1, 128), ((6, 256), 1, 128),
-                ((8, 20), 1, 200), ((3, 2600), 1, 32)]  # fmt: skip
+                ((8, 20), 1, 200), ((3, 2600), 1, 32), ((50, 96), 1, 32)]  # fmt: skip
 
 
 @pytest.mark.parametrize("spec", GROUP_SPECS,
@@ -233,6 +234,33 @@ def test_group_path_matches_numpy(
         assert np.array_equal(fast.counts, ref.counts)
         same = dataclasses.replace(fast, quantized=ref.quantized, counts=ref.counts)
         assert same == ref  # noise, inside, xmax, xmax_abs, theory: exactly equal
+
+
+@pytest.mark.parametrize("shape", [(50, 96), (3, 2600)])
+def test_block_sums_along_rows_in_lanes_keep_numpys_order(
+    monkeypatch: pytest.MonkeyPatch, shape: tuple[int, int]
+) -> None:
+    """Blocks along the rows summed 64 at a time in lanes (``block_stats``; runs across rows
+    of three whole blocks, and within rows of 81 and a ragged one): magnitudes from 2^-30 to
+    1, so that a block's sum of squares depends on the order of its additions, and each
+    block's RMS, scale and noise are still the reference's."""
+    spec = QuantizerSpec(bits=4).resolved()
+    rng = np.random.default_rng(8)
+    w = (rng.choice([-1.0, 1.0], shape) * np.exp2(rng.uniform(-30, 0, shape))).astype(np.float32)
+
+    def run() -> groups.GroupOutcome:
+        return quantize_groups("w", w, spec, view=shape, axis=1, block_size=32,
+                               zero_point=True)  # fmt: skip
+
+    fast, ref = both(monkeypatch, groups, run)
+    assert np.array_equal(fast.quantized.codes, ref.quantized.codes)
+    assert np.array_equal(bits_of(fast.quantized.dequantized), bits_of(ref.quantized.dequantized))
+    same = dataclasses.replace(fast, quantized=ref.quantized, counts=ref.counts)
+    assert same == ref
+    fast_blocks = compiled_blocks("w", w, spec, 1, 32, True)
+    ref_blocks = numpy_blocks("w", w, spec, 1, 32, True)
+    assert fast_blocks is not None
+    assert np.array_equal(fast_blocks.rms, ref_blocks.rms)
 
 
 @pytest.mark.parametrize("spec", [QuantizerSpec(bits=4), QuantizerSpec(bits=3, support=Support.MSE),
