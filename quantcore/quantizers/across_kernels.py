@@ -12,8 +12,8 @@ channel at a time: the caller sums each block's squares with ``np.dot`` in the r
 order. Written out every 16 rows, 64 bytes a channel into as many places as there are
 channels (512 a call), each line was a miss of its own: a quarter of the kernel's time at
 4096 x 4096. Gathered, they go out through 8 x 8 transposes in vector registers
-(``transpose8``): an element at a time, reading down the gathered rows, the write-out was
-still a third of the kernel's time (0.026-0.034 of 0.08-0.09 s on 12207 x 4096).
+(``transpose_kernel.transpose``): an element at a time, reading down the gathered rows, the
+write-out was still a third of the kernel's time (0.026-0.034 of 0.08-0.09 s on 12207 x 4096).
 """
 
 from __future__ import annotations
@@ -23,33 +23,16 @@ import numpy as np
 from quantcore.quantizers.kernels import (
     _count_into,
     _count_pairs,
-    _inline,
     _jit,
     _lowest_code,
     _merge_counts,
     _merge_pairs,
     encode_values,
 )
-from quantcore.quantizers.transpose_kernel import transpose8
+from quantcore.quantizers.transpose_kernel import transpose
 
 TILE = 16  # rows a tile: 64 bytes of float32 errors a channel, a cache line
 ERR_ROWS = 128  # rows of errors gathered before they go out: 512 bytes a channel
-
-
-@_inline
-def _write_errors(tile, flat_err, width, held, err_stride, gathered):
-    """Rows ``0:held`` of ``tile`` (``width`` channels a row) into ``flat_err`` at column
-    ``gathered`` of each channel's row (``err_stride`` apart): 8 x 8 blocks, then the edges
-    an element at a time."""
-    w8, h8 = width - width % np.uintp(8), np.uintp(held - held % 8)
-    for i0 in range(np.uintp(0), w8, np.uintp(8)):
-        out = i0 * err_stride + np.uintp(gathered)
-        for j0 in range(np.uintp(0), h8, np.uintp(8)):
-            transpose8(tile, j0 * width + i0, width, flat_err, out + j0, err_stride)  # type: ignore[call-arg]
-    for i in range(np.uintp(0), width):
-        out = i * err_stride + np.uintp(gathered)
-        for j in range(np.uintp(0) if i >= w8 else h8, np.uintp(held)):
-            flat_err[out + j] = tile[j * width + i]
 
 
 @_jit
@@ -113,7 +96,8 @@ def stream_across(w, lo, gain, shift, scale, offset, kind, limit, ratio, max_ind
             _count_into(tile_codes[:n], part, mask)
         held = k0 + span - gathered
         if held + TILE > ERR_ROWS or k0 + span >= rows:  # no room for another tile: out
-            _write_errors(tile, flat_err, width, held, err_stride, gathered)
+            # Rows 0:held of the tile into each channel's row of errors, from column gathered.
+            transpose(tile, 0, width, flat_err, gathered, err_stride, held, width)
             gathered = k0 + span
     if nibbles:
         _merge_pairs(part, single, lowest, mask, counts)

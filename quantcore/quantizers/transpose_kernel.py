@@ -1,17 +1,20 @@
-"""An 8 x 8 transpose in vector registers, for the kernels that turn rows into lanes and back.
+"""Transposing copies in 8 x 8 blocks of vector registers, for the kernels that turn rows into
+lanes and back.
 
 Element by element, a transposing copy reads (or writes) one value per row, rows a stride
 apart: a scalar loop, and at strides of a power of two of a kilobyte or more its lines fall
 on a few cache sets. ``transpose8`` moves an 8 x 8 block with eight vector loads, 24 shuffles
 and eight vector stores (LLVM's ``shufflevector``, lowered for AVX2 and AVX-512 alike; any
-element type: float32 or float64 weights, integer codes).
+element type: float32 or float64 weights, integer codes); ``transpose`` copies any block of
+rows and columns through it, the edges past a multiple of 8 an element at a time.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 
-from quantcore.jit import intrinsic, types
+from quantcore.jit import intrinsic, njit, types
 
 _I64 = ir.IntType(64)
 # The shuffles of an 8 x 8 transpose (as ``_MM_TRANSPOSE8_PS``): pairs of rows interleaved
@@ -58,3 +61,20 @@ def transpose8(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", inline="always")
+def transpose(src, src_at, src_stride, dst, dst_at, dst_stride, rows, cols):
+    """``dst[dst_at + c·dst_stride + r] = src[src_at + r·src_stride + c]`` for ``r < rows``,
+    ``c < cols``: 8 x 8 blocks by ``transpose8``, the edges an element at a time."""
+    s_at, s_stride, d_at, d_stride = (np.uintp(src_at), np.uintp(src_stride), np.uintp(dst_at),
+                                      np.uintp(dst_stride))  # fmt: skip
+    n_rows, n_cols = np.uintp(rows), np.uintp(cols)
+    r8, c8 = n_rows - n_rows % np.uintp(8), n_cols - n_cols % np.uintp(8)
+    for c0 in range(np.uintp(0), c8, np.uintp(8)):
+        for r0 in range(np.uintp(0), r8, np.uintp(8)):
+            transpose8(src, s_at + r0 * s_stride + c0, s_stride, dst,  # type: ignore[call-arg]
+                       d_at + c0 * d_stride + r0, d_stride)  # fmt: skip
+    for c in range(np.uintp(0), n_cols):
+        for r in range(np.uintp(0) if c >= c8 else r8, n_rows):
+            dst[d_at + c * d_stride + r] = src[s_at + r * s_stride + c]

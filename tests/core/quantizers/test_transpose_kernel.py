@@ -1,5 +1,6 @@
-"""``across_kernels``' write-out of gathered errors: 8 x 8 transposes in vector registers and
-element-wise edges, against NumPy's transpose, for both float types and ragged shapes."""
+"""``transpose_kernel``: 8 x 8 transposes in vector registers and the blocked copy built on them
+(the across-rows kernel's write-out of gathered errors, the group lanes' runs), against
+NumPy's transpose, for float and integer element types and ragged shapes."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import numpy as np
 import pytest
 
 from quantcore.jit import njit
-from quantcore.quantizers.across_kernels import _write_errors
-from quantcore.quantizers.transpose_kernel import transpose8
+from quantcore.quantizers.transpose_kernel import transpose, transpose8
 
 
 @njit(cache=False)
@@ -18,7 +18,8 @@ def _transpose(src, src_at, src_stride, dst, dst_at, dst_stride):  # type: ignor
 
 @njit(cache=False)
 def _write(tile, flat_err, width, held, err_stride, gathered):  # type: ignore[no-untyped-def]
-    _write_errors(tile, flat_err, np.uintp(width), held, np.uintp(err_stride), gathered)
+    # As ``across_kernels.stream_across`` writes its gathered errors out.
+    transpose(tile, 0, width, flat_err, gathered, err_stride, held, width)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -45,6 +46,25 @@ def test_gathered_rows_go_out_channel_by_channel(dtype: type, width: int, held: 
     assert np.array_equal(rows[:, gathered : gathered + held],
                           tile[: held * width].reshape(held, width).T)  # fmt: skip
     assert np.isnan(rows[:, :gathered]).all() and np.isnan(rows[:, gathered + held :]).all()
+
+
+@njit(cache=False)
+def _block(src, src_at, src_stride, dst, dst_at, dst_stride, rows, cols):  # type: ignore[no-untyped-def]
+    transpose(src, src_at, src_stride, dst, dst_at, dst_stride, rows, cols)
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(64, 32), (32, 64), (13, 20)])
+def test_integer_codes_land_transposed_and_nothing_else_is_touched(rows: int, cols: int) -> None:
+    """As the group lanes move a run of 4-bit codes out of their tile: ``int8`` elements."""
+    src = np.random.default_rng(rows * cols).integers(-8, 8, rows * cols + 5).astype(np.int8)
+    stride = rows + 3
+    dst = np.full(cols * stride + 7, 99, np.int8)
+    _block(src, 5, cols, dst, 7, stride, rows, cols)
+    want = np.full(cols * stride + 7, 99, np.int8)
+    for r in range(rows):
+        for c in range(cols):
+            want[7 + c * stride + r] = src[5 + r * cols + c]
+    assert np.array_equal(dst, want)
 
 
 def test_arrays_of_two_element_types_do_not_compile() -> None:
