@@ -33,7 +33,6 @@ from numba.core.runtime import nrtdynmod
 log = logging.getLogger(__name__)
 
 _COMPILE_NAMES = {"create_nrt_module", "add_ir_module", "finalize"}
-_numba_compile = nrtdynmod.compile_nrt_functions
 _MAGIC = b"QNRT1"
 # magic, sha256 of the rest, the object's length; then the object and the bitcode.
 _HEADER = struct.Struct(f"<{len(_MAGIC)}s32sQ")

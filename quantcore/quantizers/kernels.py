@@ -190,14 +190,14 @@ def _count_pairs(codes, pairs, single):
     weight on a Zen 3)."""
     n = codes.size
     octets = n - n % 8
-    lo, hi = np.uintp(15), np.uintp(4)  # unsigned indices, as ``_count_into``'s
+    nib, four = np.uintp(15), np.uintp(4)  # a nibble, its shift: unsigned, as in ``_count_into``
     for i in range(0, octets, 8):
-        pairs[0, (np.uintp(codes[i]) & lo) | (np.uintp(codes[i + 1]) & lo) << hi] += 1
-        pairs[1, (np.uintp(codes[i + 2]) & lo) | (np.uintp(codes[i + 3]) & lo) << hi] += 1
-        pairs[2, (np.uintp(codes[i + 4]) & lo) | (np.uintp(codes[i + 5]) & lo) << hi] += 1
-        pairs[3, (np.uintp(codes[i + 6]) & lo) | (np.uintp(codes[i + 7]) & lo) << hi] += 1
+        pairs[0, (np.uintp(codes[i]) & nib) | (np.uintp(codes[i + 1]) & nib) << four] += 1
+        pairs[1, (np.uintp(codes[i + 2]) & nib) | (np.uintp(codes[i + 3]) & nib) << four] += 1
+        pairs[2, (np.uintp(codes[i + 4]) & nib) | (np.uintp(codes[i + 5]) & nib) << four] += 1
+        pairs[3, (np.uintp(codes[i + 6]) & nib) | (np.uintp(codes[i + 7]) & nib) << four] += 1
     for i in range(octets, n):
-        single[np.uintp(codes[i]) & lo] += 1
+        single[np.uintp(codes[i]) & nib] += 1
 
 
 @_inline
