@@ -130,7 +130,7 @@ def _round_span(
     """``_round_rows`` of some rows: codes (groups, rows, k), scales and zero points
     (groups, rows, blocks)."""
     groups, per, k = w.shape
-    w = w.astype(np.float64, copy=True)
+    w = np.array(w, np.float64, order="C")  # a copy, in the layout the kernel reads
     grid = _grid(spec, zero_point, np.zeros(1, np.float32))
     nblocks = -(-k // block_size)
     codes = np.empty((groups, per, k), code_dtype(grid.code_min, grid.code_max))

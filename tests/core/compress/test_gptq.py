@@ -205,16 +205,19 @@ def test_a_mean_error_the_halves_disagree_on_is_left_alone() -> None:
 
 @pytest.mark.parametrize("across", [True, False])
 @pytest.mark.parametrize("groups", [1, 3])
-@pytest.mark.parametrize("per", [24, 600])  # one tile of rows; three, the last ragged
+@pytest.mark.parametrize("per", [24, 600])  # one tile of rows; five, the last ragged
+# A ragged last block: 100 = 3 x 32 + 4 (one group of four columns), 102 = 3 x 32 + 6 (a
+# group of four, then two columns on their own).
+@pytest.mark.parametrize("k", [100, 102])
+@pytest.mark.parametrize("order", ["C", "F"])  # a MatMul's rows are its weight transposed
 def test_the_compiled_column_loop_gives_the_numpy_loops_bits(
-    across: bool, groups: int, per: int, monkeypatch: pytest.MonkeyPatch
+    across: bool, groups: int, per: int, k: int, order: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    k = 100  # a ragged last block: 100 = 3 x 32 + 4
     x = np.stack([_correlated(800, k, mean=3.0) for _ in range(groups)])
     hessian = np.matmul(x.transpose(0, 2, 1), x).astype(np.float64)
     u = gptq_module._factor(hessian, 800, 0.01)
     assert u is not None
-    rows = RNG.laplace(size=(groups, per, k)) * 0.05
+    rows = np.asarray(RNG.laplace(size=(groups, per, k)) * 0.05, order=order)
     spec = QuantSpec.from_dict({"bits": 4}).quantizer
     compiled = gptq_module._round_rows(rows, u, spec, True, 32, across=across)
     monkeypatch.setattr(groups_module, "USE_KERNELS", False)
