@@ -104,6 +104,8 @@ def _candidate_arrays(
         invs.append(inv)
         zps.append(zp)
         rats.append(np.broadcast_to(np.asarray(ratio, np.float32), amax.shape))
+    if len(ratios) == 1:  # views, not stacked copies (the ratio's broadcast made whole)
+        return tuple(np.ascontiguousarray(v[0][None]) for v in (scales16, scales, invs, zps, rats))
     return tuple(np.stack(v) for v in (scales16, scales, invs, zps, rats))
 
 
@@ -163,11 +165,15 @@ def compiled_blocks(
             block_quantize(w3, size, count, start, s, inv, zps, rats, lo, hi, amax, mode,  # type: ignore[call-arg]
                            grid.code_min, grid.code_max, levels, *family_args, codes, deq,
                            error[part], inside[part], best)  # fmt: skip
-        pick = (best, np.arange(stop - start))
-        scale[part] = s16[pick]
-        if zp is not None:
-            zp[part] = zps[pick]
-        ratio = rats[pick]
+        if len(ratios) == 1:  # every block takes the one candidate: no gather
+            scale[part], ratio = s16[0], rats[0]
+            if zp is not None:
+                zp[part] = zps[0]
+        else:
+            pick = (best, np.arange(stop - start))
+            scale[part], ratio = s16[pick], rats[pick]
+            if zp is not None:
+                zp[part] = zps[pick]
         if grid.zero_point:
             clip_lo, clip_hi = lo[part] * ratio, hi[part] * ratio
         else:
