@@ -138,28 +138,49 @@ def encode_chunk(codes, raw_bits, mode, classes, table, words, packed):
 
 
 @njit(inline="always")
-def _take(lane, i, states, d1, d2, classes, words, pos, last, mask, prec, entry, value,
-          dist, out):  # fmt: skip
+def _take(lane, i, states, d1, d2, classes, words, pos, last, mask, prec, symbol_of, freq,
+          start, value, dist, out):  # fmt: skip
     x = states[lane]
     c = classes[min(d1[lane] + d2[lane], classes.size - 1)]
     slot = x & mask
-    e = np.uint64(entry[c, slot])
-    out[i] = value[c, slot]
+    s = symbol_of[c, slot]
+    out[i] = value[s]
     d2[lane] = d1[lane]
-    d1[lane] = dist[c, slot]
-    x = ((e & np.uint64(0xFFFF)) + np.uint64(1)) * (x >> prec) + (e >> np.uint64(16))
+    d1[lane] = dist[s]
+    x = np.uint64(freq[c, s]) * (x >> prec) + (slot - np.uint64(start[c, s]))
     word = np.uint64(words[min(pos, last)])
     low = x < _L
     states[lane] = (x << _32 | word) if low else x
     return pos + np.int64(low)
 
 
+@njit(inline="always")
+def _advance(x, d1, d2, i, classes, mask, prec, symbol_of, freq, start, value, dist, out):
+    """A lane's code at state ``x`` (its last two distances ``d1``, ``d2``) into ``out[i]``;
+    the state before its refill, the new distances."""
+    c = classes[min(d1 + d2, classes.size - 1)]
+    slot = x & mask
+    s = symbol_of[c, slot]
+    out[i] = value[s]
+    x = np.uint64(freq[c, s]) * (x >> prec) + (slot - np.uint64(start[c, s]))
+    return x, np.int64(dist[s]), d1
+
+
+@njit(inline="always")
+def _refill(x, words, pos, last):
+    """The state refilled with the next word where it fell below ``L``; the next position."""
+    word = np.uint64(words[min(pos, last)])
+    low = x < _L
+    return (x << _32 | word) if low else x, pos + np.int64(low)
+
+
 @_jit
-def decode_chunk(words, precision, classes, entry, value, dist, out):
+def decode_chunk(words, precision, classes, symbol_of, freq, start, value, dist, out):
     """Decode ``out.size`` high parts (shifted) with, for each context ``c`` and slot,
-    ``entry[c, slot] = (f - 1) | (slot - cum) << 16``, ``value[c, slot]`` the high part shifted
-    left by the raw bits and ``dist[c, slot]`` its distance from the mode (capped);
-    ``classes[s]`` is the class of a distance sum ``s`` (the last for any larger). The low
+    ``symbol_of[c, slot]`` the index of the slot's symbol, ``freq[c, s]`` and ``start[c, s]``
+    its frequency and cumulative frequency in context ``c``, ``value[s]`` the high part
+    shifted left by the raw bits and ``dist[s]`` its distance from the mode (capped);
+    ``classes[d]`` is the class of a distance sum ``d`` (the last for any larger). The low
     bits are added by the caller. Returns True if the stream ended as it must."""
     n = out.size
     mask = np.uint64((1 << precision) - 1)
@@ -175,13 +196,47 @@ def decode_chunk(words, precision, classes, entry, value, dist, out):
         starts[lane] = _segment(n, lane)[0]
     pos = 2 * LANES
     q, r = n // LANES, n % LANES
+    x0, x1, x2, x3 = states[0], states[1], states[2], states[3]
+    x4, x5, x6, x7 = states[4], states[5], states[6], states[7]
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.int64(0)
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = np.int64(0)
+    s0, s1, s2, s3 = starts[0], starts[1], starts[2], starts[3]
+    s4, s5, s6, s7 = starts[4], starts[5], starts[6], starts[7]
+    # The lanes in registers (LANES is 8), their codes first (eight independent chains
+    # through the tables), then their refills in lane order: a lane's word position then waits
+    # on the comparisons before it, not on the table reads of the lanes before it.
     for step in range(q):
-        for lane in range(LANES):
-            pos = _take(lane, starts[lane] + step, states, d1, d2, classes, words, pos, last,
-                        mask, prec, entry, value, dist, out)  # fmt: skip
+        x0, a0, b0 = _advance(x0, a0, b0, s0 + step, classes, mask, prec, symbol_of,
+                              freq, start, value, dist, out)
+        x1, a1, b1 = _advance(x1, a1, b1, s1 + step, classes, mask, prec, symbol_of,
+                              freq, start, value, dist, out)
+        x2, a2, b2 = _advance(x2, a2, b2, s2 + step, classes, mask, prec, symbol_of,
+                              freq, start, value, dist, out)
+        x3, a3, b3 = _advance(x3, a3, b3, s3 + step, classes, mask, prec, symbol_of,
+                              freq, start, value, dist, out)
+        x4, a4, b4 = _advance(x4, a4, b4, s4 + step, classes, mask, prec, symbol_of,
+                              freq, start, value, dist, out)
+        x5, a5, b5 = _advance(x5, a5, b5, s5 + step, classes, mask, prec, symbol_of,
+                              freq, start, value, dist, out)
+        x6, a6, b6 = _advance(x6, a6, b6, s6 + step, classes, mask, prec, symbol_of,
+                              freq, start, value, dist, out)
+        x7, a7, b7 = _advance(x7, a7, b7, s7 + step, classes, mask, prec, symbol_of,
+                              freq, start, value, dist, out)
+        x0, pos = _refill(x0, words, pos, last)
+        x1, pos = _refill(x1, words, pos, last)
+        x2, pos = _refill(x2, words, pos, last)
+        x3, pos = _refill(x3, words, pos, last)
+        x4, pos = _refill(x4, words, pos, last)
+        x5, pos = _refill(x5, words, pos, last)
+        x6, pos = _refill(x6, words, pos, last)
+        x7, pos = _refill(x7, words, pos, last)
+    states[0], states[1], states[2], states[3] = x0, x1, x2, x3
+    states[4], states[5], states[6], states[7] = x4, x5, x6, x7
+    d1[0], d1[1], d1[2], d1[3], d1[4], d1[5], d1[6], d1[7] = a0, a1, a2, a3, a4, a5, a6, a7
+    d2[0], d2[1], d2[2], d2[3], d2[4], d2[5], d2[6], d2[7] = b0, b1, b2, b3, b4, b5, b6, b7
     for lane in range(r):
         pos = _take(lane, starts[lane] + q, states, d1, d2, classes, words, pos, last, mask,
-                    prec, entry, value, dist, out)  # fmt: skip
+                    prec, symbol_of, freq, start, value, dist, out)  # fmt: skip
     ok = pos == words.size
     for lane in range(LANES):
         ok &= states[lane] == _L
