@@ -84,12 +84,12 @@ def add_context_counts(ctx, part, shift, counts):
 
 @njit(inline="always")
 def _put(x, code, raw_bits, c, table, words, pos):
-    """``rans_kernels._put`` with the row of context ``c``."""
-    row = code >> raw_bits
+    """``rans_kernels._put`` with the row of context ``c`` (``raw_bits``, ``pos`` unsigned)."""
+    row = np.uintp(code) >> raw_bits
     x_max = table[c, row, XMAX]
-    words[pos - 1] = np.uint32(x & _MASK32)  # kept only if the state overflows
+    words[pos - np.uintp(1)] = np.uint32(x & _MASK32)  # kept only if the state overflows
     big = x >= x_max
-    pos -= np.int64(big)
+    pos -= np.uintp(big)
     x = (x >> _32) if big else x
     cmpl = table[c, row, CMPL]
     q = _mulhi(x, table[c, row, RCP]) >> (cmpl >> _32)  # type: ignore[call-arg]
@@ -105,36 +105,37 @@ def encode_chunk(codes, raw_bits, mode, classes, table, words, packed):
     ctx = np.empty(n, dtype=np.uint8)
     contexts(codes, raw_bits, mode, classes, ctx)
     states = np.full(LANES, _L, dtype=np.uint64)
-    pos = words.size
+    pos, shift = np.uintp(words.size), np.uintp(raw_bits)  # unsigned, as rans_kernels'
     q, r = n // LANES, n % LANES
-    starts = np.empty(LANES, dtype=np.int64)
+    starts = np.empty(LANES, dtype=np.uintp)
     for lane in range(LANES):
         starts[lane] = _segment(n, lane)[0]
     bad = False
     for lane in range(r - 1, -1, -1):  # the tail: step q of the first r lanes
-        i = starts[lane] + q
-        states[lane], pos, absent = _put(states[lane], codes[i], raw_bits, ctx[i], table,
+        i = starts[lane] + np.uintp(q)
+        states[lane], pos, absent = _put(states[lane], codes[i], shift, ctx[i], table,
                                          words, pos)  # fmt: skip
         bad |= absent
     s0, s1, s2, s3, s4, s5, s6, s7 = (starts[0], starts[1], starts[2], starts[3], starts[4],
                                       starts[5], starts[6], starts[7])  # fmt: skip
     x0, x1, x2, x3 = states[0], states[1], states[2], states[3]
     x4, x5, x6, x7 = states[4], states[5], states[6], states[7]
-    for t in range(q - 1, -1, -1):
-        x7, pos, a7 = _put(x7, codes[s7 + t], raw_bits, ctx[s7 + t], table, words, pos)
-        x6, pos, a6 = _put(x6, codes[s6 + t], raw_bits, ctx[s6 + t], table, words, pos)
-        x5, pos, a5 = _put(x5, codes[s5 + t], raw_bits, ctx[s5 + t], table, words, pos)
-        x4, pos, a4 = _put(x4, codes[s4 + t], raw_bits, ctx[s4 + t], table, words, pos)
-        x3, pos, a3 = _put(x3, codes[s3 + t], raw_bits, ctx[s3 + t], table, words, pos)
-        x2, pos, a2 = _put(x2, codes[s2 + t], raw_bits, ctx[s2 + t], table, words, pos)
-        x1, pos, a1 = _put(x1, codes[s1 + t], raw_bits, ctx[s1 + t], table, words, pos)
-        x0, pos, a0 = _put(x0, codes[s0 + t], raw_bits, ctx[s0 + t], table, words, pos)
+    for back in range(np.uintp(q)):  # the last step first
+        t = np.uintp(q - 1) - back
+        x7, pos, a7 = _put(x7, codes[s7 + t], shift, ctx[s7 + t], table, words, pos)
+        x6, pos, a6 = _put(x6, codes[s6 + t], shift, ctx[s6 + t], table, words, pos)
+        x5, pos, a5 = _put(x5, codes[s5 + t], shift, ctx[s5 + t], table, words, pos)
+        x4, pos, a4 = _put(x4, codes[s4 + t], shift, ctx[s4 + t], table, words, pos)
+        x3, pos, a3 = _put(x3, codes[s3 + t], shift, ctx[s3 + t], table, words, pos)
+        x2, pos, a2 = _put(x2, codes[s2 + t], shift, ctx[s2 + t], table, words, pos)
+        x1, pos, a1 = _put(x1, codes[s1 + t], shift, ctx[s1 + t], table, words, pos)
+        x0, pos, a0 = _put(x0, codes[s0 + t], shift, ctx[s0 + t], table, words, pos)
         bad |= a0 | a1 | a2 | a3 | a4 | a5 | a6 | a7
     states[0], states[1], states[2], states[3] = x0, x1, x2, x3
     states[4], states[5], states[6], states[7] = x4, x5, x6, x7
     if bad:
         return -1
-    return flush_states(states, words, pos)
+    return flush_states(states, words, np.int64(pos))
 
 
 @njit(inline="always")

@@ -61,12 +61,13 @@ def _mulhi(typingctx, a, b):
 @njit(inline="always")
 def _put(x, code, raw_bits, table, words, pos):
     """Encode one code into state ``x``; returns the state, the word position and whether the
-    code's high part is absent from the table."""
-    row = code >> raw_bits
+    code's high part is absent from the table. ``raw_bits`` and ``pos`` are unsigned: a
+    signed index is checked for a negative value to wrap around."""
+    row = np.uintp(code) >> raw_bits
     x_max = table[row, XMAX]
-    words[pos - 1] = np.uint32(x & _MASK32)  # kept only if the state overflows
+    words[pos - np.uintp(1)] = np.uint32(x & _MASK32)  # kept only if the state overflows
     big = x >= x_max
-    pos -= np.int64(big)
+    pos -= np.uintp(big)
     x = (x >> _32) if big else x
     cmpl = table[row, CMPL]
     q = _mulhi(x, table[row, RCP]) >> (cmpl >> _32)  # type: ignore[call-arg]
@@ -96,29 +97,33 @@ def encode_chunk(codes, raw_bits, table, words, packed):
     n = codes.size
     full = n - n % LANES
     states = np.full(LANES, _L, dtype=np.uint64)
-    pos = words.size
+    # Unsigned positions and indices (``_put``): 3.7 -> 3.1 ns a code on a Zen 4.
+    pos, shift = np.uintp(words.size), np.uintp(raw_bits)
     bad = False
     for i in range(n - 1, full - 1, -1):
-        states[i % LANES], pos, absent = _put(states[i % LANES], codes[i], raw_bits, table,
+        states[i % LANES], pos, absent = _put(states[i % LANES], codes[i], shift, table,
                                               words, pos)  # fmt: skip
         bad |= absent
     x0, x1, x2, x3 = states[0], states[1], states[2], states[3]
     x4, x5, x6, x7 = states[4], states[5], states[6], states[7]
-    for g in range(full - LANES, -1, -LANES):
-        x7, pos, a7 = _put(x7, codes[g + 7], raw_bits, table, words, pos)
-        x6, pos, a6 = _put(x6, codes[g + 6], raw_bits, table, words, pos)
-        x5, pos, a5 = _put(x5, codes[g + 5], raw_bits, table, words, pos)
-        x4, pos, a4 = _put(x4, codes[g + 4], raw_bits, table, words, pos)
-        x3, pos, a3 = _put(x3, codes[g + 3], raw_bits, table, words, pos)
-        x2, pos, a2 = _put(x2, codes[g + 2], raw_bits, table, words, pos)
-        x1, pos, a1 = _put(x1, codes[g + 1], raw_bits, table, words, pos)
-        x0, pos, a0 = _put(x0, codes[g], raw_bits, table, words, pos)
+    one, two, three, four = np.uintp(1), np.uintp(2), np.uintp(3), np.uintp(4)
+    five, six, seven = np.uintp(5), np.uintp(6), np.uintp(7)
+    for group in range(np.uintp(full // LANES)):  # the last group of eight first
+        g = np.uintp(full - LANES) - group * np.uintp(LANES)
+        x7, pos, a7 = _put(x7, codes[g + seven], shift, table, words, pos)
+        x6, pos, a6 = _put(x6, codes[g + six], shift, table, words, pos)
+        x5, pos, a5 = _put(x5, codes[g + five], shift, table, words, pos)
+        x4, pos, a4 = _put(x4, codes[g + four], shift, table, words, pos)
+        x3, pos, a3 = _put(x3, codes[g + three], shift, table, words, pos)
+        x2, pos, a2 = _put(x2, codes[g + two], shift, table, words, pos)
+        x1, pos, a1 = _put(x1, codes[g + one], shift, table, words, pos)
+        x0, pos, a0 = _put(x0, codes[g], shift, table, words, pos)
         bad |= a0 | a1 | a2 | a3 | a4 | a5 | a6 | a7
     if bad:
         return -1
     states[0], states[1], states[2], states[3] = x0, x1, x2, x3
     states[4], states[5], states[6], states[7] = x4, x5, x6, x7
-    pos = flush_states(states, words, pos)
+    pos = flush_states(states, words, np.int64(pos))
     if raw_bits:
         pack_low(codes, raw_bits, packed)
     return pos
