@@ -139,23 +139,6 @@ def encode_chunk(codes, raw_bits, mode, classes, table, words, packed):
 
 
 @njit(inline="always")
-def _take(lane, i, states, d1, d2, classes, words, pos, last, mask, prec, symbol_of, freq,
-          start, value, dist, out):  # fmt: skip
-    x = states[lane]
-    c = classes[min(d1[lane] + d2[lane], classes.size - 1)]
-    slot = x & mask
-    s = symbol_of[c, slot]
-    out[i] = value[s]
-    d2[lane] = d1[lane]
-    d1[lane] = dist[s]
-    x = np.uint64(freq[c, s]) * (x >> prec) + (slot - np.uint64(start[c, s]))
-    word = np.uint64(words[min(pos, last)])
-    low = x < _L
-    states[lane] = (x << _32 | word) if low else x
-    return pos + np.int64(low)
-
-
-@njit(inline="always")
 def _advance(x, d1, d2, i, classes, mask, prec, symbol_of, freq, start, value, dist, out):
     """A lane's code at state ``x`` (its last two distances ``d1``, ``d2``) into ``out[i]``;
     the state before its refill, the new distances."""
@@ -235,9 +218,11 @@ def decode_chunk(words, precision, classes, symbol_of, freq, start, value, dist,
     states[4], states[5], states[6], states[7] = x4, x5, x6, x7
     d1[0], d1[1], d1[2], d1[3], d1[4], d1[5], d1[6], d1[7] = a0, a1, a2, a3, a4, a5, a6, a7
     d2[0], d2[1], d2[2], d2[3], d2[4], d2[5], d2[6], d2[7] = b0, b1, b2, b3, b4, b5, b6, b7
-    for lane in range(r):
-        pos = _take(lane, starts[lane] + q, states, d1, d2, classes, words, pos, last, mask,
-                    prec, symbol_of, freq, start, value, dist, out)  # fmt: skip
+    for lane in range(r):  # the tail: step q of the first r lanes
+        x, d1[lane], d2[lane] = _advance(states[lane], d1[lane], d2[lane], starts[lane] + q,
+                                         classes, mask, prec, symbol_of, freq, start, value,
+                                         dist, out)  # fmt: skip
+        states[lane], pos = _refill(x, words, pos, last)
     ok = pos == words.size
     for lane in range(LANES):
         ok &= states[lane] == _L
