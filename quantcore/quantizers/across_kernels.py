@@ -14,6 +14,9 @@ channels (512 a call), each line was a miss of its own: a quarter of the kernel'
 4096 x 4096. Gathered, they go out through 8 x 8 transposes in vector registers
 (``transpose_kernel.transpose``): an element at a time, reading down the gathered rows, the
 write-out was still a third of the kernel's time (0.026-0.034 of 0.08-0.09 s on 12207 x 4096).
+Each row's segment is read once, a few hundred bytes with kilobytes between rows, which the
+hardware's prefetchers do not follow: the segment ``AHEAD`` rows down is prefetched as a row
+is read (``prefetch_kernel``; 12207 x 4096 on a Zen 4, 0.203 -> 0.167 s at 4 bits).
 """
 
 from __future__ import annotations
@@ -29,9 +32,12 @@ from quantcore.quantizers.kernels import (
     _merge_pairs,
     encode_values,
 )
+from quantcore.quantizers.prefetch_kernel import prefetch
 from quantcore.quantizers.transpose_kernel import transpose
 
 TILE = 16  # rows a tile: 64 bytes of float32 errors a channel, a cache line
+AHEAD = 2 * TILE  # rows between a row's prefetch and its read
+LINE = 16  # float32 weights a cache line
 ERR_ROWS = 128  # rows of errors gathered before they go out: 512 bytes a channel
 
 
@@ -66,6 +72,11 @@ def stream_across(w, lo, gain, shift, scale, offset, kind, limit, ratio, max_ind
         span = min(TILE, rows - k0)
         for j in range(span):
             at, row = np.uintp(j) * width, np.uintp(k0 + j) * stride + start
+            if k0 + j + AHEAD < rows:  # the segment AHEAD rows down: its first and last line
+                ahead = row + np.uintp(AHEAD) * stride
+                for i in range(np.uintp(0), width, np.uintp(LINE)):
+                    prefetch(flat_w, ahead + i)  # type: ignore[call-arg]
+                prefetch(flat_w, ahead + width - np.uintp(1))  # type: ignore[call-arg]
             for i in range(width):
                 v = flat_w[row + i] * gain[i] + shift[i]
                 t[at + i] = v
