@@ -23,6 +23,7 @@ from quantcore.coding.rans_kernels import (
     RCP,
     XMAX,
     _32,
+    _ended,
     _mulhi,
     flush_states,
 )
@@ -223,7 +224,4 @@ def decode_chunk(words, precision, classes, symbol_of, freq, start, value, dist,
                                          classes, mask, prec, symbol_of, freq, start, value,
                                          dist, out)  # fmt: skip
         states[lane], pos = _refill(x, words, pos, last)
-    ok = pos == words.size
-    for lane in range(LANES):
-        ok &= states[lane] == _L
-    return ok
+    return _ended(states, pos, words.size)
