@@ -344,14 +344,20 @@ def _decoder_tables(
 
 
 def compile_kernels() -> None:
-    """Compile (or load) the v3 kernels for 8- and 16-bit codes."""
+    """Compile (or load) the v3 kernels for 8- and 16-bit codes: the decoder's tables take
+    the stream's width (codes of 16-bit arrays under 256 are a stream of 8) and, past 256
+    high parts, 16-bit symbol indices."""
     from quantcore.coding.symbols import open_stream
 
-    for dtype in (np.uint8, np.uint16):
-        codes: CodeArray = np.array([0, 0, 0, 1, 2, 9, 0, 1] * 4, dtype=dtype)
+    few = [0, 0, 0, 1, 2, 9, 0, 1] * 4
+    for codes in (
+        np.array(few, dtype=np.uint8),
+        np.array(few, dtype=np.uint16) * 100,
+        np.concatenate([np.zeros(3000, np.uint16), np.arange(512, dtype=np.uint16)]),
+    ):
         stream = encode(codes, rans.count_codes(codes), 1, force=True)
         assert stream is not None
         fields, body = open_stream(stream, (VERSION,))
-        _, chunks = plan(fields, body)
+        dtype, chunks = plan(fields, body)
         for c in chunks:
             c.fill(np.empty(c.size, dtype=dtype))

@@ -97,3 +97,15 @@ def test_corrupt_v3_streams_are_refused_without_crashing() -> None:
         fields[field] = value
         with pytest.raises(InvalidPackageError):
             decode_codes(seal(tuple(fields), [bytes(body)]))
+
+
+def test_compiled_kernels_take_every_table_the_decoder_builds() -> None:
+    # A 16-bit stream's tables are 16-bit, and past 256 high parts so are its symbol indices:
+    # ``compile_kernels`` (run by ``quantserve warm``) must have compiled those signatures.
+    context.compile_kernels()
+    compiled = set(context.kernels().decode_chunk.signatures)
+    wide = correlated_codes(50_000, 12)
+    many = np.concatenate([np.zeros(3000, np.uint16), np.arange(512, dtype=np.uint16)])
+    for codes in (correlated_codes(50_000, 4), wide, many):
+        np.testing.assert_array_equal(decode_codes(encode_codes(codes, version=3)), codes)
+    assert set(context.kernels().decode_chunk.signatures) == compiled
