@@ -25,13 +25,25 @@ from typing import Any
 
 import numpy as np
 
-# The jobs that reach every kernel of the default paths (and of the target mode's).
+# The jobs that reach every kernel of the default paths (and of the target mode's), then the
+# specs whose kernels (or argument types) those miss: without them, a job's first such spec
+# after ``quantserve warm`` compiled for 1-9 s (``bench/bench_first_job.py``).
 WARM_SPECS: tuple[dict[str, Any], ...] = (
     {"bits": 8},
     {"bits": 4},
     {"bits": 3},
     {"target": {"weight_sqnr_db": 24.0}, "rdoq": "auto"},
     {"target": {"weight_sqnr_db": 48.0}, "rdoq": "auto"},  # codes wider than 8 bits
+    {"bits": 8, "granularity": "channel"},  # channels side by side and across the rows
+    {"bits": 12, "granularity": "channel"},  # their codes wider than 8 bits
+    {"bits": 4, "granularity": "channel", "support": "mse"},
+    {"bits": 4, "granularity": "group", "group_size": 128},  # blocks too long for lanes
+    {"bits": 10, "granularity": "group"},  # blocks' codes wider than 8 bits
+    {"bits": 4, "granularity": "group", "support": "percentile", "support_value": 99.9},
+    {"bits": 8, "method": "mulaw"},
+    {"bits": 4, "method": "log"},
+    {"bits": 8, "method": "log", "granularity": "channel"},
+    {"bits": 6, "method": "float", "exponent_bits": 3, "mantissa_bits": 2},
 )
 # The job ``warm_up_job`` runs: the default one (groups, the package's coders, the fidelity
 # check's onnxruntime session).
