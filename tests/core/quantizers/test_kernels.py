@@ -83,14 +83,18 @@ def test_layer_and_channel_paths_match_numpy(
 
 
 # Codes of at most 16 values are counted two at a time (``kernels._count_pairs``): each family
-# whose codes span 16 values or fewer, rows of a length no multiple of the 8 codes a step
-# takes, and one of 17 values (5-bit dead-zone index) counted one at a time.
+# whose codes span 16 values or fewer (the tables' too: mu-law, log and minifloat of up to 4
+# bits, whose codes may be signed), rows of a length no multiple of the 8 codes a step
+# takes, and ones of 17 values or more (5-bit dead-zone index, 5-bit log) counted one at a time.
 @pytest.mark.parametrize("spec", [
     QuantizerSpec(bits=2), QuantizerSpec(bits=4), QuantizerSpec(bits=5),
     QuantizerSpec(bits=4, rounding=Rounding.MIDTREAD),
     QuantizerSpec(method=Method.DEADZONE, bits=4, deadzone_ratio=0.3),
     QuantizerSpec(method=Method.DEADZONE, bits=4, deadzone_ratio=0.0),
     QuantizerSpec(method=Method.DEADZONE, bits=5, deadzone_ratio=0.3),
+    QuantizerSpec(method=Method.MULAW, bits=3, mu=20.0), QuantizerSpec(method=Method.LOG, bits=4),
+    QuantizerSpec(method=Method.LOG, bits=5),
+    QuantizerSpec(method=Method.FLOAT, exponent_bits=2, mantissa_bits=1),
 ], ids=lambda s: f"{s.method.value}{s.bits}-{s.rounding}-{s.deadzone_ratio}")  # fmt: skip
 @pytest.mark.parametrize("granularity", [Granularity.LAYER, Granularity.CHANNEL])
 def test_counts_of_narrow_codes_match_numpy(
