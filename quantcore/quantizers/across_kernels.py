@@ -24,8 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from quantcore.quantizers.kernels import (
-    _count_into,
-    _count_pairs,
+    _count_codes,
     _jit,
     _lowest_code,
     _merge_counts,
@@ -101,10 +100,7 @@ def stream_across(w, lo, gain, shift, scale, offset, kind, limit, ratio, max_ind
                     flat_codes[row + i] = c
                     flat_deq[row + i] = v
                     tile[kept + i] = flat_w[row + i] - v
-        if nibbles:
-            _count_pairs(tile_codes[:n], part, single)
-        else:
-            _count_into(tile_codes[:n], part, mask)
+        _count_codes(tile_codes[:n], part, single, nibbles, mask)
         held = k0 + span - gathered
         if held + TILE > ERR_ROWS or k0 + span >= rows:  # no room for another tile: out
             # Rows 0:held of the tile into each channel's row of errors, from column gathered.

@@ -180,7 +180,7 @@ def _lowest_code(kind, limit, max_index):
     """The lowest code of the family's encoder, and whether its codes span at most 16
     values (one nibble tells them apart): midrise ``[-limit-1, limit]``, midtread
     ``[-max_index, max_index]``, dead-zone index ``[0, 2·max_index]``; a table: not said
-    here (``stream_chunk`` reads it off the table's codes)."""
+    here (``_code_span`` reads it off the table's codes)."""
     if kind == MIDRISE:
         return -int(limit) - 1, int(limit) <= 7
     if kind == SIGNED_DEADZONE:
