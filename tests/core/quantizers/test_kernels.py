@@ -96,12 +96,15 @@ def test_layer_and_channel_paths_match_numpy(
     QuantizerSpec(method=Method.LOG, bits=5),
     QuantizerSpec(method=Method.FLOAT, exponent_bits=2, mantissa_bits=1),
 ], ids=lambda s: f"{s.method.value}{s.bits}-{s.rounding}-{s.deadzone_ratio}")  # fmt: skip
-@pytest.mark.parametrize("granularity", [Granularity.LAYER, Granularity.CHANNEL])
+@pytest.mark.parametrize(("granularity", "axis"), [(Granularity.LAYER, 0),
+                                                   (Granularity.CHANNEL, 0),
+                                                   (Granularity.CHANNEL, 1)])  # fmt: skip
 def test_counts_of_narrow_codes_match_numpy(
-    monkeypatch: pytest.MonkeyPatch, spec: QuantizerSpec, granularity: Granularity
+    monkeypatch: pytest.MonkeyPatch, spec: QuantizerSpec, granularity: Granularity, axis: int
 ) -> None:
+    """Channel axis 1: channels across the rows (``across_kernels``), counted as written."""
     w = heavy((9, 203), seed=3)
-    req = TensorRequest(name="w", weights=w, quantizer=spec, channel_axis=0)
+    req = TensorRequest(name="w", weights=w, quantizer=spec, channel_axis=axis)
     fast, ref = both(monkeypatch, stream, lambda: quantize_tensors([req], granularity)[0])
     assert np.array_equal(fast.quantized.codes, ref.quantized.codes)
     assert np.array_equal(fast.counts, ref.counts)
@@ -118,7 +121,8 @@ def test_large_channels_take_the_chunked_path(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.parametrize("spec", [QuantizerSpec(bits=4), QuantizerSpec(bits=8),
-                                  QuantizerSpec(method=Method.MULAW, bits=8)],
+                                  QuantizerSpec(method=Method.MULAW, bits=8),
+                                  QuantizerSpec(method=Method.LOG, bits=4)],
                          ids=lambda s: f"{s.method.value}{s.bits}")  # fmt: skip
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("every_other_row", [False, True])
