@@ -132,7 +132,8 @@ def _cases() -> list[tuple[str, QuantizerSpec, Granularity, int, int]]:
                        ("log 4b", QuantizerSpec(method=Method.LOG, bits=4)),
                        ("E4M3 minifloat", QuantizerSpec(method=Method.FLOAT))):  # fmt: skip
         cases += [(f"{name} layer", spec, Granularity.LAYER, 32, 1),
-                  (f"{name} channel", spec, Granularity.CHANNEL, 32, 1)]
+                  (f"{name} channel", spec, Granularity.CHANNEL, 32, 1),
+                  (f"{name} channel across rows", spec, Granularity.CHANNEL, 32, 0)]
     return cases
 
 
