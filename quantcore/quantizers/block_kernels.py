@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from quantcore.jit import njit
-from quantcore.quantizers.kernels import encode_values
+from quantcore.quantizers.kernels import _table_index, encode_values
 
 _jit = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 _inline = njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", inline="always")
@@ -199,6 +199,21 @@ def _uniform_values(xb, size, s, inv, zp, mode, cmin, cmax, qb, sq, error, rb):
         else:
             rb[i] = xb[i] * inv + off - v
     return _sum(sq, 0, size) if error else 0.0
+
+
+@_inline
+def _table_values(xb, size, s, inv, cb, vb, sq, signbit, edges, lut, stored, level_at):
+    """``_codebook_values`` of a table family, code and level read at the value's index in
+    the table (``stored``: its codes, ``level_at``: their levels), as ``kernels.stream_chunk``
+    reads them: the encoder's codes, then each level by its code, took 1.1x the time."""
+    for i in range(size):
+        m = _table_index(xb[i] * inv, signbit, edges, lut)
+        cb[i] = stored[m]
+        value = level_at[m] * s
+        vb[i] = value
+        d = np.float64(value - xb[i])
+        sq[i] = d * d
+    return _sum(sq, 0, size)
 
 
 @_inline

@@ -19,8 +19,10 @@ from quantcore.quantizers.block_kernels import (
     _next_block,
     _scatter_tile,
     _sum,
+    _table_values,
     _uniform_values,
 )
+from quantcore.quantizers.kernels import _table_codes
 
 
 @_jit
@@ -48,6 +50,12 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
     xt = np.empty((width, size), np.float32)
     ct = np.empty((width, size), codes.dtype)
     vt = np.empty((width, size), np.float32)
+    # A table family's codes and levels by index in the table (``_codebook_values``).
+    stored = _table_codes(kind if mode == CODEBOOK else -1, table, cb)
+    level_at = np.empty(stored.size, np.float32)
+    for m in range(stored.size):
+        level_at[m] = levels[stored[m]]
+    tabled = stored.size > 0
     pj, q = divmod(first, q_len)
     p, j = divmod(pj, count)
     k = 0
@@ -67,7 +75,10 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
             if candidates > 1:
                 least = 0.0
                 for c in range(candidates):
-                    if mode == CODEBOOK:
+                    if tabled:
+                        e = _table_values(xb, size, scales[c, k], invs[c, k], cb, vb, sq,
+                                          signbit, edges, lut, stored, level_at)  # fmt: skip
+                    elif mode == CODEBOOK:
                         e = _codebook_values(xb, size, scales[c, k], invs[c, k], rb, cb, levels,
                                              vb, sq, kind, limit, ratio, max_index, signbit,
                                              edges, table, lut)  # fmt: skip
@@ -77,7 +88,10 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
                     if c == 0 or e < least:
                         chosen, least = c, e
             s, inv, zp = scales[chosen, k], invs[chosen, k], zps[chosen, k]
-            if mode == CODEBOOK:
+            if tabled:
+                e = _table_values(xb, size, s, inv, cb, vb, sq, signbit, edges, lut, stored,
+                                  level_at)  # fmt: skip
+            elif mode == CODEBOOK:
                 e = _codebook_values(xb, size, s, inv, rb, cb, levels, vb, sq, kind, limit,
                                      ratio, max_index, signbit, edges, table, lut)  # fmt: skip
             else:
