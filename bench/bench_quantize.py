@@ -10,7 +10,7 @@ entropy; per group also each block's clip, float16 scale and zero point with blo
 groups both along the rows (contiguous) and across them (``across rows``: channels and blocks
 down the columns, a MatMul weight's layout, whose output channels are its second axis and
 whose blocks run along its input axis K, the first), and mu-law, exponential (log) and E4M3
-minifloat per layer and channel (whole range).
+minifloat per layer, per channel along and across the rows, and in groups of 32 (whole range).
 
 Baselines, same run, same tensor:
 
@@ -133,7 +133,8 @@ def _cases() -> list[tuple[str, QuantizerSpec, Granularity, int, int]]:
                        ("E4M3 minifloat", QuantizerSpec(method=Method.FLOAT))):  # fmt: skip
         cases += [(f"{name} layer", spec, Granularity.LAYER, 32, 1),
                   (f"{name} channel", spec, Granularity.CHANNEL, 32, 1),
-                  (f"{name} channel across rows", spec, Granularity.CHANNEL, 32, 0)]
+                  (f"{name} channel across rows", spec, Granularity.CHANNEL, 32, 0),
+                  (f"{name} group 32", spec, Granularity.GROUP, 32, 1)]
     return cases
 
 
