@@ -322,6 +322,12 @@ def sample_errors(rows, pick, gain, scale, offset, kind, limit, ratio, max_index
     n = rows.shape[1]
     affine = levels.size == 0
     tf = np.empty(n, rows.dtype)
+    # A table's levels by index in it: each value's level read at its index, as
+    # ``stream_chunk`` reads it (the codes, then each level by its code: 1.2x the time).
+    stored = _table_codes(kind if not affine else -1, table, codes)
+    level_at = np.empty(stored.size, np.float32)
+    for m in range(stored.size):
+        level_at[m] = levels[stored[m]]
     for k in range(pick.size):
         x = rows[pick[k]]
         t = err[k]
@@ -331,6 +337,11 @@ def sample_errors(rows, pick, gain, scale, offset, kind, limit, ratio, max_index
             continue
         for i in range(n):
             tf[i] = x[i] * g + np.float32(-0.0)
+        if stored.size > 0:
+            for i in range(n):
+                v = level_at[_table_index(tf[i], signbit, edges, lut)] * sc + off
+                t[i] = np.float64(x[i] - v)
+            continue
         encode_values(tf, codes, kind, limit, ratio, max_index, signbit, edges, table, lut)
         for i in range(n):
             v = np.float32(codes[i]) * sc + off if affine else levels[codes[i]] * sc + off

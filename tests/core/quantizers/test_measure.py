@@ -21,6 +21,9 @@ SPECS = [
     QuantizerSpec(bits=3, rounding=Rounding.MIDTREAD, support=Support.MSE),
     QuantizerSpec(method=Method.DEADZONE, bits=4, support=Support.MSE),
     QuantizerSpec(method=Method.MULAW, bits=4, support=Support.MSE),
+    QuantizerSpec(method=Method.MULAW, bits=8, support=Support.MSE),
+    QuantizerSpec(method=Method.FLOAT, support=Support.MSE),  # keeps the sign of zero
+    QuantizerSpec(method=Method.FLOAT, exponent_bits=2, mantissa_bits=1, support=Support.MSE),
 ]
 
 
