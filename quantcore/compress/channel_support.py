@@ -2,7 +2,7 @@
 
 The channel path's rows of normalised weights go to the batched rules of
 ``quantcore.design.support_rows``, with the ``mse`` rule measured by
-``quantcore.quantizers.measure.SampleErrors`` on the same float32 rows (every ``stride``-th
+``quantcore.quantizers.measure.sample_errors`` on the same float32 rows (every ``stride``-th
 weight) that the one-channel search measures: the thresholds are the same, bit for bit.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from quantcore.design.support import SupportChoice
 from quantcore.design.support_rows import choose_support_rows
-from quantcore.quantizers.measure import SampleErrors
+from quantcore.quantizers.measure import measurable, sample_errors
 from quantcore.spec import QuantizerSpec, Support
 
 # False: thresholds one channel at a time (the reference of the batched search).
@@ -23,11 +23,11 @@ def row_choices(
     spec: QuantizerSpec, sample: np.ndarray, support: Support, mse_limit: int
 ) -> list[SupportChoice | None]:
     """The support choice of each row of ``sample``; None for every row where no batch
-    measurement exists (the exponential family's ``mse``: its design is fitted to each
-    measured sample), and the caller searches row by row."""
-    if not ROW_SEARCH or (support is Support.MSE and not SampleErrors.supported(spec)):
+    measurement exists (the exponential family's ``mse`` at 1 bit), and the caller
+    searches row by row."""
+    if not ROW_SEARCH or (support is Support.MSE and not measurable(spec)):
         return [None] * sample.shape[0]
     stride = max(1, sample.shape[1] // mse_limit)
-    measure = SampleErrors(spec, sample[:, ::stride]) if support is Support.MSE else None
+    measure = sample_errors(spec, sample[:, ::stride]) if support is Support.MSE else None
     return list(choose_support_rows(support, levels=spec.levels, rows=sample,
                                     value=spec.support_value, errors_at=measure))  # fmt: skip

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from quantcore.quantizers.base import Design, gain_of
+from quantcore.quantizers.exponential_rows import LogSampleErrors
 from quantcore.quantizers.families import design as design_for
 from quantcore.quantizers.kernel_args import kernel_args
 from quantcore.spec import Method, QuantizerSpec
@@ -37,7 +38,7 @@ class SampleErrors:
 
     @staticmethod
     def supported(spec: QuantizerSpec) -> bool:
-        """The exponential family fits its design to each sample: it keeps ``quantize``."""
+        """The exponential family fits its design to each sample (``LogSampleErrors``)."""
         if spec.method is Method.LOG:
             return False
         return kernel_args(design_for(spec.resolved()), np.dtype(np.float32)) is not None
@@ -66,3 +67,17 @@ class SampleErrors:
             )  # fmt: skip
             out[part] = np.vecdot(rows, rows) / n
         return out
+
+
+def measurable(spec: QuantizerSpec) -> bool:
+    """Whether ``sample_errors`` measures ``spec`` (else each row is searched alone)."""
+    if spec.method is Method.LOG:
+        return LogSampleErrors.supported(spec)
+    return SampleErrors.supported(spec)
+
+
+def sample_errors(spec: QuantizerSpec, rows: np.ndarray) -> SampleErrors | LogSampleErrors:
+    """The batched measurement of ``spec`` on ``rows`` (``measurable(spec)``)."""
+    if spec.method is Method.LOG:
+        return LogSampleErrors(spec, rows)
+    return SampleErrors(spec, rows)

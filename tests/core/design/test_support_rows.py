@@ -20,7 +20,9 @@ SPECS = [
     QuantizerSpec(method=Method.DEADZONE, bits=4, support=Support.MSE),
     QuantizerSpec(method=Method.MULAW, bits=4, support=Support.MSE),
     QuantizerSpec(method=Method.FLOAT, support=Support.MSE),
-    QuantizerSpec(method=Method.LOG, bits=3, support=Support.MSE),  # row by row
+    QuantizerSpec(method=Method.LOG, bits=3, support=Support.MSE),
+    QuantizerSpec(method=Method.LOG, bits=8, support=Support.MSE),
+    QuantizerSpec(method=Method.LOG, bits=1, support=Support.MSE),  # row by row
     QuantizerSpec(bits=4, support=Support.PERCENTILE, support_value=99.5),
     QuantizerSpec(bits=4, support=Support.WMAX),
     QuantizerSpec(bits=4, support=Support.ABS_WMIN),
