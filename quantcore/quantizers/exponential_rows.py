@@ -25,7 +25,14 @@ import numpy.typing as npt
 from quantcore.design.brent_rows import BrentRows
 from quantcore.quantizers import exponential as ex
 from quantcore.quantizers.base import gain_of
-from quantcore.quantizers.exponential_kernels import bin_sums, cell_splits, cell_sums, log_errors
+from quantcore.quantizers.exponential_kernels import (
+    bin_runs,
+    log_errors,
+    magnitudes,
+    partition,
+    rho_give,
+    rho_points,
+)
 from quantcore.spec import QuantizerSpec
 
 # Histograms of this many weights per NumPy pass (float64 temporaries of 8 MiB each).
@@ -48,46 +55,55 @@ class _Bins:
     ordered: npt.NDArray[np.bool_]  # its bins' centres ascend
 
 
-def _bins(samples: np.ndarray) -> _Bins:
-    """``exponential._histogram`` of each row of ``samples`` (float64, in units of xmax)."""
-    rows, n = samples.shape
-    width = ex._BINS + 1
+def _bins(rows: np.ndarray, pick: np.ndarray, xmax: np.ndarray) -> _Bins:
+    """``exponential._histogram`` of each sample ``float64(rows[pick[k]]) / xmax[k]``."""
+    n = rows.shape[1]
     per_pass = max(1, _HISTOGRAM_WEIGHTS // max(n, 1))
-    mass = np.zeros((rows, width))
-    first = np.zeros((rows, width))
-    top = np.zeros(rows)
-    for lo in range(0, rows, per_pass):
+    width = min(n, ex._BINS + 1)
+    slope = (ex._BINS - 1) / -math.log2(ex._SPAN)
+    centre, mass, first = [], [], []
+    counts = np.zeros(pick.size, np.int64)
+    top = np.zeros(pick.size)
+    ordered = np.zeros(pick.size, bool)
+    for lo in range(0, pick.size, per_pass):
         part = slice(lo, lo + per_pass)
-        magnitude = np.minimum(np.abs(samples[part]), 1.0)
+        size = pick[part].size
+        magnitude = np.empty((size, n))
+        magnitudes(rows, pick[part], xmax[part], magnitude)
         top[part] = magnitude.max(axis=1)
-        scale = np.where(top[part] > 0, top[part], 1.0)[:, None]
+        ratio = magnitude / np.where(top[part] > 0, top[part], 1.0)[:, None]
         with np.errstate(divide="ignore"):
-            position = np.log2(magnitude / scale) * ((ex._BINS - 1) / -math.log2(ex._SPAN))
-        position += ex._BINS
-        index = np.clip(position, 0, ex._BINS, out=position).astype(np.intp)
-        bin_sums(index, magnitude, mass[part], first[part])
-    keep = mass > 0
-    counts = keep.sum(axis=1)
-    offsets = np.zeros(rows + 1, np.int64)
+            np.log2(ratio, out=ratio)
+        runs = np.empty((3, size * width))
+        bin_runs(ratio, magnitude, slope, float(ex._BINS), runs[0], runs[1], runs[2],
+                 counts[part], ordered[part])  # fmt: skip
+        used = int(counts[part].sum())
+        centre.append(runs[0, :used])
+        mass.append(runs[1, :used])
+        first.append(runs[2, :used])
+    offsets = np.zeros(pick.size + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
-    centre = first[keep] / mass[keep]
-    step_down = np.flatnonzero(np.diff(centre) < 0) + 1  # a bin below the one before it
-    within = offsets[np.searchsorted(offsets, step_down, side="right") - 1] != step_down
-    ordered = np.ones(rows, bool)
-    ordered[np.searchsorted(offsets, step_down[within], side="right") - 1] = False
-    return _Bins(centre=centre, mass=mass[keep], first=first[keep], offsets=offsets,
-                 informed=top > 0, ordered=ordered)  # fmt: skip
+    return _Bins(centre=np.concatenate(centre), mass=np.concatenate(mass),
+                 first=np.concatenate(first), offsets=offsets, informed=top > 0,
+                 ordered=ordered)  # fmt: skip
 
 
 def _fit(cell_mass: np.ndarray, cell_first: np.ndarray, upper: float) -> np.ndarray:
-    """``exponential._fit_levels`` of every row's cells: each row's levels ``a·q^k``."""
-    k = np.arange(cell_mass.shape[1], dtype=np.float64)
-    rows = cell_mass.shape[0]
+    """``exponential._fit_levels`` of every row's cells: each row's levels ``a·q^k``. A
+    round of the searches is two compiled calls around NumPy's ``exp`` and two BLAS dots."""
+    rows, count = cell_mass.shape
+    k = np.arange(count, dtype=np.float64)
     searches = BrentRows(np.full(rows, 1e-6), np.full(rows, upper), np.full(rows, 1e-10))
-    while (which := searches.pending()).size:
-        power = np.exp(k * searches.points(which)[:, None])
-        first = np.vecdot(cell_first[which], power)
-        searches.give(which, -first / np.sqrt(np.vecdot(cell_mass[which], power * power)))
+    which = np.empty(rows, np.int64)
+    power, first, mass = (np.empty((rows, count)) for _ in range(3))
+    values = np.empty(rows)
+    state, phase, num = searches.state, searches.phase, searches.num
+    while w := rho_points(state, phase, k, cell_first, cell_mass, which, power, first, mass):
+        p = power[:w]
+        np.exp(p, out=p)
+        first_dot = np.vecdot(first[:w], p)
+        np.multiply(p, p, out=p)
+        rho_give(state, phase, num, which[:w], first_dot, np.vecdot(mass[:w], p), values[:w])
     log_q, _ = searches.best()
     q = np.array([math.exp(v) for v in log_q.tolist()])
     power = q[:, None] ** k
@@ -95,33 +111,32 @@ def _fit(cell_mass: np.ndarray, cell_first: np.ndarray, upper: float) -> np.ndar
     return a[:, None] * power
 
 
-def positive_levels(samples: np.ndarray, count: int) -> npt.NDArray[np.float64]:
-    """The ``count`` positive levels (ascending) that ``design_exponential`` fits to each row
-    of ``samples`` (float64 weights in units of xmax), ``count`` ≥ 2."""
-    bins = _bins(samples)
+def positive_levels(
+    rows: np.ndarray, pick: np.ndarray, xmax: np.ndarray, count: int
+) -> npt.NDArray[np.float64]:
+    """The ``count`` positive levels (ascending) that ``design_exponential`` fits to each
+    sample ``float64(rows[pick[k]]) / xmax[k]`` (weights in units of xmax), ``count`` ≥ 2."""
+    bins = _bins(rows, pick, xmax)
     start = 2.0 ** (np.arange(count, dtype=np.float64) - count)
-    levels = np.repeat(start[None, :], samples.shape[0], axis=0)
+    levels = np.repeat(start[None, :], pick.size, axis=0)
     for r in np.flatnonzero(bins.informed & ~bins.ordered):
-        levels[r] = ex._design_levels(np.abs(samples[r]), count).levels
+        sample = rows[pick[r]].astype(np.float64) / xmax[r]
+        levels[r] = ex._design_levels(np.abs(sample), count).levels
     active = np.flatnonzero(bins.informed & bins.ordered)
     levels[active] = start * bins.centre[bins.offsets[active + 1] - 1][:, None] * 2.0
     upper = math.log(ex._MAX_DYNAMIC_RANGE) / max(count - 1, 1)
-    splits = np.zeros((samples.shape[0], count - 1), np.int64)
+    splits = np.zeros((pick.size, count - 1), np.int64)
+    cell_mass, cell_first = np.zeros((pick.size, count)), np.zeros((pick.size, count))
     for iteration in range(ex._MAX_ITER):
         current = levels[active]
-        found = np.empty((active.size, count - 1), np.int64)
-        cell_splits(bins.centre, bins.offsets, active, 0.5 * (current[:, 1:] + current[:, :-1]),
-                    found)  # fmt: skip
-        if iteration:  # a partition that repeats ends that sample's ascent
-            moved = (found != splits[active]).any(axis=1)
-            active, found = active[moved], found[moved]
+        moved = np.empty(active.size, bool)
+        partition(bins.centre, bins.mass, bins.first, bins.offsets, active,
+                  0.5 * (current[:, 1:] + current[:, :-1]), iteration == 0, splits, cell_mass,
+                  cell_first, moved)  # fmt: skip
+        active = active[moved]  # a partition that repeats ends that sample's ascent
         if active.size == 0:
             break
-        splits[active] = found
-        cell_mass = np.empty((active.size, count))
-        cell_first = np.empty((active.size, count))
-        cell_sums(bins.mass, bins.first, bins.offsets, active, found, cell_mass, cell_first)
-        levels[active] = _fit(cell_mass, cell_first, upper)
+        levels[active] = _fit(cell_mass[active], cell_first[active], upper)
     return levels
 
 
@@ -152,8 +167,7 @@ class LogSampleErrors:
         return out
 
     def _measure(self, xmax: np.ndarray, pick: np.ndarray) -> np.ndarray:
-        positive = positive_levels(self.rows[pick].astype(np.float64) / xmax[:, None],
-                                   self.count)  # fmt: skip
+        positive = positive_levels(self.rows, pick, xmax, self.count)
         bounds = 0.5 * (positive[:, 1:] + positive[:, :-1])
         levels = np.concatenate([-positive[:, ::-1], positive], axis=1).astype(np.float32)
         gain = gain_of(xmax, np.float32).astype(np.float32)  # the design's unit is xmax

@@ -36,8 +36,10 @@ def reference_levels(sample: np.ndarray, count: int) -> np.ndarray:
 @pytest.mark.parametrize("n", [1, 7, 333, 4096])
 def test_levels_equal_the_one_sample_design(count: int, n: int) -> None:
     x = samples(24, n)
-    got = positive_levels(x, count)
-    want = np.array([reference_levels(row, count) for row in x])
+    xmax = np.geomspace(0.01, 5.0, 24)  # from deep clipping to none
+    pick = np.arange(24)[::-1]
+    got = positive_levels(x, pick, xmax, count)
+    want = np.array([reference_levels(x[p] / t, count) for p, t in zip(pick, xmax, strict=True)])
     assert np.array_equal(got.view(np.uint64), want.view(np.uint64))
     assert np.unique(got[:, -1]).size > 10  # the samples gave different designs
 
@@ -49,8 +51,8 @@ def test_samples_whose_bins_do_not_ascend_are_designed_alone(
     others are unaffected."""
     original = exponential_rows._bins
 
-    def some_unordered(x: np.ndarray) -> exponential_rows._Bins:
-        bins = original(x)
+    def some_unordered(*args: np.ndarray) -> exponential_rows._Bins:
+        bins = original(*args)
         ordered = bins.ordered.copy()
         ordered[::3] = False
         return dataclasses.replace(bins, ordered=ordered)
@@ -58,14 +60,15 @@ def test_samples_whose_bins_do_not_ascend_are_designed_alone(
     x = samples(12, 500, seed=8)
     want = np.array([reference_levels(row, 8) for row in x])
     monkeypatch.setattr(exponential_rows, "_bins", some_unordered)
-    assert np.array_equal(positive_levels(x, 8), want)
+    got = positive_levels(x, np.arange(12), np.ones(12), 8)
+    assert np.array_equal(got.view(np.uint64), want.view(np.uint64))
 
 
 def test_bin_order_is_checked_within_each_sample() -> None:
     """Bins read from one sample to the next start low again: only a step down inside a
     sample counts."""
     x = np.array([[0.9, 0.5, 0.1], [0.3, 0.2, 0.01], [0.0, 0.0, 0.0], [1.0, 0.2, 0.6]])
-    bins = exponential_rows._bins(x)
+    bins = exponential_rows._bins(x, np.arange(4), np.ones(4))
     assert bins.informed.tolist() == [True, True, False, True]
     assert bins.ordered.all()
     assert np.array_equal(np.diff(bins.offsets), [3, 3, 1, 3])  # zeros: bin 0
