@@ -12,7 +12,8 @@ Theory (N = 65536, a 200-point xmax curve, σ = 1): ``laplacian_uniform_sqnr_db`
 cell-by-cell sum of seed 001 eq. 8-12 in NumPy (32768 cells per point), and the relative
 error of that expanded sum, which cancels at high N, against our value.
 
-Per-channel and per-group rules (``--rows`` × 4096 Laplacian weights, 4 bits): the whole
+Per-channel and per-group rules (``--rows`` × 4096 Laplacian weights; uniform 4 bits, and
+log 4 bits per channel and mu-law 8 bits in groups of 32 with ``mse``): the whole
 ``quantize_tensors`` call with support ``mse`` or ``percentile`` 99.9 against the same call with
 ``max_abs`` (the target: at most 3× its time), and against the reference search of the same
 rule (per channel: one channel at a time, ~55 ``quantize`` calls each; per group: the NumPy
@@ -41,7 +42,7 @@ from quantcore.compress.layerwise import quantize_tensors
 from quantcore.compress.results import TensorRequest
 from quantcore.design.support import support_threshold
 from quantcore.design.theory import laplacian_uniform_distortion, mse_optimal_xmax
-from quantcore.spec import Granularity, QuantizerSpec, Support
+from quantcore.spec import Granularity, Method, QuantizerSpec, Support
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,9 +118,19 @@ RULE_COLUMNS = (
 )
 
 
-def _job(w: np.ndarray, gran: Granularity, support: Support) -> Callable[[], Any]:
+# (granularity, method, bits, the rules measured against max_abs)
+RULE_CASES = (
+    (Granularity.CHANNEL, Method.UNIFORM, 4, (Support.MSE, Support.PERCENTILE)),
+    (Granularity.GROUP, Method.UNIFORM, 4, (Support.MSE, Support.PERCENTILE)),
+    (Granularity.CHANNEL, Method.LOG, 4, (Support.MSE,)),
+    (Granularity.GROUP, Method.MULAW, 8, (Support.MSE,)),
+)
+
+
+def _job(w: np.ndarray, gran: Granularity, method: Method, bits: int,
+         support: Support) -> Callable[[], Any]:  # fmt: skip
     value = 99.9 if support is Support.PERCENTILE else None
-    spec = QuantizerSpec(bits=4, support=support, support_value=value)
+    spec = QuantizerSpec(method=method, bits=bits, support=support, support_value=value)
     req = TensorRequest(name="w", weights=w, quantizer=spec, channel_axis=0, block_axis=1)
     return lambda: quantize_tensors([req], gran, group_size=32)
 
@@ -141,17 +152,19 @@ def rule_rows(rows: int, ref_rows: int, repeats: int) -> list[RuleRow]:
     w = (laplacian(rows * 4096, std=0.05)).reshape(rows, 4096)
     w_ref = w[:ref_rows]
     out = []
-    for gran in (Granularity.CHANNEL, Granularity.GROUP):
-        _job(w[:2], gran, Support.MSE)()  # compile or load the kernels
-        base = timed(_job(w, gran, Support.MAX_ABS), repeats).cpu_seconds
-        out.append(RuleRow(case=f"{gran.value} max_abs", cpu_s=base, vs_max_abs=1.0,
+    for gran, method, bits, rules in RULE_CASES:
+        family = "" if method is Method.UNIFORM else f" {method.value}"
+        for support in rules:
+            _job(w[:2], gran, method, bits, support)()  # compile or load the kernels
+        base = timed(_job(w, gran, method, bits, Support.MAX_ABS), repeats).cpu_seconds
+        out.append(RuleRow(case=f"{gran.value}{family} max_abs", cpu_s=base, vs_max_abs=1.0,
                            reference_cpu_s=float("nan"), speedup=float("nan"),
-                           note=f"{rows} x 4096, 4 bits"))  # fmt: skip
-        for support in (Support.MSE, Support.PERCENTILE):
-            ours = timed(_job(w, gran, support), repeats).cpu_seconds
-            ref = timed(_reference(gran, _job(w_ref, gran, support)), 1).cpu_seconds
-            ref *= rows / ref_rows
-            out.append(RuleRow(case=f"{gran.value} {support.value}", cpu_s=ours,
+                           note=f"{rows} x 4096, {bits} bits"))  # fmt: skip
+        for support in rules:
+            ours = timed(_job(w, gran, method, bits, support), repeats).cpu_seconds
+            reference = _reference(gran, _job(w_ref, gran, method, bits, support))
+            ref = timed(reference, 1).cpu_seconds * rows / ref_rows
+            out.append(RuleRow(case=f"{gran.value}{family} {support.value}", cpu_s=ours,
                                vs_max_abs=ours / base, reference_cpu_s=ref, speedup=ref / ours,
                                note=f"reference timed on {ref_rows} rows, scaled"))  # fmt: skip
     return out
