@@ -11,7 +11,7 @@ quantization and the context coders, on 8- and 16-bit codes), and a 4-bit job on
 token ids (GPTQ on synthetic tokens), then unpacks each package: the jobs reach the same
 kernels, with the same argument types, as a real model's. It also runs one job of each spec
 off the default path whose kernels those miss (other methods, per-channel, wide codes): 190 s
-on a 2-core machine, after which a first job of any of 45 specs compiles nothing. The
+on a 2-core machine, after which a first job of any of 46 specs compiles nothing. The
 package's coders are also compiled for every stream version and code width directly (which
 of them a job's tensors take depends on their codes). The Docker image runs it at build
 time (``quantserve warm``) into ``NUMBA_CACHE_DIR``.

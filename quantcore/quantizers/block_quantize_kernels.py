@@ -22,7 +22,7 @@ from quantcore.quantizers.block_kernels import (
     _table_values,
     _uniform_values,
 )
-from quantcore.quantizers.kernels import _table_codes
+from quantcore.quantizers.kernels import _table_codes, _table_levels
 
 
 @_jit
@@ -52,9 +52,7 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
     vt = np.empty((width, size), np.float32)
     # A table family's codes and levels by index in the table (``_codebook_values``).
     stored = _table_codes(kind if mode == CODEBOOK else -1, table, cb)
-    level_at = np.empty(stored.size, np.float32)
-    for m in range(stored.size):
-        level_at[m] = levels[stored[m]]
+    level_at = _table_levels(stored, levels, stored.size)
     tabled = stored.size > 0
     pj, q = divmod(first, q_len)
     p, j = divmod(pj, count)

@@ -201,6 +201,16 @@ def _table_codes(kind, table, codes):
 
 
 @_inline
+def _table_levels(stored, levels, size):
+    """The levels (``levels[code]``) of the first ``size`` of a table's codes ``stored``
+    (``_table_codes``): a value's level read at its index in the table."""
+    level_at = np.empty(size, levels.dtype)
+    for k in range(size):
+        level_at[k] = levels[stored[k]]
+    return level_at
+
+
+@_inline
 def _code_span(kind, limit, max_index, stored):
     """``_lowest_code``, a table's read off its codes ``stored`` (``_table_codes``)."""
     if kind == TABLE and stored.size > 0:
@@ -325,9 +335,7 @@ def sample_errors(rows, pick, gain, scale, offset, kind, limit, ratio, max_index
     # A table's levels by index in it: each value's level read at its index, as
     # ``stream_chunk`` reads it (the codes, then each level by its code: 1.2x the time).
     stored = _table_codes(kind if not affine else -1, table, codes)
-    level_at = np.empty(stored.size, np.float32)
-    for m in range(stored.size):
-        level_at[m] = levels[stored[m]]
+    level_at = _table_levels(stored, levels, stored.size)
     for k in range(pick.size):
         x = rows[pick[k]]
         t = err[k]
