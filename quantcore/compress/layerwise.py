@@ -108,7 +108,12 @@ def _choice(spec: QuantizerSpec, sample: np.ndarray) -> SupportChoice:
 
 
 def _threshold(spec: QuantizerSpec, sample: np.ndarray) -> _Threshold:
-    choice = _choice(spec, sample)
+    batched = None
+    if _support(spec) is Support.MSE:
+        # One row for the batched search: the 40 grid points measured in one call (the log
+        # family's 40 designs fitted together), as a channel's are; the same threshold.
+        (batched,) = row_choices(spec, sample.reshape(1, -1), Support.MSE, MSE_LIMIT)
+    choice = batched or _choice(spec, sample)
     if choice.fallback:
         note = f"constant weights: support {_support(spec).value} fell back to jayant"
         return _Threshold(xmax=choice.xmax, notes=(note,))

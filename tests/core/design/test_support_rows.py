@@ -74,3 +74,55 @@ def test_batched_measurement_equals_one_batch(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(measure, "_BATCH", 400)  # two rows a batch
     batched = measure.SampleErrors(spec, rows)(np.linspace(0.5, 4.0, 9), np.arange(9))
     assert np.array_equal(whole, batched)
+
+
+LAYER_SPECS = [
+    QuantizerSpec(bits=4, support=Support.MSE),
+    QuantizerSpec(bits=3, rounding=Rounding.MIDTREAD, support=Support.MSE),
+    QuantizerSpec(method=Method.MULAW, bits=8, support=Support.MSE),
+    QuantizerSpec(method=Method.FLOAT, support=Support.MSE),
+    QuantizerSpec(method=Method.LOG, bits=4, support=Support.MSE),
+    QuantizerSpec(method=Method.LOG, bits=1, support=Support.MSE),  # one quantize a point
+]
+
+
+@pytest.mark.parametrize("spec", LAYER_SPECS, ids=lambda s: f"{s.method.value}{s.bits}")
+@pytest.mark.parametrize("granularity", [Granularity.LAYER, Granularity.MODEL])
+def test_layer_thresholds_match_the_one_point_at_a_time_search(
+    monkeypatch: pytest.MonkeyPatch, spec: QuantizerSpec, granularity: Granularity
+) -> None:
+    """A layer's (or a model's) mse search measures its grid in one batch: the same
+    threshold, so the same codes, as quantizing at each point in turn."""
+    rng = np.random.default_rng(7)
+    weights = [(rng.standard_t(3, (40, 90)) * 0.05).astype(np.float32),
+               (rng.laplace(size=(30, 64)) * 0.2).astype(np.float32)]  # fmt: skip
+    reqs = [TensorRequest(name=f"w{k}", weights=w, quantizer=spec, channel_axis=0)
+            for k, w in enumerate(weights)]  # fmt: skip
+    monkeypatch.setattr(channel_support, "ROW_SEARCH", False)
+    ref = quantize_tensors(reqs, granularity)
+    monkeypatch.setattr(channel_support, "ROW_SEARCH", True)
+    fast = quantize_tensors(reqs, granularity)
+    for f, r in zip(fast, ref, strict=True):
+        assert f.report == r.report
+        assert np.array_equal(f.quantized.codes, r.quantized.codes)
+
+
+@pytest.mark.parametrize("method", [Method.UNIFORM, Method.LOG])
+def test_a_layer_measured_on_every_other_weight_keeps_its_threshold(
+    monkeypatch: pytest.MonkeyPatch, method: Method
+) -> None:
+    """Over ``MSE_LIMIT`` weights the search measures a strided subsample, the same one
+    either way."""
+    from quantcore.compress import layerwise
+
+    w = (np.random.default_rng(4).laplace(size=(50, 61)) * 0.1).astype(np.float32)
+    spec = QuantizerSpec(method=method, bits=4, support=Support.MSE)
+    req = TensorRequest(name="w", weights=w, quantizer=spec, channel_axis=0)
+    (every,) = quantize_tensors([req], Granularity.LAYER)
+    monkeypatch.setattr(layerwise, "MSE_LIMIT", 1000)
+    monkeypatch.setattr(channel_support, "ROW_SEARCH", False)
+    (ref,) = quantize_tensors([req], Granularity.LAYER)
+    monkeypatch.setattr(channel_support, "ROW_SEARCH", True)
+    (fast,) = quantize_tensors([req], Granularity.LAYER)
+    assert fast.report == ref.report
+    assert fast.report.xmax != every.report.xmax  # the subsample was measured
