@@ -44,6 +44,8 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
     score = np.empty(size, np.float32)
     sq = np.empty(size, np.float64)
     cb = np.empty(size, codes.dtype)
+    cb_best = np.empty(size, codes.dtype)
+    vb_best = np.empty(size, np.float32)
     top = np.empty(2 * size, np.float32)
     tiled = q_len > 1
     width = TILE if tiled else 1
@@ -70,8 +72,8 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
                 valid = _gather_at(w3, p, start, q, size, xb)
             b = first + k
             chosen = 0
+            least = 0.0
             if candidates > 1:
-                least = 0.0
                 for c in range(candidates):
                     if tabled:
                         e = _table_values(xb, size, scales[c, k], invs[c, k], cb, vb, sq,
@@ -85,8 +87,17 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
                                             cmin, cmax, qb, sq, True, rb)  # fmt: skip
                     if c == 0 or e < least:
                         chosen, least = c, e
+                        if mode == CODEBOOK:  # the best codes so far, kept, not coded again
+                            for i in range(size):
+                                cb_best[i] = cb[i]
+                                vb_best[i] = vb[i]
             s, inv, zp = scales[chosen, k], invs[chosen, k], zps[chosen, k]
-            if tabled:
+            if mode == CODEBOOK and candidates > 1:
+                for i in range(size):
+                    cb[i] = cb_best[i]
+                    vb[i] = vb_best[i]
+                e = least
+            elif tabled:
                 e = _table_values(xb, size, s, inv, cb, vb, sq, signbit, edges, lut, stored,
                                   level_at)  # fmt: skip
             elif mode == CODEBOOK:
