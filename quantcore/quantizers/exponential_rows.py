@@ -141,20 +141,16 @@ def positive_levels(
 
 
 class LogSampleErrors:
-    """Measured MSE of the exponential ``spec`` on rows of ``rows`` (float32, rows × n) at
-    given thresholds, each sample designed for its own threshold, as ``quantize`` does it:
-    ``SampleErrors``' answer for the family that ``SampleErrors`` cannot measure."""
+    """Measured MSE of the exponential ``spec`` (2 bits or more) on rows of ``rows``
+    (float32, rows × n) at given thresholds, each sample designed for its own threshold, as
+    ``quantize`` does it: ``SampleErrors``' answer for the family that ``SampleErrors``
+    cannot measure."""
 
     def __init__(self, spec: QuantizerSpec, rows: np.ndarray) -> None:
         self.rows = np.ascontiguousarray(rows, np.float32)
         self.count = 1 << (spec.resolved().bits - 1)
         n = max(self.rows.shape[1], 1)
         self.batch = max(1, min(_BATCH_WEIGHTS // n, _BATCH_CELLS // self.count))
-
-    @staticmethod
-    def supported(spec: QuantizerSpec) -> bool:
-        """One level a side (1 bit) is a centroid, with no ascent: it keeps ``quantize``."""
-        return spec.resolved().bits >= 2
 
     def __call__(self, xmax: npt.ArrayLike, pick: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """The MSE of rows ``pick`` at thresholds ``xmax`` (one each)."""

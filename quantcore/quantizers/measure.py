@@ -11,14 +11,18 @@ sample rather than dozens of ``quantize`` calls per channel.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import numpy.typing as npt
 
 from quantcore.quantizers.base import Design, gain_of
-from quantcore.quantizers.exponential_rows import LogSampleErrors
 from quantcore.quantizers.families import design as design_for
 from quantcore.quantizers.kernel_args import kernel_args
 from quantcore.spec import Method, QuantizerSpec
+
+if TYPE_CHECKING:
+    from quantcore.quantizers.exponential_rows import LogSampleErrors
 
 # Errors of at most _BATCH weights at a time (float64: 2 MiB), so the kernel's output is
 # still in cache when the dot reads it back.
@@ -70,14 +74,18 @@ class SampleErrors:
 
 
 def measurable(spec: QuantizerSpec) -> bool:
-    """Whether ``sample_errors`` measures ``spec`` (else each row is searched alone)."""
+    """Whether ``sample_errors`` measures ``spec`` (else each row is searched alone). The
+    exponential family at 1 bit is a centroid, with no ascent to batch."""
     if spec.method is Method.LOG:
-        return LogSampleErrors.supported(spec)
+        return spec.resolved().bits >= 2
     return SampleErrors.supported(spec)
 
 
 def sample_errors(spec: QuantizerSpec, rows: np.ndarray) -> SampleErrors | LogSampleErrors:
     """The batched measurement of ``spec`` on ``rows`` (``measurable(spec)``)."""
     if spec.method is Method.LOG:
+        # numba (and the batched fit) load with the first such search, not on import
+        from quantcore.quantizers.exponential_rows import LogSampleErrors
+
         return LogSampleErrors(spec, rows)
     return SampleErrors(spec, rows)
