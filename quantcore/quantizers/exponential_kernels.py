@@ -88,6 +88,7 @@ def partition(centre, mass, first, offsets, rows, bounds, fresh, splits, cell_ma
         r = rows[k]
         base = offsets[r]
         size = offsets[r + 1] - base
+        bins = centre[base : base + size]
         split = splits[r]
         changed = fresh
         old_end = 0
@@ -96,7 +97,7 @@ def partition(centre, mass, first, offsets, rows, bounds, fresh, splits, cell_ma
             start[c] = end[c - 1] if c else 0
             if c < cells - 1:
                 old_end = split[c]
-                end[c] = max(start[c], _count_below(centre, base, size, bounds[k, c]))
+                end[c] = max(start[c], np.searchsorted(bins, bounds[k, c]))
                 split[c] = end[c]
             else:
                 old_end = end[c] = size
@@ -121,19 +122,6 @@ def _add_bins(mass, first, base, start, end, cell_mass, cell_first):
             f += first[i]
         cell_mass[c] = m
         cell_first[c] = f
-
-
-@_jit
-def _count_below(centre, base, size, value):
-    """How many of ``centre[base:base + size]`` (ascending) lie below ``value``."""
-    lo, hi = 0, size
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if centre[base + mid] < value:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 # Up to this many magnitudes between levels, a weight's code is counted against each of
@@ -169,7 +157,7 @@ def log_errors(rows, pick, gain, scale, bounds, levels, err):
                     above[i] += bj <= m[i]
         else:
             for i in range(n):
-                above[i] = _search(b, m[i])
+                above[i] = np.searchsorted(b, m[i], side="right")
         level = levels[k]
         sc = scale[k]
         out = err[k]
@@ -177,19 +165,6 @@ def log_errors(rows, pick, gain, scale, bounds, levels, err):
             a = edges if m[i] != m[i] else above[i]  # NaN sorts last
             code = half - 1 - a if t[i] < 0 else half + a
             out[i] = np.float64(x[i] - (level[code] * sc + np.float32(0.0)))
-
-
-@_jit
-def _search(b, value):
-    """``np.searchsorted(b, value, side="right")`` for a value that is not NaN."""
-    lo, hi = 0, b.size
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if b[mid] <= value:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 @_jit
