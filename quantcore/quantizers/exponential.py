@@ -38,6 +38,11 @@ _BINS = 4096
 _SPAN = 2.0**-30  # smallest bin edge relative to max|t|
 _MAX_ITER = 60
 _MAX_DYNAMIC_RANGE = 1e9  # q^(K-1) is kept below this
+# Bins per unit of log2(|t| / max|t|), the bins' span ending at _BINS
+_BIN_SLOPE = (_BINS - 1) / -math.log2(_SPAN)
+# The search of log q: its lower bound and tolerance (the upper: ``_log_q_upper``)
+_LOG_Q_LOWER = 1e-6
+_LOG_Q_XATOL = 1e-10
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,7 +76,7 @@ def _histogram(magnitude: np.ndarray) -> _Histogram:
     magnitude = np.minimum(magnitude, 1.0)
     top = float(magnitude.max())
     with np.errstate(divide="ignore"):
-        position = np.log2(magnitude / top) * ((_BINS - 1) / -math.log2(_SPAN)) + _BINS
+        position = np.log2(magnitude / top) * _BIN_SLOPE + _BINS
     index = np.clip(position, 0, _BINS, out=position).astype(np.intp)
     mass = np.bincount(index, minlength=_BINS + 1).astype(np.float64)
     first = np.bincount(index, weights=magnitude, minlength=_BINS + 1).astype(np.float64)
@@ -102,17 +107,27 @@ def _fit_levels(mass: np.ndarray, first: np.ndarray, count: int) -> _Levels:
         power = np.exp(k * log_q)
         return -float(np.dot(first, power)) / math.sqrt(float(np.dot(mass, power * power)))
 
-    upper = math.log(_MAX_DYNAMIC_RANGE) / max(count - 1, 1)
-    found = bounded_minimum(negative_rho, (1e-6, upper), xatol=1e-10)
+    found = bounded_minimum(negative_rho, (_LOG_Q_LOWER, _log_q_upper(count)), xatol=_LOG_Q_XATOL)
     q = math.exp(float(found.x))
     power = q**k
     a = float(np.dot(first, power) / np.dot(mass, power * power))
     return _Levels(levels=a * power, ratio=q, correlation=-float(found.fun))
 
 
+def _log_q_upper(count: int) -> float:
+    """The largest log q the search tries: q^(count-1) within _MAX_DYNAMIC_RANGE."""
+    return math.log(_MAX_DYNAMIC_RANGE) / max(count - 1, 1)
+
+
+def _start_levels(count: int) -> npt.NDArray[np.float64]:
+    """Powers of two ``2^(k - count)``, ``k = 0..count-1``: the ascent's start, in units of
+    twice the top cell's centroid (and the levels of an all-zero sample)."""
+    return 2.0 ** (np.arange(count, dtype=np.float64) - count)
+
+
 def _design_levels(magnitude: np.ndarray, count: int) -> _Levels:
     """The alternating ascent of the module docstring on the magnitudes' histogram."""
-    start = 2.0 ** (np.arange(count, dtype=np.float64) - count)
+    start = _start_levels(count)
     if magnitude.size == 0 or float(magnitude.max()) == 0.0:
         return _Levels(levels=start, ratio=2.0, correlation=0.0, informed=False)
     hist = _histogram(magnitude)

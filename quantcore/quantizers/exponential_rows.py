@@ -60,7 +60,6 @@ def _bins(rows: np.ndarray, pick: np.ndarray, xmax: np.ndarray) -> _Bins:
     n = rows.shape[1]
     per_pass = max(1, _HISTOGRAM_WEIGHTS // max(n, 1))
     width = min(n, ex._BINS + 1)
-    slope = (ex._BINS - 1) / -math.log2(ex._SPAN)
     centre, mass, first = [], [], []
     counts = np.zeros(pick.size, np.int64)
     top = np.zeros(pick.size)
@@ -75,7 +74,7 @@ def _bins(rows: np.ndarray, pick: np.ndarray, xmax: np.ndarray) -> _Bins:
         with np.errstate(divide="ignore"):
             np.log2(ratio, out=ratio)
         runs = np.empty((3, size * width))
-        bin_runs(ratio, magnitude, slope, float(ex._BINS), runs[0], runs[1], runs[2],
+        bin_runs(ratio, magnitude, ex._BIN_SLOPE, float(ex._BINS), runs[0], runs[1], runs[2],
                  counts[part], ordered[part])  # fmt: skip
         used = int(counts[part].sum())
         centre.append(runs[0, :used])
@@ -93,7 +92,8 @@ def _fit(cell_mass: np.ndarray, cell_first: np.ndarray, upper: float) -> np.ndar
     round of the searches is two compiled calls around NumPy's ``exp`` and two BLAS dots."""
     rows, count = cell_mass.shape
     k = np.arange(count, dtype=np.float64)
-    searches = BrentRows(np.full(rows, 1e-6), np.full(rows, upper), np.full(rows, 1e-10))
+    searches = BrentRows(np.full(rows, ex._LOG_Q_LOWER), np.full(rows, upper),
+                         np.full(rows, ex._LOG_Q_XATOL))  # fmt: skip
     which = np.empty(rows, np.int64)
     power, first, mass = (np.empty((rows, count)) for _ in range(3))
     values = np.empty(rows)
@@ -117,14 +117,14 @@ def positive_levels(
     """The ``count`` positive levels (ascending) that ``design_exponential`` fits to each
     sample ``float64(rows[pick[k]]) / xmax[k]`` (weights in units of xmax), ``count`` ≥ 2."""
     bins = _bins(rows, pick, xmax)
-    start = 2.0 ** (np.arange(count, dtype=np.float64) - count)
+    start = ex._start_levels(count)
     levels = np.repeat(start[None, :], pick.size, axis=0)
     for r in np.flatnonzero(bins.informed & ~bins.ordered):
         sample = rows[pick[r]].astype(np.float64) / xmax[r]
         levels[r] = ex._design_levels(np.abs(sample), count).levels
     active = np.flatnonzero(bins.informed & bins.ordered)
     levels[active] = start * bins.centre[bins.offsets[active + 1] - 1][:, None] * 2.0
-    upper = math.log(ex._MAX_DYNAMIC_RANGE) / max(count - 1, 1)
+    upper = ex._log_q_upper(count)
     splits = np.zeros((pick.size, count - 1), np.int64)
     cell_mass, cell_first = np.zeros((pick.size, count)), np.zeros((pick.size, count))
     for iteration in range(ex._MAX_ITER):
