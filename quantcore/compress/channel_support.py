@@ -12,6 +12,7 @@ import numpy as np
 
 from quantcore.design.support import SupportChoice
 from quantcore.design.support_rows import choose_support_rows
+from quantcore.quantizers.base import Design
 from quantcore.quantizers.measure import measurable, sample_errors
 from quantcore.spec import QuantizerSpec, Support
 
@@ -20,14 +21,17 @@ ROW_SEARCH = True
 
 
 def row_choices(
-    spec: QuantizerSpec, sample: np.ndarray, support: Support, mse_limit: int
+    spec: QuantizerSpec, sample: np.ndarray, support: Support, mse_limit: int,
+    fitted: Design | None = None,
 ) -> list[SupportChoice | None]:
     """The support choice of each row of ``sample``; None for every row where no batch
     measurement exists (the exponential family's ``mse`` at 1 bit), and the caller
-    searches row by row."""
-    if not ROW_SEARCH or (support is Support.MSE and not measurable(spec)):
+    searches row by row. ``fitted``: ``mse`` measures every row with this one design."""
+    if not ROW_SEARCH or (support is Support.MSE and not measurable(spec, fitted)):
         return [None] * sample.shape[0]
     stride = max(1, sample.shape[1] // mse_limit)
-    measure = sample_errors(spec, sample[:, ::stride]) if support is Support.MSE else None
+    measure = None
+    if support is Support.MSE:
+        measure = sample_errors(spec, sample[:, ::stride], fitted)
     return list(choose_support_rows(support, levels=spec.levels, rows=sample,
                                     value=spec.support_value, errors_at=measure))  # fmt: skip

@@ -11,22 +11,19 @@ the groups of seed 002's layer-wise scheme:
   shared (the exponential family fits one codebook to all channels' normalised weights). A
   tensor without a channel axis (a bias, say) is quantized per layer, with a note.
 
-The support threshold comes from ``quantcore.design.support`` on a sample of the normalised weights
-(every weight up to ``SAMPLE_LIMIT``, else a fixed-seed uniform sample plus the extremes, so
-wmax/abs_wmin/max_abs are exact and percentile is estimated on ~1M weights); ``mse`` measures
-the error on at most ``MSE_LIMIT`` of those (float32).
+The support threshold comes from ``quantcore.compress.thresholds`` on a sample of the normalised
+weights (every weight up to ``SAMPLE_LIMIT``, else a fixed-seed uniform sample plus the
+extremes, so wmax/abs_wmin/max_abs are exact and percentile is estimated on ~1M weights).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from quantcore.compress.channel_support import row_choices
 from quantcore.compress.gptq import gptq_groups
 from quantcore.compress.groups import block_view, group_report_fields, quantize_groups
 from quantcore.compress.normalize import (
@@ -42,24 +39,25 @@ from quantcore.compress.normalize import (
 )
 from quantcore.compress.results import LayerReport, TensorRequest, TensorResult
 from quantcore.compress.theory_sqnr import group_theory_db
-from quantcore.design.support import SupportChoice, choose_support
+from quantcore.compress.thresholds import (
+    DATA_FREE,
+    channel_thresholds,
+    layer_threshold,
+    support_of,
+)
 from quantcore.errors import InvalidSpecError
-from quantcore.quantizers import Design, design, quantize
+from quantcore.quantizers import Design, design
 from quantcore.quantizers.stats import Moments, code_entropy_bits, levels_used, sqnr_db
 from quantcore.quantizers.stream import StreamResult, encode_tensor
 from quantcore.spec import (
     DEFAULT_GROUP_SIZE,
-    DEFAULT_SUPPORT,
     Granularity,
     Method,
     QuantizerSpec,
-    Support,
     auto_group_size,
 )
 
 SAMPLE_LIMIT = 1 << 20
-MSE_LIMIT = 1 << 18
-_DATA_FREE = frozenset({Support.HUI, Support.JAYANT, Support.VALUE})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,54 +72,13 @@ class _Plan:
 
 def _sample_limit(spec: QuantizerSpec) -> int:
     """How many normalised weights the support rule and the design read (0: the extremes)."""
-    if _support(spec) in _DATA_FREE and spec.method is not Method.LOG:
+    if support_of(spec) in DATA_FREE and spec.method is not Method.LOG:
         return 0
     return SAMPLE_LIMIT
 
 
-def _support(spec: QuantizerSpec) -> Support:
-    """The spec's support, or its method's default when the spec was not resolved."""
-    return spec.support or DEFAULT_SUPPORT[spec.method]
-
-
-def _sample_mse(spec: QuantizerSpec, sample: np.ndarray, xmax: float) -> float:
-    """Measured MSE of ``spec`` at ``xmax`` on a normalised sample (support='mse')."""
-    result = quantize(sample, spec, xmax)
-    error = (sample - result.quantized.dequantized).astype(np.float64)
-    return float(np.dot(error, error)) / error.size
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Threshold:
-    xmax: float
-    notes: tuple[str, ...] = ()
-
-
-def _choice(spec: QuantizerSpec, sample: np.ndarray) -> SupportChoice:
-    # The MSE search quantizes ~60 times: it measures on at most MSE_LIMIT float32 weights.
-    stride = max(1, sample.size // MSE_LIMIT)
-    measured = np.asarray(sample.reshape(-1)[::stride], np.float32)
-    return choose_support(
-        _support(spec), levels=spec.levels, normalized=sample, value=spec.support_value,
-        error_at=functools.partial(_sample_mse, spec, measured),
-    )  # fmt: skip
-
-
-def _threshold(spec: QuantizerSpec, sample: np.ndarray) -> _Threshold:
-    batched = None
-    if _support(spec) is Support.MSE:
-        # One row for the batched search: the 40 grid points measured in one call (the log
-        # family's 40 designs fitted together), as a channel's are; the same threshold.
-        (batched,) = row_choices(spec, sample.reshape(1, -1), Support.MSE, MSE_LIMIT)
-    choice = batched or _choice(spec, sample)
-    if choice.fallback:
-        note = f"constant weights: support {_support(spec).value} fell back to jayant"
-        return _Threshold(xmax=choice.xmax, notes=(note,))
-    return _Threshold(xmax=choice.xmax)
-
-
 def _plan(spec: QuantizerSpec, norm: Normalization, sample: np.ndarray) -> _Plan:
-    found = _threshold(spec, sample)
+    found = layer_threshold(spec, sample)
     chosen = design(spec, sample / found.xmax)
     return _Plan(design=chosen, norm=norm, xmax=found.xmax, notes=found.notes + chosen.notes)
 
@@ -129,22 +86,9 @@ def _plan(spec: QuantizerSpec, norm: Normalization, sample: np.ndarray) -> _Plan
 def _channel_plan(
     spec: QuantizerSpec, norm: Normalization, sample: np.ndarray
 ) -> _Plan:
-    """Per-channel thresholds: computed once when the rule ignores the data."""
-    notes: tuple[str, ...] = ()
-    if _support(spec) in _DATA_FREE:
-        one = _threshold(spec, sample[0])
-        xmax = np.full(sample.shape[0], one.xmax)
-        notes = one.notes
-    else:
-        choices = row_choices(spec, sample, _support(spec), MSE_LIMIT)
-        # Searched row by row only where no batch choice exists: a call per row that only
-        # read its choice back cost ~10 µs (40 ms of a 16M-weight job at 4000 channels).
-        found = [c or _choice(spec, row) for row, c in zip(sample, choices, strict=True)]
-        xmax = np.array([c.xmax for c in found])
-        if any(c.fallback for c in found):
-            notes = ("constant channels: their data-driven support fell back to jayant",)
-    chosen = design(spec, sample / xmax[:, None])
-    return _Plan(design=chosen, norm=norm, xmax=xmax, notes=notes + chosen.notes)
+    found = channel_thresholds(spec, sample)
+    chosen = found.shared or design(spec, sample / found.xmax[:, None])
+    return _Plan(design=chosen, norm=norm, xmax=found.xmax, notes=found.notes + chosen.notes)
 
 
 def _report(
@@ -163,7 +107,7 @@ def _report(
         bits=spec.bits,
         xmax=float(xmax.mean()),
         xmax_abs=float((xmax * np.asarray(plan.norm.scale, np.float64)).max()),
-        support=_support(spec).value,
+        support=support_of(spec).value,
         mean=moments.mean,
         std=moments.std,
         wmin=moments.minimum,
@@ -299,7 +243,7 @@ def _run_blocks(req: TensorRequest, group_size: int, zero_point: bool) -> Tensor
         name=req.name, shape=tuple(int(s) for s in req.weights.shape),
         params=int(req.weights.size), dtype=str(req.weights.dtype), method=spec.method.value,
         bits=spec.bits, xmax=outcome.xmax, xmax_abs=outcome.xmax_abs,
-        support=_support(spec).value, sqnr_theory_db=outcome.theory_db,
+        support=support_of(spec).value, sqnr_theory_db=outcome.theory_db,
         granularity=Granularity.GROUP.value, group_size=group_size,
         **group_report_fields(outcome, req.weights, req.name),
     )  # fmt: skip

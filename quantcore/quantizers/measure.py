@@ -30,11 +30,15 @@ _BATCH = 1 << 18
 
 
 class SampleErrors:
-    """Measured MSE of ``spec`` on each row of ``rows`` (float32, rows × n) at given xmax."""
+    """Measured MSE of ``spec`` on each row of ``rows`` (float32, rows × n) at given xmax;
+    ``fitted``: a design already fitted to the data (the exponential family's), shared by
+    every row, instead of the spec's own."""
 
-    def __init__(self, spec: QuantizerSpec, rows: np.ndarray) -> None:
+    def __init__(
+        self, spec: QuantizerSpec, rows: np.ndarray, fitted: Design | None = None
+    ) -> None:
         self.rows = np.ascontiguousarray(rows, np.float32)
-        self.design: Design = design_for(spec.resolved())
+        self.design: Design = fitted or design_for(spec.resolved())
         args = kernel_args(self.design, np.dtype(np.float32))
         assert args is not None
         values = args.values
@@ -73,16 +77,23 @@ class SampleErrors:
         return out
 
 
-def measurable(spec: QuantizerSpec) -> bool:
+def measurable(spec: QuantizerSpec, fitted: Design | None = None) -> bool:
     """Whether ``sample_errors`` measures ``spec`` (else each row is searched alone). The
     exponential family at 1 bit is a centroid, with no ascent to batch."""
+    if fitted is not None:
+        return kernel_args(fitted, np.dtype(np.float32)) is not None
     if spec.method is Method.LOG:
         return spec.resolved().bits >= 2
     return SampleErrors.supported(spec)
 
 
-def sample_errors(spec: QuantizerSpec, rows: np.ndarray) -> SampleErrors | LogSampleErrors:
-    """The batched measurement of ``spec`` on ``rows`` (``measurable(spec)``)."""
+def sample_errors(
+    spec: QuantizerSpec, rows: np.ndarray, fitted: Design | None = None
+) -> SampleErrors | LogSampleErrors:
+    """The batched measurement of ``spec`` on ``rows`` (``measurable(spec, fitted)``): with
+    ``fitted``, every row measured with that one design."""
+    if fitted is not None:
+        return SampleErrors(spec, rows, fitted)
     if spec.method is Method.LOG:
         # numba (and the batched fit) load with the first such search, not on import
         from quantcore.quantizers.exponential_rows import LogSampleErrors

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from quantcore.compress.layerwise import _sample_mse
+from quantcore.compress.thresholds import sample_mse
 from quantcore.quantizers import exponential, exponential_rows, stream
 from quantcore.quantizers.exponential_rows import LogSampleErrors, positive_levels
 from quantcore.quantizers.measure import measurable, sample_errors
@@ -94,7 +94,7 @@ def test_errors_equal_the_numpy_measurement(
     assert measurable(spec)
     got = sample_errors(spec, x)(xmax, pick)
     monkeypatch.setattr(stream, "USE_KERNELS", False)
-    want = np.array([_sample_mse(spec, x[p], float(t)) for t, p in zip(xmax, pick, strict=True)])
+    want = np.array([sample_mse(spec, x[p], float(t)) for t, p in zip(xmax, pick, strict=True)])
     assert np.unique(want).size > 8
     assert np.array_equal(got.view(np.uint64), want.view(np.uint64))
 

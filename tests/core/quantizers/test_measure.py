@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quantcore.compress.layerwise import _sample_mse
+from quantcore.compress.thresholds import sample_mse
 from quantcore.quantizers import measure, stream
 from quantcore.spec import Method, QuantizerSpec, Rounding, Support
 
@@ -51,6 +51,28 @@ def test_sample_errors_equal_the_numpy_measurement(
     pick = np.arange(xmax.size) % x.shape[0]
     got = measure.SampleErrors(spec, x)(xmax, pick)
     monkeypatch.setattr(stream, "USE_KERNELS", False)
-    want = np.array([_sample_mse(spec, x[p], float(t)) for t, p in zip(xmax, pick, strict=True)])
+    want = np.array([sample_mse(spec, x[p], float(t)) for t, p in zip(xmax, pick, strict=True)])
     assert np.unique(want).size > 8  # the thresholds measure differently
+    assert np.array_equal(got.view(np.uint64), want.view(np.uint64))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_a_fitted_codebook_is_measured_as_encoding_with_it(
+    monkeypatch: pytest.MonkeyPatch, bits: int
+) -> None:
+    """The exponential family's channels share one fitted codebook: each row's errors with
+    it equal encoding that row with the same codebook."""
+    from quantcore.quantizers import design
+
+    spec = QuantizerSpec(method=Method.LOG, bits=bits, support=Support.MSE)
+    x = sample(6, 777)
+    fitted = design(spec, x.reshape(-1) / np.abs(x).max())
+    xmax = np.array([1e-3, 0.3, 1.0, 2.0, 8.0, 61.0, 400.0])
+    pick = np.arange(xmax.size) % x.shape[0]
+    assert measure.measurable(spec, fitted)
+    got = measure.sample_errors(spec, x, fitted)(xmax, pick)
+    monkeypatch.setattr(stream, "USE_KERNELS", False)
+    want = np.array([sample_mse(spec, x[p], float(t), fitted)
+                     for t, p in zip(xmax, pick, strict=True)])  # fmt: skip
+    assert np.unique(want).size > 4
     assert np.array_equal(got.view(np.uint64), want.view(np.uint64))
