@@ -28,6 +28,7 @@ from quantcore.compress.group_numpy import (
     block_zero_point,
     check_range,
     reach_of,
+    unit_sample,
 )
 from quantcore.quantizers.base import code_dtype
 from quantcore.quantizers.block_kernels import (
@@ -51,18 +52,6 @@ USE_LANES = True
 # The encoder arguments of the uniform grids, which read no table.
 _NO_FAMILY = (0, np.float32(0.0), np.float32(0.0), 0, False, np.zeros(1, np.float32),
               np.zeros(1, np.int64), np.zeros(1, np.int32))  # fmt: skip
-
-
-def _padded_sample(w3: np.ndarray, count: int, size: int, amax_all: float) -> np.ndarray:
-    """``unit_sample`` of the zero-padded tensor, read from the unpadded one."""
-    p_len, length, q_len = w3.shape
-    total = p_len * count * size * q_len
-    at = np.arange(0, total, max(1, total // (1 << 16)))
-    p, pos, q = np.unravel_index(at, (p_len, count * size, q_len))
-    inside = pos < length
-    values = np.zeros(at.size, np.float32)
-    values[inside] = w3[p[inside], pos[inside], q[inside]]
-    return values / (amax_all or 1.0)
 
 
 def _ratios(
@@ -130,7 +119,9 @@ def compiled_blocks(
     check_range(name, spec, amax_all)
     uniform = spec.method is Method.UNIFORM
     # Only a codebook family's design reads the sample: the uniform grids skip drawing it.
-    sample = np.empty(0, np.float32) if uniform else _padded_sample(w3, count, size, amax_all)
+    sample = np.empty(0, np.float32)
+    if not uniform:
+        sample = unit_sample(w3, count, size, amax.reshape(p_len, count, q_len))
     grid = _grid(spec, zero_point and uniform, sample)
     family_args: tuple[object, ...] = _NO_FAMILY
     mode, levels = (ZERO_POINT if grid.zero_point else SYMMETRIC), np.zeros(1, np.float32)

@@ -9,6 +9,7 @@ the columns it updates (``quantcore.compress.gptq``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -258,8 +259,22 @@ class Blocks:
     dequantized: np.ndarray | None
 
 
-def unit_sample(w: np.ndarray, amax_all: float) -> np.ndarray:
-    return w.reshape(-1)[:: max(1, w.size // (1 << 16))] / (amax_all or 1.0)
+def unit_sample(w3: np.ndarray, count: int, size: int, block_amax: np.ndarray) -> np.ndarray:
+    """The weights a fitted codebook (the exponential family's) is fitted to: about 65536
+    evenly through the zero-padded tensor ``w3`` (p × length × q, blocks of ``size`` along
+    its middle axis, ``count`` of them a row), each divided by its block's largest magnitude
+    (``block_amax``, p × count × q), as the blocks are quantized. Divided by the tensor's
+    largest magnitude instead, the codebook fitted weights far smaller than the blocks'
+    (4 bits in groups of 32: weight SQNR ~8-16 dB against ~19 on real models)."""
+    p_len, length, q_len = w3.shape
+    total = p_len * count * size * q_len
+    at = np.arange(0, total, max(1, total // (1 << 16)))
+    p, pos, q = np.unravel_index(at, (p_len, count * size, q_len))
+    inside = pos < length
+    values = np.zeros(at.size, np.float32)
+    values[inside] = w3[p[inside], pos[inside], q[inside]]
+    amax = block_amax[p, pos // size, q]
+    return np.divide(values, amax, out=np.zeros_like(values), where=amax > 0)
 
 
 def check_range(name: str, spec: QuantizerSpec, amax_all: float) -> None:
@@ -283,7 +298,12 @@ def numpy_blocks(
     scale_shape = work.shape[:-1]
     amax_all = float(np.max(np.abs(w))) if w.size else 0.0
     check_range(name, spec, amax_all)
-    grid = _grid(spec, zero_point and spec.method is Method.UNIFORM, unit_sample(w, amax_all))
+    p_len, q_len = math.prod(view[:axis]), math.prod(view[axis + 1 :])
+    sample = np.empty(0, np.float32)
+    if spec.method is not Method.UNIFORM:
+        block_amax = np.max(np.abs(work), axis=-1).reshape(p_len, count, q_len)
+        sample = unit_sample(w.reshape(p_len, -1, q_len), count, block_size, block_amax)
+    grid = _grid(spec, zero_point and spec.method is Method.UNIFORM, sample)
     codes = np.empty(work.shape, code_dtype(grid.code_min, grid.code_max))
     scale = np.empty(scale_shape, np.float16)
     zp = np.empty(scale_shape, code_dtype(0, grid.code_max)) if grid.zero_point else None

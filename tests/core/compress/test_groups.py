@@ -177,3 +177,20 @@ def test_theory_tracks_the_measured_sqnr_of_laplacian_blocks(
     assert report.sqnr_theory_db is not None
     gap = report.sqnr_theory_db - report.sqnr_db
     assert abs(gap) < (1.0 if zero_point else 2.5), (report.sqnr_theory_db, report.sqnr_db)
+
+
+@pytest.mark.parametrize("bits", [3, 4, 6])
+def test_log_blocks_fit_their_codebook_to_the_weights_as_the_blocks_scale_them(
+    bits: int,
+) -> None:
+    """The exponential codebook is fitted to each weight divided by its block's largest
+    magnitude: blocks of 32 then beat one threshold per channel. Fitted to the weights divided
+    by the tensor's largest magnitude, its levels crowd near zero where the blocks' weights
+    are not (at 6 bits 13.5 dB against 20.1 per channel on these weights)."""
+    rng = np.random.default_rng(0)
+    w = (rng.standard_t(4, (48, 512)) * rng.uniform(0.02, 0.2, (48, 1))).astype(np.float32)
+    spec = QuantizerSpec(method=Method.LOG, bits=bits, support=Support.MAX_ABS)
+    req = TensorRequest(name="w", weights=w, quantizer=spec, channel_axis=0, block_axis=1)
+    (blocks,) = quantize_tensors([req], Granularity.GROUP, group_size=32)
+    (channels,) = quantize_tensors([req], Granularity.CHANNEL)
+    assert blocks.report.sqnr_db > channels.report.sqnr_db + 1.5
