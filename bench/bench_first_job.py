@@ -67,6 +67,7 @@ SPECS: tuple[dict[str, Any], ...] = (
     {"bits": 4, "method": "log"},
     {"bits": 8, "method": "log", "granularity": "channel"},
     {"bits": 4, "method": "log", "granularity": "channel", "support": "mse"},
+    {"bits": 4, "method": "log", "granularity": "layer", "support": "mse"},
     {"bits": 8, "method": "float"},
     {"bits": 8, "method": "float", "exponent_bits": 5, "mantissa_bits": 2},
     {"bits": 6, "method": "float", "exponent_bits": 3, "mantissa_bits": 2},

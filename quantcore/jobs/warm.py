@@ -45,6 +45,7 @@ WARM_SPECS: tuple[dict[str, Any], ...] = (
     {"bits": 8, "method": "mulaw"},
     {"bits": 4, "method": "log"},
     {"bits": 8, "method": "log", "granularity": "channel", "support": "mse"},  # and max_abs
+    {"bits": 4, "method": "log", "granularity": "layer", "support": "mse"},  # designs in a batch
     {"bits": 6, "method": "float", "exponent_bits": 3, "mantissa_bits": 2},
 )
 # The job ``warm_up_job`` runs: the default one (groups, the package's coders, the fidelity
