@@ -22,6 +22,7 @@ ALL = (
     "bench_upload",
     "bench_service",
     "bench_realmodels",
+    "bench_families",
     "bench_faults",
     "bench_cli",
     "bench_scaleout",
