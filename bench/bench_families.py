@@ -34,7 +34,7 @@ from quantcore.jobs.base import JobInput, JobKind
 from quantcore.jobs.run import run_job
 from quantcore.limits import JobLimits
 
-METHODS = ("uniform", "deadzone", "mulaw", "log", "float")
+METHODS = ("uniform", "deadzone", "mulaw", "log", "float")  # uniform first: the baseline
 GRANULARITIES = ("layer", "channel", "auto")
 
 

@@ -118,9 +118,9 @@ def compiled_blocks(
     amax_all = float(amax.max()) if amax.size else 0.0
     check_range(name, spec, amax_all)
     uniform = spec.method is Method.UNIFORM
-    # Only a codebook family's design reads the sample: the uniform grids skip drawing it.
+    # Only the exponential family's design reads the sample: the others skip drawing it.
     sample = np.empty(0, np.float32)
-    if not uniform:
+    if spec.method is Method.LOG:
         sample = unit_sample(w3, count, size, amax.reshape(p_len, count, q_len))
     grid = _grid(spec, zero_point and uniform, sample)
     family_args: tuple[object, ...] = _NO_FAMILY

@@ -299,8 +299,8 @@ def numpy_blocks(
     amax_all = float(np.max(np.abs(w))) if w.size else 0.0
     check_range(name, spec, amax_all)
     p_len, q_len = math.prod(view[:axis]), math.prod(view[axis + 1 :])
-    sample = np.empty(0, np.float32)
-    if spec.method is not Method.UNIFORM:
+    sample = np.empty(0, np.float32)  # read only by the exponential family's design
+    if spec.method is Method.LOG:
         block_amax = np.max(np.abs(work), axis=-1).reshape(p_len, count, q_len)
         sample = unit_sample(w.reshape(p_len, -1, q_len), count, block_size, block_amax)
     grid = _grid(spec, zero_point and spec.method is Method.UNIFORM, sample)

@@ -45,11 +45,14 @@ class SampleErrors:
         self.family = (values[0], values[1], values[2], values[3], *values[5:10])
 
     @staticmethod
-    def supported(spec: QuantizerSpec) -> bool:
-        """The exponential family fits its design to each sample (``LogSampleErrors``)."""
-        if spec.method is Method.LOG:
+    def supported(spec: QuantizerSpec, fitted: Design | None = None) -> bool:
+        """Whether the kernel measures the design: ``fitted``, else the spec's own. Without a
+        fitted one, the exponential family fits its design to each sample
+        (``LogSampleErrors``)."""
+        if fitted is None and spec.method is Method.LOG:
             return False
-        return kernel_args(design_for(spec.resolved()), np.dtype(np.float32)) is not None
+        chosen = fitted or design_for(spec.resolved())
+        return kernel_args(chosen, np.dtype(np.float32)) is not None
 
     def __call__(self, xmax: npt.ArrayLike, pick: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """The MSE of rows ``pick`` at thresholds ``xmax`` (one each)."""
@@ -80,11 +83,9 @@ class SampleErrors:
 def measurable(spec: QuantizerSpec, fitted: Design | None = None) -> bool:
     """Whether ``sample_errors`` measures ``spec`` (else each row is searched alone). The
     exponential family at 1 bit is a centroid, with no ascent to batch."""
-    if fitted is not None:
-        return kernel_args(fitted, np.dtype(np.float32)) is not None
-    if spec.method is Method.LOG:
+    if fitted is None and spec.method is Method.LOG:
         return spec.resolved().bits >= 2
-    return SampleErrors.supported(spec)
+    return SampleErrors.supported(spec, fitted)
 
 
 def sample_errors(
