@@ -26,6 +26,12 @@ from quantcore.checks import (
     whole_number,
 )
 from quantcore.errors import InvalidSpecError
+from quantcore.spec_defaults import (
+    BLOCKED,
+    DEFAULT_SUPPORT,
+    GROUP_DEFAULT_SUPPORT,
+    unnamed_support,
+)
 from quantcore.spec_names import (
     GPTQ_CALIBRATIONS,
     Calibration,
@@ -67,39 +73,6 @@ RANGES: dict[str, FieldRange] = {
 # Group granularity: weights per scale along the reduction axis (a power of two).
 DEFAULT_GROUP_SIZE = 32
 DEFAULT_KEEP_SMALL = 0.01  # the smallest weights' share in float (formats.small_weights)
-# Granularity "auto" (the default): groups of 128 from 7 bits, 32 below, each keeping its whole
-# range (first layers finer: quantcore.compress.auto_plan); chosen on bench/realmodels' outputs.
-AUTO_GROUP_SIZE_HIGH = 128
-AUTO_GROUP_SIZE_LOW = 32
-AUTO_HIGH_BITS = 7
-GROUP_DEFAULT_SUPPORT = Support.MAX_ABS
-# Up to 3 bits, uniform blocks take the clip of least squared error instead: measured on
-# bench/realmodels' nine models at 3 bits on two input sets, +1.25 dB of output SQNR on average
-# (12 of 18 points better; captcha-ocr and silero-vad 1.2-2.5 dB worse), and at 4 bits mixed
-# (-5.2 to +1.8 dB), where the whole range stays.
-GROUP_MSE_MAX_BITS = 3
-
-
-def group_support(quantizer: QuantizerSpec) -> Support:
-    """The support a block of ``quantizer`` gets when the caller names none."""
-    if quantizer.method is Method.UNIFORM and quantizer.bits <= GROUP_MSE_MAX_BITS:
-        return Support.MSE
-    return GROUP_DEFAULT_SUPPORT
-
-
-def auto_group_size(bits: int) -> int:
-    """The group size granularity ``auto`` gives a tensor quantized at ``bits``."""
-    return AUTO_GROUP_SIZE_HIGH if bits >= AUTO_HIGH_BITS else AUTO_GROUP_SIZE_LOW
-
-# The support a method uses when the caller names none: the Laplacian MSE-optimal threshold
-# for the uniform families, the whole range for the companding and floating-point ones.
-DEFAULT_SUPPORT: dict[Method, Support] = {
-    Method.UNIFORM: Support.JAYANT,
-    Method.DEADZONE: Support.JAYANT,
-    Method.MULAW: Support.MAX_ABS,
-    Method.LOG: Support.MAX_ABS,
-    Method.FLOAT: Support.MAX_ABS,
-}
 
 
 def _ranged_int(name: str, field_name: str, value: Any) -> int:
@@ -281,12 +254,14 @@ class QuantSpec:
         targeted = target_fields(data, data.get("granularity") and granularity.value)
         granularity = Granularity.LAYER if "target" in targeted else granularity
         # Blocks keep their whole range unless the caller names a support (see AUTO_*).
-        blocked = granularity in (Granularity.GROUP, Granularity.AUTO)
+        blocked = granularity in BLOCKED
         base = QuantizerSpec(support=GROUP_DEFAULT_SUPPORT) if blocked else QuantizerSpec()
         quantizer = _quantizer_from_dict(data, base, "")
         named_support = data.get("support") is not None
-        if blocked and not named_support:
-            quantizer = dataclasses.replace(quantizer, support=group_support(quantizer))
+        method, bits = quantizer.method, quantizer.bits
+        rule = None if named_support else unnamed_support(method, bits, granularity)
+        if rule is not None:
+            quantizer = dataclasses.replace(quantizer, support=rule)
         values: dict[str, Any] = {"quantizer": quantizer, "granularity": granularity}
         if "include" in data:
             values["include"] = patterns("include", data["include"])
@@ -304,7 +279,8 @@ class QuantSpec:
         if "zero_point" in data:
             values["zero_point"] = boolean("zero_point", data["zero_point"])
         if "overrides" in data:
-            values["overrides"] = _overrides(data["overrides"], quantizer, blocked=blocked,
+            values["overrides"] = _overrides(data["overrides"], quantizer,
+                                             granularity=granularity,
                                              named_support=named_support)
         if "calibration" in data:
             values["calibration"] = _calibration(data["calibration"], granularity)
@@ -352,7 +328,7 @@ def _group_size(value: Any) -> int:
 
 
 def _overrides(
-    value: Any, base: QuantizerSpec, *, blocked: bool, named_support: bool
+    value: Any, base: QuantizerSpec, *, granularity: Granularity, named_support: bool
 ) -> tuple[Override, ...]:
     if not isinstance(value, list):
         raise InvalidSpecError(f"overrides={value!r} must be a list of objects")
@@ -382,12 +358,14 @@ def _overrides(
         # (blocks: their whole range, as for the spec itself).
         start = base
         if "method" in item and "support" not in item:
+            blocked = granularity in BLOCKED
             start = dataclasses.replace(base, support=GROUP_DEFAULT_SUPPORT if blocked else None)
         quantizer = _quantizer_from_dict(item, start, where)
-        # Blocks whose support nobody named follow the rule for the override's own bits; the
-        # applied spec then names it (read back, it is named).
-        if blocked and not named_support and item.get("support") is None:
-            rule = group_support(quantizer)
+        # A support nobody named follows the rule for the override's own bits; the applied
+        # spec then names it (read back, it is named).
+        if not named_support and item.get("support") is None:
+            method = quantizer.method  # else its default, not a rule the spec's own bits got
+            rule = unnamed_support(method, quantizer.bits, granularity) or DEFAULT_SUPPORT[method]
             if rule is not quantizer.support:
                 quantizer = dataclasses.replace(quantizer, support=rule)
                 fields_set = (*fields_set, "support")

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from quantcore.compress.first_layers import input_layers
 from quantcore.formats.load import Model
 from quantcore.formats.onnx_reader import OnnxModel
-from quantcore.spec import AUTO_HIGH_BITS, Granularity, QuantSpec, auto_group_size
+from quantcore.spec import Granularity, QuantSpec
+from quantcore.spec_defaults import AUTO_HIGH_BITS, auto_group_size
 
 FIRST_LAYER_GROUP = 16
 BUDGET_SHARE = 0.02

@@ -49,13 +49,8 @@ from quantcore.errors import InvalidSpecError
 from quantcore.quantizers import Design, design
 from quantcore.quantizers.stats import Moments, code_entropy_bits, levels_used, sqnr_db
 from quantcore.quantizers.stream import StreamResult, encode_tensor
-from quantcore.spec import (
-    DEFAULT_GROUP_SIZE,
-    Granularity,
-    Method,
-    QuantizerSpec,
-    auto_group_size,
-)
+from quantcore.spec import DEFAULT_GROUP_SIZE, Granularity, Method, QuantizerSpec
+from quantcore.spec_defaults import auto_group_size
 
 SAMPLE_LIMIT = 1 << 20
 

@@ -31,7 +31,8 @@ from quantcore.evaluate.capture import Capture, capture_stats
 from quantcore.evaluate.flat import flat_set
 from quantcore.formats.onnx_reader import OnnxModel
 from quantcore.limits import JobLimits
-from quantcore.spec import Granularity, QuantSpec, auto_group_size
+from quantcore.spec import Granularity, QuantSpec
+from quantcore.spec_defaults import auto_group_size
 
 MAX_ERROR_CHARS = 300
 

@@ -16,7 +16,8 @@ ROOT = Path(quantcore.__file__).parent
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("quantcore.errors",),
     ("quantcore.checks", "quantcore.blas_threads", "quantcore.extensions"),
-    ("quantcore.spec", "quantcore.spec_names", "quantcore.target", "quantcore.progress",
+    ("quantcore.spec", "quantcore.spec_defaults", "quantcore.spec_names", "quantcore.target",
+     "quantcore.progress",
      "quantcore.limits"),
     ("quantcore.jit", "quantcore.jit_cache", "quantcore.jit_runtime", "quantcore.jit_stamp"),
     ("quantcore.design", "quantcore.quantizers", "quantcore.coding"),

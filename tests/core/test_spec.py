@@ -115,6 +115,28 @@ def test_uniform_blocks_up_to_three_bits_take_the_least_error_clip(granularity: 
         Support.JAYANT)
 
 
+@pytest.mark.parametrize(("method", "from_bits"), [("uniform", 5), ("deadzone", 4)])
+def test_channels_keep_their_whole_range_from_a_few_bits(method: str, from_bits: int) -> None:
+    def support(data: dict[str, object], name: str = "x") -> Support | None:
+        spec = QuantSpec.from_dict({"granularity": "channel", "method": method, **data})
+        assert QuantSpec.from_dict(spec.to_dict()) == spec  # the applied spec says the same
+        return spec.quantizer_for(name).support
+
+    assert support({"bits": from_bits}) is support({"bits": 8}) is Support.MAX_ABS
+    assert support({"bits": from_bits - 1}) is Support.JAYANT
+    assert support({"bits": 8, "support": "jayant"}) is Support.JAYANT
+    # Overrides follow the rule for their own bits, unless the caller named a support.
+    low = from_bits - 1
+    assert support({"bits": 8, "overrides": [{"match": "x", "bits": low}]}) is Support.JAYANT
+    assert support({"bits": low, "overrides": [{"match": "x", "bits": 8}]}) is Support.MAX_ABS
+    assert support({"bits": 8, "overrides": [{"match": "y", "bits": low}]}) is Support.MAX_ABS
+    assert support({"bits": 8, "overrides": [{"match": "x", "method": "log"}]}) is (
+        Support.MAX_ABS)
+    # Per layer the papers' design stays.
+    layer = QuantSpec.from_dict({"granularity": "layer", "method": method, "bits": 8})
+    assert layer.quantizer.support is Support.JAYANT
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [(48, "power of two"), (8, "between 16 and 1024"), (2048, "between 16 and 1024"),

@@ -44,7 +44,9 @@ _TEXT = {
     "bits": "Bits per weight (2**bits levels).",
     "rounding": "Uniform quantizer's levels: midrise (no zero level) or midtread.",
     "support": "Support-region threshold rule (in standard deviations after normalisation); "
-    "null takes the method's default, or max_abs for granularity group and auto.",
+    "null takes the method's default support per layer; blocks (group, auto) keep their "
+    "whole range (max_abs; uniform at 3 bits or fewer: mse), and so do channels for uniform "
+    "from 5 bits and deadzone from 4.",
     "support_value": "The threshold for support='value', the percentile for 'percentile'.",
     "normalize": "Quantize the weights divided by their standard deviation.",
     "deadzone_ratio": "Width of the dead zone relative to the step.",
