@@ -56,6 +56,13 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
     stored = _table_codes(kind if mode == CODEBOOK else -1, table, cb)
     level_at = _table_levels(stored, levels, stored.size)
     tabled = stored.size > 0
+    # A codebook's largest level: a block's largest weight beyond a candidate's reach costs
+    # at least its distance to it, so a candidate whose bound exceeds the least error so far
+    # is skipped, never chosen (the bound is widened past float32's rounding).
+    outer = 0.0
+    for i in range(levels.size):
+        outer = max(outer, abs(np.float64(levels[i])))
+    outer *= 1.0 + 1e-6
     pj, q = divmod(first, q_len)
     p, j = divmod(pj, count)
     k = 0
@@ -75,6 +82,10 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
             least = 0.0
             if candidates > 1:
                 for c in range(candidates):
+                    if mode == CODEBOOK and c > 0:
+                        gap = np.float64(amax[b]) - outer * np.float64(scales[c, k])
+                        if gap > 0.0 and gap * gap * (1.0 - 1e-5) > least:
+                            continue
                     if tabled:
                         e = _table_values(xb, size, scales[c, k], invs[c, k], cb, vb, sq,
                                           signbit, edges, lut, stored, level_at)  # fmt: skip

@@ -196,6 +196,7 @@ GROUP_SPECS = [
     *(QuantizerSpec(method=m, bits=4, support=s)
       for m in (Method.MULAW, Method.LOG, Method.DEADZONE) for s in (Support.MAX_ABS, Support.MSE)),
     QuantizerSpec(method=Method.MULAW, bits=8, support=Support.MAX_ABS),  # 256 codes, unsigned
+    QuantizerSpec(method=Method.MULAW, bits=8, support=Support.MSE),  # candidates skipped by bound
     QuantizerSpec(method=Method.FLOAT, support=Support.MAX_ABS),
     QuantizerSpec(method=Method.FLOAT, exponent_bits=2, mantissa_bits=1, support=Support.MSE),
 ]  # fmt: skip
