@@ -20,6 +20,7 @@ from quantcore.compress.group_numpy import (
     _WHOLE_RANGE,
     CHUNK,
     CLIP_RATIOS,
+    FITTED,
     Blocks,
     _Grid,
     _grid,
@@ -118,9 +119,9 @@ def compiled_blocks(
     amax_all = float(amax.max()) if amax.size else 0.0
     check_range(name, spec, amax_all)
     uniform = spec.method is Method.UNIFORM
-    # Only the exponential family's design reads the sample: the others skip drawing it.
+    # Only the families fitted to the sample read it: the others skip drawing it.
     sample = np.empty(0, np.float32)
-    if spec.method is Method.LOG:
+    if spec.method in FITTED:
         sample = unit_sample(w3, count, size, amax.reshape(p_len, count, q_len))
     grid = _grid(spec, zero_point and uniform, sample)
     family_args: tuple[object, ...] = _NO_FAMILY

@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 from quantcore import JobInput, JobKind, run_job
+from quantcore.compress import group_numpy
 from quantcore.compress.group_numpy import _blocks, _grid, block_grid
 from quantcore.compress.layerwise import quantize_tensors
 from quantcore.compress.results import TensorRequest
@@ -98,6 +99,26 @@ def test_ragged_blocks_decode_and_measure_consistently(method: Method, zero_poin
                            / float(np.mean((w - q.dequantized).astype(np.float64) ** 2)))
     assert result.report.sqnr_db == pytest.approx(sqnr, abs=1e-6)
     assert q.code_min <= int(q.codes.min()) and int(q.codes.max()) <= q.code_max
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_mu_law_blocks_keep_the_weights_gain(bits: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The stored scales carry the mu-law levels' fitted gain: the error is far less aligned
+    with the values (the levels alone left every block 3% small at 4 bits, 0.6% at 8) and
+    the weights' SQNR is higher."""
+    w = folded_bn_conv()
+
+    def sqnr_and_bias() -> tuple[float, float]:
+        result = quantize(w, Granularity.GROUP, bits=bits, method=Method.MULAW,
+                          support=Support.MAX_ABS)  # fmt: skip
+        q, x = result.quantized.dequantized.astype(np.float64), w.astype(np.float64)
+        return result.report.sqnr_db, float(((x - q) * q).sum() / (q * q).sum())
+
+    fitted, bias = sqnr_and_bias()
+    monkeypatch.setattr(group_numpy, "fitted_gain", lambda chosen, sample: 1.0)
+    plain, plain_bias = sqnr_and_bias()
+    assert abs(bias) < plain_bias / 5 and plain_bias > 5e-3, (bias, plain_bias)
+    assert fitted > plain + 0.05, (fitted, plain)
 
 
 def _quantized_params(report: dict) -> int:  # type: ignore[type-arg]
