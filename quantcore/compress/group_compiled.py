@@ -20,7 +20,6 @@ from quantcore.compress.group_numpy import (
     _WHOLE_RANGE,
     CHUNK,
     CLIP_RATIOS,
-    FITTED,
     Blocks,
     _Grid,
     _grid,
@@ -119,9 +118,9 @@ def compiled_blocks(
     amax_all = float(amax.max()) if amax.size else 0.0
     check_range(name, spec, amax_all)
     uniform = spec.method is Method.UNIFORM
-    # Only the families fitted to the sample read it: the others skip drawing it.
+    # Only the exponential family's design reads the sample: the others skip drawing it.
     sample = np.empty(0, np.float32)
-    if spec.method in FITTED:
+    if spec.method is Method.LOG:
         sample = unit_sample(w3, count, size, amax.reshape(p_len, count, q_len))
     grid = _grid(spec, zero_point and uniform, sample)
     family_args: tuple[object, ...] = _NO_FAMILY
@@ -141,6 +140,7 @@ def compiled_blocks(
     clips = np.empty(n_blocks, np.float32)
     error = np.empty(n_blocks, np.float64)
     inside = np.empty(n_blocks, np.int64)
+    refitted = np.zeros(n_blocks if grid.refit else 1, np.float32)
 
     lanes = USE_LANES and takes_lanes(mode, size, q_len > 1)
 
@@ -155,8 +155,8 @@ def compiled_blocks(
                                  inside[part], best)  # fmt: skip
         else:
             block_quantize(w3, size, count, start, s, inv, zps, rats, lo, hi, amax, mode,  # type: ignore[call-arg]
-                           grid.code_min, grid.code_max, levels, *family_args, codes, deq,
-                           error[part], inside[part], best)  # fmt: skip
+                           grid.code_min, grid.code_max, levels, *family_args, grid.refit,
+                           codes, deq, error[part], inside[part], best, refitted[part])  # fmt: skip
         if len(ratios) == 1:  # every block takes the one candidate: no gather
             scale[part], ratio = s16[0], rats[0]
             if zp is not None:
@@ -166,6 +166,8 @@ def compiled_blocks(
             scale[part], ratio = s16[pick], rats[pick]
             if zp is not None:
                 zp[part] = zps[pick]
+        if grid.refit:  # float32 values of float16 scales: exact
+            np.copyto(scale[part], refitted[part].astype(np.float16), where=refitted[part] > 0)
         if grid.zero_point:
             clip_lo, clip_hi = lo[part] * ratio, hi[part] * ratio
         else:

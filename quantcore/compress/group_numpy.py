@@ -35,29 +35,7 @@ class _Grid:
     code_max: int
     zero_point: bool
     design: Design | None  # None: the uniform integer grid
-    # The stored scale over the unit the codes are chosen in (``fitted_gain``); 1: the same.
-    gain: float = 1.0
-
-
-# The families whose blocks are fitted to a sample of their weights (``unit_sample``): the
-# exponential family's codebook, the mu-law family's gain.
-FITTED = (Method.LOG, Method.MULAW)
-
-
-def fitted_gain(chosen: Design, sample: np.ndarray) -> float:
-    """The factor of least squared error between the mu-law levels and ``sample`` (weights
-    divided by their block's largest magnitude, ``unit_sample``) coded at the whole range.
-
-    The levels sit low in their cells (midpoints on the companded curve), so blocks scaled to
-    their largest magnitude come back smaller than they went in, every layer alike: on a real
-    detector at 4 bits the gain ``⟨w, ŵ⟩ / ⟨w, w⟩`` was 0.91 a layer, compounding over its 64
-    layers. The stored scales carry this factor; the codes are chosen as before."""
-    t = np.asarray(sample, np.float64) * chosen.support_edge
-    codes = np.empty(t.shape, chosen.dtype)
-    chosen.encode(t.copy(), codes)
-    levels = chosen.values(codes)
-    den = float(np.dot(levels, levels))
-    return float(np.float32(np.dot(t, levels) / den)) if den > 0 else 1.0
+    refit: bool = False  # each block's scale refitted to its codes (``_refit``)
 
 
 def _grid(spec: QuantizerSpec, zero_point: bool, sample: np.ndarray) -> _Grid:
@@ -72,9 +50,8 @@ def _grid(spec: QuantizerSpec, zero_point: bool, sample: np.ndarray) -> _Grid:
             )
         return _Grid(code_min=-(n // 2), code_max=n // 2 - 1, zero_point=False, design=None)
     chosen = design(spec, sample)
-    gain = fitted_gain(chosen, sample) if spec.method is Method.MULAW else 1.0
     return _Grid(code_min=chosen.code_min, code_max=chosen.code_max, zero_point=False,
-                 design=chosen, gain=gain)  # fmt: skip
+                 design=chosen, refit=spec.method is Method.MULAW)  # fmt: skip
 
 
 def _threshold_ratio(
@@ -119,21 +96,17 @@ def _candidates(spec: QuantizerSpec, x: np.ndarray, red: int, amax: np.ndarray) 
 def block_scale(
     grid: _Grid, ratio: np.ndarray | float, lo: np.ndarray, hi: np.ndarray, amax: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each block's float16 scale at clip ``ratio``, its float32 value and the reciprocal
-    of the unit its codes are chosen in (0 where that is 0: ``grid.gain`` apart, the
-    scale); the compiled path takes the same numbers from here."""
+    """Each block's float16 scale at clip ``ratio``, its float32 value and reciprocal (0
+    where the scale is 0); the compiled path takes the same numbers from here."""
     if grid.design is not None:
         step = amax * ratio / grid.design.support_edge
     elif grid.zero_point:
         step = (hi - lo) * ratio / grid.code_max
     else:
         step = amax * ratio / grid.code_max
-    unit = np.asarray(step, np.float32).astype(np.float16).astype(np.float32)
-    inv = np.divide(1.0, unit, out=np.zeros_like(unit), where=unit > 0)
-    if grid.gain == 1.0:
-        return unit.astype(np.float16), unit, inv
-    scale = (np.asarray(step, np.float32) * np.float32(grid.gain)).astype(np.float16)
-    return scale, scale.astype(np.float32), inv
+    scale = np.asarray(step, np.float32).astype(np.float16)
+    s = scale.astype(np.float32)
+    return scale, s, np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
 
 
 def block_zero_point(
@@ -231,6 +204,32 @@ def _keep_sums(
     return np.square(values - x, dtype=np.float64).sum(axis=red, keepdims=True)
 
 
+def _refit(
+    x: np.ndarray, red: int, grid: _Grid, codes: np.ndarray, scale: np.ndarray,
+    error: np.ndarray,
+) -> np.ndarray:
+    """Each block's float16 scale of least squared error for its codes, ``⟨x, ℓ⟩ / ⟨ℓ, ℓ⟩``,
+    taken (into ``scale``) where it lowers the block's error; returns the errors. A block's
+    codes stay.
+
+    The mu-law levels sit low in their cells (midpoints on the companded curve), so a block
+    scaled to its largest magnitude comes back smaller than it went in, every layer alike:
+    on a real detector at 4 bits the gain ``⟨w, ŵ⟩ / ⟨w, w⟩`` was 0.91 a layer, compounding
+    over its 64 layers."""
+    assert grid.design is not None and grid.design.levels is not None
+    level = np.asarray(grid.design.levels, np.float32)[codes]
+    wide = level.astype(np.float64)
+    num = np.sum(wide * x.astype(np.float64), axis=red, keepdims=True)
+    den = np.sum(wide * wide, axis=red, keepdims=True)
+    fitted = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    stored = fitted.astype(np.float32).astype(np.float16)
+    s = stored.astype(np.float32)
+    refitted = np.square(level * s - x, dtype=np.float64).sum(axis=red, keepdims=True)
+    keep = np.isfinite(s) & (s > 0) & (refitted < error)
+    np.copyto(scale, stored, where=keep)
+    return np.where(keep, refitted, error)
+
+
 def _blocks(
     x: np.ndarray, red: int, spec: QuantizerSpec, grid: _Grid
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float, int, np.ndarray, np.ndarray]:
@@ -257,6 +256,8 @@ def _blocks(
     codes, scale, zp, error = best
     if grid.design is None:
         error = _keep_sums(x, red, grid, codes, scale, zp)
+    elif grid.refit:
+        error = _refit(x, red, grid, codes, scale, error)
     if grid.zero_point:
         clip_lo, clip_hi = lo * best_ratio, hi * best_ratio
     else:
@@ -327,8 +328,8 @@ def numpy_blocks(
     amax_all = float(np.max(np.abs(w))) if w.size else 0.0
     check_range(name, spec, amax_all)
     p_len, q_len = math.prod(view[:axis]), math.prod(view[axis + 1 :])
-    sample = np.empty(0, np.float32)  # read only by the families that fit to it
-    if spec.method in FITTED:
+    sample = np.empty(0, np.float32)  # read only by the exponential family's design
+    if spec.method is Method.LOG:
         block_amax = np.max(np.abs(work), axis=-1).reshape(p_len, count, q_len)
         sample = unit_sample(w.reshape(p_len, -1, q_len), count, block_size, block_amax)
     grid = _grid(spec, zero_point and spec.method is Method.UNIFORM, sample)

@@ -5,6 +5,8 @@ the per-block pieces of ``quantcore.quantizers.block_kernels``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from quantcore.quantizers.block_kernels import (
@@ -24,16 +26,66 @@ from quantcore.quantizers.block_kernels import (
 )
 from quantcore.quantizers.kernels import _table_codes, _table_levels
 
+_HALF_MAX_EDGE = 65520.0  # float16 rounds this and above to inf (65504 is the largest finite)
+_HALF_NORMAL = 2.0**-14  # the smallest normal float16; below, a step of 2^-24
+
+
+@_jit
+def half_value(x):
+    """The float16 that ``x`` (a positive float32, as float64) rounds to, as a float64: NumPy's
+    ``astype(np.float16)``, to nearest, ties to even, subnormals kept, inf past the range."""
+    if x >= _HALF_MAX_EDGE:
+        return np.inf
+    if x < _HALF_NORMAL:
+        step = 2.0**-24
+    else:
+        _, e = math.frexp(x)  # x = m·2^e, 0.5 ≤ m < 1: 11 significant bits, steps of 2^(e-11)
+        step = math.ldexp(1.0, e - 11)
+    return np.rint(x / step) * step
+
+
+@_jit
+def _refit(xb, size, cb, levels, vb, sq, lv, vn, e):
+    """A codebook block's float16 scale of least squared error for its codes ``cb``
+    (``⟨x, ℓ⟩ / ⟨ℓ, ℓ⟩``), as float32, and its error; ``(0, e)`` where it does not lower
+    the error ``e``. Its values go to ``vb`` when it does. The reference's order of sums
+    (``group_numpy._refit``)."""
+    for i in range(size):
+        level = np.float64(levels[cb[i]])
+        sq[i] = level * np.float64(xb[i])
+        lv[i] = level * level
+    num = _sum(sq, 0, size)
+    den = _sum(lv, 0, size)
+    if not den > 0.0:
+        return np.float32(0.0), e
+    fitted = half_value(np.float64(np.float32(num / den)))
+    if not (fitted > 0.0 and fitted < np.inf):
+        return np.float32(0.0), e
+    s = np.float32(fitted)
+    for i in range(size):
+        value = levels[cb[i]] * s
+        vn[i] = value
+        d = np.float64(value - xb[i])
+        sq[i] = d * d
+    refitted = _sum(sq, 0, size)
+    if not refitted < e:
+        return np.float32(0.0), e
+    for i in range(size):
+        vb[i] = vn[i]
+    return s, refitted
+
 
 @_jit
 def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, amax, mode,
                    cmin, cmax, levels, kind, limit, ratio, max_index, signbit, edges, table,
-                   lut, codes, deq, error, inside, best):
+                   lut, refit, codes, deq, error, inside, best, refitted):
     """Blocks ``first .. first + scales.shape[1]`` of ``w3``: per block the candidate (row of
     ``scales``/``invs``/``zps``/``ratios``) of least squared error (the first on ties), its
     codes (uniform: block sums kept) into ``codes`` and values into ``deq`` (both shaped like
     ``w3``), and per block its squared error, its weights within the clipped range (padding
-    included, as in the reference) and the candidate taken. Blocks along a strided axis are
+    included, as in the reference) and the candidate taken; with ``refit`` (a codebook) the
+    block's scale refitted to its codes where that lowers its error (``refitted``, float32;
+    0 elsewhere, as the caller fills it). Blocks along a strided axis are
     read and written ``TILE`` at a time (``_gather_tile``), each then quantized as alone."""
     candidates, n = scales.shape
     q_len = w3.shape[2]
@@ -43,6 +95,8 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
     rb = np.empty(size, np.float32)
     score = np.empty(size, np.float32)
     sq = np.empty(size, np.float64)
+    lv = np.empty(size, np.float64)
+    vn = np.empty(size, np.float32)
     cb = np.empty(size, codes.dtype)
     cb_best = np.empty(size, codes.dtype)
     vb_best = np.empty(size, np.float32)
@@ -128,6 +182,8 @@ def block_quantize(w3, size, count, first, scales, invs, zps, ratios, lo, hi, am
                     d = np.float64(value - xb[i])
                     sq[i] = d * d
                 e = _sum(sq, 0, size)
+            if refit:
+                refitted[k], e = _refit(xb, size, cb, levels, vb, sq, lv, vn, e)
             r = ratios[chosen, k]
             if mode == ZERO_POINT:
                 clip_lo, clip_hi = lo[b] * r, hi[b] * r

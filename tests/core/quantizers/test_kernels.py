@@ -21,6 +21,7 @@ from quantcore.compress.groups import block_view, quantize_groups
 from quantcore.compress.layerwise import quantize_tensors
 from quantcore.compress.results import TensorRequest
 from quantcore.quantizers import design, stream
+from quantcore.quantizers.block_quantize_kernels import half_value
 from quantcore.quantizers.breakpoints import _merged, code_table
 from quantcore.quantizers.kernels import encode_values, sort_small_range
 from quantcore.spec import Granularity, Method, QuantizerSpec, Rounding, Support
@@ -403,3 +404,17 @@ def test_a_bucket_of_several_edges_is_stepped_through(dtype: type) -> None:
 def test_sample_indices_sort_as_numpy_does(bound: int) -> None:
     drawn = np.random.default_rng(bound).integers(0, bound, size=50_000)
     assert np.array_equal(sort_small_range(drawn, bound), np.sort(drawn))
+
+
+def test_half_value_rounds_as_numpy_casts_to_float16() -> None:
+    """The kernels' float16 rounding (a refitted block scale) against NumPy's cast: normals,
+    subnormals, exact ties between two float16 values, the edge of the range."""
+    rng = np.random.default_rng(11)
+    values = np.exp(rng.uniform(np.log(1e-9), np.log(7e4), 200_000)).astype(np.float32)
+    halves = np.arange(1, 0x7C00, dtype=np.uint16).view(np.float16).astype(np.float64)
+    ties = ((halves[:-1] + halves[1:]) / 2).astype(np.float32)  # exact in float32
+    edges = np.array([65504, 65519.99, 65520, 65536, 2.0**-14, 2.0**-24, 2.0**-25, 3 * 2.0**-26],
+                     np.float32)  # fmt: skip
+    x = np.concatenate([values, ties, np.nextafter(ties, 0), np.nextafter(ties, 1), edges])
+    ours = np.array([half_value(float(v)) for v in x])
+    np.testing.assert_array_equal(ours, x.astype(np.float16).astype(np.float64))
