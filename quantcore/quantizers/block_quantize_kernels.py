@@ -51,7 +51,9 @@ def _refit(xb, size, cb, levels, vb, sq, lv, vn, e):
     the error ``e``. Its values go to ``vb`` when it does. The reference's order of sums
     (``group_numpy._refit``)."""
     for i in range(size):
-        level = np.float64(levels[cb[i]])
+        vn[i] = levels[cb[i]]
+    for i in range(size):
+        level = np.float64(vn[i])
         sq[i] = level * np.float64(xb[i])
         lv[i] = level * level
     num = _sum(sq, 0, size)
@@ -63,7 +65,7 @@ def _refit(xb, size, cb, levels, vb, sq, lv, vn, e):
         return np.float32(0.0), e
     s = np.float32(fitted)
     for i in range(size):
-        value = levels[cb[i]] * s
+        value = vn[i] * s
         vn[i] = value
         d = np.float64(value - xb[i])
         sq[i] = d * d
