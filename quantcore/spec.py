@@ -258,9 +258,8 @@ class QuantSpec:
         base = QuantizerSpec(support=GROUP_DEFAULT_SUPPORT) if blocked else QuantizerSpec()
         quantizer = _quantizer_from_dict(data, base, "")
         named_support = data.get("support") is not None
-        method, bits = quantizer.method, quantizer.bits
-        rule = None if named_support else unnamed_support(method, bits, granularity)
-        if rule is not None:
+        if not named_support:
+            rule = unnamed_support(quantizer.method, quantizer.bits, granularity)
             quantizer = dataclasses.replace(quantizer, support=rule)
         values: dict[str, Any] = {"quantizer": quantizer, "granularity": granularity}
         if "include" in data:
@@ -364,8 +363,7 @@ def _overrides(
         # A support nobody named follows the rule for the override's own bits; the applied
         # spec then names it (read back, it is named).
         if not named_support and item.get("support") is None:
-            method = quantizer.method  # else its default, not a rule the spec's own bits got
-            rule = unnamed_support(method, quantizer.bits, granularity) or DEFAULT_SUPPORT[method]
+            rule = unnamed_support(quantizer.method, quantizer.bits, granularity)
             if rule is not quantizer.support:
                 quantizer = dataclasses.replace(quantizer, support=rule)
                 fields_set = (*fields_set, "support")

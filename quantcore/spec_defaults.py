@@ -36,15 +36,15 @@ def group_support(method: Method, bits: int) -> Support:
     return GROUP_DEFAULT_SUPPORT
 
 
-def unnamed_support(method: Method, bits: int, granularity: Granularity) -> Support | None:
-    """The support ``method`` at ``bits`` gets at ``granularity`` when the caller names none;
-    ``None`` leaves the method's default (``DEFAULT_SUPPORT``)."""
+def unnamed_support(method: Method, bits: int, granularity: Granularity) -> Support:
+    """The support ``method`` at ``bits`` gets at ``granularity`` when the caller names none:
+    the blocks' rule, the channels' rule, else the method's default (``DEFAULT_SUPPORT``)."""
     if granularity in BLOCKED:
         return group_support(method, bits)
     from_bits = CHANNEL_MAX_ABS_MIN_BITS.get(method)
     if granularity is Granularity.CHANNEL and from_bits and bits >= from_bits:
         return Support.MAX_ABS
-    return None
+    return DEFAULT_SUPPORT[method]
 
 
 def auto_group_size(bits: int) -> int:
